@@ -1,0 +1,1 @@
+"""Board descriptions and top-level wrappers."""

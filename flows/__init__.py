@@ -1,0 +1,1 @@
+"""Open-tool wrappers: yosys synthesis, nextpnr place-and-route, Verilator lint, reports."""

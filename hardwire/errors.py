@@ -1,0 +1,32 @@
+"""The errors hardwire raises on purpose: each carries what a user needs to act on it."""
+
+
+class HardwireError(Exception):
+    """Base class: the CLI prints these as one line and exits non-zero, never with a traceback."""
+
+
+class ParameterError(HardwireError, ValueError):
+    """A parameter outside its allowed range. The message names the parameter, its value and the range."""
+
+    def __init__(self, name: str, value, allowed: str):
+        self.name, self.value, self.allowed = name, value, allowed
+        super().__init__(f"{name}={value!r} is out of range: allowed {allowed}")
+
+
+class ToolMissingError(HardwireError):
+    """An external tool (yosys, nextpnr, verilator, ...) is not installed; the message says how to get it."""
+
+
+class ToolError(HardwireError):
+    """An external tool ran and failed (or timed out). Carries the command, log path and the log's last lines."""
+
+    def __init__(self, tool: str, cmd: list[str], log_path, tail: str, reason: str = "failed"):
+        self.tool, self.cmd, self.log_path, self.tail = tool, cmd, log_path, tail
+        super().__init__(
+            f"{tool} {reason} (log: {log_path})\n  command: {' '.join(map(str, cmd))}\n"
+            + "\n".join("  | " + line for line in tail.splitlines())
+        )
+
+
+class SimulationError(HardwireError):
+    """A simulation ran but one or more testbench checks failed."""

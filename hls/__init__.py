@@ -1,0 +1,1 @@
+"""Quantized-network path: QONNX front end, integer-layer graph, RTL and hls4ml back ends."""

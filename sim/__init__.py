@@ -1,0 +1,1 @@
+"""Simulation: cocotb runner (Verilator default, Icarus fallback), stream drivers and testbenches."""
