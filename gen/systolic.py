@@ -31,6 +31,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, 
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hardwire.gen.registry import Block, register
 from hardwire.params import bits_for_range, int_range, require, wrap
 
 GENERATOR_VERSION = "1"
@@ -240,6 +241,18 @@ def assemble_results(p: SystolicParams, plan: GemmPlan, beats: list[list[int]]) 
 
 def expected_result_beats(p: SystolicParams, plan: GemmPlan) -> int:
     return len(plan.results) if p.weight_stationary else len(plan.tile_rows) * p.rows
+
+
+def expected_last_flags(p: SystolicParams, plan: GemmPlan) -> list[int]:
+    """The `last` bit of every result beat: set on the final row of each emitted block."""
+    if not p.weight_stationary:
+        return [int(i % p.rows == p.rows - 1) for i in range(len(plan.tile_rows) * p.rows)]
+    flags = []
+    m_total = plan.shape[0]
+    for m, _ in plan.results:
+        chunk_end = min((m // p.acc_depth + 1) * p.acc_depth, m_total)
+        flags.append(int(m == chunk_end - 1))
+    return flags
 
 
 # --------------------------------------------------------------------------------------------------
@@ -615,3 +628,15 @@ def _delay(m, value, cycles: int, name: str):
         m.d.sync += reg.eq(value)
         value = reg
     return value
+
+
+register(Block(
+    name="systolic",
+    summary="R x C systolic GEMM array (weight- or output-stationary), any M x K x N by tiling",
+    params=SystolicParams,
+    component=SystolicArray,
+    golden=systolic_golden,
+    cycles=gemm_cycles,
+    testbench="hardwire.sim.tb_systolic",
+    generator_version=GENERATOR_VERSION,
+))

@@ -1,0 +1,99 @@
+"""The block registry: each gen/ module registers its parameters, component, golden and cycle models and
+testbench under a short name, so the CLI, benchmarks and dataset sweeps find blocks without a hand-kept list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from amaranth.back import verilog
+
+from hardwire.cache import atomic_dir
+from hardwire.errors import HardwireError
+
+
+@dataclass(frozen=True)
+class Block:
+    name: str
+    summary: str
+    params: type                       # frozen dataclass that validates itself
+    component: Callable[[Any], Any]    # params -> amaranth wiring.Component
+    golden: Callable                   # bit-exact model
+    cycles: Callable                   # cycle model
+    testbench: str                     # dotted module of the cocotb testbench
+    generator_version: str = "1"
+
+
+_BLOCKS: dict[str, Block] = {}
+
+
+def register(block: Block) -> Block:
+    _BLOCKS[block.name] = block
+    return block
+
+
+def blocks() -> dict[str, Block]:
+    """Every registered block, importing each gen/ module once so that it registers itself."""
+    package = importlib.import_module("hardwire.gen")
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "registry":
+            importlib.import_module(f"hardwire.gen.{info.name}")
+    return dict(sorted(_BLOCKS.items()))
+
+
+def get(name: str) -> Block:
+    known = blocks()
+    if name not in known:
+        raise HardwireError(f"unknown block {name!r}: known blocks are {', '.join(known)}")
+    return known[name]
+
+
+def to_verilog(block: Block, params):
+    """(top module name, Verilog text, component). Deterministic: no source locations are emitted, so the
+    same parameters give the same bytes on any machine."""
+    component = block.component(params)
+    top = params.top_name
+    return top, verilog.convert(component, name=top, emit_src=False), component
+
+
+def port_list(component) -> list[dict]:
+    """The component's flattened ports as Verilog sees them (name, direction, width)."""
+    ports = [{"name": "clk", "direction": "input", "width": 1}, {"name": "rst", "direction": "input", "width": 1}]
+    for path, member, value in component.signature.flatten(component):
+        ports.append({
+            "name": "__".join(str(part) for part in path),
+            "direction": "input" if member.flow.name == "In" else "output",
+            "width": len(value.as_value()) if hasattr(value, "as_value") else len(value),
+        })
+    return ports
+
+
+def generate(name: str, params, out_dir: Path) -> dict:
+    """Write `<top>.v` and `<top>.json` (parameters, ports, generator version) into `out_dir` atomically."""
+    block = get(name)
+    top, text, component = to_verilog(block, params)
+    meta = {
+        "block": name,
+        "top": top,
+        "generator_version": block.generator_version,
+        "params": params.to_dict() if hasattr(params, "to_dict") else dataclasses.asdict(params),
+        "ports": port_list(component),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Files, not the folder, are replaced atomically: a user's output folder may hold other designs.
+    with atomic_dir(out_dir / f".{top}.staging", replace=True) as staging:
+        (staging / f"{top}.v").write_text(text)
+        (staging / f"{top}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    staging = out_dir / f".{top}.staging"
+    for suffix in (".v", ".json"):
+        (staging / f"{top}{suffix}").replace(out_dir / f"{top}{suffix}")
+    staging.rmdir()
+    meta["verilog"] = str(out_dir / f"{top}.v")
+    return meta

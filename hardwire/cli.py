@@ -1,0 +1,184 @@
+"""The `hardwire` command line: gen, sim, synth, lint, demo.
+
+Errors that hardwire raises on purpose print as one line (exit 2 for bad parameters or input, 1 for a
+failed tool or simulation); only a bug in hardwire itself shows a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from hardwire.errors import HardwireError, ParameterError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def add_param_options(parser: argparse.ArgumentParser, params_cls) -> None:
+    """One option per field of a block's parameter dataclass (`a_width` -> `--a-width`)."""
+    group = parser.add_argument_group(f"{params_cls.__name__} parameters")
+    for f in dataclasses.fields(params_cls):
+        option = "--" + f.name.replace("_", "-")
+        default = f.default
+        annotation = str(f.type)
+        if isinstance(default, bool):
+            group.add_argument(option, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=f"(default: {default})")
+        elif isinstance(default, int) or annotation.startswith("int"):
+            group.add_argument(option, dest=f.name, type=int, metavar="N", default=argparse.SUPPRESS,
+                               help=f"(default: {'derived' if default is None else default})")
+        else:
+            group.add_argument(option, dest=f.name, type=str, metavar="STR", default=argparse.SUPPRESS,
+                               help=f"(default: {'derived' if default is None else default})")
+
+
+def params_from_args(params_cls, args: argparse.Namespace):
+    names = {f.name for f in dataclasses.fields(params_cls)}
+    return params_cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def _block_parser(sub, command: str, help_text: str, extra) -> None:
+    """`hardwire COMMAND BLOCK [block params]`: one sub-subcommand per registered block."""
+    from hardwire.gen import registry
+
+    parser = sub.add_parser(command, help=help_text, description=help_text)
+    blocks = parser.add_subparsers(dest="block", metavar="BLOCK", required=True)
+    for name, block in registry.blocks().items():
+        block_parser = blocks.add_parser(name, help=block.summary, description=block.summary)
+        add_param_options(block_parser, block.params)
+        extra(block_parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hardwire",
+        description="Generate, simulate, lint and synthesize neural-network accelerator blocks with open tools.")
+    from hardwire import __version__
+    parser.add_argument("--version", action="version", version=f"hardwire {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def gen_options(p):
+        p.add_argument("-o", "--out", type=Path, default=Path("."), help="output folder (default: .)")
+
+    def sim_options(p):
+        p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+        p.add_argument("--waves", action="store_true", help="dump an FST (verilator) / VCD (icarus) waveform")
+        p.add_argument("--seed", type=int, default=1, help="random seed of the test vectors (default: 1)")
+        p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+
+    _block_parser(sub, "gen", "generate a block's Verilog and a JSON description of it", gen_options)
+    _block_parser(sub, "sim", "verify a block in simulation against its golden model (cocotb)", sim_options)
+
+    synth = sub.add_parser("synth", help="synthesize Verilog with yosys (and optionally place and route)",
+                           description="Synthesize with yosys; with --pnr also place and route with nextpnr.")
+    synth.add_argument("verilog", type=Path, nargs="+", help="Verilog file(s)")
+    synth.add_argument("--top", required=True, help="top module name")
+    synth.add_argument("--target", default="ecp5", help="ice40, ecp5, xilinx or generic (default: ecp5)")
+    synth.add_argument("--pnr", action="store_true", help="also run nextpnr (ice40, ecp5) for Fmax")
+    synth.add_argument("--device", help="nextpnr device (ecp5: 25k/45k/85k, ice40: up5k/hx8k/...)")
+    synth.add_argument("--package", help="nextpnr package (e.g. CABGA381, sg48)")
+    synth.add_argument("-o", "--out", type=Path, default=Path("."), help="folder for report.json (default: .)")
+
+    lint = sub.add_parser("lint", help="lint Verilog with verilator --lint-only -Wall",
+                          description="Verilator lint; only what Amaranth's back end emits by construction "
+                                      "is waived (see hardwire.flows.lint). Exit 0 when clean.")
+    lint.add_argument("verilog", type=Path, nargs="+")
+    lint.add_argument("--top", required=True)
+
+    demo = sub.add_parser("demo", help="the whole flow on a built-in 8x8 INT8 systolic array",
+                          description="Generate, simulate against torch, lint, synthesize (ecp5, xilinx, "
+                                      "ice40), place and route, and write report.json + report.md.")
+    demo.add_argument("-o", "--out", type=Path, default=Path("hardwire-demo"),
+                      help="output folder (default: ./hardwire-demo)")
+    demo.add_argument("--jobs", type=int, default=2, help="parallel tool runs (default: 2)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ParameterError as error:
+        print(f"hardwire: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except HardwireError as error:
+        print(f"hardwire: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("hardwire: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_gen(args) -> int:
+    from hardwire.gen import registry
+
+    block = registry.get(args.block)
+    params = params_from_args(block.params, args)
+    meta = registry.generate(args.block, params, args.out)
+    print(f"wrote {meta['verilog']}")
+    print(f"wrote {Path(meta['verilog']).with_suffix('.json')}")
+    return 0
+
+
+def cmd_sim(args) -> int:
+    from hardwire.sim.verify import verify_block
+
+    from hardwire.gen import registry
+
+    block = registry.get(args.block)
+    params = params_from_args(block.params, args)
+    result = verify_block(args.block, params, simulator=args.simulator, waves=args.waves, seed=args.seed,
+                          progress=lambda message: print(message, file=sys.stderr, flush=True))
+    print(result.table())
+    if args.json:
+        args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return 0 if result.ok else EXIT_FAILED
+
+
+def cmd_synth(args) -> int:
+    from hardwire.flows.report import synth_command
+
+    _check_files(args.verilog)
+    print(synth_command(args.verilog, args.top, args.target, pnr=args.pnr, device=args.device,
+                        package=args.package, out_dir=args.out))
+    return 0
+
+
+def cmd_lint(args) -> int:
+    from hardwire.flows.lint import lint
+
+    _check_files(args.verilog)
+    report = lint(args.verilog, args.top)
+    for warning in report.warnings:
+        if not warning["waived"]:
+            print(f"{warning['file']}:{warning['line']}: {warning['rule']}: {warning['message']}")
+    waived = sum(1 for w in report.warnings if w["waived"])
+    status = "clean" if report.clean else "NOT clean"
+    print(f"{args.top}: {status} ({len(report.warnings) - waived} warnings, {waived} waived by-construction "
+          f"Amaranth warnings; log {report.log_path})")
+    return 0 if report.clean else EXIT_FAILED
+
+
+def cmd_demo(args) -> int:
+    from hardwire.demo import run_demo
+
+    run_demo(args.out, jobs=args.jobs)
+    return 0
+
+
+def _check_files(paths) -> None:
+    for path in paths:
+        if not Path(path).is_file():
+            raise ParameterError("verilog", str(path), "an existing Verilog file")
+
+
+COMMANDS = {"gen": cmd_gen, "sim": cmd_sim, "synth": cmd_synth, "lint": cmd_lint, "demo": cmd_demo}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
