@@ -116,8 +116,15 @@ class SystolicParams:
         """Cycles from the input handshake of a row (WS) or of a tile's last beat (OS) to its first result
         handshake, with an always-ready sink."""
         skew_array_deskew = self.rows + self.cols + self.pipeline
-        accumulate_stage = 1 if self.weight_stationary else 0
-        return skew_array_deskew + accumulate_stage + FIFO_LATENCY_CYCLES
+        accumulate = ACCUMULATE_STAGES if self.weight_stationary else 0
+        return skew_array_deskew + accumulate + FIFO_LATENCY_CYCLES
+
+    @property
+    def weight_reload_cycles(self) -> int:
+        """WS: fewest cycles between two weight flips. The next tile's weights may enter a column only
+        once the flip has passed it (R + max(1, C-1)); and a row must not come back to the accumulator
+        before its previous sum is written (ACCUMULATE_STAGES + 1), which matters only for tiny arrays."""
+        return max(self.rows + max(1, self.cols - 1), ACCUMULATE_STAGES + 1)
 
     @property
     def fifo_depth(self) -> int:
@@ -136,6 +143,8 @@ class SystolicParams:
 
 # A SyncFIFOBuffered entry written at the end of cycle t is handed out (handshake) in cycle t + 2.
 FIFO_LATENCY_CYCLES = 2
+# WS accumulator: read address; block-RAM output register; add; write back (and into the result FIFO).
+ACCUMULATE_STAGES = 3
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,8 +273,7 @@ def tile_cycles(p: SystolicParams, tile_rows: int) -> int:
     WS: a tile of `tile_rows` activation rows, overlapped with loading the next weight tile;
     OS: a tile of K = `tile_rows` beats, at least R apart so that drains do not collide."""
     if p.weight_stationary:
-        weight_reload = p.rows + max(1, p.cols - 1)
-        return max(tile_rows, weight_reload)
+        return max(tile_rows, p.weight_reload_cycles)
     return max(tile_rows, p.rows)
 
 
@@ -402,7 +410,7 @@ class SystolicArray(wiring.Component):
 
         shadow_full = Signal()       # a complete weight tile waits in the shadow registers
         load_count = Signal(range(rows))
-        cooldown = Signal(range(max(cols, 2)))
+        cooldown = Signal(range(p.weight_reload_cycles))
         first_pending = Signal(init=1)  # the next activation row starts a tile (flips the weights)
 
         # A new weight tile may overwrite the shadows only after the flip has passed every column.
@@ -421,7 +429,8 @@ class SystolicArray(wiring.Component):
         with m.If(accept):
             m.d.sync += first_pending.eq(act.payload.last)
         with m.If(flip):
-            m.d.sync += [shadow_full.eq(0), cooldown.eq(max(cols - 2, 0))]
+            # weights may enter again weight_reload_cycles - R cycles after the flip
+            m.d.sync += [shadow_full.eq(0), cooldown.eq(p.weight_reload_cycles - rows - 1)]
         with m.Elif(cooldown != 0):
             m.d.sync += cooldown.eq(cooldown - 1)
 
@@ -511,22 +520,24 @@ class SystolicArray(wiring.Component):
             m.d.sync += row.eq(Mux(meta.last, 0, row + 1))
         m.d.comb += read.addr.eq(row)
 
-        # Stage B: one cycle later, the stored row is on the read port.
-        b_vector = [Signal(acc_shape, name=f"acc_in{c}") for c in range(p.cols)]
-        b_meta = Signal.like(meta, name="acc_meta")
-        b_row = Signal.like(row, name="acc_row")
-        m.d.sync += [b_meta.eq(meta), b_row.eq(row)] + [b.eq(v) for b, v in zip(b_vector, vector)]
-        total = []
+        # The vector and its metadata wait beside the read: the stored row arrives one cycle after the
+        # address and is registered once more (block-RAM clock-to-out is slow), then added and registered.
+        vector_b = _delay(m, _pack(vector), 1, "acc_vector_b")
+        vector_c = data.View(sums, _delay(m, vector_b, 1, "acc_vector_c"))
+        meta_c = _delay(m, meta, 2, "acc_meta")
+        row_d = _delay(m, row, 3, "acc_row")
+        stored = Signal(sums, name="acc_stored")
+        m.d.sync += stored.eq(read.data)
+        total = Signal(sums, name="acc_total")
         for c in range(p.cols):
-            s = Signal(acc_shape, name=f"acc_sum{c}")
-            m.d.comb += s.eq(b_vector[c] + Mux(b_meta.accumulate, read.data[c], 0))
-            total.append(s)
+            m.d.sync += total[c].eq(vector_c[c] + Mux(meta_c.accumulate, stored[c], 0))
+        meta_d = _delay(m, meta_c, 1, "acc_meta_d")
         m.d.comb += [
-            write.addr.eq(b_row),
-            write.en.eq(b_meta.valid),
-            write.data.eq(_pack(total)),
-            result_fifo.w_en.eq(b_meta.valid & b_meta.emit),
-            result_fifo.w_data.eq(_pack(total, b_meta.last)),
+            write.addr.eq(row_d),
+            write.en.eq(meta_d.valid),
+            write.data.eq(total),
+            result_fifo.w_en.eq(meta_d.valid & meta_d.emit),
+            result_fifo.w_data.eq(_pack([total[c] for c in range(p.cols)], meta_d.last)),
         ]
 
     # -- output stationary -------------------------------------------------------------------------
