@@ -130,7 +130,8 @@ class SystolicParams:
     def fifo_depth(self) -> int:
         """Result FIFO entries: enough credits that an always-ready sink never throttles the input."""
         burst = 1 if self.weight_stationary else self.rows
-        return self.latency_cycles + burst + 2
+        # + one burst more than the round trip needs: `room_for_burst` is registered and conservative
+        return self.latency_cycles + 2 * burst + 2
 
     def to_dict(self) -> dict:
         return {
@@ -364,8 +365,10 @@ class SystolicArray(wiring.Component):
         # Credits: results promised to accepted inputs but not yet handed out.
         burst = 1 if p.weight_stationary else rows
         reserved = Signal(range(p.fifo_depth + 1))
-        room_for_burst = Signal()
-        m.d.comb += room_for_burst.eq(reserved + burst <= p.fifo_depth)
+        # Registered, so the input handshake does not wait on an adder: computed a cycle early, it
+        # assumes that cycle reserves a burst too.
+        room_for_burst = Signal(init=1)
+        m.d.sync += room_for_burst.eq(reserved + 2 * burst <= p.fifo_depth)
         reserve = Signal()
         release = Signal()
         m.d.comb += release.eq(self.results.valid & self.results.ready)
@@ -378,9 +381,12 @@ class SystolicArray(wiring.Component):
             row_inputs, flip_inputs, column_inputs, start_pulse, vector_valid = \
                 self._output_stationary_control(m, reserve, room_for_burst)
 
-        # Row skew: row r enters the array r cycles after row 0 (plus the input register).
+        # Row skew: row r enters the array r cycles after row 0 (plus the input register). In WS the flip
+        # runs one cycle ahead of its row, so a PE swaps its weights the cycle before it multiplies with
+        # them and the multiplier reads a plain register (no multiplexer in front of the DSP).
         a_edge = [_delay(m, row_inputs[r], 1 + r, f"a_skew{r}") for r in range(rows)]
-        flip_edge = [_delay(m, flip_inputs[r], 1 + r, f"flip_skew{r}") for r in range(rows)]
+        flip_lead = 1 if p.weight_stationary else 0
+        flip_edge = [_delay(m, flip_inputs[r], 1 + r - flip_lead, f"flip_skew{r}") for r in range(rows)]
 
         if p.weight_stationary:
             bottom = self._weight_stationary_array(m, a_edge, flip_edge, column_inputs, acc_shape)
@@ -435,16 +441,8 @@ class SystolicArray(wiring.Component):
             m.d.sync += cooldown.eq(cooldown - 1)
 
         # Weight beats enter the top of every column with a tag naming their destination row.
-        tag_shape = unsigned(max(1, (rows - 1).bit_length()))
-        column_inputs = []
-        for c in range(cols):
-            w_top = Signal(self.weights.payload[c].shape(), name=f"w_top{c}")
-            m.d.sync += w_top.eq(self.weights.payload[c])
-            column_inputs.append(w_top)
-        w_tag = Signal(tag_shape, name="w_top_tag")
-        w_tag_valid = Signal(name="w_top_valid")
-        m.d.sync += [w_tag.eq(load_count), w_tag_valid.eq(w_accept)]
-        self._w_tag = (w_tag, w_tag_valid)
+        column_inputs = [self.weights.payload[c] for c in range(cols)]
+        self._w_tag = (load_count, w_accept)
 
         # Row metadata for the result side travels a delay line as long as skew + array + deskew.
         meta = data.StructLayout({"valid": 1, "accumulate": 1, "emit": 1, "last": 1})
@@ -470,12 +468,11 @@ class SystolicArray(wiring.Component):
                 w_in = w_top[c] if r == 0 else chain_w[c]
                 t_in, tv_in = (tag, tag_valid) if r == 0 else (chain_tag[c], chain_tv[c])
                 shadow = Signal(w_shape, name=f"{pe}_shadow")
-                active = Signal(w_shape, name=f"{pe}_weight")
+                weight = Signal(w_shape, name=f"{pe}_weight")
                 with m.If(tv_in & (t_in == r)):
                     m.d.sync += shadow.eq(w_in)
-                weight = Signal(w_shape, name=f"{pe}_w_use")
-                m.d.comb += weight.eq(Mux(flip_in, shadow, active))
-                m.d.sync += active.eq(weight)
+                with m.If(flip_in):
+                    m.d.sync += weight.eq(shadow)
                 psum_out = Signal(acc_shape, name=f"{pe}_psum")
                 m.d.sync += psum_out.eq(psum[c] + self._product(m, pe, a_in, weight, acc_shape))
                 psum[c] = psum_out
