@@ -415,7 +415,7 @@ class SystolicArray(wiring.Component):
         act = self.activations
 
         shadow_full = Signal()       # a complete weight tile waits in the shadow registers
-        load_count = Signal(range(rows))
+        load_count = Signal(range(max(rows, 2)))  # 1 bit even for one row: no zero-width wires
         cooldown = Signal(range(p.weight_reload_cycles))
         first_pending = Signal(init=1)  # the next activation row starts a tile (flips the weights)
 
