@@ -80,11 +80,11 @@ def verify_block(name: str, params, *, cases: list[dict] | None = None, simulato
         wall, cached, log, wave = result.wall_s, result.build_cached, result.log_path, result.waves_path
     except SimulationError as error:
         failure = str(error)
-        passed = getattr(error, "passed", 0)
-        failed = getattr(error, "failed", 1) or 1
-        results = getattr(error, "results", {}) or {}
-        wall, cached = getattr(error, "wall_s", 0.0), False
-        log, wave = getattr(error, "log_path", ""), None
+        result = getattr(error, "result", None)
+        if result is None:
+            raise
+        passed, failed, results = result.passed, max(result.failed, 1), result.results
+        wall, cached, log, wave = result.wall_s, result.build_cached, result.log_path, result.waves_path
     return VerifyResult(block=name, top=top, params=params.to_dict(), simulator=simulator,
                         cases={c["name"]: results.get(c["name"], {}) for c in cases},
                         passed=passed, failed=failed, wall_s=wall, build_cached=cached,
