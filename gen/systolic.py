@@ -428,12 +428,31 @@ class SystolicArray(wiring.Component):
             with m.Else():
                 m.d.sync += load_count.eq(load_count + 1)
 
-        m.d.comb += act.ready.eq((~first_pending | shadow_full) & (~act.payload.emit | room_for_burst))
+        # A row must not reach the accumulator again before its previous sum is written back. At full
+        # rate the weight reload interval guarantees that; when the activations stall, a short tile (fewer
+        # than ACCUMULATE_STAGES + 1 rows) could return too soon, so its successor's first row waits until
+        # (cycles since the tile's last row) + (rows in the tile) > ACCUMULATE_STAGES + 1.
+        horizon = ACCUMULATE_STAGES + 1
+        since_last_row = Signal(range(horizon + 1), init=horizon)
+        rows_in_tile = Signal(range(horizon + 1))
+        rows_in_last_tile = Signal(range(horizon + 1), init=horizon)
+        accumulator_free = Signal()
+        m.d.comb += accumulator_free.eq(since_last_row + rows_in_last_tile > horizon)
+        m.d.comb += act.ready.eq((~first_pending | (shadow_full & accumulator_free)) &
+                                 (~act.payload.emit | room_for_burst))
         accept = act.valid & act.ready
         flip = Signal()
         m.d.comb += [flip.eq(accept & first_pending), reserve.eq(accept & act.payload.emit)]
         with m.If(accept):
             m.d.sync += first_pending.eq(act.payload.last)
+        with m.If(accept & act.payload.last):
+            m.d.sync += [since_last_row.eq(1), rows_in_tile.eq(0),
+                         rows_in_last_tile.eq(Mux(rows_in_tile == horizon, horizon, rows_in_tile + 1))]
+        with m.Else():
+            with m.If(since_last_row != horizon):
+                m.d.sync += since_last_row.eq(since_last_row + 1)
+            with m.If(accept & (rows_in_tile != horizon)):
+                m.d.sync += rows_in_tile.eq(rows_in_tile + 1)
         with m.If(flip):
             # weights may enter again weight_reload_cycles - R cycles after the flip
             m.d.sync += [shadow_full.eq(0), cooldown.eq(p.weight_reload_cycles - rows - 1)]
@@ -565,7 +584,7 @@ class SystolicArray(wiring.Component):
 
         # Drain timing: column 0's hold registers are all loaded 1 + R + pipeline cycles after `finish`.
         drain_start = _delay(m, finish, 1 + rows + p.pipeline, "drain_start")
-        drain_left = Signal(range(rows))
+        drain_left = Signal(range(max(rows, 2)))  # no zero-width wires for one row
         with m.If(drain_start):
             m.d.sync += drain_left.eq(rows - 1)
         with m.Elif(drain_left != 0):

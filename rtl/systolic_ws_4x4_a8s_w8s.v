@@ -5,59 +5,59 @@
 module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations__valid, results__ready, clk, rst, weights__ready, activations__ready, results__payload, results__valid, weights__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire [15:0] \$10 ;
-  wire [28:0] \$100 ;
-  wire [27:0] \$101 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
   wire [28:0] \$102 ;
-  reg \$103 ;
-  reg [4:0] \$104 ;
-  reg [1:0] \$105 ;
-  reg \$106 ;
-  reg \$107 ;
-  reg [2:0] \$108 ;
-  reg [3:0] \$109 ;
-  wire [15:0] \$11 ;
-  reg [3:0] \$110 ;
-  reg [3:0] \$111 ;
-  reg [3:0] \$112 ;
-  reg [3:0] \$113 ;
-  reg [3:0] \$114 ;
-  reg [3:0] \$115 ;
-  reg [3:0] \$116 ;
-  reg [7:0] \$117 ;
-  reg [7:0] \$118 ;
-  reg [7:0] \$119 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire [28:0] \$105 ;
+  wire [8:0] \$106 ;
+  wire [8:0] \$107 ;
+  wire [27:0] \$108 ;
+  wire [28:0] \$109 ;
+  wire \$11 ;
+  wire [27:0] \$110 ;
+  wire [28:0] \$111 ;
+  wire [27:0] \$112 ;
+  wire [28:0] \$113 ;
+  wire [27:0] \$114 ;
+  wire [28:0] \$115 ;
+  reg \$116 ;
+  reg [4:0] \$117 ;
+  reg [1:0] \$118 ;
+  reg \$119 ;
   wire [15:0] \$12 ;
-  reg [7:0] \$120 ;
-  reg [7:0] \$121 ;
-  reg [7:0] \$122 ;
-  reg [7:0] \$123 ;
-  reg [7:0] \$124 ;
-  reg [7:0] \$125 ;
-  reg [7:0] \$126 ;
-  reg \$127 ;
-  reg \$128 ;
-  reg \$129 ;
+  reg \$120 ;
+  reg [2:0] \$121 ;
+  reg [2:0] \$122 ;
+  reg [2:0] \$123 ;
+  reg [2:0] \$124 ;
+  reg [3:0] \$125 ;
+  reg [3:0] \$126 ;
+  reg [3:0] \$127 ;
+  reg [3:0] \$128 ;
+  reg [3:0] \$129 ;
   wire [15:0] \$13 ;
-  reg \$130 ;
-  reg \$131 ;
-  reg \$132 ;
+  reg [3:0] \$130 ;
+  reg [3:0] \$131 ;
+  reg [3:0] \$132 ;
   reg [7:0] \$133 ;
   reg [7:0] \$134 ;
-  reg [27:0] \$135 ;
+  reg [7:0] \$135 ;
   reg [7:0] \$136 ;
-  reg [1:0] \$137 ;
-  reg \$138 ;
+  reg [7:0] \$137 ;
+  reg [7:0] \$138 ;
   reg [7:0] \$139 ;
   wire [15:0] \$14 ;
-  reg \$140 ;
+  reg [7:0] \$140 ;
   reg [7:0] \$141 ;
   reg [7:0] \$142 ;
-  reg [27:0] \$143 ;
-  reg [7:0] \$144 ;
-  reg [1:0] \$145 ;
+  reg \$143 ;
+  reg \$144 ;
+  reg \$145 ;
   reg \$146 ;
-  reg [7:0] \$147 ;
+  reg \$147 ;
   reg \$148 ;
   reg [7:0] \$149 ;
   wire [15:0] \$15 ;
@@ -76,21 +76,21 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   reg [1:0] \$161 ;
   reg \$162 ;
   reg [7:0] \$163 ;
-  reg [7:0] \$164 ;
-  reg [27:0] \$165 ;
+  reg \$164 ;
+  reg [7:0] \$165 ;
   reg [7:0] \$166 ;
-  reg [1:0] \$167 ;
-  reg \$168 ;
-  reg [7:0] \$169 ;
+  reg [27:0] \$167 ;
+  reg [7:0] \$168 ;
+  reg [1:0] \$169 ;
   wire [15:0] \$17 ;
   reg \$170 ;
   reg [7:0] \$171 ;
-  reg [7:0] \$172 ;
-  reg [27:0] \$173 ;
+  reg \$172 ;
+  reg [7:0] \$173 ;
   reg [7:0] \$174 ;
-  reg [1:0] \$175 ;
-  reg \$176 ;
-  reg [7:0] \$177 ;
+  reg [27:0] \$175 ;
+  reg [7:0] \$176 ;
+  reg [1:0] \$177 ;
   reg \$178 ;
   reg [7:0] \$179 ;
   wire [15:0] \$18 ;
@@ -109,22 +109,22 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   reg [1:0] \$191 ;
   reg \$192 ;
   reg [7:0] \$193 ;
-  reg [7:0] \$194 ;
-  reg [27:0] \$195 ;
+  reg \$194 ;
+  reg [7:0] \$195 ;
   reg [7:0] \$196 ;
-  reg [1:0] \$197 ;
-  reg \$198 ;
-  reg [7:0] \$199 ;
+  reg [27:0] \$197 ;
+  reg [7:0] \$198 ;
+  reg [1:0] \$199 ;
   wire \$2 ;
   wire [15:0] \$20 ;
   reg \$200 ;
   reg [7:0] \$201 ;
-  reg [7:0] \$202 ;
-  reg [27:0] \$203 ;
+  reg \$202 ;
+  reg [7:0] \$203 ;
   reg [7:0] \$204 ;
-  reg [1:0] \$205 ;
-  reg \$206 ;
-  reg [7:0] \$207 ;
+  reg [27:0] \$205 ;
+  reg [7:0] \$206 ;
+  reg [1:0] \$207 ;
   reg \$208 ;
   reg [7:0] \$209 ;
   wire [15:0] \$21 ;
@@ -143,124 +143,140 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   reg [1:0] \$221 ;
   reg \$222 ;
   reg [7:0] \$223 ;
-  reg [7:0] \$224 ;
-  reg [27:0] \$225 ;
+  reg \$224 ;
+  reg [7:0] \$225 ;
   reg [7:0] \$226 ;
-  reg \$227 ;
+  reg [27:0] \$227 ;
   reg [7:0] \$228 ;
-  reg [7:0] \$229 ;
+  reg [1:0] \$229 ;
   wire [15:0] \$23 ;
-  reg [27:0] \$230 ;
+  reg \$230 ;
   reg [7:0] \$231 ;
   reg \$232 ;
   reg [7:0] \$233 ;
   reg [7:0] \$234 ;
   reg [27:0] \$235 ;
   reg [7:0] \$236 ;
-  reg \$237 ;
-  reg [7:0] \$238 ;
+  reg [1:0] \$237 ;
+  reg \$238 ;
   reg [7:0] \$239 ;
   wire [15:0] \$24 ;
-  reg [27:0] \$240 ;
+  reg [7:0] \$240 ;
   reg [27:0] \$241 ;
-  reg [27:0] \$242 ;
-  reg [27:0] \$243 ;
-  reg [27:0] \$244 ;
-  reg [27:0] \$245 ;
+  reg [7:0] \$242 ;
+  reg \$243 ;
+  reg [7:0] \$244 ;
+  reg [7:0] \$245 ;
   reg [27:0] \$246 ;
   reg [7:0] \$247 ;
-  reg [111:0] \$248 ;
-  reg [111:0] \$249 ;
+  reg \$248 ;
+  reg [7:0] \$249 ;
   wire [15:0] \$25 ;
-  reg [3:0] \$250 ;
-  reg [3:0] \$251 ;
+  reg [7:0] \$250 ;
+  reg [27:0] \$251 ;
   reg [7:0] \$252 ;
-  reg [7:0] \$253 ;
+  reg \$253 ;
   reg [7:0] \$254 ;
-  reg [111:0] \$255 ;
-  reg [111:0] \$256 ;
-  reg [3:0] \$257 ;
-  wire [5:0] \$26 ;
-  wire \$27 ;
-  wire [1:0] \$28 ;
-  wire [5:0] \$29 ;
-  wire \$3 ;
-  wire [6:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire [2:0] \$33 ;
+  reg [7:0] \$255 ;
+  reg [27:0] \$256 ;
+  reg [27:0] \$257 ;
+  reg [27:0] \$258 ;
+  reg [27:0] \$259 ;
+  wire [15:0] \$26 ;
+  reg [27:0] \$260 ;
+  reg [27:0] \$261 ;
+  reg [27:0] \$262 ;
+  reg [7:0] \$263 ;
+  reg [111:0] \$264 ;
+  reg [111:0] \$265 ;
+  reg [3:0] \$266 ;
+  reg [3:0] \$267 ;
+  reg [7:0] \$268 ;
+  reg [7:0] \$269 ;
+  wire [15:0] \$27 ;
+  reg [7:0] \$270 ;
+  reg [111:0] \$271 ;
+  reg [111:0] \$272 ;
+  reg [3:0] \$273 ;
+  wire [5:0] \$28 ;
+  wire \$29 ;
+  wire [3:0] \$3 ;
+  wire [1:0] \$30 ;
+  wire [5:0] \$31 ;
+  wire [6:0] \$32 ;
+  wire \$33 ;
   wire \$34 ;
-  wire \$35 ;
-  wire [3:0] \$36 ;
+  wire [2:0] \$35 ;
+  wire \$36 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
-  wire [28:0] \$40 ;
-  wire \$41 ;
+  wire [3:0] \$40 ;
+  wire [3:0] \$41 ;
   wire \$42 ;
-  wire \$43 ;
+  wire [3:0] \$43 ;
   wire \$44 ;
-  wire [28:0] \$45 ;
+  wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
+  wire [3:0] \$47 ;
   wire \$48 ;
-  wire \$49 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [28:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
+  wire [28:0] \$53 ;
   wire \$54 ;
-  wire [28:0] \$55 ;
+  wire \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire [28:0] \$59 ;
+  wire [28:0] \$58 ;
+  wire \$59 ;
   wire \$6 ;
   wire \$60 ;
   wire \$61 ;
-  wire [28:0] \$62 ;
-  wire \$63 ;
+  wire \$62 ;
+  wire [28:0] \$63 ;
   wire \$64 ;
-  wire [28:0] \$65 ;
+  wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire [28:0] \$68 ;
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire [28:0] \$71 ;
-  wire \$72 ;
+  wire \$71 ;
+  wire [28:0] \$72 ;
   wire \$73 ;
-  wire [28:0] \$74 ;
-  wire \$75 ;
+  wire \$74 ;
+  wire [28:0] \$75 ;
   wire \$76 ;
-  wire [28:0] \$77 ;
-  wire \$78 ;
+  wire \$77 ;
+  wire [28:0] \$78 ;
   wire \$79 ;
   wire \$8 ;
-  wire [28:0] \$80 ;
-  wire \$81 ;
+  wire \$80 ;
+  wire [28:0] \$81 ;
   wire \$82 ;
-  wire [28:0] \$83 ;
-  wire \$84 ;
+  wire \$83 ;
+  wire [28:0] \$84 ;
   wire \$85 ;
-  wire [28:0] \$86 ;
-  wire \$87 ;
+  wire \$86 ;
+  wire [28:0] \$87 ;
   wire \$88 ;
-  wire [28:0] \$89 ;
+  wire \$89 ;
   wire \$9 ;
-  wire \$90 ;
+  wire [28:0] \$90 ;
   wire \$91 ;
-  wire [28:0] \$92 ;
-  wire [8:0] \$93 ;
-  wire [8:0] \$94 ;
-  wire [27:0] \$95 ;
+  wire \$92 ;
+  wire [28:0] \$93 ;
+  wire \$94 ;
+  wire \$95 ;
   wire [28:0] \$96 ;
-  wire [27:0] \$97 ;
-  wire [28:0] \$98 ;
-  wire [27:0] \$99 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [28:0] \$99 ;
   reg [7:0] a_skew0_d0 = 8'h00;
   reg [7:0] a_skew1_d0 = 8'h00;
   reg [7:0] a_skew1_d1 = 8'h00;
@@ -303,6 +319,7 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   wire [27:0] \acc_total[3] ;
   reg [111:0] acc_vector_b_d0 = 112'h0000000000000000000000000000;
   reg [111:0] acc_vector_c_d0 = 112'h0000000000000000000000000000;
+  wire accumulator_free;
   input [34:0] activations__payload;
   wire [34:0] activations__payload;
   wire \activations__payload.accumulate ;
@@ -531,9 +548,12 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   wire \row_meta_d7.emit ;
   wire \row_meta_d7.last ;
   wire \row_meta_d7.valid ;
+  reg [2:0] rows_in_last_tile = 3'h4;
+  reg [2:0] rows_in_tile = 3'h0;
   input rst;
   wire rst;
   reg shadow_full = 1'h0;
+  reg [2:0] since_last_row = 3'h4;
   wire [112:0] w_data;
   wire w_en;
   input [31:0] weights__payload;
@@ -825,424 +845,444 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   assign \$1  = ~ shadow_full;
   assign \$2  = ! cooldown;
   assign weights__ready = \$1  & \$2 ;
-  assign \$3  = ~ first_pending;
-  assign \$4  = \$3  | shadow_full;
-  assign \$5  = ~ activations__payload[34];
-  assign \$6  = \$5  | room_for_burst;
-  assign activations__ready = \$4  & \$6 ;
-  assign \$7  = activations__valid & activations__ready;
-  assign flip = \$7  & first_pending;
-  assign \$8  = activations__valid & activations__ready;
-  assign reserve = \$8  & activations__payload[34];
+  assign \$3  = since_last_row + rows_in_last_tile;
+  assign accumulator_free = \$3  > 3'h4;
+  assign \$4  = ~ first_pending;
+  assign \$5  = shadow_full & accumulator_free;
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = ~ activations__payload[34];
+  assign \$8  = \$7  | room_for_burst;
+  assign activations__ready = \$6  & \$8 ;
   assign \$9  = activations__valid & activations__ready;
-  assign \$10  = $signed(a_skew0_d0) * $signed(pe_0_0_weight);
-  assign \$11  = $signed(pe_0_0_a_right) * $signed(pe_0_1_weight);
-  assign \$12  = $signed(pe_0_1_a_right) * $signed(pe_0_2_weight);
-  assign \$13  = $signed(pe_0_2_a_right) * $signed(pe_0_3_weight);
-  assign \$14  = $signed(a_skew1_d1) * $signed(pe_1_0_weight);
-  assign \$15  = $signed(pe_1_0_a_right) * $signed(pe_1_1_weight);
-  assign \$16  = $signed(pe_1_1_a_right) * $signed(pe_1_2_weight);
-  assign \$17  = $signed(pe_1_2_a_right) * $signed(pe_1_3_weight);
-  assign \$18  = $signed(a_skew2_d2) * $signed(pe_2_0_weight);
-  assign \$19  = $signed(pe_2_0_a_right) * $signed(pe_2_1_weight);
-  assign \$20  = $signed(pe_2_1_a_right) * $signed(pe_2_2_weight);
-  assign \$21  = $signed(pe_2_2_a_right) * $signed(pe_2_3_weight);
-  assign \$22  = $signed(a_skew3_d3) * $signed(pe_3_0_weight);
-  assign \$23  = $signed(pe_3_0_a_right) * $signed(pe_3_1_weight);
-  assign \$24  = $signed(pe_3_1_a_right) * $signed(pe_3_2_weight);
-  assign \$25  = $signed(pe_3_2_a_right) * $signed(pe_3_3_weight);
+  assign flip = \$9  & first_pending;
+  assign \$10  = activations__valid & activations__ready;
+  assign reserve = \$10  & activations__payload[34];
+  assign \$11  = activations__valid & activations__ready;
+  assign \$12  = $signed(a_skew0_d0) * $signed(pe_0_0_weight);
+  assign \$13  = $signed(pe_0_0_a_right) * $signed(pe_0_1_weight);
+  assign \$14  = $signed(pe_0_1_a_right) * $signed(pe_0_2_weight);
+  assign \$15  = $signed(pe_0_2_a_right) * $signed(pe_0_3_weight);
+  assign \$16  = $signed(a_skew1_d1) * $signed(pe_1_0_weight);
+  assign \$17  = $signed(pe_1_0_a_right) * $signed(pe_1_1_weight);
+  assign \$18  = $signed(pe_1_1_a_right) * $signed(pe_1_2_weight);
+  assign \$19  = $signed(pe_1_2_a_right) * $signed(pe_1_3_weight);
+  assign \$20  = $signed(a_skew2_d2) * $signed(pe_2_0_weight);
+  assign \$21  = $signed(pe_2_0_a_right) * $signed(pe_2_1_weight);
+  assign \$22  = $signed(pe_2_1_a_right) * $signed(pe_2_2_weight);
+  assign \$23  = $signed(pe_2_2_a_right) * $signed(pe_2_3_weight);
+  assign \$24  = $signed(a_skew3_d3) * $signed(pe_3_0_weight);
+  assign \$25  = $signed(pe_3_0_a_right) * $signed(pe_3_1_weight);
+  assign \$26  = $signed(pe_3_1_a_right) * $signed(pe_3_2_weight);
+  assign \$27  = $signed(pe_3_2_a_right) * $signed(pe_3_3_weight);
   assign w_en = acc_meta_d_d0[0] & acc_meta_d_d0[2];
-  assign \$26  = reserved + 2'h2;
-  assign \$27  = \$26  <= 5'h11;
-  assign \$28  = 1'h1 * reserve;
-  assign \$29  = reserved + \$28 ;
-  assign \$30  = \$29  - \release ;
-  assign \$31  = weights__valid & weights__ready;
-  assign \$32  = load_count == 2'h3;
-  assign \$33  = load_count + 1'h1;
-  assign \$34  = activations__valid & activations__ready;
-  assign \$35  = | cooldown;
-  assign \$36  = cooldown - 1'h1;
-  assign \$37  = weights__valid & weights__ready;
-  assign \$38  = ! load_count;
-  assign \$39  = \$37  & \$38 ;
-  assign \$40  = $signed(1'h0) + $signed(\$10 );
-  assign \$41  = weights__valid & weights__ready;
-  assign \$42  = weights__valid & weights__ready;
-  assign \$43  = ! load_count;
-  assign \$44  = \$42  & \$43 ;
-  assign \$45  = $signed(1'h0) + $signed(\$11 );
-  assign \$46  = weights__valid & weights__ready;
-  assign \$47  = weights__valid & weights__ready;
-  assign \$48  = ! load_count;
-  assign \$49  = \$47  & \$48 ;
-  assign \$50  = $signed(1'h0) + $signed(\$12 );
-  assign \$51  = weights__valid & weights__ready;
-  assign \$52  = weights__valid & weights__ready;
-  assign \$53  = ! load_count;
-  assign \$54  = \$52  & \$53 ;
-  assign \$55  = $signed(1'h0) + $signed(\$13 );
-  assign \$56  = weights__valid & weights__ready;
-  assign \$57  = pe_0_0_tag_down == 1'h1;
-  assign \$58  = pe_0_0_tv_down & \$57 ;
-  assign \$59  = $signed(pe_0_0_psum) + $signed(\$14 );
-  assign \$60  = pe_0_1_tag_down == 1'h1;
-  assign \$61  = pe_0_1_tv_down & \$60 ;
-  assign \$62  = $signed(pe_0_1_psum) + $signed(\$15 );
-  assign \$63  = pe_0_2_tag_down == 1'h1;
-  assign \$64  = pe_0_2_tv_down & \$63 ;
-  assign \$65  = $signed(pe_0_2_psum) + $signed(\$16 );
-  assign \$66  = pe_0_3_tag_down == 1'h1;
-  assign \$67  = pe_0_3_tv_down & \$66 ;
-  assign \$68  = $signed(pe_0_3_psum) + $signed(\$17 );
-  assign \$69  = pe_1_0_tag_down == 2'h2;
-  assign \$70  = pe_1_0_tv_down & \$69 ;
-  assign \$71  = $signed(pe_1_0_psum) + $signed(\$18 );
-  assign \$72  = pe_1_1_tag_down == 2'h2;
-  assign \$73  = pe_1_1_tv_down & \$72 ;
-  assign \$74  = $signed(pe_1_1_psum) + $signed(\$19 );
-  assign \$75  = pe_1_2_tag_down == 2'h2;
-  assign \$76  = pe_1_2_tv_down & \$75 ;
-  assign \$77  = $signed(pe_1_2_psum) + $signed(\$20 );
-  assign \$78  = pe_1_3_tag_down == 2'h2;
-  assign \$79  = pe_1_3_tv_down & \$78 ;
-  assign \$80  = $signed(pe_1_3_psum) + $signed(\$21 );
-  assign \$81  = pe_2_0_tag_down == 2'h3;
-  assign \$82  = pe_2_0_tv_down & \$81 ;
-  assign \$83  = $signed(pe_2_0_psum) + $signed(\$22 );
-  assign \$84  = pe_2_1_tag_down == 2'h3;
-  assign \$85  = pe_2_1_tv_down & \$84 ;
-  assign \$86  = $signed(pe_2_1_psum) + $signed(\$23 );
-  assign \$87  = pe_2_2_tag_down == 2'h3;
-  assign \$88  = pe_2_2_tv_down & \$87 ;
-  assign \$89  = $signed(pe_2_2_psum) + $signed(\$24 );
-  assign \$90  = pe_2_3_tag_down == 2'h3;
-  assign \$91  = pe_2_3_tv_down & \$90 ;
-  assign \$92  = $signed(pe_2_3_psum) + $signed(\$25 );
-  assign \$93  = read__addr + 1'h1;
-  assign \$94  = row_meta_d7[3] ? 9'h000 : \$93 ;
-  assign \$95  = acc_meta_d1[1] ? acc_stored[27:0] : 28'h0000000;
-  assign \$96  = $signed(acc_vector_c_d0[27:0]) + $signed(\$95 );
-  assign \$97  = acc_meta_d1[1] ? acc_stored[55:28] : 28'h0000000;
-  assign \$98  = $signed(acc_vector_c_d0[55:28]) + $signed(\$97 );
-  assign \$99  = acc_meta_d1[1] ? acc_stored[83:56] : 28'h0000000;
-  assign \$100  = $signed(acc_vector_c_d0[83:56]) + $signed(\$99 );
-  assign \$101  = acc_meta_d1[1] ? acc_stored[111:84] : 28'h0000000;
-  assign \$102  = $signed(acc_vector_c_d0[111:84]) + $signed(\$101 );
+  assign \$28  = reserved + 2'h2;
+  assign \$29  = \$28  <= 5'h11;
+  assign \$30  = 1'h1 * reserve;
+  assign \$31  = reserved + \$30 ;
+  assign \$32  = \$31  - \release ;
+  assign \$33  = weights__valid & weights__ready;
+  assign \$34  = load_count == 2'h3;
+  assign \$35  = load_count + 1'h1;
+  assign \$36  = activations__valid & activations__ready;
+  assign \$37  = activations__valid & activations__ready;
+  assign \$38  = \$37  & activations__payload[32];
+  assign \$39  = rows_in_tile == 3'h4;
+  assign \$40  = rows_in_tile + 1'h1;
+  assign \$41  = \$39  ? 4'h4 : \$40 ;
+  assign \$42  = since_last_row != 3'h4;
+  assign \$43  = since_last_row + 1'h1;
+  assign \$44  = activations__valid & activations__ready;
+  assign \$45  = rows_in_tile != 3'h4;
+  assign \$46  = \$44  & \$45 ;
+  assign \$47  = rows_in_tile + 1'h1;
+  assign \$48  = | cooldown;
+  assign \$49  = cooldown - 1'h1;
+  assign \$50  = weights__valid & weights__ready;
+  assign \$51  = ! load_count;
+  assign \$52  = \$50  & \$51 ;
+  assign \$53  = $signed(1'h0) + $signed(\$12 );
+  assign \$54  = weights__valid & weights__ready;
+  assign \$55  = weights__valid & weights__ready;
+  assign \$56  = ! load_count;
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = $signed(1'h0) + $signed(\$13 );
+  assign \$59  = weights__valid & weights__ready;
+  assign \$60  = weights__valid & weights__ready;
+  assign \$61  = ! load_count;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = $signed(1'h0) + $signed(\$14 );
+  assign \$64  = weights__valid & weights__ready;
+  assign \$65  = weights__valid & weights__ready;
+  assign \$66  = ! load_count;
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = $signed(1'h0) + $signed(\$15 );
+  assign \$69  = weights__valid & weights__ready;
+  assign \$70  = pe_0_0_tag_down == 1'h1;
+  assign \$71  = pe_0_0_tv_down & \$70 ;
+  assign \$72  = $signed(pe_0_0_psum) + $signed(\$16 );
+  assign \$73  = pe_0_1_tag_down == 1'h1;
+  assign \$74  = pe_0_1_tv_down & \$73 ;
+  assign \$75  = $signed(pe_0_1_psum) + $signed(\$17 );
+  assign \$76  = pe_0_2_tag_down == 1'h1;
+  assign \$77  = pe_0_2_tv_down & \$76 ;
+  assign \$78  = $signed(pe_0_2_psum) + $signed(\$18 );
+  assign \$79  = pe_0_3_tag_down == 1'h1;
+  assign \$80  = pe_0_3_tv_down & \$79 ;
+  assign \$81  = $signed(pe_0_3_psum) + $signed(\$19 );
+  assign \$82  = pe_1_0_tag_down == 2'h2;
+  assign \$83  = pe_1_0_tv_down & \$82 ;
+  assign \$84  = $signed(pe_1_0_psum) + $signed(\$20 );
+  assign \$85  = pe_1_1_tag_down == 2'h2;
+  assign \$86  = pe_1_1_tv_down & \$85 ;
+  assign \$87  = $signed(pe_1_1_psum) + $signed(\$21 );
+  assign \$88  = pe_1_2_tag_down == 2'h2;
+  assign \$89  = pe_1_2_tv_down & \$88 ;
+  assign \$90  = $signed(pe_1_2_psum) + $signed(\$22 );
+  assign \$91  = pe_1_3_tag_down == 2'h2;
+  assign \$92  = pe_1_3_tv_down & \$91 ;
+  assign \$93  = $signed(pe_1_3_psum) + $signed(\$23 );
+  assign \$94  = pe_2_0_tag_down == 2'h3;
+  assign \$95  = pe_2_0_tv_down & \$94 ;
+  assign \$96  = $signed(pe_2_0_psum) + $signed(\$24 );
+  assign \$97  = pe_2_1_tag_down == 2'h3;
+  assign \$98  = pe_2_1_tv_down & \$97 ;
+  assign \$99  = $signed(pe_2_1_psum) + $signed(\$25 );
+  assign \$100  = pe_2_2_tag_down == 2'h3;
+  assign \$101  = pe_2_2_tv_down & \$100 ;
+  assign \$102  = $signed(pe_2_2_psum) + $signed(\$26 );
+  assign \$103  = pe_2_3_tag_down == 2'h3;
+  assign \$104  = pe_2_3_tv_down & \$103 ;
+  assign \$105  = $signed(pe_2_3_psum) + $signed(\$27 );
+  assign \$106  = read__addr + 1'h1;
+  assign \$107  = row_meta_d7[3] ? 9'h000 : \$106 ;
+  assign \$108  = acc_meta_d1[1] ? acc_stored[27:0] : 28'h0000000;
+  assign \$109  = $signed(acc_vector_c_d0[27:0]) + $signed(\$108 );
+  assign \$110  = acc_meta_d1[1] ? acc_stored[55:28] : 28'h0000000;
+  assign \$111  = $signed(acc_vector_c_d0[55:28]) + $signed(\$110 );
+  assign \$112  = acc_meta_d1[1] ? acc_stored[83:56] : 28'h0000000;
+  assign \$113  = $signed(acc_vector_c_d0[83:56]) + $signed(\$112 );
+  assign \$114  = acc_meta_d1[1] ? acc_stored[111:84] : 28'h0000000;
+  assign \$115  = $signed(acc_vector_c_d0[111:84]) + $signed(\$114 );
   always @(posedge clk)
-    room_for_burst <= \$103 ;
+    room_for_burst <= \$116 ;
   always @(posedge clk)
-    reserved <= \$104 ;
+    reserved <= \$117 ;
   always @(posedge clk)
-    load_count <= \$105 ;
+    load_count <= \$118 ;
   always @(posedge clk)
-    shadow_full <= \$106 ;
+    shadow_full <= \$119 ;
   always @(posedge clk)
-    first_pending <= \$107 ;
+    first_pending <= \$120 ;
   always @(posedge clk)
-    cooldown <= \$108 ;
+    since_last_row <= \$121 ;
   always @(posedge clk)
-    row_meta_d0 <= \$109 ;
+    rows_in_tile <= \$122 ;
   always @(posedge clk)
-    row_meta_d1 <= \$110 ;
+    rows_in_last_tile <= \$123 ;
   always @(posedge clk)
-    row_meta_d2 <= \$111 ;
+    cooldown <= \$124 ;
   always @(posedge clk)
-    row_meta_d3 <= \$112 ;
+    row_meta_d0 <= \$125 ;
   always @(posedge clk)
-    row_meta_d4 <= \$113 ;
+    row_meta_d1 <= \$126 ;
   always @(posedge clk)
-    row_meta_d5 <= \$114 ;
+    row_meta_d2 <= \$127 ;
   always @(posedge clk)
-    row_meta_d6 <= \$115 ;
+    row_meta_d3 <= \$128 ;
   always @(posedge clk)
-    row_meta_d7 <= \$116 ;
+    row_meta_d4 <= \$129 ;
   always @(posedge clk)
-    a_skew0_d0 <= \$117 ;
+    row_meta_d5 <= \$130 ;
   always @(posedge clk)
-    a_skew1_d0 <= \$118 ;
+    row_meta_d6 <= \$131 ;
   always @(posedge clk)
-    a_skew1_d1 <= \$119 ;
+    row_meta_d7 <= \$132 ;
   always @(posedge clk)
-    a_skew2_d0 <= \$120 ;
+    a_skew0_d0 <= \$133 ;
   always @(posedge clk)
-    a_skew2_d1 <= \$121 ;
+    a_skew1_d0 <= \$134 ;
   always @(posedge clk)
-    a_skew2_d2 <= \$122 ;
+    a_skew1_d1 <= \$135 ;
   always @(posedge clk)
-    a_skew3_d0 <= \$123 ;
+    a_skew2_d0 <= \$136 ;
   always @(posedge clk)
-    a_skew3_d1 <= \$124 ;
+    a_skew2_d1 <= \$137 ;
   always @(posedge clk)
-    a_skew3_d2 <= \$125 ;
+    a_skew2_d2 <= \$138 ;
   always @(posedge clk)
-    a_skew3_d3 <= \$126 ;
+    a_skew3_d0 <= \$139 ;
   always @(posedge clk)
-    flip_skew1_d0 <= \$127 ;
+    a_skew3_d1 <= \$140 ;
   always @(posedge clk)
-    flip_skew2_d0 <= \$128 ;
+    a_skew3_d2 <= \$141 ;
   always @(posedge clk)
-    flip_skew2_d1 <= \$129 ;
+    a_skew3_d3 <= \$142 ;
   always @(posedge clk)
-    flip_skew3_d0 <= \$130 ;
+    flip_skew1_d0 <= \$143 ;
   always @(posedge clk)
-    flip_skew3_d1 <= \$131 ;
+    flip_skew2_d0 <= \$144 ;
   always @(posedge clk)
-    flip_skew3_d2 <= \$132 ;
+    flip_skew2_d1 <= \$145 ;
   always @(posedge clk)
-    pe_0_0_shadow <= \$133 ;
+    flip_skew3_d0 <= \$146 ;
   always @(posedge clk)
-    pe_0_0_weight <= \$134 ;
+    flip_skew3_d1 <= \$147 ;
   always @(posedge clk)
-    pe_0_0_psum <= \$135 ;
+    flip_skew3_d2 <= \$148 ;
   always @(posedge clk)
-    pe_0_0_w_down <= \$136 ;
+    pe_0_0_shadow <= \$149 ;
   always @(posedge clk)
-    pe_0_0_tag_down <= \$137 ;
+    pe_0_0_weight <= \$150 ;
   always @(posedge clk)
-    pe_0_0_tv_down <= \$138 ;
+    pe_0_0_psum <= \$151 ;
   always @(posedge clk)
-    pe_0_0_a_right <= \$139 ;
+    pe_0_0_w_down <= \$152 ;
   always @(posedge clk)
-    pe_0_0_flip_right <= \$140 ;
+    pe_0_0_tag_down <= \$153 ;
   always @(posedge clk)
-    pe_0_1_shadow <= \$141 ;
+    pe_0_0_tv_down <= \$154 ;
   always @(posedge clk)
-    pe_0_1_weight <= \$142 ;
+    pe_0_0_a_right <= \$155 ;
   always @(posedge clk)
-    pe_0_1_psum <= \$143 ;
+    pe_0_0_flip_right <= \$156 ;
   always @(posedge clk)
-    pe_0_1_w_down <= \$144 ;
+    pe_0_1_shadow <= \$157 ;
   always @(posedge clk)
-    pe_0_1_tag_down <= \$145 ;
+    pe_0_1_weight <= \$158 ;
   always @(posedge clk)
-    pe_0_1_tv_down <= \$146 ;
+    pe_0_1_psum <= \$159 ;
   always @(posedge clk)
-    pe_0_1_a_right <= \$147 ;
+    pe_0_1_w_down <= \$160 ;
   always @(posedge clk)
-    pe_0_1_flip_right <= \$148 ;
+    pe_0_1_tag_down <= \$161 ;
   always @(posedge clk)
-    pe_0_2_shadow <= \$149 ;
+    pe_0_1_tv_down <= \$162 ;
   always @(posedge clk)
-    pe_0_2_weight <= \$150 ;
+    pe_0_1_a_right <= \$163 ;
   always @(posedge clk)
-    pe_0_2_psum <= \$151 ;
+    pe_0_1_flip_right <= \$164 ;
   always @(posedge clk)
-    pe_0_2_w_down <= \$152 ;
+    pe_0_2_shadow <= \$165 ;
   always @(posedge clk)
-    pe_0_2_tag_down <= \$153 ;
+    pe_0_2_weight <= \$166 ;
   always @(posedge clk)
-    pe_0_2_tv_down <= \$154 ;
+    pe_0_2_psum <= \$167 ;
   always @(posedge clk)
-    pe_0_2_a_right <= \$155 ;
+    pe_0_2_w_down <= \$168 ;
   always @(posedge clk)
-    pe_0_2_flip_right <= \$156 ;
+    pe_0_2_tag_down <= \$169 ;
   always @(posedge clk)
-    pe_0_3_shadow <= \$157 ;
+    pe_0_2_tv_down <= \$170 ;
   always @(posedge clk)
-    pe_0_3_weight <= \$158 ;
+    pe_0_2_a_right <= \$171 ;
   always @(posedge clk)
-    pe_0_3_psum <= \$159 ;
+    pe_0_2_flip_right <= \$172 ;
   always @(posedge clk)
-    pe_0_3_w_down <= \$160 ;
+    pe_0_3_shadow <= \$173 ;
   always @(posedge clk)
-    pe_0_3_tag_down <= \$161 ;
+    pe_0_3_weight <= \$174 ;
   always @(posedge clk)
-    pe_0_3_tv_down <= \$162 ;
+    pe_0_3_psum <= \$175 ;
   always @(posedge clk)
-    pe_1_0_shadow <= \$163 ;
+    pe_0_3_w_down <= \$176 ;
   always @(posedge clk)
-    pe_1_0_weight <= \$164 ;
+    pe_0_3_tag_down <= \$177 ;
   always @(posedge clk)
-    pe_1_0_psum <= \$165 ;
+    pe_0_3_tv_down <= \$178 ;
   always @(posedge clk)
-    pe_1_0_w_down <= \$166 ;
+    pe_1_0_shadow <= \$179 ;
   always @(posedge clk)
-    pe_1_0_tag_down <= \$167 ;
+    pe_1_0_weight <= \$180 ;
   always @(posedge clk)
-    pe_1_0_tv_down <= \$168 ;
+    pe_1_0_psum <= \$181 ;
   always @(posedge clk)
-    pe_1_0_a_right <= \$169 ;
+    pe_1_0_w_down <= \$182 ;
   always @(posedge clk)
-    pe_1_0_flip_right <= \$170 ;
+    pe_1_0_tag_down <= \$183 ;
   always @(posedge clk)
-    pe_1_1_shadow <= \$171 ;
+    pe_1_0_tv_down <= \$184 ;
   always @(posedge clk)
-    pe_1_1_weight <= \$172 ;
+    pe_1_0_a_right <= \$185 ;
   always @(posedge clk)
-    pe_1_1_psum <= \$173 ;
+    pe_1_0_flip_right <= \$186 ;
   always @(posedge clk)
-    pe_1_1_w_down <= \$174 ;
+    pe_1_1_shadow <= \$187 ;
   always @(posedge clk)
-    pe_1_1_tag_down <= \$175 ;
+    pe_1_1_weight <= \$188 ;
   always @(posedge clk)
-    pe_1_1_tv_down <= \$176 ;
+    pe_1_1_psum <= \$189 ;
   always @(posedge clk)
-    pe_1_1_a_right <= \$177 ;
+    pe_1_1_w_down <= \$190 ;
   always @(posedge clk)
-    pe_1_1_flip_right <= \$178 ;
+    pe_1_1_tag_down <= \$191 ;
   always @(posedge clk)
-    pe_1_2_shadow <= \$179 ;
+    pe_1_1_tv_down <= \$192 ;
   always @(posedge clk)
-    pe_1_2_weight <= \$180 ;
+    pe_1_1_a_right <= \$193 ;
   always @(posedge clk)
-    pe_1_2_psum <= \$181 ;
+    pe_1_1_flip_right <= \$194 ;
   always @(posedge clk)
-    pe_1_2_w_down <= \$182 ;
+    pe_1_2_shadow <= \$195 ;
   always @(posedge clk)
-    pe_1_2_tag_down <= \$183 ;
+    pe_1_2_weight <= \$196 ;
   always @(posedge clk)
-    pe_1_2_tv_down <= \$184 ;
+    pe_1_2_psum <= \$197 ;
   always @(posedge clk)
-    pe_1_2_a_right <= \$185 ;
+    pe_1_2_w_down <= \$198 ;
   always @(posedge clk)
-    pe_1_2_flip_right <= \$186 ;
+    pe_1_2_tag_down <= \$199 ;
   always @(posedge clk)
-    pe_1_3_shadow <= \$187 ;
+    pe_1_2_tv_down <= \$200 ;
   always @(posedge clk)
-    pe_1_3_weight <= \$188 ;
+    pe_1_2_a_right <= \$201 ;
   always @(posedge clk)
-    pe_1_3_psum <= \$189 ;
+    pe_1_2_flip_right <= \$202 ;
   always @(posedge clk)
-    pe_1_3_w_down <= \$190 ;
+    pe_1_3_shadow <= \$203 ;
   always @(posedge clk)
-    pe_1_3_tag_down <= \$191 ;
+    pe_1_3_weight <= \$204 ;
   always @(posedge clk)
-    pe_1_3_tv_down <= \$192 ;
+    pe_1_3_psum <= \$205 ;
   always @(posedge clk)
-    pe_2_0_shadow <= \$193 ;
+    pe_1_3_w_down <= \$206 ;
   always @(posedge clk)
-    pe_2_0_weight <= \$194 ;
+    pe_1_3_tag_down <= \$207 ;
   always @(posedge clk)
-    pe_2_0_psum <= \$195 ;
+    pe_1_3_tv_down <= \$208 ;
   always @(posedge clk)
-    pe_2_0_w_down <= \$196 ;
+    pe_2_0_shadow <= \$209 ;
   always @(posedge clk)
-    pe_2_0_tag_down <= \$197 ;
+    pe_2_0_weight <= \$210 ;
   always @(posedge clk)
-    pe_2_0_tv_down <= \$198 ;
+    pe_2_0_psum <= \$211 ;
   always @(posedge clk)
-    pe_2_0_a_right <= \$199 ;
+    pe_2_0_w_down <= \$212 ;
   always @(posedge clk)
-    pe_2_0_flip_right <= \$200 ;
+    pe_2_0_tag_down <= \$213 ;
   always @(posedge clk)
-    pe_2_1_shadow <= \$201 ;
+    pe_2_0_tv_down <= \$214 ;
   always @(posedge clk)
-    pe_2_1_weight <= \$202 ;
+    pe_2_0_a_right <= \$215 ;
   always @(posedge clk)
-    pe_2_1_psum <= \$203 ;
+    pe_2_0_flip_right <= \$216 ;
   always @(posedge clk)
-    pe_2_1_w_down <= \$204 ;
+    pe_2_1_shadow <= \$217 ;
   always @(posedge clk)
-    pe_2_1_tag_down <= \$205 ;
+    pe_2_1_weight <= \$218 ;
   always @(posedge clk)
-    pe_2_1_tv_down <= \$206 ;
+    pe_2_1_psum <= \$219 ;
   always @(posedge clk)
-    pe_2_1_a_right <= \$207 ;
+    pe_2_1_w_down <= \$220 ;
   always @(posedge clk)
-    pe_2_1_flip_right <= \$208 ;
+    pe_2_1_tag_down <= \$221 ;
   always @(posedge clk)
-    pe_2_2_shadow <= \$209 ;
+    pe_2_1_tv_down <= \$222 ;
   always @(posedge clk)
-    pe_2_2_weight <= \$210 ;
+    pe_2_1_a_right <= \$223 ;
   always @(posedge clk)
-    pe_2_2_psum <= \$211 ;
+    pe_2_1_flip_right <= \$224 ;
   always @(posedge clk)
-    pe_2_2_w_down <= \$212 ;
+    pe_2_2_shadow <= \$225 ;
   always @(posedge clk)
-    pe_2_2_tag_down <= \$213 ;
+    pe_2_2_weight <= \$226 ;
   always @(posedge clk)
-    pe_2_2_tv_down <= \$214 ;
+    pe_2_2_psum <= \$227 ;
   always @(posedge clk)
-    pe_2_2_a_right <= \$215 ;
+    pe_2_2_w_down <= \$228 ;
   always @(posedge clk)
-    pe_2_2_flip_right <= \$216 ;
+    pe_2_2_tag_down <= \$229 ;
   always @(posedge clk)
-    pe_2_3_shadow <= \$217 ;
+    pe_2_2_tv_down <= \$230 ;
   always @(posedge clk)
-    pe_2_3_weight <= \$218 ;
+    pe_2_2_a_right <= \$231 ;
   always @(posedge clk)
-    pe_2_3_psum <= \$219 ;
+    pe_2_2_flip_right <= \$232 ;
   always @(posedge clk)
-    pe_2_3_w_down <= \$220 ;
+    pe_2_3_shadow <= \$233 ;
   always @(posedge clk)
-    pe_2_3_tag_down <= \$221 ;
+    pe_2_3_weight <= \$234 ;
   always @(posedge clk)
-    pe_2_3_tv_down <= \$222 ;
+    pe_2_3_psum <= \$235 ;
   always @(posedge clk)
-    pe_3_0_shadow <= \$223 ;
+    pe_2_3_w_down <= \$236 ;
   always @(posedge clk)
-    pe_3_0_weight <= \$224 ;
+    pe_2_3_tag_down <= \$237 ;
   always @(posedge clk)
-    pe_3_0_psum <= \$225 ;
+    pe_2_3_tv_down <= \$238 ;
   always @(posedge clk)
-    pe_3_0_a_right <= \$226 ;
+    pe_3_0_shadow <= \$239 ;
   always @(posedge clk)
-    pe_3_0_flip_right <= \$227 ;
+    pe_3_0_weight <= \$240 ;
   always @(posedge clk)
-    pe_3_1_shadow <= \$228 ;
+    pe_3_0_psum <= \$241 ;
   always @(posedge clk)
-    pe_3_1_weight <= \$229 ;
+    pe_3_0_a_right <= \$242 ;
   always @(posedge clk)
-    pe_3_1_psum <= \$230 ;
+    pe_3_0_flip_right <= \$243 ;
   always @(posedge clk)
-    pe_3_1_a_right <= \$231 ;
+    pe_3_1_shadow <= \$244 ;
   always @(posedge clk)
-    pe_3_1_flip_right <= \$232 ;
+    pe_3_1_weight <= \$245 ;
   always @(posedge clk)
-    pe_3_2_shadow <= \$233 ;
+    pe_3_1_psum <= \$246 ;
   always @(posedge clk)
-    pe_3_2_weight <= \$234 ;
+    pe_3_1_a_right <= \$247 ;
   always @(posedge clk)
-    pe_3_2_psum <= \$235 ;
+    pe_3_1_flip_right <= \$248 ;
   always @(posedge clk)
-    pe_3_2_a_right <= \$236 ;
+    pe_3_2_shadow <= \$249 ;
   always @(posedge clk)
-    pe_3_2_flip_right <= \$237 ;
+    pe_3_2_weight <= \$250 ;
   always @(posedge clk)
-    pe_3_3_shadow <= \$238 ;
+    pe_3_2_psum <= \$251 ;
   always @(posedge clk)
-    pe_3_3_weight <= \$239 ;
+    pe_3_2_a_right <= \$252 ;
   always @(posedge clk)
-    pe_3_3_psum <= \$240 ;
+    pe_3_2_flip_right <= \$253 ;
   always @(posedge clk)
-    deskew0_d0 <= \$241 ;
+    pe_3_3_shadow <= \$254 ;
   always @(posedge clk)
-    deskew0_d1 <= \$242 ;
+    pe_3_3_weight <= \$255 ;
   always @(posedge clk)
-    deskew0_d2 <= \$243 ;
+    pe_3_3_psum <= \$256 ;
   always @(posedge clk)
-    deskew1_d0 <= \$244 ;
+    deskew0_d0 <= \$257 ;
   always @(posedge clk)
-    deskew1_d1 <= \$245 ;
+    deskew0_d1 <= \$258 ;
   always @(posedge clk)
-    deskew2_d0 <= \$246 ;
+    deskew0_d2 <= \$259 ;
   always @(posedge clk)
-    read__addr <= \$247 ;
+    deskew1_d0 <= \$260 ;
   always @(posedge clk)
-    acc_vector_b_d0 <= \$248 ;
+    deskew1_d1 <= \$261 ;
   always @(posedge clk)
-    acc_vector_c_d0 <= \$249 ;
+    deskew2_d0 <= \$262 ;
   always @(posedge clk)
-    acc_meta_d0 <= \$250 ;
+    read__addr <= \$263 ;
   always @(posedge clk)
-    acc_meta_d1 <= \$251 ;
+    acc_vector_b_d0 <= \$264 ;
   always @(posedge clk)
-    acc_row_d0 <= \$252 ;
+    acc_vector_c_d0 <= \$265 ;
   always @(posedge clk)
-    acc_row_d1 <= \$253 ;
+    acc_meta_d0 <= \$266 ;
   always @(posedge clk)
-    write__addr <= \$254 ;
+    acc_meta_d1 <= \$267 ;
   always @(posedge clk)
-    acc_stored <= \$255 ;
+    acc_row_d0 <= \$268 ;
   always @(posedge clk)
-    write__data <= \$256 ;
+    acc_row_d1 <= \$269 ;
   always @(posedge clk)
-    acc_meta_d_d0 <= \$257 ;
+    write__addr <= \$270 ;
+  always @(posedge clk)
+    acc_stored <= \$271 ;
+  always @(posedge clk)
+    write__data <= \$272 ;
+  always @(posedge clk)
+    acc_meta_d_d0 <= \$273 ;
   \systolic_ws_4x4_a8s_w8s.result_fifo  result_fifo (
     .clk(clk),
-    .\port$541$0 (write__data),
-    .\port$543$3 (acc_meta_d_d0[3]),
+    .\port$567$0 (write__data),
+    .\port$569$3 (acc_meta_d_d0[3]),
     .r_data(results__payload),
     .r_en(results__ready),
     .r_rdy(results__valid),
@@ -1251,367 +1291,283 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$103  = \$27 ;
+    \$116  = \$29 ;
     if (rst) begin
-      \$103  = 1'h1;
+      \$116  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$104  = \$30 [4:0];
+    \$117  = \$32 [4:0];
     if (rst) begin
-      \$104  = 5'h00;
+      \$117  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$105  = load_count;
-    if (\$31 ) begin
+    \$118  = load_count;
+    if (\$33 ) begin
       (* full_case = 32'd1 *)
-      if (\$32 ) begin
-        \$105  = 2'h0;
+      if (\$34 ) begin
+        \$118  = 2'h0;
       end else begin
-        \$105  = \$33 [1:0];
+        \$118  = \$35 [1:0];
       end
     end
     if (rst) begin
-      \$105  = 2'h0;
+      \$118  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$106  = shadow_full;
-    if (\$31 ) begin
-      if (\$32 ) begin
-        \$106  = 1'h1;
+    \$119  = shadow_full;
+    if (\$33 ) begin
+      if (\$34 ) begin
+        \$119  = 1'h1;
       end
     end
     if (flip) begin
-      \$106  = 1'h0;
+      \$119  = 1'h0;
     end
     if (rst) begin
-      \$106  = 1'h0;
+      \$119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$107  = first_pending;
-    if (\$34 ) begin
-      \$107  = activations__payload[32];
+    \$120  = first_pending;
+    if (\$36 ) begin
+      \$120  = activations__payload[32];
     end
     if (rst) begin
-      \$107  = 1'h1;
+      \$120  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$108  = cooldown;
+    \$121  = since_last_row;
+    (* full_case = 32'd1 *)
+    if (\$38 ) begin
+      \$121  = 3'h1;
+    end else begin
+      if (\$42 ) begin
+        \$121  = \$43 [2:0];
+      end
+    end
+    if (rst) begin
+      \$121  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$122  = rows_in_tile;
+    (* full_case = 32'd1 *)
+    if (\$38 ) begin
+      \$122  = 3'h0;
+    end else begin
+      if (\$46 ) begin
+        \$122  = \$47 [2:0];
+      end
+    end
+    if (rst) begin
+      \$122  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$123  = rows_in_last_tile;
+    if (\$38 ) begin
+      \$123  = \$41 [2:0];
+    end
+    if (rst) begin
+      \$123  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$124  = cooldown;
     if (flip) begin
-      \$108  = 3'h2;
-    end else if (\$35 ) begin
-      \$108  = \$36 [2:0];
+      \$124  = 3'h2;
+    end else if (\$48 ) begin
+      \$124  = \$49 [2:0];
     end
     if (rst) begin
-      \$108  = 3'h0;
+      \$124  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$109  = meta_in;
+    \$125  = meta_in;
     if (rst) begin
-      \$109  = 4'h0;
+      \$125  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$110  = row_meta_d0;
+    \$126  = row_meta_d0;
     if (rst) begin
-      \$110  = 4'h0;
+      \$126  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$111  = row_meta_d1;
+    \$127  = row_meta_d1;
     if (rst) begin
-      \$111  = 4'h0;
+      \$127  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$112  = row_meta_d2;
+    \$128  = row_meta_d2;
     if (rst) begin
-      \$112  = 4'h0;
+      \$128  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$113  = row_meta_d3;
+    \$129  = row_meta_d3;
     if (rst) begin
-      \$113  = 4'h0;
+      \$129  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$114  = row_meta_d4;
+    \$130  = row_meta_d4;
     if (rst) begin
-      \$114  = 4'h0;
+      \$130  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$115  = row_meta_d5;
+    \$131  = row_meta_d5;
     if (rst) begin
-      \$115  = 4'h0;
+      \$131  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$116  = row_meta_d6;
+    \$132  = row_meta_d6;
     if (rst) begin
-      \$116  = 4'h0;
+      \$132  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$117  = activations__payload[7:0];
-    if (rst) begin
-      \$117  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$118  = activations__payload[15:8];
-    if (rst) begin
-      \$118  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$119  = a_skew1_d0;
-    if (rst) begin
-      \$119  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$120  = activations__payload[23:16];
-    if (rst) begin
-      \$120  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$121  = a_skew2_d0;
-    if (rst) begin
-      \$121  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$122  = a_skew2_d1;
-    if (rst) begin
-      \$122  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$123  = activations__payload[31:24];
-    if (rst) begin
-      \$123  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$124  = a_skew3_d0;
-    if (rst) begin
-      \$124  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$125  = a_skew3_d1;
-    if (rst) begin
-      \$125  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$126  = a_skew3_d2;
-    if (rst) begin
-      \$126  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$127  = flip;
-    if (rst) begin
-      \$127  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$128  = flip;
-    if (rst) begin
-      \$128  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$129  = flip_skew2_d0;
-    if (rst) begin
-      \$129  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$130  = flip;
-    if (rst) begin
-      \$130  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$131  = flip_skew3_d0;
-    if (rst) begin
-      \$131  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$132  = flip_skew3_d1;
-    if (rst) begin
-      \$132  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$133  = pe_0_0_shadow;
-    if (\$39 ) begin
-      \$133  = weights__payload[7:0];
-    end
+    \$133  = activations__payload[7:0];
     if (rst) begin
       \$133  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$134  = pe_0_0_weight;
-    if (flip) begin
-      \$134  = pe_0_0_shadow;
-    end
+    \$134  = activations__payload[15:8];
     if (rst) begin
       \$134  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$135  = \$40 [27:0];
+    \$135  = a_skew1_d0;
     if (rst) begin
-      \$135  = 28'h0000000;
+      \$135  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$136  = weights__payload[7:0];
+    \$136  = activations__payload[23:16];
     if (rst) begin
       \$136  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$137  = load_count;
+    \$137  = a_skew2_d0;
     if (rst) begin
-      \$137  = 2'h0;
+      \$137  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$138  = \$41 ;
+    \$138  = a_skew2_d1;
     if (rst) begin
-      \$138  = 1'h0;
+      \$138  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$139  = a_skew0_d0;
+    \$139  = activations__payload[31:24];
     if (rst) begin
       \$139  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$140  = flip;
+    \$140  = a_skew3_d0;
     if (rst) begin
-      \$140  = 1'h0;
+      \$140  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$141  = pe_0_1_shadow;
-    if (\$44 ) begin
-      \$141  = weights__payload[15:8];
-    end
+    \$141  = a_skew3_d1;
     if (rst) begin
       \$141  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$142  = pe_0_1_weight;
-    if (pe_0_0_flip_right) begin
-      \$142  = pe_0_1_shadow;
-    end
+    \$142  = a_skew3_d2;
     if (rst) begin
       \$142  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$143  = \$45 [27:0];
+    \$143  = flip;
     if (rst) begin
-      \$143  = 28'h0000000;
+      \$143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$144  = weights__payload[15:8];
+    \$144  = flip;
     if (rst) begin
-      \$144  = 8'h00;
+      \$144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$145  = load_count;
+    \$145  = flip_skew2_d0;
     if (rst) begin
-      \$145  = 2'h0;
+      \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$146  = \$46 ;
+    \$146  = flip;
     if (rst) begin
       \$146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$147  = pe_0_0_a_right;
+    \$147  = flip_skew3_d0;
     if (rst) begin
-      \$147  = 8'h00;
+      \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$148  = pe_0_0_flip_right;
+    \$148  = flip_skew3_d1;
     if (rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$149  = pe_0_2_shadow;
-    if (\$49 ) begin
-      \$149  = weights__payload[23:16];
+    \$149  = pe_0_0_shadow;
+    if (\$52 ) begin
+      \$149  = weights__payload[7:0];
     end
     if (rst) begin
       \$149  = 8'h00;
@@ -1619,9 +1575,9 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$150  = pe_0_2_weight;
-    if (pe_0_1_flip_right) begin
-      \$150  = pe_0_2_shadow;
+    \$150  = pe_0_0_weight;
+    if (flip) begin
+      \$150  = pe_0_0_shadow;
     end
     if (rst) begin
       \$150  = 8'h00;
@@ -1629,14 +1585,14 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$151  = \$50 [27:0];
+    \$151  = \$53 [27:0];
     if (rst) begin
       \$151  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$152  = weights__payload[23:16];
+    \$152  = weights__payload[7:0];
     if (rst) begin
       \$152  = 8'h00;
     end
@@ -1650,30 +1606,30 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$154  = \$51 ;
+    \$154  = \$54 ;
     if (rst) begin
       \$154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$155  = pe_0_1_a_right;
+    \$155  = a_skew0_d0;
     if (rst) begin
       \$155  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$156  = pe_0_1_flip_right;
+    \$156  = flip;
     if (rst) begin
       \$156  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$157  = pe_0_3_shadow;
-    if (\$54 ) begin
-      \$157  = weights__payload[31:24];
+    \$157  = pe_0_1_shadow;
+    if (\$57 ) begin
+      \$157  = weights__payload[15:8];
     end
     if (rst) begin
       \$157  = 8'h00;
@@ -1681,9 +1637,9 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$158  = pe_0_3_weight;
-    if (pe_0_2_flip_right) begin
-      \$158  = pe_0_3_shadow;
+    \$158  = pe_0_1_weight;
+    if (pe_0_0_flip_right) begin
+      \$158  = pe_0_1_shadow;
     end
     if (rst) begin
       \$158  = 8'h00;
@@ -1691,14 +1647,14 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$159  = \$55 [27:0];
+    \$159  = \$58 [27:0];
     if (rst) begin
       \$159  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$160  = weights__payload[31:24];
+    \$160  = weights__payload[15:8];
     if (rst) begin
       \$160  = 8'h00;
     end
@@ -1712,140 +1668,140 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$162  = \$56 ;
+    \$162  = \$59 ;
     if (rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$163  = pe_1_0_shadow;
-    if (\$58 ) begin
-      \$163  = pe_0_0_w_down;
-    end
+    \$163  = pe_0_0_a_right;
     if (rst) begin
       \$163  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$164  = pe_1_0_weight;
-    if (flip_skew1_d0) begin
-      \$164  = pe_1_0_shadow;
-    end
+    \$164  = pe_0_0_flip_right;
     if (rst) begin
-      \$164  = 8'h00;
+      \$164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$165  = \$59 [27:0];
+    \$165  = pe_0_2_shadow;
+    if (\$62 ) begin
+      \$165  = weights__payload[23:16];
+    end
     if (rst) begin
-      \$165  = 28'h0000000;
+      \$165  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$166  = pe_0_0_w_down;
+    \$166  = pe_0_2_weight;
+    if (pe_0_1_flip_right) begin
+      \$166  = pe_0_2_shadow;
+    end
     if (rst) begin
       \$166  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$167  = pe_0_0_tag_down;
+    \$167  = \$63 [27:0];
     if (rst) begin
-      \$167  = 2'h0;
+      \$167  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$168  = pe_0_0_tv_down;
+    \$168  = weights__payload[23:16];
     if (rst) begin
-      \$168  = 1'h0;
+      \$168  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$169  = a_skew1_d1;
+    \$169  = load_count;
     if (rst) begin
-      \$169  = 8'h00;
+      \$169  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$170  = flip_skew1_d0;
+    \$170  = \$64 ;
     if (rst) begin
       \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$171  = pe_1_1_shadow;
-    if (\$61 ) begin
-      \$171  = pe_0_1_w_down;
-    end
+    \$171  = pe_0_1_a_right;
     if (rst) begin
       \$171  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$172  = pe_1_1_weight;
-    if (pe_1_0_flip_right) begin
-      \$172  = pe_1_1_shadow;
-    end
+    \$172  = pe_0_1_flip_right;
     if (rst) begin
-      \$172  = 8'h00;
+      \$172  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$173  = \$62 [27:0];
+    \$173  = pe_0_3_shadow;
+    if (\$67 ) begin
+      \$173  = weights__payload[31:24];
+    end
     if (rst) begin
-      \$173  = 28'h0000000;
+      \$173  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$174  = pe_0_1_w_down;
+    \$174  = pe_0_3_weight;
+    if (pe_0_2_flip_right) begin
+      \$174  = pe_0_3_shadow;
+    end
     if (rst) begin
       \$174  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$175  = pe_0_1_tag_down;
+    \$175  = \$68 [27:0];
     if (rst) begin
-      \$175  = 2'h0;
+      \$175  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$176  = pe_0_1_tv_down;
+    \$176  = weights__payload[31:24];
     if (rst) begin
-      \$176  = 1'h0;
+      \$176  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$177  = pe_1_0_a_right;
+    \$177  = load_count;
     if (rst) begin
-      \$177  = 8'h00;
+      \$177  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$178  = pe_1_0_flip_right;
+    \$178  = \$69 ;
     if (rst) begin
       \$178  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$179  = pe_1_2_shadow;
-    if (\$64 ) begin
-      \$179  = pe_0_2_w_down;
+    \$179  = pe_1_0_shadow;
+    if (\$71 ) begin
+      \$179  = pe_0_0_w_down;
     end
     if (rst) begin
       \$179  = 8'h00;
@@ -1853,9 +1809,9 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$180  = pe_1_2_weight;
-    if (pe_1_1_flip_right) begin
-      \$180  = pe_1_2_shadow;
+    \$180  = pe_1_0_weight;
+    if (flip_skew1_d0) begin
+      \$180  = pe_1_0_shadow;
     end
     if (rst) begin
       \$180  = 8'h00;
@@ -1863,51 +1819,51 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$181  = \$65 [27:0];
+    \$181  = \$72 [27:0];
     if (rst) begin
       \$181  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$182  = pe_0_2_w_down;
+    \$182  = pe_0_0_w_down;
     if (rst) begin
       \$182  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$183  = pe_0_2_tag_down;
+    \$183  = pe_0_0_tag_down;
     if (rst) begin
       \$183  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$184  = pe_0_2_tv_down;
+    \$184  = pe_0_0_tv_down;
     if (rst) begin
       \$184  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$185  = pe_1_1_a_right;
+    \$185  = a_skew1_d1;
     if (rst) begin
       \$185  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$186  = pe_1_1_flip_right;
+    \$186  = flip_skew1_d0;
     if (rst) begin
       \$186  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$187  = pe_1_3_shadow;
-    if (\$67 ) begin
-      \$187  = pe_0_3_w_down;
+    \$187  = pe_1_1_shadow;
+    if (\$74 ) begin
+      \$187  = pe_0_1_w_down;
     end
     if (rst) begin
       \$187  = 8'h00;
@@ -1915,9 +1871,9 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$188  = pe_1_3_weight;
-    if (pe_1_2_flip_right) begin
-      \$188  = pe_1_3_shadow;
+    \$188  = pe_1_1_weight;
+    if (pe_1_0_flip_right) begin
+      \$188  = pe_1_1_shadow;
     end
     if (rst) begin
       \$188  = 8'h00;
@@ -1925,161 +1881,161 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$189  = \$68 [27:0];
+    \$189  = \$75 [27:0];
     if (rst) begin
       \$189  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$190  = pe_0_3_w_down;
+    \$190  = pe_0_1_w_down;
     if (rst) begin
       \$190  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$191  = pe_0_3_tag_down;
+    \$191  = pe_0_1_tag_down;
     if (rst) begin
       \$191  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$192  = pe_0_3_tv_down;
+    \$192  = pe_0_1_tv_down;
     if (rst) begin
       \$192  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$193  = pe_2_0_shadow;
-    if (\$70 ) begin
-      \$193  = pe_1_0_w_down;
-    end
+    \$193  = pe_1_0_a_right;
     if (rst) begin
       \$193  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$194  = pe_2_0_weight;
-    if (flip_skew2_d1) begin
-      \$194  = pe_2_0_shadow;
-    end
+    \$194  = pe_1_0_flip_right;
     if (rst) begin
-      \$194  = 8'h00;
+      \$194  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$195  = \$71 [27:0];
+    \$195  = pe_1_2_shadow;
+    if (\$77 ) begin
+      \$195  = pe_0_2_w_down;
+    end
     if (rst) begin
-      \$195  = 28'h0000000;
+      \$195  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$196  = pe_1_0_w_down;
+    \$196  = pe_1_2_weight;
+    if (pe_1_1_flip_right) begin
+      \$196  = pe_1_2_shadow;
+    end
     if (rst) begin
       \$196  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$197  = pe_1_0_tag_down;
+    \$197  = \$78 [27:0];
     if (rst) begin
-      \$197  = 2'h0;
+      \$197  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$198  = pe_1_0_tv_down;
+    \$198  = pe_0_2_w_down;
     if (rst) begin
-      \$198  = 1'h0;
+      \$198  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$199  = a_skew2_d2;
+    \$199  = pe_0_2_tag_down;
     if (rst) begin
-      \$199  = 8'h00;
+      \$199  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$200  = flip_skew2_d1;
+    \$200  = pe_0_2_tv_down;
     if (rst) begin
       \$200  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$201  = pe_2_1_shadow;
-    if (\$73 ) begin
-      \$201  = pe_1_1_w_down;
-    end
+    \$201  = pe_1_1_a_right;
     if (rst) begin
       \$201  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$202  = pe_2_1_weight;
-    if (pe_2_0_flip_right) begin
-      \$202  = pe_2_1_shadow;
-    end
+    \$202  = pe_1_1_flip_right;
     if (rst) begin
-      \$202  = 8'h00;
+      \$202  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$203  = \$74 [27:0];
+    \$203  = pe_1_3_shadow;
+    if (\$80 ) begin
+      \$203  = pe_0_3_w_down;
+    end
     if (rst) begin
-      \$203  = 28'h0000000;
+      \$203  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$204  = pe_1_1_w_down;
+    \$204  = pe_1_3_weight;
+    if (pe_1_2_flip_right) begin
+      \$204  = pe_1_3_shadow;
+    end
     if (rst) begin
       \$204  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$205  = pe_1_1_tag_down;
+    \$205  = \$81 [27:0];
     if (rst) begin
-      \$205  = 2'h0;
+      \$205  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$206  = pe_1_1_tv_down;
+    \$206  = pe_0_3_w_down;
     if (rst) begin
-      \$206  = 1'h0;
+      \$206  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$207  = pe_2_0_a_right;
+    \$207  = pe_0_3_tag_down;
     if (rst) begin
-      \$207  = 8'h00;
+      \$207  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$208  = pe_2_0_flip_right;
+    \$208  = pe_0_3_tv_down;
     if (rst) begin
       \$208  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$209  = pe_2_2_shadow;
-    if (\$76 ) begin
-      \$209  = pe_1_2_w_down;
+    \$209  = pe_2_0_shadow;
+    if (\$83 ) begin
+      \$209  = pe_1_0_w_down;
     end
     if (rst) begin
       \$209  = 8'h00;
@@ -2087,9 +2043,9 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$210  = pe_2_2_weight;
-    if (pe_2_1_flip_right) begin
-      \$210  = pe_2_2_shadow;
+    \$210  = pe_2_0_weight;
+    if (flip_skew2_d1) begin
+      \$210  = pe_2_0_shadow;
     end
     if (rst) begin
       \$210  = 8'h00;
@@ -2097,51 +2053,51 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$211  = \$77 [27:0];
+    \$211  = \$84 [27:0];
     if (rst) begin
       \$211  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$212  = pe_1_2_w_down;
+    \$212  = pe_1_0_w_down;
     if (rst) begin
       \$212  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$213  = pe_1_2_tag_down;
+    \$213  = pe_1_0_tag_down;
     if (rst) begin
       \$213  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$214  = pe_1_2_tv_down;
+    \$214  = pe_1_0_tv_down;
     if (rst) begin
       \$214  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$215  = pe_2_1_a_right;
+    \$215  = a_skew2_d2;
     if (rst) begin
       \$215  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$216  = pe_2_1_flip_right;
+    \$216  = flip_skew2_d1;
     if (rst) begin
       \$216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$217  = pe_2_3_shadow;
-    if (\$79 ) begin
-      \$217  = pe_1_3_w_down;
+    \$217  = pe_2_1_shadow;
+    if (\$86 ) begin
+      \$217  = pe_1_1_w_down;
     end
     if (rst) begin
       \$217  = 8'h00;
@@ -2149,9 +2105,9 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$218  = pe_2_3_weight;
-    if (pe_2_2_flip_right) begin
-      \$218  = pe_2_3_shadow;
+    \$218  = pe_2_1_weight;
+    if (pe_2_0_flip_right) begin
+      \$218  = pe_2_1_shadow;
     end
     if (rst) begin
       \$218  = 8'h00;
@@ -2159,119 +2115,113 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$219  = \$80 [27:0];
+    \$219  = \$87 [27:0];
     if (rst) begin
       \$219  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$220  = pe_1_3_w_down;
+    \$220  = pe_1_1_w_down;
     if (rst) begin
       \$220  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$221  = pe_1_3_tag_down;
+    \$221  = pe_1_1_tag_down;
     if (rst) begin
       \$221  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$222  = pe_1_3_tv_down;
+    \$222  = pe_1_1_tv_down;
     if (rst) begin
       \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$223  = pe_3_0_shadow;
-    if (\$82 ) begin
-      \$223  = pe_2_0_w_down;
-    end
+    \$223  = pe_2_0_a_right;
     if (rst) begin
       \$223  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$224  = pe_3_0_weight;
-    if (flip_skew3_d2) begin
-      \$224  = pe_3_0_shadow;
-    end
+    \$224  = pe_2_0_flip_right;
     if (rst) begin
-      \$224  = 8'h00;
+      \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$225  = \$83 [27:0];
+    \$225  = pe_2_2_shadow;
+    if (\$89 ) begin
+      \$225  = pe_1_2_w_down;
+    end
     if (rst) begin
-      \$225  = 28'h0000000;
+      \$225  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$226  = a_skew3_d3;
+    \$226  = pe_2_2_weight;
+    if (pe_2_1_flip_right) begin
+      \$226  = pe_2_2_shadow;
+    end
     if (rst) begin
       \$226  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$227  = flip_skew3_d2;
+    \$227  = \$90 [27:0];
     if (rst) begin
-      \$227  = 1'h0;
+      \$227  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$228  = pe_3_1_shadow;
-    if (\$85 ) begin
-      \$228  = pe_2_1_w_down;
-    end
+    \$228  = pe_1_2_w_down;
     if (rst) begin
       \$228  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$229  = pe_3_1_weight;
-    if (pe_3_0_flip_right) begin
-      \$229  = pe_3_1_shadow;
-    end
+    \$229  = pe_1_2_tag_down;
     if (rst) begin
-      \$229  = 8'h00;
+      \$229  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$230  = \$86 [27:0];
+    \$230  = pe_1_2_tv_down;
     if (rst) begin
-      \$230  = 28'h0000000;
+      \$230  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$231  = pe_3_0_a_right;
+    \$231  = pe_2_1_a_right;
     if (rst) begin
       \$231  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$232  = pe_3_0_flip_right;
+    \$232  = pe_2_1_flip_right;
     if (rst) begin
       \$232  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$233  = pe_3_2_shadow;
-    if (\$88 ) begin
-      \$233  = pe_2_2_w_down;
+    \$233  = pe_2_3_shadow;
+    if (\$92 ) begin
+      \$233  = pe_1_3_w_down;
     end
     if (rst) begin
       \$233  = 8'h00;
@@ -2279,9 +2229,9 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$234  = pe_3_2_weight;
-    if (pe_3_1_flip_right) begin
-      \$234  = pe_3_2_shadow;
+    \$234  = pe_2_3_weight;
+    if (pe_2_2_flip_right) begin
+      \$234  = pe_2_3_shadow;
     end
     if (rst) begin
       \$234  = 8'h00;
@@ -2289,40 +2239,37 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$235  = \$89 [27:0];
+    \$235  = \$93 [27:0];
     if (rst) begin
       \$235  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$236  = pe_3_1_a_right;
+    \$236  = pe_1_3_w_down;
     if (rst) begin
       \$236  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$237  = pe_3_1_flip_right;
+    \$237  = pe_1_3_tag_down;
     if (rst) begin
-      \$237  = 1'h0;
+      \$237  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$238  = pe_3_3_shadow;
-    if (\$91 ) begin
-      \$238  = pe_2_3_w_down;
-    end
+    \$238  = pe_1_3_tv_down;
     if (rst) begin
-      \$238  = 8'h00;
+      \$238  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$239  = pe_3_3_weight;
-    if (pe_3_2_flip_right) begin
-      \$239  = pe_3_3_shadow;
+    \$239  = pe_3_0_shadow;
+    if (\$95 ) begin
+      \$239  = pe_2_0_w_down;
     end
     if (rst) begin
       \$239  = 8'h00;
@@ -2330,155 +2277,288 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$240  = \$92 [27:0];
+    \$240  = pe_3_0_weight;
+    if (flip_skew3_d2) begin
+      \$240  = pe_3_0_shadow;
+    end
     if (rst) begin
-      \$240  = 28'h0000000;
+      \$240  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$241  = pe_3_0_psum;
+    \$241  = \$96 [27:0];
     if (rst) begin
       \$241  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$242  = deskew0_d0;
+    \$242  = a_skew3_d3;
     if (rst) begin
-      \$242  = 28'h0000000;
+      \$242  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$243  = deskew0_d1;
+    \$243  = flip_skew3_d2;
     if (rst) begin
-      \$243  = 28'h0000000;
+      \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$244  = pe_3_1_psum;
+    \$244  = pe_3_1_shadow;
+    if (\$98 ) begin
+      \$244  = pe_2_1_w_down;
+    end
     if (rst) begin
-      \$244  = 28'h0000000;
+      \$244  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = deskew1_d0;
+    \$245  = pe_3_1_weight;
+    if (pe_3_0_flip_right) begin
+      \$245  = pe_3_1_shadow;
+    end
     if (rst) begin
-      \$245  = 28'h0000000;
+      \$245  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$246  = pe_3_2_psum;
+    \$246  = \$99 [27:0];
     if (rst) begin
       \$246  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$247  = read__addr;
-    if (row_meta_d7[0]) begin
-      \$247  = \$94 [7:0];
-    end
+    \$247  = pe_3_0_a_right;
     if (rst) begin
       \$247  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$248  = { pe_3_3_psum, deskew2_d0, deskew1_d1, deskew0_d2 };
+    \$248  = pe_3_0_flip_right;
     if (rst) begin
-      \$248  = 112'h0000000000000000000000000000;
+      \$248  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$249  = acc_vector_b_d0;
+    \$249  = pe_3_2_shadow;
+    if (\$101 ) begin
+      \$249  = pe_2_2_w_down;
+    end
     if (rst) begin
-      \$249  = 112'h0000000000000000000000000000;
+      \$249  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$250  = row_meta_d7;
+    \$250  = pe_3_2_weight;
+    if (pe_3_1_flip_right) begin
+      \$250  = pe_3_2_shadow;
+    end
     if (rst) begin
-      \$250  = 4'h0;
+      \$250  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$251  = acc_meta_d0;
+    \$251  = \$102 [27:0];
     if (rst) begin
-      \$251  = 4'h0;
+      \$251  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$252  = read__addr;
+    \$252  = pe_3_1_a_right;
     if (rst) begin
       \$252  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$253  = acc_row_d0;
+    \$253  = pe_3_1_flip_right;
     if (rst) begin
-      \$253  = 8'h00;
+      \$253  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$254  = acc_row_d1;
+    \$254  = pe_3_3_shadow;
+    if (\$104 ) begin
+      \$254  = pe_2_3_w_down;
+    end
     if (rst) begin
       \$254  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$255  = read__data;
+    \$255  = pe_3_3_weight;
+    if (pe_3_2_flip_right) begin
+      \$255  = pe_3_3_shadow;
+    end
     if (rst) begin
-      \$255  = 112'h0000000000000000000000000000;
+      \$255  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$256 [27:0] = \$96 [27:0];
-    \$256 [55:28] = \$98 [27:0];
-    \$256 [83:56] = \$100 [27:0];
-    \$256 [111:84] = \$102 [27:0];
+    \$256  = \$105 [27:0];
     if (rst) begin
-      \$256  = 112'h0000000000000000000000000000;
+      \$256  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$257  = acc_meta_d1;
+    \$257  = pe_3_0_psum;
     if (rst) begin
-      \$257  = 4'h0;
+      \$257  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$258  = deskew0_d0;
+    if (rst) begin
+      \$258  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$259  = deskew0_d1;
+    if (rst) begin
+      \$259  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$260  = pe_3_1_psum;
+    if (rst) begin
+      \$260  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$261  = deskew1_d0;
+    if (rst) begin
+      \$261  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$262  = pe_3_2_psum;
+    if (rst) begin
+      \$262  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$263  = read__addr;
+    if (row_meta_d7[0]) begin
+      \$263  = \$107 [7:0];
+    end
+    if (rst) begin
+      \$263  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$264  = { pe_3_3_psum, deskew2_d0, deskew1_d1, deskew0_d2 };
+    if (rst) begin
+      \$264  = 112'h0000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$265  = acc_vector_b_d0;
+    if (rst) begin
+      \$265  = 112'h0000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$266  = row_meta_d7;
+    if (rst) begin
+      \$266  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$267  = acc_meta_d0;
+    if (rst) begin
+      \$267  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$268  = read__addr;
+    if (rst) begin
+      \$268  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$269  = acc_row_d0;
+    if (rst) begin
+      \$269  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$270  = acc_row_d1;
+    if (rst) begin
+      \$270  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$271  = read__data;
+    if (rst) begin
+      \$271  = 112'h0000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$272 [27:0] = \$109 [27:0];
+    \$272 [55:28] = \$111 [27:0];
+    \$272 [83:56] = \$113 [27:0];
+    \$272 [111:84] = \$115 [27:0];
+    if (rst) begin
+      \$272  = 112'h0000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$273  = acc_meta_d1;
+    if (rst) begin
+      \$273  = 4'h0;
     end
   end
   assign r_rdy = results__valid;
   assign r_data = results__payload;
   assign r_en = results__ready;
-  assign pe_0_0_product = { \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10  };
-  assign pe_0_1_product = { \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11  };
-  assign pe_0_2_product = { \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12  };
-  assign pe_0_3_product = { \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13  };
-  assign pe_1_0_product = { \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14  };
-  assign pe_1_1_product = { \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15  };
-  assign pe_1_2_product = { \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16  };
-  assign pe_1_3_product = { \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17  };
-  assign pe_2_0_product = { \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18  };
-  assign pe_2_1_product = { \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19  };
-  assign pe_2_2_product = { \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20  };
-  assign pe_2_3_product = { \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21  };
-  assign pe_3_0_product = { \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22  };
-  assign pe_3_1_product = { \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23  };
-  assign pe_3_2_product = { \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24  };
-  assign pe_3_3_product = { \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25  };
+  assign pe_0_0_product = { \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12  };
+  assign pe_0_1_product = { \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13  };
+  assign pe_0_2_product = { \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14  };
+  assign pe_0_3_product = { \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15  };
+  assign pe_1_0_product = { \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16  };
+  assign pe_1_1_product = { \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17  };
+  assign pe_1_2_product = { \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18  };
+  assign pe_1_3_product = { \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19  };
+  assign pe_2_0_product = { \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20  };
+  assign pe_2_1_product = { \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21  };
+  assign pe_2_2_product = { \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22  };
+  assign pe_2_3_product = { \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23  };
+  assign pe_3_0_product = { \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24  };
+  assign pe_3_1_product = { \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25  };
+  assign pe_3_2_product = { \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26  };
+  assign pe_3_3_product = { \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27  };
   assign row = read__addr;
   assign acc_row_d2 = write__addr;
   assign write__en = acc_meta_d_d0[0];
@@ -2569,11 +2649,11 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   assign meta_in[3] = activations__payload[32];
   assign meta_in[2] = activations__payload[34];
   assign meta_in[1] = activations__payload[33];
-  assign meta_in[0] = \$9 ;
+  assign meta_in[0] = \$11 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \systolic_ws_4x4_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$541$0 , \port$543$3 , r_rdy, r_en);
+module \systolic_ws_4x4_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$567$0 , \port$569$3 , r_rdy, r_en);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -2612,10 +2692,10 @@ module \systolic_ws_4x4_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$541$0
   reg [4:0] inner_level = 5'h00;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [111:0] \port$541$0 ;
-  wire [111:0] \port$541$0 ;
-  input \port$543$3 ;
-  wire \port$543$3 ;
+  input [111:0] \port$567$0 ;
+  wire [111:0] \port$567$0 ;
+  input \port$569$3 ;
+  wire \port$569$3 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [112:0] r_data;
@@ -2659,7 +2739,7 @@ module \systolic_ws_4x4_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$541$0
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$543$3 , \port$541$0  };
+      storage[w_port__addr] <= { \port$569$3 , \port$567$0  };
   end
   reg [112:0] _0_;
   always @(posedge clk) begin
@@ -2755,8 +2835,8 @@ module \systolic_ws_4x4_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$541$0
   assign level = \$3 [4:0];
   assign r_level = \$3 [4:0];
   assign produce = w_port__addr;
-  assign w_port__data = { \port$543$3 , \port$541$0  };
-  assign w_data = { \port$543$3 , \port$541$0  };
+  assign w_port__data = { \port$569$3 , \port$567$0  };
+  assign w_data = { \port$569$3 , \port$567$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -5,282 +5,282 @@
 module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations__valid, results__ready, clk, rst, weights__ready, activations__ready, results__payload, results__valid, weights__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire [15:0] \$10 ;
+  wire \$10 ;
   wire \$100 ;
-  wire \$101 ;
+  wire [28:0] \$101 ;
   wire \$102 ;
-  wire [28:0] \$103 ;
+  wire \$103 ;
   wire \$104 ;
   wire \$105 ;
-  wire \$106 ;
+  wire [28:0] \$106 ;
   wire \$107 ;
-  wire [28:0] \$108 ;
+  wire \$108 ;
   wire \$109 ;
-  wire [15:0] \$11 ;
+  wire \$11 ;
   wire \$110 ;
-  wire \$111 ;
+  wire [28:0] \$111 ;
   wire \$112 ;
-  wire [28:0] \$113 ;
+  wire \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire \$116 ;
+  wire [28:0] \$116 ;
   wire \$117 ;
-  wire [28:0] \$118 ;
+  wire \$118 ;
   wire \$119 ;
   wire [15:0] \$12 ;
   wire \$120 ;
-  wire \$121 ;
+  wire [28:0] \$121 ;
   wire \$122 ;
-  wire [28:0] \$123 ;
+  wire \$123 ;
   wire \$124 ;
   wire \$125 ;
-  wire \$126 ;
-  wire [28:0] \$127 ;
+  wire [28:0] \$126 ;
+  wire \$127 ;
   wire \$128 ;
   wire \$129 ;
   wire [15:0] \$13 ;
-  wire [28:0] \$130 ;
-  wire \$131 ;
+  wire \$130 ;
+  wire [28:0] \$131 ;
   wire \$132 ;
-  wire [28:0] \$133 ;
+  wire \$133 ;
   wire \$134 ;
   wire \$135 ;
   wire [28:0] \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire [28:0] \$139 ;
+  wire \$139 ;
   wire [15:0] \$14 ;
-  wire \$140 ;
+  wire [28:0] \$140 ;
   wire \$141 ;
-  wire [28:0] \$142 ;
-  wire \$143 ;
+  wire \$142 ;
+  wire [28:0] \$143 ;
   wire \$144 ;
-  wire [28:0] \$145 ;
-  wire \$146 ;
+  wire \$145 ;
+  wire [28:0] \$146 ;
   wire \$147 ;
-  wire [28:0] \$148 ;
-  wire \$149 ;
+  wire \$148 ;
+  wire [28:0] \$149 ;
   wire [15:0] \$15 ;
   wire \$150 ;
-  wire [28:0] \$151 ;
-  wire \$152 ;
+  wire \$151 ;
+  wire [28:0] \$152 ;
   wire \$153 ;
-  wire [28:0] \$154 ;
-  wire \$155 ;
+  wire \$154 ;
+  wire [28:0] \$155 ;
   wire \$156 ;
-  wire [28:0] \$157 ;
-  wire \$158 ;
+  wire \$157 ;
+  wire [28:0] \$158 ;
   wire \$159 ;
   wire [15:0] \$16 ;
-  wire [28:0] \$160 ;
-  wire \$161 ;
+  wire \$160 ;
+  wire [28:0] \$161 ;
   wire \$162 ;
-  wire [28:0] \$163 ;
-  wire \$164 ;
+  wire \$163 ;
+  wire [28:0] \$164 ;
   wire \$165 ;
-  wire [28:0] \$166 ;
-  wire \$167 ;
+  wire \$166 ;
+  wire [28:0] \$167 ;
   wire \$168 ;
-  wire [28:0] \$169 ;
+  wire \$169 ;
   wire [15:0] \$17 ;
-  wire \$170 ;
+  wire [28:0] \$170 ;
   wire \$171 ;
-  wire [28:0] \$172 ;
-  wire \$173 ;
+  wire \$172 ;
+  wire [28:0] \$173 ;
   wire \$174 ;
-  wire [28:0] \$175 ;
-  wire \$176 ;
+  wire \$175 ;
+  wire [28:0] \$176 ;
   wire \$177 ;
-  wire [28:0] \$178 ;
-  wire \$179 ;
+  wire \$178 ;
+  wire [28:0] \$179 ;
   wire [15:0] \$18 ;
   wire \$180 ;
-  wire [28:0] \$181 ;
-  wire \$182 ;
+  wire \$181 ;
+  wire [28:0] \$182 ;
   wire \$183 ;
-  wire [28:0] \$184 ;
-  wire \$185 ;
+  wire \$184 ;
+  wire [28:0] \$185 ;
   wire \$186 ;
-  wire [28:0] \$187 ;
-  wire \$188 ;
+  wire \$187 ;
+  wire [28:0] \$188 ;
   wire \$189 ;
   wire [15:0] \$19 ;
-  wire [28:0] \$190 ;
-  wire \$191 ;
+  wire \$190 ;
+  wire [28:0] \$191 ;
   wire \$192 ;
-  wire [28:0] \$193 ;
-  wire \$194 ;
+  wire \$193 ;
+  wire [28:0] \$194 ;
   wire \$195 ;
-  wire [28:0] \$196 ;
-  wire \$197 ;
+  wire \$196 ;
+  wire [28:0] \$197 ;
   wire \$198 ;
-  wire [28:0] \$199 ;
+  wire \$199 ;
   wire \$2 ;
   wire [15:0] \$20 ;
-  wire \$200 ;
+  wire [28:0] \$200 ;
   wire \$201 ;
-  wire [28:0] \$202 ;
-  wire \$203 ;
+  wire \$202 ;
+  wire [28:0] \$203 ;
   wire \$204 ;
-  wire [28:0] \$205 ;
-  wire \$206 ;
+  wire \$205 ;
+  wire [28:0] \$206 ;
   wire \$207 ;
-  wire [28:0] \$208 ;
-  wire \$209 ;
+  wire \$208 ;
+  wire [28:0] \$209 ;
   wire [15:0] \$21 ;
   wire \$210 ;
-  wire [28:0] \$211 ;
-  wire \$212 ;
+  wire \$211 ;
+  wire [28:0] \$212 ;
   wire \$213 ;
-  wire [28:0] \$214 ;
-  wire \$215 ;
+  wire \$214 ;
+  wire [28:0] \$215 ;
   wire \$216 ;
-  wire [28:0] \$217 ;
-  wire \$218 ;
+  wire \$217 ;
+  wire [28:0] \$218 ;
   wire \$219 ;
   wire [15:0] \$22 ;
-  wire [28:0] \$220 ;
-  wire \$221 ;
+  wire \$220 ;
+  wire [28:0] \$221 ;
   wire \$222 ;
-  wire [28:0] \$223 ;
-  wire \$224 ;
+  wire \$223 ;
+  wire [28:0] \$224 ;
   wire \$225 ;
-  wire [28:0] \$226 ;
-  wire \$227 ;
+  wire \$226 ;
+  wire [28:0] \$227 ;
   wire \$228 ;
-  wire [28:0] \$229 ;
+  wire \$229 ;
   wire [15:0] \$23 ;
-  wire \$230 ;
+  wire [28:0] \$230 ;
   wire \$231 ;
-  wire [28:0] \$232 ;
-  wire \$233 ;
+  wire \$232 ;
+  wire [28:0] \$233 ;
   wire \$234 ;
-  wire [28:0] \$235 ;
-  wire \$236 ;
+  wire \$235 ;
+  wire [28:0] \$236 ;
   wire \$237 ;
-  wire [28:0] \$238 ;
-  wire \$239 ;
+  wire \$238 ;
+  wire [28:0] \$239 ;
   wire [15:0] \$24 ;
   wire \$240 ;
-  wire [28:0] \$241 ;
-  wire \$242 ;
+  wire \$241 ;
+  wire [28:0] \$242 ;
   wire \$243 ;
-  wire [28:0] \$244 ;
-  wire \$245 ;
+  wire \$244 ;
+  wire [28:0] \$245 ;
   wire \$246 ;
-  wire [28:0] \$247 ;
-  wire \$248 ;
+  wire \$247 ;
+  wire [28:0] \$248 ;
   wire \$249 ;
   wire [15:0] \$25 ;
-  wire [28:0] \$250 ;
-  wire \$251 ;
+  wire \$250 ;
+  wire [28:0] \$251 ;
   wire \$252 ;
-  wire [28:0] \$253 ;
-  wire \$254 ;
+  wire \$253 ;
+  wire [28:0] \$254 ;
   wire \$255 ;
-  wire [28:0] \$256 ;
-  wire \$257 ;
+  wire \$256 ;
+  wire [28:0] \$257 ;
   wire \$258 ;
-  wire [28:0] \$259 ;
+  wire \$259 ;
   wire [15:0] \$26 ;
-  wire \$260 ;
+  wire [28:0] \$260 ;
   wire \$261 ;
-  wire [28:0] \$262 ;
-  wire \$263 ;
+  wire \$262 ;
+  wire [28:0] \$263 ;
   wire \$264 ;
-  wire [28:0] \$265 ;
-  wire \$266 ;
+  wire \$265 ;
+  wire [28:0] \$266 ;
   wire \$267 ;
-  wire [28:0] \$268 ;
-  wire \$269 ;
+  wire \$268 ;
+  wire [28:0] \$269 ;
   wire [15:0] \$27 ;
   wire \$270 ;
-  wire [28:0] \$271 ;
-  wire \$272 ;
+  wire \$271 ;
+  wire [28:0] \$272 ;
   wire \$273 ;
-  wire [28:0] \$274 ;
-  wire \$275 ;
+  wire \$274 ;
+  wire [28:0] \$275 ;
   wire \$276 ;
-  wire [28:0] \$277 ;
-  wire \$278 ;
+  wire \$277 ;
+  wire [28:0] \$278 ;
   wire \$279 ;
   wire [15:0] \$28 ;
-  wire [28:0] \$280 ;
-  wire \$281 ;
+  wire \$280 ;
+  wire [28:0] \$281 ;
   wire \$282 ;
-  wire [28:0] \$283 ;
-  wire \$284 ;
+  wire \$283 ;
+  wire [28:0] \$284 ;
   wire \$285 ;
-  wire [28:0] \$286 ;
-  wire \$287 ;
+  wire \$286 ;
+  wire [28:0] \$287 ;
   wire \$288 ;
-  wire [28:0] \$289 ;
+  wire \$289 ;
   wire [15:0] \$29 ;
-  wire \$290 ;
+  wire [28:0] \$290 ;
   wire \$291 ;
-  wire [28:0] \$292 ;
-  wire [8:0] \$293 ;
-  wire [8:0] \$294 ;
-  wire [27:0] \$295 ;
+  wire \$292 ;
+  wire [28:0] \$293 ;
+  wire \$294 ;
+  wire \$295 ;
   wire [28:0] \$296 ;
-  wire [27:0] \$297 ;
-  wire [28:0] \$298 ;
-  wire [27:0] \$299 ;
-  wire \$3 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire [28:0] \$299 ;
+  wire [3:0] \$3 ;
   wire [15:0] \$30 ;
-  wire [28:0] \$300 ;
-  wire [27:0] \$301 ;
+  wire \$300 ;
+  wire \$301 ;
   wire [28:0] \$302 ;
-  wire [27:0] \$303 ;
-  wire [28:0] \$304 ;
-  wire [27:0] \$305 ;
-  wire [28:0] \$306 ;
-  wire [27:0] \$307 ;
-  wire [28:0] \$308 ;
-  wire [27:0] \$309 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire [28:0] \$305 ;
+  wire [8:0] \$306 ;
+  wire [8:0] \$307 ;
+  wire [27:0] \$308 ;
+  wire [28:0] \$309 ;
   wire [15:0] \$31 ;
-  wire [28:0] \$310 ;
-  reg \$311 ;
-  reg [4:0] \$312 ;
-  reg [2:0] \$313 ;
-  reg \$314 ;
-  reg \$315 ;
-  reg [3:0] \$316 ;
-  reg [3:0] \$317 ;
-  reg [3:0] \$318 ;
-  reg [3:0] \$319 ;
+  wire [27:0] \$310 ;
+  wire [28:0] \$311 ;
+  wire [27:0] \$312 ;
+  wire [28:0] \$313 ;
+  wire [27:0] \$314 ;
+  wire [28:0] \$315 ;
+  wire [27:0] \$316 ;
+  wire [28:0] \$317 ;
+  wire [27:0] \$318 ;
+  wire [28:0] \$319 ;
   wire [15:0] \$32 ;
-  reg [3:0] \$320 ;
-  reg [3:0] \$321 ;
-  reg [3:0] \$322 ;
-  reg [3:0] \$323 ;
-  reg [3:0] \$324 ;
-  reg [3:0] \$325 ;
-  reg [3:0] \$326 ;
-  reg [3:0] \$327 ;
-  reg [3:0] \$328 ;
-  reg [3:0] \$329 ;
+  wire [27:0] \$320 ;
+  wire [28:0] \$321 ;
+  wire [27:0] \$322 ;
+  wire [28:0] \$323 ;
+  reg \$324 ;
+  reg [4:0] \$325 ;
+  reg [2:0] \$326 ;
+  reg \$327 ;
+  reg \$328 ;
+  reg [2:0] \$329 ;
   wire [15:0] \$33 ;
-  reg [3:0] \$330 ;
-  reg [3:0] \$331 ;
+  reg [2:0] \$330 ;
+  reg [2:0] \$331 ;
   reg [3:0] \$332 ;
-  reg [7:0] \$333 ;
-  reg [7:0] \$334 ;
-  reg [7:0] \$335 ;
-  reg [7:0] \$336 ;
-  reg [7:0] \$337 ;
-  reg [7:0] \$338 ;
-  reg [7:0] \$339 ;
+  reg [3:0] \$333 ;
+  reg [3:0] \$334 ;
+  reg [3:0] \$335 ;
+  reg [3:0] \$336 ;
+  reg [3:0] \$337 ;
+  reg [3:0] \$338 ;
+  reg [3:0] \$339 ;
   wire [15:0] \$34 ;
-  reg [7:0] \$340 ;
-  reg [7:0] \$341 ;
-  reg [7:0] \$342 ;
-  reg [7:0] \$343 ;
-  reg [7:0] \$344 ;
-  reg [7:0] \$345 ;
-  reg [7:0] \$346 ;
-  reg [7:0] \$347 ;
-  reg [7:0] \$348 ;
+  reg [3:0] \$340 ;
+  reg [3:0] \$341 ;
+  reg [3:0] \$342 ;
+  reg [3:0] \$343 ;
+  reg [3:0] \$344 ;
+  reg [3:0] \$345 ;
+  reg [3:0] \$346 ;
+  reg [3:0] \$347 ;
+  reg [3:0] \$348 ;
   reg [7:0] \$349 ;
   wire [15:0] \$35 ;
   reg [7:0] \$350 ;
@@ -303,24 +303,24 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] \$366 ;
   reg [7:0] \$367 ;
   reg [7:0] \$368 ;
-  reg \$369 ;
+  reg [7:0] \$369 ;
   wire [15:0] \$37 ;
-  reg \$370 ;
-  reg \$371 ;
-  reg \$372 ;
-  reg \$373 ;
-  reg \$374 ;
-  reg \$375 ;
-  reg \$376 ;
-  reg \$377 ;
-  reg \$378 ;
-  reg \$379 ;
+  reg [7:0] \$370 ;
+  reg [7:0] \$371 ;
+  reg [7:0] \$372 ;
+  reg [7:0] \$373 ;
+  reg [7:0] \$374 ;
+  reg [7:0] \$375 ;
+  reg [7:0] \$376 ;
+  reg [7:0] \$377 ;
+  reg [7:0] \$378 ;
+  reg [7:0] \$379 ;
   wire [15:0] \$38 ;
-  reg \$380 ;
-  reg \$381 ;
-  reg \$382 ;
-  reg \$383 ;
-  reg \$384 ;
+  reg [7:0] \$380 ;
+  reg [7:0] \$381 ;
+  reg [7:0] \$382 ;
+  reg [7:0] \$383 ;
+  reg [7:0] \$384 ;
   reg \$385 ;
   reg \$386 ;
   reg \$387 ;
@@ -334,24 +334,24 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg \$394 ;
   reg \$395 ;
   reg \$396 ;
-  reg [7:0] \$397 ;
-  reg [7:0] \$398 ;
-  reg [27:0] \$399 ;
+  reg \$397 ;
+  reg \$398 ;
+  reg \$399 ;
   wire \$4 ;
   wire [15:0] \$40 ;
-  reg [7:0] \$400 ;
-  reg [2:0] \$401 ;
+  reg \$400 ;
+  reg \$401 ;
   reg \$402 ;
-  reg [7:0] \$403 ;
+  reg \$403 ;
   reg \$404 ;
-  reg [7:0] \$405 ;
-  reg [7:0] \$406 ;
-  reg [27:0] \$407 ;
-  reg [7:0] \$408 ;
-  reg [2:0] \$409 ;
+  reg \$405 ;
+  reg \$406 ;
+  reg \$407 ;
+  reg \$408 ;
+  reg \$409 ;
   wire [15:0] \$41 ;
   reg \$410 ;
-  reg [7:0] \$411 ;
+  reg \$411 ;
   reg \$412 ;
   reg [7:0] \$413 ;
   reg [7:0] \$414 ;
@@ -405,21 +405,21 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg \$458 ;
   reg [7:0] \$459 ;
   wire [15:0] \$46 ;
-  reg [7:0] \$460 ;
-  reg [27:0] \$461 ;
+  reg \$460 ;
+  reg [7:0] \$461 ;
   reg [7:0] \$462 ;
-  reg [2:0] \$463 ;
-  reg \$464 ;
-  reg [7:0] \$465 ;
+  reg [27:0] \$463 ;
+  reg [7:0] \$464 ;
+  reg [2:0] \$465 ;
   reg \$466 ;
   reg [7:0] \$467 ;
-  reg [7:0] \$468 ;
-  reg [27:0] \$469 ;
+  reg \$468 ;
+  reg [7:0] \$469 ;
   wire [15:0] \$47 ;
   reg [7:0] \$470 ;
-  reg [2:0] \$471 ;
-  reg \$472 ;
-  reg [7:0] \$473 ;
+  reg [27:0] \$471 ;
+  reg [7:0] \$472 ;
+  reg [2:0] \$473 ;
   reg \$474 ;
   reg [7:0] \$475 ;
   reg [7:0] \$476 ;
@@ -474,21 +474,21 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   wire [15:0] \$52 ;
   reg \$520 ;
   reg [7:0] \$521 ;
-  reg [7:0] \$522 ;
-  reg [27:0] \$523 ;
+  reg \$522 ;
+  reg [7:0] \$523 ;
   reg [7:0] \$524 ;
-  reg [2:0] \$525 ;
-  reg \$526 ;
-  reg [7:0] \$527 ;
+  reg [27:0] \$525 ;
+  reg [7:0] \$526 ;
+  reg [2:0] \$527 ;
   reg \$528 ;
   reg [7:0] \$529 ;
   wire [15:0] \$53 ;
-  reg [7:0] \$530 ;
-  reg [27:0] \$531 ;
+  reg \$530 ;
+  reg [7:0] \$531 ;
   reg [7:0] \$532 ;
-  reg [2:0] \$533 ;
-  reg \$534 ;
-  reg [7:0] \$535 ;
+  reg [27:0] \$533 ;
+  reg [7:0] \$534 ;
+  reg [2:0] \$535 ;
   reg \$536 ;
   reg [7:0] \$537 ;
   reg [7:0] \$538 ;
@@ -542,21 +542,21 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [2:0] \$581 ;
   reg \$582 ;
   reg [7:0] \$583 ;
-  reg [7:0] \$584 ;
-  reg [27:0] \$585 ;
+  reg \$584 ;
+  reg [7:0] \$585 ;
   reg [7:0] \$586 ;
-  reg [2:0] \$587 ;
-  reg \$588 ;
-  reg [7:0] \$589 ;
+  reg [27:0] \$587 ;
+  reg [7:0] \$588 ;
+  reg [2:0] \$589 ;
   wire [15:0] \$59 ;
   reg \$590 ;
   reg [7:0] \$591 ;
-  reg [7:0] \$592 ;
-  reg [27:0] \$593 ;
+  reg \$592 ;
+  reg [7:0] \$593 ;
   reg [7:0] \$594 ;
-  reg [2:0] \$595 ;
-  reg \$596 ;
-  reg [7:0] \$597 ;
+  reg [27:0] \$595 ;
+  reg [7:0] \$596 ;
+  reg [2:0] \$597 ;
   reg \$598 ;
   reg [7:0] \$599 ;
   wire \$6 ;
@@ -611,21 +611,21 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [2:0] \$643 ;
   reg \$644 ;
   reg [7:0] \$645 ;
-  reg [7:0] \$646 ;
-  reg [27:0] \$647 ;
+  reg \$646 ;
+  reg [7:0] \$647 ;
   reg [7:0] \$648 ;
-  reg [2:0] \$649 ;
+  reg [27:0] \$649 ;
   wire [15:0] \$65 ;
-  reg \$650 ;
-  reg [7:0] \$651 ;
+  reg [7:0] \$650 ;
+  reg [2:0] \$651 ;
   reg \$652 ;
   reg [7:0] \$653 ;
-  reg [7:0] \$654 ;
-  reg [27:0] \$655 ;
+  reg \$654 ;
+  reg [7:0] \$655 ;
   reg [7:0] \$656 ;
-  reg [2:0] \$657 ;
-  reg \$658 ;
-  reg [7:0] \$659 ;
+  reg [27:0] \$657 ;
+  reg [7:0] \$658 ;
+  reg [2:0] \$659 ;
   wire [15:0] \$66 ;
   reg \$660 ;
   reg [7:0] \$661 ;
@@ -680,22 +680,22 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [2:0] \$705 ;
   reg \$706 ;
   reg [7:0] \$707 ;
-  reg [7:0] \$708 ;
-  reg [27:0] \$709 ;
+  reg \$708 ;
+  reg [7:0] \$709 ;
   wire [15:0] \$71 ;
   reg [7:0] \$710 ;
-  reg [2:0] \$711 ;
-  reg \$712 ;
-  reg [7:0] \$713 ;
+  reg [27:0] \$711 ;
+  reg [7:0] \$712 ;
+  reg [2:0] \$713 ;
   reg \$714 ;
   reg [7:0] \$715 ;
-  reg [7:0] \$716 ;
-  reg [27:0] \$717 ;
+  reg \$716 ;
+  reg [7:0] \$717 ;
   reg [7:0] \$718 ;
-  reg [2:0] \$719 ;
+  reg [27:0] \$719 ;
   wire [15:0] \$72 ;
-  reg \$720 ;
-  reg [7:0] \$721 ;
+  reg [7:0] \$720 ;
+  reg [2:0] \$721 ;
   reg \$722 ;
   reg [7:0] \$723 ;
   reg [7:0] \$724 ;
@@ -715,7 +715,7 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] \$737 ;
   reg \$738 ;
   reg [7:0] \$739 ;
-  wire [5:0] \$74 ;
+  wire [15:0] \$74 ;
   reg [7:0] \$740 ;
   reg [27:0] \$741 ;
   reg [7:0] \$742 ;
@@ -726,7 +726,7 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] \$747 ;
   reg [7:0] \$748 ;
   reg [27:0] \$749 ;
-  wire \$75 ;
+  wire [15:0] \$75 ;
   reg [7:0] \$750 ;
   reg [2:0] \$751 ;
   reg \$752 ;
@@ -737,7 +737,7 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [27:0] \$757 ;
   reg [7:0] \$758 ;
   reg [2:0] \$759 ;
-  wire [1:0] \$76 ;
+  wire [5:0] \$76 ;
   reg \$760 ;
   reg [7:0] \$761 ;
   reg \$762 ;
@@ -748,29 +748,29 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [2:0] \$767 ;
   reg \$768 ;
   reg [7:0] \$769 ;
-  wire [5:0] \$77 ;
-  reg [7:0] \$770 ;
-  reg [27:0] \$771 ;
+  wire \$77 ;
+  reg \$770 ;
+  reg [7:0] \$771 ;
   reg [7:0] \$772 ;
-  reg [2:0] \$773 ;
-  reg \$774 ;
-  reg [7:0] \$775 ;
+  reg [27:0] \$773 ;
+  reg [7:0] \$774 ;
+  reg [2:0] \$775 ;
   reg \$776 ;
   reg [7:0] \$777 ;
-  reg [7:0] \$778 ;
-  reg [27:0] \$779 ;
-  wire [6:0] \$78 ;
+  reg \$778 ;
+  reg [7:0] \$779 ;
+  wire [1:0] \$78 ;
   reg [7:0] \$780 ;
-  reg [2:0] \$781 ;
-  reg \$782 ;
-  reg [7:0] \$783 ;
+  reg [27:0] \$781 ;
+  reg [7:0] \$782 ;
+  reg [2:0] \$783 ;
   reg \$784 ;
   reg [7:0] \$785 ;
   reg [7:0] \$786 ;
   reg [27:0] \$787 ;
   reg [7:0] \$788 ;
   reg [2:0] \$789 ;
-  wire \$79 ;
+  wire [5:0] \$79 ;
   reg \$790 ;
   reg [7:0] \$791 ;
   reg \$792 ;
@@ -782,7 +782,7 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg \$798 ;
   reg [7:0] \$799 ;
   wire \$8 ;
-  wire \$80 ;
+  wire [6:0] \$80 ;
   reg \$800 ;
   reg [7:0] \$801 ;
   reg [7:0] \$802 ;
@@ -793,7 +793,7 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] \$807 ;
   reg \$808 ;
   reg [7:0] \$809 ;
-  wire [3:0] \$81 ;
+  wire \$81 ;
   reg [7:0] \$810 ;
   reg [27:0] \$811 ;
   reg [7:0] \$812 ;
@@ -815,73 +815,73 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [27:0] \$827 ;
   reg [7:0] \$828 ;
   reg [2:0] \$829 ;
-  wire \$83 ;
+  wire [3:0] \$83 ;
   reg \$830 ;
   reg [7:0] \$831 ;
-  reg [7:0] \$832 ;
-  reg [27:0] \$833 ;
+  reg \$832 ;
+  reg [7:0] \$833 ;
   reg [7:0] \$834 ;
-  reg \$835 ;
+  reg [27:0] \$835 ;
   reg [7:0] \$836 ;
-  reg [7:0] \$837 ;
-  reg [27:0] \$838 ;
+  reg [2:0] \$837 ;
+  reg \$838 ;
   reg [7:0] \$839 ;
-  wire [4:0] \$84 ;
+  wire \$84 ;
   reg \$840 ;
   reg [7:0] \$841 ;
   reg [7:0] \$842 ;
   reg [27:0] \$843 ;
   reg [7:0] \$844 ;
-  reg \$845 ;
-  reg [7:0] \$846 ;
+  reg [2:0] \$845 ;
+  reg \$846 ;
   reg [7:0] \$847 ;
-  reg [27:0] \$848 ;
-  reg [7:0] \$849 ;
+  reg [7:0] \$848 ;
+  reg [27:0] \$849 ;
   wire \$85 ;
-  reg \$850 ;
-  reg [7:0] \$851 ;
+  reg [7:0] \$850 ;
+  reg \$851 ;
   reg [7:0] \$852 ;
-  reg [27:0] \$853 ;
-  reg [7:0] \$854 ;
-  reg \$855 ;
-  reg [7:0] \$856 ;
+  reg [7:0] \$853 ;
+  reg [27:0] \$854 ;
+  reg [7:0] \$855 ;
+  reg \$856 ;
   reg [7:0] \$857 ;
-  reg [27:0] \$858 ;
-  reg [7:0] \$859 ;
+  reg [7:0] \$858 ;
+  reg [27:0] \$859 ;
   wire \$86 ;
-  reg \$860 ;
-  reg [7:0] \$861 ;
+  reg [7:0] \$860 ;
+  reg \$861 ;
   reg [7:0] \$862 ;
-  reg [27:0] \$863 ;
-  reg [7:0] \$864 ;
-  reg \$865 ;
-  reg [7:0] \$866 ;
+  reg [7:0] \$863 ;
+  reg [27:0] \$864 ;
+  reg [7:0] \$865 ;
+  reg \$866 ;
   reg [7:0] \$867 ;
-  reg [27:0] \$868 ;
+  reg [7:0] \$868 ;
   reg [27:0] \$869 ;
   wire \$87 ;
-  reg [27:0] \$870 ;
-  reg [27:0] \$871 ;
-  reg [27:0] \$872 ;
-  reg [27:0] \$873 ;
+  reg [7:0] \$870 ;
+  reg \$871 ;
+  reg [7:0] \$872 ;
+  reg [7:0] \$873 ;
   reg [27:0] \$874 ;
-  reg [27:0] \$875 ;
-  reg [27:0] \$876 ;
-  reg [27:0] \$877 ;
-  reg [27:0] \$878 ;
+  reg [7:0] \$875 ;
+  reg \$876 ;
+  reg [7:0] \$877 ;
+  reg [7:0] \$878 ;
   reg [27:0] \$879 ;
-  wire [28:0] \$88 ;
-  reg [27:0] \$880 ;
-  reg [27:0] \$881 ;
-  reg [27:0] \$882 ;
-  reg [27:0] \$883 ;
+  wire [3:0] \$88 ;
+  reg [7:0] \$880 ;
+  reg \$881 ;
+  reg [7:0] \$882 ;
+  reg [7:0] \$883 ;
   reg [27:0] \$884 ;
   reg [27:0] \$885 ;
   reg [27:0] \$886 ;
   reg [27:0] \$887 ;
   reg [27:0] \$888 ;
   reg [27:0] \$889 ;
-  wire \$89 ;
+  wire [3:0] \$89 ;
   reg [27:0] \$890 ;
   reg [27:0] \$891 ;
   reg [27:0] \$892 ;
@@ -889,27 +889,43 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [27:0] \$894 ;
   reg [27:0] \$895 ;
   reg [27:0] \$896 ;
-  reg [7:0] \$897 ;
-  reg [223:0] \$898 ;
-  reg [223:0] \$899 ;
+  reg [27:0] \$897 ;
+  reg [27:0] \$898 ;
+  reg [27:0] \$899 ;
   wire \$9 ;
   wire \$90 ;
-  reg [3:0] \$900 ;
-  reg [3:0] \$901 ;
-  reg [7:0] \$902 ;
-  reg [7:0] \$903 ;
-  reg [7:0] \$904 ;
-  reg [223:0] \$905 ;
-  reg [223:0] \$906 ;
-  reg [3:0] \$907 ;
-  wire \$91 ;
+  reg [27:0] \$900 ;
+  reg [27:0] \$901 ;
+  reg [27:0] \$902 ;
+  reg [27:0] \$903 ;
+  reg [27:0] \$904 ;
+  reg [27:0] \$905 ;
+  reg [27:0] \$906 ;
+  reg [27:0] \$907 ;
+  reg [27:0] \$908 ;
+  reg [27:0] \$909 ;
+  wire [3:0] \$91 ;
+  reg [27:0] \$910 ;
+  reg [27:0] \$911 ;
+  reg [27:0] \$912 ;
+  reg [7:0] \$913 ;
+  reg [223:0] \$914 ;
+  reg [223:0] \$915 ;
+  reg [3:0] \$916 ;
+  reg [3:0] \$917 ;
+  reg [7:0] \$918 ;
+  reg [7:0] \$919 ;
   wire \$92 ;
-  wire [28:0] \$93 ;
+  reg [7:0] \$920 ;
+  reg [223:0] \$921 ;
+  reg [223:0] \$922 ;
+  reg [3:0] \$923 ;
+  wire \$93 ;
   wire \$94 ;
-  wire \$95 ;
+  wire [3:0] \$95 ;
   wire \$96 ;
-  wire \$97 ;
-  wire [28:0] \$98 ;
+  wire [4:0] \$97 ;
+  wire \$98 ;
   wire \$99 ;
   reg [7:0] a_skew0_d0 = 8'h00;
   reg [7:0] a_skew1_d0 = 8'h00;
@@ -987,6 +1003,7 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   wire [27:0] \acc_total[7] ;
   reg [223:0] acc_vector_b_d0 = 224'h00000000000000000000000000000000000000000000000000000000;
   reg [223:0] acc_vector_c_d0 = 224'h00000000000000000000000000000000000000000000000000000000;
+  wire accumulator_free;
   input [66:0] activations__payload;
   wire [66:0] activations__payload;
   wire \activations__payload.accumulate ;
@@ -1723,9 +1740,12 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   wire \row_meta_d9.emit ;
   wire \row_meta_d9.last ;
   wire \row_meta_d9.valid ;
+  reg [2:0] rows_in_last_tile = 3'h4;
+  reg [2:0] rows_in_tile = 3'h0;
   input rst;
   wire rst;
   reg shadow_full = 1'h0;
+  reg [2:0] since_last_row = 3'h4;
   wire [224:0] w_data;
   wire w_en;
   input [63:0] weights__payload;
@@ -2021,1520 +2041,1540 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
     _0_ <= accumulator[read__addr];
   end
   assign read__data = _0_;
-  assign \$87  = \$85  & \$86 ;
-  assign \$88  = $signed(1'h0) + $signed(\$10 );
-  assign \$89  = weights__valid & weights__ready;
-  assign \$90  = weights__valid & weights__ready;
-  assign \$91  = ! load_count;
-  assign \$92  = \$90  & \$91 ;
-  assign \$93  = $signed(1'h0) + $signed(\$11 );
-  assign \$94  = weights__valid & weights__ready;
-  assign \$95  = weights__valid & weights__ready;
-  assign \$96  = ! load_count;
-  assign \$97  = \$95  & \$96 ;
-  assign \$98  = $signed(1'h0) + $signed(\$12 );
-  assign \$99  = weights__valid & weights__ready;
-  assign \$100  = weights__valid & weights__ready;
-  assign \$101  = ! load_count;
-  assign \$102  = \$100  & \$101 ;
-  assign \$103  = $signed(1'h0) + $signed(\$13 );
-  assign \$104  = weights__valid & weights__ready;
-  assign \$105  = weights__valid & weights__ready;
-  assign \$106  = ! load_count;
-  assign \$107  = \$105  & \$106 ;
-  assign \$108  = $signed(1'h0) + $signed(\$14 );
-  assign \$109  = weights__valid & weights__ready;
-  assign \$110  = weights__valid & weights__ready;
-  assign \$111  = ! load_count;
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = $signed(1'h0) + $signed(\$15 );
-  assign \$114  = weights__valid & weights__ready;
-  assign \$115  = weights__valid & weights__ready;
-  assign \$116  = ! load_count;
-  assign \$117  = \$115  & \$116 ;
-  assign \$118  = $signed(1'h0) + $signed(\$16 );
-  assign \$119  = weights__valid & weights__ready;
-  assign \$120  = weights__valid & weights__ready;
-  assign \$121  = ! load_count;
-  assign \$122  = \$120  & \$121 ;
-  assign \$123  = $signed(1'h0) + $signed(\$17 );
-  assign \$124  = weights__valid & weights__ready;
-  assign \$125  = pe_0_0_tag_down == 1'h1;
-  assign \$126  = pe_0_0_tv_down & \$125 ;
-  assign \$127  = $signed(pe_0_0_psum) + $signed(\$18 );
-  assign \$128  = pe_0_1_tag_down == 1'h1;
-  assign \$129  = pe_0_1_tv_down & \$128 ;
-  assign \$130  = $signed(pe_0_1_psum) + $signed(\$19 );
-  assign \$131  = pe_0_2_tag_down == 1'h1;
-  assign \$132  = pe_0_2_tv_down & \$131 ;
-  assign \$133  = $signed(pe_0_2_psum) + $signed(\$20 );
-  assign \$134  = pe_0_3_tag_down == 1'h1;
-  assign \$135  = pe_0_3_tv_down & \$134 ;
-  assign \$136  = $signed(pe_0_3_psum) + $signed(\$21 );
-  assign \$137  = pe_0_4_tag_down == 1'h1;
-  assign \$138  = pe_0_4_tv_down & \$137 ;
-  assign \$139  = $signed(pe_0_4_psum) + $signed(\$22 );
-  assign \$140  = pe_0_5_tag_down == 1'h1;
-  assign \$141  = pe_0_5_tv_down & \$140 ;
-  assign \$142  = $signed(pe_0_5_psum) + $signed(\$23 );
-  assign \$143  = pe_0_6_tag_down == 1'h1;
-  assign \$144  = pe_0_6_tv_down & \$143 ;
-  assign \$145  = $signed(pe_0_6_psum) + $signed(\$24 );
-  assign \$146  = pe_0_7_tag_down == 1'h1;
-  assign \$147  = pe_0_7_tv_down & \$146 ;
-  assign \$148  = $signed(pe_0_7_psum) + $signed(\$25 );
-  assign \$149  = pe_1_0_tag_down == 2'h2;
-  assign \$150  = pe_1_0_tv_down & \$149 ;
-  assign \$151  = $signed(pe_1_0_psum) + $signed(\$26 );
-  assign \$152  = pe_1_1_tag_down == 2'h2;
-  assign \$153  = pe_1_1_tv_down & \$152 ;
-  assign \$154  = $signed(pe_1_1_psum) + $signed(\$27 );
-  assign \$155  = pe_1_2_tag_down == 2'h2;
-  assign \$156  = pe_1_2_tv_down & \$155 ;
-  assign \$157  = $signed(pe_1_2_psum) + $signed(\$28 );
-  assign \$158  = pe_1_3_tag_down == 2'h2;
-  assign \$159  = pe_1_3_tv_down & \$158 ;
-  assign \$160  = $signed(pe_1_3_psum) + $signed(\$29 );
-  assign \$161  = pe_1_4_tag_down == 2'h2;
-  assign \$162  = pe_1_4_tv_down & \$161 ;
-  assign \$163  = $signed(pe_1_4_psum) + $signed(\$30 );
-  assign \$164  = pe_1_5_tag_down == 2'h2;
-  assign \$165  = pe_1_5_tv_down & \$164 ;
-  assign \$166  = $signed(pe_1_5_psum) + $signed(\$31 );
-  assign \$167  = pe_1_6_tag_down == 2'h2;
-  assign \$168  = pe_1_6_tv_down & \$167 ;
-  assign \$169  = $signed(pe_1_6_psum) + $signed(\$32 );
-  assign \$170  = pe_1_7_tag_down == 2'h2;
-  assign \$171  = pe_1_7_tv_down & \$170 ;
-  assign \$172  = $signed(pe_1_7_psum) + $signed(\$33 );
-  assign \$173  = pe_2_0_tag_down == 2'h3;
-  assign \$174  = pe_2_0_tv_down & \$173 ;
-  assign \$175  = $signed(pe_2_0_psum) + $signed(\$34 );
-  assign \$176  = pe_2_1_tag_down == 2'h3;
-  assign \$177  = pe_2_1_tv_down & \$176 ;
-  assign \$178  = $signed(pe_2_1_psum) + $signed(\$35 );
-  assign \$179  = pe_2_2_tag_down == 2'h3;
-  assign \$180  = pe_2_2_tv_down & \$179 ;
-  assign \$181  = $signed(pe_2_2_psum) + $signed(\$36 );
-  assign \$182  = pe_2_3_tag_down == 2'h3;
-  assign \$183  = pe_2_3_tv_down & \$182 ;
-  assign \$184  = $signed(pe_2_3_psum) + $signed(\$37 );
-  assign \$185  = pe_2_4_tag_down == 2'h3;
-  assign \$186  = pe_2_4_tv_down & \$185 ;
-  assign \$187  = $signed(pe_2_4_psum) + $signed(\$38 );
-  assign \$188  = pe_2_5_tag_down == 2'h3;
-  assign \$189  = pe_2_5_tv_down & \$188 ;
-  assign \$190  = $signed(pe_2_5_psum) + $signed(\$39 );
-  assign \$191  = pe_2_6_tag_down == 2'h3;
-  assign \$192  = pe_2_6_tv_down & \$191 ;
-  assign \$193  = $signed(pe_2_6_psum) + $signed(\$40 );
-  assign \$194  = pe_2_7_tag_down == 2'h3;
-  assign \$195  = pe_2_7_tv_down & \$194 ;
-  assign \$196  = $signed(pe_2_7_psum) + $signed(\$41 );
-  assign \$197  = pe_3_0_tag_down == 3'h4;
-  assign \$198  = pe_3_0_tv_down & \$197 ;
-  assign \$199  = $signed(pe_3_0_psum) + $signed(\$42 );
-  assign \$200  = pe_3_1_tag_down == 3'h4;
-  assign \$201  = pe_3_1_tv_down & \$200 ;
-  assign \$202  = $signed(pe_3_1_psum) + $signed(\$43 );
-  assign \$203  = pe_3_2_tag_down == 3'h4;
-  assign \$204  = pe_3_2_tv_down & \$203 ;
-  assign \$205  = $signed(pe_3_2_psum) + $signed(\$44 );
-  assign \$206  = pe_3_3_tag_down == 3'h4;
-  assign \$207  = pe_3_3_tv_down & \$206 ;
-  assign \$208  = $signed(pe_3_3_psum) + $signed(\$45 );
-  assign \$209  = pe_3_4_tag_down == 3'h4;
-  assign \$210  = pe_3_4_tv_down & \$209 ;
-  assign \$211  = $signed(pe_3_4_psum) + $signed(\$46 );
-  assign \$212  = pe_3_5_tag_down == 3'h4;
-  assign \$213  = pe_3_5_tv_down & \$212 ;
-  assign \$214  = $signed(pe_3_5_psum) + $signed(\$47 );
-  assign \$215  = pe_3_6_tag_down == 3'h4;
-  assign \$216  = pe_3_6_tv_down & \$215 ;
-  assign \$217  = $signed(pe_3_6_psum) + $signed(\$48 );
-  assign \$218  = pe_3_7_tag_down == 3'h4;
-  assign \$219  = pe_3_7_tv_down & \$218 ;
-  assign \$220  = $signed(pe_3_7_psum) + $signed(\$49 );
-  assign \$221  = pe_4_0_tag_down == 3'h5;
-  assign \$222  = pe_4_0_tv_down & \$221 ;
-  assign \$223  = $signed(pe_4_0_psum) + $signed(\$50 );
-  assign \$224  = pe_4_1_tag_down == 3'h5;
-  assign \$225  = pe_4_1_tv_down & \$224 ;
-  assign \$226  = $signed(pe_4_1_psum) + $signed(\$51 );
-  assign \$227  = pe_4_2_tag_down == 3'h5;
-  assign \$228  = pe_4_2_tv_down & \$227 ;
-  assign \$229  = $signed(pe_4_2_psum) + $signed(\$52 );
-  assign \$230  = pe_4_3_tag_down == 3'h5;
-  assign \$231  = pe_4_3_tv_down & \$230 ;
-  assign \$232  = $signed(pe_4_3_psum) + $signed(\$53 );
-  assign \$233  = pe_4_4_tag_down == 3'h5;
-  assign \$234  = pe_4_4_tv_down & \$233 ;
-  assign \$235  = $signed(pe_4_4_psum) + $signed(\$54 );
-  assign \$236  = pe_4_5_tag_down == 3'h5;
-  assign \$237  = pe_4_5_tv_down & \$236 ;
-  assign \$238  = $signed(pe_4_5_psum) + $signed(\$55 );
-  assign \$239  = pe_4_6_tag_down == 3'h5;
-  assign \$240  = pe_4_6_tv_down & \$239 ;
-  assign \$241  = $signed(pe_4_6_psum) + $signed(\$56 );
-  assign \$242  = pe_4_7_tag_down == 3'h5;
-  assign \$243  = pe_4_7_tv_down & \$242 ;
-  assign \$244  = $signed(pe_4_7_psum) + $signed(\$57 );
-  assign \$245  = pe_5_0_tag_down == 3'h6;
-  assign \$246  = pe_5_0_tv_down & \$245 ;
-  assign \$247  = $signed(pe_5_0_psum) + $signed(\$58 );
-  assign \$248  = pe_5_1_tag_down == 3'h6;
-  assign \$249  = pe_5_1_tv_down & \$248 ;
-  assign \$250  = $signed(pe_5_1_psum) + $signed(\$59 );
-  assign \$251  = pe_5_2_tag_down == 3'h6;
-  assign \$252  = pe_5_2_tv_down & \$251 ;
-  assign \$253  = $signed(pe_5_2_psum) + $signed(\$60 );
-  assign \$254  = pe_5_3_tag_down == 3'h6;
-  assign \$255  = pe_5_3_tv_down & \$254 ;
-  assign \$256  = $signed(pe_5_3_psum) + $signed(\$61 );
-  assign \$257  = pe_5_4_tag_down == 3'h6;
-  assign \$258  = pe_5_4_tv_down & \$257 ;
-  assign \$259  = $signed(pe_5_4_psum) + $signed(\$62 );
-  assign \$260  = pe_5_5_tag_down == 3'h6;
-  assign \$261  = pe_5_5_tv_down & \$260 ;
-  assign \$262  = $signed(pe_5_5_psum) + $signed(\$63 );
-  assign \$263  = pe_5_6_tag_down == 3'h6;
-  assign \$264  = pe_5_6_tv_down & \$263 ;
-  assign \$265  = $signed(pe_5_6_psum) + $signed(\$64 );
-  assign \$266  = pe_5_7_tag_down == 3'h6;
-  assign \$267  = pe_5_7_tv_down & \$266 ;
-  assign \$268  = $signed(pe_5_7_psum) + $signed(\$65 );
-  assign \$269  = pe_6_0_tag_down == 3'h7;
-  assign \$270  = pe_6_0_tv_down & \$269 ;
-  assign \$271  = $signed(pe_6_0_psum) + $signed(\$66 );
-  assign \$272  = pe_6_1_tag_down == 3'h7;
-  assign \$273  = pe_6_1_tv_down & \$272 ;
-  assign \$274  = $signed(pe_6_1_psum) + $signed(\$67 );
-  assign \$275  = pe_6_2_tag_down == 3'h7;
-  assign \$276  = pe_6_2_tv_down & \$275 ;
-  assign \$277  = $signed(pe_6_2_psum) + $signed(\$68 );
-  assign \$278  = pe_6_3_tag_down == 3'h7;
-  assign \$279  = pe_6_3_tv_down & \$278 ;
-  assign \$280  = $signed(pe_6_3_psum) + $signed(\$69 );
-  assign \$281  = pe_6_4_tag_down == 3'h7;
-  assign \$282  = pe_6_4_tv_down & \$281 ;
-  assign \$283  = $signed(pe_6_4_psum) + $signed(\$70 );
-  assign \$284  = pe_6_5_tag_down == 3'h7;
-  assign \$285  = pe_6_5_tv_down & \$284 ;
-  assign \$286  = $signed(pe_6_5_psum) + $signed(\$71 );
-  assign \$287  = pe_6_6_tag_down == 3'h7;
-  assign \$288  = pe_6_6_tv_down & \$287 ;
-  assign \$289  = $signed(pe_6_6_psum) + $signed(\$72 );
-  assign \$290  = pe_6_7_tag_down == 3'h7;
-  assign \$291  = pe_6_7_tv_down & \$290 ;
-  assign \$292  = $signed(pe_6_7_psum) + $signed(\$73 );
-  assign \$293  = read__addr + 1'h1;
-  assign \$294  = row_meta_d15[3] ? 9'h000 : \$293 ;
-  assign \$295  = acc_meta_d1[1] ? acc_stored[27:0] : 28'h0000000;
-  assign \$296  = $signed(acc_vector_c_d0[27:0]) + $signed(\$295 );
-  assign \$297  = acc_meta_d1[1] ? acc_stored[55:28] : 28'h0000000;
-  assign \$298  = $signed(acc_vector_c_d0[55:28]) + $signed(\$297 );
-  assign \$299  = acc_meta_d1[1] ? acc_stored[83:56] : 28'h0000000;
-  assign \$300  = $signed(acc_vector_c_d0[83:56]) + $signed(\$299 );
-  assign \$301  = acc_meta_d1[1] ? acc_stored[111:84] : 28'h0000000;
-  assign \$302  = $signed(acc_vector_c_d0[111:84]) + $signed(\$301 );
-  assign \$303  = acc_meta_d1[1] ? acc_stored[139:112] : 28'h0000000;
-  assign \$304  = $signed(acc_vector_c_d0[139:112]) + $signed(\$303 );
-  assign \$305  = acc_meta_d1[1] ? acc_stored[167:140] : 28'h0000000;
-  assign \$306  = $signed(acc_vector_c_d0[167:140]) + $signed(\$305 );
-  assign \$307  = acc_meta_d1[1] ? acc_stored[195:168] : 28'h0000000;
-  assign \$308  = $signed(acc_vector_c_d0[195:168]) + $signed(\$307 );
-  assign \$309  = acc_meta_d1[1] ? acc_stored[223:196] : 28'h0000000;
-  assign \$310  = $signed(acc_vector_c_d0[223:196]) + $signed(\$309 );
-  always @(posedge clk)
-    room_for_burst <= \$311 ;
-  always @(posedge clk)
-    reserved <= \$312 ;
-  always @(posedge clk)
-    load_count <= \$313 ;
-  always @(posedge clk)
-    shadow_full <= \$314 ;
-  always @(posedge clk)
-    first_pending <= \$315 ;
-  always @(posedge clk)
-    cooldown <= \$316 ;
-  always @(posedge clk)
-    row_meta_d0 <= \$317 ;
-  always @(posedge clk)
-    row_meta_d1 <= \$318 ;
-  always @(posedge clk)
-    row_meta_d2 <= \$319 ;
-  always @(posedge clk)
-    row_meta_d3 <= \$320 ;
-  always @(posedge clk)
-    row_meta_d4 <= \$321 ;
-  always @(posedge clk)
-    row_meta_d5 <= \$322 ;
+  assign \$71  = $signed(pe_7_2_a_right) * $signed(pe_7_3_weight);
+  assign \$72  = $signed(pe_7_3_a_right) * $signed(pe_7_4_weight);
+  assign \$73  = $signed(pe_7_4_a_right) * $signed(pe_7_5_weight);
+  assign \$74  = $signed(pe_7_5_a_right) * $signed(pe_7_6_weight);
+  assign \$75  = $signed(pe_7_6_a_right) * $signed(pe_7_7_weight);
+  assign w_en = acc_meta_d_d0[0] & acc_meta_d_d0[2];
+  assign \$76  = reserved + 2'h2;
+  assign \$77  = \$76  <= 5'h19;
+  assign \$78  = 1'h1 * reserve;
+  assign \$79  = reserved + \$78 ;
+  assign \$80  = \$79  - \release ;
+  assign \$81  = weights__valid & weights__ready;
+  assign \$82  = load_count == 3'h7;
+  assign \$83  = load_count + 1'h1;
+  assign \$84  = activations__valid & activations__ready;
+  assign \$85  = activations__valid & activations__ready;
+  assign \$86  = \$85  & activations__payload[64];
+  assign \$87  = rows_in_tile == 3'h4;
+  assign \$88  = rows_in_tile + 1'h1;
+  assign \$89  = \$87  ? 4'h4 : \$88 ;
+  assign \$90  = since_last_row != 3'h4;
+  assign \$91  = since_last_row + 1'h1;
+  assign \$92  = activations__valid & activations__ready;
+  assign \$93  = rows_in_tile != 3'h4;
+  assign \$94  = \$92  & \$93 ;
+  assign \$95  = rows_in_tile + 1'h1;
+  assign \$96  = | cooldown;
+  assign \$97  = cooldown - 1'h1;
+  assign \$98  = weights__valid & weights__ready;
+  assign \$99  = ! load_count;
+  assign \$100  = \$98  & \$99 ;
+  assign \$101  = $signed(1'h0) + $signed(\$12 );
+  assign \$102  = weights__valid & weights__ready;
+  assign \$103  = weights__valid & weights__ready;
+  assign \$104  = ! load_count;
+  assign \$105  = \$103  & \$104 ;
+  assign \$106  = $signed(1'h0) + $signed(\$13 );
+  assign \$107  = weights__valid & weights__ready;
+  assign \$108  = weights__valid & weights__ready;
+  assign \$109  = ! load_count;
+  assign \$110  = \$108  & \$109 ;
+  assign \$111  = $signed(1'h0) + $signed(\$14 );
+  assign \$112  = weights__valid & weights__ready;
+  assign \$113  = weights__valid & weights__ready;
+  assign \$114  = ! load_count;
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = $signed(1'h0) + $signed(\$15 );
+  assign \$117  = weights__valid & weights__ready;
+  assign \$118  = weights__valid & weights__ready;
+  assign \$119  = ! load_count;
+  assign \$120  = \$118  & \$119 ;
+  assign \$121  = $signed(1'h0) + $signed(\$16 );
+  assign \$122  = weights__valid & weights__ready;
+  assign \$123  = weights__valid & weights__ready;
+  assign \$124  = ! load_count;
+  assign \$125  = \$123  & \$124 ;
+  assign \$126  = $signed(1'h0) + $signed(\$17 );
+  assign \$127  = weights__valid & weights__ready;
+  assign \$128  = weights__valid & weights__ready;
+  assign \$129  = ! load_count;
+  assign \$130  = \$128  & \$129 ;
+  assign \$131  = $signed(1'h0) + $signed(\$18 );
+  assign \$132  = weights__valid & weights__ready;
+  assign \$133  = weights__valid & weights__ready;
+  assign \$134  = ! load_count;
+  assign \$135  = \$133  & \$134 ;
+  assign \$136  = $signed(1'h0) + $signed(\$19 );
+  assign \$137  = weights__valid & weights__ready;
+  assign \$138  = pe_0_0_tag_down == 1'h1;
+  assign \$139  = pe_0_0_tv_down & \$138 ;
+  assign \$140  = $signed(pe_0_0_psum) + $signed(\$20 );
+  assign \$141  = pe_0_1_tag_down == 1'h1;
+  assign \$142  = pe_0_1_tv_down & \$141 ;
+  assign \$143  = $signed(pe_0_1_psum) + $signed(\$21 );
+  assign \$144  = pe_0_2_tag_down == 1'h1;
+  assign \$145  = pe_0_2_tv_down & \$144 ;
+  assign \$146  = $signed(pe_0_2_psum) + $signed(\$22 );
+  assign \$147  = pe_0_3_tag_down == 1'h1;
+  assign \$148  = pe_0_3_tv_down & \$147 ;
+  assign \$149  = $signed(pe_0_3_psum) + $signed(\$23 );
+  assign \$150  = pe_0_4_tag_down == 1'h1;
+  assign \$151  = pe_0_4_tv_down & \$150 ;
+  assign \$152  = $signed(pe_0_4_psum) + $signed(\$24 );
+  assign \$153  = pe_0_5_tag_down == 1'h1;
+  assign \$154  = pe_0_5_tv_down & \$153 ;
+  assign \$155  = $signed(pe_0_5_psum) + $signed(\$25 );
+  assign \$156  = pe_0_6_tag_down == 1'h1;
+  assign \$157  = pe_0_6_tv_down & \$156 ;
+  assign \$158  = $signed(pe_0_6_psum) + $signed(\$26 );
+  assign \$159  = pe_0_7_tag_down == 1'h1;
+  assign \$160  = pe_0_7_tv_down & \$159 ;
+  assign \$161  = $signed(pe_0_7_psum) + $signed(\$27 );
+  assign \$162  = pe_1_0_tag_down == 2'h2;
+  assign \$163  = pe_1_0_tv_down & \$162 ;
+  assign \$164  = $signed(pe_1_0_psum) + $signed(\$28 );
+  assign \$165  = pe_1_1_tag_down == 2'h2;
+  assign \$166  = pe_1_1_tv_down & \$165 ;
+  assign \$167  = $signed(pe_1_1_psum) + $signed(\$29 );
+  assign \$168  = pe_1_2_tag_down == 2'h2;
+  assign \$169  = pe_1_2_tv_down & \$168 ;
+  assign \$170  = $signed(pe_1_2_psum) + $signed(\$30 );
+  assign \$171  = pe_1_3_tag_down == 2'h2;
+  assign \$172  = pe_1_3_tv_down & \$171 ;
+  assign \$173  = $signed(pe_1_3_psum) + $signed(\$31 );
+  assign \$174  = pe_1_4_tag_down == 2'h2;
+  assign \$175  = pe_1_4_tv_down & \$174 ;
+  assign \$176  = $signed(pe_1_4_psum) + $signed(\$32 );
+  assign \$177  = pe_1_5_tag_down == 2'h2;
+  assign \$178  = pe_1_5_tv_down & \$177 ;
+  assign \$179  = $signed(pe_1_5_psum) + $signed(\$33 );
+  assign \$180  = pe_1_6_tag_down == 2'h2;
+  assign \$181  = pe_1_6_tv_down & \$180 ;
+  assign \$182  = $signed(pe_1_6_psum) + $signed(\$34 );
+  assign \$183  = pe_1_7_tag_down == 2'h2;
+  assign \$184  = pe_1_7_tv_down & \$183 ;
+  assign \$185  = $signed(pe_1_7_psum) + $signed(\$35 );
+  assign \$186  = pe_2_0_tag_down == 2'h3;
+  assign \$187  = pe_2_0_tv_down & \$186 ;
+  assign \$188  = $signed(pe_2_0_psum) + $signed(\$36 );
+  assign \$189  = pe_2_1_tag_down == 2'h3;
+  assign \$190  = pe_2_1_tv_down & \$189 ;
+  assign \$191  = $signed(pe_2_1_psum) + $signed(\$37 );
+  assign \$192  = pe_2_2_tag_down == 2'h3;
+  assign \$193  = pe_2_2_tv_down & \$192 ;
+  assign \$194  = $signed(pe_2_2_psum) + $signed(\$38 );
+  assign \$195  = pe_2_3_tag_down == 2'h3;
+  assign \$196  = pe_2_3_tv_down & \$195 ;
+  assign \$197  = $signed(pe_2_3_psum) + $signed(\$39 );
+  assign \$198  = pe_2_4_tag_down == 2'h3;
+  assign \$199  = pe_2_4_tv_down & \$198 ;
+  assign \$200  = $signed(pe_2_4_psum) + $signed(\$40 );
+  assign \$201  = pe_2_5_tag_down == 2'h3;
+  assign \$202  = pe_2_5_tv_down & \$201 ;
+  assign \$203  = $signed(pe_2_5_psum) + $signed(\$41 );
+  assign \$204  = pe_2_6_tag_down == 2'h3;
+  assign \$205  = pe_2_6_tv_down & \$204 ;
+  assign \$206  = $signed(pe_2_6_psum) + $signed(\$42 );
+  assign \$207  = pe_2_7_tag_down == 2'h3;
+  assign \$208  = pe_2_7_tv_down & \$207 ;
+  assign \$209  = $signed(pe_2_7_psum) + $signed(\$43 );
+  assign \$210  = pe_3_0_tag_down == 3'h4;
+  assign \$211  = pe_3_0_tv_down & \$210 ;
+  assign \$212  = $signed(pe_3_0_psum) + $signed(\$44 );
+  assign \$213  = pe_3_1_tag_down == 3'h4;
+  assign \$214  = pe_3_1_tv_down & \$213 ;
+  assign \$215  = $signed(pe_3_1_psum) + $signed(\$45 );
+  assign \$216  = pe_3_2_tag_down == 3'h4;
+  assign \$217  = pe_3_2_tv_down & \$216 ;
+  assign \$218  = $signed(pe_3_2_psum) + $signed(\$46 );
+  assign \$219  = pe_3_3_tag_down == 3'h4;
+  assign \$220  = pe_3_3_tv_down & \$219 ;
+  assign \$221  = $signed(pe_3_3_psum) + $signed(\$47 );
+  assign \$222  = pe_3_4_tag_down == 3'h4;
+  assign \$223  = pe_3_4_tv_down & \$222 ;
+  assign \$224  = $signed(pe_3_4_psum) + $signed(\$48 );
+  assign \$225  = pe_3_5_tag_down == 3'h4;
+  assign \$226  = pe_3_5_tv_down & \$225 ;
+  assign \$227  = $signed(pe_3_5_psum) + $signed(\$49 );
+  assign \$228  = pe_3_6_tag_down == 3'h4;
+  assign \$229  = pe_3_6_tv_down & \$228 ;
+  assign \$230  = $signed(pe_3_6_psum) + $signed(\$50 );
+  assign \$231  = pe_3_7_tag_down == 3'h4;
+  assign \$232  = pe_3_7_tv_down & \$231 ;
+  assign \$233  = $signed(pe_3_7_psum) + $signed(\$51 );
+  assign \$234  = pe_4_0_tag_down == 3'h5;
+  assign \$235  = pe_4_0_tv_down & \$234 ;
+  assign \$236  = $signed(pe_4_0_psum) + $signed(\$52 );
+  assign \$237  = pe_4_1_tag_down == 3'h5;
+  assign \$238  = pe_4_1_tv_down & \$237 ;
+  assign \$239  = $signed(pe_4_1_psum) + $signed(\$53 );
+  assign \$240  = pe_4_2_tag_down == 3'h5;
+  assign \$241  = pe_4_2_tv_down & \$240 ;
+  assign \$242  = $signed(pe_4_2_psum) + $signed(\$54 );
+  assign \$243  = pe_4_3_tag_down == 3'h5;
+  assign \$244  = pe_4_3_tv_down & \$243 ;
+  assign \$245  = $signed(pe_4_3_psum) + $signed(\$55 );
+  assign \$246  = pe_4_4_tag_down == 3'h5;
+  assign \$247  = pe_4_4_tv_down & \$246 ;
+  assign \$248  = $signed(pe_4_4_psum) + $signed(\$56 );
+  assign \$249  = pe_4_5_tag_down == 3'h5;
+  assign \$250  = pe_4_5_tv_down & \$249 ;
+  assign \$251  = $signed(pe_4_5_psum) + $signed(\$57 );
+  assign \$252  = pe_4_6_tag_down == 3'h5;
+  assign \$253  = pe_4_6_tv_down & \$252 ;
+  assign \$254  = $signed(pe_4_6_psum) + $signed(\$58 );
+  assign \$255  = pe_4_7_tag_down == 3'h5;
+  assign \$256  = pe_4_7_tv_down & \$255 ;
+  assign \$257  = $signed(pe_4_7_psum) + $signed(\$59 );
+  assign \$258  = pe_5_0_tag_down == 3'h6;
+  assign \$259  = pe_5_0_tv_down & \$258 ;
+  assign \$260  = $signed(pe_5_0_psum) + $signed(\$60 );
+  assign \$261  = pe_5_1_tag_down == 3'h6;
+  assign \$262  = pe_5_1_tv_down & \$261 ;
+  assign \$263  = $signed(pe_5_1_psum) + $signed(\$61 );
+  assign \$264  = pe_5_2_tag_down == 3'h6;
+  assign \$265  = pe_5_2_tv_down & \$264 ;
+  assign \$266  = $signed(pe_5_2_psum) + $signed(\$62 );
+  assign \$267  = pe_5_3_tag_down == 3'h6;
+  assign \$268  = pe_5_3_tv_down & \$267 ;
+  assign \$269  = $signed(pe_5_3_psum) + $signed(\$63 );
+  assign \$270  = pe_5_4_tag_down == 3'h6;
+  assign \$271  = pe_5_4_tv_down & \$270 ;
+  assign \$272  = $signed(pe_5_4_psum) + $signed(\$64 );
+  assign \$273  = pe_5_5_tag_down == 3'h6;
+  assign \$274  = pe_5_5_tv_down & \$273 ;
+  assign \$275  = $signed(pe_5_5_psum) + $signed(\$65 );
+  assign \$276  = pe_5_6_tag_down == 3'h6;
+  assign \$277  = pe_5_6_tv_down & \$276 ;
+  assign \$278  = $signed(pe_5_6_psum) + $signed(\$66 );
+  assign \$279  = pe_5_7_tag_down == 3'h6;
+  assign \$280  = pe_5_7_tv_down & \$279 ;
+  assign \$281  = $signed(pe_5_7_psum) + $signed(\$67 );
+  assign \$282  = pe_6_0_tag_down == 3'h7;
+  assign \$283  = pe_6_0_tv_down & \$282 ;
+  assign \$284  = $signed(pe_6_0_psum) + $signed(\$68 );
+  assign \$285  = pe_6_1_tag_down == 3'h7;
+  assign \$286  = pe_6_1_tv_down & \$285 ;
+  assign \$287  = $signed(pe_6_1_psum) + $signed(\$69 );
+  assign \$288  = pe_6_2_tag_down == 3'h7;
+  assign \$289  = pe_6_2_tv_down & \$288 ;
+  assign \$290  = $signed(pe_6_2_psum) + $signed(\$70 );
+  assign \$291  = pe_6_3_tag_down == 3'h7;
+  assign \$292  = pe_6_3_tv_down & \$291 ;
+  assign \$293  = $signed(pe_6_3_psum) + $signed(\$71 );
+  assign \$294  = pe_6_4_tag_down == 3'h7;
+  assign \$295  = pe_6_4_tv_down & \$294 ;
+  assign \$296  = $signed(pe_6_4_psum) + $signed(\$72 );
+  assign \$297  = pe_6_5_tag_down == 3'h7;
+  assign \$298  = pe_6_5_tv_down & \$297 ;
+  assign \$299  = $signed(pe_6_5_psum) + $signed(\$73 );
+  assign \$300  = pe_6_6_tag_down == 3'h7;
+  assign \$301  = pe_6_6_tv_down & \$300 ;
+  assign \$302  = $signed(pe_6_6_psum) + $signed(\$74 );
+  assign \$303  = pe_6_7_tag_down == 3'h7;
+  assign \$304  = pe_6_7_tv_down & \$303 ;
+  assign \$305  = $signed(pe_6_7_psum) + $signed(\$75 );
+  assign \$306  = read__addr + 1'h1;
+  assign \$307  = row_meta_d15[3] ? 9'h000 : \$306 ;
+  assign \$308  = acc_meta_d1[1] ? acc_stored[27:0] : 28'h0000000;
+  assign \$309  = $signed(acc_vector_c_d0[27:0]) + $signed(\$308 );
+  assign \$310  = acc_meta_d1[1] ? acc_stored[55:28] : 28'h0000000;
+  assign \$311  = $signed(acc_vector_c_d0[55:28]) + $signed(\$310 );
+  assign \$312  = acc_meta_d1[1] ? acc_stored[83:56] : 28'h0000000;
+  assign \$313  = $signed(acc_vector_c_d0[83:56]) + $signed(\$312 );
+  assign \$314  = acc_meta_d1[1] ? acc_stored[111:84] : 28'h0000000;
+  assign \$315  = $signed(acc_vector_c_d0[111:84]) + $signed(\$314 );
+  assign \$316  = acc_meta_d1[1] ? acc_stored[139:112] : 28'h0000000;
+  assign \$317  = $signed(acc_vector_c_d0[139:112]) + $signed(\$316 );
+  assign \$318  = acc_meta_d1[1] ? acc_stored[167:140] : 28'h0000000;
+  assign \$319  = $signed(acc_vector_c_d0[167:140]) + $signed(\$318 );
+  assign \$320  = acc_meta_d1[1] ? acc_stored[195:168] : 28'h0000000;
+  assign \$321  = $signed(acc_vector_c_d0[195:168]) + $signed(\$320 );
+  assign \$322  = acc_meta_d1[1] ? acc_stored[223:196] : 28'h0000000;
+  assign \$323  = $signed(acc_vector_c_d0[223:196]) + $signed(\$322 );
+  always @(posedge clk)
+    room_for_burst <= \$324 ;
+  always @(posedge clk)
+    reserved <= \$325 ;
+  always @(posedge clk)
+    load_count <= \$326 ;
+  always @(posedge clk)
+    shadow_full <= \$327 ;
+  always @(posedge clk)
+    first_pending <= \$328 ;
+  always @(posedge clk)
+    since_last_row <= \$329 ;
+  always @(posedge clk)
+    rows_in_tile <= \$330 ;
+  always @(posedge clk)
+    rows_in_last_tile <= \$331 ;
+  always @(posedge clk)
+    cooldown <= \$332 ;
+  always @(posedge clk)
+    row_meta_d0 <= \$333 ;
+  always @(posedge clk)
+    row_meta_d1 <= \$334 ;
+  always @(posedge clk)
+    row_meta_d2 <= \$335 ;
+  always @(posedge clk)
+    row_meta_d3 <= \$336 ;
+  always @(posedge clk)
+    row_meta_d4 <= \$337 ;
+  always @(posedge clk)
+    row_meta_d5 <= \$338 ;
+  always @(posedge clk)
+    row_meta_d6 <= \$339 ;
+  always @(posedge clk)
+    row_meta_d7 <= \$340 ;
+  always @(posedge clk)
+    row_meta_d8 <= \$341 ;
+  always @(posedge clk)
+    row_meta_d9 <= \$342 ;
+  always @(posedge clk)
+    row_meta_d10 <= \$343 ;
+  always @(posedge clk)
+    row_meta_d11 <= \$344 ;
+  always @(posedge clk)
+    row_meta_d12 <= \$345 ;
+  always @(posedge clk)
+    row_meta_d13 <= \$346 ;
+  always @(posedge clk)
+    row_meta_d14 <= \$347 ;
+  always @(posedge clk)
+    row_meta_d15 <= \$348 ;
+  always @(posedge clk)
+    a_skew0_d0 <= \$349 ;
+  always @(posedge clk)
+    a_skew1_d0 <= \$350 ;
   always @(posedge clk)
-    row_meta_d6 <= \$323 ;
+    a_skew1_d1 <= \$351 ;
   always @(posedge clk)
-    row_meta_d7 <= \$324 ;
+    a_skew2_d0 <= \$352 ;
   always @(posedge clk)
-    row_meta_d8 <= \$325 ;
+    a_skew2_d1 <= \$353 ;
   always @(posedge clk)
-    row_meta_d9 <= \$326 ;
+    a_skew2_d2 <= \$354 ;
   always @(posedge clk)
-    row_meta_d10 <= \$327 ;
+    a_skew3_d0 <= \$355 ;
   always @(posedge clk)
-    row_meta_d11 <= \$328 ;
+    a_skew3_d1 <= \$356 ;
   always @(posedge clk)
-    row_meta_d12 <= \$329 ;
+    a_skew3_d2 <= \$357 ;
   always @(posedge clk)
-    row_meta_d13 <= \$330 ;
+    a_skew3_d3 <= \$358 ;
   always @(posedge clk)
-    row_meta_d14 <= \$331 ;
+    a_skew4_d0 <= \$359 ;
   always @(posedge clk)
-    row_meta_d15 <= \$332 ;
+    a_skew4_d1 <= \$360 ;
   always @(posedge clk)
-    a_skew0_d0 <= \$333 ;
+    a_skew4_d2 <= \$361 ;
   always @(posedge clk)
-    a_skew1_d0 <= \$334 ;
+    a_skew4_d3 <= \$362 ;
   always @(posedge clk)
-    a_skew1_d1 <= \$335 ;
+    a_skew4_d4 <= \$363 ;
   always @(posedge clk)
-    a_skew2_d0 <= \$336 ;
+    a_skew5_d0 <= \$364 ;
   always @(posedge clk)
-    a_skew2_d1 <= \$337 ;
+    a_skew5_d1 <= \$365 ;
   always @(posedge clk)
-    a_skew2_d2 <= \$338 ;
+    a_skew5_d2 <= \$366 ;
   always @(posedge clk)
-    a_skew3_d0 <= \$339 ;
+    a_skew5_d3 <= \$367 ;
   always @(posedge clk)
-    a_skew3_d1 <= \$340 ;
+    a_skew5_d4 <= \$368 ;
   always @(posedge clk)
-    a_skew3_d2 <= \$341 ;
+    a_skew5_d5 <= \$369 ;
   always @(posedge clk)
-    a_skew3_d3 <= \$342 ;
+    a_skew6_d0 <= \$370 ;
   always @(posedge clk)
-    a_skew4_d0 <= \$343 ;
+    a_skew6_d1 <= \$371 ;
   always @(posedge clk)
-    a_skew4_d1 <= \$344 ;
+    a_skew6_d2 <= \$372 ;
   always @(posedge clk)
-    a_skew4_d2 <= \$345 ;
+    a_skew6_d3 <= \$373 ;
   always @(posedge clk)
-    a_skew4_d3 <= \$346 ;
+    a_skew6_d4 <= \$374 ;
   always @(posedge clk)
-    a_skew4_d4 <= \$347 ;
+    a_skew6_d5 <= \$375 ;
   always @(posedge clk)
-    a_skew5_d0 <= \$348 ;
+    a_skew6_d6 <= \$376 ;
   always @(posedge clk)
-    a_skew5_d1 <= \$349 ;
+    a_skew7_d0 <= \$377 ;
   always @(posedge clk)
-    a_skew5_d2 <= \$350 ;
+    a_skew7_d1 <= \$378 ;
   always @(posedge clk)
-    a_skew5_d3 <= \$351 ;
+    a_skew7_d2 <= \$379 ;
   always @(posedge clk)
-    a_skew5_d4 <= \$352 ;
+    a_skew7_d3 <= \$380 ;
   always @(posedge clk)
-    a_skew5_d5 <= \$353 ;
+    a_skew7_d4 <= \$381 ;
   always @(posedge clk)
-    a_skew6_d0 <= \$354 ;
+    a_skew7_d5 <= \$382 ;
   always @(posedge clk)
-    a_skew6_d1 <= \$355 ;
+    a_skew7_d6 <= \$383 ;
   always @(posedge clk)
-    a_skew6_d2 <= \$356 ;
+    a_skew7_d7 <= \$384 ;
   always @(posedge clk)
-    a_skew6_d3 <= \$357 ;
+    flip_skew1_d0 <= \$385 ;
   always @(posedge clk)
-    a_skew6_d4 <= \$358 ;
+    flip_skew2_d0 <= \$386 ;
   always @(posedge clk)
-    a_skew6_d5 <= \$359 ;
+    flip_skew2_d1 <= \$387 ;
   always @(posedge clk)
-    a_skew6_d6 <= \$360 ;
+    flip_skew3_d0 <= \$388 ;
   always @(posedge clk)
-    a_skew7_d0 <= \$361 ;
+    flip_skew3_d1 <= \$389 ;
   always @(posedge clk)
-    a_skew7_d1 <= \$362 ;
+    flip_skew3_d2 <= \$390 ;
   always @(posedge clk)
-    a_skew7_d2 <= \$363 ;
+    flip_skew4_d0 <= \$391 ;
   always @(posedge clk)
-    a_skew7_d3 <= \$364 ;
+    flip_skew4_d1 <= \$392 ;
   always @(posedge clk)
-    a_skew7_d4 <= \$365 ;
+    flip_skew4_d2 <= \$393 ;
   always @(posedge clk)
-    a_skew7_d5 <= \$366 ;
+    flip_skew4_d3 <= \$394 ;
   always @(posedge clk)
-    a_skew7_d6 <= \$367 ;
+    flip_skew5_d0 <= \$395 ;
   always @(posedge clk)
-    a_skew7_d7 <= \$368 ;
+    flip_skew5_d1 <= \$396 ;
   always @(posedge clk)
-    flip_skew1_d0 <= \$369 ;
+    flip_skew5_d2 <= \$397 ;
   always @(posedge clk)
-    flip_skew2_d0 <= \$370 ;
+    flip_skew5_d3 <= \$398 ;
   always @(posedge clk)
-    flip_skew2_d1 <= \$371 ;
+    flip_skew5_d4 <= \$399 ;
   always @(posedge clk)
-    flip_skew3_d0 <= \$372 ;
+    flip_skew6_d0 <= \$400 ;
   always @(posedge clk)
-    flip_skew3_d1 <= \$373 ;
+    flip_skew6_d1 <= \$401 ;
   always @(posedge clk)
-    flip_skew3_d2 <= \$374 ;
+    flip_skew6_d2 <= \$402 ;
   always @(posedge clk)
-    flip_skew4_d0 <= \$375 ;
+    flip_skew6_d3 <= \$403 ;
   always @(posedge clk)
-    flip_skew4_d1 <= \$376 ;
+    flip_skew6_d4 <= \$404 ;
   always @(posedge clk)
-    flip_skew4_d2 <= \$377 ;
+    flip_skew6_d5 <= \$405 ;
   always @(posedge clk)
-    flip_skew4_d3 <= \$378 ;
+    flip_skew7_d0 <= \$406 ;
   always @(posedge clk)
-    flip_skew5_d0 <= \$379 ;
+    flip_skew7_d1 <= \$407 ;
   always @(posedge clk)
-    flip_skew5_d1 <= \$380 ;
+    flip_skew7_d2 <= \$408 ;
   always @(posedge clk)
-    flip_skew5_d2 <= \$381 ;
+    flip_skew7_d3 <= \$409 ;
   always @(posedge clk)
-    flip_skew5_d3 <= \$382 ;
+    flip_skew7_d4 <= \$410 ;
   always @(posedge clk)
-    flip_skew5_d4 <= \$383 ;
+    flip_skew7_d5 <= \$411 ;
   always @(posedge clk)
-    flip_skew6_d0 <= \$384 ;
+    flip_skew7_d6 <= \$412 ;
   always @(posedge clk)
-    flip_skew6_d1 <= \$385 ;
+    pe_0_0_shadow <= \$413 ;
   always @(posedge clk)
-    flip_skew6_d2 <= \$386 ;
+    pe_0_0_weight <= \$414 ;
   always @(posedge clk)
-    flip_skew6_d3 <= \$387 ;
+    pe_0_0_psum <= \$415 ;
   always @(posedge clk)
-    flip_skew6_d4 <= \$388 ;
+    pe_0_0_w_down <= \$416 ;
   always @(posedge clk)
-    flip_skew6_d5 <= \$389 ;
+    pe_0_0_tag_down <= \$417 ;
   always @(posedge clk)
-    flip_skew7_d0 <= \$390 ;
+    pe_0_0_tv_down <= \$418 ;
   always @(posedge clk)
-    flip_skew7_d1 <= \$391 ;
+    pe_0_0_a_right <= \$419 ;
   always @(posedge clk)
-    flip_skew7_d2 <= \$392 ;
+    pe_0_0_flip_right <= \$420 ;
   always @(posedge clk)
-    flip_skew7_d3 <= \$393 ;
+    pe_0_1_shadow <= \$421 ;
   always @(posedge clk)
-    flip_skew7_d4 <= \$394 ;
+    pe_0_1_weight <= \$422 ;
   always @(posedge clk)
-    flip_skew7_d5 <= \$395 ;
+    pe_0_1_psum <= \$423 ;
   always @(posedge clk)
-    flip_skew7_d6 <= \$396 ;
+    pe_0_1_w_down <= \$424 ;
   always @(posedge clk)
-    pe_0_0_shadow <= \$397 ;
+    pe_0_1_tag_down <= \$425 ;
   always @(posedge clk)
-    pe_0_0_weight <= \$398 ;
+    pe_0_1_tv_down <= \$426 ;
   always @(posedge clk)
-    pe_0_0_psum <= \$399 ;
+    pe_0_1_a_right <= \$427 ;
   always @(posedge clk)
-    pe_0_0_w_down <= \$400 ;
+    pe_0_1_flip_right <= \$428 ;
   always @(posedge clk)
-    pe_0_0_tag_down <= \$401 ;
+    pe_0_2_shadow <= \$429 ;
   always @(posedge clk)
-    pe_0_0_tv_down <= \$402 ;
+    pe_0_2_weight <= \$430 ;
   always @(posedge clk)
-    pe_0_0_a_right <= \$403 ;
+    pe_0_2_psum <= \$431 ;
   always @(posedge clk)
-    pe_0_0_flip_right <= \$404 ;
+    pe_0_2_w_down <= \$432 ;
   always @(posedge clk)
-    pe_0_1_shadow <= \$405 ;
+    pe_0_2_tag_down <= \$433 ;
   always @(posedge clk)
-    pe_0_1_weight <= \$406 ;
+    pe_0_2_tv_down <= \$434 ;
   always @(posedge clk)
-    pe_0_1_psum <= \$407 ;
+    pe_0_2_a_right <= \$435 ;
   always @(posedge clk)
-    pe_0_1_w_down <= \$408 ;
+    pe_0_2_flip_right <= \$436 ;
   always @(posedge clk)
-    pe_0_1_tag_down <= \$409 ;
+    pe_0_3_shadow <= \$437 ;
   always @(posedge clk)
-    pe_0_1_tv_down <= \$410 ;
+    pe_0_3_weight <= \$438 ;
   always @(posedge clk)
-    pe_0_1_a_right <= \$411 ;
+    pe_0_3_psum <= \$439 ;
   always @(posedge clk)
-    pe_0_1_flip_right <= \$412 ;
+    pe_0_3_w_down <= \$440 ;
   always @(posedge clk)
-    pe_0_2_shadow <= \$413 ;
+    pe_0_3_tag_down <= \$441 ;
   always @(posedge clk)
-    pe_0_2_weight <= \$414 ;
+    pe_0_3_tv_down <= \$442 ;
   always @(posedge clk)
-    pe_0_2_psum <= \$415 ;
+    pe_0_3_a_right <= \$443 ;
   always @(posedge clk)
-    pe_0_2_w_down <= \$416 ;
+    pe_0_3_flip_right <= \$444 ;
   always @(posedge clk)
-    pe_0_2_tag_down <= \$417 ;
+    pe_0_4_shadow <= \$445 ;
   always @(posedge clk)
-    pe_0_2_tv_down <= \$418 ;
+    pe_0_4_weight <= \$446 ;
   always @(posedge clk)
-    pe_0_2_a_right <= \$419 ;
+    pe_0_4_psum <= \$447 ;
   always @(posedge clk)
-    pe_0_2_flip_right <= \$420 ;
+    pe_0_4_w_down <= \$448 ;
   always @(posedge clk)
-    pe_0_3_shadow <= \$421 ;
+    pe_0_4_tag_down <= \$449 ;
   always @(posedge clk)
-    pe_0_3_weight <= \$422 ;
+    pe_0_4_tv_down <= \$450 ;
   always @(posedge clk)
-    pe_0_3_psum <= \$423 ;
+    pe_0_4_a_right <= \$451 ;
   always @(posedge clk)
-    pe_0_3_w_down <= \$424 ;
+    pe_0_4_flip_right <= \$452 ;
   always @(posedge clk)
-    pe_0_3_tag_down <= \$425 ;
+    pe_0_5_shadow <= \$453 ;
   always @(posedge clk)
-    pe_0_3_tv_down <= \$426 ;
+    pe_0_5_weight <= \$454 ;
   always @(posedge clk)
-    pe_0_3_a_right <= \$427 ;
+    pe_0_5_psum <= \$455 ;
   always @(posedge clk)
-    pe_0_3_flip_right <= \$428 ;
+    pe_0_5_w_down <= \$456 ;
   always @(posedge clk)
-    pe_0_4_shadow <= \$429 ;
+    pe_0_5_tag_down <= \$457 ;
   always @(posedge clk)
-    pe_0_4_weight <= \$430 ;
+    pe_0_5_tv_down <= \$458 ;
   always @(posedge clk)
-    pe_0_4_psum <= \$431 ;
+    pe_0_5_a_right <= \$459 ;
   always @(posedge clk)
-    pe_0_4_w_down <= \$432 ;
+    pe_0_5_flip_right <= \$460 ;
   always @(posedge clk)
-    pe_0_4_tag_down <= \$433 ;
+    pe_0_6_shadow <= \$461 ;
   always @(posedge clk)
-    pe_0_4_tv_down <= \$434 ;
+    pe_0_6_weight <= \$462 ;
   always @(posedge clk)
-    pe_0_4_a_right <= \$435 ;
+    pe_0_6_psum <= \$463 ;
   always @(posedge clk)
-    pe_0_4_flip_right <= \$436 ;
+    pe_0_6_w_down <= \$464 ;
   always @(posedge clk)
-    pe_0_5_shadow <= \$437 ;
+    pe_0_6_tag_down <= \$465 ;
   always @(posedge clk)
-    pe_0_5_weight <= \$438 ;
+    pe_0_6_tv_down <= \$466 ;
   always @(posedge clk)
-    pe_0_5_psum <= \$439 ;
+    pe_0_6_a_right <= \$467 ;
   always @(posedge clk)
-    pe_0_5_w_down <= \$440 ;
+    pe_0_6_flip_right <= \$468 ;
   always @(posedge clk)
-    pe_0_5_tag_down <= \$441 ;
+    pe_0_7_shadow <= \$469 ;
   always @(posedge clk)
-    pe_0_5_tv_down <= \$442 ;
+    pe_0_7_weight <= \$470 ;
   always @(posedge clk)
-    pe_0_5_a_right <= \$443 ;
+    pe_0_7_psum <= \$471 ;
   always @(posedge clk)
-    pe_0_5_flip_right <= \$444 ;
+    pe_0_7_w_down <= \$472 ;
   always @(posedge clk)
-    pe_0_6_shadow <= \$445 ;
+    pe_0_7_tag_down <= \$473 ;
   always @(posedge clk)
-    pe_0_6_weight <= \$446 ;
+    pe_0_7_tv_down <= \$474 ;
   always @(posedge clk)
-    pe_0_6_psum <= \$447 ;
+    pe_1_0_shadow <= \$475 ;
   always @(posedge clk)
-    pe_0_6_w_down <= \$448 ;
+    pe_1_0_weight <= \$476 ;
   always @(posedge clk)
-    pe_0_6_tag_down <= \$449 ;
+    pe_1_0_psum <= \$477 ;
   always @(posedge clk)
-    pe_0_6_tv_down <= \$450 ;
+    pe_1_0_w_down <= \$478 ;
   always @(posedge clk)
-    pe_0_6_a_right <= \$451 ;
+    pe_1_0_tag_down <= \$479 ;
   always @(posedge clk)
-    pe_0_6_flip_right <= \$452 ;
+    pe_1_0_tv_down <= \$480 ;
   always @(posedge clk)
-    pe_0_7_shadow <= \$453 ;
+    pe_1_0_a_right <= \$481 ;
   always @(posedge clk)
-    pe_0_7_weight <= \$454 ;
+    pe_1_0_flip_right <= \$482 ;
   always @(posedge clk)
-    pe_0_7_psum <= \$455 ;
+    pe_1_1_shadow <= \$483 ;
   always @(posedge clk)
-    pe_0_7_w_down <= \$456 ;
+    pe_1_1_weight <= \$484 ;
   always @(posedge clk)
-    pe_0_7_tag_down <= \$457 ;
+    pe_1_1_psum <= \$485 ;
   always @(posedge clk)
-    pe_0_7_tv_down <= \$458 ;
+    pe_1_1_w_down <= \$486 ;
   always @(posedge clk)
-    pe_1_0_shadow <= \$459 ;
+    pe_1_1_tag_down <= \$487 ;
   always @(posedge clk)
-    pe_1_0_weight <= \$460 ;
+    pe_1_1_tv_down <= \$488 ;
   always @(posedge clk)
-    pe_1_0_psum <= \$461 ;
+    pe_1_1_a_right <= \$489 ;
   always @(posedge clk)
-    pe_1_0_w_down <= \$462 ;
+    pe_1_1_flip_right <= \$490 ;
   always @(posedge clk)
-    pe_1_0_tag_down <= \$463 ;
+    pe_1_2_shadow <= \$491 ;
   always @(posedge clk)
-    pe_1_0_tv_down <= \$464 ;
+    pe_1_2_weight <= \$492 ;
   always @(posedge clk)
-    pe_1_0_a_right <= \$465 ;
+    pe_1_2_psum <= \$493 ;
   always @(posedge clk)
-    pe_1_0_flip_right <= \$466 ;
+    pe_1_2_w_down <= \$494 ;
   always @(posedge clk)
-    pe_1_1_shadow <= \$467 ;
+    pe_1_2_tag_down <= \$495 ;
   always @(posedge clk)
-    pe_1_1_weight <= \$468 ;
+    pe_1_2_tv_down <= \$496 ;
   always @(posedge clk)
-    pe_1_1_psum <= \$469 ;
+    pe_1_2_a_right <= \$497 ;
   always @(posedge clk)
-    pe_1_1_w_down <= \$470 ;
+    pe_1_2_flip_right <= \$498 ;
   always @(posedge clk)
-    pe_1_1_tag_down <= \$471 ;
+    pe_1_3_shadow <= \$499 ;
   always @(posedge clk)
-    pe_1_1_tv_down <= \$472 ;
+    pe_1_3_weight <= \$500 ;
   always @(posedge clk)
-    pe_1_1_a_right <= \$473 ;
+    pe_1_3_psum <= \$501 ;
   always @(posedge clk)
-    pe_1_1_flip_right <= \$474 ;
+    pe_1_3_w_down <= \$502 ;
   always @(posedge clk)
-    pe_1_2_shadow <= \$475 ;
+    pe_1_3_tag_down <= \$503 ;
   always @(posedge clk)
-    pe_1_2_weight <= \$476 ;
+    pe_1_3_tv_down <= \$504 ;
   always @(posedge clk)
-    pe_1_2_psum <= \$477 ;
+    pe_1_3_a_right <= \$505 ;
   always @(posedge clk)
-    pe_1_2_w_down <= \$478 ;
+    pe_1_3_flip_right <= \$506 ;
   always @(posedge clk)
-    pe_1_2_tag_down <= \$479 ;
+    pe_1_4_shadow <= \$507 ;
   always @(posedge clk)
-    pe_1_2_tv_down <= \$480 ;
+    pe_1_4_weight <= \$508 ;
   always @(posedge clk)
-    pe_1_2_a_right <= \$481 ;
+    pe_1_4_psum <= \$509 ;
   always @(posedge clk)
-    pe_1_2_flip_right <= \$482 ;
+    pe_1_4_w_down <= \$510 ;
   always @(posedge clk)
-    pe_1_3_shadow <= \$483 ;
+    pe_1_4_tag_down <= \$511 ;
   always @(posedge clk)
-    pe_1_3_weight <= \$484 ;
+    pe_1_4_tv_down <= \$512 ;
   always @(posedge clk)
-    pe_1_3_psum <= \$485 ;
+    pe_1_4_a_right <= \$513 ;
   always @(posedge clk)
-    pe_1_3_w_down <= \$486 ;
+    pe_1_4_flip_right <= \$514 ;
   always @(posedge clk)
-    pe_1_3_tag_down <= \$487 ;
+    pe_1_5_shadow <= \$515 ;
   always @(posedge clk)
-    pe_1_3_tv_down <= \$488 ;
+    pe_1_5_weight <= \$516 ;
   always @(posedge clk)
-    pe_1_3_a_right <= \$489 ;
+    pe_1_5_psum <= \$517 ;
   always @(posedge clk)
-    pe_1_3_flip_right <= \$490 ;
+    pe_1_5_w_down <= \$518 ;
   always @(posedge clk)
-    pe_1_4_shadow <= \$491 ;
+    pe_1_5_tag_down <= \$519 ;
   always @(posedge clk)
-    pe_1_4_weight <= \$492 ;
+    pe_1_5_tv_down <= \$520 ;
   always @(posedge clk)
-    pe_1_4_psum <= \$493 ;
+    pe_1_5_a_right <= \$521 ;
   always @(posedge clk)
-    pe_1_4_w_down <= \$494 ;
+    pe_1_5_flip_right <= \$522 ;
   always @(posedge clk)
-    pe_1_4_tag_down <= \$495 ;
+    pe_1_6_shadow <= \$523 ;
   always @(posedge clk)
-    pe_1_4_tv_down <= \$496 ;
+    pe_1_6_weight <= \$524 ;
   always @(posedge clk)
-    pe_1_4_a_right <= \$497 ;
+    pe_1_6_psum <= \$525 ;
   always @(posedge clk)
-    pe_1_4_flip_right <= \$498 ;
+    pe_1_6_w_down <= \$526 ;
   always @(posedge clk)
-    pe_1_5_shadow <= \$499 ;
+    pe_1_6_tag_down <= \$527 ;
   always @(posedge clk)
-    pe_1_5_weight <= \$500 ;
+    pe_1_6_tv_down <= \$528 ;
   always @(posedge clk)
-    pe_1_5_psum <= \$501 ;
+    pe_1_6_a_right <= \$529 ;
   always @(posedge clk)
-    pe_1_5_w_down <= \$502 ;
+    pe_1_6_flip_right <= \$530 ;
   always @(posedge clk)
-    pe_1_5_tag_down <= \$503 ;
+    pe_1_7_shadow <= \$531 ;
   always @(posedge clk)
-    pe_1_5_tv_down <= \$504 ;
+    pe_1_7_weight <= \$532 ;
   always @(posedge clk)
-    pe_1_5_a_right <= \$505 ;
+    pe_1_7_psum <= \$533 ;
   always @(posedge clk)
-    pe_1_5_flip_right <= \$506 ;
+    pe_1_7_w_down <= \$534 ;
   always @(posedge clk)
-    pe_1_6_shadow <= \$507 ;
+    pe_1_7_tag_down <= \$535 ;
   always @(posedge clk)
-    pe_1_6_weight <= \$508 ;
+    pe_1_7_tv_down <= \$536 ;
   always @(posedge clk)
-    pe_1_6_psum <= \$509 ;
+    pe_2_0_shadow <= \$537 ;
   always @(posedge clk)
-    pe_1_6_w_down <= \$510 ;
+    pe_2_0_weight <= \$538 ;
   always @(posedge clk)
-    pe_1_6_tag_down <= \$511 ;
+    pe_2_0_psum <= \$539 ;
   always @(posedge clk)
-    pe_1_6_tv_down <= \$512 ;
+    pe_2_0_w_down <= \$540 ;
   always @(posedge clk)
-    pe_1_6_a_right <= \$513 ;
+    pe_2_0_tag_down <= \$541 ;
   always @(posedge clk)
-    pe_1_6_flip_right <= \$514 ;
+    pe_2_0_tv_down <= \$542 ;
   always @(posedge clk)
-    pe_1_7_shadow <= \$515 ;
+    pe_2_0_a_right <= \$543 ;
   always @(posedge clk)
-    pe_1_7_weight <= \$516 ;
+    pe_2_0_flip_right <= \$544 ;
   always @(posedge clk)
-    pe_1_7_psum <= \$517 ;
+    pe_2_1_shadow <= \$545 ;
   always @(posedge clk)
-    pe_1_7_w_down <= \$518 ;
+    pe_2_1_weight <= \$546 ;
   always @(posedge clk)
-    pe_1_7_tag_down <= \$519 ;
+    pe_2_1_psum <= \$547 ;
   always @(posedge clk)
-    pe_1_7_tv_down <= \$520 ;
+    pe_2_1_w_down <= \$548 ;
   always @(posedge clk)
-    pe_2_0_shadow <= \$521 ;
+    pe_2_1_tag_down <= \$549 ;
   always @(posedge clk)
-    pe_2_0_weight <= \$522 ;
+    pe_2_1_tv_down <= \$550 ;
   always @(posedge clk)
-    pe_2_0_psum <= \$523 ;
+    pe_2_1_a_right <= \$551 ;
   always @(posedge clk)
-    pe_2_0_w_down <= \$524 ;
+    pe_2_1_flip_right <= \$552 ;
   always @(posedge clk)
-    pe_2_0_tag_down <= \$525 ;
+    pe_2_2_shadow <= \$553 ;
   always @(posedge clk)
-    pe_2_0_tv_down <= \$526 ;
+    pe_2_2_weight <= \$554 ;
   always @(posedge clk)
-    pe_2_0_a_right <= \$527 ;
+    pe_2_2_psum <= \$555 ;
   always @(posedge clk)
-    pe_2_0_flip_right <= \$528 ;
+    pe_2_2_w_down <= \$556 ;
   always @(posedge clk)
-    pe_2_1_shadow <= \$529 ;
+    pe_2_2_tag_down <= \$557 ;
   always @(posedge clk)
-    pe_2_1_weight <= \$530 ;
+    pe_2_2_tv_down <= \$558 ;
   always @(posedge clk)
-    pe_2_1_psum <= \$531 ;
+    pe_2_2_a_right <= \$559 ;
   always @(posedge clk)
-    pe_2_1_w_down <= \$532 ;
+    pe_2_2_flip_right <= \$560 ;
   always @(posedge clk)
-    pe_2_1_tag_down <= \$533 ;
+    pe_2_3_shadow <= \$561 ;
   always @(posedge clk)
-    pe_2_1_tv_down <= \$534 ;
+    pe_2_3_weight <= \$562 ;
   always @(posedge clk)
-    pe_2_1_a_right <= \$535 ;
+    pe_2_3_psum <= \$563 ;
   always @(posedge clk)
-    pe_2_1_flip_right <= \$536 ;
+    pe_2_3_w_down <= \$564 ;
   always @(posedge clk)
-    pe_2_2_shadow <= \$537 ;
+    pe_2_3_tag_down <= \$565 ;
   always @(posedge clk)
-    pe_2_2_weight <= \$538 ;
+    pe_2_3_tv_down <= \$566 ;
   always @(posedge clk)
-    pe_2_2_psum <= \$539 ;
+    pe_2_3_a_right <= \$567 ;
   always @(posedge clk)
-    pe_2_2_w_down <= \$540 ;
+    pe_2_3_flip_right <= \$568 ;
   always @(posedge clk)
-    pe_2_2_tag_down <= \$541 ;
+    pe_2_4_shadow <= \$569 ;
   always @(posedge clk)
-    pe_2_2_tv_down <= \$542 ;
+    pe_2_4_weight <= \$570 ;
   always @(posedge clk)
-    pe_2_2_a_right <= \$543 ;
+    pe_2_4_psum <= \$571 ;
   always @(posedge clk)
-    pe_2_2_flip_right <= \$544 ;
+    pe_2_4_w_down <= \$572 ;
   always @(posedge clk)
-    pe_2_3_shadow <= \$545 ;
+    pe_2_4_tag_down <= \$573 ;
   always @(posedge clk)
-    pe_2_3_weight <= \$546 ;
+    pe_2_4_tv_down <= \$574 ;
   always @(posedge clk)
-    pe_2_3_psum <= \$547 ;
+    pe_2_4_a_right <= \$575 ;
   always @(posedge clk)
-    pe_2_3_w_down <= \$548 ;
+    pe_2_4_flip_right <= \$576 ;
   always @(posedge clk)
-    pe_2_3_tag_down <= \$549 ;
+    pe_2_5_shadow <= \$577 ;
   always @(posedge clk)
-    pe_2_3_tv_down <= \$550 ;
+    pe_2_5_weight <= \$578 ;
   always @(posedge clk)
-    pe_2_3_a_right <= \$551 ;
+    pe_2_5_psum <= \$579 ;
   always @(posedge clk)
-    pe_2_3_flip_right <= \$552 ;
+    pe_2_5_w_down <= \$580 ;
   always @(posedge clk)
-    pe_2_4_shadow <= \$553 ;
+    pe_2_5_tag_down <= \$581 ;
   always @(posedge clk)
-    pe_2_4_weight <= \$554 ;
+    pe_2_5_tv_down <= \$582 ;
   always @(posedge clk)
-    pe_2_4_psum <= \$555 ;
+    pe_2_5_a_right <= \$583 ;
   always @(posedge clk)
-    pe_2_4_w_down <= \$556 ;
+    pe_2_5_flip_right <= \$584 ;
   always @(posedge clk)
-    pe_2_4_tag_down <= \$557 ;
+    pe_2_6_shadow <= \$585 ;
   always @(posedge clk)
-    pe_2_4_tv_down <= \$558 ;
+    pe_2_6_weight <= \$586 ;
   always @(posedge clk)
-    pe_2_4_a_right <= \$559 ;
+    pe_2_6_psum <= \$587 ;
   always @(posedge clk)
-    pe_2_4_flip_right <= \$560 ;
+    pe_2_6_w_down <= \$588 ;
   always @(posedge clk)
-    pe_2_5_shadow <= \$561 ;
+    pe_2_6_tag_down <= \$589 ;
   always @(posedge clk)
-    pe_2_5_weight <= \$562 ;
+    pe_2_6_tv_down <= \$590 ;
   always @(posedge clk)
-    pe_2_5_psum <= \$563 ;
+    pe_2_6_a_right <= \$591 ;
   always @(posedge clk)
-    pe_2_5_w_down <= \$564 ;
+    pe_2_6_flip_right <= \$592 ;
   always @(posedge clk)
-    pe_2_5_tag_down <= \$565 ;
+    pe_2_7_shadow <= \$593 ;
   always @(posedge clk)
-    pe_2_5_tv_down <= \$566 ;
+    pe_2_7_weight <= \$594 ;
   always @(posedge clk)
-    pe_2_5_a_right <= \$567 ;
+    pe_2_7_psum <= \$595 ;
   always @(posedge clk)
-    pe_2_5_flip_right <= \$568 ;
+    pe_2_7_w_down <= \$596 ;
   always @(posedge clk)
-    pe_2_6_shadow <= \$569 ;
+    pe_2_7_tag_down <= \$597 ;
   always @(posedge clk)
-    pe_2_6_weight <= \$570 ;
+    pe_2_7_tv_down <= \$598 ;
   always @(posedge clk)
-    pe_2_6_psum <= \$571 ;
+    pe_3_0_shadow <= \$599 ;
   always @(posedge clk)
-    pe_2_6_w_down <= \$572 ;
+    pe_3_0_weight <= \$600 ;
   always @(posedge clk)
-    pe_2_6_tag_down <= \$573 ;
+    pe_3_0_psum <= \$601 ;
   always @(posedge clk)
-    pe_2_6_tv_down <= \$574 ;
+    pe_3_0_w_down <= \$602 ;
   always @(posedge clk)
-    pe_2_6_a_right <= \$575 ;
+    pe_3_0_tag_down <= \$603 ;
   always @(posedge clk)
-    pe_2_6_flip_right <= \$576 ;
+    pe_3_0_tv_down <= \$604 ;
   always @(posedge clk)
-    pe_2_7_shadow <= \$577 ;
+    pe_3_0_a_right <= \$605 ;
   always @(posedge clk)
-    pe_2_7_weight <= \$578 ;
+    pe_3_0_flip_right <= \$606 ;
   always @(posedge clk)
-    pe_2_7_psum <= \$579 ;
+    pe_3_1_shadow <= \$607 ;
   always @(posedge clk)
-    pe_2_7_w_down <= \$580 ;
+    pe_3_1_weight <= \$608 ;
   always @(posedge clk)
-    pe_2_7_tag_down <= \$581 ;
+    pe_3_1_psum <= \$609 ;
   always @(posedge clk)
-    pe_2_7_tv_down <= \$582 ;
+    pe_3_1_w_down <= \$610 ;
   always @(posedge clk)
-    pe_3_0_shadow <= \$583 ;
+    pe_3_1_tag_down <= \$611 ;
   always @(posedge clk)
-    pe_3_0_weight <= \$584 ;
+    pe_3_1_tv_down <= \$612 ;
   always @(posedge clk)
-    pe_3_0_psum <= \$585 ;
+    pe_3_1_a_right <= \$613 ;
   always @(posedge clk)
-    pe_3_0_w_down <= \$586 ;
+    pe_3_1_flip_right <= \$614 ;
   always @(posedge clk)
-    pe_3_0_tag_down <= \$587 ;
+    pe_3_2_shadow <= \$615 ;
   always @(posedge clk)
-    pe_3_0_tv_down <= \$588 ;
+    pe_3_2_weight <= \$616 ;
   always @(posedge clk)
-    pe_3_0_a_right <= \$589 ;
+    pe_3_2_psum <= \$617 ;
   always @(posedge clk)
-    pe_3_0_flip_right <= \$590 ;
+    pe_3_2_w_down <= \$618 ;
   always @(posedge clk)
-    pe_3_1_shadow <= \$591 ;
+    pe_3_2_tag_down <= \$619 ;
   always @(posedge clk)
-    pe_3_1_weight <= \$592 ;
+    pe_3_2_tv_down <= \$620 ;
   always @(posedge clk)
-    pe_3_1_psum <= \$593 ;
+    pe_3_2_a_right <= \$621 ;
   always @(posedge clk)
-    pe_3_1_w_down <= \$594 ;
+    pe_3_2_flip_right <= \$622 ;
   always @(posedge clk)
-    pe_3_1_tag_down <= \$595 ;
+    pe_3_3_shadow <= \$623 ;
   always @(posedge clk)
-    pe_3_1_tv_down <= \$596 ;
+    pe_3_3_weight <= \$624 ;
   always @(posedge clk)
-    pe_3_1_a_right <= \$597 ;
+    pe_3_3_psum <= \$625 ;
   always @(posedge clk)
-    pe_3_1_flip_right <= \$598 ;
+    pe_3_3_w_down <= \$626 ;
   always @(posedge clk)
-    pe_3_2_shadow <= \$599 ;
+    pe_3_3_tag_down <= \$627 ;
   always @(posedge clk)
-    pe_3_2_weight <= \$600 ;
+    pe_3_3_tv_down <= \$628 ;
   always @(posedge clk)
-    pe_3_2_psum <= \$601 ;
+    pe_3_3_a_right <= \$629 ;
   always @(posedge clk)
-    pe_3_2_w_down <= \$602 ;
+    pe_3_3_flip_right <= \$630 ;
   always @(posedge clk)
-    pe_3_2_tag_down <= \$603 ;
+    pe_3_4_shadow <= \$631 ;
   always @(posedge clk)
-    pe_3_2_tv_down <= \$604 ;
+    pe_3_4_weight <= \$632 ;
   always @(posedge clk)
-    pe_3_2_a_right <= \$605 ;
+    pe_3_4_psum <= \$633 ;
   always @(posedge clk)
-    pe_3_2_flip_right <= \$606 ;
+    pe_3_4_w_down <= \$634 ;
   always @(posedge clk)
-    pe_3_3_shadow <= \$607 ;
+    pe_3_4_tag_down <= \$635 ;
   always @(posedge clk)
-    pe_3_3_weight <= \$608 ;
+    pe_3_4_tv_down <= \$636 ;
   always @(posedge clk)
-    pe_3_3_psum <= \$609 ;
+    pe_3_4_a_right <= \$637 ;
   always @(posedge clk)
-    pe_3_3_w_down <= \$610 ;
+    pe_3_4_flip_right <= \$638 ;
   always @(posedge clk)
-    pe_3_3_tag_down <= \$611 ;
+    pe_3_5_shadow <= \$639 ;
   always @(posedge clk)
-    pe_3_3_tv_down <= \$612 ;
+    pe_3_5_weight <= \$640 ;
   always @(posedge clk)
-    pe_3_3_a_right <= \$613 ;
+    pe_3_5_psum <= \$641 ;
   always @(posedge clk)
-    pe_3_3_flip_right <= \$614 ;
+    pe_3_5_w_down <= \$642 ;
   always @(posedge clk)
-    pe_3_4_shadow <= \$615 ;
+    pe_3_5_tag_down <= \$643 ;
   always @(posedge clk)
-    pe_3_4_weight <= \$616 ;
+    pe_3_5_tv_down <= \$644 ;
   always @(posedge clk)
-    pe_3_4_psum <= \$617 ;
+    pe_3_5_a_right <= \$645 ;
   always @(posedge clk)
-    pe_3_4_w_down <= \$618 ;
+    pe_3_5_flip_right <= \$646 ;
   always @(posedge clk)
-    pe_3_4_tag_down <= \$619 ;
+    pe_3_6_shadow <= \$647 ;
   always @(posedge clk)
-    pe_3_4_tv_down <= \$620 ;
+    pe_3_6_weight <= \$648 ;
   always @(posedge clk)
-    pe_3_4_a_right <= \$621 ;
+    pe_3_6_psum <= \$649 ;
   always @(posedge clk)
-    pe_3_4_flip_right <= \$622 ;
+    pe_3_6_w_down <= \$650 ;
   always @(posedge clk)
-    pe_3_5_shadow <= \$623 ;
+    pe_3_6_tag_down <= \$651 ;
   always @(posedge clk)
-    pe_3_5_weight <= \$624 ;
+    pe_3_6_tv_down <= \$652 ;
   always @(posedge clk)
-    pe_3_5_psum <= \$625 ;
+    pe_3_6_a_right <= \$653 ;
   always @(posedge clk)
-    pe_3_5_w_down <= \$626 ;
+    pe_3_6_flip_right <= \$654 ;
   always @(posedge clk)
-    pe_3_5_tag_down <= \$627 ;
+    pe_3_7_shadow <= \$655 ;
   always @(posedge clk)
-    pe_3_5_tv_down <= \$628 ;
+    pe_3_7_weight <= \$656 ;
   always @(posedge clk)
-    pe_3_5_a_right <= \$629 ;
+    pe_3_7_psum <= \$657 ;
   always @(posedge clk)
-    pe_3_5_flip_right <= \$630 ;
+    pe_3_7_w_down <= \$658 ;
   always @(posedge clk)
-    pe_3_6_shadow <= \$631 ;
+    pe_3_7_tag_down <= \$659 ;
   always @(posedge clk)
-    pe_3_6_weight <= \$632 ;
+    pe_3_7_tv_down <= \$660 ;
   always @(posedge clk)
-    pe_3_6_psum <= \$633 ;
+    pe_4_0_shadow <= \$661 ;
   always @(posedge clk)
-    pe_3_6_w_down <= \$634 ;
+    pe_4_0_weight <= \$662 ;
   always @(posedge clk)
-    pe_3_6_tag_down <= \$635 ;
+    pe_4_0_psum <= \$663 ;
   always @(posedge clk)
-    pe_3_6_tv_down <= \$636 ;
+    pe_4_0_w_down <= \$664 ;
   always @(posedge clk)
-    pe_3_6_a_right <= \$637 ;
+    pe_4_0_tag_down <= \$665 ;
   always @(posedge clk)
-    pe_3_6_flip_right <= \$638 ;
+    pe_4_0_tv_down <= \$666 ;
   always @(posedge clk)
-    pe_3_7_shadow <= \$639 ;
+    pe_4_0_a_right <= \$667 ;
   always @(posedge clk)
-    pe_3_7_weight <= \$640 ;
+    pe_4_0_flip_right <= \$668 ;
   always @(posedge clk)
-    pe_3_7_psum <= \$641 ;
+    pe_4_1_shadow <= \$669 ;
   always @(posedge clk)
-    pe_3_7_w_down <= \$642 ;
+    pe_4_1_weight <= \$670 ;
   always @(posedge clk)
-    pe_3_7_tag_down <= \$643 ;
+    pe_4_1_psum <= \$671 ;
   always @(posedge clk)
-    pe_3_7_tv_down <= \$644 ;
+    pe_4_1_w_down <= \$672 ;
   always @(posedge clk)
-    pe_4_0_shadow <= \$645 ;
+    pe_4_1_tag_down <= \$673 ;
   always @(posedge clk)
-    pe_4_0_weight <= \$646 ;
+    pe_4_1_tv_down <= \$674 ;
   always @(posedge clk)
-    pe_4_0_psum <= \$647 ;
+    pe_4_1_a_right <= \$675 ;
   always @(posedge clk)
-    pe_4_0_w_down <= \$648 ;
+    pe_4_1_flip_right <= \$676 ;
   always @(posedge clk)
-    pe_4_0_tag_down <= \$649 ;
+    pe_4_2_shadow <= \$677 ;
   always @(posedge clk)
-    pe_4_0_tv_down <= \$650 ;
+    pe_4_2_weight <= \$678 ;
   always @(posedge clk)
-    pe_4_0_a_right <= \$651 ;
+    pe_4_2_psum <= \$679 ;
   always @(posedge clk)
-    pe_4_0_flip_right <= \$652 ;
+    pe_4_2_w_down <= \$680 ;
   always @(posedge clk)
-    pe_4_1_shadow <= \$653 ;
+    pe_4_2_tag_down <= \$681 ;
   always @(posedge clk)
-    pe_4_1_weight <= \$654 ;
+    pe_4_2_tv_down <= \$682 ;
   always @(posedge clk)
-    pe_4_1_psum <= \$655 ;
+    pe_4_2_a_right <= \$683 ;
   always @(posedge clk)
-    pe_4_1_w_down <= \$656 ;
+    pe_4_2_flip_right <= \$684 ;
   always @(posedge clk)
-    pe_4_1_tag_down <= \$657 ;
+    pe_4_3_shadow <= \$685 ;
   always @(posedge clk)
-    pe_4_1_tv_down <= \$658 ;
+    pe_4_3_weight <= \$686 ;
   always @(posedge clk)
-    pe_4_1_a_right <= \$659 ;
+    pe_4_3_psum <= \$687 ;
   always @(posedge clk)
-    pe_4_1_flip_right <= \$660 ;
+    pe_4_3_w_down <= \$688 ;
   always @(posedge clk)
-    pe_4_2_shadow <= \$661 ;
+    pe_4_3_tag_down <= \$689 ;
   always @(posedge clk)
-    pe_4_2_weight <= \$662 ;
+    pe_4_3_tv_down <= \$690 ;
   always @(posedge clk)
-    pe_4_2_psum <= \$663 ;
+    pe_4_3_a_right <= \$691 ;
   always @(posedge clk)
-    pe_4_2_w_down <= \$664 ;
+    pe_4_3_flip_right <= \$692 ;
   always @(posedge clk)
-    pe_4_2_tag_down <= \$665 ;
+    pe_4_4_shadow <= \$693 ;
   always @(posedge clk)
-    pe_4_2_tv_down <= \$666 ;
+    pe_4_4_weight <= \$694 ;
   always @(posedge clk)
-    pe_4_2_a_right <= \$667 ;
+    pe_4_4_psum <= \$695 ;
   always @(posedge clk)
-    pe_4_2_flip_right <= \$668 ;
+    pe_4_4_w_down <= \$696 ;
   always @(posedge clk)
-    pe_4_3_shadow <= \$669 ;
+    pe_4_4_tag_down <= \$697 ;
   always @(posedge clk)
-    pe_4_3_weight <= \$670 ;
+    pe_4_4_tv_down <= \$698 ;
   always @(posedge clk)
-    pe_4_3_psum <= \$671 ;
+    pe_4_4_a_right <= \$699 ;
   always @(posedge clk)
-    pe_4_3_w_down <= \$672 ;
+    pe_4_4_flip_right <= \$700 ;
   always @(posedge clk)
-    pe_4_3_tag_down <= \$673 ;
+    pe_4_5_shadow <= \$701 ;
   always @(posedge clk)
-    pe_4_3_tv_down <= \$674 ;
+    pe_4_5_weight <= \$702 ;
   always @(posedge clk)
-    pe_4_3_a_right <= \$675 ;
+    pe_4_5_psum <= \$703 ;
   always @(posedge clk)
-    pe_4_3_flip_right <= \$676 ;
+    pe_4_5_w_down <= \$704 ;
   always @(posedge clk)
-    pe_4_4_shadow <= \$677 ;
+    pe_4_5_tag_down <= \$705 ;
   always @(posedge clk)
-    pe_4_4_weight <= \$678 ;
+    pe_4_5_tv_down <= \$706 ;
   always @(posedge clk)
-    pe_4_4_psum <= \$679 ;
+    pe_4_5_a_right <= \$707 ;
   always @(posedge clk)
-    pe_4_4_w_down <= \$680 ;
+    pe_4_5_flip_right <= \$708 ;
   always @(posedge clk)
-    pe_4_4_tag_down <= \$681 ;
+    pe_4_6_shadow <= \$709 ;
   always @(posedge clk)
-    pe_4_4_tv_down <= \$682 ;
+    pe_4_6_weight <= \$710 ;
   always @(posedge clk)
-    pe_4_4_a_right <= \$683 ;
+    pe_4_6_psum <= \$711 ;
   always @(posedge clk)
-    pe_4_4_flip_right <= \$684 ;
+    pe_4_6_w_down <= \$712 ;
   always @(posedge clk)
-    pe_4_5_shadow <= \$685 ;
+    pe_4_6_tag_down <= \$713 ;
   always @(posedge clk)
-    pe_4_5_weight <= \$686 ;
+    pe_4_6_tv_down <= \$714 ;
   always @(posedge clk)
-    pe_4_5_psum <= \$687 ;
+    pe_4_6_a_right <= \$715 ;
   always @(posedge clk)
-    pe_4_5_w_down <= \$688 ;
+    pe_4_6_flip_right <= \$716 ;
   always @(posedge clk)
-    pe_4_5_tag_down <= \$689 ;
+    pe_4_7_shadow <= \$717 ;
   always @(posedge clk)
-    pe_4_5_tv_down <= \$690 ;
+    pe_4_7_weight <= \$718 ;
   always @(posedge clk)
-    pe_4_5_a_right <= \$691 ;
+    pe_4_7_psum <= \$719 ;
   always @(posedge clk)
-    pe_4_5_flip_right <= \$692 ;
+    pe_4_7_w_down <= \$720 ;
   always @(posedge clk)
-    pe_4_6_shadow <= \$693 ;
+    pe_4_7_tag_down <= \$721 ;
   always @(posedge clk)
-    pe_4_6_weight <= \$694 ;
+    pe_4_7_tv_down <= \$722 ;
   always @(posedge clk)
-    pe_4_6_psum <= \$695 ;
+    pe_5_0_shadow <= \$723 ;
   always @(posedge clk)
-    pe_4_6_w_down <= \$696 ;
+    pe_5_0_weight <= \$724 ;
   always @(posedge clk)
-    pe_4_6_tag_down <= \$697 ;
+    pe_5_0_psum <= \$725 ;
   always @(posedge clk)
-    pe_4_6_tv_down <= \$698 ;
+    pe_5_0_w_down <= \$726 ;
   always @(posedge clk)
-    pe_4_6_a_right <= \$699 ;
+    pe_5_0_tag_down <= \$727 ;
   always @(posedge clk)
-    pe_4_6_flip_right <= \$700 ;
+    pe_5_0_tv_down <= \$728 ;
   always @(posedge clk)
-    pe_4_7_shadow <= \$701 ;
+    pe_5_0_a_right <= \$729 ;
   always @(posedge clk)
-    pe_4_7_weight <= \$702 ;
+    pe_5_0_flip_right <= \$730 ;
   always @(posedge clk)
-    pe_4_7_psum <= \$703 ;
+    pe_5_1_shadow <= \$731 ;
   always @(posedge clk)
-    pe_4_7_w_down <= \$704 ;
+    pe_5_1_weight <= \$732 ;
   always @(posedge clk)
-    pe_4_7_tag_down <= \$705 ;
+    pe_5_1_psum <= \$733 ;
   always @(posedge clk)
-    pe_4_7_tv_down <= \$706 ;
+    pe_5_1_w_down <= \$734 ;
   always @(posedge clk)
-    pe_5_0_shadow <= \$707 ;
+    pe_5_1_tag_down <= \$735 ;
   always @(posedge clk)
-    pe_5_0_weight <= \$708 ;
+    pe_5_1_tv_down <= \$736 ;
   always @(posedge clk)
-    pe_5_0_psum <= \$709 ;
+    pe_5_1_a_right <= \$737 ;
   always @(posedge clk)
-    pe_5_0_w_down <= \$710 ;
+    pe_5_1_flip_right <= \$738 ;
   always @(posedge clk)
-    pe_5_0_tag_down <= \$711 ;
+    pe_5_2_shadow <= \$739 ;
   always @(posedge clk)
-    pe_5_0_tv_down <= \$712 ;
+    pe_5_2_weight <= \$740 ;
   always @(posedge clk)
-    pe_5_0_a_right <= \$713 ;
+    pe_5_2_psum <= \$741 ;
   always @(posedge clk)
-    pe_5_0_flip_right <= \$714 ;
+    pe_5_2_w_down <= \$742 ;
   always @(posedge clk)
-    pe_5_1_shadow <= \$715 ;
+    pe_5_2_tag_down <= \$743 ;
   always @(posedge clk)
-    pe_5_1_weight <= \$716 ;
+    pe_5_2_tv_down <= \$744 ;
   always @(posedge clk)
-    pe_5_1_psum <= \$717 ;
+    pe_5_2_a_right <= \$745 ;
   always @(posedge clk)
-    pe_5_1_w_down <= \$718 ;
+    pe_5_2_flip_right <= \$746 ;
   always @(posedge clk)
-    pe_5_1_tag_down <= \$719 ;
+    pe_5_3_shadow <= \$747 ;
   always @(posedge clk)
-    pe_5_1_tv_down <= \$720 ;
+    pe_5_3_weight <= \$748 ;
   always @(posedge clk)
-    pe_5_1_a_right <= \$721 ;
+    pe_5_3_psum <= \$749 ;
   always @(posedge clk)
-    pe_5_1_flip_right <= \$722 ;
+    pe_5_3_w_down <= \$750 ;
   always @(posedge clk)
-    pe_5_2_shadow <= \$723 ;
+    pe_5_3_tag_down <= \$751 ;
   always @(posedge clk)
-    pe_5_2_weight <= \$724 ;
+    pe_5_3_tv_down <= \$752 ;
   always @(posedge clk)
-    pe_5_2_psum <= \$725 ;
+    pe_5_3_a_right <= \$753 ;
   always @(posedge clk)
-    pe_5_2_w_down <= \$726 ;
+    pe_5_3_flip_right <= \$754 ;
   always @(posedge clk)
-    pe_5_2_tag_down <= \$727 ;
+    pe_5_4_shadow <= \$755 ;
   always @(posedge clk)
-    pe_5_2_tv_down <= \$728 ;
+    pe_5_4_weight <= \$756 ;
   always @(posedge clk)
-    pe_5_2_a_right <= \$729 ;
+    pe_5_4_psum <= \$757 ;
   always @(posedge clk)
-    pe_5_2_flip_right <= \$730 ;
+    pe_5_4_w_down <= \$758 ;
   always @(posedge clk)
-    pe_5_3_shadow <= \$731 ;
+    pe_5_4_tag_down <= \$759 ;
   always @(posedge clk)
-    pe_5_3_weight <= \$732 ;
+    pe_5_4_tv_down <= \$760 ;
   always @(posedge clk)
-    pe_5_3_psum <= \$733 ;
+    pe_5_4_a_right <= \$761 ;
   always @(posedge clk)
-    pe_5_3_w_down <= \$734 ;
+    pe_5_4_flip_right <= \$762 ;
   always @(posedge clk)
-    pe_5_3_tag_down <= \$735 ;
+    pe_5_5_shadow <= \$763 ;
   always @(posedge clk)
-    pe_5_3_tv_down <= \$736 ;
+    pe_5_5_weight <= \$764 ;
   always @(posedge clk)
-    pe_5_3_a_right <= \$737 ;
+    pe_5_5_psum <= \$765 ;
   always @(posedge clk)
-    pe_5_3_flip_right <= \$738 ;
+    pe_5_5_w_down <= \$766 ;
   always @(posedge clk)
-    pe_5_4_shadow <= \$739 ;
+    pe_5_5_tag_down <= \$767 ;
   always @(posedge clk)
-    pe_5_4_weight <= \$740 ;
+    pe_5_5_tv_down <= \$768 ;
   always @(posedge clk)
-    pe_5_4_psum <= \$741 ;
+    pe_5_5_a_right <= \$769 ;
   always @(posedge clk)
-    pe_5_4_w_down <= \$742 ;
+    pe_5_5_flip_right <= \$770 ;
   always @(posedge clk)
-    pe_5_4_tag_down <= \$743 ;
+    pe_5_6_shadow <= \$771 ;
   always @(posedge clk)
-    pe_5_4_tv_down <= \$744 ;
+    pe_5_6_weight <= \$772 ;
   always @(posedge clk)
-    pe_5_4_a_right <= \$745 ;
+    pe_5_6_psum <= \$773 ;
   always @(posedge clk)
-    pe_5_4_flip_right <= \$746 ;
+    pe_5_6_w_down <= \$774 ;
   always @(posedge clk)
-    pe_5_5_shadow <= \$747 ;
+    pe_5_6_tag_down <= \$775 ;
   always @(posedge clk)
-    pe_5_5_weight <= \$748 ;
+    pe_5_6_tv_down <= \$776 ;
   always @(posedge clk)
-    pe_5_5_psum <= \$749 ;
+    pe_5_6_a_right <= \$777 ;
   always @(posedge clk)
-    pe_5_5_w_down <= \$750 ;
+    pe_5_6_flip_right <= \$778 ;
   always @(posedge clk)
-    pe_5_5_tag_down <= \$751 ;
+    pe_5_7_shadow <= \$779 ;
   always @(posedge clk)
-    pe_5_5_tv_down <= \$752 ;
+    pe_5_7_weight <= \$780 ;
   always @(posedge clk)
-    pe_5_5_a_right <= \$753 ;
+    pe_5_7_psum <= \$781 ;
   always @(posedge clk)
-    pe_5_5_flip_right <= \$754 ;
+    pe_5_7_w_down <= \$782 ;
   always @(posedge clk)
-    pe_5_6_shadow <= \$755 ;
+    pe_5_7_tag_down <= \$783 ;
   always @(posedge clk)
-    pe_5_6_weight <= \$756 ;
+    pe_5_7_tv_down <= \$784 ;
   always @(posedge clk)
-    pe_5_6_psum <= \$757 ;
+    pe_6_0_shadow <= \$785 ;
   always @(posedge clk)
-    pe_5_6_w_down <= \$758 ;
+    pe_6_0_weight <= \$786 ;
   always @(posedge clk)
-    pe_5_6_tag_down <= \$759 ;
+    pe_6_0_psum <= \$787 ;
   always @(posedge clk)
-    pe_5_6_tv_down <= \$760 ;
+    pe_6_0_w_down <= \$788 ;
   always @(posedge clk)
-    pe_5_6_a_right <= \$761 ;
+    pe_6_0_tag_down <= \$789 ;
   always @(posedge clk)
-    pe_5_6_flip_right <= \$762 ;
+    pe_6_0_tv_down <= \$790 ;
   always @(posedge clk)
-    pe_5_7_shadow <= \$763 ;
+    pe_6_0_a_right <= \$791 ;
   always @(posedge clk)
-    pe_5_7_weight <= \$764 ;
+    pe_6_0_flip_right <= \$792 ;
   always @(posedge clk)
-    pe_5_7_psum <= \$765 ;
+    pe_6_1_shadow <= \$793 ;
   always @(posedge clk)
-    pe_5_7_w_down <= \$766 ;
+    pe_6_1_weight <= \$794 ;
   always @(posedge clk)
-    pe_5_7_tag_down <= \$767 ;
+    pe_6_1_psum <= \$795 ;
   always @(posedge clk)
-    pe_5_7_tv_down <= \$768 ;
+    pe_6_1_w_down <= \$796 ;
   always @(posedge clk)
-    pe_6_0_shadow <= \$769 ;
+    pe_6_1_tag_down <= \$797 ;
   always @(posedge clk)
-    pe_6_0_weight <= \$770 ;
+    pe_6_1_tv_down <= \$798 ;
   always @(posedge clk)
-    pe_6_0_psum <= \$771 ;
+    pe_6_1_a_right <= \$799 ;
   always @(posedge clk)
-    pe_6_0_w_down <= \$772 ;
+    pe_6_1_flip_right <= \$800 ;
   always @(posedge clk)
-    pe_6_0_tag_down <= \$773 ;
+    pe_6_2_shadow <= \$801 ;
   always @(posedge clk)
-    pe_6_0_tv_down <= \$774 ;
+    pe_6_2_weight <= \$802 ;
   always @(posedge clk)
-    pe_6_0_a_right <= \$775 ;
+    pe_6_2_psum <= \$803 ;
   always @(posedge clk)
-    pe_6_0_flip_right <= \$776 ;
+    pe_6_2_w_down <= \$804 ;
   always @(posedge clk)
-    pe_6_1_shadow <= \$777 ;
+    pe_6_2_tag_down <= \$805 ;
   always @(posedge clk)
-    pe_6_1_weight <= \$778 ;
+    pe_6_2_tv_down <= \$806 ;
   always @(posedge clk)
-    pe_6_1_psum <= \$779 ;
+    pe_6_2_a_right <= \$807 ;
   always @(posedge clk)
-    pe_6_1_w_down <= \$780 ;
+    pe_6_2_flip_right <= \$808 ;
   always @(posedge clk)
-    pe_6_1_tag_down <= \$781 ;
+    pe_6_3_shadow <= \$809 ;
   always @(posedge clk)
-    pe_6_1_tv_down <= \$782 ;
+    pe_6_3_weight <= \$810 ;
   always @(posedge clk)
-    pe_6_1_a_right <= \$783 ;
+    pe_6_3_psum <= \$811 ;
   always @(posedge clk)
-    pe_6_1_flip_right <= \$784 ;
+    pe_6_3_w_down <= \$812 ;
   always @(posedge clk)
-    pe_6_2_shadow <= \$785 ;
+    pe_6_3_tag_down <= \$813 ;
   always @(posedge clk)
-    pe_6_2_weight <= \$786 ;
+    pe_6_3_tv_down <= \$814 ;
   always @(posedge clk)
-    pe_6_2_psum <= \$787 ;
+    pe_6_3_a_right <= \$815 ;
   always @(posedge clk)
-    pe_6_2_w_down <= \$788 ;
+    pe_6_3_flip_right <= \$816 ;
   always @(posedge clk)
-    pe_6_2_tag_down <= \$789 ;
+    pe_6_4_shadow <= \$817 ;
   always @(posedge clk)
-    pe_6_2_tv_down <= \$790 ;
+    pe_6_4_weight <= \$818 ;
   always @(posedge clk)
-    pe_6_2_a_right <= \$791 ;
+    pe_6_4_psum <= \$819 ;
   always @(posedge clk)
-    pe_6_2_flip_right <= \$792 ;
+    pe_6_4_w_down <= \$820 ;
   always @(posedge clk)
-    pe_6_3_shadow <= \$793 ;
+    pe_6_4_tag_down <= \$821 ;
   always @(posedge clk)
-    pe_6_3_weight <= \$794 ;
+    pe_6_4_tv_down <= \$822 ;
   always @(posedge clk)
-    pe_6_3_psum <= \$795 ;
+    pe_6_4_a_right <= \$823 ;
   always @(posedge clk)
-    pe_6_3_w_down <= \$796 ;
+    pe_6_4_flip_right <= \$824 ;
   always @(posedge clk)
-    pe_6_3_tag_down <= \$797 ;
+    pe_6_5_shadow <= \$825 ;
   always @(posedge clk)
-    pe_6_3_tv_down <= \$798 ;
+    pe_6_5_weight <= \$826 ;
   always @(posedge clk)
-    pe_6_3_a_right <= \$799 ;
+    pe_6_5_psum <= \$827 ;
   always @(posedge clk)
-    pe_6_3_flip_right <= \$800 ;
+    pe_6_5_w_down <= \$828 ;
   always @(posedge clk)
-    pe_6_4_shadow <= \$801 ;
+    pe_6_5_tag_down <= \$829 ;
   always @(posedge clk)
-    pe_6_4_weight <= \$802 ;
+    pe_6_5_tv_down <= \$830 ;
   always @(posedge clk)
-    pe_6_4_psum <= \$803 ;
+    pe_6_5_a_right <= \$831 ;
   always @(posedge clk)
-    pe_6_4_w_down <= \$804 ;
+    pe_6_5_flip_right <= \$832 ;
   always @(posedge clk)
-    pe_6_4_tag_down <= \$805 ;
+    pe_6_6_shadow <= \$833 ;
   always @(posedge clk)
-    pe_6_4_tv_down <= \$806 ;
+    pe_6_6_weight <= \$834 ;
   always @(posedge clk)
-    pe_6_4_a_right <= \$807 ;
+    pe_6_6_psum <= \$835 ;
   always @(posedge clk)
-    pe_6_4_flip_right <= \$808 ;
+    pe_6_6_w_down <= \$836 ;
   always @(posedge clk)
-    pe_6_5_shadow <= \$809 ;
+    pe_6_6_tag_down <= \$837 ;
   always @(posedge clk)
-    pe_6_5_weight <= \$810 ;
+    pe_6_6_tv_down <= \$838 ;
   always @(posedge clk)
-    pe_6_5_psum <= \$811 ;
+    pe_6_6_a_right <= \$839 ;
   always @(posedge clk)
-    pe_6_5_w_down <= \$812 ;
+    pe_6_6_flip_right <= \$840 ;
   always @(posedge clk)
-    pe_6_5_tag_down <= \$813 ;
+    pe_6_7_shadow <= \$841 ;
   always @(posedge clk)
-    pe_6_5_tv_down <= \$814 ;
+    pe_6_7_weight <= \$842 ;
   always @(posedge clk)
-    pe_6_5_a_right <= \$815 ;
+    pe_6_7_psum <= \$843 ;
   always @(posedge clk)
-    pe_6_5_flip_right <= \$816 ;
+    pe_6_7_w_down <= \$844 ;
   always @(posedge clk)
-    pe_6_6_shadow <= \$817 ;
+    pe_6_7_tag_down <= \$845 ;
   always @(posedge clk)
-    pe_6_6_weight <= \$818 ;
+    pe_6_7_tv_down <= \$846 ;
   always @(posedge clk)
-    pe_6_6_psum <= \$819 ;
+    pe_7_0_shadow <= \$847 ;
   always @(posedge clk)
-    pe_6_6_w_down <= \$820 ;
+    pe_7_0_weight <= \$848 ;
   always @(posedge clk)
-    pe_6_6_tag_down <= \$821 ;
+    pe_7_0_psum <= \$849 ;
   always @(posedge clk)
-    pe_6_6_tv_down <= \$822 ;
+    pe_7_0_a_right <= \$850 ;
   always @(posedge clk)
-    pe_6_6_a_right <= \$823 ;
+    pe_7_0_flip_right <= \$851 ;
   always @(posedge clk)
-    pe_6_6_flip_right <= \$824 ;
+    pe_7_1_shadow <= \$852 ;
   always @(posedge clk)
-    pe_6_7_shadow <= \$825 ;
+    pe_7_1_weight <= \$853 ;
   always @(posedge clk)
-    pe_6_7_weight <= \$826 ;
+    pe_7_1_psum <= \$854 ;
   always @(posedge clk)
-    pe_6_7_psum <= \$827 ;
+    pe_7_1_a_right <= \$855 ;
   always @(posedge clk)
-    pe_6_7_w_down <= \$828 ;
+    pe_7_1_flip_right <= \$856 ;
   always @(posedge clk)
-    pe_6_7_tag_down <= \$829 ;
+    pe_7_2_shadow <= \$857 ;
   always @(posedge clk)
-    pe_6_7_tv_down <= \$830 ;
+    pe_7_2_weight <= \$858 ;
   always @(posedge clk)
-    pe_7_0_shadow <= \$831 ;
+    pe_7_2_psum <= \$859 ;
   always @(posedge clk)
-    pe_7_0_weight <= \$832 ;
+    pe_7_2_a_right <= \$860 ;
   always @(posedge clk)
-    pe_7_0_psum <= \$833 ;
+    pe_7_2_flip_right <= \$861 ;
   always @(posedge clk)
-    pe_7_0_a_right <= \$834 ;
+    pe_7_3_shadow <= \$862 ;
   always @(posedge clk)
-    pe_7_0_flip_right <= \$835 ;
+    pe_7_3_weight <= \$863 ;
   always @(posedge clk)
-    pe_7_1_shadow <= \$836 ;
+    pe_7_3_psum <= \$864 ;
   always @(posedge clk)
-    pe_7_1_weight <= \$837 ;
+    pe_7_3_a_right <= \$865 ;
   always @(posedge clk)
-    pe_7_1_psum <= \$838 ;
+    pe_7_3_flip_right <= \$866 ;
   always @(posedge clk)
-    pe_7_1_a_right <= \$839 ;
+    pe_7_4_shadow <= \$867 ;
   always @(posedge clk)
-    pe_7_1_flip_right <= \$840 ;
+    pe_7_4_weight <= \$868 ;
   always @(posedge clk)
-    pe_7_2_shadow <= \$841 ;
+    pe_7_4_psum <= \$869 ;
   always @(posedge clk)
-    pe_7_2_weight <= \$842 ;
+    pe_7_4_a_right <= \$870 ;
   always @(posedge clk)
-    pe_7_2_psum <= \$843 ;
+    pe_7_4_flip_right <= \$871 ;
   always @(posedge clk)
-    pe_7_2_a_right <= \$844 ;
+    pe_7_5_shadow <= \$872 ;
   always @(posedge clk)
-    pe_7_2_flip_right <= \$845 ;
+    pe_7_5_weight <= \$873 ;
   always @(posedge clk)
-    pe_7_3_shadow <= \$846 ;
+    pe_7_5_psum <= \$874 ;
   always @(posedge clk)
-    pe_7_3_weight <= \$847 ;
+    pe_7_5_a_right <= \$875 ;
   always @(posedge clk)
-    pe_7_3_psum <= \$848 ;
+    pe_7_5_flip_right <= \$876 ;
   always @(posedge clk)
-    pe_7_3_a_right <= \$849 ;
+    pe_7_6_shadow <= \$877 ;
   always @(posedge clk)
-    pe_7_3_flip_right <= \$850 ;
+    pe_7_6_weight <= \$878 ;
   always @(posedge clk)
-    pe_7_4_shadow <= \$851 ;
+    pe_7_6_psum <= \$879 ;
   always @(posedge clk)
-    pe_7_4_weight <= \$852 ;
+    pe_7_6_a_right <= \$880 ;
   always @(posedge clk)
-    pe_7_4_psum <= \$853 ;
+    pe_7_6_flip_right <= \$881 ;
   always @(posedge clk)
-    pe_7_4_a_right <= \$854 ;
+    pe_7_7_shadow <= \$882 ;
   always @(posedge clk)
-    pe_7_4_flip_right <= \$855 ;
+    pe_7_7_weight <= \$883 ;
   always @(posedge clk)
-    pe_7_5_shadow <= \$856 ;
+    pe_7_7_psum <= \$884 ;
   always @(posedge clk)
-    pe_7_5_weight <= \$857 ;
+    deskew0_d0 <= \$885 ;
   always @(posedge clk)
-    pe_7_5_psum <= \$858 ;
+    deskew0_d1 <= \$886 ;
   always @(posedge clk)
-    pe_7_5_a_right <= \$859 ;
+    deskew0_d2 <= \$887 ;
   always @(posedge clk)
-    pe_7_5_flip_right <= \$860 ;
+    deskew0_d3 <= \$888 ;
   always @(posedge clk)
-    pe_7_6_shadow <= \$861 ;
+    deskew0_d4 <= \$889 ;
   always @(posedge clk)
-    pe_7_6_weight <= \$862 ;
+    deskew0_d5 <= \$890 ;
   always @(posedge clk)
-    pe_7_6_psum <= \$863 ;
+    deskew0_d6 <= \$891 ;
   always @(posedge clk)
-    pe_7_6_a_right <= \$864 ;
+    deskew1_d0 <= \$892 ;
   always @(posedge clk)
-    pe_7_6_flip_right <= \$865 ;
+    deskew1_d1 <= \$893 ;
   always @(posedge clk)
-    pe_7_7_shadow <= \$866 ;
+    deskew1_d2 <= \$894 ;
   always @(posedge clk)
-    pe_7_7_weight <= \$867 ;
+    deskew1_d3 <= \$895 ;
   always @(posedge clk)
-    pe_7_7_psum <= \$868 ;
+    deskew1_d4 <= \$896 ;
   always @(posedge clk)
-    deskew0_d0 <= \$869 ;
+    deskew1_d5 <= \$897 ;
   always @(posedge clk)
-    deskew0_d1 <= \$870 ;
+    deskew2_d0 <= \$898 ;
   always @(posedge clk)
-    deskew0_d2 <= \$871 ;
+    deskew2_d1 <= \$899 ;
   always @(posedge clk)
-    deskew0_d3 <= \$872 ;
+    deskew2_d2 <= \$900 ;
   always @(posedge clk)
-    deskew0_d4 <= \$873 ;
+    deskew2_d3 <= \$901 ;
   always @(posedge clk)
-    deskew0_d5 <= \$874 ;
+    deskew2_d4 <= \$902 ;
   always @(posedge clk)
-    deskew0_d6 <= \$875 ;
+    deskew3_d0 <= \$903 ;
   always @(posedge clk)
-    deskew1_d0 <= \$876 ;
+    deskew3_d1 <= \$904 ;
   always @(posedge clk)
-    deskew1_d1 <= \$877 ;
+    deskew3_d2 <= \$905 ;
   always @(posedge clk)
-    deskew1_d2 <= \$878 ;
+    deskew3_d3 <= \$906 ;
   always @(posedge clk)
-    deskew1_d3 <= \$879 ;
+    deskew4_d0 <= \$907 ;
   always @(posedge clk)
-    deskew1_d4 <= \$880 ;
+    deskew4_d1 <= \$908 ;
   always @(posedge clk)
-    deskew1_d5 <= \$881 ;
+    deskew4_d2 <= \$909 ;
   always @(posedge clk)
-    deskew2_d0 <= \$882 ;
+    deskew5_d0 <= \$910 ;
   always @(posedge clk)
-    deskew2_d1 <= \$883 ;
+    deskew5_d1 <= \$911 ;
   always @(posedge clk)
-    deskew2_d2 <= \$884 ;
+    deskew6_d0 <= \$912 ;
   always @(posedge clk)
-    deskew2_d3 <= \$885 ;
+    read__addr <= \$913 ;
   always @(posedge clk)
-    deskew2_d4 <= \$886 ;
+    acc_vector_b_d0 <= \$914 ;
   always @(posedge clk)
-    deskew3_d0 <= \$887 ;
+    acc_vector_c_d0 <= \$915 ;
   always @(posedge clk)
-    deskew3_d1 <= \$888 ;
+    acc_meta_d0 <= \$916 ;
   always @(posedge clk)
-    deskew3_d2 <= \$889 ;
+    acc_meta_d1 <= \$917 ;
   always @(posedge clk)
-    deskew3_d3 <= \$890 ;
+    acc_row_d0 <= \$918 ;
   always @(posedge clk)
-    deskew4_d0 <= \$891 ;
+    acc_row_d1 <= \$919 ;
   always @(posedge clk)
-    deskew4_d1 <= \$892 ;
+    write__addr <= \$920 ;
   always @(posedge clk)
-    deskew4_d2 <= \$893 ;
+    acc_stored <= \$921 ;
   always @(posedge clk)
-    deskew5_d0 <= \$894 ;
+    write__data <= \$922 ;
   always @(posedge clk)
-    deskew5_d1 <= \$895 ;
-  always @(posedge clk)
-    deskew6_d0 <= \$896 ;
-  always @(posedge clk)
-    read__addr <= \$897 ;
-  always @(posedge clk)
-    acc_vector_b_d0 <= \$898 ;
-  always @(posedge clk)
-    acc_vector_c_d0 <= \$899 ;
-  always @(posedge clk)
-    acc_meta_d0 <= \$900 ;
-  always @(posedge clk)
-    acc_meta_d1 <= \$901 ;
-  always @(posedge clk)
-    acc_row_d0 <= \$902 ;
-  always @(posedge clk)
-    acc_row_d1 <= \$903 ;
-  always @(posedge clk)
-    write__addr <= \$904 ;
-  always @(posedge clk)
-    acc_stored <= \$905 ;
-  always @(posedge clk)
-    write__data <= \$906 ;
-  always @(posedge clk)
-    acc_meta_d_d0 <= \$907 ;
+    acc_meta_d_d0 <= \$923 ;
   assign \release  = results__valid & results__ready;
   assign \$1  = ~ shadow_full;
   assign \$2  = ! cooldown;
   assign weights__ready = \$1  & \$2 ;
-  assign \$3  = ~ first_pending;
-  assign \$4  = \$3  | shadow_full;
-  assign \$5  = ~ activations__payload[66];
-  assign \$6  = \$5  | room_for_burst;
-  assign activations__ready = \$4  & \$6 ;
-  assign \$7  = activations__valid & activations__ready;
-  assign flip = \$7  & first_pending;
-  assign \$8  = activations__valid & activations__ready;
-  assign reserve = \$8  & activations__payload[66];
+  assign \$3  = since_last_row + rows_in_last_tile;
+  assign accumulator_free = \$3  > 3'h4;
+  assign \$4  = ~ first_pending;
+  assign \$5  = shadow_full & accumulator_free;
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = ~ activations__payload[66];
+  assign \$8  = \$7  | room_for_burst;
+  assign activations__ready = \$6  & \$8 ;
   assign \$9  = activations__valid & activations__ready;
-  assign \$10  = $signed(a_skew0_d0) * $signed(pe_0_0_weight);
-  assign \$11  = $signed(pe_0_0_a_right) * $signed(pe_0_1_weight);
-  assign \$12  = $signed(pe_0_1_a_right) * $signed(pe_0_2_weight);
-  assign \$13  = $signed(pe_0_2_a_right) * $signed(pe_0_3_weight);
-  assign \$14  = $signed(pe_0_3_a_right) * $signed(pe_0_4_weight);
-  assign \$15  = $signed(pe_0_4_a_right) * $signed(pe_0_5_weight);
-  assign \$16  = $signed(pe_0_5_a_right) * $signed(pe_0_6_weight);
-  assign \$17  = $signed(pe_0_6_a_right) * $signed(pe_0_7_weight);
-  assign \$18  = $signed(a_skew1_d1) * $signed(pe_1_0_weight);
-  assign \$19  = $signed(pe_1_0_a_right) * $signed(pe_1_1_weight);
-  assign \$20  = $signed(pe_1_1_a_right) * $signed(pe_1_2_weight);
-  assign \$21  = $signed(pe_1_2_a_right) * $signed(pe_1_3_weight);
-  assign \$22  = $signed(pe_1_3_a_right) * $signed(pe_1_4_weight);
-  assign \$23  = $signed(pe_1_4_a_right) * $signed(pe_1_5_weight);
-  assign \$24  = $signed(pe_1_5_a_right) * $signed(pe_1_6_weight);
-  assign \$25  = $signed(pe_1_6_a_right) * $signed(pe_1_7_weight);
-  assign \$26  = $signed(a_skew2_d2) * $signed(pe_2_0_weight);
-  assign \$27  = $signed(pe_2_0_a_right) * $signed(pe_2_1_weight);
-  assign \$28  = $signed(pe_2_1_a_right) * $signed(pe_2_2_weight);
-  assign \$29  = $signed(pe_2_2_a_right) * $signed(pe_2_3_weight);
-  assign \$30  = $signed(pe_2_3_a_right) * $signed(pe_2_4_weight);
-  assign \$31  = $signed(pe_2_4_a_right) * $signed(pe_2_5_weight);
-  assign \$32  = $signed(pe_2_5_a_right) * $signed(pe_2_6_weight);
-  assign \$33  = $signed(pe_2_6_a_right) * $signed(pe_2_7_weight);
-  assign \$34  = $signed(a_skew3_d3) * $signed(pe_3_0_weight);
-  assign \$35  = $signed(pe_3_0_a_right) * $signed(pe_3_1_weight);
-  assign \$36  = $signed(pe_3_1_a_right) * $signed(pe_3_2_weight);
-  assign \$37  = $signed(pe_3_2_a_right) * $signed(pe_3_3_weight);
-  assign \$38  = $signed(pe_3_3_a_right) * $signed(pe_3_4_weight);
-  assign \$39  = $signed(pe_3_4_a_right) * $signed(pe_3_5_weight);
-  assign \$40  = $signed(pe_3_5_a_right) * $signed(pe_3_6_weight);
-  assign \$41  = $signed(pe_3_6_a_right) * $signed(pe_3_7_weight);
-  assign \$42  = $signed(a_skew4_d4) * $signed(pe_4_0_weight);
-  assign \$43  = $signed(pe_4_0_a_right) * $signed(pe_4_1_weight);
-  assign \$44  = $signed(pe_4_1_a_right) * $signed(pe_4_2_weight);
-  assign \$45  = $signed(pe_4_2_a_right) * $signed(pe_4_3_weight);
-  assign \$46  = $signed(pe_4_3_a_right) * $signed(pe_4_4_weight);
-  assign \$47  = $signed(pe_4_4_a_right) * $signed(pe_4_5_weight);
-  assign \$48  = $signed(pe_4_5_a_right) * $signed(pe_4_6_weight);
-  assign \$49  = $signed(pe_4_6_a_right) * $signed(pe_4_7_weight);
-  assign \$50  = $signed(a_skew5_d5) * $signed(pe_5_0_weight);
-  assign \$51  = $signed(pe_5_0_a_right) * $signed(pe_5_1_weight);
-  assign \$52  = $signed(pe_5_1_a_right) * $signed(pe_5_2_weight);
-  assign \$53  = $signed(pe_5_2_a_right) * $signed(pe_5_3_weight);
-  assign \$54  = $signed(pe_5_3_a_right) * $signed(pe_5_4_weight);
-  assign \$55  = $signed(pe_5_4_a_right) * $signed(pe_5_5_weight);
-  assign \$56  = $signed(pe_5_5_a_right) * $signed(pe_5_6_weight);
-  assign \$57  = $signed(pe_5_6_a_right) * $signed(pe_5_7_weight);
-  assign \$58  = $signed(a_skew6_d6) * $signed(pe_6_0_weight);
-  assign \$59  = $signed(pe_6_0_a_right) * $signed(pe_6_1_weight);
-  assign \$60  = $signed(pe_6_1_a_right) * $signed(pe_6_2_weight);
-  assign \$61  = $signed(pe_6_2_a_right) * $signed(pe_6_3_weight);
-  assign \$62  = $signed(pe_6_3_a_right) * $signed(pe_6_4_weight);
-  assign \$63  = $signed(pe_6_4_a_right) * $signed(pe_6_5_weight);
-  assign \$64  = $signed(pe_6_5_a_right) * $signed(pe_6_6_weight);
-  assign \$65  = $signed(pe_6_6_a_right) * $signed(pe_6_7_weight);
-  assign \$66  = $signed(a_skew7_d7) * $signed(pe_7_0_weight);
-  assign \$67  = $signed(pe_7_0_a_right) * $signed(pe_7_1_weight);
-  assign \$68  = $signed(pe_7_1_a_right) * $signed(pe_7_2_weight);
-  assign \$69  = $signed(pe_7_2_a_right) * $signed(pe_7_3_weight);
-  assign \$70  = $signed(pe_7_3_a_right) * $signed(pe_7_4_weight);
-  assign \$71  = $signed(pe_7_4_a_right) * $signed(pe_7_5_weight);
-  assign \$72  = $signed(pe_7_5_a_right) * $signed(pe_7_6_weight);
-  assign \$73  = $signed(pe_7_6_a_right) * $signed(pe_7_7_weight);
-  assign w_en = acc_meta_d_d0[0] & acc_meta_d_d0[2];
-  assign \$74  = reserved + 2'h2;
-  assign \$75  = \$74  <= 5'h19;
-  assign \$76  = 1'h1 * reserve;
-  assign \$77  = reserved + \$76 ;
-  assign \$78  = \$77  - \release ;
-  assign \$79  = weights__valid & weights__ready;
-  assign \$80  = load_count == 3'h7;
-  assign \$81  = load_count + 1'h1;
-  assign \$82  = activations__valid & activations__ready;
-  assign \$83  = | cooldown;
-  assign \$84  = cooldown - 1'h1;
-  assign \$85  = weights__valid & weights__ready;
-  assign \$86  = ! load_count;
+  assign flip = \$9  & first_pending;
+  assign \$10  = activations__valid & activations__ready;
+  assign reserve = \$10  & activations__payload[66];
+  assign \$11  = activations__valid & activations__ready;
+  assign \$12  = $signed(a_skew0_d0) * $signed(pe_0_0_weight);
+  assign \$13  = $signed(pe_0_0_a_right) * $signed(pe_0_1_weight);
+  assign \$14  = $signed(pe_0_1_a_right) * $signed(pe_0_2_weight);
+  assign \$15  = $signed(pe_0_2_a_right) * $signed(pe_0_3_weight);
+  assign \$16  = $signed(pe_0_3_a_right) * $signed(pe_0_4_weight);
+  assign \$17  = $signed(pe_0_4_a_right) * $signed(pe_0_5_weight);
+  assign \$18  = $signed(pe_0_5_a_right) * $signed(pe_0_6_weight);
+  assign \$19  = $signed(pe_0_6_a_right) * $signed(pe_0_7_weight);
+  assign \$20  = $signed(a_skew1_d1) * $signed(pe_1_0_weight);
+  assign \$21  = $signed(pe_1_0_a_right) * $signed(pe_1_1_weight);
+  assign \$22  = $signed(pe_1_1_a_right) * $signed(pe_1_2_weight);
+  assign \$23  = $signed(pe_1_2_a_right) * $signed(pe_1_3_weight);
+  assign \$24  = $signed(pe_1_3_a_right) * $signed(pe_1_4_weight);
+  assign \$25  = $signed(pe_1_4_a_right) * $signed(pe_1_5_weight);
+  assign \$26  = $signed(pe_1_5_a_right) * $signed(pe_1_6_weight);
+  assign \$27  = $signed(pe_1_6_a_right) * $signed(pe_1_7_weight);
+  assign \$28  = $signed(a_skew2_d2) * $signed(pe_2_0_weight);
+  assign \$29  = $signed(pe_2_0_a_right) * $signed(pe_2_1_weight);
+  assign \$30  = $signed(pe_2_1_a_right) * $signed(pe_2_2_weight);
+  assign \$31  = $signed(pe_2_2_a_right) * $signed(pe_2_3_weight);
+  assign \$32  = $signed(pe_2_3_a_right) * $signed(pe_2_4_weight);
+  assign \$33  = $signed(pe_2_4_a_right) * $signed(pe_2_5_weight);
+  assign \$34  = $signed(pe_2_5_a_right) * $signed(pe_2_6_weight);
+  assign \$35  = $signed(pe_2_6_a_right) * $signed(pe_2_7_weight);
+  assign \$36  = $signed(a_skew3_d3) * $signed(pe_3_0_weight);
+  assign \$37  = $signed(pe_3_0_a_right) * $signed(pe_3_1_weight);
+  assign \$38  = $signed(pe_3_1_a_right) * $signed(pe_3_2_weight);
+  assign \$39  = $signed(pe_3_2_a_right) * $signed(pe_3_3_weight);
+  assign \$40  = $signed(pe_3_3_a_right) * $signed(pe_3_4_weight);
+  assign \$41  = $signed(pe_3_4_a_right) * $signed(pe_3_5_weight);
+  assign \$42  = $signed(pe_3_5_a_right) * $signed(pe_3_6_weight);
+  assign \$43  = $signed(pe_3_6_a_right) * $signed(pe_3_7_weight);
+  assign \$44  = $signed(a_skew4_d4) * $signed(pe_4_0_weight);
+  assign \$45  = $signed(pe_4_0_a_right) * $signed(pe_4_1_weight);
+  assign \$46  = $signed(pe_4_1_a_right) * $signed(pe_4_2_weight);
+  assign \$47  = $signed(pe_4_2_a_right) * $signed(pe_4_3_weight);
+  assign \$48  = $signed(pe_4_3_a_right) * $signed(pe_4_4_weight);
+  assign \$49  = $signed(pe_4_4_a_right) * $signed(pe_4_5_weight);
+  assign \$50  = $signed(pe_4_5_a_right) * $signed(pe_4_6_weight);
+  assign \$51  = $signed(pe_4_6_a_right) * $signed(pe_4_7_weight);
+  assign \$52  = $signed(a_skew5_d5) * $signed(pe_5_0_weight);
+  assign \$53  = $signed(pe_5_0_a_right) * $signed(pe_5_1_weight);
+  assign \$54  = $signed(pe_5_1_a_right) * $signed(pe_5_2_weight);
+  assign \$55  = $signed(pe_5_2_a_right) * $signed(pe_5_3_weight);
+  assign \$56  = $signed(pe_5_3_a_right) * $signed(pe_5_4_weight);
+  assign \$57  = $signed(pe_5_4_a_right) * $signed(pe_5_5_weight);
+  assign \$58  = $signed(pe_5_5_a_right) * $signed(pe_5_6_weight);
+  assign \$59  = $signed(pe_5_6_a_right) * $signed(pe_5_7_weight);
+  assign \$60  = $signed(a_skew6_d6) * $signed(pe_6_0_weight);
+  assign \$61  = $signed(pe_6_0_a_right) * $signed(pe_6_1_weight);
+  assign \$62  = $signed(pe_6_1_a_right) * $signed(pe_6_2_weight);
+  assign \$63  = $signed(pe_6_2_a_right) * $signed(pe_6_3_weight);
+  assign \$64  = $signed(pe_6_3_a_right) * $signed(pe_6_4_weight);
+  assign \$65  = $signed(pe_6_4_a_right) * $signed(pe_6_5_weight);
+  assign \$66  = $signed(pe_6_5_a_right) * $signed(pe_6_6_weight);
+  assign \$67  = $signed(pe_6_6_a_right) * $signed(pe_6_7_weight);
+  assign \$68  = $signed(a_skew7_d7) * $signed(pe_7_0_weight);
+  assign \$69  = $signed(pe_7_0_a_right) * $signed(pe_7_1_weight);
+  assign \$70  = $signed(pe_7_1_a_right) * $signed(pe_7_2_weight);
   \systolic_ws_8x8_a8s_w8s.result_fifo  result_fifo (
     .clk(clk),
-    .\port$1829$0 (write__data),
-    .\port$1831$3 (acc_meta_d_d0[3]),
+    .\port$1855$0 (write__data),
+    .\port$1857$3 (acc_meta_d_d0[3]),
     .r_data(results__payload),
     .r_en(results__ready),
     .r_rdy(results__valid),
@@ -3543,759 +3583,675 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$311  = \$75 ;
+    \$324  = \$77 ;
     if (rst) begin
-      \$311  = 1'h1;
+      \$324  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$312  = \$78 [4:0];
+    \$325  = \$80 [4:0];
     if (rst) begin
-      \$312  = 5'h00;
+      \$325  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$313  = load_count;
-    if (\$79 ) begin
+    \$326  = load_count;
+    if (\$81 ) begin
       (* full_case = 32'd1 *)
-      if (\$80 ) begin
-        \$313  = 3'h0;
+      if (\$82 ) begin
+        \$326  = 3'h0;
       end else begin
-        \$313  = \$81 [2:0];
+        \$326  = \$83 [2:0];
       end
     end
     if (rst) begin
-      \$313  = 3'h0;
+      \$326  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$314  = shadow_full;
-    if (\$79 ) begin
-      if (\$80 ) begin
-        \$314  = 1'h1;
+    \$327  = shadow_full;
+    if (\$81 ) begin
+      if (\$82 ) begin
+        \$327  = 1'h1;
       end
     end
     if (flip) begin
-      \$314  = 1'h0;
+      \$327  = 1'h0;
     end
     if (rst) begin
-      \$314  = 1'h0;
+      \$327  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$315  = first_pending;
-    if (\$82 ) begin
-      \$315  = activations__payload[64];
+    \$328  = first_pending;
+    if (\$84 ) begin
+      \$328  = activations__payload[64];
     end
     if (rst) begin
-      \$315  = 1'h1;
+      \$328  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$316  = cooldown;
+    \$329  = since_last_row;
+    (* full_case = 32'd1 *)
+    if (\$86 ) begin
+      \$329  = 3'h1;
+    end else begin
+      if (\$90 ) begin
+        \$329  = \$91 [2:0];
+      end
+    end
+    if (rst) begin
+      \$329  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$330  = rows_in_tile;
+    (* full_case = 32'd1 *)
+    if (\$86 ) begin
+      \$330  = 3'h0;
+    end else begin
+      if (\$94 ) begin
+        \$330  = \$95 [2:0];
+      end
+    end
+    if (rst) begin
+      \$330  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$331  = rows_in_last_tile;
+    if (\$86 ) begin
+      \$331  = \$89 [2:0];
+    end
+    if (rst) begin
+      \$331  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$332  = cooldown;
     if (flip) begin
-      \$316  = 4'h6;
-    end else if (\$83 ) begin
-      \$316  = \$84 [3:0];
+      \$332  = 4'h6;
+    end else if (\$96 ) begin
+      \$332  = \$97 [3:0];
     end
-    if (rst) begin
-      \$316  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$317  = meta_in;
-    if (rst) begin
-      \$317  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$318  = row_meta_d0;
-    if (rst) begin
-      \$318  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$319  = row_meta_d1;
-    if (rst) begin
-      \$319  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$320  = row_meta_d2;
-    if (rst) begin
-      \$320  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$321  = row_meta_d3;
-    if (rst) begin
-      \$321  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$322  = row_meta_d4;
-    if (rst) begin
-      \$322  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$323  = row_meta_d5;
-    if (rst) begin
-      \$323  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$324  = row_meta_d6;
-    if (rst) begin
-      \$324  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$325  = row_meta_d7;
-    if (rst) begin
-      \$325  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$326  = row_meta_d8;
-    if (rst) begin
-      \$326  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$327  = row_meta_d9;
-    if (rst) begin
-      \$327  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$328  = row_meta_d10;
-    if (rst) begin
-      \$328  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$329  = row_meta_d11;
-    if (rst) begin
-      \$329  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$330  = row_meta_d12;
-    if (rst) begin
-      \$330  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$331  = row_meta_d13;
-    if (rst) begin
-      \$331  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$332  = row_meta_d14;
     if (rst) begin
       \$332  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$333  = activations__payload[7:0];
+    \$333  = meta_in;
     if (rst) begin
-      \$333  = 8'h00;
+      \$333  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$334  = activations__payload[15:8];
+    \$334  = row_meta_d0;
     if (rst) begin
-      \$334  = 8'h00;
+      \$334  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$335  = a_skew1_d0;
+    \$335  = row_meta_d1;
     if (rst) begin
-      \$335  = 8'h00;
+      \$335  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$336  = activations__payload[23:16];
+    \$336  = row_meta_d2;
     if (rst) begin
-      \$336  = 8'h00;
+      \$336  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$337  = a_skew2_d0;
+    \$337  = row_meta_d3;
     if (rst) begin
-      \$337  = 8'h00;
+      \$337  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$338  = a_skew2_d1;
+    \$338  = row_meta_d4;
     if (rst) begin
-      \$338  = 8'h00;
+      \$338  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$339  = activations__payload[31:24];
+    \$339  = row_meta_d5;
     if (rst) begin
-      \$339  = 8'h00;
+      \$339  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$340  = a_skew3_d0;
+    \$340  = row_meta_d6;
     if (rst) begin
-      \$340  = 8'h00;
+      \$340  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$341  = a_skew3_d1;
+    \$341  = row_meta_d7;
     if (rst) begin
-      \$341  = 8'h00;
+      \$341  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$342  = a_skew3_d2;
+    \$342  = row_meta_d8;
     if (rst) begin
-      \$342  = 8'h00;
+      \$342  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$343  = activations__payload[39:32];
+    \$343  = row_meta_d9;
     if (rst) begin
-      \$343  = 8'h00;
+      \$343  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$344  = a_skew4_d0;
+    \$344  = row_meta_d10;
     if (rst) begin
-      \$344  = 8'h00;
+      \$344  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$345  = a_skew4_d1;
+    \$345  = row_meta_d11;
     if (rst) begin
-      \$345  = 8'h00;
+      \$345  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$346  = a_skew4_d2;
+    \$346  = row_meta_d12;
     if (rst) begin
-      \$346  = 8'h00;
+      \$346  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$347  = a_skew4_d3;
+    \$347  = row_meta_d13;
     if (rst) begin
-      \$347  = 8'h00;
+      \$347  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$348  = activations__payload[47:40];
+    \$348  = row_meta_d14;
     if (rst) begin
-      \$348  = 8'h00;
+      \$348  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$349  = a_skew5_d0;
+    \$349  = activations__payload[7:0];
     if (rst) begin
       \$349  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$350  = a_skew5_d1;
+    \$350  = activations__payload[15:8];
     if (rst) begin
       \$350  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$351  = a_skew5_d2;
+    \$351  = a_skew1_d0;
     if (rst) begin
       \$351  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$352  = a_skew5_d3;
+    \$352  = activations__payload[23:16];
     if (rst) begin
       \$352  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$353  = a_skew5_d4;
+    \$353  = a_skew2_d0;
     if (rst) begin
       \$353  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$354  = activations__payload[55:48];
+    \$354  = a_skew2_d1;
     if (rst) begin
       \$354  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$355  = a_skew6_d0;
+    \$355  = activations__payload[31:24];
     if (rst) begin
       \$355  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$356  = a_skew6_d1;
+    \$356  = a_skew3_d0;
     if (rst) begin
       \$356  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$357  = a_skew6_d2;
+    \$357  = a_skew3_d1;
     if (rst) begin
       \$357  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$358  = a_skew6_d3;
+    \$358  = a_skew3_d2;
     if (rst) begin
       \$358  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$359  = a_skew6_d4;
+    \$359  = activations__payload[39:32];
     if (rst) begin
       \$359  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$360  = a_skew6_d5;
+    \$360  = a_skew4_d0;
     if (rst) begin
       \$360  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$361  = activations__payload[63:56];
+    \$361  = a_skew4_d1;
     if (rst) begin
       \$361  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$362  = a_skew7_d0;
+    \$362  = a_skew4_d2;
     if (rst) begin
       \$362  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$363  = a_skew7_d1;
+    \$363  = a_skew4_d3;
     if (rst) begin
       \$363  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$364  = a_skew7_d2;
+    \$364  = activations__payload[47:40];
     if (rst) begin
       \$364  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$365  = a_skew7_d3;
+    \$365  = a_skew5_d0;
     if (rst) begin
       \$365  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$366  = a_skew7_d4;
+    \$366  = a_skew5_d1;
     if (rst) begin
       \$366  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$367  = a_skew7_d5;
+    \$367  = a_skew5_d2;
     if (rst) begin
       \$367  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$368  = a_skew7_d6;
+    \$368  = a_skew5_d3;
     if (rst) begin
       \$368  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$369  = flip;
+    \$369  = a_skew5_d4;
     if (rst) begin
-      \$369  = 1'h0;
+      \$369  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$370  = flip;
+    \$370  = activations__payload[55:48];
     if (rst) begin
-      \$370  = 1'h0;
+      \$370  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$371  = flip_skew2_d0;
+    \$371  = a_skew6_d0;
     if (rst) begin
-      \$371  = 1'h0;
+      \$371  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$372  = flip;
+    \$372  = a_skew6_d1;
     if (rst) begin
-      \$372  = 1'h0;
+      \$372  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$373  = flip_skew3_d0;
+    \$373  = a_skew6_d2;
     if (rst) begin
-      \$373  = 1'h0;
+      \$373  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$374  = flip_skew3_d1;
+    \$374  = a_skew6_d3;
     if (rst) begin
-      \$374  = 1'h0;
+      \$374  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$375  = flip;
+    \$375  = a_skew6_d4;
     if (rst) begin
-      \$375  = 1'h0;
+      \$375  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$376  = flip_skew4_d0;
+    \$376  = a_skew6_d5;
     if (rst) begin
-      \$376  = 1'h0;
+      \$376  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$377  = flip_skew4_d1;
+    \$377  = activations__payload[63:56];
     if (rst) begin
-      \$377  = 1'h0;
+      \$377  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$378  = flip_skew4_d2;
+    \$378  = a_skew7_d0;
     if (rst) begin
-      \$378  = 1'h0;
+      \$378  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$379  = flip;
+    \$379  = a_skew7_d1;
     if (rst) begin
-      \$379  = 1'h0;
+      \$379  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$380  = flip_skew5_d0;
+    \$380  = a_skew7_d2;
     if (rst) begin
-      \$380  = 1'h0;
+      \$380  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$381  = flip_skew5_d1;
+    \$381  = a_skew7_d3;
     if (rst) begin
-      \$381  = 1'h0;
+      \$381  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$382  = flip_skew5_d2;
+    \$382  = a_skew7_d4;
     if (rst) begin
-      \$382  = 1'h0;
+      \$382  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$383  = flip_skew5_d3;
+    \$383  = a_skew7_d5;
     if (rst) begin
-      \$383  = 1'h0;
+      \$383  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$384  = flip;
+    \$384  = a_skew7_d6;
     if (rst) begin
-      \$384  = 1'h0;
+      \$384  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$385  = flip_skew6_d0;
+    \$385  = flip;
     if (rst) begin
       \$385  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$386  = flip_skew6_d1;
+    \$386  = flip;
     if (rst) begin
       \$386  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$387  = flip_skew6_d2;
+    \$387  = flip_skew2_d0;
     if (rst) begin
       \$387  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$388  = flip_skew6_d3;
+    \$388  = flip;
     if (rst) begin
       \$388  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$389  = flip_skew6_d4;
+    \$389  = flip_skew3_d0;
     if (rst) begin
       \$389  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$390  = flip;
+    \$390  = flip_skew3_d1;
     if (rst) begin
       \$390  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$391  = flip_skew7_d0;
+    \$391  = flip;
     if (rst) begin
       \$391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$392  = flip_skew7_d1;
+    \$392  = flip_skew4_d0;
     if (rst) begin
       \$392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$393  = flip_skew7_d2;
+    \$393  = flip_skew4_d1;
     if (rst) begin
       \$393  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$394  = flip_skew7_d3;
+    \$394  = flip_skew4_d2;
     if (rst) begin
       \$394  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$395  = flip_skew7_d4;
+    \$395  = flip;
     if (rst) begin
       \$395  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$396  = flip_skew7_d5;
+    \$396  = flip_skew5_d0;
     if (rst) begin
       \$396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$397  = pe_0_0_shadow;
-    if (\$87 ) begin
-      \$397  = weights__payload[7:0];
-    end
+    \$397  = flip_skew5_d1;
     if (rst) begin
-      \$397  = 8'h00;
+      \$397  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$398  = pe_0_0_weight;
-    if (flip) begin
-      \$398  = pe_0_0_shadow;
-    end
+    \$398  = flip_skew5_d2;
     if (rst) begin
-      \$398  = 8'h00;
+      \$398  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$399  = \$88 [27:0];
+    \$399  = flip_skew5_d3;
     if (rst) begin
-      \$399  = 28'h0000000;
+      \$399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$400  = weights__payload[7:0];
+    \$400  = flip;
     if (rst) begin
-      \$400  = 8'h00;
+      \$400  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$401  = load_count;
+    \$401  = flip_skew6_d0;
     if (rst) begin
-      \$401  = 3'h0;
+      \$401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$402  = \$89 ;
+    \$402  = flip_skew6_d1;
     if (rst) begin
       \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$403  = a_skew0_d0;
+    \$403  = flip_skew6_d2;
     if (rst) begin
-      \$403  = 8'h00;
+      \$403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$404  = flip;
+    \$404  = flip_skew6_d3;
     if (rst) begin
       \$404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$405  = pe_0_1_shadow;
-    if (\$92 ) begin
-      \$405  = weights__payload[15:8];
-    end
+    \$405  = flip_skew6_d4;
     if (rst) begin
-      \$405  = 8'h00;
+      \$405  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$406  = pe_0_1_weight;
-    if (pe_0_0_flip_right) begin
-      \$406  = pe_0_1_shadow;
-    end
+    \$406  = flip;
     if (rst) begin
-      \$406  = 8'h00;
+      \$406  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$407  = \$93 [27:0];
+    \$407  = flip_skew7_d0;
     if (rst) begin
-      \$407  = 28'h0000000;
+      \$407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$408  = weights__payload[15:8];
+    \$408  = flip_skew7_d1;
     if (rst) begin
-      \$408  = 8'h00;
+      \$408  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$409  = load_count;
+    \$409  = flip_skew7_d2;
     if (rst) begin
-      \$409  = 3'h0;
+      \$409  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$410  = \$94 ;
+    \$410  = flip_skew7_d3;
     if (rst) begin
       \$410  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$411  = pe_0_0_a_right;
+    \$411  = flip_skew7_d4;
     if (rst) begin
-      \$411  = 8'h00;
+      \$411  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$412  = pe_0_0_flip_right;
+    \$412  = flip_skew7_d5;
     if (rst) begin
       \$412  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$413  = pe_0_2_shadow;
-    if (\$97 ) begin
-      \$413  = weights__payload[23:16];
+    \$413  = pe_0_0_shadow;
+    if (\$100 ) begin
+      \$413  = weights__payload[7:0];
     end
     if (rst) begin
       \$413  = 8'h00;
@@ -4303,9 +4259,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$414  = pe_0_2_weight;
-    if (pe_0_1_flip_right) begin
-      \$414  = pe_0_2_shadow;
+    \$414  = pe_0_0_weight;
+    if (flip) begin
+      \$414  = pe_0_0_shadow;
     end
     if (rst) begin
       \$414  = 8'h00;
@@ -4313,14 +4269,14 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$415  = \$98 [27:0];
+    \$415  = \$101 [27:0];
     if (rst) begin
       \$415  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$416  = weights__payload[23:16];
+    \$416  = weights__payload[7:0];
     if (rst) begin
       \$416  = 8'h00;
     end
@@ -4334,30 +4290,30 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$418  = \$99 ;
+    \$418  = \$102 ;
     if (rst) begin
       \$418  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$419  = pe_0_1_a_right;
+    \$419  = a_skew0_d0;
     if (rst) begin
       \$419  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$420  = pe_0_1_flip_right;
+    \$420  = flip;
     if (rst) begin
       \$420  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$421  = pe_0_3_shadow;
-    if (\$102 ) begin
-      \$421  = weights__payload[31:24];
+    \$421  = pe_0_1_shadow;
+    if (\$105 ) begin
+      \$421  = weights__payload[15:8];
     end
     if (rst) begin
       \$421  = 8'h00;
@@ -4365,9 +4321,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$422  = pe_0_3_weight;
-    if (pe_0_2_flip_right) begin
-      \$422  = pe_0_3_shadow;
+    \$422  = pe_0_1_weight;
+    if (pe_0_0_flip_right) begin
+      \$422  = pe_0_1_shadow;
     end
     if (rst) begin
       \$422  = 8'h00;
@@ -4375,14 +4331,14 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$423  = \$103 [27:0];
+    \$423  = \$106 [27:0];
     if (rst) begin
       \$423  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$424  = weights__payload[31:24];
+    \$424  = weights__payload[15:8];
     if (rst) begin
       \$424  = 8'h00;
     end
@@ -4396,30 +4352,30 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$426  = \$104 ;
+    \$426  = \$107 ;
     if (rst) begin
       \$426  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$427  = pe_0_2_a_right;
+    \$427  = pe_0_0_a_right;
     if (rst) begin
       \$427  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$428  = pe_0_2_flip_right;
+    \$428  = pe_0_0_flip_right;
     if (rst) begin
       \$428  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$429  = pe_0_4_shadow;
-    if (\$107 ) begin
-      \$429  = weights__payload[39:32];
+    \$429  = pe_0_2_shadow;
+    if (\$110 ) begin
+      \$429  = weights__payload[23:16];
     end
     if (rst) begin
       \$429  = 8'h00;
@@ -4427,9 +4383,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$430  = pe_0_4_weight;
-    if (pe_0_3_flip_right) begin
-      \$430  = pe_0_4_shadow;
+    \$430  = pe_0_2_weight;
+    if (pe_0_1_flip_right) begin
+      \$430  = pe_0_2_shadow;
     end
     if (rst) begin
       \$430  = 8'h00;
@@ -4437,14 +4393,14 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$431  = \$108 [27:0];
+    \$431  = \$111 [27:0];
     if (rst) begin
       \$431  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$432  = weights__payload[39:32];
+    \$432  = weights__payload[23:16];
     if (rst) begin
       \$432  = 8'h00;
     end
@@ -4458,30 +4414,30 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$434  = \$109 ;
+    \$434  = \$112 ;
     if (rst) begin
       \$434  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$435  = pe_0_3_a_right;
+    \$435  = pe_0_1_a_right;
     if (rst) begin
       \$435  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$436  = pe_0_3_flip_right;
+    \$436  = pe_0_1_flip_right;
     if (rst) begin
       \$436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$437  = pe_0_5_shadow;
-    if (\$112 ) begin
-      \$437  = weights__payload[47:40];
+    \$437  = pe_0_3_shadow;
+    if (\$115 ) begin
+      \$437  = weights__payload[31:24];
     end
     if (rst) begin
       \$437  = 8'h00;
@@ -4489,9 +4445,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$438  = pe_0_5_weight;
-    if (pe_0_4_flip_right) begin
-      \$438  = pe_0_5_shadow;
+    \$438  = pe_0_3_weight;
+    if (pe_0_2_flip_right) begin
+      \$438  = pe_0_3_shadow;
     end
     if (rst) begin
       \$438  = 8'h00;
@@ -4499,14 +4455,14 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$439  = \$113 [27:0];
+    \$439  = \$116 [27:0];
     if (rst) begin
       \$439  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$440  = weights__payload[47:40];
+    \$440  = weights__payload[31:24];
     if (rst) begin
       \$440  = 8'h00;
     end
@@ -4520,30 +4476,30 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$442  = \$114 ;
+    \$442  = \$117 ;
     if (rst) begin
       \$442  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$443  = pe_0_4_a_right;
+    \$443  = pe_0_2_a_right;
     if (rst) begin
       \$443  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$444  = pe_0_4_flip_right;
+    \$444  = pe_0_2_flip_right;
     if (rst) begin
       \$444  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$445  = pe_0_6_shadow;
-    if (\$117 ) begin
-      \$445  = weights__payload[55:48];
+    \$445  = pe_0_4_shadow;
+    if (\$120 ) begin
+      \$445  = weights__payload[39:32];
     end
     if (rst) begin
       \$445  = 8'h00;
@@ -4551,9 +4507,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$446  = pe_0_6_weight;
-    if (pe_0_5_flip_right) begin
-      \$446  = pe_0_6_shadow;
+    \$446  = pe_0_4_weight;
+    if (pe_0_3_flip_right) begin
+      \$446  = pe_0_4_shadow;
     end
     if (rst) begin
       \$446  = 8'h00;
@@ -4561,14 +4517,14 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$447  = \$118 [27:0];
+    \$447  = \$121 [27:0];
     if (rst) begin
       \$447  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$448  = weights__payload[55:48];
+    \$448  = weights__payload[39:32];
     if (rst) begin
       \$448  = 8'h00;
     end
@@ -4582,30 +4538,30 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$450  = \$119 ;
+    \$450  = \$122 ;
     if (rst) begin
       \$450  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$451  = pe_0_5_a_right;
+    \$451  = pe_0_3_a_right;
     if (rst) begin
       \$451  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$452  = pe_0_5_flip_right;
+    \$452  = pe_0_3_flip_right;
     if (rst) begin
       \$452  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$453  = pe_0_7_shadow;
-    if (\$122 ) begin
-      \$453  = weights__payload[63:56];
+    \$453  = pe_0_5_shadow;
+    if (\$125 ) begin
+      \$453  = weights__payload[47:40];
     end
     if (rst) begin
       \$453  = 8'h00;
@@ -4613,9 +4569,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$454  = pe_0_7_weight;
-    if (pe_0_6_flip_right) begin
-      \$454  = pe_0_7_shadow;
+    \$454  = pe_0_5_weight;
+    if (pe_0_4_flip_right) begin
+      \$454  = pe_0_5_shadow;
     end
     if (rst) begin
       \$454  = 8'h00;
@@ -4623,14 +4579,14 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$455  = \$123 [27:0];
+    \$455  = \$126 [27:0];
     if (rst) begin
       \$455  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$456  = weights__payload[63:56];
+    \$456  = weights__payload[47:40];
     if (rst) begin
       \$456  = 8'h00;
     end
@@ -4644,140 +4600,140 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$458  = \$124 ;
+    \$458  = \$127 ;
     if (rst) begin
       \$458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$459  = pe_1_0_shadow;
-    if (\$126 ) begin
-      \$459  = pe_0_0_w_down;
-    end
+    \$459  = pe_0_4_a_right;
     if (rst) begin
       \$459  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$460  = pe_1_0_weight;
-    if (flip_skew1_d0) begin
-      \$460  = pe_1_0_shadow;
-    end
+    \$460  = pe_0_4_flip_right;
     if (rst) begin
-      \$460  = 8'h00;
+      \$460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$461  = \$127 [27:0];
+    \$461  = pe_0_6_shadow;
+    if (\$130 ) begin
+      \$461  = weights__payload[55:48];
+    end
     if (rst) begin
-      \$461  = 28'h0000000;
+      \$461  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$462  = pe_0_0_w_down;
+    \$462  = pe_0_6_weight;
+    if (pe_0_5_flip_right) begin
+      \$462  = pe_0_6_shadow;
+    end
     if (rst) begin
       \$462  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$463  = pe_0_0_tag_down;
+    \$463  = \$131 [27:0];
     if (rst) begin
-      \$463  = 3'h0;
+      \$463  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$464  = pe_0_0_tv_down;
+    \$464  = weights__payload[55:48];
     if (rst) begin
-      \$464  = 1'h0;
+      \$464  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$465  = a_skew1_d1;
+    \$465  = load_count;
     if (rst) begin
-      \$465  = 8'h00;
+      \$465  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$466  = flip_skew1_d0;
+    \$466  = \$132 ;
     if (rst) begin
       \$466  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$467  = pe_1_1_shadow;
-    if (\$129 ) begin
-      \$467  = pe_0_1_w_down;
-    end
+    \$467  = pe_0_5_a_right;
     if (rst) begin
       \$467  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$468  = pe_1_1_weight;
-    if (pe_1_0_flip_right) begin
-      \$468  = pe_1_1_shadow;
-    end
+    \$468  = pe_0_5_flip_right;
     if (rst) begin
-      \$468  = 8'h00;
+      \$468  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$469  = \$130 [27:0];
+    \$469  = pe_0_7_shadow;
+    if (\$135 ) begin
+      \$469  = weights__payload[63:56];
+    end
     if (rst) begin
-      \$469  = 28'h0000000;
+      \$469  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$470  = pe_0_1_w_down;
+    \$470  = pe_0_7_weight;
+    if (pe_0_6_flip_right) begin
+      \$470  = pe_0_7_shadow;
+    end
     if (rst) begin
       \$470  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$471  = pe_0_1_tag_down;
+    \$471  = \$136 [27:0];
     if (rst) begin
-      \$471  = 3'h0;
+      \$471  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$472  = pe_0_1_tv_down;
+    \$472  = weights__payload[63:56];
     if (rst) begin
-      \$472  = 1'h0;
+      \$472  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$473  = pe_1_0_a_right;
+    \$473  = load_count;
     if (rst) begin
-      \$473  = 8'h00;
+      \$473  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$474  = pe_1_0_flip_right;
+    \$474  = \$137 ;
     if (rst) begin
       \$474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$475  = pe_1_2_shadow;
-    if (\$132 ) begin
-      \$475  = pe_0_2_w_down;
+    \$475  = pe_1_0_shadow;
+    if (\$139 ) begin
+      \$475  = pe_0_0_w_down;
     end
     if (rst) begin
       \$475  = 8'h00;
@@ -4785,9 +4741,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$476  = pe_1_2_weight;
-    if (pe_1_1_flip_right) begin
-      \$476  = pe_1_2_shadow;
+    \$476  = pe_1_0_weight;
+    if (flip_skew1_d0) begin
+      \$476  = pe_1_0_shadow;
     end
     if (rst) begin
       \$476  = 8'h00;
@@ -4795,51 +4751,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$477  = \$133 [27:0];
+    \$477  = \$140 [27:0];
     if (rst) begin
       \$477  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$478  = pe_0_2_w_down;
+    \$478  = pe_0_0_w_down;
     if (rst) begin
       \$478  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$479  = pe_0_2_tag_down;
+    \$479  = pe_0_0_tag_down;
     if (rst) begin
       \$479  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$480  = pe_0_2_tv_down;
+    \$480  = pe_0_0_tv_down;
     if (rst) begin
       \$480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$481  = pe_1_1_a_right;
+    \$481  = a_skew1_d1;
     if (rst) begin
       \$481  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$482  = pe_1_1_flip_right;
+    \$482  = flip_skew1_d0;
     if (rst) begin
       \$482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$483  = pe_1_3_shadow;
-    if (\$135 ) begin
-      \$483  = pe_0_3_w_down;
+    \$483  = pe_1_1_shadow;
+    if (\$142 ) begin
+      \$483  = pe_0_1_w_down;
     end
     if (rst) begin
       \$483  = 8'h00;
@@ -4847,9 +4803,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$484  = pe_1_3_weight;
-    if (pe_1_2_flip_right) begin
-      \$484  = pe_1_3_shadow;
+    \$484  = pe_1_1_weight;
+    if (pe_1_0_flip_right) begin
+      \$484  = pe_1_1_shadow;
     end
     if (rst) begin
       \$484  = 8'h00;
@@ -4857,51 +4813,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$485  = \$136 [27:0];
+    \$485  = \$143 [27:0];
     if (rst) begin
       \$485  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$486  = pe_0_3_w_down;
+    \$486  = pe_0_1_w_down;
     if (rst) begin
       \$486  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$487  = pe_0_3_tag_down;
+    \$487  = pe_0_1_tag_down;
     if (rst) begin
       \$487  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$488  = pe_0_3_tv_down;
+    \$488  = pe_0_1_tv_down;
     if (rst) begin
       \$488  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$489  = pe_1_2_a_right;
+    \$489  = pe_1_0_a_right;
     if (rst) begin
       \$489  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$490  = pe_1_2_flip_right;
+    \$490  = pe_1_0_flip_right;
     if (rst) begin
       \$490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$491  = pe_1_4_shadow;
-    if (\$138 ) begin
-      \$491  = pe_0_4_w_down;
+    \$491  = pe_1_2_shadow;
+    if (\$145 ) begin
+      \$491  = pe_0_2_w_down;
     end
     if (rst) begin
       \$491  = 8'h00;
@@ -4909,9 +4865,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$492  = pe_1_4_weight;
-    if (pe_1_3_flip_right) begin
-      \$492  = pe_1_4_shadow;
+    \$492  = pe_1_2_weight;
+    if (pe_1_1_flip_right) begin
+      \$492  = pe_1_2_shadow;
     end
     if (rst) begin
       \$492  = 8'h00;
@@ -4919,51 +4875,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$493  = \$139 [27:0];
+    \$493  = \$146 [27:0];
     if (rst) begin
       \$493  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$494  = pe_0_4_w_down;
+    \$494  = pe_0_2_w_down;
     if (rst) begin
       \$494  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$495  = pe_0_4_tag_down;
+    \$495  = pe_0_2_tag_down;
     if (rst) begin
       \$495  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$496  = pe_0_4_tv_down;
+    \$496  = pe_0_2_tv_down;
     if (rst) begin
       \$496  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = pe_1_3_a_right;
+    \$497  = pe_1_1_a_right;
     if (rst) begin
       \$497  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = pe_1_3_flip_right;
+    \$498  = pe_1_1_flip_right;
     if (rst) begin
       \$498  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = pe_1_5_shadow;
-    if (\$141 ) begin
-      \$499  = pe_0_5_w_down;
+    \$499  = pe_1_3_shadow;
+    if (\$148 ) begin
+      \$499  = pe_0_3_w_down;
     end
     if (rst) begin
       \$499  = 8'h00;
@@ -4971,9 +4927,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$500  = pe_1_5_weight;
-    if (pe_1_4_flip_right) begin
-      \$500  = pe_1_5_shadow;
+    \$500  = pe_1_3_weight;
+    if (pe_1_2_flip_right) begin
+      \$500  = pe_1_3_shadow;
     end
     if (rst) begin
       \$500  = 8'h00;
@@ -4981,51 +4937,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = \$142 [27:0];
+    \$501  = \$149 [27:0];
     if (rst) begin
       \$501  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$502  = pe_0_5_w_down;
+    \$502  = pe_0_3_w_down;
     if (rst) begin
       \$502  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$503  = pe_0_5_tag_down;
+    \$503  = pe_0_3_tag_down;
     if (rst) begin
       \$503  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = pe_0_5_tv_down;
+    \$504  = pe_0_3_tv_down;
     if (rst) begin
       \$504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$505  = pe_1_4_a_right;
+    \$505  = pe_1_2_a_right;
     if (rst) begin
       \$505  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = pe_1_4_flip_right;
+    \$506  = pe_1_2_flip_right;
     if (rst) begin
       \$506  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = pe_1_6_shadow;
-    if (\$144 ) begin
-      \$507  = pe_0_6_w_down;
+    \$507  = pe_1_4_shadow;
+    if (\$151 ) begin
+      \$507  = pe_0_4_w_down;
     end
     if (rst) begin
       \$507  = 8'h00;
@@ -5033,9 +4989,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = pe_1_6_weight;
-    if (pe_1_5_flip_right) begin
-      \$508  = pe_1_6_shadow;
+    \$508  = pe_1_4_weight;
+    if (pe_1_3_flip_right) begin
+      \$508  = pe_1_4_shadow;
     end
     if (rst) begin
       \$508  = 8'h00;
@@ -5043,51 +4999,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = \$145 [27:0];
+    \$509  = \$152 [27:0];
     if (rst) begin
       \$509  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = pe_0_6_w_down;
+    \$510  = pe_0_4_w_down;
     if (rst) begin
       \$510  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = pe_0_6_tag_down;
+    \$511  = pe_0_4_tag_down;
     if (rst) begin
       \$511  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$512  = pe_0_6_tv_down;
+    \$512  = pe_0_4_tv_down;
     if (rst) begin
       \$512  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$513  = pe_1_5_a_right;
+    \$513  = pe_1_3_a_right;
     if (rst) begin
       \$513  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$514  = pe_1_5_flip_right;
+    \$514  = pe_1_3_flip_right;
     if (rst) begin
       \$514  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$515  = pe_1_7_shadow;
-    if (\$147 ) begin
-      \$515  = pe_0_7_w_down;
+    \$515  = pe_1_5_shadow;
+    if (\$154 ) begin
+      \$515  = pe_0_5_w_down;
     end
     if (rst) begin
       \$515  = 8'h00;
@@ -5095,9 +5051,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$516  = pe_1_7_weight;
-    if (pe_1_6_flip_right) begin
-      \$516  = pe_1_7_shadow;
+    \$516  = pe_1_5_weight;
+    if (pe_1_4_flip_right) begin
+      \$516  = pe_1_5_shadow;
     end
     if (rst) begin
       \$516  = 8'h00;
@@ -5105,161 +5061,161 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$517  = \$148 [27:0];
+    \$517  = \$155 [27:0];
     if (rst) begin
       \$517  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$518  = pe_0_7_w_down;
+    \$518  = pe_0_5_w_down;
     if (rst) begin
       \$518  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$519  = pe_0_7_tag_down;
+    \$519  = pe_0_5_tag_down;
     if (rst) begin
       \$519  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$520  = pe_0_7_tv_down;
+    \$520  = pe_0_5_tv_down;
     if (rst) begin
       \$520  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$521  = pe_2_0_shadow;
-    if (\$150 ) begin
-      \$521  = pe_1_0_w_down;
-    end
+    \$521  = pe_1_4_a_right;
     if (rst) begin
       \$521  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$522  = pe_2_0_weight;
-    if (flip_skew2_d1) begin
-      \$522  = pe_2_0_shadow;
-    end
+    \$522  = pe_1_4_flip_right;
     if (rst) begin
-      \$522  = 8'h00;
+      \$522  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$523  = \$151 [27:0];
+    \$523  = pe_1_6_shadow;
+    if (\$157 ) begin
+      \$523  = pe_0_6_w_down;
+    end
     if (rst) begin
-      \$523  = 28'h0000000;
+      \$523  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$524  = pe_1_0_w_down;
+    \$524  = pe_1_6_weight;
+    if (pe_1_5_flip_right) begin
+      \$524  = pe_1_6_shadow;
+    end
     if (rst) begin
       \$524  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$525  = pe_1_0_tag_down;
+    \$525  = \$158 [27:0];
     if (rst) begin
-      \$525  = 3'h0;
+      \$525  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$526  = pe_1_0_tv_down;
+    \$526  = pe_0_6_w_down;
     if (rst) begin
-      \$526  = 1'h0;
+      \$526  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$527  = a_skew2_d2;
+    \$527  = pe_0_6_tag_down;
     if (rst) begin
-      \$527  = 8'h00;
+      \$527  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$528  = flip_skew2_d1;
+    \$528  = pe_0_6_tv_down;
     if (rst) begin
       \$528  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$529  = pe_2_1_shadow;
-    if (\$153 ) begin
-      \$529  = pe_1_1_w_down;
-    end
+    \$529  = pe_1_5_a_right;
     if (rst) begin
       \$529  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$530  = pe_2_1_weight;
-    if (pe_2_0_flip_right) begin
-      \$530  = pe_2_1_shadow;
-    end
+    \$530  = pe_1_5_flip_right;
     if (rst) begin
-      \$530  = 8'h00;
+      \$530  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$531  = \$154 [27:0];
+    \$531  = pe_1_7_shadow;
+    if (\$160 ) begin
+      \$531  = pe_0_7_w_down;
+    end
     if (rst) begin
-      \$531  = 28'h0000000;
+      \$531  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$532  = pe_1_1_w_down;
+    \$532  = pe_1_7_weight;
+    if (pe_1_6_flip_right) begin
+      \$532  = pe_1_7_shadow;
+    end
     if (rst) begin
       \$532  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$533  = pe_1_1_tag_down;
+    \$533  = \$161 [27:0];
     if (rst) begin
-      \$533  = 3'h0;
+      \$533  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$534  = pe_1_1_tv_down;
+    \$534  = pe_0_7_w_down;
     if (rst) begin
-      \$534  = 1'h0;
+      \$534  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$535  = pe_2_0_a_right;
+    \$535  = pe_0_7_tag_down;
     if (rst) begin
-      \$535  = 8'h00;
+      \$535  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$536  = pe_2_0_flip_right;
+    \$536  = pe_0_7_tv_down;
     if (rst) begin
       \$536  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$537  = pe_2_2_shadow;
-    if (\$156 ) begin
-      \$537  = pe_1_2_w_down;
+    \$537  = pe_2_0_shadow;
+    if (\$163 ) begin
+      \$537  = pe_1_0_w_down;
     end
     if (rst) begin
       \$537  = 8'h00;
@@ -5267,9 +5223,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$538  = pe_2_2_weight;
-    if (pe_2_1_flip_right) begin
-      \$538  = pe_2_2_shadow;
+    \$538  = pe_2_0_weight;
+    if (flip_skew2_d1) begin
+      \$538  = pe_2_0_shadow;
     end
     if (rst) begin
       \$538  = 8'h00;
@@ -5277,51 +5233,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$539  = \$157 [27:0];
+    \$539  = \$164 [27:0];
     if (rst) begin
       \$539  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$540  = pe_1_2_w_down;
+    \$540  = pe_1_0_w_down;
     if (rst) begin
       \$540  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$541  = pe_1_2_tag_down;
+    \$541  = pe_1_0_tag_down;
     if (rst) begin
       \$541  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$542  = pe_1_2_tv_down;
+    \$542  = pe_1_0_tv_down;
     if (rst) begin
       \$542  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$543  = pe_2_1_a_right;
+    \$543  = a_skew2_d2;
     if (rst) begin
       \$543  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$544  = pe_2_1_flip_right;
+    \$544  = flip_skew2_d1;
     if (rst) begin
       \$544  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$545  = pe_2_3_shadow;
-    if (\$159 ) begin
-      \$545  = pe_1_3_w_down;
+    \$545  = pe_2_1_shadow;
+    if (\$166 ) begin
+      \$545  = pe_1_1_w_down;
     end
     if (rst) begin
       \$545  = 8'h00;
@@ -5329,9 +5285,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$546  = pe_2_3_weight;
-    if (pe_2_2_flip_right) begin
-      \$546  = pe_2_3_shadow;
+    \$546  = pe_2_1_weight;
+    if (pe_2_0_flip_right) begin
+      \$546  = pe_2_1_shadow;
     end
     if (rst) begin
       \$546  = 8'h00;
@@ -5339,51 +5295,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$547  = \$160 [27:0];
+    \$547  = \$167 [27:0];
     if (rst) begin
       \$547  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$548  = pe_1_3_w_down;
+    \$548  = pe_1_1_w_down;
     if (rst) begin
       \$548  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$549  = pe_1_3_tag_down;
+    \$549  = pe_1_1_tag_down;
     if (rst) begin
       \$549  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$550  = pe_1_3_tv_down;
+    \$550  = pe_1_1_tv_down;
     if (rst) begin
       \$550  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$551  = pe_2_2_a_right;
+    \$551  = pe_2_0_a_right;
     if (rst) begin
       \$551  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$552  = pe_2_2_flip_right;
+    \$552  = pe_2_0_flip_right;
     if (rst) begin
       \$552  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$553  = pe_2_4_shadow;
-    if (\$162 ) begin
-      \$553  = pe_1_4_w_down;
+    \$553  = pe_2_2_shadow;
+    if (\$169 ) begin
+      \$553  = pe_1_2_w_down;
     end
     if (rst) begin
       \$553  = 8'h00;
@@ -5391,9 +5347,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$554  = pe_2_4_weight;
-    if (pe_2_3_flip_right) begin
-      \$554  = pe_2_4_shadow;
+    \$554  = pe_2_2_weight;
+    if (pe_2_1_flip_right) begin
+      \$554  = pe_2_2_shadow;
     end
     if (rst) begin
       \$554  = 8'h00;
@@ -5401,51 +5357,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$555  = \$163 [27:0];
+    \$555  = \$170 [27:0];
     if (rst) begin
       \$555  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$556  = pe_1_4_w_down;
+    \$556  = pe_1_2_w_down;
     if (rst) begin
       \$556  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$557  = pe_1_4_tag_down;
+    \$557  = pe_1_2_tag_down;
     if (rst) begin
       \$557  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$558  = pe_1_4_tv_down;
+    \$558  = pe_1_2_tv_down;
     if (rst) begin
       \$558  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$559  = pe_2_3_a_right;
+    \$559  = pe_2_1_a_right;
     if (rst) begin
       \$559  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$560  = pe_2_3_flip_right;
+    \$560  = pe_2_1_flip_right;
     if (rst) begin
       \$560  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$561  = pe_2_5_shadow;
-    if (\$165 ) begin
-      \$561  = pe_1_5_w_down;
+    \$561  = pe_2_3_shadow;
+    if (\$172 ) begin
+      \$561  = pe_1_3_w_down;
     end
     if (rst) begin
       \$561  = 8'h00;
@@ -5453,9 +5409,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$562  = pe_2_5_weight;
-    if (pe_2_4_flip_right) begin
-      \$562  = pe_2_5_shadow;
+    \$562  = pe_2_3_weight;
+    if (pe_2_2_flip_right) begin
+      \$562  = pe_2_3_shadow;
     end
     if (rst) begin
       \$562  = 8'h00;
@@ -5463,51 +5419,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$563  = \$166 [27:0];
+    \$563  = \$173 [27:0];
     if (rst) begin
       \$563  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$564  = pe_1_5_w_down;
+    \$564  = pe_1_3_w_down;
     if (rst) begin
       \$564  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$565  = pe_1_5_tag_down;
+    \$565  = pe_1_3_tag_down;
     if (rst) begin
       \$565  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$566  = pe_1_5_tv_down;
+    \$566  = pe_1_3_tv_down;
     if (rst) begin
       \$566  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$567  = pe_2_4_a_right;
+    \$567  = pe_2_2_a_right;
     if (rst) begin
       \$567  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$568  = pe_2_4_flip_right;
+    \$568  = pe_2_2_flip_right;
     if (rst) begin
       \$568  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$569  = pe_2_6_shadow;
-    if (\$168 ) begin
-      \$569  = pe_1_6_w_down;
+    \$569  = pe_2_4_shadow;
+    if (\$175 ) begin
+      \$569  = pe_1_4_w_down;
     end
     if (rst) begin
       \$569  = 8'h00;
@@ -5515,9 +5471,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$570  = pe_2_6_weight;
-    if (pe_2_5_flip_right) begin
-      \$570  = pe_2_6_shadow;
+    \$570  = pe_2_4_weight;
+    if (pe_2_3_flip_right) begin
+      \$570  = pe_2_4_shadow;
     end
     if (rst) begin
       \$570  = 8'h00;
@@ -5525,51 +5481,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$571  = \$169 [27:0];
+    \$571  = \$176 [27:0];
     if (rst) begin
       \$571  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$572  = pe_1_6_w_down;
+    \$572  = pe_1_4_w_down;
     if (rst) begin
       \$572  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$573  = pe_1_6_tag_down;
+    \$573  = pe_1_4_tag_down;
     if (rst) begin
       \$573  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$574  = pe_1_6_tv_down;
+    \$574  = pe_1_4_tv_down;
     if (rst) begin
       \$574  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$575  = pe_2_5_a_right;
+    \$575  = pe_2_3_a_right;
     if (rst) begin
       \$575  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$576  = pe_2_5_flip_right;
+    \$576  = pe_2_3_flip_right;
     if (rst) begin
       \$576  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$577  = pe_2_7_shadow;
-    if (\$171 ) begin
-      \$577  = pe_1_7_w_down;
+    \$577  = pe_2_5_shadow;
+    if (\$178 ) begin
+      \$577  = pe_1_5_w_down;
     end
     if (rst) begin
       \$577  = 8'h00;
@@ -5577,9 +5533,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$578  = pe_2_7_weight;
-    if (pe_2_6_flip_right) begin
-      \$578  = pe_2_7_shadow;
+    \$578  = pe_2_5_weight;
+    if (pe_2_4_flip_right) begin
+      \$578  = pe_2_5_shadow;
     end
     if (rst) begin
       \$578  = 8'h00;
@@ -5587,161 +5543,161 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$579  = \$172 [27:0];
+    \$579  = \$179 [27:0];
     if (rst) begin
       \$579  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = pe_1_7_w_down;
+    \$580  = pe_1_5_w_down;
     if (rst) begin
       \$580  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = pe_1_7_tag_down;
+    \$581  = pe_1_5_tag_down;
     if (rst) begin
       \$581  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = pe_1_7_tv_down;
+    \$582  = pe_1_5_tv_down;
     if (rst) begin
       \$582  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = pe_3_0_shadow;
-    if (\$174 ) begin
-      \$583  = pe_2_0_w_down;
-    end
+    \$583  = pe_2_4_a_right;
     if (rst) begin
       \$583  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = pe_3_0_weight;
-    if (flip_skew3_d2) begin
-      \$584  = pe_3_0_shadow;
-    end
+    \$584  = pe_2_4_flip_right;
     if (rst) begin
-      \$584  = 8'h00;
+      \$584  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = \$175 [27:0];
+    \$585  = pe_2_6_shadow;
+    if (\$181 ) begin
+      \$585  = pe_1_6_w_down;
+    end
     if (rst) begin
-      \$585  = 28'h0000000;
+      \$585  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = pe_2_0_w_down;
+    \$586  = pe_2_6_weight;
+    if (pe_2_5_flip_right) begin
+      \$586  = pe_2_6_shadow;
+    end
     if (rst) begin
       \$586  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = pe_2_0_tag_down;
+    \$587  = \$182 [27:0];
     if (rst) begin
-      \$587  = 3'h0;
+      \$587  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = pe_2_0_tv_down;
+    \$588  = pe_1_6_w_down;
     if (rst) begin
-      \$588  = 1'h0;
+      \$588  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = a_skew3_d3;
+    \$589  = pe_1_6_tag_down;
     if (rst) begin
-      \$589  = 8'h00;
+      \$589  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = flip_skew3_d2;
+    \$590  = pe_1_6_tv_down;
     if (rst) begin
       \$590  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = pe_3_1_shadow;
-    if (\$177 ) begin
-      \$591  = pe_2_1_w_down;
-    end
+    \$591  = pe_2_5_a_right;
     if (rst) begin
       \$591  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = pe_3_1_weight;
-    if (pe_3_0_flip_right) begin
-      \$592  = pe_3_1_shadow;
-    end
+    \$592  = pe_2_5_flip_right;
     if (rst) begin
-      \$592  = 8'h00;
+      \$592  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = \$178 [27:0];
+    \$593  = pe_2_7_shadow;
+    if (\$184 ) begin
+      \$593  = pe_1_7_w_down;
+    end
     if (rst) begin
-      \$593  = 28'h0000000;
+      \$593  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = pe_2_1_w_down;
+    \$594  = pe_2_7_weight;
+    if (pe_2_6_flip_right) begin
+      \$594  = pe_2_7_shadow;
+    end
     if (rst) begin
       \$594  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = pe_2_1_tag_down;
+    \$595  = \$185 [27:0];
     if (rst) begin
-      \$595  = 3'h0;
+      \$595  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = pe_2_1_tv_down;
+    \$596  = pe_1_7_w_down;
     if (rst) begin
-      \$596  = 1'h0;
+      \$596  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = pe_3_0_a_right;
+    \$597  = pe_1_7_tag_down;
     if (rst) begin
-      \$597  = 8'h00;
+      \$597  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = pe_3_0_flip_right;
+    \$598  = pe_1_7_tv_down;
     if (rst) begin
       \$598  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = pe_3_2_shadow;
-    if (\$180 ) begin
-      \$599  = pe_2_2_w_down;
+    \$599  = pe_3_0_shadow;
+    if (\$187 ) begin
+      \$599  = pe_2_0_w_down;
     end
     if (rst) begin
       \$599  = 8'h00;
@@ -5749,9 +5705,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = pe_3_2_weight;
-    if (pe_3_1_flip_right) begin
-      \$600  = pe_3_2_shadow;
+    \$600  = pe_3_0_weight;
+    if (flip_skew3_d2) begin
+      \$600  = pe_3_0_shadow;
     end
     if (rst) begin
       \$600  = 8'h00;
@@ -5759,51 +5715,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = \$181 [27:0];
+    \$601  = \$188 [27:0];
     if (rst) begin
       \$601  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = pe_2_2_w_down;
+    \$602  = pe_2_0_w_down;
     if (rst) begin
       \$602  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = pe_2_2_tag_down;
+    \$603  = pe_2_0_tag_down;
     if (rst) begin
       \$603  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$604  = pe_2_2_tv_down;
+    \$604  = pe_2_0_tv_down;
     if (rst) begin
       \$604  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$605  = pe_3_1_a_right;
+    \$605  = a_skew3_d3;
     if (rst) begin
       \$605  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$606  = pe_3_1_flip_right;
+    \$606  = flip_skew3_d2;
     if (rst) begin
       \$606  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$607  = pe_3_3_shadow;
-    if (\$183 ) begin
-      \$607  = pe_2_3_w_down;
+    \$607  = pe_3_1_shadow;
+    if (\$190 ) begin
+      \$607  = pe_2_1_w_down;
     end
     if (rst) begin
       \$607  = 8'h00;
@@ -5811,9 +5767,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$608  = pe_3_3_weight;
-    if (pe_3_2_flip_right) begin
-      \$608  = pe_3_3_shadow;
+    \$608  = pe_3_1_weight;
+    if (pe_3_0_flip_right) begin
+      \$608  = pe_3_1_shadow;
     end
     if (rst) begin
       \$608  = 8'h00;
@@ -5821,51 +5777,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$609  = \$184 [27:0];
+    \$609  = \$191 [27:0];
     if (rst) begin
       \$609  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$610  = pe_2_3_w_down;
+    \$610  = pe_2_1_w_down;
     if (rst) begin
       \$610  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$611  = pe_2_3_tag_down;
+    \$611  = pe_2_1_tag_down;
     if (rst) begin
       \$611  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$612  = pe_2_3_tv_down;
+    \$612  = pe_2_1_tv_down;
     if (rst) begin
       \$612  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$613  = pe_3_2_a_right;
+    \$613  = pe_3_0_a_right;
     if (rst) begin
       \$613  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$614  = pe_3_2_flip_right;
+    \$614  = pe_3_0_flip_right;
     if (rst) begin
       \$614  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$615  = pe_3_4_shadow;
-    if (\$186 ) begin
-      \$615  = pe_2_4_w_down;
+    \$615  = pe_3_2_shadow;
+    if (\$193 ) begin
+      \$615  = pe_2_2_w_down;
     end
     if (rst) begin
       \$615  = 8'h00;
@@ -5873,9 +5829,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$616  = pe_3_4_weight;
-    if (pe_3_3_flip_right) begin
-      \$616  = pe_3_4_shadow;
+    \$616  = pe_3_2_weight;
+    if (pe_3_1_flip_right) begin
+      \$616  = pe_3_2_shadow;
     end
     if (rst) begin
       \$616  = 8'h00;
@@ -5883,51 +5839,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$617  = \$187 [27:0];
+    \$617  = \$194 [27:0];
     if (rst) begin
       \$617  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$618  = pe_2_4_w_down;
+    \$618  = pe_2_2_w_down;
     if (rst) begin
       \$618  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$619  = pe_2_4_tag_down;
+    \$619  = pe_2_2_tag_down;
     if (rst) begin
       \$619  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$620  = pe_2_4_tv_down;
+    \$620  = pe_2_2_tv_down;
     if (rst) begin
       \$620  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$621  = pe_3_3_a_right;
+    \$621  = pe_3_1_a_right;
     if (rst) begin
       \$621  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$622  = pe_3_3_flip_right;
+    \$622  = pe_3_1_flip_right;
     if (rst) begin
       \$622  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$623  = pe_3_5_shadow;
-    if (\$189 ) begin
-      \$623  = pe_2_5_w_down;
+    \$623  = pe_3_3_shadow;
+    if (\$196 ) begin
+      \$623  = pe_2_3_w_down;
     end
     if (rst) begin
       \$623  = 8'h00;
@@ -5935,9 +5891,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$624  = pe_3_5_weight;
-    if (pe_3_4_flip_right) begin
-      \$624  = pe_3_5_shadow;
+    \$624  = pe_3_3_weight;
+    if (pe_3_2_flip_right) begin
+      \$624  = pe_3_3_shadow;
     end
     if (rst) begin
       \$624  = 8'h00;
@@ -5945,51 +5901,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$625  = \$190 [27:0];
+    \$625  = \$197 [27:0];
     if (rst) begin
       \$625  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$626  = pe_2_5_w_down;
+    \$626  = pe_2_3_w_down;
     if (rst) begin
       \$626  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$627  = pe_2_5_tag_down;
+    \$627  = pe_2_3_tag_down;
     if (rst) begin
       \$627  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$628  = pe_2_5_tv_down;
+    \$628  = pe_2_3_tv_down;
     if (rst) begin
       \$628  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$629  = pe_3_4_a_right;
+    \$629  = pe_3_2_a_right;
     if (rst) begin
       \$629  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$630  = pe_3_4_flip_right;
+    \$630  = pe_3_2_flip_right;
     if (rst) begin
       \$630  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$631  = pe_3_6_shadow;
-    if (\$192 ) begin
-      \$631  = pe_2_6_w_down;
+    \$631  = pe_3_4_shadow;
+    if (\$199 ) begin
+      \$631  = pe_2_4_w_down;
     end
     if (rst) begin
       \$631  = 8'h00;
@@ -5997,9 +5953,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$632  = pe_3_6_weight;
-    if (pe_3_5_flip_right) begin
-      \$632  = pe_3_6_shadow;
+    \$632  = pe_3_4_weight;
+    if (pe_3_3_flip_right) begin
+      \$632  = pe_3_4_shadow;
     end
     if (rst) begin
       \$632  = 8'h00;
@@ -6007,51 +5963,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$633  = \$193 [27:0];
+    \$633  = \$200 [27:0];
     if (rst) begin
       \$633  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$634  = pe_2_6_w_down;
+    \$634  = pe_2_4_w_down;
     if (rst) begin
       \$634  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$635  = pe_2_6_tag_down;
+    \$635  = pe_2_4_tag_down;
     if (rst) begin
       \$635  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$636  = pe_2_6_tv_down;
+    \$636  = pe_2_4_tv_down;
     if (rst) begin
       \$636  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$637  = pe_3_5_a_right;
+    \$637  = pe_3_3_a_right;
     if (rst) begin
       \$637  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$638  = pe_3_5_flip_right;
+    \$638  = pe_3_3_flip_right;
     if (rst) begin
       \$638  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$639  = pe_3_7_shadow;
-    if (\$195 ) begin
-      \$639  = pe_2_7_w_down;
+    \$639  = pe_3_5_shadow;
+    if (\$202 ) begin
+      \$639  = pe_2_5_w_down;
     end
     if (rst) begin
       \$639  = 8'h00;
@@ -6059,9 +6015,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$640  = pe_3_7_weight;
-    if (pe_3_6_flip_right) begin
-      \$640  = pe_3_7_shadow;
+    \$640  = pe_3_5_weight;
+    if (pe_3_4_flip_right) begin
+      \$640  = pe_3_5_shadow;
     end
     if (rst) begin
       \$640  = 8'h00;
@@ -6069,161 +6025,161 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$641  = \$196 [27:0];
+    \$641  = \$203 [27:0];
     if (rst) begin
       \$641  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$642  = pe_2_7_w_down;
+    \$642  = pe_2_5_w_down;
     if (rst) begin
       \$642  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$643  = pe_2_7_tag_down;
+    \$643  = pe_2_5_tag_down;
     if (rst) begin
       \$643  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$644  = pe_2_7_tv_down;
+    \$644  = pe_2_5_tv_down;
     if (rst) begin
       \$644  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$645  = pe_4_0_shadow;
-    if (\$198 ) begin
-      \$645  = pe_3_0_w_down;
-    end
+    \$645  = pe_3_4_a_right;
     if (rst) begin
       \$645  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$646  = pe_4_0_weight;
-    if (flip_skew4_d3) begin
-      \$646  = pe_4_0_shadow;
-    end
+    \$646  = pe_3_4_flip_right;
     if (rst) begin
-      \$646  = 8'h00;
+      \$646  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$647  = \$199 [27:0];
+    \$647  = pe_3_6_shadow;
+    if (\$205 ) begin
+      \$647  = pe_2_6_w_down;
+    end
     if (rst) begin
-      \$647  = 28'h0000000;
+      \$647  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$648  = pe_3_0_w_down;
+    \$648  = pe_3_6_weight;
+    if (pe_3_5_flip_right) begin
+      \$648  = pe_3_6_shadow;
+    end
     if (rst) begin
       \$648  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$649  = pe_3_0_tag_down;
+    \$649  = \$206 [27:0];
     if (rst) begin
-      \$649  = 3'h0;
+      \$649  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$650  = pe_3_0_tv_down;
+    \$650  = pe_2_6_w_down;
     if (rst) begin
-      \$650  = 1'h0;
+      \$650  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$651  = a_skew4_d4;
+    \$651  = pe_2_6_tag_down;
     if (rst) begin
-      \$651  = 8'h00;
+      \$651  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$652  = flip_skew4_d3;
+    \$652  = pe_2_6_tv_down;
     if (rst) begin
       \$652  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = pe_4_1_shadow;
-    if (\$201 ) begin
-      \$653  = pe_3_1_w_down;
-    end
+    \$653  = pe_3_5_a_right;
     if (rst) begin
       \$653  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = pe_4_1_weight;
-    if (pe_4_0_flip_right) begin
-      \$654  = pe_4_1_shadow;
-    end
+    \$654  = pe_3_5_flip_right;
     if (rst) begin
-      \$654  = 8'h00;
+      \$654  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = \$202 [27:0];
+    \$655  = pe_3_7_shadow;
+    if (\$208 ) begin
+      \$655  = pe_2_7_w_down;
+    end
     if (rst) begin
-      \$655  = 28'h0000000;
+      \$655  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = pe_3_1_w_down;
+    \$656  = pe_3_7_weight;
+    if (pe_3_6_flip_right) begin
+      \$656  = pe_3_7_shadow;
+    end
     if (rst) begin
       \$656  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = pe_3_1_tag_down;
+    \$657  = \$209 [27:0];
     if (rst) begin
-      \$657  = 3'h0;
+      \$657  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = pe_3_1_tv_down;
+    \$658  = pe_2_7_w_down;
     if (rst) begin
-      \$658  = 1'h0;
+      \$658  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = pe_4_0_a_right;
+    \$659  = pe_2_7_tag_down;
     if (rst) begin
-      \$659  = 8'h00;
+      \$659  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = pe_4_0_flip_right;
+    \$660  = pe_2_7_tv_down;
     if (rst) begin
       \$660  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = pe_4_2_shadow;
-    if (\$204 ) begin
-      \$661  = pe_3_2_w_down;
+    \$661  = pe_4_0_shadow;
+    if (\$211 ) begin
+      \$661  = pe_3_0_w_down;
     end
     if (rst) begin
       \$661  = 8'h00;
@@ -6231,9 +6187,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = pe_4_2_weight;
-    if (pe_4_1_flip_right) begin
-      \$662  = pe_4_2_shadow;
+    \$662  = pe_4_0_weight;
+    if (flip_skew4_d3) begin
+      \$662  = pe_4_0_shadow;
     end
     if (rst) begin
       \$662  = 8'h00;
@@ -6241,51 +6197,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = \$205 [27:0];
+    \$663  = \$212 [27:0];
     if (rst) begin
       \$663  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = pe_3_2_w_down;
+    \$664  = pe_3_0_w_down;
     if (rst) begin
       \$664  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = pe_3_2_tag_down;
+    \$665  = pe_3_0_tag_down;
     if (rst) begin
       \$665  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = pe_3_2_tv_down;
+    \$666  = pe_3_0_tv_down;
     if (rst) begin
       \$666  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = pe_4_1_a_right;
+    \$667  = a_skew4_d4;
     if (rst) begin
       \$667  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = pe_4_1_flip_right;
+    \$668  = flip_skew4_d3;
     if (rst) begin
       \$668  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = pe_4_3_shadow;
-    if (\$207 ) begin
-      \$669  = pe_3_3_w_down;
+    \$669  = pe_4_1_shadow;
+    if (\$214 ) begin
+      \$669  = pe_3_1_w_down;
     end
     if (rst) begin
       \$669  = 8'h00;
@@ -6293,9 +6249,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = pe_4_3_weight;
-    if (pe_4_2_flip_right) begin
-      \$670  = pe_4_3_shadow;
+    \$670  = pe_4_1_weight;
+    if (pe_4_0_flip_right) begin
+      \$670  = pe_4_1_shadow;
     end
     if (rst) begin
       \$670  = 8'h00;
@@ -6303,51 +6259,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = \$208 [27:0];
+    \$671  = \$215 [27:0];
     if (rst) begin
       \$671  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = pe_3_3_w_down;
+    \$672  = pe_3_1_w_down;
     if (rst) begin
       \$672  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = pe_3_3_tag_down;
+    \$673  = pe_3_1_tag_down;
     if (rst) begin
       \$673  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = pe_3_3_tv_down;
+    \$674  = pe_3_1_tv_down;
     if (rst) begin
       \$674  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = pe_4_2_a_right;
+    \$675  = pe_4_0_a_right;
     if (rst) begin
       \$675  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = pe_4_2_flip_right;
+    \$676  = pe_4_0_flip_right;
     if (rst) begin
       \$676  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = pe_4_4_shadow;
-    if (\$210 ) begin
-      \$677  = pe_3_4_w_down;
+    \$677  = pe_4_2_shadow;
+    if (\$217 ) begin
+      \$677  = pe_3_2_w_down;
     end
     if (rst) begin
       \$677  = 8'h00;
@@ -6355,9 +6311,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = pe_4_4_weight;
-    if (pe_4_3_flip_right) begin
-      \$678  = pe_4_4_shadow;
+    \$678  = pe_4_2_weight;
+    if (pe_4_1_flip_right) begin
+      \$678  = pe_4_2_shadow;
     end
     if (rst) begin
       \$678  = 8'h00;
@@ -6365,51 +6321,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = \$211 [27:0];
+    \$679  = \$218 [27:0];
     if (rst) begin
       \$679  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = pe_3_4_w_down;
+    \$680  = pe_3_2_w_down;
     if (rst) begin
       \$680  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = pe_3_4_tag_down;
+    \$681  = pe_3_2_tag_down;
     if (rst) begin
       \$681  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = pe_3_4_tv_down;
+    \$682  = pe_3_2_tv_down;
     if (rst) begin
       \$682  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = pe_4_3_a_right;
+    \$683  = pe_4_1_a_right;
     if (rst) begin
       \$683  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$684  = pe_4_3_flip_right;
+    \$684  = pe_4_1_flip_right;
     if (rst) begin
       \$684  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = pe_4_5_shadow;
-    if (\$213 ) begin
-      \$685  = pe_3_5_w_down;
+    \$685  = pe_4_3_shadow;
+    if (\$220 ) begin
+      \$685  = pe_3_3_w_down;
     end
     if (rst) begin
       \$685  = 8'h00;
@@ -6417,9 +6373,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$686  = pe_4_5_weight;
-    if (pe_4_4_flip_right) begin
-      \$686  = pe_4_5_shadow;
+    \$686  = pe_4_3_weight;
+    if (pe_4_2_flip_right) begin
+      \$686  = pe_4_3_shadow;
     end
     if (rst) begin
       \$686  = 8'h00;
@@ -6427,51 +6383,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$687  = \$214 [27:0];
+    \$687  = \$221 [27:0];
     if (rst) begin
       \$687  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$688  = pe_3_5_w_down;
+    \$688  = pe_3_3_w_down;
     if (rst) begin
       \$688  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$689  = pe_3_5_tag_down;
+    \$689  = pe_3_3_tag_down;
     if (rst) begin
       \$689  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$690  = pe_3_5_tv_down;
+    \$690  = pe_3_3_tv_down;
     if (rst) begin
       \$690  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$691  = pe_4_4_a_right;
+    \$691  = pe_4_2_a_right;
     if (rst) begin
       \$691  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$692  = pe_4_4_flip_right;
+    \$692  = pe_4_2_flip_right;
     if (rst) begin
       \$692  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$693  = pe_4_6_shadow;
-    if (\$216 ) begin
-      \$693  = pe_3_6_w_down;
+    \$693  = pe_4_4_shadow;
+    if (\$223 ) begin
+      \$693  = pe_3_4_w_down;
     end
     if (rst) begin
       \$693  = 8'h00;
@@ -6479,9 +6435,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$694  = pe_4_6_weight;
-    if (pe_4_5_flip_right) begin
-      \$694  = pe_4_6_shadow;
+    \$694  = pe_4_4_weight;
+    if (pe_4_3_flip_right) begin
+      \$694  = pe_4_4_shadow;
     end
     if (rst) begin
       \$694  = 8'h00;
@@ -6489,51 +6445,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$695  = \$217 [27:0];
+    \$695  = \$224 [27:0];
     if (rst) begin
       \$695  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$696  = pe_3_6_w_down;
+    \$696  = pe_3_4_w_down;
     if (rst) begin
       \$696  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$697  = pe_3_6_tag_down;
+    \$697  = pe_3_4_tag_down;
     if (rst) begin
       \$697  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$698  = pe_3_6_tv_down;
+    \$698  = pe_3_4_tv_down;
     if (rst) begin
       \$698  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$699  = pe_4_5_a_right;
+    \$699  = pe_4_3_a_right;
     if (rst) begin
       \$699  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$700  = pe_4_5_flip_right;
+    \$700  = pe_4_3_flip_right;
     if (rst) begin
       \$700  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$701  = pe_4_7_shadow;
-    if (\$219 ) begin
-      \$701  = pe_3_7_w_down;
+    \$701  = pe_4_5_shadow;
+    if (\$226 ) begin
+      \$701  = pe_3_5_w_down;
     end
     if (rst) begin
       \$701  = 8'h00;
@@ -6541,9 +6497,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$702  = pe_4_7_weight;
-    if (pe_4_6_flip_right) begin
-      \$702  = pe_4_7_shadow;
+    \$702  = pe_4_5_weight;
+    if (pe_4_4_flip_right) begin
+      \$702  = pe_4_5_shadow;
     end
     if (rst) begin
       \$702  = 8'h00;
@@ -6551,161 +6507,161 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$703  = \$220 [27:0];
+    \$703  = \$227 [27:0];
     if (rst) begin
       \$703  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$704  = pe_3_7_w_down;
+    \$704  = pe_3_5_w_down;
     if (rst) begin
       \$704  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$705  = pe_3_7_tag_down;
+    \$705  = pe_3_5_tag_down;
     if (rst) begin
       \$705  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$706  = pe_3_7_tv_down;
+    \$706  = pe_3_5_tv_down;
     if (rst) begin
       \$706  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$707  = pe_5_0_shadow;
-    if (\$222 ) begin
-      \$707  = pe_4_0_w_down;
-    end
+    \$707  = pe_4_4_a_right;
     if (rst) begin
       \$707  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$708  = pe_5_0_weight;
-    if (flip_skew5_d4) begin
-      \$708  = pe_5_0_shadow;
-    end
+    \$708  = pe_4_4_flip_right;
     if (rst) begin
-      \$708  = 8'h00;
+      \$708  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$709  = \$223 [27:0];
+    \$709  = pe_4_6_shadow;
+    if (\$229 ) begin
+      \$709  = pe_3_6_w_down;
+    end
     if (rst) begin
-      \$709  = 28'h0000000;
+      \$709  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$710  = pe_4_0_w_down;
+    \$710  = pe_4_6_weight;
+    if (pe_4_5_flip_right) begin
+      \$710  = pe_4_6_shadow;
+    end
     if (rst) begin
       \$710  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$711  = pe_4_0_tag_down;
+    \$711  = \$230 [27:0];
     if (rst) begin
-      \$711  = 3'h0;
+      \$711  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$712  = pe_4_0_tv_down;
+    \$712  = pe_3_6_w_down;
     if (rst) begin
-      \$712  = 1'h0;
+      \$712  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$713  = a_skew5_d5;
+    \$713  = pe_3_6_tag_down;
     if (rst) begin
-      \$713  = 8'h00;
+      \$713  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$714  = flip_skew5_d4;
+    \$714  = pe_3_6_tv_down;
     if (rst) begin
       \$714  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$715  = pe_5_1_shadow;
-    if (\$225 ) begin
-      \$715  = pe_4_1_w_down;
-    end
+    \$715  = pe_4_5_a_right;
     if (rst) begin
       \$715  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$716  = pe_5_1_weight;
-    if (pe_5_0_flip_right) begin
-      \$716  = pe_5_1_shadow;
-    end
+    \$716  = pe_4_5_flip_right;
     if (rst) begin
-      \$716  = 8'h00;
+      \$716  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$717  = \$226 [27:0];
+    \$717  = pe_4_7_shadow;
+    if (\$232 ) begin
+      \$717  = pe_3_7_w_down;
+    end
     if (rst) begin
-      \$717  = 28'h0000000;
+      \$717  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$718  = pe_4_1_w_down;
+    \$718  = pe_4_7_weight;
+    if (pe_4_6_flip_right) begin
+      \$718  = pe_4_7_shadow;
+    end
     if (rst) begin
       \$718  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$719  = pe_4_1_tag_down;
+    \$719  = \$233 [27:0];
     if (rst) begin
-      \$719  = 3'h0;
+      \$719  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$720  = pe_4_1_tv_down;
+    \$720  = pe_3_7_w_down;
     if (rst) begin
-      \$720  = 1'h0;
+      \$720  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$721  = pe_5_0_a_right;
+    \$721  = pe_3_7_tag_down;
     if (rst) begin
-      \$721  = 8'h00;
+      \$721  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$722  = pe_5_0_flip_right;
+    \$722  = pe_3_7_tv_down;
     if (rst) begin
       \$722  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$723  = pe_5_2_shadow;
-    if (\$228 ) begin
-      \$723  = pe_4_2_w_down;
+    \$723  = pe_5_0_shadow;
+    if (\$235 ) begin
+      \$723  = pe_4_0_w_down;
     end
     if (rst) begin
       \$723  = 8'h00;
@@ -6713,9 +6669,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$724  = pe_5_2_weight;
-    if (pe_5_1_flip_right) begin
-      \$724  = pe_5_2_shadow;
+    \$724  = pe_5_0_weight;
+    if (flip_skew5_d4) begin
+      \$724  = pe_5_0_shadow;
     end
     if (rst) begin
       \$724  = 8'h00;
@@ -6723,51 +6679,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$725  = \$229 [27:0];
+    \$725  = \$236 [27:0];
     if (rst) begin
       \$725  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$726  = pe_4_2_w_down;
+    \$726  = pe_4_0_w_down;
     if (rst) begin
       \$726  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$727  = pe_4_2_tag_down;
+    \$727  = pe_4_0_tag_down;
     if (rst) begin
       \$727  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$728  = pe_4_2_tv_down;
+    \$728  = pe_4_0_tv_down;
     if (rst) begin
       \$728  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$729  = pe_5_1_a_right;
+    \$729  = a_skew5_d5;
     if (rst) begin
       \$729  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$730  = pe_5_1_flip_right;
+    \$730  = flip_skew5_d4;
     if (rst) begin
       \$730  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$731  = pe_5_3_shadow;
-    if (\$231 ) begin
-      \$731  = pe_4_3_w_down;
+    \$731  = pe_5_1_shadow;
+    if (\$238 ) begin
+      \$731  = pe_4_1_w_down;
     end
     if (rst) begin
       \$731  = 8'h00;
@@ -6775,9 +6731,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$732  = pe_5_3_weight;
-    if (pe_5_2_flip_right) begin
-      \$732  = pe_5_3_shadow;
+    \$732  = pe_5_1_weight;
+    if (pe_5_0_flip_right) begin
+      \$732  = pe_5_1_shadow;
     end
     if (rst) begin
       \$732  = 8'h00;
@@ -6785,51 +6741,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$733  = \$232 [27:0];
+    \$733  = \$239 [27:0];
     if (rst) begin
       \$733  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = pe_4_3_w_down;
+    \$734  = pe_4_1_w_down;
     if (rst) begin
       \$734  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = pe_4_3_tag_down;
+    \$735  = pe_4_1_tag_down;
     if (rst) begin
       \$735  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = pe_4_3_tv_down;
+    \$736  = pe_4_1_tv_down;
     if (rst) begin
       \$736  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = pe_5_2_a_right;
+    \$737  = pe_5_0_a_right;
     if (rst) begin
       \$737  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = pe_5_2_flip_right;
+    \$738  = pe_5_0_flip_right;
     if (rst) begin
       \$738  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = pe_5_4_shadow;
-    if (\$234 ) begin
-      \$739  = pe_4_4_w_down;
+    \$739  = pe_5_2_shadow;
+    if (\$241 ) begin
+      \$739  = pe_4_2_w_down;
     end
     if (rst) begin
       \$739  = 8'h00;
@@ -6837,9 +6793,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = pe_5_4_weight;
-    if (pe_5_3_flip_right) begin
-      \$740  = pe_5_4_shadow;
+    \$740  = pe_5_2_weight;
+    if (pe_5_1_flip_right) begin
+      \$740  = pe_5_2_shadow;
     end
     if (rst) begin
       \$740  = 8'h00;
@@ -6847,51 +6803,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = \$235 [27:0];
+    \$741  = \$242 [27:0];
     if (rst) begin
       \$741  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = pe_4_4_w_down;
+    \$742  = pe_4_2_w_down;
     if (rst) begin
       \$742  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$743  = pe_4_4_tag_down;
+    \$743  = pe_4_2_tag_down;
     if (rst) begin
       \$743  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = pe_4_4_tv_down;
+    \$744  = pe_4_2_tv_down;
     if (rst) begin
       \$744  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$745  = pe_5_3_a_right;
+    \$745  = pe_5_1_a_right;
     if (rst) begin
       \$745  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = pe_5_3_flip_right;
+    \$746  = pe_5_1_flip_right;
     if (rst) begin
       \$746  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = pe_5_5_shadow;
-    if (\$237 ) begin
-      \$747  = pe_4_5_w_down;
+    \$747  = pe_5_3_shadow;
+    if (\$244 ) begin
+      \$747  = pe_4_3_w_down;
     end
     if (rst) begin
       \$747  = 8'h00;
@@ -6899,9 +6855,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = pe_5_5_weight;
-    if (pe_5_4_flip_right) begin
-      \$748  = pe_5_5_shadow;
+    \$748  = pe_5_3_weight;
+    if (pe_5_2_flip_right) begin
+      \$748  = pe_5_3_shadow;
     end
     if (rst) begin
       \$748  = 8'h00;
@@ -6909,51 +6865,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = \$238 [27:0];
+    \$749  = \$245 [27:0];
     if (rst) begin
       \$749  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = pe_4_5_w_down;
+    \$750  = pe_4_3_w_down;
     if (rst) begin
       \$750  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$751  = pe_4_5_tag_down;
+    \$751  = pe_4_3_tag_down;
     if (rst) begin
       \$751  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$752  = pe_4_5_tv_down;
+    \$752  = pe_4_3_tv_down;
     if (rst) begin
       \$752  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$753  = pe_5_4_a_right;
+    \$753  = pe_5_2_a_right;
     if (rst) begin
       \$753  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = pe_5_4_flip_right;
+    \$754  = pe_5_2_flip_right;
     if (rst) begin
       \$754  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$755  = pe_5_6_shadow;
-    if (\$240 ) begin
-      \$755  = pe_4_6_w_down;
+    \$755  = pe_5_4_shadow;
+    if (\$247 ) begin
+      \$755  = pe_4_4_w_down;
     end
     if (rst) begin
       \$755  = 8'h00;
@@ -6961,9 +6917,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = pe_5_6_weight;
-    if (pe_5_5_flip_right) begin
-      \$756  = pe_5_6_shadow;
+    \$756  = pe_5_4_weight;
+    if (pe_5_3_flip_right) begin
+      \$756  = pe_5_4_shadow;
     end
     if (rst) begin
       \$756  = 8'h00;
@@ -6971,51 +6927,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$757  = \$241 [27:0];
+    \$757  = \$248 [27:0];
     if (rst) begin
       \$757  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$758  = pe_4_6_w_down;
+    \$758  = pe_4_4_w_down;
     if (rst) begin
       \$758  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$759  = pe_4_6_tag_down;
+    \$759  = pe_4_4_tag_down;
     if (rst) begin
       \$759  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$760  = pe_4_6_tv_down;
+    \$760  = pe_4_4_tv_down;
     if (rst) begin
       \$760  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$761  = pe_5_5_a_right;
+    \$761  = pe_5_3_a_right;
     if (rst) begin
       \$761  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$762  = pe_5_5_flip_right;
+    \$762  = pe_5_3_flip_right;
     if (rst) begin
       \$762  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$763  = pe_5_7_shadow;
-    if (\$243 ) begin
-      \$763  = pe_4_7_w_down;
+    \$763  = pe_5_5_shadow;
+    if (\$250 ) begin
+      \$763  = pe_4_5_w_down;
     end
     if (rst) begin
       \$763  = 8'h00;
@@ -7023,9 +6979,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$764  = pe_5_7_weight;
-    if (pe_5_6_flip_right) begin
-      \$764  = pe_5_7_shadow;
+    \$764  = pe_5_5_weight;
+    if (pe_5_4_flip_right) begin
+      \$764  = pe_5_5_shadow;
     end
     if (rst) begin
       \$764  = 8'h00;
@@ -7033,161 +6989,161 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$765  = \$244 [27:0];
+    \$765  = \$251 [27:0];
     if (rst) begin
       \$765  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$766  = pe_4_7_w_down;
+    \$766  = pe_4_5_w_down;
     if (rst) begin
       \$766  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$767  = pe_4_7_tag_down;
+    \$767  = pe_4_5_tag_down;
     if (rst) begin
       \$767  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$768  = pe_4_7_tv_down;
+    \$768  = pe_4_5_tv_down;
     if (rst) begin
       \$768  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$769  = pe_6_0_shadow;
-    if (\$246 ) begin
-      \$769  = pe_5_0_w_down;
-    end
+    \$769  = pe_5_4_a_right;
     if (rst) begin
       \$769  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$770  = pe_6_0_weight;
-    if (flip_skew6_d5) begin
-      \$770  = pe_6_0_shadow;
-    end
+    \$770  = pe_5_4_flip_right;
     if (rst) begin
-      \$770  = 8'h00;
+      \$770  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$771  = \$247 [27:0];
+    \$771  = pe_5_6_shadow;
+    if (\$253 ) begin
+      \$771  = pe_4_6_w_down;
+    end
     if (rst) begin
-      \$771  = 28'h0000000;
+      \$771  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$772  = pe_5_0_w_down;
+    \$772  = pe_5_6_weight;
+    if (pe_5_5_flip_right) begin
+      \$772  = pe_5_6_shadow;
+    end
     if (rst) begin
       \$772  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$773  = pe_5_0_tag_down;
+    \$773  = \$254 [27:0];
     if (rst) begin
-      \$773  = 3'h0;
+      \$773  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$774  = pe_5_0_tv_down;
+    \$774  = pe_4_6_w_down;
     if (rst) begin
-      \$774  = 1'h0;
+      \$774  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$775  = a_skew6_d6;
+    \$775  = pe_4_6_tag_down;
     if (rst) begin
-      \$775  = 8'h00;
+      \$775  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$776  = flip_skew6_d5;
+    \$776  = pe_4_6_tv_down;
     if (rst) begin
       \$776  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$777  = pe_6_1_shadow;
-    if (\$249 ) begin
-      \$777  = pe_5_1_w_down;
-    end
+    \$777  = pe_5_5_a_right;
     if (rst) begin
       \$777  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$778  = pe_6_1_weight;
-    if (pe_6_0_flip_right) begin
-      \$778  = pe_6_1_shadow;
-    end
+    \$778  = pe_5_5_flip_right;
     if (rst) begin
-      \$778  = 8'h00;
+      \$778  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$779  = \$250 [27:0];
+    \$779  = pe_5_7_shadow;
+    if (\$256 ) begin
+      \$779  = pe_4_7_w_down;
+    end
     if (rst) begin
-      \$779  = 28'h0000000;
+      \$779  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$780  = pe_5_1_w_down;
+    \$780  = pe_5_7_weight;
+    if (pe_5_6_flip_right) begin
+      \$780  = pe_5_7_shadow;
+    end
     if (rst) begin
       \$780  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$781  = pe_5_1_tag_down;
+    \$781  = \$257 [27:0];
     if (rst) begin
-      \$781  = 3'h0;
+      \$781  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$782  = pe_5_1_tv_down;
+    \$782  = pe_4_7_w_down;
     if (rst) begin
-      \$782  = 1'h0;
+      \$782  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$783  = pe_6_0_a_right;
+    \$783  = pe_4_7_tag_down;
     if (rst) begin
-      \$783  = 8'h00;
+      \$783  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$784  = pe_6_0_flip_right;
+    \$784  = pe_4_7_tv_down;
     if (rst) begin
       \$784  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$785  = pe_6_2_shadow;
-    if (\$252 ) begin
-      \$785  = pe_5_2_w_down;
+    \$785  = pe_6_0_shadow;
+    if (\$259 ) begin
+      \$785  = pe_5_0_w_down;
     end
     if (rst) begin
       \$785  = 8'h00;
@@ -7195,9 +7151,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$786  = pe_6_2_weight;
-    if (pe_6_1_flip_right) begin
-      \$786  = pe_6_2_shadow;
+    \$786  = pe_6_0_weight;
+    if (flip_skew6_d5) begin
+      \$786  = pe_6_0_shadow;
     end
     if (rst) begin
       \$786  = 8'h00;
@@ -7205,51 +7161,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$787  = \$253 [27:0];
+    \$787  = \$260 [27:0];
     if (rst) begin
       \$787  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$788  = pe_5_2_w_down;
+    \$788  = pe_5_0_w_down;
     if (rst) begin
       \$788  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$789  = pe_5_2_tag_down;
+    \$789  = pe_5_0_tag_down;
     if (rst) begin
       \$789  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$790  = pe_5_2_tv_down;
+    \$790  = pe_5_0_tv_down;
     if (rst) begin
       \$790  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$791  = pe_6_1_a_right;
+    \$791  = a_skew6_d6;
     if (rst) begin
       \$791  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$792  = pe_6_1_flip_right;
+    \$792  = flip_skew6_d5;
     if (rst) begin
       \$792  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$793  = pe_6_3_shadow;
-    if (\$255 ) begin
-      \$793  = pe_5_3_w_down;
+    \$793  = pe_6_1_shadow;
+    if (\$262 ) begin
+      \$793  = pe_5_1_w_down;
     end
     if (rst) begin
       \$793  = 8'h00;
@@ -7257,9 +7213,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$794  = pe_6_3_weight;
-    if (pe_6_2_flip_right) begin
-      \$794  = pe_6_3_shadow;
+    \$794  = pe_6_1_weight;
+    if (pe_6_0_flip_right) begin
+      \$794  = pe_6_1_shadow;
     end
     if (rst) begin
       \$794  = 8'h00;
@@ -7267,51 +7223,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$795  = \$256 [27:0];
+    \$795  = \$263 [27:0];
     if (rst) begin
       \$795  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$796  = pe_5_3_w_down;
+    \$796  = pe_5_1_w_down;
     if (rst) begin
       \$796  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$797  = pe_5_3_tag_down;
+    \$797  = pe_5_1_tag_down;
     if (rst) begin
       \$797  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$798  = pe_5_3_tv_down;
+    \$798  = pe_5_1_tv_down;
     if (rst) begin
       \$798  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$799  = pe_6_2_a_right;
+    \$799  = pe_6_0_a_right;
     if (rst) begin
       \$799  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$800  = pe_6_2_flip_right;
+    \$800  = pe_6_0_flip_right;
     if (rst) begin
       \$800  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$801  = pe_6_4_shadow;
-    if (\$258 ) begin
-      \$801  = pe_5_4_w_down;
+    \$801  = pe_6_2_shadow;
+    if (\$265 ) begin
+      \$801  = pe_5_2_w_down;
     end
     if (rst) begin
       \$801  = 8'h00;
@@ -7319,9 +7275,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$802  = pe_6_4_weight;
-    if (pe_6_3_flip_right) begin
-      \$802  = pe_6_4_shadow;
+    \$802  = pe_6_2_weight;
+    if (pe_6_1_flip_right) begin
+      \$802  = pe_6_2_shadow;
     end
     if (rst) begin
       \$802  = 8'h00;
@@ -7329,51 +7285,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$803  = \$259 [27:0];
+    \$803  = \$266 [27:0];
     if (rst) begin
       \$803  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$804  = pe_5_4_w_down;
+    \$804  = pe_5_2_w_down;
     if (rst) begin
       \$804  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$805  = pe_5_4_tag_down;
+    \$805  = pe_5_2_tag_down;
     if (rst) begin
       \$805  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$806  = pe_5_4_tv_down;
+    \$806  = pe_5_2_tv_down;
     if (rst) begin
       \$806  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$807  = pe_6_3_a_right;
+    \$807  = pe_6_1_a_right;
     if (rst) begin
       \$807  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$808  = pe_6_3_flip_right;
+    \$808  = pe_6_1_flip_right;
     if (rst) begin
       \$808  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$809  = pe_6_5_shadow;
-    if (\$261 ) begin
-      \$809  = pe_5_5_w_down;
+    \$809  = pe_6_3_shadow;
+    if (\$268 ) begin
+      \$809  = pe_5_3_w_down;
     end
     if (rst) begin
       \$809  = 8'h00;
@@ -7381,9 +7337,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$810  = pe_6_5_weight;
-    if (pe_6_4_flip_right) begin
-      \$810  = pe_6_5_shadow;
+    \$810  = pe_6_3_weight;
+    if (pe_6_2_flip_right) begin
+      \$810  = pe_6_3_shadow;
     end
     if (rst) begin
       \$810  = 8'h00;
@@ -7391,51 +7347,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$811  = \$262 [27:0];
+    \$811  = \$269 [27:0];
     if (rst) begin
       \$811  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$812  = pe_5_5_w_down;
+    \$812  = pe_5_3_w_down;
     if (rst) begin
       \$812  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$813  = pe_5_5_tag_down;
+    \$813  = pe_5_3_tag_down;
     if (rst) begin
       \$813  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$814  = pe_5_5_tv_down;
+    \$814  = pe_5_3_tv_down;
     if (rst) begin
       \$814  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$815  = pe_6_4_a_right;
+    \$815  = pe_6_2_a_right;
     if (rst) begin
       \$815  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$816  = pe_6_4_flip_right;
+    \$816  = pe_6_2_flip_right;
     if (rst) begin
       \$816  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$817  = pe_6_6_shadow;
-    if (\$264 ) begin
-      \$817  = pe_5_6_w_down;
+    \$817  = pe_6_4_shadow;
+    if (\$271 ) begin
+      \$817  = pe_5_4_w_down;
     end
     if (rst) begin
       \$817  = 8'h00;
@@ -7443,9 +7399,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$818  = pe_6_6_weight;
-    if (pe_6_5_flip_right) begin
-      \$818  = pe_6_6_shadow;
+    \$818  = pe_6_4_weight;
+    if (pe_6_3_flip_right) begin
+      \$818  = pe_6_4_shadow;
     end
     if (rst) begin
       \$818  = 8'h00;
@@ -7453,51 +7409,51 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$819  = \$265 [27:0];
+    \$819  = \$272 [27:0];
     if (rst) begin
       \$819  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$820  = pe_5_6_w_down;
+    \$820  = pe_5_4_w_down;
     if (rst) begin
       \$820  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$821  = pe_5_6_tag_down;
+    \$821  = pe_5_4_tag_down;
     if (rst) begin
       \$821  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$822  = pe_5_6_tv_down;
+    \$822  = pe_5_4_tv_down;
     if (rst) begin
       \$822  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$823  = pe_6_5_a_right;
+    \$823  = pe_6_3_a_right;
     if (rst) begin
       \$823  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$824  = pe_6_5_flip_right;
+    \$824  = pe_6_3_flip_right;
     if (rst) begin
       \$824  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$825  = pe_6_7_shadow;
-    if (\$267 ) begin
-      \$825  = pe_5_7_w_down;
+    \$825  = pe_6_5_shadow;
+    if (\$274 ) begin
+      \$825  = pe_5_5_w_down;
     end
     if (rst) begin
       \$825  = 8'h00;
@@ -7505,9 +7461,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$826  = pe_6_7_weight;
-    if (pe_6_6_flip_right) begin
-      \$826  = pe_6_7_shadow;
+    \$826  = pe_6_5_weight;
+    if (pe_6_4_flip_right) begin
+      \$826  = pe_6_5_shadow;
     end
     if (rst) begin
       \$826  = 8'h00;
@@ -7515,119 +7471,113 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$827  = \$268 [27:0];
+    \$827  = \$275 [27:0];
     if (rst) begin
       \$827  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$828  = pe_5_7_w_down;
+    \$828  = pe_5_5_w_down;
     if (rst) begin
       \$828  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$829  = pe_5_7_tag_down;
+    \$829  = pe_5_5_tag_down;
     if (rst) begin
       \$829  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$830  = pe_5_7_tv_down;
+    \$830  = pe_5_5_tv_down;
     if (rst) begin
       \$830  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$831  = pe_7_0_shadow;
-    if (\$270 ) begin
-      \$831  = pe_6_0_w_down;
-    end
+    \$831  = pe_6_4_a_right;
     if (rst) begin
       \$831  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$832  = pe_7_0_weight;
-    if (flip_skew7_d6) begin
-      \$832  = pe_7_0_shadow;
-    end
+    \$832  = pe_6_4_flip_right;
     if (rst) begin
-      \$832  = 8'h00;
+      \$832  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$833  = \$271 [27:0];
+    \$833  = pe_6_6_shadow;
+    if (\$277 ) begin
+      \$833  = pe_5_6_w_down;
+    end
     if (rst) begin
-      \$833  = 28'h0000000;
+      \$833  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$834  = a_skew7_d7;
+    \$834  = pe_6_6_weight;
+    if (pe_6_5_flip_right) begin
+      \$834  = pe_6_6_shadow;
+    end
     if (rst) begin
       \$834  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$835  = flip_skew7_d6;
+    \$835  = \$278 [27:0];
     if (rst) begin
-      \$835  = 1'h0;
+      \$835  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$836  = pe_7_1_shadow;
-    if (\$273 ) begin
-      \$836  = pe_6_1_w_down;
-    end
+    \$836  = pe_5_6_w_down;
     if (rst) begin
       \$836  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$837  = pe_7_1_weight;
-    if (pe_7_0_flip_right) begin
-      \$837  = pe_7_1_shadow;
-    end
+    \$837  = pe_5_6_tag_down;
     if (rst) begin
-      \$837  = 8'h00;
+      \$837  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$838  = \$274 [27:0];
+    \$838  = pe_5_6_tv_down;
     if (rst) begin
-      \$838  = 28'h0000000;
+      \$838  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$839  = pe_7_0_a_right;
+    \$839  = pe_6_5_a_right;
     if (rst) begin
       \$839  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$840  = pe_7_0_flip_right;
+    \$840  = pe_6_5_flip_right;
     if (rst) begin
       \$840  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$841  = pe_7_2_shadow;
-    if (\$276 ) begin
-      \$841  = pe_6_2_w_down;
+    \$841  = pe_6_7_shadow;
+    if (\$280 ) begin
+      \$841  = pe_5_7_w_down;
     end
     if (rst) begin
       \$841  = 8'h00;
@@ -7635,9 +7585,9 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$842  = pe_7_2_weight;
-    if (pe_7_1_flip_right) begin
-      \$842  = pe_7_2_shadow;
+    \$842  = pe_6_7_weight;
+    if (pe_6_6_flip_right) begin
+      \$842  = pe_6_7_shadow;
     end
     if (rst) begin
       \$842  = 8'h00;
@@ -7645,40 +7595,37 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$843  = \$277 [27:0];
+    \$843  = \$281 [27:0];
     if (rst) begin
       \$843  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$844  = pe_7_1_a_right;
+    \$844  = pe_5_7_w_down;
     if (rst) begin
       \$844  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$845  = pe_7_1_flip_right;
+    \$845  = pe_5_7_tag_down;
     if (rst) begin
-      \$845  = 1'h0;
+      \$845  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$846  = pe_7_3_shadow;
-    if (\$279 ) begin
-      \$846  = pe_6_3_w_down;
-    end
+    \$846  = pe_5_7_tv_down;
     if (rst) begin
-      \$846  = 8'h00;
+      \$846  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$847  = pe_7_3_weight;
-    if (pe_7_2_flip_right) begin
-      \$847  = pe_7_3_shadow;
+    \$847  = pe_7_0_shadow;
+    if (\$283 ) begin
+      \$847  = pe_6_0_w_down;
     end
     if (rst) begin
       \$847  = 8'h00;
@@ -7686,40 +7633,40 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$848  = \$280 [27:0];
+    \$848  = pe_7_0_weight;
+    if (flip_skew7_d6) begin
+      \$848  = pe_7_0_shadow;
+    end
     if (rst) begin
-      \$848  = 28'h0000000;
+      \$848  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$849  = pe_7_2_a_right;
+    \$849  = \$284 [27:0];
     if (rst) begin
-      \$849  = 8'h00;
+      \$849  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$850  = pe_7_2_flip_right;
+    \$850  = a_skew7_d7;
     if (rst) begin
-      \$850  = 1'h0;
+      \$850  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$851  = pe_7_4_shadow;
-    if (\$282 ) begin
-      \$851  = pe_6_4_w_down;
-    end
+    \$851  = flip_skew7_d6;
     if (rst) begin
-      \$851  = 8'h00;
+      \$851  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$852  = pe_7_4_weight;
-    if (pe_7_3_flip_right) begin
-      \$852  = pe_7_4_shadow;
+    \$852  = pe_7_1_shadow;
+    if (\$286 ) begin
+      \$852  = pe_6_1_w_down;
     end
     if (rst) begin
       \$852  = 8'h00;
@@ -7727,40 +7674,40 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$853  = \$283 [27:0];
+    \$853  = pe_7_1_weight;
+    if (pe_7_0_flip_right) begin
+      \$853  = pe_7_1_shadow;
+    end
     if (rst) begin
-      \$853  = 28'h0000000;
+      \$853  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$854  = pe_7_3_a_right;
+    \$854  = \$287 [27:0];
     if (rst) begin
-      \$854  = 8'h00;
+      \$854  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$855  = pe_7_3_flip_right;
+    \$855  = pe_7_0_a_right;
     if (rst) begin
-      \$855  = 1'h0;
+      \$855  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$856  = pe_7_5_shadow;
-    if (\$285 ) begin
-      \$856  = pe_6_5_w_down;
-    end
+    \$856  = pe_7_0_flip_right;
     if (rst) begin
-      \$856  = 8'h00;
+      \$856  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$857  = pe_7_5_weight;
-    if (pe_7_4_flip_right) begin
-      \$857  = pe_7_5_shadow;
+    \$857  = pe_7_2_shadow;
+    if (\$289 ) begin
+      \$857  = pe_6_2_w_down;
     end
     if (rst) begin
       \$857  = 8'h00;
@@ -7768,40 +7715,40 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$858  = \$286 [27:0];
+    \$858  = pe_7_2_weight;
+    if (pe_7_1_flip_right) begin
+      \$858  = pe_7_2_shadow;
+    end
     if (rst) begin
-      \$858  = 28'h0000000;
+      \$858  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$859  = pe_7_4_a_right;
+    \$859  = \$290 [27:0];
     if (rst) begin
-      \$859  = 8'h00;
+      \$859  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$860  = pe_7_4_flip_right;
+    \$860  = pe_7_1_a_right;
     if (rst) begin
-      \$860  = 1'h0;
+      \$860  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$861  = pe_7_6_shadow;
-    if (\$288 ) begin
-      \$861  = pe_6_6_w_down;
-    end
+    \$861  = pe_7_1_flip_right;
     if (rst) begin
-      \$861  = 8'h00;
+      \$861  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$862  = pe_7_6_weight;
-    if (pe_7_5_flip_right) begin
-      \$862  = pe_7_6_shadow;
+    \$862  = pe_7_3_shadow;
+    if (\$292 ) begin
+      \$862  = pe_6_3_w_down;
     end
     if (rst) begin
       \$862  = 8'h00;
@@ -7809,40 +7756,40 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$863  = \$289 [27:0];
+    \$863  = pe_7_3_weight;
+    if (pe_7_2_flip_right) begin
+      \$863  = pe_7_3_shadow;
+    end
     if (rst) begin
-      \$863  = 28'h0000000;
+      \$863  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$864  = pe_7_5_a_right;
+    \$864  = \$293 [27:0];
     if (rst) begin
-      \$864  = 8'h00;
+      \$864  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$865  = pe_7_5_flip_right;
+    \$865  = pe_7_2_a_right;
     if (rst) begin
-      \$865  = 1'h0;
+      \$865  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$866  = pe_7_7_shadow;
-    if (\$291 ) begin
-      \$866  = pe_6_7_w_down;
-    end
+    \$866  = pe_7_2_flip_right;
     if (rst) begin
-      \$866  = 8'h00;
+      \$866  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$867  = pe_7_7_weight;
-    if (pe_7_6_flip_right) begin
-      \$867  = pe_7_7_shadow;
+    \$867  = pe_7_4_shadow;
+    if (\$295 ) begin
+      \$867  = pe_6_4_w_down;
     end
     if (rst) begin
       \$867  = 8'h00;
@@ -7850,361 +7797,494 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$868  = \$292 [27:0];
+    \$868  = pe_7_4_weight;
+    if (pe_7_3_flip_right) begin
+      \$868  = pe_7_4_shadow;
+    end
     if (rst) begin
-      \$868  = 28'h0000000;
+      \$868  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$869  = pe_7_0_psum;
+    \$869  = \$296 [27:0];
     if (rst) begin
       \$869  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$870  = deskew0_d0;
+    \$870  = pe_7_3_a_right;
     if (rst) begin
-      \$870  = 28'h0000000;
+      \$870  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$871  = deskew0_d1;
+    \$871  = pe_7_3_flip_right;
     if (rst) begin
-      \$871  = 28'h0000000;
+      \$871  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$872  = deskew0_d2;
+    \$872  = pe_7_5_shadow;
+    if (\$298 ) begin
+      \$872  = pe_6_5_w_down;
+    end
     if (rst) begin
-      \$872  = 28'h0000000;
+      \$872  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$873  = deskew0_d3;
+    \$873  = pe_7_5_weight;
+    if (pe_7_4_flip_right) begin
+      \$873  = pe_7_5_shadow;
+    end
     if (rst) begin
-      \$873  = 28'h0000000;
+      \$873  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$874  = deskew0_d4;
+    \$874  = \$299 [27:0];
     if (rst) begin
       \$874  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$875  = deskew0_d5;
+    \$875  = pe_7_4_a_right;
     if (rst) begin
-      \$875  = 28'h0000000;
+      \$875  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$876  = pe_7_1_psum;
+    \$876  = pe_7_4_flip_right;
     if (rst) begin
-      \$876  = 28'h0000000;
+      \$876  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$877  = deskew1_d0;
+    \$877  = pe_7_6_shadow;
+    if (\$301 ) begin
+      \$877  = pe_6_6_w_down;
+    end
     if (rst) begin
-      \$877  = 28'h0000000;
+      \$877  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$878  = deskew1_d1;
+    \$878  = pe_7_6_weight;
+    if (pe_7_5_flip_right) begin
+      \$878  = pe_7_6_shadow;
+    end
     if (rst) begin
-      \$878  = 28'h0000000;
+      \$878  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$879  = deskew1_d2;
+    \$879  = \$302 [27:0];
     if (rst) begin
       \$879  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$880  = deskew1_d3;
+    \$880  = pe_7_5_a_right;
     if (rst) begin
-      \$880  = 28'h0000000;
+      \$880  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$881  = deskew1_d4;
+    \$881  = pe_7_5_flip_right;
     if (rst) begin
-      \$881  = 28'h0000000;
+      \$881  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$882  = pe_7_2_psum;
+    \$882  = pe_7_7_shadow;
+    if (\$304 ) begin
+      \$882  = pe_6_7_w_down;
+    end
     if (rst) begin
-      \$882  = 28'h0000000;
+      \$882  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$883  = deskew2_d0;
+    \$883  = pe_7_7_weight;
+    if (pe_7_6_flip_right) begin
+      \$883  = pe_7_7_shadow;
+    end
     if (rst) begin
-      \$883  = 28'h0000000;
+      \$883  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$884  = deskew2_d1;
+    \$884  = \$305 [27:0];
     if (rst) begin
       \$884  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$885  = deskew2_d2;
+    \$885  = pe_7_0_psum;
     if (rst) begin
       \$885  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$886  = deskew2_d3;
+    \$886  = deskew0_d0;
     if (rst) begin
       \$886  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$887  = pe_7_3_psum;
+    \$887  = deskew0_d1;
     if (rst) begin
       \$887  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$888  = deskew3_d0;
+    \$888  = deskew0_d2;
     if (rst) begin
       \$888  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$889  = deskew3_d1;
+    \$889  = deskew0_d3;
     if (rst) begin
       \$889  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$890  = deskew3_d2;
+    \$890  = deskew0_d4;
     if (rst) begin
       \$890  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$891  = pe_7_4_psum;
+    \$891  = deskew0_d5;
     if (rst) begin
       \$891  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$892  = deskew4_d0;
+    \$892  = pe_7_1_psum;
     if (rst) begin
       \$892  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$893  = deskew4_d1;
+    \$893  = deskew1_d0;
     if (rst) begin
       \$893  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$894  = pe_7_5_psum;
+    \$894  = deskew1_d1;
     if (rst) begin
       \$894  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$895  = deskew5_d0;
+    \$895  = deskew1_d2;
     if (rst) begin
       \$895  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$896  = pe_7_6_psum;
+    \$896  = deskew1_d3;
     if (rst) begin
       \$896  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$897  = read__addr;
+    \$897  = deskew1_d4;
+    if (rst) begin
+      \$897  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$898  = pe_7_2_psum;
+    if (rst) begin
+      \$898  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$899  = deskew2_d0;
+    if (rst) begin
+      \$899  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$900  = deskew2_d1;
+    if (rst) begin
+      \$900  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$901  = deskew2_d2;
+    if (rst) begin
+      \$901  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$902  = deskew2_d3;
+    if (rst) begin
+      \$902  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$903  = pe_7_3_psum;
+    if (rst) begin
+      \$903  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$904  = deskew3_d0;
+    if (rst) begin
+      \$904  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$905  = deskew3_d1;
+    if (rst) begin
+      \$905  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$906  = deskew3_d2;
+    if (rst) begin
+      \$906  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$907  = pe_7_4_psum;
+    if (rst) begin
+      \$907  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$908  = deskew4_d0;
+    if (rst) begin
+      \$908  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$909  = deskew4_d1;
+    if (rst) begin
+      \$909  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$910  = pe_7_5_psum;
+    if (rst) begin
+      \$910  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$911  = deskew5_d0;
+    if (rst) begin
+      \$911  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$912  = pe_7_6_psum;
+    if (rst) begin
+      \$912  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$913  = read__addr;
     if (row_meta_d15[0]) begin
-      \$897  = \$294 [7:0];
+      \$913  = \$307 [7:0];
     end
     if (rst) begin
-      \$897  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$898  = { pe_7_7_psum, deskew6_d0, deskew5_d1, deskew4_d2, deskew3_d3, deskew2_d4, deskew1_d5, deskew0_d6 };
-    if (rst) begin
-      \$898  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$913  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$899  = acc_vector_b_d0;
+    \$914  = { pe_7_7_psum, deskew6_d0, deskew5_d1, deskew4_d2, deskew3_d3, deskew2_d4, deskew1_d5, deskew0_d6 };
     if (rst) begin
-      \$899  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$914  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$900  = row_meta_d15;
+    \$915  = acc_vector_b_d0;
     if (rst) begin
-      \$900  = 4'h0;
+      \$915  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$901  = acc_meta_d0;
+    \$916  = row_meta_d15;
     if (rst) begin
-      \$901  = 4'h0;
+      \$916  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$902  = read__addr;
+    \$917  = acc_meta_d0;
     if (rst) begin
-      \$902  = 8'h00;
+      \$917  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$903  = acc_row_d0;
+    \$918  = read__addr;
     if (rst) begin
-      \$903  = 8'h00;
+      \$918  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$904  = acc_row_d1;
+    \$919  = acc_row_d0;
     if (rst) begin
-      \$904  = 8'h00;
+      \$919  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$905  = read__data;
+    \$920  = acc_row_d1;
     if (rst) begin
-      \$905  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$920  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$906 [27:0] = \$296 [27:0];
-    \$906 [55:28] = \$298 [27:0];
-    \$906 [83:56] = \$300 [27:0];
-    \$906 [111:84] = \$302 [27:0];
-    \$906 [139:112] = \$304 [27:0];
-    \$906 [167:140] = \$306 [27:0];
-    \$906 [195:168] = \$308 [27:0];
-    \$906 [223:196] = \$310 [27:0];
+    \$921  = read__data;
     if (rst) begin
-      \$906  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$921  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$907  = acc_meta_d1;
+    \$922 [27:0] = \$309 [27:0];
+    \$922 [55:28] = \$311 [27:0];
+    \$922 [83:56] = \$313 [27:0];
+    \$922 [111:84] = \$315 [27:0];
+    \$922 [139:112] = \$317 [27:0];
+    \$922 [167:140] = \$319 [27:0];
+    \$922 [195:168] = \$321 [27:0];
+    \$922 [223:196] = \$323 [27:0];
     if (rst) begin
-      \$907  = 4'h0;
+      \$922  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$923  = acc_meta_d1;
+    if (rst) begin
+      \$923  = 4'h0;
     end
   end
   assign r_rdy = results__valid;
   assign r_data = results__payload;
   assign r_en = results__ready;
-  assign pe_0_0_product = { \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10  };
-  assign pe_0_1_product = { \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11 [15], \$11  };
-  assign pe_0_2_product = { \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12  };
-  assign pe_0_3_product = { \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13  };
-  assign pe_0_4_product = { \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14  };
-  assign pe_0_5_product = { \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15  };
-  assign pe_0_6_product = { \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16  };
-  assign pe_0_7_product = { \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17  };
-  assign pe_1_0_product = { \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18  };
-  assign pe_1_1_product = { \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19  };
-  assign pe_1_2_product = { \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20  };
-  assign pe_1_3_product = { \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21  };
-  assign pe_1_4_product = { \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22  };
-  assign pe_1_5_product = { \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23  };
-  assign pe_1_6_product = { \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24  };
-  assign pe_1_7_product = { \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25  };
-  assign pe_2_0_product = { \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26  };
-  assign pe_2_1_product = { \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27  };
-  assign pe_2_2_product = { \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28  };
-  assign pe_2_3_product = { \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29  };
-  assign pe_2_4_product = { \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30  };
-  assign pe_2_5_product = { \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31  };
-  assign pe_2_6_product = { \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32  };
-  assign pe_2_7_product = { \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33  };
-  assign pe_3_0_product = { \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34  };
-  assign pe_3_1_product = { \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35  };
-  assign pe_3_2_product = { \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36  };
-  assign pe_3_3_product = { \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37  };
-  assign pe_3_4_product = { \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38  };
-  assign pe_3_5_product = { \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39  };
-  assign pe_3_6_product = { \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40  };
-  assign pe_3_7_product = { \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41  };
-  assign pe_4_0_product = { \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42  };
-  assign pe_4_1_product = { \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43  };
-  assign pe_4_2_product = { \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44  };
-  assign pe_4_3_product = { \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45  };
-  assign pe_4_4_product = { \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46  };
-  assign pe_4_5_product = { \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47  };
-  assign pe_4_6_product = { \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48  };
-  assign pe_4_7_product = { \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49  };
-  assign pe_5_0_product = { \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50  };
-  assign pe_5_1_product = { \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51  };
-  assign pe_5_2_product = { \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52  };
-  assign pe_5_3_product = { \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53  };
-  assign pe_5_4_product = { \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54  };
-  assign pe_5_5_product = { \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55  };
-  assign pe_5_6_product = { \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56  };
-  assign pe_5_7_product = { \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57  };
-  assign pe_6_0_product = { \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58  };
-  assign pe_6_1_product = { \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59  };
-  assign pe_6_2_product = { \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60  };
-  assign pe_6_3_product = { \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61  };
-  assign pe_6_4_product = { \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62  };
-  assign pe_6_5_product = { \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63  };
-  assign pe_6_6_product = { \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64  };
-  assign pe_6_7_product = { \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65  };
-  assign pe_7_0_product = { \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66  };
-  assign pe_7_1_product = { \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67  };
-  assign pe_7_2_product = { \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68  };
-  assign pe_7_3_product = { \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69  };
-  assign pe_7_4_product = { \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70  };
-  assign pe_7_5_product = { \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71  };
-  assign pe_7_6_product = { \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72  };
-  assign pe_7_7_product = { \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73  };
+  assign pe_0_0_product = { \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12  };
+  assign pe_0_1_product = { \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13  };
+  assign pe_0_2_product = { \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14  };
+  assign pe_0_3_product = { \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15 [15], \$15  };
+  assign pe_0_4_product = { \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16  };
+  assign pe_0_5_product = { \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17 [15], \$17  };
+  assign pe_0_6_product = { \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18  };
+  assign pe_0_7_product = { \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19 [15], \$19  };
+  assign pe_1_0_product = { \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20  };
+  assign pe_1_1_product = { \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21 [15], \$21  };
+  assign pe_1_2_product = { \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22  };
+  assign pe_1_3_product = { \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23 [15], \$23  };
+  assign pe_1_4_product = { \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24  };
+  assign pe_1_5_product = { \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25 [15], \$25  };
+  assign pe_1_6_product = { \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26  };
+  assign pe_1_7_product = { \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27 [15], \$27  };
+  assign pe_2_0_product = { \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28  };
+  assign pe_2_1_product = { \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29 [15], \$29  };
+  assign pe_2_2_product = { \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30  };
+  assign pe_2_3_product = { \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31 [15], \$31  };
+  assign pe_2_4_product = { \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32  };
+  assign pe_2_5_product = { \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33 [15], \$33  };
+  assign pe_2_6_product = { \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34  };
+  assign pe_2_7_product = { \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35 [15], \$35  };
+  assign pe_3_0_product = { \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36  };
+  assign pe_3_1_product = { \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37 [15], \$37  };
+  assign pe_3_2_product = { \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38  };
+  assign pe_3_3_product = { \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39 [15], \$39  };
+  assign pe_3_4_product = { \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40 [15], \$40  };
+  assign pe_3_5_product = { \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41 [15], \$41  };
+  assign pe_3_6_product = { \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42 [15], \$42  };
+  assign pe_3_7_product = { \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43 [15], \$43  };
+  assign pe_4_0_product = { \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44 [15], \$44  };
+  assign pe_4_1_product = { \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45 [15], \$45  };
+  assign pe_4_2_product = { \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46 [15], \$46  };
+  assign pe_4_3_product = { \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47 [15], \$47  };
+  assign pe_4_4_product = { \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48 [15], \$48  };
+  assign pe_4_5_product = { \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49 [15], \$49  };
+  assign pe_4_6_product = { \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50  };
+  assign pe_4_7_product = { \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51 [15], \$51  };
+  assign pe_5_0_product = { \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52 [15], \$52  };
+  assign pe_5_1_product = { \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53 [15], \$53  };
+  assign pe_5_2_product = { \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54 [15], \$54  };
+  assign pe_5_3_product = { \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55 [15], \$55  };
+  assign pe_5_4_product = { \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56 [15], \$56  };
+  assign pe_5_5_product = { \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57 [15], \$57  };
+  assign pe_5_6_product = { \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58 [15], \$58  };
+  assign pe_5_7_product = { \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59 [15], \$59  };
+  assign pe_6_0_product = { \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60 [15], \$60  };
+  assign pe_6_1_product = { \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61 [15], \$61  };
+  assign pe_6_2_product = { \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62  };
+  assign pe_6_3_product = { \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63 [15], \$63  };
+  assign pe_6_4_product = { \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64 [15], \$64  };
+  assign pe_6_5_product = { \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65 [15], \$65  };
+  assign pe_6_6_product = { \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66 [15], \$66  };
+  assign pe_6_7_product = { \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67 [15], \$67  };
+  assign pe_7_0_product = { \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68 [15], \$68  };
+  assign pe_7_1_product = { \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69 [15], \$69  };
+  assign pe_7_2_product = { \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70 [15], \$70  };
+  assign pe_7_3_product = { \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71 [15], \$71  };
+  assign pe_7_4_product = { \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72 [15], \$72  };
+  assign pe_7_5_product = { \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73 [15], \$73  };
+  assign pe_7_6_product = { \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74  };
+  assign pe_7_7_product = { \$75 [15], \$75 [15], \$75 [15], \$75 [15], \$75 [15], \$75 [15], \$75 [15], \$75 [15], \$75 [15], \$75 [15], \$75 [15], \$75 [15], \$75  };
   assign row = read__addr;
   assign acc_row_d2 = write__addr;
   assign write__en = acc_meta_d_d0[0];
@@ -8355,11 +8435,11 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   assign meta_in[3] = activations__payload[64];
   assign meta_in[2] = activations__payload[66];
   assign meta_in[1] = activations__payload[65];
-  assign meta_in[0] = \$9 ;
+  assign meta_in[0] = \$11 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \systolic_ws_8x8_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$1829$0 , \port$1831$3 , r_rdy, r_en);
+module \systolic_ws_8x8_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$1855$0 , \port$1857$3 , r_rdy, r_en);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -8402,10 +8482,10 @@ module \systolic_ws_8x8_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$1829$
   reg [4:0] inner_level = 5'h00;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [223:0] \port$1829$0 ;
-  wire [223:0] \port$1829$0 ;
-  input \port$1831$3 ;
-  wire \port$1831$3 ;
+  input [223:0] \port$1855$0 ;
+  wire [223:0] \port$1855$0 ;
+  input \port$1857$3 ;
+  wire \port$1857$3 ;
   (* init = 5'h00 *)
   wire [4:0] produce;
   output [224:0] r_data;
@@ -8457,7 +8537,7 @@ module \systolic_ws_8x8_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$1829$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$1831$3 , \port$1829$0  };
+      storage[w_port__addr] <= { \port$1857$3 , \port$1855$0  };
   end
   reg [224:0] _0_;
   always @(posedge clk) begin
@@ -8557,8 +8637,8 @@ module \systolic_ws_8x8_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$1829$
   assign level = \$3 [4:0];
   assign r_level = \$3 [4:0];
   assign produce = w_port__addr;
-  assign w_port__data = { \port$1831$3 , \port$1829$0  };
-  assign w_data = { \port$1831$3 , \port$1829$0  };
+  assign w_port__data = { \port$1857$3 , \port$1855$0  };
+  assign w_data = { \port$1857$3 , \port$1855$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -72,6 +72,8 @@ def default_cases(p: SystolicParams, seed: int = 1) -> list[dict]:
          alternating((k, n), p.w_width, p.w_signed, 1), 1.0, 1.0),
         ("single_mac", rand((1, 1), a_lo, a_hi), rand((1, 1), w_lo, w_hi), 1.0, 1.0),
         ("backpressure", rand((m, k), a_lo, a_hi), rand((k, n), w_lo, w_hi), 0.6, 0.5),
+        # two-row tiles over many K tiles with stalls: rows return to the accumulator as early as allowed
+        ("short_tiles_stalled", rand((2, k_deep), a_lo, a_hi), rand((k_deep, n), w_lo, w_hi), 0.5, 0.5),
     ]
     return [{"name": name, "a": np.asarray(a, dtype=np.int64).tolist(), "w": np.asarray(w, dtype=np.int64).tolist(),
              "valid_probability": vp, "ready_probability": rp, "check_cycles": vp == 1.0 and rp == 1.0}

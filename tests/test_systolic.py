@@ -140,6 +140,7 @@ def test_generated_verilog_is_byte_identical_across_processes(tmp_path):
 
 LINT_CONFIGS = [
     SystolicParams(rows=1, cols=1),
+    SystolicParams(rows=1, cols=1, dataflow="output_stationary"),
     SystolicParams(rows=3, cols=2, dataflow="output_stationary", pipeline=1, a_signed=False),
     SystolicParams(rows=4, cols=4, w_signed=False, a_width=4, w_width=4, acc_depth=5),
     SystolicParams(rows=8, cols=8),
