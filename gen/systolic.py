@@ -108,8 +108,14 @@ class SystolicParams:
             return self.name
         sign = lambda s: "s" if s else "u"  # noqa: E731
         flow = "ws" if self.weight_stationary else "os"
-        return (f"systolic_{flow}_{self.rows}x{self.cols}_a{self.a_width}{sign(self.a_signed)}"
+        name = (f"systolic_{flow}_{self.rows}x{self.cols}_a{self.a_width}{sign(self.a_signed)}"
                 f"_w{self.w_width}{sign(self.w_signed)}")
+        # every parameter that changes the hardware and differs from its default shows in the name
+        defaults = SystolicParams.__dataclass_fields__
+        for field_name, tag in (("pipeline", "p"), ("k_max", "k"), ("acc_width", "acc"), ("acc_depth", "d")):
+            if getattr(self, field_name) != defaults[field_name].default:
+                name += f"_{tag}{getattr(self, field_name)}"
+        return name
 
     @property
     def latency_cycles(self) -> int:

@@ -32,8 +32,7 @@ CONFIGS = [
 
 
 def _id(p):
-    p = p.values[0] if hasattr(p, "values") else p
-    return f"{p.top_name}_p{p.pipeline}" + (f"_acc{p.acc_width}" if p.acc_width else "")
+    return (p.values[0] if hasattr(p, "values") else p).top_name
 
 
 @pytest.mark.parametrize("params", CONFIGS, ids=_id)
