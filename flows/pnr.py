@@ -157,6 +157,8 @@ def place_route(
     args = [
         family.devices[device], "--package", package, "--json", "netlist.json", "--report", NEXTPNR_REPORT,
         "--freq", f"{freq_mhz:g}", "--seed", str(int(seed)), "--timing-allow-fail", family.allow_unconstrained_flag,
+        # router2: on an 8x8 array on an ECP5-85F, router1 ran > 20 min without converging; router2 took 60 s
+        "--router", "router2",
     ]
     key = digest("pnr", version, target, args, netlist.read_bytes())
     final = cache_root() / "pnr" / key

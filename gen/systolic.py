@@ -152,6 +152,10 @@ class SystolicParams:
 FIFO_LATENCY_CYCLES = 2
 # WS accumulator: read address; block-RAM output register; add; write back (and into the result FIFO).
 ACCUMULATE_STAGES = 3
+# Control bits that travel beside the data hold equal values in every column (or along every anti-diagonal);
+# synthesis would merge those registers into one that drives a whole row, the very broadcast net a
+# systolic array exists to avoid. `keep` leaves one copy per PE, next to its datapath.
+KEEP = {"keep": 1}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -390,18 +394,18 @@ class SystolicArray(wiring.Component):
         # Row skew: row r enters the array r cycles after row 0 (plus the input register). In WS the flip
         # runs one cycle ahead of its row, so a PE swaps its weights the cycle before it multiplies with
         # them and the multiplier reads a plain register (no multiplexer in front of the DSP).
-        a_edge = [_delay(m, row_inputs[r], 1 + r, f"a_skew{r}") for r in range(rows)]
+        a_edge = [_delay(m, row_inputs[r], 1 + r, f"a_skew{r}", data_path=True) for r in range(rows)]
         flip_lead = 1 if p.weight_stationary else 0
         flip_edge = [_delay(m, flip_inputs[r], 1 + r - flip_lead, f"flip_skew{r}") for r in range(rows)]
 
         if p.weight_stationary:
             bottom = self._weight_stationary_array(m, a_edge, flip_edge, column_inputs, acc_shape)
         else:
-            w_edge = [_delay(m, column_inputs[c], 1 + c, f"w_skew{c}") for c in range(cols)]
+            w_edge = [_delay(m, column_inputs[c], 1 + c, f"w_skew{c}", data_path=True) for c in range(cols)]
             bottom = self._output_stationary_array(m, a_edge, flip_edge, w_edge, start_pulse, acc_shape)
 
         # Deskew: column c leaves the array c cycles after column 0; delay it by C-1-c to line up.
-        vector = [_delay(m, bottom[c], cols - 1 - c, f"deskew{c}") for c in range(cols)]
+        vector = [_delay(m, bottom[c], cols - 1 - c, f"deskew{c}", data_path=True) for c in range(cols)]
 
         if p.weight_stationary:
             self._accumulate(m, vector, vector_valid, result_fifo, acc_shape)
@@ -492,18 +496,19 @@ class SystolicArray(wiring.Component):
                 # weight chain: value + tag pass down unconditionally; a PE keeps the one tagged for it
                 w_in = w_top[c] if r == 0 else chain_w[c]
                 t_in, tv_in = (tag, tag_valid) if r == 0 else (chain_tag[c], chain_tv[c])
-                shadow = Signal(w_shape, name=f"{pe}_shadow")
-                weight = Signal(w_shape, name=f"{pe}_weight")
+                shadow = Signal(w_shape, name=f"{pe}_shadow", reset_less=True)
+                weight = Signal(w_shape, name=f"{pe}_weight", reset_less=True)
                 with m.If(tv_in & (t_in == r)):
                     m.d.sync += shadow.eq(w_in)
                 with m.If(flip_in):
                     m.d.sync += weight.eq(shadow)
-                psum_out = Signal(acc_shape, name=f"{pe}_psum")
+                psum_out = Signal(acc_shape, name=f"{pe}_psum", reset_less=True)
                 m.d.sync += psum_out.eq(psum[c] + self._product(m, pe, a_in, weight, acc_shape))
                 psum[c] = psum_out
                 if r + 1 < rows:
-                    nw, nt, ntv = (Signal(w_shape, name=f"{pe}_w_down"),
-                                   Signal(tag.shape(), name=f"{pe}_tag_down"), Signal(name=f"{pe}_tv_down"))
+                    nw, nt, ntv = (Signal(w_shape, name=f"{pe}_w_down", reset_less=True),
+                                   Signal(tag.shape(), name=f"{pe}_tag_down", reset_less=True, attrs=KEEP),
+                                   Signal(name=f"{pe}_tv_down", attrs=KEEP))
                     m.d.sync += [nw.eq(w_in), nt.eq(t_in), ntv.eq(tv_in)]
                     if c == 0:
                         next_w, next_t, next_tv = [], [], []
@@ -511,8 +516,8 @@ class SystolicArray(wiring.Component):
                     next_t.append(nt)
                     next_tv.append(ntv)
                 if c + 1 < cols:
-                    a_next = Signal(a_in.shape(), name=f"{pe}_a_right")
-                    f_next = Signal(name=f"{pe}_flip_right")
+                    a_next = Signal(a_in.shape(), name=f"{pe}_a_right", reset_less=True)
+                    f_next = Signal(name=f"{pe}_flip_right", attrs=KEEP)
                     m.d.sync += [a_next.eq(a_in), f_next.eq(flip_in)]
                     a_in, flip_in = a_next, f_next
             if r + 1 < rows:
@@ -522,7 +527,7 @@ class SystolicArray(wiring.Component):
 
     def _product(self, m, pe, a, w, acc_shape):
         """a * w, widened to the accumulator; registered once more when pipeline=1 (DSP output register)."""
-        product = Signal(acc_shape, name=f"{pe}_product")
+        product = Signal(acc_shape, name=f"{pe}_product", reset_less=True)
         if self.p.pipeline:
             m.d.sync += product.eq(a * w)
         else:
@@ -544,13 +549,13 @@ class SystolicArray(wiring.Component):
 
         # The vector and its metadata wait beside the read: the stored row arrives one cycle after the
         # address and is registered once more (block-RAM clock-to-out is slow), then added and registered.
-        vector_b = _delay(m, _pack(vector), 1, "acc_vector_b")
-        vector_c = data.View(sums, _delay(m, vector_b, 1, "acc_vector_c"))
+        vector_b = _delay(m, _pack(vector), 1, "acc_vector_b", data_path=True)
+        vector_c = data.View(sums, _delay(m, vector_b, 1, "acc_vector_c", data_path=True))
         meta_c = _delay(m, meta, 2, "acc_meta")
-        row_d = _delay(m, row, 3, "acc_row")
-        stored = Signal(sums, name="acc_stored")
+        row_d = _delay(m, row, 3, "acc_row", data_path=True)
+        stored = Signal(sums, name="acc_stored", reset_less=True)
         m.d.sync += stored.eq(read.data)
-        total = Signal(sums, name="acc_total")
+        total = Signal(sums, name="acc_total", reset_less=True)
         for c in range(p.cols):
             m.d.sync += total[c].eq(vector_c[c] + Mux(meta_c.accumulate, stored[c], 0))
         meta_d = _delay(m, meta_c, 1, "acc_meta_d")
@@ -624,7 +629,7 @@ class SystolicArray(wiring.Component):
                     flip = Signal(name=f"{pe}_flip_d")
                     m.d.sync += flip.eq(flip_in)
                 acc = Signal(acc_shape, name=f"{pe}_acc")
-                hold = Signal(acc_shape, name=f"{pe}_hold")
+                hold = Signal(acc_shape, name=f"{pe}_hold", reset_less=True)
                 total = Signal(acc_shape, name=f"{pe}_total")
                 m.d.comb += total.eq(acc + product)
                 m.d.sync += acc.eq(Mux(flip, 0, total))
@@ -635,12 +640,12 @@ class SystolicArray(wiring.Component):
                         m.d.sync += hold.eq(hold_above[c])
                 hold_above[c] = hold
                 if c + 1 < cols:
-                    a_next = Signal(a_in.shape(), name=f"{pe}_a_right")
-                    f_next = Signal(name=f"{pe}_flip_right")
+                    a_next = Signal(a_in.shape(), name=f"{pe}_a_right", reset_less=True)
+                    f_next = Signal(name=f"{pe}_flip_right", attrs=KEEP)
                     m.d.sync += [a_next.eq(a_in), f_next.eq(flip_in)]
                     a_in, flip_in = a_next, f_next
                 if r + 1 < rows:
-                    w_next = Signal(w_in[c].shape(), name=f"{pe}_w_down")
+                    w_next = Signal(w_in[c].shape(), name=f"{pe}_w_down", reset_less=True)
                     m.d.sync += w_next.eq(w_in[c])
                     w_in[c] = w_next
         return hold_above
@@ -654,10 +659,12 @@ def _pack(lanes, last=None):
     return Cat(*parts)
 
 
-def _delay(m, value, cycles: int, name: str):
-    """`value` delayed by `cycles` registers (0: the value itself)."""
+def _delay(m, value, cycles: int, name: str, *, data_path: bool = False):
+    """`value` delayed by `cycles` registers (0: the value itself). Data-path delays have no reset: a
+    reset net reaching thousands of operand registers costs routing and buys nothing, since a valid
+    bit (which is reset) says when the data matter."""
     for i in range(cycles):
-        reg = Signal(value.shape(), name=f"{name}_d{i}")
+        reg = Signal(value.shape(), name=f"{name}_d{i}", reset_less=data_path)
         m.d.sync += reg.eq(value)
         value = reg
     return value

@@ -231,45 +231,45 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg \$300 ;
   reg \$301 ;
   reg \$302 ;
-  reg [7:0] \$303 ;
-  reg [7:0] \$304 ;
-  reg [7:0] \$305 ;
-  reg [7:0] \$306 ;
-  reg [7:0] \$307 ;
-  reg [7:0] \$308 ;
-  reg [7:0] \$309 ;
+  reg \$303 ;
+  reg \$304 ;
+  reg \$305 ;
+  reg \$306 ;
+  reg \$307 ;
+  reg \$308 ;
+  reg \$309 ;
   wire [15:0] \$31 ;
-  reg [7:0] \$310 ;
-  reg [7:0] \$311 ;
-  reg [7:0] \$312 ;
-  reg [7:0] \$313 ;
-  reg [7:0] \$314 ;
-  reg [7:0] \$315 ;
-  reg [7:0] \$316 ;
-  reg [7:0] \$317 ;
-  reg [7:0] \$318 ;
-  reg [7:0] \$319 ;
+  reg \$310 ;
+  reg \$311 ;
+  reg \$312 ;
+  reg \$313 ;
+  reg \$314 ;
+  reg \$315 ;
+  reg \$316 ;
+  reg \$317 ;
+  reg \$318 ;
+  reg \$319 ;
   wire [28:0] \$32 ;
-  reg [7:0] \$320 ;
-  reg [7:0] \$321 ;
-  reg [7:0] \$322 ;
-  reg [7:0] \$323 ;
-  reg [7:0] \$324 ;
-  reg [7:0] \$325 ;
-  reg [7:0] \$326 ;
-  reg [7:0] \$327 ;
-  reg [7:0] \$328 ;
-  reg [7:0] \$329 ;
+  reg \$320 ;
+  reg \$321 ;
+  reg \$322 ;
+  reg \$323 ;
+  reg \$324 ;
+  reg \$325 ;
+  reg \$326 ;
+  reg \$327 ;
+  reg \$328 ;
+  reg \$329 ;
   wire [15:0] \$33 ;
-  reg [7:0] \$330 ;
-  reg [7:0] \$331 ;
-  reg [7:0] \$332 ;
-  reg [7:0] \$333 ;
-  reg [7:0] \$334 ;
-  reg [7:0] \$335 ;
-  reg [7:0] \$336 ;
-  reg [7:0] \$337 ;
-  reg [7:0] \$338 ;
+  reg \$330 ;
+  reg \$331 ;
+  reg \$332 ;
+  reg \$333 ;
+  reg \$334 ;
+  reg \$335 ;
+  reg \$336 ;
+  reg \$337 ;
+  reg \$338 ;
   reg \$339 ;
   wire [28:0] \$34 ;
   reg \$340 ;
@@ -278,446 +278,234 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg \$343 ;
   reg \$344 ;
   reg \$345 ;
-  reg \$346 ;
-  reg \$347 ;
+  reg [27:0] \$346 ;
+  reg [27:0] \$347 ;
   reg \$348 ;
-  reg \$349 ;
+  reg [27:0] \$349 ;
   wire [15:0] \$35 ;
-  reg \$350 ;
+  reg [27:0] \$350 ;
   reg \$351 ;
-  reg \$352 ;
-  reg \$353 ;
+  reg [27:0] \$352 ;
+  reg [27:0] \$353 ;
   reg \$354 ;
-  reg \$355 ;
-  reg \$356 ;
+  reg [27:0] \$355 ;
+  reg [27:0] \$356 ;
   reg \$357 ;
-  reg \$358 ;
-  reg \$359 ;
+  reg [27:0] \$358 ;
+  reg [27:0] \$359 ;
   wire [28:0] \$36 ;
   reg \$360 ;
-  reg \$361 ;
-  reg \$362 ;
+  reg [27:0] \$361 ;
+  reg [27:0] \$362 ;
   reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
+  reg [27:0] \$364 ;
+  reg [27:0] \$365 ;
   reg \$366 ;
-  reg \$367 ;
-  reg \$368 ;
-  reg \$369 ;
+  reg [27:0] \$367 ;
+  reg [27:0] \$368 ;
+  reg [27:0] \$369 ;
   wire [15:0] \$37 ;
-  reg \$370 ;
+  reg [27:0] \$370 ;
   reg \$371 ;
-  reg \$372 ;
-  reg \$373 ;
+  reg [27:0] \$372 ;
+  reg [27:0] \$373 ;
   reg \$374 ;
-  reg [7:0] \$375 ;
-  reg [7:0] \$376 ;
-  reg [7:0] \$377 ;
-  reg [7:0] \$378 ;
-  reg [7:0] \$379 ;
+  reg [27:0] \$375 ;
+  reg [27:0] \$376 ;
+  reg \$377 ;
+  reg [27:0] \$378 ;
+  reg [27:0] \$379 ;
   wire [28:0] \$38 ;
-  reg [7:0] \$380 ;
-  reg [7:0] \$381 ;
-  reg [7:0] \$382 ;
-  reg [7:0] \$383 ;
-  reg [7:0] \$384 ;
-  reg [7:0] \$385 ;
-  reg [7:0] \$386 ;
-  reg [7:0] \$387 ;
-  reg [7:0] \$388 ;
-  reg [7:0] \$389 ;
+  reg \$380 ;
+  reg [27:0] \$381 ;
+  reg [27:0] \$382 ;
+  reg \$383 ;
+  reg [27:0] \$384 ;
+  reg [27:0] \$385 ;
+  reg \$386 ;
+  reg [27:0] \$387 ;
+  reg [27:0] \$388 ;
+  reg \$389 ;
   wire [15:0] \$39 ;
-  reg [7:0] \$390 ;
-  reg [7:0] \$391 ;
-  reg [7:0] \$392 ;
-  reg [7:0] \$393 ;
-  reg [7:0] \$394 ;
-  reg [7:0] \$395 ;
-  reg [7:0] \$396 ;
-  reg [7:0] \$397 ;
-  reg [7:0] \$398 ;
-  reg [7:0] \$399 ;
+  reg [27:0] \$390 ;
+  reg [27:0] \$391 ;
+  reg [27:0] \$392 ;
+  reg [27:0] \$393 ;
+  reg \$394 ;
+  reg [27:0] \$395 ;
+  reg [27:0] \$396 ;
+  reg \$397 ;
+  reg [27:0] \$398 ;
+  reg [27:0] \$399 ;
   wire \$4 ;
   wire [28:0] \$40 ;
-  reg [7:0] \$400 ;
-  reg [7:0] \$401 ;
-  reg [7:0] \$402 ;
-  reg [7:0] \$403 ;
-  reg [7:0] \$404 ;
-  reg [7:0] \$405 ;
-  reg [7:0] \$406 ;
-  reg [7:0] \$407 ;
-  reg [7:0] \$408 ;
-  reg [7:0] \$409 ;
+  reg \$400 ;
+  reg [27:0] \$401 ;
+  reg [27:0] \$402 ;
+  reg \$403 ;
+  reg [27:0] \$404 ;
+  reg [27:0] \$405 ;
+  reg \$406 ;
+  reg [27:0] \$407 ;
+  reg [27:0] \$408 ;
+  reg \$409 ;
   wire [15:0] \$41 ;
-  reg [7:0] \$410 ;
-  reg \$411 ;
+  reg [27:0] \$410 ;
+  reg [27:0] \$411 ;
   reg \$412 ;
-  reg \$413 ;
-  reg \$414 ;
-  reg \$415 ;
-  reg \$416 ;
+  reg [27:0] \$413 ;
+  reg [27:0] \$414 ;
+  reg [27:0] \$415 ;
+  reg [27:0] \$416 ;
   reg \$417 ;
   reg [27:0] \$418 ;
   reg [27:0] \$419 ;
   wire [28:0] \$42 ;
-  reg [7:0] \$420 ;
-  reg \$421 ;
-  reg [7:0] \$422 ;
-  reg [27:0] \$423 ;
+  reg \$420 ;
+  reg [27:0] \$421 ;
+  reg [27:0] \$422 ;
+  reg \$423 ;
   reg [27:0] \$424 ;
-  reg [7:0] \$425 ;
+  reg [27:0] \$425 ;
   reg \$426 ;
-  reg [7:0] \$427 ;
+  reg [27:0] \$427 ;
   reg [27:0] \$428 ;
-  reg [27:0] \$429 ;
+  reg \$429 ;
   wire [15:0] \$43 ;
-  reg [7:0] \$430 ;
-  reg \$431 ;
-  reg [7:0] \$432 ;
+  reg [27:0] \$430 ;
+  reg [27:0] \$431 ;
+  reg \$432 ;
   reg [27:0] \$433 ;
   reg [27:0] \$434 ;
-  reg [7:0] \$435 ;
-  reg \$436 ;
-  reg [7:0] \$437 ;
+  reg \$435 ;
+  reg [27:0] \$436 ;
+  reg [27:0] \$437 ;
   reg [27:0] \$438 ;
   reg [27:0] \$439 ;
   wire [28:0] \$44 ;
-  reg [7:0] \$440 ;
-  reg \$441 ;
-  reg [7:0] \$442 ;
-  reg [27:0] \$443 ;
+  reg \$440 ;
+  reg [27:0] \$441 ;
+  reg [27:0] \$442 ;
+  reg \$443 ;
   reg [27:0] \$444 ;
-  reg [7:0] \$445 ;
+  reg [27:0] \$445 ;
   reg \$446 ;
-  reg [7:0] \$447 ;
+  reg [27:0] \$447 ;
   reg [27:0] \$448 ;
-  reg [27:0] \$449 ;
+  reg \$449 ;
   wire [15:0] \$45 ;
-  reg [7:0] \$450 ;
-  reg \$451 ;
-  reg [7:0] \$452 ;
+  reg [27:0] \$450 ;
+  reg [27:0] \$451 ;
+  reg \$452 ;
   reg [27:0] \$453 ;
   reg [27:0] \$454 ;
-  reg [7:0] \$455 ;
+  reg \$455 ;
   reg [27:0] \$456 ;
   reg [27:0] \$457 ;
-  reg [7:0] \$458 ;
-  reg \$459 ;
+  reg \$458 ;
+  reg [27:0] \$459 ;
   wire [28:0] \$46 ;
-  reg [7:0] \$460 ;
+  reg [27:0] \$460 ;
   reg [27:0] \$461 ;
   reg [27:0] \$462 ;
-  reg [7:0] \$463 ;
-  reg \$464 ;
-  reg [7:0] \$465 ;
-  reg [27:0] \$466 ;
+  reg \$463 ;
+  reg [27:0] \$464 ;
+  reg [27:0] \$465 ;
+  reg \$466 ;
   reg [27:0] \$467 ;
-  reg [7:0] \$468 ;
+  reg [27:0] \$468 ;
   reg \$469 ;
   wire [15:0] \$47 ;
-  reg [7:0] \$470 ;
+  reg [27:0] \$470 ;
   reg [27:0] \$471 ;
-  reg [27:0] \$472 ;
-  reg [7:0] \$473 ;
-  reg \$474 ;
-  reg [7:0] \$475 ;
+  reg \$472 ;
+  reg [27:0] \$473 ;
+  reg [27:0] \$474 ;
+  reg \$475 ;
   reg [27:0] \$476 ;
   reg [27:0] \$477 ;
-  reg [7:0] \$478 ;
-  reg \$479 ;
+  reg \$478 ;
+  reg [27:0] \$479 ;
   wire [28:0] \$48 ;
-  reg [7:0] \$480 ;
-  reg [27:0] \$481 ;
+  reg [27:0] \$480 ;
+  reg \$481 ;
   reg [27:0] \$482 ;
-  reg [7:0] \$483 ;
-  reg \$484 ;
-  reg [7:0] \$485 ;
-  reg [27:0] \$486 ;
+  reg [27:0] \$483 ;
+  reg [27:0] \$484 ;
+  reg [27:0] \$485 ;
+  reg \$486 ;
   reg [27:0] \$487 ;
-  reg [7:0] \$488 ;
+  reg [27:0] \$488 ;
   reg \$489 ;
   wire [15:0] \$49 ;
-  reg [7:0] \$490 ;
+  reg [27:0] \$490 ;
   reg [27:0] \$491 ;
-  reg [27:0] \$492 ;
-  reg [7:0] \$493 ;
+  reg \$492 ;
+  reg [27:0] \$493 ;
   reg [27:0] \$494 ;
-  reg [27:0] \$495 ;
-  reg [7:0] \$496 ;
-  reg \$497 ;
-  reg [7:0] \$498 ;
+  reg \$495 ;
+  reg [27:0] \$496 ;
+  reg [27:0] \$497 ;
+  reg \$498 ;
   reg [27:0] \$499 ;
   wire \$5 ;
   wire [28:0] \$50 ;
   reg [27:0] \$500 ;
-  reg [7:0] \$501 ;
-  reg \$502 ;
-  reg [7:0] \$503 ;
-  reg [27:0] \$504 ;
+  reg \$501 ;
+  reg [27:0] \$502 ;
+  reg [27:0] \$503 ;
+  reg \$504 ;
   reg [27:0] \$505 ;
-  reg [7:0] \$506 ;
-  reg \$507 ;
-  reg [7:0] \$508 ;
-  reg [27:0] \$509 ;
+  reg [27:0] \$506 ;
+  reg [27:0] \$507 ;
+  reg [27:0] \$508 ;
+  reg \$509 ;
   wire [15:0] \$51 ;
   reg [27:0] \$510 ;
-  reg [7:0] \$511 ;
+  reg [27:0] \$511 ;
   reg \$512 ;
-  reg [7:0] \$513 ;
+  reg [27:0] \$513 ;
   reg [27:0] \$514 ;
-  reg [27:0] \$515 ;
-  reg [7:0] \$516 ;
-  reg \$517 ;
-  reg [7:0] \$518 ;
+  reg \$515 ;
+  reg [27:0] \$516 ;
+  reg [27:0] \$517 ;
+  reg \$518 ;
   reg [27:0] \$519 ;
   wire [28:0] \$52 ;
   reg [27:0] \$520 ;
-  reg [7:0] \$521 ;
-  reg \$522 ;
-  reg [7:0] \$523 ;
-  reg [27:0] \$524 ;
+  reg \$521 ;
+  reg [27:0] \$522 ;
+  reg [27:0] \$523 ;
+  reg \$524 ;
   reg [27:0] \$525 ;
-  reg [7:0] \$526 ;
+  reg [27:0] \$526 ;
   reg \$527 ;
-  reg [7:0] \$528 ;
+  reg [27:0] \$528 ;
   reg [27:0] \$529 ;
   wire [15:0] \$53 ;
-  reg [27:0] \$530 ;
-  reg [7:0] \$531 ;
-  reg [27:0] \$532 ;
-  reg [27:0] \$533 ;
-  reg [7:0] \$534 ;
-  reg \$535 ;
-  reg [7:0] \$536 ;
-  reg [27:0] \$537 ;
-  reg [27:0] \$538 ;
-  reg [7:0] \$539 ;
   wire [28:0] \$54 ;
-  reg \$540 ;
-  reg [7:0] \$541 ;
-  reg [27:0] \$542 ;
-  reg [27:0] \$543 ;
-  reg [7:0] \$544 ;
-  reg \$545 ;
-  reg [7:0] \$546 ;
-  reg [27:0] \$547 ;
-  reg [27:0] \$548 ;
-  reg [7:0] \$549 ;
   wire [15:0] \$55 ;
-  reg \$550 ;
-  reg [7:0] \$551 ;
-  reg [27:0] \$552 ;
-  reg [27:0] \$553 ;
-  reg [7:0] \$554 ;
-  reg \$555 ;
-  reg [7:0] \$556 ;
-  reg [27:0] \$557 ;
-  reg [27:0] \$558 ;
-  reg [7:0] \$559 ;
   wire [28:0] \$56 ;
-  reg \$560 ;
-  reg [7:0] \$561 ;
-  reg [27:0] \$562 ;
-  reg [27:0] \$563 ;
-  reg [7:0] \$564 ;
-  reg \$565 ;
-  reg [7:0] \$566 ;
-  reg [27:0] \$567 ;
-  reg [27:0] \$568 ;
-  reg [7:0] \$569 ;
   wire [15:0] \$57 ;
-  reg [27:0] \$570 ;
-  reg [27:0] \$571 ;
-  reg [7:0] \$572 ;
-  reg \$573 ;
-  reg [7:0] \$574 ;
-  reg [27:0] \$575 ;
-  reg [27:0] \$576 ;
-  reg [7:0] \$577 ;
-  reg \$578 ;
-  reg [7:0] \$579 ;
   wire [28:0] \$58 ;
-  reg [27:0] \$580 ;
-  reg [27:0] \$581 ;
-  reg [7:0] \$582 ;
-  reg \$583 ;
-  reg [7:0] \$584 ;
-  reg [27:0] \$585 ;
-  reg [27:0] \$586 ;
-  reg [7:0] \$587 ;
-  reg \$588 ;
-  reg [7:0] \$589 ;
   wire [15:0] \$59 ;
-  reg [27:0] \$590 ;
-  reg [27:0] \$591 ;
-  reg [7:0] \$592 ;
-  reg \$593 ;
-  reg [7:0] \$594 ;
-  reg [27:0] \$595 ;
-  reg [27:0] \$596 ;
-  reg [7:0] \$597 ;
-  reg \$598 ;
-  reg [7:0] \$599 ;
   wire \$6 ;
   wire [28:0] \$60 ;
-  reg [27:0] \$600 ;
-  reg [27:0] \$601 ;
-  reg [7:0] \$602 ;
-  reg \$603 ;
-  reg [7:0] \$604 ;
-  reg [27:0] \$605 ;
-  reg [27:0] \$606 ;
-  reg [7:0] \$607 ;
-  reg [27:0] \$608 ;
-  reg [27:0] \$609 ;
   wire [15:0] \$61 ;
-  reg [7:0] \$610 ;
-  reg \$611 ;
-  reg [7:0] \$612 ;
-  reg [27:0] \$613 ;
-  reg [27:0] \$614 ;
-  reg [7:0] \$615 ;
-  reg \$616 ;
-  reg [7:0] \$617 ;
-  reg [27:0] \$618 ;
-  reg [27:0] \$619 ;
   wire [28:0] \$62 ;
-  reg [7:0] \$620 ;
-  reg \$621 ;
-  reg [7:0] \$622 ;
-  reg [27:0] \$623 ;
-  reg [27:0] \$624 ;
-  reg [7:0] \$625 ;
-  reg \$626 ;
-  reg [7:0] \$627 ;
-  reg [27:0] \$628 ;
-  reg [27:0] \$629 ;
   wire [15:0] \$63 ;
-  reg [7:0] \$630 ;
-  reg \$631 ;
-  reg [7:0] \$632 ;
-  reg [27:0] \$633 ;
-  reg [27:0] \$634 ;
-  reg [7:0] \$635 ;
-  reg \$636 ;
-  reg [7:0] \$637 ;
-  reg [27:0] \$638 ;
-  reg [27:0] \$639 ;
   wire [28:0] \$64 ;
-  reg [7:0] \$640 ;
-  reg \$641 ;
-  reg [7:0] \$642 ;
-  reg [27:0] \$643 ;
-  reg [27:0] \$644 ;
-  reg [7:0] \$645 ;
-  reg [27:0] \$646 ;
-  reg [27:0] \$647 ;
-  reg [7:0] \$648 ;
-  reg \$649 ;
   wire [15:0] \$65 ;
-  reg [7:0] \$650 ;
-  reg [27:0] \$651 ;
-  reg [27:0] \$652 ;
-  reg [7:0] \$653 ;
-  reg \$654 ;
-  reg [7:0] \$655 ;
-  reg [27:0] \$656 ;
-  reg [27:0] \$657 ;
-  reg [7:0] \$658 ;
-  reg \$659 ;
   wire [28:0] \$66 ;
-  reg [7:0] \$660 ;
-  reg [27:0] \$661 ;
-  reg [27:0] \$662 ;
-  reg [7:0] \$663 ;
-  reg \$664 ;
-  reg [7:0] \$665 ;
-  reg [27:0] \$666 ;
-  reg [27:0] \$667 ;
-  reg [7:0] \$668 ;
-  reg \$669 ;
   wire [15:0] \$67 ;
-  reg [7:0] \$670 ;
-  reg [27:0] \$671 ;
-  reg [27:0] \$672 ;
-  reg [7:0] \$673 ;
-  reg \$674 ;
-  reg [7:0] \$675 ;
-  reg [27:0] \$676 ;
-  reg [27:0] \$677 ;
-  reg [7:0] \$678 ;
-  reg \$679 ;
   wire [28:0] \$68 ;
-  reg [7:0] \$680 ;
-  reg [27:0] \$681 ;
-  reg [27:0] \$682 ;
-  reg [7:0] \$683 ;
-  reg [27:0] \$684 ;
-  reg [27:0] \$685 ;
-  reg [7:0] \$686 ;
-  reg \$687 ;
-  reg [27:0] \$688 ;
-  reg [27:0] \$689 ;
   wire [15:0] \$69 ;
-  reg [7:0] \$690 ;
-  reg \$691 ;
-  reg [27:0] \$692 ;
-  reg [27:0] \$693 ;
-  reg [7:0] \$694 ;
-  reg \$695 ;
-  reg [27:0] \$696 ;
-  reg [27:0] \$697 ;
-  reg [7:0] \$698 ;
-  reg \$699 ;
   wire \$7 ;
   wire [28:0] \$70 ;
-  reg [27:0] \$700 ;
-  reg [27:0] \$701 ;
-  reg [7:0] \$702 ;
-  reg \$703 ;
-  reg [27:0] \$704 ;
-  reg [27:0] \$705 ;
-  reg [7:0] \$706 ;
-  reg \$707 ;
-  reg [27:0] \$708 ;
-  reg [27:0] \$709 ;
   wire [15:0] \$71 ;
-  reg [7:0] \$710 ;
-  reg \$711 ;
-  reg [27:0] \$712 ;
-  reg [27:0] \$713 ;
-  reg [27:0] \$714 ;
-  reg [27:0] \$715 ;
-  reg [27:0] \$716 ;
-  reg [27:0] \$717 ;
-  reg [27:0] \$718 ;
-  reg [27:0] \$719 ;
   wire [28:0] \$72 ;
-  reg [27:0] \$720 ;
-  reg [27:0] \$721 ;
-  reg [27:0] \$722 ;
-  reg [27:0] \$723 ;
-  reg [27:0] \$724 ;
-  reg [27:0] \$725 ;
-  reg [27:0] \$726 ;
-  reg [27:0] \$727 ;
-  reg [27:0] \$728 ;
-  reg [27:0] \$729 ;
   wire [15:0] \$73 ;
-  reg [27:0] \$730 ;
-  reg [27:0] \$731 ;
-  reg [27:0] \$732 ;
-  reg [27:0] \$733 ;
-  reg [27:0] \$734 ;
-  reg [27:0] \$735 ;
-  reg [27:0] \$736 ;
-  reg [27:0] \$737 ;
-  reg [27:0] \$738 ;
-  reg [27:0] \$739 ;
   wire [28:0] \$74 ;
-  reg [27:0] \$740 ;
-  reg [27:0] \$741 ;
   wire [15:0] \$75 ;
   wire [28:0] \$76 ;
   wire [15:0] \$77 ;
@@ -900,6 +688,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   wire out_valid_d6;
   reg [7:0] pe_0_0_a_right = 8'h00;
   reg [27:0] pe_0_0_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_0_0_flip_right = 1'h0;
   reg [27:0] pe_0_0_hold = 28'h0000000;
   wire [27:0] pe_0_0_product;
@@ -907,6 +696,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_0_0_w_down = 8'h00;
   reg [7:0] pe_0_1_a_right = 8'h00;
   reg [27:0] pe_0_1_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_0_1_flip_right = 1'h0;
   reg [27:0] pe_0_1_hold = 28'h0000000;
   wire [27:0] pe_0_1_product;
@@ -914,6 +704,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_0_1_w_down = 8'h00;
   reg [7:0] pe_0_2_a_right = 8'h00;
   reg [27:0] pe_0_2_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_0_2_flip_right = 1'h0;
   reg [27:0] pe_0_2_hold = 28'h0000000;
   wire [27:0] pe_0_2_product;
@@ -921,6 +712,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_0_2_w_down = 8'h00;
   reg [7:0] pe_0_3_a_right = 8'h00;
   reg [27:0] pe_0_3_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_0_3_flip_right = 1'h0;
   reg [27:0] pe_0_3_hold = 28'h0000000;
   wire [27:0] pe_0_3_product;
@@ -928,6 +720,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_0_3_w_down = 8'h00;
   reg [7:0] pe_0_4_a_right = 8'h00;
   reg [27:0] pe_0_4_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_0_4_flip_right = 1'h0;
   reg [27:0] pe_0_4_hold = 28'h0000000;
   wire [27:0] pe_0_4_product;
@@ -935,6 +728,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_0_4_w_down = 8'h00;
   reg [7:0] pe_0_5_a_right = 8'h00;
   reg [27:0] pe_0_5_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_0_5_flip_right = 1'h0;
   reg [27:0] pe_0_5_hold = 28'h0000000;
   wire [27:0] pe_0_5_product;
@@ -942,6 +736,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_0_5_w_down = 8'h00;
   reg [7:0] pe_0_6_a_right = 8'h00;
   reg [27:0] pe_0_6_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_0_6_flip_right = 1'h0;
   reg [27:0] pe_0_6_hold = 28'h0000000;
   wire [27:0] pe_0_6_product;
@@ -954,6 +749,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_0_7_w_down = 8'h00;
   reg [7:0] pe_1_0_a_right = 8'h00;
   reg [27:0] pe_1_0_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_1_0_flip_right = 1'h0;
   reg [27:0] pe_1_0_hold = 28'h0000000;
   wire [27:0] pe_1_0_product;
@@ -961,6 +757,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_1_0_w_down = 8'h00;
   reg [7:0] pe_1_1_a_right = 8'h00;
   reg [27:0] pe_1_1_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_1_1_flip_right = 1'h0;
   reg [27:0] pe_1_1_hold = 28'h0000000;
   wire [27:0] pe_1_1_product;
@@ -968,6 +765,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_1_1_w_down = 8'h00;
   reg [7:0] pe_1_2_a_right = 8'h00;
   reg [27:0] pe_1_2_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_1_2_flip_right = 1'h0;
   reg [27:0] pe_1_2_hold = 28'h0000000;
   wire [27:0] pe_1_2_product;
@@ -975,6 +773,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_1_2_w_down = 8'h00;
   reg [7:0] pe_1_3_a_right = 8'h00;
   reg [27:0] pe_1_3_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_1_3_flip_right = 1'h0;
   reg [27:0] pe_1_3_hold = 28'h0000000;
   wire [27:0] pe_1_3_product;
@@ -982,6 +781,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_1_3_w_down = 8'h00;
   reg [7:0] pe_1_4_a_right = 8'h00;
   reg [27:0] pe_1_4_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_1_4_flip_right = 1'h0;
   reg [27:0] pe_1_4_hold = 28'h0000000;
   wire [27:0] pe_1_4_product;
@@ -989,6 +789,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_1_4_w_down = 8'h00;
   reg [7:0] pe_1_5_a_right = 8'h00;
   reg [27:0] pe_1_5_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_1_5_flip_right = 1'h0;
   reg [27:0] pe_1_5_hold = 28'h0000000;
   wire [27:0] pe_1_5_product;
@@ -996,6 +797,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_1_5_w_down = 8'h00;
   reg [7:0] pe_1_6_a_right = 8'h00;
   reg [27:0] pe_1_6_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_1_6_flip_right = 1'h0;
   reg [27:0] pe_1_6_hold = 28'h0000000;
   wire [27:0] pe_1_6_product;
@@ -1008,6 +810,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_1_7_w_down = 8'h00;
   reg [7:0] pe_2_0_a_right = 8'h00;
   reg [27:0] pe_2_0_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_2_0_flip_right = 1'h0;
   reg [27:0] pe_2_0_hold = 28'h0000000;
   wire [27:0] pe_2_0_product;
@@ -1015,6 +818,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_2_0_w_down = 8'h00;
   reg [7:0] pe_2_1_a_right = 8'h00;
   reg [27:0] pe_2_1_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_2_1_flip_right = 1'h0;
   reg [27:0] pe_2_1_hold = 28'h0000000;
   wire [27:0] pe_2_1_product;
@@ -1022,6 +826,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_2_1_w_down = 8'h00;
   reg [7:0] pe_2_2_a_right = 8'h00;
   reg [27:0] pe_2_2_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_2_2_flip_right = 1'h0;
   reg [27:0] pe_2_2_hold = 28'h0000000;
   wire [27:0] pe_2_2_product;
@@ -1029,6 +834,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_2_2_w_down = 8'h00;
   reg [7:0] pe_2_3_a_right = 8'h00;
   reg [27:0] pe_2_3_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_2_3_flip_right = 1'h0;
   reg [27:0] pe_2_3_hold = 28'h0000000;
   wire [27:0] pe_2_3_product;
@@ -1036,6 +842,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_2_3_w_down = 8'h00;
   reg [7:0] pe_2_4_a_right = 8'h00;
   reg [27:0] pe_2_4_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_2_4_flip_right = 1'h0;
   reg [27:0] pe_2_4_hold = 28'h0000000;
   wire [27:0] pe_2_4_product;
@@ -1043,6 +850,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_2_4_w_down = 8'h00;
   reg [7:0] pe_2_5_a_right = 8'h00;
   reg [27:0] pe_2_5_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_2_5_flip_right = 1'h0;
   reg [27:0] pe_2_5_hold = 28'h0000000;
   wire [27:0] pe_2_5_product;
@@ -1050,6 +858,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_2_5_w_down = 8'h00;
   reg [7:0] pe_2_6_a_right = 8'h00;
   reg [27:0] pe_2_6_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_2_6_flip_right = 1'h0;
   reg [27:0] pe_2_6_hold = 28'h0000000;
   wire [27:0] pe_2_6_product;
@@ -1062,6 +871,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_2_7_w_down = 8'h00;
   reg [7:0] pe_3_0_a_right = 8'h00;
   reg [27:0] pe_3_0_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_3_0_flip_right = 1'h0;
   reg [27:0] pe_3_0_hold = 28'h0000000;
   wire [27:0] pe_3_0_product;
@@ -1069,6 +879,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_3_0_w_down = 8'h00;
   reg [7:0] pe_3_1_a_right = 8'h00;
   reg [27:0] pe_3_1_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_3_1_flip_right = 1'h0;
   reg [27:0] pe_3_1_hold = 28'h0000000;
   wire [27:0] pe_3_1_product;
@@ -1076,6 +887,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_3_1_w_down = 8'h00;
   reg [7:0] pe_3_2_a_right = 8'h00;
   reg [27:0] pe_3_2_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_3_2_flip_right = 1'h0;
   reg [27:0] pe_3_2_hold = 28'h0000000;
   wire [27:0] pe_3_2_product;
@@ -1083,6 +895,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_3_2_w_down = 8'h00;
   reg [7:0] pe_3_3_a_right = 8'h00;
   reg [27:0] pe_3_3_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_3_3_flip_right = 1'h0;
   reg [27:0] pe_3_3_hold = 28'h0000000;
   wire [27:0] pe_3_3_product;
@@ -1090,6 +903,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_3_3_w_down = 8'h00;
   reg [7:0] pe_3_4_a_right = 8'h00;
   reg [27:0] pe_3_4_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_3_4_flip_right = 1'h0;
   reg [27:0] pe_3_4_hold = 28'h0000000;
   wire [27:0] pe_3_4_product;
@@ -1097,6 +911,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_3_4_w_down = 8'h00;
   reg [7:0] pe_3_5_a_right = 8'h00;
   reg [27:0] pe_3_5_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_3_5_flip_right = 1'h0;
   reg [27:0] pe_3_5_hold = 28'h0000000;
   wire [27:0] pe_3_5_product;
@@ -1104,6 +919,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_3_5_w_down = 8'h00;
   reg [7:0] pe_3_6_a_right = 8'h00;
   reg [27:0] pe_3_6_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_3_6_flip_right = 1'h0;
   reg [27:0] pe_3_6_hold = 28'h0000000;
   wire [27:0] pe_3_6_product;
@@ -1116,6 +932,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_3_7_w_down = 8'h00;
   reg [7:0] pe_4_0_a_right = 8'h00;
   reg [27:0] pe_4_0_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_4_0_flip_right = 1'h0;
   reg [27:0] pe_4_0_hold = 28'h0000000;
   wire [27:0] pe_4_0_product;
@@ -1123,6 +940,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_4_0_w_down = 8'h00;
   reg [7:0] pe_4_1_a_right = 8'h00;
   reg [27:0] pe_4_1_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_4_1_flip_right = 1'h0;
   reg [27:0] pe_4_1_hold = 28'h0000000;
   wire [27:0] pe_4_1_product;
@@ -1130,6 +948,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_4_1_w_down = 8'h00;
   reg [7:0] pe_4_2_a_right = 8'h00;
   reg [27:0] pe_4_2_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_4_2_flip_right = 1'h0;
   reg [27:0] pe_4_2_hold = 28'h0000000;
   wire [27:0] pe_4_2_product;
@@ -1137,6 +956,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_4_2_w_down = 8'h00;
   reg [7:0] pe_4_3_a_right = 8'h00;
   reg [27:0] pe_4_3_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_4_3_flip_right = 1'h0;
   reg [27:0] pe_4_3_hold = 28'h0000000;
   wire [27:0] pe_4_3_product;
@@ -1144,6 +964,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_4_3_w_down = 8'h00;
   reg [7:0] pe_4_4_a_right = 8'h00;
   reg [27:0] pe_4_4_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_4_4_flip_right = 1'h0;
   reg [27:0] pe_4_4_hold = 28'h0000000;
   wire [27:0] pe_4_4_product;
@@ -1151,6 +972,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_4_4_w_down = 8'h00;
   reg [7:0] pe_4_5_a_right = 8'h00;
   reg [27:0] pe_4_5_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_4_5_flip_right = 1'h0;
   reg [27:0] pe_4_5_hold = 28'h0000000;
   wire [27:0] pe_4_5_product;
@@ -1158,6 +980,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_4_5_w_down = 8'h00;
   reg [7:0] pe_4_6_a_right = 8'h00;
   reg [27:0] pe_4_6_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_4_6_flip_right = 1'h0;
   reg [27:0] pe_4_6_hold = 28'h0000000;
   wire [27:0] pe_4_6_product;
@@ -1170,6 +993,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_4_7_w_down = 8'h00;
   reg [7:0] pe_5_0_a_right = 8'h00;
   reg [27:0] pe_5_0_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_5_0_flip_right = 1'h0;
   reg [27:0] pe_5_0_hold = 28'h0000000;
   wire [27:0] pe_5_0_product;
@@ -1177,6 +1001,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_5_0_w_down = 8'h00;
   reg [7:0] pe_5_1_a_right = 8'h00;
   reg [27:0] pe_5_1_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_5_1_flip_right = 1'h0;
   reg [27:0] pe_5_1_hold = 28'h0000000;
   wire [27:0] pe_5_1_product;
@@ -1184,6 +1009,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_5_1_w_down = 8'h00;
   reg [7:0] pe_5_2_a_right = 8'h00;
   reg [27:0] pe_5_2_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_5_2_flip_right = 1'h0;
   reg [27:0] pe_5_2_hold = 28'h0000000;
   wire [27:0] pe_5_2_product;
@@ -1191,6 +1017,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_5_2_w_down = 8'h00;
   reg [7:0] pe_5_3_a_right = 8'h00;
   reg [27:0] pe_5_3_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_5_3_flip_right = 1'h0;
   reg [27:0] pe_5_3_hold = 28'h0000000;
   wire [27:0] pe_5_3_product;
@@ -1198,6 +1025,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_5_3_w_down = 8'h00;
   reg [7:0] pe_5_4_a_right = 8'h00;
   reg [27:0] pe_5_4_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_5_4_flip_right = 1'h0;
   reg [27:0] pe_5_4_hold = 28'h0000000;
   wire [27:0] pe_5_4_product;
@@ -1205,6 +1033,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_5_4_w_down = 8'h00;
   reg [7:0] pe_5_5_a_right = 8'h00;
   reg [27:0] pe_5_5_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_5_5_flip_right = 1'h0;
   reg [27:0] pe_5_5_hold = 28'h0000000;
   wire [27:0] pe_5_5_product;
@@ -1212,6 +1041,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_5_5_w_down = 8'h00;
   reg [7:0] pe_5_6_a_right = 8'h00;
   reg [27:0] pe_5_6_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_5_6_flip_right = 1'h0;
   reg [27:0] pe_5_6_hold = 28'h0000000;
   wire [27:0] pe_5_6_product;
@@ -1224,6 +1054,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_5_7_w_down = 8'h00;
   reg [7:0] pe_6_0_a_right = 8'h00;
   reg [27:0] pe_6_0_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_6_0_flip_right = 1'h0;
   reg [27:0] pe_6_0_hold = 28'h0000000;
   wire [27:0] pe_6_0_product;
@@ -1231,6 +1062,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_6_0_w_down = 8'h00;
   reg [7:0] pe_6_1_a_right = 8'h00;
   reg [27:0] pe_6_1_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_6_1_flip_right = 1'h0;
   reg [27:0] pe_6_1_hold = 28'h0000000;
   wire [27:0] pe_6_1_product;
@@ -1238,6 +1070,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_6_1_w_down = 8'h00;
   reg [7:0] pe_6_2_a_right = 8'h00;
   reg [27:0] pe_6_2_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_6_2_flip_right = 1'h0;
   reg [27:0] pe_6_2_hold = 28'h0000000;
   wire [27:0] pe_6_2_product;
@@ -1245,6 +1078,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_6_2_w_down = 8'h00;
   reg [7:0] pe_6_3_a_right = 8'h00;
   reg [27:0] pe_6_3_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_6_3_flip_right = 1'h0;
   reg [27:0] pe_6_3_hold = 28'h0000000;
   wire [27:0] pe_6_3_product;
@@ -1252,6 +1086,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_6_3_w_down = 8'h00;
   reg [7:0] pe_6_4_a_right = 8'h00;
   reg [27:0] pe_6_4_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_6_4_flip_right = 1'h0;
   reg [27:0] pe_6_4_hold = 28'h0000000;
   wire [27:0] pe_6_4_product;
@@ -1259,6 +1094,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_6_4_w_down = 8'h00;
   reg [7:0] pe_6_5_a_right = 8'h00;
   reg [27:0] pe_6_5_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_6_5_flip_right = 1'h0;
   reg [27:0] pe_6_5_hold = 28'h0000000;
   wire [27:0] pe_6_5_product;
@@ -1266,6 +1102,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_6_5_w_down = 8'h00;
   reg [7:0] pe_6_6_a_right = 8'h00;
   reg [27:0] pe_6_6_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_6_6_flip_right = 1'h0;
   reg [27:0] pe_6_6_hold = 28'h0000000;
   wire [27:0] pe_6_6_product;
@@ -1278,42 +1115,49 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [7:0] pe_6_7_w_down = 8'h00;
   reg [7:0] pe_7_0_a_right = 8'h00;
   reg [27:0] pe_7_0_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_7_0_flip_right = 1'h0;
   reg [27:0] pe_7_0_hold = 28'h0000000;
   wire [27:0] pe_7_0_product;
   wire [27:0] pe_7_0_total;
   reg [7:0] pe_7_1_a_right = 8'h00;
   reg [27:0] pe_7_1_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_7_1_flip_right = 1'h0;
   reg [27:0] pe_7_1_hold = 28'h0000000;
   wire [27:0] pe_7_1_product;
   wire [27:0] pe_7_1_total;
   reg [7:0] pe_7_2_a_right = 8'h00;
   reg [27:0] pe_7_2_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_7_2_flip_right = 1'h0;
   reg [27:0] pe_7_2_hold = 28'h0000000;
   wire [27:0] pe_7_2_product;
   wire [27:0] pe_7_2_total;
   reg [7:0] pe_7_3_a_right = 8'h00;
   reg [27:0] pe_7_3_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_7_3_flip_right = 1'h0;
   reg [27:0] pe_7_3_hold = 28'h0000000;
   wire [27:0] pe_7_3_product;
   wire [27:0] pe_7_3_total;
   reg [7:0] pe_7_4_a_right = 8'h00;
   reg [27:0] pe_7_4_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_7_4_flip_right = 1'h0;
   reg [27:0] pe_7_4_hold = 28'h0000000;
   wire [27:0] pe_7_4_product;
   wire [27:0] pe_7_4_total;
   reg [7:0] pe_7_5_a_right = 8'h00;
   reg [27:0] pe_7_5_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_7_5_flip_right = 1'h0;
   reg [27:0] pe_7_5_hold = 28'h0000000;
   wire [27:0] pe_7_5_product;
   wire [27:0] pe_7_5_total;
   reg [7:0] pe_7_6_a_right = 8'h00;
   reg [27:0] pe_7_6_acc = 28'h0000000;
+  (* keep = 32'd1 *)
   reg pe_7_6_flip_right = 1'h0;
   reg [27:0] pe_7_6_hold = 28'h0000000;
   wire [27:0] pe_7_6_product;
@@ -1400,961 +1244,686 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   wire weights__ready;
   input weights__valid;
   wire weights__valid;
-  assign \$253  = pe_5_0_flip_right ? 28'h0000000 : \$102 [27:0];
-  assign \$254  = pe_5_1_flip_right ? 28'h0000000 : \$104 [27:0];
-  assign \$255  = pe_5_2_flip_right ? 28'h0000000 : \$106 [27:0];
-  assign \$256  = pe_5_3_flip_right ? 28'h0000000 : \$108 [27:0];
-  assign \$257  = pe_5_4_flip_right ? 28'h0000000 : \$110 [27:0];
-  assign \$258  = pe_5_5_flip_right ? 28'h0000000 : \$112 [27:0];
-  assign \$259  = pe_5_6_flip_right ? 28'h0000000 : \$114 [27:0];
-  assign \$260  = flip_skew6_d6 ? 28'h0000000 : \$116 [27:0];
-  assign \$261  = pe_6_0_flip_right ? 28'h0000000 : \$118 [27:0];
-  assign \$262  = pe_6_1_flip_right ? 28'h0000000 : \$120 [27:0];
-  assign \$263  = pe_6_2_flip_right ? 28'h0000000 : \$122 [27:0];
-  assign \$264  = pe_6_3_flip_right ? 28'h0000000 : \$124 [27:0];
-  assign \$265  = pe_6_4_flip_right ? 28'h0000000 : \$126 [27:0];
-  assign \$266  = pe_6_5_flip_right ? 28'h0000000 : \$128 [27:0];
-  assign \$267  = pe_6_6_flip_right ? 28'h0000000 : \$130 [27:0];
-  assign \$268  = flip_skew7_d7 ? 28'h0000000 : \$132 [27:0];
-  assign \$269  = pe_7_0_flip_right ? 28'h0000000 : \$134 [27:0];
-  assign \$270  = pe_7_1_flip_right ? 28'h0000000 : \$136 [27:0];
-  assign \$271  = pe_7_2_flip_right ? 28'h0000000 : \$138 [27:0];
-  assign \$272  = pe_7_3_flip_right ? 28'h0000000 : \$140 [27:0];
-  assign \$273  = pe_7_4_flip_right ? 28'h0000000 : \$142 [27:0];
-  assign \$274  = pe_7_5_flip_right ? 28'h0000000 : \$144 [27:0];
-  assign \$275  = pe_7_6_flip_right ? 28'h0000000 : \$146 [27:0];
   always @(posedge clk)
-    room_for_burst <= \$276 ;
+    w_skew6_d6 <= w_skew6_d5;
   always @(posedge clk)
-    reserved <= \$277 ;
+    w_skew7_d0 <= weights__payload[63:56];
   always @(posedge clk)
-    since_last <= \$278 ;
+    w_skew7_d1 <= w_skew7_d0;
   always @(posedge clk)
-    drain_start_d0 <= \$279 ;
+    w_skew7_d2 <= w_skew7_d1;
   always @(posedge clk)
-    drain_start_d1 <= \$280 ;
+    w_skew7_d3 <= w_skew7_d2;
   always @(posedge clk)
-    drain_start_d2 <= \$281 ;
+    w_skew7_d4 <= w_skew7_d3;
   always @(posedge clk)
-    drain_start_d3 <= \$282 ;
+    w_skew7_d5 <= w_skew7_d4;
   always @(posedge clk)
-    drain_start_d4 <= \$283 ;
+    w_skew7_d6 <= w_skew7_d5;
   always @(posedge clk)
-    drain_start_d5 <= \$284 ;
+    w_skew7_d7 <= w_skew7_d6;
   always @(posedge clk)
-    drain_start_d6 <= \$285 ;
+    drain1 <= \$339 ;
   always @(posedge clk)
-    drain_start_d7 <= \$286 ;
+    drain2 <= \$340 ;
   always @(posedge clk)
-    drain_start_d8 <= \$287 ;
+    drain3 <= \$341 ;
   always @(posedge clk)
-    drain_left <= \$288 ;
+    drain4 <= \$342 ;
   always @(posedge clk)
-    out_valid_d0 <= \$289 ;
+    drain5 <= \$343 ;
   always @(posedge clk)
-    out_valid_d1 <= \$290 ;
+    drain6 <= \$344 ;
   always @(posedge clk)
-    out_valid_d2 <= \$291 ;
+    drain7 <= \$345 ;
   always @(posedge clk)
-    out_valid_d3 <= \$292 ;
+    pe_0_0_acc <= \$346 ;
   always @(posedge clk)
-    out_valid_d4 <= \$293 ;
+    pe_0_0_hold <= \$347 ;
   always @(posedge clk)
-    out_valid_d5 <= \$294 ;
+    pe_0_0_a_right <= a_skew0_d0;
   always @(posedge clk)
-    w_en <= \$295 ;
+    pe_0_0_flip_right <= \$348 ;
   always @(posedge clk)
-    out_last_d0 <= \$296 ;
+    pe_0_0_w_down <= w_skew0_d0;
   always @(posedge clk)
-    out_last_d1 <= \$297 ;
+    pe_0_1_acc <= \$349 ;
   always @(posedge clk)
-    out_last_d2 <= \$298 ;
+    pe_0_1_hold <= \$350 ;
   always @(posedge clk)
-    out_last_d3 <= \$299 ;
+    pe_0_1_a_right <= pe_0_0_a_right;
   always @(posedge clk)
-    out_last_d4 <= \$300 ;
+    pe_0_1_flip_right <= \$351 ;
   always @(posedge clk)
-    out_last_d5 <= \$301 ;
+    pe_0_1_w_down <= w_skew1_d1;
   always @(posedge clk)
-    out_last_d6 <= \$302 ;
+    pe_0_2_acc <= \$352 ;
   always @(posedge clk)
-    a_skew0_d0 <= \$303 ;
+    pe_0_2_hold <= \$353 ;
   always @(posedge clk)
-    a_skew1_d0 <= \$304 ;
+    pe_0_2_a_right <= pe_0_1_a_right;
   always @(posedge clk)
-    a_skew1_d1 <= \$305 ;
+    pe_0_2_flip_right <= \$354 ;
   always @(posedge clk)
-    a_skew2_d0 <= \$306 ;
+    pe_0_2_w_down <= w_skew2_d2;
   always @(posedge clk)
-    a_skew2_d1 <= \$307 ;
+    pe_0_3_acc <= \$355 ;
   always @(posedge clk)
-    a_skew2_d2 <= \$308 ;
+    pe_0_3_hold <= \$356 ;
   always @(posedge clk)
-    a_skew3_d0 <= \$309 ;
+    pe_0_3_a_right <= pe_0_2_a_right;
   always @(posedge clk)
-    a_skew3_d1 <= \$310 ;
+    pe_0_3_flip_right <= \$357 ;
   always @(posedge clk)
-    a_skew3_d2 <= \$311 ;
+    pe_0_3_w_down <= w_skew3_d3;
   always @(posedge clk)
-    a_skew3_d3 <= \$312 ;
+    pe_0_4_acc <= \$358 ;
   always @(posedge clk)
-    a_skew4_d0 <= \$313 ;
+    pe_0_4_hold <= \$359 ;
   always @(posedge clk)
-    a_skew4_d1 <= \$314 ;
+    pe_0_4_a_right <= pe_0_3_a_right;
   always @(posedge clk)
-    a_skew4_d2 <= \$315 ;
+    pe_0_4_flip_right <= \$360 ;
   always @(posedge clk)
-    a_skew4_d3 <= \$316 ;
+    pe_0_4_w_down <= w_skew4_d4;
   always @(posedge clk)
-    a_skew4_d4 <= \$317 ;
+    pe_0_5_acc <= \$361 ;
   always @(posedge clk)
-    a_skew5_d0 <= \$318 ;
+    pe_0_5_hold <= \$362 ;
   always @(posedge clk)
-    a_skew5_d1 <= \$319 ;
+    pe_0_5_a_right <= pe_0_4_a_right;
   always @(posedge clk)
-    a_skew5_d2 <= \$320 ;
+    pe_0_5_flip_right <= \$363 ;
   always @(posedge clk)
-    a_skew5_d3 <= \$321 ;
+    pe_0_5_w_down <= w_skew5_d5;
   always @(posedge clk)
-    a_skew5_d4 <= \$322 ;
+    pe_0_6_acc <= \$364 ;
   always @(posedge clk)
-    a_skew5_d5 <= \$323 ;
+    pe_0_6_hold <= \$365 ;
   always @(posedge clk)
-    a_skew6_d0 <= \$324 ;
+    pe_0_6_a_right <= pe_0_5_a_right;
   always @(posedge clk)
-    a_skew6_d1 <= \$325 ;
+    pe_0_6_flip_right <= \$366 ;
   always @(posedge clk)
-    a_skew6_d2 <= \$326 ;
+    pe_0_6_w_down <= w_skew6_d6;
   always @(posedge clk)
-    a_skew6_d3 <= \$327 ;
+    pe_0_7_acc <= \$367 ;
   always @(posedge clk)
-    a_skew6_d4 <= \$328 ;
+    pe_0_7_hold <= \$368 ;
   always @(posedge clk)
-    a_skew6_d5 <= \$329 ;
+    pe_0_7_w_down <= w_skew7_d7;
   always @(posedge clk)
-    a_skew6_d6 <= \$330 ;
+    pe_1_0_acc <= \$369 ;
   always @(posedge clk)
-    a_skew7_d0 <= \$331 ;
+    pe_1_0_hold <= \$370 ;
   always @(posedge clk)
-    a_skew7_d1 <= \$332 ;
+    pe_1_0_a_right <= a_skew1_d1;
   always @(posedge clk)
-    a_skew7_d2 <= \$333 ;
+    pe_1_0_flip_right <= \$371 ;
   always @(posedge clk)
-    a_skew7_d3 <= \$334 ;
+    pe_1_0_w_down <= pe_0_0_w_down;
   always @(posedge clk)
-    a_skew7_d4 <= \$335 ;
+    pe_1_1_acc <= \$372 ;
   always @(posedge clk)
-    a_skew7_d5 <= \$336 ;
+    pe_1_1_hold <= \$373 ;
   always @(posedge clk)
-    a_skew7_d6 <= \$337 ;
+    pe_1_1_a_right <= pe_1_0_a_right;
   always @(posedge clk)
-    a_skew7_d7 <= \$338 ;
+    pe_1_1_flip_right <= \$374 ;
   always @(posedge clk)
-    flip_skew0_d0 <= \$339 ;
+    pe_1_1_w_down <= pe_0_1_w_down;
   always @(posedge clk)
-    flip_skew1_d0 <= \$340 ;
+    pe_1_2_acc <= \$375 ;
   always @(posedge clk)
-    flip_skew1_d1 <= \$341 ;
+    pe_1_2_hold <= \$376 ;
   always @(posedge clk)
-    flip_skew2_d0 <= \$342 ;
+    pe_1_2_a_right <= pe_1_1_a_right;
   always @(posedge clk)
-    flip_skew2_d1 <= \$343 ;
+    pe_1_2_flip_right <= \$377 ;
   always @(posedge clk)
-    flip_skew2_d2 <= \$344 ;
+    pe_1_2_w_down <= pe_0_2_w_down;
   always @(posedge clk)
-    flip_skew3_d0 <= \$345 ;
+    pe_1_3_acc <= \$378 ;
   always @(posedge clk)
-    flip_skew3_d1 <= \$346 ;
+    pe_1_3_hold <= \$379 ;
   always @(posedge clk)
-    flip_skew3_d2 <= \$347 ;
+    pe_1_3_a_right <= pe_1_2_a_right;
   always @(posedge clk)
-    flip_skew3_d3 <= \$348 ;
+    pe_1_3_flip_right <= \$380 ;
   always @(posedge clk)
-    flip_skew4_d0 <= \$349 ;
+    pe_1_3_w_down <= pe_0_3_w_down;
   always @(posedge clk)
-    flip_skew4_d1 <= \$350 ;
+    pe_1_4_acc <= \$381 ;
   always @(posedge clk)
-    flip_skew4_d2 <= \$351 ;
+    pe_1_4_hold <= \$382 ;
   always @(posedge clk)
-    flip_skew4_d3 <= \$352 ;
+    pe_1_4_a_right <= pe_1_3_a_right;
   always @(posedge clk)
-    flip_skew4_d4 <= \$353 ;
+    pe_1_4_flip_right <= \$383 ;
   always @(posedge clk)
-    flip_skew5_d0 <= \$354 ;
+    pe_1_4_w_down <= pe_0_4_w_down;
   always @(posedge clk)
-    flip_skew5_d1 <= \$355 ;
+    pe_1_5_acc <= \$384 ;
   always @(posedge clk)
-    flip_skew5_d2 <= \$356 ;
+    pe_1_5_hold <= \$385 ;
   always @(posedge clk)
-    flip_skew5_d3 <= \$357 ;
+    pe_1_5_a_right <= pe_1_4_a_right;
   always @(posedge clk)
-    flip_skew5_d4 <= \$358 ;
+    pe_1_5_flip_right <= \$386 ;
   always @(posedge clk)
-    flip_skew5_d5 <= \$359 ;
+    pe_1_5_w_down <= pe_0_5_w_down;
   always @(posedge clk)
-    flip_skew6_d0 <= \$360 ;
+    pe_1_6_acc <= \$387 ;
   always @(posedge clk)
-    flip_skew6_d1 <= \$361 ;
+    pe_1_6_hold <= \$388 ;
   always @(posedge clk)
-    flip_skew6_d2 <= \$362 ;
+    pe_1_6_a_right <= pe_1_5_a_right;
   always @(posedge clk)
-    flip_skew6_d3 <= \$363 ;
+    pe_1_6_flip_right <= \$389 ;
   always @(posedge clk)
-    flip_skew6_d4 <= \$364 ;
+    pe_1_6_w_down <= pe_0_6_w_down;
   always @(posedge clk)
-    flip_skew6_d5 <= \$365 ;
+    pe_1_7_acc <= \$390 ;
   always @(posedge clk)
-    flip_skew6_d6 <= \$366 ;
+    pe_1_7_hold <= \$391 ;
   always @(posedge clk)
-    flip_skew7_d0 <= \$367 ;
+    pe_1_7_w_down <= pe_0_7_w_down;
   always @(posedge clk)
-    flip_skew7_d1 <= \$368 ;
+    pe_2_0_acc <= \$392 ;
   always @(posedge clk)
-    flip_skew7_d2 <= \$369 ;
+    pe_2_0_hold <= \$393 ;
   always @(posedge clk)
-    flip_skew7_d3 <= \$370 ;
+    pe_2_0_a_right <= a_skew2_d2;
   always @(posedge clk)
-    flip_skew7_d4 <= \$371 ;
+    pe_2_0_flip_right <= \$394 ;
   always @(posedge clk)
-    flip_skew7_d5 <= \$372 ;
+    pe_2_0_w_down <= pe_1_0_w_down;
   always @(posedge clk)
-    flip_skew7_d6 <= \$373 ;
+    pe_2_1_acc <= \$395 ;
   always @(posedge clk)
-    flip_skew7_d7 <= \$374 ;
+    pe_2_1_hold <= \$396 ;
   always @(posedge clk)
-    w_skew0_d0 <= \$375 ;
+    pe_2_1_a_right <= pe_2_0_a_right;
   always @(posedge clk)
-    w_skew1_d0 <= \$376 ;
+    pe_2_1_flip_right <= \$397 ;
   always @(posedge clk)
-    w_skew1_d1 <= \$377 ;
+    pe_2_1_w_down <= pe_1_1_w_down;
   always @(posedge clk)
-    w_skew2_d0 <= \$378 ;
+    pe_2_2_acc <= \$398 ;
   always @(posedge clk)
-    w_skew2_d1 <= \$379 ;
+    pe_2_2_hold <= \$399 ;
   always @(posedge clk)
-    w_skew2_d2 <= \$380 ;
+    pe_2_2_a_right <= pe_2_1_a_right;
   always @(posedge clk)
-    w_skew3_d0 <= \$381 ;
+    pe_2_2_flip_right <= \$400 ;
   always @(posedge clk)
-    w_skew3_d1 <= \$382 ;
+    pe_2_2_w_down <= pe_1_2_w_down;
   always @(posedge clk)
-    w_skew3_d2 <= \$383 ;
+    pe_2_3_acc <= \$401 ;
   always @(posedge clk)
-    w_skew3_d3 <= \$384 ;
+    pe_2_3_hold <= \$402 ;
   always @(posedge clk)
-    w_skew4_d0 <= \$385 ;
+    pe_2_3_a_right <= pe_2_2_a_right;
   always @(posedge clk)
-    w_skew4_d1 <= \$386 ;
+    pe_2_3_flip_right <= \$403 ;
   always @(posedge clk)
-    w_skew4_d2 <= \$387 ;
+    pe_2_3_w_down <= pe_1_3_w_down;
   always @(posedge clk)
-    w_skew4_d3 <= \$388 ;
+    pe_2_4_acc <= \$404 ;
   always @(posedge clk)
-    w_skew4_d4 <= \$389 ;
+    pe_2_4_hold <= \$405 ;
   always @(posedge clk)
-    w_skew5_d0 <= \$390 ;
+    pe_2_4_a_right <= pe_2_3_a_right;
   always @(posedge clk)
-    w_skew5_d1 <= \$391 ;
+    pe_2_4_flip_right <= \$406 ;
   always @(posedge clk)
-    w_skew5_d2 <= \$392 ;
+    pe_2_4_w_down <= pe_1_4_w_down;
   always @(posedge clk)
-    w_skew5_d3 <= \$393 ;
+    pe_2_5_acc <= \$407 ;
   always @(posedge clk)
-    w_skew5_d4 <= \$394 ;
+    pe_2_5_hold <= \$408 ;
   always @(posedge clk)
-    w_skew5_d5 <= \$395 ;
+    pe_2_5_a_right <= pe_2_4_a_right;
   always @(posedge clk)
-    w_skew6_d0 <= \$396 ;
+    pe_2_5_flip_right <= \$409 ;
   always @(posedge clk)
-    w_skew6_d1 <= \$397 ;
+    pe_2_5_w_down <= pe_1_5_w_down;
   always @(posedge clk)
-    w_skew6_d2 <= \$398 ;
+    pe_2_6_acc <= \$410 ;
   always @(posedge clk)
-    w_skew6_d3 <= \$399 ;
+    pe_2_6_hold <= \$411 ;
   always @(posedge clk)
-    w_skew6_d4 <= \$400 ;
+    pe_2_6_a_right <= pe_2_5_a_right;
   always @(posedge clk)
-    w_skew6_d5 <= \$401 ;
+    pe_2_6_flip_right <= \$412 ;
   always @(posedge clk)
-    w_skew6_d6 <= \$402 ;
+    pe_2_6_w_down <= pe_1_6_w_down;
   always @(posedge clk)
-    w_skew7_d0 <= \$403 ;
+    pe_2_7_acc <= \$413 ;
   always @(posedge clk)
-    w_skew7_d1 <= \$404 ;
+    pe_2_7_hold <= \$414 ;
   always @(posedge clk)
-    w_skew7_d2 <= \$405 ;
+    pe_2_7_w_down <= pe_1_7_w_down;
   always @(posedge clk)
-    w_skew7_d3 <= \$406 ;
+    pe_3_0_acc <= \$415 ;
   always @(posedge clk)
-    w_skew7_d4 <= \$407 ;
+    pe_3_0_hold <= \$416 ;
   always @(posedge clk)
-    w_skew7_d5 <= \$408 ;
+    pe_3_0_a_right <= a_skew3_d3;
   always @(posedge clk)
-    w_skew7_d6 <= \$409 ;
+    pe_3_0_flip_right <= \$417 ;
   always @(posedge clk)
-    w_skew7_d7 <= \$410 ;
+    pe_3_0_w_down <= pe_2_0_w_down;
   always @(posedge clk)
-    drain1 <= \$411 ;
+    pe_3_1_acc <= \$418 ;
   always @(posedge clk)
-    drain2 <= \$412 ;
+    pe_3_1_hold <= \$419 ;
   always @(posedge clk)
-    drain3 <= \$413 ;
+    pe_3_1_a_right <= pe_3_0_a_right;
   always @(posedge clk)
-    drain4 <= \$414 ;
+    pe_3_1_flip_right <= \$420 ;
   always @(posedge clk)
-    drain5 <= \$415 ;
+    pe_3_1_w_down <= pe_2_1_w_down;
   always @(posedge clk)
-    drain6 <= \$416 ;
+    pe_3_2_acc <= \$421 ;
   always @(posedge clk)
-    drain7 <= \$417 ;
+    pe_3_2_hold <= \$422 ;
   always @(posedge clk)
-    pe_0_0_acc <= \$418 ;
+    pe_3_2_a_right <= pe_3_1_a_right;
   always @(posedge clk)
-    pe_0_0_hold <= \$419 ;
+    pe_3_2_flip_right <= \$423 ;
   always @(posedge clk)
-    pe_0_0_a_right <= \$420 ;
+    pe_3_2_w_down <= pe_2_2_w_down;
   always @(posedge clk)
-    pe_0_0_flip_right <= \$421 ;
+    pe_3_3_acc <= \$424 ;
   always @(posedge clk)
-    pe_0_0_w_down <= \$422 ;
+    pe_3_3_hold <= \$425 ;
   always @(posedge clk)
-    pe_0_1_acc <= \$423 ;
+    pe_3_3_a_right <= pe_3_2_a_right;
   always @(posedge clk)
-    pe_0_1_hold <= \$424 ;
+    pe_3_3_flip_right <= \$426 ;
   always @(posedge clk)
-    pe_0_1_a_right <= \$425 ;
+    pe_3_3_w_down <= pe_2_3_w_down;
   always @(posedge clk)
-    pe_0_1_flip_right <= \$426 ;
+    pe_3_4_acc <= \$427 ;
   always @(posedge clk)
-    pe_0_1_w_down <= \$427 ;
+    pe_3_4_hold <= \$428 ;
   always @(posedge clk)
-    pe_0_2_acc <= \$428 ;
+    pe_3_4_a_right <= pe_3_3_a_right;
   always @(posedge clk)
-    pe_0_2_hold <= \$429 ;
+    pe_3_4_flip_right <= \$429 ;
   always @(posedge clk)
-    pe_0_2_a_right <= \$430 ;
+    pe_3_4_w_down <= pe_2_4_w_down;
   always @(posedge clk)
-    pe_0_2_flip_right <= \$431 ;
+    pe_3_5_acc <= \$430 ;
   always @(posedge clk)
-    pe_0_2_w_down <= \$432 ;
+    pe_3_5_hold <= \$431 ;
   always @(posedge clk)
-    pe_0_3_acc <= \$433 ;
+    pe_3_5_a_right <= pe_3_4_a_right;
   always @(posedge clk)
-    pe_0_3_hold <= \$434 ;
+    pe_3_5_flip_right <= \$432 ;
   always @(posedge clk)
-    pe_0_3_a_right <= \$435 ;
+    pe_3_5_w_down <= pe_2_5_w_down;
   always @(posedge clk)
-    pe_0_3_flip_right <= \$436 ;
+    pe_3_6_acc <= \$433 ;
   always @(posedge clk)
-    pe_0_3_w_down <= \$437 ;
+    pe_3_6_hold <= \$434 ;
   always @(posedge clk)
-    pe_0_4_acc <= \$438 ;
+    pe_3_6_a_right <= pe_3_5_a_right;
   always @(posedge clk)
-    pe_0_4_hold <= \$439 ;
+    pe_3_6_flip_right <= \$435 ;
   always @(posedge clk)
-    pe_0_4_a_right <= \$440 ;
+    pe_3_6_w_down <= pe_2_6_w_down;
   always @(posedge clk)
-    pe_0_4_flip_right <= \$441 ;
+    pe_3_7_acc <= \$436 ;
   always @(posedge clk)
-    pe_0_4_w_down <= \$442 ;
+    pe_3_7_hold <= \$437 ;
   always @(posedge clk)
-    pe_0_5_acc <= \$443 ;
+    pe_3_7_w_down <= pe_2_7_w_down;
   always @(posedge clk)
-    pe_0_5_hold <= \$444 ;
+    pe_4_0_acc <= \$438 ;
   always @(posedge clk)
-    pe_0_5_a_right <= \$445 ;
+    pe_4_0_hold <= \$439 ;
   always @(posedge clk)
-    pe_0_5_flip_right <= \$446 ;
+    pe_4_0_a_right <= a_skew4_d4;
   always @(posedge clk)
-    pe_0_5_w_down <= \$447 ;
+    pe_4_0_flip_right <= \$440 ;
   always @(posedge clk)
-    pe_0_6_acc <= \$448 ;
+    pe_4_0_w_down <= pe_3_0_w_down;
   always @(posedge clk)
-    pe_0_6_hold <= \$449 ;
+    pe_4_1_acc <= \$441 ;
   always @(posedge clk)
-    pe_0_6_a_right <= \$450 ;
+    pe_4_1_hold <= \$442 ;
   always @(posedge clk)
-    pe_0_6_flip_right <= \$451 ;
+    pe_4_1_a_right <= pe_4_0_a_right;
   always @(posedge clk)
-    pe_0_6_w_down <= \$452 ;
+    pe_4_1_flip_right <= \$443 ;
   always @(posedge clk)
-    pe_0_7_acc <= \$453 ;
+    pe_4_1_w_down <= pe_3_1_w_down;
   always @(posedge clk)
-    pe_0_7_hold <= \$454 ;
+    pe_4_2_acc <= \$444 ;
   always @(posedge clk)
-    pe_0_7_w_down <= \$455 ;
+    pe_4_2_hold <= \$445 ;
   always @(posedge clk)
-    pe_1_0_acc <= \$456 ;
+    pe_4_2_a_right <= pe_4_1_a_right;
   always @(posedge clk)
-    pe_1_0_hold <= \$457 ;
+    pe_4_2_flip_right <= \$446 ;
   always @(posedge clk)
-    pe_1_0_a_right <= \$458 ;
+    pe_4_2_w_down <= pe_3_2_w_down;
   always @(posedge clk)
-    pe_1_0_flip_right <= \$459 ;
+    pe_4_3_acc <= \$447 ;
   always @(posedge clk)
-    pe_1_0_w_down <= \$460 ;
+    pe_4_3_hold <= \$448 ;
   always @(posedge clk)
-    pe_1_1_acc <= \$461 ;
+    pe_4_3_a_right <= pe_4_2_a_right;
   always @(posedge clk)
-    pe_1_1_hold <= \$462 ;
+    pe_4_3_flip_right <= \$449 ;
   always @(posedge clk)
-    pe_1_1_a_right <= \$463 ;
+    pe_4_3_w_down <= pe_3_3_w_down;
   always @(posedge clk)
-    pe_1_1_flip_right <= \$464 ;
+    pe_4_4_acc <= \$450 ;
   always @(posedge clk)
-    pe_1_1_w_down <= \$465 ;
+    pe_4_4_hold <= \$451 ;
   always @(posedge clk)
-    pe_1_2_acc <= \$466 ;
+    pe_4_4_a_right <= pe_4_3_a_right;
   always @(posedge clk)
-    pe_1_2_hold <= \$467 ;
+    pe_4_4_flip_right <= \$452 ;
   always @(posedge clk)
-    pe_1_2_a_right <= \$468 ;
+    pe_4_4_w_down <= pe_3_4_w_down;
   always @(posedge clk)
-    pe_1_2_flip_right <= \$469 ;
+    pe_4_5_acc <= \$453 ;
   always @(posedge clk)
-    pe_1_2_w_down <= \$470 ;
+    pe_4_5_hold <= \$454 ;
   always @(posedge clk)
-    pe_1_3_acc <= \$471 ;
+    pe_4_5_a_right <= pe_4_4_a_right;
   always @(posedge clk)
-    pe_1_3_hold <= \$472 ;
+    pe_4_5_flip_right <= \$455 ;
   always @(posedge clk)
-    pe_1_3_a_right <= \$473 ;
+    pe_4_5_w_down <= pe_3_5_w_down;
   always @(posedge clk)
-    pe_1_3_flip_right <= \$474 ;
+    pe_4_6_acc <= \$456 ;
   always @(posedge clk)
-    pe_1_3_w_down <= \$475 ;
+    pe_4_6_hold <= \$457 ;
   always @(posedge clk)
-    pe_1_4_acc <= \$476 ;
+    pe_4_6_a_right <= pe_4_5_a_right;
   always @(posedge clk)
-    pe_1_4_hold <= \$477 ;
+    pe_4_6_flip_right <= \$458 ;
   always @(posedge clk)
-    pe_1_4_a_right <= \$478 ;
+    pe_4_6_w_down <= pe_3_6_w_down;
   always @(posedge clk)
-    pe_1_4_flip_right <= \$479 ;
+    pe_4_7_acc <= \$459 ;
   always @(posedge clk)
-    pe_1_4_w_down <= \$480 ;
+    pe_4_7_hold <= \$460 ;
   always @(posedge clk)
-    pe_1_5_acc <= \$481 ;
+    pe_4_7_w_down <= pe_3_7_w_down;
   always @(posedge clk)
-    pe_1_5_hold <= \$482 ;
+    pe_5_0_acc <= \$461 ;
   always @(posedge clk)
-    pe_1_5_a_right <= \$483 ;
+    pe_5_0_hold <= \$462 ;
   always @(posedge clk)
-    pe_1_5_flip_right <= \$484 ;
+    pe_5_0_a_right <= a_skew5_d5;
   always @(posedge clk)
-    pe_1_5_w_down <= \$485 ;
+    pe_5_0_flip_right <= \$463 ;
   always @(posedge clk)
-    pe_1_6_acc <= \$486 ;
+    pe_5_0_w_down <= pe_4_0_w_down;
   always @(posedge clk)
-    pe_1_6_hold <= \$487 ;
+    pe_5_1_acc <= \$464 ;
   always @(posedge clk)
-    pe_1_6_a_right <= \$488 ;
+    pe_5_1_hold <= \$465 ;
   always @(posedge clk)
-    pe_1_6_flip_right <= \$489 ;
+    pe_5_1_a_right <= pe_5_0_a_right;
   always @(posedge clk)
-    pe_1_6_w_down <= \$490 ;
+    pe_5_1_flip_right <= \$466 ;
   always @(posedge clk)
-    pe_1_7_acc <= \$491 ;
+    pe_5_1_w_down <= pe_4_1_w_down;
   always @(posedge clk)
-    pe_1_7_hold <= \$492 ;
+    pe_5_2_acc <= \$467 ;
   always @(posedge clk)
-    pe_1_7_w_down <= \$493 ;
+    pe_5_2_hold <= \$468 ;
   always @(posedge clk)
-    pe_2_0_acc <= \$494 ;
+    pe_5_2_a_right <= pe_5_1_a_right;
   always @(posedge clk)
-    pe_2_0_hold <= \$495 ;
+    pe_5_2_flip_right <= \$469 ;
   always @(posedge clk)
-    pe_2_0_a_right <= \$496 ;
+    pe_5_2_w_down <= pe_4_2_w_down;
   always @(posedge clk)
-    pe_2_0_flip_right <= \$497 ;
+    pe_5_3_acc <= \$470 ;
   always @(posedge clk)
-    pe_2_0_w_down <= \$498 ;
+    pe_5_3_hold <= \$471 ;
   always @(posedge clk)
-    pe_2_1_acc <= \$499 ;
+    pe_5_3_a_right <= pe_5_2_a_right;
   always @(posedge clk)
-    pe_2_1_hold <= \$500 ;
+    pe_5_3_flip_right <= \$472 ;
   always @(posedge clk)
-    pe_2_1_a_right <= \$501 ;
+    pe_5_3_w_down <= pe_4_3_w_down;
   always @(posedge clk)
-    pe_2_1_flip_right <= \$502 ;
+    pe_5_4_acc <= \$473 ;
   always @(posedge clk)
-    pe_2_1_w_down <= \$503 ;
+    pe_5_4_hold <= \$474 ;
   always @(posedge clk)
-    pe_2_2_acc <= \$504 ;
+    pe_5_4_a_right <= pe_5_3_a_right;
   always @(posedge clk)
-    pe_2_2_hold <= \$505 ;
+    pe_5_4_flip_right <= \$475 ;
   always @(posedge clk)
-    pe_2_2_a_right <= \$506 ;
+    pe_5_4_w_down <= pe_4_4_w_down;
   always @(posedge clk)
-    pe_2_2_flip_right <= \$507 ;
+    pe_5_5_acc <= \$476 ;
   always @(posedge clk)
-    pe_2_2_w_down <= \$508 ;
+    pe_5_5_hold <= \$477 ;
   always @(posedge clk)
-    pe_2_3_acc <= \$509 ;
+    pe_5_5_a_right <= pe_5_4_a_right;
   always @(posedge clk)
-    pe_2_3_hold <= \$510 ;
+    pe_5_5_flip_right <= \$478 ;
   always @(posedge clk)
-    pe_2_3_a_right <= \$511 ;
+    pe_5_5_w_down <= pe_4_5_w_down;
   always @(posedge clk)
-    pe_2_3_flip_right <= \$512 ;
+    pe_5_6_acc <= \$479 ;
   always @(posedge clk)
-    pe_2_3_w_down <= \$513 ;
+    pe_5_6_hold <= \$480 ;
   always @(posedge clk)
-    pe_2_4_acc <= \$514 ;
+    pe_5_6_a_right <= pe_5_5_a_right;
   always @(posedge clk)
-    pe_2_4_hold <= \$515 ;
+    pe_5_6_flip_right <= \$481 ;
   always @(posedge clk)
-    pe_2_4_a_right <= \$516 ;
+    pe_5_6_w_down <= pe_4_6_w_down;
   always @(posedge clk)
-    pe_2_4_flip_right <= \$517 ;
+    pe_5_7_acc <= \$482 ;
   always @(posedge clk)
-    pe_2_4_w_down <= \$518 ;
+    pe_5_7_hold <= \$483 ;
   always @(posedge clk)
-    pe_2_5_acc <= \$519 ;
+    pe_5_7_w_down <= pe_4_7_w_down;
   always @(posedge clk)
-    pe_2_5_hold <= \$520 ;
+    pe_6_0_acc <= \$484 ;
   always @(posedge clk)
-    pe_2_5_a_right <= \$521 ;
+    pe_6_0_hold <= \$485 ;
   always @(posedge clk)
-    pe_2_5_flip_right <= \$522 ;
+    pe_6_0_a_right <= a_skew6_d6;
   always @(posedge clk)
-    pe_2_5_w_down <= \$523 ;
+    pe_6_0_flip_right <= \$486 ;
   always @(posedge clk)
-    pe_2_6_acc <= \$524 ;
+    pe_6_0_w_down <= pe_5_0_w_down;
   always @(posedge clk)
-    pe_2_6_hold <= \$525 ;
+    pe_6_1_acc <= \$487 ;
   always @(posedge clk)
-    pe_2_6_a_right <= \$526 ;
+    pe_6_1_hold <= \$488 ;
   always @(posedge clk)
-    pe_2_6_flip_right <= \$527 ;
+    pe_6_1_a_right <= pe_6_0_a_right;
   always @(posedge clk)
-    pe_2_6_w_down <= \$528 ;
+    pe_6_1_flip_right <= \$489 ;
   always @(posedge clk)
-    pe_2_7_acc <= \$529 ;
+    pe_6_1_w_down <= pe_5_1_w_down;
   always @(posedge clk)
-    pe_2_7_hold <= \$530 ;
+    pe_6_2_acc <= \$490 ;
   always @(posedge clk)
-    pe_2_7_w_down <= \$531 ;
+    pe_6_2_hold <= \$491 ;
   always @(posedge clk)
-    pe_3_0_acc <= \$532 ;
+    pe_6_2_a_right <= pe_6_1_a_right;
   always @(posedge clk)
-    pe_3_0_hold <= \$533 ;
+    pe_6_2_flip_right <= \$492 ;
   always @(posedge clk)
-    pe_3_0_a_right <= \$534 ;
+    pe_6_2_w_down <= pe_5_2_w_down;
   always @(posedge clk)
-    pe_3_0_flip_right <= \$535 ;
+    pe_6_3_acc <= \$493 ;
   always @(posedge clk)
-    pe_3_0_w_down <= \$536 ;
+    pe_6_3_hold <= \$494 ;
   always @(posedge clk)
-    pe_3_1_acc <= \$537 ;
+    pe_6_3_a_right <= pe_6_2_a_right;
   always @(posedge clk)
-    pe_3_1_hold <= \$538 ;
+    pe_6_3_flip_right <= \$495 ;
   always @(posedge clk)
-    pe_3_1_a_right <= \$539 ;
+    pe_6_3_w_down <= pe_5_3_w_down;
   always @(posedge clk)
-    pe_3_1_flip_right <= \$540 ;
+    pe_6_4_acc <= \$496 ;
   always @(posedge clk)
-    pe_3_1_w_down <= \$541 ;
+    pe_6_4_hold <= \$497 ;
   always @(posedge clk)
-    pe_3_2_acc <= \$542 ;
+    pe_6_4_a_right <= pe_6_3_a_right;
   always @(posedge clk)
-    pe_3_2_hold <= \$543 ;
+    pe_6_4_flip_right <= \$498 ;
   always @(posedge clk)
-    pe_3_2_a_right <= \$544 ;
+    pe_6_4_w_down <= pe_5_4_w_down;
   always @(posedge clk)
-    pe_3_2_flip_right <= \$545 ;
+    pe_6_5_acc <= \$499 ;
   always @(posedge clk)
-    pe_3_2_w_down <= \$546 ;
+    pe_6_5_hold <= \$500 ;
   always @(posedge clk)
-    pe_3_3_acc <= \$547 ;
+    pe_6_5_a_right <= pe_6_4_a_right;
   always @(posedge clk)
-    pe_3_3_hold <= \$548 ;
+    pe_6_5_flip_right <= \$501 ;
   always @(posedge clk)
-    pe_3_3_a_right <= \$549 ;
+    pe_6_5_w_down <= pe_5_5_w_down;
   always @(posedge clk)
-    pe_3_3_flip_right <= \$550 ;
+    pe_6_6_acc <= \$502 ;
   always @(posedge clk)
-    pe_3_3_w_down <= \$551 ;
+    pe_6_6_hold <= \$503 ;
   always @(posedge clk)
-    pe_3_4_acc <= \$552 ;
+    pe_6_6_a_right <= pe_6_5_a_right;
   always @(posedge clk)
-    pe_3_4_hold <= \$553 ;
+    pe_6_6_flip_right <= \$504 ;
   always @(posedge clk)
-    pe_3_4_a_right <= \$554 ;
+    pe_6_6_w_down <= pe_5_6_w_down;
   always @(posedge clk)
-    pe_3_4_flip_right <= \$555 ;
+    pe_6_7_acc <= \$505 ;
   always @(posedge clk)
-    pe_3_4_w_down <= \$556 ;
+    pe_6_7_hold <= \$506 ;
   always @(posedge clk)
-    pe_3_5_acc <= \$557 ;
+    pe_6_7_w_down <= pe_5_7_w_down;
   always @(posedge clk)
-    pe_3_5_hold <= \$558 ;
+    pe_7_0_acc <= \$507 ;
   always @(posedge clk)
-    pe_3_5_a_right <= \$559 ;
+    pe_7_0_hold <= \$508 ;
   always @(posedge clk)
-    pe_3_5_flip_right <= \$560 ;
+    pe_7_0_a_right <= a_skew7_d7;
   always @(posedge clk)
-    pe_3_5_w_down <= \$561 ;
+    pe_7_0_flip_right <= \$509 ;
   always @(posedge clk)
-    pe_3_6_acc <= \$562 ;
+    pe_7_1_acc <= \$510 ;
   always @(posedge clk)
-    pe_3_6_hold <= \$563 ;
+    pe_7_1_hold <= \$511 ;
   always @(posedge clk)
-    pe_3_6_a_right <= \$564 ;
+    pe_7_1_a_right <= pe_7_0_a_right;
   always @(posedge clk)
-    pe_3_6_flip_right <= \$565 ;
+    pe_7_1_flip_right <= \$512 ;
   always @(posedge clk)
-    pe_3_6_w_down <= \$566 ;
+    pe_7_2_acc <= \$513 ;
   always @(posedge clk)
-    pe_3_7_acc <= \$567 ;
+    pe_7_2_hold <= \$514 ;
   always @(posedge clk)
-    pe_3_7_hold <= \$568 ;
+    pe_7_2_a_right <= pe_7_1_a_right;
   always @(posedge clk)
-    pe_3_7_w_down <= \$569 ;
+    pe_7_2_flip_right <= \$515 ;
   always @(posedge clk)
-    pe_4_0_acc <= \$570 ;
+    pe_7_3_acc <= \$516 ;
   always @(posedge clk)
-    pe_4_0_hold <= \$571 ;
+    pe_7_3_hold <= \$517 ;
   always @(posedge clk)
-    pe_4_0_a_right <= \$572 ;
+    pe_7_3_a_right <= pe_7_2_a_right;
   always @(posedge clk)
-    pe_4_0_flip_right <= \$573 ;
+    pe_7_3_flip_right <= \$518 ;
   always @(posedge clk)
-    pe_4_0_w_down <= \$574 ;
+    pe_7_4_acc <= \$519 ;
   always @(posedge clk)
-    pe_4_1_acc <= \$575 ;
+    pe_7_4_hold <= \$520 ;
   always @(posedge clk)
-    pe_4_1_hold <= \$576 ;
+    pe_7_4_a_right <= pe_7_3_a_right;
   always @(posedge clk)
-    pe_4_1_a_right <= \$577 ;
+    pe_7_4_flip_right <= \$521 ;
   always @(posedge clk)
-    pe_4_1_flip_right <= \$578 ;
+    pe_7_5_acc <= \$522 ;
   always @(posedge clk)
-    pe_4_1_w_down <= \$579 ;
+    pe_7_5_hold <= \$523 ;
   always @(posedge clk)
-    pe_4_2_acc <= \$580 ;
+    pe_7_5_a_right <= pe_7_4_a_right;
   always @(posedge clk)
-    pe_4_2_hold <= \$581 ;
+    pe_7_5_flip_right <= \$524 ;
   always @(posedge clk)
-    pe_4_2_a_right <= \$582 ;
+    pe_7_6_acc <= \$525 ;
   always @(posedge clk)
-    pe_4_2_flip_right <= \$583 ;
+    pe_7_6_hold <= \$526 ;
   always @(posedge clk)
-    pe_4_2_w_down <= \$584 ;
+    pe_7_6_a_right <= pe_7_5_a_right;
   always @(posedge clk)
-    pe_4_3_acc <= \$585 ;
+    pe_7_6_flip_right <= \$527 ;
   always @(posedge clk)
-    pe_4_3_hold <= \$586 ;
+    pe_7_7_acc <= \$528 ;
   always @(posedge clk)
-    pe_4_3_a_right <= \$587 ;
+    pe_7_7_hold <= \$529 ;
   always @(posedge clk)
-    pe_4_3_flip_right <= \$588 ;
+    deskew0_d0 <= pe_7_0_hold;
   always @(posedge clk)
-    pe_4_3_w_down <= \$589 ;
+    deskew0_d1 <= deskew0_d0;
   always @(posedge clk)
-    pe_4_4_acc <= \$590 ;
+    deskew0_d2 <= deskew0_d1;
   always @(posedge clk)
-    pe_4_4_hold <= \$591 ;
+    deskew0_d3 <= deskew0_d2;
   always @(posedge clk)
-    pe_4_4_a_right <= \$592 ;
+    deskew0_d4 <= deskew0_d3;
   always @(posedge clk)
-    pe_4_4_flip_right <= \$593 ;
+    deskew0_d5 <= deskew0_d4;
   always @(posedge clk)
-    pe_4_4_w_down <= \$594 ;
+    deskew0_d6 <= deskew0_d5;
   always @(posedge clk)
-    pe_4_5_acc <= \$595 ;
+    deskew1_d0 <= pe_7_1_hold;
   always @(posedge clk)
-    pe_4_5_hold <= \$596 ;
+    deskew1_d1 <= deskew1_d0;
   always @(posedge clk)
-    pe_4_5_a_right <= \$597 ;
+    deskew1_d2 <= deskew1_d1;
   always @(posedge clk)
-    pe_4_5_flip_right <= \$598 ;
+    deskew1_d3 <= deskew1_d2;
   always @(posedge clk)
-    pe_4_5_w_down <= \$599 ;
+    deskew1_d4 <= deskew1_d3;
   always @(posedge clk)
-    pe_4_6_acc <= \$600 ;
+    deskew1_d5 <= deskew1_d4;
   always @(posedge clk)
-    pe_4_6_hold <= \$601 ;
+    deskew2_d0 <= pe_7_2_hold;
   always @(posedge clk)
-    pe_4_6_a_right <= \$602 ;
+    deskew2_d1 <= deskew2_d0;
   always @(posedge clk)
-    pe_4_6_flip_right <= \$603 ;
+    deskew2_d2 <= deskew2_d1;
   always @(posedge clk)
-    pe_4_6_w_down <= \$604 ;
+    deskew2_d3 <= deskew2_d2;
   always @(posedge clk)
-    pe_4_7_acc <= \$605 ;
+    deskew2_d4 <= deskew2_d3;
   always @(posedge clk)
-    pe_4_7_hold <= \$606 ;
+    deskew3_d0 <= pe_7_3_hold;
   always @(posedge clk)
-    pe_4_7_w_down <= \$607 ;
+    deskew3_d1 <= deskew3_d0;
   always @(posedge clk)
-    pe_5_0_acc <= \$608 ;
+    deskew3_d2 <= deskew3_d1;
   always @(posedge clk)
-    pe_5_0_hold <= \$609 ;
+    deskew3_d3 <= deskew3_d2;
   always @(posedge clk)
-    pe_5_0_a_right <= \$610 ;
+    deskew4_d0 <= pe_7_4_hold;
   always @(posedge clk)
-    pe_5_0_flip_right <= \$611 ;
+    deskew4_d1 <= deskew4_d0;
   always @(posedge clk)
-    pe_5_0_w_down <= \$612 ;
+    deskew4_d2 <= deskew4_d1;
   always @(posedge clk)
-    pe_5_1_acc <= \$613 ;
+    deskew5_d0 <= pe_7_5_hold;
   always @(posedge clk)
-    pe_5_1_hold <= \$614 ;
+    deskew5_d1 <= deskew5_d0;
   always @(posedge clk)
-    pe_5_1_a_right <= \$615 ;
-  always @(posedge clk)
-    pe_5_1_flip_right <= \$616 ;
-  always @(posedge clk)
-    pe_5_1_w_down <= \$617 ;
-  always @(posedge clk)
-    pe_5_2_acc <= \$618 ;
-  always @(posedge clk)
-    pe_5_2_hold <= \$619 ;
-  always @(posedge clk)
-    pe_5_2_a_right <= \$620 ;
-  always @(posedge clk)
-    pe_5_2_flip_right <= \$621 ;
-  always @(posedge clk)
-    pe_5_2_w_down <= \$622 ;
-  always @(posedge clk)
-    pe_5_3_acc <= \$623 ;
-  always @(posedge clk)
-    pe_5_3_hold <= \$624 ;
-  always @(posedge clk)
-    pe_5_3_a_right <= \$625 ;
-  always @(posedge clk)
-    pe_5_3_flip_right <= \$626 ;
-  always @(posedge clk)
-    pe_5_3_w_down <= \$627 ;
-  always @(posedge clk)
-    pe_5_4_acc <= \$628 ;
-  always @(posedge clk)
-    pe_5_4_hold <= \$629 ;
-  always @(posedge clk)
-    pe_5_4_a_right <= \$630 ;
-  always @(posedge clk)
-    pe_5_4_flip_right <= \$631 ;
-  always @(posedge clk)
-    pe_5_4_w_down <= \$632 ;
-  always @(posedge clk)
-    pe_5_5_acc <= \$633 ;
-  always @(posedge clk)
-    pe_5_5_hold <= \$634 ;
-  always @(posedge clk)
-    pe_5_5_a_right <= \$635 ;
-  always @(posedge clk)
-    pe_5_5_flip_right <= \$636 ;
-  always @(posedge clk)
-    pe_5_5_w_down <= \$637 ;
-  always @(posedge clk)
-    pe_5_6_acc <= \$638 ;
-  always @(posedge clk)
-    pe_5_6_hold <= \$639 ;
-  always @(posedge clk)
-    pe_5_6_a_right <= \$640 ;
-  always @(posedge clk)
-    pe_5_6_flip_right <= \$641 ;
-  always @(posedge clk)
-    pe_5_6_w_down <= \$642 ;
-  always @(posedge clk)
-    pe_5_7_acc <= \$643 ;
-  always @(posedge clk)
-    pe_5_7_hold <= \$644 ;
-  always @(posedge clk)
-    pe_5_7_w_down <= \$645 ;
-  always @(posedge clk)
-    pe_6_0_acc <= \$646 ;
-  always @(posedge clk)
-    pe_6_0_hold <= \$647 ;
-  always @(posedge clk)
-    pe_6_0_a_right <= \$648 ;
-  always @(posedge clk)
-    pe_6_0_flip_right <= \$649 ;
-  always @(posedge clk)
-    pe_6_0_w_down <= \$650 ;
-  always @(posedge clk)
-    pe_6_1_acc <= \$651 ;
-  always @(posedge clk)
-    pe_6_1_hold <= \$652 ;
-  always @(posedge clk)
-    pe_6_1_a_right <= \$653 ;
-  always @(posedge clk)
-    pe_6_1_flip_right <= \$654 ;
-  always @(posedge clk)
-    pe_6_1_w_down <= \$655 ;
-  always @(posedge clk)
-    pe_6_2_acc <= \$656 ;
-  always @(posedge clk)
-    pe_6_2_hold <= \$657 ;
-  always @(posedge clk)
-    pe_6_2_a_right <= \$658 ;
-  always @(posedge clk)
-    pe_6_2_flip_right <= \$659 ;
-  always @(posedge clk)
-    pe_6_2_w_down <= \$660 ;
-  always @(posedge clk)
-    pe_6_3_acc <= \$661 ;
-  always @(posedge clk)
-    pe_6_3_hold <= \$662 ;
-  always @(posedge clk)
-    pe_6_3_a_right <= \$663 ;
-  always @(posedge clk)
-    pe_6_3_flip_right <= \$664 ;
-  always @(posedge clk)
-    pe_6_3_w_down <= \$665 ;
-  always @(posedge clk)
-    pe_6_4_acc <= \$666 ;
-  always @(posedge clk)
-    pe_6_4_hold <= \$667 ;
-  always @(posedge clk)
-    pe_6_4_a_right <= \$668 ;
-  always @(posedge clk)
-    pe_6_4_flip_right <= \$669 ;
-  always @(posedge clk)
-    pe_6_4_w_down <= \$670 ;
-  always @(posedge clk)
-    pe_6_5_acc <= \$671 ;
-  always @(posedge clk)
-    pe_6_5_hold <= \$672 ;
-  always @(posedge clk)
-    pe_6_5_a_right <= \$673 ;
-  always @(posedge clk)
-    pe_6_5_flip_right <= \$674 ;
-  always @(posedge clk)
-    pe_6_5_w_down <= \$675 ;
-  always @(posedge clk)
-    pe_6_6_acc <= \$676 ;
-  always @(posedge clk)
-    pe_6_6_hold <= \$677 ;
-  always @(posedge clk)
-    pe_6_6_a_right <= \$678 ;
-  always @(posedge clk)
-    pe_6_6_flip_right <= \$679 ;
-  always @(posedge clk)
-    pe_6_6_w_down <= \$680 ;
-  always @(posedge clk)
-    pe_6_7_acc <= \$681 ;
-  always @(posedge clk)
-    pe_6_7_hold <= \$682 ;
-  always @(posedge clk)
-    pe_6_7_w_down <= \$683 ;
-  always @(posedge clk)
-    pe_7_0_acc <= \$684 ;
-  always @(posedge clk)
-    pe_7_0_hold <= \$685 ;
-  always @(posedge clk)
-    pe_7_0_a_right <= \$686 ;
-  always @(posedge clk)
-    pe_7_0_flip_right <= \$687 ;
-  always @(posedge clk)
-    pe_7_1_acc <= \$688 ;
-  always @(posedge clk)
-    pe_7_1_hold <= \$689 ;
-  always @(posedge clk)
-    pe_7_1_a_right <= \$690 ;
-  always @(posedge clk)
-    pe_7_1_flip_right <= \$691 ;
-  always @(posedge clk)
-    pe_7_2_acc <= \$692 ;
-  always @(posedge clk)
-    pe_7_2_hold <= \$693 ;
-  always @(posedge clk)
-    pe_7_2_a_right <= \$694 ;
-  always @(posedge clk)
-    pe_7_2_flip_right <= \$695 ;
-  always @(posedge clk)
-    pe_7_3_acc <= \$696 ;
-  always @(posedge clk)
-    pe_7_3_hold <= \$697 ;
-  always @(posedge clk)
-    pe_7_3_a_right <= \$698 ;
-  always @(posedge clk)
-    pe_7_3_flip_right <= \$699 ;
-  always @(posedge clk)
-    pe_7_4_acc <= \$700 ;
-  always @(posedge clk)
-    pe_7_4_hold <= \$701 ;
-  always @(posedge clk)
-    pe_7_4_a_right <= \$702 ;
-  always @(posedge clk)
-    pe_7_4_flip_right <= \$703 ;
-  always @(posedge clk)
-    pe_7_5_acc <= \$704 ;
-  always @(posedge clk)
-    pe_7_5_hold <= \$705 ;
-  always @(posedge clk)
-    pe_7_5_a_right <= \$706 ;
-  always @(posedge clk)
-    pe_7_5_flip_right <= \$707 ;
-  always @(posedge clk)
-    pe_7_6_acc <= \$708 ;
-  always @(posedge clk)
-    pe_7_6_hold <= \$709 ;
-  always @(posedge clk)
-    pe_7_6_a_right <= \$710 ;
-  always @(posedge clk)
-    pe_7_6_flip_right <= \$711 ;
-  always @(posedge clk)
-    pe_7_7_acc <= \$712 ;
-  always @(posedge clk)
-    pe_7_7_hold <= \$713 ;
-  always @(posedge clk)
-    deskew0_d0 <= \$714 ;
-  always @(posedge clk)
-    deskew0_d1 <= \$715 ;
-  always @(posedge clk)
-    deskew0_d2 <= \$716 ;
-  always @(posedge clk)
-    deskew0_d3 <= \$717 ;
-  always @(posedge clk)
-    deskew0_d4 <= \$718 ;
-  always @(posedge clk)
-    deskew0_d5 <= \$719 ;
-  always @(posedge clk)
-    deskew0_d6 <= \$720 ;
-  always @(posedge clk)
-    deskew1_d0 <= \$721 ;
-  always @(posedge clk)
-    deskew1_d1 <= \$722 ;
-  always @(posedge clk)
-    deskew1_d2 <= \$723 ;
-  always @(posedge clk)
-    deskew1_d3 <= \$724 ;
-  always @(posedge clk)
-    deskew1_d4 <= \$725 ;
-  always @(posedge clk)
-    deskew1_d5 <= \$726 ;
-  always @(posedge clk)
-    deskew2_d0 <= \$727 ;
-  always @(posedge clk)
-    deskew2_d1 <= \$728 ;
-  always @(posedge clk)
-    deskew2_d2 <= \$729 ;
-  always @(posedge clk)
-    deskew2_d3 <= \$730 ;
-  always @(posedge clk)
-    deskew2_d4 <= \$731 ;
-  always @(posedge clk)
-    deskew3_d0 <= \$732 ;
-  always @(posedge clk)
-    deskew3_d1 <= \$733 ;
-  always @(posedge clk)
-    deskew3_d2 <= \$734 ;
-  always @(posedge clk)
-    deskew3_d3 <= \$735 ;
-  always @(posedge clk)
-    deskew4_d0 <= \$736 ;
-  always @(posedge clk)
-    deskew4_d1 <= \$737 ;
-  always @(posedge clk)
-    deskew4_d2 <= \$738 ;
-  always @(posedge clk)
-    deskew5_d0 <= \$739 ;
-  always @(posedge clk)
-    deskew5_d1 <= \$740 ;
-  always @(posedge clk)
-    deskew6_d0 <= \$741 ;
+    deskew6_d0 <= pe_7_6_hold;
   assign \release  = results__valid & results__ready;
   assign \$1  = activations__valid & weights__valid;
   assign \$2  = ~ activations__payload[64];
@@ -2613,16 +2182,291 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   assign \$250  = pe_4_5_flip_right ? 28'h0000000 : \$96 [27:0];
   assign \$251  = pe_4_6_flip_right ? 28'h0000000 : \$98 [27:0];
   assign \$252  = flip_skew5_d5 ? 28'h0000000 : \$100 [27:0];
+  assign \$253  = pe_5_0_flip_right ? 28'h0000000 : \$102 [27:0];
+  assign \$254  = pe_5_1_flip_right ? 28'h0000000 : \$104 [27:0];
+  assign \$255  = pe_5_2_flip_right ? 28'h0000000 : \$106 [27:0];
+  assign \$256  = pe_5_3_flip_right ? 28'h0000000 : \$108 [27:0];
+  assign \$257  = pe_5_4_flip_right ? 28'h0000000 : \$110 [27:0];
+  assign \$258  = pe_5_5_flip_right ? 28'h0000000 : \$112 [27:0];
+  assign \$259  = pe_5_6_flip_right ? 28'h0000000 : \$114 [27:0];
+  assign \$260  = flip_skew6_d6 ? 28'h0000000 : \$116 [27:0];
+  assign \$261  = pe_6_0_flip_right ? 28'h0000000 : \$118 [27:0];
+  assign \$262  = pe_6_1_flip_right ? 28'h0000000 : \$120 [27:0];
+  assign \$263  = pe_6_2_flip_right ? 28'h0000000 : \$122 [27:0];
+  assign \$264  = pe_6_3_flip_right ? 28'h0000000 : \$124 [27:0];
+  assign \$265  = pe_6_4_flip_right ? 28'h0000000 : \$126 [27:0];
+  assign \$266  = pe_6_5_flip_right ? 28'h0000000 : \$128 [27:0];
+  assign \$267  = pe_6_6_flip_right ? 28'h0000000 : \$130 [27:0];
+  assign \$268  = flip_skew7_d7 ? 28'h0000000 : \$132 [27:0];
+  assign \$269  = pe_7_0_flip_right ? 28'h0000000 : \$134 [27:0];
+  assign \$270  = pe_7_1_flip_right ? 28'h0000000 : \$136 [27:0];
+  assign \$271  = pe_7_2_flip_right ? 28'h0000000 : \$138 [27:0];
+  assign \$272  = pe_7_3_flip_right ? 28'h0000000 : \$140 [27:0];
+  assign \$273  = pe_7_4_flip_right ? 28'h0000000 : \$142 [27:0];
+  assign \$274  = pe_7_5_flip_right ? 28'h0000000 : \$144 [27:0];
+  assign \$275  = pe_7_6_flip_right ? 28'h0000000 : \$146 [27:0];
+  always @(posedge clk)
+    room_for_burst <= \$276 ;
+  always @(posedge clk)
+    reserved <= \$277 ;
+  always @(posedge clk)
+    since_last <= \$278 ;
+  always @(posedge clk)
+    drain_start_d0 <= \$279 ;
+  always @(posedge clk)
+    drain_start_d1 <= \$280 ;
+  always @(posedge clk)
+    drain_start_d2 <= \$281 ;
+  always @(posedge clk)
+    drain_start_d3 <= \$282 ;
+  always @(posedge clk)
+    drain_start_d4 <= \$283 ;
+  always @(posedge clk)
+    drain_start_d5 <= \$284 ;
+  always @(posedge clk)
+    drain_start_d6 <= \$285 ;
+  always @(posedge clk)
+    drain_start_d7 <= \$286 ;
+  always @(posedge clk)
+    drain_start_d8 <= \$287 ;
+  always @(posedge clk)
+    drain_left <= \$288 ;
+  always @(posedge clk)
+    out_valid_d0 <= \$289 ;
+  always @(posedge clk)
+    out_valid_d1 <= \$290 ;
+  always @(posedge clk)
+    out_valid_d2 <= \$291 ;
+  always @(posedge clk)
+    out_valid_d3 <= \$292 ;
+  always @(posedge clk)
+    out_valid_d4 <= \$293 ;
+  always @(posedge clk)
+    out_valid_d5 <= \$294 ;
+  always @(posedge clk)
+    w_en <= \$295 ;
+  always @(posedge clk)
+    out_last_d0 <= \$296 ;
+  always @(posedge clk)
+    out_last_d1 <= \$297 ;
+  always @(posedge clk)
+    out_last_d2 <= \$298 ;
+  always @(posedge clk)
+    out_last_d3 <= \$299 ;
+  always @(posedge clk)
+    out_last_d4 <= \$300 ;
+  always @(posedge clk)
+    out_last_d5 <= \$301 ;
+  always @(posedge clk)
+    out_last_d6 <= \$302 ;
+  always @(posedge clk)
+    a_skew0_d0 <= \$162 ;
+  always @(posedge clk)
+    a_skew1_d0 <= \$169 ;
+  always @(posedge clk)
+    a_skew1_d1 <= a_skew1_d0;
+  always @(posedge clk)
+    a_skew2_d0 <= \$176 ;
+  always @(posedge clk)
+    a_skew2_d1 <= a_skew2_d0;
+  always @(posedge clk)
+    a_skew2_d2 <= a_skew2_d1;
+  always @(posedge clk)
+    a_skew3_d0 <= \$183 ;
+  always @(posedge clk)
+    a_skew3_d1 <= a_skew3_d0;
+  always @(posedge clk)
+    a_skew3_d2 <= a_skew3_d1;
+  always @(posedge clk)
+    a_skew3_d3 <= a_skew3_d2;
+  always @(posedge clk)
+    a_skew4_d0 <= \$190 ;
+  always @(posedge clk)
+    a_skew4_d1 <= a_skew4_d0;
+  always @(posedge clk)
+    a_skew4_d2 <= a_skew4_d1;
+  always @(posedge clk)
+    a_skew4_d3 <= a_skew4_d2;
+  always @(posedge clk)
+    a_skew4_d4 <= a_skew4_d3;
+  always @(posedge clk)
+    a_skew5_d0 <= \$197 ;
+  always @(posedge clk)
+    a_skew5_d1 <= a_skew5_d0;
+  always @(posedge clk)
+    a_skew5_d2 <= a_skew5_d1;
+  always @(posedge clk)
+    a_skew5_d3 <= a_skew5_d2;
+  always @(posedge clk)
+    a_skew5_d4 <= a_skew5_d3;
+  always @(posedge clk)
+    a_skew5_d5 <= a_skew5_d4;
+  always @(posedge clk)
+    a_skew6_d0 <= \$204 ;
+  always @(posedge clk)
+    a_skew6_d1 <= a_skew6_d0;
+  always @(posedge clk)
+    a_skew6_d2 <= a_skew6_d1;
+  always @(posedge clk)
+    a_skew6_d3 <= a_skew6_d2;
+  always @(posedge clk)
+    a_skew6_d4 <= a_skew6_d3;
+  always @(posedge clk)
+    a_skew6_d5 <= a_skew6_d4;
+  always @(posedge clk)
+    a_skew6_d6 <= a_skew6_d5;
+  always @(posedge clk)
+    a_skew7_d0 <= \$211 ;
+  always @(posedge clk)
+    a_skew7_d1 <= a_skew7_d0;
+  always @(posedge clk)
+    a_skew7_d2 <= a_skew7_d1;
+  always @(posedge clk)
+    a_skew7_d3 <= a_skew7_d2;
+  always @(posedge clk)
+    a_skew7_d4 <= a_skew7_d3;
+  always @(posedge clk)
+    a_skew7_d5 <= a_skew7_d4;
+  always @(posedge clk)
+    a_skew7_d6 <= a_skew7_d5;
+  always @(posedge clk)
+    a_skew7_d7 <= a_skew7_d6;
+  always @(posedge clk)
+    flip_skew0_d0 <= \$303 ;
+  always @(posedge clk)
+    flip_skew1_d0 <= \$304 ;
+  always @(posedge clk)
+    flip_skew1_d1 <= \$305 ;
+  always @(posedge clk)
+    flip_skew2_d0 <= \$306 ;
+  always @(posedge clk)
+    flip_skew2_d1 <= \$307 ;
+  always @(posedge clk)
+    flip_skew2_d2 <= \$308 ;
+  always @(posedge clk)
+    flip_skew3_d0 <= \$309 ;
+  always @(posedge clk)
+    flip_skew3_d1 <= \$310 ;
+  always @(posedge clk)
+    flip_skew3_d2 <= \$311 ;
+  always @(posedge clk)
+    flip_skew3_d3 <= \$312 ;
+  always @(posedge clk)
+    flip_skew4_d0 <= \$313 ;
+  always @(posedge clk)
+    flip_skew4_d1 <= \$314 ;
+  always @(posedge clk)
+    flip_skew4_d2 <= \$315 ;
+  always @(posedge clk)
+    flip_skew4_d3 <= \$316 ;
+  always @(posedge clk)
+    flip_skew4_d4 <= \$317 ;
+  always @(posedge clk)
+    flip_skew5_d0 <= \$318 ;
+  always @(posedge clk)
+    flip_skew5_d1 <= \$319 ;
+  always @(posedge clk)
+    flip_skew5_d2 <= \$320 ;
+  always @(posedge clk)
+    flip_skew5_d3 <= \$321 ;
+  always @(posedge clk)
+    flip_skew5_d4 <= \$322 ;
+  always @(posedge clk)
+    flip_skew5_d5 <= \$323 ;
+  always @(posedge clk)
+    flip_skew6_d0 <= \$324 ;
+  always @(posedge clk)
+    flip_skew6_d1 <= \$325 ;
+  always @(posedge clk)
+    flip_skew6_d2 <= \$326 ;
+  always @(posedge clk)
+    flip_skew6_d3 <= \$327 ;
+  always @(posedge clk)
+    flip_skew6_d4 <= \$328 ;
+  always @(posedge clk)
+    flip_skew6_d5 <= \$329 ;
+  always @(posedge clk)
+    flip_skew6_d6 <= \$330 ;
+  always @(posedge clk)
+    flip_skew7_d0 <= \$331 ;
+  always @(posedge clk)
+    flip_skew7_d1 <= \$332 ;
+  always @(posedge clk)
+    flip_skew7_d2 <= \$333 ;
+  always @(posedge clk)
+    flip_skew7_d3 <= \$334 ;
+  always @(posedge clk)
+    flip_skew7_d4 <= \$335 ;
+  always @(posedge clk)
+    flip_skew7_d5 <= \$336 ;
+  always @(posedge clk)
+    flip_skew7_d6 <= \$337 ;
+  always @(posedge clk)
+    flip_skew7_d7 <= \$338 ;
+  always @(posedge clk)
+    w_skew0_d0 <= weights__payload[7:0];
+  always @(posedge clk)
+    w_skew1_d0 <= weights__payload[15:8];
+  always @(posedge clk)
+    w_skew1_d1 <= w_skew1_d0;
+  always @(posedge clk)
+    w_skew2_d0 <= weights__payload[23:16];
+  always @(posedge clk)
+    w_skew2_d1 <= w_skew2_d0;
+  always @(posedge clk)
+    w_skew2_d2 <= w_skew2_d1;
+  always @(posedge clk)
+    w_skew3_d0 <= weights__payload[31:24];
+  always @(posedge clk)
+    w_skew3_d1 <= w_skew3_d0;
+  always @(posedge clk)
+    w_skew3_d2 <= w_skew3_d1;
+  always @(posedge clk)
+    w_skew3_d3 <= w_skew3_d2;
+  always @(posedge clk)
+    w_skew4_d0 <= weights__payload[39:32];
+  always @(posedge clk)
+    w_skew4_d1 <= w_skew4_d0;
+  always @(posedge clk)
+    w_skew4_d2 <= w_skew4_d1;
+  always @(posedge clk)
+    w_skew4_d3 <= w_skew4_d2;
+  always @(posedge clk)
+    w_skew4_d4 <= w_skew4_d3;
+  always @(posedge clk)
+    w_skew5_d0 <= weights__payload[47:40];
+  always @(posedge clk)
+    w_skew5_d1 <= w_skew5_d0;
+  always @(posedge clk)
+    w_skew5_d2 <= w_skew5_d1;
+  always @(posedge clk)
+    w_skew5_d3 <= w_skew5_d2;
+  always @(posedge clk)
+    w_skew5_d4 <= w_skew5_d3;
+  always @(posedge clk)
+    w_skew5_d5 <= w_skew5_d4;
+  always @(posedge clk)
+    w_skew6_d0 <= weights__payload[55:48];
+  always @(posedge clk)
+    w_skew6_d1 <= w_skew6_d0;
+  always @(posedge clk)
+    w_skew6_d2 <= w_skew6_d1;
+  always @(posedge clk)
+    w_skew6_d3 <= w_skew6_d2;
+  always @(posedge clk)
+    w_skew6_d4 <= w_skew6_d3;
+  always @(posedge clk)
+    w_skew6_d5 <= w_skew6_d4;
   \systolic_os_8x8_a8s_w8s.result_fifo  result_fifo (
     .clk(clk),
-    .\port$1405$0 (pe_7_7_hold),
-    .\port$1419$0 (deskew0_d6),
-    .\port$1431$0 (deskew1_d5),
-    .\port$1441$0 (deskew2_d4),
-    .\port$1449$0 (deskew3_d3),
-    .\port$1455$0 (deskew4_d2),
-    .\port$1459$0 (deskew5_d1),
-    .\port$1461$0 (deskew6_d0),
+    .\port$1221$0 (pe_7_7_hold),
+    .\port$1228$0 (deskew0_d6),
+    .\port$1234$0 (deskew1_d5),
+    .\port$1239$0 (deskew2_d4),
+    .\port$1243$0 (deskew3_d3),
+    .\port$1246$0 (deskew4_d2),
+    .\port$1248$0 (deskew5_d1),
+    .\port$1249$0 (deskew6_d0),
     .\port$583$0 (out_last_d6),
     .r_data(results__payload),
     .r_en(results__ready),
@@ -2630,6 +2474,1455 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
     .rst(rst),
     .w_en(w_en)
   );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$339  = drain0;
+    if (rst) begin
+      \$339  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$340  = drain1;
+    if (rst) begin
+      \$340  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$341  = drain2;
+    if (rst) begin
+      \$341  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$342  = drain3;
+    if (rst) begin
+      \$342  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$343  = drain4;
+    if (rst) begin
+      \$343  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$344  = drain5;
+    if (rst) begin
+      \$344  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$345  = drain6;
+    if (rst) begin
+      \$345  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$346  = \$212 ;
+    if (rst) begin
+      \$346  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$347  = pe_0_0_hold;
+    if (flip_skew0_d0) begin
+      \$347  = \$20 [27:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$348  = flip_skew0_d0;
+    if (rst) begin
+      \$348  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$349  = \$213 ;
+    if (rst) begin
+      \$349  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$350  = pe_0_1_hold;
+    if (pe_0_0_flip_right) begin
+      \$350  = \$22 [27:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$351  = pe_0_0_flip_right;
+    if (rst) begin
+      \$351  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$352  = \$214 ;
+    if (rst) begin
+      \$352  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$353  = pe_0_2_hold;
+    if (pe_0_1_flip_right) begin
+      \$353  = \$24 [27:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$354  = pe_0_1_flip_right;
+    if (rst) begin
+      \$354  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$355  = \$215 ;
+    if (rst) begin
+      \$355  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$356  = pe_0_3_hold;
+    if (pe_0_2_flip_right) begin
+      \$356  = \$26 [27:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$357  = pe_0_2_flip_right;
+    if (rst) begin
+      \$357  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$358  = \$216 ;
+    if (rst) begin
+      \$358  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$359  = pe_0_4_hold;
+    if (pe_0_3_flip_right) begin
+      \$359  = \$28 [27:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$360  = pe_0_3_flip_right;
+    if (rst) begin
+      \$360  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$361  = \$217 ;
+    if (rst) begin
+      \$361  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$362  = pe_0_5_hold;
+    if (pe_0_4_flip_right) begin
+      \$362  = \$30 [27:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$363  = pe_0_4_flip_right;
+    if (rst) begin
+      \$363  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$364  = \$218 ;
+    if (rst) begin
+      \$364  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$365  = pe_0_6_hold;
+    if (pe_0_5_flip_right) begin
+      \$365  = \$32 [27:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$366  = pe_0_5_flip_right;
+    if (rst) begin
+      \$366  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$367  = \$219 ;
+    if (rst) begin
+      \$367  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$368  = pe_0_7_hold;
+    if (pe_0_6_flip_right) begin
+      \$368  = \$34 [27:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$369  = \$220 ;
+    if (rst) begin
+      \$369  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$370  = pe_1_0_hold;
+    if (flip_skew1_d1) begin
+      \$370  = \$36 [27:0];
+    end else if (drain0) begin
+      \$370  = pe_0_0_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$371  = flip_skew1_d1;
+    if (rst) begin
+      \$371  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$372  = \$221 ;
+    if (rst) begin
+      \$372  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$373  = pe_1_1_hold;
+    if (pe_1_0_flip_right) begin
+      \$373  = \$38 [27:0];
+    end else if (drain1) begin
+      \$373  = pe_0_1_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$374  = pe_1_0_flip_right;
+    if (rst) begin
+      \$374  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$375  = \$222 ;
+    if (rst) begin
+      \$375  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$376  = pe_1_2_hold;
+    if (pe_1_1_flip_right) begin
+      \$376  = \$40 [27:0];
+    end else if (drain2) begin
+      \$376  = pe_0_2_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$377  = pe_1_1_flip_right;
+    if (rst) begin
+      \$377  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$378  = \$223 ;
+    if (rst) begin
+      \$378  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$379  = pe_1_3_hold;
+    if (pe_1_2_flip_right) begin
+      \$379  = \$42 [27:0];
+    end else if (drain3) begin
+      \$379  = pe_0_3_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$380  = pe_1_2_flip_right;
+    if (rst) begin
+      \$380  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$381  = \$224 ;
+    if (rst) begin
+      \$381  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$382  = pe_1_4_hold;
+    if (pe_1_3_flip_right) begin
+      \$382  = \$44 [27:0];
+    end else if (drain4) begin
+      \$382  = pe_0_4_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$383  = pe_1_3_flip_right;
+    if (rst) begin
+      \$383  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$384  = \$225 ;
+    if (rst) begin
+      \$384  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$385  = pe_1_5_hold;
+    if (pe_1_4_flip_right) begin
+      \$385  = \$46 [27:0];
+    end else if (drain5) begin
+      \$385  = pe_0_5_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$386  = pe_1_4_flip_right;
+    if (rst) begin
+      \$386  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$387  = \$226 ;
+    if (rst) begin
+      \$387  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$388  = pe_1_6_hold;
+    if (pe_1_5_flip_right) begin
+      \$388  = \$48 [27:0];
+    end else if (drain6) begin
+      \$388  = pe_0_6_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$389  = pe_1_5_flip_right;
+    if (rst) begin
+      \$389  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$390  = \$227 ;
+    if (rst) begin
+      \$390  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$391  = pe_1_7_hold;
+    if (pe_1_6_flip_right) begin
+      \$391  = \$50 [27:0];
+    end else if (drain7) begin
+      \$391  = pe_0_7_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$392  = \$228 ;
+    if (rst) begin
+      \$392  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$393  = pe_2_0_hold;
+    if (flip_skew2_d2) begin
+      \$393  = \$52 [27:0];
+    end else if (drain0) begin
+      \$393  = pe_1_0_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$394  = flip_skew2_d2;
+    if (rst) begin
+      \$394  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$395  = \$229 ;
+    if (rst) begin
+      \$395  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$396  = pe_2_1_hold;
+    if (pe_2_0_flip_right) begin
+      \$396  = \$54 [27:0];
+    end else if (drain1) begin
+      \$396  = pe_1_1_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$397  = pe_2_0_flip_right;
+    if (rst) begin
+      \$397  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$398  = \$230 ;
+    if (rst) begin
+      \$398  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$399  = pe_2_2_hold;
+    if (pe_2_1_flip_right) begin
+      \$399  = \$56 [27:0];
+    end else if (drain2) begin
+      \$399  = pe_1_2_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$400  = pe_2_1_flip_right;
+    if (rst) begin
+      \$400  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$401  = \$231 ;
+    if (rst) begin
+      \$401  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$402  = pe_2_3_hold;
+    if (pe_2_2_flip_right) begin
+      \$402  = \$58 [27:0];
+    end else if (drain3) begin
+      \$402  = pe_1_3_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$403  = pe_2_2_flip_right;
+    if (rst) begin
+      \$403  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$404  = \$232 ;
+    if (rst) begin
+      \$404  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$405  = pe_2_4_hold;
+    if (pe_2_3_flip_right) begin
+      \$405  = \$60 [27:0];
+    end else if (drain4) begin
+      \$405  = pe_1_4_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$406  = pe_2_3_flip_right;
+    if (rst) begin
+      \$406  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$407  = \$233 ;
+    if (rst) begin
+      \$407  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$408  = pe_2_5_hold;
+    if (pe_2_4_flip_right) begin
+      \$408  = \$62 [27:0];
+    end else if (drain5) begin
+      \$408  = pe_1_5_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$409  = pe_2_4_flip_right;
+    if (rst) begin
+      \$409  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$410  = \$234 ;
+    if (rst) begin
+      \$410  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$411  = pe_2_6_hold;
+    if (pe_2_5_flip_right) begin
+      \$411  = \$64 [27:0];
+    end else if (drain6) begin
+      \$411  = pe_1_6_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$412  = pe_2_5_flip_right;
+    if (rst) begin
+      \$412  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$413  = \$235 ;
+    if (rst) begin
+      \$413  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$414  = pe_2_7_hold;
+    if (pe_2_6_flip_right) begin
+      \$414  = \$66 [27:0];
+    end else if (drain7) begin
+      \$414  = pe_1_7_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$415  = \$236 ;
+    if (rst) begin
+      \$415  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$416  = pe_3_0_hold;
+    if (flip_skew3_d3) begin
+      \$416  = \$68 [27:0];
+    end else if (drain0) begin
+      \$416  = pe_2_0_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$417  = flip_skew3_d3;
+    if (rst) begin
+      \$417  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$418  = \$237 ;
+    if (rst) begin
+      \$418  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$419  = pe_3_1_hold;
+    if (pe_3_0_flip_right) begin
+      \$419  = \$70 [27:0];
+    end else if (drain1) begin
+      \$419  = pe_2_1_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$420  = pe_3_0_flip_right;
+    if (rst) begin
+      \$420  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$421  = \$238 ;
+    if (rst) begin
+      \$421  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$422  = pe_3_2_hold;
+    if (pe_3_1_flip_right) begin
+      \$422  = \$72 [27:0];
+    end else if (drain2) begin
+      \$422  = pe_2_2_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$423  = pe_3_1_flip_right;
+    if (rst) begin
+      \$423  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$424  = \$239 ;
+    if (rst) begin
+      \$424  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$425  = pe_3_3_hold;
+    if (pe_3_2_flip_right) begin
+      \$425  = \$74 [27:0];
+    end else if (drain3) begin
+      \$425  = pe_2_3_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$426  = pe_3_2_flip_right;
+    if (rst) begin
+      \$426  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$427  = \$240 ;
+    if (rst) begin
+      \$427  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$428  = pe_3_4_hold;
+    if (pe_3_3_flip_right) begin
+      \$428  = \$76 [27:0];
+    end else if (drain4) begin
+      \$428  = pe_2_4_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$429  = pe_3_3_flip_right;
+    if (rst) begin
+      \$429  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$430  = \$241 ;
+    if (rst) begin
+      \$430  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$431  = pe_3_5_hold;
+    if (pe_3_4_flip_right) begin
+      \$431  = \$78 [27:0];
+    end else if (drain5) begin
+      \$431  = pe_2_5_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$432  = pe_3_4_flip_right;
+    if (rst) begin
+      \$432  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$433  = \$242 ;
+    if (rst) begin
+      \$433  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$434  = pe_3_6_hold;
+    if (pe_3_5_flip_right) begin
+      \$434  = \$80 [27:0];
+    end else if (drain6) begin
+      \$434  = pe_2_6_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$435  = pe_3_5_flip_right;
+    if (rst) begin
+      \$435  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$436  = \$243 ;
+    if (rst) begin
+      \$436  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$437  = pe_3_7_hold;
+    if (pe_3_6_flip_right) begin
+      \$437  = \$82 [27:0];
+    end else if (drain7) begin
+      \$437  = pe_2_7_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$438  = \$244 ;
+    if (rst) begin
+      \$438  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$439  = pe_4_0_hold;
+    if (flip_skew4_d4) begin
+      \$439  = \$84 [27:0];
+    end else if (drain0) begin
+      \$439  = pe_3_0_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$440  = flip_skew4_d4;
+    if (rst) begin
+      \$440  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$441  = \$245 ;
+    if (rst) begin
+      \$441  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$442  = pe_4_1_hold;
+    if (pe_4_0_flip_right) begin
+      \$442  = \$86 [27:0];
+    end else if (drain1) begin
+      \$442  = pe_3_1_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$443  = pe_4_0_flip_right;
+    if (rst) begin
+      \$443  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$444  = \$246 ;
+    if (rst) begin
+      \$444  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$445  = pe_4_2_hold;
+    if (pe_4_1_flip_right) begin
+      \$445  = \$88 [27:0];
+    end else if (drain2) begin
+      \$445  = pe_3_2_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$446  = pe_4_1_flip_right;
+    if (rst) begin
+      \$446  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$447  = \$247 ;
+    if (rst) begin
+      \$447  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$448  = pe_4_3_hold;
+    if (pe_4_2_flip_right) begin
+      \$448  = \$90 [27:0];
+    end else if (drain3) begin
+      \$448  = pe_3_3_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$449  = pe_4_2_flip_right;
+    if (rst) begin
+      \$449  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$450  = \$248 ;
+    if (rst) begin
+      \$450  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$451  = pe_4_4_hold;
+    if (pe_4_3_flip_right) begin
+      \$451  = \$92 [27:0];
+    end else if (drain4) begin
+      \$451  = pe_3_4_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$452  = pe_4_3_flip_right;
+    if (rst) begin
+      \$452  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$453  = \$249 ;
+    if (rst) begin
+      \$453  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$454  = pe_4_5_hold;
+    if (pe_4_4_flip_right) begin
+      \$454  = \$94 [27:0];
+    end else if (drain5) begin
+      \$454  = pe_3_5_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$455  = pe_4_4_flip_right;
+    if (rst) begin
+      \$455  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$456  = \$250 ;
+    if (rst) begin
+      \$456  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$457  = pe_4_6_hold;
+    if (pe_4_5_flip_right) begin
+      \$457  = \$96 [27:0];
+    end else if (drain6) begin
+      \$457  = pe_3_6_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$458  = pe_4_5_flip_right;
+    if (rst) begin
+      \$458  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$459  = \$251 ;
+    if (rst) begin
+      \$459  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$460  = pe_4_7_hold;
+    if (pe_4_6_flip_right) begin
+      \$460  = \$98 [27:0];
+    end else if (drain7) begin
+      \$460  = pe_3_7_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$461  = \$252 ;
+    if (rst) begin
+      \$461  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$462  = pe_5_0_hold;
+    if (flip_skew5_d5) begin
+      \$462  = \$100 [27:0];
+    end else if (drain0) begin
+      \$462  = pe_4_0_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$463  = flip_skew5_d5;
+    if (rst) begin
+      \$463  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$464  = \$253 ;
+    if (rst) begin
+      \$464  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$465  = pe_5_1_hold;
+    if (pe_5_0_flip_right) begin
+      \$465  = \$102 [27:0];
+    end else if (drain1) begin
+      \$465  = pe_4_1_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$466  = pe_5_0_flip_right;
+    if (rst) begin
+      \$466  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$467  = \$254 ;
+    if (rst) begin
+      \$467  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$468  = pe_5_2_hold;
+    if (pe_5_1_flip_right) begin
+      \$468  = \$104 [27:0];
+    end else if (drain2) begin
+      \$468  = pe_4_2_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$469  = pe_5_1_flip_right;
+    if (rst) begin
+      \$469  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$470  = \$255 ;
+    if (rst) begin
+      \$470  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$471  = pe_5_3_hold;
+    if (pe_5_2_flip_right) begin
+      \$471  = \$106 [27:0];
+    end else if (drain3) begin
+      \$471  = pe_4_3_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$472  = pe_5_2_flip_right;
+    if (rst) begin
+      \$472  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$473  = \$256 ;
+    if (rst) begin
+      \$473  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$474  = pe_5_4_hold;
+    if (pe_5_3_flip_right) begin
+      \$474  = \$108 [27:0];
+    end else if (drain4) begin
+      \$474  = pe_4_4_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$475  = pe_5_3_flip_right;
+    if (rst) begin
+      \$475  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$476  = \$257 ;
+    if (rst) begin
+      \$476  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$477  = pe_5_5_hold;
+    if (pe_5_4_flip_right) begin
+      \$477  = \$110 [27:0];
+    end else if (drain5) begin
+      \$477  = pe_4_5_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$478  = pe_5_4_flip_right;
+    if (rst) begin
+      \$478  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$479  = \$258 ;
+    if (rst) begin
+      \$479  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$480  = pe_5_6_hold;
+    if (pe_5_5_flip_right) begin
+      \$480  = \$112 [27:0];
+    end else if (drain6) begin
+      \$480  = pe_4_6_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$481  = pe_5_5_flip_right;
+    if (rst) begin
+      \$481  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$482  = \$259 ;
+    if (rst) begin
+      \$482  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$483  = pe_5_7_hold;
+    if (pe_5_6_flip_right) begin
+      \$483  = \$114 [27:0];
+    end else if (drain7) begin
+      \$483  = pe_4_7_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$484  = \$260 ;
+    if (rst) begin
+      \$484  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$485  = pe_6_0_hold;
+    if (flip_skew6_d6) begin
+      \$485  = \$116 [27:0];
+    end else if (drain0) begin
+      \$485  = pe_5_0_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$486  = flip_skew6_d6;
+    if (rst) begin
+      \$486  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$487  = \$261 ;
+    if (rst) begin
+      \$487  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$488  = pe_6_1_hold;
+    if (pe_6_0_flip_right) begin
+      \$488  = \$118 [27:0];
+    end else if (drain1) begin
+      \$488  = pe_5_1_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$489  = pe_6_0_flip_right;
+    if (rst) begin
+      \$489  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$490  = \$262 ;
+    if (rst) begin
+      \$490  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$491  = pe_6_2_hold;
+    if (pe_6_1_flip_right) begin
+      \$491  = \$120 [27:0];
+    end else if (drain2) begin
+      \$491  = pe_5_2_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$492  = pe_6_1_flip_right;
+    if (rst) begin
+      \$492  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$493  = \$263 ;
+    if (rst) begin
+      \$493  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$494  = pe_6_3_hold;
+    if (pe_6_2_flip_right) begin
+      \$494  = \$122 [27:0];
+    end else if (drain3) begin
+      \$494  = pe_5_3_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$495  = pe_6_2_flip_right;
+    if (rst) begin
+      \$495  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$496  = \$264 ;
+    if (rst) begin
+      \$496  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$497  = pe_6_4_hold;
+    if (pe_6_3_flip_right) begin
+      \$497  = \$124 [27:0];
+    end else if (drain4) begin
+      \$497  = pe_5_4_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$498  = pe_6_3_flip_right;
+    if (rst) begin
+      \$498  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$499  = \$265 ;
+    if (rst) begin
+      \$499  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$500  = pe_6_5_hold;
+    if (pe_6_4_flip_right) begin
+      \$500  = \$126 [27:0];
+    end else if (drain5) begin
+      \$500  = pe_5_5_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$501  = pe_6_4_flip_right;
+    if (rst) begin
+      \$501  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$502  = \$266 ;
+    if (rst) begin
+      \$502  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$503  = pe_6_6_hold;
+    if (pe_6_5_flip_right) begin
+      \$503  = \$128 [27:0];
+    end else if (drain6) begin
+      \$503  = pe_5_6_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$504  = pe_6_5_flip_right;
+    if (rst) begin
+      \$504  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$505  = \$267 ;
+    if (rst) begin
+      \$505  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$506  = pe_6_7_hold;
+    if (pe_6_6_flip_right) begin
+      \$506  = \$130 [27:0];
+    end else if (drain7) begin
+      \$506  = pe_5_7_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$507  = \$268 ;
+    if (rst) begin
+      \$507  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$508  = pe_7_0_hold;
+    if (flip_skew7_d7) begin
+      \$508  = \$132 [27:0];
+    end else if (drain0) begin
+      \$508  = pe_6_0_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$509  = flip_skew7_d7;
+    if (rst) begin
+      \$509  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$510  = \$269 ;
+    if (rst) begin
+      \$510  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$511  = pe_7_1_hold;
+    if (pe_7_0_flip_right) begin
+      \$511  = \$134 [27:0];
+    end else if (drain1) begin
+      \$511  = pe_6_1_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$512  = pe_7_0_flip_right;
+    if (rst) begin
+      \$512  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$513  = \$270 ;
+    if (rst) begin
+      \$513  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$514  = pe_7_2_hold;
+    if (pe_7_1_flip_right) begin
+      \$514  = \$136 [27:0];
+    end else if (drain2) begin
+      \$514  = pe_6_2_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$515  = pe_7_1_flip_right;
+    if (rst) begin
+      \$515  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$516  = \$271 ;
+    if (rst) begin
+      \$516  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$517  = pe_7_3_hold;
+    if (pe_7_2_flip_right) begin
+      \$517  = \$138 [27:0];
+    end else if (drain3) begin
+      \$517  = pe_6_3_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$518  = pe_7_2_flip_right;
+    if (rst) begin
+      \$518  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$519  = \$272 ;
+    if (rst) begin
+      \$519  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$520  = pe_7_4_hold;
+    if (pe_7_3_flip_right) begin
+      \$520  = \$140 [27:0];
+    end else if (drain4) begin
+      \$520  = pe_6_4_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$521  = pe_7_3_flip_right;
+    if (rst) begin
+      \$521  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$522  = \$273 ;
+    if (rst) begin
+      \$522  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$523  = pe_7_5_hold;
+    if (pe_7_4_flip_right) begin
+      \$523  = \$142 [27:0];
+    end else if (drain5) begin
+      \$523  = pe_6_5_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$524  = pe_7_4_flip_right;
+    if (rst) begin
+      \$524  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$525  = \$274 ;
+    if (rst) begin
+      \$525  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$526  = pe_7_6_hold;
+    if (pe_7_5_flip_right) begin
+      \$526  = \$144 [27:0];
+    end else if (drain6) begin
+      \$526  = pe_6_6_hold;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$527  = pe_7_5_flip_right;
+    if (rst) begin
+      \$527  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$528  = \$275 ;
+    if (rst) begin
+      \$528  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$529  = pe_7_7_hold;
+    if (pe_7_6_flip_right) begin
+      \$529  = \$146 [27:0];
+    end else if (drain7) begin
+      \$529  = pe_6_7_hold;
+    end
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$276  = \$148 ;
@@ -2831,3379 +4124,254 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$303  = \$162 ;
+    \$303  = finish;
     if (rst) begin
-      \$303  = 8'h00;
+      \$303  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$304  = \$169 ;
+    \$304  = finish;
     if (rst) begin
-      \$304  = 8'h00;
+      \$304  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$305  = a_skew1_d0;
+    \$305  = flip_skew1_d0;
     if (rst) begin
-      \$305  = 8'h00;
+      \$305  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$306  = \$176 ;
+    \$306  = finish;
     if (rst) begin
-      \$306  = 8'h00;
+      \$306  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$307  = a_skew2_d0;
+    \$307  = flip_skew2_d0;
     if (rst) begin
-      \$307  = 8'h00;
+      \$307  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$308  = a_skew2_d1;
+    \$308  = flip_skew2_d1;
     if (rst) begin
-      \$308  = 8'h00;
+      \$308  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$309  = \$183 ;
+    \$309  = finish;
     if (rst) begin
-      \$309  = 8'h00;
+      \$309  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$310  = a_skew3_d0;
+    \$310  = flip_skew3_d0;
     if (rst) begin
-      \$310  = 8'h00;
+      \$310  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$311  = a_skew3_d1;
+    \$311  = flip_skew3_d1;
     if (rst) begin
-      \$311  = 8'h00;
+      \$311  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$312  = a_skew3_d2;
+    \$312  = flip_skew3_d2;
     if (rst) begin
-      \$312  = 8'h00;
+      \$312  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$313  = \$190 ;
+    \$313  = finish;
     if (rst) begin
-      \$313  = 8'h00;
+      \$313  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$314  = a_skew4_d0;
+    \$314  = flip_skew4_d0;
     if (rst) begin
-      \$314  = 8'h00;
+      \$314  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$315  = a_skew4_d1;
+    \$315  = flip_skew4_d1;
     if (rst) begin
-      \$315  = 8'h00;
+      \$315  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$316  = a_skew4_d2;
+    \$316  = flip_skew4_d2;
     if (rst) begin
-      \$316  = 8'h00;
+      \$316  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$317  = a_skew4_d3;
+    \$317  = flip_skew4_d3;
     if (rst) begin
-      \$317  = 8'h00;
+      \$317  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$318  = \$197 ;
+    \$318  = finish;
     if (rst) begin
-      \$318  = 8'h00;
+      \$318  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$319  = a_skew5_d0;
+    \$319  = flip_skew5_d0;
     if (rst) begin
-      \$319  = 8'h00;
+      \$319  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$320  = a_skew5_d1;
+    \$320  = flip_skew5_d1;
     if (rst) begin
-      \$320  = 8'h00;
+      \$320  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$321  = a_skew5_d2;
+    \$321  = flip_skew5_d2;
     if (rst) begin
-      \$321  = 8'h00;
+      \$321  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$322  = a_skew5_d3;
+    \$322  = flip_skew5_d3;
     if (rst) begin
-      \$322  = 8'h00;
+      \$322  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$323  = a_skew5_d4;
+    \$323  = flip_skew5_d4;
     if (rst) begin
-      \$323  = 8'h00;
+      \$323  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$324  = \$204 ;
+    \$324  = finish;
     if (rst) begin
-      \$324  = 8'h00;
+      \$324  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$325  = a_skew6_d0;
+    \$325  = flip_skew6_d0;
     if (rst) begin
-      \$325  = 8'h00;
+      \$325  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$326  = a_skew6_d1;
+    \$326  = flip_skew6_d1;
     if (rst) begin
-      \$326  = 8'h00;
+      \$326  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$327  = a_skew6_d2;
+    \$327  = flip_skew6_d2;
     if (rst) begin
-      \$327  = 8'h00;
+      \$327  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$328  = a_skew6_d3;
+    \$328  = flip_skew6_d3;
     if (rst) begin
-      \$328  = 8'h00;
+      \$328  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$329  = a_skew6_d4;
+    \$329  = flip_skew6_d4;
     if (rst) begin
-      \$329  = 8'h00;
+      \$329  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$330  = a_skew6_d5;
+    \$330  = flip_skew6_d5;
     if (rst) begin
-      \$330  = 8'h00;
+      \$330  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$331  = \$211 ;
+    \$331  = finish;
     if (rst) begin
-      \$331  = 8'h00;
+      \$331  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$332  = a_skew7_d0;
+    \$332  = flip_skew7_d0;
     if (rst) begin
-      \$332  = 8'h00;
+      \$332  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$333  = a_skew7_d1;
+    \$333  = flip_skew7_d1;
     if (rst) begin
-      \$333  = 8'h00;
+      \$333  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$334  = a_skew7_d2;
+    \$334  = flip_skew7_d2;
     if (rst) begin
-      \$334  = 8'h00;
+      \$334  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$335  = a_skew7_d3;
+    \$335  = flip_skew7_d3;
     if (rst) begin
-      \$335  = 8'h00;
+      \$335  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$336  = a_skew7_d4;
+    \$336  = flip_skew7_d4;
     if (rst) begin
-      \$336  = 8'h00;
+      \$336  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$337  = a_skew7_d5;
+    \$337  = flip_skew7_d5;
     if (rst) begin
-      \$337  = 8'h00;
+      \$337  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$338  = a_skew7_d6;
+    \$338  = flip_skew7_d6;
     if (rst) begin
-      \$338  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$339  = finish;
-    if (rst) begin
-      \$339  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$340  = finish;
-    if (rst) begin
-      \$340  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$341  = flip_skew1_d0;
-    if (rst) begin
-      \$341  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$342  = finish;
-    if (rst) begin
-      \$342  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$343  = flip_skew2_d0;
-    if (rst) begin
-      \$343  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$344  = flip_skew2_d1;
-    if (rst) begin
-      \$344  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$345  = finish;
-    if (rst) begin
-      \$345  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$346  = flip_skew3_d0;
-    if (rst) begin
-      \$346  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$347  = flip_skew3_d1;
-    if (rst) begin
-      \$347  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$348  = flip_skew3_d2;
-    if (rst) begin
-      \$348  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$349  = finish;
-    if (rst) begin
-      \$349  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$350  = flip_skew4_d0;
-    if (rst) begin
-      \$350  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$351  = flip_skew4_d1;
-    if (rst) begin
-      \$351  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$352  = flip_skew4_d2;
-    if (rst) begin
-      \$352  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$353  = flip_skew4_d3;
-    if (rst) begin
-      \$353  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$354  = finish;
-    if (rst) begin
-      \$354  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$355  = flip_skew5_d0;
-    if (rst) begin
-      \$355  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$356  = flip_skew5_d1;
-    if (rst) begin
-      \$356  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$357  = flip_skew5_d2;
-    if (rst) begin
-      \$357  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$358  = flip_skew5_d3;
-    if (rst) begin
-      \$358  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$359  = flip_skew5_d4;
-    if (rst) begin
-      \$359  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$360  = finish;
-    if (rst) begin
-      \$360  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$361  = flip_skew6_d0;
-    if (rst) begin
-      \$361  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$362  = flip_skew6_d1;
-    if (rst) begin
-      \$362  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$363  = flip_skew6_d2;
-    if (rst) begin
-      \$363  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$364  = flip_skew6_d3;
-    if (rst) begin
-      \$364  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$365  = flip_skew6_d4;
-    if (rst) begin
-      \$365  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$366  = flip_skew6_d5;
-    if (rst) begin
-      \$366  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$367  = finish;
-    if (rst) begin
-      \$367  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$368  = flip_skew7_d0;
-    if (rst) begin
-      \$368  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$369  = flip_skew7_d1;
-    if (rst) begin
-      \$369  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$370  = flip_skew7_d2;
-    if (rst) begin
-      \$370  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$371  = flip_skew7_d3;
-    if (rst) begin
-      \$371  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$372  = flip_skew7_d4;
-    if (rst) begin
-      \$372  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$373  = flip_skew7_d5;
-    if (rst) begin
-      \$373  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$374  = flip_skew7_d6;
-    if (rst) begin
-      \$374  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$375  = weights__payload[7:0];
-    if (rst) begin
-      \$375  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$376  = weights__payload[15:8];
-    if (rst) begin
-      \$376  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$377  = w_skew1_d0;
-    if (rst) begin
-      \$377  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$378  = weights__payload[23:16];
-    if (rst) begin
-      \$378  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$379  = w_skew2_d0;
-    if (rst) begin
-      \$379  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$380  = w_skew2_d1;
-    if (rst) begin
-      \$380  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$381  = weights__payload[31:24];
-    if (rst) begin
-      \$381  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$382  = w_skew3_d0;
-    if (rst) begin
-      \$382  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$383  = w_skew3_d1;
-    if (rst) begin
-      \$383  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$384  = w_skew3_d2;
-    if (rst) begin
-      \$384  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$385  = weights__payload[39:32];
-    if (rst) begin
-      \$385  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$386  = w_skew4_d0;
-    if (rst) begin
-      \$386  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$387  = w_skew4_d1;
-    if (rst) begin
-      \$387  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$388  = w_skew4_d2;
-    if (rst) begin
-      \$388  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$389  = w_skew4_d3;
-    if (rst) begin
-      \$389  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$390  = weights__payload[47:40];
-    if (rst) begin
-      \$390  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$391  = w_skew5_d0;
-    if (rst) begin
-      \$391  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$392  = w_skew5_d1;
-    if (rst) begin
-      \$392  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$393  = w_skew5_d2;
-    if (rst) begin
-      \$393  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$394  = w_skew5_d3;
-    if (rst) begin
-      \$394  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$395  = w_skew5_d4;
-    if (rst) begin
-      \$395  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$396  = weights__payload[55:48];
-    if (rst) begin
-      \$396  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$397  = w_skew6_d0;
-    if (rst) begin
-      \$397  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$398  = w_skew6_d1;
-    if (rst) begin
-      \$398  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$399  = w_skew6_d2;
-    if (rst) begin
-      \$399  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$400  = w_skew6_d3;
-    if (rst) begin
-      \$400  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$401  = w_skew6_d4;
-    if (rst) begin
-      \$401  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$402  = w_skew6_d5;
-    if (rst) begin
-      \$402  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$403  = weights__payload[63:56];
-    if (rst) begin
-      \$403  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$404  = w_skew7_d0;
-    if (rst) begin
-      \$404  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$405  = w_skew7_d1;
-    if (rst) begin
-      \$405  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$406  = w_skew7_d2;
-    if (rst) begin
-      \$406  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$407  = w_skew7_d3;
-    if (rst) begin
-      \$407  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$408  = w_skew7_d4;
-    if (rst) begin
-      \$408  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$409  = w_skew7_d5;
-    if (rst) begin
-      \$409  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$410  = w_skew7_d6;
-    if (rst) begin
-      \$410  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$411  = drain0;
-    if (rst) begin
-      \$411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$412  = drain1;
-    if (rst) begin
-      \$412  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$413  = drain2;
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$414  = drain3;
-    if (rst) begin
-      \$414  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$415  = drain4;
-    if (rst) begin
-      \$415  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$416  = drain5;
-    if (rst) begin
-      \$416  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$417  = drain6;
-    if (rst) begin
-      \$417  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$418  = \$212 ;
-    if (rst) begin
-      \$418  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$419  = pe_0_0_hold;
-    if (flip_skew0_d0) begin
-      \$419  = \$20 [27:0];
-    end
-    if (rst) begin
-      \$419  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$420  = a_skew0_d0;
-    if (rst) begin
-      \$420  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$421  = flip_skew0_d0;
-    if (rst) begin
-      \$421  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$422  = w_skew0_d0;
-    if (rst) begin
-      \$422  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$423  = \$213 ;
-    if (rst) begin
-      \$423  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$424  = pe_0_1_hold;
-    if (pe_0_0_flip_right) begin
-      \$424  = \$22 [27:0];
-    end
-    if (rst) begin
-      \$424  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$425  = pe_0_0_a_right;
-    if (rst) begin
-      \$425  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$426  = pe_0_0_flip_right;
-    if (rst) begin
-      \$426  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$427  = w_skew1_d1;
-    if (rst) begin
-      \$427  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$428  = \$214 ;
-    if (rst) begin
-      \$428  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$429  = pe_0_2_hold;
-    if (pe_0_1_flip_right) begin
-      \$429  = \$24 [27:0];
-    end
-    if (rst) begin
-      \$429  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$430  = pe_0_1_a_right;
-    if (rst) begin
-      \$430  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$431  = pe_0_1_flip_right;
-    if (rst) begin
-      \$431  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$432  = w_skew2_d2;
-    if (rst) begin
-      \$432  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$433  = \$215 ;
-    if (rst) begin
-      \$433  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$434  = pe_0_3_hold;
-    if (pe_0_2_flip_right) begin
-      \$434  = \$26 [27:0];
-    end
-    if (rst) begin
-      \$434  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$435  = pe_0_2_a_right;
-    if (rst) begin
-      \$435  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$436  = pe_0_2_flip_right;
-    if (rst) begin
-      \$436  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$437  = w_skew3_d3;
-    if (rst) begin
-      \$437  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$438  = \$216 ;
-    if (rst) begin
-      \$438  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$439  = pe_0_4_hold;
-    if (pe_0_3_flip_right) begin
-      \$439  = \$28 [27:0];
-    end
-    if (rst) begin
-      \$439  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$440  = pe_0_3_a_right;
-    if (rst) begin
-      \$440  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$441  = pe_0_3_flip_right;
-    if (rst) begin
-      \$441  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$442  = w_skew4_d4;
-    if (rst) begin
-      \$442  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$443  = \$217 ;
-    if (rst) begin
-      \$443  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$444  = pe_0_5_hold;
-    if (pe_0_4_flip_right) begin
-      \$444  = \$30 [27:0];
-    end
-    if (rst) begin
-      \$444  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$445  = pe_0_4_a_right;
-    if (rst) begin
-      \$445  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$446  = pe_0_4_flip_right;
-    if (rst) begin
-      \$446  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$447  = w_skew5_d5;
-    if (rst) begin
-      \$447  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$448  = \$218 ;
-    if (rst) begin
-      \$448  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$449  = pe_0_6_hold;
-    if (pe_0_5_flip_right) begin
-      \$449  = \$32 [27:0];
-    end
-    if (rst) begin
-      \$449  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$450  = pe_0_5_a_right;
-    if (rst) begin
-      \$450  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$451  = pe_0_5_flip_right;
-    if (rst) begin
-      \$451  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$452  = w_skew6_d6;
-    if (rst) begin
-      \$452  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$453  = \$219 ;
-    if (rst) begin
-      \$453  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$454  = pe_0_7_hold;
-    if (pe_0_6_flip_right) begin
-      \$454  = \$34 [27:0];
-    end
-    if (rst) begin
-      \$454  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$455  = w_skew7_d7;
-    if (rst) begin
-      \$455  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$456  = \$220 ;
-    if (rst) begin
-      \$456  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$457  = pe_1_0_hold;
-    if (flip_skew1_d1) begin
-      \$457  = \$36 [27:0];
-    end else if (drain0) begin
-      \$457  = pe_0_0_hold;
-    end
-    if (rst) begin
-      \$457  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$458  = a_skew1_d1;
-    if (rst) begin
-      \$458  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$459  = flip_skew1_d1;
-    if (rst) begin
-      \$459  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$460  = pe_0_0_w_down;
-    if (rst) begin
-      \$460  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$461  = \$221 ;
-    if (rst) begin
-      \$461  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$462  = pe_1_1_hold;
-    if (pe_1_0_flip_right) begin
-      \$462  = \$38 [27:0];
-    end else if (drain1) begin
-      \$462  = pe_0_1_hold;
-    end
-    if (rst) begin
-      \$462  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$463  = pe_1_0_a_right;
-    if (rst) begin
-      \$463  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$464  = pe_1_0_flip_right;
-    if (rst) begin
-      \$464  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$465  = pe_0_1_w_down;
-    if (rst) begin
-      \$465  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$466  = \$222 ;
-    if (rst) begin
-      \$466  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$467  = pe_1_2_hold;
-    if (pe_1_1_flip_right) begin
-      \$467  = \$40 [27:0];
-    end else if (drain2) begin
-      \$467  = pe_0_2_hold;
-    end
-    if (rst) begin
-      \$467  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$468  = pe_1_1_a_right;
-    if (rst) begin
-      \$468  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$469  = pe_1_1_flip_right;
-    if (rst) begin
-      \$469  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$470  = pe_0_2_w_down;
-    if (rst) begin
-      \$470  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$471  = \$223 ;
-    if (rst) begin
-      \$471  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$472  = pe_1_3_hold;
-    if (pe_1_2_flip_right) begin
-      \$472  = \$42 [27:0];
-    end else if (drain3) begin
-      \$472  = pe_0_3_hold;
-    end
-    if (rst) begin
-      \$472  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$473  = pe_1_2_a_right;
-    if (rst) begin
-      \$473  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$474  = pe_1_2_flip_right;
-    if (rst) begin
-      \$474  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$475  = pe_0_3_w_down;
-    if (rst) begin
-      \$475  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$476  = \$224 ;
-    if (rst) begin
-      \$476  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$477  = pe_1_4_hold;
-    if (pe_1_3_flip_right) begin
-      \$477  = \$44 [27:0];
-    end else if (drain4) begin
-      \$477  = pe_0_4_hold;
-    end
-    if (rst) begin
-      \$477  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$478  = pe_1_3_a_right;
-    if (rst) begin
-      \$478  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$479  = pe_1_3_flip_right;
-    if (rst) begin
-      \$479  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$480  = pe_0_4_w_down;
-    if (rst) begin
-      \$480  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$481  = \$225 ;
-    if (rst) begin
-      \$481  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$482  = pe_1_5_hold;
-    if (pe_1_4_flip_right) begin
-      \$482  = \$46 [27:0];
-    end else if (drain5) begin
-      \$482  = pe_0_5_hold;
-    end
-    if (rst) begin
-      \$482  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$483  = pe_1_4_a_right;
-    if (rst) begin
-      \$483  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$484  = pe_1_4_flip_right;
-    if (rst) begin
-      \$484  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$485  = pe_0_5_w_down;
-    if (rst) begin
-      \$485  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$486  = \$226 ;
-    if (rst) begin
-      \$486  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$487  = pe_1_6_hold;
-    if (pe_1_5_flip_right) begin
-      \$487  = \$48 [27:0];
-    end else if (drain6) begin
-      \$487  = pe_0_6_hold;
-    end
-    if (rst) begin
-      \$487  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$488  = pe_1_5_a_right;
-    if (rst) begin
-      \$488  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$489  = pe_1_5_flip_right;
-    if (rst) begin
-      \$489  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$490  = pe_0_6_w_down;
-    if (rst) begin
-      \$490  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$491  = \$227 ;
-    if (rst) begin
-      \$491  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$492  = pe_1_7_hold;
-    if (pe_1_6_flip_right) begin
-      \$492  = \$50 [27:0];
-    end else if (drain7) begin
-      \$492  = pe_0_7_hold;
-    end
-    if (rst) begin
-      \$492  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$493  = pe_0_7_w_down;
-    if (rst) begin
-      \$493  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$494  = \$228 ;
-    if (rst) begin
-      \$494  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$495  = pe_2_0_hold;
-    if (flip_skew2_d2) begin
-      \$495  = \$52 [27:0];
-    end else if (drain0) begin
-      \$495  = pe_1_0_hold;
-    end
-    if (rst) begin
-      \$495  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$496  = a_skew2_d2;
-    if (rst) begin
-      \$496  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = flip_skew2_d2;
-    if (rst) begin
-      \$497  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = pe_1_0_w_down;
-    if (rst) begin
-      \$498  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = \$229 ;
-    if (rst) begin
-      \$499  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$500  = pe_2_1_hold;
-    if (pe_2_0_flip_right) begin
-      \$500  = \$54 [27:0];
-    end else if (drain1) begin
-      \$500  = pe_1_1_hold;
-    end
-    if (rst) begin
-      \$500  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = pe_2_0_a_right;
-    if (rst) begin
-      \$501  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$502  = pe_2_0_flip_right;
-    if (rst) begin
-      \$502  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$503  = pe_1_1_w_down;
-    if (rst) begin
-      \$503  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = \$230 ;
-    if (rst) begin
-      \$504  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$505  = pe_2_2_hold;
-    if (pe_2_1_flip_right) begin
-      \$505  = \$56 [27:0];
-    end else if (drain2) begin
-      \$505  = pe_1_2_hold;
-    end
-    if (rst) begin
-      \$505  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = pe_2_1_a_right;
-    if (rst) begin
-      \$506  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = pe_2_1_flip_right;
-    if (rst) begin
-      \$507  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = pe_1_2_w_down;
-    if (rst) begin
-      \$508  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = \$231 ;
-    if (rst) begin
-      \$509  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = pe_2_3_hold;
-    if (pe_2_2_flip_right) begin
-      \$510  = \$58 [27:0];
-    end else if (drain3) begin
-      \$510  = pe_1_3_hold;
-    end
-    if (rst) begin
-      \$510  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = pe_2_2_a_right;
-    if (rst) begin
-      \$511  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$512  = pe_2_2_flip_right;
-    if (rst) begin
-      \$512  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$513  = pe_1_3_w_down;
-    if (rst) begin
-      \$513  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$514  = \$232 ;
-    if (rst) begin
-      \$514  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$515  = pe_2_4_hold;
-    if (pe_2_3_flip_right) begin
-      \$515  = \$60 [27:0];
-    end else if (drain4) begin
-      \$515  = pe_1_4_hold;
-    end
-    if (rst) begin
-      \$515  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$516  = pe_2_3_a_right;
-    if (rst) begin
-      \$516  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$517  = pe_2_3_flip_right;
-    if (rst) begin
-      \$517  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$518  = pe_1_4_w_down;
-    if (rst) begin
-      \$518  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$519  = \$233 ;
-    if (rst) begin
-      \$519  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$520  = pe_2_5_hold;
-    if (pe_2_4_flip_right) begin
-      \$520  = \$62 [27:0];
-    end else if (drain5) begin
-      \$520  = pe_1_5_hold;
-    end
-    if (rst) begin
-      \$520  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$521  = pe_2_4_a_right;
-    if (rst) begin
-      \$521  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$522  = pe_2_4_flip_right;
-    if (rst) begin
-      \$522  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$523  = pe_1_5_w_down;
-    if (rst) begin
-      \$523  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$524  = \$234 ;
-    if (rst) begin
-      \$524  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$525  = pe_2_6_hold;
-    if (pe_2_5_flip_right) begin
-      \$525  = \$64 [27:0];
-    end else if (drain6) begin
-      \$525  = pe_1_6_hold;
-    end
-    if (rst) begin
-      \$525  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$526  = pe_2_5_a_right;
-    if (rst) begin
-      \$526  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$527  = pe_2_5_flip_right;
-    if (rst) begin
-      \$527  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$528  = pe_1_6_w_down;
-    if (rst) begin
-      \$528  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$529  = \$235 ;
-    if (rst) begin
-      \$529  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$530  = pe_2_7_hold;
-    if (pe_2_6_flip_right) begin
-      \$530  = \$66 [27:0];
-    end else if (drain7) begin
-      \$530  = pe_1_7_hold;
-    end
-    if (rst) begin
-      \$530  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$531  = pe_1_7_w_down;
-    if (rst) begin
-      \$531  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$532  = \$236 ;
-    if (rst) begin
-      \$532  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$533  = pe_3_0_hold;
-    if (flip_skew3_d3) begin
-      \$533  = \$68 [27:0];
-    end else if (drain0) begin
-      \$533  = pe_2_0_hold;
-    end
-    if (rst) begin
-      \$533  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$534  = a_skew3_d3;
-    if (rst) begin
-      \$534  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$535  = flip_skew3_d3;
-    if (rst) begin
-      \$535  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$536  = pe_2_0_w_down;
-    if (rst) begin
-      \$536  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$537  = \$237 ;
-    if (rst) begin
-      \$537  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$538  = pe_3_1_hold;
-    if (pe_3_0_flip_right) begin
-      \$538  = \$70 [27:0];
-    end else if (drain1) begin
-      \$538  = pe_2_1_hold;
-    end
-    if (rst) begin
-      \$538  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$539  = pe_3_0_a_right;
-    if (rst) begin
-      \$539  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$540  = pe_3_0_flip_right;
-    if (rst) begin
-      \$540  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$541  = pe_2_1_w_down;
-    if (rst) begin
-      \$541  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$542  = \$238 ;
-    if (rst) begin
-      \$542  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$543  = pe_3_2_hold;
-    if (pe_3_1_flip_right) begin
-      \$543  = \$72 [27:0];
-    end else if (drain2) begin
-      \$543  = pe_2_2_hold;
-    end
-    if (rst) begin
-      \$543  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$544  = pe_3_1_a_right;
-    if (rst) begin
-      \$544  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$545  = pe_3_1_flip_right;
-    if (rst) begin
-      \$545  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$546  = pe_2_2_w_down;
-    if (rst) begin
-      \$546  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$547  = \$239 ;
-    if (rst) begin
-      \$547  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$548  = pe_3_3_hold;
-    if (pe_3_2_flip_right) begin
-      \$548  = \$74 [27:0];
-    end else if (drain3) begin
-      \$548  = pe_2_3_hold;
-    end
-    if (rst) begin
-      \$548  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$549  = pe_3_2_a_right;
-    if (rst) begin
-      \$549  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$550  = pe_3_2_flip_right;
-    if (rst) begin
-      \$550  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$551  = pe_2_3_w_down;
-    if (rst) begin
-      \$551  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$552  = \$240 ;
-    if (rst) begin
-      \$552  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$553  = pe_3_4_hold;
-    if (pe_3_3_flip_right) begin
-      \$553  = \$76 [27:0];
-    end else if (drain4) begin
-      \$553  = pe_2_4_hold;
-    end
-    if (rst) begin
-      \$553  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$554  = pe_3_3_a_right;
-    if (rst) begin
-      \$554  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$555  = pe_3_3_flip_right;
-    if (rst) begin
-      \$555  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$556  = pe_2_4_w_down;
-    if (rst) begin
-      \$556  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$557  = \$241 ;
-    if (rst) begin
-      \$557  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$558  = pe_3_5_hold;
-    if (pe_3_4_flip_right) begin
-      \$558  = \$78 [27:0];
-    end else if (drain5) begin
-      \$558  = pe_2_5_hold;
-    end
-    if (rst) begin
-      \$558  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$559  = pe_3_4_a_right;
-    if (rst) begin
-      \$559  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$560  = pe_3_4_flip_right;
-    if (rst) begin
-      \$560  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$561  = pe_2_5_w_down;
-    if (rst) begin
-      \$561  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$562  = \$242 ;
-    if (rst) begin
-      \$562  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$563  = pe_3_6_hold;
-    if (pe_3_5_flip_right) begin
-      \$563  = \$80 [27:0];
-    end else if (drain6) begin
-      \$563  = pe_2_6_hold;
-    end
-    if (rst) begin
-      \$563  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$564  = pe_3_5_a_right;
-    if (rst) begin
-      \$564  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$565  = pe_3_5_flip_right;
-    if (rst) begin
-      \$565  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$566  = pe_2_6_w_down;
-    if (rst) begin
-      \$566  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$567  = \$243 ;
-    if (rst) begin
-      \$567  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$568  = pe_3_7_hold;
-    if (pe_3_6_flip_right) begin
-      \$568  = \$82 [27:0];
-    end else if (drain7) begin
-      \$568  = pe_2_7_hold;
-    end
-    if (rst) begin
-      \$568  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$569  = pe_2_7_w_down;
-    if (rst) begin
-      \$569  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$570  = \$244 ;
-    if (rst) begin
-      \$570  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$571  = pe_4_0_hold;
-    if (flip_skew4_d4) begin
-      \$571  = \$84 [27:0];
-    end else if (drain0) begin
-      \$571  = pe_3_0_hold;
-    end
-    if (rst) begin
-      \$571  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$572  = a_skew4_d4;
-    if (rst) begin
-      \$572  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$573  = flip_skew4_d4;
-    if (rst) begin
-      \$573  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$574  = pe_3_0_w_down;
-    if (rst) begin
-      \$574  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$575  = \$245 ;
-    if (rst) begin
-      \$575  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$576  = pe_4_1_hold;
-    if (pe_4_0_flip_right) begin
-      \$576  = \$86 [27:0];
-    end else if (drain1) begin
-      \$576  = pe_3_1_hold;
-    end
-    if (rst) begin
-      \$576  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$577  = pe_4_0_a_right;
-    if (rst) begin
-      \$577  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$578  = pe_4_0_flip_right;
-    if (rst) begin
-      \$578  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$579  = pe_3_1_w_down;
-    if (rst) begin
-      \$579  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = \$246 ;
-    if (rst) begin
-      \$580  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = pe_4_2_hold;
-    if (pe_4_1_flip_right) begin
-      \$581  = \$88 [27:0];
-    end else if (drain2) begin
-      \$581  = pe_3_2_hold;
-    end
-    if (rst) begin
-      \$581  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = pe_4_1_a_right;
-    if (rst) begin
-      \$582  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = pe_4_1_flip_right;
-    if (rst) begin
-      \$583  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = pe_3_2_w_down;
-    if (rst) begin
-      \$584  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = \$247 ;
-    if (rst) begin
-      \$585  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = pe_4_3_hold;
-    if (pe_4_2_flip_right) begin
-      \$586  = \$90 [27:0];
-    end else if (drain3) begin
-      \$586  = pe_3_3_hold;
-    end
-    if (rst) begin
-      \$586  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = pe_4_2_a_right;
-    if (rst) begin
-      \$587  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = pe_4_2_flip_right;
-    if (rst) begin
-      \$588  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = pe_3_3_w_down;
-    if (rst) begin
-      \$589  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = \$248 ;
-    if (rst) begin
-      \$590  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = pe_4_4_hold;
-    if (pe_4_3_flip_right) begin
-      \$591  = \$92 [27:0];
-    end else if (drain4) begin
-      \$591  = pe_3_4_hold;
-    end
-    if (rst) begin
-      \$591  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = pe_4_3_a_right;
-    if (rst) begin
-      \$592  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = pe_4_3_flip_right;
-    if (rst) begin
-      \$593  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = pe_3_4_w_down;
-    if (rst) begin
-      \$594  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = \$249 ;
-    if (rst) begin
-      \$595  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = pe_4_5_hold;
-    if (pe_4_4_flip_right) begin
-      \$596  = \$94 [27:0];
-    end else if (drain5) begin
-      \$596  = pe_3_5_hold;
-    end
-    if (rst) begin
-      \$596  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = pe_4_4_a_right;
-    if (rst) begin
-      \$597  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = pe_4_4_flip_right;
-    if (rst) begin
-      \$598  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = pe_3_5_w_down;
-    if (rst) begin
-      \$599  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = \$250 ;
-    if (rst) begin
-      \$600  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = pe_4_6_hold;
-    if (pe_4_5_flip_right) begin
-      \$601  = \$96 [27:0];
-    end else if (drain6) begin
-      \$601  = pe_3_6_hold;
-    end
-    if (rst) begin
-      \$601  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = pe_4_5_a_right;
-    if (rst) begin
-      \$602  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = pe_4_5_flip_right;
-    if (rst) begin
-      \$603  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$604  = pe_3_6_w_down;
-    if (rst) begin
-      \$604  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$605  = \$251 ;
-    if (rst) begin
-      \$605  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$606  = pe_4_7_hold;
-    if (pe_4_6_flip_right) begin
-      \$606  = \$98 [27:0];
-    end else if (drain7) begin
-      \$606  = pe_3_7_hold;
-    end
-    if (rst) begin
-      \$606  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$607  = pe_3_7_w_down;
-    if (rst) begin
-      \$607  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$608  = \$252 ;
-    if (rst) begin
-      \$608  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$609  = pe_5_0_hold;
-    if (flip_skew5_d5) begin
-      \$609  = \$100 [27:0];
-    end else if (drain0) begin
-      \$609  = pe_4_0_hold;
-    end
-    if (rst) begin
-      \$609  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$610  = a_skew5_d5;
-    if (rst) begin
-      \$610  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$611  = flip_skew5_d5;
-    if (rst) begin
-      \$611  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$612  = pe_4_0_w_down;
-    if (rst) begin
-      \$612  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$613  = \$253 ;
-    if (rst) begin
-      \$613  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$614  = pe_5_1_hold;
-    if (pe_5_0_flip_right) begin
-      \$614  = \$102 [27:0];
-    end else if (drain1) begin
-      \$614  = pe_4_1_hold;
-    end
-    if (rst) begin
-      \$614  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$615  = pe_5_0_a_right;
-    if (rst) begin
-      \$615  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$616  = pe_5_0_flip_right;
-    if (rst) begin
-      \$616  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$617  = pe_4_1_w_down;
-    if (rst) begin
-      \$617  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$618  = \$254 ;
-    if (rst) begin
-      \$618  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$619  = pe_5_2_hold;
-    if (pe_5_1_flip_right) begin
-      \$619  = \$104 [27:0];
-    end else if (drain2) begin
-      \$619  = pe_4_2_hold;
-    end
-    if (rst) begin
-      \$619  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$620  = pe_5_1_a_right;
-    if (rst) begin
-      \$620  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$621  = pe_5_1_flip_right;
-    if (rst) begin
-      \$621  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$622  = pe_4_2_w_down;
-    if (rst) begin
-      \$622  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$623  = \$255 ;
-    if (rst) begin
-      \$623  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$624  = pe_5_3_hold;
-    if (pe_5_2_flip_right) begin
-      \$624  = \$106 [27:0];
-    end else if (drain3) begin
-      \$624  = pe_4_3_hold;
-    end
-    if (rst) begin
-      \$624  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$625  = pe_5_2_a_right;
-    if (rst) begin
-      \$625  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$626  = pe_5_2_flip_right;
-    if (rst) begin
-      \$626  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$627  = pe_4_3_w_down;
-    if (rst) begin
-      \$627  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$628  = \$256 ;
-    if (rst) begin
-      \$628  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$629  = pe_5_4_hold;
-    if (pe_5_3_flip_right) begin
-      \$629  = \$108 [27:0];
-    end else if (drain4) begin
-      \$629  = pe_4_4_hold;
-    end
-    if (rst) begin
-      \$629  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$630  = pe_5_3_a_right;
-    if (rst) begin
-      \$630  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$631  = pe_5_3_flip_right;
-    if (rst) begin
-      \$631  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$632  = pe_4_4_w_down;
-    if (rst) begin
-      \$632  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$633  = \$257 ;
-    if (rst) begin
-      \$633  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$634  = pe_5_5_hold;
-    if (pe_5_4_flip_right) begin
-      \$634  = \$110 [27:0];
-    end else if (drain5) begin
-      \$634  = pe_4_5_hold;
-    end
-    if (rst) begin
-      \$634  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$635  = pe_5_4_a_right;
-    if (rst) begin
-      \$635  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$636  = pe_5_4_flip_right;
-    if (rst) begin
-      \$636  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$637  = pe_4_5_w_down;
-    if (rst) begin
-      \$637  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$638  = \$258 ;
-    if (rst) begin
-      \$638  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$639  = pe_5_6_hold;
-    if (pe_5_5_flip_right) begin
-      \$639  = \$112 [27:0];
-    end else if (drain6) begin
-      \$639  = pe_4_6_hold;
-    end
-    if (rst) begin
-      \$639  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$640  = pe_5_5_a_right;
-    if (rst) begin
-      \$640  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$641  = pe_5_5_flip_right;
-    if (rst) begin
-      \$641  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$642  = pe_4_6_w_down;
-    if (rst) begin
-      \$642  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$643  = \$259 ;
-    if (rst) begin
-      \$643  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$644  = pe_5_7_hold;
-    if (pe_5_6_flip_right) begin
-      \$644  = \$114 [27:0];
-    end else if (drain7) begin
-      \$644  = pe_4_7_hold;
-    end
-    if (rst) begin
-      \$644  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$645  = pe_4_7_w_down;
-    if (rst) begin
-      \$645  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$646  = \$260 ;
-    if (rst) begin
-      \$646  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$647  = pe_6_0_hold;
-    if (flip_skew6_d6) begin
-      \$647  = \$116 [27:0];
-    end else if (drain0) begin
-      \$647  = pe_5_0_hold;
-    end
-    if (rst) begin
-      \$647  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$648  = a_skew6_d6;
-    if (rst) begin
-      \$648  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$649  = flip_skew6_d6;
-    if (rst) begin
-      \$649  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$650  = pe_5_0_w_down;
-    if (rst) begin
-      \$650  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$651  = \$261 ;
-    if (rst) begin
-      \$651  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$652  = pe_6_1_hold;
-    if (pe_6_0_flip_right) begin
-      \$652  = \$118 [27:0];
-    end else if (drain1) begin
-      \$652  = pe_5_1_hold;
-    end
-    if (rst) begin
-      \$652  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = pe_6_0_a_right;
-    if (rst) begin
-      \$653  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = pe_6_0_flip_right;
-    if (rst) begin
-      \$654  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = pe_5_1_w_down;
-    if (rst) begin
-      \$655  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = \$262 ;
-    if (rst) begin
-      \$656  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = pe_6_2_hold;
-    if (pe_6_1_flip_right) begin
-      \$657  = \$120 [27:0];
-    end else if (drain2) begin
-      \$657  = pe_5_2_hold;
-    end
-    if (rst) begin
-      \$657  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = pe_6_1_a_right;
-    if (rst) begin
-      \$658  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = pe_6_1_flip_right;
-    if (rst) begin
-      \$659  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = pe_5_2_w_down;
-    if (rst) begin
-      \$660  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = \$263 ;
-    if (rst) begin
-      \$661  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = pe_6_3_hold;
-    if (pe_6_2_flip_right) begin
-      \$662  = \$122 [27:0];
-    end else if (drain3) begin
-      \$662  = pe_5_3_hold;
-    end
-    if (rst) begin
-      \$662  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = pe_6_2_a_right;
-    if (rst) begin
-      \$663  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = pe_6_2_flip_right;
-    if (rst) begin
-      \$664  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = pe_5_3_w_down;
-    if (rst) begin
-      \$665  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = \$264 ;
-    if (rst) begin
-      \$666  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = pe_6_4_hold;
-    if (pe_6_3_flip_right) begin
-      \$667  = \$124 [27:0];
-    end else if (drain4) begin
-      \$667  = pe_5_4_hold;
-    end
-    if (rst) begin
-      \$667  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = pe_6_3_a_right;
-    if (rst) begin
-      \$668  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = pe_6_3_flip_right;
-    if (rst) begin
-      \$669  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = pe_5_4_w_down;
-    if (rst) begin
-      \$670  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = \$265 ;
-    if (rst) begin
-      \$671  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = pe_6_5_hold;
-    if (pe_6_4_flip_right) begin
-      \$672  = \$126 [27:0];
-    end else if (drain5) begin
-      \$672  = pe_5_5_hold;
-    end
-    if (rst) begin
-      \$672  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = pe_6_4_a_right;
-    if (rst) begin
-      \$673  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = pe_6_4_flip_right;
-    if (rst) begin
-      \$674  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = pe_5_5_w_down;
-    if (rst) begin
-      \$675  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = \$266 ;
-    if (rst) begin
-      \$676  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = pe_6_6_hold;
-    if (pe_6_5_flip_right) begin
-      \$677  = \$128 [27:0];
-    end else if (drain6) begin
-      \$677  = pe_5_6_hold;
-    end
-    if (rst) begin
-      \$677  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = pe_6_5_a_right;
-    if (rst) begin
-      \$678  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = pe_6_5_flip_right;
-    if (rst) begin
-      \$679  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = pe_5_6_w_down;
-    if (rst) begin
-      \$680  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = \$267 ;
-    if (rst) begin
-      \$681  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = pe_6_7_hold;
-    if (pe_6_6_flip_right) begin
-      \$682  = \$130 [27:0];
-    end else if (drain7) begin
-      \$682  = pe_5_7_hold;
-    end
-    if (rst) begin
-      \$682  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = pe_5_7_w_down;
-    if (rst) begin
-      \$683  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$684  = \$268 ;
-    if (rst) begin
-      \$684  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = pe_7_0_hold;
-    if (flip_skew7_d7) begin
-      \$685  = \$132 [27:0];
-    end else if (drain0) begin
-      \$685  = pe_6_0_hold;
-    end
-    if (rst) begin
-      \$685  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$686  = a_skew7_d7;
-    if (rst) begin
-      \$686  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$687  = flip_skew7_d7;
-    if (rst) begin
-      \$687  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$688  = \$269 ;
-    if (rst) begin
-      \$688  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$689  = pe_7_1_hold;
-    if (pe_7_0_flip_right) begin
-      \$689  = \$134 [27:0];
-    end else if (drain1) begin
-      \$689  = pe_6_1_hold;
-    end
-    if (rst) begin
-      \$689  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$690  = pe_7_0_a_right;
-    if (rst) begin
-      \$690  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$691  = pe_7_0_flip_right;
-    if (rst) begin
-      \$691  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$692  = \$270 ;
-    if (rst) begin
-      \$692  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$693  = pe_7_2_hold;
-    if (pe_7_1_flip_right) begin
-      \$693  = \$136 [27:0];
-    end else if (drain2) begin
-      \$693  = pe_6_2_hold;
-    end
-    if (rst) begin
-      \$693  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$694  = pe_7_1_a_right;
-    if (rst) begin
-      \$694  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$695  = pe_7_1_flip_right;
-    if (rst) begin
-      \$695  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$696  = \$271 ;
-    if (rst) begin
-      \$696  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$697  = pe_7_3_hold;
-    if (pe_7_2_flip_right) begin
-      \$697  = \$138 [27:0];
-    end else if (drain3) begin
-      \$697  = pe_6_3_hold;
-    end
-    if (rst) begin
-      \$697  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$698  = pe_7_2_a_right;
-    if (rst) begin
-      \$698  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$699  = pe_7_2_flip_right;
-    if (rst) begin
-      \$699  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$700  = \$272 ;
-    if (rst) begin
-      \$700  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$701  = pe_7_4_hold;
-    if (pe_7_3_flip_right) begin
-      \$701  = \$140 [27:0];
-    end else if (drain4) begin
-      \$701  = pe_6_4_hold;
-    end
-    if (rst) begin
-      \$701  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$702  = pe_7_3_a_right;
-    if (rst) begin
-      \$702  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$703  = pe_7_3_flip_right;
-    if (rst) begin
-      \$703  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$704  = \$273 ;
-    if (rst) begin
-      \$704  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$705  = pe_7_5_hold;
-    if (pe_7_4_flip_right) begin
-      \$705  = \$142 [27:0];
-    end else if (drain5) begin
-      \$705  = pe_6_5_hold;
-    end
-    if (rst) begin
-      \$705  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$706  = pe_7_4_a_right;
-    if (rst) begin
-      \$706  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$707  = pe_7_4_flip_right;
-    if (rst) begin
-      \$707  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$708  = \$274 ;
-    if (rst) begin
-      \$708  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$709  = pe_7_6_hold;
-    if (pe_7_5_flip_right) begin
-      \$709  = \$144 [27:0];
-    end else if (drain6) begin
-      \$709  = pe_6_6_hold;
-    end
-    if (rst) begin
-      \$709  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$710  = pe_7_5_a_right;
-    if (rst) begin
-      \$710  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$711  = pe_7_5_flip_right;
-    if (rst) begin
-      \$711  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$712  = \$275 ;
-    if (rst) begin
-      \$712  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$713  = pe_7_7_hold;
-    if (pe_7_6_flip_right) begin
-      \$713  = \$146 [27:0];
-    end else if (drain7) begin
-      \$713  = pe_6_7_hold;
-    end
-    if (rst) begin
-      \$713  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$714  = pe_7_0_hold;
-    if (rst) begin
-      \$714  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$715  = deskew0_d0;
-    if (rst) begin
-      \$715  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$716  = deskew0_d1;
-    if (rst) begin
-      \$716  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$717  = deskew0_d2;
-    if (rst) begin
-      \$717  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$718  = deskew0_d3;
-    if (rst) begin
-      \$718  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$719  = deskew0_d4;
-    if (rst) begin
-      \$719  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$720  = deskew0_d5;
-    if (rst) begin
-      \$720  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$721  = pe_7_1_hold;
-    if (rst) begin
-      \$721  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$722  = deskew1_d0;
-    if (rst) begin
-      \$722  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$723  = deskew1_d1;
-    if (rst) begin
-      \$723  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$724  = deskew1_d2;
-    if (rst) begin
-      \$724  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$725  = deskew1_d3;
-    if (rst) begin
-      \$725  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$726  = deskew1_d4;
-    if (rst) begin
-      \$726  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$727  = pe_7_2_hold;
-    if (rst) begin
-      \$727  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$728  = deskew2_d0;
-    if (rst) begin
-      \$728  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$729  = deskew2_d1;
-    if (rst) begin
-      \$729  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$730  = deskew2_d2;
-    if (rst) begin
-      \$730  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$731  = deskew2_d3;
-    if (rst) begin
-      \$731  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$732  = pe_7_3_hold;
-    if (rst) begin
-      \$732  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$733  = deskew3_d0;
-    if (rst) begin
-      \$733  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = deskew3_d1;
-    if (rst) begin
-      \$734  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = deskew3_d2;
-    if (rst) begin
-      \$735  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = pe_7_4_hold;
-    if (rst) begin
-      \$736  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = deskew4_d0;
-    if (rst) begin
-      \$737  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = deskew4_d1;
-    if (rst) begin
-      \$738  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = pe_7_5_hold;
-    if (rst) begin
-      \$739  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = deskew5_d0;
-    if (rst) begin
-      \$740  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = pe_7_6_hold;
-    if (rst) begin
-      \$741  = 28'h0000000;
+      \$338  = 1'h0;
     end
   end
   assign r_rdy = results__valid;
@@ -6371,7 +4539,7 @@ module systolic_os_8x8_a8s_w8s(weights__valid, activations__payload, activations
 endmodule
 
 (* generator = "Amaranth" *)
-module \systolic_os_8x8_a8s_w8s.result_fifo (clk, rst, r_data, w_en, \port$583$0 , \port$1405$0 , \port$1419$0 , \port$1431$0 , \port$1441$0 , \port$1449$0 , \port$1455$0 , \port$1459$0 , \port$1461$0 , r_rdy, r_en);
+module \systolic_os_8x8_a8s_w8s.result_fifo (clk, rst, r_data, w_en, \port$583$0 , \port$1221$0 , \port$1228$0 , \port$1234$0 , \port$1239$0 , \port$1243$0 , \port$1246$0 , \port$1248$0 , \port$1249$0 , r_rdy, r_en);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -6414,22 +4582,22 @@ module \systolic_os_8x8_a8s_w8s.result_fifo (clk, rst, r_data, w_en, \port$583$0
   reg [5:0] inner_level = 6'h00;
   wire inner_r_rdy;
   wire [5:0] level;
-  input [27:0] \port$1405$0 ;
-  wire [27:0] \port$1405$0 ;
-  input [27:0] \port$1419$0 ;
-  wire [27:0] \port$1419$0 ;
-  input [27:0] \port$1431$0 ;
-  wire [27:0] \port$1431$0 ;
-  input [27:0] \port$1441$0 ;
-  wire [27:0] \port$1441$0 ;
-  input [27:0] \port$1449$0 ;
-  wire [27:0] \port$1449$0 ;
-  input [27:0] \port$1455$0 ;
-  wire [27:0] \port$1455$0 ;
-  input [27:0] \port$1459$0 ;
-  wire [27:0] \port$1459$0 ;
-  input [27:0] \port$1461$0 ;
-  wire [27:0] \port$1461$0 ;
+  input [27:0] \port$1221$0 ;
+  wire [27:0] \port$1221$0 ;
+  input [27:0] \port$1228$0 ;
+  wire [27:0] \port$1228$0 ;
+  input [27:0] \port$1234$0 ;
+  wire [27:0] \port$1234$0 ;
+  input [27:0] \port$1239$0 ;
+  wire [27:0] \port$1239$0 ;
+  input [27:0] \port$1243$0 ;
+  wire [27:0] \port$1243$0 ;
+  input [27:0] \port$1246$0 ;
+  wire [27:0] \port$1246$0 ;
+  input [27:0] \port$1248$0 ;
+  wire [27:0] \port$1248$0 ;
+  input [27:0] \port$1249$0 ;
+  wire [27:0] \port$1249$0 ;
   input \port$583$0 ;
   wire \port$583$0 ;
   (* init = 6'h00 *)
@@ -6494,7 +4662,7 @@ module \systolic_os_8x8_a8s_w8s.result_fifo (clk, rst, r_data, w_en, \port$583$0
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$583$0 , \port$1405$0 , \port$1461$0 , \port$1459$0 , \port$1455$0 , \port$1449$0 , \port$1441$0 , \port$1431$0 , \port$1419$0  };
+      storage[w_port__addr] <= { \port$583$0 , \port$1221$0 , \port$1249$0 , \port$1248$0 , \port$1246$0 , \port$1243$0 , \port$1239$0 , \port$1234$0 , \port$1228$0  };
   end
   reg [224:0] _0_;
   always @(posedge clk) begin
@@ -6594,8 +4762,8 @@ module \systolic_os_8x8_a8s_w8s.result_fifo (clk, rst, r_data, w_en, \port$583$0
   assign level = \$3 [5:0];
   assign r_level = \$3 [5:0];
   assign produce = w_port__addr;
-  assign w_port__data = { \port$583$0 , \port$1405$0 , \port$1461$0 , \port$1459$0 , \port$1455$0 , \port$1449$0 , \port$1441$0 , \port$1431$0 , \port$1419$0  };
-  assign w_data = { \port$583$0 , \port$1405$0 , \port$1461$0 , \port$1459$0 , \port$1455$0 , \port$1449$0 , \port$1441$0 , \port$1431$0 , \port$1419$0  };
+  assign w_port__data = { \port$583$0 , \port$1221$0 , \port$1249$0 , \port$1248$0 , \port$1246$0 , \port$1243$0 , \port$1239$0 , \port$1234$0 , \port$1228$0  };
+  assign w_data = { \port$583$0 , \port$1221$0 , \port$1249$0 , \port$1248$0 , \port$1246$0 , \port$1243$0 , \port$1239$0 , \port$1234$0 , \port$1228$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

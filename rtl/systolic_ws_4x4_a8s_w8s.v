@@ -42,162 +42,88 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   reg [3:0] \$130 ;
   reg [3:0] \$131 ;
   reg [3:0] \$132 ;
-  reg [7:0] \$133 ;
-  reg [7:0] \$134 ;
-  reg [7:0] \$135 ;
-  reg [7:0] \$136 ;
-  reg [7:0] \$137 ;
-  reg [7:0] \$138 ;
+  reg \$133 ;
+  reg \$134 ;
+  reg \$135 ;
+  reg \$136 ;
+  reg \$137 ;
+  reg \$138 ;
   reg [7:0] \$139 ;
   wire [15:0] \$14 ;
   reg [7:0] \$140 ;
-  reg [7:0] \$141 ;
-  reg [7:0] \$142 ;
-  reg \$143 ;
-  reg \$144 ;
+  reg \$141 ;
+  reg \$142 ;
+  reg [7:0] \$143 ;
+  reg [7:0] \$144 ;
   reg \$145 ;
   reg \$146 ;
-  reg \$147 ;
-  reg \$148 ;
-  reg [7:0] \$149 ;
+  reg [7:0] \$147 ;
+  reg [7:0] \$148 ;
+  reg \$149 ;
   wire [15:0] \$15 ;
-  reg [7:0] \$150 ;
-  reg [27:0] \$151 ;
+  reg \$150 ;
+  reg [7:0] \$151 ;
   reg [7:0] \$152 ;
-  reg [1:0] \$153 ;
-  reg \$154 ;
+  reg \$153 ;
+  reg [7:0] \$154 ;
   reg [7:0] \$155 ;
   reg \$156 ;
-  reg [7:0] \$157 ;
+  reg \$157 ;
   reg [7:0] \$158 ;
-  reg [27:0] \$159 ;
+  reg [7:0] \$159 ;
   wire [15:0] \$16 ;
-  reg [7:0] \$160 ;
-  reg [1:0] \$161 ;
-  reg \$162 ;
+  reg \$160 ;
+  reg \$161 ;
+  reg [7:0] \$162 ;
   reg [7:0] \$163 ;
   reg \$164 ;
-  reg [7:0] \$165 ;
+  reg \$165 ;
   reg [7:0] \$166 ;
-  reg [27:0] \$167 ;
-  reg [7:0] \$168 ;
-  reg [1:0] \$169 ;
+  reg [7:0] \$167 ;
+  reg \$168 ;
+  reg [7:0] \$169 ;
   wire [15:0] \$17 ;
-  reg \$170 ;
-  reg [7:0] \$171 ;
+  reg [7:0] \$170 ;
+  reg \$171 ;
   reg \$172 ;
   reg [7:0] \$173 ;
   reg [7:0] \$174 ;
-  reg [27:0] \$175 ;
-  reg [7:0] \$176 ;
-  reg [1:0] \$177 ;
-  reg \$178 ;
-  reg [7:0] \$179 ;
+  reg \$175 ;
+  reg \$176 ;
+  reg [7:0] \$177 ;
+  reg [7:0] \$178 ;
+  reg \$179 ;
   wire [15:0] \$18 ;
-  reg [7:0] \$180 ;
-  reg [27:0] \$181 ;
+  reg \$180 ;
+  reg [7:0] \$181 ;
   reg [7:0] \$182 ;
-  reg [1:0] \$183 ;
-  reg \$184 ;
+  reg \$183 ;
+  reg [7:0] \$184 ;
   reg [7:0] \$185 ;
   reg \$186 ;
   reg [7:0] \$187 ;
   reg [7:0] \$188 ;
-  reg [27:0] \$189 ;
+  reg \$189 ;
   wire [15:0] \$19 ;
   reg [7:0] \$190 ;
-  reg [1:0] \$191 ;
+  reg [7:0] \$191 ;
   reg \$192 ;
   reg [7:0] \$193 ;
-  reg \$194 ;
+  reg [7:0] \$194 ;
   reg [7:0] \$195 ;
-  reg [7:0] \$196 ;
-  reg [27:0] \$197 ;
-  reg [7:0] \$198 ;
-  reg [1:0] \$199 ;
+  reg [3:0] \$196 ;
+  reg [3:0] \$197 ;
+  wire [111:0] \$198 ;
+  reg [3:0] \$199 ;
   wire \$2 ;
   wire [15:0] \$20 ;
-  reg \$200 ;
-  reg [7:0] \$201 ;
-  reg \$202 ;
-  reg [7:0] \$203 ;
-  reg [7:0] \$204 ;
-  reg [27:0] \$205 ;
-  reg [7:0] \$206 ;
-  reg [1:0] \$207 ;
-  reg \$208 ;
-  reg [7:0] \$209 ;
   wire [15:0] \$21 ;
-  reg [7:0] \$210 ;
-  reg [27:0] \$211 ;
-  reg [7:0] \$212 ;
-  reg [1:0] \$213 ;
-  reg \$214 ;
-  reg [7:0] \$215 ;
-  reg \$216 ;
-  reg [7:0] \$217 ;
-  reg [7:0] \$218 ;
-  reg [27:0] \$219 ;
   wire [15:0] \$22 ;
-  reg [7:0] \$220 ;
-  reg [1:0] \$221 ;
-  reg \$222 ;
-  reg [7:0] \$223 ;
-  reg \$224 ;
-  reg [7:0] \$225 ;
-  reg [7:0] \$226 ;
-  reg [27:0] \$227 ;
-  reg [7:0] \$228 ;
-  reg [1:0] \$229 ;
   wire [15:0] \$23 ;
-  reg \$230 ;
-  reg [7:0] \$231 ;
-  reg \$232 ;
-  reg [7:0] \$233 ;
-  reg [7:0] \$234 ;
-  reg [27:0] \$235 ;
-  reg [7:0] \$236 ;
-  reg [1:0] \$237 ;
-  reg \$238 ;
-  reg [7:0] \$239 ;
   wire [15:0] \$24 ;
-  reg [7:0] \$240 ;
-  reg [27:0] \$241 ;
-  reg [7:0] \$242 ;
-  reg \$243 ;
-  reg [7:0] \$244 ;
-  reg [7:0] \$245 ;
-  reg [27:0] \$246 ;
-  reg [7:0] \$247 ;
-  reg \$248 ;
-  reg [7:0] \$249 ;
   wire [15:0] \$25 ;
-  reg [7:0] \$250 ;
-  reg [27:0] \$251 ;
-  reg [7:0] \$252 ;
-  reg \$253 ;
-  reg [7:0] \$254 ;
-  reg [7:0] \$255 ;
-  reg [27:0] \$256 ;
-  reg [27:0] \$257 ;
-  reg [27:0] \$258 ;
-  reg [27:0] \$259 ;
   wire [15:0] \$26 ;
-  reg [27:0] \$260 ;
-  reg [27:0] \$261 ;
-  reg [27:0] \$262 ;
-  reg [7:0] \$263 ;
-  reg [111:0] \$264 ;
-  reg [111:0] \$265 ;
-  reg [3:0] \$266 ;
-  reg [3:0] \$267 ;
-  reg [7:0] \$268 ;
-  reg [7:0] \$269 ;
   wire [15:0] \$27 ;
-  reg [7:0] \$270 ;
-  reg [111:0] \$271 ;
-  reg [111:0] \$272 ;
-  reg [3:0] \$273 ;
   wire [5:0] \$28 ;
   wire \$29 ;
   wire [3:0] \$3 ;
@@ -358,120 +284,156 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   wire \meta_in.last ;
   wire \meta_in.valid ;
   reg [7:0] pe_0_0_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_0_0_flip_right = 1'h0;
   wire [27:0] pe_0_0_product;
   reg [27:0] pe_0_0_psum = 28'h0000000;
   reg [7:0] pe_0_0_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [1:0] pe_0_0_tag_down = 2'h0;
+  (* keep = 32'd1 *)
   reg pe_0_0_tv_down = 1'h0;
   reg [7:0] pe_0_0_w_down = 8'h00;
   reg [7:0] pe_0_0_weight = 8'h00;
   reg [7:0] pe_0_1_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_0_1_flip_right = 1'h0;
   wire [27:0] pe_0_1_product;
   reg [27:0] pe_0_1_psum = 28'h0000000;
   reg [7:0] pe_0_1_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [1:0] pe_0_1_tag_down = 2'h0;
+  (* keep = 32'd1 *)
   reg pe_0_1_tv_down = 1'h0;
   reg [7:0] pe_0_1_w_down = 8'h00;
   reg [7:0] pe_0_1_weight = 8'h00;
   reg [7:0] pe_0_2_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_0_2_flip_right = 1'h0;
   wire [27:0] pe_0_2_product;
   reg [27:0] pe_0_2_psum = 28'h0000000;
   reg [7:0] pe_0_2_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [1:0] pe_0_2_tag_down = 2'h0;
+  (* keep = 32'd1 *)
   reg pe_0_2_tv_down = 1'h0;
   reg [7:0] pe_0_2_w_down = 8'h00;
   reg [7:0] pe_0_2_weight = 8'h00;
   wire [27:0] pe_0_3_product;
   reg [27:0] pe_0_3_psum = 28'h0000000;
   reg [7:0] pe_0_3_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [1:0] pe_0_3_tag_down = 2'h0;
+  (* keep = 32'd1 *)
   reg pe_0_3_tv_down = 1'h0;
   reg [7:0] pe_0_3_w_down = 8'h00;
   reg [7:0] pe_0_3_weight = 8'h00;
   reg [7:0] pe_1_0_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_1_0_flip_right = 1'h0;
   wire [27:0] pe_1_0_product;
   reg [27:0] pe_1_0_psum = 28'h0000000;
   reg [7:0] pe_1_0_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [1:0] pe_1_0_tag_down = 2'h0;
+  (* keep = 32'd1 *)
   reg pe_1_0_tv_down = 1'h0;
   reg [7:0] pe_1_0_w_down = 8'h00;
   reg [7:0] pe_1_0_weight = 8'h00;
   reg [7:0] pe_1_1_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_1_1_flip_right = 1'h0;
   wire [27:0] pe_1_1_product;
   reg [27:0] pe_1_1_psum = 28'h0000000;
   reg [7:0] pe_1_1_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [1:0] pe_1_1_tag_down = 2'h0;
+  (* keep = 32'd1 *)
   reg pe_1_1_tv_down = 1'h0;
   reg [7:0] pe_1_1_w_down = 8'h00;
   reg [7:0] pe_1_1_weight = 8'h00;
   reg [7:0] pe_1_2_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_1_2_flip_right = 1'h0;
   wire [27:0] pe_1_2_product;
   reg [27:0] pe_1_2_psum = 28'h0000000;
   reg [7:0] pe_1_2_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [1:0] pe_1_2_tag_down = 2'h0;
+  (* keep = 32'd1 *)
   reg pe_1_2_tv_down = 1'h0;
   reg [7:0] pe_1_2_w_down = 8'h00;
   reg [7:0] pe_1_2_weight = 8'h00;
   wire [27:0] pe_1_3_product;
   reg [27:0] pe_1_3_psum = 28'h0000000;
   reg [7:0] pe_1_3_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [1:0] pe_1_3_tag_down = 2'h0;
+  (* keep = 32'd1 *)
   reg pe_1_3_tv_down = 1'h0;
   reg [7:0] pe_1_3_w_down = 8'h00;
   reg [7:0] pe_1_3_weight = 8'h00;
   reg [7:0] pe_2_0_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_2_0_flip_right = 1'h0;
   wire [27:0] pe_2_0_product;
   reg [27:0] pe_2_0_psum = 28'h0000000;
   reg [7:0] pe_2_0_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [1:0] pe_2_0_tag_down = 2'h0;
+  (* keep = 32'd1 *)
   reg pe_2_0_tv_down = 1'h0;
   reg [7:0] pe_2_0_w_down = 8'h00;
   reg [7:0] pe_2_0_weight = 8'h00;
   reg [7:0] pe_2_1_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_2_1_flip_right = 1'h0;
   wire [27:0] pe_2_1_product;
   reg [27:0] pe_2_1_psum = 28'h0000000;
   reg [7:0] pe_2_1_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [1:0] pe_2_1_tag_down = 2'h0;
+  (* keep = 32'd1 *)
   reg pe_2_1_tv_down = 1'h0;
   reg [7:0] pe_2_1_w_down = 8'h00;
   reg [7:0] pe_2_1_weight = 8'h00;
   reg [7:0] pe_2_2_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_2_2_flip_right = 1'h0;
   wire [27:0] pe_2_2_product;
   reg [27:0] pe_2_2_psum = 28'h0000000;
   reg [7:0] pe_2_2_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [1:0] pe_2_2_tag_down = 2'h0;
+  (* keep = 32'd1 *)
   reg pe_2_2_tv_down = 1'h0;
   reg [7:0] pe_2_2_w_down = 8'h00;
   reg [7:0] pe_2_2_weight = 8'h00;
   wire [27:0] pe_2_3_product;
   reg [27:0] pe_2_3_psum = 28'h0000000;
   reg [7:0] pe_2_3_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [1:0] pe_2_3_tag_down = 2'h0;
+  (* keep = 32'd1 *)
   reg pe_2_3_tv_down = 1'h0;
   reg [7:0] pe_2_3_w_down = 8'h00;
   reg [7:0] pe_2_3_weight = 8'h00;
   reg [7:0] pe_3_0_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_3_0_flip_right = 1'h0;
   wire [27:0] pe_3_0_product;
   reg [27:0] pe_3_0_psum = 28'h0000000;
   reg [7:0] pe_3_0_shadow = 8'h00;
   reg [7:0] pe_3_0_weight = 8'h00;
   reg [7:0] pe_3_1_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_3_1_flip_right = 1'h0;
   wire [27:0] pe_3_1_product;
   reg [27:0] pe_3_1_psum = 28'h0000000;
   reg [7:0] pe_3_1_shadow = 8'h00;
   reg [7:0] pe_3_1_weight = 8'h00;
   reg [7:0] pe_3_2_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_3_2_flip_right = 1'h0;
   wire [27:0] pe_3_2_product;
   reg [27:0] pe_3_2_psum = 28'h0000000;
@@ -998,291 +960,291 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   always @(posedge clk)
     row_meta_d7 <= \$132 ;
   always @(posedge clk)
-    a_skew0_d0 <= \$133 ;
+    a_skew0_d0 <= activations__payload[7:0];
   always @(posedge clk)
-    a_skew1_d0 <= \$134 ;
+    a_skew1_d0 <= activations__payload[15:8];
   always @(posedge clk)
-    a_skew1_d1 <= \$135 ;
+    a_skew1_d1 <= a_skew1_d0;
   always @(posedge clk)
-    a_skew2_d0 <= \$136 ;
+    a_skew2_d0 <= activations__payload[23:16];
   always @(posedge clk)
-    a_skew2_d1 <= \$137 ;
+    a_skew2_d1 <= a_skew2_d0;
   always @(posedge clk)
-    a_skew2_d2 <= \$138 ;
+    a_skew2_d2 <= a_skew2_d1;
   always @(posedge clk)
-    a_skew3_d0 <= \$139 ;
+    a_skew3_d0 <= activations__payload[31:24];
   always @(posedge clk)
-    a_skew3_d1 <= \$140 ;
+    a_skew3_d1 <= a_skew3_d0;
   always @(posedge clk)
-    a_skew3_d2 <= \$141 ;
+    a_skew3_d2 <= a_skew3_d1;
   always @(posedge clk)
-    a_skew3_d3 <= \$142 ;
+    a_skew3_d3 <= a_skew3_d2;
   always @(posedge clk)
-    flip_skew1_d0 <= \$143 ;
+    flip_skew1_d0 <= \$133 ;
   always @(posedge clk)
-    flip_skew2_d0 <= \$144 ;
+    flip_skew2_d0 <= \$134 ;
   always @(posedge clk)
-    flip_skew2_d1 <= \$145 ;
+    flip_skew2_d1 <= \$135 ;
   always @(posedge clk)
-    flip_skew3_d0 <= \$146 ;
+    flip_skew3_d0 <= \$136 ;
   always @(posedge clk)
-    flip_skew3_d1 <= \$147 ;
+    flip_skew3_d1 <= \$137 ;
   always @(posedge clk)
-    flip_skew3_d2 <= \$148 ;
+    flip_skew3_d2 <= \$138 ;
   always @(posedge clk)
-    pe_0_0_shadow <= \$149 ;
+    pe_0_0_shadow <= \$139 ;
   always @(posedge clk)
-    pe_0_0_weight <= \$150 ;
+    pe_0_0_weight <= \$140 ;
   always @(posedge clk)
-    pe_0_0_psum <= \$151 ;
+    pe_0_0_psum <= \$53 [27:0];
   always @(posedge clk)
-    pe_0_0_w_down <= \$152 ;
+    pe_0_0_w_down <= weights__payload[7:0];
   always @(posedge clk)
-    pe_0_0_tag_down <= \$153 ;
+    pe_0_0_tag_down <= load_count;
   always @(posedge clk)
-    pe_0_0_tv_down <= \$154 ;
+    pe_0_0_tv_down <= \$141 ;
   always @(posedge clk)
-    pe_0_0_a_right <= \$155 ;
+    pe_0_0_a_right <= a_skew0_d0;
   always @(posedge clk)
-    pe_0_0_flip_right <= \$156 ;
+    pe_0_0_flip_right <= \$142 ;
   always @(posedge clk)
-    pe_0_1_shadow <= \$157 ;
+    pe_0_1_shadow <= \$143 ;
   always @(posedge clk)
-    pe_0_1_weight <= \$158 ;
+    pe_0_1_weight <= \$144 ;
   always @(posedge clk)
-    pe_0_1_psum <= \$159 ;
+    pe_0_1_psum <= \$58 [27:0];
   always @(posedge clk)
-    pe_0_1_w_down <= \$160 ;
+    pe_0_1_w_down <= weights__payload[15:8];
   always @(posedge clk)
-    pe_0_1_tag_down <= \$161 ;
+    pe_0_1_tag_down <= load_count;
   always @(posedge clk)
-    pe_0_1_tv_down <= \$162 ;
+    pe_0_1_tv_down <= \$145 ;
   always @(posedge clk)
-    pe_0_1_a_right <= \$163 ;
+    pe_0_1_a_right <= pe_0_0_a_right;
   always @(posedge clk)
-    pe_0_1_flip_right <= \$164 ;
+    pe_0_1_flip_right <= \$146 ;
   always @(posedge clk)
-    pe_0_2_shadow <= \$165 ;
+    pe_0_2_shadow <= \$147 ;
   always @(posedge clk)
-    pe_0_2_weight <= \$166 ;
+    pe_0_2_weight <= \$148 ;
   always @(posedge clk)
-    pe_0_2_psum <= \$167 ;
+    pe_0_2_psum <= \$63 [27:0];
   always @(posedge clk)
-    pe_0_2_w_down <= \$168 ;
+    pe_0_2_w_down <= weights__payload[23:16];
   always @(posedge clk)
-    pe_0_2_tag_down <= \$169 ;
+    pe_0_2_tag_down <= load_count;
   always @(posedge clk)
-    pe_0_2_tv_down <= \$170 ;
+    pe_0_2_tv_down <= \$149 ;
   always @(posedge clk)
-    pe_0_2_a_right <= \$171 ;
+    pe_0_2_a_right <= pe_0_1_a_right;
   always @(posedge clk)
-    pe_0_2_flip_right <= \$172 ;
+    pe_0_2_flip_right <= \$150 ;
   always @(posedge clk)
-    pe_0_3_shadow <= \$173 ;
+    pe_0_3_shadow <= \$151 ;
   always @(posedge clk)
-    pe_0_3_weight <= \$174 ;
+    pe_0_3_weight <= \$152 ;
   always @(posedge clk)
-    pe_0_3_psum <= \$175 ;
+    pe_0_3_psum <= \$68 [27:0];
   always @(posedge clk)
-    pe_0_3_w_down <= \$176 ;
+    pe_0_3_w_down <= weights__payload[31:24];
   always @(posedge clk)
-    pe_0_3_tag_down <= \$177 ;
+    pe_0_3_tag_down <= load_count;
   always @(posedge clk)
-    pe_0_3_tv_down <= \$178 ;
+    pe_0_3_tv_down <= \$153 ;
   always @(posedge clk)
-    pe_1_0_shadow <= \$179 ;
+    pe_1_0_shadow <= \$154 ;
   always @(posedge clk)
-    pe_1_0_weight <= \$180 ;
+    pe_1_0_weight <= \$155 ;
   always @(posedge clk)
-    pe_1_0_psum <= \$181 ;
+    pe_1_0_psum <= \$72 [27:0];
   always @(posedge clk)
-    pe_1_0_w_down <= \$182 ;
+    pe_1_0_w_down <= pe_0_0_w_down;
   always @(posedge clk)
-    pe_1_0_tag_down <= \$183 ;
+    pe_1_0_tag_down <= pe_0_0_tag_down;
   always @(posedge clk)
-    pe_1_0_tv_down <= \$184 ;
+    pe_1_0_tv_down <= \$156 ;
   always @(posedge clk)
-    pe_1_0_a_right <= \$185 ;
+    pe_1_0_a_right <= a_skew1_d1;
   always @(posedge clk)
-    pe_1_0_flip_right <= \$186 ;
+    pe_1_0_flip_right <= \$157 ;
   always @(posedge clk)
-    pe_1_1_shadow <= \$187 ;
+    pe_1_1_shadow <= \$158 ;
   always @(posedge clk)
-    pe_1_1_weight <= \$188 ;
+    pe_1_1_weight <= \$159 ;
   always @(posedge clk)
-    pe_1_1_psum <= \$189 ;
+    pe_1_1_psum <= \$75 [27:0];
   always @(posedge clk)
-    pe_1_1_w_down <= \$190 ;
+    pe_1_1_w_down <= pe_0_1_w_down;
   always @(posedge clk)
-    pe_1_1_tag_down <= \$191 ;
+    pe_1_1_tag_down <= pe_0_1_tag_down;
   always @(posedge clk)
-    pe_1_1_tv_down <= \$192 ;
+    pe_1_1_tv_down <= \$160 ;
   always @(posedge clk)
-    pe_1_1_a_right <= \$193 ;
+    pe_1_1_a_right <= pe_1_0_a_right;
   always @(posedge clk)
-    pe_1_1_flip_right <= \$194 ;
+    pe_1_1_flip_right <= \$161 ;
   always @(posedge clk)
-    pe_1_2_shadow <= \$195 ;
+    pe_1_2_shadow <= \$162 ;
   always @(posedge clk)
-    pe_1_2_weight <= \$196 ;
+    pe_1_2_weight <= \$163 ;
   always @(posedge clk)
-    pe_1_2_psum <= \$197 ;
+    pe_1_2_psum <= \$78 [27:0];
   always @(posedge clk)
-    pe_1_2_w_down <= \$198 ;
+    pe_1_2_w_down <= pe_0_2_w_down;
   always @(posedge clk)
-    pe_1_2_tag_down <= \$199 ;
+    pe_1_2_tag_down <= pe_0_2_tag_down;
   always @(posedge clk)
-    pe_1_2_tv_down <= \$200 ;
+    pe_1_2_tv_down <= \$164 ;
   always @(posedge clk)
-    pe_1_2_a_right <= \$201 ;
+    pe_1_2_a_right <= pe_1_1_a_right;
   always @(posedge clk)
-    pe_1_2_flip_right <= \$202 ;
+    pe_1_2_flip_right <= \$165 ;
   always @(posedge clk)
-    pe_1_3_shadow <= \$203 ;
+    pe_1_3_shadow <= \$166 ;
   always @(posedge clk)
-    pe_1_3_weight <= \$204 ;
+    pe_1_3_weight <= \$167 ;
   always @(posedge clk)
-    pe_1_3_psum <= \$205 ;
+    pe_1_3_psum <= \$81 [27:0];
   always @(posedge clk)
-    pe_1_3_w_down <= \$206 ;
+    pe_1_3_w_down <= pe_0_3_w_down;
   always @(posedge clk)
-    pe_1_3_tag_down <= \$207 ;
+    pe_1_3_tag_down <= pe_0_3_tag_down;
   always @(posedge clk)
-    pe_1_3_tv_down <= \$208 ;
+    pe_1_3_tv_down <= \$168 ;
   always @(posedge clk)
-    pe_2_0_shadow <= \$209 ;
+    pe_2_0_shadow <= \$169 ;
   always @(posedge clk)
-    pe_2_0_weight <= \$210 ;
+    pe_2_0_weight <= \$170 ;
   always @(posedge clk)
-    pe_2_0_psum <= \$211 ;
+    pe_2_0_psum <= \$84 [27:0];
   always @(posedge clk)
-    pe_2_0_w_down <= \$212 ;
+    pe_2_0_w_down <= pe_1_0_w_down;
   always @(posedge clk)
-    pe_2_0_tag_down <= \$213 ;
+    pe_2_0_tag_down <= pe_1_0_tag_down;
   always @(posedge clk)
-    pe_2_0_tv_down <= \$214 ;
+    pe_2_0_tv_down <= \$171 ;
   always @(posedge clk)
-    pe_2_0_a_right <= \$215 ;
+    pe_2_0_a_right <= a_skew2_d2;
   always @(posedge clk)
-    pe_2_0_flip_right <= \$216 ;
+    pe_2_0_flip_right <= \$172 ;
   always @(posedge clk)
-    pe_2_1_shadow <= \$217 ;
+    pe_2_1_shadow <= \$173 ;
   always @(posedge clk)
-    pe_2_1_weight <= \$218 ;
+    pe_2_1_weight <= \$174 ;
   always @(posedge clk)
-    pe_2_1_psum <= \$219 ;
+    pe_2_1_psum <= \$87 [27:0];
   always @(posedge clk)
-    pe_2_1_w_down <= \$220 ;
+    pe_2_1_w_down <= pe_1_1_w_down;
   always @(posedge clk)
-    pe_2_1_tag_down <= \$221 ;
+    pe_2_1_tag_down <= pe_1_1_tag_down;
   always @(posedge clk)
-    pe_2_1_tv_down <= \$222 ;
+    pe_2_1_tv_down <= \$175 ;
   always @(posedge clk)
-    pe_2_1_a_right <= \$223 ;
+    pe_2_1_a_right <= pe_2_0_a_right;
   always @(posedge clk)
-    pe_2_1_flip_right <= \$224 ;
+    pe_2_1_flip_right <= \$176 ;
   always @(posedge clk)
-    pe_2_2_shadow <= \$225 ;
+    pe_2_2_shadow <= \$177 ;
   always @(posedge clk)
-    pe_2_2_weight <= \$226 ;
+    pe_2_2_weight <= \$178 ;
   always @(posedge clk)
-    pe_2_2_psum <= \$227 ;
+    pe_2_2_psum <= \$90 [27:0];
   always @(posedge clk)
-    pe_2_2_w_down <= \$228 ;
+    pe_2_2_w_down <= pe_1_2_w_down;
   always @(posedge clk)
-    pe_2_2_tag_down <= \$229 ;
+    pe_2_2_tag_down <= pe_1_2_tag_down;
   always @(posedge clk)
-    pe_2_2_tv_down <= \$230 ;
+    pe_2_2_tv_down <= \$179 ;
   always @(posedge clk)
-    pe_2_2_a_right <= \$231 ;
+    pe_2_2_a_right <= pe_2_1_a_right;
   always @(posedge clk)
-    pe_2_2_flip_right <= \$232 ;
+    pe_2_2_flip_right <= \$180 ;
   always @(posedge clk)
-    pe_2_3_shadow <= \$233 ;
+    pe_2_3_shadow <= \$181 ;
   always @(posedge clk)
-    pe_2_3_weight <= \$234 ;
+    pe_2_3_weight <= \$182 ;
   always @(posedge clk)
-    pe_2_3_psum <= \$235 ;
+    pe_2_3_psum <= \$93 [27:0];
   always @(posedge clk)
-    pe_2_3_w_down <= \$236 ;
+    pe_2_3_w_down <= pe_1_3_w_down;
   always @(posedge clk)
-    pe_2_3_tag_down <= \$237 ;
+    pe_2_3_tag_down <= pe_1_3_tag_down;
   always @(posedge clk)
-    pe_2_3_tv_down <= \$238 ;
+    pe_2_3_tv_down <= \$183 ;
   always @(posedge clk)
-    pe_3_0_shadow <= \$239 ;
+    pe_3_0_shadow <= \$184 ;
   always @(posedge clk)
-    pe_3_0_weight <= \$240 ;
+    pe_3_0_weight <= \$185 ;
   always @(posedge clk)
-    pe_3_0_psum <= \$241 ;
+    pe_3_0_psum <= \$96 [27:0];
   always @(posedge clk)
-    pe_3_0_a_right <= \$242 ;
+    pe_3_0_a_right <= a_skew3_d3;
   always @(posedge clk)
-    pe_3_0_flip_right <= \$243 ;
+    pe_3_0_flip_right <= \$186 ;
   always @(posedge clk)
-    pe_3_1_shadow <= \$244 ;
+    pe_3_1_shadow <= \$187 ;
   always @(posedge clk)
-    pe_3_1_weight <= \$245 ;
+    pe_3_1_weight <= \$188 ;
   always @(posedge clk)
-    pe_3_1_psum <= \$246 ;
+    pe_3_1_psum <= \$99 [27:0];
   always @(posedge clk)
-    pe_3_1_a_right <= \$247 ;
+    pe_3_1_a_right <= pe_3_0_a_right;
   always @(posedge clk)
-    pe_3_1_flip_right <= \$248 ;
+    pe_3_1_flip_right <= \$189 ;
   always @(posedge clk)
-    pe_3_2_shadow <= \$249 ;
+    pe_3_2_shadow <= \$190 ;
   always @(posedge clk)
-    pe_3_2_weight <= \$250 ;
+    pe_3_2_weight <= \$191 ;
   always @(posedge clk)
-    pe_3_2_psum <= \$251 ;
+    pe_3_2_psum <= \$102 [27:0];
   always @(posedge clk)
-    pe_3_2_a_right <= \$252 ;
+    pe_3_2_a_right <= pe_3_1_a_right;
   always @(posedge clk)
-    pe_3_2_flip_right <= \$253 ;
+    pe_3_2_flip_right <= \$192 ;
   always @(posedge clk)
-    pe_3_3_shadow <= \$254 ;
+    pe_3_3_shadow <= \$193 ;
   always @(posedge clk)
-    pe_3_3_weight <= \$255 ;
+    pe_3_3_weight <= \$194 ;
   always @(posedge clk)
-    pe_3_3_psum <= \$256 ;
+    pe_3_3_psum <= \$105 [27:0];
   always @(posedge clk)
-    deskew0_d0 <= \$257 ;
+    deskew0_d0 <= pe_3_0_psum;
   always @(posedge clk)
-    deskew0_d1 <= \$258 ;
+    deskew0_d1 <= deskew0_d0;
   always @(posedge clk)
-    deskew0_d2 <= \$259 ;
+    deskew0_d2 <= deskew0_d1;
   always @(posedge clk)
-    deskew1_d0 <= \$260 ;
+    deskew1_d0 <= pe_3_1_psum;
   always @(posedge clk)
-    deskew1_d1 <= \$261 ;
+    deskew1_d1 <= deskew1_d0;
   always @(posedge clk)
-    deskew2_d0 <= \$262 ;
+    deskew2_d0 <= pe_3_2_psum;
   always @(posedge clk)
-    read__addr <= \$263 ;
+    read__addr <= \$195 ;
   always @(posedge clk)
-    acc_vector_b_d0 <= \$264 ;
+    acc_vector_b_d0 <= { pe_3_3_psum, deskew2_d0, deskew1_d1, deskew0_d2 };
   always @(posedge clk)
-    acc_vector_c_d0 <= \$265 ;
+    acc_vector_c_d0 <= acc_vector_b_d0;
   always @(posedge clk)
-    acc_meta_d0 <= \$266 ;
+    acc_meta_d0 <= \$196 ;
   always @(posedge clk)
-    acc_meta_d1 <= \$267 ;
+    acc_meta_d1 <= \$197 ;
   always @(posedge clk)
-    acc_row_d0 <= \$268 ;
+    acc_row_d0 <= read__addr;
   always @(posedge clk)
-    acc_row_d1 <= \$269 ;
+    acc_row_d1 <= acc_row_d0;
   always @(posedge clk)
-    write__addr <= \$270 ;
+    write__addr <= acc_row_d1;
   always @(posedge clk)
-    acc_stored <= \$271 ;
+    acc_stored <= read__data;
   always @(posedge clk)
-    write__data <= \$272 ;
+    write__data <= \$198 ;
   always @(posedge clk)
-    acc_meta_d_d0 <= \$273 ;
+    acc_meta_d_d0 <= \$199 ;
   \systolic_ws_4x4_a8s_w8s.result_fifo  result_fifo (
     .clk(clk),
-    .\port$567$0 (write__data),
-    .\port$569$3 (acc_meta_d_d0[3]),
+    .\port$493$0 (write__data),
+    .\port$495$3 (acc_meta_d_d0[3]),
     .r_data(results__payload),
     .r_en(results__ready),
     .r_rdy(results__valid),
@@ -1453,479 +1415,443 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$133  = activations__payload[7:0];
+    \$133  = flip;
     if (rst) begin
-      \$133  = 8'h00;
+      \$133  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$134  = activations__payload[15:8];
+    \$134  = flip;
     if (rst) begin
-      \$134  = 8'h00;
+      \$134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$135  = a_skew1_d0;
+    \$135  = flip_skew2_d0;
     if (rst) begin
-      \$135  = 8'h00;
+      \$135  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$136  = activations__payload[23:16];
+    \$136  = flip;
     if (rst) begin
-      \$136  = 8'h00;
+      \$136  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$137  = a_skew2_d0;
+    \$137  = flip_skew3_d0;
     if (rst) begin
-      \$137  = 8'h00;
+      \$137  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$138  = a_skew2_d1;
+    \$138  = flip_skew3_d1;
     if (rst) begin
-      \$138  = 8'h00;
+      \$138  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$139  = activations__payload[31:24];
-    if (rst) begin
-      \$139  = 8'h00;
+    \$139  = pe_0_0_shadow;
+    if (\$52 ) begin
+      \$139  = weights__payload[7:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$140  = a_skew3_d0;
-    if (rst) begin
-      \$140  = 8'h00;
+    \$140  = pe_0_0_weight;
+    if (flip) begin
+      \$140  = pe_0_0_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$141  = a_skew3_d1;
+    \$141  = \$54 ;
     if (rst) begin
-      \$141  = 8'h00;
+      \$141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$142  = a_skew3_d2;
+    \$142  = flip;
     if (rst) begin
-      \$142  = 8'h00;
+      \$142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$143  = flip;
-    if (rst) begin
-      \$143  = 1'h0;
+    \$143  = pe_0_1_shadow;
+    if (\$57 ) begin
+      \$143  = weights__payload[15:8];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$144  = flip;
-    if (rst) begin
-      \$144  = 1'h0;
+    \$144  = pe_0_1_weight;
+    if (pe_0_0_flip_right) begin
+      \$144  = pe_0_1_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$145  = flip_skew2_d0;
+    \$145  = \$59 ;
     if (rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$146  = flip;
+    \$146  = pe_0_0_flip_right;
     if (rst) begin
       \$146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$147  = flip_skew3_d0;
-    if (rst) begin
-      \$147  = 1'h0;
+    \$147  = pe_0_2_shadow;
+    if (\$62 ) begin
+      \$147  = weights__payload[23:16];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$148  = flip_skew3_d1;
-    if (rst) begin
-      \$148  = 1'h0;
+    \$148  = pe_0_2_weight;
+    if (pe_0_1_flip_right) begin
+      \$148  = pe_0_2_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$149  = pe_0_0_shadow;
-    if (\$52 ) begin
-      \$149  = weights__payload[7:0];
-    end
+    \$149  = \$64 ;
     if (rst) begin
-      \$149  = 8'h00;
+      \$149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$150  = pe_0_0_weight;
-    if (flip) begin
-      \$150  = pe_0_0_shadow;
-    end
+    \$150  = pe_0_1_flip_right;
     if (rst) begin
-      \$150  = 8'h00;
+      \$150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$151  = \$53 [27:0];
-    if (rst) begin
-      \$151  = 28'h0000000;
+    \$151  = pe_0_3_shadow;
+    if (\$67 ) begin
+      \$151  = weights__payload[31:24];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$152  = weights__payload[7:0];
-    if (rst) begin
-      \$152  = 8'h00;
+    \$152  = pe_0_3_weight;
+    if (pe_0_2_flip_right) begin
+      \$152  = pe_0_3_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$153  = load_count;
+    \$153  = \$69 ;
     if (rst) begin
-      \$153  = 2'h0;
+      \$153  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$154  = \$54 ;
-    if (rst) begin
-      \$154  = 1'h0;
+    \$154  = pe_1_0_shadow;
+    if (\$71 ) begin
+      \$154  = pe_0_0_w_down;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$155  = a_skew0_d0;
-    if (rst) begin
-      \$155  = 8'h00;
+    \$155  = pe_1_0_weight;
+    if (flip_skew1_d0) begin
+      \$155  = pe_1_0_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$156  = flip;
+    \$156  = pe_0_0_tv_down;
     if (rst) begin
       \$156  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$157  = pe_0_1_shadow;
-    if (\$57 ) begin
-      \$157  = weights__payload[15:8];
-    end
+    \$157  = flip_skew1_d0;
     if (rst) begin
-      \$157  = 8'h00;
+      \$157  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$158  = pe_0_1_weight;
-    if (pe_0_0_flip_right) begin
-      \$158  = pe_0_1_shadow;
-    end
-    if (rst) begin
-      \$158  = 8'h00;
+    \$158  = pe_1_1_shadow;
+    if (\$74 ) begin
+      \$158  = pe_0_1_w_down;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$159  = \$58 [27:0];
-    if (rst) begin
-      \$159  = 28'h0000000;
+    \$159  = pe_1_1_weight;
+    if (pe_1_0_flip_right) begin
+      \$159  = pe_1_1_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$160  = weights__payload[15:8];
+    \$160  = pe_0_1_tv_down;
     if (rst) begin
-      \$160  = 8'h00;
+      \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$161  = load_count;
+    \$161  = pe_1_0_flip_right;
     if (rst) begin
-      \$161  = 2'h0;
+      \$161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$162  = \$59 ;
-    if (rst) begin
-      \$162  = 1'h0;
+    \$162  = pe_1_2_shadow;
+    if (\$77 ) begin
+      \$162  = pe_0_2_w_down;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$163  = pe_0_0_a_right;
-    if (rst) begin
-      \$163  = 8'h00;
+    \$163  = pe_1_2_weight;
+    if (pe_1_1_flip_right) begin
+      \$163  = pe_1_2_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$164  = pe_0_0_flip_right;
+    \$164  = pe_0_2_tv_down;
     if (rst) begin
       \$164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$165  = pe_0_2_shadow;
-    if (\$62 ) begin
-      \$165  = weights__payload[23:16];
-    end
+    \$165  = pe_1_1_flip_right;
     if (rst) begin
-      \$165  = 8'h00;
+      \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$166  = pe_0_2_weight;
-    if (pe_0_1_flip_right) begin
-      \$166  = pe_0_2_shadow;
-    end
-    if (rst) begin
-      \$166  = 8'h00;
+    \$166  = pe_1_3_shadow;
+    if (\$80 ) begin
+      \$166  = pe_0_3_w_down;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$167  = \$63 [27:0];
-    if (rst) begin
-      \$167  = 28'h0000000;
+    \$167  = pe_1_3_weight;
+    if (pe_1_2_flip_right) begin
+      \$167  = pe_1_3_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$168  = weights__payload[23:16];
+    \$168  = pe_0_3_tv_down;
     if (rst) begin
-      \$168  = 8'h00;
+      \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$169  = load_count;
-    if (rst) begin
-      \$169  = 2'h0;
+    \$169  = pe_2_0_shadow;
+    if (\$83 ) begin
+      \$169  = pe_1_0_w_down;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$170  = \$64 ;
-    if (rst) begin
-      \$170  = 1'h0;
+    \$170  = pe_2_0_weight;
+    if (flip_skew2_d1) begin
+      \$170  = pe_2_0_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$171  = pe_0_1_a_right;
+    \$171  = pe_1_0_tv_down;
     if (rst) begin
-      \$171  = 8'h00;
+      \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$172  = pe_0_1_flip_right;
+    \$172  = flip_skew2_d1;
     if (rst) begin
       \$172  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$173  = pe_0_3_shadow;
-    if (\$67 ) begin
-      \$173  = weights__payload[31:24];
-    end
-    if (rst) begin
-      \$173  = 8'h00;
+    \$173  = pe_2_1_shadow;
+    if (\$86 ) begin
+      \$173  = pe_1_1_w_down;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$174  = pe_0_3_weight;
-    if (pe_0_2_flip_right) begin
-      \$174  = pe_0_3_shadow;
-    end
-    if (rst) begin
-      \$174  = 8'h00;
+    \$174  = pe_2_1_weight;
+    if (pe_2_0_flip_right) begin
+      \$174  = pe_2_1_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$175  = \$68 [27:0];
+    \$175  = pe_1_1_tv_down;
     if (rst) begin
-      \$175  = 28'h0000000;
+      \$175  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$176  = weights__payload[31:24];
+    \$176  = pe_2_0_flip_right;
     if (rst) begin
-      \$176  = 8'h00;
+      \$176  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$177  = load_count;
-    if (rst) begin
-      \$177  = 2'h0;
+    \$177  = pe_2_2_shadow;
+    if (\$89 ) begin
+      \$177  = pe_1_2_w_down;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$178  = \$69 ;
-    if (rst) begin
-      \$178  = 1'h0;
+    \$178  = pe_2_2_weight;
+    if (pe_2_1_flip_right) begin
+      \$178  = pe_2_2_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$179  = pe_1_0_shadow;
-    if (\$71 ) begin
-      \$179  = pe_0_0_w_down;
-    end
+    \$179  = pe_1_2_tv_down;
     if (rst) begin
-      \$179  = 8'h00;
+      \$179  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$180  = pe_1_0_weight;
-    if (flip_skew1_d0) begin
-      \$180  = pe_1_0_shadow;
-    end
+    \$180  = pe_2_1_flip_right;
     if (rst) begin
-      \$180  = 8'h00;
+      \$180  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$181  = \$72 [27:0];
-    if (rst) begin
-      \$181  = 28'h0000000;
+    \$181  = pe_2_3_shadow;
+    if (\$92 ) begin
+      \$181  = pe_1_3_w_down;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$182  = pe_0_0_w_down;
-    if (rst) begin
-      \$182  = 8'h00;
+    \$182  = pe_2_3_weight;
+    if (pe_2_2_flip_right) begin
+      \$182  = pe_2_3_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$183  = pe_0_0_tag_down;
+    \$183  = pe_1_3_tv_down;
     if (rst) begin
-      \$183  = 2'h0;
+      \$183  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$184  = pe_0_0_tv_down;
-    if (rst) begin
-      \$184  = 1'h0;
+    \$184  = pe_3_0_shadow;
+    if (\$95 ) begin
+      \$184  = pe_2_0_w_down;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$185  = a_skew1_d1;
-    if (rst) begin
-      \$185  = 8'h00;
+    \$185  = pe_3_0_weight;
+    if (flip_skew3_d2) begin
+      \$185  = pe_3_0_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$186  = flip_skew1_d0;
+    \$186  = flip_skew3_d2;
     if (rst) begin
       \$186  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$187  = pe_1_1_shadow;
-    if (\$74 ) begin
-      \$187  = pe_0_1_w_down;
-    end
-    if (rst) begin
-      \$187  = 8'h00;
+    \$187  = pe_3_1_shadow;
+    if (\$98 ) begin
+      \$187  = pe_2_1_w_down;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$188  = pe_1_1_weight;
-    if (pe_1_0_flip_right) begin
-      \$188  = pe_1_1_shadow;
-    end
-    if (rst) begin
-      \$188  = 8'h00;
+    \$188  = pe_3_1_weight;
+    if (pe_3_0_flip_right) begin
+      \$188  = pe_3_1_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$189  = \$75 [27:0];
+    \$189  = pe_3_0_flip_right;
     if (rst) begin
-      \$189  = 28'h0000000;
+      \$189  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$190  = pe_0_1_w_down;
-    if (rst) begin
-      \$190  = 8'h00;
+    \$190  = pe_3_2_shadow;
+    if (\$101 ) begin
+      \$190  = pe_2_2_w_down;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$191  = pe_0_1_tag_down;
-    if (rst) begin
-      \$191  = 2'h0;
+    \$191  = pe_3_2_weight;
+    if (pe_3_1_flip_right) begin
+      \$191  = pe_3_2_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$192  = pe_0_1_tv_down;
+    \$192  = pe_3_1_flip_right;
     if (rst) begin
       \$192  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$193  = pe_1_0_a_right;
-    if (rst) begin
-      \$193  = 8'h00;
+    \$193  = pe_3_3_shadow;
+    if (\$104 ) begin
+      \$193  = pe_2_3_w_down;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$194  = pe_1_0_flip_right;
-    if (rst) begin
-      \$194  = 1'h0;
+    \$194  = pe_3_3_weight;
+    if (pe_3_2_flip_right) begin
+      \$194  = pe_3_3_shadow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$195  = pe_1_2_shadow;
-    if (\$77 ) begin
-      \$195  = pe_0_2_w_down;
+    \$195  = read__addr;
+    if (row_meta_d7[0]) begin
+      \$195  = \$107 [7:0];
     end
     if (rst) begin
       \$195  = 8'h00;
@@ -1933,611 +1859,23 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$196  = pe_1_2_weight;
-    if (pe_1_1_flip_right) begin
-      \$196  = pe_1_2_shadow;
-    end
-    if (rst) begin
-      \$196  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$197  = \$78 [27:0];
-    if (rst) begin
-      \$197  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$198  = pe_0_2_w_down;
-    if (rst) begin
-      \$198  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$199  = pe_0_2_tag_down;
-    if (rst) begin
-      \$199  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$200  = pe_0_2_tv_down;
-    if (rst) begin
-      \$200  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$201  = pe_1_1_a_right;
-    if (rst) begin
-      \$201  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$202  = pe_1_1_flip_right;
-    if (rst) begin
-      \$202  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$203  = pe_1_3_shadow;
-    if (\$80 ) begin
-      \$203  = pe_0_3_w_down;
-    end
-    if (rst) begin
-      \$203  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$204  = pe_1_3_weight;
-    if (pe_1_2_flip_right) begin
-      \$204  = pe_1_3_shadow;
-    end
-    if (rst) begin
-      \$204  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$205  = \$81 [27:0];
-    if (rst) begin
-      \$205  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$206  = pe_0_3_w_down;
-    if (rst) begin
-      \$206  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$207  = pe_0_3_tag_down;
-    if (rst) begin
-      \$207  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$208  = pe_0_3_tv_down;
-    if (rst) begin
-      \$208  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$209  = pe_2_0_shadow;
-    if (\$83 ) begin
-      \$209  = pe_1_0_w_down;
-    end
-    if (rst) begin
-      \$209  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$210  = pe_2_0_weight;
-    if (flip_skew2_d1) begin
-      \$210  = pe_2_0_shadow;
-    end
-    if (rst) begin
-      \$210  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$211  = \$84 [27:0];
-    if (rst) begin
-      \$211  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$212  = pe_1_0_w_down;
-    if (rst) begin
-      \$212  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$213  = pe_1_0_tag_down;
-    if (rst) begin
-      \$213  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$214  = pe_1_0_tv_down;
-    if (rst) begin
-      \$214  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$215  = a_skew2_d2;
-    if (rst) begin
-      \$215  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$216  = flip_skew2_d1;
-    if (rst) begin
-      \$216  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$217  = pe_2_1_shadow;
-    if (\$86 ) begin
-      \$217  = pe_1_1_w_down;
-    end
-    if (rst) begin
-      \$217  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$218  = pe_2_1_weight;
-    if (pe_2_0_flip_right) begin
-      \$218  = pe_2_1_shadow;
-    end
-    if (rst) begin
-      \$218  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$219  = \$87 [27:0];
-    if (rst) begin
-      \$219  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$220  = pe_1_1_w_down;
-    if (rst) begin
-      \$220  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$221  = pe_1_1_tag_down;
-    if (rst) begin
-      \$221  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$222  = pe_1_1_tv_down;
-    if (rst) begin
-      \$222  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$223  = pe_2_0_a_right;
-    if (rst) begin
-      \$223  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$224  = pe_2_0_flip_right;
-    if (rst) begin
-      \$224  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$225  = pe_2_2_shadow;
-    if (\$89 ) begin
-      \$225  = pe_1_2_w_down;
-    end
-    if (rst) begin
-      \$225  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$226  = pe_2_2_weight;
-    if (pe_2_1_flip_right) begin
-      \$226  = pe_2_2_shadow;
-    end
-    if (rst) begin
-      \$226  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$227  = \$90 [27:0];
-    if (rst) begin
-      \$227  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$228  = pe_1_2_w_down;
-    if (rst) begin
-      \$228  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$229  = pe_1_2_tag_down;
-    if (rst) begin
-      \$229  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$230  = pe_1_2_tv_down;
-    if (rst) begin
-      \$230  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$231  = pe_2_1_a_right;
-    if (rst) begin
-      \$231  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$232  = pe_2_1_flip_right;
-    if (rst) begin
-      \$232  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$233  = pe_2_3_shadow;
-    if (\$92 ) begin
-      \$233  = pe_1_3_w_down;
-    end
-    if (rst) begin
-      \$233  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$234  = pe_2_3_weight;
-    if (pe_2_2_flip_right) begin
-      \$234  = pe_2_3_shadow;
-    end
-    if (rst) begin
-      \$234  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$235  = \$93 [27:0];
-    if (rst) begin
-      \$235  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$236  = pe_1_3_w_down;
-    if (rst) begin
-      \$236  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$237  = pe_1_3_tag_down;
-    if (rst) begin
-      \$237  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$238  = pe_1_3_tv_down;
-    if (rst) begin
-      \$238  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$239  = pe_3_0_shadow;
-    if (\$95 ) begin
-      \$239  = pe_2_0_w_down;
-    end
-    if (rst) begin
-      \$239  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$240  = pe_3_0_weight;
-    if (flip_skew3_d2) begin
-      \$240  = pe_3_0_shadow;
-    end
-    if (rst) begin
-      \$240  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$241  = \$96 [27:0];
-    if (rst) begin
-      \$241  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$242  = a_skew3_d3;
-    if (rst) begin
-      \$242  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$243  = flip_skew3_d2;
-    if (rst) begin
-      \$243  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$244  = pe_3_1_shadow;
-    if (\$98 ) begin
-      \$244  = pe_2_1_w_down;
-    end
-    if (rst) begin
-      \$244  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = pe_3_1_weight;
-    if (pe_3_0_flip_right) begin
-      \$245  = pe_3_1_shadow;
-    end
-    if (rst) begin
-      \$245  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$246  = \$99 [27:0];
-    if (rst) begin
-      \$246  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$247  = pe_3_0_a_right;
-    if (rst) begin
-      \$247  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$248  = pe_3_0_flip_right;
-    if (rst) begin
-      \$248  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$249  = pe_3_2_shadow;
-    if (\$101 ) begin
-      \$249  = pe_2_2_w_down;
-    end
-    if (rst) begin
-      \$249  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$250  = pe_3_2_weight;
-    if (pe_3_1_flip_right) begin
-      \$250  = pe_3_2_shadow;
-    end
-    if (rst) begin
-      \$250  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$251  = \$102 [27:0];
-    if (rst) begin
-      \$251  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$252  = pe_3_1_a_right;
-    if (rst) begin
-      \$252  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$253  = pe_3_1_flip_right;
-    if (rst) begin
-      \$253  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$254  = pe_3_3_shadow;
-    if (\$104 ) begin
-      \$254  = pe_2_3_w_down;
-    end
-    if (rst) begin
-      \$254  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$255  = pe_3_3_weight;
-    if (pe_3_2_flip_right) begin
-      \$255  = pe_3_3_shadow;
-    end
-    if (rst) begin
-      \$255  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$256  = \$105 [27:0];
-    if (rst) begin
-      \$256  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$257  = pe_3_0_psum;
-    if (rst) begin
-      \$257  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$258  = deskew0_d0;
-    if (rst) begin
-      \$258  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$259  = deskew0_d1;
-    if (rst) begin
-      \$259  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$260  = pe_3_1_psum;
-    if (rst) begin
-      \$260  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$261  = deskew1_d0;
-    if (rst) begin
-      \$261  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$262  = pe_3_2_psum;
-    if (rst) begin
-      \$262  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$263  = read__addr;
-    if (row_meta_d7[0]) begin
-      \$263  = \$107 [7:0];
-    end
-    if (rst) begin
-      \$263  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$264  = { pe_3_3_psum, deskew2_d0, deskew1_d1, deskew0_d2 };
-    if (rst) begin
-      \$264  = 112'h0000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$265  = acc_vector_b_d0;
-    if (rst) begin
-      \$265  = 112'h0000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$266  = row_meta_d7;
-    if (rst) begin
-      \$266  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$267  = acc_meta_d0;
-    if (rst) begin
-      \$267  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$268  = read__addr;
-    if (rst) begin
-      \$268  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$269  = acc_row_d0;
-    if (rst) begin
-      \$269  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$270  = acc_row_d1;
-    if (rst) begin
-      \$270  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$271  = read__data;
+    \$196  = row_meta_d7;
     if (rst) begin
-      \$271  = 112'h0000000000000000000000000000;
+      \$196  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$272 [27:0] = \$109 [27:0];
-    \$272 [55:28] = \$111 [27:0];
-    \$272 [83:56] = \$113 [27:0];
-    \$272 [111:84] = \$115 [27:0];
+    \$197  = acc_meta_d0;
     if (rst) begin
-      \$272  = 112'h0000000000000000000000000000;
+      \$197  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$273  = acc_meta_d1;
+    \$199  = acc_meta_d1;
     if (rst) begin
-      \$273  = 4'h0;
+      \$199  = 4'h0;
     end
   end
   assign r_rdy = results__valid;
@@ -2646,6 +1984,10 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
   assign \read__data[1]  = read__data[55:28];
   assign \read__data[2]  = read__data[83:56];
   assign \read__data[3]  = read__data[111:84];
+  assign \$198 [111:84] = \$115 [27:0];
+  assign \$198 [83:56] = \$113 [27:0];
+  assign \$198 [55:28] = \$111 [27:0];
+  assign \$198 [27:0] = \$109 [27:0];
   assign meta_in[3] = activations__payload[32];
   assign meta_in[2] = activations__payload[34];
   assign meta_in[1] = activations__payload[33];
@@ -2653,7 +1995,7 @@ module systolic_ws_4x4_a8s_w8s(weights__valid, activations__payload, activations
 endmodule
 
 (* generator = "Amaranth" *)
-module \systolic_ws_4x4_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$567$0 , \port$569$3 , r_rdy, r_en);
+module \systolic_ws_4x4_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$493$0 , \port$495$3 , r_rdy, r_en);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -2692,10 +2034,10 @@ module \systolic_ws_4x4_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$567$0
   reg [4:0] inner_level = 5'h00;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [111:0] \port$567$0 ;
-  wire [111:0] \port$567$0 ;
-  input \port$569$3 ;
-  wire \port$569$3 ;
+  input [111:0] \port$493$0 ;
+  wire [111:0] \port$493$0 ;
+  input \port$495$3 ;
+  wire \port$495$3 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [112:0] r_data;
@@ -2739,7 +2081,7 @@ module \systolic_ws_4x4_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$567$0
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$569$3 , \port$567$0  };
+      storage[w_port__addr] <= { \port$495$3 , \port$493$0  };
   end
   reg [112:0] _0_;
   always @(posedge clk) begin
@@ -2835,8 +2177,8 @@ module \systolic_ws_4x4_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$567$0
   assign level = \$3 [4:0];
   assign r_level = \$3 [4:0];
   assign produce = w_port__addr;
-  assign w_port__data = { \port$569$3 , \port$567$0  };
-  assign w_data = { \port$569$3 , \port$567$0  };
+  assign w_port__data = { \port$495$3 , \port$493$0  };
+  assign w_data = { \port$495$3 , \port$493$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -281,645 +281,343 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   reg [3:0] \$346 ;
   reg [3:0] \$347 ;
   reg [3:0] \$348 ;
-  reg [7:0] \$349 ;
+  reg \$349 ;
   wire [15:0] \$35 ;
-  reg [7:0] \$350 ;
-  reg [7:0] \$351 ;
-  reg [7:0] \$352 ;
-  reg [7:0] \$353 ;
-  reg [7:0] \$354 ;
-  reg [7:0] \$355 ;
-  reg [7:0] \$356 ;
-  reg [7:0] \$357 ;
-  reg [7:0] \$358 ;
-  reg [7:0] \$359 ;
+  reg \$350 ;
+  reg \$351 ;
+  reg \$352 ;
+  reg \$353 ;
+  reg \$354 ;
+  reg \$355 ;
+  reg \$356 ;
+  reg \$357 ;
+  reg \$358 ;
+  reg \$359 ;
   wire [15:0] \$36 ;
-  reg [7:0] \$360 ;
-  reg [7:0] \$361 ;
-  reg [7:0] \$362 ;
-  reg [7:0] \$363 ;
-  reg [7:0] \$364 ;
-  reg [7:0] \$365 ;
-  reg [7:0] \$366 ;
-  reg [7:0] \$367 ;
-  reg [7:0] \$368 ;
-  reg [7:0] \$369 ;
+  reg \$360 ;
+  reg \$361 ;
+  reg \$362 ;
+  reg \$363 ;
+  reg \$364 ;
+  reg \$365 ;
+  reg \$366 ;
+  reg \$367 ;
+  reg \$368 ;
+  reg \$369 ;
   wire [15:0] \$37 ;
-  reg [7:0] \$370 ;
-  reg [7:0] \$371 ;
-  reg [7:0] \$372 ;
-  reg [7:0] \$373 ;
-  reg [7:0] \$374 ;
-  reg [7:0] \$375 ;
-  reg [7:0] \$376 ;
+  reg \$370 ;
+  reg \$371 ;
+  reg \$372 ;
+  reg \$373 ;
+  reg \$374 ;
+  reg \$375 ;
+  reg \$376 ;
   reg [7:0] \$377 ;
   reg [7:0] \$378 ;
-  reg [7:0] \$379 ;
+  reg \$379 ;
   wire [15:0] \$38 ;
-  reg [7:0] \$380 ;
+  reg \$380 ;
   reg [7:0] \$381 ;
   reg [7:0] \$382 ;
-  reg [7:0] \$383 ;
-  reg [7:0] \$384 ;
-  reg \$385 ;
-  reg \$386 ;
+  reg \$383 ;
+  reg \$384 ;
+  reg [7:0] \$385 ;
+  reg [7:0] \$386 ;
   reg \$387 ;
   reg \$388 ;
-  reg \$389 ;
+  reg [7:0] \$389 ;
   wire [15:0] \$39 ;
-  reg \$390 ;
+  reg [7:0] \$390 ;
   reg \$391 ;
   reg \$392 ;
-  reg \$393 ;
-  reg \$394 ;
+  reg [7:0] \$393 ;
+  reg [7:0] \$394 ;
   reg \$395 ;
   reg \$396 ;
-  reg \$397 ;
-  reg \$398 ;
+  reg [7:0] \$397 ;
+  reg [7:0] \$398 ;
   reg \$399 ;
   wire \$4 ;
   wire [15:0] \$40 ;
   reg \$400 ;
-  reg \$401 ;
-  reg \$402 ;
+  reg [7:0] \$401 ;
+  reg [7:0] \$402 ;
   reg \$403 ;
   reg \$404 ;
-  reg \$405 ;
-  reg \$406 ;
+  reg [7:0] \$405 ;
+  reg [7:0] \$406 ;
   reg \$407 ;
-  reg \$408 ;
-  reg \$409 ;
+  reg [7:0] \$408 ;
+  reg [7:0] \$409 ;
   wire [15:0] \$41 ;
   reg \$410 ;
   reg \$411 ;
-  reg \$412 ;
+  reg [7:0] \$412 ;
   reg [7:0] \$413 ;
-  reg [7:0] \$414 ;
-  reg [27:0] \$415 ;
+  reg \$414 ;
+  reg \$415 ;
   reg [7:0] \$416 ;
-  reg [2:0] \$417 ;
+  reg [7:0] \$417 ;
   reg \$418 ;
-  reg [7:0] \$419 ;
+  reg \$419 ;
   wire [15:0] \$42 ;
-  reg \$420 ;
+  reg [7:0] \$420 ;
   reg [7:0] \$421 ;
-  reg [7:0] \$422 ;
-  reg [27:0] \$423 ;
+  reg \$422 ;
+  reg \$423 ;
   reg [7:0] \$424 ;
-  reg [2:0] \$425 ;
+  reg [7:0] \$425 ;
   reg \$426 ;
-  reg [7:0] \$427 ;
-  reg \$428 ;
+  reg \$427 ;
+  reg [7:0] \$428 ;
   reg [7:0] \$429 ;
   wire [15:0] \$43 ;
-  reg [7:0] \$430 ;
-  reg [27:0] \$431 ;
+  reg \$430 ;
+  reg \$431 ;
   reg [7:0] \$432 ;
-  reg [2:0] \$433 ;
+  reg [7:0] \$433 ;
   reg \$434 ;
-  reg [7:0] \$435 ;
-  reg \$436 ;
+  reg \$435 ;
+  reg [7:0] \$436 ;
   reg [7:0] \$437 ;
-  reg [7:0] \$438 ;
-  reg [27:0] \$439 ;
+  reg \$438 ;
+  reg [7:0] \$439 ;
   wire [15:0] \$44 ;
   reg [7:0] \$440 ;
-  reg [2:0] \$441 ;
+  reg \$441 ;
   reg \$442 ;
   reg [7:0] \$443 ;
-  reg \$444 ;
-  reg [7:0] \$445 ;
-  reg [7:0] \$446 ;
-  reg [27:0] \$447 ;
+  reg [7:0] \$444 ;
+  reg \$445 ;
+  reg \$446 ;
+  reg [7:0] \$447 ;
   reg [7:0] \$448 ;
-  reg [2:0] \$449 ;
+  reg \$449 ;
   wire [15:0] \$45 ;
   reg \$450 ;
   reg [7:0] \$451 ;
-  reg \$452 ;
-  reg [7:0] \$453 ;
-  reg [7:0] \$454 ;
-  reg [27:0] \$455 ;
+  reg [7:0] \$452 ;
+  reg \$453 ;
+  reg \$454 ;
+  reg [7:0] \$455 ;
   reg [7:0] \$456 ;
-  reg [2:0] \$457 ;
+  reg \$457 ;
   reg \$458 ;
   reg [7:0] \$459 ;
   wire [15:0] \$46 ;
-  reg \$460 ;
-  reg [7:0] \$461 ;
-  reg [7:0] \$462 ;
-  reg [27:0] \$463 ;
+  reg [7:0] \$460 ;
+  reg \$461 ;
+  reg \$462 ;
+  reg [7:0] \$463 ;
   reg [7:0] \$464 ;
-  reg [2:0] \$465 ;
+  reg \$465 ;
   reg \$466 ;
   reg [7:0] \$467 ;
-  reg \$468 ;
-  reg [7:0] \$469 ;
+  reg [7:0] \$468 ;
+  reg \$469 ;
   wire [15:0] \$47 ;
   reg [7:0] \$470 ;
-  reg [27:0] \$471 ;
-  reg [7:0] \$472 ;
-  reg [2:0] \$473 ;
-  reg \$474 ;
+  reg [7:0] \$471 ;
+  reg \$472 ;
+  reg \$473 ;
+  reg [7:0] \$474 ;
   reg [7:0] \$475 ;
-  reg [7:0] \$476 ;
-  reg [27:0] \$477 ;
+  reg \$476 ;
+  reg \$477 ;
   reg [7:0] \$478 ;
-  reg [2:0] \$479 ;
+  reg [7:0] \$479 ;
   wire [15:0] \$48 ;
   reg \$480 ;
-  reg [7:0] \$481 ;
-  reg \$482 ;
+  reg \$481 ;
+  reg [7:0] \$482 ;
   reg [7:0] \$483 ;
-  reg [7:0] \$484 ;
-  reg [27:0] \$485 ;
+  reg \$484 ;
+  reg \$485 ;
   reg [7:0] \$486 ;
-  reg [2:0] \$487 ;
+  reg [7:0] \$487 ;
   reg \$488 ;
-  reg [7:0] \$489 ;
+  reg \$489 ;
   wire [15:0] \$49 ;
-  reg \$490 ;
+  reg [7:0] \$490 ;
   reg [7:0] \$491 ;
-  reg [7:0] \$492 ;
-  reg [27:0] \$493 ;
+  reg \$492 ;
+  reg \$493 ;
   reg [7:0] \$494 ;
-  reg [2:0] \$495 ;
+  reg [7:0] \$495 ;
   reg \$496 ;
-  reg [7:0] \$497 ;
-  reg \$498 ;
+  reg \$497 ;
+  reg [7:0] \$498 ;
   reg [7:0] \$499 ;
   wire \$5 ;
   wire [15:0] \$50 ;
-  reg [7:0] \$500 ;
-  reg [27:0] \$501 ;
+  reg \$500 ;
+  reg [7:0] \$501 ;
   reg [7:0] \$502 ;
-  reg [2:0] \$503 ;
+  reg \$503 ;
   reg \$504 ;
   reg [7:0] \$505 ;
-  reg \$506 ;
-  reg [7:0] \$507 ;
-  reg [7:0] \$508 ;
-  reg [27:0] \$509 ;
+  reg [7:0] \$506 ;
+  reg \$507 ;
+  reg \$508 ;
+  reg [7:0] \$509 ;
   wire [15:0] \$51 ;
   reg [7:0] \$510 ;
-  reg [2:0] \$511 ;
+  reg \$511 ;
   reg \$512 ;
   reg [7:0] \$513 ;
-  reg \$514 ;
-  reg [7:0] \$515 ;
-  reg [7:0] \$516 ;
-  reg [27:0] \$517 ;
+  reg [7:0] \$514 ;
+  reg \$515 ;
+  reg \$516 ;
+  reg [7:0] \$517 ;
   reg [7:0] \$518 ;
-  reg [2:0] \$519 ;
+  reg \$519 ;
   wire [15:0] \$52 ;
   reg \$520 ;
   reg [7:0] \$521 ;
-  reg \$522 ;
-  reg [7:0] \$523 ;
-  reg [7:0] \$524 ;
-  reg [27:0] \$525 ;
+  reg [7:0] \$522 ;
+  reg \$523 ;
+  reg \$524 ;
+  reg [7:0] \$525 ;
   reg [7:0] \$526 ;
-  reg [2:0] \$527 ;
+  reg \$527 ;
   reg \$528 ;
   reg [7:0] \$529 ;
   wire [15:0] \$53 ;
-  reg \$530 ;
-  reg [7:0] \$531 ;
+  reg [7:0] \$530 ;
+  reg \$531 ;
   reg [7:0] \$532 ;
-  reg [27:0] \$533 ;
-  reg [7:0] \$534 ;
-  reg [2:0] \$535 ;
-  reg \$536 ;
+  reg [7:0] \$533 ;
+  reg \$534 ;
+  reg \$535 ;
+  reg [7:0] \$536 ;
   reg [7:0] \$537 ;
-  reg [7:0] \$538 ;
-  reg [27:0] \$539 ;
+  reg \$538 ;
+  reg \$539 ;
   wire [15:0] \$54 ;
   reg [7:0] \$540 ;
-  reg [2:0] \$541 ;
+  reg [7:0] \$541 ;
   reg \$542 ;
-  reg [7:0] \$543 ;
-  reg \$544 ;
+  reg \$543 ;
+  reg [7:0] \$544 ;
   reg [7:0] \$545 ;
-  reg [7:0] \$546 ;
-  reg [27:0] \$547 ;
+  reg \$546 ;
+  reg \$547 ;
   reg [7:0] \$548 ;
-  reg [2:0] \$549 ;
+  reg [7:0] \$549 ;
   wire [15:0] \$55 ;
   reg \$550 ;
-  reg [7:0] \$551 ;
-  reg \$552 ;
+  reg \$551 ;
+  reg [7:0] \$552 ;
   reg [7:0] \$553 ;
-  reg [7:0] \$554 ;
-  reg [27:0] \$555 ;
+  reg \$554 ;
+  reg \$555 ;
   reg [7:0] \$556 ;
-  reg [2:0] \$557 ;
+  reg [7:0] \$557 ;
   reg \$558 ;
-  reg [7:0] \$559 ;
+  reg \$559 ;
   wire [15:0] \$56 ;
-  reg \$560 ;
+  reg [7:0] \$560 ;
   reg [7:0] \$561 ;
-  reg [7:0] \$562 ;
-  reg [27:0] \$563 ;
+  reg \$562 ;
+  reg [7:0] \$563 ;
   reg [7:0] \$564 ;
-  reg [2:0] \$565 ;
+  reg \$565 ;
   reg \$566 ;
   reg [7:0] \$567 ;
-  reg \$568 ;
-  reg [7:0] \$569 ;
+  reg [7:0] \$568 ;
+  reg \$569 ;
   wire [15:0] \$57 ;
-  reg [7:0] \$570 ;
-  reg [27:0] \$571 ;
+  reg \$570 ;
+  reg [7:0] \$571 ;
   reg [7:0] \$572 ;
-  reg [2:0] \$573 ;
+  reg \$573 ;
   reg \$574 ;
   reg [7:0] \$575 ;
-  reg \$576 ;
-  reg [7:0] \$577 ;
-  reg [7:0] \$578 ;
-  reg [27:0] \$579 ;
+  reg [7:0] \$576 ;
+  reg \$577 ;
+  reg \$578 ;
+  reg [7:0] \$579 ;
   wire [15:0] \$58 ;
   reg [7:0] \$580 ;
-  reg [2:0] \$581 ;
+  reg \$581 ;
   reg \$582 ;
   reg [7:0] \$583 ;
-  reg \$584 ;
-  reg [7:0] \$585 ;
-  reg [7:0] \$586 ;
-  reg [27:0] \$587 ;
+  reg [7:0] \$584 ;
+  reg \$585 ;
+  reg \$586 ;
+  reg [7:0] \$587 ;
   reg [7:0] \$588 ;
-  reg [2:0] \$589 ;
+  reg \$589 ;
   wire [15:0] \$59 ;
   reg \$590 ;
   reg [7:0] \$591 ;
-  reg \$592 ;
-  reg [7:0] \$593 ;
+  reg [7:0] \$592 ;
+  reg \$593 ;
   reg [7:0] \$594 ;
-  reg [27:0] \$595 ;
-  reg [7:0] \$596 ;
-  reg [2:0] \$597 ;
-  reg \$598 ;
-  reg [7:0] \$599 ;
+  reg [7:0] \$595 ;
+  reg \$596 ;
+  reg [7:0] \$597 ;
+  reg [7:0] \$598 ;
+  reg \$599 ;
   wire \$6 ;
   wire [15:0] \$60 ;
   reg [7:0] \$600 ;
-  reg [27:0] \$601 ;
-  reg [7:0] \$602 ;
-  reg [2:0] \$603 ;
-  reg \$604 ;
-  reg [7:0] \$605 ;
-  reg \$606 ;
+  reg [7:0] \$601 ;
+  reg \$602 ;
+  reg [7:0] \$603 ;
+  reg [7:0] \$604 ;
+  reg \$605 ;
+  reg [7:0] \$606 ;
   reg [7:0] \$607 ;
-  reg [7:0] \$608 ;
-  reg [27:0] \$609 ;
+  reg \$608 ;
+  reg [7:0] \$609 ;
   wire [15:0] \$61 ;
   reg [7:0] \$610 ;
-  reg [2:0] \$611 ;
-  reg \$612 ;
+  reg \$611 ;
+  reg [7:0] \$612 ;
   reg [7:0] \$613 ;
   reg \$614 ;
   reg [7:0] \$615 ;
   reg [7:0] \$616 ;
-  reg [27:0] \$617 ;
-  reg [7:0] \$618 ;
-  reg [2:0] \$619 ;
+  reg [7:0] \$617 ;
+  reg [3:0] \$618 ;
+  reg [3:0] \$619 ;
   wire [15:0] \$62 ;
-  reg \$620 ;
-  reg [7:0] \$621 ;
-  reg \$622 ;
-  reg [7:0] \$623 ;
-  reg [7:0] \$624 ;
-  reg [27:0] \$625 ;
-  reg [7:0] \$626 ;
-  reg [2:0] \$627 ;
-  reg \$628 ;
-  reg [7:0] \$629 ;
+  wire [223:0] \$620 ;
+  reg [3:0] \$621 ;
   wire [15:0] \$63 ;
-  reg \$630 ;
-  reg [7:0] \$631 ;
-  reg [7:0] \$632 ;
-  reg [27:0] \$633 ;
-  reg [7:0] \$634 ;
-  reg [2:0] \$635 ;
-  reg \$636 ;
-  reg [7:0] \$637 ;
-  reg \$638 ;
-  reg [7:0] \$639 ;
   wire [15:0] \$64 ;
-  reg [7:0] \$640 ;
-  reg [27:0] \$641 ;
-  reg [7:0] \$642 ;
-  reg [2:0] \$643 ;
-  reg \$644 ;
-  reg [7:0] \$645 ;
-  reg \$646 ;
-  reg [7:0] \$647 ;
-  reg [7:0] \$648 ;
-  reg [27:0] \$649 ;
   wire [15:0] \$65 ;
-  reg [7:0] \$650 ;
-  reg [2:0] \$651 ;
-  reg \$652 ;
-  reg [7:0] \$653 ;
-  reg \$654 ;
-  reg [7:0] \$655 ;
-  reg [7:0] \$656 ;
-  reg [27:0] \$657 ;
-  reg [7:0] \$658 ;
-  reg [2:0] \$659 ;
   wire [15:0] \$66 ;
-  reg \$660 ;
-  reg [7:0] \$661 ;
-  reg [7:0] \$662 ;
-  reg [27:0] \$663 ;
-  reg [7:0] \$664 ;
-  reg [2:0] \$665 ;
-  reg \$666 ;
-  reg [7:0] \$667 ;
-  reg \$668 ;
-  reg [7:0] \$669 ;
   wire [15:0] \$67 ;
-  reg [7:0] \$670 ;
-  reg [27:0] \$671 ;
-  reg [7:0] \$672 ;
-  reg [2:0] \$673 ;
-  reg \$674 ;
-  reg [7:0] \$675 ;
-  reg \$676 ;
-  reg [7:0] \$677 ;
-  reg [7:0] \$678 ;
-  reg [27:0] \$679 ;
   wire [15:0] \$68 ;
-  reg [7:0] \$680 ;
-  reg [2:0] \$681 ;
-  reg \$682 ;
-  reg [7:0] \$683 ;
-  reg \$684 ;
-  reg [7:0] \$685 ;
-  reg [7:0] \$686 ;
-  reg [27:0] \$687 ;
-  reg [7:0] \$688 ;
-  reg [2:0] \$689 ;
   wire [15:0] \$69 ;
-  reg \$690 ;
-  reg [7:0] \$691 ;
-  reg \$692 ;
-  reg [7:0] \$693 ;
-  reg [7:0] \$694 ;
-  reg [27:0] \$695 ;
-  reg [7:0] \$696 ;
-  reg [2:0] \$697 ;
-  reg \$698 ;
-  reg [7:0] \$699 ;
   wire \$7 ;
   wire [15:0] \$70 ;
-  reg \$700 ;
-  reg [7:0] \$701 ;
-  reg [7:0] \$702 ;
-  reg [27:0] \$703 ;
-  reg [7:0] \$704 ;
-  reg [2:0] \$705 ;
-  reg \$706 ;
-  reg [7:0] \$707 ;
-  reg \$708 ;
-  reg [7:0] \$709 ;
   wire [15:0] \$71 ;
-  reg [7:0] \$710 ;
-  reg [27:0] \$711 ;
-  reg [7:0] \$712 ;
-  reg [2:0] \$713 ;
-  reg \$714 ;
-  reg [7:0] \$715 ;
-  reg \$716 ;
-  reg [7:0] \$717 ;
-  reg [7:0] \$718 ;
-  reg [27:0] \$719 ;
   wire [15:0] \$72 ;
-  reg [7:0] \$720 ;
-  reg [2:0] \$721 ;
-  reg \$722 ;
-  reg [7:0] \$723 ;
-  reg [7:0] \$724 ;
-  reg [27:0] \$725 ;
-  reg [7:0] \$726 ;
-  reg [2:0] \$727 ;
-  reg \$728 ;
-  reg [7:0] \$729 ;
   wire [15:0] \$73 ;
-  reg \$730 ;
-  reg [7:0] \$731 ;
-  reg [7:0] \$732 ;
-  reg [27:0] \$733 ;
-  reg [7:0] \$734 ;
-  reg [2:0] \$735 ;
-  reg \$736 ;
-  reg [7:0] \$737 ;
-  reg \$738 ;
-  reg [7:0] \$739 ;
   wire [15:0] \$74 ;
-  reg [7:0] \$740 ;
-  reg [27:0] \$741 ;
-  reg [7:0] \$742 ;
-  reg [2:0] \$743 ;
-  reg \$744 ;
-  reg [7:0] \$745 ;
-  reg \$746 ;
-  reg [7:0] \$747 ;
-  reg [7:0] \$748 ;
-  reg [27:0] \$749 ;
   wire [15:0] \$75 ;
-  reg [7:0] \$750 ;
-  reg [2:0] \$751 ;
-  reg \$752 ;
-  reg [7:0] \$753 ;
-  reg \$754 ;
-  reg [7:0] \$755 ;
-  reg [7:0] \$756 ;
-  reg [27:0] \$757 ;
-  reg [7:0] \$758 ;
-  reg [2:0] \$759 ;
   wire [5:0] \$76 ;
-  reg \$760 ;
-  reg [7:0] \$761 ;
-  reg \$762 ;
-  reg [7:0] \$763 ;
-  reg [7:0] \$764 ;
-  reg [27:0] \$765 ;
-  reg [7:0] \$766 ;
-  reg [2:0] \$767 ;
-  reg \$768 ;
-  reg [7:0] \$769 ;
   wire \$77 ;
-  reg \$770 ;
-  reg [7:0] \$771 ;
-  reg [7:0] \$772 ;
-  reg [27:0] \$773 ;
-  reg [7:0] \$774 ;
-  reg [2:0] \$775 ;
-  reg \$776 ;
-  reg [7:0] \$777 ;
-  reg \$778 ;
-  reg [7:0] \$779 ;
   wire [1:0] \$78 ;
-  reg [7:0] \$780 ;
-  reg [27:0] \$781 ;
-  reg [7:0] \$782 ;
-  reg [2:0] \$783 ;
-  reg \$784 ;
-  reg [7:0] \$785 ;
-  reg [7:0] \$786 ;
-  reg [27:0] \$787 ;
-  reg [7:0] \$788 ;
-  reg [2:0] \$789 ;
   wire [5:0] \$79 ;
-  reg \$790 ;
-  reg [7:0] \$791 ;
-  reg \$792 ;
-  reg [7:0] \$793 ;
-  reg [7:0] \$794 ;
-  reg [27:0] \$795 ;
-  reg [7:0] \$796 ;
-  reg [2:0] \$797 ;
-  reg \$798 ;
-  reg [7:0] \$799 ;
   wire \$8 ;
   wire [6:0] \$80 ;
-  reg \$800 ;
-  reg [7:0] \$801 ;
-  reg [7:0] \$802 ;
-  reg [27:0] \$803 ;
-  reg [7:0] \$804 ;
-  reg [2:0] \$805 ;
-  reg \$806 ;
-  reg [7:0] \$807 ;
-  reg \$808 ;
-  reg [7:0] \$809 ;
   wire \$81 ;
-  reg [7:0] \$810 ;
-  reg [27:0] \$811 ;
-  reg [7:0] \$812 ;
-  reg [2:0] \$813 ;
-  reg \$814 ;
-  reg [7:0] \$815 ;
-  reg \$816 ;
-  reg [7:0] \$817 ;
-  reg [7:0] \$818 ;
-  reg [27:0] \$819 ;
   wire \$82 ;
-  reg [7:0] \$820 ;
-  reg [2:0] \$821 ;
-  reg \$822 ;
-  reg [7:0] \$823 ;
-  reg \$824 ;
-  reg [7:0] \$825 ;
-  reg [7:0] \$826 ;
-  reg [27:0] \$827 ;
-  reg [7:0] \$828 ;
-  reg [2:0] \$829 ;
   wire [3:0] \$83 ;
-  reg \$830 ;
-  reg [7:0] \$831 ;
-  reg \$832 ;
-  reg [7:0] \$833 ;
-  reg [7:0] \$834 ;
-  reg [27:0] \$835 ;
-  reg [7:0] \$836 ;
-  reg [2:0] \$837 ;
-  reg \$838 ;
-  reg [7:0] \$839 ;
   wire \$84 ;
-  reg \$840 ;
-  reg [7:0] \$841 ;
-  reg [7:0] \$842 ;
-  reg [27:0] \$843 ;
-  reg [7:0] \$844 ;
-  reg [2:0] \$845 ;
-  reg \$846 ;
-  reg [7:0] \$847 ;
-  reg [7:0] \$848 ;
-  reg [27:0] \$849 ;
   wire \$85 ;
-  reg [7:0] \$850 ;
-  reg \$851 ;
-  reg [7:0] \$852 ;
-  reg [7:0] \$853 ;
-  reg [27:0] \$854 ;
-  reg [7:0] \$855 ;
-  reg \$856 ;
-  reg [7:0] \$857 ;
-  reg [7:0] \$858 ;
-  reg [27:0] \$859 ;
   wire \$86 ;
-  reg [7:0] \$860 ;
-  reg \$861 ;
-  reg [7:0] \$862 ;
-  reg [7:0] \$863 ;
-  reg [27:0] \$864 ;
-  reg [7:0] \$865 ;
-  reg \$866 ;
-  reg [7:0] \$867 ;
-  reg [7:0] \$868 ;
-  reg [27:0] \$869 ;
   wire \$87 ;
-  reg [7:0] \$870 ;
-  reg \$871 ;
-  reg [7:0] \$872 ;
-  reg [7:0] \$873 ;
-  reg [27:0] \$874 ;
-  reg [7:0] \$875 ;
-  reg \$876 ;
-  reg [7:0] \$877 ;
-  reg [7:0] \$878 ;
-  reg [27:0] \$879 ;
   wire [3:0] \$88 ;
-  reg [7:0] \$880 ;
-  reg \$881 ;
-  reg [7:0] \$882 ;
-  reg [7:0] \$883 ;
-  reg [27:0] \$884 ;
-  reg [27:0] \$885 ;
-  reg [27:0] \$886 ;
-  reg [27:0] \$887 ;
-  reg [27:0] \$888 ;
-  reg [27:0] \$889 ;
   wire [3:0] \$89 ;
-  reg [27:0] \$890 ;
-  reg [27:0] \$891 ;
-  reg [27:0] \$892 ;
-  reg [27:0] \$893 ;
-  reg [27:0] \$894 ;
-  reg [27:0] \$895 ;
-  reg [27:0] \$896 ;
-  reg [27:0] \$897 ;
-  reg [27:0] \$898 ;
-  reg [27:0] \$899 ;
   wire \$9 ;
   wire \$90 ;
-  reg [27:0] \$900 ;
-  reg [27:0] \$901 ;
-  reg [27:0] \$902 ;
-  reg [27:0] \$903 ;
-  reg [27:0] \$904 ;
-  reg [27:0] \$905 ;
-  reg [27:0] \$906 ;
-  reg [27:0] \$907 ;
-  reg [27:0] \$908 ;
-  reg [27:0] \$909 ;
   wire [3:0] \$91 ;
-  reg [27:0] \$910 ;
-  reg [27:0] \$911 ;
-  reg [27:0] \$912 ;
-  reg [7:0] \$913 ;
-  reg [223:0] \$914 ;
-  reg [223:0] \$915 ;
-  reg [3:0] \$916 ;
-  reg [3:0] \$917 ;
-  reg [7:0] \$918 ;
-  reg [7:0] \$919 ;
   wire \$92 ;
-  reg [7:0] \$920 ;
-  reg [223:0] \$921 ;
-  reg [223:0] \$922 ;
-  reg [3:0] \$923 ;
   wire \$93 ;
   wire \$94 ;
   wire [3:0] \$95 ;
@@ -1090,532 +788,700 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   wire \meta_in.last ;
   wire \meta_in.valid ;
   reg [7:0] pe_0_0_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_0_0_flip_right = 1'h0;
   wire [27:0] pe_0_0_product;
   reg [27:0] pe_0_0_psum = 28'h0000000;
   reg [7:0] pe_0_0_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_0_0_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_0_0_tv_down = 1'h0;
   reg [7:0] pe_0_0_w_down = 8'h00;
   reg [7:0] pe_0_0_weight = 8'h00;
   reg [7:0] pe_0_1_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_0_1_flip_right = 1'h0;
   wire [27:0] pe_0_1_product;
   reg [27:0] pe_0_1_psum = 28'h0000000;
   reg [7:0] pe_0_1_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_0_1_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_0_1_tv_down = 1'h0;
   reg [7:0] pe_0_1_w_down = 8'h00;
   reg [7:0] pe_0_1_weight = 8'h00;
   reg [7:0] pe_0_2_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_0_2_flip_right = 1'h0;
   wire [27:0] pe_0_2_product;
   reg [27:0] pe_0_2_psum = 28'h0000000;
   reg [7:0] pe_0_2_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_0_2_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_0_2_tv_down = 1'h0;
   reg [7:0] pe_0_2_w_down = 8'h00;
   reg [7:0] pe_0_2_weight = 8'h00;
   reg [7:0] pe_0_3_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_0_3_flip_right = 1'h0;
   wire [27:0] pe_0_3_product;
   reg [27:0] pe_0_3_psum = 28'h0000000;
   reg [7:0] pe_0_3_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_0_3_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_0_3_tv_down = 1'h0;
   reg [7:0] pe_0_3_w_down = 8'h00;
   reg [7:0] pe_0_3_weight = 8'h00;
   reg [7:0] pe_0_4_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_0_4_flip_right = 1'h0;
   wire [27:0] pe_0_4_product;
   reg [27:0] pe_0_4_psum = 28'h0000000;
   reg [7:0] pe_0_4_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_0_4_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_0_4_tv_down = 1'h0;
   reg [7:0] pe_0_4_w_down = 8'h00;
   reg [7:0] pe_0_4_weight = 8'h00;
   reg [7:0] pe_0_5_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_0_5_flip_right = 1'h0;
   wire [27:0] pe_0_5_product;
   reg [27:0] pe_0_5_psum = 28'h0000000;
   reg [7:0] pe_0_5_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_0_5_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_0_5_tv_down = 1'h0;
   reg [7:0] pe_0_5_w_down = 8'h00;
   reg [7:0] pe_0_5_weight = 8'h00;
   reg [7:0] pe_0_6_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_0_6_flip_right = 1'h0;
   wire [27:0] pe_0_6_product;
   reg [27:0] pe_0_6_psum = 28'h0000000;
   reg [7:0] pe_0_6_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_0_6_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_0_6_tv_down = 1'h0;
   reg [7:0] pe_0_6_w_down = 8'h00;
   reg [7:0] pe_0_6_weight = 8'h00;
   wire [27:0] pe_0_7_product;
   reg [27:0] pe_0_7_psum = 28'h0000000;
   reg [7:0] pe_0_7_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_0_7_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_0_7_tv_down = 1'h0;
   reg [7:0] pe_0_7_w_down = 8'h00;
   reg [7:0] pe_0_7_weight = 8'h00;
   reg [7:0] pe_1_0_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_1_0_flip_right = 1'h0;
   wire [27:0] pe_1_0_product;
   reg [27:0] pe_1_0_psum = 28'h0000000;
   reg [7:0] pe_1_0_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_1_0_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_1_0_tv_down = 1'h0;
   reg [7:0] pe_1_0_w_down = 8'h00;
   reg [7:0] pe_1_0_weight = 8'h00;
   reg [7:0] pe_1_1_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_1_1_flip_right = 1'h0;
   wire [27:0] pe_1_1_product;
   reg [27:0] pe_1_1_psum = 28'h0000000;
   reg [7:0] pe_1_1_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_1_1_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_1_1_tv_down = 1'h0;
   reg [7:0] pe_1_1_w_down = 8'h00;
   reg [7:0] pe_1_1_weight = 8'h00;
   reg [7:0] pe_1_2_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_1_2_flip_right = 1'h0;
   wire [27:0] pe_1_2_product;
   reg [27:0] pe_1_2_psum = 28'h0000000;
   reg [7:0] pe_1_2_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_1_2_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_1_2_tv_down = 1'h0;
   reg [7:0] pe_1_2_w_down = 8'h00;
   reg [7:0] pe_1_2_weight = 8'h00;
   reg [7:0] pe_1_3_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_1_3_flip_right = 1'h0;
   wire [27:0] pe_1_3_product;
   reg [27:0] pe_1_3_psum = 28'h0000000;
   reg [7:0] pe_1_3_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_1_3_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_1_3_tv_down = 1'h0;
   reg [7:0] pe_1_3_w_down = 8'h00;
   reg [7:0] pe_1_3_weight = 8'h00;
   reg [7:0] pe_1_4_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_1_4_flip_right = 1'h0;
   wire [27:0] pe_1_4_product;
   reg [27:0] pe_1_4_psum = 28'h0000000;
   reg [7:0] pe_1_4_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_1_4_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_1_4_tv_down = 1'h0;
   reg [7:0] pe_1_4_w_down = 8'h00;
   reg [7:0] pe_1_4_weight = 8'h00;
   reg [7:0] pe_1_5_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_1_5_flip_right = 1'h0;
   wire [27:0] pe_1_5_product;
   reg [27:0] pe_1_5_psum = 28'h0000000;
   reg [7:0] pe_1_5_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_1_5_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_1_5_tv_down = 1'h0;
   reg [7:0] pe_1_5_w_down = 8'h00;
   reg [7:0] pe_1_5_weight = 8'h00;
   reg [7:0] pe_1_6_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_1_6_flip_right = 1'h0;
   wire [27:0] pe_1_6_product;
   reg [27:0] pe_1_6_psum = 28'h0000000;
   reg [7:0] pe_1_6_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_1_6_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_1_6_tv_down = 1'h0;
   reg [7:0] pe_1_6_w_down = 8'h00;
   reg [7:0] pe_1_6_weight = 8'h00;
   wire [27:0] pe_1_7_product;
   reg [27:0] pe_1_7_psum = 28'h0000000;
   reg [7:0] pe_1_7_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_1_7_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_1_7_tv_down = 1'h0;
   reg [7:0] pe_1_7_w_down = 8'h00;
   reg [7:0] pe_1_7_weight = 8'h00;
   reg [7:0] pe_2_0_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_2_0_flip_right = 1'h0;
   wire [27:0] pe_2_0_product;
   reg [27:0] pe_2_0_psum = 28'h0000000;
   reg [7:0] pe_2_0_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_2_0_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_2_0_tv_down = 1'h0;
   reg [7:0] pe_2_0_w_down = 8'h00;
   reg [7:0] pe_2_0_weight = 8'h00;
   reg [7:0] pe_2_1_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_2_1_flip_right = 1'h0;
   wire [27:0] pe_2_1_product;
   reg [27:0] pe_2_1_psum = 28'h0000000;
   reg [7:0] pe_2_1_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_2_1_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_2_1_tv_down = 1'h0;
   reg [7:0] pe_2_1_w_down = 8'h00;
   reg [7:0] pe_2_1_weight = 8'h00;
   reg [7:0] pe_2_2_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_2_2_flip_right = 1'h0;
   wire [27:0] pe_2_2_product;
   reg [27:0] pe_2_2_psum = 28'h0000000;
   reg [7:0] pe_2_2_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_2_2_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_2_2_tv_down = 1'h0;
   reg [7:0] pe_2_2_w_down = 8'h00;
   reg [7:0] pe_2_2_weight = 8'h00;
   reg [7:0] pe_2_3_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_2_3_flip_right = 1'h0;
   wire [27:0] pe_2_3_product;
   reg [27:0] pe_2_3_psum = 28'h0000000;
   reg [7:0] pe_2_3_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_2_3_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_2_3_tv_down = 1'h0;
   reg [7:0] pe_2_3_w_down = 8'h00;
   reg [7:0] pe_2_3_weight = 8'h00;
   reg [7:0] pe_2_4_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_2_4_flip_right = 1'h0;
   wire [27:0] pe_2_4_product;
   reg [27:0] pe_2_4_psum = 28'h0000000;
   reg [7:0] pe_2_4_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_2_4_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_2_4_tv_down = 1'h0;
   reg [7:0] pe_2_4_w_down = 8'h00;
   reg [7:0] pe_2_4_weight = 8'h00;
   reg [7:0] pe_2_5_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_2_5_flip_right = 1'h0;
   wire [27:0] pe_2_5_product;
   reg [27:0] pe_2_5_psum = 28'h0000000;
   reg [7:0] pe_2_5_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_2_5_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_2_5_tv_down = 1'h0;
   reg [7:0] pe_2_5_w_down = 8'h00;
   reg [7:0] pe_2_5_weight = 8'h00;
   reg [7:0] pe_2_6_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_2_6_flip_right = 1'h0;
   wire [27:0] pe_2_6_product;
   reg [27:0] pe_2_6_psum = 28'h0000000;
   reg [7:0] pe_2_6_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_2_6_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_2_6_tv_down = 1'h0;
   reg [7:0] pe_2_6_w_down = 8'h00;
   reg [7:0] pe_2_6_weight = 8'h00;
   wire [27:0] pe_2_7_product;
   reg [27:0] pe_2_7_psum = 28'h0000000;
   reg [7:0] pe_2_7_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_2_7_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_2_7_tv_down = 1'h0;
   reg [7:0] pe_2_7_w_down = 8'h00;
   reg [7:0] pe_2_7_weight = 8'h00;
   reg [7:0] pe_3_0_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_3_0_flip_right = 1'h0;
   wire [27:0] pe_3_0_product;
   reg [27:0] pe_3_0_psum = 28'h0000000;
   reg [7:0] pe_3_0_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_3_0_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_3_0_tv_down = 1'h0;
   reg [7:0] pe_3_0_w_down = 8'h00;
   reg [7:0] pe_3_0_weight = 8'h00;
   reg [7:0] pe_3_1_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_3_1_flip_right = 1'h0;
   wire [27:0] pe_3_1_product;
   reg [27:0] pe_3_1_psum = 28'h0000000;
   reg [7:0] pe_3_1_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_3_1_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_3_1_tv_down = 1'h0;
   reg [7:0] pe_3_1_w_down = 8'h00;
   reg [7:0] pe_3_1_weight = 8'h00;
   reg [7:0] pe_3_2_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_3_2_flip_right = 1'h0;
   wire [27:0] pe_3_2_product;
   reg [27:0] pe_3_2_psum = 28'h0000000;
   reg [7:0] pe_3_2_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_3_2_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_3_2_tv_down = 1'h0;
   reg [7:0] pe_3_2_w_down = 8'h00;
   reg [7:0] pe_3_2_weight = 8'h00;
   reg [7:0] pe_3_3_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_3_3_flip_right = 1'h0;
   wire [27:0] pe_3_3_product;
   reg [27:0] pe_3_3_psum = 28'h0000000;
   reg [7:0] pe_3_3_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_3_3_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_3_3_tv_down = 1'h0;
   reg [7:0] pe_3_3_w_down = 8'h00;
   reg [7:0] pe_3_3_weight = 8'h00;
   reg [7:0] pe_3_4_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_3_4_flip_right = 1'h0;
   wire [27:0] pe_3_4_product;
   reg [27:0] pe_3_4_psum = 28'h0000000;
   reg [7:0] pe_3_4_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_3_4_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_3_4_tv_down = 1'h0;
   reg [7:0] pe_3_4_w_down = 8'h00;
   reg [7:0] pe_3_4_weight = 8'h00;
   reg [7:0] pe_3_5_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_3_5_flip_right = 1'h0;
   wire [27:0] pe_3_5_product;
   reg [27:0] pe_3_5_psum = 28'h0000000;
   reg [7:0] pe_3_5_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_3_5_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_3_5_tv_down = 1'h0;
   reg [7:0] pe_3_5_w_down = 8'h00;
   reg [7:0] pe_3_5_weight = 8'h00;
   reg [7:0] pe_3_6_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_3_6_flip_right = 1'h0;
   wire [27:0] pe_3_6_product;
   reg [27:0] pe_3_6_psum = 28'h0000000;
   reg [7:0] pe_3_6_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_3_6_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_3_6_tv_down = 1'h0;
   reg [7:0] pe_3_6_w_down = 8'h00;
   reg [7:0] pe_3_6_weight = 8'h00;
   wire [27:0] pe_3_7_product;
   reg [27:0] pe_3_7_psum = 28'h0000000;
   reg [7:0] pe_3_7_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_3_7_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_3_7_tv_down = 1'h0;
   reg [7:0] pe_3_7_w_down = 8'h00;
   reg [7:0] pe_3_7_weight = 8'h00;
   reg [7:0] pe_4_0_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_4_0_flip_right = 1'h0;
   wire [27:0] pe_4_0_product;
   reg [27:0] pe_4_0_psum = 28'h0000000;
   reg [7:0] pe_4_0_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_4_0_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_4_0_tv_down = 1'h0;
   reg [7:0] pe_4_0_w_down = 8'h00;
   reg [7:0] pe_4_0_weight = 8'h00;
   reg [7:0] pe_4_1_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_4_1_flip_right = 1'h0;
   wire [27:0] pe_4_1_product;
   reg [27:0] pe_4_1_psum = 28'h0000000;
   reg [7:0] pe_4_1_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_4_1_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_4_1_tv_down = 1'h0;
   reg [7:0] pe_4_1_w_down = 8'h00;
   reg [7:0] pe_4_1_weight = 8'h00;
   reg [7:0] pe_4_2_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_4_2_flip_right = 1'h0;
   wire [27:0] pe_4_2_product;
   reg [27:0] pe_4_2_psum = 28'h0000000;
   reg [7:0] pe_4_2_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_4_2_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_4_2_tv_down = 1'h0;
   reg [7:0] pe_4_2_w_down = 8'h00;
   reg [7:0] pe_4_2_weight = 8'h00;
   reg [7:0] pe_4_3_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_4_3_flip_right = 1'h0;
   wire [27:0] pe_4_3_product;
   reg [27:0] pe_4_3_psum = 28'h0000000;
   reg [7:0] pe_4_3_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_4_3_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_4_3_tv_down = 1'h0;
   reg [7:0] pe_4_3_w_down = 8'h00;
   reg [7:0] pe_4_3_weight = 8'h00;
   reg [7:0] pe_4_4_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_4_4_flip_right = 1'h0;
   wire [27:0] pe_4_4_product;
   reg [27:0] pe_4_4_psum = 28'h0000000;
   reg [7:0] pe_4_4_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_4_4_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_4_4_tv_down = 1'h0;
   reg [7:0] pe_4_4_w_down = 8'h00;
   reg [7:0] pe_4_4_weight = 8'h00;
   reg [7:0] pe_4_5_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_4_5_flip_right = 1'h0;
   wire [27:0] pe_4_5_product;
   reg [27:0] pe_4_5_psum = 28'h0000000;
   reg [7:0] pe_4_5_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_4_5_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_4_5_tv_down = 1'h0;
   reg [7:0] pe_4_5_w_down = 8'h00;
   reg [7:0] pe_4_5_weight = 8'h00;
   reg [7:0] pe_4_6_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_4_6_flip_right = 1'h0;
   wire [27:0] pe_4_6_product;
   reg [27:0] pe_4_6_psum = 28'h0000000;
   reg [7:0] pe_4_6_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_4_6_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_4_6_tv_down = 1'h0;
   reg [7:0] pe_4_6_w_down = 8'h00;
   reg [7:0] pe_4_6_weight = 8'h00;
   wire [27:0] pe_4_7_product;
   reg [27:0] pe_4_7_psum = 28'h0000000;
   reg [7:0] pe_4_7_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_4_7_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_4_7_tv_down = 1'h0;
   reg [7:0] pe_4_7_w_down = 8'h00;
   reg [7:0] pe_4_7_weight = 8'h00;
   reg [7:0] pe_5_0_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_5_0_flip_right = 1'h0;
   wire [27:0] pe_5_0_product;
   reg [27:0] pe_5_0_psum = 28'h0000000;
   reg [7:0] pe_5_0_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_5_0_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_5_0_tv_down = 1'h0;
   reg [7:0] pe_5_0_w_down = 8'h00;
   reg [7:0] pe_5_0_weight = 8'h00;
   reg [7:0] pe_5_1_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_5_1_flip_right = 1'h0;
   wire [27:0] pe_5_1_product;
   reg [27:0] pe_5_1_psum = 28'h0000000;
   reg [7:0] pe_5_1_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_5_1_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_5_1_tv_down = 1'h0;
   reg [7:0] pe_5_1_w_down = 8'h00;
   reg [7:0] pe_5_1_weight = 8'h00;
   reg [7:0] pe_5_2_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_5_2_flip_right = 1'h0;
   wire [27:0] pe_5_2_product;
   reg [27:0] pe_5_2_psum = 28'h0000000;
   reg [7:0] pe_5_2_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_5_2_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_5_2_tv_down = 1'h0;
   reg [7:0] pe_5_2_w_down = 8'h00;
   reg [7:0] pe_5_2_weight = 8'h00;
   reg [7:0] pe_5_3_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_5_3_flip_right = 1'h0;
   wire [27:0] pe_5_3_product;
   reg [27:0] pe_5_3_psum = 28'h0000000;
   reg [7:0] pe_5_3_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_5_3_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_5_3_tv_down = 1'h0;
   reg [7:0] pe_5_3_w_down = 8'h00;
   reg [7:0] pe_5_3_weight = 8'h00;
   reg [7:0] pe_5_4_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_5_4_flip_right = 1'h0;
   wire [27:0] pe_5_4_product;
   reg [27:0] pe_5_4_psum = 28'h0000000;
   reg [7:0] pe_5_4_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_5_4_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_5_4_tv_down = 1'h0;
   reg [7:0] pe_5_4_w_down = 8'h00;
   reg [7:0] pe_5_4_weight = 8'h00;
   reg [7:0] pe_5_5_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_5_5_flip_right = 1'h0;
   wire [27:0] pe_5_5_product;
   reg [27:0] pe_5_5_psum = 28'h0000000;
   reg [7:0] pe_5_5_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_5_5_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_5_5_tv_down = 1'h0;
   reg [7:0] pe_5_5_w_down = 8'h00;
   reg [7:0] pe_5_5_weight = 8'h00;
   reg [7:0] pe_5_6_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_5_6_flip_right = 1'h0;
   wire [27:0] pe_5_6_product;
   reg [27:0] pe_5_6_psum = 28'h0000000;
   reg [7:0] pe_5_6_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_5_6_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_5_6_tv_down = 1'h0;
   reg [7:0] pe_5_6_w_down = 8'h00;
   reg [7:0] pe_5_6_weight = 8'h00;
   wire [27:0] pe_5_7_product;
   reg [27:0] pe_5_7_psum = 28'h0000000;
   reg [7:0] pe_5_7_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_5_7_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_5_7_tv_down = 1'h0;
   reg [7:0] pe_5_7_w_down = 8'h00;
   reg [7:0] pe_5_7_weight = 8'h00;
   reg [7:0] pe_6_0_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_6_0_flip_right = 1'h0;
   wire [27:0] pe_6_0_product;
   reg [27:0] pe_6_0_psum = 28'h0000000;
   reg [7:0] pe_6_0_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_6_0_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_6_0_tv_down = 1'h0;
   reg [7:0] pe_6_0_w_down = 8'h00;
   reg [7:0] pe_6_0_weight = 8'h00;
   reg [7:0] pe_6_1_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_6_1_flip_right = 1'h0;
   wire [27:0] pe_6_1_product;
   reg [27:0] pe_6_1_psum = 28'h0000000;
   reg [7:0] pe_6_1_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_6_1_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_6_1_tv_down = 1'h0;
   reg [7:0] pe_6_1_w_down = 8'h00;
   reg [7:0] pe_6_1_weight = 8'h00;
   reg [7:0] pe_6_2_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_6_2_flip_right = 1'h0;
   wire [27:0] pe_6_2_product;
   reg [27:0] pe_6_2_psum = 28'h0000000;
   reg [7:0] pe_6_2_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_6_2_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_6_2_tv_down = 1'h0;
   reg [7:0] pe_6_2_w_down = 8'h00;
   reg [7:0] pe_6_2_weight = 8'h00;
   reg [7:0] pe_6_3_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_6_3_flip_right = 1'h0;
   wire [27:0] pe_6_3_product;
   reg [27:0] pe_6_3_psum = 28'h0000000;
   reg [7:0] pe_6_3_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_6_3_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_6_3_tv_down = 1'h0;
   reg [7:0] pe_6_3_w_down = 8'h00;
   reg [7:0] pe_6_3_weight = 8'h00;
   reg [7:0] pe_6_4_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_6_4_flip_right = 1'h0;
   wire [27:0] pe_6_4_product;
   reg [27:0] pe_6_4_psum = 28'h0000000;
   reg [7:0] pe_6_4_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_6_4_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_6_4_tv_down = 1'h0;
   reg [7:0] pe_6_4_w_down = 8'h00;
   reg [7:0] pe_6_4_weight = 8'h00;
   reg [7:0] pe_6_5_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_6_5_flip_right = 1'h0;
   wire [27:0] pe_6_5_product;
   reg [27:0] pe_6_5_psum = 28'h0000000;
   reg [7:0] pe_6_5_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_6_5_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_6_5_tv_down = 1'h0;
   reg [7:0] pe_6_5_w_down = 8'h00;
   reg [7:0] pe_6_5_weight = 8'h00;
   reg [7:0] pe_6_6_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_6_6_flip_right = 1'h0;
   wire [27:0] pe_6_6_product;
   reg [27:0] pe_6_6_psum = 28'h0000000;
   reg [7:0] pe_6_6_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_6_6_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_6_6_tv_down = 1'h0;
   reg [7:0] pe_6_6_w_down = 8'h00;
   reg [7:0] pe_6_6_weight = 8'h00;
   wire [27:0] pe_6_7_product;
   reg [27:0] pe_6_7_psum = 28'h0000000;
   reg [7:0] pe_6_7_shadow = 8'h00;
+  (* keep = 32'd1 *)
   reg [2:0] pe_6_7_tag_down = 3'h0;
+  (* keep = 32'd1 *)
   reg pe_6_7_tv_down = 1'h0;
   reg [7:0] pe_6_7_w_down = 8'h00;
   reg [7:0] pe_6_7_weight = 8'h00;
   reg [7:0] pe_7_0_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_7_0_flip_right = 1'h0;
   wire [27:0] pe_7_0_product;
   reg [27:0] pe_7_0_psum = 28'h0000000;
   reg [7:0] pe_7_0_shadow = 8'h00;
   reg [7:0] pe_7_0_weight = 8'h00;
   reg [7:0] pe_7_1_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_7_1_flip_right = 1'h0;
   wire [27:0] pe_7_1_product;
   reg [27:0] pe_7_1_psum = 28'h0000000;
   reg [7:0] pe_7_1_shadow = 8'h00;
   reg [7:0] pe_7_1_weight = 8'h00;
   reg [7:0] pe_7_2_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_7_2_flip_right = 1'h0;
   wire [27:0] pe_7_2_product;
   reg [27:0] pe_7_2_psum = 28'h0000000;
   reg [7:0] pe_7_2_shadow = 8'h00;
   reg [7:0] pe_7_2_weight = 8'h00;
   reg [7:0] pe_7_3_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_7_3_flip_right = 1'h0;
   wire [27:0] pe_7_3_product;
   reg [27:0] pe_7_3_psum = 28'h0000000;
   reg [7:0] pe_7_3_shadow = 8'h00;
   reg [7:0] pe_7_3_weight = 8'h00;
   reg [7:0] pe_7_4_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_7_4_flip_right = 1'h0;
   wire [27:0] pe_7_4_product;
   reg [27:0] pe_7_4_psum = 28'h0000000;
   reg [7:0] pe_7_4_shadow = 8'h00;
   reg [7:0] pe_7_4_weight = 8'h00;
   reg [7:0] pe_7_5_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_7_5_flip_right = 1'h0;
   wire [27:0] pe_7_5_product;
   reg [27:0] pe_7_5_psum = 28'h0000000;
   reg [7:0] pe_7_5_shadow = 8'h00;
   reg [7:0] pe_7_5_weight = 8'h00;
   reg [7:0] pe_7_6_a_right = 8'h00;
+  (* keep = 32'd1 *)
   reg pe_7_6_flip_right = 1'h0;
   wire [27:0] pe_7_6_product;
   reg [27:0] pe_7_6_psum = 28'h0000000;
@@ -2041,6 +1907,1238 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
     _0_ <= accumulator[read__addr];
   end
   assign read__data = _0_;
+  always @(posedge clk)
+    row_meta_d13 <= \$346 ;
+  always @(posedge clk)
+    row_meta_d14 <= \$347 ;
+  always @(posedge clk)
+    row_meta_d15 <= \$348 ;
+  always @(posedge clk)
+    a_skew0_d0 <= activations__payload[7:0];
+  always @(posedge clk)
+    a_skew1_d0 <= activations__payload[15:8];
+  always @(posedge clk)
+    a_skew1_d1 <= a_skew1_d0;
+  always @(posedge clk)
+    a_skew2_d0 <= activations__payload[23:16];
+  always @(posedge clk)
+    a_skew2_d1 <= a_skew2_d0;
+  always @(posedge clk)
+    a_skew2_d2 <= a_skew2_d1;
+  always @(posedge clk)
+    a_skew3_d0 <= activations__payload[31:24];
+  always @(posedge clk)
+    a_skew3_d1 <= a_skew3_d0;
+  always @(posedge clk)
+    a_skew3_d2 <= a_skew3_d1;
+  always @(posedge clk)
+    a_skew3_d3 <= a_skew3_d2;
+  always @(posedge clk)
+    a_skew4_d0 <= activations__payload[39:32];
+  always @(posedge clk)
+    a_skew4_d1 <= a_skew4_d0;
+  always @(posedge clk)
+    a_skew4_d2 <= a_skew4_d1;
+  always @(posedge clk)
+    a_skew4_d3 <= a_skew4_d2;
+  always @(posedge clk)
+    a_skew4_d4 <= a_skew4_d3;
+  always @(posedge clk)
+    a_skew5_d0 <= activations__payload[47:40];
+  always @(posedge clk)
+    a_skew5_d1 <= a_skew5_d0;
+  always @(posedge clk)
+    a_skew5_d2 <= a_skew5_d1;
+  always @(posedge clk)
+    a_skew5_d3 <= a_skew5_d2;
+  always @(posedge clk)
+    a_skew5_d4 <= a_skew5_d3;
+  always @(posedge clk)
+    a_skew5_d5 <= a_skew5_d4;
+  always @(posedge clk)
+    a_skew6_d0 <= activations__payload[55:48];
+  always @(posedge clk)
+    a_skew6_d1 <= a_skew6_d0;
+  always @(posedge clk)
+    a_skew6_d2 <= a_skew6_d1;
+  always @(posedge clk)
+    a_skew6_d3 <= a_skew6_d2;
+  always @(posedge clk)
+    a_skew6_d4 <= a_skew6_d3;
+  always @(posedge clk)
+    a_skew6_d5 <= a_skew6_d4;
+  always @(posedge clk)
+    a_skew6_d6 <= a_skew6_d5;
+  always @(posedge clk)
+    a_skew7_d0 <= activations__payload[63:56];
+  always @(posedge clk)
+    a_skew7_d1 <= a_skew7_d0;
+  always @(posedge clk)
+    a_skew7_d2 <= a_skew7_d1;
+  always @(posedge clk)
+    a_skew7_d3 <= a_skew7_d2;
+  always @(posedge clk)
+    a_skew7_d4 <= a_skew7_d3;
+  always @(posedge clk)
+    a_skew7_d5 <= a_skew7_d4;
+  always @(posedge clk)
+    a_skew7_d6 <= a_skew7_d5;
+  always @(posedge clk)
+    a_skew7_d7 <= a_skew7_d6;
+  always @(posedge clk)
+    flip_skew1_d0 <= \$349 ;
+  always @(posedge clk)
+    flip_skew2_d0 <= \$350 ;
+  always @(posedge clk)
+    flip_skew2_d1 <= \$351 ;
+  always @(posedge clk)
+    flip_skew3_d0 <= \$352 ;
+  always @(posedge clk)
+    flip_skew3_d1 <= \$353 ;
+  always @(posedge clk)
+    flip_skew3_d2 <= \$354 ;
+  always @(posedge clk)
+    flip_skew4_d0 <= \$355 ;
+  always @(posedge clk)
+    flip_skew4_d1 <= \$356 ;
+  always @(posedge clk)
+    flip_skew4_d2 <= \$357 ;
+  always @(posedge clk)
+    flip_skew4_d3 <= \$358 ;
+  always @(posedge clk)
+    flip_skew5_d0 <= \$359 ;
+  always @(posedge clk)
+    flip_skew5_d1 <= \$360 ;
+  always @(posedge clk)
+    flip_skew5_d2 <= \$361 ;
+  always @(posedge clk)
+    flip_skew5_d3 <= \$362 ;
+  always @(posedge clk)
+    flip_skew5_d4 <= \$363 ;
+  always @(posedge clk)
+    flip_skew6_d0 <= \$364 ;
+  always @(posedge clk)
+    flip_skew6_d1 <= \$365 ;
+  always @(posedge clk)
+    flip_skew6_d2 <= \$366 ;
+  always @(posedge clk)
+    flip_skew6_d3 <= \$367 ;
+  always @(posedge clk)
+    flip_skew6_d4 <= \$368 ;
+  always @(posedge clk)
+    flip_skew6_d5 <= \$369 ;
+  always @(posedge clk)
+    flip_skew7_d0 <= \$370 ;
+  always @(posedge clk)
+    flip_skew7_d1 <= \$371 ;
+  always @(posedge clk)
+    flip_skew7_d2 <= \$372 ;
+  always @(posedge clk)
+    flip_skew7_d3 <= \$373 ;
+  always @(posedge clk)
+    flip_skew7_d4 <= \$374 ;
+  always @(posedge clk)
+    flip_skew7_d5 <= \$375 ;
+  always @(posedge clk)
+    flip_skew7_d6 <= \$376 ;
+  always @(posedge clk)
+    pe_0_0_shadow <= \$377 ;
+  always @(posedge clk)
+    pe_0_0_weight <= \$378 ;
+  always @(posedge clk)
+    pe_0_0_psum <= \$101 [27:0];
+  always @(posedge clk)
+    pe_0_0_w_down <= weights__payload[7:0];
+  always @(posedge clk)
+    pe_0_0_tag_down <= load_count;
+  always @(posedge clk)
+    pe_0_0_tv_down <= \$379 ;
+  always @(posedge clk)
+    pe_0_0_a_right <= a_skew0_d0;
+  always @(posedge clk)
+    pe_0_0_flip_right <= \$380 ;
+  always @(posedge clk)
+    pe_0_1_shadow <= \$381 ;
+  always @(posedge clk)
+    pe_0_1_weight <= \$382 ;
+  always @(posedge clk)
+    pe_0_1_psum <= \$106 [27:0];
+  always @(posedge clk)
+    pe_0_1_w_down <= weights__payload[15:8];
+  always @(posedge clk)
+    pe_0_1_tag_down <= load_count;
+  always @(posedge clk)
+    pe_0_1_tv_down <= \$383 ;
+  always @(posedge clk)
+    pe_0_1_a_right <= pe_0_0_a_right;
+  always @(posedge clk)
+    pe_0_1_flip_right <= \$384 ;
+  always @(posedge clk)
+    pe_0_2_shadow <= \$385 ;
+  always @(posedge clk)
+    pe_0_2_weight <= \$386 ;
+  always @(posedge clk)
+    pe_0_2_psum <= \$111 [27:0];
+  always @(posedge clk)
+    pe_0_2_w_down <= weights__payload[23:16];
+  always @(posedge clk)
+    pe_0_2_tag_down <= load_count;
+  always @(posedge clk)
+    pe_0_2_tv_down <= \$387 ;
+  always @(posedge clk)
+    pe_0_2_a_right <= pe_0_1_a_right;
+  always @(posedge clk)
+    pe_0_2_flip_right <= \$388 ;
+  always @(posedge clk)
+    pe_0_3_shadow <= \$389 ;
+  always @(posedge clk)
+    pe_0_3_weight <= \$390 ;
+  always @(posedge clk)
+    pe_0_3_psum <= \$116 [27:0];
+  always @(posedge clk)
+    pe_0_3_w_down <= weights__payload[31:24];
+  always @(posedge clk)
+    pe_0_3_tag_down <= load_count;
+  always @(posedge clk)
+    pe_0_3_tv_down <= \$391 ;
+  always @(posedge clk)
+    pe_0_3_a_right <= pe_0_2_a_right;
+  always @(posedge clk)
+    pe_0_3_flip_right <= \$392 ;
+  always @(posedge clk)
+    pe_0_4_shadow <= \$393 ;
+  always @(posedge clk)
+    pe_0_4_weight <= \$394 ;
+  always @(posedge clk)
+    pe_0_4_psum <= \$121 [27:0];
+  always @(posedge clk)
+    pe_0_4_w_down <= weights__payload[39:32];
+  always @(posedge clk)
+    pe_0_4_tag_down <= load_count;
+  always @(posedge clk)
+    pe_0_4_tv_down <= \$395 ;
+  always @(posedge clk)
+    pe_0_4_a_right <= pe_0_3_a_right;
+  always @(posedge clk)
+    pe_0_4_flip_right <= \$396 ;
+  always @(posedge clk)
+    pe_0_5_shadow <= \$397 ;
+  always @(posedge clk)
+    pe_0_5_weight <= \$398 ;
+  always @(posedge clk)
+    pe_0_5_psum <= \$126 [27:0];
+  always @(posedge clk)
+    pe_0_5_w_down <= weights__payload[47:40];
+  always @(posedge clk)
+    pe_0_5_tag_down <= load_count;
+  always @(posedge clk)
+    pe_0_5_tv_down <= \$399 ;
+  always @(posedge clk)
+    pe_0_5_a_right <= pe_0_4_a_right;
+  always @(posedge clk)
+    pe_0_5_flip_right <= \$400 ;
+  always @(posedge clk)
+    pe_0_6_shadow <= \$401 ;
+  always @(posedge clk)
+    pe_0_6_weight <= \$402 ;
+  always @(posedge clk)
+    pe_0_6_psum <= \$131 [27:0];
+  always @(posedge clk)
+    pe_0_6_w_down <= weights__payload[55:48];
+  always @(posedge clk)
+    pe_0_6_tag_down <= load_count;
+  always @(posedge clk)
+    pe_0_6_tv_down <= \$403 ;
+  always @(posedge clk)
+    pe_0_6_a_right <= pe_0_5_a_right;
+  always @(posedge clk)
+    pe_0_6_flip_right <= \$404 ;
+  always @(posedge clk)
+    pe_0_7_shadow <= \$405 ;
+  always @(posedge clk)
+    pe_0_7_weight <= \$406 ;
+  always @(posedge clk)
+    pe_0_7_psum <= \$136 [27:0];
+  always @(posedge clk)
+    pe_0_7_w_down <= weights__payload[63:56];
+  always @(posedge clk)
+    pe_0_7_tag_down <= load_count;
+  always @(posedge clk)
+    pe_0_7_tv_down <= \$407 ;
+  always @(posedge clk)
+    pe_1_0_shadow <= \$408 ;
+  always @(posedge clk)
+    pe_1_0_weight <= \$409 ;
+  always @(posedge clk)
+    pe_1_0_psum <= \$140 [27:0];
+  always @(posedge clk)
+    pe_1_0_w_down <= pe_0_0_w_down;
+  always @(posedge clk)
+    pe_1_0_tag_down <= pe_0_0_tag_down;
+  always @(posedge clk)
+    pe_1_0_tv_down <= \$410 ;
+  always @(posedge clk)
+    pe_1_0_a_right <= a_skew1_d1;
+  always @(posedge clk)
+    pe_1_0_flip_right <= \$411 ;
+  always @(posedge clk)
+    pe_1_1_shadow <= \$412 ;
+  always @(posedge clk)
+    pe_1_1_weight <= \$413 ;
+  always @(posedge clk)
+    pe_1_1_psum <= \$143 [27:0];
+  always @(posedge clk)
+    pe_1_1_w_down <= pe_0_1_w_down;
+  always @(posedge clk)
+    pe_1_1_tag_down <= pe_0_1_tag_down;
+  always @(posedge clk)
+    pe_1_1_tv_down <= \$414 ;
+  always @(posedge clk)
+    pe_1_1_a_right <= pe_1_0_a_right;
+  always @(posedge clk)
+    pe_1_1_flip_right <= \$415 ;
+  always @(posedge clk)
+    pe_1_2_shadow <= \$416 ;
+  always @(posedge clk)
+    pe_1_2_weight <= \$417 ;
+  always @(posedge clk)
+    pe_1_2_psum <= \$146 [27:0];
+  always @(posedge clk)
+    pe_1_2_w_down <= pe_0_2_w_down;
+  always @(posedge clk)
+    pe_1_2_tag_down <= pe_0_2_tag_down;
+  always @(posedge clk)
+    pe_1_2_tv_down <= \$418 ;
+  always @(posedge clk)
+    pe_1_2_a_right <= pe_1_1_a_right;
+  always @(posedge clk)
+    pe_1_2_flip_right <= \$419 ;
+  always @(posedge clk)
+    pe_1_3_shadow <= \$420 ;
+  always @(posedge clk)
+    pe_1_3_weight <= \$421 ;
+  always @(posedge clk)
+    pe_1_3_psum <= \$149 [27:0];
+  always @(posedge clk)
+    pe_1_3_w_down <= pe_0_3_w_down;
+  always @(posedge clk)
+    pe_1_3_tag_down <= pe_0_3_tag_down;
+  always @(posedge clk)
+    pe_1_3_tv_down <= \$422 ;
+  always @(posedge clk)
+    pe_1_3_a_right <= pe_1_2_a_right;
+  always @(posedge clk)
+    pe_1_3_flip_right <= \$423 ;
+  always @(posedge clk)
+    pe_1_4_shadow <= \$424 ;
+  always @(posedge clk)
+    pe_1_4_weight <= \$425 ;
+  always @(posedge clk)
+    pe_1_4_psum <= \$152 [27:0];
+  always @(posedge clk)
+    pe_1_4_w_down <= pe_0_4_w_down;
+  always @(posedge clk)
+    pe_1_4_tag_down <= pe_0_4_tag_down;
+  always @(posedge clk)
+    pe_1_4_tv_down <= \$426 ;
+  always @(posedge clk)
+    pe_1_4_a_right <= pe_1_3_a_right;
+  always @(posedge clk)
+    pe_1_4_flip_right <= \$427 ;
+  always @(posedge clk)
+    pe_1_5_shadow <= \$428 ;
+  always @(posedge clk)
+    pe_1_5_weight <= \$429 ;
+  always @(posedge clk)
+    pe_1_5_psum <= \$155 [27:0];
+  always @(posedge clk)
+    pe_1_5_w_down <= pe_0_5_w_down;
+  always @(posedge clk)
+    pe_1_5_tag_down <= pe_0_5_tag_down;
+  always @(posedge clk)
+    pe_1_5_tv_down <= \$430 ;
+  always @(posedge clk)
+    pe_1_5_a_right <= pe_1_4_a_right;
+  always @(posedge clk)
+    pe_1_5_flip_right <= \$431 ;
+  always @(posedge clk)
+    pe_1_6_shadow <= \$432 ;
+  always @(posedge clk)
+    pe_1_6_weight <= \$433 ;
+  always @(posedge clk)
+    pe_1_6_psum <= \$158 [27:0];
+  always @(posedge clk)
+    pe_1_6_w_down <= pe_0_6_w_down;
+  always @(posedge clk)
+    pe_1_6_tag_down <= pe_0_6_tag_down;
+  always @(posedge clk)
+    pe_1_6_tv_down <= \$434 ;
+  always @(posedge clk)
+    pe_1_6_a_right <= pe_1_5_a_right;
+  always @(posedge clk)
+    pe_1_6_flip_right <= \$435 ;
+  always @(posedge clk)
+    pe_1_7_shadow <= \$436 ;
+  always @(posedge clk)
+    pe_1_7_weight <= \$437 ;
+  always @(posedge clk)
+    pe_1_7_psum <= \$161 [27:0];
+  always @(posedge clk)
+    pe_1_7_w_down <= pe_0_7_w_down;
+  always @(posedge clk)
+    pe_1_7_tag_down <= pe_0_7_tag_down;
+  always @(posedge clk)
+    pe_1_7_tv_down <= \$438 ;
+  always @(posedge clk)
+    pe_2_0_shadow <= \$439 ;
+  always @(posedge clk)
+    pe_2_0_weight <= \$440 ;
+  always @(posedge clk)
+    pe_2_0_psum <= \$164 [27:0];
+  always @(posedge clk)
+    pe_2_0_w_down <= pe_1_0_w_down;
+  always @(posedge clk)
+    pe_2_0_tag_down <= pe_1_0_tag_down;
+  always @(posedge clk)
+    pe_2_0_tv_down <= \$441 ;
+  always @(posedge clk)
+    pe_2_0_a_right <= a_skew2_d2;
+  always @(posedge clk)
+    pe_2_0_flip_right <= \$442 ;
+  always @(posedge clk)
+    pe_2_1_shadow <= \$443 ;
+  always @(posedge clk)
+    pe_2_1_weight <= \$444 ;
+  always @(posedge clk)
+    pe_2_1_psum <= \$167 [27:0];
+  always @(posedge clk)
+    pe_2_1_w_down <= pe_1_1_w_down;
+  always @(posedge clk)
+    pe_2_1_tag_down <= pe_1_1_tag_down;
+  always @(posedge clk)
+    pe_2_1_tv_down <= \$445 ;
+  always @(posedge clk)
+    pe_2_1_a_right <= pe_2_0_a_right;
+  always @(posedge clk)
+    pe_2_1_flip_right <= \$446 ;
+  always @(posedge clk)
+    pe_2_2_shadow <= \$447 ;
+  always @(posedge clk)
+    pe_2_2_weight <= \$448 ;
+  always @(posedge clk)
+    pe_2_2_psum <= \$170 [27:0];
+  always @(posedge clk)
+    pe_2_2_w_down <= pe_1_2_w_down;
+  always @(posedge clk)
+    pe_2_2_tag_down <= pe_1_2_tag_down;
+  always @(posedge clk)
+    pe_2_2_tv_down <= \$449 ;
+  always @(posedge clk)
+    pe_2_2_a_right <= pe_2_1_a_right;
+  always @(posedge clk)
+    pe_2_2_flip_right <= \$450 ;
+  always @(posedge clk)
+    pe_2_3_shadow <= \$451 ;
+  always @(posedge clk)
+    pe_2_3_weight <= \$452 ;
+  always @(posedge clk)
+    pe_2_3_psum <= \$173 [27:0];
+  always @(posedge clk)
+    pe_2_3_w_down <= pe_1_3_w_down;
+  always @(posedge clk)
+    pe_2_3_tag_down <= pe_1_3_tag_down;
+  always @(posedge clk)
+    pe_2_3_tv_down <= \$453 ;
+  always @(posedge clk)
+    pe_2_3_a_right <= pe_2_2_a_right;
+  always @(posedge clk)
+    pe_2_3_flip_right <= \$454 ;
+  always @(posedge clk)
+    pe_2_4_shadow <= \$455 ;
+  always @(posedge clk)
+    pe_2_4_weight <= \$456 ;
+  always @(posedge clk)
+    pe_2_4_psum <= \$176 [27:0];
+  always @(posedge clk)
+    pe_2_4_w_down <= pe_1_4_w_down;
+  always @(posedge clk)
+    pe_2_4_tag_down <= pe_1_4_tag_down;
+  always @(posedge clk)
+    pe_2_4_tv_down <= \$457 ;
+  always @(posedge clk)
+    pe_2_4_a_right <= pe_2_3_a_right;
+  always @(posedge clk)
+    pe_2_4_flip_right <= \$458 ;
+  always @(posedge clk)
+    pe_2_5_shadow <= \$459 ;
+  always @(posedge clk)
+    pe_2_5_weight <= \$460 ;
+  always @(posedge clk)
+    pe_2_5_psum <= \$179 [27:0];
+  always @(posedge clk)
+    pe_2_5_w_down <= pe_1_5_w_down;
+  always @(posedge clk)
+    pe_2_5_tag_down <= pe_1_5_tag_down;
+  always @(posedge clk)
+    pe_2_5_tv_down <= \$461 ;
+  always @(posedge clk)
+    pe_2_5_a_right <= pe_2_4_a_right;
+  always @(posedge clk)
+    pe_2_5_flip_right <= \$462 ;
+  always @(posedge clk)
+    pe_2_6_shadow <= \$463 ;
+  always @(posedge clk)
+    pe_2_6_weight <= \$464 ;
+  always @(posedge clk)
+    pe_2_6_psum <= \$182 [27:0];
+  always @(posedge clk)
+    pe_2_6_w_down <= pe_1_6_w_down;
+  always @(posedge clk)
+    pe_2_6_tag_down <= pe_1_6_tag_down;
+  always @(posedge clk)
+    pe_2_6_tv_down <= \$465 ;
+  always @(posedge clk)
+    pe_2_6_a_right <= pe_2_5_a_right;
+  always @(posedge clk)
+    pe_2_6_flip_right <= \$466 ;
+  always @(posedge clk)
+    pe_2_7_shadow <= \$467 ;
+  always @(posedge clk)
+    pe_2_7_weight <= \$468 ;
+  always @(posedge clk)
+    pe_2_7_psum <= \$185 [27:0];
+  always @(posedge clk)
+    pe_2_7_w_down <= pe_1_7_w_down;
+  always @(posedge clk)
+    pe_2_7_tag_down <= pe_1_7_tag_down;
+  always @(posedge clk)
+    pe_2_7_tv_down <= \$469 ;
+  always @(posedge clk)
+    pe_3_0_shadow <= \$470 ;
+  always @(posedge clk)
+    pe_3_0_weight <= \$471 ;
+  always @(posedge clk)
+    pe_3_0_psum <= \$188 [27:0];
+  always @(posedge clk)
+    pe_3_0_w_down <= pe_2_0_w_down;
+  always @(posedge clk)
+    pe_3_0_tag_down <= pe_2_0_tag_down;
+  always @(posedge clk)
+    pe_3_0_tv_down <= \$472 ;
+  always @(posedge clk)
+    pe_3_0_a_right <= a_skew3_d3;
+  always @(posedge clk)
+    pe_3_0_flip_right <= \$473 ;
+  always @(posedge clk)
+    pe_3_1_shadow <= \$474 ;
+  always @(posedge clk)
+    pe_3_1_weight <= \$475 ;
+  always @(posedge clk)
+    pe_3_1_psum <= \$191 [27:0];
+  always @(posedge clk)
+    pe_3_1_w_down <= pe_2_1_w_down;
+  always @(posedge clk)
+    pe_3_1_tag_down <= pe_2_1_tag_down;
+  always @(posedge clk)
+    pe_3_1_tv_down <= \$476 ;
+  always @(posedge clk)
+    pe_3_1_a_right <= pe_3_0_a_right;
+  always @(posedge clk)
+    pe_3_1_flip_right <= \$477 ;
+  always @(posedge clk)
+    pe_3_2_shadow <= \$478 ;
+  always @(posedge clk)
+    pe_3_2_weight <= \$479 ;
+  always @(posedge clk)
+    pe_3_2_psum <= \$194 [27:0];
+  always @(posedge clk)
+    pe_3_2_w_down <= pe_2_2_w_down;
+  always @(posedge clk)
+    pe_3_2_tag_down <= pe_2_2_tag_down;
+  always @(posedge clk)
+    pe_3_2_tv_down <= \$480 ;
+  always @(posedge clk)
+    pe_3_2_a_right <= pe_3_1_a_right;
+  always @(posedge clk)
+    pe_3_2_flip_right <= \$481 ;
+  always @(posedge clk)
+    pe_3_3_shadow <= \$482 ;
+  always @(posedge clk)
+    pe_3_3_weight <= \$483 ;
+  always @(posedge clk)
+    pe_3_3_psum <= \$197 [27:0];
+  always @(posedge clk)
+    pe_3_3_w_down <= pe_2_3_w_down;
+  always @(posedge clk)
+    pe_3_3_tag_down <= pe_2_3_tag_down;
+  always @(posedge clk)
+    pe_3_3_tv_down <= \$484 ;
+  always @(posedge clk)
+    pe_3_3_a_right <= pe_3_2_a_right;
+  always @(posedge clk)
+    pe_3_3_flip_right <= \$485 ;
+  always @(posedge clk)
+    pe_3_4_shadow <= \$486 ;
+  always @(posedge clk)
+    pe_3_4_weight <= \$487 ;
+  always @(posedge clk)
+    pe_3_4_psum <= \$200 [27:0];
+  always @(posedge clk)
+    pe_3_4_w_down <= pe_2_4_w_down;
+  always @(posedge clk)
+    pe_3_4_tag_down <= pe_2_4_tag_down;
+  always @(posedge clk)
+    pe_3_4_tv_down <= \$488 ;
+  always @(posedge clk)
+    pe_3_4_a_right <= pe_3_3_a_right;
+  always @(posedge clk)
+    pe_3_4_flip_right <= \$489 ;
+  always @(posedge clk)
+    pe_3_5_shadow <= \$490 ;
+  always @(posedge clk)
+    pe_3_5_weight <= \$491 ;
+  always @(posedge clk)
+    pe_3_5_psum <= \$203 [27:0];
+  always @(posedge clk)
+    pe_3_5_w_down <= pe_2_5_w_down;
+  always @(posedge clk)
+    pe_3_5_tag_down <= pe_2_5_tag_down;
+  always @(posedge clk)
+    pe_3_5_tv_down <= \$492 ;
+  always @(posedge clk)
+    pe_3_5_a_right <= pe_3_4_a_right;
+  always @(posedge clk)
+    pe_3_5_flip_right <= \$493 ;
+  always @(posedge clk)
+    pe_3_6_shadow <= \$494 ;
+  always @(posedge clk)
+    pe_3_6_weight <= \$495 ;
+  always @(posedge clk)
+    pe_3_6_psum <= \$206 [27:0];
+  always @(posedge clk)
+    pe_3_6_w_down <= pe_2_6_w_down;
+  always @(posedge clk)
+    pe_3_6_tag_down <= pe_2_6_tag_down;
+  always @(posedge clk)
+    pe_3_6_tv_down <= \$496 ;
+  always @(posedge clk)
+    pe_3_6_a_right <= pe_3_5_a_right;
+  always @(posedge clk)
+    pe_3_6_flip_right <= \$497 ;
+  always @(posedge clk)
+    pe_3_7_shadow <= \$498 ;
+  always @(posedge clk)
+    pe_3_7_weight <= \$499 ;
+  always @(posedge clk)
+    pe_3_7_psum <= \$209 [27:0];
+  always @(posedge clk)
+    pe_3_7_w_down <= pe_2_7_w_down;
+  always @(posedge clk)
+    pe_3_7_tag_down <= pe_2_7_tag_down;
+  always @(posedge clk)
+    pe_3_7_tv_down <= \$500 ;
+  always @(posedge clk)
+    pe_4_0_shadow <= \$501 ;
+  always @(posedge clk)
+    pe_4_0_weight <= \$502 ;
+  always @(posedge clk)
+    pe_4_0_psum <= \$212 [27:0];
+  always @(posedge clk)
+    pe_4_0_w_down <= pe_3_0_w_down;
+  always @(posedge clk)
+    pe_4_0_tag_down <= pe_3_0_tag_down;
+  always @(posedge clk)
+    pe_4_0_tv_down <= \$503 ;
+  always @(posedge clk)
+    pe_4_0_a_right <= a_skew4_d4;
+  always @(posedge clk)
+    pe_4_0_flip_right <= \$504 ;
+  always @(posedge clk)
+    pe_4_1_shadow <= \$505 ;
+  always @(posedge clk)
+    pe_4_1_weight <= \$506 ;
+  always @(posedge clk)
+    pe_4_1_psum <= \$215 [27:0];
+  always @(posedge clk)
+    pe_4_1_w_down <= pe_3_1_w_down;
+  always @(posedge clk)
+    pe_4_1_tag_down <= pe_3_1_tag_down;
+  always @(posedge clk)
+    pe_4_1_tv_down <= \$507 ;
+  always @(posedge clk)
+    pe_4_1_a_right <= pe_4_0_a_right;
+  always @(posedge clk)
+    pe_4_1_flip_right <= \$508 ;
+  always @(posedge clk)
+    pe_4_2_shadow <= \$509 ;
+  always @(posedge clk)
+    pe_4_2_weight <= \$510 ;
+  always @(posedge clk)
+    pe_4_2_psum <= \$218 [27:0];
+  always @(posedge clk)
+    pe_4_2_w_down <= pe_3_2_w_down;
+  always @(posedge clk)
+    pe_4_2_tag_down <= pe_3_2_tag_down;
+  always @(posedge clk)
+    pe_4_2_tv_down <= \$511 ;
+  always @(posedge clk)
+    pe_4_2_a_right <= pe_4_1_a_right;
+  always @(posedge clk)
+    pe_4_2_flip_right <= \$512 ;
+  always @(posedge clk)
+    pe_4_3_shadow <= \$513 ;
+  always @(posedge clk)
+    pe_4_3_weight <= \$514 ;
+  always @(posedge clk)
+    pe_4_3_psum <= \$221 [27:0];
+  always @(posedge clk)
+    pe_4_3_w_down <= pe_3_3_w_down;
+  always @(posedge clk)
+    pe_4_3_tag_down <= pe_3_3_tag_down;
+  always @(posedge clk)
+    pe_4_3_tv_down <= \$515 ;
+  always @(posedge clk)
+    pe_4_3_a_right <= pe_4_2_a_right;
+  always @(posedge clk)
+    pe_4_3_flip_right <= \$516 ;
+  always @(posedge clk)
+    pe_4_4_shadow <= \$517 ;
+  always @(posedge clk)
+    pe_4_4_weight <= \$518 ;
+  always @(posedge clk)
+    pe_4_4_psum <= \$224 [27:0];
+  always @(posedge clk)
+    pe_4_4_w_down <= pe_3_4_w_down;
+  always @(posedge clk)
+    pe_4_4_tag_down <= pe_3_4_tag_down;
+  always @(posedge clk)
+    pe_4_4_tv_down <= \$519 ;
+  always @(posedge clk)
+    pe_4_4_a_right <= pe_4_3_a_right;
+  always @(posedge clk)
+    pe_4_4_flip_right <= \$520 ;
+  always @(posedge clk)
+    pe_4_5_shadow <= \$521 ;
+  always @(posedge clk)
+    pe_4_5_weight <= \$522 ;
+  always @(posedge clk)
+    pe_4_5_psum <= \$227 [27:0];
+  always @(posedge clk)
+    pe_4_5_w_down <= pe_3_5_w_down;
+  always @(posedge clk)
+    pe_4_5_tag_down <= pe_3_5_tag_down;
+  always @(posedge clk)
+    pe_4_5_tv_down <= \$523 ;
+  always @(posedge clk)
+    pe_4_5_a_right <= pe_4_4_a_right;
+  always @(posedge clk)
+    pe_4_5_flip_right <= \$524 ;
+  always @(posedge clk)
+    pe_4_6_shadow <= \$525 ;
+  always @(posedge clk)
+    pe_4_6_weight <= \$526 ;
+  always @(posedge clk)
+    pe_4_6_psum <= \$230 [27:0];
+  always @(posedge clk)
+    pe_4_6_w_down <= pe_3_6_w_down;
+  always @(posedge clk)
+    pe_4_6_tag_down <= pe_3_6_tag_down;
+  always @(posedge clk)
+    pe_4_6_tv_down <= \$527 ;
+  always @(posedge clk)
+    pe_4_6_a_right <= pe_4_5_a_right;
+  always @(posedge clk)
+    pe_4_6_flip_right <= \$528 ;
+  always @(posedge clk)
+    pe_4_7_shadow <= \$529 ;
+  always @(posedge clk)
+    pe_4_7_weight <= \$530 ;
+  always @(posedge clk)
+    pe_4_7_psum <= \$233 [27:0];
+  always @(posedge clk)
+    pe_4_7_w_down <= pe_3_7_w_down;
+  always @(posedge clk)
+    pe_4_7_tag_down <= pe_3_7_tag_down;
+  always @(posedge clk)
+    pe_4_7_tv_down <= \$531 ;
+  always @(posedge clk)
+    pe_5_0_shadow <= \$532 ;
+  always @(posedge clk)
+    pe_5_0_weight <= \$533 ;
+  always @(posedge clk)
+    pe_5_0_psum <= \$236 [27:0];
+  always @(posedge clk)
+    pe_5_0_w_down <= pe_4_0_w_down;
+  always @(posedge clk)
+    pe_5_0_tag_down <= pe_4_0_tag_down;
+  always @(posedge clk)
+    pe_5_0_tv_down <= \$534 ;
+  always @(posedge clk)
+    pe_5_0_a_right <= a_skew5_d5;
+  always @(posedge clk)
+    pe_5_0_flip_right <= \$535 ;
+  always @(posedge clk)
+    pe_5_1_shadow <= \$536 ;
+  always @(posedge clk)
+    pe_5_1_weight <= \$537 ;
+  always @(posedge clk)
+    pe_5_1_psum <= \$239 [27:0];
+  always @(posedge clk)
+    pe_5_1_w_down <= pe_4_1_w_down;
+  always @(posedge clk)
+    pe_5_1_tag_down <= pe_4_1_tag_down;
+  always @(posedge clk)
+    pe_5_1_tv_down <= \$538 ;
+  always @(posedge clk)
+    pe_5_1_a_right <= pe_5_0_a_right;
+  always @(posedge clk)
+    pe_5_1_flip_right <= \$539 ;
+  always @(posedge clk)
+    pe_5_2_shadow <= \$540 ;
+  always @(posedge clk)
+    pe_5_2_weight <= \$541 ;
+  always @(posedge clk)
+    pe_5_2_psum <= \$242 [27:0];
+  always @(posedge clk)
+    pe_5_2_w_down <= pe_4_2_w_down;
+  always @(posedge clk)
+    pe_5_2_tag_down <= pe_4_2_tag_down;
+  always @(posedge clk)
+    pe_5_2_tv_down <= \$542 ;
+  always @(posedge clk)
+    pe_5_2_a_right <= pe_5_1_a_right;
+  always @(posedge clk)
+    pe_5_2_flip_right <= \$543 ;
+  always @(posedge clk)
+    pe_5_3_shadow <= \$544 ;
+  always @(posedge clk)
+    pe_5_3_weight <= \$545 ;
+  always @(posedge clk)
+    pe_5_3_psum <= \$245 [27:0];
+  always @(posedge clk)
+    pe_5_3_w_down <= pe_4_3_w_down;
+  always @(posedge clk)
+    pe_5_3_tag_down <= pe_4_3_tag_down;
+  always @(posedge clk)
+    pe_5_3_tv_down <= \$546 ;
+  always @(posedge clk)
+    pe_5_3_a_right <= pe_5_2_a_right;
+  always @(posedge clk)
+    pe_5_3_flip_right <= \$547 ;
+  always @(posedge clk)
+    pe_5_4_shadow <= \$548 ;
+  always @(posedge clk)
+    pe_5_4_weight <= \$549 ;
+  always @(posedge clk)
+    pe_5_4_psum <= \$248 [27:0];
+  always @(posedge clk)
+    pe_5_4_w_down <= pe_4_4_w_down;
+  always @(posedge clk)
+    pe_5_4_tag_down <= pe_4_4_tag_down;
+  always @(posedge clk)
+    pe_5_4_tv_down <= \$550 ;
+  always @(posedge clk)
+    pe_5_4_a_right <= pe_5_3_a_right;
+  always @(posedge clk)
+    pe_5_4_flip_right <= \$551 ;
+  always @(posedge clk)
+    pe_5_5_shadow <= \$552 ;
+  always @(posedge clk)
+    pe_5_5_weight <= \$553 ;
+  always @(posedge clk)
+    pe_5_5_psum <= \$251 [27:0];
+  always @(posedge clk)
+    pe_5_5_w_down <= pe_4_5_w_down;
+  always @(posedge clk)
+    pe_5_5_tag_down <= pe_4_5_tag_down;
+  always @(posedge clk)
+    pe_5_5_tv_down <= \$554 ;
+  always @(posedge clk)
+    pe_5_5_a_right <= pe_5_4_a_right;
+  always @(posedge clk)
+    pe_5_5_flip_right <= \$555 ;
+  always @(posedge clk)
+    pe_5_6_shadow <= \$556 ;
+  always @(posedge clk)
+    pe_5_6_weight <= \$557 ;
+  always @(posedge clk)
+    pe_5_6_psum <= \$254 [27:0];
+  always @(posedge clk)
+    pe_5_6_w_down <= pe_4_6_w_down;
+  always @(posedge clk)
+    pe_5_6_tag_down <= pe_4_6_tag_down;
+  always @(posedge clk)
+    pe_5_6_tv_down <= \$558 ;
+  always @(posedge clk)
+    pe_5_6_a_right <= pe_5_5_a_right;
+  always @(posedge clk)
+    pe_5_6_flip_right <= \$559 ;
+  always @(posedge clk)
+    pe_5_7_shadow <= \$560 ;
+  always @(posedge clk)
+    pe_5_7_weight <= \$561 ;
+  always @(posedge clk)
+    pe_5_7_psum <= \$257 [27:0];
+  always @(posedge clk)
+    pe_5_7_w_down <= pe_4_7_w_down;
+  always @(posedge clk)
+    pe_5_7_tag_down <= pe_4_7_tag_down;
+  always @(posedge clk)
+    pe_5_7_tv_down <= \$562 ;
+  always @(posedge clk)
+    pe_6_0_shadow <= \$563 ;
+  always @(posedge clk)
+    pe_6_0_weight <= \$564 ;
+  always @(posedge clk)
+    pe_6_0_psum <= \$260 [27:0];
+  always @(posedge clk)
+    pe_6_0_w_down <= pe_5_0_w_down;
+  always @(posedge clk)
+    pe_6_0_tag_down <= pe_5_0_tag_down;
+  always @(posedge clk)
+    pe_6_0_tv_down <= \$565 ;
+  always @(posedge clk)
+    pe_6_0_a_right <= a_skew6_d6;
+  always @(posedge clk)
+    pe_6_0_flip_right <= \$566 ;
+  always @(posedge clk)
+    pe_6_1_shadow <= \$567 ;
+  always @(posedge clk)
+    pe_6_1_weight <= \$568 ;
+  always @(posedge clk)
+    pe_6_1_psum <= \$263 [27:0];
+  always @(posedge clk)
+    pe_6_1_w_down <= pe_5_1_w_down;
+  always @(posedge clk)
+    pe_6_1_tag_down <= pe_5_1_tag_down;
+  always @(posedge clk)
+    pe_6_1_tv_down <= \$569 ;
+  always @(posedge clk)
+    pe_6_1_a_right <= pe_6_0_a_right;
+  always @(posedge clk)
+    pe_6_1_flip_right <= \$570 ;
+  always @(posedge clk)
+    pe_6_2_shadow <= \$571 ;
+  always @(posedge clk)
+    pe_6_2_weight <= \$572 ;
+  always @(posedge clk)
+    pe_6_2_psum <= \$266 [27:0];
+  always @(posedge clk)
+    pe_6_2_w_down <= pe_5_2_w_down;
+  always @(posedge clk)
+    pe_6_2_tag_down <= pe_5_2_tag_down;
+  always @(posedge clk)
+    pe_6_2_tv_down <= \$573 ;
+  always @(posedge clk)
+    pe_6_2_a_right <= pe_6_1_a_right;
+  always @(posedge clk)
+    pe_6_2_flip_right <= \$574 ;
+  always @(posedge clk)
+    pe_6_3_shadow <= \$575 ;
+  always @(posedge clk)
+    pe_6_3_weight <= \$576 ;
+  always @(posedge clk)
+    pe_6_3_psum <= \$269 [27:0];
+  always @(posedge clk)
+    pe_6_3_w_down <= pe_5_3_w_down;
+  always @(posedge clk)
+    pe_6_3_tag_down <= pe_5_3_tag_down;
+  always @(posedge clk)
+    pe_6_3_tv_down <= \$577 ;
+  always @(posedge clk)
+    pe_6_3_a_right <= pe_6_2_a_right;
+  always @(posedge clk)
+    pe_6_3_flip_right <= \$578 ;
+  always @(posedge clk)
+    pe_6_4_shadow <= \$579 ;
+  always @(posedge clk)
+    pe_6_4_weight <= \$580 ;
+  always @(posedge clk)
+    pe_6_4_psum <= \$272 [27:0];
+  always @(posedge clk)
+    pe_6_4_w_down <= pe_5_4_w_down;
+  always @(posedge clk)
+    pe_6_4_tag_down <= pe_5_4_tag_down;
+  always @(posedge clk)
+    pe_6_4_tv_down <= \$581 ;
+  always @(posedge clk)
+    pe_6_4_a_right <= pe_6_3_a_right;
+  always @(posedge clk)
+    pe_6_4_flip_right <= \$582 ;
+  always @(posedge clk)
+    pe_6_5_shadow <= \$583 ;
+  always @(posedge clk)
+    pe_6_5_weight <= \$584 ;
+  always @(posedge clk)
+    pe_6_5_psum <= \$275 [27:0];
+  always @(posedge clk)
+    pe_6_5_w_down <= pe_5_5_w_down;
+  always @(posedge clk)
+    pe_6_5_tag_down <= pe_5_5_tag_down;
+  always @(posedge clk)
+    pe_6_5_tv_down <= \$585 ;
+  always @(posedge clk)
+    pe_6_5_a_right <= pe_6_4_a_right;
+  always @(posedge clk)
+    pe_6_5_flip_right <= \$586 ;
+  always @(posedge clk)
+    pe_6_6_shadow <= \$587 ;
+  always @(posedge clk)
+    pe_6_6_weight <= \$588 ;
+  always @(posedge clk)
+    pe_6_6_psum <= \$278 [27:0];
+  always @(posedge clk)
+    pe_6_6_w_down <= pe_5_6_w_down;
+  always @(posedge clk)
+    pe_6_6_tag_down <= pe_5_6_tag_down;
+  always @(posedge clk)
+    pe_6_6_tv_down <= \$589 ;
+  always @(posedge clk)
+    pe_6_6_a_right <= pe_6_5_a_right;
+  always @(posedge clk)
+    pe_6_6_flip_right <= \$590 ;
+  always @(posedge clk)
+    pe_6_7_shadow <= \$591 ;
+  always @(posedge clk)
+    pe_6_7_weight <= \$592 ;
+  always @(posedge clk)
+    pe_6_7_psum <= \$281 [27:0];
+  always @(posedge clk)
+    pe_6_7_w_down <= pe_5_7_w_down;
+  always @(posedge clk)
+    pe_6_7_tag_down <= pe_5_7_tag_down;
+  always @(posedge clk)
+    pe_6_7_tv_down <= \$593 ;
+  always @(posedge clk)
+    pe_7_0_shadow <= \$594 ;
+  always @(posedge clk)
+    pe_7_0_weight <= \$595 ;
+  always @(posedge clk)
+    pe_7_0_psum <= \$284 [27:0];
+  always @(posedge clk)
+    pe_7_0_a_right <= a_skew7_d7;
+  always @(posedge clk)
+    pe_7_0_flip_right <= \$596 ;
+  always @(posedge clk)
+    pe_7_1_shadow <= \$597 ;
+  always @(posedge clk)
+    pe_7_1_weight <= \$598 ;
+  always @(posedge clk)
+    pe_7_1_psum <= \$287 [27:0];
+  always @(posedge clk)
+    pe_7_1_a_right <= pe_7_0_a_right;
+  always @(posedge clk)
+    pe_7_1_flip_right <= \$599 ;
+  always @(posedge clk)
+    pe_7_2_shadow <= \$600 ;
+  always @(posedge clk)
+    pe_7_2_weight <= \$601 ;
+  always @(posedge clk)
+    pe_7_2_psum <= \$290 [27:0];
+  always @(posedge clk)
+    pe_7_2_a_right <= pe_7_1_a_right;
+  always @(posedge clk)
+    pe_7_2_flip_right <= \$602 ;
+  always @(posedge clk)
+    pe_7_3_shadow <= \$603 ;
+  always @(posedge clk)
+    pe_7_3_weight <= \$604 ;
+  always @(posedge clk)
+    pe_7_3_psum <= \$293 [27:0];
+  always @(posedge clk)
+    pe_7_3_a_right <= pe_7_2_a_right;
+  always @(posedge clk)
+    pe_7_3_flip_right <= \$605 ;
+  always @(posedge clk)
+    pe_7_4_shadow <= \$606 ;
+  always @(posedge clk)
+    pe_7_4_weight <= \$607 ;
+  always @(posedge clk)
+    pe_7_4_psum <= \$296 [27:0];
+  always @(posedge clk)
+    pe_7_4_a_right <= pe_7_3_a_right;
+  always @(posedge clk)
+    pe_7_4_flip_right <= \$608 ;
+  always @(posedge clk)
+    pe_7_5_shadow <= \$609 ;
+  always @(posedge clk)
+    pe_7_5_weight <= \$610 ;
+  always @(posedge clk)
+    pe_7_5_psum <= \$299 [27:0];
+  always @(posedge clk)
+    pe_7_5_a_right <= pe_7_4_a_right;
+  always @(posedge clk)
+    pe_7_5_flip_right <= \$611 ;
+  always @(posedge clk)
+    pe_7_6_shadow <= \$612 ;
+  always @(posedge clk)
+    pe_7_6_weight <= \$613 ;
+  always @(posedge clk)
+    pe_7_6_psum <= \$302 [27:0];
+  always @(posedge clk)
+    pe_7_6_a_right <= pe_7_5_a_right;
+  always @(posedge clk)
+    pe_7_6_flip_right <= \$614 ;
+  always @(posedge clk)
+    pe_7_7_shadow <= \$615 ;
+  always @(posedge clk)
+    pe_7_7_weight <= \$616 ;
+  always @(posedge clk)
+    pe_7_7_psum <= \$305 [27:0];
+  always @(posedge clk)
+    deskew0_d0 <= pe_7_0_psum;
+  always @(posedge clk)
+    deskew0_d1 <= deskew0_d0;
+  always @(posedge clk)
+    deskew0_d2 <= deskew0_d1;
+  always @(posedge clk)
+    deskew0_d3 <= deskew0_d2;
+  always @(posedge clk)
+    deskew0_d4 <= deskew0_d3;
+  always @(posedge clk)
+    deskew0_d5 <= deskew0_d4;
+  always @(posedge clk)
+    deskew0_d6 <= deskew0_d5;
+  always @(posedge clk)
+    deskew1_d0 <= pe_7_1_psum;
+  always @(posedge clk)
+    deskew1_d1 <= deskew1_d0;
+  always @(posedge clk)
+    deskew1_d2 <= deskew1_d1;
+  always @(posedge clk)
+    deskew1_d3 <= deskew1_d2;
+  always @(posedge clk)
+    deskew1_d4 <= deskew1_d3;
+  always @(posedge clk)
+    deskew1_d5 <= deskew1_d4;
+  always @(posedge clk)
+    deskew2_d0 <= pe_7_2_psum;
+  always @(posedge clk)
+    deskew2_d1 <= deskew2_d0;
+  always @(posedge clk)
+    deskew2_d2 <= deskew2_d1;
+  always @(posedge clk)
+    deskew2_d3 <= deskew2_d2;
+  always @(posedge clk)
+    deskew2_d4 <= deskew2_d3;
+  always @(posedge clk)
+    deskew3_d0 <= pe_7_3_psum;
+  always @(posedge clk)
+    deskew3_d1 <= deskew3_d0;
+  always @(posedge clk)
+    deskew3_d2 <= deskew3_d1;
+  always @(posedge clk)
+    deskew3_d3 <= deskew3_d2;
+  always @(posedge clk)
+    deskew4_d0 <= pe_7_4_psum;
+  always @(posedge clk)
+    deskew4_d1 <= deskew4_d0;
+  always @(posedge clk)
+    deskew4_d2 <= deskew4_d1;
+  always @(posedge clk)
+    deskew5_d0 <= pe_7_5_psum;
+  always @(posedge clk)
+    deskew5_d1 <= deskew5_d0;
+  always @(posedge clk)
+    deskew6_d0 <= pe_7_6_psum;
+  always @(posedge clk)
+    read__addr <= \$617 ;
+  always @(posedge clk)
+    acc_vector_b_d0 <= { pe_7_7_psum, deskew6_d0, deskew5_d1, deskew4_d2, deskew3_d3, deskew2_d4, deskew1_d5, deskew0_d6 };
+  always @(posedge clk)
+    acc_vector_c_d0 <= acc_vector_b_d0;
+  always @(posedge clk)
+    acc_meta_d0 <= \$618 ;
+  always @(posedge clk)
+    acc_meta_d1 <= \$619 ;
+  always @(posedge clk)
+    acc_row_d0 <= read__addr;
+  always @(posedge clk)
+    acc_row_d1 <= acc_row_d0;
+  always @(posedge clk)
+    write__addr <= acc_row_d1;
+  always @(posedge clk)
+    acc_stored <= read__data;
+  always @(posedge clk)
+    write__data <= \$620 ;
+  always @(posedge clk)
+    acc_meta_d_d0 <= \$621 ;
+  assign \release  = results__valid & results__ready;
+  assign \$1  = ~ shadow_full;
+  assign \$2  = ! cooldown;
+  assign weights__ready = \$1  & \$2 ;
+  assign \$3  = since_last_row + rows_in_last_tile;
+  assign accumulator_free = \$3  > 3'h4;
+  assign \$4  = ~ first_pending;
+  assign \$5  = shadow_full & accumulator_free;
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = ~ activations__payload[66];
+  assign \$8  = \$7  | room_for_burst;
+  assign activations__ready = \$6  & \$8 ;
+  assign \$9  = activations__valid & activations__ready;
+  assign flip = \$9  & first_pending;
+  assign \$10  = activations__valid & activations__ready;
+  assign reserve = \$10  & activations__payload[66];
+  assign \$11  = activations__valid & activations__ready;
+  assign \$12  = $signed(a_skew0_d0) * $signed(pe_0_0_weight);
+  assign \$13  = $signed(pe_0_0_a_right) * $signed(pe_0_1_weight);
+  assign \$14  = $signed(pe_0_1_a_right) * $signed(pe_0_2_weight);
+  assign \$15  = $signed(pe_0_2_a_right) * $signed(pe_0_3_weight);
+  assign \$16  = $signed(pe_0_3_a_right) * $signed(pe_0_4_weight);
+  assign \$17  = $signed(pe_0_4_a_right) * $signed(pe_0_5_weight);
+  assign \$18  = $signed(pe_0_5_a_right) * $signed(pe_0_6_weight);
+  assign \$19  = $signed(pe_0_6_a_right) * $signed(pe_0_7_weight);
+  assign \$20  = $signed(a_skew1_d1) * $signed(pe_1_0_weight);
+  assign \$21  = $signed(pe_1_0_a_right) * $signed(pe_1_1_weight);
+  assign \$22  = $signed(pe_1_1_a_right) * $signed(pe_1_2_weight);
+  assign \$23  = $signed(pe_1_2_a_right) * $signed(pe_1_3_weight);
+  assign \$24  = $signed(pe_1_3_a_right) * $signed(pe_1_4_weight);
+  assign \$25  = $signed(pe_1_4_a_right) * $signed(pe_1_5_weight);
+  assign \$26  = $signed(pe_1_5_a_right) * $signed(pe_1_6_weight);
+  assign \$27  = $signed(pe_1_6_a_right) * $signed(pe_1_7_weight);
+  assign \$28  = $signed(a_skew2_d2) * $signed(pe_2_0_weight);
+  assign \$29  = $signed(pe_2_0_a_right) * $signed(pe_2_1_weight);
+  assign \$30  = $signed(pe_2_1_a_right) * $signed(pe_2_2_weight);
+  assign \$31  = $signed(pe_2_2_a_right) * $signed(pe_2_3_weight);
+  assign \$32  = $signed(pe_2_3_a_right) * $signed(pe_2_4_weight);
+  assign \$33  = $signed(pe_2_4_a_right) * $signed(pe_2_5_weight);
+  assign \$34  = $signed(pe_2_5_a_right) * $signed(pe_2_6_weight);
+  assign \$35  = $signed(pe_2_6_a_right) * $signed(pe_2_7_weight);
+  assign \$36  = $signed(a_skew3_d3) * $signed(pe_3_0_weight);
+  assign \$37  = $signed(pe_3_0_a_right) * $signed(pe_3_1_weight);
+  assign \$38  = $signed(pe_3_1_a_right) * $signed(pe_3_2_weight);
+  assign \$39  = $signed(pe_3_2_a_right) * $signed(pe_3_3_weight);
+  assign \$40  = $signed(pe_3_3_a_right) * $signed(pe_3_4_weight);
+  assign \$41  = $signed(pe_3_4_a_right) * $signed(pe_3_5_weight);
+  assign \$42  = $signed(pe_3_5_a_right) * $signed(pe_3_6_weight);
+  assign \$43  = $signed(pe_3_6_a_right) * $signed(pe_3_7_weight);
+  assign \$44  = $signed(a_skew4_d4) * $signed(pe_4_0_weight);
+  assign \$45  = $signed(pe_4_0_a_right) * $signed(pe_4_1_weight);
+  assign \$46  = $signed(pe_4_1_a_right) * $signed(pe_4_2_weight);
+  assign \$47  = $signed(pe_4_2_a_right) * $signed(pe_4_3_weight);
+  assign \$48  = $signed(pe_4_3_a_right) * $signed(pe_4_4_weight);
+  assign \$49  = $signed(pe_4_4_a_right) * $signed(pe_4_5_weight);
+  assign \$50  = $signed(pe_4_5_a_right) * $signed(pe_4_6_weight);
+  assign \$51  = $signed(pe_4_6_a_right) * $signed(pe_4_7_weight);
+  assign \$52  = $signed(a_skew5_d5) * $signed(pe_5_0_weight);
+  assign \$53  = $signed(pe_5_0_a_right) * $signed(pe_5_1_weight);
+  assign \$54  = $signed(pe_5_1_a_right) * $signed(pe_5_2_weight);
+  assign \$55  = $signed(pe_5_2_a_right) * $signed(pe_5_3_weight);
+  assign \$56  = $signed(pe_5_3_a_right) * $signed(pe_5_4_weight);
+  assign \$57  = $signed(pe_5_4_a_right) * $signed(pe_5_5_weight);
+  assign \$58  = $signed(pe_5_5_a_right) * $signed(pe_5_6_weight);
+  assign \$59  = $signed(pe_5_6_a_right) * $signed(pe_5_7_weight);
+  assign \$60  = $signed(a_skew6_d6) * $signed(pe_6_0_weight);
+  assign \$61  = $signed(pe_6_0_a_right) * $signed(pe_6_1_weight);
+  assign \$62  = $signed(pe_6_1_a_right) * $signed(pe_6_2_weight);
+  assign \$63  = $signed(pe_6_2_a_right) * $signed(pe_6_3_weight);
+  assign \$64  = $signed(pe_6_3_a_right) * $signed(pe_6_4_weight);
+  assign \$65  = $signed(pe_6_4_a_right) * $signed(pe_6_5_weight);
+  assign \$66  = $signed(pe_6_5_a_right) * $signed(pe_6_6_weight);
+  assign \$67  = $signed(pe_6_6_a_right) * $signed(pe_6_7_weight);
+  assign \$68  = $signed(a_skew7_d7) * $signed(pe_7_0_weight);
+  assign \$69  = $signed(pe_7_0_a_right) * $signed(pe_7_1_weight);
+  assign \$70  = $signed(pe_7_1_a_right) * $signed(pe_7_2_weight);
   assign \$71  = $signed(pe_7_2_a_right) * $signed(pe_7_3_weight);
   assign \$72  = $signed(pe_7_3_a_right) * $signed(pe_7_4_weight);
   assign \$73  = $signed(pe_7_4_a_right) * $signed(pe_7_5_weight);
@@ -2339,1248 +3437,1944 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
     row_meta_d11 <= \$344 ;
   always @(posedge clk)
     row_meta_d12 <= \$345 ;
-  always @(posedge clk)
-    row_meta_d13 <= \$346 ;
-  always @(posedge clk)
-    row_meta_d14 <= \$347 ;
-  always @(posedge clk)
-    row_meta_d15 <= \$348 ;
-  always @(posedge clk)
-    a_skew0_d0 <= \$349 ;
-  always @(posedge clk)
-    a_skew1_d0 <= \$350 ;
-  always @(posedge clk)
-    a_skew1_d1 <= \$351 ;
-  always @(posedge clk)
-    a_skew2_d0 <= \$352 ;
-  always @(posedge clk)
-    a_skew2_d1 <= \$353 ;
-  always @(posedge clk)
-    a_skew2_d2 <= \$354 ;
-  always @(posedge clk)
-    a_skew3_d0 <= \$355 ;
-  always @(posedge clk)
-    a_skew3_d1 <= \$356 ;
-  always @(posedge clk)
-    a_skew3_d2 <= \$357 ;
-  always @(posedge clk)
-    a_skew3_d3 <= \$358 ;
-  always @(posedge clk)
-    a_skew4_d0 <= \$359 ;
-  always @(posedge clk)
-    a_skew4_d1 <= \$360 ;
-  always @(posedge clk)
-    a_skew4_d2 <= \$361 ;
-  always @(posedge clk)
-    a_skew4_d3 <= \$362 ;
-  always @(posedge clk)
-    a_skew4_d4 <= \$363 ;
-  always @(posedge clk)
-    a_skew5_d0 <= \$364 ;
-  always @(posedge clk)
-    a_skew5_d1 <= \$365 ;
-  always @(posedge clk)
-    a_skew5_d2 <= \$366 ;
-  always @(posedge clk)
-    a_skew5_d3 <= \$367 ;
-  always @(posedge clk)
-    a_skew5_d4 <= \$368 ;
-  always @(posedge clk)
-    a_skew5_d5 <= \$369 ;
-  always @(posedge clk)
-    a_skew6_d0 <= \$370 ;
-  always @(posedge clk)
-    a_skew6_d1 <= \$371 ;
-  always @(posedge clk)
-    a_skew6_d2 <= \$372 ;
-  always @(posedge clk)
-    a_skew6_d3 <= \$373 ;
-  always @(posedge clk)
-    a_skew6_d4 <= \$374 ;
-  always @(posedge clk)
-    a_skew6_d5 <= \$375 ;
-  always @(posedge clk)
-    a_skew6_d6 <= \$376 ;
-  always @(posedge clk)
-    a_skew7_d0 <= \$377 ;
-  always @(posedge clk)
-    a_skew7_d1 <= \$378 ;
-  always @(posedge clk)
-    a_skew7_d2 <= \$379 ;
-  always @(posedge clk)
-    a_skew7_d3 <= \$380 ;
-  always @(posedge clk)
-    a_skew7_d4 <= \$381 ;
-  always @(posedge clk)
-    a_skew7_d5 <= \$382 ;
-  always @(posedge clk)
-    a_skew7_d6 <= \$383 ;
-  always @(posedge clk)
-    a_skew7_d7 <= \$384 ;
-  always @(posedge clk)
-    flip_skew1_d0 <= \$385 ;
-  always @(posedge clk)
-    flip_skew2_d0 <= \$386 ;
-  always @(posedge clk)
-    flip_skew2_d1 <= \$387 ;
-  always @(posedge clk)
-    flip_skew3_d0 <= \$388 ;
-  always @(posedge clk)
-    flip_skew3_d1 <= \$389 ;
-  always @(posedge clk)
-    flip_skew3_d2 <= \$390 ;
-  always @(posedge clk)
-    flip_skew4_d0 <= \$391 ;
-  always @(posedge clk)
-    flip_skew4_d1 <= \$392 ;
-  always @(posedge clk)
-    flip_skew4_d2 <= \$393 ;
-  always @(posedge clk)
-    flip_skew4_d3 <= \$394 ;
-  always @(posedge clk)
-    flip_skew5_d0 <= \$395 ;
-  always @(posedge clk)
-    flip_skew5_d1 <= \$396 ;
-  always @(posedge clk)
-    flip_skew5_d2 <= \$397 ;
-  always @(posedge clk)
-    flip_skew5_d3 <= \$398 ;
-  always @(posedge clk)
-    flip_skew5_d4 <= \$399 ;
-  always @(posedge clk)
-    flip_skew6_d0 <= \$400 ;
-  always @(posedge clk)
-    flip_skew6_d1 <= \$401 ;
-  always @(posedge clk)
-    flip_skew6_d2 <= \$402 ;
-  always @(posedge clk)
-    flip_skew6_d3 <= \$403 ;
-  always @(posedge clk)
-    flip_skew6_d4 <= \$404 ;
-  always @(posedge clk)
-    flip_skew6_d5 <= \$405 ;
-  always @(posedge clk)
-    flip_skew7_d0 <= \$406 ;
-  always @(posedge clk)
-    flip_skew7_d1 <= \$407 ;
-  always @(posedge clk)
-    flip_skew7_d2 <= \$408 ;
-  always @(posedge clk)
-    flip_skew7_d3 <= \$409 ;
-  always @(posedge clk)
-    flip_skew7_d4 <= \$410 ;
-  always @(posedge clk)
-    flip_skew7_d5 <= \$411 ;
-  always @(posedge clk)
-    flip_skew7_d6 <= \$412 ;
-  always @(posedge clk)
-    pe_0_0_shadow <= \$413 ;
-  always @(posedge clk)
-    pe_0_0_weight <= \$414 ;
-  always @(posedge clk)
-    pe_0_0_psum <= \$415 ;
-  always @(posedge clk)
-    pe_0_0_w_down <= \$416 ;
-  always @(posedge clk)
-    pe_0_0_tag_down <= \$417 ;
-  always @(posedge clk)
-    pe_0_0_tv_down <= \$418 ;
-  always @(posedge clk)
-    pe_0_0_a_right <= \$419 ;
-  always @(posedge clk)
-    pe_0_0_flip_right <= \$420 ;
-  always @(posedge clk)
-    pe_0_1_shadow <= \$421 ;
-  always @(posedge clk)
-    pe_0_1_weight <= \$422 ;
-  always @(posedge clk)
-    pe_0_1_psum <= \$423 ;
-  always @(posedge clk)
-    pe_0_1_w_down <= \$424 ;
-  always @(posedge clk)
-    pe_0_1_tag_down <= \$425 ;
-  always @(posedge clk)
-    pe_0_1_tv_down <= \$426 ;
-  always @(posedge clk)
-    pe_0_1_a_right <= \$427 ;
-  always @(posedge clk)
-    pe_0_1_flip_right <= \$428 ;
-  always @(posedge clk)
-    pe_0_2_shadow <= \$429 ;
-  always @(posedge clk)
-    pe_0_2_weight <= \$430 ;
-  always @(posedge clk)
-    pe_0_2_psum <= \$431 ;
-  always @(posedge clk)
-    pe_0_2_w_down <= \$432 ;
-  always @(posedge clk)
-    pe_0_2_tag_down <= \$433 ;
-  always @(posedge clk)
-    pe_0_2_tv_down <= \$434 ;
-  always @(posedge clk)
-    pe_0_2_a_right <= \$435 ;
-  always @(posedge clk)
-    pe_0_2_flip_right <= \$436 ;
-  always @(posedge clk)
-    pe_0_3_shadow <= \$437 ;
-  always @(posedge clk)
-    pe_0_3_weight <= \$438 ;
-  always @(posedge clk)
-    pe_0_3_psum <= \$439 ;
-  always @(posedge clk)
-    pe_0_3_w_down <= \$440 ;
-  always @(posedge clk)
-    pe_0_3_tag_down <= \$441 ;
-  always @(posedge clk)
-    pe_0_3_tv_down <= \$442 ;
-  always @(posedge clk)
-    pe_0_3_a_right <= \$443 ;
-  always @(posedge clk)
-    pe_0_3_flip_right <= \$444 ;
-  always @(posedge clk)
-    pe_0_4_shadow <= \$445 ;
-  always @(posedge clk)
-    pe_0_4_weight <= \$446 ;
-  always @(posedge clk)
-    pe_0_4_psum <= \$447 ;
-  always @(posedge clk)
-    pe_0_4_w_down <= \$448 ;
-  always @(posedge clk)
-    pe_0_4_tag_down <= \$449 ;
-  always @(posedge clk)
-    pe_0_4_tv_down <= \$450 ;
-  always @(posedge clk)
-    pe_0_4_a_right <= \$451 ;
-  always @(posedge clk)
-    pe_0_4_flip_right <= \$452 ;
-  always @(posedge clk)
-    pe_0_5_shadow <= \$453 ;
-  always @(posedge clk)
-    pe_0_5_weight <= \$454 ;
-  always @(posedge clk)
-    pe_0_5_psum <= \$455 ;
-  always @(posedge clk)
-    pe_0_5_w_down <= \$456 ;
-  always @(posedge clk)
-    pe_0_5_tag_down <= \$457 ;
-  always @(posedge clk)
-    pe_0_5_tv_down <= \$458 ;
-  always @(posedge clk)
-    pe_0_5_a_right <= \$459 ;
-  always @(posedge clk)
-    pe_0_5_flip_right <= \$460 ;
-  always @(posedge clk)
-    pe_0_6_shadow <= \$461 ;
-  always @(posedge clk)
-    pe_0_6_weight <= \$462 ;
-  always @(posedge clk)
-    pe_0_6_psum <= \$463 ;
-  always @(posedge clk)
-    pe_0_6_w_down <= \$464 ;
-  always @(posedge clk)
-    pe_0_6_tag_down <= \$465 ;
-  always @(posedge clk)
-    pe_0_6_tv_down <= \$466 ;
-  always @(posedge clk)
-    pe_0_6_a_right <= \$467 ;
-  always @(posedge clk)
-    pe_0_6_flip_right <= \$468 ;
-  always @(posedge clk)
-    pe_0_7_shadow <= \$469 ;
-  always @(posedge clk)
-    pe_0_7_weight <= \$470 ;
-  always @(posedge clk)
-    pe_0_7_psum <= \$471 ;
-  always @(posedge clk)
-    pe_0_7_w_down <= \$472 ;
-  always @(posedge clk)
-    pe_0_7_tag_down <= \$473 ;
-  always @(posedge clk)
-    pe_0_7_tv_down <= \$474 ;
-  always @(posedge clk)
-    pe_1_0_shadow <= \$475 ;
-  always @(posedge clk)
-    pe_1_0_weight <= \$476 ;
-  always @(posedge clk)
-    pe_1_0_psum <= \$477 ;
-  always @(posedge clk)
-    pe_1_0_w_down <= \$478 ;
-  always @(posedge clk)
-    pe_1_0_tag_down <= \$479 ;
-  always @(posedge clk)
-    pe_1_0_tv_down <= \$480 ;
-  always @(posedge clk)
-    pe_1_0_a_right <= \$481 ;
-  always @(posedge clk)
-    pe_1_0_flip_right <= \$482 ;
-  always @(posedge clk)
-    pe_1_1_shadow <= \$483 ;
-  always @(posedge clk)
-    pe_1_1_weight <= \$484 ;
-  always @(posedge clk)
-    pe_1_1_psum <= \$485 ;
-  always @(posedge clk)
-    pe_1_1_w_down <= \$486 ;
-  always @(posedge clk)
-    pe_1_1_tag_down <= \$487 ;
-  always @(posedge clk)
-    pe_1_1_tv_down <= \$488 ;
-  always @(posedge clk)
-    pe_1_1_a_right <= \$489 ;
-  always @(posedge clk)
-    pe_1_1_flip_right <= \$490 ;
-  always @(posedge clk)
-    pe_1_2_shadow <= \$491 ;
-  always @(posedge clk)
-    pe_1_2_weight <= \$492 ;
-  always @(posedge clk)
-    pe_1_2_psum <= \$493 ;
-  always @(posedge clk)
-    pe_1_2_w_down <= \$494 ;
-  always @(posedge clk)
-    pe_1_2_tag_down <= \$495 ;
-  always @(posedge clk)
-    pe_1_2_tv_down <= \$496 ;
-  always @(posedge clk)
-    pe_1_2_a_right <= \$497 ;
-  always @(posedge clk)
-    pe_1_2_flip_right <= \$498 ;
-  always @(posedge clk)
-    pe_1_3_shadow <= \$499 ;
-  always @(posedge clk)
-    pe_1_3_weight <= \$500 ;
-  always @(posedge clk)
-    pe_1_3_psum <= \$501 ;
-  always @(posedge clk)
-    pe_1_3_w_down <= \$502 ;
-  always @(posedge clk)
-    pe_1_3_tag_down <= \$503 ;
-  always @(posedge clk)
-    pe_1_3_tv_down <= \$504 ;
-  always @(posedge clk)
-    pe_1_3_a_right <= \$505 ;
-  always @(posedge clk)
-    pe_1_3_flip_right <= \$506 ;
-  always @(posedge clk)
-    pe_1_4_shadow <= \$507 ;
-  always @(posedge clk)
-    pe_1_4_weight <= \$508 ;
-  always @(posedge clk)
-    pe_1_4_psum <= \$509 ;
-  always @(posedge clk)
-    pe_1_4_w_down <= \$510 ;
-  always @(posedge clk)
-    pe_1_4_tag_down <= \$511 ;
-  always @(posedge clk)
-    pe_1_4_tv_down <= \$512 ;
-  always @(posedge clk)
-    pe_1_4_a_right <= \$513 ;
-  always @(posedge clk)
-    pe_1_4_flip_right <= \$514 ;
-  always @(posedge clk)
-    pe_1_5_shadow <= \$515 ;
-  always @(posedge clk)
-    pe_1_5_weight <= \$516 ;
-  always @(posedge clk)
-    pe_1_5_psum <= \$517 ;
-  always @(posedge clk)
-    pe_1_5_w_down <= \$518 ;
-  always @(posedge clk)
-    pe_1_5_tag_down <= \$519 ;
-  always @(posedge clk)
-    pe_1_5_tv_down <= \$520 ;
-  always @(posedge clk)
-    pe_1_5_a_right <= \$521 ;
-  always @(posedge clk)
-    pe_1_5_flip_right <= \$522 ;
-  always @(posedge clk)
-    pe_1_6_shadow <= \$523 ;
-  always @(posedge clk)
-    pe_1_6_weight <= \$524 ;
-  always @(posedge clk)
-    pe_1_6_psum <= \$525 ;
-  always @(posedge clk)
-    pe_1_6_w_down <= \$526 ;
-  always @(posedge clk)
-    pe_1_6_tag_down <= \$527 ;
-  always @(posedge clk)
-    pe_1_6_tv_down <= \$528 ;
-  always @(posedge clk)
-    pe_1_6_a_right <= \$529 ;
-  always @(posedge clk)
-    pe_1_6_flip_right <= \$530 ;
-  always @(posedge clk)
-    pe_1_7_shadow <= \$531 ;
-  always @(posedge clk)
-    pe_1_7_weight <= \$532 ;
-  always @(posedge clk)
-    pe_1_7_psum <= \$533 ;
-  always @(posedge clk)
-    pe_1_7_w_down <= \$534 ;
-  always @(posedge clk)
-    pe_1_7_tag_down <= \$535 ;
-  always @(posedge clk)
-    pe_1_7_tv_down <= \$536 ;
-  always @(posedge clk)
-    pe_2_0_shadow <= \$537 ;
-  always @(posedge clk)
-    pe_2_0_weight <= \$538 ;
-  always @(posedge clk)
-    pe_2_0_psum <= \$539 ;
-  always @(posedge clk)
-    pe_2_0_w_down <= \$540 ;
-  always @(posedge clk)
-    pe_2_0_tag_down <= \$541 ;
-  always @(posedge clk)
-    pe_2_0_tv_down <= \$542 ;
-  always @(posedge clk)
-    pe_2_0_a_right <= \$543 ;
-  always @(posedge clk)
-    pe_2_0_flip_right <= \$544 ;
-  always @(posedge clk)
-    pe_2_1_shadow <= \$545 ;
-  always @(posedge clk)
-    pe_2_1_weight <= \$546 ;
-  always @(posedge clk)
-    pe_2_1_psum <= \$547 ;
-  always @(posedge clk)
-    pe_2_1_w_down <= \$548 ;
-  always @(posedge clk)
-    pe_2_1_tag_down <= \$549 ;
-  always @(posedge clk)
-    pe_2_1_tv_down <= \$550 ;
-  always @(posedge clk)
-    pe_2_1_a_right <= \$551 ;
-  always @(posedge clk)
-    pe_2_1_flip_right <= \$552 ;
-  always @(posedge clk)
-    pe_2_2_shadow <= \$553 ;
-  always @(posedge clk)
-    pe_2_2_weight <= \$554 ;
-  always @(posedge clk)
-    pe_2_2_psum <= \$555 ;
-  always @(posedge clk)
-    pe_2_2_w_down <= \$556 ;
-  always @(posedge clk)
-    pe_2_2_tag_down <= \$557 ;
-  always @(posedge clk)
-    pe_2_2_tv_down <= \$558 ;
-  always @(posedge clk)
-    pe_2_2_a_right <= \$559 ;
-  always @(posedge clk)
-    pe_2_2_flip_right <= \$560 ;
-  always @(posedge clk)
-    pe_2_3_shadow <= \$561 ;
-  always @(posedge clk)
-    pe_2_3_weight <= \$562 ;
-  always @(posedge clk)
-    pe_2_3_psum <= \$563 ;
-  always @(posedge clk)
-    pe_2_3_w_down <= \$564 ;
-  always @(posedge clk)
-    pe_2_3_tag_down <= \$565 ;
-  always @(posedge clk)
-    pe_2_3_tv_down <= \$566 ;
-  always @(posedge clk)
-    pe_2_3_a_right <= \$567 ;
-  always @(posedge clk)
-    pe_2_3_flip_right <= \$568 ;
-  always @(posedge clk)
-    pe_2_4_shadow <= \$569 ;
-  always @(posedge clk)
-    pe_2_4_weight <= \$570 ;
-  always @(posedge clk)
-    pe_2_4_psum <= \$571 ;
-  always @(posedge clk)
-    pe_2_4_w_down <= \$572 ;
-  always @(posedge clk)
-    pe_2_4_tag_down <= \$573 ;
-  always @(posedge clk)
-    pe_2_4_tv_down <= \$574 ;
-  always @(posedge clk)
-    pe_2_4_a_right <= \$575 ;
-  always @(posedge clk)
-    pe_2_4_flip_right <= \$576 ;
-  always @(posedge clk)
-    pe_2_5_shadow <= \$577 ;
-  always @(posedge clk)
-    pe_2_5_weight <= \$578 ;
-  always @(posedge clk)
-    pe_2_5_psum <= \$579 ;
-  always @(posedge clk)
-    pe_2_5_w_down <= \$580 ;
-  always @(posedge clk)
-    pe_2_5_tag_down <= \$581 ;
-  always @(posedge clk)
-    pe_2_5_tv_down <= \$582 ;
-  always @(posedge clk)
-    pe_2_5_a_right <= \$583 ;
-  always @(posedge clk)
-    pe_2_5_flip_right <= \$584 ;
-  always @(posedge clk)
-    pe_2_6_shadow <= \$585 ;
-  always @(posedge clk)
-    pe_2_6_weight <= \$586 ;
-  always @(posedge clk)
-    pe_2_6_psum <= \$587 ;
-  always @(posedge clk)
-    pe_2_6_w_down <= \$588 ;
-  always @(posedge clk)
-    pe_2_6_tag_down <= \$589 ;
-  always @(posedge clk)
-    pe_2_6_tv_down <= \$590 ;
-  always @(posedge clk)
-    pe_2_6_a_right <= \$591 ;
-  always @(posedge clk)
-    pe_2_6_flip_right <= \$592 ;
-  always @(posedge clk)
-    pe_2_7_shadow <= \$593 ;
-  always @(posedge clk)
-    pe_2_7_weight <= \$594 ;
-  always @(posedge clk)
-    pe_2_7_psum <= \$595 ;
-  always @(posedge clk)
-    pe_2_7_w_down <= \$596 ;
-  always @(posedge clk)
-    pe_2_7_tag_down <= \$597 ;
-  always @(posedge clk)
-    pe_2_7_tv_down <= \$598 ;
-  always @(posedge clk)
-    pe_3_0_shadow <= \$599 ;
-  always @(posedge clk)
-    pe_3_0_weight <= \$600 ;
-  always @(posedge clk)
-    pe_3_0_psum <= \$601 ;
-  always @(posedge clk)
-    pe_3_0_w_down <= \$602 ;
-  always @(posedge clk)
-    pe_3_0_tag_down <= \$603 ;
-  always @(posedge clk)
-    pe_3_0_tv_down <= \$604 ;
-  always @(posedge clk)
-    pe_3_0_a_right <= \$605 ;
-  always @(posedge clk)
-    pe_3_0_flip_right <= \$606 ;
-  always @(posedge clk)
-    pe_3_1_shadow <= \$607 ;
-  always @(posedge clk)
-    pe_3_1_weight <= \$608 ;
-  always @(posedge clk)
-    pe_3_1_psum <= \$609 ;
-  always @(posedge clk)
-    pe_3_1_w_down <= \$610 ;
-  always @(posedge clk)
-    pe_3_1_tag_down <= \$611 ;
-  always @(posedge clk)
-    pe_3_1_tv_down <= \$612 ;
-  always @(posedge clk)
-    pe_3_1_a_right <= \$613 ;
-  always @(posedge clk)
-    pe_3_1_flip_right <= \$614 ;
-  always @(posedge clk)
-    pe_3_2_shadow <= \$615 ;
-  always @(posedge clk)
-    pe_3_2_weight <= \$616 ;
-  always @(posedge clk)
-    pe_3_2_psum <= \$617 ;
-  always @(posedge clk)
-    pe_3_2_w_down <= \$618 ;
-  always @(posedge clk)
-    pe_3_2_tag_down <= \$619 ;
-  always @(posedge clk)
-    pe_3_2_tv_down <= \$620 ;
-  always @(posedge clk)
-    pe_3_2_a_right <= \$621 ;
-  always @(posedge clk)
-    pe_3_2_flip_right <= \$622 ;
-  always @(posedge clk)
-    pe_3_3_shadow <= \$623 ;
-  always @(posedge clk)
-    pe_3_3_weight <= \$624 ;
-  always @(posedge clk)
-    pe_3_3_psum <= \$625 ;
-  always @(posedge clk)
-    pe_3_3_w_down <= \$626 ;
-  always @(posedge clk)
-    pe_3_3_tag_down <= \$627 ;
-  always @(posedge clk)
-    pe_3_3_tv_down <= \$628 ;
-  always @(posedge clk)
-    pe_3_3_a_right <= \$629 ;
-  always @(posedge clk)
-    pe_3_3_flip_right <= \$630 ;
-  always @(posedge clk)
-    pe_3_4_shadow <= \$631 ;
-  always @(posedge clk)
-    pe_3_4_weight <= \$632 ;
-  always @(posedge clk)
-    pe_3_4_psum <= \$633 ;
-  always @(posedge clk)
-    pe_3_4_w_down <= \$634 ;
-  always @(posedge clk)
-    pe_3_4_tag_down <= \$635 ;
-  always @(posedge clk)
-    pe_3_4_tv_down <= \$636 ;
-  always @(posedge clk)
-    pe_3_4_a_right <= \$637 ;
-  always @(posedge clk)
-    pe_3_4_flip_right <= \$638 ;
-  always @(posedge clk)
-    pe_3_5_shadow <= \$639 ;
-  always @(posedge clk)
-    pe_3_5_weight <= \$640 ;
-  always @(posedge clk)
-    pe_3_5_psum <= \$641 ;
-  always @(posedge clk)
-    pe_3_5_w_down <= \$642 ;
-  always @(posedge clk)
-    pe_3_5_tag_down <= \$643 ;
-  always @(posedge clk)
-    pe_3_5_tv_down <= \$644 ;
-  always @(posedge clk)
-    pe_3_5_a_right <= \$645 ;
-  always @(posedge clk)
-    pe_3_5_flip_right <= \$646 ;
-  always @(posedge clk)
-    pe_3_6_shadow <= \$647 ;
-  always @(posedge clk)
-    pe_3_6_weight <= \$648 ;
-  always @(posedge clk)
-    pe_3_6_psum <= \$649 ;
-  always @(posedge clk)
-    pe_3_6_w_down <= \$650 ;
-  always @(posedge clk)
-    pe_3_6_tag_down <= \$651 ;
-  always @(posedge clk)
-    pe_3_6_tv_down <= \$652 ;
-  always @(posedge clk)
-    pe_3_6_a_right <= \$653 ;
-  always @(posedge clk)
-    pe_3_6_flip_right <= \$654 ;
-  always @(posedge clk)
-    pe_3_7_shadow <= \$655 ;
-  always @(posedge clk)
-    pe_3_7_weight <= \$656 ;
-  always @(posedge clk)
-    pe_3_7_psum <= \$657 ;
-  always @(posedge clk)
-    pe_3_7_w_down <= \$658 ;
-  always @(posedge clk)
-    pe_3_7_tag_down <= \$659 ;
-  always @(posedge clk)
-    pe_3_7_tv_down <= \$660 ;
-  always @(posedge clk)
-    pe_4_0_shadow <= \$661 ;
-  always @(posedge clk)
-    pe_4_0_weight <= \$662 ;
-  always @(posedge clk)
-    pe_4_0_psum <= \$663 ;
-  always @(posedge clk)
-    pe_4_0_w_down <= \$664 ;
-  always @(posedge clk)
-    pe_4_0_tag_down <= \$665 ;
-  always @(posedge clk)
-    pe_4_0_tv_down <= \$666 ;
-  always @(posedge clk)
-    pe_4_0_a_right <= \$667 ;
-  always @(posedge clk)
-    pe_4_0_flip_right <= \$668 ;
-  always @(posedge clk)
-    pe_4_1_shadow <= \$669 ;
-  always @(posedge clk)
-    pe_4_1_weight <= \$670 ;
-  always @(posedge clk)
-    pe_4_1_psum <= \$671 ;
-  always @(posedge clk)
-    pe_4_1_w_down <= \$672 ;
-  always @(posedge clk)
-    pe_4_1_tag_down <= \$673 ;
-  always @(posedge clk)
-    pe_4_1_tv_down <= \$674 ;
-  always @(posedge clk)
-    pe_4_1_a_right <= \$675 ;
-  always @(posedge clk)
-    pe_4_1_flip_right <= \$676 ;
-  always @(posedge clk)
-    pe_4_2_shadow <= \$677 ;
-  always @(posedge clk)
-    pe_4_2_weight <= \$678 ;
-  always @(posedge clk)
-    pe_4_2_psum <= \$679 ;
-  always @(posedge clk)
-    pe_4_2_w_down <= \$680 ;
-  always @(posedge clk)
-    pe_4_2_tag_down <= \$681 ;
-  always @(posedge clk)
-    pe_4_2_tv_down <= \$682 ;
-  always @(posedge clk)
-    pe_4_2_a_right <= \$683 ;
-  always @(posedge clk)
-    pe_4_2_flip_right <= \$684 ;
-  always @(posedge clk)
-    pe_4_3_shadow <= \$685 ;
-  always @(posedge clk)
-    pe_4_3_weight <= \$686 ;
-  always @(posedge clk)
-    pe_4_3_psum <= \$687 ;
-  always @(posedge clk)
-    pe_4_3_w_down <= \$688 ;
-  always @(posedge clk)
-    pe_4_3_tag_down <= \$689 ;
-  always @(posedge clk)
-    pe_4_3_tv_down <= \$690 ;
-  always @(posedge clk)
-    pe_4_3_a_right <= \$691 ;
-  always @(posedge clk)
-    pe_4_3_flip_right <= \$692 ;
-  always @(posedge clk)
-    pe_4_4_shadow <= \$693 ;
-  always @(posedge clk)
-    pe_4_4_weight <= \$694 ;
-  always @(posedge clk)
-    pe_4_4_psum <= \$695 ;
-  always @(posedge clk)
-    pe_4_4_w_down <= \$696 ;
-  always @(posedge clk)
-    pe_4_4_tag_down <= \$697 ;
-  always @(posedge clk)
-    pe_4_4_tv_down <= \$698 ;
-  always @(posedge clk)
-    pe_4_4_a_right <= \$699 ;
-  always @(posedge clk)
-    pe_4_4_flip_right <= \$700 ;
-  always @(posedge clk)
-    pe_4_5_shadow <= \$701 ;
-  always @(posedge clk)
-    pe_4_5_weight <= \$702 ;
-  always @(posedge clk)
-    pe_4_5_psum <= \$703 ;
-  always @(posedge clk)
-    pe_4_5_w_down <= \$704 ;
-  always @(posedge clk)
-    pe_4_5_tag_down <= \$705 ;
-  always @(posedge clk)
-    pe_4_5_tv_down <= \$706 ;
-  always @(posedge clk)
-    pe_4_5_a_right <= \$707 ;
-  always @(posedge clk)
-    pe_4_5_flip_right <= \$708 ;
-  always @(posedge clk)
-    pe_4_6_shadow <= \$709 ;
-  always @(posedge clk)
-    pe_4_6_weight <= \$710 ;
-  always @(posedge clk)
-    pe_4_6_psum <= \$711 ;
-  always @(posedge clk)
-    pe_4_6_w_down <= \$712 ;
-  always @(posedge clk)
-    pe_4_6_tag_down <= \$713 ;
-  always @(posedge clk)
-    pe_4_6_tv_down <= \$714 ;
-  always @(posedge clk)
-    pe_4_6_a_right <= \$715 ;
-  always @(posedge clk)
-    pe_4_6_flip_right <= \$716 ;
-  always @(posedge clk)
-    pe_4_7_shadow <= \$717 ;
-  always @(posedge clk)
-    pe_4_7_weight <= \$718 ;
-  always @(posedge clk)
-    pe_4_7_psum <= \$719 ;
-  always @(posedge clk)
-    pe_4_7_w_down <= \$720 ;
-  always @(posedge clk)
-    pe_4_7_tag_down <= \$721 ;
-  always @(posedge clk)
-    pe_4_7_tv_down <= \$722 ;
-  always @(posedge clk)
-    pe_5_0_shadow <= \$723 ;
-  always @(posedge clk)
-    pe_5_0_weight <= \$724 ;
-  always @(posedge clk)
-    pe_5_0_psum <= \$725 ;
-  always @(posedge clk)
-    pe_5_0_w_down <= \$726 ;
-  always @(posedge clk)
-    pe_5_0_tag_down <= \$727 ;
-  always @(posedge clk)
-    pe_5_0_tv_down <= \$728 ;
-  always @(posedge clk)
-    pe_5_0_a_right <= \$729 ;
-  always @(posedge clk)
-    pe_5_0_flip_right <= \$730 ;
-  always @(posedge clk)
-    pe_5_1_shadow <= \$731 ;
-  always @(posedge clk)
-    pe_5_1_weight <= \$732 ;
-  always @(posedge clk)
-    pe_5_1_psum <= \$733 ;
-  always @(posedge clk)
-    pe_5_1_w_down <= \$734 ;
-  always @(posedge clk)
-    pe_5_1_tag_down <= \$735 ;
-  always @(posedge clk)
-    pe_5_1_tv_down <= \$736 ;
-  always @(posedge clk)
-    pe_5_1_a_right <= \$737 ;
-  always @(posedge clk)
-    pe_5_1_flip_right <= \$738 ;
-  always @(posedge clk)
-    pe_5_2_shadow <= \$739 ;
-  always @(posedge clk)
-    pe_5_2_weight <= \$740 ;
-  always @(posedge clk)
-    pe_5_2_psum <= \$741 ;
-  always @(posedge clk)
-    pe_5_2_w_down <= \$742 ;
-  always @(posedge clk)
-    pe_5_2_tag_down <= \$743 ;
-  always @(posedge clk)
-    pe_5_2_tv_down <= \$744 ;
-  always @(posedge clk)
-    pe_5_2_a_right <= \$745 ;
-  always @(posedge clk)
-    pe_5_2_flip_right <= \$746 ;
-  always @(posedge clk)
-    pe_5_3_shadow <= \$747 ;
-  always @(posedge clk)
-    pe_5_3_weight <= \$748 ;
-  always @(posedge clk)
-    pe_5_3_psum <= \$749 ;
-  always @(posedge clk)
-    pe_5_3_w_down <= \$750 ;
-  always @(posedge clk)
-    pe_5_3_tag_down <= \$751 ;
-  always @(posedge clk)
-    pe_5_3_tv_down <= \$752 ;
-  always @(posedge clk)
-    pe_5_3_a_right <= \$753 ;
-  always @(posedge clk)
-    pe_5_3_flip_right <= \$754 ;
-  always @(posedge clk)
-    pe_5_4_shadow <= \$755 ;
-  always @(posedge clk)
-    pe_5_4_weight <= \$756 ;
-  always @(posedge clk)
-    pe_5_4_psum <= \$757 ;
-  always @(posedge clk)
-    pe_5_4_w_down <= \$758 ;
-  always @(posedge clk)
-    pe_5_4_tag_down <= \$759 ;
-  always @(posedge clk)
-    pe_5_4_tv_down <= \$760 ;
-  always @(posedge clk)
-    pe_5_4_a_right <= \$761 ;
-  always @(posedge clk)
-    pe_5_4_flip_right <= \$762 ;
-  always @(posedge clk)
-    pe_5_5_shadow <= \$763 ;
-  always @(posedge clk)
-    pe_5_5_weight <= \$764 ;
-  always @(posedge clk)
-    pe_5_5_psum <= \$765 ;
-  always @(posedge clk)
-    pe_5_5_w_down <= \$766 ;
-  always @(posedge clk)
-    pe_5_5_tag_down <= \$767 ;
-  always @(posedge clk)
-    pe_5_5_tv_down <= \$768 ;
-  always @(posedge clk)
-    pe_5_5_a_right <= \$769 ;
-  always @(posedge clk)
-    pe_5_5_flip_right <= \$770 ;
-  always @(posedge clk)
-    pe_5_6_shadow <= \$771 ;
-  always @(posedge clk)
-    pe_5_6_weight <= \$772 ;
-  always @(posedge clk)
-    pe_5_6_psum <= \$773 ;
-  always @(posedge clk)
-    pe_5_6_w_down <= \$774 ;
-  always @(posedge clk)
-    pe_5_6_tag_down <= \$775 ;
-  always @(posedge clk)
-    pe_5_6_tv_down <= \$776 ;
-  always @(posedge clk)
-    pe_5_6_a_right <= \$777 ;
-  always @(posedge clk)
-    pe_5_6_flip_right <= \$778 ;
-  always @(posedge clk)
-    pe_5_7_shadow <= \$779 ;
-  always @(posedge clk)
-    pe_5_7_weight <= \$780 ;
-  always @(posedge clk)
-    pe_5_7_psum <= \$781 ;
-  always @(posedge clk)
-    pe_5_7_w_down <= \$782 ;
-  always @(posedge clk)
-    pe_5_7_tag_down <= \$783 ;
-  always @(posedge clk)
-    pe_5_7_tv_down <= \$784 ;
-  always @(posedge clk)
-    pe_6_0_shadow <= \$785 ;
-  always @(posedge clk)
-    pe_6_0_weight <= \$786 ;
-  always @(posedge clk)
-    pe_6_0_psum <= \$787 ;
-  always @(posedge clk)
-    pe_6_0_w_down <= \$788 ;
-  always @(posedge clk)
-    pe_6_0_tag_down <= \$789 ;
-  always @(posedge clk)
-    pe_6_0_tv_down <= \$790 ;
-  always @(posedge clk)
-    pe_6_0_a_right <= \$791 ;
-  always @(posedge clk)
-    pe_6_0_flip_right <= \$792 ;
-  always @(posedge clk)
-    pe_6_1_shadow <= \$793 ;
-  always @(posedge clk)
-    pe_6_1_weight <= \$794 ;
-  always @(posedge clk)
-    pe_6_1_psum <= \$795 ;
-  always @(posedge clk)
-    pe_6_1_w_down <= \$796 ;
-  always @(posedge clk)
-    pe_6_1_tag_down <= \$797 ;
-  always @(posedge clk)
-    pe_6_1_tv_down <= \$798 ;
-  always @(posedge clk)
-    pe_6_1_a_right <= \$799 ;
-  always @(posedge clk)
-    pe_6_1_flip_right <= \$800 ;
-  always @(posedge clk)
-    pe_6_2_shadow <= \$801 ;
-  always @(posedge clk)
-    pe_6_2_weight <= \$802 ;
-  always @(posedge clk)
-    pe_6_2_psum <= \$803 ;
-  always @(posedge clk)
-    pe_6_2_w_down <= \$804 ;
-  always @(posedge clk)
-    pe_6_2_tag_down <= \$805 ;
-  always @(posedge clk)
-    pe_6_2_tv_down <= \$806 ;
-  always @(posedge clk)
-    pe_6_2_a_right <= \$807 ;
-  always @(posedge clk)
-    pe_6_2_flip_right <= \$808 ;
-  always @(posedge clk)
-    pe_6_3_shadow <= \$809 ;
-  always @(posedge clk)
-    pe_6_3_weight <= \$810 ;
-  always @(posedge clk)
-    pe_6_3_psum <= \$811 ;
-  always @(posedge clk)
-    pe_6_3_w_down <= \$812 ;
-  always @(posedge clk)
-    pe_6_3_tag_down <= \$813 ;
-  always @(posedge clk)
-    pe_6_3_tv_down <= \$814 ;
-  always @(posedge clk)
-    pe_6_3_a_right <= \$815 ;
-  always @(posedge clk)
-    pe_6_3_flip_right <= \$816 ;
-  always @(posedge clk)
-    pe_6_4_shadow <= \$817 ;
-  always @(posedge clk)
-    pe_6_4_weight <= \$818 ;
-  always @(posedge clk)
-    pe_6_4_psum <= \$819 ;
-  always @(posedge clk)
-    pe_6_4_w_down <= \$820 ;
-  always @(posedge clk)
-    pe_6_4_tag_down <= \$821 ;
-  always @(posedge clk)
-    pe_6_4_tv_down <= \$822 ;
-  always @(posedge clk)
-    pe_6_4_a_right <= \$823 ;
-  always @(posedge clk)
-    pe_6_4_flip_right <= \$824 ;
-  always @(posedge clk)
-    pe_6_5_shadow <= \$825 ;
-  always @(posedge clk)
-    pe_6_5_weight <= \$826 ;
-  always @(posedge clk)
-    pe_6_5_psum <= \$827 ;
-  always @(posedge clk)
-    pe_6_5_w_down <= \$828 ;
-  always @(posedge clk)
-    pe_6_5_tag_down <= \$829 ;
-  always @(posedge clk)
-    pe_6_5_tv_down <= \$830 ;
-  always @(posedge clk)
-    pe_6_5_a_right <= \$831 ;
-  always @(posedge clk)
-    pe_6_5_flip_right <= \$832 ;
-  always @(posedge clk)
-    pe_6_6_shadow <= \$833 ;
-  always @(posedge clk)
-    pe_6_6_weight <= \$834 ;
-  always @(posedge clk)
-    pe_6_6_psum <= \$835 ;
-  always @(posedge clk)
-    pe_6_6_w_down <= \$836 ;
-  always @(posedge clk)
-    pe_6_6_tag_down <= \$837 ;
-  always @(posedge clk)
-    pe_6_6_tv_down <= \$838 ;
-  always @(posedge clk)
-    pe_6_6_a_right <= \$839 ;
-  always @(posedge clk)
-    pe_6_6_flip_right <= \$840 ;
-  always @(posedge clk)
-    pe_6_7_shadow <= \$841 ;
-  always @(posedge clk)
-    pe_6_7_weight <= \$842 ;
-  always @(posedge clk)
-    pe_6_7_psum <= \$843 ;
-  always @(posedge clk)
-    pe_6_7_w_down <= \$844 ;
-  always @(posedge clk)
-    pe_6_7_tag_down <= \$845 ;
-  always @(posedge clk)
-    pe_6_7_tv_down <= \$846 ;
-  always @(posedge clk)
-    pe_7_0_shadow <= \$847 ;
-  always @(posedge clk)
-    pe_7_0_weight <= \$848 ;
-  always @(posedge clk)
-    pe_7_0_psum <= \$849 ;
-  always @(posedge clk)
-    pe_7_0_a_right <= \$850 ;
-  always @(posedge clk)
-    pe_7_0_flip_right <= \$851 ;
-  always @(posedge clk)
-    pe_7_1_shadow <= \$852 ;
-  always @(posedge clk)
-    pe_7_1_weight <= \$853 ;
-  always @(posedge clk)
-    pe_7_1_psum <= \$854 ;
-  always @(posedge clk)
-    pe_7_1_a_right <= \$855 ;
-  always @(posedge clk)
-    pe_7_1_flip_right <= \$856 ;
-  always @(posedge clk)
-    pe_7_2_shadow <= \$857 ;
-  always @(posedge clk)
-    pe_7_2_weight <= \$858 ;
-  always @(posedge clk)
-    pe_7_2_psum <= \$859 ;
-  always @(posedge clk)
-    pe_7_2_a_right <= \$860 ;
-  always @(posedge clk)
-    pe_7_2_flip_right <= \$861 ;
-  always @(posedge clk)
-    pe_7_3_shadow <= \$862 ;
-  always @(posedge clk)
-    pe_7_3_weight <= \$863 ;
-  always @(posedge clk)
-    pe_7_3_psum <= \$864 ;
-  always @(posedge clk)
-    pe_7_3_a_right <= \$865 ;
-  always @(posedge clk)
-    pe_7_3_flip_right <= \$866 ;
-  always @(posedge clk)
-    pe_7_4_shadow <= \$867 ;
-  always @(posedge clk)
-    pe_7_4_weight <= \$868 ;
-  always @(posedge clk)
-    pe_7_4_psum <= \$869 ;
-  always @(posedge clk)
-    pe_7_4_a_right <= \$870 ;
-  always @(posedge clk)
-    pe_7_4_flip_right <= \$871 ;
-  always @(posedge clk)
-    pe_7_5_shadow <= \$872 ;
-  always @(posedge clk)
-    pe_7_5_weight <= \$873 ;
-  always @(posedge clk)
-    pe_7_5_psum <= \$874 ;
-  always @(posedge clk)
-    pe_7_5_a_right <= \$875 ;
-  always @(posedge clk)
-    pe_7_5_flip_right <= \$876 ;
-  always @(posedge clk)
-    pe_7_6_shadow <= \$877 ;
-  always @(posedge clk)
-    pe_7_6_weight <= \$878 ;
-  always @(posedge clk)
-    pe_7_6_psum <= \$879 ;
-  always @(posedge clk)
-    pe_7_6_a_right <= \$880 ;
-  always @(posedge clk)
-    pe_7_6_flip_right <= \$881 ;
-  always @(posedge clk)
-    pe_7_7_shadow <= \$882 ;
-  always @(posedge clk)
-    pe_7_7_weight <= \$883 ;
-  always @(posedge clk)
-    pe_7_7_psum <= \$884 ;
-  always @(posedge clk)
-    deskew0_d0 <= \$885 ;
-  always @(posedge clk)
-    deskew0_d1 <= \$886 ;
-  always @(posedge clk)
-    deskew0_d2 <= \$887 ;
-  always @(posedge clk)
-    deskew0_d3 <= \$888 ;
-  always @(posedge clk)
-    deskew0_d4 <= \$889 ;
-  always @(posedge clk)
-    deskew0_d5 <= \$890 ;
-  always @(posedge clk)
-    deskew0_d6 <= \$891 ;
-  always @(posedge clk)
-    deskew1_d0 <= \$892 ;
-  always @(posedge clk)
-    deskew1_d1 <= \$893 ;
-  always @(posedge clk)
-    deskew1_d2 <= \$894 ;
-  always @(posedge clk)
-    deskew1_d3 <= \$895 ;
-  always @(posedge clk)
-    deskew1_d4 <= \$896 ;
-  always @(posedge clk)
-    deskew1_d5 <= \$897 ;
-  always @(posedge clk)
-    deskew2_d0 <= \$898 ;
-  always @(posedge clk)
-    deskew2_d1 <= \$899 ;
-  always @(posedge clk)
-    deskew2_d2 <= \$900 ;
-  always @(posedge clk)
-    deskew2_d3 <= \$901 ;
-  always @(posedge clk)
-    deskew2_d4 <= \$902 ;
-  always @(posedge clk)
-    deskew3_d0 <= \$903 ;
-  always @(posedge clk)
-    deskew3_d1 <= \$904 ;
-  always @(posedge clk)
-    deskew3_d2 <= \$905 ;
-  always @(posedge clk)
-    deskew3_d3 <= \$906 ;
-  always @(posedge clk)
-    deskew4_d0 <= \$907 ;
-  always @(posedge clk)
-    deskew4_d1 <= \$908 ;
-  always @(posedge clk)
-    deskew4_d2 <= \$909 ;
-  always @(posedge clk)
-    deskew5_d0 <= \$910 ;
-  always @(posedge clk)
-    deskew5_d1 <= \$911 ;
-  always @(posedge clk)
-    deskew6_d0 <= \$912 ;
-  always @(posedge clk)
-    read__addr <= \$913 ;
-  always @(posedge clk)
-    acc_vector_b_d0 <= \$914 ;
-  always @(posedge clk)
-    acc_vector_c_d0 <= \$915 ;
-  always @(posedge clk)
-    acc_meta_d0 <= \$916 ;
-  always @(posedge clk)
-    acc_meta_d1 <= \$917 ;
-  always @(posedge clk)
-    acc_row_d0 <= \$918 ;
-  always @(posedge clk)
-    acc_row_d1 <= \$919 ;
-  always @(posedge clk)
-    write__addr <= \$920 ;
-  always @(posedge clk)
-    acc_stored <= \$921 ;
-  always @(posedge clk)
-    write__data <= \$922 ;
-  always @(posedge clk)
-    acc_meta_d_d0 <= \$923 ;
-  assign \release  = results__valid & results__ready;
-  assign \$1  = ~ shadow_full;
-  assign \$2  = ! cooldown;
-  assign weights__ready = \$1  & \$2 ;
-  assign \$3  = since_last_row + rows_in_last_tile;
-  assign accumulator_free = \$3  > 3'h4;
-  assign \$4  = ~ first_pending;
-  assign \$5  = shadow_full & accumulator_free;
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = ~ activations__payload[66];
-  assign \$8  = \$7  | room_for_burst;
-  assign activations__ready = \$6  & \$8 ;
-  assign \$9  = activations__valid & activations__ready;
-  assign flip = \$9  & first_pending;
-  assign \$10  = activations__valid & activations__ready;
-  assign reserve = \$10  & activations__payload[66];
-  assign \$11  = activations__valid & activations__ready;
-  assign \$12  = $signed(a_skew0_d0) * $signed(pe_0_0_weight);
-  assign \$13  = $signed(pe_0_0_a_right) * $signed(pe_0_1_weight);
-  assign \$14  = $signed(pe_0_1_a_right) * $signed(pe_0_2_weight);
-  assign \$15  = $signed(pe_0_2_a_right) * $signed(pe_0_3_weight);
-  assign \$16  = $signed(pe_0_3_a_right) * $signed(pe_0_4_weight);
-  assign \$17  = $signed(pe_0_4_a_right) * $signed(pe_0_5_weight);
-  assign \$18  = $signed(pe_0_5_a_right) * $signed(pe_0_6_weight);
-  assign \$19  = $signed(pe_0_6_a_right) * $signed(pe_0_7_weight);
-  assign \$20  = $signed(a_skew1_d1) * $signed(pe_1_0_weight);
-  assign \$21  = $signed(pe_1_0_a_right) * $signed(pe_1_1_weight);
-  assign \$22  = $signed(pe_1_1_a_right) * $signed(pe_1_2_weight);
-  assign \$23  = $signed(pe_1_2_a_right) * $signed(pe_1_3_weight);
-  assign \$24  = $signed(pe_1_3_a_right) * $signed(pe_1_4_weight);
-  assign \$25  = $signed(pe_1_4_a_right) * $signed(pe_1_5_weight);
-  assign \$26  = $signed(pe_1_5_a_right) * $signed(pe_1_6_weight);
-  assign \$27  = $signed(pe_1_6_a_right) * $signed(pe_1_7_weight);
-  assign \$28  = $signed(a_skew2_d2) * $signed(pe_2_0_weight);
-  assign \$29  = $signed(pe_2_0_a_right) * $signed(pe_2_1_weight);
-  assign \$30  = $signed(pe_2_1_a_right) * $signed(pe_2_2_weight);
-  assign \$31  = $signed(pe_2_2_a_right) * $signed(pe_2_3_weight);
-  assign \$32  = $signed(pe_2_3_a_right) * $signed(pe_2_4_weight);
-  assign \$33  = $signed(pe_2_4_a_right) * $signed(pe_2_5_weight);
-  assign \$34  = $signed(pe_2_5_a_right) * $signed(pe_2_6_weight);
-  assign \$35  = $signed(pe_2_6_a_right) * $signed(pe_2_7_weight);
-  assign \$36  = $signed(a_skew3_d3) * $signed(pe_3_0_weight);
-  assign \$37  = $signed(pe_3_0_a_right) * $signed(pe_3_1_weight);
-  assign \$38  = $signed(pe_3_1_a_right) * $signed(pe_3_2_weight);
-  assign \$39  = $signed(pe_3_2_a_right) * $signed(pe_3_3_weight);
-  assign \$40  = $signed(pe_3_3_a_right) * $signed(pe_3_4_weight);
-  assign \$41  = $signed(pe_3_4_a_right) * $signed(pe_3_5_weight);
-  assign \$42  = $signed(pe_3_5_a_right) * $signed(pe_3_6_weight);
-  assign \$43  = $signed(pe_3_6_a_right) * $signed(pe_3_7_weight);
-  assign \$44  = $signed(a_skew4_d4) * $signed(pe_4_0_weight);
-  assign \$45  = $signed(pe_4_0_a_right) * $signed(pe_4_1_weight);
-  assign \$46  = $signed(pe_4_1_a_right) * $signed(pe_4_2_weight);
-  assign \$47  = $signed(pe_4_2_a_right) * $signed(pe_4_3_weight);
-  assign \$48  = $signed(pe_4_3_a_right) * $signed(pe_4_4_weight);
-  assign \$49  = $signed(pe_4_4_a_right) * $signed(pe_4_5_weight);
-  assign \$50  = $signed(pe_4_5_a_right) * $signed(pe_4_6_weight);
-  assign \$51  = $signed(pe_4_6_a_right) * $signed(pe_4_7_weight);
-  assign \$52  = $signed(a_skew5_d5) * $signed(pe_5_0_weight);
-  assign \$53  = $signed(pe_5_0_a_right) * $signed(pe_5_1_weight);
-  assign \$54  = $signed(pe_5_1_a_right) * $signed(pe_5_2_weight);
-  assign \$55  = $signed(pe_5_2_a_right) * $signed(pe_5_3_weight);
-  assign \$56  = $signed(pe_5_3_a_right) * $signed(pe_5_4_weight);
-  assign \$57  = $signed(pe_5_4_a_right) * $signed(pe_5_5_weight);
-  assign \$58  = $signed(pe_5_5_a_right) * $signed(pe_5_6_weight);
-  assign \$59  = $signed(pe_5_6_a_right) * $signed(pe_5_7_weight);
-  assign \$60  = $signed(a_skew6_d6) * $signed(pe_6_0_weight);
-  assign \$61  = $signed(pe_6_0_a_right) * $signed(pe_6_1_weight);
-  assign \$62  = $signed(pe_6_1_a_right) * $signed(pe_6_2_weight);
-  assign \$63  = $signed(pe_6_2_a_right) * $signed(pe_6_3_weight);
-  assign \$64  = $signed(pe_6_3_a_right) * $signed(pe_6_4_weight);
-  assign \$65  = $signed(pe_6_4_a_right) * $signed(pe_6_5_weight);
-  assign \$66  = $signed(pe_6_5_a_right) * $signed(pe_6_6_weight);
-  assign \$67  = $signed(pe_6_6_a_right) * $signed(pe_6_7_weight);
-  assign \$68  = $signed(a_skew7_d7) * $signed(pe_7_0_weight);
-  assign \$69  = $signed(pe_7_0_a_right) * $signed(pe_7_1_weight);
-  assign \$70  = $signed(pe_7_1_a_right) * $signed(pe_7_2_weight);
   \systolic_ws_8x8_a8s_w8s.result_fifo  result_fifo (
     .clk(clk),
-    .\port$1855$0 (write__data),
-    .\port$1857$3 (acc_meta_d_d0[3]),
+    .\port$1553$0 (write__data),
+    .\port$1555$3 (acc_meta_d_d0[3]),
     .r_data(results__payload),
     .r_en(results__ready),
     .r_rdy(results__valid),
     .rst(rst),
     .w_en(w_en)
   );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$346  = row_meta_d12;
+    if (rst) begin
+      \$346  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$347  = row_meta_d13;
+    if (rst) begin
+      \$347  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$348  = row_meta_d14;
+    if (rst) begin
+      \$348  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$349  = flip;
+    if (rst) begin
+      \$349  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$350  = flip;
+    if (rst) begin
+      \$350  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$351  = flip_skew2_d0;
+    if (rst) begin
+      \$351  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$352  = flip;
+    if (rst) begin
+      \$352  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$353  = flip_skew3_d0;
+    if (rst) begin
+      \$353  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$354  = flip_skew3_d1;
+    if (rst) begin
+      \$354  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$355  = flip;
+    if (rst) begin
+      \$355  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$356  = flip_skew4_d0;
+    if (rst) begin
+      \$356  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$357  = flip_skew4_d1;
+    if (rst) begin
+      \$357  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$358  = flip_skew4_d2;
+    if (rst) begin
+      \$358  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$359  = flip;
+    if (rst) begin
+      \$359  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$360  = flip_skew5_d0;
+    if (rst) begin
+      \$360  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$361  = flip_skew5_d1;
+    if (rst) begin
+      \$361  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$362  = flip_skew5_d2;
+    if (rst) begin
+      \$362  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$363  = flip_skew5_d3;
+    if (rst) begin
+      \$363  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$364  = flip;
+    if (rst) begin
+      \$364  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$365  = flip_skew6_d0;
+    if (rst) begin
+      \$365  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$366  = flip_skew6_d1;
+    if (rst) begin
+      \$366  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$367  = flip_skew6_d2;
+    if (rst) begin
+      \$367  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$368  = flip_skew6_d3;
+    if (rst) begin
+      \$368  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$369  = flip_skew6_d4;
+    if (rst) begin
+      \$369  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$370  = flip;
+    if (rst) begin
+      \$370  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$371  = flip_skew7_d0;
+    if (rst) begin
+      \$371  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$372  = flip_skew7_d1;
+    if (rst) begin
+      \$372  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$373  = flip_skew7_d2;
+    if (rst) begin
+      \$373  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$374  = flip_skew7_d3;
+    if (rst) begin
+      \$374  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$375  = flip_skew7_d4;
+    if (rst) begin
+      \$375  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$376  = flip_skew7_d5;
+    if (rst) begin
+      \$376  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$377  = pe_0_0_shadow;
+    if (\$100 ) begin
+      \$377  = weights__payload[7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$378  = pe_0_0_weight;
+    if (flip) begin
+      \$378  = pe_0_0_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$379  = \$102 ;
+    if (rst) begin
+      \$379  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$380  = flip;
+    if (rst) begin
+      \$380  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$381  = pe_0_1_shadow;
+    if (\$105 ) begin
+      \$381  = weights__payload[15:8];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$382  = pe_0_1_weight;
+    if (pe_0_0_flip_right) begin
+      \$382  = pe_0_1_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$383  = \$107 ;
+    if (rst) begin
+      \$383  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$384  = pe_0_0_flip_right;
+    if (rst) begin
+      \$384  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$385  = pe_0_2_shadow;
+    if (\$110 ) begin
+      \$385  = weights__payload[23:16];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$386  = pe_0_2_weight;
+    if (pe_0_1_flip_right) begin
+      \$386  = pe_0_2_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$387  = \$112 ;
+    if (rst) begin
+      \$387  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$388  = pe_0_1_flip_right;
+    if (rst) begin
+      \$388  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$389  = pe_0_3_shadow;
+    if (\$115 ) begin
+      \$389  = weights__payload[31:24];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$390  = pe_0_3_weight;
+    if (pe_0_2_flip_right) begin
+      \$390  = pe_0_3_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$391  = \$117 ;
+    if (rst) begin
+      \$391  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$392  = pe_0_2_flip_right;
+    if (rst) begin
+      \$392  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$393  = pe_0_4_shadow;
+    if (\$120 ) begin
+      \$393  = weights__payload[39:32];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$394  = pe_0_4_weight;
+    if (pe_0_3_flip_right) begin
+      \$394  = pe_0_4_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$395  = \$122 ;
+    if (rst) begin
+      \$395  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$396  = pe_0_3_flip_right;
+    if (rst) begin
+      \$396  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$397  = pe_0_5_shadow;
+    if (\$125 ) begin
+      \$397  = weights__payload[47:40];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$398  = pe_0_5_weight;
+    if (pe_0_4_flip_right) begin
+      \$398  = pe_0_5_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$399  = \$127 ;
+    if (rst) begin
+      \$399  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$400  = pe_0_4_flip_right;
+    if (rst) begin
+      \$400  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$401  = pe_0_6_shadow;
+    if (\$130 ) begin
+      \$401  = weights__payload[55:48];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$402  = pe_0_6_weight;
+    if (pe_0_5_flip_right) begin
+      \$402  = pe_0_6_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$403  = \$132 ;
+    if (rst) begin
+      \$403  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$404  = pe_0_5_flip_right;
+    if (rst) begin
+      \$404  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$405  = pe_0_7_shadow;
+    if (\$135 ) begin
+      \$405  = weights__payload[63:56];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$406  = pe_0_7_weight;
+    if (pe_0_6_flip_right) begin
+      \$406  = pe_0_7_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$407  = \$137 ;
+    if (rst) begin
+      \$407  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$408  = pe_1_0_shadow;
+    if (\$139 ) begin
+      \$408  = pe_0_0_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$409  = pe_1_0_weight;
+    if (flip_skew1_d0) begin
+      \$409  = pe_1_0_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$410  = pe_0_0_tv_down;
+    if (rst) begin
+      \$410  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$411  = flip_skew1_d0;
+    if (rst) begin
+      \$411  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$412  = pe_1_1_shadow;
+    if (\$142 ) begin
+      \$412  = pe_0_1_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$413  = pe_1_1_weight;
+    if (pe_1_0_flip_right) begin
+      \$413  = pe_1_1_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$414  = pe_0_1_tv_down;
+    if (rst) begin
+      \$414  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$415  = pe_1_0_flip_right;
+    if (rst) begin
+      \$415  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$416  = pe_1_2_shadow;
+    if (\$145 ) begin
+      \$416  = pe_0_2_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$417  = pe_1_2_weight;
+    if (pe_1_1_flip_right) begin
+      \$417  = pe_1_2_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$418  = pe_0_2_tv_down;
+    if (rst) begin
+      \$418  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$419  = pe_1_1_flip_right;
+    if (rst) begin
+      \$419  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$420  = pe_1_3_shadow;
+    if (\$148 ) begin
+      \$420  = pe_0_3_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$421  = pe_1_3_weight;
+    if (pe_1_2_flip_right) begin
+      \$421  = pe_1_3_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$422  = pe_0_3_tv_down;
+    if (rst) begin
+      \$422  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$423  = pe_1_2_flip_right;
+    if (rst) begin
+      \$423  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$424  = pe_1_4_shadow;
+    if (\$151 ) begin
+      \$424  = pe_0_4_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$425  = pe_1_4_weight;
+    if (pe_1_3_flip_right) begin
+      \$425  = pe_1_4_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$426  = pe_0_4_tv_down;
+    if (rst) begin
+      \$426  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$427  = pe_1_3_flip_right;
+    if (rst) begin
+      \$427  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$428  = pe_1_5_shadow;
+    if (\$154 ) begin
+      \$428  = pe_0_5_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$429  = pe_1_5_weight;
+    if (pe_1_4_flip_right) begin
+      \$429  = pe_1_5_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$430  = pe_0_5_tv_down;
+    if (rst) begin
+      \$430  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$431  = pe_1_4_flip_right;
+    if (rst) begin
+      \$431  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$432  = pe_1_6_shadow;
+    if (\$157 ) begin
+      \$432  = pe_0_6_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$433  = pe_1_6_weight;
+    if (pe_1_5_flip_right) begin
+      \$433  = pe_1_6_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$434  = pe_0_6_tv_down;
+    if (rst) begin
+      \$434  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$435  = pe_1_5_flip_right;
+    if (rst) begin
+      \$435  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$436  = pe_1_7_shadow;
+    if (\$160 ) begin
+      \$436  = pe_0_7_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$437  = pe_1_7_weight;
+    if (pe_1_6_flip_right) begin
+      \$437  = pe_1_7_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$438  = pe_0_7_tv_down;
+    if (rst) begin
+      \$438  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$439  = pe_2_0_shadow;
+    if (\$163 ) begin
+      \$439  = pe_1_0_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$440  = pe_2_0_weight;
+    if (flip_skew2_d1) begin
+      \$440  = pe_2_0_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$441  = pe_1_0_tv_down;
+    if (rst) begin
+      \$441  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$442  = flip_skew2_d1;
+    if (rst) begin
+      \$442  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$443  = pe_2_1_shadow;
+    if (\$166 ) begin
+      \$443  = pe_1_1_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$444  = pe_2_1_weight;
+    if (pe_2_0_flip_right) begin
+      \$444  = pe_2_1_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$445  = pe_1_1_tv_down;
+    if (rst) begin
+      \$445  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$446  = pe_2_0_flip_right;
+    if (rst) begin
+      \$446  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$447  = pe_2_2_shadow;
+    if (\$169 ) begin
+      \$447  = pe_1_2_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$448  = pe_2_2_weight;
+    if (pe_2_1_flip_right) begin
+      \$448  = pe_2_2_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$449  = pe_1_2_tv_down;
+    if (rst) begin
+      \$449  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$450  = pe_2_1_flip_right;
+    if (rst) begin
+      \$450  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$451  = pe_2_3_shadow;
+    if (\$172 ) begin
+      \$451  = pe_1_3_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$452  = pe_2_3_weight;
+    if (pe_2_2_flip_right) begin
+      \$452  = pe_2_3_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$453  = pe_1_3_tv_down;
+    if (rst) begin
+      \$453  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$454  = pe_2_2_flip_right;
+    if (rst) begin
+      \$454  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$455  = pe_2_4_shadow;
+    if (\$175 ) begin
+      \$455  = pe_1_4_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$456  = pe_2_4_weight;
+    if (pe_2_3_flip_right) begin
+      \$456  = pe_2_4_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$457  = pe_1_4_tv_down;
+    if (rst) begin
+      \$457  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$458  = pe_2_3_flip_right;
+    if (rst) begin
+      \$458  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$459  = pe_2_5_shadow;
+    if (\$178 ) begin
+      \$459  = pe_1_5_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$460  = pe_2_5_weight;
+    if (pe_2_4_flip_right) begin
+      \$460  = pe_2_5_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$461  = pe_1_5_tv_down;
+    if (rst) begin
+      \$461  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$462  = pe_2_4_flip_right;
+    if (rst) begin
+      \$462  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$463  = pe_2_6_shadow;
+    if (\$181 ) begin
+      \$463  = pe_1_6_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$464  = pe_2_6_weight;
+    if (pe_2_5_flip_right) begin
+      \$464  = pe_2_6_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$465  = pe_1_6_tv_down;
+    if (rst) begin
+      \$465  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$466  = pe_2_5_flip_right;
+    if (rst) begin
+      \$466  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$467  = pe_2_7_shadow;
+    if (\$184 ) begin
+      \$467  = pe_1_7_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$468  = pe_2_7_weight;
+    if (pe_2_6_flip_right) begin
+      \$468  = pe_2_7_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$469  = pe_1_7_tv_down;
+    if (rst) begin
+      \$469  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$470  = pe_3_0_shadow;
+    if (\$187 ) begin
+      \$470  = pe_2_0_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$471  = pe_3_0_weight;
+    if (flip_skew3_d2) begin
+      \$471  = pe_3_0_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$472  = pe_2_0_tv_down;
+    if (rst) begin
+      \$472  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$473  = flip_skew3_d2;
+    if (rst) begin
+      \$473  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$474  = pe_3_1_shadow;
+    if (\$190 ) begin
+      \$474  = pe_2_1_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$475  = pe_3_1_weight;
+    if (pe_3_0_flip_right) begin
+      \$475  = pe_3_1_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$476  = pe_2_1_tv_down;
+    if (rst) begin
+      \$476  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$477  = pe_3_0_flip_right;
+    if (rst) begin
+      \$477  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$478  = pe_3_2_shadow;
+    if (\$193 ) begin
+      \$478  = pe_2_2_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$479  = pe_3_2_weight;
+    if (pe_3_1_flip_right) begin
+      \$479  = pe_3_2_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$480  = pe_2_2_tv_down;
+    if (rst) begin
+      \$480  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$481  = pe_3_1_flip_right;
+    if (rst) begin
+      \$481  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$482  = pe_3_3_shadow;
+    if (\$196 ) begin
+      \$482  = pe_2_3_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$483  = pe_3_3_weight;
+    if (pe_3_2_flip_right) begin
+      \$483  = pe_3_3_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$484  = pe_2_3_tv_down;
+    if (rst) begin
+      \$484  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$485  = pe_3_2_flip_right;
+    if (rst) begin
+      \$485  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$486  = pe_3_4_shadow;
+    if (\$199 ) begin
+      \$486  = pe_2_4_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$487  = pe_3_4_weight;
+    if (pe_3_3_flip_right) begin
+      \$487  = pe_3_4_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$488  = pe_2_4_tv_down;
+    if (rst) begin
+      \$488  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$489  = pe_3_3_flip_right;
+    if (rst) begin
+      \$489  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$490  = pe_3_5_shadow;
+    if (\$202 ) begin
+      \$490  = pe_2_5_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$491  = pe_3_5_weight;
+    if (pe_3_4_flip_right) begin
+      \$491  = pe_3_5_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$492  = pe_2_5_tv_down;
+    if (rst) begin
+      \$492  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$493  = pe_3_4_flip_right;
+    if (rst) begin
+      \$493  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$494  = pe_3_6_shadow;
+    if (\$205 ) begin
+      \$494  = pe_2_6_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$495  = pe_3_6_weight;
+    if (pe_3_5_flip_right) begin
+      \$495  = pe_3_6_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$496  = pe_2_6_tv_down;
+    if (rst) begin
+      \$496  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$497  = pe_3_5_flip_right;
+    if (rst) begin
+      \$497  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$498  = pe_3_7_shadow;
+    if (\$208 ) begin
+      \$498  = pe_2_7_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$499  = pe_3_7_weight;
+    if (pe_3_6_flip_right) begin
+      \$499  = pe_3_7_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$500  = pe_2_7_tv_down;
+    if (rst) begin
+      \$500  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$501  = pe_4_0_shadow;
+    if (\$211 ) begin
+      \$501  = pe_3_0_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$502  = pe_4_0_weight;
+    if (flip_skew4_d3) begin
+      \$502  = pe_4_0_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$503  = pe_3_0_tv_down;
+    if (rst) begin
+      \$503  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$504  = flip_skew4_d3;
+    if (rst) begin
+      \$504  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$505  = pe_4_1_shadow;
+    if (\$214 ) begin
+      \$505  = pe_3_1_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$506  = pe_4_1_weight;
+    if (pe_4_0_flip_right) begin
+      \$506  = pe_4_1_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$507  = pe_3_1_tv_down;
+    if (rst) begin
+      \$507  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$508  = pe_4_0_flip_right;
+    if (rst) begin
+      \$508  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$509  = pe_4_2_shadow;
+    if (\$217 ) begin
+      \$509  = pe_3_2_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$510  = pe_4_2_weight;
+    if (pe_4_1_flip_right) begin
+      \$510  = pe_4_2_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$511  = pe_3_2_tv_down;
+    if (rst) begin
+      \$511  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$512  = pe_4_1_flip_right;
+    if (rst) begin
+      \$512  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$513  = pe_4_3_shadow;
+    if (\$220 ) begin
+      \$513  = pe_3_3_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$514  = pe_4_3_weight;
+    if (pe_4_2_flip_right) begin
+      \$514  = pe_4_3_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$515  = pe_3_3_tv_down;
+    if (rst) begin
+      \$515  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$516  = pe_4_2_flip_right;
+    if (rst) begin
+      \$516  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$517  = pe_4_4_shadow;
+    if (\$223 ) begin
+      \$517  = pe_3_4_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$518  = pe_4_4_weight;
+    if (pe_4_3_flip_right) begin
+      \$518  = pe_4_4_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$519  = pe_3_4_tv_down;
+    if (rst) begin
+      \$519  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$520  = pe_4_3_flip_right;
+    if (rst) begin
+      \$520  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$521  = pe_4_5_shadow;
+    if (\$226 ) begin
+      \$521  = pe_3_5_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$522  = pe_4_5_weight;
+    if (pe_4_4_flip_right) begin
+      \$522  = pe_4_5_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$523  = pe_3_5_tv_down;
+    if (rst) begin
+      \$523  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$524  = pe_4_4_flip_right;
+    if (rst) begin
+      \$524  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$525  = pe_4_6_shadow;
+    if (\$229 ) begin
+      \$525  = pe_3_6_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$526  = pe_4_6_weight;
+    if (pe_4_5_flip_right) begin
+      \$526  = pe_4_6_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$527  = pe_3_6_tv_down;
+    if (rst) begin
+      \$527  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$528  = pe_4_5_flip_right;
+    if (rst) begin
+      \$528  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$529  = pe_4_7_shadow;
+    if (\$232 ) begin
+      \$529  = pe_3_7_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$530  = pe_4_7_weight;
+    if (pe_4_6_flip_right) begin
+      \$530  = pe_4_7_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$531  = pe_3_7_tv_down;
+    if (rst) begin
+      \$531  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$532  = pe_5_0_shadow;
+    if (\$235 ) begin
+      \$532  = pe_4_0_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$533  = pe_5_0_weight;
+    if (flip_skew5_d4) begin
+      \$533  = pe_5_0_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$534  = pe_4_0_tv_down;
+    if (rst) begin
+      \$534  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$535  = flip_skew5_d4;
+    if (rst) begin
+      \$535  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$536  = pe_5_1_shadow;
+    if (\$238 ) begin
+      \$536  = pe_4_1_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$537  = pe_5_1_weight;
+    if (pe_5_0_flip_right) begin
+      \$537  = pe_5_1_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$538  = pe_4_1_tv_down;
+    if (rst) begin
+      \$538  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$539  = pe_5_0_flip_right;
+    if (rst) begin
+      \$539  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$540  = pe_5_2_shadow;
+    if (\$241 ) begin
+      \$540  = pe_4_2_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$541  = pe_5_2_weight;
+    if (pe_5_1_flip_right) begin
+      \$541  = pe_5_2_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$542  = pe_4_2_tv_down;
+    if (rst) begin
+      \$542  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$543  = pe_5_1_flip_right;
+    if (rst) begin
+      \$543  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$544  = pe_5_3_shadow;
+    if (\$244 ) begin
+      \$544  = pe_4_3_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$545  = pe_5_3_weight;
+    if (pe_5_2_flip_right) begin
+      \$545  = pe_5_3_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$546  = pe_4_3_tv_down;
+    if (rst) begin
+      \$546  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$547  = pe_5_2_flip_right;
+    if (rst) begin
+      \$547  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$548  = pe_5_4_shadow;
+    if (\$247 ) begin
+      \$548  = pe_4_4_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$549  = pe_5_4_weight;
+    if (pe_5_3_flip_right) begin
+      \$549  = pe_5_4_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$550  = pe_4_4_tv_down;
+    if (rst) begin
+      \$550  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$551  = pe_5_3_flip_right;
+    if (rst) begin
+      \$551  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$552  = pe_5_5_shadow;
+    if (\$250 ) begin
+      \$552  = pe_4_5_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$553  = pe_5_5_weight;
+    if (pe_5_4_flip_right) begin
+      \$553  = pe_5_5_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$554  = pe_4_5_tv_down;
+    if (rst) begin
+      \$554  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$555  = pe_5_4_flip_right;
+    if (rst) begin
+      \$555  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$556  = pe_5_6_shadow;
+    if (\$253 ) begin
+      \$556  = pe_4_6_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$557  = pe_5_6_weight;
+    if (pe_5_5_flip_right) begin
+      \$557  = pe_5_6_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$558  = pe_4_6_tv_down;
+    if (rst) begin
+      \$558  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$559  = pe_5_5_flip_right;
+    if (rst) begin
+      \$559  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$560  = pe_5_7_shadow;
+    if (\$256 ) begin
+      \$560  = pe_4_7_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$561  = pe_5_7_weight;
+    if (pe_5_6_flip_right) begin
+      \$561  = pe_5_7_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$562  = pe_4_7_tv_down;
+    if (rst) begin
+      \$562  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$563  = pe_6_0_shadow;
+    if (\$259 ) begin
+      \$563  = pe_5_0_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$564  = pe_6_0_weight;
+    if (flip_skew6_d5) begin
+      \$564  = pe_6_0_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$565  = pe_5_0_tv_down;
+    if (rst) begin
+      \$565  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$566  = flip_skew6_d5;
+    if (rst) begin
+      \$566  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$567  = pe_6_1_shadow;
+    if (\$262 ) begin
+      \$567  = pe_5_1_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$568  = pe_6_1_weight;
+    if (pe_6_0_flip_right) begin
+      \$568  = pe_6_1_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$569  = pe_5_1_tv_down;
+    if (rst) begin
+      \$569  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$570  = pe_6_0_flip_right;
+    if (rst) begin
+      \$570  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$571  = pe_6_2_shadow;
+    if (\$265 ) begin
+      \$571  = pe_5_2_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$572  = pe_6_2_weight;
+    if (pe_6_1_flip_right) begin
+      \$572  = pe_6_2_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$573  = pe_5_2_tv_down;
+    if (rst) begin
+      \$573  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$574  = pe_6_1_flip_right;
+    if (rst) begin
+      \$574  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$575  = pe_6_3_shadow;
+    if (\$268 ) begin
+      \$575  = pe_5_3_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$576  = pe_6_3_weight;
+    if (pe_6_2_flip_right) begin
+      \$576  = pe_6_3_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$577  = pe_5_3_tv_down;
+    if (rst) begin
+      \$577  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$578  = pe_6_2_flip_right;
+    if (rst) begin
+      \$578  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$579  = pe_6_4_shadow;
+    if (\$271 ) begin
+      \$579  = pe_5_4_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$580  = pe_6_4_weight;
+    if (pe_6_3_flip_right) begin
+      \$580  = pe_6_4_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$581  = pe_5_4_tv_down;
+    if (rst) begin
+      \$581  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$582  = pe_6_3_flip_right;
+    if (rst) begin
+      \$582  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$583  = pe_6_5_shadow;
+    if (\$274 ) begin
+      \$583  = pe_5_5_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$584  = pe_6_5_weight;
+    if (pe_6_4_flip_right) begin
+      \$584  = pe_6_5_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$585  = pe_5_5_tv_down;
+    if (rst) begin
+      \$585  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$586  = pe_6_4_flip_right;
+    if (rst) begin
+      \$586  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$587  = pe_6_6_shadow;
+    if (\$277 ) begin
+      \$587  = pe_5_6_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$588  = pe_6_6_weight;
+    if (pe_6_5_flip_right) begin
+      \$588  = pe_6_6_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$589  = pe_5_6_tv_down;
+    if (rst) begin
+      \$589  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$590  = pe_6_5_flip_right;
+    if (rst) begin
+      \$590  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$591  = pe_6_7_shadow;
+    if (\$280 ) begin
+      \$591  = pe_5_7_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$592  = pe_6_7_weight;
+    if (pe_6_6_flip_right) begin
+      \$592  = pe_6_7_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$593  = pe_5_7_tv_down;
+    if (rst) begin
+      \$593  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$594  = pe_7_0_shadow;
+    if (\$283 ) begin
+      \$594  = pe_6_0_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$595  = pe_7_0_weight;
+    if (flip_skew7_d6) begin
+      \$595  = pe_7_0_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$596  = flip_skew7_d6;
+    if (rst) begin
+      \$596  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$597  = pe_7_1_shadow;
+    if (\$286 ) begin
+      \$597  = pe_6_1_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$598  = pe_7_1_weight;
+    if (pe_7_0_flip_right) begin
+      \$598  = pe_7_1_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$599  = pe_7_0_flip_right;
+    if (rst) begin
+      \$599  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$600  = pe_7_2_shadow;
+    if (\$289 ) begin
+      \$600  = pe_6_2_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$601  = pe_7_2_weight;
+    if (pe_7_1_flip_right) begin
+      \$601  = pe_7_2_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$602  = pe_7_1_flip_right;
+    if (rst) begin
+      \$602  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$603  = pe_7_3_shadow;
+    if (\$292 ) begin
+      \$603  = pe_6_3_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$604  = pe_7_3_weight;
+    if (pe_7_2_flip_right) begin
+      \$604  = pe_7_3_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$605  = pe_7_2_flip_right;
+    if (rst) begin
+      \$605  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$606  = pe_7_4_shadow;
+    if (\$295 ) begin
+      \$606  = pe_6_4_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$607  = pe_7_4_weight;
+    if (pe_7_3_flip_right) begin
+      \$607  = pe_7_4_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$608  = pe_7_3_flip_right;
+    if (rst) begin
+      \$608  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$609  = pe_7_5_shadow;
+    if (\$298 ) begin
+      \$609  = pe_6_5_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$610  = pe_7_5_weight;
+    if (pe_7_4_flip_right) begin
+      \$610  = pe_7_5_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$611  = pe_7_4_flip_right;
+    if (rst) begin
+      \$611  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$612  = pe_7_6_shadow;
+    if (\$301 ) begin
+      \$612  = pe_6_6_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$613  = pe_7_6_weight;
+    if (pe_7_5_flip_right) begin
+      \$613  = pe_7_6_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$614  = pe_7_5_flip_right;
+    if (rst) begin
+      \$614  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$615  = pe_7_7_shadow;
+    if (\$304 ) begin
+      \$615  = pe_6_7_w_down;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$616  = pe_7_7_weight;
+    if (pe_7_6_flip_right) begin
+      \$616  = pe_7_7_shadow;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$617  = read__addr;
+    if (row_meta_d15[0]) begin
+      \$617  = \$307 [7:0];
+    end
+    if (rst) begin
+      \$617  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$618  = row_meta_d15;
+    if (rst) begin
+      \$618  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$619  = acc_meta_d0;
+    if (rst) begin
+      \$619  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$621  = acc_meta_d1;
+    if (rst) begin
+      \$621  = 4'h0;
+    end
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$324  = \$77 ;
@@ -3776,4446 +5570,6 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
     \$345  = row_meta_d11;
     if (rst) begin
       \$345  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$346  = row_meta_d12;
-    if (rst) begin
-      \$346  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$347  = row_meta_d13;
-    if (rst) begin
-      \$347  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$348  = row_meta_d14;
-    if (rst) begin
-      \$348  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$349  = activations__payload[7:0];
-    if (rst) begin
-      \$349  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$350  = activations__payload[15:8];
-    if (rst) begin
-      \$350  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$351  = a_skew1_d0;
-    if (rst) begin
-      \$351  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$352  = activations__payload[23:16];
-    if (rst) begin
-      \$352  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$353  = a_skew2_d0;
-    if (rst) begin
-      \$353  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$354  = a_skew2_d1;
-    if (rst) begin
-      \$354  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$355  = activations__payload[31:24];
-    if (rst) begin
-      \$355  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$356  = a_skew3_d0;
-    if (rst) begin
-      \$356  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$357  = a_skew3_d1;
-    if (rst) begin
-      \$357  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$358  = a_skew3_d2;
-    if (rst) begin
-      \$358  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$359  = activations__payload[39:32];
-    if (rst) begin
-      \$359  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$360  = a_skew4_d0;
-    if (rst) begin
-      \$360  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$361  = a_skew4_d1;
-    if (rst) begin
-      \$361  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$362  = a_skew4_d2;
-    if (rst) begin
-      \$362  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$363  = a_skew4_d3;
-    if (rst) begin
-      \$363  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$364  = activations__payload[47:40];
-    if (rst) begin
-      \$364  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$365  = a_skew5_d0;
-    if (rst) begin
-      \$365  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$366  = a_skew5_d1;
-    if (rst) begin
-      \$366  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$367  = a_skew5_d2;
-    if (rst) begin
-      \$367  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$368  = a_skew5_d3;
-    if (rst) begin
-      \$368  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$369  = a_skew5_d4;
-    if (rst) begin
-      \$369  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$370  = activations__payload[55:48];
-    if (rst) begin
-      \$370  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$371  = a_skew6_d0;
-    if (rst) begin
-      \$371  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$372  = a_skew6_d1;
-    if (rst) begin
-      \$372  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$373  = a_skew6_d2;
-    if (rst) begin
-      \$373  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$374  = a_skew6_d3;
-    if (rst) begin
-      \$374  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$375  = a_skew6_d4;
-    if (rst) begin
-      \$375  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$376  = a_skew6_d5;
-    if (rst) begin
-      \$376  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$377  = activations__payload[63:56];
-    if (rst) begin
-      \$377  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$378  = a_skew7_d0;
-    if (rst) begin
-      \$378  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$379  = a_skew7_d1;
-    if (rst) begin
-      \$379  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$380  = a_skew7_d2;
-    if (rst) begin
-      \$380  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$381  = a_skew7_d3;
-    if (rst) begin
-      \$381  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$382  = a_skew7_d4;
-    if (rst) begin
-      \$382  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$383  = a_skew7_d5;
-    if (rst) begin
-      \$383  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$384  = a_skew7_d6;
-    if (rst) begin
-      \$384  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$385  = flip;
-    if (rst) begin
-      \$385  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$386  = flip;
-    if (rst) begin
-      \$386  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$387  = flip_skew2_d0;
-    if (rst) begin
-      \$387  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$388  = flip;
-    if (rst) begin
-      \$388  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$389  = flip_skew3_d0;
-    if (rst) begin
-      \$389  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$390  = flip_skew3_d1;
-    if (rst) begin
-      \$390  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$391  = flip;
-    if (rst) begin
-      \$391  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$392  = flip_skew4_d0;
-    if (rst) begin
-      \$392  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$393  = flip_skew4_d1;
-    if (rst) begin
-      \$393  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$394  = flip_skew4_d2;
-    if (rst) begin
-      \$394  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$395  = flip;
-    if (rst) begin
-      \$395  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$396  = flip_skew5_d0;
-    if (rst) begin
-      \$396  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$397  = flip_skew5_d1;
-    if (rst) begin
-      \$397  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$398  = flip_skew5_d2;
-    if (rst) begin
-      \$398  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$399  = flip_skew5_d3;
-    if (rst) begin
-      \$399  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$400  = flip;
-    if (rst) begin
-      \$400  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$401  = flip_skew6_d0;
-    if (rst) begin
-      \$401  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$402  = flip_skew6_d1;
-    if (rst) begin
-      \$402  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$403  = flip_skew6_d2;
-    if (rst) begin
-      \$403  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$404  = flip_skew6_d3;
-    if (rst) begin
-      \$404  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$405  = flip_skew6_d4;
-    if (rst) begin
-      \$405  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$406  = flip;
-    if (rst) begin
-      \$406  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$407  = flip_skew7_d0;
-    if (rst) begin
-      \$407  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$408  = flip_skew7_d1;
-    if (rst) begin
-      \$408  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$409  = flip_skew7_d2;
-    if (rst) begin
-      \$409  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$410  = flip_skew7_d3;
-    if (rst) begin
-      \$410  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$411  = flip_skew7_d4;
-    if (rst) begin
-      \$411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$412  = flip_skew7_d5;
-    if (rst) begin
-      \$412  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$413  = pe_0_0_shadow;
-    if (\$100 ) begin
-      \$413  = weights__payload[7:0];
-    end
-    if (rst) begin
-      \$413  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$414  = pe_0_0_weight;
-    if (flip) begin
-      \$414  = pe_0_0_shadow;
-    end
-    if (rst) begin
-      \$414  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$415  = \$101 [27:0];
-    if (rst) begin
-      \$415  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$416  = weights__payload[7:0];
-    if (rst) begin
-      \$416  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$417  = load_count;
-    if (rst) begin
-      \$417  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$418  = \$102 ;
-    if (rst) begin
-      \$418  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$419  = a_skew0_d0;
-    if (rst) begin
-      \$419  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$420  = flip;
-    if (rst) begin
-      \$420  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$421  = pe_0_1_shadow;
-    if (\$105 ) begin
-      \$421  = weights__payload[15:8];
-    end
-    if (rst) begin
-      \$421  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$422  = pe_0_1_weight;
-    if (pe_0_0_flip_right) begin
-      \$422  = pe_0_1_shadow;
-    end
-    if (rst) begin
-      \$422  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$423  = \$106 [27:0];
-    if (rst) begin
-      \$423  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$424  = weights__payload[15:8];
-    if (rst) begin
-      \$424  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$425  = load_count;
-    if (rst) begin
-      \$425  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$426  = \$107 ;
-    if (rst) begin
-      \$426  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$427  = pe_0_0_a_right;
-    if (rst) begin
-      \$427  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$428  = pe_0_0_flip_right;
-    if (rst) begin
-      \$428  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$429  = pe_0_2_shadow;
-    if (\$110 ) begin
-      \$429  = weights__payload[23:16];
-    end
-    if (rst) begin
-      \$429  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$430  = pe_0_2_weight;
-    if (pe_0_1_flip_right) begin
-      \$430  = pe_0_2_shadow;
-    end
-    if (rst) begin
-      \$430  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$431  = \$111 [27:0];
-    if (rst) begin
-      \$431  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$432  = weights__payload[23:16];
-    if (rst) begin
-      \$432  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$433  = load_count;
-    if (rst) begin
-      \$433  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$434  = \$112 ;
-    if (rst) begin
-      \$434  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$435  = pe_0_1_a_right;
-    if (rst) begin
-      \$435  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$436  = pe_0_1_flip_right;
-    if (rst) begin
-      \$436  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$437  = pe_0_3_shadow;
-    if (\$115 ) begin
-      \$437  = weights__payload[31:24];
-    end
-    if (rst) begin
-      \$437  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$438  = pe_0_3_weight;
-    if (pe_0_2_flip_right) begin
-      \$438  = pe_0_3_shadow;
-    end
-    if (rst) begin
-      \$438  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$439  = \$116 [27:0];
-    if (rst) begin
-      \$439  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$440  = weights__payload[31:24];
-    if (rst) begin
-      \$440  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$441  = load_count;
-    if (rst) begin
-      \$441  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$442  = \$117 ;
-    if (rst) begin
-      \$442  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$443  = pe_0_2_a_right;
-    if (rst) begin
-      \$443  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$444  = pe_0_2_flip_right;
-    if (rst) begin
-      \$444  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$445  = pe_0_4_shadow;
-    if (\$120 ) begin
-      \$445  = weights__payload[39:32];
-    end
-    if (rst) begin
-      \$445  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$446  = pe_0_4_weight;
-    if (pe_0_3_flip_right) begin
-      \$446  = pe_0_4_shadow;
-    end
-    if (rst) begin
-      \$446  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$447  = \$121 [27:0];
-    if (rst) begin
-      \$447  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$448  = weights__payload[39:32];
-    if (rst) begin
-      \$448  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$449  = load_count;
-    if (rst) begin
-      \$449  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$450  = \$122 ;
-    if (rst) begin
-      \$450  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$451  = pe_0_3_a_right;
-    if (rst) begin
-      \$451  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$452  = pe_0_3_flip_right;
-    if (rst) begin
-      \$452  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$453  = pe_0_5_shadow;
-    if (\$125 ) begin
-      \$453  = weights__payload[47:40];
-    end
-    if (rst) begin
-      \$453  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$454  = pe_0_5_weight;
-    if (pe_0_4_flip_right) begin
-      \$454  = pe_0_5_shadow;
-    end
-    if (rst) begin
-      \$454  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$455  = \$126 [27:0];
-    if (rst) begin
-      \$455  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$456  = weights__payload[47:40];
-    if (rst) begin
-      \$456  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$457  = load_count;
-    if (rst) begin
-      \$457  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$458  = \$127 ;
-    if (rst) begin
-      \$458  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$459  = pe_0_4_a_right;
-    if (rst) begin
-      \$459  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$460  = pe_0_4_flip_right;
-    if (rst) begin
-      \$460  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$461  = pe_0_6_shadow;
-    if (\$130 ) begin
-      \$461  = weights__payload[55:48];
-    end
-    if (rst) begin
-      \$461  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$462  = pe_0_6_weight;
-    if (pe_0_5_flip_right) begin
-      \$462  = pe_0_6_shadow;
-    end
-    if (rst) begin
-      \$462  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$463  = \$131 [27:0];
-    if (rst) begin
-      \$463  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$464  = weights__payload[55:48];
-    if (rst) begin
-      \$464  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$465  = load_count;
-    if (rst) begin
-      \$465  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$466  = \$132 ;
-    if (rst) begin
-      \$466  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$467  = pe_0_5_a_right;
-    if (rst) begin
-      \$467  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$468  = pe_0_5_flip_right;
-    if (rst) begin
-      \$468  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$469  = pe_0_7_shadow;
-    if (\$135 ) begin
-      \$469  = weights__payload[63:56];
-    end
-    if (rst) begin
-      \$469  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$470  = pe_0_7_weight;
-    if (pe_0_6_flip_right) begin
-      \$470  = pe_0_7_shadow;
-    end
-    if (rst) begin
-      \$470  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$471  = \$136 [27:0];
-    if (rst) begin
-      \$471  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$472  = weights__payload[63:56];
-    if (rst) begin
-      \$472  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$473  = load_count;
-    if (rst) begin
-      \$473  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$474  = \$137 ;
-    if (rst) begin
-      \$474  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$475  = pe_1_0_shadow;
-    if (\$139 ) begin
-      \$475  = pe_0_0_w_down;
-    end
-    if (rst) begin
-      \$475  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$476  = pe_1_0_weight;
-    if (flip_skew1_d0) begin
-      \$476  = pe_1_0_shadow;
-    end
-    if (rst) begin
-      \$476  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$477  = \$140 [27:0];
-    if (rst) begin
-      \$477  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$478  = pe_0_0_w_down;
-    if (rst) begin
-      \$478  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$479  = pe_0_0_tag_down;
-    if (rst) begin
-      \$479  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$480  = pe_0_0_tv_down;
-    if (rst) begin
-      \$480  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$481  = a_skew1_d1;
-    if (rst) begin
-      \$481  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$482  = flip_skew1_d0;
-    if (rst) begin
-      \$482  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$483  = pe_1_1_shadow;
-    if (\$142 ) begin
-      \$483  = pe_0_1_w_down;
-    end
-    if (rst) begin
-      \$483  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$484  = pe_1_1_weight;
-    if (pe_1_0_flip_right) begin
-      \$484  = pe_1_1_shadow;
-    end
-    if (rst) begin
-      \$484  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$485  = \$143 [27:0];
-    if (rst) begin
-      \$485  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$486  = pe_0_1_w_down;
-    if (rst) begin
-      \$486  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$487  = pe_0_1_tag_down;
-    if (rst) begin
-      \$487  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$488  = pe_0_1_tv_down;
-    if (rst) begin
-      \$488  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$489  = pe_1_0_a_right;
-    if (rst) begin
-      \$489  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$490  = pe_1_0_flip_right;
-    if (rst) begin
-      \$490  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$491  = pe_1_2_shadow;
-    if (\$145 ) begin
-      \$491  = pe_0_2_w_down;
-    end
-    if (rst) begin
-      \$491  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$492  = pe_1_2_weight;
-    if (pe_1_1_flip_right) begin
-      \$492  = pe_1_2_shadow;
-    end
-    if (rst) begin
-      \$492  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$493  = \$146 [27:0];
-    if (rst) begin
-      \$493  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$494  = pe_0_2_w_down;
-    if (rst) begin
-      \$494  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$495  = pe_0_2_tag_down;
-    if (rst) begin
-      \$495  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$496  = pe_0_2_tv_down;
-    if (rst) begin
-      \$496  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = pe_1_1_a_right;
-    if (rst) begin
-      \$497  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = pe_1_1_flip_right;
-    if (rst) begin
-      \$498  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = pe_1_3_shadow;
-    if (\$148 ) begin
-      \$499  = pe_0_3_w_down;
-    end
-    if (rst) begin
-      \$499  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$500  = pe_1_3_weight;
-    if (pe_1_2_flip_right) begin
-      \$500  = pe_1_3_shadow;
-    end
-    if (rst) begin
-      \$500  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = \$149 [27:0];
-    if (rst) begin
-      \$501  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$502  = pe_0_3_w_down;
-    if (rst) begin
-      \$502  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$503  = pe_0_3_tag_down;
-    if (rst) begin
-      \$503  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = pe_0_3_tv_down;
-    if (rst) begin
-      \$504  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$505  = pe_1_2_a_right;
-    if (rst) begin
-      \$505  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = pe_1_2_flip_right;
-    if (rst) begin
-      \$506  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = pe_1_4_shadow;
-    if (\$151 ) begin
-      \$507  = pe_0_4_w_down;
-    end
-    if (rst) begin
-      \$507  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = pe_1_4_weight;
-    if (pe_1_3_flip_right) begin
-      \$508  = pe_1_4_shadow;
-    end
-    if (rst) begin
-      \$508  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = \$152 [27:0];
-    if (rst) begin
-      \$509  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = pe_0_4_w_down;
-    if (rst) begin
-      \$510  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = pe_0_4_tag_down;
-    if (rst) begin
-      \$511  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$512  = pe_0_4_tv_down;
-    if (rst) begin
-      \$512  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$513  = pe_1_3_a_right;
-    if (rst) begin
-      \$513  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$514  = pe_1_3_flip_right;
-    if (rst) begin
-      \$514  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$515  = pe_1_5_shadow;
-    if (\$154 ) begin
-      \$515  = pe_0_5_w_down;
-    end
-    if (rst) begin
-      \$515  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$516  = pe_1_5_weight;
-    if (pe_1_4_flip_right) begin
-      \$516  = pe_1_5_shadow;
-    end
-    if (rst) begin
-      \$516  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$517  = \$155 [27:0];
-    if (rst) begin
-      \$517  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$518  = pe_0_5_w_down;
-    if (rst) begin
-      \$518  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$519  = pe_0_5_tag_down;
-    if (rst) begin
-      \$519  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$520  = pe_0_5_tv_down;
-    if (rst) begin
-      \$520  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$521  = pe_1_4_a_right;
-    if (rst) begin
-      \$521  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$522  = pe_1_4_flip_right;
-    if (rst) begin
-      \$522  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$523  = pe_1_6_shadow;
-    if (\$157 ) begin
-      \$523  = pe_0_6_w_down;
-    end
-    if (rst) begin
-      \$523  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$524  = pe_1_6_weight;
-    if (pe_1_5_flip_right) begin
-      \$524  = pe_1_6_shadow;
-    end
-    if (rst) begin
-      \$524  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$525  = \$158 [27:0];
-    if (rst) begin
-      \$525  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$526  = pe_0_6_w_down;
-    if (rst) begin
-      \$526  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$527  = pe_0_6_tag_down;
-    if (rst) begin
-      \$527  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$528  = pe_0_6_tv_down;
-    if (rst) begin
-      \$528  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$529  = pe_1_5_a_right;
-    if (rst) begin
-      \$529  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$530  = pe_1_5_flip_right;
-    if (rst) begin
-      \$530  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$531  = pe_1_7_shadow;
-    if (\$160 ) begin
-      \$531  = pe_0_7_w_down;
-    end
-    if (rst) begin
-      \$531  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$532  = pe_1_7_weight;
-    if (pe_1_6_flip_right) begin
-      \$532  = pe_1_7_shadow;
-    end
-    if (rst) begin
-      \$532  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$533  = \$161 [27:0];
-    if (rst) begin
-      \$533  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$534  = pe_0_7_w_down;
-    if (rst) begin
-      \$534  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$535  = pe_0_7_tag_down;
-    if (rst) begin
-      \$535  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$536  = pe_0_7_tv_down;
-    if (rst) begin
-      \$536  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$537  = pe_2_0_shadow;
-    if (\$163 ) begin
-      \$537  = pe_1_0_w_down;
-    end
-    if (rst) begin
-      \$537  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$538  = pe_2_0_weight;
-    if (flip_skew2_d1) begin
-      \$538  = pe_2_0_shadow;
-    end
-    if (rst) begin
-      \$538  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$539  = \$164 [27:0];
-    if (rst) begin
-      \$539  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$540  = pe_1_0_w_down;
-    if (rst) begin
-      \$540  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$541  = pe_1_0_tag_down;
-    if (rst) begin
-      \$541  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$542  = pe_1_0_tv_down;
-    if (rst) begin
-      \$542  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$543  = a_skew2_d2;
-    if (rst) begin
-      \$543  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$544  = flip_skew2_d1;
-    if (rst) begin
-      \$544  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$545  = pe_2_1_shadow;
-    if (\$166 ) begin
-      \$545  = pe_1_1_w_down;
-    end
-    if (rst) begin
-      \$545  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$546  = pe_2_1_weight;
-    if (pe_2_0_flip_right) begin
-      \$546  = pe_2_1_shadow;
-    end
-    if (rst) begin
-      \$546  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$547  = \$167 [27:0];
-    if (rst) begin
-      \$547  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$548  = pe_1_1_w_down;
-    if (rst) begin
-      \$548  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$549  = pe_1_1_tag_down;
-    if (rst) begin
-      \$549  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$550  = pe_1_1_tv_down;
-    if (rst) begin
-      \$550  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$551  = pe_2_0_a_right;
-    if (rst) begin
-      \$551  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$552  = pe_2_0_flip_right;
-    if (rst) begin
-      \$552  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$553  = pe_2_2_shadow;
-    if (\$169 ) begin
-      \$553  = pe_1_2_w_down;
-    end
-    if (rst) begin
-      \$553  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$554  = pe_2_2_weight;
-    if (pe_2_1_flip_right) begin
-      \$554  = pe_2_2_shadow;
-    end
-    if (rst) begin
-      \$554  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$555  = \$170 [27:0];
-    if (rst) begin
-      \$555  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$556  = pe_1_2_w_down;
-    if (rst) begin
-      \$556  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$557  = pe_1_2_tag_down;
-    if (rst) begin
-      \$557  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$558  = pe_1_2_tv_down;
-    if (rst) begin
-      \$558  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$559  = pe_2_1_a_right;
-    if (rst) begin
-      \$559  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$560  = pe_2_1_flip_right;
-    if (rst) begin
-      \$560  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$561  = pe_2_3_shadow;
-    if (\$172 ) begin
-      \$561  = pe_1_3_w_down;
-    end
-    if (rst) begin
-      \$561  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$562  = pe_2_3_weight;
-    if (pe_2_2_flip_right) begin
-      \$562  = pe_2_3_shadow;
-    end
-    if (rst) begin
-      \$562  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$563  = \$173 [27:0];
-    if (rst) begin
-      \$563  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$564  = pe_1_3_w_down;
-    if (rst) begin
-      \$564  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$565  = pe_1_3_tag_down;
-    if (rst) begin
-      \$565  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$566  = pe_1_3_tv_down;
-    if (rst) begin
-      \$566  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$567  = pe_2_2_a_right;
-    if (rst) begin
-      \$567  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$568  = pe_2_2_flip_right;
-    if (rst) begin
-      \$568  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$569  = pe_2_4_shadow;
-    if (\$175 ) begin
-      \$569  = pe_1_4_w_down;
-    end
-    if (rst) begin
-      \$569  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$570  = pe_2_4_weight;
-    if (pe_2_3_flip_right) begin
-      \$570  = pe_2_4_shadow;
-    end
-    if (rst) begin
-      \$570  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$571  = \$176 [27:0];
-    if (rst) begin
-      \$571  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$572  = pe_1_4_w_down;
-    if (rst) begin
-      \$572  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$573  = pe_1_4_tag_down;
-    if (rst) begin
-      \$573  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$574  = pe_1_4_tv_down;
-    if (rst) begin
-      \$574  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$575  = pe_2_3_a_right;
-    if (rst) begin
-      \$575  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$576  = pe_2_3_flip_right;
-    if (rst) begin
-      \$576  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$577  = pe_2_5_shadow;
-    if (\$178 ) begin
-      \$577  = pe_1_5_w_down;
-    end
-    if (rst) begin
-      \$577  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$578  = pe_2_5_weight;
-    if (pe_2_4_flip_right) begin
-      \$578  = pe_2_5_shadow;
-    end
-    if (rst) begin
-      \$578  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$579  = \$179 [27:0];
-    if (rst) begin
-      \$579  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = pe_1_5_w_down;
-    if (rst) begin
-      \$580  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = pe_1_5_tag_down;
-    if (rst) begin
-      \$581  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = pe_1_5_tv_down;
-    if (rst) begin
-      \$582  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = pe_2_4_a_right;
-    if (rst) begin
-      \$583  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = pe_2_4_flip_right;
-    if (rst) begin
-      \$584  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = pe_2_6_shadow;
-    if (\$181 ) begin
-      \$585  = pe_1_6_w_down;
-    end
-    if (rst) begin
-      \$585  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = pe_2_6_weight;
-    if (pe_2_5_flip_right) begin
-      \$586  = pe_2_6_shadow;
-    end
-    if (rst) begin
-      \$586  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = \$182 [27:0];
-    if (rst) begin
-      \$587  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = pe_1_6_w_down;
-    if (rst) begin
-      \$588  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = pe_1_6_tag_down;
-    if (rst) begin
-      \$589  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = pe_1_6_tv_down;
-    if (rst) begin
-      \$590  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = pe_2_5_a_right;
-    if (rst) begin
-      \$591  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = pe_2_5_flip_right;
-    if (rst) begin
-      \$592  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = pe_2_7_shadow;
-    if (\$184 ) begin
-      \$593  = pe_1_7_w_down;
-    end
-    if (rst) begin
-      \$593  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = pe_2_7_weight;
-    if (pe_2_6_flip_right) begin
-      \$594  = pe_2_7_shadow;
-    end
-    if (rst) begin
-      \$594  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = \$185 [27:0];
-    if (rst) begin
-      \$595  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = pe_1_7_w_down;
-    if (rst) begin
-      \$596  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = pe_1_7_tag_down;
-    if (rst) begin
-      \$597  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = pe_1_7_tv_down;
-    if (rst) begin
-      \$598  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = pe_3_0_shadow;
-    if (\$187 ) begin
-      \$599  = pe_2_0_w_down;
-    end
-    if (rst) begin
-      \$599  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = pe_3_0_weight;
-    if (flip_skew3_d2) begin
-      \$600  = pe_3_0_shadow;
-    end
-    if (rst) begin
-      \$600  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = \$188 [27:0];
-    if (rst) begin
-      \$601  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = pe_2_0_w_down;
-    if (rst) begin
-      \$602  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = pe_2_0_tag_down;
-    if (rst) begin
-      \$603  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$604  = pe_2_0_tv_down;
-    if (rst) begin
-      \$604  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$605  = a_skew3_d3;
-    if (rst) begin
-      \$605  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$606  = flip_skew3_d2;
-    if (rst) begin
-      \$606  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$607  = pe_3_1_shadow;
-    if (\$190 ) begin
-      \$607  = pe_2_1_w_down;
-    end
-    if (rst) begin
-      \$607  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$608  = pe_3_1_weight;
-    if (pe_3_0_flip_right) begin
-      \$608  = pe_3_1_shadow;
-    end
-    if (rst) begin
-      \$608  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$609  = \$191 [27:0];
-    if (rst) begin
-      \$609  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$610  = pe_2_1_w_down;
-    if (rst) begin
-      \$610  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$611  = pe_2_1_tag_down;
-    if (rst) begin
-      \$611  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$612  = pe_2_1_tv_down;
-    if (rst) begin
-      \$612  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$613  = pe_3_0_a_right;
-    if (rst) begin
-      \$613  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$614  = pe_3_0_flip_right;
-    if (rst) begin
-      \$614  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$615  = pe_3_2_shadow;
-    if (\$193 ) begin
-      \$615  = pe_2_2_w_down;
-    end
-    if (rst) begin
-      \$615  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$616  = pe_3_2_weight;
-    if (pe_3_1_flip_right) begin
-      \$616  = pe_3_2_shadow;
-    end
-    if (rst) begin
-      \$616  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$617  = \$194 [27:0];
-    if (rst) begin
-      \$617  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$618  = pe_2_2_w_down;
-    if (rst) begin
-      \$618  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$619  = pe_2_2_tag_down;
-    if (rst) begin
-      \$619  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$620  = pe_2_2_tv_down;
-    if (rst) begin
-      \$620  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$621  = pe_3_1_a_right;
-    if (rst) begin
-      \$621  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$622  = pe_3_1_flip_right;
-    if (rst) begin
-      \$622  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$623  = pe_3_3_shadow;
-    if (\$196 ) begin
-      \$623  = pe_2_3_w_down;
-    end
-    if (rst) begin
-      \$623  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$624  = pe_3_3_weight;
-    if (pe_3_2_flip_right) begin
-      \$624  = pe_3_3_shadow;
-    end
-    if (rst) begin
-      \$624  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$625  = \$197 [27:0];
-    if (rst) begin
-      \$625  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$626  = pe_2_3_w_down;
-    if (rst) begin
-      \$626  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$627  = pe_2_3_tag_down;
-    if (rst) begin
-      \$627  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$628  = pe_2_3_tv_down;
-    if (rst) begin
-      \$628  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$629  = pe_3_2_a_right;
-    if (rst) begin
-      \$629  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$630  = pe_3_2_flip_right;
-    if (rst) begin
-      \$630  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$631  = pe_3_4_shadow;
-    if (\$199 ) begin
-      \$631  = pe_2_4_w_down;
-    end
-    if (rst) begin
-      \$631  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$632  = pe_3_4_weight;
-    if (pe_3_3_flip_right) begin
-      \$632  = pe_3_4_shadow;
-    end
-    if (rst) begin
-      \$632  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$633  = \$200 [27:0];
-    if (rst) begin
-      \$633  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$634  = pe_2_4_w_down;
-    if (rst) begin
-      \$634  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$635  = pe_2_4_tag_down;
-    if (rst) begin
-      \$635  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$636  = pe_2_4_tv_down;
-    if (rst) begin
-      \$636  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$637  = pe_3_3_a_right;
-    if (rst) begin
-      \$637  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$638  = pe_3_3_flip_right;
-    if (rst) begin
-      \$638  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$639  = pe_3_5_shadow;
-    if (\$202 ) begin
-      \$639  = pe_2_5_w_down;
-    end
-    if (rst) begin
-      \$639  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$640  = pe_3_5_weight;
-    if (pe_3_4_flip_right) begin
-      \$640  = pe_3_5_shadow;
-    end
-    if (rst) begin
-      \$640  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$641  = \$203 [27:0];
-    if (rst) begin
-      \$641  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$642  = pe_2_5_w_down;
-    if (rst) begin
-      \$642  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$643  = pe_2_5_tag_down;
-    if (rst) begin
-      \$643  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$644  = pe_2_5_tv_down;
-    if (rst) begin
-      \$644  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$645  = pe_3_4_a_right;
-    if (rst) begin
-      \$645  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$646  = pe_3_4_flip_right;
-    if (rst) begin
-      \$646  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$647  = pe_3_6_shadow;
-    if (\$205 ) begin
-      \$647  = pe_2_6_w_down;
-    end
-    if (rst) begin
-      \$647  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$648  = pe_3_6_weight;
-    if (pe_3_5_flip_right) begin
-      \$648  = pe_3_6_shadow;
-    end
-    if (rst) begin
-      \$648  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$649  = \$206 [27:0];
-    if (rst) begin
-      \$649  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$650  = pe_2_6_w_down;
-    if (rst) begin
-      \$650  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$651  = pe_2_6_tag_down;
-    if (rst) begin
-      \$651  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$652  = pe_2_6_tv_down;
-    if (rst) begin
-      \$652  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = pe_3_5_a_right;
-    if (rst) begin
-      \$653  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = pe_3_5_flip_right;
-    if (rst) begin
-      \$654  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = pe_3_7_shadow;
-    if (\$208 ) begin
-      \$655  = pe_2_7_w_down;
-    end
-    if (rst) begin
-      \$655  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = pe_3_7_weight;
-    if (pe_3_6_flip_right) begin
-      \$656  = pe_3_7_shadow;
-    end
-    if (rst) begin
-      \$656  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = \$209 [27:0];
-    if (rst) begin
-      \$657  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = pe_2_7_w_down;
-    if (rst) begin
-      \$658  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = pe_2_7_tag_down;
-    if (rst) begin
-      \$659  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = pe_2_7_tv_down;
-    if (rst) begin
-      \$660  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = pe_4_0_shadow;
-    if (\$211 ) begin
-      \$661  = pe_3_0_w_down;
-    end
-    if (rst) begin
-      \$661  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = pe_4_0_weight;
-    if (flip_skew4_d3) begin
-      \$662  = pe_4_0_shadow;
-    end
-    if (rst) begin
-      \$662  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = \$212 [27:0];
-    if (rst) begin
-      \$663  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = pe_3_0_w_down;
-    if (rst) begin
-      \$664  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = pe_3_0_tag_down;
-    if (rst) begin
-      \$665  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = pe_3_0_tv_down;
-    if (rst) begin
-      \$666  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = a_skew4_d4;
-    if (rst) begin
-      \$667  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = flip_skew4_d3;
-    if (rst) begin
-      \$668  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = pe_4_1_shadow;
-    if (\$214 ) begin
-      \$669  = pe_3_1_w_down;
-    end
-    if (rst) begin
-      \$669  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = pe_4_1_weight;
-    if (pe_4_0_flip_right) begin
-      \$670  = pe_4_1_shadow;
-    end
-    if (rst) begin
-      \$670  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = \$215 [27:0];
-    if (rst) begin
-      \$671  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = pe_3_1_w_down;
-    if (rst) begin
-      \$672  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = pe_3_1_tag_down;
-    if (rst) begin
-      \$673  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = pe_3_1_tv_down;
-    if (rst) begin
-      \$674  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = pe_4_0_a_right;
-    if (rst) begin
-      \$675  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = pe_4_0_flip_right;
-    if (rst) begin
-      \$676  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = pe_4_2_shadow;
-    if (\$217 ) begin
-      \$677  = pe_3_2_w_down;
-    end
-    if (rst) begin
-      \$677  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = pe_4_2_weight;
-    if (pe_4_1_flip_right) begin
-      \$678  = pe_4_2_shadow;
-    end
-    if (rst) begin
-      \$678  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = \$218 [27:0];
-    if (rst) begin
-      \$679  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = pe_3_2_w_down;
-    if (rst) begin
-      \$680  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = pe_3_2_tag_down;
-    if (rst) begin
-      \$681  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = pe_3_2_tv_down;
-    if (rst) begin
-      \$682  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = pe_4_1_a_right;
-    if (rst) begin
-      \$683  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$684  = pe_4_1_flip_right;
-    if (rst) begin
-      \$684  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = pe_4_3_shadow;
-    if (\$220 ) begin
-      \$685  = pe_3_3_w_down;
-    end
-    if (rst) begin
-      \$685  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$686  = pe_4_3_weight;
-    if (pe_4_2_flip_right) begin
-      \$686  = pe_4_3_shadow;
-    end
-    if (rst) begin
-      \$686  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$687  = \$221 [27:0];
-    if (rst) begin
-      \$687  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$688  = pe_3_3_w_down;
-    if (rst) begin
-      \$688  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$689  = pe_3_3_tag_down;
-    if (rst) begin
-      \$689  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$690  = pe_3_3_tv_down;
-    if (rst) begin
-      \$690  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$691  = pe_4_2_a_right;
-    if (rst) begin
-      \$691  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$692  = pe_4_2_flip_right;
-    if (rst) begin
-      \$692  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$693  = pe_4_4_shadow;
-    if (\$223 ) begin
-      \$693  = pe_3_4_w_down;
-    end
-    if (rst) begin
-      \$693  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$694  = pe_4_4_weight;
-    if (pe_4_3_flip_right) begin
-      \$694  = pe_4_4_shadow;
-    end
-    if (rst) begin
-      \$694  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$695  = \$224 [27:0];
-    if (rst) begin
-      \$695  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$696  = pe_3_4_w_down;
-    if (rst) begin
-      \$696  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$697  = pe_3_4_tag_down;
-    if (rst) begin
-      \$697  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$698  = pe_3_4_tv_down;
-    if (rst) begin
-      \$698  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$699  = pe_4_3_a_right;
-    if (rst) begin
-      \$699  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$700  = pe_4_3_flip_right;
-    if (rst) begin
-      \$700  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$701  = pe_4_5_shadow;
-    if (\$226 ) begin
-      \$701  = pe_3_5_w_down;
-    end
-    if (rst) begin
-      \$701  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$702  = pe_4_5_weight;
-    if (pe_4_4_flip_right) begin
-      \$702  = pe_4_5_shadow;
-    end
-    if (rst) begin
-      \$702  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$703  = \$227 [27:0];
-    if (rst) begin
-      \$703  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$704  = pe_3_5_w_down;
-    if (rst) begin
-      \$704  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$705  = pe_3_5_tag_down;
-    if (rst) begin
-      \$705  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$706  = pe_3_5_tv_down;
-    if (rst) begin
-      \$706  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$707  = pe_4_4_a_right;
-    if (rst) begin
-      \$707  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$708  = pe_4_4_flip_right;
-    if (rst) begin
-      \$708  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$709  = pe_4_6_shadow;
-    if (\$229 ) begin
-      \$709  = pe_3_6_w_down;
-    end
-    if (rst) begin
-      \$709  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$710  = pe_4_6_weight;
-    if (pe_4_5_flip_right) begin
-      \$710  = pe_4_6_shadow;
-    end
-    if (rst) begin
-      \$710  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$711  = \$230 [27:0];
-    if (rst) begin
-      \$711  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$712  = pe_3_6_w_down;
-    if (rst) begin
-      \$712  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$713  = pe_3_6_tag_down;
-    if (rst) begin
-      \$713  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$714  = pe_3_6_tv_down;
-    if (rst) begin
-      \$714  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$715  = pe_4_5_a_right;
-    if (rst) begin
-      \$715  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$716  = pe_4_5_flip_right;
-    if (rst) begin
-      \$716  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$717  = pe_4_7_shadow;
-    if (\$232 ) begin
-      \$717  = pe_3_7_w_down;
-    end
-    if (rst) begin
-      \$717  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$718  = pe_4_7_weight;
-    if (pe_4_6_flip_right) begin
-      \$718  = pe_4_7_shadow;
-    end
-    if (rst) begin
-      \$718  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$719  = \$233 [27:0];
-    if (rst) begin
-      \$719  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$720  = pe_3_7_w_down;
-    if (rst) begin
-      \$720  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$721  = pe_3_7_tag_down;
-    if (rst) begin
-      \$721  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$722  = pe_3_7_tv_down;
-    if (rst) begin
-      \$722  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$723  = pe_5_0_shadow;
-    if (\$235 ) begin
-      \$723  = pe_4_0_w_down;
-    end
-    if (rst) begin
-      \$723  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$724  = pe_5_0_weight;
-    if (flip_skew5_d4) begin
-      \$724  = pe_5_0_shadow;
-    end
-    if (rst) begin
-      \$724  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$725  = \$236 [27:0];
-    if (rst) begin
-      \$725  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$726  = pe_4_0_w_down;
-    if (rst) begin
-      \$726  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$727  = pe_4_0_tag_down;
-    if (rst) begin
-      \$727  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$728  = pe_4_0_tv_down;
-    if (rst) begin
-      \$728  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$729  = a_skew5_d5;
-    if (rst) begin
-      \$729  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$730  = flip_skew5_d4;
-    if (rst) begin
-      \$730  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$731  = pe_5_1_shadow;
-    if (\$238 ) begin
-      \$731  = pe_4_1_w_down;
-    end
-    if (rst) begin
-      \$731  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$732  = pe_5_1_weight;
-    if (pe_5_0_flip_right) begin
-      \$732  = pe_5_1_shadow;
-    end
-    if (rst) begin
-      \$732  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$733  = \$239 [27:0];
-    if (rst) begin
-      \$733  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = pe_4_1_w_down;
-    if (rst) begin
-      \$734  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = pe_4_1_tag_down;
-    if (rst) begin
-      \$735  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = pe_4_1_tv_down;
-    if (rst) begin
-      \$736  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = pe_5_0_a_right;
-    if (rst) begin
-      \$737  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = pe_5_0_flip_right;
-    if (rst) begin
-      \$738  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = pe_5_2_shadow;
-    if (\$241 ) begin
-      \$739  = pe_4_2_w_down;
-    end
-    if (rst) begin
-      \$739  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = pe_5_2_weight;
-    if (pe_5_1_flip_right) begin
-      \$740  = pe_5_2_shadow;
-    end
-    if (rst) begin
-      \$740  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = \$242 [27:0];
-    if (rst) begin
-      \$741  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = pe_4_2_w_down;
-    if (rst) begin
-      \$742  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$743  = pe_4_2_tag_down;
-    if (rst) begin
-      \$743  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = pe_4_2_tv_down;
-    if (rst) begin
-      \$744  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$745  = pe_5_1_a_right;
-    if (rst) begin
-      \$745  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = pe_5_1_flip_right;
-    if (rst) begin
-      \$746  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = pe_5_3_shadow;
-    if (\$244 ) begin
-      \$747  = pe_4_3_w_down;
-    end
-    if (rst) begin
-      \$747  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = pe_5_3_weight;
-    if (pe_5_2_flip_right) begin
-      \$748  = pe_5_3_shadow;
-    end
-    if (rst) begin
-      \$748  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = \$245 [27:0];
-    if (rst) begin
-      \$749  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = pe_4_3_w_down;
-    if (rst) begin
-      \$750  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$751  = pe_4_3_tag_down;
-    if (rst) begin
-      \$751  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$752  = pe_4_3_tv_down;
-    if (rst) begin
-      \$752  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$753  = pe_5_2_a_right;
-    if (rst) begin
-      \$753  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = pe_5_2_flip_right;
-    if (rst) begin
-      \$754  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$755  = pe_5_4_shadow;
-    if (\$247 ) begin
-      \$755  = pe_4_4_w_down;
-    end
-    if (rst) begin
-      \$755  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = pe_5_4_weight;
-    if (pe_5_3_flip_right) begin
-      \$756  = pe_5_4_shadow;
-    end
-    if (rst) begin
-      \$756  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$757  = \$248 [27:0];
-    if (rst) begin
-      \$757  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$758  = pe_4_4_w_down;
-    if (rst) begin
-      \$758  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$759  = pe_4_4_tag_down;
-    if (rst) begin
-      \$759  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$760  = pe_4_4_tv_down;
-    if (rst) begin
-      \$760  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$761  = pe_5_3_a_right;
-    if (rst) begin
-      \$761  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$762  = pe_5_3_flip_right;
-    if (rst) begin
-      \$762  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$763  = pe_5_5_shadow;
-    if (\$250 ) begin
-      \$763  = pe_4_5_w_down;
-    end
-    if (rst) begin
-      \$763  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$764  = pe_5_5_weight;
-    if (pe_5_4_flip_right) begin
-      \$764  = pe_5_5_shadow;
-    end
-    if (rst) begin
-      \$764  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$765  = \$251 [27:0];
-    if (rst) begin
-      \$765  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$766  = pe_4_5_w_down;
-    if (rst) begin
-      \$766  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$767  = pe_4_5_tag_down;
-    if (rst) begin
-      \$767  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$768  = pe_4_5_tv_down;
-    if (rst) begin
-      \$768  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$769  = pe_5_4_a_right;
-    if (rst) begin
-      \$769  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$770  = pe_5_4_flip_right;
-    if (rst) begin
-      \$770  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$771  = pe_5_6_shadow;
-    if (\$253 ) begin
-      \$771  = pe_4_6_w_down;
-    end
-    if (rst) begin
-      \$771  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$772  = pe_5_6_weight;
-    if (pe_5_5_flip_right) begin
-      \$772  = pe_5_6_shadow;
-    end
-    if (rst) begin
-      \$772  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$773  = \$254 [27:0];
-    if (rst) begin
-      \$773  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$774  = pe_4_6_w_down;
-    if (rst) begin
-      \$774  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$775  = pe_4_6_tag_down;
-    if (rst) begin
-      \$775  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$776  = pe_4_6_tv_down;
-    if (rst) begin
-      \$776  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$777  = pe_5_5_a_right;
-    if (rst) begin
-      \$777  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$778  = pe_5_5_flip_right;
-    if (rst) begin
-      \$778  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$779  = pe_5_7_shadow;
-    if (\$256 ) begin
-      \$779  = pe_4_7_w_down;
-    end
-    if (rst) begin
-      \$779  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$780  = pe_5_7_weight;
-    if (pe_5_6_flip_right) begin
-      \$780  = pe_5_7_shadow;
-    end
-    if (rst) begin
-      \$780  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$781  = \$257 [27:0];
-    if (rst) begin
-      \$781  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$782  = pe_4_7_w_down;
-    if (rst) begin
-      \$782  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$783  = pe_4_7_tag_down;
-    if (rst) begin
-      \$783  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$784  = pe_4_7_tv_down;
-    if (rst) begin
-      \$784  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$785  = pe_6_0_shadow;
-    if (\$259 ) begin
-      \$785  = pe_5_0_w_down;
-    end
-    if (rst) begin
-      \$785  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$786  = pe_6_0_weight;
-    if (flip_skew6_d5) begin
-      \$786  = pe_6_0_shadow;
-    end
-    if (rst) begin
-      \$786  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$787  = \$260 [27:0];
-    if (rst) begin
-      \$787  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$788  = pe_5_0_w_down;
-    if (rst) begin
-      \$788  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$789  = pe_5_0_tag_down;
-    if (rst) begin
-      \$789  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$790  = pe_5_0_tv_down;
-    if (rst) begin
-      \$790  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$791  = a_skew6_d6;
-    if (rst) begin
-      \$791  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$792  = flip_skew6_d5;
-    if (rst) begin
-      \$792  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$793  = pe_6_1_shadow;
-    if (\$262 ) begin
-      \$793  = pe_5_1_w_down;
-    end
-    if (rst) begin
-      \$793  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$794  = pe_6_1_weight;
-    if (pe_6_0_flip_right) begin
-      \$794  = pe_6_1_shadow;
-    end
-    if (rst) begin
-      \$794  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$795  = \$263 [27:0];
-    if (rst) begin
-      \$795  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$796  = pe_5_1_w_down;
-    if (rst) begin
-      \$796  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$797  = pe_5_1_tag_down;
-    if (rst) begin
-      \$797  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$798  = pe_5_1_tv_down;
-    if (rst) begin
-      \$798  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$799  = pe_6_0_a_right;
-    if (rst) begin
-      \$799  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$800  = pe_6_0_flip_right;
-    if (rst) begin
-      \$800  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$801  = pe_6_2_shadow;
-    if (\$265 ) begin
-      \$801  = pe_5_2_w_down;
-    end
-    if (rst) begin
-      \$801  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$802  = pe_6_2_weight;
-    if (pe_6_1_flip_right) begin
-      \$802  = pe_6_2_shadow;
-    end
-    if (rst) begin
-      \$802  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$803  = \$266 [27:0];
-    if (rst) begin
-      \$803  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$804  = pe_5_2_w_down;
-    if (rst) begin
-      \$804  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$805  = pe_5_2_tag_down;
-    if (rst) begin
-      \$805  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$806  = pe_5_2_tv_down;
-    if (rst) begin
-      \$806  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$807  = pe_6_1_a_right;
-    if (rst) begin
-      \$807  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$808  = pe_6_1_flip_right;
-    if (rst) begin
-      \$808  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$809  = pe_6_3_shadow;
-    if (\$268 ) begin
-      \$809  = pe_5_3_w_down;
-    end
-    if (rst) begin
-      \$809  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$810  = pe_6_3_weight;
-    if (pe_6_2_flip_right) begin
-      \$810  = pe_6_3_shadow;
-    end
-    if (rst) begin
-      \$810  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$811  = \$269 [27:0];
-    if (rst) begin
-      \$811  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$812  = pe_5_3_w_down;
-    if (rst) begin
-      \$812  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$813  = pe_5_3_tag_down;
-    if (rst) begin
-      \$813  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$814  = pe_5_3_tv_down;
-    if (rst) begin
-      \$814  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$815  = pe_6_2_a_right;
-    if (rst) begin
-      \$815  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$816  = pe_6_2_flip_right;
-    if (rst) begin
-      \$816  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$817  = pe_6_4_shadow;
-    if (\$271 ) begin
-      \$817  = pe_5_4_w_down;
-    end
-    if (rst) begin
-      \$817  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$818  = pe_6_4_weight;
-    if (pe_6_3_flip_right) begin
-      \$818  = pe_6_4_shadow;
-    end
-    if (rst) begin
-      \$818  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$819  = \$272 [27:0];
-    if (rst) begin
-      \$819  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$820  = pe_5_4_w_down;
-    if (rst) begin
-      \$820  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$821  = pe_5_4_tag_down;
-    if (rst) begin
-      \$821  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$822  = pe_5_4_tv_down;
-    if (rst) begin
-      \$822  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$823  = pe_6_3_a_right;
-    if (rst) begin
-      \$823  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$824  = pe_6_3_flip_right;
-    if (rst) begin
-      \$824  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$825  = pe_6_5_shadow;
-    if (\$274 ) begin
-      \$825  = pe_5_5_w_down;
-    end
-    if (rst) begin
-      \$825  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$826  = pe_6_5_weight;
-    if (pe_6_4_flip_right) begin
-      \$826  = pe_6_5_shadow;
-    end
-    if (rst) begin
-      \$826  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$827  = \$275 [27:0];
-    if (rst) begin
-      \$827  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$828  = pe_5_5_w_down;
-    if (rst) begin
-      \$828  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$829  = pe_5_5_tag_down;
-    if (rst) begin
-      \$829  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$830  = pe_5_5_tv_down;
-    if (rst) begin
-      \$830  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$831  = pe_6_4_a_right;
-    if (rst) begin
-      \$831  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$832  = pe_6_4_flip_right;
-    if (rst) begin
-      \$832  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$833  = pe_6_6_shadow;
-    if (\$277 ) begin
-      \$833  = pe_5_6_w_down;
-    end
-    if (rst) begin
-      \$833  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$834  = pe_6_6_weight;
-    if (pe_6_5_flip_right) begin
-      \$834  = pe_6_6_shadow;
-    end
-    if (rst) begin
-      \$834  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$835  = \$278 [27:0];
-    if (rst) begin
-      \$835  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$836  = pe_5_6_w_down;
-    if (rst) begin
-      \$836  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$837  = pe_5_6_tag_down;
-    if (rst) begin
-      \$837  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$838  = pe_5_6_tv_down;
-    if (rst) begin
-      \$838  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$839  = pe_6_5_a_right;
-    if (rst) begin
-      \$839  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$840  = pe_6_5_flip_right;
-    if (rst) begin
-      \$840  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$841  = pe_6_7_shadow;
-    if (\$280 ) begin
-      \$841  = pe_5_7_w_down;
-    end
-    if (rst) begin
-      \$841  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$842  = pe_6_7_weight;
-    if (pe_6_6_flip_right) begin
-      \$842  = pe_6_7_shadow;
-    end
-    if (rst) begin
-      \$842  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$843  = \$281 [27:0];
-    if (rst) begin
-      \$843  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$844  = pe_5_7_w_down;
-    if (rst) begin
-      \$844  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$845  = pe_5_7_tag_down;
-    if (rst) begin
-      \$845  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$846  = pe_5_7_tv_down;
-    if (rst) begin
-      \$846  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$847  = pe_7_0_shadow;
-    if (\$283 ) begin
-      \$847  = pe_6_0_w_down;
-    end
-    if (rst) begin
-      \$847  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$848  = pe_7_0_weight;
-    if (flip_skew7_d6) begin
-      \$848  = pe_7_0_shadow;
-    end
-    if (rst) begin
-      \$848  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$849  = \$284 [27:0];
-    if (rst) begin
-      \$849  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$850  = a_skew7_d7;
-    if (rst) begin
-      \$850  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$851  = flip_skew7_d6;
-    if (rst) begin
-      \$851  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$852  = pe_7_1_shadow;
-    if (\$286 ) begin
-      \$852  = pe_6_1_w_down;
-    end
-    if (rst) begin
-      \$852  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$853  = pe_7_1_weight;
-    if (pe_7_0_flip_right) begin
-      \$853  = pe_7_1_shadow;
-    end
-    if (rst) begin
-      \$853  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$854  = \$287 [27:0];
-    if (rst) begin
-      \$854  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$855  = pe_7_0_a_right;
-    if (rst) begin
-      \$855  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$856  = pe_7_0_flip_right;
-    if (rst) begin
-      \$856  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$857  = pe_7_2_shadow;
-    if (\$289 ) begin
-      \$857  = pe_6_2_w_down;
-    end
-    if (rst) begin
-      \$857  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$858  = pe_7_2_weight;
-    if (pe_7_1_flip_right) begin
-      \$858  = pe_7_2_shadow;
-    end
-    if (rst) begin
-      \$858  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$859  = \$290 [27:0];
-    if (rst) begin
-      \$859  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$860  = pe_7_1_a_right;
-    if (rst) begin
-      \$860  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$861  = pe_7_1_flip_right;
-    if (rst) begin
-      \$861  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$862  = pe_7_3_shadow;
-    if (\$292 ) begin
-      \$862  = pe_6_3_w_down;
-    end
-    if (rst) begin
-      \$862  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$863  = pe_7_3_weight;
-    if (pe_7_2_flip_right) begin
-      \$863  = pe_7_3_shadow;
-    end
-    if (rst) begin
-      \$863  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$864  = \$293 [27:0];
-    if (rst) begin
-      \$864  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$865  = pe_7_2_a_right;
-    if (rst) begin
-      \$865  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$866  = pe_7_2_flip_right;
-    if (rst) begin
-      \$866  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$867  = pe_7_4_shadow;
-    if (\$295 ) begin
-      \$867  = pe_6_4_w_down;
-    end
-    if (rst) begin
-      \$867  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$868  = pe_7_4_weight;
-    if (pe_7_3_flip_right) begin
-      \$868  = pe_7_4_shadow;
-    end
-    if (rst) begin
-      \$868  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$869  = \$296 [27:0];
-    if (rst) begin
-      \$869  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$870  = pe_7_3_a_right;
-    if (rst) begin
-      \$870  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$871  = pe_7_3_flip_right;
-    if (rst) begin
-      \$871  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$872  = pe_7_5_shadow;
-    if (\$298 ) begin
-      \$872  = pe_6_5_w_down;
-    end
-    if (rst) begin
-      \$872  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$873  = pe_7_5_weight;
-    if (pe_7_4_flip_right) begin
-      \$873  = pe_7_5_shadow;
-    end
-    if (rst) begin
-      \$873  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$874  = \$299 [27:0];
-    if (rst) begin
-      \$874  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$875  = pe_7_4_a_right;
-    if (rst) begin
-      \$875  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$876  = pe_7_4_flip_right;
-    if (rst) begin
-      \$876  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$877  = pe_7_6_shadow;
-    if (\$301 ) begin
-      \$877  = pe_6_6_w_down;
-    end
-    if (rst) begin
-      \$877  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$878  = pe_7_6_weight;
-    if (pe_7_5_flip_right) begin
-      \$878  = pe_7_6_shadow;
-    end
-    if (rst) begin
-      \$878  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$879  = \$302 [27:0];
-    if (rst) begin
-      \$879  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$880  = pe_7_5_a_right;
-    if (rst) begin
-      \$880  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$881  = pe_7_5_flip_right;
-    if (rst) begin
-      \$881  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$882  = pe_7_7_shadow;
-    if (\$304 ) begin
-      \$882  = pe_6_7_w_down;
-    end
-    if (rst) begin
-      \$882  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$883  = pe_7_7_weight;
-    if (pe_7_6_flip_right) begin
-      \$883  = pe_7_7_shadow;
-    end
-    if (rst) begin
-      \$883  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$884  = \$305 [27:0];
-    if (rst) begin
-      \$884  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$885  = pe_7_0_psum;
-    if (rst) begin
-      \$885  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$886  = deskew0_d0;
-    if (rst) begin
-      \$886  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$887  = deskew0_d1;
-    if (rst) begin
-      \$887  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$888  = deskew0_d2;
-    if (rst) begin
-      \$888  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$889  = deskew0_d3;
-    if (rst) begin
-      \$889  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$890  = deskew0_d4;
-    if (rst) begin
-      \$890  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$891  = deskew0_d5;
-    if (rst) begin
-      \$891  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$892  = pe_7_1_psum;
-    if (rst) begin
-      \$892  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$893  = deskew1_d0;
-    if (rst) begin
-      \$893  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$894  = deskew1_d1;
-    if (rst) begin
-      \$894  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$895  = deskew1_d2;
-    if (rst) begin
-      \$895  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$896  = deskew1_d3;
-    if (rst) begin
-      \$896  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$897  = deskew1_d4;
-    if (rst) begin
-      \$897  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$898  = pe_7_2_psum;
-    if (rst) begin
-      \$898  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$899  = deskew2_d0;
-    if (rst) begin
-      \$899  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$900  = deskew2_d1;
-    if (rst) begin
-      \$900  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$901  = deskew2_d2;
-    if (rst) begin
-      \$901  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$902  = deskew2_d3;
-    if (rst) begin
-      \$902  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$903  = pe_7_3_psum;
-    if (rst) begin
-      \$903  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$904  = deskew3_d0;
-    if (rst) begin
-      \$904  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$905  = deskew3_d1;
-    if (rst) begin
-      \$905  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$906  = deskew3_d2;
-    if (rst) begin
-      \$906  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$907  = pe_7_4_psum;
-    if (rst) begin
-      \$907  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$908  = deskew4_d0;
-    if (rst) begin
-      \$908  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$909  = deskew4_d1;
-    if (rst) begin
-      \$909  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$910  = pe_7_5_psum;
-    if (rst) begin
-      \$910  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$911  = deskew5_d0;
-    if (rst) begin
-      \$911  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$912  = pe_7_6_psum;
-    if (rst) begin
-      \$912  = 28'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$913  = read__addr;
-    if (row_meta_d15[0]) begin
-      \$913  = \$307 [7:0];
-    end
-    if (rst) begin
-      \$913  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$914  = { pe_7_7_psum, deskew6_d0, deskew5_d1, deskew4_d2, deskew3_d3, deskew2_d4, deskew1_d5, deskew0_d6 };
-    if (rst) begin
-      \$914  = 224'h00000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$915  = acc_vector_b_d0;
-    if (rst) begin
-      \$915  = 224'h00000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$916  = row_meta_d15;
-    if (rst) begin
-      \$916  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$917  = acc_meta_d0;
-    if (rst) begin
-      \$917  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$918  = read__addr;
-    if (rst) begin
-      \$918  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$919  = acc_row_d0;
-    if (rst) begin
-      \$919  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$920  = acc_row_d1;
-    if (rst) begin
-      \$920  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$921  = read__data;
-    if (rst) begin
-      \$921  = 224'h00000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$922 [27:0] = \$309 [27:0];
-    \$922 [55:28] = \$311 [27:0];
-    \$922 [83:56] = \$313 [27:0];
-    \$922 [111:84] = \$315 [27:0];
-    \$922 [139:112] = \$317 [27:0];
-    \$922 [167:140] = \$319 [27:0];
-    \$922 [195:168] = \$321 [27:0];
-    \$922 [223:196] = \$323 [27:0];
-    if (rst) begin
-      \$922  = 224'h00000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$923  = acc_meta_d1;
-    if (rst) begin
-      \$923  = 4'h0;
     end
   end
   assign r_rdy = results__valid;
@@ -8432,6 +5786,14 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
   assign \read__data[5]  = read__data[167:140];
   assign \read__data[6]  = read__data[195:168];
   assign \read__data[7]  = read__data[223:196];
+  assign \$620 [223:196] = \$323 [27:0];
+  assign \$620 [195:168] = \$321 [27:0];
+  assign \$620 [167:140] = \$319 [27:0];
+  assign \$620 [139:112] = \$317 [27:0];
+  assign \$620 [111:84] = \$315 [27:0];
+  assign \$620 [83:56] = \$313 [27:0];
+  assign \$620 [55:28] = \$311 [27:0];
+  assign \$620 [27:0] = \$309 [27:0];
   assign meta_in[3] = activations__payload[64];
   assign meta_in[2] = activations__payload[66];
   assign meta_in[1] = activations__payload[65];
@@ -8439,7 +5801,7 @@ module systolic_ws_8x8_a8s_w8s(weights__valid, activations__payload, activations
 endmodule
 
 (* generator = "Amaranth" *)
-module \systolic_ws_8x8_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$1855$0 , \port$1857$3 , r_rdy, r_en);
+module \systolic_ws_8x8_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$1553$0 , \port$1555$3 , r_rdy, r_en);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -8482,10 +5844,10 @@ module \systolic_ws_8x8_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$1855$
   reg [4:0] inner_level = 5'h00;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [223:0] \port$1855$0 ;
-  wire [223:0] \port$1855$0 ;
-  input \port$1857$3 ;
-  wire \port$1857$3 ;
+  input [223:0] \port$1553$0 ;
+  wire [223:0] \port$1553$0 ;
+  input \port$1555$3 ;
+  wire \port$1555$3 ;
   (* init = 5'h00 *)
   wire [4:0] produce;
   output [224:0] r_data;
@@ -8537,7 +5899,7 @@ module \systolic_ws_8x8_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$1855$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$1857$3 , \port$1855$0  };
+      storage[w_port__addr] <= { \port$1555$3 , \port$1553$0  };
   end
   reg [224:0] _0_;
   always @(posedge clk) begin
@@ -8637,8 +5999,8 @@ module \systolic_ws_8x8_a8s_w8s.result_fifo (clk, rst, w_en, r_data, \port$1855$
   assign level = \$3 [4:0];
   assign r_level = \$3 [4:0];
   assign produce = w_port__addr;
-  assign w_port__data = { \port$1857$3 , \port$1855$0  };
-  assign w_data = { \port$1857$3 , \port$1855$0  };
+  assign w_port__data = { \port$1555$3 , \port$1553$0  };
+  assign w_data = { \port$1555$3 , \port$1553$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
