@@ -14,7 +14,6 @@ simulation cycle for cycle; --simulate also measures the 64x64x64 GEMM on the 8x
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed

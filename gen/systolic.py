@@ -488,41 +488,34 @@ class SystolicArray(wiring.Component):
         rows, cols = p.rows, p.cols
         w_shape = self.weights.payload[0].shape()
         tag, tag_valid = self._w_tag
+        # what enters each column's PE of the current row: weight value, its destination tag, tag valid
+        w_in, t_in, tv_in = list(w_top), [tag] * cols, [tag_valid] * cols
         psum = [Const(0, acc_shape)] * cols
         for r in range(rows):
             a_in, flip_in = a_edge[r], flip_edge[r]
             for c in range(cols):
                 pe = f"pe_{r}_{c}"
-                # weight chain: value + tag pass down unconditionally; a PE keeps the one tagged for it
-                w_in = w_top[c] if r == 0 else chain_w[c]
-                t_in, tv_in = (tag, tag_valid) if r == 0 else (chain_tag[c], chain_tv[c])
+                # the weight chain passes down unconditionally; a PE keeps the value tagged for its row
                 shadow = Signal(w_shape, name=f"{pe}_shadow", reset_less=True)
                 weight = Signal(w_shape, name=f"{pe}_weight", reset_less=True)
-                with m.If(tv_in & (t_in == r)):
-                    m.d.sync += shadow.eq(w_in)
+                with m.If(tv_in[c] & (t_in[c] == r)):
+                    m.d.sync += shadow.eq(w_in[c])
                 with m.If(flip_in):
                     m.d.sync += weight.eq(shadow)
                 psum_out = Signal(acc_shape, name=f"{pe}_psum", reset_less=True)
                 m.d.sync += psum_out.eq(psum[c] + self._product(m, pe, a_in, weight, acc_shape))
                 psum[c] = psum_out
                 if r + 1 < rows:
-                    nw, nt, ntv = (Signal(w_shape, name=f"{pe}_w_down", reset_less=True),
-                                   Signal(tag.shape(), name=f"{pe}_tag_down", reset_less=True, attrs=KEEP),
-                                   Signal(name=f"{pe}_tv_down", attrs=KEEP))
-                    m.d.sync += [nw.eq(w_in), nt.eq(t_in), ntv.eq(tv_in)]
-                    if c == 0:
-                        next_w, next_t, next_tv = [], [], []
-                    next_w.append(nw)
-                    next_t.append(nt)
-                    next_tv.append(ntv)
+                    w_down = Signal(w_shape, name=f"{pe}_w_down", reset_less=True)
+                    t_down = Signal(tag.shape(), name=f"{pe}_tag_down", reset_less=True, attrs=KEEP)
+                    tv_down = Signal(name=f"{pe}_tv_down", attrs=KEEP)
+                    m.d.sync += [w_down.eq(w_in[c]), t_down.eq(t_in[c]), tv_down.eq(tv_in[c])]
+                    w_in[c], t_in[c], tv_in[c] = w_down, t_down, tv_down
                 if c + 1 < cols:
                     a_next = Signal(a_in.shape(), name=f"{pe}_a_right", reset_less=True)
                     f_next = Signal(name=f"{pe}_flip_right", attrs=KEEP)
                     m.d.sync += [a_next.eq(a_in), f_next.eq(flip_in)]
                     a_in, flip_in = a_next, f_next
-            if r + 1 < rows:
-                chain_w, chain_tag, chain_tv = next_w, next_t, next_tv
-        # psum[c] is registered at the bottom PE; with a product register it is one cycle later
         return psum
 
     def _product(self, m, pe, a, w, acc_shape):

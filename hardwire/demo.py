@@ -17,7 +17,6 @@ from hardwire.errors import HardwireError
 from hardwire.flows.report import (
     markdown_table,
     plot_sweep,
-    text_table,
     tool_versions,
     write_json_atomic,
     write_text_atomic,
@@ -198,5 +197,3 @@ def _markdown(r: dict) -> str:
               f"Wall time: {r.get('wall_s', 0):.0f} s.", ""]
     return "\n".join(lines)
 
-
-__all__ = ["run_demo", "text_table"]
