@@ -19,11 +19,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from hardwire.cache import cache_root
-from hardwire.errors import ToolError
-from hardwire.flows.report import markdown_table, text_table, tool_versions, write_json_atomic, write_text_atomic
+from hardwire.flows.report import markdown_table, text_table, tool_versions
 from hardwire.gen import registry
 from hardwire.gen.systolic import SystolicParams, gemm_cycles, gemm_utilization
+
+from hardwire.cache import cache_root, write_json_atomic, write_text_atomic
+from hardwire.errors import ToolError
 
 DEVICE_DSPS = {"ice40": ("up5k", "sg48", 8), "ecp5": ("85k", "CABGA381", 156)}
 GEMMS = ((64, 64, 64), (256, 256, 256))
@@ -161,7 +162,6 @@ def _run(jobs: dict, workers: int, started: float) -> dict:
 
 def _simulate_gemms(args) -> list[dict]:
     import numpy as np
-
     from hardwire.sim.verify import verify_block
 
     out = []

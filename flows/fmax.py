@@ -11,11 +11,12 @@ import json
 from pathlib import Path
 
 from hardwire.boards.wrapper import ports_from_yosys_json, serial_io_wrapper
-from hardwire.cache import cache_root, digest
-from hardwire.errors import ParameterError
 from hardwire.flows.pnr import PnrReport, place_route
 from hardwire.flows.synth import synth
 from hardwire.flows.tools import build_once, run_tool, tool_version
+
+from hardwire.cache import cache_root, digest
+from hardwire.errors import ParameterError
 
 
 def top_ports(verilog_files, top: str, *, timeout_s: float = 600):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from hardwire import __version__
 from hardwire.flows.synth import SynthReport, synth
 from hardwire.flows.tools import tool_version
+
+from hardwire import __version__
+from hardwire.cache import write_json_atomic
 
 RESOURCE_COLUMNS = ("lut", "ff", "dsp", "bram", "lutram")
 
@@ -23,44 +24,24 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def markdown_table(headers: list[str], rows: list[list]) -> str:
-    def cell(value):
-        if isinstance(value, float):
-            return f"{value:.1f}"
-        return "-" if value is None else str(value)
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return "-" if value is None else str(value)
 
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def text_table(headers: list[str], rows: list[list]) -> str:
-    def cell(value):
-        if isinstance(value, float):
-            return f"{value:.1f}"
-        return "-" if value is None else str(value)
-
-    cells = [[cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     out = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
     out += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(out)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def synth_command(verilog_files, top: str, target: str, *, pnr: bool = False, device=None, package=None,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any, Callable
 
 from amaranth.back import verilog
 
-from hardwire.cache import atomic_dir
+from hardwire.cache import write_json_atomic, write_text_atomic
 from hardwire.errors import HardwireError
 
 
@@ -86,14 +85,7 @@ def generate(name: str, params, out_dir: Path) -> dict:
         "ports": port_list(component),
     }
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Files, not the folder, are replaced atomically: a user's output folder may hold other designs.
-    with atomic_dir(out_dir / f".{top}.staging", replace=True) as staging:
-        (staging / f"{top}.v").write_text(text)
-        (staging / f"{top}.json").write_text(json.dumps(meta, indent=2) + "\n")
-    staging = out_dir / f".{top}.staging"
-    for suffix in (".v", ".json"):
-        (staging / f"{top}{suffix}").replace(out_dir / f"{top}{suffix}")
-    staging.rmdir()
+    write_text_atomic(out_dir / f"{top}.v", text)
+    write_json_atomic(out_dir / f"{top}.json", meta)
     meta["verilog"] = str(out_dir / f"{top}.v")
     return meta

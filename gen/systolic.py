@@ -30,8 +30,8 @@ import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-
 from hardwire.gen.registry import Block, register
+
 from hardwire.params import bits_for_range, int_range, require, wrap
 
 GENERATOR_VERSION = "1"

@@ -68,3 +68,16 @@ def atomic_dir(final: Path, replace: bool = False):
         shutil.rmtree(tmp, ignore_errors=True)
         if not final.exists():
             raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file under a temporary name and rename it into place: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def sim_options(p):
         p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
-        p.add_argument("--waves", action="store_true", help="dump an FST (verilator) / VCD (icarus) waveform")
+        p.add_argument("--waves", action="store_true", help="dump a waveform (Verilator: VCD; Icarus: FST)")
         p.add_argument("--seed", type=int, default=1, help="random seed of the test vectors (default: 1)")
         p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
 
@@ -126,9 +126,8 @@ def cmd_gen(args) -> int:
 
 
 def cmd_sim(args) -> int:
-    from hardwire.sim.verify import verify_block
-
     from hardwire.gen import registry
+    from hardwire.sim.verify import verify_block
 
     block = registry.get(args.block)
     params = params_from_args(block.params, args)

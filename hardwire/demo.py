@@ -12,14 +12,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from hardwire.cache import atomic_dir
+from hardwire.cache import atomic_dir, write_json_atomic, write_text_atomic
 from hardwire.errors import HardwireError
 from hardwire.flows.report import (
     markdown_table,
     plot_sweep,
     tool_versions,
-    write_json_atomic,
-    write_text_atomic,
 )
 from hardwire.gen import registry
 from hardwire.gen.systolic import SystolicParams, gemm_cycles, gemm_utilization

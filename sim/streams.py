@@ -23,7 +23,6 @@ import cocotb
 from cocotb.triggers import Event, NextTimeStep, ReadOnly, RisingEdge
 from cocotb.types import LogicArray
 
-
 # --- payload packing ---------------------------------------------------------------------------------
 
 

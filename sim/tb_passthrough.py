@@ -16,7 +16,6 @@ import random
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, with_timeout
-
 from hardwire.sim.runner import load_config, write_results
 from hardwire.sim.streams import (
     StreamSink,

@@ -8,13 +8,11 @@ meaningful at full rate: always-valid sources, always-ready sink).
 
 from __future__ import annotations
 
+import cocotb
 import numpy as np
 import torch
-
-import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge, with_timeout
-
 from hardwire.gen.systolic import (
     SystolicParams,
     assemble_results,
@@ -24,7 +22,6 @@ from hardwire.gen.systolic import (
     plan_gemm,
     systolic_golden,
 )
-from hardwire.params import int_range, wrap
 from hardwire.sim.runner import load_config, write_results
 from hardwire.sim.streams import (
     StreamSink,
@@ -35,6 +32,8 @@ from hardwire.sim.streams import (
     unpack_fields,
     unpack_lanes,
 )
+
+from hardwire.params import int_range, wrap
 
 CLOCK_NS = 10
 

@@ -9,9 +9,10 @@ import dataclasses
 import importlib
 from typing import Callable
 
-from hardwire.errors import SimulationError
 from hardwire.gen import registry
 from hardwire.sim.runner import SimResult, simulate
+
+from hardwire.errors import SimulationError
 
 
 @dataclasses.dataclass

@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-
-from hardwire.errors import ParameterError, ToolError, ToolMissingError
 from hardwire.flows import synth as synth_module
 from hardwire.flows import tools
 from hardwire.flows.lint import DEFAULT_WAIVERS, lint
 from hardwire.flows.pnr import place_route
 from hardwire.flows.synth import synth
+
+from hardwire.errors import ParameterError, ToolError, ToolMissingError
 
 MAC8 = Path(__file__).parent / "data" / "mac8.v"
 

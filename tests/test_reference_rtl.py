@@ -4,7 +4,6 @@ produce now, byte for byte (regenerate with `python -m hardwire.gen.reference`).
 from pathlib import Path
 
 import pytest
-
 from hardwire.gen import registry
 from hardwire.gen.reference import REFERENCES
 

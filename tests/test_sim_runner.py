@@ -13,11 +13,11 @@ from amaranth.back import verilog
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
-
-from hardwire.errors import SimulationError, ToolError, ToolMissingError
 from hardwire.sim import runner
 from hardwire.sim.runner import simulate
 from hardwire.sim.streams import pack_fields, pack_lanes, unpack_fields, unpack_lanes
+
+from hardwire.errors import SimulationError, ToolError, ToolMissingError
 
 TOP = "passthrough"
 TESTBENCH = "hardwire.sim.tb_passthrough"

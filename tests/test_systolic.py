@@ -10,8 +10,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from hardwire.errors import ParameterError
 from hardwire.gen import registry
 from hardwire.gen.systolic import (
     SystolicParams,
@@ -21,6 +19,8 @@ from hardwire.gen.systolic import (
     plan_gemm,
     systolic_golden,
 )
+
+from hardwire.errors import ParameterError
 from hardwire.params import int_range, wrap
 
 # --- parameters -----------------------------------------------------------------------------------

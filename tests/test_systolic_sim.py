@@ -6,12 +6,12 @@ K = 3R + 1, mixed extremes, zeros, alternating bits, a 1x1x1 product and a back-
 from __future__ import annotations
 
 import pytest
-
 from hardwire.gen import registry
 from hardwire.gen.systolic import SystolicParams
 from hardwire.sim.runner import simulate
 from hardwire.sim.tb_systolic import default_cases
 from hardwire.sim.verify import verify_block
+
 from hardwire.errors import SimulationError
 
 CONFIGS = [
