@@ -8,6 +8,11 @@ then driven by, or drives, a flip-flop: nothing can be optimized away, and the a
 register-to-register Fmax. The wrapper's registers appear in place-and-route utilization only; resource
 reports come from synthesizing the bare core.
 
+Inputs reach the core through a hold register loaded from the shift register while `load` is high. Fed
+straight from a shift register, the core's own input pipelines (skew registers, delay lines) would equal
+later bits of that shift register, and synthesis merges them: the 8x8 array then lost its skew registers
+and read operands from across the chip (73 MHz instead of the core's own ~100 MHz).
+
 The wrapper is plain Verilog written from the core's port list, so it works for any Verilog top, not
 only for hardwire's own blocks. Ports named `clk` and `rst` are passed through.
 """
@@ -33,7 +38,10 @@ def _identifier(name: str) -> str:
 
 
 def serial_io_wrapper(top: str, ports: list[Port], wrapper_top: str | None = None) -> tuple[str, str]:
-    """(wrapper module name, Verilog text) for `top` with `ports`."""
+    """(wrapper module name, Verilog text) for `top` with `ports`.
+
+    Wrapper ports: clk, rst, serial_in, load (inputs: shift register -> hold register), capture (outputs ->
+    shift register), serial_out."""
     wrapper_top = wrapper_top or f"{top}_serial_io"
     bad = [p for p in ports if p.direction not in ("input", "output")]
     if bad:
@@ -46,7 +54,7 @@ def serial_io_wrapper(top: str, ports: list[Port], wrapper_top: str | None = Non
     connections = []
     offset = 0
     for p in inputs:
-        connections.append(f"    .{_identifier(p.name)}(in_chain[{offset + p.width - 1}:{offset}])")
+        connections.append(f"    .{_identifier(p.name)}(in_hold[{offset + p.width - 1}:{offset}])")
         offset += p.width
     offset = 0
     for p in outputs:
@@ -65,13 +73,16 @@ module {wrapper_top} (
   input wire clk,
   input wire rst,
   input wire serial_in,
+  input wire load,
   input wire capture,
   output wire serial_out
 );
   reg [{in_width - 1}:0] in_chain = {in_width}'d0;
+  reg [{in_width - 1}:0] in_hold = {in_width}'d0;
   reg [{out_width - 1}:0] out_chain = {out_width}'d0;
   wire [{out_width - 1}:0] out_bits;
   always @(posedge clk) in_chain <= {shift_in};
+  always @(posedge clk) if (load) in_hold <= in_chain;
   always @(posedge clk) out_chain <= capture ? out_bits : {shift_out};
   assign serial_out = out_chain[0];
   {_identifier(top)} core (
