@@ -5,8 +5,9 @@ dataflows and targets. Prints a table and writes JSON + Markdown.
     python bench/systolic.py --sizes 2 4 --quick  # a smaller one
 
 Resources come from yosys on the bare core (flows.synth); Fmax from nextpnr with the core inside the
-serial-I/O wrapper (flows.fmax), on an iCE40 UP5K (8 DSPs) and an ECP5-85F (156 18x18 multipliers); a
-configuration needing more DSPs than the part has is reported as "no fit" instead of being placed.
+serial-I/O wrapper (flows.fmax), on an iCE40 UP5K (8 DSPs, 5280 LCs) and an ECP5-85F (156 18x18
+multipliers, 83640 LUTs); a configuration needing more DSPs or LUTs than the part has is reported as
+"no fit" instead of being placed.
 Utilization = useful MACs / (PEs x cycles) from the cycle model, which the cocotb tests check against
 simulation cycle for cycle; --simulate also measures the 64x64x64 GEMM on the 8x8 arrays in Verilator.
 """
@@ -26,7 +27,9 @@ from hardwire.gen.systolic import SystolicParams, gemm_cycles, gemm_utilization
 from hardwire.cache import cache_root, write_json_atomic, write_text_atomic
 from hardwire.errors import ToolError
 
-DEVICE_DSPS = {"ice40": ("up5k", "sg48", 8), "ecp5": ("85k", "CABGA381", 156)}
+# device, package, DSP blocks, LUTs (iCE40 logic cells / ECP5 LUT4s) of the parts we place on
+DEVICES = {"ice40": ("up5k", "sg48", 8, 5280), "ecp5": ("85k", "CABGA381", 156, 83640)}
+PNR_TIMEOUT_S = 900
 GEMMS = ((64, 64, 64), (256, 256, 256))
 
 
@@ -39,11 +42,13 @@ def _synth(verilog: str, top: str, target: str) -> dict:
 def _fmax(verilog: str, top: str, target: str) -> dict:
     from hardwire.flows.fmax import wrapped_fmax
 
-    device, package, _ = DEVICE_DSPS[target]
+    device, package, _, _ = DEVICES[target]
     try:
-        return {"fmax_mhz": wrapped_fmax([verilog], top, target, device=device, package=package).fmax_mhz}
+        placed = wrapped_fmax([verilog], top, target, device=device, package=package, timeout_s=PNR_TIMEOUT_S)
+        return {"fmax_mhz": placed.fmax_mhz}
     except ToolError as error:
-        return {"fmax_mhz": None, "error": str(error).splitlines()[0]}
+        label = "no fit" if "could not fit" in str(error) else "pnr failed"
+        return {"fmax_mhz": None, "error": label, "detail": str(error).splitlines()[0]}
 
 
 def main(argv=None) -> int:
@@ -75,10 +80,14 @@ def main(argv=None) -> int:
     for top, (_, verilog) in designs.items():
         for target in ("ice40", "ecp5"):
             if target in args.targets:
-                if results[(top, "synth", target)]["dsp"] <= DEVICE_DSPS[target][2]:
-                    fmax_jobs[(top, "fmax", target)] = (_fmax, verilog, top, target)
+                synthesized = results[(top, "synth", target)]
+                _, _, dsps, luts = DEVICES[target]
+                if synthesized["dsp"] > dsps:
+                    results[(top, "fmax", target)] = {"fmax_mhz": None, "error": "no fit (DSP)"}
+                elif synthesized["lut"] > luts:
+                    results[(top, "fmax", target)] = {"fmax_mhz": None, "error": "no fit (LUT)"}
                 else:
-                    results[(top, "fmax", target)] = {"fmax_mhz": None, "error": "no fit (DSPs)"}
+                    fmax_jobs[(top, "fmax", target)] = (_fmax, verilog, top, target)
     results |= _run(fmax_jobs, args.jobs, started)
 
     rows, records = [], []
@@ -142,7 +151,7 @@ def _row(record: dict, targets) -> list:
     for t in ("ice40", "ecp5"):
         if t in targets:
             r = record[t]
-            row.append(round(r["fmax_mhz"], 1) if r.get("fmax_mhz") else r.get("error", "-")[:12])
+            row.append(round(r["fmax_mhz"], 1) if r.get("fmax_mhz") else r.get("error", "-"))
     ratio = record["ecp5_fmax_vs_single_pe"]
     row += [f"{ratio:.2f}" if ratio else "-"] + [f"{u:.1%}" for u in record["utilization"].values()]
     return row

@@ -31,6 +31,9 @@ class Family:
     default_packages: dict[str, str]
     default_freq_mhz: float
     allow_unconstrained_flag: str
+    # ECP5: on an 8x8 array on the 85F, router1 ran > 20 min without converging, router2 took 60-75 s.
+    # iCE40: router2 never finished a 1x1 INT4 array on the UP5K (killed after 20 min); router1 is used.
+    router: str = "router1"
 
 
 _ECP5_DEVICES = ("25k", "45k", "85k", "um-25k", "um-45k", "um-85k", "um5g-25k", "um5g-45k", "um5g-85k")
@@ -54,6 +57,7 @@ FAMILIES: dict[str, Family] = {
         default_packages=dict.fromkeys(_ECP5_DEVICES, "CABGA381"),  # every ECP5 size comes in CABGA381
         default_freq_mhz=50.0,
         allow_unconstrained_flag="--lpf-allow-unconstrained",
+        router="router2",
     ),
 }
 
@@ -157,8 +161,7 @@ def place_route(
     args = [
         family.devices[device], "--package", package, "--json", "netlist.json", "--report", NEXTPNR_REPORT,
         "--freq", f"{freq_mhz:g}", "--seed", str(int(seed)), "--timing-allow-fail", family.allow_unconstrained_flag,
-        # router2: on an 8x8 array on an ECP5-85F, router1 ran > 20 min without converging; router2 took 60 s
-        "--router", "router2",
+        "--router", family.router,
     ]
     key = digest("pnr", version, target, args, netlist.read_bytes())
     final = cache_root() / "pnr" / key
