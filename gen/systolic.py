@@ -385,10 +385,10 @@ class SystolicArray(wiring.Component):
         m.d.sync += reserved.eq(reserved + Const(burst) * reserve - release)
 
         if p.weight_stationary:
-            row_inputs, flip_inputs, column_inputs, start_pulse, vector_valid = \
+            row_inputs, flip_inputs, column_inputs, drain_window, vector_valid = \
                 self._weight_stationary_control(m, reserve, room_for_burst)
         else:
-            row_inputs, flip_inputs, column_inputs, start_pulse, vector_valid = \
+            row_inputs, flip_inputs, column_inputs, drain_window, vector_valid = \
                 self._output_stationary_control(m, reserve, room_for_burst)
 
         # Row skew: row r enters the array r cycles after row 0 (plus the input register). In WS the flip
@@ -402,7 +402,7 @@ class SystolicArray(wiring.Component):
             bottom = self._weight_stationary_array(m, a_edge, flip_edge, column_inputs, acc_shape)
         else:
             w_edge = [_delay(m, column_inputs[c], 1 + c, f"w_skew{c}", data_path=True) for c in range(cols)]
-            bottom = self._output_stationary_array(m, a_edge, flip_edge, w_edge, start_pulse, acc_shape)
+            bottom = self._output_stationary_array(m, a_edge, flip_edge, w_edge, drain_window, acc_shape)
 
         # Deskew: column c leaves the array c cycles after column 0; delay it by C-1-c to line up.
         vector = [_delay(m, bottom[c], cols - 1 - c, f"deskew{c}", data_path=True) for c in range(cols)]
@@ -597,7 +597,6 @@ class SystolicArray(wiring.Component):
         m.d.comb += drain0.eq(drain_start | (drain_left != 0))
         end0 = Signal()
         m.d.comb += end0.eq(Mux(drain_start, rows == 1, drain_left == 1))
-        self._drain0 = drain0
         valid = _delay(m, drain0, cols - 1, "out_valid")
         last = _delay(m, end0, cols - 1, "out_last")
         return row_inputs, [finish] * rows, column_inputs, drain0, (valid, last)
