@@ -15,7 +15,7 @@ from hardwire.flows.pnr import PnrReport, place_route
 from hardwire.flows.synth import synth
 from hardwire.flows.tools import build_once, run_tool, tool_version
 
-from hardwire.cache import cache_root, digest
+from hardwire.cache import cache_root, digest, write_text_atomic
 from hardwire.errors import ParameterError
 
 
@@ -50,12 +50,8 @@ def wrapped_fmax(verilog_files, top: str, target: str, *, device: str | None = N
     `fmax_mhz` is the core clock's achieved Fmax."""
     files = [Path(f).resolve() for f in verilog_files]
     wrapper_top, text = serial_io_wrapper(top, top_ports(files, top))
-    wrapper_dir = cache_root() / "wrappers" / digest(text)
-    wrapper_dir.mkdir(parents=True, exist_ok=True)
-    wrapper_file = wrapper_dir / f"{wrapper_top}.v"
+    wrapper_file = cache_root() / "wrappers" / digest(text) / f"{wrapper_top}.v"
     if not wrapper_file.exists():
-        tmp = wrapper_file.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(wrapper_file)
+        write_text_atomic(wrapper_file, text)
     netlist = synth([*files, wrapper_file], wrapper_top, target, timeout_s=timeout_s)
     return place_route(netlist, target, device=device, package=package, seed=seed, timeout_s=timeout_s)

@@ -512,10 +512,7 @@ class SystolicArray(wiring.Component):
                     m.d.sync += [w_down.eq(w_in[c]), t_down.eq(t_in[c]), tv_down.eq(tv_in[c])]
                     w_in[c], t_in[c], tv_in[c] = w_down, t_down, tv_down
                 if c + 1 < cols:
-                    a_next = Signal(a_in.shape(), name=f"{pe}_a_right", reset_less=True)
-                    f_next = Signal(name=f"{pe}_flip_right", attrs=KEEP)
-                    m.d.sync += [a_next.eq(a_in), f_next.eq(flip_in)]
-                    a_in, flip_in = a_next, f_next
+                    a_in, flip_in = _pass_right(m, pe, a_in, flip_in)
         return psum
 
     def _product(self, m, pe, a, w, acc_shape):
@@ -632,15 +629,20 @@ class SystolicArray(wiring.Component):
                         m.d.sync += hold.eq(hold_above[c])
                 hold_above[c] = hold
                 if c + 1 < cols:
-                    a_next = Signal(a_in.shape(), name=f"{pe}_a_right", reset_less=True)
-                    f_next = Signal(name=f"{pe}_flip_right", attrs=KEEP)
-                    m.d.sync += [a_next.eq(a_in), f_next.eq(flip_in)]
-                    a_in, flip_in = a_next, f_next
+                    a_in, flip_in = _pass_right(m, pe, a_in, flip_in)
                 if r + 1 < rows:
                     w_next = Signal(w_in[c].shape(), name=f"{pe}_w_down", reset_less=True)
                     m.d.sync += w_next.eq(w_in[c])
                     w_in[c] = w_next
         return hold_above
+
+
+def _pass_right(m, pe: str, a, flip):
+    """The activation and its flip bit, registered on their way to the PE on the right."""
+    a_next = Signal(a.shape(), name=f"{pe}_a_right", reset_less=True)
+    flip_next = Signal(name=f"{pe}_flip_right", attrs=KEEP)
+    m.d.sync += [a_next.eq(a), flip_next.eq(flip)]
+    return a_next, flip_next
 
 
 def _pack(lanes, last=None):
