@@ -30,3 +30,8 @@ class ToolError(HardwireError):
 
 class SimulationError(HardwireError):
     """A simulation ran but one or more testbench checks failed."""
+
+
+class ModelError(HardwireError):
+    """A network the compiler cannot take: a corrupt file, an unsupported op, a missing quantizer. The message
+    names the ONNX node, its op type and what is supported instead."""

@@ -1,0 +1,573 @@
+"""QONNX front end: a Brevitas-exported (QONNX) network -> our chain of integer layers (hls.graph.IntGraph).
+
+The walk follows the data from the input Quant node. A MatMul/Gemm/Conv whose weights come from a Quant node
+becomes a MatVecLayer with integer weights; the per-element float ops after it (bias Add, BatchNormalization,
+Mul, ReLU, Clip, ...) up to the next activation Quant become per-channel thresholds (FINN's streamlining).
+
+The thresholds are not derived by algebra on the float parameters: they are found by running those very ops
+with qonnx' own executor on every candidate accumulator value (binary search per level, then an exhaustive or
+sampled check), so the integer layer reproduces qonnx' float32 execution bit for bit. That equality rests on
+one more fact, checked per layer and reported as `exact`: with power-of-two scales on the layer's input and
+weights, qonnx' float MatMul/Conv is itself exact (every partial sum is a small multiple of the product scale).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from hardwire.hls.graph import InputLayer, IntGraph, IntType, MatVecLayer, MaxPoolLayer
+from onnx import helper
+
+from hardwire.errors import ModelError
+
+QUANT_DOMAIN = "qonnx.custom_op.general"
+ELEMENTWISE_OPS = ("Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "Clip", "Identity", "Dropout")
+SUPPORTED = ("Quant (inputs, weights, activations)", "BipolarQuant (weights)", "MatMul", "Gemm",
+             "Conv (square kernel, group 1)", "MaxPool (kernel = stride)", "Flatten/Reshape before a dense layer",
+             "per-channel " + "/".join(ELEMENTWISE_OPS[:-2]) + " between a layer and its activation Quant")
+FLOAT32_EXACT_BITS = 24          # float32 represents every integer multiple of a scale up to 2**24 exactly
+EXHAUSTIVE_CHECK_LIMIT = 1 << 22  # accumulator values x channels checked one by one below this
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_model(source, example_input=None):
+    """A qonnx ModelWrapper, cleaned up, from a .onnx path or a Brevitas module (exported with `example_input`).
+
+    Raises ModelError for a missing or corrupt file."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    if hasattr(source, "forward"):
+        if example_input is None:
+            raise ModelError("exporting a Brevitas module needs an example input tensor (its shape fixes the "
+                             "network's input shape)")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.onnx"
+            export_brevitas(source, example_input, path)
+            return load_model(path)
+    path = Path(source)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as error:  # noqa: BLE001 - onnx raises protobuf DecodeError and friends
+        raise ModelError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})") from None
+    if not proto.graph.node:
+        raise ModelError(f"{path}: the ONNX graph has no nodes")
+    try:
+        # conv biases split off into an Add after the Conv, where the thresholds absorb them
+        model = cleanup_model(ModelWrapper(proto), extract_conv_bias=True)
+    except Exception as error:  # noqa: BLE001 - any failure here means qonnx cannot take the file
+        raise ModelError(f"{path}: qonnx could not clean up the model ({type(error).__name__}: {error})") from None
+    return model
+
+
+def export_brevitas(module, example_input, path: Path) -> Path:
+    """Brevitas' own QONNX export of `module` (in eval mode) to `path`."""
+    from brevitas.export import export_qonnx
+
+    module.eval()
+    export_qonnx(module, example_input, export_path=str(path))
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading nodes
+
+
+class _Model:
+    """Producer/consumer look-ups over a qonnx ModelWrapper."""
+
+    def __init__(self, wrapper):
+        self.wrapper = wrapper
+        self.graph = wrapper.graph
+        self.producer = {out: node for node in self.graph.node for out in node.output}
+        self.consumers: dict[str, list] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.outputs = {o.name for o in self.graph.output}
+        self.opset = list(wrapper.model.opset_import)
+
+    def init(self, name: str):
+        return self.wrapper.get_initializer(name)
+
+    def shape(self, name: str) -> list[int]:
+        return list(self.wrapper.get_tensor_shape(name))
+
+    def only_consumer(self, tensor: str, after):
+        users = self.consumers.get(tensor, [])
+        if len(users) > 1:
+            raise ModelError(
+                f"tensor {tensor!r} after node {after.name!r} ({after.op_type}) feeds {len(users)} nodes "
+                f"({', '.join(u.name for u in users)}): branching graphs (residual Add) are not supported yet")
+        return users[0] if users else None
+
+
+def _attr(node, name, default=None):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return helper.get_attribute_value(attribute)
+    return default
+
+
+def _unsupported(node, where: str) -> ModelError:
+    return ModelError(f"node {node.name!r} (op {node.op_type}) {where} is not supported; supported: "
+                      + "; ".join(SUPPORTED))
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    dtype: IntType
+    scale: np.ndarray
+    zeropt: np.ndarray
+    rounding_mode: str
+    node: str
+
+    def integers(self, values: np.ndarray) -> np.ndarray:
+        """The integer codes qonnx' Quant computes for float `values` (same function, same float32 steps)."""
+        from qonnx.custom_op.general.intquant import int_quant
+
+        if self.dtype.bipolar:
+            return np.where(np.asarray(values) >= 0, 1, -1).astype(np.int64)
+        # the bit width goes in as the float32 array the Quant node's execution reads from its input
+        out = int_quant(np.asarray(values, dtype=np.float32), self.scale, self.zeropt,
+                        np.asarray(self.dtype.bits, dtype=np.float32),
+                        self.dtype.signed, self.dtype.narrow, self.rounding_mode)
+        return np.rint(out / self.scale + self.zeropt).astype(np.int64)
+
+
+def _quant_spec(m: _Model, node) -> QuantSpec:
+    if node.op_type == "BipolarQuant":
+        scale = m.init(node.input[1])
+        if scale is None:
+            raise ModelError(f"node {node.name!r} (BipolarQuant): its scale must be a constant")
+        return QuantSpec(IntType(1, True, bipolar=True), np.asarray(scale, np.float32), np.zeros(1, np.float32),
+                         "ROUND", node.name)
+    scale, zeropt, bits = (m.init(name) for name in node.input[1:4])
+    if scale is None or zeropt is None or bits is None:
+        raise ModelError(f"node {node.name!r} (Quant): scale, zero point and bit width must be constants")
+    bits = float(np.asarray(bits).reshape(-1)[0])
+    if bits != int(bits) or not 1 <= bits <= 8:
+        raise ModelError(f"node {node.name!r} (Quant): bit width {bits:g} is not supported; supported 1..8")
+    if np.any(np.asarray(zeropt) != 0):
+        raise ModelError(f"node {node.name!r} (Quant): non-zero zero point is not supported")
+    signed, narrow = bool(_attr(node, "signed", 1)), bool(_attr(node, "narrow", 0))
+    rounding = _attr(node, "rounding_mode", b"ROUND")
+    rounding = rounding.decode() if isinstance(rounding, bytes) else str(rounding)
+    bipolar = signed and int(bits) == 1      # qonnx executes a signed 1-bit Quant as bipolar
+    return QuantSpec(IntType(int(bits), signed, narrow, bipolar), np.asarray(scale, np.float32),
+                     np.asarray(zeropt, np.float32), rounding, node.name)
+
+
+def _is_quant(node) -> bool:
+    return node is not None and node.op_type in ("Quant", "BipolarQuant")
+
+
+def _quantized_weights(m: _Model, tensor: str, layer) -> tuple[np.ndarray, np.ndarray, IntType, list[str]]:
+    """Integer weights, their scale (broadcastable like the weights) and type, from a Quant on a constant."""
+    perm = None
+    producer = m.producer.get(tensor)
+    nodes = []
+    if producer is not None and producer.op_type == "Transpose":
+        perm = _attr(producer, "perm")
+        nodes.append(producer.name)
+        producer = m.producer.get(producer.input[0])
+    if not _is_quant(producer) or m.init(producer.input[0]) is None:
+        raise ModelError(f"node {layer.name!r} ({layer.op_type}): its weights are not quantized by a Quant node on "
+                         "a constant (use a Brevitas QuantLinear/QuantConv2d with a weight quantizer)")
+    spec = _quant_spec(m, producer)
+    codes = spec.integers(m.init(producer.input[0]))
+    scale = np.broadcast_to(spec.scale, codes.shape).astype(np.float32)
+    if perm is not None:
+        codes, scale = codes.transpose(perm), scale.transpose(perm)
+    return codes, scale, spec.dtype, nodes + [producer.name]
+
+
+def _per_output_scale(scale: np.ndarray, axis: int, layer) -> np.ndarray:
+    """The weight scale as one value per output channel (`axis` of the weight tensor)."""
+    moved = np.moveaxis(scale, axis, 0).reshape(scale.shape[axis], -1)
+    if np.any(moved != moved[:, :1]):
+        raise ModelError(f"node {layer.name!r} ({layer.op_type}): weight scales vary along the input dimension; "
+                         "only per-tensor or per-output-channel scales are supported")
+    return moved[:, 0].astype(np.float64)
+
+
+def _is_power_of_two(values) -> bool:
+    mantissa, _ = np.frexp(np.asarray(values, dtype=np.float64))
+    return bool(np.all(mantissa == 0.5))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The per-element chain after a layer: run by qonnx itself
+
+
+@dataclass
+class Chain:
+    """The float ops between a layer's MatMul/Conv output and its activation Quant (or the graph output),
+    with what it takes to evaluate them on integer accumulators."""
+
+    nodes: list                   # the ONNX nodes (copies)
+    initializers: list
+    opset: list
+    input_name: str
+    output_name: str
+    conv: bool                    # the chain takes NCHW tensors
+    acc_scale: np.ndarray         # per output channel: input scale x weight scale
+    channels: int
+
+    def __post_init__(self):
+        self._models = {}
+
+    @property
+    def node_names(self) -> list[str]:
+        return [node.name for node in self.nodes]
+
+    def _model(self, shape: tuple[int, ...]):
+        """The chain as a model of its own for one input shape (ONNX shapes are static)."""
+        from qonnx.core.modelwrapper import ModelWrapper
+        from qonnx.transformation.infer_shapes import InferShapes
+
+        if shape not in self._models:
+            graph = helper.make_graph(
+                [_copy(node) for node in self.nodes], "chain",
+                [helper.make_tensor_value_info(self.input_name, onnx.TensorProto.FLOAT, list(shape))],
+                [helper.make_tensor_value_info(self.output_name, onnx.TensorProto.FLOAT, None)],
+                initializer=self.initializers)
+            self._models[shape] = ModelWrapper(helper.make_model(graph, opset_imports=self.opset)).transform(
+                InferShapes())
+        return self._models[shape]
+
+    def run(self, acc: np.ndarray) -> np.ndarray:
+        """Evaluate on integer accumulators `acc` (..., channels) -> float32 (..., channels), exactly as the
+        ops compute on the float value qonnx' MatMul/Conv produces for that accumulator."""
+        from qonnx.core.onnx_exec import execute_onnx
+
+        acc = np.asarray(acc)
+        flat = acc.reshape(-1, self.channels)
+        values = (flat.astype(np.float64) * self.acc_scale).astype(np.float32)
+        if not self.nodes:
+            return values.reshape(acc.shape)
+        if self.conv:
+            values = np.ascontiguousarray(values.T[None, :, :, None])   # (1, C, n, 1): positions are candidates
+        model = self._model(values.shape)
+        out = execute_onnx(model, {self.input_name: values})[self.output_name]
+        if self.conv:
+            out = out[0, :, :, 0].T
+        return np.asarray(out, dtype=np.float32).reshape(acc.shape)
+
+
+def _chain(m: _Model, nodes: list, input_name: str, conv: bool, acc_scale: np.ndarray) -> Chain:
+    needed = {name for node in nodes for name in node.input}
+    inits = [init for init in m.graph.initializer if init.name in needed]
+    output_name = nodes[-1].output[0] if nodes else input_name
+    return Chain([_copy(node) for node in nodes], inits, m.opset, input_name, output_name, conv, acc_scale,
+                 len(acc_scale))
+
+
+def _copy(node):
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    return copy
+
+
+def _collect_chain(m: _Model, layer_node, start: str):
+    """Follow single consumers from `start` through per-element ops. Returns (nodes, quant_node or None,
+    output tensor)."""
+    nodes, tensor, after = [], start, layer_node
+    while True:
+        if tensor in m.outputs:
+            return nodes, None, tensor
+        node = m.only_consumer(tensor, after)
+        if node is None:
+            raise ModelError(f"tensor {tensor!r} after node {after.name!r} is neither used nor a graph output")
+        if node.op_type in ("Quant", "BipolarQuant"):
+            return nodes, node, node.output[0]
+        if node.op_type not in ELEMENTWISE_OPS:
+            raise _unsupported(node, f"between layer {layer_node.name!r} and its activation quantizer")
+        for other in node.input[1:]:
+            if other and m.init(other) is None:
+                raise ModelError(f"node {node.name!r} ({node.op_type}) after layer {layer_node.name!r}: input "
+                                 f"{other!r} is not a constant; only per-channel constant operands are supported")
+        nodes.append(node)
+        tensor = node.output[0]
+        after = node
+
+
+def _thresholds(chain: Chain, out_spec: QuantSpec, acc_lo: int, acc_hi: int, layer_name: str):
+    """Per-channel thresholds (N, 2**bits - 1) on the (possibly sign-flipped) accumulator, and the flip sign.
+
+    level(acc) = the integer the activation Quant produces for the chain's output at accumulator acc."""
+    n = chain.channels
+    dtype = out_spec.dtype
+    if dtype.bipolar:
+        raise ModelError(f"node {out_spec.node!r}: bipolar (1-bit signed) activations are not supported; use a "
+                         "2-bit or wider activation quantizer")
+
+    def level(acc):   # acc: (rows, n) int64 -> (rows, n) int64
+        return out_spec.integers(chain.run(acc))
+
+    ends = level(np.array([[acc_lo] * n, [acc_hi] * n], dtype=np.int64))
+    sign = np.where(ends[1] >= ends[0], 1, -1).astype(np.int64)
+    # work on acc' = sign * acc, which level() must be non-decreasing in
+    lo = np.where(sign > 0, acc_lo, -acc_hi)
+    hi = np.where(sign > 0, acc_hi, -acc_lo)
+    count = (1 << dtype.storage_bits) - 1
+    targets = dtype.min + 1 + np.arange(count)                      # the level each threshold admits
+    left = np.broadcast_to(lo, (count, n)).copy()                   # smallest acc' with level >= target in [left, right]
+    right = np.broadcast_to(hi + 1, (count, n)).copy()              # hi + 1 = "never"
+    while np.any(left < right):
+        mid = (left + right) // 2
+        reached = level(sign * mid) >= targets[:, None]
+        right = np.where(reached & (left < right), mid, right)
+        left = np.where(~reached & (left < right), mid + 1, left)
+    thresholds = left.T                                              # (n, count)
+    _check_thresholds(level, sign, thresholds, dtype.min, lo, hi, layer_name)
+    return thresholds.astype(np.int64), sign
+
+
+def _check_thresholds(level, sign, thresholds, base, lo, hi, layer_name, seed=0):
+    """Prove (exhaustively where small, else on a large sample plus every threshold's neighbours) that
+    counting thresholds gives exactly the level qonnx computes."""
+    n = len(sign)
+    span = int((hi - lo).max()) + 1
+    if span * n <= EXHAUSTIVE_CHECK_LIMIT:
+        candidates = lo[None, :] + np.arange(span)[:, None]
+        candidates = np.minimum(candidates, hi[None, :])
+    else:
+        rng = np.random.default_rng(seed)
+        sampled = rng.integers(lo, hi + 1, size=(4096, n))
+        edges = np.concatenate([thresholds.T - 1, thresholds.T])
+        candidates = np.clip(np.concatenate([sampled, edges, lo[None], hi[None]]), lo, hi)
+    expected = level(sign * candidates)
+    counted = base + (candidates[:, :, None] >= thresholds[None, :, :]).sum(axis=2)
+    bad = np.argwhere(expected != counted)
+    if len(bad):
+        row, channel = bad[0]
+        raise ModelError(
+            f"layer {layer_name!r}: the ops before its activation quantizer are not monotonic in the accumulator "
+            f"for channel {channel} (at accumulator {sign[channel] * candidates[row, channel]}), so they cannot "
+            "become thresholds")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The walk
+
+
+@dataclass
+class Tail:
+    """What turns the last layer's integers into the model's float output (run by qonnx' executor)."""
+
+    chain: Chain | None            # raw accumulator output: the float ops after the last MatMul
+    sign: np.ndarray | None
+    out_scale: np.ndarray | None   # quantized output: integer x scale
+    output_name: str
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """(B, N) integers from the hardware -> (B, N) float32, as qonnx computes the model's output."""
+        values = np.asarray(values, dtype=np.int64)
+        if self.chain is not None:
+            return self.chain.run(values * self.sign)
+        return (values.astype(np.float64) * self.out_scale).astype(np.float32)
+
+
+def build_graph(model, name: str = "network") -> IntGraph:
+    """Turn a cleaned-up QONNX ModelWrapper into our integer layer chain (see the module docstring)."""
+    m = _Model(model)
+    inputs = [i for i in m.graph.input if m.init(i.name) is None]
+    if len(inputs) != 1:
+        raise ModelError(f"the network must have exactly one input, it has {len(inputs)}")
+    if len(m.graph.output) != 1:
+        raise ModelError(f"the network must have exactly one output, it has {len(m.graph.output)}")
+    input_name = inputs[0].name
+    shape = m.shape(input_name)
+    first = m.only_consumer(input_name, inputs[0])
+    if not _is_quant(first) or first.op_type != "Quant":
+        raise ModelError(f"the network input {input_name!r} is not quantized: its first node is "
+                         f"{getattr(first, 'name', None)!r} ({getattr(first, 'op_type', None)}); start the network "
+                         "with a Brevitas QuantIdentity so the hardware knows the input datatype")
+    spec = _quant_spec(m, first)
+    if spec.scale.size != 1:
+        raise ModelError(f"node {first.name!r}: the input quantizer must have one scale for the whole tensor")
+    if len(shape) == 2:
+        hwc, layout = (1, 1, shape[1]), "NC"
+    elif len(shape) == 4:
+        hwc, layout = (shape[2], shape[3], shape[1]), "NCHW"
+    else:
+        raise ModelError(f"input {input_name!r} has shape {shape}; supported (1, C) or (1, C, H, W)")
+    graph = IntGraph(name, InputLayer(first.name, hwc, spec.dtype, float(spec.scale.reshape(-1)[0]), layout),
+                     [], spec.dtype, input_spec=spec)
+    tensor, current, cur_shape, cur_scale = first.output[0], spec.dtype, hwc, float(spec.scale.reshape(-1)[0])
+    flattened_from = None                      # (H, W, C) when a Flatten turned an image into a vector
+    after = first
+    while True:
+        if tensor in m.outputs:
+            raise ModelError(f"the network ends at {after.name!r} ({after.op_type}) without a dense or conv layer")
+        node = m.only_consumer(tensor, after)
+        if node is None:
+            raise ModelError(f"tensor {tensor!r} is not used")
+        op = node.op_type
+        if op in ("Flatten", "Reshape"):
+            if cur_shape[0] * cur_shape[1] > 1:
+                flattened_from = cur_shape
+            cur_shape = (1, 1, cur_shape[0] * cur_shape[1] * cur_shape[2])
+            tensor, after = node.output[0], node
+            continue
+        if op in ("Identity", "Dropout"):
+            tensor, after = node.output[0], node
+            continue
+        if op == "MaxPool":
+            kernel = list(_attr(node, "kernel_shape", []))
+            strides = list(_attr(node, "strides", kernel))
+            pads = list(_attr(node, "pads", [0, 0, 0, 0]))
+            if len(set(kernel)) != 1 or strides != kernel or any(pads) or _attr(node, "ceil_mode", 0):
+                raise _unsupported(node, f"with kernel {kernel}, strides {strides}, pads {pads}")
+            layer = MaxPoolLayer(node.name, cur_shape, current, kernel[0], [node.name])
+            graph.layers.append(layer)
+            cur_shape, tensor, after = layer.out_shape, node.output[0], node
+            continue
+        if op in ("MatMul", "Gemm", "Conv"):
+            if node.input[0] != tensor:
+                raise _unsupported(node, "with its activations on a second input")
+            layer, tensor, after, current, cur_scale, done = _matvec(
+                m, node, graph, cur_shape, current, cur_scale, flattened_from)
+            graph.layers.append(layer)
+            flattened_from = None
+            cur_shape = layer.out_shape
+            if done:
+                return graph
+            continue
+        raise _unsupported(node, f"(on tensor {tensor!r})")
+
+
+def _gemm_bias(m: _Model, node):
+    """An Add node standing for a Gemm's bias input C (None without one): acc -> acc + C."""
+    if node.op_type != "Gemm" or len(node.input) < 3 or not node.input[2]:
+        return None
+    return helper.make_node("Add", [node.output[0] + "__accumulator", node.input[2]], [node.output[0]],
+                            name=node.name + "__bias")
+
+
+def _matvec(m: _Model, node, graph: IntGraph, in_shape, in_type: IntType, in_scale: float, flattened_from):
+    op = node.op_type
+    codes, scale, w_type, weight_nodes = _quantized_weights(m, node.input[1], node)
+    kernel, stride, padding = 1, 1, 0
+    if op == "Conv":
+        if _attr(node, "group", 1) != 1 or any(d != 1 for d in _attr(node, "dilations", [1, 1])):
+            raise _unsupported(node, "with groups or dilation")
+        ks = list(_attr(node, "kernel_shape", codes.shape[2:]))
+        strides = list(_attr(node, "strides", [1, 1]))
+        pads = list(_attr(node, "pads", [0, 0, 0, 0]))
+        if len(set(ks)) != 1 or len(set(strides)) != 1 or len(set(pads)) != 1:
+            raise _unsupported(node, f"with kernel {ks}, strides {strides}, pads {pads} (square and symmetric only)")
+        kernel, stride, padding = ks[0], strides[0], pads[0]
+        if codes.shape[1] != in_shape[2]:
+            raise ModelError(f"node {node.name!r} (Conv): {codes.shape[1]} input channels, tensor has {in_shape[2]}")
+        w_scale = _per_output_scale(scale, 0, node)
+        weights = codes.transpose(0, 2, 3, 1).reshape(codes.shape[0], -1)      # (N, ky, kx, c)
+    else:
+        if op == "Gemm":
+            if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
+                raise _unsupported(node, "with transA, or alpha or beta other than 1")
+            if len(node.input) > 2 and node.input[2] and m.init(node.input[2]) is None:
+                raise _unsupported(node, "with a bias that is not a constant")
+            if not _attr(node, "transB", 0):
+                codes, scale = codes.T, scale.T
+        else:
+            codes, scale = codes.T, scale.T                                     # MatMul: (K, N) -> (N, K)
+        w_scale = _per_output_scale(scale, 0, node)
+        weights = codes
+        if weights.shape[1] != in_shape[2]:
+            raise ModelError(f"node {node.name!r} ({op}): weights take {weights.shape[1]} inputs, tensor has "
+                             f"{in_shape[2]}")
+        if flattened_from is not None:
+            # ONNX flattens NCHW as (c, y, x); our stream is (y, x, c): permute the weight columns to match
+            h, w, c = flattened_from
+            weights = weights.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(weights.shape[0], -1)
+    weights = weights.astype(np.int64)
+    w_type.check(weights, f"node {node.name!r} weights")
+    layer = MatVecLayer(node.name, in_shape, in_type, weights, w_type, None, None, None, kernel, stride, padding,
+                        nodes=weight_nodes + [node.name])
+    acc_lo, acc_hi = layer.acc_range
+    acc_scale = in_scale * w_scale
+    layer.exact = (_is_power_of_two(acc_scale) and max(abs(acc_lo), abs(acc_hi)) < (1 << FLOAT32_EXACT_BITS))
+    chain_nodes, quant, out_tensor = _collect_chain(m, node, node.output[0])
+    layer.nodes += [n.name for n in chain_nodes]
+    n = weights.shape[0]
+    conv = op == "Conv"
+    acc_scale = np.broadcast_to(acc_scale, (n,)).astype(np.float64)
+    chain_input = node.output[0]
+    bias_node = _gemm_bias(m, node)
+    if bias_node is not None:
+        # the bias of a Gemm is an Add on the accumulator; exact only when the bias is a multiple of its scale
+        chain_nodes = [bias_node] + chain_nodes
+        chain_input = bias_node.input[0]
+        bias = np.broadcast_to(m.init(node.input[2]), (n,)) / acc_scale
+        layer.exact = layer.exact and bool(np.all(bias == np.rint(bias)))
+    chain = _chain(m, chain_nodes, chain_input, conv, acc_scale)
+    if quant is None:
+        if conv:
+            raise ModelError(f"node {node.name!r} (Conv) ends the network: the output must come from a dense layer")
+        graph.tail = Tail(chain, np.ones(n, np.int64), None, out_tensor)
+        graph.output_type = None
+        return layer, out_tensor, node, None, None, True
+    out_spec = _quant_spec(m, quant)
+    thresholds, sign = _thresholds(chain, out_spec, acc_lo, acc_hi, node.name)
+    layer.weights = weights * sign[:, None]
+    layer.thresholds = thresholds
+    layer.out_type = out_spec.dtype
+    layer.nodes.append(quant.name)
+    if out_spec.scale.size != 1:
+        raise ModelError(f"node {quant.name!r}: activation quantizers need one scale per tensor")
+    out_scale = float(out_spec.scale.reshape(-1)[0])
+    layer.out_scale = out_scale
+    if out_tensor in m.outputs:
+        graph.tail = Tail(None, None, np.full(n, out_scale), out_tensor)
+        graph.output_type = out_spec.dtype
+        return layer, out_tensor, quant, out_spec.dtype, out_scale, True
+    return layer, out_tensor, quant, out_spec.dtype, out_scale, False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Using the graph
+
+
+def quantize_input(graph: IntGraph, x: np.ndarray) -> np.ndarray:
+    """Float inputs in the model's layout ((B, C) or (B, C, H, W)) -> integers (B, H, W, C) as the input Quant
+    node computes them."""
+    x = np.asarray(x, dtype=np.float32)
+    codes = graph.input_spec.integers(x)
+    if graph.input.source_layout == "NCHW":
+        return codes.transpose(0, 2, 3, 1)
+    return codes.reshape(codes.shape[0], 1, 1, -1)
+
+
+def model_output(graph: IntGraph, integers: np.ndarray) -> np.ndarray:
+    """The last layer's integers (B, 1, 1, N) or (B, N) -> the model's float32 output (B, N)."""
+    integers = np.asarray(integers).reshape(len(integers), -1)
+    return graph.tail.apply(integers)
+
+
+def qonnx_execute(model, x: np.ndarray) -> np.ndarray:
+    """qonnx' execution of the whole model, one input at a time (the graph has batch size 1)."""
+    from qonnx.core.onnx_exec import execute_onnx
+
+    name = model.graph.input[0].name
+    out_name = model.graph.output[0].name
+    outs = [execute_onnx(model, {name: np.asarray(sample[None], dtype=np.float32)})[out_name] for sample in x]
+    return np.concatenate(outs).astype(np.float32)
+
+
+def describe_exactness(graph: IntGraph) -> str:
+    inexact = [layer.name for layer in graph.layers if isinstance(layer, MatVecLayer) and not layer.exact]
+    if not inexact:
+        return "every layer's scales are powers of two: qonnx' float execution is exact, the integer graph equals it"
+    return ("layers " + ", ".join(inexact) + " have non-power-of-two scales: qonnx computes them in rounded float32, "
+            "so a result that lands within float32 rounding of a quantization step may differ by one level")
