@@ -1,4 +1,4 @@
-"""The `hardwire` command line: gen, sim, synth, lint, demo.
+"""The `hardwire` command line: gen, sim, synth, lint, compile, demo.
 
 Errors that hardwire raises on purpose print as one line (exit 2 for bad parameters or input, 1 for a
 failed tool or simulation); only a bug in hardwire itself shows a traceback.
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from hardwire.errors import HardwireError, ParameterError
+from hardwire.errors import HardwireError, ModelError, ParameterError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -89,6 +89,29 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("verilog", type=Path, nargs="+")
     lint.add_argument("--top", required=True)
 
+    comp = sub.add_parser(
+        "compile", help="compile a quantized network (QONNX) to streaming RTL or an hls4ml project",
+        description="Brevitas/QONNX network -> integer layers -> either our streaming dataflow RTL (verified in "
+                    "Verilator against qonnx execution, synthesized with yosys, placed and routed with nextpnr) or "
+                    "an hls4ml project (C-simulated with g++ against qonnx execution).")
+    comp.add_argument("model", help="a QONNX .onnx file, or zoo:NAME for a built-in digits network "
+                                    "(zoo:mlp4, zoo:mlp2, zoo:cnn4; trained on first use)")
+    comp.add_argument("--backend", choices=("rtl", "hls4ml"), default="rtl")
+    comp.add_argument("--target", default="ecp5", help="ecp5 (default), ice40, xilinx, xilinx-us, xilinx-usp, generic")
+    speed = comp.add_mutually_exclusive_group()
+    speed.add_argument("--fps", type=float, help="target inferences per second at --clock-mhz")
+    speed.add_argument("--budget", help="resource budget for the folding, e.g. lut=20000")
+    speed.add_argument("--fold", action="append", metavar="LAYER=PE,SIMD",
+                       help="explicit folding of one layer (repeatable; other layers fully folded)")
+    comp.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the throughput target (default 100)")
+    comp.add_argument("--inputs", type=Path, help="verification inputs (.npy, float, in the model's input layout); "
+                                                  "default: the digits test split for zoo models, else random")
+    comp.add_argument("--random", type=int, default=64, metavar="N", help="random verification inputs (default 64)")
+    comp.add_argument("--no-sim", dest="simulate", action="store_false", help="skip the Verilator run")
+    comp.add_argument("--no-synth", dest="synthesize", action="store_false", help="skip yosys and nextpnr")
+    comp.add_argument("--no-pnr", dest="place_route", action="store_false", help="skip nextpnr")
+    comp.add_argument("-o", "--out", type=Path, required=True, help="output folder (replaced when done)")
+
     demo = sub.add_parser("demo", help="the whole flow on a built-in 8x8 INT8 systolic array",
                           description="Generate, simulate against torch, lint, synthesize (ecp5, xilinx, "
                                       "ice40), place and route, and write report.json + report.md.")
@@ -103,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except ParameterError as error:
+    except (ParameterError, ModelError) as error:
         print(f"hardwire: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except HardwireError as error:
@@ -112,6 +135,40 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hardwire: interrupted", file=sys.stderr)
         return 130
+
+
+def cmd_compile(args) -> int:
+    import numpy as np
+
+    from hardwire.hls.compile import CompileOptions, compile_model, parse_budget
+
+    folds = None
+    if args.fold:
+        folds = {}
+        for text in args.fold:
+            layer, _, numbers = text.partition("=")
+            parts = numbers.split(",")
+            if not layer or len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+                raise ParameterError("fold", text, "LAYER=PE,SIMD with two positive integers")
+            folds[layer] = (int(parts[0]), int(parts[1]))
+    options = CompileOptions(
+        backend=args.backend, target=args.target, fps=args.fps, clock_mhz=args.clock_mhz,
+        lut_budget=parse_budget(args.budget) if args.budget else None, folds=folds, synthesize=args.synthesize,
+        place_route=args.place_route, simulate=args.simulate, n_random=args.random)
+    model, inputs, name = args.model, None, None
+    if model.startswith("zoo:"):
+        from hardwire.hls import zoo
+
+        name = model[4:]
+        entry = zoo.build(name)
+        model = entry.onnx_path
+        inputs = zoo.load_digits_split()[2].reshape((-1, *entry.input_shape[1:]))
+    if args.inputs is not None:
+        if not args.inputs.is_file():
+            raise ParameterError("inputs", str(args.inputs), "an existing .npy file")
+        inputs = np.load(args.inputs)
+    compile_model(model, args.out, options, inputs=inputs, name=name)
+    return 0
 
 
 def cmd_gen(args) -> int:
@@ -176,7 +233,8 @@ def _check_files(paths) -> None:
             raise ParameterError("verilog", str(path), "an existing Verilog file")
 
 
-COMMANDS = {"gen": cmd_gen, "sim": cmd_sim, "synth": cmd_synth, "lint": cmd_lint, "demo": cmd_demo}
+COMMANDS = {"gen": cmd_gen, "sim": cmd_sim, "synth": cmd_synth, "lint": cmd_lint, "compile": cmd_compile,
+            "demo": cmd_demo}
 
 
 if __name__ == "__main__":

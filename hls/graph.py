@@ -229,7 +229,8 @@ def threshold_count(acc: np.ndarray, thresholds: np.ndarray, base: int) -> np.nd
 
 
 def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.int64)
+    # a flattened image is the same element sequence in (y, x, c) order: reshaping is all a Flatten does here
+    x = x.astype(np.int64).reshape(len(x), *layer.in_shape)
     if isinstance(layer, MaxPoolLayer):
         b, h, w, c = x.shape
         k = layer.kernel
