@@ -18,11 +18,11 @@ from hardwire.errors import ModelError
 
 def _act(bits, signed=False):
     quant = Int8ActPerTensorFixedPoint if signed else Uint8ActPerTensorFixedPoint
-    return dict(act_quant=quant, bit_width=bits, return_quant_tensor=True)
+    return {"act_quant": quant, "bit_width": bits, "return_quant_tensor": True}
 
 
 def _w(bits):
-    return dict(weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=bits)
+    return {"weight_quant": Int8WeightPerTensorFixedPoint, "weight_bit_width": bits}
 
 
 def _randomize_bn(bn: nn.Module, generator: torch.Generator, negative: bool) -> None:
