@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hardwire.cache import atomic_dir, cache_root, digest
+from hardwire.errors import ParameterError
 
 # Bump when a model definition, the training recipe or the export changes: it is part of the cache key.
 ZOO_VERSION = 2
@@ -161,7 +162,7 @@ def make_model(spec: ZooSpec):
 
 def get_spec(name: str) -> ZooSpec:
     if name not in SPECS:
-        raise ValueError(f"zoo: name={name!r} not in {sorted(SPECS)}")
+        raise ParameterError("zoo network", name, ", ".join(sorted(SPECS)))
     return SPECS[name]
 
 

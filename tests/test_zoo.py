@@ -53,7 +53,7 @@ def test_digits_split_is_stratified_deterministic_and_exact_in_4_bits(digits):
 
 
 def test_unknown_network_name_is_a_clear_error():
-    with pytest.raises(ValueError, match="name='mlp9'.*cnn4"):
+    with pytest.raises(ValueError, match="zoo network='mlp9'.*cnn4"):
         zoo.build("mlp9")
 
 
