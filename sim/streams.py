@@ -151,12 +151,15 @@ class StreamSource:
 
     Before each beat, valid stays low for a cycle with probability 1 - `valid_probability` (bubbles);
     once valid is high it stays high, and the payload stays stable, until the transfer, as the stream
-    protocol requires. Start sending after the DUT's reset is released: a transfer seen during reset
-    would be counted though the DUT drops it.
+    protocol requires. With `offers`, beat i is not presented before cycle `offers[i]` counted from the
+    source's first cycle (inputs arriving on a schedule). Every beat's first presentation is recorded in
+    `offer_cycles`, its transfer in `transfer_cycles`, both in ClockCounter cycles: this is the `offered` /
+    `accepted` pair the blocks' schedule models take and return. Start sending after the DUT's reset is
+    released: a transfer seen during reset would be counted though the DUT drops it.
     """
 
     def __init__(self, dut, name: str, clock, *, valid_probability: float = 1.0, seed: int = 0,
-                 counter: ClockCounter | None = None):
+                 counter: ClockCounter | None = None, offers: list[int] | None = None):
         if not 0.0 < valid_probability <= 1.0:
             raise ValueError(f"valid_probability={valid_probability} is out of range: allowed (0, 1]")
         self.name = name
@@ -164,11 +167,13 @@ class StreamSource:
         self.clock = clock
         self.counter = counter or ClockCounter.of(clock)
         self.valid_probability = valid_probability
+        self.offers = offers
         self._random = random.Random(seed)
         self._queue: deque[int] = deque()
         self._idle = Event()
         self._idle.set()
         self.sent: list[int] = []
+        self.offer_cycles: list[int] = []
         self.transfer_cycles: list[int] = []
         self.valid.value = 0
         self._task = cocotb.start_soon(self._drive())
@@ -192,15 +197,26 @@ class StreamSource:
             await self._idle.wait()
             await NextTimeStep()  # leave the read-only phase the transfer was seen in
 
+    def _due(self, start: int) -> bool:
+        index = len(self.sent)
+        return self.offers is None or index >= len(self.offers) or self.counter.cycles - start >= self.offers[index]
+
     async def _drive(self):
-        current = None
+        current, start = None, None
         while True:
             await RisingEdge(self.clock)
-            if current is None and self._queue and self._random.random() < self.valid_probability:
+            if start is None:
+                start = self.counter.cycles
+            presented = False
+            if (current is None and self._queue and self._due(start)
+                    and self._random.random() < self.valid_probability):
                 current = self._queue.popleft()
                 self.payload.value = current
+                presented = True
             self.valid.value = int(current is not None)
             await ReadOnly()
+            if presented:
+                self.offer_cycles.append(self.counter.cycles)
             if current is not None and _is_high(self.ready.value):
                 self.sent.append(current)
                 self.transfer_cycles.append(self.counter.cycles)

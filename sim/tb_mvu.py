@@ -18,7 +18,7 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge, with_timeout
+from cocotb.triggers import RisingEdge, with_timeout
 from hardwire.gen.mvu import (
     MvuParams,
     clamp_thresholds,
@@ -34,35 +34,6 @@ from hardwire.sim.streams import StreamSink, StreamSource, pack_lanes, transfer_
 from hardwire.params import int_range
 
 CLOCK_NS = 10
-
-
-class OfferingStreamSource(StreamSource):
-    """A StreamSource that also records `offer_cycles`: the cycle each beat was first presented (valid
-    raised with its payload), counted like the transfer cycles (read-only phase, shared ClockCounter)."""
-
-    def __init__(self, *args, **kwargs):
-        self.offer_cycles: list[int] = []
-        super().__init__(*args, **kwargs)
-
-    async def _drive(self):
-        current = None
-        while True:
-            await RisingEdge(self.clock)
-            presented = False
-            if current is None and self._queue and self._random.random() < self.valid_probability:
-                current = self._queue.popleft()
-                self.payload.value = current
-                presented = True
-            self.valid.value = int(current is not None)
-            await ReadOnly()
-            if presented:
-                self.offer_cycles.append(self.counter.cycles)
-            if current is not None and str(self.ready.value) == "1":
-                self.sent.append(current)
-                self.transfer_cycles.append(self.counter.cycles)
-                current = None
-                if not self._queue:
-                    self._idle.set()
 
 
 def _alternating(width: int, is_signed: bool, phase: int) -> int:
@@ -140,7 +111,7 @@ async def mvu_matches_golden(dut, case):
     Clock(dut.clk, CLOCK_NS, unit="ns").start()
     await _reset(dut)
     seed = CONFIG.get("seed", 1)
-    source = OfferingStreamSource(dut, "inp", dut.clk, valid_probability=vp, seed=seed)
+    source = StreamSource(dut, "inp", dut.clk, valid_probability=vp, seed=seed)
     sink = StreamSink(dut, "out", dut.clk, ready_probability=rp, seed=seed + 1)
     source.send_all(pack_lanes(x[v, s * p.simd:(s + 1) * p.simd], p.in_width) for v in range(frames)
                     for s in range(sf))
