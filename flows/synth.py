@@ -8,13 +8,14 @@ sources, the top, the target and the yosys version; a repeated call returns the 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from hardwire.cache import cache_root, digest
-from hardwire.errors import ParameterError
+from hardwire.errors import ParameterError, ToolError
 from hardwire.params import require, to_json_dict
 
 from .tools import build_once, run_tool, tool_version
@@ -34,6 +35,15 @@ TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "xilinx-usp": ("xilinx", ("synth_xilinx -top {top} -family xcup -flatten -noiopad",)),
     # Technology-independent: a netlist of simple two-input gates and muxes plus yosys' internal flip-flops.
     "generic": ("generic", ("synth -top {top} -flatten", "abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX", "opt_clean")),
+}
+
+# yosys 0.70 (yowasp) can fail an assertion in abc9's reintegration on some netlists (seen on a serial-I/O
+# wrapped streaming network: `GetSize(conn.first) == GetSize(conn.second)` in rtlil.cc; the message reaches
+# yosys' own -l log but not always its stdout, which then ends inside the ABC9 step). Mapping the flip-flops
+# together with the logic (`abc9 -dff`) avoids it; used only when the default script dies in ABC9.
+FALLBACKS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "ecp5": ("ABC9", ("synth_ecp5 -top {top} -dff",),
+             "yosys' abc9 failed an assertion on this netlist; mapped with synth_ecp5 -dff instead"),
 }
 
 STAT_JSON = "stat.json"
@@ -70,12 +80,13 @@ class SynthReport:
     tool_version: str = ""
     log_path: Path | None = None
     netlist_json: Path | None = None
+    note: str = ""                     # set when a fallback script was needed (see FALLBACKS)
 
     def to_dict(self) -> dict:
         return to_json_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SynthReport":
+    def from_dict(cls, data: dict) -> SynthReport:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         for key in ("log_path", "netlist_json"):
@@ -160,10 +171,11 @@ def _check_inputs(verilog_files, top: str, target: str) -> list[Path]:
     return paths
 
 
-def _script(source_names: list[str], include_dirs: list[Path], top: str, target: str) -> str:
+def _script(source_names: list[str], include_dirs: list[Path], top: str, target: str,
+            commands: tuple[str, ...] | None = None) -> str:
     includes = "".join(f' -I"{d}"' for d in include_dirs)
     lines = [f'read_verilog -sv{includes} "{name}"' for name in source_names]
-    lines += [command.format(top=top) for command in TARGETS[target][1]]
+    lines += [command.format(top=top) for command in (commands or TARGETS[target][1])]
     lines += [f"tee -q -o {STAT_JSON} stat -json", f"write_json {NETLIST_JSON}"]
     return "\n".join(lines) + "\n"
 
@@ -192,12 +204,23 @@ def synth(verilog_files, top: str, target: str, *, build_dir=None, timeout_s: fl
             shutil.copyfile(path, tmp / name)
         include_dirs = sorted({path.resolve().parent for path in paths})
         (tmp / SCRIPT).write_text(_script(source_names, include_dirs, top, target))
-        run_tool("yosys", ["-s", SCRIPT], cwd=tmp, log_path=tmp / LOG, timeout_s=timeout_s)
+        note = ""
+        try:
+            run_tool("yosys", ["-s", SCRIPT], cwd=tmp, log_path=tmp / LOG, timeout_s=timeout_s)
+        except ToolError:
+            fallback = FALLBACKS.get(target)
+            if fallback is None or fallback[0] not in "".join((tmp / LOG).read_text(errors="replace")
+                                                              .splitlines(keepends=True)[-20:]):
+                raise
+            _, commands, note = fallback
+            os.replace(tmp / LOG, tmp / "yosys.default-script.log")
+            (tmp / SCRIPT).write_text(_script(source_names, include_dirs, top, target, commands))
+            run_tool("yosys", ["-s", SCRIPT], cwd=tmp, log_path=tmp / LOG, timeout_s=timeout_s)
         cells = read_stat_cells(tmp / STAT_JSON)
         counts = classify_cells(TARGETS[target][0], cells)
         report = SynthReport(
             target=target, top=top, **counts, cells=dict(sorted(cells.items())), tool_version=version,
-            log_path=Path(LOG), netlist_json=Path(NETLIST_JSON),
+            log_path=Path(LOG), netlist_json=Path(NETLIST_JSON), note=note,
         )
         (tmp / REPORT_JSON).write_text(json.dumps({"key": key, **report.to_dict()}, indent=2) + "\n")
 

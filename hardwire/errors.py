@@ -12,6 +12,9 @@ class ParameterError(HardwireError, ValueError):
         self.name, self.value, self.allowed = name, value, allowed
         super().__init__(f"{name}={value!r} is out of range: allowed {allowed}")
 
+    def __reduce__(self):  # picklable, so it crosses process pools intact
+        return (type(self), (self.name, self.value, self.allowed))
+
 
 class ToolMissingError(HardwireError):
     """An external tool (yosys, nextpnr, verilator, ...) is not installed; the message says how to get it."""
@@ -21,11 +24,14 @@ class ToolError(HardwireError):
     """An external tool ran and failed (or timed out). Carries the command, log path and the log's last lines."""
 
     def __init__(self, tool: str, cmd: list[str], log_path, tail: str, reason: str = "failed"):
-        self.tool, self.cmd, self.log_path, self.tail = tool, cmd, log_path, tail
+        self.tool, self.cmd, self.log_path, self.tail, self.reason = tool, cmd, log_path, tail, reason
         super().__init__(
             f"{tool} {reason} (log: {log_path})\n  command: {' '.join(map(str, cmd))}\n"
             + "\n".join("  | " + line for line in tail.splitlines())
         )
+
+    def __reduce__(self):  # picklable, so it crosses process pools intact
+        return (type(self), (self.tool, self.cmd, self.log_path, self.tail, self.reason))
 
 
 class SimulationError(HardwireError):
