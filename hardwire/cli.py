@@ -155,19 +155,21 @@ def cmd_compile(args) -> int:
         backend=args.backend, target=args.target, fps=args.fps, clock_mhz=args.clock_mhz,
         lut_budget=parse_budget(args.budget) if args.budget else None, folds=folds, synthesize=args.synthesize,
         place_route=args.place_route, simulate=args.simulate, n_random=args.random)
-    model, inputs, name = args.model, None, None
+    model, inputs, labels, name, label = args.model, None, None, None, "given inputs"
     if model.startswith("zoo:"):
         from hardwire.hls import zoo
 
         name = model[4:]
         entry = zoo.build(name)
         model = entry.onnx_path
-        inputs = zoo.load_digits_split()[2].reshape((-1, *entry.input_shape[1:]))
+        _, _, x_test, labels = zoo.load_digits_split()
+        inputs = x_test.reshape((-1, *entry.input_shape[1:]))
+        label = "images of the digits test split"
     if args.inputs is not None:
         if not args.inputs.is_file():
             raise ParameterError("inputs", str(args.inputs), "an existing .npy file")
-        inputs = np.load(args.inputs)
-    compile_model(model, args.out, options, inputs=inputs, name=name)
+        inputs, labels = np.load(args.inputs), None
+    compile_model(model, args.out, options, inputs=inputs, labels=labels, name=name, inputs_label=label)
     return 0
 
 

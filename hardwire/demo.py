@@ -1,8 +1,10 @@
-"""`hardwire demo`: the whole flow on a built-in 8x8 INT8 systolic array, with a report to read.
+"""`hardwire demo`: the whole flow on a built-in 8x8 INT8 systolic array and a quantized network, with a report.
 
 Steps: generate -> lint -> simulate against torch.matmul (both dataflows) -> synthesize for ecp5 and xilinx
 -> place and route on an ECP5-85F -> a 2x4 array on an iCE40 UP5K (8 DSPs) -> a size sweep on ECP5 for the
-plot -> report.json, report.md, sweep.png. The output folder appears only when everything succeeded.
+plot -> a 4-bit MLP trained with Brevitas on digits, compiled to streaming RTL, simulated on the whole test
+split against qonnx, synthesized and placed -> report.json, report.md, sweep.png. The output folder appears
+only when everything succeeded.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ ICE40 = SystolicParams(rows=2, cols=4, a_width=8, w_width=8, acc_depth=64)
 SWEEP_SIZES = (2, 4, 8)
 ECP5_DEVICE = ("85k", "CABGA381")
 ICE40_DEVICE = ("up5k", "sg48")
+NETWORK = "mlp4"
+NETWORK_FPS = 300_000
 
 
 def _say(message: str) -> None:
@@ -63,14 +67,14 @@ def _demo(work: Path, jobs: int) -> dict:
     from hardwire.sim.verify import verify_block
 
     rtl = work / "rtl"
-    _say(f"[1/6] generating {MAIN.top_name} (8x8 INT8, weight-stationary) and the other demo configurations")
+    _say(f"[1/7] generating {MAIN.top_name} (8x8 INT8, weight-stationary) and the other demo configurations")
     designs = {}
     os_params = SystolicParams(rows=8, cols=8, dataflow="output_stationary")
     sweep = {n: SystolicParams(rows=n, cols=n) for n in SWEEP_SIZES}
     for params in [MAIN, os_params, ICE40, *sweep.values()]:
         designs[params.top_name] = registry.generate("systolic", params, rtl)
 
-    _say("[2/6] verilator --lint-only -Wall on the generated Verilog")
+    _say("[2/7] verilator --lint-only -Wall on the generated Verilog")
     lint_results = {}
     for top, meta in designs.items():
         result = lint([meta["verilog"]], top)
@@ -80,7 +84,7 @@ def _demo(work: Path, jobs: int) -> dict:
             raise HardwireError(f"lint of {top} is not clean: {lint_results[top]['unwaived'][:3]} "
                                 f"(log {result.log_path})")
 
-    _say("[3/6] simulating both dataflows in Verilator (cocotb) against torch.matmul")
+    _say("[3/7] simulating both dataflows in Verilator (cocotb) against torch.matmul")
     simulations = {}
     for params in (MAIN, os_params):
         result = verify_block("systolic", params, progress=_say)
@@ -89,7 +93,7 @@ def _demo(work: Path, jobs: int) -> dict:
         if not result.ok:
             raise HardwireError(f"simulation of {params.top_name} failed: {result.failure}")
 
-    _say(f"[4/6] synthesis and place-and-route ({jobs} parallel jobs; the first yosys/nextpnr call "
+    _say(f"[4/7] synthesis and place-and-route ({jobs} parallel jobs; the first yosys/nextpnr call "
          "compiles WebAssembly, ~30-90 s)")
     tasks = {
         ("synth", MAIN.top_name, "ecp5"): (_synth_task, designs[MAIN.top_name]["verilog"], MAIN.top_name, "ecp5"),
@@ -114,14 +118,18 @@ def _demo(work: Path, jobs: int) -> dict:
                       else f"LUT {results[key]['lut']} FF {results[key]['ff']} DSP {results[key]['dsp']}")
             _say(f"      {done}/{len(tasks)} {key[0]} {key[1]} on {key[2]}: {detail}")
 
-    _say("[5/6] cycle model: utilization of tiled GEMMs on the 8x8 array")
+    _say("[5/7] cycle model: utilization of tiled GEMMs on the 8x8 array")
     gemms = []
     for m, k, n in ((64, 64, 64), (256, 256, 256)):
         for params in (MAIN, os_params):
             gemms.append({"dataflow": params.dataflow, "shape": [m, k, n], "cycles": gemm_cycles(params, m, k, n),
                           "utilization": gemm_utilization(params, m, k, n)})
 
-    _say("[6/6] writing report.json, report.md and sweep.png")
+    _say(f"[6/7] network: {NETWORK} (Brevitas, digits) -> streaming RTL at {NETWORK_FPS} inferences/s, verified "
+         "on the whole test split against qonnx, synthesized and placed")
+    network = _network(work / "network")
+
+    _say("[7/7] writing report.json, report.md and sweep.png")
     points = []
     for n, params in sweep.items():
         s = results[("synth", params.top_name, "ecp5")]
@@ -152,15 +160,33 @@ def _demo(work: Path, jobs: int) -> dict:
         },
         "sweep_ecp5": points,
         "gemm_cycle_model": gemms,
+        "network": network,
         "tools": tool_versions(),
     }
+
+
+def _network(out: Path) -> dict:
+    from hardwire.hls import zoo
+    from hardwire.hls.compile import CompileOptions, compile_model
+
+    entry = zoo.build(NETWORK)
+    _, _, x, y = zoo.load_digits_split()
+    report = compile_model(entry.onnx_path, out, CompileOptions(fps=NETWORK_FPS, target="ecp5"),
+                           inputs=x.reshape((-1, *entry.input_shape[1:])), labels=y, name=NETWORK,
+                           inputs_label="images of the digits test split", progress=lambda m: _say("      " + m))
+    sim, t = report["simulation"], report["throughput"]
+    return {"name": NETWORK, "report": "network/report.md", "accuracy": report["accuracy"],
+            "rtl_vs_qonnx": sim["rtl_vs_qonnx"], "timing_matches_model": sim["timing_matches_model"],
+            "folding": report["folding"]["folds"], "cycle_model": report["cycle_model"],
+            "synthesis_ecp5": {k: report["synthesis"][k] for k in ("lut", "ff", "dsp", "bram")},
+            "fmax_mhz": t.get("fmax_mhz"), "inferences_per_s_at_fmax": t.get("inferences_per_s_at_fmax")}
 
 
 def _markdown(r: dict) -> str:
     d = r["design"]
     lines = [f"# hardwire demo: {d['name']}", "",
-             f"{d['rows']}x{d['cols']} systolic array, INT{d['a_width']} x INT{d['w_width']}, "
-             f"{d['dataflow'].replace('_', '-')}, accumulator {d['acc_width']} bits (K up to {d['k_max']}).", "",
+             (f"{d['rows']}x{d['cols']} systolic array, INT{d['a_width']} x INT{d['w_width']}, "
+             f"{d['dataflow'].replace('_', '-')}, accumulator {d['acc_width']} bits (K up to {d['k_max']})."), "",
              "## Simulation (Verilator + cocotb) against torch.matmul", ""]
     for top, sim in r["simulation"].items():
         rows = []
@@ -181,8 +207,8 @@ def _markdown(r: dict) -> str:
                    *[syn["ice40"][c] for c in ("lut", "ff", "dsp", "bram", "lutram")],
                    r["place_route"]["ice40"]["fmax_mhz"]],
               ]), "",
-              f"Fmax: {r['place_route']['method']}; ECP5 on {r['place_route']['ecp5']['device']}, iCE40 on "
-              f"{r['place_route']['ice40']['device']}. Xilinx: yosys mapping only (no open place-and-route).", "",
+              (f"Fmax: {r['place_route']['method']}; ECP5 on {r['place_route']['ecp5']['device']}, iCE40 on "
+              f"{r['place_route']['ice40']['device']}. Xilinx: yosys mapping only (no open place-and-route)."), "",
               "## Size sweep on ECP5", "", "![resources and Fmax against array size](sweep.png)", "",
               markdown_table(["size", "LUT", "FF", "DSP", "BRAM", "Fmax MHz"],
                              [[p["label"], p["lut"], p["ff"], p["dsp"], p["bram"], p["fmax_mhz"]]
@@ -191,7 +217,23 @@ def _markdown(r: dict) -> str:
               markdown_table(["dataflow", "M x K x N", "cycles", "utilization"],
                              [[g["dataflow"], " x ".join(map(str, g["shape"])), g["cycles"],
                                f"{g['utilization']:.1%}"] for g in r["gemm_cycle_model"]]), "",
+              *_network_markdown(r["network"]),
               "## Tools", "", markdown_table(["tool", "version"], [[k, v] for k, v in r["tools"].items()]), "",
               f"Wall time: {r.get('wall_s', 0):.0f} s.", ""]
     return "\n".join(lines)
 
+
+
+def _network_markdown(n: dict) -> list[str]:
+    a, c, s = n["accuracy"], n["cycle_model"], n["synthesis_ecp5"]
+    return ["## A quantized network: `hardwire compile zoo:mlp4`", "",
+            (f"4-bit MLP 64-64-64-10 trained with Brevitas on scikit-learn's digits. On the {a['inputs']} test images "
+            f"the Verilator simulation of the streaming RTL differs from qonnx execution in "
+            f"{n['rtl_vs_qonnx']['mismatches']} of {n['rtl_vs_qonnx']['outputs']} outputs; handshake cycles equal "
+            f"the cycle model: {n['timing_matches_model']}. Accuracy: qonnx {a['qonnx']:.4f}, RTL {a['rtl']:.4f}."), "",
+            markdown_table(["PE x SIMD per layer", "LUT", "FF", "DSP", "BRAM", "Fmax MHz", "latency cycles",
+                            "II cycles", "inferences/s at Fmax"],
+                           [[" ".join(f"{f['pe']}x{f['simd']}" for f in n["folding"].values()), s["lut"], s["ff"],
+                             s["dsp"], s["bram"], n["fmax_mhz"], c["latency_cycles"], c["initiation_interval"],
+                             f"{n['inferences_per_s_at_fmax']:.0f}" if n["inferences_per_s_at_fmax"] else "-"]]),
+            "", f"Full report: {n['report']}.", ""]

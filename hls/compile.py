@@ -1,0 +1,326 @@
+"""`hardwire compile`: a QONNX network -> a verified streaming RTL design or an hls4ml project, with a report.
+
+RTL: front end -> folding -> dataflow plan -> Verilog; the golden integer model is checked against qonnx'
+execution, the Verilog is simulated (Verilator) on the verification inputs and its outputs, turned back into
+the model's floats, are compared with qonnx bit for bit; measured cycles are compared with the cycle model;
+yosys gives resources and nextpnr the Fmax. hls4ml: the same network as an hls4ml project, C-simulated with
+g++ and compared with qonnx. The output directory appears only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from hardwire.hls import frontend, rtl
+from hardwire.hls.graph import IntGraph, MatVecLayer, run_integer
+
+from hardwire.cache import atomic_dir, write_json_atomic, write_text_atomic
+from hardwire.errors import HardwireError, ParameterError, SimulationError
+
+BACKENDS = ("rtl", "hls4ml")
+FPGA_TARGETS = ("ecp5", "ice40", "xilinx", "xilinx-us", "xilinx-usp", "generic")
+PNR_TARGETS = {"ecp5": ("85k", "CABGA381"), "ice40": ("up5k", "sg48")}
+STRESS_FRAMES = 8
+
+
+@dataclass
+class CompileOptions:
+    backend: str = "rtl"
+    target: str = "ecp5"
+    fps: float | None = None
+    clock_mhz: float = 100.0
+    lut_budget: int | None = None
+    folds: dict | None = None
+    synthesize: bool = True
+    place_route: bool = True
+    simulate: bool = True
+    n_random: int = 64
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ParameterError("backend", self.backend, " | ".join(BACKENDS))
+        if self.target not in FPGA_TARGETS:
+            raise ParameterError("target", self.target, " | ".join(FPGA_TARGETS))
+        if self.fps is not None and self.lut_budget is not None:
+            raise ParameterError("fps", self.fps, "either a throughput target or a LUT budget, not both")
+
+
+def parse_budget(text: str) -> int:
+    """`lut=20000` -> 20000 (the only budget the solver takes today)."""
+    key, _, value = text.partition("=")
+    if key.strip().lower() != "lut" or not value.strip().isdigit():
+        raise ParameterError("budget", text, "lut=N (a LUT count)")
+    return int(value)
+
+
+def verification_inputs(graph: IntGraph, n: int, seed: int) -> np.ndarray:
+    """Random inputs in the model's own layout whose every element is exactly a code of the input quantizer,
+    plus the two extremes (all minimum, all maximum)."""
+    rng = np.random.default_rng(seed)
+    h, w, c = graph.input.shape
+    lo, hi = graph.input.dtype.min, graph.input.dtype.max
+    codes = rng.integers(lo, hi + 1, size=(max(n - 2, 0), h, w, c))
+    codes = np.concatenate([np.full((1, h, w, c), lo), np.full((1, h, w, c), hi), codes])[:n]
+    values = (codes * graph.input.scale).astype(np.float32)
+    if graph.input.source_layout == "NCHW":
+        return values.transpose(0, 3, 1, 2)
+    return values.reshape(len(values), -1)
+
+
+def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.ndarray | None = None,
+                  labels: np.ndarray | None = None, name: str | None = None, inputs_label: str = "given inputs",
+                  progress: Callable[[str], None] = print) -> dict:
+    """Compile `model_path` into `out_dir` (replaced atomically on success). Returns the report dict.
+
+    With `labels` (one class per input) the report also gives the classification accuracy of qonnx' execution
+    and of the simulated RTL."""
+    model_path = Path(model_path)
+    started = time.monotonic()
+    name = name or _identifier(model_path.stem)
+    progress(f"[1/5] front end: {model_path}")
+    model = frontend.load_model(model_path)
+    graph = frontend.build_graph(model, name)
+    if inputs is None:
+        inputs = verification_inputs(graph, options.n_random, options.seed)
+        input_source = f"{len(inputs)} random inputs on the input quantizer's grid (seed {options.seed})"
+    else:
+        input_source = f"{len(inputs)} {inputs_label}"
+    progress(f"      {len(graph.layers)} layers; {frontend.describe_exactness(graph)}")
+    progress(f"[2/5] golden integer model vs qonnx execution on {input_source}")
+    reference = frontend.qonnx_execute(model, inputs)
+    codes = frontend.quantize_input(graph, inputs)
+    golden = run_integer(graph, codes).reshape(len(codes), -1)
+    golden_float = frontend.model_output(graph, golden)
+    golden_check = _compare(golden_float, reference)
+    if golden_check["mismatches"] and all(layer.exact for layer in graph.layers if isinstance(layer, MatVecLayer)):
+        raise HardwireError(f"the integer graph differs from qonnx execution on {golden_check['mismatches']} "
+                            "outputs although every layer is exact: a front-end bug, please report it")
+    folding = rtl.solve_folding(graph, fps=options.fps, clock_mhz=options.clock_mhz,
+                                lut_budget=options.lut_budget, folds=options.folds)
+    report = {
+        "network": name, "model": str(model_path), "backend": options.backend, "target": options.target,
+        "options": {k: v for k, v in vars(options).items()},
+        "layers": graph.summary(), "exactness": frontend.describe_exactness(graph),
+        "verification_inputs": input_source, "golden_vs_qonnx": golden_check,
+        "folding": folding.to_dict(),
+    }
+    if labels is not None:
+        labels = np.asarray(labels)
+        if len(labels) != len(inputs):
+            raise ParameterError("labels", len(labels), f"one per verification input ({len(inputs)})")
+        report["accuracy"] = {"qonnx": float((reference.argmax(1) == labels).mean()), "inputs": len(labels)}
+    with atomic_dir(Path(out_dir), replace=True) as work:
+        if options.backend == "rtl":
+            _rtl(graph, folding, codes, golden, reference, options, work, report, progress, labels)
+        else:
+            _hls4ml(model_path, graph, folding, inputs, work, report, progress)
+        report["wall_s"] = round(time.monotonic() - started, 1)
+        write_json_atomic(work / "report.json", report)
+        write_text_atomic(work / "report.md", markdown_report(report))
+    progress(f"done in {report['wall_s']} s: {out_dir}/report.md")
+    return report
+
+
+def _identifier(text: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() else "_" for ch in text)
+    return cleaned if cleaned[:1].isalpha() else f"net_{cleaned}"
+
+
+def _compare(values: np.ndarray, reference: np.ndarray) -> dict:
+    values, reference = np.asarray(values, np.float32), np.asarray(reference, np.float32)
+    differ = values.view(np.uint32) != reference.view(np.uint32)
+    return {"outputs": int(reference.size), "mismatches": int(differ.sum()),
+            "max_abs_diff": float(np.abs(values - reference).max()) if reference.size else 0.0,
+            "argmax_agreement": float((values.argmax(1) == reference.argmax(1)).mean()) if reference.size else 1.0}
+
+
+def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: dict, progress, labels) -> None:
+    from hardwire.flows.report import tool_versions
+
+    plan = rtl.plan_dataflow(graph, folding)
+    progress(f"[3/5] RTL: {len(plan.stages)} units, FIFO depths "
+             f"{[s.fifo_depth for s in plan.stages[1:]]}; writing Verilog")
+    verilog_text = rtl.to_verilog(plan)
+    verilog_path = work / f"{plan.top_name}.v"
+    write_text_atomic(verilog_path, verilog_text)
+    np.savez_compressed(work / "layers.npz", **{
+        f"{layer.name}.{what}": value for layer in graph.layers if isinstance(layer, MatVecLayer)
+        for what, value in (("weights", layer.weights), ("thresholds", layer.thresholds)) if value is not None})
+    write_json_atomic(work / "plan.json", plan.to_dict())
+    cycles = rtl.network_cycles(plan)
+    report["plan"] = plan.to_dict()
+    report["cycle_model"] = cycles
+    report["throughput"] = {
+        "clock_mhz": options.clock_mhz,
+        "inferences_per_s": options.clock_mhz * 1e6 / cycles["initiation_interval"],
+        "latency_us": cycles["latency_cycles"] / options.clock_mhz}
+    if options.simulate:
+        progress(f"[4/5] simulating {len(codes)} inferences on Verilator (paced at the initiation interval, "
+                 f"then {min(STRESS_FRAMES, len(codes))} flooded and {min(STRESS_FRAMES, len(codes))} with random "
+                 "stalls)")
+        report["simulation"] = simulate_network(plan, graph, codes, golden, reference, work / "sim")
+        predicted = np.asarray(report["simulation"].pop("argmax"))
+        if "accuracy" in report:
+            report["accuracy"]["rtl"] = float((predicted == labels).mean())
+    if options.synthesize:
+        from hardwire.flows.synth import synth
+
+        progress(f"[5/5] yosys synthesis for {options.target}")
+        report["synthesis"] = synth([verilog_path], plan.top_name, options.target).to_dict()
+        if options.place_route and options.target in PNR_TARGETS:
+            from hardwire.flows.fmax import wrapped_fmax
+
+            device, package = PNR_TARGETS[options.target]
+            progress(f"      nextpnr-{options.target} place and route on {device}/{package} for Fmax")
+            pnr = wrapped_fmax([verilog_path], plan.top_name, options.target, device=device, package=package)
+            report["place_route"] = pnr.to_dict()
+            if pnr.fmax_mhz:
+                report["throughput"]["fmax_mhz"] = pnr.fmax_mhz
+                report["throughput"]["inferences_per_s_at_fmax"] = pnr.fmax_mhz * 1e6 / cycles[
+                    "initiation_interval"]
+                report["throughput"]["latency_us_at_fmax"] = cycles["latency_cycles"] / pnr.fmax_mhz
+    report["tools"] = tool_versions()
+
+
+def simulate_network(plan, graph, codes, golden, reference, test_dir: Path) -> dict:
+    """Full-rate run of every inference (outputs bit-exact, handshake cycles equal to the cycle model) and a
+    short run with random bubbles and back-pressure. Raises SimulationError on any disagreement."""
+    from hardwire.sim.runner import simulate
+
+    frames = len(codes)
+    offers = rtl.paced_offers(plan, frames, plan.interval)
+    schedule = rtl.network_schedule(plan, offers)
+    beats = rtl.pack_inputs(plan, codes)
+    expected = golden.astype(int).tolist()
+    stress = min(STRESS_FRAMES, frames)
+    last = schedule.produced[-1]
+    cases = {
+        "paced": {"inputs": beats, "expected": expected, "offers": offers, "ready_probability": 1.0,
+                  "model_accepted": schedule.accepted, "model_produced": schedule.produced,
+                  "budget_cycles": 2 * last + 1000},
+        "flood": {"inputs": beats[:stress], "expected": expected[:stress], "valid_probability": 1.0,
+                  "ready_probability": 1.0, "model_accepted": None, "model_produced": None,
+                  "budget_cycles": 4 * last + 1000},
+        "stalls": {"inputs": beats[:stress], "expected": expected[:stress], "valid_probability": 0.7,
+                   "ready_probability": 0.6, "model_accepted": None, "model_produced": None,
+                   "budget_cycles": 10 * last + 1000},
+    }
+    geometry = {"in_lanes": plan.in_lanes, "in_width": plan.in_shape.width, "out_lanes": plan.out_lanes,
+                "out_width": plan.out_shape.width, "out_signed": plan.out_shape.signed,
+                "out_beats": plan.out_beats}
+    verilog_text = rtl.to_verilog(plan)
+    started = time.monotonic()
+    try:
+        result = simulate(verilog_text, plan.top_name, "hardwire.sim.tb_network",
+                          config={"geometry": geometry, "cases": cases, "seed": 1}, test_dir=test_dir,
+                          timeout_s=3600)
+    except SimulationError as error:
+        raise SimulationError(f"RTL simulation of {plan.top_name} failed: {error}") from None
+    full = result.results["paced"]
+    hardware = np.asarray(full["outputs"], dtype=np.int64)
+    hardware_float = frontend.model_output(graph, hardware)
+    check = _compare(hardware_float, reference)
+    if check["mismatches"] and graph_is_exact(graph):
+        raise SimulationError(f"RTL outputs differ from qonnx execution on {check['mismatches']} outputs")
+    cycles = rtl.network_cycles(plan, frames=max(2, min(frames, 3)))
+    return {
+        "inferences": frames, "bit_exact_vs_golden": full["mismatched_frames"] == 0,
+        "rtl_vs_qonnx": check, "timing_matches_model": full["timing_matches_model"],
+        "measured_first_input_to_last_output_cycles": full["first_input_to_last_output_cycles"],
+        "model_first_input_to_last_output_cycles": schedule.produced[-1] - schedule.accepted[0] + 1,
+        "model": cycles, "stalls_case_inferences": stress,
+        "stalls_case_ok": result.results["stalls"]["mismatched_frames"] == 0,
+        "flood_case_ok": result.results["flood"]["mismatched_frames"] == 0,
+        "wall_s": round(time.monotonic() - started, 1), "log": str(Path(result.log_path).relative_to(Path(test_dir).parent)),
+        "argmax": hardware_float.argmax(1).tolist(),
+    }
+
+
+def graph_is_exact(graph: IntGraph) -> bool:
+    return all(layer.exact for layer in graph.layers if isinstance(layer, MatVecLayer))
+
+
+def _hls4ml(model_path, graph, folding, inputs, work: Path, report: dict, progress) -> None:
+    from hardwire.hls import hls4ml_backend
+
+    # hls4ml's reuse factor is the number of multiplications one multiplier does per output vector, which
+    # is our synapse folds x neuron folds
+    reuse = [(layer.in_features // folding.folds[layer.name].simd) * (layer.out_features // folding.folds[layer.name].pe)
+             for layer in graph.layers if isinstance(layer, MatVecLayer)]
+    progress(f"[3/5] hls4ml project (reuse factors {reuse} from the folding)")
+    project = hls4ml_backend.hls4ml_project(model_path, work / "hls4ml", reuse_factors=reuse)
+    progress(f"[4/5] hls4ml C simulation (g++) on {len(inputs)} inputs vs qonnx execution")
+    check = hls4ml_backend.csim_check(project, model_path, inputs)
+    report["hls4ml"] = project.to_dict()
+    report["csim_vs_qonnx"] = check.to_dict()
+    if check.mismatches and graph_is_exact(graph):
+        raise SimulationError(f"hls4ml C-simulation differs from qonnx execution on {check.mismatches} of "
+                              f"{check.outputs} outputs (max abs diff {check.max_abs_diff:g}); project kept out")
+    if "accuracy" in report and not check.mismatches:
+        # every output bit equals qonnx', so the classifications are the same ones
+        report["accuracy"]["hls4ml"] = report["accuracy"]["qonnx"]
+    report["note"] = ("The hls4ml project is ready for Vitis HLS synthesis (run `vitis_hls` / hls4ml's build() "
+                      "where Vitis is installed); hardwire did not synthesize it: no vendor tools are used here.")
+
+
+def markdown_report(report: dict) -> str:
+    from hardwire.flows.report import markdown_table
+
+    lines = [f"# {report['network']}: {report['backend']} back end", "",
+             f"Model: `{report['model']}`. {report['exactness']}.", ""]
+    rows = []
+    folds = report["folding"]["folds"]
+    for layer in report["layers"]:
+        fold = folds.get(layer["name"], {})
+        rows.append([layer["name"], layer["kind"], "x".join(map(str, layer.get("in_shape", layer["out_shape"]))),
+                     "x".join(map(str, layer["out_shape"])), layer.get("in_type", layer.get("type", "")),
+                     layer.get("w_type", ""), layer.get("out_type", ""), fold.get("pe", ""), fold.get("simd", ""),
+                     report["folding"]["cycles"].get(layer["name"], "")])
+    lines += ["## Layers and folding", "", markdown_table(
+        ["layer", "kind", "in", "out", "in type", "w type", "out type", "PE", "SIMD", "cycles/inference"], rows), ""]
+    if report["folding"].get("note"):
+        lines += [f"Folding: {report['folding']['note']}", ""]
+    g = report["golden_vs_qonnx"]
+    lines += ["## Checks", "", f"- Verification inputs: {report['verification_inputs']}.",
+              (f"- Integer golden model vs qonnx execution: {g['mismatches']} of {g['outputs']} outputs differ "
+               f"(max abs diff {g['max_abs_diff']:g}).")]
+    sim = report.get("simulation")
+    if sim:
+        c = sim["rtl_vs_qonnx"]
+        lines.append(f"- RTL (Verilator) on {sim['inferences']} inferences vs qonnx: {c['mismatches']} of "
+                     f"{c['outputs']} outputs differ; handshake cycles equal the cycle model: "
+                     f"{sim['timing_matches_model']}; with random stalls ({sim['stalls_case_inferences']} "
+                     f"inferences) bit-exact: {sim['stalls_case_ok']}.")
+    csim = report.get("csim_vs_qonnx")
+    if csim:
+        lines.append(f"- hls4ml C-simulation vs qonnx: {csim.get('mismatches')} of {csim.get('outputs', csim.get('n'))}"
+                     f" outputs differ (max abs diff {csim.get('max_abs_diff')}).")
+    if report.get("accuracy"):
+        a = report["accuracy"]
+        lines.append(f"- Accuracy on {a['inputs']} labelled inputs: qonnx {a['qonnx']:.4f}"
+                     + (f", RTL {a['rtl']:.4f}" if "rtl" in a else "")
+                     + (f", hls4ml C-sim {a['hls4ml']:.4f}" if "hls4ml" in a else "") + ".")
+    if report.get("note"):
+        lines += ["", report["note"]]
+    cycles = report.get("cycle_model")
+    if cycles:
+        t = report["throughput"]
+        lines += ["", "## Performance", "",
+                  (f"- Latency {cycles['latency_cycles']} cycles, initiation interval "
+                   f"{cycles['initiation_interval']} cycles: {t['inferences_per_s']:.0f} inferences/s and "
+                   f"{t['latency_us']:.2f} us at {t['clock_mhz']:g} MHz.")]
+        if t.get("fmax_mhz"):
+            lines.append(f"- At the place-and-route Fmax of {t['fmax_mhz']:.1f} MHz: "
+                         f"{t['inferences_per_s_at_fmax']:.0f} inferences/s, {t['latency_us_at_fmax']:.2f} us.")
+    synth = report.get("synthesis")
+    if synth:
+        lines += ["", f"## Resources ({report['target']}, yosys)", "",
+                  markdown_table(["LUT", "FF", "DSP", "BRAM", "LUTRAM"],
+                                 [[synth.get("lut"), synth.get("ff"), synth.get("dsp"), synth.get("bram"),
+                                   synth.get("lutram")]])]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,412 @@
+"""RTL back end: an integer layer chain + a folding -> one streaming dataflow accelerator built from gen/ blocks.
+
+Each dense layer becomes a matrix-vector-threshold unit (gen/mvu.py); a convolution becomes a sliding-window
+generator (gen/swg.py) feeding one; max pooling is gen/pool.py; where one unit's output lanes differ from the
+next one's input lanes a width converter (gen/dwc.py) regroups the elements. A FIFO sits between every two
+units, sized from the composed cycle model so that, with an always-ready sink, no unit ever waits on a full
+FIFO: the network's timing is then exactly the composition of the units' own schedule models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from amaranth.hdl import Module, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+from hardwire.gen import dwc, mvu, pool, swg
+from hardwire.hls.graph import IntGraph, MatVecLayer, MaxPoolLayer
+
+from hardwire.params import require
+
+FIFO_LATENCY_CYCLES = 2      # amaranth.lib.fifo.SyncFIFOBuffered: a beat written in cycle t is readable at t + 2
+MIN_FIFO_DEPTH = 3           # SyncFIFOBuffered(depth=2) has a one-entry inner FIFO with a zero-width address
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Folding: how many output channels (PE) and input elements (SIMD) each matrix-vector unit handles per cycle
+
+
+@dataclass(frozen=True)
+class LayerFold:
+    layer: str
+    pe: int
+    simd: int
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def simd_choices(layer: MatVecLayer) -> list[int]:
+    """SIMD must divide the channels of a convolution's input (a window beat stays within one pixel) or the
+    whole input vector of a dense layer."""
+    return divisors(layer.in_shape[2] if layer.is_conv else layer.in_features)
+
+
+def mvu_cycles_per_inference(layer: MatVecLayer, pe: int, simd: int) -> int:
+    """Initiation interval of the layer's unit in cycles per inference: vectors x neuron folds x synapse folds."""
+    oh, ow, n = layer.out_shape
+    return oh * ow * (n // pe) * (layer.in_features // simd)
+
+
+def estimated_luts(layer: MatVecLayer, pe: int, simd: int) -> int:
+    """A rough pre-synthesis LUT estimate used only to steer the budget solver (reports use yosys' counts):
+    one LUT per partial-product bit per lane, an adder tree, and one comparator per threshold per PE."""
+    in_bits, w_bits = layer.in_type.storage_bits, layer.w_type.storage_bits
+    lo, hi = layer.acc_range
+    acc_bits = max(abs(lo), abs(hi)).bit_length() + 1
+    thresholds = layer.thresholds.shape[1] if layer.thresholds is not None else 0
+    return pe * (simd * (in_bits * w_bits + acc_bits) + thresholds * acc_bits // 2)
+
+
+@dataclass
+class FoldingResult:
+    folds: dict[str, LayerFold]
+    cycles: dict[str, int]                # per matrix-vector layer: cycles per inference
+    target_cycles: int | None             # the initiation interval asked for (fps mode)
+    met: bool
+    bottleneck: str
+    estimated_luts: int
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {"folds": {k: {"pe": v.pe, "simd": v.simd} for k, v in self.folds.items()},
+                "cycles": self.cycles, "target_cycles": self.target_cycles, "met": self.met,
+                "bottleneck": self.bottleneck, "estimated_luts": self.estimated_luts, "note": self.note}
+
+
+def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float = 100.0,
+                  lut_budget: int | None = None, folds: dict[str, tuple[int, int]] | None = None) -> FoldingResult:
+    """Choose (PE, SIMD) per layer.
+
+    - `fps`: the cheapest folding (fewest lanes, SIMD grown before PE as FINN does) whose initiation interval
+      fits clock/fps cycles in every layer, so the layers are balanced against the target;
+    - `lut_budget`: start fully folded and repeatedly unfold the bottleneck layer by one step while the
+      estimate stays within the budget;
+    - `folds`: given explicitly, {layer: (pe, simd)};
+    - none of these: fully folded (PE = SIMD = 1), the smallest design."""
+    layers = [layer for layer in graph.layers if isinstance(layer, MatVecLayer)]
+    require(fps is None or fps > 0, "fps", fps, "> 0")
+    require(clock_mhz > 0, "clock_mhz", clock_mhz, "> 0")
+    require(lut_budget is None or lut_budget > 0, "lut_budget", lut_budget, "> 0")
+    chosen: dict[str, LayerFold] = {}
+    target = None
+    met, note = True, ""
+    if folds is not None:
+        for layer in layers:
+            pe, simd = folds.get(layer.name, (1, 1))
+            require(pe in divisors(layer.out_features), f"{layer.name}.pe", pe,
+                    f"a divisor of {layer.out_features}")
+            require(simd in simd_choices(layer), f"{layer.name}.simd", simd,
+                    f"one of {simd_choices(layer)}")
+            chosen[layer.name] = LayerFold(layer.name, pe, simd)
+    elif fps is not None:
+        target = max(1, int(clock_mhz * 1e6 // fps))
+        for layer in layers:
+            options = sorted((pe * simd, -simd, pe, simd) for pe in divisors(layer.out_features)
+                              for simd in simd_choices(layer))
+            fitting = [o for o in options if mvu_cycles_per_inference(layer, o[2], o[3]) <= target]
+            _, _, pe, simd = fitting[0] if fitting else options[-1]
+            if not fitting:
+                met = False
+            chosen[layer.name] = LayerFold(layer.name, pe, simd)
+    else:
+        chosen = {layer.name: LayerFold(layer.name, 1, 1) for layer in layers}
+        if lut_budget is not None:
+            by_name = {layer.name: layer for layer in layers}
+
+            def total(folding):
+                return sum(estimated_luts(by_name[n], f.pe, f.simd) for n, f in folding.items())
+
+            if total(chosen) > lut_budget:
+                met, note = False, f"even fully folded the estimate ({total(chosen)} LUTs) exceeds the budget"
+            while True:
+                slowest = max(layers, key=lambda ly: mvu_cycles_per_inference(
+                    ly, chosen[ly.name].pe, chosen[ly.name].simd))
+                step = _next_step(slowest, chosen[slowest.name])
+                if step is None:
+                    break
+                trial = dict(chosen, **{slowest.name: step})
+                if total(trial) > lut_budget:
+                    break
+                chosen = trial
+    cycles = {layer.name: mvu_cycles_per_inference(layer, chosen[layer.name].pe, chosen[layer.name].simd)
+              for layer in layers}
+    bottleneck = max(cycles, key=cycles.get)
+    if fps is not None and not met:
+        note = (f"{fps:g} inferences/s at {clock_mhz:g} MHz needs <= {target} cycles per layer; layer "
+                f"{bottleneck} needs {cycles[bottleneck]} even fully unfolded")
+    luts = sum(estimated_luts(layer, chosen[layer.name].pe, chosen[layer.name].simd) for layer in layers)
+    return FoldingResult(chosen, cycles, target, met, bottleneck, luts, note)
+
+
+def _next_step(layer: MatVecLayer, fold: LayerFold) -> LayerFold | None:
+    """One step less folded: the next larger SIMD, or once SIMD is exhausted, the next larger PE."""
+    larger_simd = [s for s in simd_choices(layer) if s > fold.simd]
+    if larger_simd:
+        return LayerFold(fold.layer, fold.pe, larger_simd[0])
+    larger_pe = [p for p in divisors(layer.out_features) if p > fold.pe]
+    if larger_pe:
+        return LayerFold(fold.layer, larger_pe[0], fold.simd)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The plan: the chain of units with their parameters
+
+
+@dataclass
+class Stage:
+    kind: str                       # "mvu", "swg", "maxpool", "dwc"
+    name: str
+    params: object
+    schedule: Callable
+    build: Callable                 # () -> wiring.Component
+    layer: str
+    fifo_depth: int = 0             # the FIFO in front of this stage (none in front of the first)
+
+
+@dataclass
+class DataflowPlan:
+    name: str
+    stages: list[Stage]
+    in_shape: object                # element shape of the input stream
+    in_lanes: int
+    out_shape: object
+    out_lanes: int
+    in_beats: int                   # per inference
+    out_beats: int
+    interval: int = 0               # initiation interval (cycles per inference), set by size_fifos
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def top_name(self) -> str:
+        return self.name
+
+    def to_dict(self) -> dict:
+        return {"top": self.name, "initiation_interval": self.interval, "in_lanes": self.in_lanes, "out_lanes": self.out_lanes,
+                "in_beats_per_inference": self.in_beats, "out_beats_per_inference": self.out_beats,
+                "stages": [{"kind": s.kind, "name": s.name, "layer": s.layer, "fifo_depth": s.fifo_depth,
+                            "params": s.params.to_dict()} for s in self.stages]}
+
+
+def _shape(width: int, is_signed: bool):
+    return signed(width) if is_signed else unsigned(width)
+
+
+def _width_for(lo: int, hi: int) -> tuple[int, bool]:
+    """Narrowest (width, signed) holding lo..hi."""
+    if lo >= 0:
+        return max(1, int(hi).bit_length()), False
+    width = 1
+    while not (-(1 << (width - 1)) <= lo and hi <= (1 << (width - 1)) - 1):
+        width += 1
+    return width, True
+
+
+def plan_dataflow(graph: IntGraph, folding: FoldingResult, *, name: str | None = None) -> DataflowPlan:
+    """Lay out the units for `graph` with `folding`, then size the FIFOs from the composed schedule."""
+    stages: list[Stage] = []
+    h, w, c = graph.input.shape
+    width, is_signed = graph.input.dtype.storage_bits, graph.input.dtype.storage_signed
+    lanes = None                     # lanes of the stream so far (None: the input, free to choose)
+    in_lanes = None
+
+    def regroup(to_lanes: int, elements: int, layer: str):
+        nonlocal lanes, in_lanes
+        if lanes is None:
+            in_lanes = lanes = to_lanes
+            return
+        if lanes != to_lanes:
+            p = dwc.DwcParams(in_lanes=lanes, out_lanes=to_lanes, elem_width=width, elem_signed=is_signed,
+                              frame_elements=elements)
+            stages.append(Stage("dwc", f"{layer}_dwc", p, dwc.dwc_schedule, _builder(dwc.WidthConverter, p), layer))
+            lanes = to_lanes
+
+    for layer in graph.layers:
+        if isinstance(layer, MaxPoolLayer):
+            if lanes is None:
+                regroup(1, h * w * c, layer.name)
+            p = pool.PoolParams(in_height=h, in_width=w, channels=c, kernel_size=layer.kernel, simd=lanes,
+                                elem_width=width, elem_signed=is_signed)
+            stages.append(Stage("maxpool", layer.name, p, pool.pool_schedule, _builder(pool.MaxPool, p),
+                                layer.name))
+            h, w, c = layer.out_shape
+            continue
+        fold = folding.folds[layer.name]
+        if layer.is_conv:
+            regroup(fold.simd, h * w * c, layer.name)
+            p = swg.SwgParams(in_height=h, in_width=w, channels=c, kernel_size=layer.kernel, stride=layer.stride,
+                              padding=layer.padding, simd=fold.simd, elem_width=width, elem_signed=is_signed)
+            stages.append(Stage("swg", f"{layer.name}_swg", p, swg.swg_schedule, _builder(swg.SlidingWindowGenerator, p),
+                                layer.name))
+        else:
+            regroup(fold.simd, layer.in_features, layer.name)
+        w_width, w_signed = _width_for(int(layer.weights.min()), int(layer.weights.max()))
+        thresholds = layer.thresholds
+        p = mvu.MvuParams(
+            in_features=layer.in_features, out_features=layer.out_features, simd=fold.simd, pe=fold.pe,
+            in_width=width, in_signed=is_signed, w_width=w_width, w_signed=w_signed,
+            out_width=layer.out_type.storage_bits if thresholds is not None else 0,
+            out_base=layer.out_base if thresholds is not None else 0)
+        stages.append(Stage("mvu", layer.name, p, mvu.mvu_schedule,
+                            _builder(mvu.MatrixVectorUnit, p, layer.weights, thresholds), layer.name))
+        lanes = fold.pe
+        h, w, c = layer.out_shape
+        if thresholds is not None:
+            width, is_signed = layer.out_type.storage_bits, layer.out_base < 0
+        else:
+            width, is_signed = p.acc_width, True
+    first = graph.input
+    plan = DataflowPlan(
+        name or graph.name, stages,
+        _shape(first.dtype.storage_bits, first.dtype.storage_signed), in_lanes,
+        _shape(width, is_signed), lanes,
+        first.shape[0] * first.shape[1] * first.shape[2] // in_lanes, h * w * c // lanes)
+    size_fifos(plan)
+    return plan
+
+
+def _builder(cls, *args):
+    return lambda: cls(*args)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The cycle model of the whole network
+
+
+@dataclass
+class NetworkSchedule:
+    accepted: list[int]             # input beats' handshake cycles
+    produced: list[int]             # output beats' handshake cycles (always-ready sink)
+    fifo_needed: list[int]          # per stage: the FIFO depth in front of it that never fills
+
+
+def network_schedule(plan: DataflowPlan, offered: list[int]) -> NetworkSchedule:
+    """Compose the units' schedule models through the FIFOs: exact when no FIFO fills (see size_fifos)."""
+    times = list(offered)
+    accepted_in: list[int] = []
+    needed = [0] * len(plan.stages)
+    previous: list[int] | None = None
+    for index, stage in enumerate(plan.stages):
+        if index:
+            times = [t + FIFO_LATENCY_CYCLES for t in previous]
+        accepted, produced = stage.schedule(stage.params, times)
+        if index == 0:
+            accepted_in = accepted
+        else:
+            needed[index] = _fifo_depth_needed(previous, accepted)
+        previous = produced
+    return NetworkSchedule(accepted_in, previous, needed)
+
+
+def _fifo_depth_needed(writes: list[int], reads: list[int]) -> int:
+    """SyncFIFOBuffered accepts a write in cycle t while fewer than `depth` beats were written before t and
+    not yet read before t: the smallest depth that accepts every write when it comes."""
+    reads_sorted = np.asarray(reads)
+    writes_arr = np.asarray(writes)
+    written_before = np.arange(len(writes_arr))
+    read_before = np.searchsorted(reads_sorted, writes_arr, side="left")
+    return int((written_before - read_before).max()) + 1 if len(writes_arr) else 0
+
+
+def paced_offers(plan: DataflowPlan, frames: int, interval: int) -> list[int]:
+    """Input offer cycles when inference f becomes available at cycle f * interval (all its beats at once)."""
+    return [f * interval for f in range(frames) for _ in range(plan.in_beats)]
+
+
+def steady_interval(plan: DataflowPlan, frames: int = 4) -> int:
+    """The network's initiation interval: the spacing of inferences at the output when the input never waits
+    (as if every FIFO were unbounded), i.e. the bottleneck unit's rate."""
+    result = network_schedule(plan, [0] * (plan.in_beats * frames))
+    first_out = result.produced[::plan.out_beats]
+    return first_out[-1] - first_out[-2]
+
+
+def size_fifos(plan: DataflowPlan, frames: int = 4) -> None:
+    """Give each FIFO the depth that inferences arriving one per initiation interval need so that no unit ever
+    waits on a full FIFO. Units upstream of the bottleneck run faster than it, so a source that floods the
+    input makes them run ahead without bound: the timing model therefore paces the input at the network's
+    rate, and then every FIFO's occupancy repeats from one inference to the next (checked here)."""
+    for stage in plan.stages:
+        stage.fifo_depth = 1 << 30          # unbounded while measuring
+    interval = steady_interval(plan, frames)
+    needed = network_schedule(plan, paced_offers(plan, frames, interval)).fifo_needed
+    more = network_schedule(plan, paced_offers(plan, frames + 2, interval)).fifo_needed
+    if more != needed:
+        raise RuntimeError(f"FIFO occupancy of {plan.name} keeps growing with paced inputs: {needed} -> {more}")
+    for stage, depth in zip(plan.stages, needed):
+        stage.fifo_depth = max(MIN_FIFO_DEPTH, depth)
+    plan.interval = interval
+
+
+def network_cycles(plan: DataflowPlan, frames: int = 3) -> dict:
+    """Latency (first input handshake to the last output handshake of that inference, inclusive), the
+    initiation interval, and total cycles for `frames` inferences offered one per interval, sink always ready."""
+    interval = steady_interval(plan)
+    result = network_schedule(plan, paced_offers(plan, frames, interval))
+    return {"latency_cycles": result.produced[plan.out_beats - 1] - result.accepted[0] + 1,
+            "first_output_cycles": result.produced[0] - result.accepted[0],
+            "initiation_interval": interval,
+            "total_cycles": result.produced[-1] - result.accepted[0] + 1,
+            "frames": frames}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The accelerator
+
+
+class DataflowAccelerator(wiring.Component):
+    """The whole network: `inp` takes an inference's input elements in NHWC order, `in_lanes` per beat;
+    `out` gives the last layer's outputs, `out_lanes` per beat."""
+
+    def __init__(self, plan: DataflowPlan):
+        self.plan = plan
+        super().__init__({
+            "inp": In(stream.Signature(data.ArrayLayout(plan.in_shape, plan.in_lanes))),
+            "out": Out(stream.Signature(data.ArrayLayout(plan.out_shape, plan.out_lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        previous = None
+        for stage in self.plan.stages:
+            unit = stage.build()
+            m.submodules[stage.name] = unit
+            if previous is None:
+                wiring.connect(m, wiring.flipped(self.inp), unit.inp)
+            else:
+                width = len(previous.out.payload.as_value())
+                queue = fifo.SyncFIFOBuffered(width=width, depth=stage.fifo_depth)
+                m.submodules[f"{stage.name}_fifo"] = queue
+                m.d.comb += [
+                    queue.w_data.eq(previous.out.payload.as_value()),
+                    queue.w_en.eq(previous.out.valid),
+                    previous.out.ready.eq(queue.w_rdy),
+                    unit.inp.payload.as_value().eq(queue.r_data),
+                    unit.inp.valid.eq(queue.r_rdy),
+                    queue.r_en.eq(unit.inp.ready),
+                ]
+            previous = unit
+        wiring.connect(m, previous.out, wiring.flipped(self.out))
+        return m
+
+
+def to_verilog(plan: DataflowPlan) -> str:
+    from amaranth.back import verilog
+
+    return verilog.convert(DataflowAccelerator(plan), name=plan.top_name, emit_src=False)
+
+
+def pack_inputs(plan: DataflowPlan, x: np.ndarray) -> list[list[int]]:
+    """(B, H, W, C) integers -> per inference, the input beats' lane values."""
+    flat = np.asarray(x).reshape(len(x), -1)
+    return [row.reshape(-1, plan.in_lanes).tolist() for row in flat]
+
+
+def unpack_outputs(plan: DataflowPlan, beats: list[list[int]], count: int) -> np.ndarray:
+    """Output beats' lane values -> (count, N) integers."""
+    return np.asarray(beats, dtype=np.int64).reshape(count, -1)
