@@ -29,7 +29,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.registry import Block, register
 
-from hardwire.params import int_range, require
+from hardwire.params import int_range, is_int, require
 
 GENERATOR_VERSION = "1"
 # frames the summary schedules to find the steady-state initiation interval
@@ -54,10 +54,10 @@ class DwcParams:
     def __post_init__(self):
         for name in ("in_lanes", "out_lanes"):
             value = getattr(self, name)
-            require(_is_int(value) and 1 <= value <= MAX_LANES, name, value, f"1..{MAX_LANES}")
-        require(_is_int(self.elem_width) and 1 <= self.elem_width <= 32, "elem_width", self.elem_width, "1..32")
+            require(is_int(value) and 1 <= value <= MAX_LANES, name, value, f"1..{MAX_LANES}")
+        require(is_int(self.elem_width) and 1 <= self.elem_width <= 32, "elem_width", self.elem_width, "1..32")
         require(isinstance(self.elem_signed, bool), "elem_signed", self.elem_signed, "True or False")
-        require(_is_int(self.frame_elements) and 1 <= self.frame_elements <= 1 << 24, "frame_elements",
+        require(is_int(self.frame_elements) and 1 <= self.frame_elements <= 1 << 24, "frame_elements",
                 self.frame_elements, "1..16777216")
         require(self.frame_elements % self.in_lanes == 0, "frame_elements", self.frame_elements,
                 f"a multiple of in_lanes={self.in_lanes}")
@@ -105,9 +105,6 @@ class DwcParams:
         return {"in_lanes": self.in_lanes, "out_lanes": self.out_lanes, "elem_width": self.elem_width,
                 "elem_signed": self.elem_signed, "frame_elements": self.frame_elements}
 
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,7 +198,7 @@ def _check_offered(offered: list[int]) -> None:
 def dwc_cycles(p: DwcParams, frames: int = 1) -> dict:
     """Full-rate summary from the schedule: latency (first input to first output handshake), the
     initiation interval between frames in steady state, and the total for `frames` frames."""
-    require(_is_int(frames) and frames >= 1, "frames", frames, ">= 1")
+    require(is_int(frames) and frames >= 1, "frames", frames, ">= 1")
     # the input side may run ahead of the output for a few frames while the buffer fills: measure the
     # interval on both sides after enough frames and take the larger
     steady = max(frames, STEADY_FRAMES)

@@ -42,7 +42,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.registry import Block, register
 
-from hardwire.params import bits_for_range, int_range, require
+from hardwire.params import bits_for_range, int_range, is_int, require
 
 GENERATOR_VERSION = "1"
 
@@ -64,9 +64,6 @@ FIFO_LATENCY_CYCLES = 2
 # --------------------------------------------------------------------------------------------------
 # Parameters
 
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -92,20 +89,20 @@ class MvuParams:
     def __post_init__(self):
         for name in ("in_features", "out_features"):
             value = getattr(self, name)
-            require(_is_int(value) and 1 <= value <= MAX_FEATURES, name, value, f"1..{MAX_FEATURES}")
-        require(_is_int(self.simd) and self.simd >= 1 and self.in_features % self.simd == 0, "simd", self.simd,
+            require(is_int(value) and 1 <= value <= MAX_FEATURES, name, value, f"1..{MAX_FEATURES}")
+        require(is_int(self.simd) and self.simd >= 1 and self.in_features % self.simd == 0, "simd", self.simd,
                 f"a divisor of in_features={self.in_features}")
-        require(_is_int(self.pe) and self.pe >= 1 and self.out_features % self.pe == 0, "pe", self.pe,
+        require(is_int(self.pe) and self.pe >= 1 and self.out_features % self.pe == 0, "pe", self.pe,
                 f"a divisor of out_features={self.out_features}")
-        require(_is_int(self.in_width) and 1 <= self.in_width <= 16, "in_width", self.in_width, "1..16")
-        require(_is_int(self.w_width) and 1 <= self.w_width <= 16, "w_width", self.w_width, "1..16")
+        require(is_int(self.in_width) and 1 <= self.in_width <= 16, "in_width", self.in_width, "1..16")
+        require(is_int(self.w_width) and 1 <= self.w_width <= 16, "w_width", self.w_width, "1..16")
         require(isinstance(self.in_signed, bool), "in_signed", self.in_signed, "True or False")
         require(isinstance(self.w_signed, bool), "w_signed", self.w_signed, "True or False")
-        require(_is_int(self.out_width) and 0 <= self.out_width <= 8, "out_width", self.out_width,
+        require(is_int(self.out_width) and 0 <= self.out_width <= 8, "out_width", self.out_width,
                 "0 (raw accumulator) or 1..8 (thresholds)")
-        require(_is_int(self.content_seed) and self.content_seed >= 0, "content_seed", self.content_seed,
+        require(is_int(self.content_seed) and self.content_seed >= 0, "content_seed", self.content_seed,
                 "an integer >= 0")
-        require(_is_int(self.out_base), "out_base", self.out_base, "an integer")
+        require(is_int(self.out_base), "out_base", self.out_base, "an integer")
         if self.out_width == 0:
             require(self.out_base == 0, "out_base", self.out_base, "0 (out_width=0 outputs the raw accumulator)")
         else:
@@ -369,7 +366,7 @@ def mvu_cycles(p: MvuParams, frames: int = 1) -> dict:
     """Full-rate summary from the schedule: latency (first input to first output handshake), initiation
     interval (cycles between the first input beats of consecutive vectors; NF * SF) and total cycles (first
     input to last output handshake, both counted, as sim.streams.transfer_span_cycles measures)."""
-    require(_is_int(frames) and frames >= 1, "frames", frames, ">= 1")
+    require(is_int(frames) and frames >= 1, "frames", frames, ">= 1")
     accepted, produced = mvu_schedule(p, [0] * (p.synapse_folds * max(frames, 2)))
     starts = accepted[::p.synapse_folds]
     last_out = produced[p.neuron_folds * frames - 1]

@@ -26,7 +26,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.registry import Block, register
 
-from hardwire.params import int_range, require
+from hardwire.params import int_range, is_int, require
 
 GENERATOR_VERSION = "1"
 # frames the summary schedules to find the steady-state initiation interval
@@ -56,15 +56,15 @@ class PoolParams:
     def __post_init__(self):
         for name in ("in_height", "in_width"):
             value = getattr(self, name)
-            require(_is_int(value) and 1 <= value <= MAX_DIM, name, value, f"1..{MAX_DIM}")
-        require(_is_int(self.channels) and 1 <= self.channels <= MAX_CHANNELS, "channels", self.channels,
+            require(is_int(value) and 1 <= value <= MAX_DIM, name, value, f"1..{MAX_DIM}")
+        require(is_int(self.channels) and 1 <= self.channels <= MAX_CHANNELS, "channels", self.channels,
                 f"1..{MAX_CHANNELS}")
         limit = min(self.in_height, self.in_width)
-        require(_is_int(self.kernel_size) and 1 <= self.kernel_size <= limit, "kernel_size", self.kernel_size,
+        require(is_int(self.kernel_size) and 1 <= self.kernel_size <= limit, "kernel_size", self.kernel_size,
                 f"1..{limit} (at most min(in_height, in_width))")
-        require(_is_int(self.simd) and 1 <= self.simd <= self.channels and self.channels % self.simd == 0,
+        require(is_int(self.simd) and 1 <= self.simd <= self.channels and self.channels % self.simd == 0,
                 "simd", self.simd, f"a divisor of channels={self.channels}")
-        require(_is_int(self.elem_width) and 1 <= self.elem_width <= 16, "elem_width", self.elem_width, "1..16")
+        require(is_int(self.elem_width) and 1 <= self.elem_width <= 16, "elem_width", self.elem_width, "1..16")
         require(isinstance(self.elem_signed, bool), "elem_signed", self.elem_signed, "True or False")
 
     @property
@@ -108,9 +108,6 @@ class PoolParams:
                 "kernel_size": self.kernel_size, "simd": self.simd, "elem_width": self.elem_width,
                 "elem_signed": self.elem_signed}
 
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,7 +162,7 @@ def pool_schedule(p: PoolParams, offered: list[int]) -> tuple[list[int], list[in
 def pool_cycles(p: PoolParams, frames: int = 1) -> dict:
     """Full-rate summary from the schedule: latency (first input to first output handshake), the
     initiation interval between frames in steady state, and the total for `frames` frames."""
-    require(_is_int(frames) and frames >= 1, "frames", frames, ">= 1")
+    require(is_int(frames) and frames >= 1, "frames", frames, ">= 1")
     # the input side may run ahead of the output for a few frames while the buffer fills: measure the
     # interval on both sides after enough frames and take the larger
     steady = max(frames, STEADY_FRAMES)

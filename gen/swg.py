@@ -39,7 +39,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.registry import Block, register
 
-from hardwire.params import bits_for_range, int_range, require
+from hardwire.params import bits_for_range, int_range, is_int, require
 
 GENERATOR_VERSION = "1"
 # frames the summary schedules to find the steady-state initiation interval
@@ -72,19 +72,19 @@ class SwgParams:
     def __post_init__(self):
         for name in ("in_height", "in_width"):
             value = getattr(self, name)
-            require(_is_int(value) and 1 <= value <= MAX_DIM, name, value, f"1..{MAX_DIM}")
-        require(_is_int(self.channels) and 1 <= self.channels <= MAX_CHANNELS, "channels", self.channels,
+            require(is_int(value) and 1 <= value <= MAX_DIM, name, value, f"1..{MAX_DIM}")
+        require(is_int(self.channels) and 1 <= self.channels <= MAX_CHANNELS, "channels", self.channels,
                 f"1..{MAX_CHANNELS}")
-        require(_is_int(self.padding) and self.padding >= 0, "padding", self.padding, ">= 0")
+        require(is_int(self.padding) and self.padding >= 0, "padding", self.padding, ">= 0")
         limit = min(self.in_height, self.in_width) + 2 * self.padding
-        require(_is_int(self.kernel_size) and 1 <= self.kernel_size <= limit, "kernel_size", self.kernel_size,
+        require(is_int(self.kernel_size) and 1 <= self.kernel_size <= limit, "kernel_size", self.kernel_size,
                 f"1..{limit} (min(in_height, in_width) + 2 * padding)")
         require(self.padding <= self.kernel_size - 1, "padding", self.padding,
                 f"0..{self.kernel_size - 1} (kernel_size - 1)")
-        require(_is_int(self.stride) and 1 <= self.stride <= MAX_DIM, "stride", self.stride, f"1..{MAX_DIM}")
-        require(_is_int(self.simd) and 1 <= self.simd <= self.channels and self.channels % self.simd == 0,
+        require(is_int(self.stride) and 1 <= self.stride <= MAX_DIM, "stride", self.stride, f"1..{MAX_DIM}")
+        require(is_int(self.simd) and 1 <= self.simd <= self.channels and self.channels % self.simd == 0,
                 "simd", self.simd, f"a divisor of channels={self.channels}")
-        require(_is_int(self.elem_width) and 1 <= self.elem_width <= 16, "elem_width", self.elem_width, "1..16")
+        require(is_int(self.elem_width) and 1 <= self.elem_width <= 16, "elem_width", self.elem_width, "1..16")
         require(isinstance(self.elem_signed, bool), "elem_signed", self.elem_signed, "True or False")
         require(isinstance(self.line_buffer, bool), "line_buffer", self.line_buffer, "True or False")
 
@@ -156,9 +156,6 @@ class SwgParams:
                 "simd": self.simd, "elem_width": self.elem_width, "elem_signed": self.elem_signed,
                 "line_buffer": self.line_buffer}
 
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -268,7 +265,7 @@ def swg_cycles(p: SwgParams, frames: int = 1) -> dict:
     """Full-rate summary from the schedule: latency (first input to first output handshake), the
     initiation interval between frames in steady state (max of write and read beats), the total for
     `frames` frames, and the image buffer's size."""
-    require(_is_int(frames) and frames >= 1, "frames", frames, ">= 1")
+    require(is_int(frames) and frames >= 1, "frames", frames, ">= 1")
     # the input side may run ahead of the output for a few frames while the buffer fills: measure the
     # interval on both sides after enough frames and take the larger
     steady = max(frames, STEADY_FRAMES)

@@ -106,7 +106,7 @@ class SystolicParams:
     def top_name(self) -> str:
         if self.name:
             return self.name
-        sign = lambda s: "s" if s else "u"  # noqa: E731
+        sign = lambda s: "s" if s else "u"
         flow = "ws" if self.weight_stationary else "os"
         name = (f"systolic_{flow}_{self.rows}x{self.cols}_a{self.a_width}{sign(self.a_signed)}"
                 f"_w{self.w_width}{sign(self.w_signed)}")

@@ -48,3 +48,8 @@ def wrap(values, width: int, signed: bool) -> np.ndarray:
 def to_json_dict(obj) -> dict:
     """A dataclass as a JSON-ready dict (nested dataclasses included)."""
     return json.loads(json.dumps(dataclasses.asdict(obj), default=str))
+
+
+def is_int(value) -> bool:
+    """A Python int that is not a bool (parameters typed int must not silently accept True or 2.0)."""
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -23,8 +23,8 @@ import signal
 import subprocess
 import tempfile
 import time
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 from hardwire.cache import atomic_dir, cache_root, digest
 from hardwire.errors import SimulationError, ToolError, ToolMissingError

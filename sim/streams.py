@@ -143,6 +143,21 @@ class ClockCounter:
             self.cycles += 1
 
 
+# --- reset -------------------------------------------------------------------------------------------
+
+
+async def reset(dut, clock, *, sources: tuple[str, ...] = (), sinks: tuple[str, ...] = (), cycles: int = 3) -> None:
+    """Hold `rst` for `cycles` rising edges with the named streams idle (valid and ready low)."""
+    dut.rst.value = 1
+    for name in sources:
+        getattr(dut, f"{name}__valid").value = 0
+    for name in sinks:
+        getattr(dut, f"{name}__ready").value = 0
+    for _ in range(cycles):
+        await RisingEdge(clock)
+    dut.rst.value = 0
+
+
 # --- drivers -----------------------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from hardwire.gen.dwc import DwcParams, dwc_golden, dwc_schedule
 from hardwire.gen.pool import PoolParams, pool_golden, pool_schedule
 from hardwire.gen.swg import SwgParams, swg_golden, swg_schedule
 from hardwire.sim.runner import load_config, write_results
-from hardwire.sim.streams import StreamSink, StreamSource, pack_lanes, unpack_lanes
+from hardwire.sim.streams import StreamSink, StreamSource, pack_lanes, reset, unpack_lanes
 
 from hardwire.params import int_range
 
@@ -140,12 +140,7 @@ async def frames_match_golden_and_schedule(dut, case):
     in_lanes, out_lanes = adapter.in_lanes(p), adapter.out_lanes(p)
 
     Clock(dut.clk, CLOCK_NS, unit="ns").start()
-    dut.rst.value = 1
-    dut.inp__valid.value = 0
-    dut.out__ready.value = 0
-    for _ in range(3):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
+    await reset(dut, dut.clk, sources=("inp",), sinks=("out",))
 
     seed = CONFIG.get("seed", 1)
     source = StreamSource(dut, "inp", dut.clk, valid_probability=spec["valid_probability"], seed=seed)

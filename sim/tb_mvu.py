@@ -29,7 +29,7 @@ from hardwire.gen.mvu import (
     mvu_threshold_probes,
 )
 from hardwire.sim.runner import load_config, write_results
-from hardwire.sim.streams import StreamSink, StreamSource, pack_lanes, transfer_span_cycles, unpack_lanes
+from hardwire.sim.streams import StreamSink, StreamSource, pack_lanes, reset, transfer_span_cycles, unpack_lanes
 
 from hardwire.params import int_range
 
@@ -78,15 +78,6 @@ CONFIG = load_config()
 CASES = {case["name"]: case for case in CONFIG.get("cases", [])}
 
 
-async def _reset(dut) -> None:
-    dut.rst.value = 1
-    dut.inp__valid.value = 0
-    dut.out__ready.value = 0
-    for _ in range(3):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
-
-
 def _threshold_hits(p: MvuParams, weights, thresholds, x) -> int:
     """How many (vector, channel) accumulators equal one of the channel's thresholds (clamped, as stored)."""
     if thresholds is None:
@@ -109,7 +100,7 @@ async def mvu_matches_golden(dut, case):
     sf, nf = p.synapse_folds, p.neuron_folds
 
     Clock(dut.clk, CLOCK_NS, unit="ns").start()
-    await _reset(dut)
+    await reset(dut, dut.clk, sources=("inp",), sinks=("out",))
     seed = CONFIG.get("seed", 1)
     source = StreamSource(dut, "inp", dut.clk, valid_probability=vp, seed=seed)
     sink = StreamSink(dut, "out", dut.clk, ready_probability=rp, seed=seed + 1)

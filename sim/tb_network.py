@@ -12,20 +12,11 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge, with_timeout
 from hardwire.sim.runner import load_config, write_results
-from hardwire.sim.streams import StreamSink, StreamSource, pack_lanes, unpack_lanes
+from hardwire.sim.streams import StreamSink, StreamSource, pack_lanes, reset, unpack_lanes
 
 CLOCK_NS = 10
 CONFIG = load_config()
 CASES = CONFIG.get("cases", {})
-
-
-async def _reset(dut) -> None:
-    dut.rst.value = 1
-    dut.inp__valid.value = 0
-    dut.out__ready.value = 0
-    for _ in range(3):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
 
 
 @cocotb.test()
@@ -40,7 +31,7 @@ async def network_matches_golden(dut, case):
     out_beats = geometry["out_beats"]
 
     Clock(dut.clk, CLOCK_NS, unit="ns").start()
-    await _reset(dut)
+    await reset(dut, dut.clk, sources=("inp",), sinks=("out",))
     seed = CONFIG.get("seed", 1)
     payloads = [pack_lanes(beat, geometry["in_width"]) for beats in inputs for beat in beats]
     source = StreamSource(dut, "inp", dut.clk, valid_probability=spec.get("valid_probability", 1.0), seed=seed,

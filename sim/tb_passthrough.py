@@ -34,7 +34,7 @@ def corner_vectors(lanes: int, width: int) -> list[list[int]]:
     """Zeros, both extremes, all-ones (-1), alternating bit patterns, and the extremes interleaved."""
     lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
     alternating = int("01" * width, 2) & ((1 << width) - 1)
-    as_signed = lambda bits: bits - (1 << width) if bits >> (width - 1) else bits  # noqa: E731
+    as_signed = lambda bits: bits - (1 << width) if bits >> (width - 1) else bits
     return [
         [0] * lanes,
         [lo] * lanes,
