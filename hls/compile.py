@@ -163,7 +163,7 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
         progress(f"[4/5] simulating {len(codes)} inferences on Verilator (paced at the initiation interval, "
                  f"then {min(STRESS_FRAMES, len(codes))} flooded and {min(STRESS_FRAMES, len(codes))} with random "
                  "stalls)")
-        report["simulation"] = simulate_network(plan, graph, codes, golden, reference, work / "sim")
+        report["simulation"] = simulate_network(plan, graph, codes, golden, reference, work / "sim", verilog_text)
         predicted = np.asarray(report["simulation"].pop("argmax"))
         if "accuracy" in report:
             report["accuracy"]["rtl"] = float((predicted == labels).mean())
@@ -187,7 +187,7 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
     report["tools"] = tool_versions()
 
 
-def simulate_network(plan, graph, codes, golden, reference, test_dir: Path) -> dict:
+def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, verilog_text: str | None = None) -> dict:
     """Full-rate run of every inference (outputs bit-exact, handshake cycles equal to the cycle model) and a
     short run with random bubbles and back-pressure. Raises SimulationError on any disagreement."""
     from hardwire.sim.runner import simulate
@@ -213,7 +213,7 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path) -> d
     geometry = {"in_lanes": plan.in_lanes, "in_width": plan.in_shape.width, "out_lanes": plan.out_lanes,
                 "out_width": plan.out_shape.width, "out_signed": plan.out_shape.signed,
                 "out_beats": plan.out_beats}
-    verilog_text = rtl.to_verilog(plan)
+    verilog_text = verilog_text if verilog_text is not None else rtl.to_verilog(plan)
     started = time.monotonic()
     try:
         result = simulate(verilog_text, plan.top_name, "hardwire.sim.tb_network",
