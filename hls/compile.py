@@ -236,7 +236,7 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
         "model": cycles, "stalls_case_inferences": stress,
         "stalls_case_ok": result.results["stalls"]["mismatched_frames"] == 0,
         "flood_case_ok": result.results["flood"]["mismatched_frames"] == 0,
-        "wall_s": round(time.monotonic() - started, 1), "log": str(Path(result.log_path).relative_to(Path(test_dir).parent)),
+        "wall_s": round(time.monotonic() - started, 1), "log": str(Path(result.log_path).resolve().relative_to(Path(test_dir).resolve().parent)),
         "argmax": hardware_float.argmax(1).tolist(),
     }
 

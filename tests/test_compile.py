@@ -4,6 +4,7 @@ model against measured handshakes, the folding solver, and errors that leave not
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,9 +65,10 @@ def test_cycle_model_is_exact_for_other_foldings(tmp_path, folds):
     assert {k: (v["pe"], v["simd"]) for k, v in report["folding"]["folds"].items()} == folds
 
 
-def test_two_bit_mlp_on_random_inputs_with_synthesis(tmp_path):
+def test_two_bit_mlp_on_random_inputs_with_synthesis_into_a_relative_folder(tmp_path, monkeypatch):
     entry = zoo.build("mlp2")
-    report = compile_model(entry.onnx_path, tmp_path / "mlp2",
+    monkeypatch.chdir(tmp_path)                        # the CLI and the demo pass relative output folders
+    report = compile_model(entry.onnx_path, Path("mlp2"),
                            CompileOptions(fps=200_000, n_random=40, target="xilinx", place_route=False),
                            name="mlp2", progress=lambda _: None)
     _assert_verified(report, 40)
