@@ -21,18 +21,17 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from hardwire.gen.image import ImageStreamParams, counter
 from hardwire.gen.registry import Block, register
 
-from hardwire.params import int_range, is_int, require
+from hardwire.params import is_int, require
 
 GENERATOR_VERSION = "1"
 # frames the summary schedules to find the steady-state initiation interval
 STEADY_FRAMES = 8
-MAX_DIM = 256
-MAX_CHANNELS = 4096
 # input handshake in cycle t -> output handshake in cycle t + LATENCY (always-ready sink)
 LATENCY_CYCLES = 2
 
@@ -42,7 +41,7 @@ LATENCY_CYCLES = 2
 
 
 @dataclass(frozen=True)
-class PoolParams:
+class PoolParams(ImageStreamParams):
     """A validated max-pool configuration. Raises ParameterError naming the bad parameter."""
 
     in_height: int = 6
@@ -54,18 +53,10 @@ class PoolParams:
     elem_signed: bool = True
 
     def __post_init__(self):
-        for name in ("in_height", "in_width"):
-            value = getattr(self, name)
-            require(is_int(value) and 1 <= value <= MAX_DIM, name, value, f"1..{MAX_DIM}")
-        require(is_int(self.channels) and 1 <= self.channels <= MAX_CHANNELS, "channels", self.channels,
-                f"1..{MAX_CHANNELS}")
+        self.check_image_fields()
         limit = min(self.in_height, self.in_width)
         require(is_int(self.kernel_size) and 1 <= self.kernel_size <= limit, "kernel_size", self.kernel_size,
                 f"1..{limit} (at most min(in_height, in_width))")
-        require(is_int(self.simd) and 1 <= self.simd <= self.channels and self.channels % self.simd == 0,
-                "simd", self.simd, f"a divisor of channels={self.channels}")
-        require(is_int(self.elem_width) and 1 <= self.elem_width <= 16, "elem_width", self.elem_width, "1..16")
-        require(isinstance(self.elem_signed, bool), "elem_signed", self.elem_signed, "True or False")
 
     @property
     def out_height(self) -> int:
@@ -76,21 +67,8 @@ class PoolParams:
         return self.in_width // self.kernel_size
 
     @property
-    def channel_beats(self) -> int:
-        """Beats per pixel."""
-        return self.channels // self.simd
-
-    @property
-    def beats_in(self) -> int:
-        return self.in_height * self.in_width * self.channel_beats
-
-    @property
     def beats_out(self) -> int:
         return self.out_height * self.out_width * self.channel_beats
-
-    @property
-    def elem_shape(self):
-        return signed(self.elem_width) if self.elem_signed else unsigned(self.elem_width)
 
     @property
     def buffer_bits(self) -> int:
@@ -117,11 +95,7 @@ class PoolParams:
 def pool_golden(p: PoolParams, image: np.ndarray) -> np.ndarray:
     """Max over each k x k window of one HWC image: [OH, OW, C]. Trailing rows/columns that do not fill a
     window are dropped (floor, as torch's max_pool2d with ceil_mode=False)."""
-    x = np.asarray(image, dtype=np.int64)
-    require(x.shape == (p.in_height, p.in_width, p.channels), "image shape", x.shape,
-            f"(in_height, in_width, channels) = {(p.in_height, p.in_width, p.channels)}")
-    lo, hi = int_range(p.elem_width, p.elem_signed)
-    require(x.min() >= lo and x.max() <= hi, "element values", (int(x.min()), int(x.max())), f"{lo}..{hi}")
+    x = p.checked_image(image)
     k, oh, ow = p.kernel_size, p.out_height, p.out_width
     windows = x[: oh * k, : ow * k].reshape(oh, k, ow, k, p.channels)
     return windows.max(axis=(1, 3))
@@ -198,11 +172,11 @@ class MaxPool(wiring.Component):
         inp, out = self.inp, self.out
 
         # -- position of the arriving beat: channel beat, pixel within the window, window column
-        cb = _counter(cb_count, "channel_beat")
-        x = _counter(p.in_width, "x")
-        y = _counter(p.in_height, "y")
-        kx = _counter(k, "window_x")
-        ky = _counter(k, "window_y")
+        cb = counter(cb_count, "channel_beat")
+        x = counter(p.in_width, "x")
+        y = counter(p.in_height, "y")
+        kx = counter(k, "window_x")
+        ky = counter(k, "window_y")
         column_word = Signal(range(p.out_width * cb_count + 1), name="column_word")  # ox * C/simd
 
         out_valid = Signal(name="out_valid")
@@ -282,11 +256,6 @@ class MaxPool(wiring.Component):
         w = self.p.elem_width
         lanes = [raw[i * w:(i + 1) * w] for i in range(self.p.simd)]
         return [lane.as_signed() for lane in lanes] if self.p.elem_signed else lanes
-
-
-def _counter(count: int, name: str) -> Signal:
-    """A counter over 0..count-1, at least one bit wide (a zero-width signal lints as a [-1:0] range)."""
-    return Signal(range(max(count, 2)), name=name)
 
 
 register(Block(

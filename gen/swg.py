@@ -37,15 +37,14 @@ import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from hardwire.gen.image import MAX_DIM, ImageStreamParams, counter
 from hardwire.gen.registry import Block, register
 
-from hardwire.params import bits_for_range, int_range, is_int, require
+from hardwire.params import bits_for_range, is_int, require
 
 GENERATOR_VERSION = "1"
 # frames the summary schedules to find the steady-state initiation interval
 STEADY_FRAMES = 8
-MAX_DIM = 256
-MAX_CHANNELS = 4096
 # read issued in cycle t -> its output handshake in cycle t + 1 (always-ready sink)
 READ_LATENCY_CYCLES = 1
 
@@ -55,7 +54,7 @@ READ_LATENCY_CYCLES = 1
 
 
 @dataclass(frozen=True)
-class SwgParams:
+class SwgParams(ImageStreamParams):
     """A validated sliding-window-generator configuration. Raises ParameterError naming the bad parameter."""
 
     in_height: int = 8
@@ -70,11 +69,7 @@ class SwgParams:
     line_buffer: bool = True
 
     def __post_init__(self):
-        for name in ("in_height", "in_width"):
-            value = getattr(self, name)
-            require(is_int(value) and 1 <= value <= MAX_DIM, name, value, f"1..{MAX_DIM}")
-        require(is_int(self.channels) and 1 <= self.channels <= MAX_CHANNELS, "channels", self.channels,
-                f"1..{MAX_CHANNELS}")
+        self.check_image_fields()
         require(is_int(self.padding) and self.padding >= 0, "padding", self.padding, ">= 0")
         limit = min(self.in_height, self.in_width) + 2 * self.padding
         require(is_int(self.kernel_size) and 1 <= self.kernel_size <= limit, "kernel_size", self.kernel_size,
@@ -82,10 +77,6 @@ class SwgParams:
         require(self.padding <= self.kernel_size - 1, "padding", self.padding,
                 f"0..{self.kernel_size - 1} (kernel_size - 1)")
         require(is_int(self.stride) and 1 <= self.stride <= MAX_DIM, "stride", self.stride, f"1..{MAX_DIM}")
-        require(is_int(self.simd) and 1 <= self.simd <= self.channels and self.channels % self.simd == 0,
-                "simd", self.simd, f"a divisor of channels={self.channels}")
-        require(is_int(self.elem_width) and 1 <= self.elem_width <= 16, "elem_width", self.elem_width, "1..16")
-        require(isinstance(self.elem_signed, bool), "elem_signed", self.elem_signed, "True or False")
         require(isinstance(self.line_buffer, bool), "line_buffer", self.line_buffer, "True or False")
 
     @property
@@ -97,27 +88,13 @@ class SwgParams:
         return (self.in_width + 2 * self.padding - self.kernel_size) // self.stride + 1
 
     @property
-    def channel_beats(self) -> int:
-        """Beats per pixel."""
-        return self.channels // self.simd
-
-    @property
     def window_elements(self) -> int:
         return self.kernel_size * self.kernel_size * self.channels
-
-    @property
-    def beats_in(self) -> int:
-        """Input beats per frame (one image)."""
-        return self.in_height * self.in_width * self.channel_beats
 
     @property
     def beats_out(self) -> int:
         """Output beats per frame: every window, padding included."""
         return self.out_height * self.out_width * self.kernel_size * self.kernel_size * self.channel_beats
-
-    @property
-    def elem_shape(self):
-        return signed(self.elem_width) if self.elem_signed else unsigned(self.elem_width)
 
     @property
     def stored_rows(self) -> int:
@@ -164,11 +141,7 @@ class SwgParams:
 
 def swg_golden(p: SwgParams, image: np.ndarray) -> np.ndarray:
     """Every window of one zero-padded HWC image: [OH, OW, k*k*C], element (ky*k + kx)*C + c."""
-    x = np.asarray(image, dtype=np.int64)
-    require(x.shape == (p.in_height, p.in_width, p.channels), "image shape", x.shape,
-            f"(in_height, in_width, channels) = {(p.in_height, p.in_width, p.channels)}")
-    lo, hi = int_range(p.elem_width, p.elem_signed)
-    require(x.min() >= lo and x.max() <= hi, "element values", (int(x.min()), int(x.max())), f"{lo}..{hi}")
+    x = p.checked_image(image)
     pad, k, s = p.padding, p.kernel_size, p.stride
     padded = np.pad(x, ((pad, pad), (pad, pad), (0, 0)))
     windows = np.empty((p.out_height, p.out_width, k, k, p.channels), dtype=np.int64)
@@ -342,7 +315,7 @@ class SlidingWindowGenerator(wiring.Component):
             return Mux(bank, n_in, 0) + offset
 
         # write side: fill the free bank in raster order
-        write_beat = _counter(n_in, "write_beat")
+        write_beat = counter(n_in, "write_beat")
         m.d.comb += self.inp.ready.eq(Mux(write_bank, ~full[1], ~full[0]))
         accept = self.inp.valid & self.inp.ready
         m.d.comb += [write.addr.eq(bank_address(write_bank, write_beat)), write.en.eq(accept)]
@@ -416,9 +389,9 @@ class SlidingWindowGenerator(wiring.Component):
 
         # write side: stored rows (those a window reads) go to consecutive row slots; rows past them are
         # taken and dropped. A stored row may start only while a slot is free.
-        in_row_beat = _counter(row_words, "write_row_beat")
-        in_row = _counter(p.in_height, "write_row")
-        write_address = _counter(words, "write_address")
+        in_row_beat = counter(row_words, "write_row_beat")
+        in_row = counter(p.in_height, "write_row")
+        write_address = counter(words, "write_address")
         rows_started = Signal(count_bits, name="rows_started")
         rows_written = Signal(count_bits, name="rows_written")
         frame_first_row = Signal(count_bits, name="frame_first_row")       # reader: row count at its frame's row 0
@@ -495,11 +468,11 @@ class _WindowWalk:
     def __init__(self, m, p: SwgParams, issue):
         k, s, pad = p.kernel_size, p.stride, p.padding
         cb_count = p.channel_beats
-        cb = _counter(cb_count, "channel_beat")
-        kx = _counter(k, "kernel_x")
-        ky = _counter(k, "kernel_y")
-        ox = _counter(p.out_width, "window_x")
-        oy = _counter(p.out_height, "window_y")
+        cb = counter(cb_count, "channel_beat")
+        kx = counter(k, "kernel_x")
+        ky = counter(k, "kernel_y")
+        ox = counter(p.out_width, "window_x")
+        oy = counter(p.out_height, "window_y")
         first = -pad
         ix_shape = signed(bits_for_range(-pad, (p.out_width - 1) * s + k, True))
         iy_shape = signed(bits_for_range(-pad, (p.out_height - 1) * s + k, True))
@@ -541,11 +514,6 @@ class _WindowWalk:
         with m.If(self.frame_done):
             m.d.sync += [cb.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), oy.eq(0), window_ix.eq(first), ix.eq(first),
                          window_iy.eq(first), iy.eq(first)]
-
-
-def _counter(count: int, name: str) -> Signal:
-    """A counter over 0..count-1, at least one bit wide (a zero-width signal lints as a [-1:0] range)."""
-    return Signal(range(max(count, 2)), name=name)
 
 
 register(Block(
