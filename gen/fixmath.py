@@ -1,0 +1,466 @@
+"""Shared fixed-point arithmetic for softmax and attention: exp, reciprocal, scale-and-round.
+
+Each operation comes twice, side by side: a NumPy golden function that is the exact integer specification
+(vectorized; int64, or Python-int object arrays when a width needs more than 62 bits) and an Amaranth
+component that computes the same bits, pipelined with a stated latency.
+
+Number formats (value = integer * 2**-frac):
+
+* exp: ``exp(d * 2**-in_frac) ~= mantissa * 2**(exponent - mant_frac)`` with ``mantissa`` in
+  [2**mant_frac, 2**(mant_frac + 1)) (1.0 <= m < 2.0) and ``exponent`` a signed integer (base-2
+  decomposition: t = d * log2(e) in fixed point, exponent = floor(t), 2**frac(t) from a table).
+* reciprocal: for an unsigned integer s >= 1, ``1 / s ~= y * 2**-(recip_frac + msb)`` with ``msb`` the
+  position of the leading one of s and ``y`` an unsigned (recip_frac + 1)-bit integer ~= 2**recip_frac / a,
+  a = s / 2**msb in [1, 2).
+* scale-and-round: ``min(round_half_up(a * b / 2**shift), 2**out_width - 1)``.
+
+Pipelines with a clock enable (`ExpUnit`, `ScaleRoundUnit`): every register advances only in cycles where
+``en`` is high, so the result for the operand presented in an enabled cycle appears after `latency` enabled
+cycles, whatever the stalls in between; their outputs are 0 after reset. The reciprocal (`ReciprocalUnit`) is
+started by a pulse and signals ``done`` `latency` cycles later (no enable: it is used once per vector).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hardwire.params import bits_for_range, int_range, is_int, require
+
+EXP_INTERPOLATIONS = ("none", "linear")
+RECIPROCAL_METHODS = ("newton", "divider")
+
+
+def _as_ints(values, bits: int) -> np.ndarray:
+    """`values` as an int64 array, or as an array of Python ints when `bits` (the widest intermediate) > 62."""
+    array = np.asarray(values)
+    if bits > 62:
+        return np.vectorize(int, otypes=[object])(array) if array.size else array.astype(object)
+    return array.astype(np.int64)
+
+
+def _shift_right(values, amounts):
+    """Floor shift right by non-negative per-element amounts (works on int64 and object arrays)."""
+    values, amounts = np.broadcast_arrays(values, amounts)
+    if values.dtype == object:
+        return np.array([int(v) >> int(a) for v, a in zip(values.ravel(), amounts.ravel())],
+                        dtype=object).reshape(values.shape)
+    return values >> np.minimum(amounts, 63)
+
+
+# --------------------------------------------------------------------------------------------------
+# exp via base-2 decomposition
+
+
+@dataclass(frozen=True)
+class ExpSpec:
+    """exp(d * 2**-in_frac) of a signed in_width-bit d, as a (mantissa, exponent) pair.
+
+    lut_bits: fraction bits of t that index the 2**f table; interp: "none" (table at the interval midpoints,
+    2**lut_bits entries) or "linear" (chords between 2**lut_bits + 1 table points, the remaining fraction
+    bits interpolate). mant_frac: fraction bits of the mantissa and of t. log2e_frac: fraction bits of the
+    log2(e) constant (0 = mant_frac + 2).
+    """
+
+    in_width: int = 9
+    in_frac: int = 4
+    mant_frac: int = 16
+    lut_bits: int = 6
+    interp: str = "linear"
+    log2e_frac: int = 0
+
+    def __post_init__(self):
+        require(is_int(self.in_width) and 2 <= self.in_width <= 32, "in_width", self.in_width, "2..32")
+        require(is_int(self.in_frac) and 0 <= self.in_frac <= 31, "in_frac", self.in_frac, "0..31")
+        require(is_int(self.mant_frac) and 4 <= self.mant_frac <= 30, "mant_frac", self.mant_frac, "4..30")
+        require(self.interp in EXP_INTERPOLATIONS, "interp", self.interp, " or ".join(EXP_INTERPOLATIONS))
+        top = self.mant_frac - (1 if self.interp == "linear" else 0)
+        require(is_int(self.lut_bits) and 1 <= self.lut_bits <= min(12, top), "lut_bits", self.lut_bits,
+                f"1..{min(12, top)} (below mant_frac={self.mant_frac} for linear interpolation)")
+        require(is_int(self.log2e_frac) and (self.log2e_frac == 0 or 8 <= self.log2e_frac <= 40),
+                "log2e_frac", self.log2e_frac, "0 (auto: mant_frac + 2) or 8..40")
+
+    @property
+    def log2e_bits(self) -> int:
+        """Fraction bits of the log2(e) constant actually used."""
+        return self.log2e_frac or self.mant_frac + 2
+
+    @property
+    def log2e(self) -> int:
+        """round(log2(e) * 2**log2e_bits)."""
+        return round(math.log2(math.e) * (1 << self.log2e_bits))
+
+    @property
+    def t_shift(self) -> int:
+        """t = (d * log2e) >> t_shift keeps mant_frac fraction bits (t_shift < 0: a left shift)."""
+        return self.in_frac + self.log2e_bits - self.mant_frac
+
+    @property
+    def interp_bits(self) -> int:
+        """Fraction bits of t below the table index (the interpolation weight in linear mode)."""
+        return self.mant_frac - self.lut_bits
+
+    @property
+    def table(self) -> list[int]:
+        """The 2**f table, mant_frac fraction bits: midpoints (none) or 2**lut_bits + 1 chord ends (linear)."""
+        steps = 1 << self.lut_bits
+        scale = 1 << self.mant_frac
+        if self.interp == "none":
+            return [round(2.0 ** ((j + 0.5) / steps) * scale) for j in range(steps)]
+        return [round(2.0 ** (j / steps) * scale) for j in range(steps + 1)]
+
+    @property
+    def exponent_range(self) -> tuple[int, int]:
+        d_lo, d_hi = int_range(self.in_width, True)
+        return tuple(int(v) for v in exp_golden(self, np.array([d_lo, d_hi]))[1])
+
+    @property
+    def exponent_width(self) -> int:
+        return bits_for_range(*self.exponent_range, True)
+
+    @property
+    def product_width(self) -> int:
+        """Signed width of d * log2e."""
+        return self.in_width + self.log2e.bit_length()
+
+    @property
+    def latency(self) -> int:
+        """Enabled cycles from d to (mantissa, exponent): product, table, (linear) interpolation."""
+        return 2 if self.interp == "none" else 3
+
+    def max_relative_error(self, d_abs_max: float) -> float:
+        """A bound on |(m * 2**(e - mant_frac)) / exp(d) - 1| for |d| <= d_abs_max (real units): the table
+        (midpoint: ln2 * h / 2 + rounding; chord: ln2**2 h**2 / 8 + rounding), the log2(e) constant's
+        rounding times |d|, the floor of t (2**-mant_frac) and the interpolation's floor."""
+        h = 2.0 ** -self.lut_bits
+        ulp = 2.0 ** -self.mant_frac
+        table = math.log(2) * h / 2 if self.interp == "none" else math.log(2) ** 2 * h * h / 8
+        t_error = d_abs_max * 2.0 ** -(self.log2e_bits + 1) + ulp
+        return (1 + table + 2 * ulp) * math.exp(math.log(2) * t_error) - 1 + 1e-12
+
+
+def exp_golden(spec: ExpSpec, d) -> tuple[np.ndarray, np.ndarray]:
+    """(mantissa, exponent) of exp(d * 2**-in_frac), exactly as `ExpUnit` computes them.
+
+    t = floor(d * log2e * 2**-t_shift) (mant_frac fraction bits), exponent = t >> mant_frac (floor),
+    f = t mod 2**mant_frac, idx = f >> interp_bits, r = f mod 2**interp_bits;
+    none: mantissa = table[idx]; linear: mantissa = table[idx] + ((table[idx+1] - table[idx]) * r >> interp_bits).
+    """
+    d = _as_ints(d, spec.product_width + 1)
+    lo, hi = int_range(spec.in_width, True)
+    if d.size and (d.min() < lo or d.max() > hi):
+        require(False, "d", int(d[(d < lo) | (d > hi)].ravel()[0]), f"{lo}..{hi} (signed {spec.in_width}-bit)")
+    product = d * spec.log2e
+    t = product >> spec.t_shift if spec.t_shift >= 0 else product << -spec.t_shift
+    exponent = t >> spec.mant_frac
+    f = t & ((1 << spec.mant_frac) - 1)
+    index = f >> spec.interp_bits
+    table = np.array(spec.table, dtype=np.int64)
+    if spec.interp == "none":
+        mantissa = table[index.astype(np.int64)]
+    else:
+        r = f & ((1 << spec.interp_bits) - 1)
+        base = table[index.astype(np.int64)]
+        delta = table[index.astype(np.int64) + 1] - base
+        mantissa = base + ((delta * r) >> spec.interp_bits)
+    return np.asarray(mantissa, dtype=np.int64), np.asarray(exponent, dtype=np.int64)
+
+
+class ExpUnit(wiring.Component):
+    """exp(d * 2**-in_frac) as (mantissa, exponent), `spec.latency` enabled cycles after d (see `exp_golden`).
+
+    Ports: en (In 1), d (In signed(in_width)), mantissa (Out unsigned(mant_frac + 1)),
+    exponent (Out signed(exponent_width)). The outputs are registers.
+    """
+
+    def __init__(self, spec: ExpSpec):
+        self.spec = spec
+        super().__init__({
+            "en": In(1),
+            "d": In(signed(spec.in_width)),
+            "mantissa": Out(unsigned(spec.mant_frac + 1)),
+            "exponent": Out(signed(spec.exponent_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        s = self.spec
+        # stage 1: the product with the log2(e) constant (a DSP multiply)
+        product = Signal(signed(s.product_width + 1), reset_less=True)
+        with m.If(self.en):
+            m.d.sync += product.eq(self.d * Const(s.log2e, unsigned(s.log2e.bit_length())))
+        t = product >> s.t_shift if s.t_shift >= 0 else product << -s.t_shift
+        fraction = t[:s.mant_frac]
+        index = fraction[s.interp_bits:]
+        table = s.table
+        width = s.mant_frac + 1
+        exponent = Signal(signed(s.exponent_width), reset_less=s.interp == "linear")
+        # stage 2: the table
+        # the registers that drive the outputs reset to 0 (the other stages need no reset)
+        base = Signal(unsigned(width), reset_less=s.interp == "linear")
+        with m.If(self.en):
+            m.d.sync += [exponent.eq(t >> s.mant_frac),
+                         base.eq(Array(Const(v, width) for v in table[:1 << s.lut_bits])[index])]
+        if s.interp == "none":
+            m.d.comb += [self.mantissa.eq(base), self.exponent.eq(exponent)]
+            return m
+        deltas = [table[j + 1] - table[j] for j in range(1 << s.lut_bits)]
+        delta_width = max(deltas).bit_length()
+        delta = Signal(unsigned(delta_width), reset_less=True)
+        weight = Signal(unsigned(max(1, s.interp_bits)), reset_less=True)
+        with m.If(self.en):
+            m.d.sync += [delta.eq(Array(Const(v, delta_width) for v in deltas)[index]),
+                         weight.eq(fraction[:s.interp_bits])]
+        # stage 3: the chord
+        mantissa = Signal(unsigned(width))
+        exponent3 = Signal(signed(s.exponent_width))
+        with m.If(self.en):
+            m.d.sync += [mantissa.eq(base + ((delta * weight) >> s.interp_bits)), exponent3.eq(exponent)]
+        m.d.comb += [self.mantissa.eq(mantissa), self.exponent.eq(exponent3)]
+        return m
+
+
+# --------------------------------------------------------------------------------------------------
+# reciprocal
+
+
+@dataclass(frozen=True)
+class ReciprocalSpec:
+    """1 / s of an unsigned in_width-bit s >= 1 as (y, msb): 1/s ~= y * 2**-(frac + msb).
+
+    method: "newton" (table of 2**lut_bits midpoint reciprocals + one Newton-Raphson step, pipelined) or
+    "divider" (restoring division, exact floor(2**(2 frac) / a_q), one quotient bit per cycle).
+    """
+
+    in_width: int = 24
+    frac: int = 16
+    method: str = "newton"
+    lut_bits: int = 8
+
+    def __post_init__(self):
+        require(is_int(self.in_width) and 1 <= self.in_width <= 48, "in_width", self.in_width, "1..48")
+        require(is_int(self.frac) and 4 <= self.frac <= 30, "frac", self.frac, "4..30")
+        require(self.method in RECIPROCAL_METHODS, "method", self.method, " or ".join(RECIPROCAL_METHODS))
+        require(is_int(self.lut_bits) and 1 <= self.lut_bits <= min(12, self.frac), "lut_bits", self.lut_bits,
+                f"1..{min(12, self.frac)}")
+
+    @property
+    def msb_width(self) -> int:
+        return max(1, (self.in_width - 1).bit_length())
+
+    @property
+    def table(self) -> list[int]:
+        """y0 for the 2**lut_bits intervals of a in [1, 2): round(2**frac / midpoint)."""
+        steps = 1 << self.lut_bits
+        return [round((1 << self.frac) / (1 + (j + 0.5) / steps)) for j in range(steps)]
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the start pulse (s sampled) to done (y, msb valid): normalize, then newton: table,
+        a * y0, 2 - a * y0, y0 * (2 - a * y0); divider: frac + 1 quotient bits, then the result register."""
+        return 5 if self.method == "newton" else self.frac + 3
+
+    def max_relative_error(self) -> float:
+        """A bound on |y * 2**-(frac + msb) * s - 1| (s >= 1): truncating s to frac + 1 bits, then newton:
+        the table's error squared plus three truncations; divider: one quotient ulp."""
+        ulp = 2.0 ** -self.frac
+        trunc = ulp
+        if self.method == "divider":
+            return trunc + 2 * ulp
+        e0 = 0.5 / (1 << self.lut_bits) + ulp          # the table entry at the interval midpoint, rounded
+        return trunc + e0 * e0 + 4 * ulp
+
+
+def reciprocal_golden(spec: ReciprocalSpec, s) -> tuple[np.ndarray, np.ndarray]:
+    """(y, msb) exactly as `ReciprocalUnit` computes them; s = 0 gives (2**frac, 0) (1/1).
+
+    msb = floor(log2 s); a_q = s normalized to frac + 1 bits (s << (frac - msb), or s >> (msb - frac),
+    truncating), a_q in [2**frac, 2**(frac + 1)).
+    newton: y0 = table[(a_q >> (frac - lut_bits)) mod 2**lut_bits]; t = (2**(2 frac + 1) - a_q * y0) >> frac;
+    y = (y0 * t) >> frac.   divider: y = floor(2**(2 frac) / a_q).
+    """
+    s = _as_ints(s, spec.in_width + 1)
+    lo, hi = int_range(spec.in_width, False)
+    if s.size and (s.min() < lo or s.max() > hi):
+        require(False, "s", int(s[(s < lo) | (s > hi)].ravel()[0]), f"0..{hi} (unsigned {spec.in_width}-bit)")
+    f = spec.frac
+    safe = np.maximum(s, 1)
+    msb = np.zeros(s.shape, dtype=np.int64)
+    for bit in range(spec.in_width):
+        msb = np.where(safe >> bit != 0, bit, msb)
+    a = np.where(msb <= f, safe << np.maximum(f - msb, 0), safe >> np.maximum(msb - f, 0))
+    if spec.method == "divider":
+        y = (1 << (2 * f)) // a
+    else:
+        y0 = np.array(spec.table, dtype=np.int64)[(a >> (f - spec.lut_bits)) & ((1 << spec.lut_bits) - 1)]
+        t = ((1 << (2 * f + 1)) - a * y0) >> f
+        y = (y0 * t) >> f
+    return np.asarray(y, dtype=np.int64), msb
+
+
+class ReciprocalUnit(wiring.Component):
+    """1 / s as (y, msb) (see `reciprocal_golden`): s is sampled in the cycle `start` is high, `done` is high
+    for one cycle `spec.latency` cycles later, y and msb hold until the next result. newton accepts a start
+    every cycle; divider a start only `latency` cycles after the previous one.
+
+    Ports: start (In 1), s (In unsigned(in_width)), done (Out 1), y (Out unsigned(frac + 1)),
+    msb (Out unsigned(msb_width)).
+    """
+
+    def __init__(self, spec: ReciprocalSpec):
+        self.spec = spec
+        super().__init__({
+            "start": In(1),
+            "s": In(unsigned(spec.in_width)),
+            "done": Out(1),
+            "y": Out(unsigned(spec.frac + 1)),
+            "msb": Out(unsigned(spec.msb_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        sp = self.spec
+        f = sp.frac
+        # stage 1: leading one and normalization (a priority encoder, then a barrel shift)
+        msb_comb = Signal(unsigned(sp.msb_width))
+        for bit in range(sp.in_width):
+            with m.If(self.s[bit]):
+                m.d.comb += msb_comb.eq(bit)
+        s_safe = Mux(self.s == 0, 1, self.s)
+        a_comb = Signal(unsigned(f + 1))
+        amount = max(sp.msb_width, f.bit_length())
+        m.d.comb += a_comb.eq(Mux(msb_comb <= f, s_safe << (f - msb_comb)[:amount],
+                                  s_safe >> (msb_comb - f)[:amount]))
+        a = Signal(unsigned(f + 1), reset_less=True)
+        msb1 = Signal(unsigned(sp.msb_width), reset_less=True)
+        valid1 = Signal()
+        m.d.sync += [a.eq(a_comb), msb1.eq(msb_comb), valid1.eq(self.start)]
+        if sp.method == "newton":
+            self._newton(m, a, msb1, valid1)
+        else:
+            self._divider(m, a, msb1, valid1)
+        return m
+
+    def _newton(self, m, a, msb1, valid1):
+        sp = self.spec
+        f = sp.frac
+        table = Array(Const(v, f + 1) for v in sp.table)
+        y0 = Signal(unsigned(f + 1), reset_less=True)
+        a2 = Signal(unsigned(f + 1), reset_less=True)
+        m.d.sync += [y0.eq(table[a[f - sp.lut_bits:f]]), a2.eq(a)]
+        product = Signal(unsigned(2 * f + 2), reset_less=True)
+        y0_3 = Signal(unsigned(f + 1), reset_less=True)
+        m.d.sync += [product.eq(a2 * y0), y0_3.eq(y0)]
+        correction = Signal(unsigned(f + 2), reset_less=True)
+        y0_4 = Signal(unsigned(f + 1), reset_less=True)
+        m.d.sync += [correction.eq((Const(1 << (2 * f + 1), 2 * f + 2) - product)[f:]), y0_4.eq(y0_3)]
+        y = Signal(unsigned(f + 1), reset_less=True)
+        m.d.sync += y.eq((y0_4 * correction) >> f)
+        # msb and valid ride along the four stages
+        msb, valid = msb1, valid1
+        for stage in range(2, 6):
+            msb_next = Signal(msb1.shape(), name=f"msb_s{stage}", reset_less=True)
+            valid_next = Signal(name=f"valid_s{stage}")
+            m.d.sync += [msb_next.eq(msb), valid_next.eq(valid)]
+            msb, valid = msb_next, valid_next
+        m.d.comb += [self.y.eq(y), self.msb.eq(msb), self.done.eq(valid)]
+
+    def _divider(self, m, a, msb1, valid1):
+        sp = self.spec
+        f = sp.frac
+        # restoring division of 2**(2f) by a: quotient bit j = f .. 0 compares the remainder with a << j
+        remainder = Signal(unsigned(2 * f + 2), reset_less=True)
+        divisor = Signal(unsigned(2 * f + 2), reset_less=True)
+        quotient = Signal(unsigned(f + 1), reset_less=True)
+        msb = Signal(msb1.shape(), reset_less=True)
+        steps = Signal(range(f + 2))
+        busy = Signal()
+        y = Signal(unsigned(f + 1), reset_less=True)
+        msb_out = Signal(msb1.shape(), reset_less=True)
+        done = Signal()
+        m.d.sync += done.eq(0)
+        with m.If(valid1):
+            m.d.sync += [remainder.eq(1 << (2 * f)), divisor.eq(a << f), quotient.eq(0), msb.eq(msb1),
+                         steps.eq(f + 1), busy.eq(1)]
+        with m.Elif(busy):
+            fits = remainder >= divisor
+            m.d.sync += [remainder.eq(Mux(fits, remainder - divisor, remainder)), divisor.eq(divisor >> 1),
+                         quotient.eq((quotient << 1) | fits), steps.eq(steps - 1)]
+            with m.If(steps == 1):
+                m.d.sync += [busy.eq(0), done.eq(1), y.eq((quotient << 1) | fits), msb_out.eq(msb)]
+        m.d.comb += [self.y.eq(y), self.msb.eq(msb_out), self.done.eq(done)]
+
+
+# --------------------------------------------------------------------------------------------------
+# scale, round, saturate
+
+
+def scale_round_golden(a, b, shift, out_width: int) -> np.ndarray:
+    """min(floor((a * b + 2**(shift - 1)) / 2**shift), 2**out_width - 1) for unsigned a, b and shift >= 1,
+    computed as (((a * b) >> (shift - 1)) + 1) >> 1 (the same number), as `ScaleRoundUnit` does."""
+    a, b, shift = np.broadcast_arrays(*(np.asarray(v, dtype=np.int64) for v in (a, b, shift)))
+    if shift.size and shift.min() < 1:
+        require(False, "shift", int(shift.min()), ">= 1")
+    bits = int(np.max(a, initial=1)).bit_length() + int(np.max(b, initial=1)).bit_length()
+    product = _as_ints(a, bits) * _as_ints(b, bits)
+    rounded = (_shift_right(product, shift - 1) + 1) >> 1
+    return np.minimum(rounded, (1 << out_width) - 1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ScaleRoundSpec:
+    """Unsigned a (a_width) times unsigned b (b_width), right-shifted by shift (1..2**shift_width - 1),
+    rounded half up and saturated to out_width bits."""
+
+    a_width: int = 17
+    b_width: int = 17
+    shift_width: int = 6
+    out_width: int = 8
+
+    def __post_init__(self):
+        for name in ("a_width", "b_width"):
+            value = getattr(self, name)
+            require(is_int(value) and 1 <= value <= 32, name, value, "1..32")
+        require(is_int(self.shift_width) and 1 <= self.shift_width <= 8, "shift_width", self.shift_width, "1..8")
+        require(is_int(self.out_width) and 1 <= self.out_width <= 32, "out_width", self.out_width, "1..32")
+
+    @property
+    def latency(self) -> int:
+        """Enabled cycles: the product, then shift + round + saturate."""
+        return 2
+
+
+class ScaleRoundUnit(wiring.Component):
+    """`scale_round_golden` in two enabled cycles. Ports: en, a, b, shift (In), result (Out unsigned(out_width))."""
+
+    def __init__(self, spec: ScaleRoundSpec):
+        self.spec = spec
+        super().__init__({
+            "en": In(1),
+            "a": In(unsigned(spec.a_width)),
+            "b": In(unsigned(spec.b_width)),
+            "shift": In(unsigned(spec.shift_width)),
+            "result": Out(unsigned(spec.out_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        sp = self.spec
+        product = Signal(unsigned(sp.a_width + sp.b_width), reset_less=True)
+        shift = Signal(unsigned(sp.shift_width), reset_less=True)
+        with m.If(self.en):
+            m.d.sync += [product.eq(self.a * self.b), shift.eq(self.shift)]
+        half = Signal(unsigned(sp.a_width + sp.b_width + 1))
+        m.d.comb += half.eq((product >> (shift - 1)[:sp.shift_width]) + 1)
+        rounded = half >> 1
+        top = (1 << sp.out_width) - 1
+        result = Signal(unsigned(sp.out_width))        # 0 after reset
+        with m.If(self.en):
+            m.d.sync += result.eq(Mux(rounded > top, top, rounded))
+        m.d.comb += self.result.eq(result)
+        return m

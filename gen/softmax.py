@@ -1,0 +1,511 @@
+"""Streaming softmax unit in fixed point, four variants of the same datapath (`variant`).
+
+Input: a stream of signed in_width-bit codes x (value x * 2**-in_frac), one element per beat, a vector ending
+with `last` (or with its n_max-th element); output: one unsigned out_width-bit probability per input
+(value y * 2**-out_width, saturated at 2**out_width - 1), in order, `last` on the final one.
+
+The vector is written into an on-chip buffer (n_max x in_width bits) as it arrives; a "pass over the input"
+below is one sweep over the vector: the arrival on the stream is pass 1, later passes replay the buffer, one
+element per cycle. Variants (exp and reciprocal from `hardwire.gen.fixmath`):
+
+* ``three_pass``: pass 1 (arrival) the max M; pass 2 the sum S of E(x - M); pass 3 normalizes. 3 passes.
+* ``two_pass`` (Two-Pass Softmax): pass 1 accumulates exp(x) as a (mantissa, exponent) pair (Macc, K): each
+  term (m, k) is aligned to the larger exponent by a shift, no max is needed and nothing overflows; pass 2
+  normalizes with exponent k - K. 2 passes.
+* ``online``: pass 1 keeps a running max M and the sum relative to it; when x > M the sum is rescaled by
+  exp(M - x) (a multiply) and 1 is added; pass 2 normalizes against the final M. 2 passes.
+* ``unified_max`` (FlashDecoding++): pass 1 sums E(x - phi) against the fixed estimate phi = max_estimate
+  while tracking the true max M; pass 2 normalizes against phi. Fallback when M > phi (exp would exceed 1)
+  or M < phi - estimate_window (the sum would lose precision): an extra pass sums E(x - M) as three_pass
+  does and pass 3 normalizes against M. The fallback is decided when the last element arrives and costs
+  exactly n extra cycles (the sum pass starts at once; pass 1's accumulation drains under it and is
+  discarded; `softmax_schedule` is exact). 2 or 3 passes.
+
+Arithmetic (all in `softmax_golden`): (m, k) = exp_golden(d); fixed-point terms E(m, k) = m >> -k
+(mant_frac fraction bits, k <= 0); the sum S (or Macc) is sum_width bits and never overflows; (y, P) =
+reciprocal_golden(S); output = scale_round_golden(m, y, recip_frac + P - out_width - kk, out_width) with
+kk = k - K (two_pass) or k.
+
+Pipeline (one clock-enable `advance` = ~out.valid | out.ready, so back-pressure stalls everything in flight):
+an element issued in cycle c (accepted from the stream, or its buffer address presented) has its x in c + 1,
+d = x - reference registered for c + 2, (m, k) from the exp unit in c + X (X = 2 + exp latency), accumulates
+in c + X, or enters the scale-round unit in c + X and leaves as an output in c + X + 2. The reciprocal is
+started once the sum is complete and normalization starts when it is done. One vector at a time: the next
+vector is accepted from the cycle after the last output's handshake.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from hardwire.gen.fixmath import (
+    EXP_INTERPOLATIONS,
+    RECIPROCAL_METHODS,
+    ExpSpec,
+    ExpUnit,
+    ReciprocalSpec,
+    ReciprocalUnit,
+    ScaleRoundSpec,
+    ScaleRoundUnit,
+    exp_golden,
+    reciprocal_golden,
+    scale_round_golden,
+)
+from hardwire.gen.registry import Block, register
+
+from hardwire.params import bits_for_range, int_range, is_int, require
+
+GENERATOR_VERSION = "1"
+
+VARIANTS = ("three_pass", "two_pass", "online", "unified_max")
+MAX_N = 4096
+
+
+@dataclass(frozen=True)
+class SoftmaxParams:
+    """A validated softmax configuration; raises ParameterError naming the bad parameter."""
+
+    variant: str = "three_pass"
+    n_max: int = 16
+    in_width: int = 8
+    in_frac: int = 4
+    out_width: int = 8
+    mant_frac: int = 16
+    exp_lut_bits: int = 6
+    exp_interp: str = "linear"
+    recip_method: str = "newton"
+    recip_frac: int = 16
+    recip_lut_bits: int = 8
+    max_estimate: int = 48        # unified_max: phi, an input code
+    estimate_window: int = 32     # unified_max: fallback also when max < phi - window (input codes)
+
+    def __post_init__(self):
+        require(self.variant in VARIANTS, "variant", self.variant, ", ".join(VARIANTS))
+        require(is_int(self.n_max) and 2 <= self.n_max <= MAX_N, "n_max", self.n_max, f"2..{MAX_N}")
+        require(is_int(self.in_width) and 2 <= self.in_width <= 16, "in_width", self.in_width, "2..16")
+        require(is_int(self.in_frac) and 0 <= self.in_frac <= self.in_width, "in_frac", self.in_frac,
+                f"0..in_width={self.in_width}")
+        require(is_int(self.out_width) and 2 <= self.out_width <= 24, "out_width", self.out_width, "2..24")
+        require(self.exp_interp in EXP_INTERPOLATIONS, "exp_interp", self.exp_interp, " or ".join(EXP_INTERPOLATIONS))
+        require(self.recip_method in RECIPROCAL_METHODS, "recip_method", self.recip_method,
+                " or ".join(RECIPROCAL_METHODS))
+        require(is_int(self.recip_frac) and self.out_width < self.recip_frac <= 30, "recip_frac", self.recip_frac,
+                f"{self.out_width + 1}..30 (more than out_width={self.out_width})")
+        lo, hi = int_range(self.in_width, True)
+        require(is_int(self.max_estimate) and lo <= self.max_estimate <= hi, "max_estimate", self.max_estimate,
+                f"{lo}..{hi} (an input code)")
+        require(is_int(self.estimate_window) and 0 <= self.estimate_window <= hi - lo, "estimate_window",
+                self.estimate_window, f"0..{hi - lo}")
+        # the specs validate their own fields (and name them)
+        ExpSpec(self.in_width + 1, self.in_frac, self.mant_frac, self.exp_lut_bits, self.exp_interp)
+        ReciprocalSpec(self.sum_width, self.recip_frac, self.recip_method, self.recip_lut_bits)
+        if self.variant == "unified_max":
+            m, k = exp_golden(self.exp_spec, np.array([-self.estimate_window]))
+            require(int(m[0]) >> -int(k[0]) > 0, "estimate_window", self.estimate_window,
+                    "small enough that exp(-window) is not 0 at mant_frac bits (else the sum can be 0)")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SoftmaxParams:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    # -- derived -----------------------------------------------------------------------------------
+
+    @property
+    def exp_spec(self) -> ExpSpec:
+        """exp of d = x - reference (in_width + 1 bits: the difference of two codes)."""
+        return ExpSpec(self.in_width + 1, self.in_frac, self.mant_frac, self.exp_lut_bits, self.exp_interp)
+
+    @property
+    def sum_width(self) -> int:
+        """Bits of the sum S (or Macc): n_max terms each < 2**(mant_frac + 1)."""
+        return self.mant_frac + 1 + self.n_max.bit_length()
+
+    @property
+    def recip_spec(self) -> ReciprocalSpec:
+        return ReciprocalSpec(self.sum_width, self.recip_frac, self.recip_method, self.recip_lut_bits)
+
+    @property
+    def kk_range(self) -> tuple[int, int]:
+        """Range of the exponent kk used in normalization (<= 0)."""
+        k_lo, k_hi = self.exp_spec.exponent_range
+        if self.variant == "two_pass":
+            return k_lo - k_hi, 0
+        return k_lo, 0
+
+    @property
+    def shift_width(self) -> int:
+        most = self.recip_frac + self.sum_width - 1 - self.out_width - self.kk_range[0]
+        return bits_for_range(0, most, False)
+
+    @property
+    def scale_spec(self) -> ScaleRoundSpec:
+        return ScaleRoundSpec(self.mant_frac + 1, self.recip_frac + 1, self.shift_width, self.out_width)
+
+    @property
+    def exp_delay(self) -> int:
+        """X: cycles from an element's issue to its (m, k) at the accumulator / scale-round input."""
+        return 2 + self.exp_spec.latency
+
+    @property
+    def output_delay(self) -> int:
+        """Cycles from a normalize-pass issue to the output handshake (always-ready sink)."""
+        return self.exp_delay + self.scale_spec.latency
+
+    @property
+    def buffer_bits(self) -> int:
+        return self.n_max * self.in_width
+
+    @property
+    def in_layout(self) -> data.StructLayout:
+        return data.StructLayout({"data": signed(self.in_width), "last": 1})
+
+    @property
+    def out_layout(self) -> data.StructLayout:
+        return data.StructLayout({"data": unsigned(self.out_width), "last": 1})
+
+    @property
+    def top_name(self) -> str:
+        name = (f"softmax_{self.variant}_n{self.n_max}_i{self.in_width}f{self.in_frac}_o{self.out_width}"
+                f"_m{self.mant_frac}l{self.exp_lut_bits}{self.exp_interp[0]}"
+                f"_r{self.recip_frac}{self.recip_method[0]}{self.recip_lut_bits}")
+        if self.variant == "unified_max":
+            name += f"_phi{self.max_estimate}w{self.estimate_window}".replace("-", "m")
+        return name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"name": self.top_name, "sum_width": self.sum_width,
+                                           "buffer_bits": self.buffer_bits}
+
+
+# --------------------------------------------------------------------------------------------------
+# Golden model
+
+
+def _check_vector(p: SoftmaxParams, x) -> np.ndarray:
+    x = np.asarray(x)
+    require(x.ndim == 1 and 1 <= x.size <= p.n_max, "vector length", x.size if x.ndim == 1 else x.shape,
+            f"1..n_max={p.n_max} (one vector)")
+    require(np.issubdtype(x.dtype, np.integer), "x dtype", str(x.dtype), "integers (input codes)")
+    x = x.astype(np.int64)
+    lo, hi = int_range(p.in_width, True)
+    if x.min() < lo or x.max() > hi:
+        require(False, "x", int(x[(x < lo) | (x > hi)][0]), f"{lo}..{hi} (signed {p.in_width}-bit)")
+    return x
+
+
+def needs_fallback(p: SoftmaxParams, x) -> bool:
+    """unified_max: the vector's max is above the estimate or more than estimate_window below it."""
+    top = int(np.max(x))
+    return p.variant == "unified_max" and (top > p.max_estimate or top < p.max_estimate - p.estimate_window)
+
+
+def softmax_golden_details(p: SoftmaxParams, x) -> dict:
+    """Every intermediate of one vector, exactly as the hardware computes it: reference, (m, k), kk, sum,
+    reciprocal (y, P), shifts, outputs."""
+    x = _check_vector(p, x)
+    es, mf = p.exp_spec, p.mant_frac
+    fallback = needs_fallback(p, x)
+    if p.variant == "two_pass":
+        m, k = exp_golden(es, x)
+        total, top = int(m[0]), int(k[0])
+        for mi, ki in zip(m[1:].tolist(), k[1:].tolist()):
+            if ki > top:
+                total, top = (total >> (ki - top)) + mi, ki
+            else:
+                total += mi >> (top - ki)
+        kk = k - top
+        reference = 0
+    elif p.variant == "online":
+        e0 = int(exp_golden(es, np.array([0]))[0][0])
+        running, total = int(x[0]), e0
+        for xi in x[1:].tolist():
+            if xi > running:
+                (mi,), (ki,) = (v.tolist() for v in exp_golden(es, np.array([running - xi])))
+                total, running = ((total * mi) >> (mf - ki)) + e0, xi
+            else:
+                (mi,), (ki,) = (v.tolist() for v in exp_golden(es, np.array([xi - running])))
+                total += mi >> -ki
+        reference = running
+        m, k = exp_golden(es, x - reference)
+        kk = k
+    else:
+        reference = p.max_estimate if p.variant == "unified_max" and not fallback else int(x.max())
+        m, k = exp_golden(es, x - reference)
+        total = int((m >> -k).sum())
+        kk = k
+    assert 0 < total < 1 << p.sum_width, "the sum overflowed its width (a bug in sum_width)"
+    y, msb = (int(v[0]) for v in reciprocal_golden(p.recip_spec, np.array([total])))
+    shift = p.recip_frac + msb - p.out_width - kk
+    out = scale_round_golden(m, y, shift, p.out_width)
+    return {"reference": reference, "mantissa": m, "exponent": k, "kk": kk, "sum": total, "y": y, "msb": msb,
+            "shift": shift, "fallback": fallback, "out": out}
+
+
+def softmax_golden(p: SoftmaxParams, x) -> np.ndarray:
+    """One vector (1..n_max input codes) -> its output codes (int64), bit-exact with the hardware."""
+    return softmax_golden_details(p, x)["out"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Cycle model
+
+
+def passes_over_input(p: SoftmaxParams, fallback: bool = False) -> int:
+    """Sweeps over the vector: its arrival on the stream plus buffer replays."""
+    if p.variant == "three_pass" or (p.variant == "unified_max" and fallback):
+        return 3
+    return 2
+
+
+def softmax_schedule(p: SoftmaxParams, vectors, offered: list[int]) -> tuple[list[int], list[int]]:
+    """Exact handshake cycles (accepted inputs, produced outputs) with an always-ready sink, for `vectors`
+    (their lengths and, for unified_max, whether they fall back) whose elements are first offered in
+    cycles `offered` (non-decreasing, one per element, all vectors concatenated).
+
+    Per vector: element i is accepted at max(offer, previous accept + 1, load start); from the last accept
+    A: three_pass / fallback: sum pass issues A+1 .. A+n, reciprocal start R = A + n + X + 1; otherwise
+    R = A + X + 1 (pass-1 accumulation drains). Normalize issues from R + L_rec, output j at R + L_rec + j +
+    X + 2; the next vector's load starts the cycle after its last output."""
+    x_delay, recip = p.exp_delay, p.recip_spec.latency
+    accepted, produced = [], []
+    load_start = 0
+    index = 0
+    for vector in vectors:
+        n = len(vector)
+        for _ in range(n):
+            offer = int(offered[index])
+            if index and offer < int(offered[index - 1]):
+                raise ValueError(f"offered[{index}]={offer} is before offered[{index - 1}]: must be non-decreasing")
+            cycle = max(offer, load_start, accepted[-1] + 1 if accepted else 0)
+            accepted.append(cycle)
+            index += 1
+        last = accepted[-1]
+        if passes_over_input(p, needs_fallback(p, vector)) == 3:
+            start = last + n + x_delay + 1
+        else:
+            start = last + x_delay + 1
+        first_issue = start + recip
+        produced.extend(first_issue + j + p.output_delay for j in range(n))
+        load_start = produced[-1] + 1
+    return accepted, produced
+
+
+def softmax_cycles(p: SoftmaxParams, n: int | None = None, fallback: bool = False) -> dict:
+    """Full-rate summary for vectors of length n (default n_max), back to back: latency (first input to first
+    output handshake), cycles per vector (initiation interval), elements per cycle, passes, buffer bits."""
+    n = p.n_max if n is None else n
+    require(is_int(n) and 1 <= n <= p.n_max, "n", n, f"1..n_max={p.n_max}")
+    lo, hi = int_range(p.in_width, True)
+    if p.variant == "unified_max":
+        top = p.max_estimate + 1 if fallback and p.max_estimate < hi else \
+            (p.max_estimate - p.estimate_window - 1 if fallback else p.max_estimate)
+        if fallback and not lo <= top <= hi:
+            require(False, "fallback", fallback, "False (no input code triggers the fallback)")
+        vector = [top] * n
+    else:
+        vector = [0] * n
+    accepted, produced = softmax_schedule(p, [vector, vector], [0] * (2 * n))
+    interval = accepted[n] - accepted[0]
+    return {
+        "n": n,
+        "latency_cycles": produced[0] - accepted[0],
+        "initiation_interval": interval,
+        "total_cycles": produced[n - 1] - accepted[0] + 1,
+        "elements_per_cycle": n / interval,
+        "passes": passes_over_input(p, fallback),
+        "buffer_bits": p.buffer_bits,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Component
+
+LOAD, SUM, DRAIN, RECIP, NORM, FLUSH = range(6)
+
+
+class Softmax(wiring.Component):
+    """The softmax unit. Ports: ``inp`` (stream of {data: signed(in_width), last}), ``out`` (stream of
+    {data: unsigned(out_width), last})."""
+
+    def __init__(self, p: SoftmaxParams):
+        self.p = p
+        super().__init__({"inp": In(stream.Signature(p.in_layout)), "out": Out(stream.Signature(p.out_layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.p
+        v = p.variant
+        es, rs, ss = p.exp_spec, p.recip_spec, p.scale_spec
+        mf = p.mant_frac
+        x_delay = p.exp_delay
+
+        m.submodules.exp = exp = ExpUnit(es)
+        m.submodules.recip = recip = ReciprocalUnit(rs)
+        m.submodules.scale = scale = ScaleRoundUnit(ss)
+        m.submodules.buffer = buffer = memory.Memory(shape=signed(p.in_width), depth=p.n_max, init=[])
+        write = buffer.write_port()
+        read = buffer.read_port()
+
+        tag = data.StructLayout({"valid": 1, "first": 1, "last": 1, "acc": 1, "norm": 1, "load": 1, "grew": 1})
+        tags = [Signal(tag, name=f"tag_s{stage}") for stage in range(x_delay + 3)]
+        out_tag = tags[x_delay + ss.latency]
+        advance = Signal()
+        m.d.comb += [
+            self.out.valid.eq(out_tag.valid & out_tag.norm),
+            self.out.payload.data.eq(scale.result),
+            self.out.payload.last.eq(out_tag.last),
+            advance.eq(~self.out.valid | self.out.ready),
+            exp.en.eq(advance),
+            scale.en.eq(advance),
+            read.en.eq(advance),
+        ]
+        with m.If(advance):
+            for stage in range(3, len(tags)):
+                m.d.sync += tags[stage].eq(tags[stage - 1])
+
+        state = Signal(range(6), init=LOAD)
+        count = Signal(range(p.n_max + 1))          # elements accepted (LOAD) / issued (SUM, NORM)
+        length = Signal(range(p.n_max + 1))
+        timer = Signal(range(x_delay + 2))
+        running = Signal(signed(p.in_width), reset_less=True)    # the running max M
+        fallback = Signal()
+        total = Signal(unsigned(p.sum_width), reset_less=True)   # S or Macc
+        top = Signal(signed(es.exponent_width), reset_less=True)  # two_pass: K
+        x_reg = Signal(signed(p.in_width), reset_less=True)
+        previous = Signal(signed(p.in_width), reset_less=True)    # online: M before this element
+
+        payload = self.inp.payload
+        accept = Signal()
+        m.d.comb += [
+            self.inp.ready.eq((state == LOAD) & advance),
+            accept.eq(self.inp.valid & self.inp.ready),
+            write.addr.eq(count),
+            write.data.eq(payload.data),
+            write.en.eq(accept),
+            recip.s.eq(total),
+        ]
+        is_first = count == 0
+        ends = payload.last | (count == p.n_max - 1)
+        new_max = Mux(is_first | (payload.data > running), payload.data, running)
+        issue_tag = tags[1]
+        with m.If(advance):
+            m.d.sync += issue_tag.eq(0)
+        m.d.sync += recip.start.eq(0)
+        with m.If(state == LOAD):  # noqa: SIM117 (an Amaranth If/Elif chain, not nested contexts)
+            with m.If(accept):
+                m.d.sync += [count.eq(count + 1), running.eq(new_max), x_reg.eq(payload.data),
+                             previous.eq(running)]
+                if v != "three_pass":
+                    m.d.sync += [issue_tag.valid.eq(1), issue_tag.first.eq(is_first), issue_tag.acc.eq(1),
+                                 issue_tag.load.eq(1)]
+                with m.If(ends):
+                    m.d.sync += [length.eq(count + 1), count.eq(0)]
+                    goes_to_sum = Const(1) if v == "three_pass" else Const(0)
+                    if v == "unified_max":
+                        goes_to_sum = (new_max > p.max_estimate) | \
+                            (new_max < p.max_estimate - p.estimate_window)
+                        m.d.sync += fallback.eq(goes_to_sum)
+                    with m.If(goes_to_sum):
+                        m.d.sync += state.eq(SUM)
+                    with m.Else():
+                        m.d.sync += [state.eq(DRAIN), timer.eq(x_delay - 1)]
+        with m.Elif(state == SUM):
+            m.d.comb += read.addr.eq(count)
+            m.d.sync += [issue_tag.valid.eq(1), issue_tag.first.eq(count == 0), issue_tag.acc.eq(1),
+                         count.eq(count + 1)]
+            with m.If(count == length - 1):
+                m.d.sync += [state.eq(DRAIN), timer.eq(x_delay - 1), count.eq(0)]
+        with m.Elif(state == DRAIN):
+            m.d.sync += timer.eq(timer - 1)
+            with m.If(timer == 0):
+                m.d.sync += [state.eq(RECIP), recip.start.eq(1)]
+        with m.Elif(state == RECIP):  # noqa: SIM117 (an Amaranth If/Elif chain, not nested contexts)
+            with m.If(recip.done):
+                m.d.sync += state.eq(NORM)
+                m.d.comb += read.addr.eq(0)
+                m.d.sync += [issue_tag.valid.eq(1), issue_tag.norm.eq(1), issue_tag.last.eq(length == 1),
+                             count.eq(1)]
+                with m.If(length == 1):
+                    m.d.sync += state.eq(FLUSH)
+        with m.Elif(state == NORM):
+            m.d.comb += read.addr.eq(count)
+            with m.If(advance):
+                m.d.sync += [issue_tag.valid.eq(1), issue_tag.norm.eq(1), issue_tag.last.eq(count == length - 1),
+                             count.eq(count + 1)]
+                with m.If(count == length - 1):
+                    m.d.sync += state.eq(FLUSH)
+        with m.Elif(state == FLUSH):  # noqa: SIM117 (an Amaranth If/Elif chain, not nested contexts)
+            with m.If(self.out.valid & self.out.ready & out_tag.last):
+                m.d.sync += [state.eq(LOAD), count.eq(0)]
+        with m.Else():               # unreachable codes of the 3-bit state
+            m.d.sync += state.eq(LOAD)
+
+        # stage 1 -> 2: x (stream register or buffer), the difference d = x - reference
+        s1 = tags[1]
+        x = Mux(s1.load, x_reg, read.data)
+        d = Signal(signed(p.in_width + 1), reset_less=True)
+        grew = Signal()
+        if v == "online":
+            m.d.comb += grew.eq(s1.load & (s1.first | (x_reg > previous)))
+        if v == "three_pass":
+            reference = running
+        elif v == "two_pass":
+            reference = Const(0, signed(p.in_width))
+        elif v == "online":
+            reference = Mux(s1.load, previous, running)
+        else:
+            reference = Mux(s1.load | ~fallback, Const(p.max_estimate, signed(p.in_width)), running)
+        difference = x - reference
+        if v == "online":
+            # pass 1: -(|x - M_prev|): the rescale factor exp(M_prev - x) when x grows the max
+            difference = Mux(s1.load, Mux(s1.first, 0, Mux(grew, previous - x, x - previous)), difference)
+        with m.If(advance):
+            m.d.sync += [d.eq(difference), tags[2].eq(s1), tags[2].grew.eq(grew)]
+        m.d.comb += exp.d.eq(d)
+
+        # stage X: accumulate, or scale and round
+        sx = tags[x_delay]
+        mantissa, exponent = exp.mantissa, exp.exponent
+        term = mantissa >> (-exponent).as_unsigned()
+        with m.If(advance & sx.valid & sx.acc):
+            if v == "two_pass":
+                with m.If(sx.first):
+                    m.d.sync += [total.eq(mantissa), top.eq(exponent)]
+                with m.Elif(exponent > top):
+                    m.d.sync += [total.eq((total >> (exponent - top).as_unsigned()) + mantissa), top.eq(exponent)]
+                with m.Else():
+                    m.d.sync += total.eq(total + (mantissa >> (top - exponent).as_unsigned()))
+            elif v == "online":
+                e0 = int(exp_golden(es, np.array([0]))[0][0])
+                with m.If(sx.first):
+                    m.d.sync += total.eq(term)
+                with m.Elif(sx.grew):
+                    rescaled = (total * mantissa) >> (mf - exponent).as_unsigned()
+                    m.d.sync += total.eq(rescaled + e0)
+                with m.Else():
+                    m.d.sync += total.eq(total + term)
+            else:
+                # unified_max: the load pass with x > phi would add terms > 1; it is then discarded (fallback)
+                m.d.sync += total.eq(Mux(sx.first, 0, total) + Mux(exponent > 0, 0, term))
+        kk = exponent - top if v == "two_pass" else exponent
+        m.d.comb += [scale.a.eq(mantissa), scale.b.eq(recip.y),
+                     scale.shift.eq(p.recip_frac - p.out_width + recip.msb - kk)]
+        return m
+
+
+register(Block(
+    name="softmax",
+    summary="streaming fixed-point softmax (three_pass, two_pass, online, unified_max), run-time length",
+    params=SoftmaxParams,
+    component=Softmax,
+    golden=softmax_golden,
+    cycles=softmax_cycles,
+    testbench="hardwire.sim.tb_softmax",
+    generator_version=GENERATOR_VERSION,
+))
