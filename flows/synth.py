@@ -44,6 +44,10 @@ TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
 FALLBACKS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "ecp5": ("ABC9", ("synth_ecp5 -top {top} -dff",),
              "yosys' abc9 failed an assertion on this netlist; mapped with synth_ecp5 -dff instead"),
+    # abc9 crashes inside ABC on some netlists (every sparse DSP chain, even one stage; yosys 0.70)
+    **{target: ("ABC9", (f"synth_xilinx -top {{top}} -family {family} -flatten -noiopad -dff",),
+                "yosys' abc9 crashed on this netlist; mapped with synth_xilinx -dff instead")
+       for target, family in (("xilinx", "xc7"), ("xilinx-us", "xcu"), ("xilinx-usp", "xcup"))},
 }
 
 STAT_JSON = "stat.json"
@@ -242,3 +246,12 @@ def _load_report(build_dir: Path) -> SynthReport:
     return SynthReport.from_dict(
         {**report.to_dict(), "log_path": build_dir / LOG, "netlist_json": build_dir / NETLIST_JSON}
     )
+
+
+def cascaded_dsp_count(netlist_json: Path) -> int:
+    """DSP48 cells whose PCIN is driven by a net (another DSP's PCOUT: a cascaded adder chain), not tied to a
+    constant; read from the netlist yosys wrote."""
+    modules = json.loads(Path(netlist_json).read_text())["modules"]
+    return sum(any(isinstance(bit, int) for bit in cell["connections"].get("PCIN", []))
+               for module in modules.values() for cell in module.get("cells", {}).values()
+               if cell["type"].startswith("DSP48"))
