@@ -40,7 +40,7 @@ class VerifyResult:
     def table(self) -> str:
         lines = [f"{self.top} on {self.simulator}: {self.passed} passed, {self.failed} failed "
                  f"({self.wall_s:.1f} s{', cached build' if self.build_cached else ''})",
-                 f"{'case':<18} {'M x K x N':>14} {'bit-exact':>10} {'cycles':>8} {'model':>8} {'util':>6}"]
+                 f"{'case':<18} {'shape':>14} {'bit-exact':>10} {'cycles':>8} {'model':>8} {'util':>6}"]
         for name, case in self.cases.items():
             shape = " x ".join(str(d) for d in case.get("shape", []))
             exact = "yes" if case.get("exact") else f"NO ({case.get('mismatches')})"
