@@ -1,0 +1,735 @@
+"""Attention head unit: softmax(Q K^T / sqrt(d)) V for one head, FlashAttention-tiled with online softmax.
+
+Top to bottom: the parameters, the golden model (exact integers), the float64 reference, the cycle and
+schedule models, the component.
+
+Streams: ``q`` (a query: d lanes, the number of keys ``length`` it attends over, 1..seq_max, and with
+``causal`` its ``position``), then ``kv`` (that query's ``length`` K/V rows, one row of k and v per beat, in
+tiles of ``tile`` rows; the last tile may be short), then ``o`` (d output lanes). Queries follow each other;
+the K/V rows of each query are streamed again (FlashAttention with a query block of one), so the on-chip
+state is one query, one tile of scores and V rows and the running (m, l, o[d]): it does not grow with the
+sequence length (only the counters do, logarithmically).
+
+Arithmetic, per query (every step is integer; fixmath supplies exp and reciprocal):
+
+* score s_j = sum_i q_i k_ji, exact (or saturated to ``score_width``), fraction bits q_frac + k_frac;
+* the 1/sqrt(d) scaling costs nothing: exp is computed by base-2 decomposition, exp(x) = 2**(x log2 e),
+  and its one constant multiply uses log2(e)/sqrt(d) instead of log2(e) (`ScaledExpSpec`), so
+  exp((s - m) / sqrt(d)) is one fixed-point multiply, a table and a shift;
+* per tile: m_new = max(m, unmasked scores); alpha = exp(m - m_new); every exp result becomes a fixed-point
+  number of exp_frac fraction bits, floor(mantissa * 2**exponent) (0 below one LSB); l and o[i] are
+  rescaled by alpha (|x| * alpha, rounded half up, sign restored: fixmath's scale-and-round), then
+  l += p_j and o[i] += p_j v_ji (exact) for the tile's rows, p_j = exp(s_j - m_new) (0 if masked);
+* at the end out_i = o_i / l: fixmath's reciprocal of l, y * 2**-(recip_frac + msb), then
+  |o_i| * y >> (recip_frac + msb + v_frac - out_frac) rounded half up, sign restored, saturated to the
+  signed out_width range.
+
+Causal mask: key j is attended by the query at ``position`` iff j <= position + causal_offset (offset >= 0,
+so key 0 always is). A tile whose first key is already masked is consumed at one row per cycle and skipped.
+Decode (one query against a KV cache of run-time length 1..seq_max) needs no mode of its own: every query
+beat carries its key count, so a decode step is one query beat followed by its cache's rows (with
+``causal``, position = length - 1 unmasks the whole cache); `decode_golden` and `query_cycles` cover it.
+
+Schedule (one query; the datapath runs one phase at a time, all state in registers): the q handshake (1
+cycle); per tile of r rows: r row handshakes (each row's score is computed as it arrives, so K is never
+stored), then for a live tile 1 cycle for the last score to reach the running max and an exp phase of
+r + 1 items (alpha, then the r rows) issued one per cycle and drained through `exp_depth` pipeline stages
+(r + 1 + exp_depth cycles), a dead tile nothing more; after the last tile the normalization
+(`normalize_cycles`: reciprocal, scale-and-round, output register), then the output beat, and the next q
+handshake one cycle after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Array, ClockDomain, ClockSignal, DomainRenamer, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from hardwire.gen.fixmath import (
+    ExpSpec,
+    ExpUnit,
+    ReciprocalSpec,
+    ReciprocalUnit,
+    ScaleRoundSpec,
+    ScaleRoundUnit,
+    exp_golden,
+    reciprocal_golden,
+    scale_round_golden,
+)
+from hardwire.gen.registry import Block, register
+
+from hardwire.params import bits_for_range, int_range, is_int, require
+
+GENERATOR_VERSION = "1"
+
+MAX_HEAD_DIM = 256
+MAX_SEQ = 4096
+# Cycles from an exp item's issue (d registered) to its accumulation: d register, exp pipeline, fixed-point
+# conversion register, then fixmath's scale-and-round latency (the alpha rescale; a P*V product travels
+# through as many registers) before l and o are written.
+ISSUE_STAGES = 1
+CONVERT_STAGES = 1
+# The output register after the final scale-and-round.
+OUTPUT_STAGES = 1
+# The control phases, in order.
+PHASES = ("IDLE", "LOAD", "MAX", "EXP", "FINAL", "OUT")
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameters
+
+
+@dataclass(frozen=True)
+class ScaledExpSpec(ExpSpec):
+    """fixmath's exp with the softmax's 1/sqrt(head_dim) folded into its log2(e) constant: exp(d * 2**-in_frac
+    / sqrt(head_dim)) in one multiply. Everything else (table, widths, golden, unit) is fixmath's."""
+
+    head_dim: int = 1
+
+    @property
+    def log2e(self) -> int:
+        """round(log2(e) / sqrt(head_dim) * 2**log2e_bits)."""
+        return round(math.log2(math.e) / math.sqrt(self.head_dim) * (1 << self.log2e_bits))
+
+
+@dataclass(frozen=True)
+class AttentionParams:
+    """A validated attention-head configuration. Raises ParameterError naming the bad parameter.
+
+    Widths and fraction bits are of signed two's-complement integers (value = integer * 2**-frac).
+    score_width 0 keeps the exact dot-product width; a narrower one saturates the scores.
+    """
+
+    head_dim: int = 4
+    tile: int = 4
+    seq_max: int = 16
+    q_width: int = 8
+    q_frac: int = 6
+    k_width: int = 8
+    k_frac: int = 6
+    v_width: int = 8
+    v_frac: int = 6
+    score_width: int = 0
+    exp_frac: int = 14
+    exp_lut_bits: int = 6
+    exp_interp: str = "linear"
+    recip_frac: int = 16
+    recip_method: str = "newton"
+    recip_lut_bits: int = 8
+    out_width: int = 8
+    out_frac: int = 6
+    causal: bool = False
+    causal_offset: int = 0
+
+    def __post_init__(self):
+        require(is_int(self.head_dim) and 1 <= self.head_dim <= MAX_HEAD_DIM, "head_dim", self.head_dim,
+                f"1..{MAX_HEAD_DIM}")
+        require(is_int(self.seq_max) and 1 <= self.seq_max <= MAX_SEQ, "seq_max", self.seq_max, f"1..{MAX_SEQ}")
+        require(is_int(self.tile) and 1 <= self.tile <= self.seq_max, "tile", self.tile,
+                f"1..seq_max={self.seq_max}")
+        for name in ("q", "k", "v", "out"):
+            width, frac = getattr(self, f"{name}_width"), getattr(self, f"{name}_frac")
+            require(is_int(width) and 2 <= width <= 16, f"{name}_width", width, "2..16")
+            require(is_int(frac) and 0 <= frac <= 15, f"{name}_frac", frac, "0..15")
+        require(is_int(self.score_width) and (self.score_width == 0 or 2 <= self.score_width <= self.exact_score_width),
+                "score_width", self.score_width, f"0 (exact: {self.exact_score_width}) or 2..{self.exact_score_width}")
+        require(self.score_bits + 1 <= 32, "score width + 1", self.score_bits + 1, "<= 32 (fixmath exp input)")
+        require(self.q_frac + self.k_frac <= 31, "q_frac + k_frac", self.q_frac + self.k_frac, "0..31")
+        require(is_int(self.causal_offset) and 0 <= self.causal_offset <= MAX_SEQ, "causal_offset",
+                self.causal_offset, f"0..{MAX_SEQ} (key 0 is always attended)")
+        require(isinstance(self.causal, bool), "causal", self.causal, "True or False")
+        require(self.causal or self.causal_offset == 0, "causal_offset", self.causal_offset, "0 when causal=False")
+        # fixmath validates its own parameters (naming them): build the specs once to surface errors here
+        _ = self.exp_spec, self.recip_spec
+        require(self.recip_frac + self.exp_frac + self.v_frac - self.out_frac >= 1, "out_frac", self.out_frac,
+                f"<= recip_frac + exp_frac + v_frac - 1 = {self.recip_frac + self.exp_frac + self.v_frac - 1}")
+        require(self.o_magnitude_width <= 32, "o accumulator width", self.o_magnitude_width,
+                "<= 32 (fixmath scale-and-round): lower exp_frac, v_width or seq_max")
+        require(self.l_width <= 32, "l accumulator width", self.l_width, "<= 32: lower exp_frac or seq_max")
+        require(self.final_shift_max < 256, "final shift", self.final_shift_max, "< 256")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> AttentionParams:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    # -- derived -----------------------------------------------------------------------------------
+
+    @property
+    def score_frac(self) -> int:
+        return self.q_frac + self.k_frac
+
+    @property
+    def exact_score_range(self) -> tuple[int, int]:
+        q_lo, q_hi = int_range(self.q_width, True)
+        k_lo, k_hi = int_range(self.k_width, True)
+        corners = [a * b for a in (q_lo, q_hi) for b in (k_lo, k_hi)]
+        return self.head_dim * min(corners), self.head_dim * max(corners)
+
+    @property
+    def exact_score_width(self) -> int:
+        return bits_for_range(*self.exact_score_range, True)
+
+    @property
+    def score_bits(self) -> int:
+        return self.score_width or self.exact_score_width
+
+    @property
+    def score_range(self) -> tuple[int, int]:
+        return int_range(self.score_bits, True)
+
+    @property
+    def exp_spec(self) -> ScaledExpSpec:
+        """exp(d / sqrt(head_dim)) of d = s - m (score units), d in -(2**score_bits - 1)..0."""
+        return ScaledExpSpec(in_width=self.score_bits + 1, in_frac=self.score_frac, mant_frac=self.exp_frac,
+                             lut_bits=self.exp_lut_bits, interp=self.exp_interp, head_dim=self.head_dim)
+
+    @property
+    def exp_one(self) -> int:
+        """The largest fixed-point exp value (exp(0), table[0]: 2**exp_frac with linear interpolation)."""
+        return self.exp_spec.table[0]
+
+    @property
+    def p_width(self) -> int:
+        """Unsigned width of a fixed-point exp value p (and of alpha)."""
+        return self.exp_one.bit_length()
+
+    @property
+    def tiles_max(self) -> int:
+        return -(-self.seq_max // self.tile)
+
+    def _running_bound(self, row_max: int) -> int:
+        """The largest value a running sum can reach: per tile rescaled by alpha <= exp_one (rounded up),
+        then tile rows of at most row_max added."""
+        bound = 0
+        for _ in range(self.tiles_max):
+            bound = ((bound * self.exp_one) >> self.exp_frac) + 1 + self.tile * row_max
+        return bound
+
+    @property
+    def l_width(self) -> int:
+        """Unsigned width of the running sum l."""
+        return self._running_bound(self.exp_one).bit_length()
+
+    @property
+    def o_magnitude_width(self) -> int:
+        """Unsigned width of |o[i]|; o[i] itself is signed, one bit wider."""
+        v_lo, _ = int_range(self.v_width, True)
+        return self._running_bound(self.exp_one * -v_lo).bit_length()
+
+    @property
+    def recip_spec(self) -> ReciprocalSpec:
+        return ReciprocalSpec(in_width=max(self.l_width, 1), frac=self.recip_frac, method=self.recip_method,
+                              lut_bits=self.recip_lut_bits)
+
+    @property
+    def final_shift_max(self) -> int:
+        return self.recip_frac + (self.l_width - 1) + self.v_frac - self.out_frac
+
+    @property
+    def scale_spec(self) -> ScaleRoundSpec:
+        """The per-lane scale-and-round: |o| * alpha >> exp_frac (rescale) or |o| * y >> final shift."""
+        shift_max = max(self.exp_frac, self.final_shift_max)
+        return ScaleRoundSpec(a_width=self.o_magnitude_width, b_width=max(self.p_width, self.recip_frac + 1),
+                              shift_width=shift_max.bit_length(), out_width=self.o_magnitude_width)
+
+    @property
+    def l_scale_spec(self) -> ScaleRoundSpec:
+        return ScaleRoundSpec(a_width=self.l_width, b_width=self.p_width, shift_width=self.exp_frac.bit_length(),
+                              out_width=self.l_width)
+
+    @property
+    def exp_depth(self) -> int:
+        """EXP_DEPTH: cycles from an exp item's issue cycle to the cycle it is accumulated in."""
+        return ISSUE_STAGES + self.exp_spec.latency + CONVERT_STAGES + self.scale_spec.latency
+
+    @property
+    def normalize_cycles(self) -> int:
+        """Cycles of the final normalization: reciprocal, scale-and-round, output register."""
+        return self.recip_spec.latency + self.scale_spec.latency + OUTPUT_STAGES
+
+    @property
+    def length_width(self) -> int:
+        return self.seq_max.bit_length()
+
+    @property
+    def position_width(self) -> int:
+        return max(1, (self.seq_max - 1).bit_length())
+
+    @property
+    def buffer_bits(self) -> dict:
+        """On-chip storage in bits: the query, one tile of scores (+ mask bits) and V rows, and the per-query
+        state (m twice: running and new, l, o[d]). Independent of seq_max (counters aside)."""
+        d = self.head_dim
+        return {
+            "query": d * self.q_width,
+            "scores": self.tile * (self.score_bits + 1),
+            "v_tile": self.tile * d * self.v_width,
+            "state": 2 * self.score_bits + self.l_width + d * (self.o_magnitude_width + 1),
+            "output": d * self.out_width,
+        }
+
+    @property
+    def top_name(self) -> str:
+        name = (f"attention_d{self.head_dim}_t{self.tile}_s{self.seq_max}"
+                f"_q{self.q_width}f{self.q_frac}_k{self.k_width}f{self.k_frac}_v{self.v_width}f{self.v_frac}"
+                f"_o{self.out_width}f{self.out_frac}")
+        defaults = {f.name: f.default for f in dataclasses.fields(AttentionParams)}
+        tags = (("score_width", "sw"), ("exp_frac", "e"), ("exp_lut_bits", "el"), ("exp_interp", "ei"),
+                ("recip_frac", "r"), ("recip_method", "rm"), ("recip_lut_bits", "rl"), ("causal_offset", "off"))
+        for field_name, tag in tags:
+            if getattr(self, field_name) != defaults[field_name]:
+                name += f"_{tag}{getattr(self, field_name)}"
+        if self.causal:
+            name += "_causal"
+        return name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {
+            "score_bits": self.score_bits, "l_width": self.l_width, "o_width": self.o_magnitude_width + 1,
+            "exp_depth": self.exp_depth, "buffer_bits": sum(self.buffer_bits.values()), "name": self.top_name}
+
+
+# --------------------------------------------------------------------------------------------------
+# Golden model
+
+
+def _check(p: AttentionParams, name: str, values: np.ndarray, width: int) -> np.ndarray:
+    array = np.asarray(values)
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        require(np.issubdtype(array.dtype, np.floating) and np.array_equal(array, np.round(array)),
+                f"{name} values", array.dtype, "integers")
+    array = array.astype(np.int64)
+    lo, hi = int_range(width, True)
+    if array.size and (array.min() < lo or array.max() > hi):
+        require(False, f"{name} values", int(array[(array < lo) | (array > hi)].ravel()[0]),
+                f"{lo}..{hi} (signed {width}-bit)")
+    return array
+
+
+def exp_fixed(p: AttentionParams, diff) -> np.ndarray:
+    """exp(diff / sqrt(d)) for score differences diff <= 0 as a fixed-point number with exp_frac fraction
+    bits: fixmath's (mantissa, exponent <= 0) pair, mantissa >> -exponent (0 once the shift empties it)."""
+    mantissa, exponent = exp_golden(p.exp_spec, np.asarray(diff, dtype=np.int64))
+    return mantissa >> np.minimum(-exponent, p.exp_frac + 1)
+
+
+def _scale_signed(p: AttentionParams, x: np.ndarray, b, shift, out_width: int | None = None) -> np.ndarray:
+    """sign(x) * scale_round(|x|, b, shift): fixmath's unsigned scale-and-round on the magnitude (round half
+    away from zero), the sign restored; with out_width, saturated to that signed range."""
+    magnitude = scale_round_golden(np.abs(x), b, shift, p.scale_spec.out_width)
+    if out_width is None:
+        return np.where(x < 0, -magnitude, magnitude)
+    lo, hi = int_range(out_width, True)
+    return np.where(x < 0, -np.minimum(magnitude, -lo), np.minimum(magnitude, hi))
+
+
+def attend_golden(p: AttentionParams, q, k, v, position: int | None = None) -> np.ndarray:
+    """One query q (d,) over keys k (n, d) and values v (n, d), n = 1..seq_max: the d output integers, exactly
+    as the hardware computes them (tile by tile, online softmax). `position` is the query's (causal only)."""
+    d = p.head_dim
+    q = _check(p, "q", q, p.q_width).reshape(d)
+    k = _check(p, "k", k, p.k_width)
+    v = _check(p, "v", v, p.v_width)
+    n = k.shape[0]
+    require(k.shape == (n, d) and v.shape == (n, d), "k, v shapes", (k.shape, v.shape), f"(n, {d}) each")
+    require(1 <= n <= p.seq_max, "length", n, f"1..seq_max={p.seq_max}")
+    if p.causal:
+        require(position is not None and 0 <= position < p.seq_max, "position", position,
+                f"0..{p.seq_max - 1} (causal)")
+        limit = position + p.causal_offset
+    else:
+        limit = n
+    s_lo, s_hi = p.score_range
+    m_run = s_lo
+    l_sum = np.int64(0)
+    o = np.zeros(d, dtype=np.int64)
+    for base in range(0, n, p.tile):
+        if base > limit:
+            break                                     # a dead tile: consumed, skipped
+        rows = np.arange(base, min(n, base + p.tile))
+        scores = np.clip(k[rows] @ q, s_lo, s_hi)
+        live = rows <= limit
+        m_new = max(m_run, int(scores[live].max()))
+        alpha = exp_fixed(p, m_run - m_new)
+        l_sum = scale_round_golden(l_sum, alpha, p.exp_frac, p.l_scale_spec.out_width)
+        o = _scale_signed(p, o, alpha, p.exp_frac)
+        probs = np.where(live, exp_fixed(p, np.where(live, scores - m_new, 0)), 0)
+        l_sum = l_sum + probs.sum()
+        o = o + probs @ v[rows]
+        m_run = m_new
+    y, msb = reciprocal_golden(p.recip_spec, l_sum)
+    shift = p.recip_frac + int(msb) + p.v_frac - p.out_frac
+    return _scale_signed(p, o, int(y), shift, p.out_width)
+
+
+def attention_golden(p: AttentionParams, q, k, v) -> np.ndarray:
+    """A whole head: queries q (S, d) over keys k and values v (S, d) (S = 1..seq_max); query i has position i
+    (causal)."""
+    q = np.asarray(q)
+    return np.stack([attend_golden(p, q[i], k, v, i if p.causal else None) for i in range(q.shape[0])])
+
+
+def decode_golden(p: AttentionParams, q, k_cache, v_cache) -> np.ndarray:
+    """Decode: one new query q (d,) against a KV cache of length n = 1..seq_max (causal: at position n - 1)."""
+    n = np.asarray(k_cache).shape[0]
+    return attend_golden(p, q, k_cache, v_cache, n - 1 if p.causal else None)
+
+
+def reference_float(p: AttentionParams, q, k, v, positions=None) -> np.ndarray:
+    """float64 torch.nn.functional.scaled_dot_product_attention on the dequantized inputs, in output LSBs
+    (real output * 2**out_frac). q (nq, d), k and v (nq, n, d) (each query its own keys) or (n, d)."""
+    import torch
+
+    q = torch.as_tensor(np.asarray(q, dtype=np.float64) / (1 << p.q_frac))
+    k = torch.as_tensor(np.asarray(k, dtype=np.float64) / (1 << p.k_frac))
+    v = torch.as_tensor(np.asarray(v, dtype=np.float64) / (1 << p.v_frac))
+    nq = q.shape[0]
+    if k.dim() == 2:
+        k, v = k.expand(nq, *k.shape), v.expand(nq, *v.shape)
+    mask = None
+    if p.causal:
+        j = torch.arange(k.shape[1])
+        mask = j[None, :] <= torch.as_tensor(np.asarray(positions))[:, None] + p.causal_offset
+        mask = mask[:, None, :]                                              # (nq, 1, n)
+    out = torch.nn.functional.scaled_dot_product_attention(q[:, None, :], k, v, attn_mask=mask)
+    return out[:, 0, :].numpy() * (1 << p.out_frac)
+
+
+def error_bound_lsb(p: AttentionParams) -> float:
+    """A bound on |golden - float64 SDPA| in output LSBs: the output's rounding (0.5) plus max|v| (in output
+    LSBs) times the relative error of the softmax weights: twice the exp's (a ratio of sums), the
+    reciprocal's, and one exp_frac LSB per truncated p, per rescale of l and of o (l >= 1 always, since the
+    running max contributes exp(0) = 1). The exp's error is taken where p is not flushed to 0
+    (|t| <= exp_frac + 1, i.e. |x| <= (exp_frac + 1) sqrt(d) ln 2 in real units). It holds for exact scores
+    (score_width 0); saturated scores compute softmax of the clipped scores, which can be far off."""
+    ulp = 2.0 ** -p.exp_frac
+    exp_error = p.exp_spec.max_relative_error((p.exp_frac + 1) * math.sqrt(p.head_dim) * math.log(2))
+    weights_error = 2 * exp_error + p.recip_spec.max_relative_error() + (2 * p.seq_max + 2 * p.tiles_max) * ulp
+    v_max_lsb = 2.0 ** (p.v_width - 1) * 2.0 ** (p.out_frac - p.v_frac)
+    return 0.5 + v_max_lsb * weights_error
+
+
+# --------------------------------------------------------------------------------------------------
+# Cycle and schedule models
+
+
+def _tiles(p: AttentionParams, length: int, position: int | None) -> list[tuple[int, bool]]:
+    """(rows, live) of each tile a query with `length` keys streams."""
+    require(not p.causal or (is_int(position) and 0 <= position < p.seq_max), "position", position,
+            f"0..{p.seq_max - 1} (causal)")
+    limit = position + p.causal_offset if p.causal else length
+    return [(min(p.tile, length - base), base <= limit) for base in range(0, length, p.tile)]
+
+
+def tile_cycles(p: AttentionParams, rows: int, live: bool = True) -> dict:
+    """Cycles of one tile at full rate: its row handshakes (scores), the running-max cycle, and the exp phase
+    (alpha and r rows issued one per cycle, drained through the exp_depth pipeline: softmax update + P*V)."""
+    if not live:
+        return {"load": rows, "max": 0, "exp": 0, "total": rows}
+    load, maximum, exp = rows, 1, rows + 1 + p.exp_depth
+    return {"load": load, "max": maximum, "exp": exp, "total": load + maximum + exp}
+
+
+def query_cycles(p: AttentionParams, length: int, position: int | None = None) -> dict:
+    """One query at full rate: from its q handshake to its output handshake (`latency_cycles`) and to the
+    next query's q handshake (`interval_cycles`)."""
+    tiles = [tile_cycles(p, rows, live) for rows, live in _tiles(p, length, position)]
+    normalize = p.normalize_cycles
+    latency = 1 + sum(t["total"] for t in tiles) + normalize
+    return {"tiles": tiles, "normalize": normalize, "latency_cycles": latency, "interval_cycles": latency + 1}
+
+
+def attention_cycles(p: AttentionParams, seq: int | None = None) -> dict:
+    """A whole head of `seq` queries over `seq` keys (default seq_max) at full rate: cycles from the first
+    q handshake to the last output handshake, both included, and per query (q handshake to the next one);
+    `macs`: the useful multiply-accumulates (QK^T and PV over the attended keys)."""
+    seq = p.seq_max if seq is None else seq
+    require(is_int(seq) and 1 <= seq <= p.seq_max, "seq", seq, f"1..seq_max={p.seq_max}")
+    per_query = [query_cycles(p, seq, i if p.causal else None) for i in range(seq)]
+    total = sum(c["interval_cycles"] for c in per_query)
+    attended = sum(min(seq, i + p.causal_offset + 1) if p.causal else seq for i in range(seq))
+    return {"total_cycles": total, "latency_cycles": per_query[0]["latency_cycles"],
+            "per_query_cycles": [c["interval_cycles"] for c in per_query],
+            "macs": 2 * attended * p.head_dim}
+
+
+def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]], q_offered: list[int],
+                       kv_offered: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """Exact handshake cycles (q accepted, kv accepted, o produced) for `queries` [(length, position)], given
+    the cycle each beat was first offered, with an always-ready sink."""
+    q_acc, kv_acc, out = [], [], []
+    free = 0
+    row = 0
+    for index, (length, position) in enumerate(queries):
+        start = max(free, q_offered[index])
+        q_acc.append(start)
+        cursor = start + 1
+        for rows, live in _tiles(p, length, position):
+            for _ in range(rows):
+                accepted = max(cursor, kv_offered[row])
+                kv_acc.append(accepted)
+                cursor = accepted + 1
+                row += 1
+            t = tile_cycles(p, rows, live)
+            cursor += t["max"] + t["exp"]
+        cursor += p.normalize_cycles
+        out.append(cursor)
+        free = cursor + 1
+    return q_acc, kv_acc, out
+
+
+# --------------------------------------------------------------------------------------------------
+# Component
+
+
+def q_layout(p: AttentionParams) -> data.StructLayout:
+    fields = {"q": data.ArrayLayout(signed(p.q_width), p.head_dim), "length": unsigned(p.length_width)}
+    if p.causal:
+        fields["position"] = unsigned(p.position_width)
+    return data.StructLayout(fields)
+
+
+def kv_layout(p: AttentionParams) -> data.StructLayout:
+    return data.StructLayout({"k": data.ArrayLayout(signed(p.k_width), p.head_dim),
+                              "v": data.ArrayLayout(signed(p.v_width), p.head_dim)})
+
+
+def o_layout(p: AttentionParams) -> data.ArrayLayout:
+    return data.ArrayLayout(signed(p.out_width), p.head_dim)
+
+
+class AttentionHead(wiring.Component):
+    """One attention head (see the module docstring). Ports: ``q`` (In), ``kv`` (In), ``o`` (Out) streams.
+
+    Scores come from a dedicated d-wide dot-product array (d multipliers and an adder tree, one score per
+    cycle): a query is one vector against streamed K rows that are each used once, a matrix-vector product
+    for which a systolic array's weight loading and skew would cost more cycles than the products.
+    """
+
+    def __init__(self, p: AttentionParams):
+        self.p = p
+        super().__init__({
+            "q": In(stream.Signature(q_layout(p))),
+            "kv": In(stream.Signature(kv_layout(p))),
+            "o": Out(stream.Signature(o_layout(p))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.p
+        d, tile = p.head_dim, p.tile
+        sw = p.score_bits
+        s_lo, s_hi = p.score_range
+        # fixmath's units keep no state that needs a reset (their outputs are used at counted cycles only):
+        # they run in a reset-less copy of the clock, so their modules have no unused rst port
+        m.domains.arith = ClockDomain("arith", reset_less=True, local=True)
+        m.d.comb += ClockSignal("arith").eq(ClockSignal("sync"))
+        arith = DomainRenamer("arith")
+        m.submodules.exp = exp_unit = arith(ExpUnit(p.exp_spec))
+        m.submodules.reciprocal = recip = arith(ReciprocalUnit(p.recip_spec))
+        lanes = [arith(ScaleRoundUnit(p.scale_spec)) for _ in range(d)]
+        for i, unit in enumerate(lanes):
+            m.submodules[f"scale{i}"] = unit
+        m.submodules.l_scale = l_unit = arith(ScaleRoundUnit(p.l_scale_spec))
+
+        # query registers and per-query state
+        q_reg = Signal(data.ArrayLayout(signed(p.q_width), d), reset_less=True)
+        length = Signal(unsigned(p.length_width), reset_less=True)
+        position = Signal(unsigned(p.position_width), reset_less=True)
+        m_run = Signal(signed(sw), reset_less=True)
+        m_new = Signal(signed(sw), reset_less=True)
+        l_sum = Signal(unsigned(p.l_width), reset_less=True)
+        o_acc = [Signal(signed(p.o_magnitude_width + 1), name=f"o{i}", reset_less=True) for i in range(d)]
+        out_reg = Signal(o_layout(p), reset_less=True)
+        # one tile: scores (with mask bits) and V rows
+        s_regs = [Signal(signed(sw), name=f"s{j}", reset_less=True) for j in range(tile)]
+        mask_regs = [Signal(name=f"mask{j}", reset_less=True) for j in range(tile)]
+        v_rows = data.ArrayLayout(signed(p.v_width), d)
+        v_regs = [Signal(unsigned(v_rows.size), name=f"v{j}", reset_less=True) for j in range(tile)]
+        s_buf, mask_buf, v_buf = (_padded(regs) for regs in (s_regs, mask_regs, v_regs))
+
+        base = Signal(range(p.seq_max + tile + 1), reset_less=True)
+        row = Signal(range(max(tile, 2)), reset_less=True)
+        step = Signal(range(max(tile + 1 + p.exp_depth, p.normalize_cycles) + 1),
+                      reset_less=True)
+        rows_left = Signal(range(p.seq_max + 1))
+        tile_rows = Signal(range(tile + 1))
+        m.d.comb += [rows_left.eq(length - base), tile_rows.eq(Mux(rows_left < tile, rows_left, tile))]
+        live = Signal()
+        limit = position + p.causal_offset
+        m.d.comb += live.eq(base <= limit if p.causal else 1)
+        last_tile = Signal()
+        # one tile holds every key when tile >= seq_max (a comparison there would be constant)
+        m.d.comb += last_tile.eq(rows_left <= tile if tile < p.seq_max else 1)
+
+        # score pipeline: dot product of the accepted K row, saturated, registered; then into the tile buffer
+        k_row = self.kv.payload.k
+        products = [q_reg[i] * k_row[i] for i in range(d)]
+        dot = _sum_tree(products)
+        score = Mux(dot > s_hi, s_hi, Mux(dot < s_lo, s_lo, dot)) if p.score_width else dot
+        sc_valid = Signal()
+        sc_value = Signal(signed(sw), reset_less=True)
+        sc_index = Signal(range(max(tile, 2)), reset_less=True)
+        sc_mask = Signal(reset_less=True)
+        m.d.sync += sc_valid.eq(0)
+        with m.If(sc_valid):
+            for j in range(tile):
+                with m.If(sc_index == j):
+                    m.d.sync += [s_regs[j].eq(sc_value), mask_regs[j].eq(sc_mask)]
+            with m.If(~sc_mask & (sc_value > m_new)):
+                m.d.sync += m_new.eq(sc_value)
+
+        # exp pipeline: issue (d register), ExpUnit, fixed-point conversion, accumulate
+        tag_layout = data.StructLayout({"valid": 1, "alpha": 1, "mask": 1, "index": range(max(tile, 2))})
+        issue = Signal(tag_layout)
+        diff = Signal(signed(sw + 1), reset_less=True)
+        tags = [Signal(tag_layout, name="tag_issue")]
+        m.d.sync += tags[0].eq(issue)
+        m.d.comb += [exp_unit.en.eq(1), exp_unit.d.eq(diff)]
+        for stage in range(p.exp_spec.latency):
+            tag = Signal(tag_layout, name=f"tag_exp{stage}")
+            m.d.sync += tag.eq(tags[-1])
+            tags.append(tag)
+        tag_exp = tags[-1]
+        shift = Signal(unsigned(len(exp_unit.exponent)))
+        m.d.comb += shift.eq(-exp_unit.exponent)
+        prob = Signal(unsigned(p.p_width), reset_less=True)
+        tag_p = Signal(tag_layout)
+        empties = (shift > p.exp_frac) | tag_exp.mask
+        m.d.sync += [prob.eq(Mux(empties, 0, exp_unit.mantissa >> shift)), tag_p.eq(tag_exp)]
+
+        # accumulate, scale-and-round latency after the conversion: the alpha rescale through fixmath's unit,
+        # a P*V row as its registered products (and p) delayed as long
+        product_width = p.p_width + p.v_width + 1
+        v_sel = data.View(v_rows, v_buf[tag_p.index])
+        products = [prob * v_sel[i] for i in range(d)]
+        tag_acc, prob_acc = tag_p, prob
+        for stage in range(p.scale_spec.latency):
+            delayed = [Signal(signed(product_width), name=f"pv{i}_s{stage}", reset_less=True) for i in range(d)]
+            prob_next = Signal(unsigned(p.p_width), name=f"p_s{stage}", reset_less=True)
+            tag_next = Signal(tag_layout, name=f"tag_acc{stage}")
+            m.d.sync += [dst.eq(src) for dst, src in zip(delayed, products)]
+            m.d.sync += [prob_next.eq(prob_acc), tag_next.eq(tag_acc)]
+            products, prob_acc, tag_acc = delayed, prob_next, tag_next
+
+        finalizing = Signal()
+        y_msb = recip.msb + (p.recip_frac + p.v_frac - p.out_frac)
+        out_max = int_range(p.out_width, True)[1]
+        m.d.comb += [recip.s.eq(l_sum), l_unit.en.eq(1), l_unit.a.eq(l_sum), l_unit.b.eq(prob),
+                     l_unit.shift.eq(p.exp_frac)]
+        for i, unit in enumerate(lanes):
+            magnitude = Mux(o_acc[i] < 0, -o_acc[i], o_acc[i])
+            m.d.comb += [unit.en.eq(1), unit.a.eq(magnitude),
+                         unit.b.eq(Mux(finalizing, recip.y, prob)),
+                         unit.shift.eq(Mux(finalizing, y_msb, p.exp_frac))]
+        with m.If(tag_acc.valid):
+            with m.If(tag_acc.alpha):
+                m.d.sync += l_sum.eq(l_unit.result)
+                for i, unit in enumerate(lanes):
+                    m.d.sync += o_acc[i].eq(Mux(o_acc[i] < 0, -unit.result, unit.result))
+            with m.Else():
+                m.d.sync += l_sum.eq(l_sum + prob_acc)
+                for i in range(d):
+                    m.d.sync += o_acc[i].eq(o_acc[i] + products[i])
+
+        last_row = (row == tile_rows - 1)
+        exp_end = tile_rows + p.exp_depth
+        # The phase register, compared with If/Elif (an FSM's or an Array target's `case` statements would
+        # leave patterns uncovered, which Verilator reports)
+        phase = Signal(range(len(PHASES)))
+        idle, load, maximum, exp, final, out = (phase == PHASES.index(name) for name in PHASES)
+
+        def goto(name):
+            m.d.sync += phase.eq(PHASES.index(name))
+
+        with m.If(idle):
+            m.d.comb += self.q.ready.eq(1)
+            with m.If(self.q.valid):
+                m.d.sync += [q_reg.eq(self.q.payload.q), length.eq(self.q.payload.length),
+                             m_run.eq(s_lo), m_new.eq(s_lo), l_sum.eq(0), base.eq(0), row.eq(0)]
+                if p.causal:
+                    m.d.sync += position.eq(self.q.payload.position)
+                m.d.sync += [o.eq(0) for o in o_acc]
+                goto("LOAD")
+        with m.Elif(load):
+            m.d.comb += self.kv.ready.eq(1)
+            with m.If(self.kv.valid):
+                m.d.sync += [sc_valid.eq(live), sc_value.eq(score), sc_index.eq(row),
+                             sc_mask.eq((base + row > limit) if p.causal else 0), row.eq(row + 1)]
+                for j in range(tile):
+                    with m.If(row == j):
+                        m.d.sync += v_regs[j].eq(self.kv.payload.v)
+                with m.If(last_row):
+                    m.d.sync += row.eq(0)
+                    with m.If(live):
+                        goto("MAX")
+                    with m.Else():
+                        m.d.sync += base.eq(base + tile)
+                        with m.If(last_tile):
+                            m.d.sync += step.eq(0)
+                            goto("FINAL")
+        with m.Elif(maximum):
+            # the last score of the tile reaches s_buf and m_new in this cycle
+            m.d.sync += step.eq(0)
+            goto("EXP")
+        with m.Elif(exp):
+            m.d.sync += step.eq(step + 1)
+            with m.If(step == 0):
+                m.d.comb += [issue.valid.eq(1), issue.alpha.eq(1)]
+                m.d.sync += diff.eq(m_run - m_new)
+            with m.Elif(step <= tile_rows):
+                index = (step - 1)[:len(issue.index)]
+                m.d.comb += [issue.valid.eq(1), issue.index.eq(index), issue.mask.eq(mask_buf[index])]
+                m.d.sync += diff.eq(s_buf[index] - m_new)
+            with m.If(step == exp_end):
+                m.d.sync += [m_run.eq(m_new), base.eq(base + tile), step.eq(0)]
+                with m.If(last_tile):
+                    goto("FINAL")
+                with m.Else():
+                    goto("LOAD")
+        with m.Elif(final):
+            m.d.comb += [finalizing.eq(1), recip.start.eq(step == 0)]
+            m.d.sync += step.eq(step + 1)
+            with m.If(step == p.normalize_cycles - 1):
+                for i, unit in enumerate(lanes):
+                    positive = Mux(unit.result > out_max, out_max, unit.result)
+                    negative = Mux(unit.result > out_max + 1, out_max + 1, unit.result)
+                    m.d.sync += out_reg[i].eq(Mux(o_acc[i] < 0, -negative, positive))
+                goto("OUT")
+        with m.Elif(out):
+            m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(out_reg)]
+            with m.If(self.o.ready):
+                goto("IDLE")
+        return m
+
+
+def _padded(registers: list) -> Array:
+    """An Array read by a tile index, padded to a power of two entries: a read then covers every index value
+    (no `case` with uncovered patterns); the padding entries are never selected."""
+    size = 1 << max(1, (len(registers) - 1).bit_length())
+    return Array(registers + [registers[0]] * (size - len(registers)))
+
+
+def _sum_tree(values):
+    """A balanced adder tree (widths grow by Amaranth's rules: exact)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i] for i in range(0, len(values), 2)]
+    return values[0]
+
+
+register(Block(
+    name="attention",
+    summary="one attention head: FlashAttention tiles of K/V with online softmax, fixed point, causal/decode",
+    params=AttentionParams,
+    component=AttentionHead,
+    golden=attention_golden,
+    cycles=attention_cycles,
+    testbench="hardwire.sim.tb_attention",
+    generator_version=GENERATOR_VERSION,
+))

@@ -1,0 +1,280 @@
+"""The attention head: golden model against float64 scaled_dot_product_attention, cycle model, Verilog
+(determinism, lint, CLI) and the RTL bit-exact against the golden model with cycles equal to the model."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hardwire.gen import registry
+from hardwire.gen.attention import (
+    AttentionParams,
+    attend_golden,
+    attention_cycles,
+    attention_golden,
+    attention_schedule,
+    decode_golden,
+    error_bound_lsb,
+    exp_fixed,
+    query_cycles,
+    reference_float,
+    tile_cycles,
+)
+from hardwire.sim.runner import simulate
+from hardwire.sim.tb_attention import default_cases
+from hardwire.sim.verify import verify_block
+
+from hardwire.errors import ParameterError, SimulationError
+from hardwire.params import int_range
+
+# The default configuration's error against float64 SDPA, in output LSBs (8-bit output): its analytic bound
+# (`error_bound_lsb`) is below one LSB.
+ERROR_BOUND_LSB = 1.0
+
+CAUSAL = AttentionParams(head_dim=3, tile=3, seq_max=10, causal=True, causal_offset=2)
+
+
+def _random_inputs(p: AttentionParams, rng, n: int, scale: int = 1):
+    q_lo, q_hi = int_range(p.q_width, True)
+    k_lo, k_hi = int_range(p.k_width, True)
+    v_lo, v_hi = int_range(p.v_width, True)
+    return (rng.integers(q_lo // scale, q_hi // scale + 1, (n, p.head_dim)),
+            rng.integers(k_lo // scale, k_hi // scale + 1, (n, p.head_dim)),
+            rng.integers(v_lo, v_hi + 1, (n, p.head_dim)))
+
+
+# --- parameters -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, name", [
+    ({"head_dim": 0}, "head_dim"), ({"tile": 17}, "tile"), ({"seq_max": 0}, "seq_max"),
+    ({"q_width": 1}, "q_width"), ({"score_width": 40}, "score_width"), ({"causal_offset": 1}, "causal_offset"),
+    ({"exp_interp": "cubic"}, "interp"), ({"recip_method": "magic"}, "method"), ({"out_frac": 40}, "out_frac"),
+    ({"seq_max": 4096, "tile": 64, "exp_frac": 20}, "o accumulator width"),
+])
+def test_bad_parameters_are_named(bad, name):
+    with pytest.raises(ParameterError, match=name):
+        AttentionParams(**bad)
+
+
+def test_scaling_by_one_over_sqrt_d_is_folded_into_the_exp_constant():
+    """One fixed-point multiply: the exp's log2(e) constant is log2(e)/sqrt(d), so exp_fixed(diff) is
+    2**(diff * 2**-score_frac * log2(e) / sqrt(d)) to the table's accuracy."""
+    for d in (1, 4, 9, 64):
+        p = AttentionParams(head_dim=d, seq_max=16)
+        spec = p.exp_spec
+        assert abs(spec.log2e / 2 ** spec.log2e_bits - math.log2(math.e) / math.sqrt(d)) <= 2 ** -spec.log2e_bits
+        diff = -np.arange(0, 1 << 12, 37)
+        exact = np.exp(diff / 2 ** p.score_frac / math.sqrt(d)) * 2 ** p.exp_frac
+        assert np.max(np.abs(exp_fixed(p, diff) - exact)) <= 2.0
+    assert exp_fixed(AttentionParams(), 0) == 1 << AttentionParams().exp_frac
+
+
+def test_buffers_do_not_grow_with_the_sequence_length():
+    sizes = {seq: AttentionParams(seq_max=seq, tile=4).buffer_bits for seq in (16, 64, 256, 1024)}
+    # only l and o widen by a few bits (their sums grow as log2 of the length); the tile and query do not
+    for key in ("query", "scores", "v_tile", "output"):
+        assert len({s[key] for s in sizes.values()}) == 1, key
+    assert sizes[1024]["state"] - sizes[16]["state"] <= 6 * (4 + 1)
+
+
+# --- golden model ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [AttentionParams(), AttentionParams(head_dim=8, tile=5, seq_max=32), CAUSAL,
+                               AttentionParams(head_dim=4, tile=2, seq_max=8, exp_interp="none", exp_lut_bits=8,
+                                               recip_method="divider", out_width=10, out_frac=8)],
+                         ids=lambda p: p.top_name)
+def test_golden_is_within_one_lsb_of_float64_sdpa(p):
+    rng = np.random.default_rng(3)
+    worst = 0.0
+    for trial in range(12):
+        n = int(rng.integers(1, p.seq_max + 1)) if trial else p.seq_max
+        q, k, v = _random_inputs(p, rng, n, scale=1 + trial % 4)
+        positions = np.arange(n) if p.causal else None
+        out = attention_golden(p, q, k, v)
+        ref = reference_float(p, q, k, v, positions)
+        worst = max(worst, float(np.abs(out - ref).max()))
+    assert worst <= error_bound_lsb(p)
+    assert worst > 0.25          # the comparison sees the rounding at all
+
+
+def test_error_bound_of_the_default_configuration_is_below_one_lsb():
+    assert error_bound_lsb(AttentionParams()) < ERROR_BOUND_LSB
+    # a coarser exp table costs accuracy, and the bound says so
+    assert error_bound_lsb(AttentionParams(exp_interp="none", exp_lut_bits=4)) > 1
+
+
+def test_golden_corner_cases_against_float64():
+    p = AttentionParams()
+    rng = np.random.default_rng(5)
+    n, d = p.seq_max, p.head_dim
+    v = rng.integers(-128, 128, (n, d))
+    k_equal = np.repeat(rng.integers(-128, 128, (1, d)), n, axis=0)
+    q = rng.integers(-128, 128, d)
+    uniform = attend_golden(p, q, k_equal, v)
+    assert np.abs(uniform - reference_float(p, [q], k_equal, v)[0]).max() <= ERROR_BOUND_LSB
+    # one dominant key: the output is (almost exactly) its value row
+    k = rng.integers(-20, 21, (n, d))
+    k[7] = 127
+    out = attend_golden(p, np.full(d, 127), k, v)
+    assert np.abs(out - v[7]).max() <= 1
+    # very negative scores everywhere: still a proper average
+    k_neg = np.full((n, d), -128)
+    out = attend_golden(p, np.full(d, 127), k_neg, v)
+    assert np.abs(out - reference_float(p, [np.full(d, 127)], k_neg, v)[0]).max() <= ERROR_BOUND_LSB
+    # one key: its value row exactly; extreme value rows saturate to the output range, not wrap
+    assert np.array_equal(attend_golden(p, q, k[:1], v[:1]), v[0])
+    assert np.array_equal(attend_golden(p, q, k, np.full((n, d), -128)), np.full(d, -128))
+    assert np.array_equal(attend_golden(p, q, k, np.full((n, d), 127)), np.full(d, 127))
+
+
+def test_causal_mask_and_decode():
+    p = CAUSAL
+    rng = np.random.default_rng(9)
+    q, k, v = _random_inputs(p, rng, p.seq_max)
+    full = attention_golden(p, q, k, v)
+    for i in range(p.seq_max):
+        visible = min(p.seq_max, i + p.causal_offset + 1)
+        # masking keys beyond i + offset is the same as not having them
+        assert np.array_equal(full[i], attend_golden(p, q[i], k[:visible], v[:visible], visible - 1))
+        # decode: the newest query against a cache of its visible keys
+        assert np.array_equal(full[i], decode_golden(p, q[i], k[:visible], v[:visible]))
+    non_causal = dataclasses.replace(p, causal=False, causal_offset=0)
+    assert not np.array_equal(full, attention_golden(non_causal, q, k, v))
+
+
+def test_tiling_changes_the_result_by_at_most_one_lsb():
+    """Online softmax over tiles rescales partial sums (with rounding); any tile size agrees with one tile."""
+    rng = np.random.default_rng(11)
+    one_tile = AttentionParams(tile=16)
+    q, k, v = _random_inputs(one_tile, rng, 16, scale=2)
+    reference = attention_golden(one_tile, q, k, v)
+    for tile in (1, 3, 4, 7):
+        assert np.abs(attention_golden(dataclasses.replace(one_tile, tile=tile), q, k, v) - reference).max() <= 1
+
+
+def test_golden_rejects_inputs_out_of_range():
+    p = AttentionParams()
+    with pytest.raises(ParameterError, match="k values"):
+        attend_golden(p, np.zeros(4), np.full((2, 4), 128), np.zeros((2, 4)))
+    with pytest.raises(ParameterError, match="length"):
+        attend_golden(p, np.zeros(4), np.zeros((17, 4)), np.zeros((17, 4)))
+
+
+# --- cycle model ----------------------------------------------------------------------------------
+
+
+def test_cycle_model_per_tile_query_and_sequence():
+    p = AttentionParams()
+    # d register + exp pipeline + fixed-point register + scale-and-round (fixmath: exp 3, scale-and-round 2)
+    depth = 1 + p.exp_spec.latency + 1 + p.scale_spec.latency
+    assert p.exp_depth == depth == 7
+    normalize = p.recip_spec.latency + p.scale_spec.latency + 1          # newton reciprocal 5
+    assert p.normalize_cycles == normalize == 8
+    tile4 = 4 + 1 + (4 + 1 + depth)
+    assert tile_cycles(p, 4) == {"load": 4, "max": 1, "exp": 4 + 1 + depth, "total": tile4}
+    assert tile_cycles(p, 4, live=False)["total"] == 4
+    q = query_cycles(p, 16)
+    assert q["latency_cycles"] == 1 + 4 * tile4 + normalize and q["interval_cycles"] == q["latency_cycles"] + 1
+    assert query_cycles(p, 5)["latency_cycles"] == 1 + tile4 + (1 + 1 + (1 + 1 + depth)) + normalize
+    whole = attention_cycles(p, 16)
+    assert whole["total_cycles"] == 16 * q["interval_cycles"]
+    # causal: tiles beyond position + offset are consumed at one row per cycle and skipped
+    c = query_cycles(CAUSAL, 10, 0)
+    assert [t["total"] for t in c["tiles"]] == [3 + 1 + 4 + CAUSAL.exp_depth, 3, 3, 1]
+    # the schedule model at full rate agrees, and waits for late beats
+    acc_q, _, out = attention_schedule(p, [(16, None), (5, None)], [0, 0], [0] * 21)
+    assert out[0] == q["latency_cycles"] and acc_q[1] == out[0] + 1
+    late = attention_schedule(p, [(5, None)], [0], [0, 0, 0, 0, 40])[1]
+    assert late[:4] == [1, 2, 3, 4] and late[4] == 40
+
+
+# --- Verilog --------------------------------------------------------------------------------------
+
+
+def test_generated_verilog_is_byte_identical_across_processes():
+    script = ("from hardwire.gen import registry; from hardwire.gen.attention import AttentionParams; "
+              "print(registry.to_verilog(registry.get('attention'), AttentionParams(causal=True))[1])")
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)]
+    assert runs[0] == runs[1] and "module attention_d4_t4_s16" in runs[0]
+
+
+def test_cli_gen_writes_verilog_and_parameters(tmp_path):
+    from hardwire.cli import main
+
+    assert main(["gen", "attention", "--head-dim", "3", "--tile", "3", "--seq-max", "10", "--causal",
+                 "--causal-offset", "1", "-o", str(tmp_path)]) == 0
+    top = AttentionParams(head_dim=3, tile=3, seq_max=10, causal=True, causal_offset=1).top_name
+    assert (tmp_path / f"{top}.v").read_text().count(f"module {top}") == 1
+    assert '"causal": true' in (tmp_path / f"{top}.json").read_text()
+
+
+# fixmath's ExpUnit registers the whole product d * log2e and reads it from bit t_shift up; Verilator reports
+# the unread low bits of that register (a fixmath change, requested). Everything else must be clean.
+FIXMATH_KNOWN = "Bits of signal are not used: 'product'"
+
+
+@pytest.mark.parametrize("p", [AttentionParams(), CAUSAL, AttentionParams(head_dim=1, tile=1, seq_max=1),
+                               AttentionParams(head_dim=5, tile=6, seq_max=20, score_width=12,
+                                               recip_method="divider", exp_interp="none")],
+                         ids=lambda p: p.top_name)
+def test_generated_verilog_is_lint_clean(p, tmp_path):
+    from hardwire.flows.lint import lint
+
+    meta = registry.generate("attention", p, tmp_path)
+    report = lint([meta["verilog"]], meta["top"])
+    left = [w for w in report.warnings if not w["waived"]]
+    assert all(w["message"].startswith(FIXMATH_KNOWN) for w in left), left[:5]
+    assert len(left) <= 1
+
+
+# --- RTL simulation -------------------------------------------------------------------------------
+
+SIM_CONFIGS = [
+    AttentionParams(),                    # d = 4, tile = 4, seq_max = 16: lengths 1..16, partial last tiles
+    CAUSAL,                               # d = 3, tile = 3 (not a power of two), causal with offset 2, dead tiles
+    pytest.param(AttentionParams(head_dim=8, tile=8, seq_max=64, exp_interp="none", exp_lut_bits=8,
+                                 recip_method="divider", score_width=16), marks=pytest.mark.slow),
+]
+
+
+def _id(p):
+    return (p.values[0] if hasattr(p, "values") else p).top_name
+
+
+@pytest.mark.parametrize("params", SIM_CONFIGS, ids=_id)
+def test_attention_matches_golden_bit_exactly_with_cycles_equal_to_the_model(params):
+    result = verify_block("attention", params)
+    assert result.ok, result.table()
+    assert len(result.cases) == len(default_cases(params))
+    for name, case in result.cases.items():
+        assert case["exact"] and case["mismatches"] == 0 and case["extra_beats"] == 0, (name, case)
+        if not params.score_width:          # saturated scores are a different function: no float bound
+            assert case["max_error_lsb"] <= error_bound_lsb(params), (name, case)
+        if case["check_schedule"]:
+            assert case["schedule_ok"], (name, case)
+        if case["full_rate"]:
+            assert case["cycles"] == case["model_cycles"], (name, case)
+
+
+def test_testbench_fails_when_hardware_and_golden_disagree():
+    """The check can fail: the causal hardware (offset 2) checked against the golden model of offset 1
+    (same ports; the compiled model of the simulation test is reused). Equal keys make the softmax uniform,
+    so the one key the two masks disagree on moves the average."""
+    top, verilog, _ = registry.to_verilog(registry.get("attention"), CAUSAL)
+    claimed = dataclasses.replace(CAUSAL, causal_offset=1)
+    rng = np.random.default_rng(2)
+    n, d = CAUSAL.seq_max, CAUSAL.head_dim
+    query = {"q": [20] * d, "k": [[30] * d] * n, "v": rng.integers(-128, 128, (n, d)).tolist(), "position": 0}
+    cases = [{"name": "uniform", "queries": [query], "valid_probability": 1.0, "ready_probability": 1.0}]
+    assert not np.array_equal(attend_golden(CAUSAL, query["q"], query["k"], query["v"], 0),
+                              attend_golden(claimed, query["q"], query["k"], query["v"], 0))
+    with pytest.raises(SimulationError, match="differ from the golden model"):
+        simulate(verilog, top, "hardwire.sim.tb_attention",
+                 config={"params": claimed.to_dict(), "cases": cases, "seed": 1})
