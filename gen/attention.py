@@ -64,7 +64,7 @@ from hardwire.gen.registry import Block, register
 
 from hardwire.params import bits_for_range, int_range, is_int, require
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 MAX_HEAD_DIM = 256
 MAX_SEQ = 4096
@@ -617,13 +617,18 @@ class AttentionHead(wiring.Component):
             m.d.sync += [prob_next.eq(prob_acc), tag_next.eq(tag_acc)]
             products, prob_acc, tag_acc = delayed, prob_next, tag_next
 
+        # high from the FINAL phase's second cycle on (a register, off the multipliers' input path): the lanes
+        # read recip.y only once the reciprocal is done, recip.latency >= 1 cycles into FINAL
         finalizing = Signal()
         y_msb = recip.msb + (p.recip_frac + p.v_frac - p.out_frac)
         out_max = int_range(p.out_width, True)[1]
         m.d.comb += [recip.s.eq(l_sum), l_unit.en.eq(1), l_unit.a.eq(l_sum), l_unit.b.eq(prob),
                      l_unit.shift.eq(p.exp_frac)]
         for i, unit in enumerate(lanes):
-            magnitude = Mux(o_acc[i] < 0, -o_acc[i], o_acc[i])
+            # |o| registered (off the multiplier's path): o is unchanged for several cycles before a rescale
+            # or the final scaling reads it (the LOAD and MAX phases, or the reciprocal, come in between)
+            magnitude = Signal(unsigned(p.o_magnitude_width), name=f"o{i}_magnitude", reset_less=True)
+            m.d.sync += magnitude.eq(Mux(o_acc[i] < 0, -o_acc[i], o_acc[i]))
             m.d.comb += [unit.en.eq(1), unit.a.eq(magnitude),
                          unit.b.eq(Mux(finalizing, recip.y, prob)),
                          unit.shift.eq(Mux(finalizing, y_msb, p.exp_frac))]
@@ -643,6 +648,7 @@ class AttentionHead(wiring.Component):
         # leave patterns uncovered, which Verilator reports)
         phase = Signal(range(len(PHASES)))
         idle, load, maximum, exp, final, out = (phase == PHASES.index(name) for name in PHASES)
+        m.d.sync += finalizing.eq(final)
 
         def goto(name):
             m.d.sync += phase.eq(PHASES.index(name))
@@ -693,7 +699,7 @@ class AttentionHead(wiring.Component):
                 with m.Else():
                     goto("LOAD")
         with m.Elif(final):
-            m.d.comb += [finalizing.eq(1), recip.start.eq(step == 0)]
+            m.d.comb += recip.start.eq(step == 0)
             m.d.sync += step.eq(step + 1)
             with m.If(step == p.normalize_cycles - 1):
                 for i, unit in enumerate(lanes):

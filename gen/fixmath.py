@@ -190,13 +190,18 @@ class ExpUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         s = self.spec
-        # stage 1: the product with the log2(e) constant (a DSP multiply)
-        product = Signal(signed(s.product_width + 1), reset_less=True)
+        # stage 1: the product with the log2(e) constant (a DSP multiply); only the bits read later are
+        # registered: t = product >> t_shift, from the table index up without interpolation, narrowed to
+        # the exponent's range (exact: every exponent fits exponent_width)
+        dropped = 0 if s.interp == "linear" else s.interp_bits
+        product = self.d * Const(s.log2e, unsigned(s.log2e.bit_length()))
+        shift = s.t_shift + dropped
+        t_comb = product >> shift if shift >= 0 else product << -shift
+        t_high = Signal(signed(s.mant_frac - dropped + s.exponent_width), reset_less=True)
         with m.If(self.en):
-            m.d.sync += product.eq(self.d * Const(s.log2e, unsigned(s.log2e.bit_length())))
-        t = product >> s.t_shift if s.t_shift >= 0 else product << -s.t_shift
-        fraction = t[:s.mant_frac]
-        index = fraction[s.interp_bits:]
+            m.d.sync += t_high.eq(t_comb)
+        fraction_high = t_high[:s.mant_frac - dropped]          # t mod 2**mant_frac, from bit `dropped` up
+        index = fraction_high[s.interp_bits - dropped:]
         table = s.table
         width = s.mant_frac + 1
         exponent = Signal(signed(s.exponent_width), reset_less=s.interp == "linear")
@@ -204,7 +209,7 @@ class ExpUnit(wiring.Component):
         # the registers that drive the outputs reset to 0 (the other stages need no reset)
         base = Signal(unsigned(width), reset_less=s.interp == "linear")
         with m.If(self.en):
-            m.d.sync += [exponent.eq(t >> s.mant_frac),
+            m.d.sync += [exponent.eq(t_high >> (s.mant_frac - dropped)),
                          base.eq(Array(Const(v, width) for v in table[:1 << s.lut_bits])[index])]
         if s.interp == "none":
             m.d.comb += [self.mantissa.eq(base), self.exponent.eq(exponent)]
@@ -215,7 +220,7 @@ class ExpUnit(wiring.Component):
         weight = Signal(unsigned(max(1, s.interp_bits)), reset_less=True)
         with m.If(self.en):
             m.d.sync += [delta.eq(Array(Const(v, delta_width) for v in deltas)[index]),
-                         weight.eq(fraction[:s.interp_bits])]
+                         weight.eq(fraction_high[:s.interp_bits])]
         # stage 3: the chord
         mantissa = Signal(unsigned(width))
         exponent3 = Signal(signed(s.exponent_width))
@@ -261,9 +266,10 @@ class ReciprocalSpec:
 
     @property
     def latency(self) -> int:
-        """Cycles from the start pulse (s sampled) to done (y, msb valid): normalize, then newton: table,
-        a * y0, 2 - a * y0, y0 * (2 - a * y0); divider: frac + 1 quotient bits, then the result register."""
-        return 5 if self.method == "newton" else self.frac + 3
+        """Cycles from the start pulse (s sampled) to done (y, msb valid): leading one, normalize, then newton:
+        table read, table register, a * y0, 2 - a * y0, y0 * (2 - a * y0); divider: frac + 1 quotient bits,
+        then the result register."""
+        return 7 if self.method == "newton" else self.frac + 4
 
     def max_relative_error(self) -> float:
         """A bound on |y * 2**-(frac + msb) * s - 1| (s >= 1): truncating s to frac + 1 bits, then newton:
@@ -326,20 +332,23 @@ class ReciprocalUnit(wiring.Component):
         m = Module()
         sp = self.spec
         f = sp.frac
-        # stage 1: leading one and normalization (a priority encoder, then a barrel shift)
+        # stage 1: the leading one (a priority encoder); stage 2: normalization (a barrel shift)
         msb_comb = Signal(unsigned(sp.msb_width))
         for bit in range(sp.in_width):
             with m.If(self.s[bit]):
                 m.d.comb += msb_comb.eq(bit)
-        s_safe = Mux(self.s == 0, 1, self.s)
-        a_comb = Signal(unsigned(f + 1))
+        s0 = Signal(unsigned(sp.in_width), reset_less=True)
+        msb0 = Signal(unsigned(sp.msb_width), reset_less=True)
+        left = Signal(reset_less=True)                  # msb <= frac: shift left by frac - msb
+        valid0 = Signal()
+        m.d.sync += [s0.eq(Mux(self.s == 0, 1, self.s)), msb0.eq(msb_comb), left.eq(msb_comb <= f),
+                     valid0.eq(self.start)]
         amount = max(sp.msb_width, f.bit_length())
-        m.d.comb += a_comb.eq(Mux(msb_comb <= f, s_safe << (f - msb_comb)[:amount],
-                                  s_safe >> (msb_comb - f)[:amount]))
         a = Signal(unsigned(f + 1), reset_less=True)
         msb1 = Signal(unsigned(sp.msb_width), reset_less=True)
         valid1 = Signal()
-        m.d.sync += [a.eq(a_comb), msb1.eq(msb_comb), valid1.eq(self.start)]
+        m.d.sync += [a.eq(Mux(left, s0 << (f - msb0)[:amount], s0 >> (msb0 - f)[:amount])), msb1.eq(msb0),
+                     valid1.eq(valid0)]
         if sp.method == "newton":
             self._newton(m, a, msb1, valid1)
         else:
@@ -350,20 +359,25 @@ class ReciprocalUnit(wiring.Component):
         sp = self.spec
         f = sp.frac
         table = Array(Const(v, f + 1) for v in sp.table)
-        y0 = Signal(unsigned(f + 1), reset_less=True)
+        # the table read (a block RAM when large), then a plain register: the RAM's slow clock-to-out and the
+        # multiplier would not fit one cycle together
+        y0_read = Signal(unsigned(f + 1), reset_less=True)
         a2 = Signal(unsigned(f + 1), reset_less=True)
-        m.d.sync += [y0.eq(table[a[f - sp.lut_bits:f]]), a2.eq(a)]
+        m.d.sync += [y0_read.eq(table[a[f - sp.lut_bits:f]]), a2.eq(a)]
+        y0 = Signal(unsigned(f + 1), reset_less=True)
+        a3 = Signal(unsigned(f + 1), reset_less=True)
+        m.d.sync += [y0.eq(y0_read), a3.eq(a2)]
         product = Signal(unsigned(2 * f + 2), reset_less=True)
         y0_3 = Signal(unsigned(f + 1), reset_less=True)
-        m.d.sync += [product.eq(a2 * y0), y0_3.eq(y0)]
+        m.d.sync += [product.eq(a3 * y0), y0_3.eq(y0)]
         correction = Signal(unsigned(f + 2), reset_less=True)
         y0_4 = Signal(unsigned(f + 1), reset_less=True)
         m.d.sync += [correction.eq((Const(1 << (2 * f + 1), 2 * f + 2) - product)[f:]), y0_4.eq(y0_3)]
         y = Signal(unsigned(f + 1), reset_less=True)
         m.d.sync += y.eq((y0_4 * correction) >> f)
-        # msb and valid ride along the four stages
+        # msb and valid ride along the five stages
         msb, valid = msb1, valid1
-        for stage in range(2, 6):
+        for stage in range(3, 8):
             msb_next = Signal(msb1.shape(), name=f"msb_s{stage}", reset_less=True)
             valid_next = Signal(name=f"valid_s{stage}")
             m.d.sync += [msb_next.eq(msb), valid_next.eq(valid)]
@@ -431,12 +445,13 @@ class ScaleRoundSpec:
 
     @property
     def latency(self) -> int:
-        """Enabled cycles: the product, then shift + round + saturate."""
-        return 2
+        """Enabled cycles: the product (and shift - 1), then the shift by shift - 1, then round + saturate."""
+        return 3
 
 
 class ScaleRoundUnit(wiring.Component):
-    """`scale_round_golden` in two enabled cycles. Ports: en, a, b, shift (In), result (Out unsigned(out_width))."""
+    """`scale_round_golden` in three enabled cycles (multiply, barrel shift, round + saturate: each stage one
+    operation, for Fmax). Ports: en, a, b, shift (In), result (Out unsigned(out_width))."""
 
     def __init__(self, spec: ScaleRoundSpec):
         self.spec = spec
@@ -451,16 +466,27 @@ class ScaleRoundUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         sp = self.spec
-        product = Signal(unsigned(sp.a_width + sp.b_width), reset_less=True)
-        shift = Signal(unsigned(sp.shift_width), reset_less=True)
+        width = sp.a_width + sp.b_width
+        # stage 1: the product, and shift - 1 (shift >= 1; 0 wraps, outside the specification)
+        product = Signal(unsigned(width), reset_less=True)
+        shift_less = Signal(unsigned(sp.shift_width), reset_less=True)
         with m.If(self.en):
-            m.d.sync += [product.eq(self.a * self.b), shift.eq(self.shift)]
-        half = Signal(unsigned(sp.a_width + sp.b_width + 1))
-        m.d.comb += half.eq((product >> (shift - 1)[:sp.shift_width]) + 1)
-        rounded = half >> 1
+            m.d.sync += [product.eq(self.a * self.b), shift_less.eq((self.shift - 1)[:sp.shift_width])]
+        # stage 2: h = product >> (shift - 1), which keeps the rounding bit as its LSB
+        half = Signal(unsigned(width), reset_less=True)
+        with m.If(self.en):
+            m.d.sync += half.eq(product >> shift_less)
+        # stage 3: round half up ((h + 1) >> 1) and saturate. (h + 1) >> 1 > 2**out_width - 1 exactly when
+        # h >= 2**(out_width + 1) - 1: a bit above out_width + 1 set, or the low out_width + 1 bits all ones
+        # (then their increment would carry out); otherwise the increment of the low bits is the result.
+        low_width = min(width, sp.out_width + 1)
+        low = half[:low_width]
+        saturated = low == (1 << (sp.out_width + 1)) - 1
+        if width > low_width:
+            saturated |= half[low_width:].any()
         top = (1 << sp.out_width) - 1
         result = Signal(unsigned(sp.out_width))        # 0 after reset
         with m.If(self.en):
-            m.d.sync += result.eq(Mux(rounded > top, top, rounded))
+            m.d.sync += result.eq(Mux(saturated, top, (low + 1)[1:]))
         m.d.comb += self.result.eq(result)
         return m

@@ -28,10 +28,11 @@ kk = k - K (two_pass) or k.
 
 Pipeline (one clock-enable `advance` = ~out.valid | out.ready, so back-pressure stalls everything in flight):
 an element issued in cycle c (accepted from the stream, or its buffer address presented) has its x in c + 1,
-d = x - reference registered for c + 2, (m, k) from the exp unit in c + X (X = 2 + exp latency), accumulates
-in c + X, or enters the scale-round unit in c + X and leaves as an output in c + X + 2. The reciprocal is
-started once the sum is complete and normalization starts when it is done. One vector at a time: the next
-vector is accepted from the cycle after the last output's handshake.
+d = x - reference registered for c + 2, (m, k) from the exp unit in c + X (X = 2 + exp latency); it either
+accumulates in c + X + 1 (stage X registers what does not depend on the sum: the term, shift amounts), or
+enters the scale-round unit in c + X and leaves as an output in c + X + L_sr (the unit's latency, 3). The
+reciprocal is started once the sum is complete and normalization starts when it is done. One vector at a
+time: the next vector is accepted from the cycle after the last output's handshake.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from hardwire.gen.registry import Block, register
 
 from hardwire.params import bits_for_range, int_range, is_int, require
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 VARIANTS = ("three_pass", "two_pass", "online", "unified_max")
 MAX_N = 4096
@@ -151,6 +152,12 @@ class SoftmaxParams:
     def exp_delay(self) -> int:
         """X: cycles from an element's issue to its (m, k) at the accumulator / scale-round input."""
         return 2 + self.exp_spec.latency
+
+    @property
+    def acc_delay(self) -> int:
+        """Cycles from an element's issue to the cycle its term is added to the sum: X, then one register of
+        everything that does not depend on the sum (the term m >> -k, shift amounts, the new exponent)."""
+        return self.exp_delay + 1
 
     @property
     def output_delay(self) -> int:
@@ -269,10 +276,11 @@ def softmax_schedule(p: SoftmaxParams, vectors, offered: list[int]) -> tuple[lis
     cycles `offered` (non-decreasing, one per element, all vectors concatenated).
 
     Per vector: element i is accepted at max(offer, previous accept + 1, load start); from the last accept
-    A: three_pass / fallback: sum pass issues A+1 .. A+n, reciprocal start R = A + n + X + 1; otherwise
-    R = A + X + 1 (pass-1 accumulation drains). Normalize issues from R + L_rec, output j at R + L_rec + j +
-    X + 2; the next vector's load starts the cycle after its last output."""
-    x_delay, recip = p.exp_delay, p.recip_spec.latency
+    A: three_pass / fallback: sum pass issues A+1 .. A+n, reciprocal start R = A + n + X_acc + 1; otherwise
+    R = A + X_acc + 1 (pass-1 accumulation drains; X_acc = `acc_delay`). Normalize issues from R + L_rec,
+    output j at R + L_rec + j + `output_delay`; the next vector's load starts the cycle after its last
+    output. Every delay comes from the fixmath specs' latencies."""
+    acc_delay, recip = p.acc_delay, p.recip_spec.latency
     accepted, produced = [], []
     load_start = 0
     index = 0
@@ -287,9 +295,9 @@ def softmax_schedule(p: SoftmaxParams, vectors, offered: list[int]) -> tuple[lis
             index += 1
         last = accepted[-1]
         if passes_over_input(p, needs_fallback(p, vector)) == 3:
-            start = last + n + x_delay + 1
+            start = last + n + acc_delay + 1
         else:
-            start = last + x_delay + 1
+            start = last + acc_delay + 1
         first_issue = start + recip
         produced.extend(first_issue + j + p.output_delay for j in range(n))
         load_start = produced[-1] + 1
@@ -353,7 +361,7 @@ class Softmax(wiring.Component):
         read = buffer.read_port()
 
         tag = data.StructLayout({"valid": 1, "first": 1, "last": 1, "acc": 1, "norm": 1, "load": 1, "grew": 1})
-        tags = [Signal(tag, name=f"tag_s{stage}") for stage in range(x_delay + 3)]
+        tags = [Signal(tag, name=f"tag_s{stage}") for stage in range(max(x_delay + ss.latency, p.acc_delay) + 1)]
         out_tag = tags[x_delay + ss.latency]
         advance = Signal()
         m.d.comb += [
@@ -372,7 +380,7 @@ class Softmax(wiring.Component):
         state = Signal(range(6), init=LOAD)
         count = Signal(range(p.n_max + 1))          # elements accepted (LOAD) / issued (SUM, NORM)
         length = Signal(range(p.n_max + 1))
-        timer = Signal(range(x_delay + 2))
+        timer = Signal(range(p.acc_delay + 1))
         running = Signal(signed(p.in_width), reset_less=True)    # the running max M
         fallback = Signal()
         total = Signal(unsigned(p.sum_width), reset_less=True)   # S or Macc
@@ -414,13 +422,13 @@ class Softmax(wiring.Component):
                     with m.If(goes_to_sum):
                         m.d.sync += state.eq(SUM)
                     with m.Else():
-                        m.d.sync += [state.eq(DRAIN), timer.eq(x_delay - 1)]
+                        m.d.sync += [state.eq(DRAIN), timer.eq(p.acc_delay - 1)]
         with m.Elif(state == SUM):
             m.d.comb += read.addr.eq(count)
             m.d.sync += [issue_tag.valid.eq(1), issue_tag.first.eq(count == 0), issue_tag.acc.eq(1),
                          count.eq(count + 1)]
             with m.If(count == length - 1):
-                m.d.sync += [state.eq(DRAIN), timer.eq(x_delay - 1), count.eq(0)]
+                m.d.sync += [state.eq(DRAIN), timer.eq(p.acc_delay - 1), count.eq(0)]
         with m.Elif(state == DRAIN):
             m.d.sync += timer.eq(timer - 1)
             with m.If(timer == 0):
@@ -469,30 +477,46 @@ class Softmax(wiring.Component):
             m.d.sync += [d.eq(difference), tags[2].eq(s1), tags[2].grew.eq(grew)]
         m.d.comb += exp.d.eq(d)
 
-        # stage X: accumulate, or scale and round
+        # stage X: into the scale-round unit, or the sum's pre-stage: everything that does not depend on the
+        # sum is registered (the term m >> -k, shift amounts, two_pass's new exponent K), so the loop of
+        # stage X + 1 (sum register -> sum register) is one shift (or multiply) and one add
         sx = tags[x_delay]
+        sa = tags[p.acc_delay]
         mantissa, exponent = exp.mantissa, exp.exponent
         term = mantissa >> (-exponent).as_unsigned()
-        with m.If(advance & sx.valid & sx.acc):
-            if v == "two_pass":
-                with m.If(sx.first):
-                    m.d.sync += [total.eq(mantissa), top.eq(exponent)]
-                with m.Elif(exponent > top):
-                    m.d.sync += [total.eq((total >> (exponent - top).as_unsigned()) + mantissa), top.eq(exponent)]
+        addend = Signal(unsigned(mf + 1), reset_less=True)         # added to the (shifted) sum
+        acc_now = advance & sx.valid & sx.acc
+        if v == "two_pass":
+            grows = ~sx.first & (exponent > top)
+            amount_width = bits_for_range(0, es.exponent_range[1] - es.exponent_range[0], False)
+            amount = Signal(unsigned(amount_width), reset_less=True)   # the sum's shift when K grows
+            with m.If(acc_now):
+                m.d.sync += [amount.eq(Mux(grows, exponent - top, 0)),
+                             addend.eq(Mux(sx.first | grows, mantissa, mantissa >> (top - exponent).as_unsigned()))]
+                with m.If(sx.first | grows):
+                    m.d.sync += top.eq(exponent)
+            with m.If(advance & sa.valid & sa.acc):
+                m.d.sync += total.eq(Mux(sa.first, 0, total >> amount) + addend)
+        elif v == "online":
+            e0 = int(exp_golden(es, np.array([0]))[0][0])
+            factor = Signal(unsigned(mf + 1), reset_less=True)         # exp(M_prev - x) when x grows the max
+            amount = Signal(unsigned(bits_for_range(0, mf - es.exponent_range[0], False)), reset_less=True)
+            with m.If(acc_now):
+                m.d.sync += [factor.eq(mantissa), amount.eq(mf - exponent),
+                             addend.eq(Mux(sx.grew & ~sx.first, e0, term))]
+            with m.If(advance & sa.valid & sa.acc):
+                with m.If(sa.first):
+                    m.d.sync += total.eq(addend)
+                with m.Elif(sa.grew):
+                    m.d.sync += total.eq(((total * factor) >> amount) + addend)
                 with m.Else():
-                    m.d.sync += total.eq(total + (mantissa >> (top - exponent).as_unsigned()))
-            elif v == "online":
-                e0 = int(exp_golden(es, np.array([0]))[0][0])
-                with m.If(sx.first):
-                    m.d.sync += total.eq(term)
-                with m.Elif(sx.grew):
-                    rescaled = (total * mantissa) >> (mf - exponent).as_unsigned()
-                    m.d.sync += total.eq(rescaled + e0)
-                with m.Else():
-                    m.d.sync += total.eq(total + term)
-            else:
-                # unified_max: the load pass with x > phi would add terms > 1; it is then discarded (fallback)
-                m.d.sync += total.eq(Mux(sx.first, 0, total) + Mux(exponent > 0, 0, term))
+                    m.d.sync += total.eq(total + addend)
+        else:
+            # unified_max: the load pass with x > phi would add terms > 1; it is then discarded (fallback)
+            with m.If(acc_now):
+                m.d.sync += addend.eq(Mux(exponent > 0, 0, term))
+            with m.If(advance & sa.valid & sa.acc):
+                m.d.sync += total.eq(Mux(sa.first, 0, total) + addend)
         kk = exponent - top if v == "two_pass" else exponent
         m.d.comb += [scale.a.eq(mantissa), scale.b.eq(recip.y),
                      scale.shift.eq(p.recip_frac - p.out_width + recip.msb - kk)]

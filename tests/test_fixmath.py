@@ -30,6 +30,7 @@ EXP_SPECS = [
     ExpSpec(in_width=6, in_frac=2, mant_frac=8, lut_bits=3),
     ExpSpec(in_width=12, in_frac=8, mant_frac=20, lut_bits=7),
     ExpSpec(in_width=17, in_frac=8, mant_frac=12, lut_bits=5, interp="none", log2e_frac=20),
+    ExpSpec(in_width=8, in_frac=0, mant_frac=12, lut_bits=4, log2e_frac=8),   # t_shift < 0: t = product << 4
 ]
 
 
@@ -151,7 +152,7 @@ def _exp_unit_outputs(spec: ExpSpec, d, rng) -> tuple[np.ndarray, np.ndarray]:
     return np.array([s[0] for s in seen]), np.array([s[1] for s in seen])
 
 
-@pytest.mark.parametrize("spec", EXP_SPECS[:4], ids=repr)
+@pytest.mark.parametrize("spec", EXP_SPECS, ids=repr)
 def test_exp_unit_matches_golden_bit_exactly_under_enable_stalls(spec):
     lo, hi = int_range(spec.in_width, True)
     rng = np.random.default_rng(1)
@@ -210,13 +211,22 @@ def test_newton_reciprocal_accepts_a_start_every_cycle():
     assert got == y_golden.tolist()
 
 
-def test_scale_round_unit_matches_golden():
-    spec = ScaleRoundSpec(a_width=17, b_width=17, shift_width=6, out_width=8)
+SCALE_SPECS = [
+    ScaleRoundSpec(a_width=17, b_width=17, shift_width=6, out_width=8),
+    ScaleRoundSpec(a_width=4, b_width=3, shift_width=3, out_width=8),     # product narrower than out_width + 1
+    ScaleRoundSpec(a_width=20, b_width=17, shift_width=6, out_width=20),  # attention's lanes: wide output
+]
+
+
+@pytest.mark.parametrize("spec", SCALE_SPECS, ids=repr)
+def test_scale_round_unit_matches_golden(spec):
     rng = np.random.default_rng(4)
     n = 500
-    a = np.concatenate([rng.integers(0, 1 << 17, n), [(1 << 17) - 1, 0, 1 << 16]])
-    b = np.concatenate([rng.integers(0, 1 << 17, n), [(1 << 17) - 1, 5, 1 << 16]])
-    shift = np.concatenate([rng.integers(1, 63, n), [1, 1, 25]])
+    a_max, b_max, s_max = (1 << spec.a_width) - 1, (1 << spec.b_width) - 1, (1 << spec.shift_width) - 1
+    small = rng.integers(0, 1 << (spec.out_width + 2), n)           # products near the saturation point
+    a = np.concatenate([rng.integers(0, a_max + 1, n), np.minimum(small, a_max), [a_max, 0, a_max >> 1, a_max]])
+    b = np.concatenate([rng.integers(0, b_max + 1, n), np.full(n, 1), [b_max, 5, b_max >> 1, 1]])
+    shift = np.concatenate([rng.integers(1, s_max + 1, n), np.full(n, 1), [1, 1, min(25, s_max), s_max]])
     golden = scale_round_golden(a, b, shift, spec.out_width)
     dut = ScaleRoundUnit(spec)
     got = []

@@ -138,15 +138,18 @@ def test_cycle_model_counts_passes_and_pipeline_delays():
     for variant in VARIANTS:
         p = SoftmaxParams(variant=variant, n_max=16)
         x_delay, recip = p.exp_delay, p.recip_spec.latency
+        acc_delay = p.acc_delay
+        # fixmath: exp 3 (linear), reciprocal 7 (newton), scale-and-round 3; the sum's pre-stage 1
+        assert (x_delay, acc_delay, recip, p.output_delay) == (5, 6, 7, 8)
         c = softmax_cycles(p, 16)
         passes = passes_over_input(p)
         assert c["passes"] == passes == (3 if variant == "three_pass" else 2)
-        # load n, (sum pass n), drain X, reciprocal, normalize n, output delay (the +1 of the drain and of the
-        # reload cancel the -1 of "last element")
+        # load n, (sum pass n), drain X_acc, reciprocal, normalize n, output delay (the +1 of the drain and of
+        # the reload cancel the -1 of "last element")
         sum_pass = 16 if passes == 3 else 0
-        assert c["initiation_interval"] == 16 + sum_pass + x_delay + recip + 16 + p.output_delay
+        assert c["initiation_interval"] == 16 + sum_pass + acc_delay + recip + 16 + p.output_delay
         assert c["elements_per_cycle"] == 16 / c["initiation_interval"]
-        assert c["latency_cycles"] == 15 + sum_pass + x_delay + 1 + recip + p.output_delay
+        assert c["latency_cycles"] == 15 + sum_pass + acc_delay + 1 + recip + p.output_delay
         assert c["buffer_bits"] == 16 * 8
     fallback = softmax_cycles(SoftmaxParams(variant="unified_max"), 16, fallback=True)
     assert fallback["passes"] == 3
@@ -157,7 +160,7 @@ def test_schedule_waits_for_late_inputs_and_for_the_previous_vector():
     p = SoftmaxParams(variant="online", n_max=4)
     accepted, produced = softmax_schedule(p, [[0, 0], [0]], [5, 9, 9])
     assert accepted[:2] == [5, 9]
-    start = 9 + p.exp_delay + 1 + p.recip_spec.latency
+    start = 9 + p.acc_delay + 1 + p.recip_spec.latency
     assert produced[:2] == [start + p.output_delay, start + 1 + p.output_delay]
     assert accepted[2] == produced[1] + 1
     with pytest.raises(ValueError, match="non-decreasing"):
