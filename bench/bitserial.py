@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from hardwire.flows.report import markdown_table, text_table, tool_versions
@@ -30,6 +29,7 @@ from hardwire.gen.systolic import SystolicParams
 
 from hardwire.cache import cache_root, write_json_atomic, write_text_atomic
 from hardwire.errors import ToolError
+from hardwire.jobs import run_jobs
 
 TARGETS = ("ice40", "ecp5", "xilinx", "generic")
 ECP5_DEVICE = ("85k", "CABGA381")
@@ -205,20 +205,6 @@ def fmax_records(labels: list[str], verilog: dict, jobs: int = 2, started: float
     """label -> {"fmax_mhz": ...} on an ECP5-85F behind the serial-I/O wrapper."""
     work = {(label, "ecp5-pnr"): (_fmax, verilog[label][1], verilog[label][0]) for label in labels}
     return {label: value for (label, _), value in run_jobs(work, jobs, started).items()}
-
-
-def run_jobs(jobs: dict, workers: int, started: float | None = None) -> dict:
-    """Run {key: (fn, *args)} in a process pool, with a progress line per finished job."""
-    started = started or time.monotonic()
-    results = {}
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(fn, *a): key for key, (fn, *a) in jobs.items()}
-        for i, future in enumerate(as_completed(futures), 1):
-            key = futures[future]
-            results[key] = future.result()
-            print(f"[{time.monotonic() - started:6.0f} s] {i}/{len(jobs)} {' '.join(map(str, key))}",
-                  file=sys.stderr, flush=True)
-    return results
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from hardwire.gen.softmax import VARIANTS, SoftmaxParams, needs_fallback, softma
 
 from hardwire.cache import cache_root, write_json_atomic, write_text_atomic
 from hardwire.errors import ToolError
+from hardwire.jobs import run_jobs
 from hardwire.params import int_range
 
 # output width -> (mant_frac, recip_frac, exp_lut_bits): wider outputs need wider internal fractions
@@ -122,7 +122,7 @@ def resource_row(p: SoftmaxParams, targets=("ecp5", "xilinx"), fmax: bool = True
     work = {t: (_synth, verilog, p.top_name, t) for t in targets}
     if fmax:
         work["fmax"] = (_fmax, verilog, p.top_name)
-    return _collect(_run(work, jobs))
+    return _collect(run_jobs(work, jobs, describe=str))
 
 
 def _collect(results: dict) -> dict:
@@ -135,18 +135,6 @@ def _collect(results: dict) -> dict:
         else:
             row[key] = {k: value[k] for k in ("lut", "ff", "dsp", "bram", "lutram")}
     return row
-
-
-def _run(work: dict, jobs: int, started: float | None = None) -> dict:
-    results = {}
-    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(fn, *args): key for key, (fn, *args) in work.items()}
-        for i, future in enumerate(as_completed(futures), 1):
-            results[futures[future]] = future.result()
-            if started is not None:
-                print(f"[{time.monotonic() - started:6.0f} s] {i}/{len(work)} {futures[future]}", file=sys.stderr,
-                      flush=True)
-    return results
 
 
 def main(argv=None) -> int:
@@ -185,7 +173,7 @@ def main(argv=None) -> int:
                 work[(variant, target)] = (_synth, verilog, p.top_name, target)
             if args.pnr:
                 work[(variant, "fmax")] = (_fmax, verilog, p.top_name)
-        done = _run(work, args.jobs, started)
+        done = run_jobs(work, args.jobs, started, describe=str)
         for variant in designs:
             resources[variant] = _collect({key[1]: value for key, value in done.items() if key[0] == variant})
 

@@ -23,7 +23,6 @@ import argparse
 import itertools
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ from hardwire.gen.sparse import (
 
 from hardwire.cache import cache_root, write_json_atomic, write_text_atomic
 from hardwire.errors import ToolError
+from hardwire.jobs import run_jobs
 
 PATTERNS = ("dense", "1:2", "2:4", "1:4", "2:8", "4:8")
 ECP5 = ("85k", "CABGA381")
@@ -64,20 +64,6 @@ def _fmax(verilog: str, top: str) -> dict:
         return {"fmax_mhz": placed.fmax_mhz}
     except ToolError as error:
         return {"fmax_mhz": None, "error": str(error).splitlines()[0]}
-
-
-def _run(jobs: dict, workers: int, started: float) -> dict:
-    results = {}
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(fn, *a): key for key, (fn, *a) in jobs.items()}
-        for i, future in enumerate(as_completed(futures), 1):
-            key = futures[future]
-            try:
-                results[key] = future.result()
-            except ToolError as error:
-                results[key] = {"error": str(error).splitlines()[0]}
-            print(f"[{time.monotonic() - started:6.0f} s] {i}/{len(jobs)} {key}", file=sys.stderr, flush=True)
-    return results
 
 
 # --------------------------------------------------------------------------------------------------
@@ -270,7 +256,7 @@ def main(argv=None) -> int:
         if not args.quick:
             jobs |= {(label, "fmax"): (_fmax, files[label]["verilog"], files[label]["top"])
                      for label in ("sparse (all patterns)", "dense only")}
-        results = _run(jobs, args.jobs, started)
+        results = run_jobs(jobs, args.jobs, started, errors=(ToolError,))
         report["resources"] = [
             {"design": label, "top": files[label]["top"], "params": designs[label].to_dict(),
              "xilinx": results[(label, "xilinx")], "ecp5": results[(label, "ecp5")],

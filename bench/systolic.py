@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from hardwire.flows.report import markdown_table, text_table, tool_versions
@@ -26,6 +25,7 @@ from hardwire.gen.systolic import SystolicParams, gemm_cycles, gemm_utilization
 
 from hardwire.cache import cache_root, write_json_atomic, write_text_atomic
 from hardwire.errors import ToolError
+from hardwire.jobs import run_jobs
 
 # device, package, DSP blocks, LUTs (iCE40 logic cells / ECP5 LUT4s) of the parts we place on
 DEVICES = {"ice40": ("up5k", "sg48", 8, 5280), "ecp5": ("85k", "CABGA381", 156, 83640)}
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
 
     # synthesis first; place-and-route only where the part has the DSPs
     jobs = {(top, "synth", t): (_synth, v, top, t) for top, (_, v) in designs.items() for t in args.targets}
-    results = _run(jobs, args.jobs, started)
+    results = run_jobs(jobs, args.jobs, started, describe=_describe)
     fmax_jobs = {}
     for top, (_, verilog) in designs.items():
         for target in ("ice40", "ecp5"):
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
                     results[(top, "fmax", target)] = {"fmax_mhz": None, "error": "no fit (LUT)"}
                 else:
                     fmax_jobs[(top, "fmax", target)] = (_fmax, verilog, top, target)
-    results |= _run(fmax_jobs, args.jobs, started)
+    results |= run_jobs(fmax_jobs, args.jobs, started, describe=_describe)
 
     rows, records = [], []
     for top, (p, _) in designs.items():
@@ -157,16 +157,8 @@ def _row(record: dict, targets) -> list:
     return row
 
 
-def _run(jobs: dict, workers: int, started: float) -> dict:
-    results = {}
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(fn, *a): key for key, (fn, *a) in jobs.items()}
-        for i, future in enumerate(as_completed(futures), 1):
-            key = futures[future]
-            results[key] = future.result()
-            print(f"[{time.monotonic() - started:6.0f} s] {i}/{len(jobs)} {key[1]} {key[0]} on {key[2]}",
-                  file=sys.stderr, flush=True)
-    return results
+def _describe(key) -> str:
+    return f"{key[1]} {key[0]} on {key[2]}"
 
 
 def _simulate_gemms(args) -> list[dict]:
