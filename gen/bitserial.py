@@ -40,7 +40,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.registry import Block, register
 
-from hardwire.params import bits_for_range, int_range, is_int, require, wrap
+from hardwire.params import bits_for_range, int_range, is_int, product_range, require, wrap
 
 GENERATOR_VERSION = "1"
 A_MAX_LIMIT = 16
@@ -98,8 +98,7 @@ class BitSerialParams:
 
     @property
     def product_range(self) -> tuple[int, int]:
-        corners = [a * w for a in self.a_range() for w in int_range(self.w_width, self.w_signed)]
-        return min(corners), max(corners)
+        return product_range(self.a_range(), int_range(self.w_width, self.w_signed))
 
     @property
     def partial_width(self) -> int:

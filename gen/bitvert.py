@@ -63,7 +63,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.registry import Block, register
 
-from hardwire.params import bits_for_range, int_range, is_int, require, wrap
+from hardwire.params import bits_for_range, int_range, is_int, product_range, require, wrap
 
 GENERATOR_VERSION = "1"
 
@@ -111,8 +111,8 @@ class BitVertParams:
     @property
     def acc_width(self) -> int:
         """Narrowest signed width holding any k_max-deep dot product of in-range operands."""
-        corners = [a * w for a in self.a_range for w in self.w_range]
-        return bits_for_range(min(corners) * self.k_max, max(corners) * self.k_max, True)
+        lo, hi = product_range(self.a_range, self.w_range)
+        return bits_for_range(lo * self.k_max, hi * self.k_max, True)
 
     @property
     def shift_width(self) -> int:

@@ -42,7 +42,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.registry import Block, register
 
-from hardwire.params import bits_for_range, int_range, is_int, require
+from hardwire.params import bits_for_range, int_range, is_int, product_range, require
 
 GENERATOR_VERSION = "1"
 
@@ -140,10 +140,7 @@ class MvuParams:
 
     @property
     def product_range(self) -> tuple[int, int]:
-        x_lo, x_hi = int_range(self.in_width, self.in_signed)
-        w_lo, w_hi = int_range(self.w_width, self.w_signed)
-        corners = [x * w for x in (x_lo, x_hi) for w in (w_lo, w_hi)]
-        return min(corners), max(corners)
+        return product_range(int_range(self.in_width, self.in_signed), int_range(self.w_width, self.w_signed))
 
     @property
     def acc_range(self) -> tuple[int, int]:

@@ -59,7 +59,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.registry import Block, register
 
-from hardwire.params import bits_for_range, int_range, is_int, require, wrap
+from hardwire.params import bits_for_range, int_range, is_int, product_range, require, wrap
 
 GENERATOR_VERSION = "1"
 
@@ -182,10 +182,7 @@ class SparseParams:
 
     @property
     def product_range(self) -> tuple[int, int]:
-        a_lo, a_hi = int_range(A_WIDTH, True)
-        w_lo, w_hi = int_range(self.w_width, True)
-        corners = [a * w for a in (a_lo, a_hi) for w in (w_lo, w_hi)]
-        return min(corners), max(corners)
+        return product_range(int_range(A_WIDTH, True), int_range(self.w_width, True))
 
     @property
     def beat_sum_width(self) -> int:

@@ -32,7 +32,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.registry import Block, register
 
-from hardwire.params import bits_for_range, int_range, require, wrap
+from hardwire.params import bits_for_range, int_range, product_range, require, wrap
 
 GENERATOR_VERSION = "1"
 DATAFLOWS = ("weight_stationary", "output_stationary")
@@ -79,10 +79,7 @@ class SystolicParams:
 
     @property
     def product_range(self) -> tuple[int, int]:
-        a_lo, a_hi = int_range(self.a_width, self.a_signed)
-        w_lo, w_hi = int_range(self.w_width, self.w_signed)
-        corners = [a * w for a in (a_lo, a_hi) for w in (w_lo, w_hi)]
-        return min(corners), max(corners)
+        return product_range(int_range(self.a_width, self.a_signed), int_range(self.w_width, self.w_signed))
 
     @property
     def product_width(self) -> int:

@@ -23,6 +23,12 @@ def int_range(width: int, signed: bool) -> tuple[int, int]:
     return 0, (1 << width) - 1
 
 
+def product_range(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    """Smallest and largest product of a value in [a] and a value in [b] (the extremes lie at the corners)."""
+    corners = [x * y for x in a for y in b]
+    return min(corners), max(corners)
+
+
 def bits_for_range(lo: int, hi: int, signed: bool) -> int:
     """Fewest bits whose (signed or unsigned) range holds every integer in [lo, hi]."""
     width = 1
