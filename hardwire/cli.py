@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--out", type=Path, default=Path("hardwire-demo"),
                       help="output folder (default: ./hardwire-demo)")
     demo.add_argument("--jobs", type=int, default=2, help="parallel tool runs (default: 2)")
+
+    from hardwire.estimate.cli import add_parsers as estimate_parsers
+
+    COMMANDS.update(estimate_parsers(sub))
     return parser
 
 
