@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 from hardwire.errors import ParameterError
@@ -39,7 +41,7 @@ def add_parsers(sub) -> dict:
 
     info = actions.add_parser("info", help="rows, targets, splits and errors of a dataset")
     info.add_argument("datasets", type=Path, nargs="*", default=[DEFAULT_DATASET])
-    return {"dataset": cmd_dataset}
+    return {"dataset": cmd_dataset, **add_estimate_parser(sub)}
 
 
 def cmd_dataset(args) -> int:
@@ -91,3 +93,120 @@ def _existing(path: Path) -> Path:
         raise ParameterError("dataset", str(path), "an existing .jsonl.gz file")
     return Path(path)
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# hardwire estimate
+
+
+def add_estimate_parser(sub) -> dict:
+    est = sub.add_parser(
+        "estimate", help="estimated LUT/FF/DSP/BRAM and Fmax of a network or block in milliseconds (surrogates)",
+        description="Estimate a design's resources and Fmax with the trained surrogates (no synthesis), with "
+                    "their uncertainty; latency and initiation interval come exactly from the schedule models. "
+                    "DESIGN is zoo:NAME, a QONNX .onnx file, or a block name with --param NAME=VALUE.")
+    est.add_argument("design", help="zoo:NAME, MODEL.onnx, or a block name (systolic, mvu, ...)")
+    est.add_argument("--target", default="ecp5", help="ice40, ecp5, xilinx, xilinx-us, xilinx-usp (default ecp5)")
+    speed = est.add_mutually_exclusive_group()
+    speed.add_argument("--fps", type=float, help="networks: the folding that meets this throughput at --clock-mhz")
+    speed.add_argument("--fold", action="append", metavar="LAYER=PE,SIMD", help="networks: explicit folding")
+    est.add_argument("--clock-mhz", type=float, default=100.0)
+    est.add_argument("--param", action="append", metavar="NAME=VALUE", default=[], help="blocks: a parameter")
+    est.add_argument("--model", choices=("gnn", "trees"), default="gnn", help="which surrogate (default gnn)")
+    est.add_argument("--weights", type=Path, help="surrogate weights (default: the shipped ones)")
+    est.add_argument("--json", type=Path, help="also write the estimate as JSON")
+    return {"estimate": cmd_estimate}
+
+
+def block_params(block, texts: list[str]):
+    """`--param name=value` strings -> the block's parameter dataclass (values typed by its fields)."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(block.params)}
+    values = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in fields:
+            raise ParameterError("param", text, f"NAME=VALUE with NAME one of {', '.join(fields)}")
+        default = fields[name].default
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ParameterError(name, value, "true or false")
+            values[name] = value.lower() in ("true", "1")
+        elif isinstance(default, int) or str(fields[name].type).startswith("int"):
+            try:
+                values[name] = int(value)
+            except ValueError:
+                raise ParameterError(name, value, "an integer") from None
+        else:
+            values[name] = value
+    return block.params(**values)
+
+
+def design_graph_for(design: str, *, fps=None, folds=None, clock_mhz=100.0, params=()):
+    """The DesignGraph of what the user named: a zoo network, an .onnx file, or a block."""
+    from hardwire.gen import registry
+
+    from .features import block_graph, network_graph
+
+    if not design.startswith("zoo:") and not design.endswith(".onnx"):
+        known = registry.blocks()
+        if design not in known:
+            raise ParameterError("design", design, f"zoo:NAME, a .onnx file, or a block ({', '.join(known)})")
+        return block_graph(design, block_params(known[design], list(params)))
+    from hardwire.hls import frontend, rtl, zoo
+
+    path = zoo.build(design[4:]).onnx_path if design.startswith("zoo:") else Path(design)
+    graph = frontend.build_graph(frontend.load_model(path), Path(design.replace(":", "_")).stem)
+    folding = rtl.solve_folding(graph, fps=fps, clock_mhz=clock_mhz, folds=folds)
+    return network_graph(rtl.plan_dataflow(graph, folding), graph.name)
+
+
+def cmd_estimate(args) -> int:
+    import json
+    import time
+
+    from .predict import Estimator
+
+    from hardwire.hls.compile import parse_folds
+
+    graph = design_graph_for(args.design, fps=args.fps, folds=parse_folds(args.fold), clock_mhz=args.clock_mhz,
+                             params=args.param)
+    estimator = Estimator.load(args.weights)
+    started = time.perf_counter()
+    estimate = estimator.estimate(graph, args.target, args.model)
+    seconds = time.perf_counter() - started
+    print(format_estimate(graph, estimate, seconds))
+    if args.json:
+        args.json.write_text(json.dumps({"design": args.design, **estimate.to_dict(),
+                                         "estimate_seconds": seconds}, indent=2) + "\n")
+    return 0
+
+
+def _pm(value: float, spread: float) -> str:
+    """`value ±x%`: the ensemble's spread of log values as a relative uncertainty."""
+    return f"{value:,.0f} ±{100 * (math.exp(spread) - 1):.0f}%"
+
+
+def format_estimate(graph, estimate, seconds: float) -> str:
+    from .models import LABELS
+
+    r, s = estimate.resources, estimate.spread
+    lines = [f"{graph.name} on {estimate.target}: ESTIMATE by the {estimate.model} surrogate "
+             f"({seconds * 1000:.1f} ms; uncertainty = ensemble spread)"]
+    if estimate.per_node:
+        lines.append(f"  {'unit':24} {'op':8} " + " ".join(f"{label.upper():>8}" for label in LABELS))
+        for unit in estimate.per_node:
+            lines.append(f"  {unit['name'][:24]:24} {unit['op']:8} " + " ".join(f"{unit[label]:8.0f}" for label in LABELS))
+    lines.append("  total: " + ", ".join(f"{label.upper()} {_pm(r[label], s[label])}" for label in LABELS))
+    if estimate.fmax_mhz is not None:
+        lines.append(f"  Fmax (ECP5-85F, nextpnr-equivalent): {estimate.fmax_mhz:.0f} MHz "
+                     f"±{100 * (math.exp(estimate.fmax_spread) - 1):.0f}%"
+                     + ("" if estimate.target == "ecp5" else " (the Fmax model is trained on ECP5 only)"))
+    if estimate.exact:
+        lines.append("  exact (schedule model): " + ", ".join(f"{k} {v:,}" for k, v in estimate.exact.items()))
+    if estimate.unknown_features:
+        lines.append(f"  note: the surrogate never saw {', '.join(estimate.unknown_features[:6])}: expect a "
+                     "larger error")
+    return "\n".join(lines)

@@ -144,17 +144,9 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_compile(args) -> int:
     import numpy as np
 
-    from hardwire.hls.compile import CompileOptions, compile_model, parse_budget
+    from hardwire.hls.compile import CompileOptions, compile_model, parse_budget, parse_folds
 
-    folds = None
-    if args.fold:
-        folds = {}
-        for text in args.fold:
-            layer, _, numbers = text.partition("=")
-            parts = numbers.split(",")
-            if not layer or len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-                raise ParameterError("fold", text, "LAYER=PE,SIMD with two positive integers")
-            folds[layer] = (int(parts[0]), int(parts[1]))
+    folds = parse_folds(args.fold)
     options = CompileOptions(
         backend=args.backend, target=args.target, fps=args.fps, clock_mhz=args.clock_mhz,
         lut_budget=parse_budget(args.budget) if args.budget else None, folds=folds, synthesize=args.synthesize,

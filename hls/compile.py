@@ -9,6 +9,8 @@ g++ and compared with qonnx. The output directory appears only when everything s
 
 from __future__ import annotations
 
+import math
+
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +60,20 @@ def parse_budget(text: str) -> int:
     return int(value)
 
 
+def parse_folds(texts) -> dict | None:
+    """`["dense0=4,8", ...]` -> {"dense0": (4, 8), ...}; None for no texts."""
+    if not texts:
+        return None
+    folds = {}
+    for text in texts:
+        layer, _, numbers = text.partition("=")
+        parts = numbers.split(",")
+        if not layer or len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ParameterError("fold", text, "LAYER=PE,SIMD with two positive integers")
+        folds[layer] = (int(parts[0]), int(parts[1]))
+    return folds
+
+
 def verification_inputs(graph: IntGraph, n: int, seed: int) -> np.ndarray:
     """Random inputs in the model's own layout whose every element is exactly a code of the input quantizer,
     plus the two extremes (all minimum, all maximum)."""
@@ -100,14 +116,22 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
     if golden_check["mismatches"] and all(layer.exact for layer in graph.layers if isinstance(layer, MatVecLayer)):
         raise HardwireError(f"the integer graph differs from qonnx execution on {golden_check['mismatches']} "
                             "outputs although every layer is exact: a front-end bug, please report it")
+    estimator, estimator_note = _surrogate(options.target)
+    lut_cost = None
+    if options.lut_budget is not None and estimator is not None:
+        from hardwire.estimate.predict import folding_cost
+
+        lut_cost = folding_cost(estimator, graph, options.target)
     folding = rtl.solve_folding(graph, fps=options.fps, clock_mhz=options.clock_mhz,
-                                lut_budget=options.lut_budget, folds=options.folds)
+                                lut_budget=options.lut_budget, folds=options.folds, lut_cost=lut_cost)
     report = {
         "network": name, "model": str(model_path), "backend": options.backend, "target": options.target,
         "options": {k: v for k, v in vars(options).items()},
         "layers": graph.summary(), "exactness": frontend.describe_exactness(graph),
         "verification_inputs": input_source, "golden_vs_qonnx": golden_check,
-        "folding": folding.to_dict(),
+        "folding": {**folding.to_dict(), "budget_priced_by": (
+            None if options.lut_budget is None else "the learned surrogate (hardwire estimate)" if lut_cost
+            else f"the rough per-layer LUT formula ({estimator_note})")},
     }
     if labels is not None:
         labels = np.asarray(labels)
@@ -116,7 +140,8 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
         report["accuracy"] = {"qonnx": float((reference.argmax(1) == labels).mean()), "inputs": len(labels)}
     with atomic_dir(Path(out_dir), replace=True) as work:
         if options.backend == "rtl":
-            _rtl(graph, folding, codes, golden, reference, options, work, report, progress, labels)
+            _rtl(graph, folding, codes, golden, reference, options, work, report, progress, labels, estimator,
+                 estimator_note)
         else:
             _hls4ml(model_path, graph, folding, inputs, work, report, progress)
         report["wall_s"] = round(time.monotonic() - started, 1)
@@ -139,10 +164,30 @@ def _compare(values: np.ndarray, reference: np.ndarray) -> dict:
             "argmax_agreement": float((values.argmax(1) == reference.argmax(1)).mean()) if reference.size else 1.0}
 
 
-def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: dict, progress, labels) -> None:
+def _surrogate(target: str):
+    """(the shipped estimator, None) or (None, why there is none for this target)."""
+    from hardwire.estimate.models import TARGET_NAMES
+    from hardwire.estimate.predict import Estimator, WeightsError
+
+    if target not in TARGET_NAMES:
+        return None, f"no surrogate for target {target}"
+    try:
+        return Estimator.load(), ""
+    except WeightsError as error:
+        return None, str(error)
+
+
+def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: dict, progress, labels,
+         estimator=None, estimator_note: str = "") -> None:
     from hardwire.flows.report import tool_versions
 
     plan = rtl.plan_dataflow(graph, folding)
+    if estimator is not None:
+        from hardwire.estimate.features import network_graph
+
+        report["estimate"] = estimator.estimate(network_graph(plan, graph.name), options.target).to_dict()
+    else:
+        report["estimate"] = {"estimate": False, "note": estimator_note}
     progress(f"[3/5] RTL: {len(plan.stages)} units, FIFO depths "
              f"{[s.fifo_depth for s in plan.stages[1:]]}; writing Verilog")
     verilog_text = rtl.to_verilog(plan)
@@ -179,6 +224,11 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
             progress(f"      nextpnr-{options.target} place and route on {device}/{package} for Fmax")
             pnr = wrapped_fmax([verilog_path], plan.top_name, options.target, device=device, package=package)
             report["place_route"] = pnr.to_dict()
+        if report["estimate"].get("estimate"):
+            from hardwire.estimate.predict import compare
+
+            report["estimate_vs_measured"] = compare(report["estimate"], report["synthesis"],
+                                                     report.get("place_route", {}).get("fmax_mhz"))
             if pnr.fmax_mhz:
                 report["throughput"]["fmax_mhz"] = pnr.fmax_mhz
                 report["throughput"]["inferences_per_s_at_fmax"] = pnr.fmax_mhz * 1e6 / cycles[
@@ -323,4 +373,21 @@ def markdown_report(report: dict) -> str:
                   markdown_table(["LUT", "FF", "DSP", "BRAM", "LUTRAM"],
                                  [[synth.get("lut"), synth.get("ff"), synth.get("dsp"), synth.get("bram"),
                                    synth.get("lutram")]])]
+    est = report.get("estimate") or {}
+    if est.get("estimate"):
+        measured = report.get("estimate_vs_measured", {})
+        rows = []
+        for label, value in est["resources"].items():
+            m = measured.get(label, {})
+            error = m.get("relative_error")
+            rows.append([label.upper(), f"{value:.0f}", f"±{100 * (math.exp(est['relative_spread'][label]) - 1):.0f}%",
+                         m.get("measured", ""), "" if error is None else f"{100 * error:+.1f}%"])
+        if est.get("fmax_mhz"):
+            m = measured.get("fmax_mhz", {})
+            rows.append(["Fmax MHz", f"{est['fmax_mhz']:.0f}", f"±{100 * (math.exp(est['fmax_relative_spread']) - 1):.0f}%",
+                         f"{m['measured']:.0f}" if m else "", f"{100 * m['relative_error']:+.1f}%" if m else ""])
+        lines += ["", f"## Estimate ({est['model']} surrogate; not a measurement) next to the measurement", "",
+                  markdown_table(["", "estimate", "uncertainty", "measured", "error"], rows)]
+    elif est.get("note"):
+        lines += ["", f"No resource estimate: {est['note']}."]
     return "\n".join(lines) + "\n"

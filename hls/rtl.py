@@ -79,7 +79,8 @@ class FoldingResult:
 
 
 def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float = 100.0,
-                  lut_budget: int | None = None, folds: dict[str, tuple[int, int]] | None = None) -> FoldingResult:
+                  lut_budget: int | None = None, folds: dict[str, tuple[int, int]] | None = None,
+                  lut_cost: Callable[[dict[str, LayerFold]], float] | None = None) -> FoldingResult:
     """Choose (PE, SIMD) per layer.
 
     - `fps`: the cheapest folding (fewest lanes, SIMD grown before PE as FINN does) whose initiation interval
@@ -87,7 +88,9 @@ def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float
     - `lut_budget`: start fully folded and repeatedly unfold the bottleneck layer by one step while the
       estimate stays within the budget;
     - `folds`: given explicitly, {layer: (pe, simd)};
-    - none of these: fully folded (PE = SIMD = 1), the smallest design."""
+    - none of these: fully folded (PE = SIMD = 1), the smallest design.
+    `lut_cost(folds)` prices a whole folding for the budget (the learned surrogate, see hls.compile); without it
+    the rough per-layer formula `estimated_luts` is summed."""
     layers = [layer for layer in graph.layers if isinstance(layer, MatVecLayer)]
     require(fps is None or fps > 0, "fps", fps, "> 0")
     require(clock_mhz > 0, "clock_mhz", clock_mhz, "> 0")
@@ -119,10 +122,12 @@ def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float
             by_name = {layer.name: layer for layer in layers}
 
             def total(folding):
+                if lut_cost is not None:
+                    return lut_cost(folding)
                 return sum(estimated_luts(by_name[n], f.pe, f.simd) for n, f in folding.items())
 
             if total(chosen) > lut_budget:
-                met, note = False, f"even fully folded the estimate ({total(chosen)} LUTs) exceeds the budget"
+                met, note = False, f"even fully folded the estimate ({total(chosen):.0f} LUTs) exceeds the budget"
             while True:
                 slowest = max(layers, key=lambda ly: mvu_cycles_per_inference(
                     ly, chosen[ly.name].pe, chosen[ly.name].simd))
@@ -139,7 +144,10 @@ def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float
     if fps is not None and not met:
         note = (f"{fps:g} inferences/s at {clock_mhz:g} MHz needs <= {target} cycles per layer; layer "
                 f"{bottleneck} needs {cycles[bottleneck]} even fully unfolded")
-    luts = sum(estimated_luts(layer, chosen[layer.name].pe, chosen[layer.name].simd) for layer in layers)
+    if lut_cost is not None and lut_budget is not None:
+        luts = int(round(lut_cost(chosen)))
+    else:
+        luts = sum(estimated_luts(layer, chosen[layer.name].pe, chosen[layer.name].simd) for layer in layers)
     return FoldingResult(chosen, cycles, target, met, bottleneck, luts, note)
 
 

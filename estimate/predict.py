@@ -1,0 +1,184 @@
+"""The estimator: trained surrogates loaded once, a design graph in, resources and Fmax with uncertainty out.
+
+Every number here is an estimate and is labelled so; latency and initiation interval are not estimated: they
+come exactly from the schedule models (`DesignGraph.exact`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hardwire.errors import HardwireError, ParameterError
+
+from .features import DesignGraph
+from .models import CAPACITY, FMAX_RANGE_MHZ, LABELS, TARGET_NAMES, Encoder, finn_r, make_gnn, to_pyg
+from .train import FMAX_SCALE, WEIGHTS_FORMAT
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "surrogate.pt"
+INTEGER_LABELS = ("dsp", "bram")
+
+
+class WeightsError(HardwireError):
+    """Weights that cannot be used: missing, corrupt, or trained for another format or dataset."""
+
+
+@dataclass
+class Estimate:
+    """Estimated resources (mean and spread per label) and Fmax of one design on one target."""
+
+    target: str
+    model: str                                   # "gnn" or "trees"
+    resources: dict[str, float]
+    spread: dict[str, float]                     # relative: the ensemble's standard deviation of log values
+    fmax_mhz: float | None
+    fmax_spread: float | None
+    per_node: list[dict] = field(default_factory=list)   # GNN only: each unit's share of the total
+    exact: dict = field(default_factory=dict)
+    unknown_features: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"estimate": True, "target": self.target, "model": self.model, "resources": self.resources,
+                "relative_spread": self.spread, "fmax_mhz": self.fmax_mhz, "fmax_relative_spread": self.fmax_spread,
+                "per_unit": self.per_node, "exact": self.exact, "unknown_features": self.unknown_features}
+
+
+class Estimator:
+    def __init__(self, weights: dict, path: Path | None = None):
+        import lightgbm
+        import torch
+
+        if weights.get("format") != WEIGHTS_FORMAT:
+            raise WeightsError(f"{path}: weights format {weights.get('format')!r}, this hardwire reads "
+                               f"{WEIGHTS_FORMAT}: retrain with `hardwire dataset train`")
+        self.path = path
+        self.dataset_hash = weights["dataset_hash"]
+        self.encoder = Encoder.from_dict(weights["encoder"])
+        self.gnn = []
+        for state in weights["gnn"]:
+            model = make_gnn(self.encoder.node_width)
+            model.load_state_dict(state)
+            model.eval()
+            self.gnn.append(model)
+        self.trees = [{label: lightgbm.Booster(model_str=text) for label, text in member.items()}
+                      for member in weights["trees"]]
+        self._torch = torch
+
+    @classmethod
+    def load(cls, path=None, *, dataset_hash: str | None = None) -> Estimator:
+        """Weights saved by `hardwire dataset train` (torch.load with weights_only=True: no code is run).
+        With `dataset_hash`, weights trained on another dataset are refused."""
+        import torch
+
+        path = Path(path) if path is not None else DEFAULT_WEIGHTS
+        if not path.is_file():
+            raise WeightsError(f"{path}: no surrogate weights there (train them: hardwire dataset train)")
+        try:
+            weights = torch.load(path, weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unpickling failure means unusable weights
+            raise WeightsError(f"{path}: not readable surrogate weights ({type(error).__name__})") from None
+        if not isinstance(weights, dict):
+            raise WeightsError(f"{path}: not surrogate weights")
+        if dataset_hash is not None and weights.get("dataset_hash") != dataset_hash:
+            raise WeightsError(f"{path}: trained on dataset {weights.get('dataset_hash')}, not {dataset_hash}: "
+                               "retrain with `hardwire dataset train`")
+        return cls(weights, path)
+
+    # -- predictions -------------------------------------------------------------------------------------------
+
+    def _check_target(self, target: str) -> None:
+        if target not in TARGET_NAMES:
+            raise ParameterError("target", target, "one of " + ", ".join(TARGET_NAMES))
+
+    def gnn_batch(self, graphs: list[DesignGraph], target: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per ensemble member: log1p resources (M, G, L) and log Fmax (M, G)."""
+        from torch_geometric.data import Batch
+
+        self._check_target(target)
+        batch = Batch.from_data_list([to_pyg(self.encoder, g, target) for g in graphs])
+        res, fmax = [], []
+        with self._torch.no_grad():
+            for model in self.gnn:
+                log_res, log_delay = model(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
+                res.append(log_res.numpy())
+                fmax.append((FMAX_SCALE - log_delay).numpy())
+        return np.stack(res), np.stack(fmax)
+
+    def tree_batch(self, graphs: list[DesignGraph], target: str) -> tuple[np.ndarray, np.ndarray]:
+        self._check_target(target)
+        x = np.stack([self.encoder.flat_vector(g, target) for g in graphs])
+        res = np.stack([np.stack([m[label].predict(x) if label in m else np.zeros(len(graphs)) for label in LABELS],
+                                 axis=-1) for m in self.trees])
+        fmax = np.stack([m["fmax"].predict(x) if "fmax" in m else np.full(len(graphs), np.nan) for m in self.trees])
+        return res, fmax
+
+    def predict_batch(self, graphs: list[DesignGraph], target: str, model: str = "gnn") -> list[dict]:
+        """Mean resources (clamped to the part, DSP/BRAM rounded to whole blocks) and Fmax per design."""
+        res, fmax = self.gnn_batch(graphs, target) if model == "gnn" else self.tree_batch(graphs, target)
+        out = []
+        cap = CAPACITY[target]
+        for g in range(len(graphs)):
+            values = {}
+            for i, label in enumerate(LABELS):
+                value = float(np.clip(np.expm1(res[:, g, i].mean()), 0.0, cap[label]))
+                values[label] = float(round(value)) if label in INTEGER_LABELS else value
+            f = float(np.clip(np.exp(fmax[:, g].mean()), *FMAX_RANGE_MHZ)) if np.isfinite(fmax[:, g]).all() else None
+            out.append({"resources": values, "spread": {label: float(res[:, g, i].std()) for i, label in enumerate(LABELS)},
+                        "fmax_mhz": f, "fmax_spread": float(fmax[:, g].std()) if f is not None else None})
+        return out
+
+    def estimate(self, graph: DesignGraph, target: str, model: str = "gnn") -> Estimate:
+        if model not in ("gnn", "trees"):
+            raise ParameterError("model", model, "gnn or trees")
+        result = self.predict_batch([graph], target, model)[0]
+        per_node = self._per_node(graph, target) if model == "gnn" else []
+        return Estimate(target, model, result["resources"], result["spread"], result["fmax_mhz"],
+                        result["fmax_spread"], per_node, dict(graph.exact), self.encoder.unknown(graph))
+
+    def _per_node(self, graph: DesignGraph, target: str) -> list[dict]:
+        """Each unit's share of the GNN's sum readout, averaged over the ensemble."""
+        data = to_pyg(self.encoder, graph, target)
+        terms = []
+        with self._torch.no_grad():
+            for model in self.gnn:
+                z, _ = model.node_terms(data.x, data.edge_index)
+                terms.append(np.exp(z.clamp(max=20.0).numpy()))
+        mean = np.mean(terms, axis=0)
+        return [{"name": node.name, "op": node.op, **{label: float(mean[i, j]) for j, label in enumerate(LABELS)}}
+                for i, node in enumerate(graph.nodes)]
+
+
+def analytic(graph: DesignGraph) -> dict | None:
+    """FINN-R's formulas (networks only)."""
+    return finn_r(graph)
+
+
+def folding_cost(estimator: Estimator, graph, target: str, model: str = "gnn"):
+    """A `lut_cost` for hls.rtl.solve_folding: lay the network out with a trial folding and estimate its LUTs."""
+    from hardwire.hls import rtl
+
+    from .features import network_graph
+
+    def cost(folds) -> float:
+        trial = rtl.FoldingResult(dict(folds), {}, None, True, "", 0)
+        design = network_graph(rtl.plan_dataflow(graph, trial), graph.name)
+        return estimator.predict_batch([design], target, model)[0]["resources"]["lut"]
+
+    return cost
+
+
+def compare(estimate: dict, measured: dict, fmax_mhz: float | None = None) -> dict:
+    """Estimate next to measurement: relative error per label ((estimate - measured) / measured)."""
+    out = {}
+    for label, value in estimate["resources"].items():
+        actual = measured.get(label)
+        if actual is None:
+            continue
+        out[label] = {"estimate": value, "measured": actual,
+                      "relative_error": (value - actual) / actual if actual else (0.0 if value == 0 else None)}
+    if fmax_mhz and estimate.get("fmax_mhz"):
+        out["fmax_mhz"] = {"estimate": estimate["fmax_mhz"], "measured": fmax_mhz,
+                           "relative_error": (estimate["fmax_mhz"] - fmax_mhz) / fmax_mhz}
+    return out

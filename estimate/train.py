@@ -1,0 +1,220 @@
+"""Training the surrogates on dataset rows, and the splits every evaluation uses.
+
+Splits (by design, so a design's rows for several targets never straddle two splits):
+- `train` / `valid` / `test`: the small (training-distribution) designs, 72 / 8 / 20 % by design hash;
+  `valid` only stops training early, `test` is never looked at while training;
+- `large`: deeper and wider networks than any in training (generalization);
+- `real`: networks compiled from QONNX models (the zoo at several foldings).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hardwire.errors import ParameterError
+
+from .features import DesignGraph
+from .models import CAPACITY, LABELS, Encoder, make_gnn, to_pyg
+
+WEIGHTS_FORMAT = 1
+FMAX_SCALE = float(np.log(1000.0))        # log Fmax = log(1000 MHz) - log delay
+SHUFFLES = 6
+
+
+@dataclass
+class Example:
+    design_hash: str
+    split: str
+    target: str
+    graph: DesignGraph
+    labels: dict | None            # resources (synth rows)
+    fmax_mhz: float | None         # Fmax (fmax rows)
+
+
+def split_of(row: dict) -> str:
+    split = row.get("split", "small")
+    if split != "small":
+        return split
+    bucket = int(row["design_hash"][8:16], 16) % 100
+    return "train" if bucket < 72 else "valid" if bucket < 80 else "test"
+
+
+def examples(rows: list[dict]) -> list[Example]:
+    out = []
+    for row in rows:
+        if row.get("error") or row.get("design") is None:
+            continue
+        if row.get("labels") is None and row.get("fmax_mhz") is None:
+            continue
+        out.append(Example(row["design_hash"], split_of(row), row["target"], DesignGraph.from_dict(row["design"]),
+                           row.get("labels"), row.get("fmax_mhz")))
+    return out
+
+
+def load_rows(paths) -> list[dict]:
+    from .dataset import RowStore
+
+    rows = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise ParameterError("dataset", str(path), "an existing .jsonl.gz file")
+        rows += RowStore(path).rows()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _batch(encoder, items):
+    from torch_geometric.data import Batch
+
+    return Batch.from_data_list([to_pyg(encoder, ex.graph, ex.target) for ex in items])
+
+
+def _targets(items):
+    import torch
+
+    y = torch.tensor([[np.log1p(ex.labels[k]) if ex.labels else 0.0 for k in LABELS] for ex in items],
+                     dtype=torch.float32)
+    mask = torch.tensor([[1.0 if ex.labels else 0.0] * len(LABELS) for ex in items])
+    f = torch.tensor([np.log(ex.fmax_mhz) if ex.fmax_mhz else 0.0 for ex in items], dtype=torch.float32)
+    fmask = torch.tensor([1.0 if ex.fmax_mhz else 0.0 for ex in items])
+    return y, mask, f, fmask
+
+
+def _loss(model, batch, targets):
+    y, mask, f, fmask = targets
+    log_res, log_delay = model(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
+    res_loss = ((log_res - y) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+    fmax_loss = (((FMAX_SCALE - log_delay) - f) ** 2 * fmask).sum() / fmask.sum().clamp(min=1)
+    return res_loss + fmax_loss
+
+
+def train_gnn(encoder: Encoder, train: list[Example], valid: list[Example], *, seed: int, epochs: int = 300,
+              batch_size: int = 128, log=None) -> dict:
+    """One ensemble member: Adam on log-space squared error, the epoch with the best validation loss kept."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = make_gnn(encoder.node_width)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    data = [to_pyg(encoder, ex.graph, ex.target) for ex in train]
+    targets = _targets(train)
+    valid_batch, valid_targets = _batch(encoder, valid), _targets(valid)
+    from torch_geometric.data import Batch
+
+    # Collating graphs is the slow part on a CPU: a few shuffles are collated once and cycled through.
+    batches = []
+    for _ in range(SHUFFLES):
+        order = rng.permutation(len(data))
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            batches.append((Batch.from_data_list([data[i] for i in index]),
+                            tuple(t[torch.from_numpy(index)] for t in targets)))
+    per_epoch = -(-len(data) // batch_size)
+    best, best_state, since = float("inf"), None, 0
+    for epoch in range(epochs):
+        model.train()
+        for batch, batch_targets in batches[(epoch % SHUFFLES) * per_epoch:(epoch % SHUFFLES + 1) * per_epoch]:
+            loss = _loss(model, batch, batch_targets)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+        scheduler.step()
+        model.eval()
+        with torch.no_grad():
+            value = float(_loss(model, valid_batch, valid_targets))
+        if value < best:
+            best, since = value, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since += 1
+        if log and epoch % 25 == 0:
+            log(f"  gnn seed {seed} epoch {epoch}: valid loss {value:.4f} (best {best:.4f})")
+        if since >= 60:
+            break
+    return best_state
+
+
+def train_trees(encoder: Encoder, train: list[Example], valid: list[Example], *, seed: int) -> dict:
+    """One ensemble member of LightGBM regressors: one per label on log1p, and one for log Fmax."""
+    import lightgbm
+
+    models = {}
+    for label in (*LABELS, "fmax"):
+        def pick(items):
+            if label == "fmax":
+                items = [ex for ex in items if ex.fmax_mhz]
+                return items, [np.log(ex.fmax_mhz) for ex in items]
+            items = [ex for ex in items if ex.labels]
+            return items, [np.log1p(ex.labels[label]) for ex in items]
+
+        tr, ytr = pick(train)
+        va, yva = pick(valid)
+        if len(tr) < 10:
+            continue
+        params = dict(n_estimators=2000, learning_rate=0.03, num_leaves=31, min_child_samples=5, subsample=0.8,
+                      subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0, random_state=seed, verbose=-1,
+                      n_jobs=1)
+        model = lightgbm.LGBMRegressor(**params)
+        xtr = np.stack([encoder.flat_vector(ex.graph, ex.target) for ex in tr])
+        fit = {}
+        if len(va) >= 5:
+            xva = np.stack([encoder.flat_vector(ex.graph, ex.target) for ex in va])
+            fit = dict(eval_X=(xva,), eval_y=(np.asarray(yva),),
+                       callbacks=[lightgbm.early_stopping(100, verbose=False)])
+        model.fit(xtr, np.asarray(ytr), **fit)
+        models[label] = model.booster_.model_to_string()
+    return models
+
+
+def train(rows: list[dict], *, ensemble: int = 5, epochs: int = 300, seed: int = 0, log=print) -> dict:
+    """Train both surrogates; returns the weights dict that `predict.Estimator` loads."""
+    from .dataset import dataset_hash
+
+    exs = examples(rows)
+    train_set = [ex for ex in exs if ex.split == "train"]
+    valid_set = [ex for ex in exs if ex.split == "valid"]
+    if len(train_set) < 20 or not valid_set:
+        raise ParameterError("dataset", f"{len(train_set)} training rows", "at least 20 training rows and a "
+                             "validation share (generate more designs)")
+    encoder = Encoder.fit([ex.graph for ex in train_set])
+    log(f"training on {len(train_set)} rows ({len(valid_set)} for early stopping), {len(encoder.node_features)} "
+        f"node features, {len(encoder.flat_names)} flat features, ensemble of {ensemble}")
+    started = time.monotonic()
+    gnn, trees = [], []
+    for member in range(ensemble):
+        gnn.append(train_gnn(encoder, train_set, valid_set, seed=seed + member, epochs=epochs, log=log))
+        trees.append(train_trees(encoder, train_set, valid_set, seed=seed + member))
+        log(f"[{time.monotonic() - started:6.0f} s] member {member + 1}/{ensemble} trained")
+    return {"format": WEIGHTS_FORMAT, "dataset_hash": dataset_hash(rows), "rows": len(rows),
+            "train_rows": len(train_set), "encoder": encoder.to_dict(), "gnn": gnn, "trees": trees,
+            "labels": list(LABELS), "capacity": CAPACITY, "seed": seed, "epochs": epochs,
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def train_command(args) -> int:
+    import torch
+
+    from .predict import DEFAULT_WEIGHTS
+
+    rows = load_rows(args.datasets)
+    weights = train(rows, ensemble=args.ensemble or 5, epochs=args.epochs or 300, seed=args.seed,
+                    log=lambda m: print(m, file=sys.stderr, flush=True))
+    out = Path(args.out) if args.out else DEFAULT_WEIGHTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    torch.save(weights, staged)
+    staged.replace(out)
+    print(f"wrote {out} (dataset {weights['dataset_hash']}, {weights['train_rows']} training rows, "
+          f"{weights['seconds']} s)")
+    return 0
