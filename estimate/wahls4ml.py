@@ -87,9 +87,10 @@ def read_records(path) -> list[dict]:
     """The records of a wa-hls4ml file: .json (one record or a list of them) or .jsonl (one record, or a list of
     records, per line), either optionally gzipped (.json.gz, .jsonl.gz)."""
     path = Path(path)
-    suffixes = [s.lower() for s in path.suffixes[-2:]]
-    gzipped = bool(suffixes) and suffixes[-1] == ".gz"
-    kind = (suffixes[-2] if gzipped and len(suffixes) == 2 else suffixes[-1] if suffixes and not gzipped else "")
+    name = path.name.lower()
+    gzipped = name.endswith(".gz")
+    name = name.removesuffix(".gz")
+    kind = ".jsonl" if name.endswith(".jsonl") else ".json" if name.endswith(".json") else ""
     if kind not in (".json", ".jsonl"):
         raise ModelError(f"{path}: not a wa-hls4ml record file (expected .json, .jsonl, .json.gz or .jsonl.gz)")
     if not path.is_file():
@@ -110,9 +111,10 @@ def read_records(path) -> list[dict]:
 def read_rows(path, report: str = "vivado", skip_failed: bool = True) -> tuple[list[dict], int]:
     """Every record of `path` as a dataset row (see `record_to_row`), and the number of failed runs skipped:
     records whose resource report is empty, as wa-hls4ml keeps for runs whose synthesis failed."""
+    report_key = _report_key(report)
     rows, failed = [], 0
     for index, record in enumerate(read_records(path)):
-        if skip_failed and isinstance(record, dict) and not record.get(_report_key(report)):
+        if skip_failed and not record.get(report_key):
             failed += 1
             continue
         rows.append(_convert(record, _Where(record, f"{Path(path).name} record {index}"), report))
@@ -201,13 +203,14 @@ def _convert(record, where: _Where, report: str) -> dict:
             raise where.error(f"{report_key}.{keys[0]}", "missing")
         labels[label] = _count(resources[key], where, f"{report_key}.{key}")
     meta = record.get("meta_data") if isinstance(record.get("meta_data"), dict) else {}
-    row = {"design": graph.to_dict(), "target": f"hls4ml:{target.strip()}", "labels": labels, "exact": graph.exact,
+    row = {"design": graph.to_dict(), "target": f"hls4ml:{target.strip()}", "labels": labels, "exact": dict(graph.exact),
            "source": SOURCE, "id": meta.get("uuid") or meta.get("model_name") or graph.name, "report": report_key,
            "io_type": io_type}
     clock = _clock(record.get("latency_report"), where)
     if clock:
         row["clock_ns"] = clock
-    versions = {k: record[f"{k}_version"] for k in ("vivado", "hls4ml") if isinstance(record.get(f"{k}_version"), str)}
+    versions = {tool: record[f"{tool}_version"] for tool in ("vivado", "hls4ml")
+                if isinstance(record.get(f"{tool}_version"), str)}
     if versions:
         row["tool_versions"] = versions
     return row
@@ -272,8 +275,10 @@ def _graph(record: dict, where: _Where) -> tuple[DesignGraph, str]:
         else:
             reuse = model_reuse
         features["reuse_factor"] = float(reuse)
-        strategy = _strategy(entry["Strategy"], where, f"{efield}.Strategy") if "Strategy" in entry \
-            else model_strategy
+        if "Strategy" in entry:
+            strategy = _strategy(entry["Strategy"], where, f"{efield}.Strategy")
+        else:
+            strategy = model_strategy
         _one_hot(features, "strategy", strategy, STRATEGIES)
         _one_hot(features, "io_type", io_type, IO_TYPES)
         weights = features.get("weight_count", 0.0)

@@ -140,6 +140,51 @@ def test_conv1d_with_an_unknown_layer_class_and_a_quantized_activation(records):
     assert row["labels"] == {"lut": 3870, "ff": 4122, "dsp": 0, "bram": 1}
 
 
+def test_custom_layer_names_pair_by_position_when_there_is_one_entry_per_layer(records):
+    record = copy.deepcopy(records[0])
+    entries = list(record["hls_config"]["LayerName"].values())
+    entries[1] = {"Precision": {"weight": "fixed<6,2>", "result": "fixed<10,3>", "accum": "fixed<20,8>"}}
+    record["hls_config"]["LayerName"] = dict(zip(["inputs", "fc1", "relu1", "fc2", "out"], entries, strict=True))
+    row = record_to_row(record)
+    assert [n["name"] for n in nodes(row)] == ["inputs", "fc1", "relu1", "fc2", "out"]
+    assert_subset(features(row, 1), {"w_width": 6, "w_int_bits": 2, "out_width": 10, "acc_width": 20,
+                                     "multiplier_bits": 128 * 16 * 6})
+    assert_subset(features(row, 2), {"in_width": 10, "in_int_bits": 3})
+    # one entry fewer and no Keras default names: nothing can be matched, every layer takes the model defaults
+    del record["hls_config"]["LayerName"]["out"]
+    row = record_to_row(record)
+    assert [features(row, i)["hls_config_entry"] for i in range(5)] == [0] * 5
+    assert_subset(features(row, 1), {"w_width": 16, "w_int_bits": 6, "out_width": 16, "acc_width": 16})
+    assert "out_auto" not in features(row, 1)
+
+
+def test_batchnorm_pooling_window_and_dropout():
+    shape = [None, 8, 8, 3]
+    layers = [{"class_name": "InputLayer", "input_shape": shape, "output_shape": shape},
+              {"class_name": "BatchNormalization", "input_shape": shape, "output_shape": shape, "parameters": 12},
+              {"class_name": "MaxPooling2D", "input_shape": shape, "output_shape": [None, 4, 4, 3],
+               "pool_size": [2, 2]},
+              {"class_name": "Dropout", "input_shape": [None, 4, 4, 3], "output_shape": [None, 4, 4, 3],
+               "dropout_rate": 0.2},
+              {"class_name": "Flatten", "input_shape": [None, 4, 4, 3], "output_shape": [None, 48]},
+              {"class_name": "Dense", "input_shape": [None, 48], "output_shape": [None, 2], "neurons": 2}]
+    names = ["input_1", "batch_normalization", "max_pooling2d", "dropout", "flatten", "dense"]
+    record = {"model_config": layers, "target_part": "xcvu9p-flga2104-2L-e",
+              "hls_config": {"Model": {"Precision": "ap_fixed<16,6>", "ReuseFactor": 16, "Strategy": "Resource"},
+                             "LayerName": {name: {} for name in names}},
+              "resource_report": {"lut": 900, "ff": 1000, "dsp": 1, "bram": 0}}
+    record["hls_config"]["LayerName"]["batch_normalization"] = {
+        "Precision": {"scale": "fixed<12,4>", "bias": "fixed<12,4>", "result": "fixed<16,6>"}}
+    row = record_to_row(record)
+    assert [n["op"] for n in nodes(row)] == ["input", "batchnorm", "pooling", "dropout", "flatten", "dense"]
+    assert_subset(features(row, 1), {"channels": 3, "parameters": 12, "w_width": 12, "w_int_bits": 4,
+                                     "in_size": 192, "out_size": 192})
+    assert_subset(features(row, 2), {"pool_size": 4, "reduction": 4, "pool=max": 1, "global": 0})
+    assert_subset(features(row, 5), {"weight_count": 96, "reuse_factor": 16, "lanes": 6, "w_width": 16})
+    assert row["exact"] == {} and "clock_ns" not in row and row["id"] == "wa-hls4ml"
+    assert row["target"] == "hls4ml:xcvu9p-flga2104-2L-e" and row["io_type"] == "io_parallel"
+
+
 def test_rows_are_dataset_rows(records):
     for index, record in enumerate(records[:4]):
         row = record_to_row(record, index=index)
@@ -266,7 +311,8 @@ def test_record_without_id_or_index_is_still_named(records):
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("ap_fixed<16,6>", (16, 6, True)), ("fixed<8,1,RND,SAT>", (8, 1, True)), ("ufixed<8,0,RND_CONV,SAT>", (8, 0, False)),
+    ("ap_fixed<16,6>", (16, 6, True)), ("fixed<8,1,RND,SAT>", (8, 1, True)),
+    ("ufixed<8,0,RND_CONV,SAT>", (8, 0, False)),
     ("ap_ufixed<12, 4>", (12, 4, False)), ("ap_int<8>", (8, 8, True)), ("uint<4>", (4, 4, False)),
     ("fixed<6,-2>", (6, -2, True)), ("auto", None), ("float", None), (16, None)])
 def test_parse_precision(text, expected):
