@@ -181,6 +181,7 @@ class AsicReport:
     cells: dict[str, int] = field(default_factory=dict)
     clock: str | None = None
     clock_period_ns: float | None = None
+    abc_delay_ns: float | None = None
     worst_slack_ns: float | None = None
     min_period_ns: float | None = None
     fmax_mhz: float | None = None
@@ -250,16 +251,20 @@ def _smallest(lib_cells: dict[str, LibCell], kind: str) -> str | None:
     return min(candidates, key=lambda c: (c.area, c.name)).name if candidates else None
 
 
-def asic_map(verilog_files, top: str, library: str = DEFAULT_LIBRARY, *, clock_ns: float = DEFAULT_CLOCK_NS,
+def _check_period(name: str, value) -> None:
+    require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0.001 <= value <= 1e6,
+            name, value, "a time in ns, 0.001..1e6")
+
+
+def asic_map(verilog_files, top: str, library: str = DEFAULT_LIBRARY, *, delay_ns: float = DEFAULT_CLOCK_NS,
              timeout_s: float = 1800) -> Path:
     """Map `top` onto `library` with yosys; the build dir (netlist.v, stat.json, map.json with the area and
-    the cell counts by kind, the top's ports) is returned. `clock_ns` is ABC's delay target."""
+    the cell counts by kind, the top's ports) is returned. `delay_ns` is ABC's delay target."""
     paths = _check_inputs(verilog_files, top)
-    require(isinstance(clock_ns, (int, float)) and 0 < clock_ns <= 1e6, "clock_ns", clock_ns,
-            "a clock period in ns, 0 < period <= 1e6")
+    _check_period("delay_ns", delay_ns)
     lib_name, liberty = resolve_library(library)
     version = tool_version("yosys")
-    period_ps = max(1, round(clock_ns * 1000))
+    period_ps = max(1, round(delay_ns * 1000))
     lib_cells = read_liberty_cells(liberty)
     driver = _smallest(lib_cells, "buffer")
     source_names = [f"src/{i}/{path.name}" for i, path in enumerate(paths)]
@@ -399,13 +404,17 @@ def asic_timing(map_dir: Path, clock: str | None, clock_ns: float, *, timeout_s:
 
 
 def asic_synth(verilog_files, top: str, library: str = DEFAULT_LIBRARY, *, clock: str = "clk",
-               clock_ns: float = DEFAULT_CLOCK_NS, timing: bool = True, timeout_s: float = 1800) -> AsicReport:
+               clock_ns: float = DEFAULT_CLOCK_NS, abc_delay_ns: float | None = None, timing: bool = True,
+               timeout_s: float = 1800) -> AsicReport:
     """Area and cell counts of `top` on a standard-cell `library` (a name of LIBRARIES or a .lib path), and
-    with `timing` the OpenSTA worst slack and Fmax at a `clock_ns` period on input port `clock`."""
+    with `timing` the OpenSTA worst slack and Fmax at a `clock_ns` period on input port `clock`. ABC maps
+    for a delay target of `abc_delay_ns` (default: the clock period)."""
     require(isinstance(clock, str) and _PORT_NAME.fullmatch(clock) is not None, "clock", clock, "a port name")
+    _check_period("clock_ns", clock_ns)
     if timing:
         tool_version("opensta")  # a missing OpenSTA fails here, before minutes of synthesis
-    map_dir = asic_map(verilog_files, top, library, clock_ns=clock_ns, timeout_s=timeout_s)
+    delay_ns = clock_ns if abc_delay_ns is None else abc_delay_ns
+    map_dir = asic_map(verilog_files, top, library, delay_ns=delay_ns, timeout_s=timeout_s)
     mapped = json.loads((map_dir / MAP_JSON).read_text())
     ports = mapped.pop("ports")
     clock_port = clock if ports.get(clock, {}).get("direction") == "input" else None
@@ -414,7 +423,8 @@ def asic_synth(verilog_files, top: str, library: str = DEFAULT_LIBRARY, *, clock
         raise ParameterError("clock", clock, f"an input port of {top} that clocks its "
                                              f"{mapped['sequential_cells']} flip-flops (its inputs: {inputs})")
     values = {k: v for k, v in mapped.items() if k != "key"}
-    values |= {"log_path": map_dir / LOG, "netlist": map_dir / NETLIST_V, "clock": clock_port}
+    values |= {"log_path": map_dir / LOG, "netlist": map_dir / NETLIST_V, "clock": clock_port,
+               "abc_delay_ns": delay_ns}
     if not mapped["sequential_cells"]:
         values["note"] = "no flip-flops: timed against a virtual clock, path_delay_ns is input to output"
     if timing:
