@@ -171,8 +171,8 @@ def table(records: list[dict]) -> tuple[list[str], list[list]]:
         pes, a = r["pes"], r["asic"]
         area = a["area_um2"] / pes
         row = [r["label"], pes, round(area), _per(a["cell_count"], pes), _per(a["sequential_cells"], pes),
-               r["asic_fast"]["fmax_mhz"], round(r["asic_fast"]["area_um2"] / pes), _per(r["ecp5"]["lut"], pes), _per(r["ecp5"]["ff"], pes),
-               round(r["ecp5"]["dsp"] / pes, 2), _per(r["xilinx"]["lut"], pes), round(r["xilinx"]["dsp"] / pes, 2)]
+               r["asic_fast"]["fmax_mhz"], round(r["asic_fast"]["area_um2"] / pes),
+               _per(r["ecp5"]["lut"], pes), _per(r["ecp5"]["ff"], pes), round(r["ecp5"]["dsp"] / pes, 2), _per(r["xilinx"]["lut"], pes), round(r["xilinx"]["dsp"] / pes, 2)]
         for b in PRECISIONS:
             rate = r["macs_per_cycle"][str(b)]
             row += [None if rate is None else f"{rate:.3g}", None if rate is None else round(area / rate)]

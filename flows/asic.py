@@ -28,6 +28,7 @@ hardwire is Apache-2.0.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -129,13 +130,19 @@ def _cell_kind(body: str) -> str:
 
 def read_liberty_cells(liberty: Path) -> dict[str, LibCell]:
     """name -> LibCell of every cell of a liberty file."""
+    stat = Path(liberty).stat()
+    return dict(_read_liberty_cells(str(Path(liberty).resolve()), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_liberty_cells(liberty: str, mtime_ns: int, size: int) -> tuple[tuple[str, LibCell], ...]:
     text = _strip_comments(Path(liberty).read_text(errors="replace"))
     cells = {}
     for name, body in _groups(text, "cell"):
         # the cell's own area, not one of a nested group: cut the body at its first nested group
         area = _attribute(body.split("{", 1)[0], "area")
         cells[name] = LibCell(name, float(area) if area else 0.0, _cell_kind(body))
-    return cells
+    return tuple(cells.items())
 
 
 def resolve_library(library: str) -> tuple[str, Path]:
@@ -417,7 +424,9 @@ def asic_synth(verilog_files, top: str, library: str = DEFAULT_LIBRARY, *, clock
     map_dir = asic_map(verilog_files, top, library, delay_ns=delay_ns, timeout_s=timeout_s)
     mapped = json.loads((map_dir / MAP_JSON).read_text())
     ports = mapped.pop("ports")
-    clock_port = clock if ports.get(clock, {}).get("direction") == "input" else None
+    # without flip-flops there is nothing to clock: a virtual clock times the input-to-output paths
+    is_input = ports.get(clock, {}).get("direction") == "input"
+    clock_port = clock if is_input and mapped["sequential_cells"] else None
     if mapped["sequential_cells"] and clock_port is None:
         inputs = ", ".join(name for name, p in ports.items() if p["direction"] == "input") or "none"
         raise ParameterError("clock", clock, f"an input port of {top} that clocks its "
