@@ -434,7 +434,7 @@ def asic_synth(verilog_files, top: str, library: str = DEFAULT_LIBRARY, *, clock
     values = {k: v for k, v in mapped.items() if k != "key"}
     values |= {"log_path": map_dir / LOG, "netlist": map_dir / NETLIST_V, "clock": clock_port,
                "abc_delay_ns": delay_ns}
-    if not mapped["sequential_cells"]:
+    if timing and not mapped["sequential_cells"]:
         values["note"] = "no flip-flops: timed against a virtual clock, path_delay_ns is input to output"
     if timing:
         result = asic_timing(map_dir, clock_port, clock_ns, timeout_s=timeout_s)
