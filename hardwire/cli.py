@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Synthesize with yosys; with --pnr also place and route with nextpnr.")
     synth.add_argument("verilog", type=Path, nargs="+", help="Verilog file(s)")
     synth.add_argument("--top", required=True, help="top module name")
-    synth.add_argument("--target", default="ecp5", help="ice40, ecp5, xilinx or generic (default: ecp5)")
+    synth.add_argument("--target", default="ecp5", help="ice40, ecp5, xilinx, generic, or asic:LIB for standard "
+                                                        "cells (LIB: osu018, osu035, osu050 or a .lib file; "
+                                                        "timed with OpenSTA) (default: ecp5)")
+    synth.add_argument("--clock", default="clk", help="asic: the clock input port (default: clk)")
+    synth.add_argument("--clock-ns", type=float, default=10.0, help="asic: clock period in ns (default: 10)")
     synth.add_argument("--pnr", action="store_true", help="also run nextpnr (ice40, ecp5) for Fmax")
     synth.add_argument("--device", help="nextpnr device (ecp5: 25k/45k/85k, ice40: up5k/hx8k/...)")
     synth.add_argument("--package", help="nextpnr package (e.g. CABGA381, sg48)")
@@ -198,6 +202,12 @@ def cmd_synth(args) -> int:
     from hardwire.flows.report import synth_command
 
     _check_files(args.verilog)
+    if args.target.startswith("asic:"):
+        from hardwire.flows.asic import asic_command
+
+        print(asic_command(args.verilog, args.top, args.target[5:], clock=args.clock, clock_ns=args.clock_ns,
+                           out_dir=args.out))
+        return 0
     print(synth_command(args.verilog, args.top, args.target, pnr=args.pnr, device=args.device,
                         package=args.package, out_dir=args.out))
     return 0
