@@ -24,6 +24,8 @@ def add_parsers(sub) -> dict:
     gen.add_argument("--designs", type=int, default=100, help="designs drawn from the seed (default 100); a rerun "
                                                                 "with the same seed resumes and adds only missing rows")
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--specs", type=Path, help="a JSON list of design specs to synthesize instead of random ones "
+                                                "(the 'spec' field of dataset rows)")
     gen.add_argument("--targets", default="ecp5,xilinx", help="comma-separated yosys targets (default ecp5,xilinx)")
     gen.add_argument("--fmax-share", type=float, default=0.15,
                      help="share of designs also placed and routed on the ECP5-85F for Fmax (default 0.15)")
@@ -52,10 +54,13 @@ def cmd_dataset(args) -> int:
         if not 0 <= args.fmax_share <= 1:
             raise ParameterError("fmax-share", args.fmax_share, "0..1")
         targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+        specs = None
+        if args.specs is not None:
+            specs = _read_specs(args.specs)
         summary = generate(args.out, size=args.size, count=args.designs, seed=args.seed, targets=targets,
                            fmax_share=args.fmax_share,
                            stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), workers=args.workers, ray_address=args.ray,
-                           timeout_s=args.timeout)
+                           timeout_s=args.timeout, specs=specs)
         print(f"{summary['path']}: {summary['rows']} rows added ({summary['errors']} with errors) "
               f"from {summary['designs']} designs")
         return 0
@@ -70,6 +75,19 @@ def cmd_dataset(args) -> int:
 
         return train_command(args)
     raise AssertionError(args.action)
+
+
+def _read_specs(path: Path) -> list[dict]:
+    import json
+
+    try:
+        specs = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ParameterError("specs", str(path), f"a readable JSON list of design specs ({error})") from None
+    if not isinstance(specs, list) or not all(isinstance(s, dict) and s.get("kind") in ("block", "network", "model")
+                                              for s in specs):
+        raise ParameterError("specs", str(path), "a JSON list of objects with kind block, network or model")
+    return specs
 
 
 def summarize(path, rows) -> str:

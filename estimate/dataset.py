@@ -151,7 +151,8 @@ def model_network(spec: dict):
     source = spec["model"]
     path = zoo.build(source[4:]).onnx_path if source.startswith("zoo:") else Path(source)
     graph = frontend.build_graph(frontend.load_model(path), name=Path(str(source).replace(":", "_")).stem)
-    return graph, solve_folding(graph, folds={k: tuple(v) for k, v in spec.get("folds", {}).items()})
+    matvec = [layer.name for layer in graph.layers if hasattr(layer, "weights")]
+    return graph, solve_folding(graph, folds={matvec[int(k)]: tuple(v) for k, v in spec.get("folds", {}).items()})
 
 
 def fmax_key(spec_hash: str) -> str:
@@ -207,12 +208,12 @@ def synthesize_design(spec: dict, targets: tuple[str, ...], split: str, fmax: bo
 
 
 def real_network_specs() -> list[dict]:
-    """The zoo networks at several foldings: the real-network test split (never trained on)."""
+    """The zoo networks at several foldings: the real-network test split (never trained on). Folds are given
+    per matrix-vector layer in network order ("0", "1", ...), PE and SIMD."""
     folds = {
-        "zoo:mlp4": [{}, {"dense0": (4, 8)}, {"dense0": (8, 16), "dense1": (4, 16), "dense2": (2, 16)},
-                     {"dense0": (16, 64), "dense1": (8, 32)}],
-        "zoo:mlp2": [{}, {"dense0": (8, 16), "dense1": (4, 16)}, {"dense0": (16, 32), "dense1": (8, 16), "dense2": (2, 8)}],
-        "zoo:cnn4": [{}, {"conv0": (2, 1), "conv1": (4, 8)}, {"conv0": (8, 1), "conv1": (8, 8), "dense0": (2, 16)}],
+        "zoo:mlp4": [{}, {"0": (4, 8)}, {"0": (8, 16), "1": (4, 16), "2": (2, 16)}, {"0": (16, 64), "1": (8, 32)}],
+        "zoo:mlp2": [{}, {"0": (8, 16), "1": (4, 16)}, {"0": (16, 32), "1": (8, 16), "2": (2, 8)}],
+        "zoo:cnn4": [{}, {"0": (2, 1), "1": (4, 8)}, {"0": (8, 1), "1": (8, 8), "2": (2, 16)}],
     }
     return [{"kind": "model", "model": model, "folds": {k: list(v) for k, v in fold.items()}}
             for model, options in folds.items() for fold in options]
@@ -228,9 +229,9 @@ def run_specs(size: str, count: int, seed: int) -> list[dict]:
 
 def generate(path, *, size: str = "small", count: int = 100, seed: int = 0, targets=DEFAULT_TARGETS,
              fmax_share: float = 0.15, stages=("synth", "fmax"), workers: int | None = None,
-             ray_address: str | None = None, timeout_s: float = 1800) -> dict:
-    """Synthesize the designs of (size, count, seed) whose rows are not yet in `path`; append each design's rows
-    as it finishes. Real networks are always placed and routed (fmax share 1)."""
+             ray_address: str | None = None, timeout_s: float = 1800, specs: list[dict] | None = None) -> dict:
+    """Synthesize the designs of (size, count, seed) -- or the given `specs` -- whose rows are not yet in `path`;
+    append each design's rows as it finishes. Real networks are always placed and routed (fmax share 1)."""
     from hardwire.jobs import run_jobs
 
     targets = tuple(targets)
@@ -242,7 +243,7 @@ def generate(path, *, size: str = "small", count: int = 100, seed: int = 0, targ
             raise ParameterError("stages", stage, "synth, fmax")
     store = RowStore(path)
     have = store.keys()
-    specs = run_specs(size, count, seed)
+    specs = run_specs(size, count, seed) if specs is None else specs
     share = 1.0 if size == "real" else fmax_share
     jobs = {}
     for spec in specs:
@@ -252,7 +253,8 @@ def generate(path, *, size: str = "small", count: int = 100, seed: int = 0, targ
         if any(key not in have for key in wanted):
             jobs[h] = (synthesize_design, spec, targets, size, fmax, tuple(stages), tuple(k for k in wanted if k in have),
                        timeout_s)
-    print(f"dataset {store.path}: {len(specs) - len(jobs)} of {len(specs)} designs complete, {len(jobs)} to run "
+    distinct = len({designs.design_hash(spec) for spec in specs})
+    print(f"dataset {store.path}: {distinct - len(jobs)} of {distinct} designs complete, {len(jobs)} to run "
           f"({', '.join(stages)}; {', '.join(targets)})", file=sys.stderr, flush=True)
     counts = {"rows": 0, "errors": 0}
 

@@ -7,6 +7,9 @@ tasks (`"local"` starts a Ray instance on this machine, anything else is a clust
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -67,8 +70,13 @@ def run_jobs(jobs: dict, workers: int, started: float | None = None, *,
                 for future in done:
                     finished(pending.pop(future), future.result)
         except BaseException:
+            # Interrupted (Ctrl-C, or a kill of this process alone, as `timeout` sends): nothing more starts,
+            # and the running jobs are interrupted too (their tool runs are killed) instead of being awaited.
             for future in pending:
                 future.cancel()
+            for process in list(getattr(pool, "_processes", {}).values()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGINT)
             raise
     return results
 

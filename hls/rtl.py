@@ -99,6 +99,9 @@ def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float
     target = None
     met, note = True, ""
     if folds is not None:
+        unknown = sorted(set(folds) - {layer.name for layer in layers})
+        require(not unknown, "fold", ", ".join(unknown),
+                "layers of this network: " + ", ".join(layer.name for layer in layers))
         for layer in layers:
             pe, simd = folds.get(layer.name, (1, 1))
             require(pe in divisors(layer.out_features), f"{layer.name}.pe", pe,

@@ -1,0 +1,131 @@
+"""The synthesis dataset: real yosys on tiny designs, an append-only store that survives kills, resume without
+losing or repeating a row, Ray local mode, and failures recorded rather than dropped."""
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hardwire.errors import ParameterError
+from hardwire.estimate import designs
+from hardwire.estimate.dataset import RowStore, generate
+from hardwire.estimate.features import DesignGraph, flat_features
+
+TINY = [
+    {"kind": "block", "block": "dwc", "params": {"in_lanes": 2, "out_lanes": 1, "elem_width": 3,
+                                                 "elem_signed": False, "frame_elements": 4}},
+    {"kind": "block", "block": "maxpool", "params": {"in_height": 2, "in_width": 2, "channels": 1, "kernel_size": 2,
+                                                     "simd": 1, "elem_width": 2, "elem_signed": False}},
+    {"kind": "network", "seed": 7, "a_bits": 2, "a_signed": False, "shape": [1, 1, 4],
+     "layers": [{"op": "dense", "out": 2, "pe": 1, "simd": 2, "w_bits": 2, "out_bits": 0}]},
+]
+BROKEN = {"kind": "block", "block": "mvu", "params": {"in_features": 16, "simd": 3}}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One tool cache for the module: later tests reuse the synthesis runs of the first."""
+    root = tmp_path_factory.mktemp("hwcache")
+    old = os.environ.get("HARDWIRE_CACHE")
+    os.environ["HARDWIRE_CACHE"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("HARDWIRE_CACHE")
+    else:
+        os.environ["HARDWIRE_CACHE"] = old
+
+
+def test_store_cuts_a_torn_gzip_member_and_a_torn_line(tmp_path):
+    store = RowStore(tmp_path / "d.jsonl.gz")
+    store.append([{"key": "a"}, {"key": "b"}])
+    store.append([{"key": "c"}])
+    whole = store.path.read_bytes()
+    store.path.write_bytes(whole + gzip.compress(b'{"key": "d"}\n')[:-9])   # a member killed mid-write
+    assert [r["key"] for r in RowStore(store.path).rows()] == ["a", "b", "c"]
+    assert store.path.read_bytes() == whole
+    plain = RowStore(tmp_path / "d.jsonl")
+    plain.append([{"key": "x"}])
+    with open(plain.path, "a") as handle:
+        handle.write('{"key": "y", "lab')
+    assert RowStore(plain.path).keys() == {"x"}
+
+
+def test_random_specs_are_legal_reproducible_and_larger_in_the_large_split():
+    small = designs.sample_designs(3, 40)
+    assert small == designs.sample_designs(3, 40)
+    large = designs.sample_designs(3, 8, size="large")
+    depth = lambda specs: max(len(s["layers"]) for s in specs if s["kind"] == "network")  # noqa: E731
+    assert depth(large) > depth(small) or min(len(s["layers"]) for s in large) >= 4
+    assert {s["block"] for s in small if s["kind"] == "block"} <= set(designs.BLOCK_FAMILIES)
+    for spec in small[:10] + large[:2]:
+        if spec["kind"] == "network":
+            graph, folding = designs.build_network(spec)
+            assert set(folding.folds) == {layer.name for layer in graph.layers if hasattr(layer, "weights")}
+        else:
+            designs.build_block(spec)
+
+
+def test_generation_synthesizes_for_real_records_failures_and_resumes(cache, tmp_path):
+    path = tmp_path / "d.jsonl.gz"
+    summary = generate(path, targets=("ecp5",), specs=TINY + [BROKEN], workers=2, fmax_share=0)
+    rows = RowStore(path).rows()
+    assert summary["rows"] == len(rows) == 4
+    by_kind = {(r["spec"].get("block") or r["spec"]["kind"]): r for r in rows}
+    assert by_kind["mvu"]["error"].startswith("generation failed: ParameterError") and by_kind["mvu"]["labels"] is None
+    for name in ("dwc", "maxpool", "network"):
+        row = by_kind[name]
+        assert row["error"] is None and row["labels"]["lut"] > 0 and row["labels"]["ff"] > 0
+        graph = DesignGraph.from_dict(row["design"])
+        assert flat_features(graph)["nodes"] >= 1
+    assert by_kind["network"]["design"]["exact"]["initiation_interval"] == 4        # (K/SIMD) x (N/PE) = 2 x 2
+    again = generate(path, targets=("ecp5",), specs=TINY + [BROKEN], workers=2, fmax_share=0)
+    assert again["designs"] == 0 and len(RowStore(path).rows()) == 4
+
+
+def test_killed_run_loses_and_repeats_no_row(cache, tmp_path):
+    path = tmp_path / "k.jsonl.gz"
+    specs = tmp_path / "specs.json"
+    specs.write_text(json.dumps(TINY))
+    command = [sys.executable, "-m", "hardwire.cli", "dataset", "generate", "-o", str(path), "--specs", str(specs),
+               "--targets", "ecp5,ice40", "--workers", "1", "--fmax-share", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if path.exists() and RowStore(path).rows():
+            break
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = RowStore(path).keys()
+    assert 0 < len(partial) < 6
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = RowStore(path).rows()
+    keys = [row["key"] for row in rows]
+    assert len(keys) == len(set(keys)) == 6 and partial <= set(keys)
+
+
+def test_ray_local_mode_gives_the_same_rows_as_the_process_pool(cache, tmp_path):
+    pytest.importorskip("ray")
+    pool = tmp_path / "pool.jsonl.gz"
+    ray = tmp_path / "ray.jsonl.gz"
+    generate(pool, targets=("ecp5",), specs=TINY[:1], workers=1, fmax_share=0)
+    generate(ray, targets=("ecp5",), specs=TINY[:1], ray_address="local", fmax_share=0)
+    strip = lambda rows: [{k: r[k] for k in ("key", "labels", "design", "error")} for r in rows]  # noqa: E731
+    assert strip(RowStore(pool).rows()) == strip(RowStore(ray).rows())
+
+
+def test_bad_targets_sizes_and_specs_are_one_line_errors(tmp_path):
+    with pytest.raises(ParameterError, match="target='virtex2'"):
+        generate(tmp_path / "x.jsonl.gz", targets=("virtex2",), specs=TINY)
+    with pytest.raises(ParameterError, match="size='huge'"):
+        generate(tmp_path / "x.jsonl.gz", size="huge")
+    (tmp_path / "s.json").write_text('{"not": "a list"}')
+    done = subprocess.run([sys.executable, "-m", "hardwire.cli", "dataset", "generate", "-o", str(tmp_path / "y.jsonl.gz"),
+                           "--specs", str(tmp_path / "s.json")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "specs=" in done.stderr
