@@ -68,8 +68,10 @@ def evaluate(estimator: Estimator, rows: list[dict]) -> dict:
             table = {}
             for model in ("gnn", "trees"):
                 pred = estimator.predict_batch(graphs, target, model)
-                table[model] = {label: metrics([p["resources"][label] for p in pred],
-                                               [ex.labels[label] for ex in chosen], label) for label in LABELS}
+                table[model] = {label: metrics([p["resources"][label] for p, ex in zip(pred, chosen)
+                                                if ex.labels.get(label) is not None],
+                                               [ex.labels[label] for ex in chosen if ex.labels.get(label) is not None],
+                                               label) for label in LABELS}
             networks = [ex for ex in chosen if ex.graph.kind == "network"]
             if networks:
                 analytic = [finn_r(ex.graph) for ex in networks]

@@ -37,6 +37,8 @@ def add_parsers(sub) -> dict:
     train = actions.add_parser("train", help="train the GNN and boosted-tree surrogates on a dataset")
     train.add_argument("datasets", type=Path, nargs="*", default=[DEFAULT_DATASET])
     train.add_argument("-o", "--out", type=Path, default=None, help="weights file (default: the shipped one)")
+    train.add_argument("--wa-hls4ml", type=Path, action="append", metavar="FILE",
+                       help="also train on wa-hls4ml's published records (.json/.jsonl[.gz]; repeatable)")
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--ensemble", type=int, default=None)
     train.add_argument("--seed", type=int, default=0)

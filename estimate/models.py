@@ -51,7 +51,8 @@ class Encoder:
     """Fixed vocabularies (node feature names, ops, flat feature names) learned from the training rows, and
     the standardization of node features. Serializes to plain lists/dicts (weights_only-safe)."""
 
-    def __init__(self, node_features, ops, flat_names, mean=None, std=None):
+    def __init__(self, node_features, ops, flat_names, mean=None, std=None, targets=TARGET_NAMES):
+        self.targets = list(targets)
         self.node_features = list(node_features)
         self.ops = list(ops)
         self.flat_names = list(flat_names)
@@ -62,7 +63,8 @@ class Encoder:
         self._flat_index = {name: i for i, name in enumerate(self.flat_names)}
 
     @classmethod
-    def fit(cls, graphs) -> Encoder:
+    def fit(cls, graphs, targets=()) -> Encoder:
+        """Vocabularies from training graphs; `targets` beyond hardwire's own (e.g. wa-hls4ml's parts) are added."""
         from .features import flat_features
 
         names, ops, flat = set(), set(), set()
@@ -71,7 +73,8 @@ class Encoder:
                 names.update(node.features)
                 ops.add(node.op)
             flat.update(flat_features(graph))
-        encoder = cls(sorted(names), sorted(ops), sorted(flat))
+        encoder = cls(sorted(names), sorted(ops), sorted(flat),
+                      targets=[*TARGET_NAMES, *sorted(set(targets) - set(TARGET_NAMES))])
         raw = np.concatenate([encoder._raw_nodes(g) for g in graphs])
         encoder.mean = raw.mean(axis=0).astype(np.float32)
         encoder.std = np.maximum(raw.std(axis=0), 1e-3).astype(np.float32)
@@ -79,11 +82,12 @@ class Encoder:
 
     def to_dict(self) -> dict:
         return {"node_features": self.node_features, "ops": self.ops, "flat_names": self.flat_names,
-                "mean": self.mean.tolist(), "std": self.std.tolist()}
+                "mean": self.mean.tolist(), "std": self.std.tolist(), "targets": self.targets}
 
     @classmethod
     def from_dict(cls, data: dict) -> Encoder:
-        return cls(data["node_features"], data["ops"], data["flat_names"], data["mean"], data["std"])
+        return cls(data["node_features"], data["ops"], data["flat_names"], data["mean"], data["std"],
+                   data.get("targets", TARGET_NAMES))
 
     def _raw_nodes(self, graph) -> np.ndarray:
         x = np.zeros((len(graph.nodes), len(self.node_features)), dtype=np.float32)
@@ -107,23 +111,23 @@ class Encoder:
             j = self._op_index.get(node.op)
             if j is not None:
                 op[i, j] = 1.0
-        tgt = np.zeros((len(graph.nodes), len(TARGET_NAMES)), dtype=np.float32)
-        tgt[:, TARGET_NAMES.index(target)] = 1.0
+        tgt = np.zeros((len(graph.nodes), len(self.targets)), dtype=np.float32)
+        tgt[:, self.targets.index(target)] = 1.0
         return np.concatenate([x, op, tgt], axis=1)
 
     @property
     def node_width(self) -> int:
-        return len(self.node_features) + len(self.ops) + len(TARGET_NAMES)
+        return len(self.node_features) + len(self.ops) + len(self.targets)
 
     def flat_vector(self, graph, target: str) -> np.ndarray:
         from .features import flat_features
 
-        v = np.zeros(len(self.flat_names) + len(TARGET_NAMES), dtype=np.float64)
+        v = np.zeros(len(self.flat_names) + len(self.targets), dtype=np.float64)
         for key, value in flat_features(graph).items():
             j = self._flat_index.get(key)
             if j is not None:
                 v[j] = value
-        v[len(self.flat_names) + TARGET_NAMES.index(target)] = 1.0
+        v[len(self.flat_names) + self.targets.index(target)] = 1.0
         return v
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from hardwire.errors import HardwireError, ParameterError
 
 from .features import DesignGraph
-from .models import CAPACITY, FMAX_RANGE_MHZ, LABELS, TARGET_NAMES, Encoder, finn_r, make_gnn, to_pyg
+from .models import CAPACITY, FMAX_RANGE_MHZ, LABELS, Encoder, finn_r, make_gnn, to_pyg
 from .train import FMAX_SCALE, WEIGHTS_FORMAT
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "surrogate.pt"
@@ -89,8 +89,8 @@ class Estimator:
     # -- predictions -------------------------------------------------------------------------------------------
 
     def _check_target(self, target: str) -> None:
-        if target not in TARGET_NAMES:
-            raise ParameterError("target", target, "one of " + ", ".join(TARGET_NAMES))
+        if target not in self.encoder.targets:
+            raise ParameterError("target", target, "one of " + ", ".join(self.encoder.targets))
 
     def gnn_batch(self, graphs: list[DesignGraph], target: str) -> tuple[np.ndarray, np.ndarray]:
         """Per ensemble member: log1p resources (M, G, L) and log Fmax (M, G)."""
@@ -118,7 +118,7 @@ class Estimator:
         """Mean resources (clamped to the part, DSP/BRAM rounded to whole blocks) and Fmax per design."""
         res, fmax = self.gnn_batch(graphs, target) if model == "gnn" else self.tree_batch(graphs, target)
         out = []
-        cap = CAPACITY[target]
+        cap = CAPACITY.get(target, dict.fromkeys(LABELS, float("inf")))
         for g in range(len(graphs)):
             values = {}
             for i, label in enumerate(LABELS):

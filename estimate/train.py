@@ -57,14 +57,24 @@ def examples(rows: list[dict]) -> list[Example]:
     return out
 
 
-def load_rows(paths) -> list[dict]:
+def load_rows(paths, wa_hls4ml=()) -> list[dict]:
+    """Our dataset files, plus wa-hls4ml record files converted to rows (split by the hash of their id)."""
+    from hardwire.cache import digest
+
     from .dataset import RowStore
+    from .wahls4ml import read_rows
 
     rows = []
     for path in paths:
         if not Path(path).is_file():
             raise ParameterError("dataset", str(path), "an existing .jsonl.gz file")
         rows += RowStore(path).rows()
+    for path in wa_hls4ml:
+        converted, _ = read_rows(path)
+        for i, row in enumerate(converted):
+            h = digest("wa-hls4ml", row.get("id") or f"{path}:{i}", row["design"])
+            rows.append({**row, "key": f"{h}:{row['target']}", "design_hash": h, "split": "small", "stage": "synth",
+                         "fmax_mhz": None, "error": None})
     return rows
 
 
@@ -80,9 +90,10 @@ def _batch(encoder, items):
 def _targets(items):
     import torch
 
-    y = torch.tensor([[np.log1p(ex.labels[k]) if ex.labels else 0.0 for k in LABELS] for ex in items],
+    # a row may lack a label (wa-hls4ml's records have no LUTRAM count): that entry is masked out
+    y = torch.tensor([[np.log1p((ex.labels or {}).get(k) or 0.0) for k in LABELS] for ex in items],
                      dtype=torch.float32)
-    mask = torch.tensor([[1.0 if ex.labels else 0.0] * len(LABELS) for ex in items])
+    mask = torch.tensor([[float((ex.labels or {}).get(k) is not None) for k in LABELS] for ex in items])
     f = torch.tensor([np.log(ex.fmax_mhz) if ex.fmax_mhz else 0.0 for ex in items], dtype=torch.float32)
     fmask = torch.tensor([1.0 if ex.fmax_mhz else 0.0 for ex in items])
     return y, mask, f, fmask
@@ -103,12 +114,14 @@ def train_gnn(encoder: Encoder, train: list[Example], valid: list[Example], *, s
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = make_gnn(encoder.node_width)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = make_gnn(encoder.node_width).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     data = [to_pyg(encoder, ex.graph, ex.target) for ex in train]
     targets = _targets(train)
-    valid_batch, valid_targets = _batch(encoder, valid), _targets(valid)
+    valid_batch = _batch(encoder, valid).to(device)
+    valid_targets = tuple(t.to(device) for t in _targets(valid))
     from torch_geometric.data import Batch
 
     # Collating graphs is the slow part on a CPU: a few shuffles are collated once and cycled through.
@@ -117,8 +130,8 @@ def train_gnn(encoder: Encoder, train: list[Example], valid: list[Example], *, s
         order = rng.permutation(len(data))
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
-            batches.append((Batch.from_data_list([data[i] for i in index]),
-                            tuple(t[torch.from_numpy(index)] for t in targets)))
+            batches.append((Batch.from_data_list([data[i] for i in index]).to(device),
+                            tuple(t[torch.from_numpy(index)].to(device) for t in targets)))
     per_epoch = -(-len(data) // batch_size)
     best, best_state, since = float("inf"), None, 0
     for epoch in range(epochs):
@@ -135,7 +148,7 @@ def train_gnn(encoder: Encoder, train: list[Example], valid: list[Example], *, s
             value = float(_loss(model, valid_batch, valid_targets))
         if value < best:
             best, since = value, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             since += 1
         if log and epoch % 25 == 0:
@@ -155,7 +168,7 @@ def train_trees(encoder: Encoder, train: list[Example], valid: list[Example], *,
             if label == "fmax":
                 items = [ex for ex in items if ex.fmax_mhz]
                 return items, [np.log(ex.fmax_mhz) for ex in items]
-            items = [ex for ex in items if ex.labels]
+            items = [ex for ex in items if ex.labels and ex.labels.get(label) is not None]
             return items, [np.log1p(ex.labels[label]) for ex in items]
 
         tr, ytr = pick(train)
@@ -187,15 +200,22 @@ def train(rows: list[dict], *, ensemble: int = 5, epochs: int = 300, seed: int =
     if len(train_set) < 20 or not valid_set:
         raise ParameterError("dataset", f"{len(train_set)} training rows", "at least 20 training rows and a "
                              "validation share (generate more designs)")
-    encoder = Encoder.fit([ex.graph for ex in train_set])
+    encoder = Encoder.fit([ex.graph for ex in train_set], {ex.target for ex in train_set})
     log(f"training on {len(train_set)} rows ({len(valid_set)} for early stopping), {len(encoder.node_features)} "
         f"node features, {len(encoder.flat_names)} flat features, ensemble of {ensemble}")
     started = time.monotonic()
     gnn, trees = [], []
-    for member in range(ensemble):
-        gnn.append(train_gnn(encoder, train_set, valid_set, seed=seed + member, epochs=epochs, log=log))
-        trees.append(train_trees(encoder, train_set, valid_set, seed=seed + member))
-        log(f"[{time.monotonic() - started:6.0f} s] member {member + 1}/{ensemble} trained")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)           # graphs of a few nodes: more threads only contend
+    try:
+        for member in range(ensemble):
+            gnn.append(train_gnn(encoder, train_set, valid_set, seed=seed + member, epochs=epochs, log=log))
+            trees.append(train_trees(encoder, train_set, valid_set, seed=seed + member))
+            log(f"[{time.monotonic() - started:6.0f} s] member {member + 1}/{ensemble} trained")
+    finally:
+        torch.set_num_threads(threads)
     return {"format": WEIGHTS_FORMAT, "dataset_hash": dataset_hash(rows), "rows": len(rows),
             "train_rows": len(train_set), "encoder": encoder.to_dict(), "gnn": gnn, "trees": trees,
             "labels": list(LABELS), "capacity": CAPACITY, "seed": seed, "epochs": epochs,
@@ -207,7 +227,7 @@ def train_command(args) -> int:
 
     from .predict import DEFAULT_WEIGHTS
 
-    rows = load_rows(args.datasets)
+    rows = load_rows(args.datasets, args.wa_hls4ml or ())
     weights = train(rows, ensemble=args.ensemble or 5, epochs=args.epochs or 300, seed=args.seed,
                     log=lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(args.out) if args.out else DEFAULT_WEIGHTS

@@ -76,6 +76,11 @@ def test_two_bit_mlp_on_random_inputs_with_synthesis_into_a_relative_folder(tmp_
     synth = report["synthesis"]
     assert synth["lut"] > 0 and synth["ff"] > 0
     assert "LUT" in (tmp_path / "mlp2" / "report.md").read_text()
+    # the surrogate's estimate stands beside yosys' count, labelled, with the error computed from both
+    compared = report["estimate_vs_measured"]["lut"]
+    assert report["estimate"]["estimate"] is True and compared["measured"] == synth["lut"]
+    assert compared["relative_error"] == pytest.approx((compared["estimate"] - synth["lut"]) / synth["lut"])
+    assert "not a measurement" in (tmp_path / "mlp2" / "report.md").read_text()
 
 
 def test_folding_solver_meets_a_throughput_target_with_the_fewest_lanes():
@@ -107,8 +112,22 @@ def test_folding_solver_respects_a_lut_budget():
         parse_budget("dsp=3")
 
 
+def test_lut_budget_priced_by_the_surrogate_stays_within_the_budget_by_its_own_estimate():
+    from hardwire.estimate.predict import Estimator, folding_cost
+
+    graph = _graph("mlp4")
+    cost = folding_cost(Estimator.load(), graph, "ecp5")
+    small = rtl.solve_folding(graph, lut_budget=3_000, lut_cost=cost)
+    large = rtl.solve_folding(graph, lut_budget=30_000, lut_cost=cost)
+    assert small.estimated_luts <= 3_000 and large.estimated_luts <= 30_000
+    assert max(large.cycles.values()) <= max(small.cycles.values())
+    assert cost(small.folds) == pytest.approx(small.estimated_luts, abs=1)
+
+
 def test_explicit_folding_is_validated():
     graph = _graph("mlp4")
+    with pytest.raises(ParameterError, match="fold='dense0'"):
+        rtl.solve_folding(graph, folds={"dense0": (1, 1)})
     with pytest.raises(ParameterError, match="Gemm_0.pe"):
         rtl.solve_folding(graph, folds={"Gemm_0": (3, 1)})
     with pytest.raises(ParameterError, match="Gemm_2.simd"):

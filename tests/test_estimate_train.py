@@ -117,3 +117,36 @@ def test_bad_target_weights_and_dataset_are_one_line_errors(trained, tmp_path):
     torch.save({**weights, "format": 99}, path)
     with pytest.raises(WeightsError, match="format 99"):
         Estimator.load(path)
+
+
+def test_wa_hls4ml_records_train_beside_our_rows_and_get_their_own_target(tmp_path):
+    import gzip
+    import json
+    from pathlib import Path
+
+    from hardwire.estimate.train import load_rows
+
+    records = json.loads((Path(__file__).parent / "data" / "wahls4ml_sample.json").read_text())
+    copies = []
+    for i in range(30):                       # enough rows for a validation share; ids keep them distinct
+        for record in records:
+            copies.append({**record, "meta_data": {**record.get("meta_data", {}), "uuid": f"{i}-{record.get('meta_data', {}).get('uuid')}"}})
+    path = tmp_path / "wa.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in copies)
+    store = tmp_path / "ours.jsonl.gz"
+    from hardwire.estimate.dataset import RowStore
+
+    RowStore(store).append(synthetic_rows(40, 5))
+    rows = load_rows([store], [path])
+    targets = {row["target"] for row in rows}
+    assert "ecp5" in targets and any(t.startswith("hls4ml:") for t in targets)
+    weights = train(rows, ensemble=1, epochs=2, log=lambda m: None)
+    torch.save(weights, tmp_path / "w.pt")
+    estimator = Estimator.load(tmp_path / "w.pt")
+    hls_target = next(t for t in targets if t.startswith("hls4ml:"))
+    wa = next(row for row in rows if row["target"] == hls_target)
+    from hardwire.estimate.features import DesignGraph
+
+    result = estimator.estimate(DesignGraph.from_dict(wa["design"]), hls_target)
+    assert result.resources["lut"] >= 0 and hls_target in estimator.encoder.targets
