@@ -132,7 +132,8 @@ def add_estimate_parser(sub) -> dict:
     speed.add_argument("--fold", action="append", metavar="LAYER=PE,SIMD", help="networks: explicit folding")
     est.add_argument("--clock-mhz", type=float, default=100.0)
     est.add_argument("--param", action="append", metavar="NAME=VALUE", default=[], help="blocks: a parameter")
-    est.add_argument("--model", choices=("gnn", "trees"), default="gnn", help="which surrogate (default gnn)")
+    est.add_argument("--model", choices=("auto", "gnn", "trees"), default="auto",
+                     help="auto (default: per label the surrogate that was better on validation designs), gnn, trees")
     est.add_argument("--weights", type=Path, help="surrogate weights (default: the shipped ones)")
     est.add_argument("--json", type=Path, help="also write the estimate as JSON")
     return {"estimate": cmd_estimate}
@@ -213,13 +214,16 @@ def format_estimate(graph, estimate, seconds: float) -> str:
     from .models import LABELS
 
     r, s = estimate.resources, estimate.spread
-    lines = [f"{graph.name} on {estimate.target}: ESTIMATE by the {estimate.model} surrogate "
+    lines = [f"{graph.name} on {estimate.target}: ESTIMATE by the {estimate.model} surrogate(s) "
              f"({seconds * 1000:.1f} ms; uncertainty = ensemble spread)"]
     if estimate.per_node:
         lines.append(f"  {'unit':24} {'op':8} " + " ".join(f"{label.upper():>8}" for label in LABELS))
         for unit in estimate.per_node:
             lines.append(f"  {unit['name'][:24]:24} {unit['op']:8} " + " ".join(f"{unit[label]:8.0f}" for label in LABELS))
     lines.append("  total: " + ", ".join(f"{label.upper()} {_pm(r[label], s[label])}" for label in LABELS))
+    if estimate.by_rule:
+        lines.append(f"  {', '.join(label.upper() for label in estimate.by_rule)}: by the generators' rule "
+                     "(exact on every network in the dataset), not learned")
     if estimate.fmax_mhz is not None:
         lines.append(f"  Fmax (ECP5-85F, nextpnr-equivalent): {estimate.fmax_mhz:.0f} MHz "
                      f"±{100 * (math.exp(estimate.fmax_spread) - 1):.0f}%"

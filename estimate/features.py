@@ -106,6 +106,44 @@ def unit_features(kind: str, params, fifo_depth: int, fifo_width: int) -> dict[s
     return f
 
 
+BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
+
+def bram18_tiles(depth: float, width: float) -> float:
+    """18-kbit blocks for a depth x width memory: the cheapest of the block's aspect ratios."""
+    if depth <= 0 or width <= 0:
+        return 0.0
+    return float(min(math.ceil(width / cw) * math.ceil(depth / cd) for cd, cw in BRAM18_SHAPES))
+
+
+def derived_features(op: str, f: dict[str, float]) -> dict[str, float]:
+    """What the generators decide by rule and a learned model should not have to guess, computed from the stored
+    parameters alone (so rows written before a rule was added get it too): which products go to DSP blocks
+    (gen/mvu builds products with an operand of at most LUT_MULTIPLY_MAX_WIDTH bits from LUTs; yosys maps
+    every other multiplier to a DSP) and the block-RAM geometry of each PE's weight and threshold memories."""
+    out: dict[str, float] = {}
+    if op == "mvu":
+        from hardwire.gen.mvu import LUT_MULTIPLY_MAX_WIDTH
+
+        lanes = f["pe"] * f["simd"]
+        dsp = min(f["in_width"], f["w_width"]) > LUT_MULTIPLY_MAX_WIDTH
+        depth = f.get("weight_depth", 0.0)
+        out.update(dsp_products=lanes if dsp else 0.0,
+                   lut_product_bits=0.0 if dsp else lanes * f["in_width"] * f["w_width"],
+                   weight_bram18=f["pe"] * bram18_tiles(depth, f["simd"] * f["w_width"]),
+                   weight_bits_per_pe=depth * f["simd"] * f["w_width"],
+                   threshold_bram18=f["pe"] * bram18_tiles(f["out_features"] / f["pe"],
+                                                           f.get("threshold_count", 0.0) * f.get("threshold_width", 0.0)))
+    elif op == "systolic":
+        out.update(products=f["rows"] * f["cols"], product_bits=f["rows"] * f["cols"] * f["a_width"] * f["w_width"])
+    return out
+
+
+def node_features(node: Node) -> dict[str, float]:
+    """A node's stored features with the derived ones: what every model reads."""
+    return {**node.features, **derived_features(node.op, node.features)}
+
+
 def network_graph(plan, name: str | None = None) -> DesignGraph:
     """A compiled network's dataflow plan (hls.rtl.DataflowPlan) as a chain graph of its units."""
     from hardwire.hls.rtl import network_cycles
@@ -156,13 +194,14 @@ def flat_features(graph: DesignGraph) -> dict[str, float]:
     for node in graph.nodes:
         prefix = node.op
         out[f"{prefix}.count"] = out.get(f"{prefix}.count", 0.0) + 1.0
-        for key, value in node.features.items():
+        for key, value in node_features(node).items():
             s, m = f"{prefix}.{key}.sum", f"{prefix}.{key}.max"
             out[s] = out.get(s, 0.0) + value
             out[m] = max(out.get(m, -math.inf), value)
     for key in ("lanes", "multiplier_bits", "weight_bits", "threshold_bits", "fifo_bits", "comparator_bits",
-                "buffer_bits", "accumulator_bits"):
-        out[f"total.{key}"] = sum(n.features.get(key, 0.0) for n in graph.nodes)
+                "buffer_bits", "accumulator_bits", "dsp_products", "lut_product_bits", "weight_bram18",
+                "threshold_bram18", "products"):
+        out[f"total.{key}"] = sum(node_features(n).get(key, 0.0) for n in graph.nodes)
     return out
 
 

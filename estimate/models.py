@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from .features import bram18_tiles
+
 LABELS = ("lut", "ff", "dsp", "bram", "lutram")
 TARGET_NAMES = ("ice40", "ecp5", "xilinx", "xilinx-us", "xilinx-usp")
 
@@ -36,7 +38,6 @@ CAPACITY = {
     "xilinx-usp": {"lut": 4086000, "ff": 8172000, "dsp": 3840, "bram": 4320, "lutram": 1000000},
 }
 FMAX_RANGE_MHZ = (1.0, 1000.0)
-BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 
 
 def signed_log(x: np.ndarray) -> np.ndarray:
@@ -65,12 +66,12 @@ class Encoder:
     @classmethod
     def fit(cls, graphs, targets=()) -> Encoder:
         """Vocabularies from training graphs; `targets` beyond hardwire's own (e.g. wa-hls4ml's parts) are added."""
-        from .features import flat_features
+        from .features import flat_features, node_features
 
         names, ops, flat = set(), set(), set()
         for graph in graphs:
             for node in graph.nodes:
-                names.update(node.features)
+                names.update(node_features(node))
                 ops.add(node.op)
             flat.update(flat_features(graph))
         encoder = cls(sorted(names), sorted(ops), sorted(flat),
@@ -90,9 +91,11 @@ class Encoder:
                    data.get("targets", TARGET_NAMES))
 
     def _raw_nodes(self, graph) -> np.ndarray:
+        from .features import node_features
+
         x = np.zeros((len(graph.nodes), len(self.node_features)), dtype=np.float32)
         for i, node in enumerate(graph.nodes):
-            for key, value in node.features.items():
+            for key, value in node_features(node).items():
                 j = self._index.get(key)
                 if j is not None:
                     x[i, j] = value
@@ -191,6 +194,22 @@ def to_pyg(encoder: Encoder, graph, target: str):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Rules: what a formula gives exactly, so that no model has to learn it
+
+
+def rule_resources(graph) -> dict[str, float]:
+    """Labels fixed by the generators' own rules. A compiled network's DSP blocks: gen/mvu builds products with
+    an operand of at most LUT_MULTIPLY_MAX_WIDTH bits from LUTs and yosys maps each wider product to one DSP, and
+    no other network unit multiplies, so DSP = the sum of the units' `dsp_products` (bench/estimate.py checks
+    this against every network in the dataset)."""
+    from .features import node_features
+
+    if graph.kind != "network":
+        return {}
+    return {"dsp": float(sum(node_features(node).get("dsp_products", 0.0) for node in graph.nodes))}
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # FINN-R analytic baseline
 
 
@@ -214,6 +233,5 @@ def finn_r(graph) -> dict[str, float] | None:
         dsp += pe * simd if uses_dsp else 0
         depth, width = f["weight_depth"], simd * w
         if depth * width > 1024:               # FINN maps small memories to LUTs
-            # the 18-kbit block's aspect ratios; the cheapest tiling of one PE's weight memory
-            bram += pe * min(math.ceil(width / cw) * math.ceil(depth / cd) for cd, cw in BRAM18_SHAPES)
+            bram += pe * bram18_tiles(depth, width)
     return {"lut": lut, "dsp": dsp, "bram": bram}

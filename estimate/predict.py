@@ -6,6 +6,7 @@ come exactly from the schedule models (`DesignGraph.exact`).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 from hardwire.errors import HardwireError, ParameterError
 
 from .features import DesignGraph
-from .models import CAPACITY, FMAX_RANGE_MHZ, LABELS, Encoder, finn_r, make_gnn, to_pyg
+from .models import CAPACITY, FMAX_RANGE_MHZ, LABELS, Encoder, finn_r, make_gnn, rule_resources, to_pyg
 from .train import FMAX_SCALE, WEIGHTS_FORMAT
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "surrogate.pt"
@@ -30,7 +31,7 @@ class Estimate:
     """Estimated resources (mean and spread per label) and Fmax of one design on one target."""
 
     target: str
-    model: str                                   # "gnn" or "trees"
+    model: str                                   # "auto" (per label the better on validation), "gnn", "trees"
     resources: dict[str, float]
     spread: dict[str, float]                     # relative: the ensemble's standard deviation of log values
     fmax_mhz: float | None
@@ -38,11 +39,25 @@ class Estimate:
     per_node: list[dict] = field(default_factory=list)   # GNN only: each unit's share of the total
     exact: dict = field(default_factory=dict)
     unknown_features: list[str] = field(default_factory=list)
+    by_rule: list[str] = field(default_factory=list)    # labels given by a generator rule, not learned
 
     def to_dict(self) -> dict:
         return {"estimate": True, "target": self.target, "model": self.model, "resources": self.resources,
+                "by_rule": self.by_rule,
                 "relative_spread": self.spread, "fmax_mhz": self.fmax_mhz, "fmax_relative_spread": self.fmax_spread,
                 "per_unit": self.per_node, "exact": self.exact, "unknown_features": self.unknown_features}
+
+
+@contextlib.contextmanager
+def one_thread(torch):
+    """Graphs of a few nodes: torch's thread pool costs more than it gives (an estimate took 0.7 s with two
+    threads on a busy 2-core machine, 27 ms with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class Estimator:
@@ -64,6 +79,7 @@ class Estimator:
             self.gnn.append(model)
         self.trees = [{label: lightgbm.Booster(model_str=text) for label, text in member.items()}
                       for member in weights["trees"]]
+        self.choice = dict(weights.get("choice") or dict.fromkeys((*LABELS, "fmax"), "gnn"))
         self._torch = torch
 
     @classmethod
@@ -99,7 +115,7 @@ class Estimator:
         self._check_target(target)
         batch = Batch.from_data_list([to_pyg(self.encoder, g, target) for g in graphs])
         res, fmax = [], []
-        with self._torch.no_grad():
+        with self._torch.no_grad(), one_thread(self._torch):
             for model in self.gnn:
                 log_res, log_delay = model(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
                 res.append(log_res.numpy())
@@ -114,8 +130,25 @@ class Estimator:
         fmax = np.stack([m["fmax"].predict(x) if "fmax" in m else np.full(len(graphs), np.nan) for m in self.trees])
         return res, fmax
 
-    def predict_batch(self, graphs: list[DesignGraph], target: str, model: str = "gnn") -> list[dict]:
-        """Mean resources (clamped to the part, DSP/BRAM rounded to whole blocks) and Fmax per design."""
+    def predict_batch(self, graphs: list[DesignGraph], target: str, model: str = "auto") -> list[dict]:
+        """Mean resources (clamped to the part, DSP/BRAM rounded to whole blocks) and Fmax per design. `auto`
+        takes each label from the surrogate that was better on the validation designs (see train.choose_models)."""
+        if model == "auto":
+            gnn = self.predict_batch(graphs, target, "gnn")
+            trees = self.predict_batch(graphs, target, "trees")
+            out = []
+            for graph, g, t in zip(graphs, gnn, trees):
+                pick = {label: (g if self.choice.get(label, "gnn") == "gnn" else t) for label in (*LABELS, "fmax")}
+                result = {"resources": {label: pick[label]["resources"][label] for label in LABELS},
+                          "spread": {label: pick[label]["spread"][label] for label in LABELS},
+                          "fmax_mhz": pick["fmax"]["fmax_mhz"], "fmax_spread": pick["fmax"]["fmax_spread"],
+                          "by_rule": []}
+                for label, value in rule_resources(graph).items():
+                    result["resources"][label] = min(value, CAPACITY.get(target, {}).get(label, value))
+                    result["spread"][label] = 0.0
+                    result["by_rule"].append(label)
+                out.append(result)
+            return out
         res, fmax = self.gnn_batch(graphs, target) if model == "gnn" else self.tree_batch(graphs, target)
         out = []
         cap = CAPACITY.get(target, dict.fromkeys(LABELS, float("inf")))
@@ -129,19 +162,28 @@ class Estimator:
                         "fmax_mhz": f, "fmax_spread": float(fmax[:, g].std()) if f is not None else None})
         return out
 
-    def estimate(self, graph: DesignGraph, target: str, model: str = "gnn") -> Estimate:
-        if model not in ("gnn", "trees"):
-            raise ParameterError("model", model, "gnn or trees")
+    def estimate(self, graph: DesignGraph, target: str, model: str = "auto") -> Estimate:
+        if model not in ("auto", "gnn", "trees"):
+            raise ParameterError("model", model, "auto, gnn or trees")
         result = self.predict_batch([graph], target, model)[0]
-        per_node = self._per_node(graph, target) if model == "gnn" else []
+        per_node = []
+        if model != "trees":
+            # the GNN's per-unit terms, scaled so that they add up to the total reported for each label
+            per_node = self._per_node(graph, target)
+            for label in LABELS:
+                raw = sum(unit[label] for unit in per_node)
+                scale = result["resources"][label] / raw if raw > 0 else 0.0
+                for unit in per_node:
+                    unit[label] *= scale
         return Estimate(target, model, result["resources"], result["spread"], result["fmax_mhz"],
-                        result["fmax_spread"], per_node, dict(graph.exact), self.encoder.unknown(graph))
+                        result["fmax_spread"], per_node, dict(graph.exact), self.encoder.unknown(graph),
+                        result.get("by_rule", []))
 
     def _per_node(self, graph: DesignGraph, target: str) -> list[dict]:
         """Each unit's share of the GNN's sum readout, averaged over the ensemble."""
         data = to_pyg(self.encoder, graph, target)
         terms = []
-        with self._torch.no_grad():
+        with self._torch.no_grad(), one_thread(self._torch):
             for model in self.gnn:
                 z, _ = model.node_terms(data.x, data.edge_index)
                 terms.append(np.exp(z.clamp(max=20.0).numpy()))
@@ -155,7 +197,7 @@ def analytic(graph: DesignGraph) -> dict | None:
     return finn_r(graph)
 
 
-def folding_cost(estimator: Estimator, graph, target: str, model: str = "gnn"):
+def folding_cost(estimator: Estimator, graph, target: str, model: str = "auto"):
     """A `lut_cost` for hls.rtl.solve_folding: lay the network out with a trial folding and estimate its LUTs."""
     from hardwire.hls import rtl
 

@@ -224,16 +224,16 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
             progress(f"      nextpnr-{options.target} place and route on {device}/{package} for Fmax")
             pnr = wrapped_fmax([verilog_path], plan.top_name, options.target, device=device, package=package)
             report["place_route"] = pnr.to_dict()
-        if report["estimate"].get("estimate"):
-            from hardwire.estimate.predict import compare
-
-            report["estimate_vs_measured"] = compare(report["estimate"], report["synthesis"],
-                                                     report.get("place_route", {}).get("fmax_mhz"))
             if pnr.fmax_mhz:
                 report["throughput"]["fmax_mhz"] = pnr.fmax_mhz
                 report["throughput"]["inferences_per_s_at_fmax"] = pnr.fmax_mhz * 1e6 / cycles[
                     "initiation_interval"]
                 report["throughput"]["latency_us_at_fmax"] = cycles["latency_cycles"] / pnr.fmax_mhz
+        if report["estimate"].get("estimate"):
+            from hardwire.estimate.predict import compare
+
+            report["estimate_vs_measured"] = compare(report["estimate"], report["synthesis"],
+                                                     report.get("place_route", {}).get("fmax_mhz"))
     report["tools"] = tool_versions()
 
 
