@@ -24,6 +24,12 @@ Arithmetic, per query (every step is integer; fixmath supplies exp and reciproca
   |o_i| * y >> (recip_frac + msb + v_frac - out_frac) rounded half up, sign restored, saturated to the
   signed out_width range.
 
+Accuracy: `error_bound_lsb` bounds |golden - float64 SDPA| by 0.5 LSB (rounding) + max|v| (in output LSBs)
+times the weights' relative error (the exp's twice, the reciprocal's, one exp_frac LSB per truncated p and per
+rescale). exp_frac, exp_lut_bits, recip_frac and recip_lut_bits left unset are derived (`derive_precision`)
+so that the bound is 1 LSB, as far as the 32-bit l and o accumulators allow exp_frac to grow (seq_max <= 64
+at 8-bit outputs; at seq_max 4096 the truncation of p dominates and the bound is hundreds of LSBs).
+
 Causal mask: key j is attended by the query at ``position`` iff j <= position + causal_offset (offset >= 0,
 so key 0 always is). A tile whose first key is already masked is consumed at one row per cycle and skipped.
 Decode (one query against a KV cache of run-time length 1..seq_max) needs no mode of its own: every query
@@ -42,7 +48,10 @@ handshake one cycle after it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +59,8 @@ from amaranth.hdl import Array, ClockDomain, ClockSignal, DomainRenamer, Module,
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.fixmath import (
+    EXP_INTERPOLATIONS,
+    RECIPROCAL_METHODS,
     ExpSpec,
     ExpUnit,
     ReciprocalSpec,
@@ -62,9 +73,13 @@ from hardwire.gen.fixmath import (
 )
 from hardwire.gen.registry import Block, register
 
+from hardwire.errors import PrecisionWarning
 from hardwire.params import bits_for_range, int_range, is_int, require
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
+# The bound the derived precisions aim for: |golden - float64 SDPA| <= 1 output LSB.
+ERROR_TARGET_LSB = 1.0
+PRECISION_FIELDS = ("exp_frac", "exp_lut_bits", "recip_frac", "recip_lut_bits")
 
 MAX_HEAD_DIM = 256
 MAX_SEQ = 4096
@@ -114,12 +129,13 @@ class AttentionParams:
     v_width: int = 8
     v_frac: int = 6
     score_width: int = 0
-    exp_frac: int = 14
-    exp_lut_bits: int = 6
+    # internal precisions: None derives each from the output format, v's range and seq_max (`derive_precision`)
+    exp_frac: int | None = None
+    exp_lut_bits: int | None = None
     exp_interp: str = "linear"
-    recip_frac: int = 16
+    recip_frac: int | None = None
     recip_method: str = "newton"
-    recip_lut_bits: int = 8
+    recip_lut_bits: int | None = None
     out_width: int = 8
     out_frac: int = 6
     causal: bool = False
@@ -143,6 +159,15 @@ class AttentionParams:
                 self.causal_offset, f"0..{MAX_SEQ} (key 0 is always attended)")
         require(isinstance(self.causal, bool), "causal", self.causal, "True or False")
         require(self.causal or self.causal_offset == 0, "causal_offset", self.causal_offset, "0 when causal=False")
+        require(self.exp_interp in EXP_INTERPOLATIONS, "exp_interp", self.exp_interp, " or ".join(EXP_INTERPOLATIONS))
+        require(self.recip_method in RECIPROCAL_METHODS, "recip_method", self.recip_method,
+                " or ".join(RECIPROCAL_METHODS))
+        unset = [name for name in PRECISION_FIELDS if getattr(self, name) is None]
+        object.__setattr__(self, "_given", tuple(name for name in PRECISION_FIELDS if name not in unset))
+        if unset:
+            derived = derive_precision(self)
+            for name in unset:
+                object.__setattr__(self, name, derived[name])
         # fixmath validates its own parameters (naming them): build the specs once to surface errors here
         _ = self.exp_spec, self.recip_spec
         require(self.recip_frac + self.exp_frac + self.v_frac - self.out_frac >= 1, "out_frac", self.out_frac,
@@ -151,6 +176,15 @@ class AttentionParams:
                 "<= 32 (fixmath scale-and-round): lower exp_frac, v_width or seq_max")
         require(self.l_width <= 32, "l accumulator width", self.l_width, "<= 32: lower exp_frac or seq_max")
         require(self.final_shift_max < 256, "final shift", self.final_shift_max, "< 256")
+        if self._given:
+            bound = error_bound_lsb(self)
+            target = max(ERROR_TARGET_LSB, error_bound_lsb(dataclasses.replace(
+                self, **{name: None for name in PRECISION_FIELDS})))
+            if bound > target * (1 + 1e-9):
+                given = ", ".join(f"{name}={getattr(self, name)}" for name in self._given)
+                warnings.warn(PrecisionWarning(
+                    f"attention {given}: the error bound is {bound:.3g} output LSB (derived precisions meet "
+                    f"{target:.3g}; leave them unset for the derived values)"), stacklevel=3)
 
     @classmethod
     def from_dict(cls, values: dict) -> AttentionParams:
@@ -203,12 +237,7 @@ class AttentionParams:
         return -(-self.seq_max // self.tile)
 
     def _running_bound(self, row_max: int) -> int:
-        """The largest value a running sum can reach: per tile rescaled by alpha <= exp_one (rounded up),
-        then tile rows of at most row_max added."""
-        bound = 0
-        for _ in range(self.tiles_max):
-            bound = ((bound * self.exp_one) >> self.exp_frac) + 1 + self.tile * row_max
-        return bound
+        return _running_bound(self.tiles_max, self.tile, self.exp_one, self.exp_frac, row_max)
 
     @property
     def l_width(self) -> int:
@@ -292,6 +321,84 @@ class AttentionParams:
         return dataclasses.asdict(self) | {
             "score_bits": self.score_bits, "l_width": self.l_width, "o_width": self.o_magnitude_width + 1,
             "exp_depth": self.exp_depth, "buffer_bits": sum(self.buffer_bits.values()), "name": self.top_name}
+
+
+def _running_bound(tiles: int, tile: int, exp_one: int, exp_frac: int, row_max: int) -> int:
+    """The largest value a running sum can reach: per tile rescaled by alpha <= exp_one (rounded up), then
+    tile rows of at most row_max added."""
+    bound = 0
+    for _ in range(tiles):
+        bound = ((bound * exp_one) >> exp_frac) + 1 + tile * row_max
+    return bound
+
+
+def derive_precision(p: AttentionParams) -> dict:
+    """exp_frac, exp_lut_bits, recip_frac, recip_lut_bits for p's output format, v range and seq_max: the
+    cheapest (fewest table and datapath bits) whose `error_bound_lsb` terms stay within their shares of the
+    1-LSB target (the softmax weights' relative error <= 0.5 / max|v| in output LSBs: three quarters to the
+    exp and the truncation of p, a quarter to the reciprocal), within the accumulators' 32-bit limit. A
+    precision p already sets is kept; where nothing meets a share, the most accurate choice is taken and
+    `error_bound_lsb` states the bound it meets."""
+    given = tuple((name, getattr(p, name)) for name in PRECISION_FIELDS if getattr(p, name) is not None)
+    shape = tuple((name, getattr(p, name)) for name in ("score_bits", "score_frac", "exp_interp", "head_dim",
+                                                          "seq_max", "tile", "v_width", "v_frac", "out_frac",
+                                                          "recip_method"))
+    return dict(_derive(shape, given))
+
+
+@functools.lru_cache(maxsize=1024)
+def _derive(shape: tuple, given_items: tuple) -> dict:
+    p = types.SimpleNamespace(**dict(shape))
+    given = dict(given_items)
+    budget = 0.5 / _v_max_lsb(p)
+    tiles = -(-p.seq_max // p.tile)
+    v_hi_neg = -int_range(p.v_width, True)[0]
+
+    def exp_spec(exp_frac, lut_bits):
+        return ScaledExpSpec(in_width=p.score_bits + 1, in_frac=p.score_frac, mant_frac=exp_frac, lut_bits=lut_bits,
+                             interp=p.exp_interp, head_dim=p.head_dim)
+
+    best = None
+    for exp_frac in [given["exp_frac"]] if "exp_frac" in given else range(8, 31):
+        top = min(12, exp_frac - (1 if p.exp_interp == "linear" else 0)) if is_int(exp_frac) else 0
+        for lut_bits in [given["exp_lut_bits"]] if "exp_lut_bits" in given else range(1, top + 1):
+            if not (is_int(exp_frac) and 4 <= exp_frac <= 30 and is_int(lut_bits) and 1 <= lut_bits <= top):
+                continue
+            spec = exp_spec(exp_frac, lut_bits)
+            one = spec.table[0]
+            widths = (_running_bound(tiles, p.tile, one, exp_frac, one).bit_length(),
+                      _running_bound(tiles, p.tile, one, exp_frac, one * v_hi_neg).bit_length())
+            if max(widths) > 32 and "exp_frac" not in given:
+                continue
+            error = 2 * _exp_error(p, spec) + (2 * p.seq_max + 2 * tiles) * 2.0 ** -exp_frac
+            cost = (1 << lut_bits) * (exp_frac + 1) * (2 if p.exp_interp == "linear" else 1) + 64 * exp_frac
+            share = 0.75 * budget
+            key = (error > share, cost if error <= share else float(f"{error:.2g}"), cost, exp_frac, lut_bits)
+            best = min(best or key, key)
+    exp_frac, exp_lut_bits = (best[3], best[4]) if best else \
+        (given.get("exp_frac", 14), given.get("exp_lut_bits", 6))
+    # the reciprocal's share: a quarter, or what the exp leaves when more
+    recip_budget = budget / 4
+    if best:
+        exp_part = 2 * _exp_error(p, exp_spec(exp_frac, exp_lut_bits)) + (2 * p.seq_max + 2 * tiles) * 2.0 ** -exp_frac
+        recip_budget = max(recip_budget, budget - exp_part)
+
+    best = None
+    for recip_frac in [given["recip_frac"]] if "recip_frac" in given else range(8, 31):
+        default_luts = range(1, min(12, recip_frac) + 1) if p.recip_method == "newton" and is_int(recip_frac) else [8]
+        for lut_bits in [given["recip_lut_bits"]] if "recip_lut_bits" in given else default_luts:
+            if not (is_int(recip_frac) and 4 <= recip_frac <= 30 and is_int(lut_bits)
+                    and 1 <= lut_bits <= min(12, recip_frac)):
+                continue
+            error = ReciprocalSpec(24, recip_frac, p.recip_method, lut_bits).max_relative_error()
+            cost = ((1 << lut_bits) * (recip_frac + 1) if p.recip_method == "newton" else 0) + 64 * recip_frac
+            share = recip_budget
+            key = (error > share, cost if error <= share else float(f"{error:.2g}"), cost, recip_frac, lut_bits)
+            best = min(best or key, key)
+    recip_frac, recip_lut_bits = (best[3], best[4]) if best else \
+        (given.get("recip_frac", 16), given.get("recip_lut_bits", 8))
+    return {"exp_frac": exp_frac, "exp_lut_bits": exp_lut_bits, "recip_frac": recip_frac,
+            "recip_lut_bits": recip_lut_bits}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -408,10 +515,19 @@ def error_bound_lsb(p: AttentionParams) -> float:
     (|t| <= exp_frac + 1, i.e. |x| <= (exp_frac + 1) sqrt(d) ln 2 in real units). It holds for exact scores
     (score_width 0); saturated scores compute softmax of the clipped scores, which can be far off."""
     ulp = 2.0 ** -p.exp_frac
-    exp_error = p.exp_spec.max_relative_error((p.exp_frac + 1) * math.sqrt(p.head_dim) * math.log(2))
+    exp_error = _exp_error(p, p.exp_spec)
     weights_error = 2 * exp_error + p.recip_spec.max_relative_error() + (2 * p.seq_max + 2 * p.tiles_max) * ulp
-    v_max_lsb = 2.0 ** (p.v_width - 1) * 2.0 ** (p.out_frac - p.v_frac)
-    return 0.5 + v_max_lsb * weights_error
+    return 0.5 + _v_max_lsb(p) * weights_error
+
+
+def _exp_error(p: AttentionParams, spec: ExpSpec) -> float:
+    """The exp's relative error where p is not flushed to 0 (see `error_bound_lsb`)."""
+    return spec.max_relative_error((spec.mant_frac + 1) * math.sqrt(p.head_dim) * math.log(2))
+
+
+def _v_max_lsb(p: AttentionParams) -> float:
+    """max |v| in output LSBs."""
+    return 2.0 ** (p.v_width - 1) * 2.0 ** (p.out_frac - p.v_frac)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -738,4 +854,6 @@ register(Block(
     cycles=attention_cycles,
     testbench="hardwire.sim.tb_attention",
     generator_version=GENERATOR_VERSION,
+    error_bound=error_bound_lsb,
+    error_reference="float64 torch scaled_dot_product_attention",
 ))

@@ -248,7 +248,7 @@ class ReciprocalSpec:
     lut_bits: int = 8
 
     def __post_init__(self):
-        require(is_int(self.in_width) and 1 <= self.in_width <= 48, "in_width", self.in_width, "1..48")
+        require(is_int(self.in_width) and 1 <= self.in_width <= 56, "in_width", self.in_width, "1..56")
         require(is_int(self.frac) and 4 <= self.frac <= 30, "frac", self.frac, "4..30")
         require(self.method in RECIPROCAL_METHODS, "method", self.method, " or ".join(RECIPROCAL_METHODS))
         require(is_int(self.lut_bits) and 1 <= self.lut_bits <= min(12, self.frac), "lut_bits", self.lut_bits,
@@ -440,7 +440,7 @@ class ScaleRoundSpec:
         for name in ("a_width", "b_width"):
             value = getattr(self, name)
             require(is_int(value) and 1 <= value <= 32, name, value, "1..32")
-        require(is_int(self.shift_width) and 1 <= self.shift_width <= 8, "shift_width", self.shift_width, "1..8")
+        require(is_int(self.shift_width) and 1 <= self.shift_width <= 12, "shift_width", self.shift_width, "1..12")
         require(is_int(self.out_width) and 1 <= self.out_width <= 32, "out_width", self.out_width, "1..32")
 
     @property

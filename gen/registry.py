@@ -28,6 +28,16 @@ class Block:
     cycles: Callable                   # cycle model
     testbench: str                     # dotted module of the cocotb testbench
     generator_version: str = "1"
+    # optional: params -> an analytic bound on |golden - float reference| in output LSBs, and what the
+    # reference is; `hardwire gen` / `sim` and the generated JSON state it beside the block's summary
+    error_bound: Callable[[Any], float] | None = None
+    error_reference: str = ""
+
+    def error_summary(self, params) -> str | None:
+        """One line stating the configuration's analytic error bound, or None for a block without one."""
+        if self.error_bound is None:
+            return None
+        return (f"analytic error bound: <= {self.error_bound(params):.3g} output LSB vs {self.error_reference}")
 
 
 _BLOCKS: dict[str, Block] = {}
@@ -85,6 +95,9 @@ def generate(name: str, params, out_dir: Path) -> dict:
         "params": params.to_dict() if hasattr(params, "to_dict") else dataclasses.asdict(params),
         "ports": port_list(component),
     }
+    if block.error_bound is not None:
+        meta["error_bound_lsb"] = block.error_bound(params)
+        meta["error_reference"] = block.error_reference
     out_dir = Path(out_dir)
     write_text_atomic(out_dir / f"{top}.v", text)
     write_json_atomic(out_dir / f"{top}.json", meta)

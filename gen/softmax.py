@@ -21,10 +21,26 @@ element per cycle. Variants (exp and reciprocal from `hardwire.gen.fixmath`):
   exactly n extra cycles (the sum pass starts at once; pass 1's accumulation drains under it and is
   discarded; `softmax_schedule` is exact). 2 or 3 passes.
 
-Arithmetic (all in `softmax_golden`): (m, k) = exp_golden(d); fixed-point terms E(m, k) = m >> -k
-(mant_frac fraction bits, k <= 0); the sum S (or Macc) is sum_width bits and never overflows; (y, P) =
-reciprocal_golden(S); output = scale_round_golden(m, y, recip_frac + P - out_width - kk, out_width) with
-kk = k - K (two_pass) or k.
+Arithmetic (all in `softmax_golden`): (m, k) = exp_golden(d); fixed-point terms E(m, k) = (m << g) >> -k
+(sum_frac = mant_frac + g fraction bits, g = sum_guard_bits, k <= 0); the sum S (or Macc) is sum_width bits
+and never overflows; (y, P) = reciprocal_golden(S); output = scale_round_golden(m, y, recip_frac + P -
+out_width - g - kk, out_width) with kk = k - K (two_pass) or k.
+
+Accuracy (`error_bound_lsb`, checked against float64 softmax on adversarial vectors in the tests). With
+p_i = e_i / Z the true output (e_i = exp(x_i - M), Z = sum e_j >= 1) and A the exp's relative error bound
+over every difference (fixmath: table, rounding, the floor of t, the log2(e) constant's rounding times the
+largest |d|), each term m_i 2**(k_i - mant_frac) = e_i (1 + a_i), |a_i| <= A. The sum S = Z (1 + s) - D:
+its terms' errors |s| <= A (online: each term is also rescaled by the factor of every later growth of the
+max, so |s| <= (1 + c) A (1 + A)**(n - 1) with c the mean number of rescales, see `_online_rescales`), and
+D >= 0 the truncation of each term (plus each realignment or rescale) to sum_frac = mant_frac +
+sum_guard_bits fraction bits: at most (n - 1) (or 2 (n - 1)) units of 2**-sum_frac, over Z >= 1
+(unified_max: Z >= exp(-window)). The reciprocal adds a relative r (fixmath's bound), and the scale-and-round
+is exact before its rounding. So output_i / 2**out_width = p_i (1 + a_i)(1 + r) / (1 + s - D/Z): off by at
+most 0.5 LSB (rounding) + 2**out_width * p_i * rel with rel = (1 + A)(1 + r) / (1 - s - D) - 1 (or the lower
+side), and p_i <= 1; p = 1.0 saturates to 2**out_width - 1, so the bound is never below 1 LSB.
+`derive_precision` picks each precision left unset so that rel <= 2**-(out_width + 1): the bound is then
+1 LSB. The exp table's and the mantissa's bits follow out_width (+ log2 of the online rescales), the sum's
+guard bits log2(n_max), the log2(e) constant's bits the input span.
 
 Pipeline (one clock-enable `advance` = ~out.valid | out.ready, so back-pressure stalls everything in flight):
 an element issued in cycle c (accepted from the stream, or its buffer address presented) has its x in c + 1,
@@ -38,6 +54,10 @@ time: the next vector is accepted from the cycle after the last output's handsha
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import types
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,12 +79,16 @@ from hardwire.gen.fixmath import (
 )
 from hardwire.gen.registry import Block, register
 
+from hardwire.errors import PrecisionWarning
 from hardwire.params import bits_for_range, int_range, is_int, require
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 VARIANTS = ("three_pass", "two_pass", "online", "unified_max")
 MAX_N = 4096
+# The bound the derived precisions aim for: |golden - float64 softmax| <= 1 output LSB.
+ERROR_TARGET_LSB = 1.0
+PRECISION_FIELDS = ("mant_frac", "exp_lut_bits", "recip_frac", "recip_lut_bits", "log2e_frac", "sum_guard_bits")
 
 
 @dataclass(frozen=True)
@@ -76,12 +100,15 @@ class SoftmaxParams:
     in_width: int = 8
     in_frac: int = 4
     out_width: int = 8
-    mant_frac: int = 16
-    exp_lut_bits: int = 6
+    # internal precisions: None derives each from out_width, n_max and the input format (`derive_precision`)
+    mant_frac: int | None = None
+    exp_lut_bits: int | None = None
     exp_interp: str = "linear"
     recip_method: str = "newton"
-    recip_frac: int = 16
-    recip_lut_bits: int = 8
+    recip_frac: int | None = None
+    recip_lut_bits: int | None = None
+    log2e_frac: int | None = None
+    sum_guard_bits: int | None = None
     max_estimate: int = 48        # unified_max: phi, an input code
     estimate_window: int = 32     # unified_max: fallback also when max < phi - window (input codes)
 
@@ -95,20 +122,47 @@ class SoftmaxParams:
         require(self.exp_interp in EXP_INTERPOLATIONS, "exp_interp", self.exp_interp, " or ".join(EXP_INTERPOLATIONS))
         require(self.recip_method in RECIPROCAL_METHODS, "recip_method", self.recip_method,
                 " or ".join(RECIPROCAL_METHODS))
-        require(is_int(self.recip_frac) and self.out_width < self.recip_frac <= 30, "recip_frac", self.recip_frac,
-                f"{self.out_width + 1}..30 (more than out_width={self.out_width})")
         lo, hi = int_range(self.in_width, True)
         require(is_int(self.max_estimate) and lo <= self.max_estimate <= hi, "max_estimate", self.max_estimate,
                 f"{lo}..{hi} (an input code)")
         require(is_int(self.estimate_window) and 0 <= self.estimate_window <= hi - lo, "estimate_window",
                 self.estimate_window, f"0..{hi - lo}")
+        self._derive_unset_precisions()
+        require(is_int(self.recip_frac) and self.out_width < self.recip_frac <= 30, "recip_frac", self.recip_frac,
+                f"{self.out_width + 1}..30 (more than out_width={self.out_width})")
+        require(is_int(self.sum_guard_bits) and 0 <= self.sum_guard_bits <= 16, "sum_guard_bits",
+                self.sum_guard_bits, "0..16")
         # the specs validate their own fields (and name them)
-        ExpSpec(self.in_width + 1, self.in_frac, self.mant_frac, self.exp_lut_bits, self.exp_interp)
-        ReciprocalSpec(self.sum_width, self.recip_frac, self.recip_method, self.recip_lut_bits)
+        _ = self.exp_spec, self.recip_spec
         if self.variant == "unified_max":
             m, k = exp_golden(self.exp_spec, np.array([-self.estimate_window]))
             require(int(m[0]) >> -int(k[0]) > 0, "estimate_window", self.estimate_window,
                     "small enough that exp(-window) is not 0 at mant_frac bits (else the sum can be 0)")
+        self._warn_if_less_accurate_than_derived()
+
+    def _derive_unset_precisions(self) -> None:
+        """Fill every precision left at None with `derive_precision`'s value (a frozen dataclass: set once,
+        here, so that equal hardware compares equal whichever way its precisions were given)."""
+        unset = [name for name in PRECISION_FIELDS if getattr(self, name) is None]
+        object.__setattr__(self, "_given", tuple(name for name in PRECISION_FIELDS if name not in unset))
+        if unset:
+            derived = derive_precision(self)
+            for name in unset:
+                object.__setattr__(self, name, derived[name])
+
+    def _warn_if_less_accurate_than_derived(self) -> None:
+        """A user's precision that cannot meet the bound the derived ones meet is accepted, with a warning
+        that states the bound it does meet."""
+        if not self._given:
+            return
+        bound = error_bound_lsb(self)
+        derived = dataclasses.replace(self, **{name: None for name in PRECISION_FIELDS})
+        target = max(ERROR_TARGET_LSB, error_bound_lsb(derived))
+        if bound > target * (1 + 1e-9):
+            given = ", ".join(f"{name}={getattr(self, name)}" for name in self._given)
+            warnings.warn(PrecisionWarning(
+                f"softmax {given}: the error bound is {bound:.3g} output LSB (derived precisions meet "
+                f"{target:.3g}; leave them unset for the derived values)"), stacklevel=4)
 
     @classmethod
     def from_dict(cls, values: dict) -> SoftmaxParams:
@@ -120,12 +174,19 @@ class SoftmaxParams:
     @property
     def exp_spec(self) -> ExpSpec:
         """exp of d = x - reference (in_width + 1 bits: the difference of two codes)."""
-        return ExpSpec(self.in_width + 1, self.in_frac, self.mant_frac, self.exp_lut_bits, self.exp_interp)
+        return ExpSpec(self.in_width + 1, self.in_frac, self.mant_frac, self.exp_lut_bits, self.exp_interp,
+                       self.log2e_frac)
+
+    @property
+    def sum_frac(self) -> int:
+        """Fraction bits of the sum's terms: the mantissa's plus the guard bits that keep n_max truncations
+        small."""
+        return self.mant_frac + self.sum_guard_bits
 
     @property
     def sum_width(self) -> int:
-        """Bits of the sum S (or Macc): n_max terms each < 2**(mant_frac + 1)."""
-        return self.mant_frac + 1 + self.n_max.bit_length()
+        """Bits of the sum S (or Macc): n_max terms each < 2**(sum_frac + 1)."""
+        return self.sum_frac + 1 + self.n_max.bit_length()
 
     @property
     def recip_spec(self) -> ReciprocalSpec:
@@ -141,7 +202,7 @@ class SoftmaxParams:
 
     @property
     def shift_width(self) -> int:
-        most = self.recip_frac + self.sum_width - 1 - self.out_width - self.kk_range[0]
+        most = self.recip_frac + self.sum_width - 1 - self.out_width - self.sum_guard_bits - self.kk_range[0]
         return bits_for_range(0, most, False)
 
     @property
@@ -180,14 +241,149 @@ class SoftmaxParams:
     def top_name(self) -> str:
         name = (f"softmax_{self.variant}_n{self.n_max}_i{self.in_width}f{self.in_frac}_o{self.out_width}"
                 f"_m{self.mant_frac}l{self.exp_lut_bits}{self.exp_interp[0]}"
-                f"_r{self.recip_frac}{self.recip_method[0]}{self.recip_lut_bits}")
+                f"_r{self.recip_frac}{self.recip_method[0]}{self.recip_lut_bits}"
+                f"_c{self.exp_spec.log2e_bits}g{self.sum_guard_bits}")
         if self.variant == "unified_max":
             name += f"_phi{self.max_estimate}w{self.estimate_window}".replace("-", "m")
         return name
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"name": self.top_name, "sum_width": self.sum_width,
-                                           "buffer_bits": self.buffer_bits}
+                                           "buffer_bits": self.buffer_bits, "error_bound_lsb": error_bound_lsb(self)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Precision: the analytic error bound, and the precisions derived from it
+
+
+def _online_rescales(p: SoftmaxParams) -> float:
+    """online: a bound on the weighted mean number of rescales after a term (sum_j e_j c_j / sum_j e_j), each
+    of which multiplies the term by one more approximate exp factor: at most n_max - 1, and at most
+    c0 (1 + 1/e) with c0 = ceil((ln n_max + 1) 2**in_frac), since a term followed by c growths of the max
+    (each >= one input code) weighs at most exp(-c 2**-in_frac). 0 for the other variants."""
+    if p.variant != "online":
+        return 0.0
+    c0 = math.ceil((math.log(p.n_max) + 1) * 2 ** p.in_frac)
+    return float(min(p.n_max - 1, c0 * (1 + 1 / math.e)))
+
+
+def _exp_error(p: SoftmaxParams, mant_frac: int, lut_bits: int, log2e_frac: int) -> float:
+    """The exp's relative error bound (fixmath) over every difference the softmax can present."""
+    spec = ExpSpec(p.in_width + 1, p.in_frac, mant_frac, lut_bits, p.exp_interp, log2e_frac)
+    return spec.max_relative_error(_difference_range(p))
+
+
+def _difference_range(p: SoftmaxParams) -> float:
+    """The largest |x - reference| in real units: the span of the input codes."""
+    return (2 ** p.in_width - 1) / 2 ** p.in_frac
+
+
+def _sum_error(p: SoftmaxParams, exp_error: float, sum_frac: int) -> tuple[float, float]:
+    """(relative error of the sum from its exp terms, relative shortfall from truncating terms to sum_frac
+    bits). Truncations: a term each (three_pass, unified_max: the max's own exp(0) is exact except for
+    unified_max), plus a realignment (two_pass) or a rescale (online) per element; the sum is >= 1 (its
+    largest term), or >= exp(-window) for unified_max's estimate."""
+    n = p.n_max
+    from_exp = exp_error
+    if p.variant == "online":     # up to n - 1 factors compound: (1 + e)**c - 1 <= c e (1 + e)**(n - 1)
+        from_exp = (1 + _online_rescales(p)) * exp_error * (1 + exp_error) ** (n - 1)
+    if p.variant == "unified_max":
+        count, smallest = n, math.exp(-p.estimate_window / 2 ** p.in_frac) * (1 - exp_error)
+    else:
+        count, smallest = (n - 1) * (2 if p.variant in ("two_pass", "online") else 1), 1 - exp_error
+    return from_exp, count * 2.0 ** -sum_frac / smallest
+
+
+def _relative_error(exp_error: float, recip_error: float, sum_error: tuple[float, float]) -> float:
+    """The worst relative error of one output before rounding: its exp, the reciprocal, and the sum."""
+    from_exp, truncation = sum_error
+    high = (1 + exp_error) * (1 + recip_error) / (1 - from_exp - truncation) - 1
+    low = 1 - (1 - exp_error) * (1 - recip_error) / (1 + from_exp)
+    return max(high, low)
+
+
+def error_bound_lsb(p: SoftmaxParams) -> float:
+    """A bound on |softmax_golden(p, x) - 2**out_width softmax(x)| in output LSBs, for every vector x (float64
+    softmax of the real inputs): 0.5 for the final rounding plus 2**out_width times the relative error
+    (each output is at most 1.0), and at least 1 (p = 1.0 saturates to 2**out_width - 1)."""
+    exp_error = _exp_error(p, p.mant_frac, p.exp_lut_bits, p.log2e_frac)
+    relative = _relative_error(exp_error, p.recip_spec.max_relative_error(),
+                               _sum_error(p, exp_error, p.sum_frac))
+    return max(1.0, 0.5 + 2 ** p.out_width * relative)
+
+
+def derive_precision(p: SoftmaxParams) -> dict:
+    """The internal precisions for p's out_width, n_max and input format: the cheapest (fewest table and
+    datapath bits) that keep each part of the relative error within its share of 2**-(out_width + 1), so
+    that `error_bound_lsb` <= 1: the exp (twice, plus once per online rescale) a half, the reciprocal a
+    quarter, the sum's truncation an eighth. A precision p already sets is kept and the others are chosen
+    around it. Where nothing within the widths' limits meets a share, the most accurate choice is taken, and
+    `error_bound_lsb` states the bound it meets."""
+    given = tuple((name, getattr(p, name)) for name in PRECISION_FIELDS if getattr(p, name) is not None)
+    shape = (p.variant, p.n_max, p.in_width, p.in_frac, p.out_width, p.exp_interp, p.recip_method,
+             p.estimate_window)
+    return dict(_derive(shape, given))
+
+
+@functools.lru_cache(maxsize=1024)
+def _derive(shape: tuple, given_items: tuple) -> tuple:
+    variant, n_max, in_width, in_frac, out_width, exp_interp, recip_method, estimate_window = shape
+    p = types.SimpleNamespace(variant=variant, n_max=n_max, in_width=in_width, in_frac=in_frac,
+                              exp_interp=exp_interp, estimate_window=estimate_window)
+    given = dict(given_items)
+    target = 2.0 ** -(out_width + 1)
+
+    def valid(name, value, lo, hi):
+        return name not in given or (is_int(value) and lo <= value <= hi)
+
+    def choices(name, default_range):
+        return [given[name]] if name in given else default_range
+
+    def log2e_for(mant_frac):
+        """The constant's rounding times the largest difference stays below an eighth of the mantissa's LSB."""
+        return given.get("log2e_frac") or min(40, max(8, mant_frac + 3 + math.ceil(math.log2(_difference_range(p)))))
+
+    # the exp: mantissa fraction bits and table index bits; cost: the table's bits, then the datapath's width
+    weight = 2 + _online_rescales(p)
+    best = None
+    for mant_frac in choices("mant_frac", range(max(8, out_width), 31)):
+        top = min(12, mant_frac - (1 if exp_interp == "linear" else 0)) if is_int(mant_frac) else 0
+        for lut_bits in choices("exp_lut_bits", range(1, top + 1)):
+            if not (is_int(mant_frac) and 4 <= mant_frac <= 30 and is_int(lut_bits) and 1 <= lut_bits <= top
+                    and valid("log2e_frac", given.get("log2e_frac"), 8, 40)):
+                continue
+            error = weight * _exp_error(p, mant_frac, lut_bits, log2e_for(mant_frac))
+            cost = (1 << lut_bits) * (mant_frac + 1) * (2 if exp_interp == "linear" else 1) + 64 * mant_frac
+            key = (error > target / 2, cost if error <= target / 2 else float(f"{error:.2g}"), cost,
+                   mant_frac, lut_bits)
+            best = min(best or key, key)
+    mant_frac, exp_lut_bits = (best[3], best[4]) if best else (given.get("mant_frac", 16), given.get("exp_lut_bits", 6))
+
+    # the reciprocal: fraction bits and (newton) table bits
+    best = None
+    for recip_frac in choices("recip_frac", range(out_width + 1, 31)):
+        default_luts = range(1, min(12, recip_frac) + 1) if recip_method == "newton" and is_int(recip_frac) else [8]
+        for lut_bits in choices("recip_lut_bits", default_luts):
+            if not (is_int(recip_frac) and 4 <= recip_frac <= 30 and is_int(lut_bits)
+                    and 1 <= lut_bits <= min(12, recip_frac)):
+                continue
+            error = ReciprocalSpec(24, recip_frac, recip_method, lut_bits).max_relative_error()
+            cost = ((1 << lut_bits) * (recip_frac + 1) if recip_method == "newton" else 0) + 64 * recip_frac
+            key = (error > target / 4, cost if error <= target / 4 else float(f"{error:.2g}"), cost,
+                   recip_frac, lut_bits)
+            best = min(best or key, key)
+    recip_frac, recip_lut_bits = (best[3], best[4]) if best else \
+        (given.get("recip_frac", max(16, out_width + 1)), given.get("recip_lut_bits", 8))
+
+    # the sum's guard bits: its truncations stay within an eighth
+    guard = given.get("sum_guard_bits")
+    if guard is None:
+        base = mant_frac if is_int(mant_frac) else 16
+        guard = next((g for g in range(17) if _sum_error(p, 0.0, base + g)[1] <= target / 8), 16)
+    derived = {"mant_frac": mant_frac, "exp_lut_bits": exp_lut_bits, "recip_frac": recip_frac,
+               "recip_lut_bits": recip_lut_bits, "log2e_frac": given.get("log2e_frac") or
+               (log2e_for(mant_frac) if is_int(mant_frac) else 0), "sum_guard_bits": guard}
+    return tuple(derived.items())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -216,39 +412,42 @@ def softmax_golden_details(p: SoftmaxParams, x) -> dict:
     """Every intermediate of one vector, exactly as the hardware computes it: reference, (m, k), kk, sum,
     reciprocal (y, P), shifts, outputs."""
     x = _check_vector(p, x)
-    es, mf = p.exp_spec, p.mant_frac
+    es, mf, g = p.exp_spec, p.mant_frac, p.sum_guard_bits
     fallback = needs_fallback(p, x)
     if p.variant == "two_pass":
         m, k = exp_golden(es, x)
-        total, top = int(m[0]), int(k[0])
+        total, top = int(m[0]) << g, int(k[0])
         for mi, ki in zip(m[1:].tolist(), k[1:].tolist()):
             if ki > top:
-                total, top = (total >> (ki - top)) + mi, ki
+                total, top = (total >> (ki - top)) + (mi << g), ki
             else:
-                total += mi >> (top - ki)
+                total += (mi << g) >> (top - ki)
         kk = k - top
         reference = 0
     elif p.variant == "online":
-        e0 = int(exp_golden(es, np.array([0]))[0][0])
-        running, total = int(x[0]), e0
-        for xi in x[1:].tolist():
-            if xi > running:
-                (mi,), (ki,) = (v.tolist() for v in exp_golden(es, np.array([running - xi])))
-                total, running = ((total * mi) >> (mf - ki)) + e0, xi
+        e0 = int(exp_golden(es, np.array([0]))[0][0]) << g
+        previous = np.maximum.accumulate(x)[:-1]               # the running max M before each later element
+        rest = x[1:]
+        grows = rest > previous
+        # one exp per element: exp(M - x) (the rescale factor) when x grows the max, else exp(x - M)
+        factors = exp_golden(es, np.where(grows, previous - rest, rest - previous))
+        total = e0
+        for grew, mi, ki in zip(grows.tolist(), *(v.tolist() for v in factors)):
+            if grew:
+                total = ((total * mi) >> (mf - ki)) + e0
             else:
-                (mi,), (ki,) = (v.tolist() for v in exp_golden(es, np.array([xi - running])))
-                total += mi >> -ki
-        reference = running
+                total += (mi << g) >> -ki
+        reference = int(x.max())
         m, k = exp_golden(es, x - reference)
         kk = k
     else:
         reference = p.max_estimate if p.variant == "unified_max" and not fallback else int(x.max())
         m, k = exp_golden(es, x - reference)
-        total = int((m >> -k).sum())
+        total = int(((m << g) >> -k).sum())
         kk = k
     assert 0 < total < 1 << p.sum_width, "the sum overflowed its width (a bug in sum_width)"
     y, msb = (int(v[0]) for v in reciprocal_golden(p.recip_spec, np.array([total])))
-    shift = p.recip_frac + msb - p.out_width - kk
+    shift = p.recip_frac + msb - p.out_width - g - kk
     out = scale_round_golden(m, y, shift, p.out_width)
     return {"reference": reference, "mantissa": m, "exponent": k, "kk": kk, "sum": total, "y": y, "msb": msb,
             "shift": shift, "fallback": fallback, "out": out}
@@ -483,8 +682,10 @@ class Softmax(wiring.Component):
         sx = tags[x_delay]
         sa = tags[p.acc_delay]
         mantissa, exponent = exp.mantissa, exp.exponent
-        term = mantissa >> (-exponent).as_unsigned()
-        addend = Signal(unsigned(mf + 1), reset_less=True)         # added to the (shifted) sum
+        g = p.sum_guard_bits
+        guarded = mantissa << g                                     # sum_frac fraction bits
+        term = guarded >> (-exponent).as_unsigned()
+        addend = Signal(unsigned(mf + g + 1), reset_less=True)     # added to the (shifted) sum
         acc_now = advance & sx.valid & sx.acc
         if v == "two_pass":
             grows = ~sx.first & (exponent > top)
@@ -492,13 +693,13 @@ class Softmax(wiring.Component):
             amount = Signal(unsigned(amount_width), reset_less=True)   # the sum's shift when K grows
             with m.If(acc_now):
                 m.d.sync += [amount.eq(Mux(grows, exponent - top, 0)),
-                             addend.eq(Mux(sx.first | grows, mantissa, mantissa >> (top - exponent).as_unsigned()))]
+                             addend.eq(Mux(sx.first | grows, guarded, guarded >> (top - exponent).as_unsigned()))]
                 with m.If(sx.first | grows):
                     m.d.sync += top.eq(exponent)
             with m.If(advance & sa.valid & sa.acc):
                 m.d.sync += total.eq(Mux(sa.first, 0, total >> amount) + addend)
         elif v == "online":
-            e0 = int(exp_golden(es, np.array([0]))[0][0])
+            e0 = int(exp_golden(es, np.array([0]))[0][0]) << g
             factor = Signal(unsigned(mf + 1), reset_less=True)         # exp(M_prev - x) when x grows the max
             amount = Signal(unsigned(bits_for_range(0, mf - es.exponent_range[0], False)), reset_less=True)
             with m.If(acc_now):
@@ -519,7 +720,7 @@ class Softmax(wiring.Component):
                 m.d.sync += total.eq(Mux(sa.first, 0, total) + addend)
         kk = exponent - top if v == "two_pass" else exponent
         m.d.comb += [scale.a.eq(mantissa), scale.b.eq(recip.y),
-                     scale.shift.eq(p.recip_frac - p.out_width + recip.msb - kk)]
+                     scale.shift.eq(p.recip_frac - p.out_width - g + recip.msb - kk)]
         return m
 
 
@@ -532,4 +733,6 @@ register(Block(
     cycles=softmax_cycles,
     testbench="hardwire.sim.tb_softmax",
     generator_version=GENERATOR_VERSION,
+    error_bound=error_bound_lsb,
+    error_reference="float64 torch.softmax",
 ))

@@ -10,9 +10,10 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 
-from hardwire.errors import HardwireError, ModelError, ParameterError
+from hardwire.errors import HardwireError, HardwireWarning, ModelError, ParameterError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -129,11 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """hardwire's own warnings (PrecisionWarning) as one line; any other as Python prints it."""
+    if issubclass(category, HardwireWarning):
+        print(f"hardwire: warning: {message}", file=sys.stderr)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            warnings.simplefilter("always", HardwireWarning)
+            return COMMANDS[args.command](args)
     except (ParameterError, ModelError) as error:
         print(f"hardwire: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -181,7 +196,14 @@ def cmd_gen(args) -> int:
     meta = registry.generate(args.block, params, args.out)
     print(f"wrote {meta['verilog']}")
     print(f"wrote {Path(meta['verilog']).with_suffix('.json')}")
+    _print_error_summary(block, params)
     return 0
+
+
+def _print_error_summary(block, params) -> None:
+    summary = block.error_summary(params)
+    if summary:
+        print(f"{params.top_name}: {summary}")
 
 
 def cmd_sim(args) -> int:
@@ -193,8 +215,12 @@ def cmd_sim(args) -> int:
     result = verify_block(args.block, params, simulator=args.simulator, waves=args.waves, seed=args.seed,
                           progress=lambda message: print(message, file=sys.stderr, flush=True))
     print(result.table())
+    _print_error_summary(block, params)
     if args.json:
-        args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        data = result.to_dict()
+        if block.error_bound is not None:
+            data["error_bound_lsb"] = block.error_bound(params)
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
     return 0 if result.ok else EXIT_FAILED
 
 

@@ -41,3 +41,12 @@ class SimulationError(HardwireError):
 class ModelError(HardwireError):
     """A network the compiler cannot take: a corrupt file, an unsupported op, a missing quantizer. The message
     names the ONNX node, its op type and what is supported instead."""
+
+
+class HardwireWarning(UserWarning):
+    """Base class of hardwire's warnings: the CLI prints them as one line."""
+
+
+class PrecisionWarning(HardwireWarning):
+    """A configuration the user chose is accepted but less accurate than hardwire's derived one; the message
+    states the error bound it does meet. The CLI prints it as one line."""

