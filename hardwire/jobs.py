@@ -21,7 +21,7 @@ from hardwire.errors import ToolMissingError
 def _eta(elapsed: float, done: int, total: int) -> str:
     if done >= total or done == 0:
         return ""
-    return f", ~{elapsed / done * (total - done):.0f} s left"
+    return f" (~{elapsed / done * (total - done):.0f} s left)"
 
 
 def run_jobs(jobs: dict, workers: int, started: float | None = None, *,
@@ -30,7 +30,7 @@ def run_jobs(jobs: dict, workers: int, started: float | None = None, *,
              ray_address: str | None = None) -> dict:
     """Run {key: (fn, *args)} on `workers` processes (or as Ray tasks) and return {key: result}.
 
-    Each finished job prints `[elapsed s] i/n description` (plus the estimated time left) on stderr, elapsed
+    Each finished job prints `[elapsed s] i/n (~time left) description` on stderr, elapsed
     since `started` (default now). A job that raises one of `errors` gives {"error": first line of the
     message} instead of stopping the run; anything else propagates. `on_result(key, result)` is called in
     this process as each job finishes (to save it at once, so a killed run keeps every finished job); a
@@ -46,8 +46,8 @@ def run_jobs(jobs: dict, workers: int, started: float | None = None, *,
             results[key] = {"error": str(error).splitlines()[0]}
         extra = on_result(key, results[key]) if on_result is not None else None
         elapsed = time.monotonic() - started
-        print(f"[{elapsed:6.0f} s] {len(results)}/{len(jobs)} {describe(key)}{' ' + extra if extra else ''}"
-              f"{_eta(elapsed, len(results), len(jobs))}", file=sys.stderr, flush=True)
+        print(f"[{elapsed:6.0f} s] {len(results)}/{len(jobs)}{_eta(elapsed, len(results), len(jobs))} "
+              f"{describe(key)}{' ' + extra if extra else ''}", file=sys.stderr, flush=True)
 
     if ray_address is not None:
         _run_on_ray(jobs, ray_address, finished)
@@ -81,6 +81,11 @@ def run_jobs(jobs: dict, workers: int, started: float | None = None, *,
     return results
 
 
+def _call(fn, *args):
+    """One job as a Ray task (Ray's decorator takes Python functions only, not builtins such as operator.add)."""
+    return fn(*args)
+
+
 def _run_on_ray(jobs: dict, address: str, finished) -> None:
     try:
         import ray
@@ -91,11 +96,8 @@ def _run_on_ray(jobs: dict, address: str, finished) -> None:
         ray.init(address=None if address == "local" else address, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     try:
-        remote = {}
-        pending = {}
-        for key, (fn, *args) in jobs.items():
-            task = remote.setdefault(fn, ray.remote(fn))
-            pending[task.remote(*args)] = key
+        task = ray.remote(_call)
+        pending = {task.remote(fn, *args): key for key, (fn, *args) in jobs.items()}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
