@@ -6,13 +6,13 @@ come exactly from the schedule models (`DesignGraph.exact`).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from hardwire.errors import HardwireError, ParameterError
+from hardwire.threads import one_torch_thread
 
 from .features import DesignGraph
 from .models import CAPACITY, FMAX_RANGE_MHZ, LABELS, Encoder, finn_r, make_gnn, rule_resources, to_pyg
@@ -46,18 +46,6 @@ class Estimate:
                 "by_rule": self.by_rule,
                 "relative_spread": self.spread, "fmax_mhz": self.fmax_mhz, "fmax_relative_spread": self.fmax_spread,
                 "per_unit": self.per_node, "exact": self.exact, "unknown_features": self.unknown_features}
-
-
-@contextlib.contextmanager
-def one_thread(torch):
-    """Graphs of a few nodes: torch's thread pool costs more than it gives (an estimate took 0.7 s with two
-    threads on a busy 2-core machine, 27 ms with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class Estimator:
@@ -115,7 +103,7 @@ class Estimator:
         self._check_target(target)
         batch = Batch.from_data_list([to_pyg(self.encoder, g, target) for g in graphs])
         res, fmax = [], []
-        with self._torch.no_grad(), one_thread(self._torch):
+        with self._torch.no_grad(), one_torch_thread():
             for model in self.gnn:
                 log_res, log_delay = model(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
                 res.append(log_res.numpy())
@@ -183,7 +171,7 @@ class Estimator:
         """Each unit's share of the GNN's sum readout, averaged over the ensemble."""
         data = to_pyg(self.encoder, graph, target)
         terms = []
-        with self._torch.no_grad(), one_thread(self._torch):
+        with self._torch.no_grad(), one_torch_thread():
             for model in self.gnn:
                 z, _ = model.node_terms(data.x, data.edge_index)
                 terms.append(np.exp(z.clamp(max=20.0).numpy()))

@@ -206,11 +206,9 @@ def train(rows: list[dict], *, ensemble: int = 5, epochs: int = 300, seed: int =
         f"node features, {len(encoder.flat_names)} flat features, ensemble of {ensemble}")
     started = time.monotonic()
     gnn, trees = [], []
-    import torch
+    from hardwire.threads import one_torch_thread
 
-    from .predict import one_thread
-
-    with one_thread(torch):
+    with one_torch_thread():
         for member in range(ensemble):
             gnn.append(train_gnn(encoder, train_set, valid_set, seed=seed + member, epochs=epochs, log=log))
             trees.append(train_trees(encoder, train_set, valid_set, seed=seed + member))

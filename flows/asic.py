@@ -39,7 +39,7 @@ from hardwire.cache import cache_root, digest
 from hardwire.errors import ParameterError, ToolError, ToolMissingError
 from hardwire.params import require, to_json_dict
 
-from .synth import read_stat_cells
+from .synth import check_sources, read_stat_cells
 from .tools import build_once, log_tail, run_tool, tool_version
 
 # Bump when the scripts or the parsing change in a way that makes old cache entries wrong.
@@ -71,7 +71,6 @@ STA_LOG = "sta.log"
 STA_PATH = "critical_path.txt"
 TIMING_JSON = "timing.json"
 
-_TOP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _PORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -224,17 +223,6 @@ class AsicReport:
 # Mapping (yosys)
 
 
-def _check_inputs(verilog_files, top: str) -> list[Path]:
-    require(isinstance(top, str) and _TOP_NAME.fullmatch(top) is not None, "top", top, "a Verilog module name")
-    if isinstance(verilog_files, (str, Path)):
-        verilog_files = [verilog_files]
-    paths = [Path(p) for p in verilog_files]
-    require(len(paths) > 0, "verilog_files", verilog_files, "at least one Verilog file")
-    for path in paths:
-        require(path.is_file(), "verilog_files", str(path), "existing Verilog files")
-    return paths
-
-
 def _map_script(source_names: list[str], include_dirs: list[Path], top: str, period_ps: int,
                 constrained: bool) -> str:
     includes = "".join(f' -I"{d}"' for d in include_dirs)
@@ -267,7 +255,7 @@ def asic_map(verilog_files, top: str, library: str = DEFAULT_LIBRARY, *, delay_n
              timeout_s: float = 1800) -> Path:
     """Map `top` onto `library` with yosys; the build dir (netlist.v, stat.json, map.json with the area and
     the cell counts by kind, the top's ports) is returned. `delay_ns` is ABC's delay target."""
-    paths = _check_inputs(verilog_files, top)
+    paths = check_sources(verilog_files, top)
     _check_period("delay_ns", delay_ns)
     lib_name, liberty = resolve_library(library)
     version = tool_version("yosys")

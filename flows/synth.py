@@ -165,6 +165,11 @@ def read_stat_cells(stat_json: Path) -> dict[str, int]:
 def _check_inputs(verilog_files, top: str, target: str) -> list[Path]:
     if target not in TARGETS:
         raise ParameterError("target", target, "one of " + ", ".join(sorted(TARGETS)))
+    return check_sources(verilog_files, top)
+
+
+def check_sources(verilog_files, top: str) -> list[Path]:
+    """The Verilog files as paths, each existing, and `top` a module name: what every synthesis flow checks."""
     require(isinstance(top, str) and _TOP_NAME.fullmatch(top) is not None, "top", top, "a Verilog module name")
     if isinstance(verilog_files, (str, Path)):
         verilog_files = [verilog_files]

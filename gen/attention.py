@@ -68,6 +68,7 @@ from hardwire.gen.fixmath import (
     ScaleRoundSpec,
     ScaleRoundUnit,
     exp_golden,
+    fill_unset_precisions,
     reciprocal_golden,
     scale_round_golden,
 )
@@ -162,12 +163,7 @@ class AttentionParams:
         require(self.exp_interp in EXP_INTERPOLATIONS, "exp_interp", self.exp_interp, " or ".join(EXP_INTERPOLATIONS))
         require(self.recip_method in RECIPROCAL_METHODS, "recip_method", self.recip_method,
                 " or ".join(RECIPROCAL_METHODS))
-        unset = [name for name in PRECISION_FIELDS if getattr(self, name) is None]
-        object.__setattr__(self, "_given", tuple(name for name in PRECISION_FIELDS if name not in unset))
-        if unset:
-            derived = derive_precision(self)
-            for name in unset:
-                object.__setattr__(self, name, derived[name])
+        fill_unset_precisions(self, PRECISION_FIELDS, derive_precision)
         # fixmath validates its own parameters (naming them): build the specs once to surface errors here
         _ = self.exp_spec, self.recip_spec
         require(self.recip_frac + self.exp_frac + self.v_frac - self.out_frac >= 1, "out_frac", self.out_frac,

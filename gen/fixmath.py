@@ -490,3 +490,15 @@ class ScaleRoundUnit(wiring.Component):
             m.d.sync += result.eq(Mux(saturated, top, (low + 1)[1:]))
         m.d.comb += self.result.eq(result)
         return m
+
+
+def fill_unset_precisions(params, fields: tuple[str, ...], derive) -> None:
+    """Set every field of the frozen `params` left at None to `derive(params)[field]`, and record in `_given`
+    the fields the user set: softmax and attention derive their internal precisions this way, once, so that
+    equal hardware compares equal whichever way its precisions were given."""
+    unset = [name for name in fields if getattr(params, name) is None]
+    object.__setattr__(params, "_given", tuple(name for name in fields if name not in unset))
+    if unset:
+        derived = derive(params)
+        for name in unset:
+            object.__setattr__(params, name, derived[name])

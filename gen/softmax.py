@@ -74,6 +74,7 @@ from hardwire.gen.fixmath import (
     ScaleRoundSpec,
     ScaleRoundUnit,
     exp_golden,
+    fill_unset_precisions,
     reciprocal_golden,
     scale_round_golden,
 )
@@ -127,7 +128,7 @@ class SoftmaxParams:
                 f"{lo}..{hi} (an input code)")
         require(is_int(self.estimate_window) and 0 <= self.estimate_window <= hi - lo, "estimate_window",
                 self.estimate_window, f"0..{hi - lo}")
-        self._derive_unset_precisions()
+        fill_unset_precisions(self, PRECISION_FIELDS, derive_precision)
         require(is_int(self.recip_frac) and self.out_width < self.recip_frac <= 30, "recip_frac", self.recip_frac,
                 f"{self.out_width + 1}..30 (more than out_width={self.out_width})")
         require(is_int(self.sum_guard_bits) and 0 <= self.sum_guard_bits <= 16, "sum_guard_bits",
@@ -139,16 +140,6 @@ class SoftmaxParams:
             require(int(m[0]) >> -int(k[0]) > 0, "estimate_window", self.estimate_window,
                     "small enough that exp(-window) is not 0 at mant_frac bits (else the sum can be 0)")
         self._warn_if_less_accurate_than_derived()
-
-    def _derive_unset_precisions(self) -> None:
-        """Fill every precision left at None with `derive_precision`'s value (a frozen dataclass: set once,
-        here, so that equal hardware compares equal whichever way its precisions were given)."""
-        unset = [name for name in PRECISION_FIELDS if getattr(self, name) is None]
-        object.__setattr__(self, "_given", tuple(name for name in PRECISION_FIELDS if name not in unset))
-        if unset:
-            derived = derive_precision(self)
-            for name in unset:
-                object.__setattr__(self, name, derived[name])
 
     def _warn_if_less_accurate_than_derived(self) -> None:
         """A user's precision that cannot meet the bound the derived ones meet is accepted, with a warning

@@ -24,6 +24,7 @@ import numpy as np
 
 from hardwire.cache import atomic_dir, cache_root, digest
 from hardwire.errors import ParameterError
+from hardwire.threads import one_torch_thread
 
 # Bump when a model definition, the training recipe or the export changes: it is part of the cache key.
 ZOO_VERSION = 2
@@ -166,19 +167,6 @@ def get_spec(name: str) -> ZooSpec:
     return SPECS[name]
 
 
-@contextlib.contextmanager
-def _single_thread():
-    """Train in one thread: float reductions then happen in one order, so a seed gives the same weights."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train(name: str, epochs: int | None = None, seed: int | None = None):
     """Train the zoo network `name` on the digits train split (deterministic, CPU). Returns the module in eval mode."""
     import torch
@@ -189,7 +177,7 @@ def train(name: str, epochs: int | None = None, seed: int | None = None):
     x_train, y_train, _, _ = load_digits_split(seed=0)
     xt = torch.from_numpy(shape_input(spec, x_train))
     yt = torch.from_numpy(y_train)
-    with _single_thread():
+    with one_torch_thread():
         torch.manual_seed(seed)
         model = make_model(spec)
         optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
