@@ -17,7 +17,6 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from hardwire.errors import ParameterError
 
 FEATURE_VERSION = "1"
 
@@ -72,38 +71,10 @@ def params_dict(params) -> dict:
 
 
 def unit_features(kind: str, params, fifo_depth: int, fifo_width: int) -> dict[str, float]:
-    """A unit's parameters plus what a resource estimate hinges on (memory bits, multiplier bits)."""
-    f = _numeric(params_dict(params))
-    if kind == "mvu":
-        p = params
-        lanes = p.pe * p.simd
-        f.update(
-            lanes=lanes,
-            multiplier_bits=lanes * p.in_width * p.w_width,
-            weight_bits=p.in_features * p.out_features * p.w_width,
-            weight_depth=p.neuron_folds * p.synapse_folds,
-            weight_word_bits=p.simd * p.w_width,
-            threshold_count=p.threshold_count,
-            threshold_bits=p.out_features * p.threshold_count * p.threshold_width,
-            threshold_width=p.threshold_width,
-            comparators=p.pe * p.threshold_count,
-            comparator_bits=p.pe * p.threshold_count * p.threshold_width,
-            accumulator_bits=p.pe * p.acc_width,
-            input_buffer_bits=p.in_features * p.in_width,
-            adder_tree_bits=p.pe * max(0, p.simd - 1) * (p.in_width + p.w_width),
-        )
-    elif kind == "swg":
-        p = params
-        f.update(buffer_bits=p.in_width * p.kernel_size * p.channels * p.elem_width * (2 if not p.line_buffer else 1),
-                 lane_bits=p.simd * p.elem_width)
-    elif kind == "maxpool":
-        p = params
-        f.update(buffer_bits=p.in_width * p.channels * p.elem_width, lane_bits=p.simd * p.elem_width)
-    elif kind == "dwc":
-        p = params
-        f.update(lane_bits=max(p.in_lanes, p.out_lanes) * p.elem_width)
-    f.update(fifo_depth=fifo_depth, fifo_width=fifo_width, fifo_bits=fifo_depth * fifo_width)
-    return f
+    """A unit's parameters and the FIFO in front of it; what follows from the parameters is added by
+    `derived_features`, for network units and for the same blocks generated on their own alike."""
+    return {**_numeric(params_dict(params)), "fifo_depth": fifo_depth, "fifo_width": fifo_width,
+            "fifo_bits": fifo_depth * fifo_width}
 
 
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
@@ -117,26 +88,43 @@ def bram18_tiles(depth: float, width: float) -> float:
 
 
 def derived_features(op: str, f: dict[str, float]) -> dict[str, float]:
-    """What the generators decide by rule and a learned model should not have to guess, computed from the stored
-    parameters alone (so rows written before a rule was added get it too): which products go to DSP blocks
-    (gen/mvu builds products with an operand of at most LUT_MULTIPLY_MAX_WIDTH bits from LUTs; yosys maps
-    every other multiplier to a DSP) and the block-RAM geometry of each PE's weight and threshold memories."""
-    out: dict[str, float] = {}
+    """What follows from a unit's stored parameters and what a resource count hinges on (memory and multiplier
+    bits, threshold comparators), plus what the generators decide by rule and a model should not have to guess:
+    which products go to DSP blocks (gen/mvu builds products with an operand of at most LUT_MULTIPLY_MAX_WIDTH
+    bits from LUTs; yosys maps every other multiplier to a DSP) and the block-RAM geometry of each PE's
+    memories. Computed from the parameters alone, so rows stored before a rule was added get it too."""
     if op == "mvu":
         from hardwire.gen.mvu import LUT_MULTIPLY_MAX_WIDTH
+        from hardwire.params import bits_for_range, int_range, product_range
 
-        lanes = f["pe"] * f["simd"]
-        dsp = min(f["in_width"], f["w_width"]) > LUT_MULTIPLY_MAX_WIDTH
-        depth = f.get("weight_depth", 0.0)
-        out.update(dsp_products=lanes if dsp else 0.0,
-                   lut_product_bits=0.0 if dsp else lanes * f["in_width"] * f["w_width"],
-                   weight_bram18=f["pe"] * bram18_tiles(depth, f["simd"] * f["w_width"]),
-                   weight_bits_per_pe=depth * f["simd"] * f["w_width"],
-                   threshold_bram18=f["pe"] * bram18_tiles(f["out_features"] / f["pe"],
-                                                           f.get("threshold_count", 0.0) * f.get("threshold_width", 0.0)))
-    elif op == "systolic":
-        out.update(products=f["rows"] * f["cols"], product_bits=f["rows"] * f["cols"] * f["a_width"] * f["w_width"])
-    return out
+        pe, simd, k, n = f["pe"], f["simd"], f["in_features"], f["out_features"]
+        a, w = f["in_width"], f["w_width"]
+        lanes = pe * simd
+        depth = (n / pe) * (k / simd)
+        thresholds = (1 << int(f["out_width"])) - 1 if f.get("out_width") else 0
+        lo, hi = product_range(int_range(int(a), bool(f.get("in_signed"))), int_range(int(w), bool(f.get("w_signed"))))
+        threshold_width = bits_for_range(int(k) * lo, int(k) * hi + 1, True)
+        dsp = min(a, w) > LUT_MULTIPLY_MAX_WIDTH
+        return {
+            "lanes": lanes, "multiplier_bits": lanes * a * w, "weight_bits": k * n * w, "weight_depth": depth,
+            "weight_word_bits": simd * w, "threshold_count": thresholds, "threshold_width": threshold_width,
+            "threshold_bits": n * thresholds * threshold_width, "comparators": pe * thresholds,
+            "comparator_bits": pe * thresholds * threshold_width, "accumulator_bits": pe * f["acc_width"],
+            "input_buffer_bits": k * a, "adder_tree_bits": pe * max(0.0, simd - 1) * (a + w),
+            "dsp_products": lanes if dsp else 0.0, "lut_product_bits": 0.0 if dsp else lanes * a * w,
+            "weight_bram18": pe * bram18_tiles(depth, simd * w), "weight_bits_per_pe": depth * simd * w,
+            "threshold_bram18": pe * bram18_tiles(n / pe, thresholds * threshold_width),
+        }
+    if op == "swg":
+        return {"buffer_bits": f["in_width"] * f["kernel_size"] * f["channels"] * f["elem_width"]
+                * (1 if f.get("line_buffer", 1) else 2), "lane_bits": f["simd"] * f["elem_width"]}
+    if op == "maxpool":
+        return {"buffer_bits": f["in_width"] * f["channels"] * f["elem_width"], "lane_bits": f["simd"] * f["elem_width"]}
+    if op == "dwc":
+        return {"lane_bits": max(f["in_lanes"], f["out_lanes"]) * f["elem_width"]}
+    if op == "systolic":
+        return {"products": f["rows"] * f["cols"], "product_bits": f["rows"] * f["cols"] * f["a_width"] * f["w_width"]}
+    return {}
 
 
 def node_features(node: Node) -> dict[str, float]:
@@ -203,8 +191,3 @@ def flat_features(graph: DesignGraph) -> dict[str, float]:
                 "threshold_bram18", "products"):
         out[f"total.{key}"] = sum(node_features(n).get(key, 0.0) for n in graph.nodes)
     return out
-
-
-def require_known_target(target: str, known) -> None:
-    if target not in known:
-        raise ParameterError("target", target, "one of " + ", ".join(sorted(known)))

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from .features import bram18_tiles
+from .features import bram18_tiles, node_features
 
 LABELS = ("lut", "ff", "dsp", "bram", "lutram")
 TARGET_NAMES = ("ice40", "ecp5", "xilinx", "xilinx-us", "xilinx-usp")
@@ -202,8 +202,6 @@ def rule_resources(graph) -> dict[str, float]:
     an operand of at most LUT_MULTIPLY_MAX_WIDTH bits from LUTs and yosys maps each wider product to one DSP, and
     no other network unit multiplies, so DSP = the sum of the units' `dsp_products` (bench/estimate.py checks
     this against every network in the dataset)."""
-    from .features import node_features
-
     if graph.kind != "network":
         return {}
     return {"dsp": float(sum(node_features(node).get("dsp_products", 0.0) for node in graph.nodes))}
@@ -221,7 +219,7 @@ def finn_r(graph) -> dict[str, float] | None:
     for node in graph.nodes:
         if node.op != "mvu":
             continue
-        f = node.features
+        f = node_features(node)
         pe, simd = f["pe"], f["simd"]
         a, w = f["in_width"], f["w_width"]
         acc = f["acc_width"]
