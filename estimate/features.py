@@ -87,12 +87,24 @@ def bram18_tiles(depth: float, width: float) -> float:
     return float(min(math.ceil(width / cw) * math.ceil(depth / cd) for cd, cw in BRAM18_SHAPES))
 
 
+_REQUIRED = {
+    "mvu": {"pe", "simd", "in_features", "out_features", "in_width", "w_width", "acc_width"},
+    "swg": {"in_width", "kernel_size", "channels", "elem_width", "simd"},
+    "maxpool": {"in_width", "channels", "elem_width", "simd"},
+    "dwc": {"in_lanes", "out_lanes", "elem_width"},
+    "systolic": {"rows", "cols", "a_width", "w_width"},
+}
+
+
 def derived_features(op: str, f: dict[str, float]) -> dict[str, float]:
     """What follows from a unit's stored parameters and what a resource count hinges on (memory and multiplier
     bits, threshold comparators), plus what the generators decide by rule and a model should not have to guess:
     which products go to DSP blocks (gen/mvu builds products with an operand of at most LUT_MULTIPLY_MAX_WIDTH
     bits from LUTs; yosys maps every other multiplier to a DSP) and the block-RAM geometry of each PE's
-    memories. Computed from the parameters alone, so rows stored before a rule was added get it too."""
+    memories. Computed from the parameters alone, so rows stored before a rule was added get it too. A node
+    that lacks a parameter (a graph from elsewhere reusing an op name) gets nothing derived."""
+    if not _REQUIRED.get(op, set()) <= f.keys():
+        return {}
     if op == "mvu":
         from hardwire.gen.mvu import LUT_MULTIPLY_MAX_WIDTH
         from hardwire.params import bits_for_range, int_range, product_range

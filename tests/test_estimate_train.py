@@ -43,8 +43,8 @@ def synthetic_rows(count: int, seed: int, depth=(1, 4), split="small"):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    rows = synthetic_rows(250, 1) + synthetic_rows(30, 2, depth=(6, 8), split="large")
-    weights = train(rows, ensemble=2, epochs=80, log=lambda m: None)
+    rows = synthetic_rows(320, 1) + synthetic_rows(30, 2, depth=(6, 8), split="large")
+    weights = train(rows, ensemble=2, epochs=100, log=lambda m: None)
     path = tmp_path_factory.mktemp("w") / "surrogate.pt"
     torch.save(weights, path)
     return rows, weights, Estimator.load(path)
