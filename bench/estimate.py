@@ -38,7 +38,7 @@ SETS = ("test", "large", "real")
 WA_HLS4ML = {"lut": 0.73, "ff": 0.74, "dsp": 0.89, "bram": 0.51}
 
 
-def metrics(pred: np.ndarray, true: np.ndarray, label: str) -> dict:
+def metrics(pred: np.ndarray, true: np.ndarray, label: str, spread=None) -> dict:
     pred, true = np.asarray(pred, float), np.asarray(true, float)
     n = len(true)
     if n == 0:
@@ -53,6 +53,9 @@ def metrics(pred: np.ndarray, true: np.ndarray, label: str) -> dict:
            "p90": float(np.percentile(rel, 90))}
     if label in ("dsp", "bram"):
         out["exact"] = float((np.round(pred) == true).mean())
+    if spread is not None:
+        # calibration: the share of designs whose measured value lies within the stated one-sigma band
+        out["within_1sigma"] = float((np.abs(np.log1p(pred) - np.log1p(true)) <= np.asarray(spread, float)).mean())
     return out
 
 
@@ -68,10 +71,12 @@ def evaluate(estimator: Estimator, rows: list[dict]) -> dict:
             table = {}
             for model in ("auto", "gnn", "trees"):
                 pred = estimator.predict_batch(graphs, target, model)
-                table[model] = {label: metrics([p["resources"][label] for p, ex in zip(pred, chosen)
-                                                if ex.labels.get(label) is not None],
-                                               [ex.labels[label] for ex in chosen if ex.labels.get(label) is not None],
-                                               label) for label in LABELS}
+                table[model] = {}
+                for label in LABELS:
+                    pairs = [(p, ex) for p, ex in zip(pred, chosen) if ex.labels.get(label) is not None]
+                    table[model][label] = metrics([p["resources"][label] for p, _ in pairs],
+                                                  [ex.labels[label] for _, ex in pairs], label,
+                                                  [p["spread"][label] for p, _ in pairs] if model == "auto" else None)
             networks = [ex for ex in chosen if ex.graph.kind == "network"]
             if networks:
                 analytic = [finn_r(ex.graph) for ex in networks]
@@ -81,7 +86,8 @@ def evaluate(estimator: Estimator, rows: list[dict]) -> dict:
             if fmax:
                 for model in ("auto", "gnn", "trees"):
                     pred = estimator.predict_batch([ex.graph for ex in fmax], target, model)
-                    table[model]["fmax"] = metrics([p["fmax_mhz"] for p in pred], [ex.fmax_mhz for ex in fmax], "fmax")
+                    table[model]["fmax"] = metrics([p["fmax_mhz"] for p in pred], [ex.fmax_mhz for ex in fmax], "fmax",
+                                                   [p["fmax_spread"] for p in pred] if model == "auto" else None)
             results[f"{split}/{target}"] = table
     return results
 
@@ -133,12 +139,12 @@ def markdown(results: dict, fast: dict, meta: dict) -> str:
                     continue
                 body.append([label.upper(), model, m["n"], _fmt(m["r2"]), _fmt(m["smape"], True),
                              _fmt(m["within_10pct"], True), _fmt(m["p75"], True), _fmt(m["p90"], True),
-                             _fmt(m.get("exact"), True)])
+                             _fmt(m.get("exact"), True), _fmt(m.get("within_1sigma"), True)])
             if split == "test" and label in WA_HLS4ML:
                 body.append([label.upper(), "wa-hls4ml (published, their data)", "-", f"{WA_HLS4ML[label]:.2f}",
-                             "11-19%", "-", "-", "-", "-"])
+                             "11-19%", "-", "-", "-", "-", "-"])
         lines += [markdown_table(["label", "model", "n", "R²", "SMAPE", "within 10%", "p75 err", "p90 err",
-                                  "exact"], body), ""]
+                                  "exact", "within ±1σ"], body), ""]
     lines += ["## Speed", "", markdown_table(
         ["estimates/s (one at a time)", "estimates/s (batched)", "yosys runs/s (mean ecp5 synthesis)",
          "speed-up (single)", "speed-up (batched)"],

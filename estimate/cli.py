@@ -215,7 +215,8 @@ def format_estimate(graph, estimate, seconds: float) -> str:
 
     r, s = estimate.resources, estimate.spread
     lines = [f"{graph.name} on {estimate.target}: ESTIMATE by the {estimate.model} surrogate(s) "
-             f"({seconds * 1000:.1f} ms; uncertainty = ensemble spread)"]
+             f"({seconds * 1000:.1f} ms; uncertainty: one standard deviation in log terms, the ensemble's spread "
+             "combined with the model's validation error)"]
     if estimate.per_node:
         lines.append(f"  {'unit':24} {'op':8} " + " ".join(f"{label.upper():>8}" for label in LABELS))
         for unit in estimate.per_node:

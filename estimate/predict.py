@@ -68,6 +68,7 @@ class Estimator:
         self.trees = [{label: lightgbm.Booster(model_str=text) for label, text in member.items()}
                       for member in weights["trees"]]
         self.choice = dict(weights.get("choice") or dict.fromkeys((*LABELS, "fmax"), "gnn"))
+        self.calibration = dict(weights.get("calibration") or {})
         self._torch = torch
 
     @classmethod
@@ -127,9 +128,14 @@ class Estimator:
             out = []
             for graph, g, t in zip(graphs, gnn, trees):
                 pick = {label: (g if self.choice.get(label, "gnn") == "gnn" else t) for label in (*LABELS, "fmax")}
+                # the ensemble's spread alone is too narrow (bagged members agree on what none of them saw): the
+                # chosen model's RMS log error on the validation designs is combined with it
+                widen = lambda spread, label: float(np.hypot(spread, self.calibration.get(label, 0.0)))  # noqa: E731
                 result = {"resources": {label: pick[label]["resources"][label] for label in LABELS},
-                          "spread": {label: pick[label]["spread"][label] for label in LABELS},
-                          "fmax_mhz": pick["fmax"]["fmax_mhz"], "fmax_spread": pick["fmax"]["fmax_spread"],
+                          "spread": {label: widen(pick[label]["spread"][label], label) for label in LABELS},
+                          "fmax_mhz": pick["fmax"]["fmax_mhz"],
+                          "fmax_spread": (widen(pick["fmax"]["fmax_spread"], "fmax")
+                                          if pick["fmax"]["fmax_spread"] is not None else None),
                           "by_rule": []}
                 for label, value in rule_resources(graph).items():
                     result["resources"][label] = min(value, CAPACITY.get(target, {}).get(label, value))

@@ -216,15 +216,17 @@ def train(rows: list[dict], *, ensemble: int = 5, epochs: int = 300, seed: int =
     weights = {"format": WEIGHTS_FORMAT, "dataset_hash": dataset_hash(rows), "rows": len(rows),
                "train_rows": len(train_set), "encoder": encoder.to_dict(), "gnn": gnn, "trees": trees,
                "labels": list(LABELS), "capacity": CAPACITY, "seed": seed, "epochs": epochs}
-    weights["choice"] = choose_models(weights, valid_set)
-    log(f"per label, the model with the lower validation error: {weights['choice']}")
+    weights["choice"], weights["calibration"] = choose_models(weights, valid_set)
+    log(f"per label, the model with the lower validation error: {weights['choice']}; its RMS log error there: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in weights["calibration"].items()))
     weights["seconds"] = round(time.monotonic() - started, 1)
     return weights
 
 
 def choose_models(weights: dict, valid: list[Example]) -> dict[str, str]:
     """For each label (and Fmax), the surrogate with the lower mean absolute log error on the validation
-    designs: what `--model auto` uses. Chosen on `valid`, never on a test split."""
+    designs (what `--model auto` uses), and that model's RMS log error there (what calibrates its uncertainty).
+    Chosen on `valid`, never on a test split."""
     from .predict import Estimator
 
     estimator = Estimator(weights)
@@ -239,11 +241,13 @@ def choose_models(weights: dict, valid: list[Example]) -> dict[str, str]:
                 for label, predicted, actual in pairs:
                     if actual is not None and predicted is not None:
                         errors[name].setdefault(label, []).append(abs(np.log1p(predicted) - np.log1p(actual)))
-    choice = {}
+    choice, calibration = {}, {}
     for label in (*LABELS, "fmax"):
         mean = {name: float(np.mean(errors[name][label])) for name in errors if errors[name].get(label)}
         choice[label] = min(mean, key=mean.get) if mean else "gnn"
-    return choice
+        chosen = errors.get(choice[label], {}).get(label)
+        calibration[label] = float(np.sqrt(np.mean(np.square(chosen)))) if chosen else 0.0
+    return choice, calibration
 
 
 def train_command(args) -> int:
