@@ -1,0 +1,91 @@
+"""The host driver (boards/host.py) against a model of the board's bridge speaking the same frames over a fake
+serial port: results come back once each and in order through refused frames, lost replies and corrupted
+replies; a board that never answers is a one-line error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hardwire.boards import link
+from hardwire.boards.host import BoardLink, LinkError
+from hardwire.boards.link import ErrorCode, FrameType, LinkGeometry, StreamGeometry
+
+GEOMETRY = LinkGeometry(StreamGeometry(4, 2, 4), StreamGeometry(2, 1, 9, True))
+
+
+def golden(row):
+    """What the model board computes: two signed sums of the first and second half of the inputs, minus 50."""
+    row = np.asarray(row)
+    return np.array([row[:4].sum() - 50, row[4:].sum() - 50])
+
+
+class FakeBoard:
+    """A serial port whose other end is a bridge model; `faults` maps a count of INFER frames seen to a fault."""
+
+    def __init__(self, faults=None, silent=False):
+        self.decoder = link.FrameDecoder()
+        self.outgoing = bytearray()
+        self.faults = dict(faults or {})
+        self.infers = 0
+        self.silent = silent
+        self.computed = 0
+
+    def write(self, data):
+        for frame in self.decoder.feed(bytes(data)):
+            assert isinstance(frame, link.Frame)
+            if self.silent:
+                continue
+            if frame.type == FrameType.INFO:
+                self.outgoing += link.encode(FrameType.INFO_REPLY, 0, GEOMETRY.info_payload())
+                continue
+            fault = self.faults.pop(self.infers, None)
+            self.infers += 1
+            if fault == "refuse":
+                self.outgoing += link.encode(FrameType.ERROR, frame.sequence, bytes([ErrorCode.BAD_CRC]))
+                continue
+            if fault == "lose":
+                continue
+            self.computed += 1
+            result = link.encode(FrameType.RESULT, frame.sequence,
+                                 link.pack(GEOMETRY.out, golden(link.unpack(GEOMETRY.inp, frame.payload))))
+            if fault == "corrupt":
+                result = result[:6] + bytes([result[6] ^ 0x01]) + result[7:]
+            if fault == "duplicate":
+                result = result + result
+            self.outgoing += result
+
+    def read(self, size):
+        data = bytes(self.outgoing[:size])
+        del self.outgoing[:size]
+        return data
+
+
+def test_driver_returns_each_result_once_through_every_fault():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 16, size=(12, 8))
+    board = FakeBoard({1: "refuse", 3: "lose", 5: "corrupt", 7: "duplicate"})
+    host = BoardLink(board, reply_timeout_s=0.05, drain_s=0.0)
+    assert host.info() == GEOMETRY
+    got = host.infer(x)
+    assert np.array_equal(got, np.stack([golden(row) for row in x]))
+    assert host.errors == [(1, ErrorCode.BAD_CRC)]
+    assert host.discarded >= 2          # the corrupted reply and the duplicate
+
+
+def test_silent_board_is_a_link_error():
+    host = BoardLink(FakeBoard(silent=True), reply_timeout_s=0.01, drain_s=0.0, retries=1)
+    with pytest.raises(LinkError, match="after 2 attempts"):
+        host.info()
+
+
+def test_a_port_that_cannot_open_is_a_link_error():
+    with pytest.raises(LinkError, match="cannot open serial port"):
+        BoardLink.open("/dev/ttyNOPE-hardwire", 115200)
+
+
+def test_driver_over_pyserial_loopback_sees_its_own_frames_as_no_answer():
+    # loop:// echoes the INFO frame back: an INFO, not an INFO_REPLY, so the driver keeps waiting and gives up
+    host = BoardLink.open("loop://", 115200, reply_timeout_s=0.02, drain_s=0.0, retries=0)
+    with pytest.raises(LinkError):
+        host.info()
