@@ -66,7 +66,7 @@ def test_ulx3s_bitstream_is_an_ecp5_85f_image(tmp_path):
     report = build_board(small_design(), "ulx3s-85f", tmp_path / "ecp5", progress=_quiet)
     data = report.bitstream.read_bytes()
     assert 1_500_000 < len(data) < 3_000_000              # an uncompressed LFE5U-85F image
-    assert b"\xff\x00" in data[:64] and b"\xbd\xb3" in data[:256]   # ecppack's preamble
+    assert data.startswith(b"\xff\x00Part: LFE5U-85F") and b"\xbd\xb3" in data[:256]   # ecppack's header, sync
     assert report.timing_met and report.clock_mhz == 25
 
 
@@ -74,7 +74,7 @@ def test_ulx3s_bitstream_is_an_ecp5_85f_image(tmp_path):
 def test_tang_nano_9k_bitstream_is_a_gowin_fs_file(tmp_path):
     report = build_board(small_design(), "tang-nano-9k", tmp_path / "gowin", progress=_quiet)
     lines = report.bitstream.read_text().split()
-    assert len(lines) > 1000 and set("".join(lines[:50])) <= {"0", "1"}   # gowin_pack's text of bit rows
+    assert len(lines) > 500 and set("".join(lines)) <= {"0", "1"}   # gowin_pack's text: one bit row a line
     assert report.timing_met and report.clock_mhz == 27
 
 
