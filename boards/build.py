@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, Signal
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from hardwire.boards.design import BoardDesign, VerilogDesign
 from hardwire.boards.link import inferences_per_second
 from hardwire.boards.platforms import Board, get_board
+from hardwire.boards.pll import PllSetting, pll_instance, pll_setting
 from hardwire.boards.uart import BridgedDesign, BridgeParams
 from hardwire.cache import atomic_dir, cache_root, digest, write_json_atomic, write_text_atomic
 from hardwire.errors import HardwireError, ParameterError, ToolError
@@ -49,37 +51,54 @@ class TimingError(HardwireError):
 
 
 class BoardTop(Elaboratable):
-    """The board's top: the `sync` domain from the board's oscillator with Amaranth's platform reset
-    synchronizer (a power-on reset held for the iCE40 BRAM start-up, the board's reset button where it has
-    one), the UART pins from the board definition, the bridge and the design."""
+    """The board's top: the `sync` domain from the board's oscillator, or from a PLL when `pll` is given, a
+    power-on reset (held for the iCE40 block-RAM start-up and until the PLL locks; the board's reset button
+    joins it) through a reset synchronizer, the UART pins from the board definition, the bridge and the design."""
 
-    def __init__(self, design: BoardDesign, baud: int):
-        self.design, self.baud = design, baud
+    def __init__(self, design: BoardDesign, baud: int, pll: PllSetting | None = None):
+        self.design, self.baud, self.pll = design, baud, pll
         self.params: BridgeParams | None = None
 
     def elaborate(self, platform):
         m = Module()
-        clock_hz = platform.default_clk_frequency
         m.domains.sync = ClockDomain("sync")
         m.domains.por = ClockDomain("por", reset_less=True)
-        clock = platform.request(platform.default_clk, dir="i")
-        m.d.comb += [ClockSignal("sync").eq(clock.i), ClockSignal("por").eq(clock.i)]
+        locked = Signal(init=1)
+        if self.pll is None:
+            clock_hz = platform.default_clk_frequency
+            m.submodules.clock_buffer = clock = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+            m.d.comb += ClockSignal("sync").eq(clock.i)
+        else:
+            clock_hz = self.pll.output_mhz * 1e6
+            pll_clock, locked = Signal(), Signal()
+            clock_port = platform.request(platform.default_clk, dir="-")
+            if self.pll.family == "ice40":       # SB_PLL40_PAD takes the oscillator's pad itself
+                clock_in = clock_port.io
+            else:
+                m.submodules.clock_buffer = clock_buffer = io.Buffer("i", clock_port)
+                clock_in = clock_buffer.i
+            m.submodules.pll = pll_instance(self.pll, clock_in, pll_clock, locked)
+            m.d.comb += ClockSignal("sync").eq(pll_clock)
+        m.d.comb += ClockSignal("por").eq(ClockSignal("sync"))
         # Power-on reset: held for POWER_ON_RESET_CYCLES after configuration (iCE40 block RAMs read as zero for
-        # ~3 us after configuration); a board reset button joins it through a reset synchronizer.
+        # ~3 us after configuration); the PLL's lock and a board reset button join it.
         counter = Signal(range(POWER_ON_RESET_CYCLES + 1))
         with m.If(counter != POWER_ON_RESET_CYCLES):
             m.d.por += counter.eq(counter + 1)
         reset = Signal()
-        m.d.comb += reset.eq(counter != POWER_ON_RESET_CYCLES)
+        button = Signal()
         if platform.default_rst is not None:
-            button = platform.request(platform.default_rst, dir="i")
-            m.d.comb += reset.eq((counter != POWER_ON_RESET_CYCLES) | button.i)
+            m.submodules.reset_buffer = reset_buffer = io.Buffer("i", platform.request(platform.default_rst, dir="-"))
+            m.d.comb += button.eq(reset_buffer.i)
+        m.d.comb += reset.eq((counter != POWER_ON_RESET_CYCLES) | ~locked | button)
         m.submodules.reset_sync = ResetSynchronizer(reset, domain="sync")
         self.params = bridge_params(self.design, clock_hz, self.baud)
-        uart = platform.request("uart", 0)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx_buffer = uart_rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buffer = uart_tx = io.Buffer("o", uart.tx)
         platform.add_file(f"{self.design.top}.v", self.design.verilog)
         m.submodules.bridged = bridged = BridgedDesign(VerilogDesign(self.design), self.params)
-        m.d.comb += [bridged.rx.eq(uart.rx.i), uart.tx.o.eq(bridged.tx)]
+        m.d.comb += [bridged.rx.eq(uart_rx.i), uart_tx.o.eq(bridged.tx)]
         return m
 
 
@@ -109,6 +128,7 @@ class BuildReport:
     build_s: float = 0.0
     cached: bool = False
     tools: dict[str, str] = field(default_factory=dict)
+    clock_source: str = "board oscillator"
 
     def to_dict(self) -> dict:
         data = dict(vars(self))
@@ -118,7 +138,7 @@ class BuildReport:
     def markdown(self) -> str:
         lines = [f"# {self.design} on {self.board} ({self.part})", "",
                  f"- Bitstream: `{self.bitstream.name if self.bitstream else '-'}` ({self.bitstream_bytes} bytes)",
-                 f"- Clock: {self.clock_mhz:g} MHz (board oscillator); achieved Fmax "
+                 f"- Clock: {self.clock_mhz:g} MHz ({self.clock_source}); achieved Fmax "
                  f"{self.fmax_mhz:.1f} MHz: timing {'met' if self.timing_met else 'MISSED'}",
                  f"- Host link at {self.baud} baud: {self.inferences_per_s_link:.1f} inferences/s stop-and-wait, "
                  f"{self.inferences_per_s_link_pipelined:.1f} pipelined (protocol bytes / baud"
@@ -132,7 +152,7 @@ class BuildReport:
         return "\n".join(lines) + "\n"
 
 
-def _family_commands(board: Board, platform) -> tuple[str, list[str], str, list[str], str]:
+def _family_commands(board: Board, platform, clock_mhz: float) -> tuple[str, list[str], str, list[str], str]:
     """(nextpnr tool, its arguments, packer tool, its arguments, bitstream file) for the board's family."""
     report = ["--report", NEXTPNR_REPORT, "--timing-allow-fail"]
     if board.family == "ice40":
@@ -151,7 +171,9 @@ def _family_commands(board: Board, platform) -> tuple[str, list[str], str, list[
         chip = platform._chipdb_device
         return ("nextpnr-himbaechel", ["--device", platform.part, "--vopt", f"family={chip}", "--vopt",
                                        f"cst={NAME}.cst", "--json", f"{NAME}.syn.json", "--write",
-                                       f"{NAME}.pnr.json", *report],
+                                       f"{NAME}.pnr.json", *report,
+                                       # amaranth's .cst carries no clock frequency: the oscillator's goes here
+                                       "--freq", f"{clock_mhz:g}"],
                 "gowin_pack", ["-d", chip, "-o", f"{NAME}.fs", f"{NAME}.pnr.json"], f"{NAME}.fs")
     raise ParameterError("board", board.name, "a board with an open toolchain (iCE40, ECP5, Gowin); "
                                               "use `hardwire export` for AMD/Xilinx boards")
@@ -168,9 +190,11 @@ def _tool_versions(board: Board, nextpnr: str) -> dict[str, str]:
 
 
 def build_board(design: BoardDesign, board_name: str, out_dir, *, baud: int = DEFAULT_BAUD,
-                allow_timing_violation: bool = False, seed: int = 1, timeout_s: float = 3600,
-                progress=print) -> BuildReport:
-    """Build `design` for board `board_name` into `out_dir` (replaced atomically when the build succeeded)."""
+                clock_mhz: float | None = None, allow_timing_violation: bool = False, seed: int = 1,
+                timeout_s: float = 3600, progress=print) -> BuildReport:
+    """Build `design` for board `board_name` into `out_dir` (replaced atomically when the build succeeded).
+
+    clock_mhz: None runs the design at the board's oscillator; a frequency puts a PLL in between (iCE40, ECP5)."""
     board = get_board(board_name)
     if board.exports_only:
         raise ParameterError("board", board_name, "a board with an open toolchain (iCE40, ECP5, Gowin); AMD/Xilinx "
@@ -178,11 +202,15 @@ def build_board(design: BoardDesign, board_name: str, out_dir, *, baud: int = DE
     if not 1200 <= baud <= board.max_baud:
         raise ParameterError("baud", baud, f"1200..{board.max_baud} (what the {board.title}'s {board.uart_note} takes)")
     platform = board.platform()
-    top = BoardTop(design, baud)
+    pll = None
+    if clock_mhz is not None:
+        pll = pll_setting(board.family, platform.default_clk_frequency / 1e6, clock_mhz)
+    top = BoardTop(design, baud, pll)
     started = time.monotonic()
     progress(f"[1/4] board top for {board.title}: {design.name} behind a {baud}-baud UART bridge")
     plan = platform.prepare(top, name=NAME)
-    nextpnr, nextpnr_args, packer, packer_args, bitstream = _family_commands(board, platform)
+    design_clock_mhz = pll.output_mhz if pll else platform.default_clk_frequency / 1e6
+    nextpnr, nextpnr_args, packer, packer_args, bitstream = _family_commands(board, platform, design_clock_mhz)
     for tool in ("yosys", nextpnr, packer):          # a missing tool fails now, not after a long synthesis
         find_tool(tool)
     versions = _tool_versions(board, nextpnr)
@@ -216,9 +244,10 @@ def build_board(design: BoardDesign, board_name: str, out_dir, *, baud: int = DE
     final = build_once(final, lambda d: (d / "done.json").is_file(), build)
     nextpnr_report = json.loads((final / NEXTPNR_REPORT).read_text())
     clocks = nextpnr_report.get("fmax", {})
-    clock_mhz = platform.default_clk_frequency / 1e6
+    clock_mhz = pll.output_mhz if pll else platform.default_clk_frequency / 1e6
+    # every clock against its own constraint (nextpnr derives the PLL output's from the oscillator's)
     fmax = min((float(c["achieved"]) for c in clocks.values()), default=None)
-    timing_met = fmax is not None and fmax >= clock_mhz
+    timing_met = bool(clocks) and all(float(c["achieved"]) >= float(c["constraint"]) for c in clocks.values())
     utilization = {name: {"used": int(e["used"]), "available": int(e["available"]),
                           "percent": 100.0 * int(e["used"]) / int(e["available"]) if int(e["available"]) else 0.0}
                    for name, e in nextpnr_report.get("utilization", {}).items()}
@@ -227,6 +256,8 @@ def build_board(design: BoardDesign, board_name: str, out_dir, *, baud: int = DE
     bitstream_path = final / bitstream
     report = BuildReport(
         board=board.name, part=f"{platform.device if board.family != 'gowin' else platform.part}",
+        clock_source=(f"PLL from the {platform.default_clk_frequency / 1e6:g} MHz oscillator" if pll
+                      else "board oscillator"),
         design=design.name, bitstream=None, bitstream_bytes=bitstream_path.stat().st_size, clock_mhz=clock_mhz,
         fmax_mhz=fmax, timing_met=timing_met, utilization=utilization, baud=baud,
         inferences_per_s_link=inferences_per_second(geometry, baud, compute_s=compute_s),
@@ -234,9 +265,14 @@ def build_board(design: BoardDesign, board_name: str, out_dir, *, baud: int = DE
         compute_us=compute_s * 1e6 if design.latency_cycles else None,
         build_s=round(time.monotonic() - started, 1), cached=cached, tools=versions)
     if not timing_met and not allow_timing_violation:
-        achieved = "no clocked path found" if fmax is None else f"achieved {fmax:.1f} MHz"
-        raise TimingError(f"{design.name} on the {board.title} misses its {clock_mhz:g} MHz clock: {achieved}, "
-                          f"slack {((1e3 / clock_mhz) - (1e3 / fmax)) if fmax else float('nan'):.2f} ns "
+        if not clocks:
+            raise TimingError(f"{design.name} on the {board.title}: nextpnr found no clocked path to time "
+                              f"(log: {final / 'nextpnr.log'})")
+        name, worst = min(clocks.items(), key=lambda item: 1e3 / float(item[1]["constraint"])
+                          - 1e3 / float(item[1]["achieved"]))
+        slack_ns = 1e3 / float(worst["constraint"]) - 1e3 / float(worst["achieved"])
+        raise TimingError(f"{design.name} on the {board.title} misses its {float(worst['constraint']):.1f} MHz "
+                          f"clock: achieved {float(worst['achieved']):.1f} MHz on net {name}, slack {slack_ns:.2f} ns "
                           "(--allow-timing-violation builds the bitstream anyway)")
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, replace=True) as work:

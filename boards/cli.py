@@ -28,6 +28,8 @@ def register(sub) -> dict:
     build.add_argument("design", type=Path, help="a `hardwire compile` output folder")
     build.add_argument("--board", required=True, help=", ".join(open_boards))
     build.add_argument("--baud", type=int, default=DEFAULT_BAUD, help=f"UART baud rate (default {DEFAULT_BAUD})")
+    build.add_argument("--clock-mhz", type=float, help="clock the design from a PLL at this frequency (iCE40, ECP5; "
+                                                        "default: the board's oscillator)")
     build.add_argument("--allow-timing-violation", action="store_true",
                        help="write the bitstream even when the design misses the board's clock")
     build.add_argument("--program", action="store_true", help="program the board with openFPGALoader")
@@ -59,7 +61,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     board = get_board(args.board)
     design = load_design(args.design)
-    report = build_board(design, args.board, args.out, baud=args.baud,
+    report = build_board(design, args.board, args.out, baud=args.baud, clock_mhz=args.clock_mhz,
                          allow_timing_violation=args.allow_timing_violation,
                          progress=lambda message: print(message, file=sys.stderr, flush=True))
     print(report.markdown())

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Module, unsigned
+from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hardwire.boards import build as board_build
 from hardwire.boards.build import FitError, TimingError, build_board
 from hardwire.boards.design import BoardDesign
 from hardwire.boards.export import export_vivado
@@ -76,6 +75,8 @@ def test_tang_nano_9k_bitstream_is_a_gowin_fs_file(tmp_path):
     lines = report.bitstream.read_text().split()
     assert len(lines) > 500 and set("".join(lines)) <= {"0", "1"}   # gowin_pack's text: one bit row a line
     assert report.timing_met and report.clock_mhz == 27
+    clocks = json.loads((tmp_path / "gowin" / "nextpnr-report.json").read_text())["fmax"]
+    assert [c["constraint"] for c in clocks.values()] == [27]      # timed against the oscillator, not a default
 
 
 @pytest.mark.parametrize("board, part, pins", [
@@ -106,40 +107,40 @@ def test_open_toolchain_board_refuses_xilinx_and_vice_versa(tmp_path):
 
 
 class Wide(wiring.Component):
-    """Too big for an UP5K: a 32-bit multiply-accumulate per lane over 64 lanes of LUT multipliers."""
+    """Too big for an UP5K (5280 logic cells): 200 stages of 32 flip-flops, each stage the previous one XOR the
+    input, so nothing maps to block RAM and every flip-flop needs a logic cell of its own."""
 
     def __init__(self):
         super().__init__({"inp": In(stream.Signature(unsigned(32))), "out": Out(stream.Signature(unsigned(32)))})
 
     def elaborate(self, platform):
         m = Module()
-        acc = self.inp.payload
-        for lane in range(40):
-            acc = (acc * (self.inp.payload + lane))[:32]
-        m.d.sync += [self.out.payload.eq(acc), self.out.valid.eq(self.inp.valid)]
+        previous = self.inp.payload
+        for stage in range(200):
+            register = Signal(32, name=f"stage{stage}")
+            m.d.sync += register.eq(previous ^ self.inp.payload)
+            previous = register
+        m.d.sync += [self.out.payload.eq(previous), self.out.valid.eq(self.inp.valid)]
         m.d.comb += self.inp.ready.eq(1)
         return m
 
 
 @pytest.mark.slow
 def test_design_too_big_names_the_resource(tmp_path):
-    with pytest.raises(FitError, match="does not fit the 1BitSquared iCEBreaker"):
+    with pytest.raises(FitError, match="does not fit the 1BitSquared iCEBreaker.*ICESTORM_LC"):
         build_board(small_design("wide", Wide(), 32), "icebreaker", tmp_path / "wide", progress=_quiet)
 
 
-def test_missed_clock_names_the_slack_and_can_be_overridden(tmp_path, monkeypatch):
-    # the oscillator is the requested clock: ask for 1000 MHz by pretending the iCEBreaker's is that fast
-    from amaranth_boards.icebreaker import ICEBreakerPlatform
-
-    monkeypatch.setattr(ICEBreakerPlatform, "default_clk_frequency", property(lambda self: 1000e6))
-    monkeypatch.setattr(board_build, "bridge_params", lambda design, clock_hz, baud: board_build.BridgeParams
-                        .for_clock(design.geometry, 12e6, baud))
-    with pytest.raises(TimingError, match=r"misses its 1000 MHz clock: achieved [\d.]+ MHz, slack -[\d.]+ ns"):
-        build_board(small_design(), "icebreaker", tmp_path / "fast", progress=_quiet)
+def test_pll_clock_is_the_constraint_and_a_missed_one_names_the_slack(tmp_path):
+    # the iCE40 PLL makes 60 MHz from the iCEBreaker's 12 MHz; the bridge on an UP5K reaches ~30 MHz
+    with pytest.raises(TimingError, match=r"misses its 60\.0 MHz clock: achieved [\d.]+ MHz on net .*slack -[\d.]+ ns"):
+        build_board(small_design(), "icebreaker", tmp_path / "fast", clock_mhz=60, progress=_quiet)
     assert not (tmp_path / "fast").exists()
-    report = build_board(small_design(), "icebreaker", tmp_path / "fast", allow_timing_violation=True,
-                         progress=_quiet)
-    assert not report.timing_met and report.bitstream.is_file()
+    report = build_board(small_design(), "icebreaker", tmp_path / "fast", clock_mhz=60,
+                         allow_timing_violation=True, progress=_quiet)
+    assert not report.timing_met and report.bitstream.is_file() and report.clock_mhz == 60
+    clocks = json.loads((tmp_path / "fast" / "nextpnr-report.json").read_text())["fmax"]
+    assert [round(c["constraint"], 1) for c in clocks.values()] == [60.0]     # derived through the PLL
 
 
 def test_missing_packer_says_how_to_install_it(tmp_path, monkeypatch):
