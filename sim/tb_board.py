@@ -15,9 +15,11 @@ from __future__ import annotations
 import cocotb
 from cocotb.clock import Clock
 from cocotb.queue import Queue
+from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
 from hardwire.boards import link
+from hardwire.boards.host import BoardLink
 from hardwire.boards.link import ErrorCode, FrameType
 from hardwire.sim.runner import load_config, write_results
 
@@ -34,6 +36,7 @@ class UartHost:
         self.frames: Queue = Queue()
         self.garbage: list[str] = []
         self.received_bytes = 0
+        self.raw = bytearray()                  # every received byte, for the host driver's port
 
     async def send(self, data: bytes) -> None:
         for byte in data:
@@ -55,6 +58,7 @@ class UartHost:
             await ClockCycles(self.dut.clk, self.cpb)
             assert int(self.dut.tx.value) == 1, "missing stop bit on tx"
             self.received_bytes += 1
+            self.raw.append(byte)
             for item in self.decoder.feed(bytes([byte])):
                 if isinstance(item, link.Frame):
                     self.frames.put_nowait(item)
@@ -89,6 +93,56 @@ EXPECTED_CODE = {"flipped_bit": ErrorCode.BAD_CRC, "overlong": ErrorCode.BAD_LEN
                  "bad_sync": ErrorCode.NO_SYNC, "bad_type": ErrorCode.BAD_TYPE, "stall": ErrorCode.TIMEOUT}
 
 
+class SimPort:
+    """pyserial's `write` / `read` on the simulated pins, so the real host driver (boards/host.py) runs in a
+    cocotb bridge thread against the RTL: each call blocks the thread while the simulation runs it."""
+
+    def __init__(self, host: UartHost, idle_cycles: int):
+        self.host, self.idle_cycles = host, idle_cycles
+
+    def write(self, data: bytes) -> None:
+        resume(self.host.send)(bytes(data))
+
+    def read(self, size: int) -> bytes:
+        return resume(self._read)(size)
+
+    async def _read(self, size: int) -> bytes:
+        if not self.host.raw:
+            await ClockCycles(self.host.dut.clk, self.idle_cycles)
+        data = bytes(self.host.raw[:size])
+        del self.host.raw[:size]
+        return data
+
+
+async def _start(dut, cpb: int) -> UartHost:
+    dut.rx.value = 1
+    dut.rst.value = 1
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
+    await ClockCycles(dut.clk, 4)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 4)
+    host = UartHost(dut, cpb)
+    cocotb.start_soon(host.monitor())
+    return host
+
+
+@cocotb.test()
+async def host_driver_runs_inferences(dut):
+    """The driver behind `hardwire run`, unchanged, on the simulated board (its port is the pins)."""
+    cpb = CONFIG["clocks_per_bit"]
+    rows = CONFIG.get("driver_inputs", [])
+    host = await _start(dut, cpb)
+
+    @bridge
+    def drive():
+        driver = BoardLink(SimPort(host, 40 * cpb), reply_timeout_s=600, drain_s=0.0)
+        geometry = driver.info()
+        return geometry.to_dict(), driver.infer(rows).tolist(), driver.errors
+
+    geometry, outputs, errors = await drive()
+    write_results({"driver": {"geometry": geometry, "outputs": outputs, "errors": errors}})
+
+
 @cocotb.test()
 async def board_link_runs_every_inference_once(dut):
     cpb = CONFIG["clocks_per_bit"]
@@ -99,14 +153,7 @@ async def board_link_runs_every_inference_once(dut):
     paired = set(CONFIG.get("paired", []))           # inference i sent together with i + 1
     reply_cycles = CONFIG["reply_timeout_cycles"]
 
-    dut.rx.value = 1
-    dut.rst.value = 1
-    Clock(dut.clk, CLOCK_NS, unit="ns").start()
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 4)
-    host = UartHost(dut, cpb)
-    cocotb.start_soon(host.monitor())
+    host = await _start(dut, cpb)
 
     await host.send(link.encode(FrameType.INFO, 0))
     info = await host.reply(reply_cycles)

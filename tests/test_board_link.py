@@ -21,6 +21,7 @@ CLOCKS_PER_BIT = 8          # clock / baud: fast to simulate, and the smallest r
 
 FAULTS = {1: "flipped_bit", 2: "overlong", 3: "stall", 4: "bad_sync", 5: "bad_type", 6: "short"}
 PAIRED = [8, 10]            # inferences sent two at a time: the next frame on the line during a result
+DRIVER_INFERENCES = 4       # run through boards/host.py's driver in a cocotb bridge thread
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,8 @@ def test_board_link_runs_a_compiled_network_bit_exact_through_faults(compiled, t
     config = {"clocks_per_bit": CLOCKS_PER_BIT, "drain_idle_cycles": params.drain_idle_cycles,
               "stall_timeout_cycles": params.stall_timeout_cycles, "payloads": [p.hex() for p in payloads],
               "faults": FAULTS, "paired": PAIRED,
-              "reply_timeout_cycles": frame_cycles + 2 * (design.latency_cycles or 0) + 2000}
+              "reply_timeout_cycles": frame_cycles + 2 * (design.latency_cycles or 0) + 2000,
+              "driver_inputs": codes[:DRIVER_INFERENCES].tolist()}
     result = simulate(bridged_verilog(design, params), SIM_TOP, "hardwire.sim.tb_board", config=config,
                       test_dir=tmp_path / "sim", timeout_s=1200)
     got = result.results
@@ -62,6 +64,13 @@ def test_board_link_runs_a_compiled_network_bit_exact_through_faults(compiled, t
     hardware = np.stack([link.unpack(design.geometry.out, bytes.fromhex(r["payload"])) for r in got["results"]])
     floats = frontend.model_output(graph, hardware)
     assert np.array_equal(floats.astype(np.float32).view(np.uint32), reference.astype(np.float32).view(np.uint32))
+    # the host driver behind `hardwire run`, run unchanged against the same simulated board
+    driver = got["driver"]
+    assert driver["errors"] == []
+    assert link.StreamGeometry(**driver["geometry"]["out"]) == design.geometry.out
+    driver_floats = frontend.model_output(graph, np.asarray(driver["outputs"]))
+    assert np.array_equal(driver_floats.astype(np.float32).view(np.uint32),
+                          reference[:DRIVER_INFERENCES].astype(np.float32).view(np.uint32))
 
 
 def test_bridge_verilog_is_lint_clean(tmp_path):
