@@ -89,3 +89,34 @@ def test_driver_over_pyserial_loopback_sees_its_own_frames_as_no_answer():
     host = BoardLink.open("loop://", 115200, reply_timeout_s=0.02, drain_s=0.0, retries=0)
     with pytest.raises(LinkError):
         host.info()
+
+
+def _compiled_folder(tmp_path):
+    """A minimal compiled-design folder (plan.json + Verilog) as `hardwire compile` writes it."""
+    import json
+
+    folder = tmp_path / "design"
+    folder.mkdir()
+    (folder / "plan.json").write_text(json.dumps({
+        "top": "tiny", "initiation_interval": 1, "in_lanes": 2, "out_lanes": 1, "in_width": 4, "in_signed": False,
+        "out_width": 9, "out_signed": True, "in_beats_per_inference": 4, "out_beats_per_inference": 2}))
+    (folder / "tiny.v").write_text("module tiny(); endmodule\n")
+    return folder
+
+
+def test_run_cli_errors_are_one_line(tmp_path, capsys):
+    from hardwire.cli import main
+
+    folder = _compiled_folder(tmp_path)
+    codes = tmp_path / "codes.npy"
+    np.save(codes, np.zeros((2, 8), dtype=np.int64))
+    assert main(["run", str(folder), "--board", "icebreaker", "--port", "/dev/ttyNOPE-hardwire",
+                 "--inputs", str(codes)]) == 1
+    assert "cannot open serial port /dev/ttyNOPE-hardwire" in capsys.readouterr().err
+    floats = tmp_path / "floats.npy"
+    np.save(floats, np.zeros((2, 8), dtype=np.float32))
+    assert main(["run", str(folder), "--board", "icebreaker", "--port", "loop://", "--inputs", str(floats)]) == 2
+    assert "integer codes" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "nothing"), "--board", "icebreaker", "--port", "loop://",
+                 "--inputs", str(codes)]) == 2
+    assert "hardwire compile" in capsys.readouterr().err
