@@ -73,7 +73,8 @@ def test_board_link_runs_a_compiled_network_bit_exact_through_faults(compiled, t
                           reference[:DRIVER_INFERENCES].astype(np.float32).view(np.uint32))
 
 
-def test_bridge_verilog_is_lint_clean(tmp_path):
+def test_board_top_verilog_is_lint_clean(compiled, tmp_path):
+    """The bridge with a signed multi-bit output stream, and the whole simulated top around a compiled network."""
     from amaranth.back import verilog
 
     from hardwire.boards.uart import UartBridge
@@ -83,7 +84,12 @@ def test_bridge_verilog_is_lint_clean(tmp_path):
     path = tmp_path / "bridge.v"
     path.write_text(verilog.convert(UartBridge(BridgeParams(geometry, 8, 3200, 640)), name="bridge", emit_src=False))
     report = lint([path], "bridge")
-    assert report.clean, report.unwaived()
+    assert report.clean, report.unwaived
+    design = load_design(compiled[0])
+    path = tmp_path / f"{SIM_TOP}.v"
+    path.write_text(bridged_verilog(design, BridgeParams(design.geometry, 8, 3200, 640)))
+    report = lint([path], SIM_TOP)
+    assert report.clean, report.unwaived
 
 
 def test_bridge_params_name_the_bad_value():
