@@ -353,8 +353,16 @@ class UartBridge(wiring.Component):
                 m.d.comb += take.eq(got)
                 with m.If(~got & (idle >= p.drain_idle_cycles)):
                     parser.goto("IDLE")
-        with m.If(overrun & ~raise_error):
+        # An overrun is remembered until the error FIFO takes it (a parser error of the same cycle goes first).
+        # The parser raises at most one error per drain period, longer than an ERROR frame takes to send, so the
+        # four-entry error FIFO does not fill while the host follows the protocol.
+        overrun_pending = Signal()
+        with m.If(overrun):
+            m.d.sync += overrun_pending.eq(1)
+        with m.If(overrun_pending & ~raise_error & errors.w_rdy):
             m.d.comb += [errors.w_en.eq(1), errors.w_data.eq(Cat(Const(ErrorCode.OVERRUN, 8), Const(NO_SEQUENCE, 8)))]
+            with m.If(~overrun):
+                m.d.sync += overrun_pending.eq(0)
         with m.If(info_sent):
             m.d.sync += info_pending.eq(0)
 
