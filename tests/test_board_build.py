@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,12 +48,22 @@ def _quiet(_):
     pass
 
 
+def _unpack(tool: str, args: list[str], cwd: Path) -> str:
+    """Read a bitstream back with its packer's own unpacker (yowasp-iceunpack / yowasp-ecpunpack)."""
+    executable = Path(sys.executable).parent / f"yowasp-{tool}"
+    done = subprocess.run([str(executable), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_icebreaker_bitstream_is_a_packed_up5k_image(tmp_path):
     report = build_board(small_design(), "icebreaker", tmp_path / "ice", progress=_quiet)
     data = report.bitstream.read_bytes()
     # icepack's UP5K image: always 104090 bytes, opening with the 0x7EAA997E sync word after 0xFF padding
     assert len(data) == report.bitstream_bytes == 104090
     assert b"\x7e\xaa\x99\x7e" in data[:64]
+    _unpack("iceunpack", ["increment.bin", "unpacked.asc"], tmp_path / "ice")
+    assert ".device 5k" in (tmp_path / "ice" / "unpacked.asc").read_text().splitlines()[:4]
     assert report.timing_met and report.fmax_mhz > report.clock_mhz == 12
     assert 0 < report.utilization["ICESTORM_LC"]["percent"] < 50
     saved = json.loads((tmp_path / "ice" / "report.json").read_text())
@@ -66,6 +78,8 @@ def test_ulx3s_bitstream_is_an_ecp5_85f_image(tmp_path):
     data = report.bitstream.read_bytes()
     assert 1_500_000 < len(data) < 3_000_000              # an uncompressed LFE5U-85F image
     assert data.startswith(b"\xff\x00Part: LFE5U-85F") and b"\xbd\xb3" in data[:256]   # ecppack's header, sync
+    _unpack("ecpunpack", ["--input", "increment.bit", "--textcfg", "unpacked.config"], tmp_path / "ecp5")
+    assert (tmp_path / "ecp5" / "unpacked.config").read_text().startswith(".device LFE5U-85F")
     assert report.timing_met and report.clock_mhz == 25
 
 
