@@ -28,7 +28,7 @@ def register(sub) -> dict:
     build.add_argument("design", type=Path, help="a `hardwire compile` output folder")
     build.add_argument("--board", required=True, help=", ".join(open_boards))
     build.add_argument("--baud", type=int, default=DEFAULT_BAUD, help=f"UART baud rate (default {DEFAULT_BAUD})")
-    build.add_argument("--clock-mhz", type=float, help="clock the design from a PLL at this frequency (iCE40, ECP5; "
+    build.add_argument("--clock-mhz", type=float, help="clock the design from a PLL at this frequency (iCE40, ECP5, Gowin; "
                                                         "default: the board's oscillator)")
     build.add_argument("--allow-timing-violation", action="store_true",
                        help="write the bitstream even when the design misses the board's clock")

@@ -4,6 +4,7 @@ iCE40 (SB_PLL40_PAD, the oscillator pin drives the PLL directly as on the iCEBre
 f_out = f_in (DIVF + 1) / ((DIVR + 1) 2^DIVQ), with the phase detector at 10..133 MHz, the VCO at 533..1066 MHz
 and the output at 16..275 MHz (Lattice TN1251; the same limits as icestorm's `icepll`); the loop filter range
 follows the phase-detector frequency as `icepll` sets it.
+Gowin (rPLL): f_out = f_in (FBDIV_SEL + 1) / (IDIV_SEL + 1), VCO = f_out ODIV_SEL (limits below).
 ECP5 (EHXPLLL, feedback from CLKOP): f_out = f_in CLKFB_DIV / CLKI_DIV with the VCO = f_out CLKOP_DIV at
 400..800 MHz and the phase detector >= 3.125 MHz, with the loop attributes `ecppll` writes (Lattice TN1263).
 nextpnr derives the output clock's constraint from the input's, so the oscillator's constraint suffices.
@@ -68,13 +69,39 @@ def ecp5_setting(input_mhz: float, target_mhz: float) -> PllSetting:
     return PllSetting("ecp5", input_mhz, out, {"CLKI_DIV": clki_div, "CLKFB_DIV": clkfb_div, "CLKOP_DIV": clkop_div})
 
 
-SETTINGS = {"ice40": ice40_setting, "ecp5": ecp5_setting}
+# GW1NR-9 C6/I5 (the Tang Nano 9K's part), Gowin DS117: phase detector 3..400 MHz, VCO 400..1200 MHz, output
+# 3.125..600 MHz; the output divider takes only these values
+GOWIN_ODIV = (2, 4, 8, 16, 32, 48, 64, 80, 96, 112, 128)
+
+
+def gowin_setting(input_mhz: float, target_mhz: float) -> PllSetting:
+    best = None
+    for idiv in range(64):
+        pfd = input_mhz / (idiv + 1)
+        if not 3 <= pfd <= 400:
+            continue
+        for fbdiv in range(64):
+            out = pfd * (fbdiv + 1)
+            if not 3.125 <= out <= 600:
+                continue
+            for odiv in GOWIN_ODIV:
+                if 400 <= out * odiv <= 1200:
+                    if best is None or abs(out - target_mhz) < abs(best[0] - target_mhz):
+                        best = (out, idiv, fbdiv, odiv)
+                    break
+    if best is None:
+        raise ParameterError("clock_mhz", target_mhz, "a frequency the Gowin rPLL can make (3.125..600 MHz)")
+    out, idiv, fbdiv, odiv = best
+    return PllSetting("gowin", input_mhz, out, {"IDIV_SEL": idiv, "FBDIV_SEL": fbdiv, "ODIV_SEL": odiv})
+
+
+SETTINGS = {"ice40": ice40_setting, "ecp5": ecp5_setting, "gowin": gowin_setting}
 
 
 def pll_setting(family: str, input_mhz: float, target_mhz: float) -> PllSetting:
     if family not in SETTINGS:
         raise ParameterError("clock_mhz", target_mhz, f"the board's oscillator ({input_mhz:g} MHz): no PLL support "
-                                                      f"for {family} boards yet")
+                                                      f"for {family} boards")
     setting = SETTINGS[family](input_mhz, target_mhz)
     if abs(setting.output_mhz - target_mhz) > MAX_ERROR * target_mhz:
         raise ParameterError("clock_mhz", target_mhz, f"a frequency the {family} PLL makes from {input_mhz:g} MHz "
@@ -89,6 +116,11 @@ def pll_instance(setting: PllSetting, clock_in, clock_out: Signal, locked: Signa
         return Instance("SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE", p_DIVR=d["DIVR"], p_DIVF=d["DIVF"],
                         p_DIVQ=d["DIVQ"], p_FILTER_RANGE=d["FILTER_RANGE"], io_PACKAGEPIN=clock_in,
                         i_RESETB=1, i_BYPASS=0, o_PLLOUTGLOBAL=clock_out, o_LOCK=locked)
+    if setting.family == "gowin":
+        return Instance("rPLL", p_FCLKIN=f"{setting.input_mhz:g}", p_IDIV_SEL=d["IDIV_SEL"],
+                        p_FBDIV_SEL=d["FBDIV_SEL"], p_ODIV_SEL=d["ODIV_SEL"],
+                        i_CLKIN=clock_in, o_CLKOUT=clock_out, o_LOCK=locked, i_RESET=0, i_RESET_P=0, i_CLKFB=0,
+                        i_FBDSEL=0, i_IDSEL=0, i_ODSEL=0, i_PSDA=0, i_DUTYDA=0, i_FDLY=0)
     return Instance(
         "EHXPLLL",
         a_FREQUENCY_PIN_CLKI=f"{setting.input_mhz:g}", a_FREQUENCY_PIN_CLKOP=f"{setting.output_mhz:g}",

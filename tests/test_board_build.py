@@ -91,6 +91,9 @@ def test_tang_nano_9k_bitstream_is_a_gowin_fs_file(tmp_path):
     assert report.timing_met and report.clock_mhz == 27
     clocks = json.loads((tmp_path / "gowin" / "nextpnr-report.json").read_text())["fmax"]
     assert [c["constraint"] for c in clocks.values()] == [27]      # timed against the oscillator, not a default
+    report = build_board(small_design(), "tang-nano-9k", tmp_path / "gowin-pll", clock_mhz=54, progress=_quiet)
+    assert report.clock_mhz == 54 and report.timing_met
+    assert "rPLL:       1/" in (tmp_path / "gowin-pll" / "nextpnr.log").read_text()
 
 
 @pytest.mark.parametrize("board, part, pins", [

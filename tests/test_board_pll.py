@@ -39,5 +39,15 @@ def test_unreachable_and_unsupported_requests_are_errors():
         pll_setting("ice40", 12.0, 5)
     with pytest.raises(ParameterError, match="nearest: 46.875 MHz"):
         pll_setting("ecp5", 25.0, 48)          # needs a 1 MHz phase detector, below the 3.125 MHz minimum
-    with pytest.raises(ParameterError, match="no PLL support for gowin"):
-        pll_setting("gowin", 27.0, 50)
+    with pytest.raises(ParameterError, match="no PLL support for xilinx"):
+        pll_setting("xilinx", 100.0, 50)
+
+
+@pytest.mark.parametrize("target", [13.5, 27, 54, 81, 108, 135])
+def test_gowin_dividers_meet_the_limits_and_the_formula(target):
+    s = pll_setting("gowin", 27.0, target)
+    d = s.dividers
+    pfd = 27.0 / (d["IDIV_SEL"] + 1)
+    assert 3 <= pfd <= 400 and 400 <= s.output_mhz * d["ODIV_SEL"] <= 1200
+    assert s.output_mhz == pytest.approx(pfd * (d["FBDIV_SEL"] + 1))
+    assert abs(s.output_mhz - target) <= 0.01 * target
