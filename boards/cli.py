@@ -25,7 +25,10 @@ def register(sub) -> dict:
     build = sub.add_parser("build", help="build a bitstream of a compiled network for a board",
                            description="Board top (oscillator clock, reset synchronizer, UART bridge, the design), "
                                        "yosys, nextpnr with the board's pins and clock, and the packer.")
-    build.add_argument("design", type=Path, help="a `hardwire compile` output folder")
+    build.add_argument("design", type=Path, help="a `hardwire compile` output folder, or a block's `hardwire gen` "
+                                                  "JSON (with --frame)")
+    build.add_argument("--frame", type=_frame, metavar="IN,OUT",
+                       help="for a block configuration: input and output beats per inference")
     build.add_argument("--board", required=True, help=", ".join(open_boards))
     build.add_argument("--baud", type=int, default=DEFAULT_BAUD, help=f"UART baud rate (default {DEFAULT_BAUD})")
     build.add_argument("--clock-mhz", type=float, help="clock the design from a PLL at this frequency (iCE40, ECP5, Gowin; "
@@ -43,15 +46,24 @@ def register(sub) -> dict:
     run.add_argument("--inputs", type=Path, required=True, help=".npy: float inputs in the model's layout, or "
                                                                 "integer codes (inferences x elements)")
     run.add_argument("--baud", type=int, default=DEFAULT_BAUD)
+    run.add_argument("--frame", type=_frame, metavar="IN,OUT", help="for a block configuration: beats in, out")
     run.add_argument("--output", type=Path, help="write the outputs as .npy here")
 
     export = sub.add_parser("export", help="write a Vivado project (Tcl, XDC, sources) for an AMD/Xilinx board",
                             description="hardwire writes the project; it does not run Vivado.")
-    export.add_argument("design", type=Path, help="a `hardwire compile` output folder")
+    export.add_argument("design", type=Path, help="a `hardwire compile` output folder or a block's JSON (with --frame)")
+    export.add_argument("--frame", type=_frame, metavar="IN,OUT", help="for a block configuration: beats in, out")
     export.add_argument("--board", required=True, help=", ".join(xilinx_boards))
     export.add_argument("--baud", type=int, default=DEFAULT_BAUD)
     export.add_argument("-o", "--out", type=Path, required=True)
     return {"build": cmd_build, "run": cmd_run, "export": cmd_export}
+
+
+def _frame(text: str) -> tuple[int, int]:
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not IN_BEATS,OUT_BEATS (two positive integers)")
+    return int(parts[0]), int(parts[1])
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -60,7 +72,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from hardwire.boards.platforms import get_board
 
     board = get_board(args.board)
-    design = load_design(args.design)
+    design = load_design(args.design, args.frame)
     report = build_board(design, args.board, args.out, baud=args.baud, clock_mhz=args.clock_mhz,
                          allow_timing_violation=args.allow_timing_violation,
                          progress=lambda message: print(message, file=sys.stderr, flush=True))
@@ -81,7 +93,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from hardwire.boards.design import load_design
     from hardwire.boards.export import export_vivado
 
-    summary = export_vivado(load_design(args.design), args.board, args.out, baud=args.baud)
+    summary = export_vivado(load_design(args.design, args.frame), args.board, args.out, baud=args.baud)
     print(f"wrote {args.out}: {', '.join(summary['files'])} for {summary['part']} "
           f"({summary['note']} Build with: {summary['build']})")
     return 0
@@ -95,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hardwire.boards.platforms import get_board
 
     get_board(args.board)
-    design = load_design(args.design)
+    design = load_design(args.design, args.frame)
     if not args.inputs.is_file():
         raise ParameterError("inputs", str(args.inputs), "an existing .npy file")
     x = np.load(args.inputs)

@@ -4,11 +4,12 @@ board top (boards/top.py) and the whole-board simulation build the very same net
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, unsigned
+from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Shape, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,9 +34,12 @@ class BoardDesign:
     model: Path | None = None
 
 
-def load_design(path) -> BoardDesign:
-    """A `hardwire compile` (RTL back end) output folder -> BoardDesign; a one-line error for anything else."""
+def load_design(path, frame: tuple[int, int] | None = None) -> BoardDesign:
+    """A `hardwire compile` (RTL back end) output folder, or a block configuration (the JSON `hardwire gen`
+    writes beside the Verilog) with `frame` = (input beats, output beats) per inference -> BoardDesign."""
     path = Path(path)
+    if path.is_file() and path.suffix == ".json":
+        return _block_design(path, frame)
     plan_path = path / "plan.json"
     if not path.is_dir() or not plan_path.is_file():
         raise ParameterError("design", str(path), "a folder written by `hardwire compile` (with plan.json)")
@@ -81,3 +85,36 @@ class VerilogDesign(wiring.Component):
             i_inp__payload=self.inp.payload, i_inp__valid=self.inp.valid, o_inp__ready=self.inp.ready,
             o_out__payload=self.out.payload, o_out__valid=self.out.valid, i_out__ready=self.out.ready)
         return m
+
+
+def _block_design(path: Path, frame: tuple[int, int] | None) -> BoardDesign:
+    """A block from gen/ with one input and one output stream, rebuilt from its `hardwire gen` JSON."""
+    from amaranth.lib import data
+
+    from hardwire.gen import registry
+
+    try:
+        meta = json.loads(path.read_text())
+        block = registry.get(meta["block"])
+        params = block.params(**{k: v for k, v in meta["params"].items()
+                                 if k in {f.name for f in dataclasses.fields(block.params)}})
+    except (ValueError, KeyError, TypeError) as error:
+        raise ParameterError("design", str(path), f"a block configuration written by `hardwire gen` ({error})") from None
+    top, verilog_text, component = registry.to_verilog(block, params)
+    members = set(component.signature.members)
+    if members != {"inp", "out"}:
+        raise ParameterError("design", str(path), "a block with one input stream `inp` and one output stream `out` "
+                                                  f"({meta['block']} has {', '.join(sorted(members))})")
+    if frame is None or len(frame) != 2 or min(frame) < 1:
+        raise ParameterError("frame", frame, "IN_BEATS,OUT_BEATS: the beats of one inference in and out of "
+                                             f"{meta['block']} (a block configuration does not say)")
+
+    def stream_geometry(member: str, beats: int) -> StreamGeometry:
+        layout = component.signature.members[member].signature.members["payload"].shape
+        if isinstance(layout, data.ArrayLayout):
+            element = Shape.cast(layout.elem_shape)
+            return StreamGeometry(beats, layout.length, element.width, element.signed)
+        return StreamGeometry(beats, 1, Shape.cast(layout).width, False)      # a struct travels as raw bits
+
+    geometry = LinkGeometry(stream_geometry("inp", frame[0]), stream_geometry("out", frame[1]))
+    return BoardDesign(name=top, top=top, verilog=verilog_text, geometry=geometry, source=path)

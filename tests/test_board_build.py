@@ -177,3 +177,24 @@ def test_program_without_openfpgaloader_says_how_to_install_it(monkeypatch, tmp_
     monkeypatch.setattr(cli.shutil, "which", lambda name: None)
     with pytest.raises(ToolMissingError, match="apt-get install openfpgaloader.*openFPGALoader -b ice40_generic"):
         cli.program(get_board("icebreaker"), tmp_path / "x.bin")
+
+
+def test_block_configuration_builds_for_a_board(tmp_path, capsys):
+    """`hardwire gen maxpool` output -> a board design with --frame: a 6x6x16 image in, 3x3x16 out, 4 lanes a beat
+    (exported for Vivado here, which is fast; the build path after load_design is the networks' one)."""
+    from hardwire.boards.design import load_design
+    from hardwire.gen import registry
+
+    block = registry.get("maxpool")
+    meta = registry.generate("maxpool", block.params(), tmp_path / "gen")
+    config = Path(meta["verilog"]).with_suffix(".json")
+    design = load_design(config, (6 * 6 * 16 // 4, 3 * 3 * 16 // 4))
+    assert design.geometry == LinkGeometry(StreamGeometry(144, 4, 8, True), StreamGeometry(36, 4, 8, True))
+    assert main(["export", str(config), "--frame", "144,36", "--board", "arty-a7-35", "-o", str(tmp_path / "b")]) == 0
+    assert f"module {meta['top']}" in (tmp_path / "b" / f"{meta['top']}.v").read_text()
+    assert f"add_files \"{meta['top']}.v\"" in (tmp_path / "b" / "top.tcl").read_text()
+    assert main(["build", str(config), "--board", "icebreaker", "-o", str(tmp_path / "c")]) == 2
+    assert "IN_BEATS,OUT_BEATS" in capsys.readouterr().err
+    systolic = registry.generate("systolic", registry.get("systolic").params(), tmp_path / "gen2")
+    with pytest.raises(ParameterError, match="systolic has activations, results, weights"):
+        load_design(Path(systolic["verilog"]).with_suffix(".json"), (1, 1))
