@@ -35,7 +35,7 @@ def test_known_icepll_setting_for_48_mhz_from_12():
 
 
 def test_unreachable_and_unsupported_requests_are_errors():
-    with pytest.raises(ParameterError, match="within 1 % \(nearest: 16.125 MHz\)"):
+    with pytest.raises(ParameterError, match=r"within 1 % \(nearest: 16.125 MHz\)"):
         pll_setting("ice40", 12.0, 5)
     with pytest.raises(ParameterError, match="nearest: 46.875 MHz"):
         pll_setting("ecp5", 25.0, 48)          # needs a 1 MHz phase detector, below the 3.125 MHz minimum
