@@ -91,6 +91,12 @@ def test_tang_nano_9k_bitstream_is_a_gowin_fs_file(tmp_path):
     assert report.timing_met and report.clock_mhz == 27
     clocks = json.loads((tmp_path / "gowin" / "nextpnr-report.json").read_text())["fmax"]
     assert [c["constraint"] for c in clocks.values()] == [27]      # timed against the oscillator, not a default
+    # apycula's unpacker reads the image back into a netlist holding the RAM16SDP4s nextpnr placed
+    unpack = subprocess.run([str(Path(sys.executable).parent / "gowin_unpack"), "-d", "GW1N-9C", "-o", "unpacked.v",
+                             report.bitstream.name], cwd=tmp_path / "gowin", capture_output=True, text=True, timeout=600)
+    assert unpack.returncode == 0, unpack.stderr
+    rams = re.findall(r"^RAM16SDP4 ", (tmp_path / "gowin" / "unpacked.v").read_text(), re.M)
+    assert len(rams) == report.utilization["RAM16SDP4"]["used"] > 0
     report = build_board(small_design(), "tang-nano-9k", tmp_path / "gowin-pll", clock_mhz=54, progress=_quiet)
     assert report.clock_mhz == 54 and report.timing_met
     assert "rPLL:       1/" in (tmp_path / "gowin-pll" / "nextpnr.log").read_text()
