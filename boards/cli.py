@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hardwire.errors import ParameterError, ToolMissingError
+from hardwire.errors import HardwireError, ParameterError, ToolMissingError
 
 OPENFPGALOADER_HINT = ("openFPGALoader is not installed: apt-get install openfpgaloader (Debian/Ubuntu), "
                        "brew install openfpgaloader, or see https://trabucayre.github.io/openFPGALoader/")
@@ -86,7 +86,13 @@ def program(board, bitstream: Path) -> None:
     loader = shutil.which("openFPGALoader")
     if loader is None:
         raise ToolMissingError(OPENFPGALOADER_HINT + f"; then: openFPGALoader -b {board.loader_board} {bitstream}")
-    subprocess.run([loader, "-b", board.loader_board, str(bitstream)], check=True, timeout=300)
+    cmd = [loader, "-b", board.loader_board, str(bitstream)]
+    try:
+        done = subprocess.run(cmd, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise HardwireError(f"{' '.join(cmd)} failed: {error}") from None
+    if done.returncode != 0:
+        raise HardwireError(f"{' '.join(cmd)} exited with code {done.returncode} (is the board plugged in?)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

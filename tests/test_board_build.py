@@ -204,3 +204,13 @@ def test_block_configuration_builds_for_a_board(tmp_path, capsys):
     systolic = registry.generate("systolic", registry.get("systolic").params(), tmp_path / "gen2")
     with pytest.raises(ParameterError, match="systolic has activations, results, weights"):
         load_design(Path(systolic["verilog"]).with_suffix(".json"), (1, 1))
+
+
+def test_program_failure_is_one_line(monkeypatch, tmp_path):
+    from hardwire.boards import cli
+    from hardwire.boards.platforms import get_board
+    from hardwire.errors import HardwireError
+
+    monkeypatch.setattr(cli.shutil, "which", lambda name: "/bin/false")
+    with pytest.raises(HardwireError, match="exited with code 1"):
+        cli.program(get_board("icebreaker"), tmp_path / "x.bin")
