@@ -228,20 +228,22 @@ def build_board(design: BoardDesign, board_name: str, out_dir, *, baud: int = DE
         run_tool("yosys", ["-q", "-l", f"{NAME}.rpt", f"{NAME}.ys"], cwd=tmp, log_path=tmp / "yosys.log",
                  timeout_s=timeout_s)
         progress(f"[3/4] {nextpnr} place and route")
-        try:
-            run_tool(nextpnr, [*nextpnr_args, "--seed", str(seed)], cwd=tmp, log_path=tmp / "nextpnr.log",
-                     timeout_s=timeout_s)
-        except ToolError as error:
-            reason = getattr(error, "reason", "")
-            if _DOES_NOT_FIT.search(reason):
-                raise FitError(f"{design.name} does not fit the {board.title}: {reason.split(': ', 1)[-1]} "
-                               f"(log: {error.log_path})") from None
-            raise
+        run_tool(nextpnr, [*nextpnr_args, "--seed", str(seed)], cwd=tmp, log_path=tmp / "nextpnr.log",
+                 timeout_s=timeout_s)
         progress(f"[4/4] {packer}")
         run_tool(packer, packer_args, cwd=tmp, log_path=tmp / "pack.log", timeout_s=timeout_s)
         (tmp / "done.json").write_text(json.dumps({"key": key}) + "\n")
 
-    final = build_once(final, lambda d: (d / "done.json").is_file(), build)
+    try:
+        final = build_once(final, lambda d: (d / "done.json").is_file(), build)
+    except ToolError as error:          # build_once kept the failed run's log beside the cache entry
+        reason = getattr(error, "reason", "")
+        if error.tool == nextpnr and _DOES_NOT_FIT.search(reason):
+            cell = re.search(r"cell type '([^']+)'", reason)
+            what = f"it needs more {cell.group(1)} than the part has" if cell else reason.split(": ", 1)[-1]
+            raise FitError(f"{design.name} does not fit the {board.title}: {what} (nextpnr: "
+                           f"{reason.split(': ', 1)[-1]}; log: {error.log_path})") from None
+        raise
     nextpnr_report = json.loads((final / NEXTPNR_REPORT).read_text())
     clocks = nextpnr_report.get("fmax", {})
     clock_mhz = pll.output_mhz if pll else platform.default_clk_frequency / 1e6

@@ -150,8 +150,12 @@ class Wide(wiring.Component):
 
 @pytest.mark.slow
 def test_design_too_big_names_the_resource(tmp_path):
-    with pytest.raises(FitError, match="does not fit the 1BitSquared iCEBreaker.*ICESTORM_LC"):
+    with pytest.raises(FitError, match="does not fit the 1BitSquared iCEBreaker .*: it needs more ICESTORM_LC "
+                                       "than the part has") as caught:
         build_board(small_design("wide", Wide(), 32), "icebreaker", tmp_path / "wide", progress=_quiet)
+    log = re.search(r"log: (\S+)\)$", str(caught.value)).group(1)
+    assert "no BELs remaining" in Path(log).read_text()          # the failed run's log is kept
+    assert not (tmp_path / "wide").exists()
 
 
 def test_pll_clock_is_the_constraint_and_a_missed_one_names_the_slack(tmp_path):
