@@ -28,7 +28,7 @@ from hardwire.boards.design import BoardDesign, VerilogDesign
 from hardwire.boards.link import inferences_per_second
 from hardwire.boards.platforms import Board, get_board
 from hardwire.boards.pll import PllSetting, pll_instance, pll_setting
-from hardwire.boards.uart import BridgedDesign, BridgeParams
+from hardwire.boards.uart import BridgedDesign, BridgeParams, turnaround_cycles
 from hardwire.cache import atomic_dir, cache_root, digest, write_json_atomic, write_text_atomic
 from hardwire.errors import HardwireError, ParameterError, ToolError
 from hardwire.flows.tools import build_once, find_tool, run_tool, tool_version
@@ -142,7 +142,8 @@ class BuildReport:
                  f"{self.fmax_mhz:.1f} MHz: timing {'met' if self.timing_met else 'MISSED'}",
                  f"- Host link at {self.baud} baud: {self.inferences_per_s_link:.1f} inferences/s stop-and-wait, "
                  f"{self.inferences_per_s_link_pipelined:.1f} pipelined (protocol bytes / baud"
-                 + (f"; compute {self.compute_us:.1f} us per inference" if self.compute_us is not None else "") + ")",
+                 + (f"; {self.compute_us:.1f} us from the last input byte to the first output byte"
+                    if self.compute_us is not None else "") + ")",
                  f"- Build time: {self.build_s:.1f} s" + (" (cached)" if self.cached else ""), "",
                  "| resource | used | available | % |", "|---|---|---|---|"]
         for name, entry in sorted(self.utilization.items()):
@@ -254,7 +255,10 @@ def build_board(design: BoardDesign, board_name: str, out_dir, *, baud: int = DE
                           "percent": 100.0 * int(e["used"]) / int(e["available"]) if int(e["available"]) else 0.0}
                    for name, e in nextpnr_report.get("utilization", {}).items()}
     geometry = design.geometry
-    compute_s = design.latency_cycles / (clock_mhz * 1e6) if design.latency_cycles else 0.0
+    clock_hz = clock_mhz * 1e6
+    # stop-and-wait: the frame in, the bridge's turnaround, the frame out; pipelined: the initiation interval
+    turnaround_s = turnaround_cycles(geometry, design.first_output_cycles or 0) / clock_hz
+    interval_s = (design.initiation_interval or 0) / clock_hz
     bitstream_path = final / bitstream
     report = BuildReport(
         board=board.name, part=f"{platform.device if board.family != 'gowin' else platform.part}",
@@ -262,9 +266,9 @@ def build_board(design: BoardDesign, board_name: str, out_dir, *, baud: int = DE
                       else "board oscillator"),
         design=design.name, bitstream=None, bitstream_bytes=bitstream_path.stat().st_size, clock_mhz=clock_mhz,
         fmax_mhz=fmax, timing_met=timing_met, utilization=utilization, baud=baud,
-        inferences_per_s_link=inferences_per_second(geometry, baud, compute_s=compute_s),
-        inferences_per_s_link_pipelined=inferences_per_second(geometry, baud, compute_s=compute_s, pipelined=True),
-        compute_us=compute_s * 1e6 if design.latency_cycles else None,
+        inferences_per_s_link=inferences_per_second(geometry, baud, compute_s=turnaround_s),
+        inferences_per_s_link_pipelined=inferences_per_second(geometry, baud, compute_s=interval_s, pipelined=True),
+        compute_us=turnaround_s * 1e6 if design.first_output_cycles else None,
         build_s=round(time.monotonic() - started, 1), cached=cached, tools=versions)
     if not timing_met and not allow_timing_violation:
         if not clocks:

@@ -21,7 +21,8 @@ from hardwire.errors import ParameterError
 class BoardDesign:
     """A streaming design ready for a board: its Verilog, top module and link geometry.
 
-    `initiation_interval` / `latency_cycles` come from the compiled network's cycle model (None if unknown);
+    `initiation_interval`, `latency_cycles` and `first_output_cycles` (first input to first output) come from
+    the compiled network's cycle model (None if unknown);
     `model` is the QONNX file it was compiled from, so the host driver can quantize float inputs."""
 
     name: str
@@ -31,6 +32,7 @@ class BoardDesign:
     source: Path
     initiation_interval: int | None = None
     latency_cycles: int | None = None
+    first_output_cycles: int | None = None
     model: Path | None = None
 
 
@@ -62,7 +64,8 @@ def load_design(path, frame: tuple[int, int] | None = None) -> BoardDesign:
     model = Path(report["model"]) if report.get("model") else None
     return BoardDesign(name=report.get("network", top), top=top, verilog=verilog_path.read_text(),
                        geometry=geometry, source=path, initiation_interval=plan.get("initiation_interval"),
-                       latency_cycles=cycles.get("latency_cycles"), model=model)
+                       latency_cycles=cycles.get("latency_cycles"),
+                       first_output_cycles=cycles.get("first_output_cycles"), model=model)
 
 
 class VerilogDesign(wiring.Component):

@@ -236,9 +236,10 @@ def inferences_per_second(geometry: LinkGeometry, baud: int, *, compute_s: float
                           pipelined: bool = False) -> float:
     """End-to-end inferences/s over the UART link from the protocol's bytes and the baud rate.
 
-    Stop-and-wait (the driver's default): the INFER frame, the computation and the RESULT frame follow one
-    another. Pipelined (the next INFER sent while the RESULT comes back; the line is full duplex): the
-    slower direction sets the rate."""
+    Stop-and-wait (the driver's mode): the INFER frame, `compute_s` (the board's turnaround from the last
+    byte in to the first byte out, boards.uart.turnaround_cycles) and the RESULT frame follow one another.
+    Pipelined (the next INFER on the line while the RESULT comes back; the line is full duplex): the slower
+    direction or `compute_s` (then the design's initiation interval) sets the rate."""
     byte_s = UART_BITS_PER_BYTE / baud
     send_s = (OVERHEAD_BYTES + geometry.inp.payload_bytes) * byte_s
     receive_s = (OVERHEAD_BYTES + geometry.out.payload_bytes) * byte_s

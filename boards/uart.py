@@ -196,6 +196,13 @@ class BridgeParams:
                    max(2 * byte_cycles, round(drain_idle_s * clock_hz)))
 
 
+def turnaround_cycles(geometry: LinkGeometry, first_output_cycles: int) -> int:
+    """Clock cycles from an INFER frame's last byte to its RESULT frame's first byte: the checked payload fed
+    to the design (a byte per two cycles, plus a cycle per beat pushed) and the design's first-output latency.
+    The RESULT frame then streams while the later outputs come, which the UART is slower than."""
+    return 2 * geometry.inp.payload_bytes + geometry.inp.beats + first_output_cycles
+
+
 class UartBridge(wiring.Component):
     """UART pins on one side, the design's input and output streams (flat beats) on the other."""
 

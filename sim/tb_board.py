@@ -17,6 +17,7 @@ from cocotb.clock import Clock
 from cocotb.queue import Queue
 from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+from cocotb.utils import get_sim_time
 
 from hardwire.boards import link
 from hardwire.boards.host import BoardLink
@@ -161,6 +162,7 @@ async def board_link_runs_every_inference_once(dut):
 
     results: list[dict] = []
     errors: list[dict] = []
+    transaction_cycles: list[int] = []          # stop-and-wait: first bit sent to the reply's last stop bit
 
     def record(frame):
         if frame.type == FrameType.RESULT:
@@ -193,13 +195,15 @@ async def board_link_runs_every_inference_once(dut):
                 assert reply.type == FrameType.RESULT and reply.sequence == expected, f"{reply} for {expected}"
             index += 2
             continue
+        started_ns = get_sim_time("ns")
         await host.send(link.encode(FrameType.INFER, sequence, payloads[index]))
         reply = record(await host.reply(reply_cycles))
         assert reply.type == FrameType.RESULT and reply.sequence == sequence, f"{reply} for inference {index}"
+        transaction_cycles.append(round((get_sim_time("ns") - started_ns) / CLOCK_NS))
         index += 1
 
     await ClockCycles(dut.clk, 4 * reply_cycles // 3)   # nothing may follow
     while not host.frames.empty():
         record(host.frames.get_nowait())
     write_results({"info": info.payload.hex(), "results": results, "errors": errors, "garbage": host.garbage,
-                   "received_bytes": host.received_bytes})
+                   "received_bytes": host.received_bytes, "transaction_cycles": transaction_cycles})

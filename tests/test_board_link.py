@@ -14,9 +14,10 @@ from hardwire.hls.compile import CompileOptions, compile_model
 from hardwire.boards import link
 from hardwire.boards.design import load_design
 from hardwire.boards.top import SIM_TOP, bridged_verilog
-from hardwire.boards.uart import BridgeParams
+from hardwire.boards.uart import BridgeParams, turnaround_cycles
 from hardwire.sim.runner import simulate
 
+CLOCK_NS = 10               # sim/tb_board.py's clock
 CLOCKS_PER_BIT = 8          # clock / baud: fast to simulate, and the smallest ratio the receiver is built for
 
 FAULTS = {1: "flipped_bit", 2: "overlong", 3: "stall", 4: "bad_sync", 5: "bad_type", 6: "short"}
@@ -64,6 +65,12 @@ def test_board_link_runs_a_compiled_network_bit_exact_through_faults(compiled, t
     hardware = np.stack([link.unpack(design.geometry.out, bytes.fromhex(r["payload"])) for r in got["results"]])
     floats = frontend.model_output(graph, hardware)
     assert np.array_equal(floats.astype(np.float32).view(np.uint32), reference.astype(np.float32).view(np.uint32))
+    # the link's rate formula (README table) against the simulated stop-and-wait transactions
+    clock_hz = 1e9 / CLOCK_NS
+    turnaround_s = turnaround_cycles(design.geometry, design.first_output_cycles) / clock_hz
+    period_s = 1 / link.inferences_per_second(design.geometry, clock_hz / CLOCKS_PER_BIT, compute_s=turnaround_s)
+    measured_s = np.asarray(got["transaction_cycles"]) / clock_hz
+    assert len(measured_s) >= 4 and np.all(np.abs(measured_s / period_s - 1) < 0.01), (measured_s, period_s)
     # the host driver behind `hardwire run`, run unchanged against the same simulated board
     driver = got["driver"]
     assert driver["errors"] == []
