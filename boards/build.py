@@ -25,7 +25,7 @@ from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from hardwire.boards.design import BoardDesign, VerilogDesign
-from hardwire.boards.link import inferences_per_second
+from hardwire.boards.link import DEFAULT_BAUD, inferences_per_second
 from hardwire.boards.platforms import Board, get_board
 from hardwire.boards.pll import PllSetting, pll_instance, pll_setting
 from hardwire.boards.uart import BridgedDesign, BridgeParams, turnaround_cycles
@@ -36,7 +36,6 @@ from hardwire.flows.tools import build_once, find_tool, run_tool, tool_version
 NAME = "top"
 POWER_ON_RESET_CYCLES = 4095     # 34 us at 120 MHz .. 340 us at 12 MHz
 NEXTPNR_REPORT = "nextpnr-report.json"
-DEFAULT_BAUD = 115_200
 MAX_BAUD_ERROR = 0.02          # 8N1 tolerates a few percent between the two ends; keep ours within 2 %
 _DOES_NOT_FIT = re.compile(r"no BELs remaining|Unable to find a placement location|Unable to place cell|"
                            r"device only has|Design uses more|exceeds the available")

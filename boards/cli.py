@@ -16,7 +16,7 @@ OPENFPGALOADER_HINT = ("openFPGALoader is not installed: apt-get install openfpg
 
 def register(sub) -> dict:
     """Add the board subcommands to the `hardwire` parser; returns {command: handler}."""
-    from hardwire.boards.build import DEFAULT_BAUD
+    from hardwire.boards.link import DEFAULT_BAUD
     from hardwire.boards.platforms import BOARDS
 
     open_boards = [name for name, board in BOARDS.items() if not board.exports_only]

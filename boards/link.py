@@ -31,6 +31,7 @@ CRC_BYTES = 2
 OVERHEAD_BYTES = HEADER_BYTES + CRC_BYTES
 NO_SEQUENCE = 0xFF
 UART_BITS_PER_BYTE = 10   # start bit, 8 data bits, stop bit
+DEFAULT_BAUD = 115_200
 
 
 class FrameType(IntEnum):
