@@ -120,3 +120,19 @@ def test_run_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nothing"), "--board", "icebreaker", "--port", "loop://",
                  "--inputs", str(codes)]) == 2
     assert "hardwire compile" in capsys.readouterr().err
+
+
+def test_run_cli_sends_integer_inputs_and_writes_the_outputs(tmp_path, monkeypatch, capsys):
+    from hardwire.boards import host as host_module
+    from hardwire.cli import main
+
+    folder = _compiled_folder(tmp_path)                 # its geometry is GEOMETRY's
+    monkeypatch.setattr(host_module.BoardLink, "open",
+                        classmethod(lambda cls, url, baud, **kw: cls(FakeBoard({2: "refuse"}), reply_timeout_s=0.05,
+                                                                     drain_s=0.0)))
+    x = np.random.default_rng(5).integers(0, 16, size=(6, 8))
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(folder), "--board", "icebreaker", "--port", "fake", "--inputs", str(tmp_path / "x.npy"),
+                 "--output", str(tmp_path / "y.npy")]) == 0
+    assert np.array_equal(np.load(tmp_path / "y.npy"), np.stack([golden(row) for row in x]))
+    assert "6 inferences; 1 link errors recovered" in capsys.readouterr().out
