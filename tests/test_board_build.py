@@ -218,3 +218,19 @@ def test_program_failure_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setattr(cli.shutil, "which", lambda name: "/bin/false")
     with pytest.raises(HardwireError, match="exited with code 1"):
         cli.program(get_board("icebreaker"), tmp_path / "x.bin")
+
+
+@pytest.mark.slow
+def test_ecp5_abc9_assertion_falls_back_to_dff_mapping(tmp_path, monkeypatch):
+    """yosys 0.70's abc9 fails an assertion on mlp2's board top for the ULX3S; the build maps again and says so."""
+    from hardwire.boards.design import load_design
+    from hardwire.hls import zoo
+    from hardwire.hls.compile import CompileOptions, compile_model
+
+    entry = zoo.build("mlp2")
+    compile_model(entry.onnx_path, tmp_path / "mlp2", CompileOptions(simulate=False, synthesize=False), name="mlp2",
+                  n_random=4, progress=_quiet)
+    monkeypatch.setenv("HARDWIRE_CACHE", str(tmp_path / "cache"))       # a real yosys run, not a cached one
+    report = build_board(load_design(tmp_path / "mlp2"), "ulx3s-85f", tmp_path / "board", progress=_quiet)
+    assert report.notes == ["yosys' abc9 failed an assertion on this netlist; mapped with synth_ecp5 -dff"]
+    assert report.timing_met and report.bitstream.stat().st_size > 1_500_000
