@@ -228,8 +228,8 @@ def test_ecp5_abc9_assertion_falls_back_to_dff_mapping(tmp_path, monkeypatch):
     from hardwire.hls.compile import CompileOptions, compile_model
 
     entry = zoo.build("mlp2")
-    compile_model(entry.onnx_path, tmp_path / "mlp2", CompileOptions(simulate=False, synthesize=False), name="mlp2",
-                  n_random=4, progress=_quiet)
+    compile_model(entry.onnx_path, tmp_path / "mlp2", CompileOptions(simulate=False, synthesize=False, n_random=4),
+                  name="mlp2", progress=_quiet)
     monkeypatch.setenv("HARDWIRE_CACHE", str(tmp_path / "cache"))       # a real yosys run, not a cached one
     report = build_board(load_design(tmp_path / "mlp2"), "ulx3s-85f", tmp_path / "board", progress=_quiet)
     assert report.notes == ["yosys' abc9 failed an assertion on this netlist; mapped with synth_ecp5 -dff"]
