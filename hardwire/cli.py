@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hardwire.estimate.cli import add_parsers as estimate_parsers
 
     COMMANDS.update(estimate_parsers(sub))
+
+    from hardwire.boards.cli import register as register_boards
+    COMMANDS.update(register_boards(sub))
     return parser
 
 

@@ -31,6 +31,7 @@ ECP5_DEVICE = ("85k", "CABGA381")
 ICE40_DEVICE = ("up5k", "sg48")
 NETWORK = "mlp4"
 NETWORK_FPS = 300_000
+BOARD_NETWORK = "mlp2"          # the smaller zoo network (2-bit weights and activations), fully folded
 
 
 def _say(message: str) -> None:
@@ -67,14 +68,14 @@ def _demo(work: Path, jobs: int) -> dict:
     from hardwire.sim.verify import verify_block
 
     rtl = work / "rtl"
-    _say(f"[1/7] generating {MAIN.top_name} (8x8 INT8, weight-stationary) and the other demo configurations")
+    _say(f"[1/8] generating {MAIN.top_name} (8x8 INT8, weight-stationary) and the other demo configurations")
     designs = {}
     os_params = SystolicParams(rows=8, cols=8, dataflow="output_stationary")
     sweep = {n: SystolicParams(rows=n, cols=n) for n in SWEEP_SIZES}
     for params in [MAIN, os_params, ICE40, *sweep.values()]:
         designs[params.top_name] = registry.generate("systolic", params, rtl)
 
-    _say("[2/7] verilator --lint-only -Wall on the generated Verilog")
+    _say("[2/8] verilator --lint-only -Wall on the generated Verilog")
     lint_results = {}
     for top, meta in designs.items():
         result = lint([meta["verilog"]], top)
@@ -84,7 +85,7 @@ def _demo(work: Path, jobs: int) -> dict:
             raise HardwireError(f"lint of {top} is not clean: {lint_results[top]['unwaived'][:3]} "
                                 f"(log {result.log_path})")
 
-    _say("[3/7] simulating both dataflows in Verilator (cocotb) against torch.matmul")
+    _say("[3/8] simulating both dataflows in Verilator (cocotb) against torch.matmul")
     simulations = {}
     for params in (MAIN, os_params):
         result = verify_block("systolic", params, progress=_say)
@@ -93,7 +94,7 @@ def _demo(work: Path, jobs: int) -> dict:
         if not result.ok:
             raise HardwireError(f"simulation of {params.top_name} failed: {result.failure}")
 
-    _say(f"[4/7] synthesis and place-and-route ({jobs} parallel jobs; the first yosys/nextpnr call "
+    _say(f"[4/8] synthesis and place-and-route ({jobs} parallel jobs; the first yosys/nextpnr call "
          "compiles WebAssembly, ~30-90 s)")
     tasks = {
         ("synth", MAIN.top_name, "ecp5"): (_synth_task, designs[MAIN.top_name]["verilog"], MAIN.top_name, "ecp5"),
@@ -118,18 +119,22 @@ def _demo(work: Path, jobs: int) -> dict:
                       else f"LUT {results[key]['lut']} FF {results[key]['ff']} DSP {results[key]['dsp']}")
             _say(f"      {done}/{len(tasks)} {key[0]} {key[1]} on {key[2]}: {detail}")
 
-    _say("[5/7] cycle model: utilization of tiled GEMMs on the 8x8 array")
+    _say("[5/8] cycle model: utilization of tiled GEMMs on the 8x8 array")
     gemms = []
     for m, k, n in ((64, 64, 64), (256, 256, 256)):
         for params in (MAIN, os_params):
             gemms.append({"dataflow": params.dataflow, "shape": [m, k, n], "cycles": gemm_cycles(params, m, k, n),
                           "utilization": gemm_utilization(params, m, k, n)})
 
-    _say(f"[6/7] network: {NETWORK} (Brevitas, digits) -> streaming RTL at {NETWORK_FPS} inferences/s, verified "
+    _say(f"[6/8] network: {NETWORK} (Brevitas, digits) -> streaming RTL at {NETWORK_FPS} inferences/s, verified "
          "on the whole test split against qonnx, synthesized and placed")
     network = _network(work / "network")
 
-    _say("[7/7] writing report.json, report.md and sweep.png")
+    _say(f"[7/8] board: {BOARD_NETWORK} fully folded -> iCEBreaker bitstream (UART bridge, yosys, nextpnr-ice40, "
+         "icepack)")
+    board = _board(work / "board")
+
+    _say("[8/8] writing report.json, report.md and sweep.png")
     points = []
     for n, params in sweep.items():
         s = results[("synth", params.top_name, "ecp5")]
@@ -161,6 +166,7 @@ def _demo(work: Path, jobs: int) -> dict:
         "sweep_ecp5": points,
         "gemm_cycle_model": gemms,
         "network": network,
+        "board": board,
         "tools": tool_versions(),
     }
 
@@ -180,6 +186,23 @@ def _network(out: Path) -> dict:
             "folding": report["folding"]["folds"], "cycle_model": report["cycle_model"],
             "synthesis_ecp5": {k: report["synthesis"][k] for k in ("lut", "ff", "dsp", "bram")},
             "fmax_mhz": t.get("fmax_mhz"), "inferences_per_s_at_fmax": t.get("inferences_per_s_at_fmax")}
+
+
+def _board(out: Path) -> dict:
+    """The smallest zoo network, fully folded, compiled (its RTL is checked by the network step's path and the
+    tests) and built into an iCEBreaker bitstream behind the UART bridge."""
+    from hardwire.boards.build import build_board
+    from hardwire.boards.design import load_design
+    from hardwire.hls import zoo
+    from hardwire.hls.compile import CompileOptions, compile_model
+
+    entry = zoo.build(BOARD_NETWORK)
+    compile_model(entry.onnx_path, out / "rtl", CompileOptions(simulate=False, synthesize=False), name=BOARD_NETWORK,
+                  progress=lambda m: _say("      " + m))
+    report = build_board(load_design(out / "rtl"), "icebreaker", out / "icebreaker",
+                         progress=lambda m: _say("      " + m))
+    return {"network": BOARD_NETWORK, "report": "board/icebreaker/report.md"} | report.to_dict() | {
+        "bitstream": "board/icebreaker/" + Path(report.bitstream).name}
 
 
 def _markdown(r: dict) -> str:
@@ -218,10 +241,20 @@ def _markdown(r: dict) -> str:
                              [[g["dataflow"], " x ".join(map(str, g["shape"])), g["cycles"],
                                f"{g['utilization']:.1%}"] for g in r["gemm_cycle_model"]]), "",
               *_network_markdown(r["network"]),
+              *_board_markdown(r["board"]),
               "## Tools", "", markdown_table(["tool", "version"], [[k, v] for k, v in r["tools"].items()]), "",
               f"Wall time: {r.get('wall_s', 0):.0f} s.", ""]
     return "\n".join(lines)
 
+
+
+def _board_markdown(b: dict) -> list[str]:
+    lc = b["utilization"].get("ICESTORM_LC", {})
+    return [f"## On a board: `hardwire build --board icebreaker` ({b['network']}, fully folded)", "",
+            (f"Bitstream `{b['bitstream']}` ({b['bitstream_bytes']} bytes) for the {b['part']}: "
+             f"{lc.get('used')} of {lc.get('available')} logic cells ({lc.get('percent', 0):.1f} %), achieved Fmax "
+             f"{b['fmax_mhz']:.1f} MHz against the {b['clock_mhz']:g} MHz oscillator; over the {b['baud']}-baud "
+             f"UART link {b['inferences_per_s_link']:.0f} inferences/s (stop-and-wait). Report: {b['report']}."), ""]
 
 
 def _network_markdown(n: dict) -> list[str]:

@@ -199,6 +199,8 @@ class DataflowPlan:
 
     def to_dict(self) -> dict:
         return {"top": self.name, "initiation_interval": self.interval, "in_lanes": self.in_lanes, "out_lanes": self.out_lanes,
+                "in_width": self.in_shape.width, "in_signed": self.in_shape.signed,
+                "out_width": self.out_shape.width, "out_signed": self.out_shape.signed,
                 "in_beats_per_inference": self.in_beats, "out_beats_per_inference": self.out_beats,
                 "stages": [{"kind": s.kind, "name": s.name, "layer": s.layer, "fifo_depth": s.fifo_depth,
                             "params": s.params.to_dict()} for s in self.stages]}
