@@ -31,6 +31,7 @@ from hardwire.boards.pll import PllSetting, pll_instance, pll_setting
 from hardwire.boards.uart import BridgedDesign, BridgeParams, turnaround_cycles
 from hardwire.cache import atomic_dir, cache_root, digest, write_json_atomic, write_text_atomic
 from hardwire.errors import HardwireError, ParameterError, ToolError
+from hardwire.flows.synth import run_yosys_with_fallback
 from hardwire.flows.tools import build_once, find_tool, run_tool, tool_version
 
 NAME = "top"
@@ -229,19 +230,16 @@ def build_board(design: BoardDesign, board_name: str, out_dir, *, baud: int = DE
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)
         progress("[2/4] yosys synthesis")
-        try:
-            run_tool("yosys", [f"{NAME}.ys"], cwd=tmp, log_path=tmp / "yosys.log", timeout_s=timeout_s)
-        except ToolError:
-            # yosys 0.70 (yowasp) fails an assertion in abc9 on some ECP5 netlists (flows/synth.py met it too);
-            # mapping the flip-flops with the logic (`synth_ecp5 -dff`) avoids it
-            if board.family != "ecp5" or "ABC9" not in (tmp / "yosys.log").read_text(errors="replace"):
-                raise
-            progress("      yosys' abc9 failed an assertion; mapping again with synth_ecp5 -dff")
-            script = tmp / f"{NAME}.ys"
-            script.write_text(script.read_text().replace("synth_ecp5 ", "synth_ecp5 -dff ", 1))
-            (tmp / "yosys-abc9-failed.log").write_bytes((tmp / "yosys.log").read_bytes())
-            run_tool("yosys", [f"{NAME}.ys"], cwd=tmp, log_path=tmp / "yosys.log", timeout_s=timeout_s)
-            notes.append("yosys' abc9 failed an assertion on this netlist; mapped with synth_ecp5 -dff")
+        # yosys 0.70's abc9 fails on some ECP5 netlists: flows.synth's fallback maps the flip-flops with the
+        # logic; Amaranth wrote this script, so its synth_ecp5 line gains -dff in place
+        script = tmp / f"{NAME}.ys"
+        original = script.read_text()
+        note = run_yosys_with_fallback(
+            tmp, script.name, board.family,
+            lambda _commands: original.replace("synth_ecp5 ", "synth_ecp5 -dff ", 1), timeout_s)
+        if note:
+            progress(f"      {note}")
+            notes.append(note)
         progress(f"[3/4] {nextpnr} place and route")
         run_tool(nextpnr, [*nextpnr_args, "--seed", str(seed)], cwd=tmp, log_path=tmp / "nextpnr.log",
                  timeout_s=timeout_s)

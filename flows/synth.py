@@ -213,18 +213,9 @@ def synth(verilog_files, top: str, target: str, *, build_dir=None, timeout_s: fl
             shutil.copyfile(path, tmp / name)
         include_dirs = sorted({path.resolve().parent for path in paths})
         (tmp / SCRIPT).write_text(_script(source_names, include_dirs, top, target))
-        note = ""
-        try:
-            run_tool("yosys", ["-s", SCRIPT], cwd=tmp, log_path=tmp / LOG, timeout_s=timeout_s)
-        except ToolError:
-            fallback = FALLBACKS.get(target)
-            if fallback is None or fallback[0] not in "".join((tmp / LOG).read_text(errors="replace")
-                                                              .splitlines(keepends=True)[-20:]):
-                raise
-            _, commands, note = fallback
-            os.replace(tmp / LOG, tmp / "yosys.default-script.log")
-            (tmp / SCRIPT).write_text(_script(source_names, include_dirs, top, target, commands))
-            run_tool("yosys", ["-s", SCRIPT], cwd=tmp, log_path=tmp / LOG, timeout_s=timeout_s)
+        note = run_yosys_with_fallback(
+            tmp, SCRIPT, target, lambda commands: _script(source_names, include_dirs, top, target, commands),
+            timeout_s)
         cells = read_stat_cells(tmp / STAT_JSON)
         counts = classify_cells(TARGETS[target][0], cells)
         report = SynthReport(
@@ -235,6 +226,26 @@ def synth(verilog_files, top: str, target: str, *, build_dir=None, timeout_s: fl
 
     final = build_once(final, lambda d: _saved_key(d) == key, build, replace=build_dir is not None)
     return _load_report(final)
+
+
+def run_yosys_with_fallback(cwd: Path, script: str, target: str, fallback_script, timeout_s: float) -> str:
+    """Run yosys on `script` in `cwd` (log: yosys.log). When the run dies the way FALLBACKS lists for `target`,
+    keep its log as yosys.default-script.log, write `fallback_script(commands)` over the script and run again.
+    Returns the fallback's note, or '' when the first run passed."""
+    log = cwd / LOG
+    try:
+        run_tool("yosys", ["-s", script], cwd=cwd, log_path=log, timeout_s=timeout_s)
+        return ""
+    except ToolError:
+        fallback = FALLBACKS.get(target)
+        if fallback is None or fallback[0] not in "".join(log.read_text(errors="replace")
+                                                          .splitlines(keepends=True)[-20:]):
+            raise
+    _, commands, note = fallback
+    os.replace(log, cwd / "yosys.default-script.log")
+    (cwd / script).write_text(fallback_script(commands))
+    run_tool("yosys", ["-s", script], cwd=cwd, log_path=log, timeout_s=timeout_s)
+    return note
 
 
 def _saved_key(build_dir: Path) -> str | None:
