@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hardwire.estimate.cli import add_parsers as estimate_parsers
 
     COMMANDS.update(estimate_parsers(sub))
+    from hardwire.estimate.explore_cli import add_parsers as explore_parsers
+
+    COMMANDS.update(explore_parsers(sub))
     return parser
 
 
