@@ -28,9 +28,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -474,6 +474,8 @@ def explore(source: Source, *, target: str = "ecp5", objectives=("lut", "through
     def say(text: str) -> None:
         print(f"[{time.monotonic() - started:6.0f} s] explore: {text}", file=sys.stderr, flush=True)
 
+    if "fmax" in objectives and target != "ecp5":
+        say("note: fmax is estimated and measured on the ECP5-85F (nextpnr-ecp5), whatever the --target")
     folds_list, size, enumerated = candidates(source, max_points, seed)
     say(f"{source.name}: {size:,} foldings in the space, "
         f"{'all enumerated' if enumerated else f'{len(folds_list):,} sampled at random (seed {seed})'}")

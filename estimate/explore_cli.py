@@ -27,12 +27,14 @@ def add_parsers(sub) -> dict:
     p.add_argument("--fps-min", type=float, help="lowest acceptable inferences per second at --clock-mhz")
     p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for throughput (default 100)")
     p.add_argument("--margin", type=float, default=2.0,
-                   help="uncertainty margin in standard deviations of log error (default 2; 0 keeps only the estimated front)")
+                   help="uncertainty margin in standard deviations of log error (default 2; 0 keeps only the "
+                        "estimated front)")
     p.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS,
                    help=f"enumerate spaces up to this size, else sample this many (default {DEFAULT_MAX_POINTS})")
     p.add_argument("--max-verify", type=int, default=DEFAULT_MAX_VERIFY,
                    help=f"synthesize at most this many points (default {DEFAULT_MAX_VERIFY})")
-    p.add_argument("--verify-all", action="store_true", help="synthesize every candidate (small spaces: the true front)")
+    p.add_argument("--verify-all", action="store_true",
+                   help="synthesize every candidate (small spaces: the true front)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     p.add_argument("--ray", metavar="ADDRESS", help="run synthesis on Ray (ADDRESS for ray.init; 'local' starts one)")

@@ -94,6 +94,10 @@ def test_report_and_feedback_rows(searched, tmp_path):
     assert sorted(r["key"] for r in feedback) == sorted(r["key"] for r in
                                                         RowStore(out / "guided" / "work" / "rows.jsonl.gz").rows())
     assert all(r["origin"] == "explore" and r["labels"] for r in feedback)
+    # and `hardwire dataset train` reads them as training examples
+    from hardwire.estimate.train import examples
+
+    assert len(examples(feedback)) == len(feedback)
 
 
 def test_a_killed_search_resumes_without_redoing_finished_points(tmp_path):
