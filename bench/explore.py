@@ -28,14 +28,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 OBJECTIVES = ("lut", "throughput")
 
 SMALL = {
-    "dense 8-4 (12 foldings)": {"kind": "network", "seed": 11, "a_bits": 4, "a_signed": False, "shape": [1, 1, 8],
+    "dense 8-4": {"kind": "network", "seed": 11, "a_bits": 4, "a_signed": False, "shape": [1, 1, 8],
                                 "layers": [{"op": "dense", "out": 4, "pe": 1, "simd": 1, "w_bits": 4, "out_bits": 0}]},
-    "dense 4-4-2 (36 foldings)": {"kind": "network", "seed": 12, "a_bits": 2, "a_signed": False, "shape": [1, 1, 4],
+    "dense 4-4-2": {"kind": "network", "seed": 12, "a_bits": 2, "a_signed": False, "shape": [1, 1, 4],
                                   "layers": [{"op": "dense", "out": 4, "pe": 1, "simd": 1, "w_bits": 2,
                                               "out_bits": 2},
                                              {"op": "dense", "out": 2, "pe": 1, "simd": 1, "w_bits": 2,
                                               "out_bits": 0}]},
-    "conv 3x3 4ch (18 foldings)": {"kind": "network", "seed": 13, "a_bits": 2, "a_signed": False, "shape": [4, 4, 2],
+    "conv 3x3 2-4ch": {"kind": "network", "seed": 13, "a_bits": 2, "a_signed": False, "shape": [4, 4, 2],
                                    "layers": [{"op": "conv", "out": 4, "kernel": 3, "stride": 1, "padding": 0,
                                                "pe": 1, "simd": 1, "w_bits": 2, "out_bits": 0}]},
 }

@@ -15,7 +15,8 @@ def add_parsers(sub) -> dict:
     p = sub.add_parser(
         "explore", help="surrogate-guided design-space exploration of a network's folding, verified with yosys",
         description="Score every legal per-layer (PE, SIMD) folding of a network (all of them when the space is "
-                    "small, a seeded random sample otherwise) with the surrogates and the exact schedule models, "
+                    "small, else an NSGA-II search or a random sample) with the surrogates and the exact schedule "
+                    "models, "
                     "keep the estimated Pareto front plus a margin for the surrogates' uncertainty, synthesize "
                     "those points for real (yosys; nextpnr for fmax) in parallel, and report the verified front. "
                     "Resumable: a rerun with the same -o synthesizes only what is missing.")
@@ -30,11 +31,13 @@ def add_parsers(sub) -> dict:
                    help="uncertainty margin in standard deviations of log error (default 2; 0 keeps only the "
                         "estimated front)")
     p.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS,
-                   help=f"enumerate spaces up to this size, else sample this many (default {DEFAULT_MAX_POINTS})")
+                   help=f"enumerate spaces up to this size, else score this many (default {DEFAULT_MAX_POINTS})")
     p.add_argument("--max-verify", type=int, default=DEFAULT_MAX_VERIFY,
                    help=f"synthesize at most this many points (default {DEFAULT_MAX_VERIFY})")
     p.add_argument("--verify-all", action="store_true",
                    help="synthesize every candidate (small spaces: the true front)")
+    p.add_argument("--search", choices=("random", "nsga2"), default="random",
+                   help="spaces larger than --max-points: a uniform random sample (default) or Optuna's NSGA-II")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     p.add_argument("--ray", metavar="ADDRESS", help="run synthesis on Ray (ADDRESS for ray.init; 'local' starts one)")
@@ -55,7 +58,8 @@ def cmd_explore(args) -> int:
     result = explore(source, target=args.target, objectives=objectives, budget=budget, fps_min=args.fps_min,
                      clock_mhz=args.clock_mhz, out=args.out, margin=args.margin, max_points=args.max_points,
                      max_verify=args.max_verify, seed=args.seed, workers=args.workers, ray_address=args.ray,
-                     timeout_s=args.timeout, dataset=args.dataset, weights=args.weights, verify_all=args.verify_all)
+                     timeout_s=args.timeout, dataset=args.dataset, weights=args.weights, verify_all=args.verify_all,
+                     search=args.search)
     write_report(result, args.out, design=args.design)
     print((Path(args.out) / "report.md").read_text())
     return 0
@@ -95,7 +99,7 @@ def report_dict(result: ExploreResult, design: str) -> dict:
         "senses": {o: "max" if OBJECTIVES[o][0] > 0 else "min" for o in objectives},
         "budget": result.budget, "fps_min": result.fps_min, "clock_mhz": result.clock_mhz,
         "space": {"size": result.space_size, "enumerated": result.enumerated, "scored": len(result.points),
-                  "method": "enumeration" if result.enumerated else "uniform random sample (seeded)"},
+                  "method": result.stats["method"]},
         "counts": {"feasible": len(result.feasible), "estimated_front": len(result.estimated_front),
                    "verified": len(verified), "kept_for_verification": len(result.kept),
                    "verified_front": len(result.verified_front), "over_budget_measured": len(result.over_budget)},

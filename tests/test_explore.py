@@ -154,3 +154,23 @@ def test_cli_errors_are_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "hardwire.cli", "explore", "zoo:mlp4", "--objectives", "lut,speed",
                            "-o", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "objectives='speed'" in done.stderr
+
+
+def test_nsga2_search_scores_distinct_legal_foldings_reproducibly():
+    pytest.importorskip("optuna")
+    from hardwire.estimate.explore import candidates, nsga2_search
+    from hardwire.estimate.predict import Estimator
+
+    spec = {"kind": "network", "seed": 5, "a_bits": 2, "a_signed": False, "shape": [1, 1, 12],
+            "layers": [{"op": "dense", "out": 12, "pe": 1, "simd": 1, "w_bits": 2, "out_bits": 2},
+                       {"op": "dense", "out": 6, "pe": 1, "simd": 1, "w_bits": 2, "out_bits": 0}]}
+    source = network_spec_source(spec)
+    legal = candidates(source, 10_000, 0)[0]
+    assert len(legal) == (6 * 6) * (4 * 6)             # divisors of 12 (PE, SIMD), of 6 (PE) and 12 (SIMD)
+    estimator = Estimator.load()
+    runs = [nsga2_search(source, estimator, "ecp5", 100.0, ("lut", "throughput"), {"lut": 5000}, None, 48, 7,
+                         lambda text: None, population=16) for _ in range(2)]
+    folds = [p.folds for p in runs[0]]
+    assert 0 < len(folds) <= 48 and all(f in legal for f in folds)
+    assert len({json.dumps(f, sort_keys=True) for f in folds}) == len(folds)
+    assert folds == [p.folds for p in runs[1]]
