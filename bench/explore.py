@@ -106,6 +106,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-points", type=int, default=2048)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("explore-bench"))
+    parser.add_argument("--name", default="explore", help="results file name under bench/results (default explore)")
     args = parser.parse_args(argv)
     small, zoo = [], []
     for i, name in enumerate(n for n in args.small.split(",") if n):
@@ -116,6 +117,8 @@ def main(argv=None) -> int:
         print(zoo[-1], file=sys.stderr, flush=True)
     lines = ["# hardwire explore: LUT against throughput on ECP5 (yosys)", "",
              f"Command: python bench/explore.py {' '.join(argv or sys.argv[1:])}", "",
+             "Synthesis runs count the points each method needs synthesized (a cold start); wall times are "
+             "those of this run, with whatever the tool cache already held.", "",
              "## Spaces synthesized completely", "",
              "| case | foldings | true front | found | synth runs: explore / exhaustive / greedy | greedy on front "
              "| wall s explore / exhaustive |", "|---|---|---|---|---|---|---|"]
@@ -134,8 +137,8 @@ def main(argv=None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    write_json_atomic(RESULTS / "explore.json", {"small": small, "zoo": zoo})
-    write_text_atomic(RESULTS / "explore.md", text)
+    write_json_atomic(RESULTS / f"{args.name}.json", {"small": small, "zoo": zoo})
+    write_text_atomic(RESULTS / f"{args.name}.md", text)
     return 0
 
 
