@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from hardwire.boards.cli import register as register_boards
     COMMANDS.update(register_boards(sub))
+
+    from hardwire.estimate.explore_cli import add_parsers as explore_parsers
+
+    COMMANDS.update(explore_parsers(sub))
     return parser
 
 
