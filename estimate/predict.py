@@ -16,7 +16,7 @@ from hardwire.threads import one_torch_thread
 
 from .features import DesignGraph
 from .models import CAPACITY, FMAX_RANGE_MHZ, LABELS, Encoder, finn_r, make_gnn, rule_resources, to_pyg
-from .train import FMAX_SCALE, WEIGHTS_FORMAT
+from .train import FMAX_SCALE, WEIGHTS_FORMAT, unpack_text
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "surrogate.pt"
 INTEGER_LABELS = ("dsp", "bram")
@@ -65,7 +65,7 @@ class Estimator:
             model.load_state_dict(state)
             model.eval()
             self.gnn.append(model)
-        self.trees = [{label: lightgbm.Booster(model_str=text) for label, text in member.items()}
+        self.trees = [{label: lightgbm.Booster(model_str=unpack_text(packed)) for label, packed in member.items()}
                       for member in weights["trees"]]
         self.choice = dict(weights.get("choice") or dict.fromkeys((*LABELS, "fmax"), "gnn"))
         self.calibration = dict(weights.get("calibration") or {})
