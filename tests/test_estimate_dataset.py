@@ -27,19 +27,6 @@ TINY = [
 BROKEN = {"kind": "block", "block": "mvu", "params": {"in_features": 16, "simd": 3}}
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One tool cache for the module: later tests reuse the synthesis runs of the first."""
-    root = tmp_path_factory.mktemp("hwcache")
-    old = os.environ.get("HARDWIRE_CACHE")
-    os.environ["HARDWIRE_CACHE"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("HARDWIRE_CACHE")
-    else:
-        os.environ["HARDWIRE_CACHE"] = old
-
-
 def test_store_cuts_a_torn_gzip_member_and_a_torn_line(tmp_path):
     store = RowStore(tmp_path / "d.jsonl.gz")
     store.append([{"key": "a"}, {"key": "b"}])
@@ -70,7 +57,7 @@ def test_random_specs_are_legal_reproducible_and_larger_in_the_large_split():
             designs.build_block(spec)
 
 
-def test_generation_synthesizes_for_real_records_failures_and_resumes(cache, tmp_path):
+def test_generation_synthesizes_for_real_records_failures_and_resumes(tool_cache, tmp_path):
     path = tmp_path / "d.jsonl.gz"
     summary = generate(path, targets=("ecp5",), specs=TINY + [BROKEN], workers=2, fmax_share=0)
     rows = RowStore(path).rows()
@@ -87,7 +74,7 @@ def test_generation_synthesizes_for_real_records_failures_and_resumes(cache, tmp
     assert again["designs"] == 0 and len(RowStore(path).rows()) == 4
 
 
-def test_killed_run_loses_and_repeats_no_row(cache, tmp_path):
+def test_killed_run_loses_and_repeats_no_row(tool_cache, tmp_path):
     path = tmp_path / "k.jsonl.gz"
     specs = tmp_path / "specs.json"
     specs.write_text(json.dumps(TINY))
@@ -110,7 +97,7 @@ def test_killed_run_loses_and_repeats_no_row(cache, tmp_path):
     assert len(keys) == len(set(keys)) == 6 and partial <= set(keys)
 
 
-def test_ray_local_mode_gives_the_same_rows_as_the_process_pool(cache, tmp_path):
+def test_ray_local_mode_gives_the_same_rows_as_the_process_pool(tool_cache, tmp_path):
     pytest.importorskip("ray")
     pool = tmp_path / "pool.jsonl.gz"
     ray = tmp_path / "ray.jsonl.gz"

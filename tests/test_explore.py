@@ -26,19 +26,7 @@ TWO = {"kind": "network", "seed": 3, "a_bits": 3, "a_signed": False, "shape": [1
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hwcache")
-    old = os.environ.get("HARDWIRE_CACHE")
-    os.environ["HARDWIRE_CACHE"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("HARDWIRE_CACHE")
-    else:
-        os.environ["HARDWIRE_CACHE"] = old
-
-
-@pytest.fixture(scope="module")
-def searched(cache, tmp_path_factory):
+def searched(tool_cache, tmp_path_factory):
     """The margin-guided search, then every point of the same space synthesized (the true front)."""
     out = tmp_path_factory.mktemp("explore")
     source = network_spec_source(SIX)
@@ -135,7 +123,7 @@ def test_ray_local_mode_finds_the_same_front_as_the_process_pool(searched, tmp_p
     assert [(p.key, p.measured) for p in ray.verified_front] == [(p.key, p.measured) for p in guided.verified_front]
 
 
-def test_impossible_constraints_name_the_tightest_one(cache, tmp_path):
+def test_impossible_constraints_name_the_tightest_one(tool_cache, tmp_path):
     source = network_spec_source(SIX)
     with pytest.raises(ParameterError, match=r"budget=.lut=1.*smallest LUT"):
         explore(source, budget={"lut": 1, "ff": 1e9}, out=tmp_path)
