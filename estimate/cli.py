@@ -8,7 +8,12 @@ from pathlib import Path
 
 from hardwire.errors import ParameterError
 
-DEFAULT_DATASET = Path(__file__).parent / "data" / "dataset.jsonl.gz"
+DATA = Path(__file__).parent / "data"
+
+
+def shipped_datasets() -> list[Path]:
+    """The dataset files that ship with hardwire: one per split (small, large, real)."""
+    return sorted(DATA.glob("*.jsonl.gz"))
 
 
 def add_parsers(sub) -> dict:
@@ -17,8 +22,8 @@ def add_parsers(sub) -> dict:
                                          "train the surrogates on them, or summarize a dataset.")
     actions = dataset.add_subparsers(dest="action", metavar="ACTION", required=True)
     gen = actions.add_parser("generate", help="synthesize random designs and append their rows (resumable)")
-    gen.add_argument("-o", "--out", type=Path, default=DEFAULT_DATASET,
-                     help=f"dataset file, .jsonl.gz (default: the shipped one, {DEFAULT_DATASET.name})")
+    gen.add_argument("-o", "--out", type=Path, default=None,
+                     help="dataset file, .jsonl.gz (default: the shipped one of the split, estimate/data/SIZE.jsonl.gz)")
     gen.add_argument("--size", default="small", help="small (training distribution), large (deeper and wider "
                                                      "networks: the generalization split) or real (zoo networks)")
     gen.add_argument("--designs", type=int, default=100, help="designs drawn from the seed (default 100); a rerun "
@@ -35,7 +40,7 @@ def add_parsers(sub) -> dict:
     gen.add_argument("--timeout", type=float, default=1800, help="per tool run, seconds (default 1800)")
 
     train = actions.add_parser("train", help="train the GNN and boosted-tree surrogates on a dataset")
-    train.add_argument("datasets", type=Path, nargs="*", default=[DEFAULT_DATASET])
+    train.add_argument("datasets", type=Path, nargs="*", help="dataset files (default: the shipped ones)")
     train.add_argument("-o", "--out", type=Path, default=None, help="weights file (default: the shipped one)")
     train.add_argument("--wa-hls4ml", type=Path, action="append", metavar="FILE",
                        help="also train on wa-hls4ml's published records (.json/.jsonl[.gz]; repeatable)")
@@ -44,7 +49,7 @@ def add_parsers(sub) -> dict:
     train.add_argument("--seed", type=int, default=0)
 
     info = actions.add_parser("info", help="rows, targets, splits and errors of a dataset")
-    info.add_argument("datasets", type=Path, nargs="*", default=[DEFAULT_DATASET])
+    info.add_argument("datasets", type=Path, nargs="*", help="dataset files (default: the shipped ones)")
     return {"dataset": cmd_dataset, **add_estimate_parser(sub)}
 
 
@@ -59,7 +64,7 @@ def cmd_dataset(args) -> int:
         specs = None
         if args.specs is not None:
             specs = _read_specs(args.specs)
-        summary = generate(args.out, size=args.size, count=args.designs, seed=args.seed, targets=targets,
+        summary = generate(args.out or DATA / f"{args.size}.jsonl.gz", size=args.size, count=args.designs, seed=args.seed, targets=targets,
                            fmax_share=args.fmax_share,
                            stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), workers=args.workers, ray_address=args.ray,
                            timeout_s=args.timeout, specs=specs)
@@ -69,7 +74,7 @@ def cmd_dataset(args) -> int:
     if args.action == "info":
         from .dataset import RowStore
 
-        for path in args.datasets:
+        for path in args.datasets or shipped_datasets():
             print(summarize(path, RowStore(_existing(path)).rows()))
         return 0
     if args.action == "train":

@@ -270,7 +270,9 @@ def train_command(args) -> int:
 
     from .predict import DEFAULT_WEIGHTS
 
-    rows = load_rows(args.datasets, args.wa_hls4ml or ())
+    from .cli import shipped_datasets
+
+    rows = load_rows(args.datasets or shipped_datasets(), args.wa_hls4ml or ())
     weights = train(rows, ensemble=args.ensemble or 5, epochs=args.epochs or 300, seed=args.seed,
                     log=lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(args.out) if args.out else DEFAULT_WEIGHTS
