@@ -6,9 +6,10 @@ is flushed to disk before the next is counted, so a killed run loses at most the
 the next run resumes after the last finished one (`keys()` says which rows exist; a torn last member is
 cut off on open). A design whose generation or synthesis fails is recorded with its error, never dropped.
 
-Row: key (`<design hash>:<target>`), design_hash, target, split, spec (rebuilds the design), design (its
-features.DesignGraph), labels (lut, ff, dsp, bram, lutram, as flows.synth counts them), fmax_mhz (ECP5,
-nextpnr, only where the spec asks for it), error, seconds, versions.
+Row: key (`<design hash>:<target>` for yosys rows, `<design hash>:fmax-ecp5` for nextpnr rows), design_hash,
+stage (synth or fmax), target, split, spec (rebuilds the design), design (its features.DesignGraph), labels (lut,
+ff, dsp, bram, lutram, as flows.synth counts them) or fmax_mhz (ECP5-85F, the core in the serial-I/O wrapper; for
+the hash-selected share of designs, see designs.wants_fmax), error, seconds, versions.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ LABELS = ("lut", "ff", "dsp", "bram", "lutram")
 DEFAULT_TARGETS = ("ecp5", "xilinx")
 DATASET_TARGETS = ("ice40", "ecp5", "xilinx", "xilinx-us", "xilinx-usp")
 FMAX_DEVICE = "85k"        # the ECP5-85F, as `hardwire synth --pnr` and the demo use
-SPLITS = ("small", "large", "real")
 
 
 # ---------------------------------------------------------------------------------------------------------------
