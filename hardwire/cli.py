@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -165,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hardwire: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`hardwire dataset info | head`): stop quietly, as Unix tools do; further
+        # writes at exit go to /dev/null instead of raising again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def cmd_compile(args) -> int:

@@ -58,3 +58,26 @@ def test_sim_runs_the_block_verification_and_writes_json(tmp_path):
     assert "bit-exact" in result.stdout
     data = json.loads(out.read_text())
     assert data["ok"] and all(case["exact"] for case in data["cases"].values())
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, monkeypatch):
+    import os
+
+    from hardwire.estimate.dataset import RowStore
+
+    RowStore(tmp_path / "d.jsonl.gz").append([{"key": "a:ecp5", "split": "small", "target": "ecp5", "error": None}])
+    read_end, write_end = os.pipe()
+    os.close(read_end)                           # the reader is gone, as after `| head -1`
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return write_end
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["dataset", "info", str(tmp_path / "d.jsonl.gz")]) == 141
