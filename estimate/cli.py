@@ -181,10 +181,11 @@ def design_graph_for(design: str, *, fps=None, folds=None, clock_mhz=100.0, para
         if design not in known:
             raise ParameterError("design", design, f"zoo:NAME, a .onnx file, or a block ({', '.join(known)})")
         return block_graph(design, block_params(known[design], list(params)))
-    from hardwire.hls import frontend, rtl, zoo
+    from hardwire.hls import rtl
 
-    path = zoo.build(design[4:]).onnx_path if design.startswith("zoo:") else Path(design)
-    graph = frontend.build_graph(frontend.load_model(path), Path(design.replace(":", "_")).stem)
+    from .dataset import load_network
+
+    graph = load_network(design)
     folding = rtl.solve_folding(graph, fps=fps, clock_mhz=clock_mhz, folds=folds)
     return network_graph(rtl.plan_dataflow(graph, folding), graph.name)
 

@@ -143,14 +143,19 @@ def _generate(spec: dict) -> tuple[str, str, DesignGraph]:
     return plan.top_name, rtl.to_verilog(plan), network_graph(plan, graph.name)
 
 
+def load_network(source: str):
+    """The integer layer graph of zoo:NAME (trained on first use) or a QONNX .onnx file, named after it."""
+    from hardwire.hls import frontend, zoo
+
+    path = zoo.build(source[4:]).onnx_path if source.startswith("zoo:") else Path(source)
+    return frontend.build_graph(frontend.load_model(path), name=Path(str(source).replace(":", "_")).stem)
+
+
 def model_network(spec: dict):
     """(IntGraph, FoldingResult) of a real network: `model` is zoo:NAME or an .onnx path, `folds` explicit."""
-    from hardwire.hls import frontend, zoo
     from hardwire.hls.rtl import solve_folding
 
-    source = spec["model"]
-    path = zoo.build(source[4:]).onnx_path if source.startswith("zoo:") else Path(source)
-    graph = frontend.build_graph(frontend.load_model(path), name=Path(str(source).replace(":", "_")).stem)
+    graph = load_network(spec["model"])
     matvec = [layer.name for layer in graph.layers if hasattr(layer, "weights")]
     return graph, solve_folding(graph, folds={matvec[int(k)]: tuple(v) for k, v in spec.get("folds", {}).items()})
 

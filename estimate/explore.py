@@ -89,16 +89,14 @@ class Source:
 
 def model_source(model: str) -> Source:
     """zoo:NAME or a QONNX .onnx file."""
-    from hardwire.hls import frontend, zoo
+    from .dataset import load_network
 
-    if model.startswith("zoo:"):
-        path = zoo.build(model[4:]).onnx_path
-    else:
+    if not model.startswith("zoo:"):
         path = Path(model)
         if not path.is_file():
             raise ParameterError("model", model, "zoo:NAME or an existing QONNX .onnx file")
         model = str(path.resolve())
-    graph = frontend.build_graph(frontend.load_model(path), name=Path(str(model).replace(":", "_")).stem)
+    graph = load_network(model)
     return Source(graph.name, graph, lambda folds: {"kind": "model", "model": model, "folds": folds}, model)
 
 

@@ -15,7 +15,7 @@ from hardwire.errors import HardwireError, ParameterError
 from hardwire.threads import one_torch_thread
 
 from .features import DesignGraph
-from .models import CAPACITY, FMAX_RANGE_MHZ, LABELS, Encoder, finn_r, make_gnn, rule_resources, to_pyg
+from .models import CAPACITY, FMAX_RANGE_MHZ, LABELS, Encoder, make_gnn, rule_resources, to_pyg
 from .train import FMAX_SCALE, WEIGHTS_FORMAT, unpack_text
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "surrogate.pt"
@@ -184,11 +184,6 @@ class Estimator:
         mean = np.mean(terms, axis=0)
         return [{"name": node.name, "op": node.op, **{label: float(mean[i, j]) for j, label in enumerate(LABELS)}}
                 for i, node in enumerate(graph.nodes)]
-
-
-def analytic(graph: DesignGraph) -> dict | None:
-    """FINN-R's formulas (networks only)."""
-    return finn_r(graph)
 
 
 def folding_cost(estimator: Estimator, graph, target: str, model: str = "auto"):
