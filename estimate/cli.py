@@ -69,7 +69,8 @@ def cmd_dataset(args) -> int:
                            stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), workers=args.workers, ray_address=args.ray,
                            timeout_s=args.timeout, specs=specs)
         print(f"{summary['path']}: {summary['rows']} rows added ({summary['errors']} with errors) "
-              f"from {summary['designs']} designs")
+              f"from {summary['designs']} designs"
+              + (f"; {summary['crashed']} tool crashes not stored (run again to retry them)" if summary["crashed"] else ""))
         return 0
     if args.action == "info":
         from .dataset import RowStore

@@ -203,6 +203,10 @@ def synthesize_design(spec: dict, targets: tuple[str, ...], split: str, fmax: bo
                 row["versions"] = {"yosys": tool_version("yosys"), "nextpnr": tool_version("nextpnr-ecp5")}
         except ToolError as error:
             row["error"] = f"{'synthesis' if stage == 'synth' else 'place and route'} failed: {error.reason}"
+            # A tool killed by a signal it did not get from us (our timeout is "timed out") crashed for a reason of
+            # the machine -- out of memory, a cache file rewritten under it -- not of the design: the row is not
+            # stored, so the next run tries the design again.
+            row["crashed"] = error.reason.startswith("was killed by signal")
         row["seconds"][stage] = round(time.monotonic() - t0, 3)
         rows.append(row)
     return rows
@@ -237,6 +241,7 @@ def generate(path, *, size: str = "small", count: int = 100, seed: int = 0, targ
              ray_address: str | None = None, timeout_s: float = 1800, specs: list[dict] | None = None) -> dict:
     """Synthesize the designs of (size, count, seed) -- or the given `specs` -- whose rows are not yet in `path`;
     append each design's rows as it finishes. Real networks are always placed and routed (fmax share 1)."""
+    from hardwire.flows.tools import tool_version
     from hardwire.jobs import run_jobs
 
     targets = tuple(targets)
@@ -261,17 +266,29 @@ def generate(path, *, size: str = "small", count: int = 100, seed: int = 0, targ
     distinct = len({designs.design_hash(spec) for spec in specs})
     print(f"dataset {store.path}: {distinct - len(jobs)} of {distinct} designs complete, {len(jobs)} to run "
           f"({', '.join(stages)}; {', '.join(targets)})", file=sys.stderr, flush=True)
-    counts = {"rows": 0, "errors": 0}
+    counts = {"rows": 0, "errors": 0, "crashed": 0}
+    if jobs:
+        # Each yowasp tool compiles its WebAssembly into a cache on its first call; done here once, before the
+        # workers start, so that they do not race on that cache (a file rewritten under a process that maps it
+        # kills that process with SIGBUS). A missing tool also stops the run here, with its install hint.
+        tool_version("yosys")
+        if "fmax" in stages and share > 0:
+            tool_version("nextpnr-ecp5")
 
     def save(key, rows) -> str:
         if isinstance(rows, dict):                     # a listed error escaped the job: keep it as a row
             rows = [{"key": f"{key}:{t}", "design_hash": key, "stage": "synth", "target": t, "split": size,
                      "labels": None, "fmax_mhz": None, "error": rows["error"]} for t in targets]
+        crashed = [row for row in rows if row.pop("crashed", False)]
+        rows = [row for row in rows if row not in crashed]
         store.append(rows)
         counts["rows"] += len(rows)
         counts["errors"] += sum(row["error"] is not None for row in rows)
-        spec = rows[0].get("spec") or {} if rows else {}
+        counts["crashed"] += len(crashed)
+        spec = (rows or crashed)[0].get("spec") or {} if rows or crashed else {}
         parts = [spec.get("block") or spec.get("model") or spec.get("kind", "")]
+        for row in crashed:
+            parts.append(f"{row['target']}:crashed ({row['error'].split(': ', 1)[-1]}; not stored, tried again next run)")
         for row in rows:
             if row["error"]:
                 parts.append(f"{row['target']}:error")

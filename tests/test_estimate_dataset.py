@@ -97,6 +97,32 @@ def test_killed_run_loses_and_repeats_no_row(tool_cache, tmp_path):
     assert len(keys) == len(set(keys)) == 6 and partial <= set(keys)
 
 
+def test_a_tool_crash_is_not_stored_and_is_tried_again(tool_cache, tmp_path, monkeypatch):
+    """A tool killed by a signal (SIGBUS, out of memory) says nothing about the design: the row is left out and the
+    next run synthesizes it; a design that fails on its own merits (BROKEN) is still recorded."""
+    import hardwire.flows.synth as synth_module
+    from hardwire.errors import ToolError
+
+    real_synth = synth_module.synth
+
+    def crashing(sources, top, target, **kwargs):
+        if target == "xilinx":
+            raise ToolError("yosys", ["yosys"], "-", "", "was killed by signal 7")
+        return real_synth(sources, top, target, **kwargs)
+
+    path = tmp_path / "c.jsonl.gz"
+    monkeypatch.setattr(synth_module, "synth", crashing)     # the pool's workers are forked: they see it too
+    first = generate(path, targets=("ecp5", "xilinx"), specs=TINY[:1] + [BROKEN], workers=1, fmax_share=0)
+    assert first["crashed"] == 1
+    assert sorted((r["spec"].get("block"), r["target"], r["error"] is None) for r in RowStore(path).rows()) == [
+        ("dwc", "ecp5", True), ("mvu", "ecp5", False), ("mvu", "xilinx", False)]
+    monkeypatch.setattr(synth_module, "synth", real_synth)
+    second = generate(path, targets=("ecp5", "xilinx"), specs=TINY[:1] + [BROKEN], workers=1, fmax_share=0)
+    assert second["designs"] == 1 and second["crashed"] == 0
+    rows = RowStore(path).rows()
+    assert len(rows) == 4 and any(r["target"] == "xilinx" and r["labels"] and r["labels"]["lut"] > 0 for r in rows)
+
+
 def test_ray_local_mode_gives_the_same_rows_as_the_process_pool(tool_cache, tmp_path):
     pytest.importorskip("ray")
     pool = tmp_path / "pool.jsonl.gz"
