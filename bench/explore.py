@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from hardwire.estimate.explore import explore, model_source, network_spec_source
+from hardwire.estimate.explore import explore, model_source, network_spec_source, source_for
 from hardwire.hls import rtl
 
 from hardwire.cache import write_json_atomic, write_text_atomic
@@ -38,6 +38,12 @@ SMALL = {
     "conv 3x3 2-4ch": {"kind": "network", "seed": 13, "a_bits": 2, "a_signed": False, "shape": [4, 4, 2],
                                    "layers": [{"op": "conv", "out": 4, "kernel": 3, "stride": 1, "padding": 0,
                                                "pe": 1, "simd": 1, "w_bits": 2, "out_bits": 0}]},
+}
+
+# block families: (space, fixed parameters, workload) of `hardwire explore BLOCK --space ... --param ... --workload`
+BLOCKS = {
+    "systolic 18": (["rows=1,2,4", "cols=1,2,4", "dataflow=weight_stationary,output_stationary"],
+                    ["a_width=4", "w_width=4", "k_max=64", "acc_depth=16"], "m=16,k=16,n=16"),
 }
 
 
@@ -61,8 +67,9 @@ def greedy(source, throughputs, by_folds) -> dict:
     return out
 
 
-def small_case(name: str, spec: dict, out: Path, workers: int, max_verify: int) -> dict:
-    source = network_spec_source(spec)
+def small_case(name: str, spec, out: Path, workers: int, max_verify: int) -> dict:
+    source = network_spec_source(spec) if isinstance(spec, dict) else source_for(
+        name.split()[0], space=spec[0], params=spec[1], workload=spec[2])
     started = time.monotonic()
     guided = explore(source, objectives=OBJECTIVES, out=out / "guided", workers=workers, max_verify=max_verify)
     guided_s = time.monotonic() - started
@@ -75,9 +82,10 @@ def small_case(name: str, spec: dict, out: Path, workers: int, max_verify: int) 
     found = {p.key for p in guided.verified_front} & true
     by_folds = {m["folds"]: m for m in measured}
     fps_targets = [m["throughput"] for m in measured if m["key"] in true]
-    greedy_points = greedy(source, fps_targets, by_folds)
+    # FINN-style greedy folding exists for networks only
+    greedy_points = greedy(source, fps_targets, by_folds) if source.kind == "network" else []
     on_front = sum(g["point"] is not None and g["point"]["key"] in true for g in greedy_points)
-    return {"case": name, "space": full.space_size, "true_front": len(true), "found": len(found),
+    return {"case": name, "kind": source.kind, "space": len(full.points), "true_front": len(true), "found": len(found),
             "share_found": len(found) / len(true), "guided_synth_runs": len(guided.kept),
             "exhaustive_synth_runs": len(full.kept), "greedy_synth_runs": len(greedy_points),
             "greedy_on_true_front": on_front,
@@ -102,6 +110,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", default="mlp2", help="zoo networks, comma-separated ('' for none)")
     parser.add_argument("--small", default=",".join(SMALL), help="enumerable cases, comma-separated")
+    parser.add_argument("--blocks", default=",".join(BLOCKS), help="enumerable block-family cases ('' for none)")
     parser.add_argument("--max-verify", type=int, default=12)
     parser.add_argument("--max-points", type=int, default=2048)
     parser.add_argument("--workers", type=int, default=2)
@@ -112,6 +121,9 @@ def main(argv=None) -> int:
     for i, name in enumerate(n for n in args.small.split(",") if n):
         small.append(small_case(name, SMALL[name], args.work / f"small{i}", args.workers, args.max_verify))
         print(small[-1], file=sys.stderr, flush=True)
+    for i, name in enumerate(n for n in args.blocks.split(",") if n):
+        small.append(small_case(name, BLOCKS[name], args.work / f"block{i}", args.workers, args.max_verify))
+        print(small[-1], file=sys.stderr, flush=True)
     for name in (n for n in args.zoo.split(",") if n):
         zoo.append(zoo_case(name, args.work / name, args.workers, args.max_verify, args.max_points))
         print(zoo[-1], file=sys.stderr, flush=True)
@@ -120,12 +132,13 @@ def main(argv=None) -> int:
              "Synthesis runs count the points each method needs synthesized (a cold start); wall times are "
              "those of this run, with whatever the tool cache already held.", "",
              "## Spaces synthesized completely", "",
-             "| case | foldings | true front | found | synth runs: explore / exhaustive / greedy | greedy on front "
+             "| case | legal points | true front | found | synth runs: explore / exhaustive / greedy | greedy on front "
              "| wall s explore / exhaustive |", "|---|---|---|---|---|---|---|"]
     for r in small:
         lines.append(f"| {r['case']} | {r['space']} | {r['true_front']} | {r['found']} ({100 * r['share_found']:.0f}%) "
                      f"| {r['guided_synth_runs']} / {r['exhaustive_synth_runs']} / {r['greedy_synth_runs']} "
-                     f"| {r['greedy_on_true_front']} of {r['greedy_synth_runs']} | {r['guided_wall_s']} / "
+                     f"| {str(r['greedy_on_true_front']) + ' of ' + str(r['greedy_synth_runs']) if r['greedy_synth_runs'] else '-'} "
+                     f"| {r['guided_wall_s']} / "
                      f"{r['exhaustive_wall_s']} |")
     if zoo:
         lines += ["", "## Zoo networks", "", "| network | foldings | scored | synth runs | verified front "

@@ -147,6 +147,11 @@ def add_estimate_parser(sub) -> dict:
 
 def block_params(block, texts: list[str]):
     """`--param name=value` strings -> the block's parameter dataclass (values typed by its fields)."""
+    return block.params(**typed_params(block, texts))
+
+
+def typed_params(block, texts: list[str]) -> dict:
+    """`--param name=value` strings -> {name: value} typed by the block's parameter fields (not yet validated)."""
     import dataclasses
 
     fields = {f.name: f for f in dataclasses.fields(block.params)}
@@ -168,7 +173,7 @@ def block_params(block, texts: list[str]):
                 raise ParameterError(name, value, "an integer") from None
         else:
             values[name] = value
-    return block.params(**values)
+    return values
 
 
 def design_graph_for(design: str, *, fps=None, folds=None, clock_mhz=100.0, params=()):

@@ -78,6 +78,26 @@ class Source:
         return [[(pe, simd) for pe in divisors(layer.out_features) for simd in simd_choices(layer)]
                 for layer in self.layers]
 
+    kind = "network"
+    axis_label = "PE,SIMD per layer"
+
+    def combo(self, values) -> dict:
+        """One pick per axis of `choices()` -> the point's folds ({"0": [pe, simd], ...})."""
+        return as_folds(values)
+
+    def describe(self, folds: dict) -> str:
+        return " ".join(f"{a},{b}" for a, b in folds.values())
+
+    def design(self, folds: dict):
+        """(design spec, DesignGraph with the exact latency / initiation interval) of one folding."""
+        from hardwire.hls import rtl
+
+        from .features import network_graph
+
+        folding = rtl.solve_folding(self.graph, folds={layer.name: tuple(folds[str(i)])
+                                                       for i, layer in enumerate(self.layers)})
+        return self.spec(folds), network_graph(rtl.plan_dataflow(self.graph, folding), self.graph.name)
+
     def compile_command(self, folds: dict, target: str, clock_mhz: float) -> str | None:
         if self.model is None:
             return None
@@ -116,7 +136,125 @@ def network_spec_source(spec: dict) -> Source:
     return Source(f"net_{design_hash(spec)[:8]}", graph, with_folds)
 
 
-def source_for(design: str) -> Source:
+# A block family: the space is the product of the values the user lists per parameter (`--space rows=2,4,8`),
+# the other parameters fixed (`--param`) or at their defaults; a combination the block's own validation rejects,
+# or that cannot run the workload, is not a candidate. Throughput and latency come from the family's cycle model
+# on a workload: for a streaming block a frame (vector) at full rate, its initiation interval and latency; for
+# the GEMM-style arrays one whole workload run at a time, its cycles standing for both.
+BLOCK_WORKLOADS = {
+    "systolic": {"m": 64, "k": 64, "n": 64},      # an M x K x N GEMM
+    "bitserial": {"m": 64, "k": 64, "n": 64},
+    "sparse": {"k": 256, "pattern": "dense", "rows": 64, "vectors": 1},
+    "attention": {"seq": None},                   # a head over seq_max queries and keys
+    "mvu": {"frames": 1}, "swg": {"frames": 1}, "maxpool": {"frames": 1}, "dwc": {"frames": 1},
+    "softmax": {"n": None},                       # back-to-back vectors of n_max
+}                                                 # bitmod, bitvert: cycles depend on the data (no workload)
+
+
+@dataclass
+class BlockSource:
+    """A block family to explore over the listed parameter values."""
+
+    name: str
+    block: object                                      # gen.registry.Block
+    axes: dict                                         # parameter -> list of values
+    fixed: dict                                        # parameter -> value
+    workload: dict | None
+    model = None
+    kind = "block"
+    axis_label = "parameters"
+
+    @property
+    def layers(self) -> list:
+        return list(self.axes)
+
+    def choices(self) -> list[list]:
+        return [list(values) for values in self.axes.values()]
+
+    def combo(self, values) -> dict:
+        return dict(zip(self.axes, values))
+
+    def describe(self, folds: dict) -> str:
+        return " ".join(f"{k}={v}" for k, v in folds.items())
+
+    def spec(self, folds: dict) -> dict:
+        return {"kind": "block", "block": self.name, "params": {**self.fixed, **folds}}
+
+    def design(self, folds: dict):
+        """(spec, DesignGraph); ParameterError when the combination is not a legal block or misses the workload."""
+        from .features import block_graph
+
+        spec = self.spec(folds)
+        try:
+            params = self.block.params(**spec["params"])
+        except (ParameterError, ValueError) as error:
+            raise ParameterError("space", self.describe(folds), f"a legal {self.name} ({error})") from None
+        graph = block_graph(self.name, params)
+        if self.workload is not None:
+            try:
+                cycles = self.block.cycles(params, **self.workload)
+            except (ParameterError, ValueError) as error:
+                raise ParameterError("workload", self.workload, f"a workload {self.describe(folds)} runs ({error})") \
+                    from None
+            if isinstance(cycles, dict) and "initiation_interval" in cycles:
+                graph.exact = {"latency_cycles": int(cycles["latency_cycles"]),
+                               "initiation_interval": int(cycles["initiation_interval"])}
+            else:
+                total = int(cycles["total_cycles"] if isinstance(cycles, dict) else cycles)
+                graph.exact = {"latency_cycles": total, "initiation_interval": total}
+        return spec, graph
+
+    def compile_command(self, folds: dict, target: str, clock_mhz: float) -> str:
+        params = {**self.fixed, **folds}
+        options = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") if v is not False
+                           else f"--no-{k.replace('_', '-')}" for k, v in params.items())
+        return f"hardwire gen {self.name} {options} -o {self.name}-explored".replace("  ", " ")
+
+
+def block_source(name: str, space: list[str], params: list[str], workload: str | None) -> BlockSource:
+    """`--space NAME=V1,V2,...` (one or more), `--param NAME=V` and `--workload K=V,...` -> a BlockSource."""
+    from hardwire.gen import registry
+
+    from .cli import typed_params
+
+    block = registry.get(name)
+    if not space:
+        raise ParameterError("space", "(none)", f"at least one --space NAME=V1,V2,... over {name}'s parameters")
+    axes = {}
+    for text in space:
+        key, sep, values = text.partition("=")
+        if not sep or not values:
+            raise ParameterError("space", text, "NAME=V1,V2,...")
+        typed = [typed_params(block, [f"{key}={v.strip()}"]) for v in values.split(",") if v.strip()]
+        axes[next(iter(typed[0]))] = list(dict.fromkeys(next(iter(t.values())) for t in typed))
+    fixed = typed_params(block, params)
+    clash = set(fixed) & set(axes)
+    if clash:
+        raise ParameterError("param", ", ".join(sorted(clash)), "a parameter not also listed in --space")
+    load = None
+    if name in BLOCK_WORKLOADS:
+        load = dict(BLOCK_WORKLOADS[name])
+        for part in (workload or "").split(","):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or key.strip() not in load:
+                raise ParameterError("workload", part, f"K=V with K one of {', '.join(load)} ({name})")
+            load[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+        load = {k: v for k, v in load.items() if v is not None}
+    elif workload:
+        raise ParameterError("workload", workload, f"no workload: {name}'s cycles depend on its data")
+    return BlockSource(name, block, axes, fixed, load)
+
+
+def source_for(design: str, *, space=(), params=(), workload: str | None = None):
+    from hardwire.gen import registry
+
+    if design in registry.blocks():
+        return block_source(design, list(space), list(params), workload)
+    if space or params or workload:
+        raise ParameterError("space", design, "--space/--param/--workload only with a block family "
+                                              f"({', '.join(registry.blocks())})")
     if design.startswith("zoo:") or design.endswith(".onnx"):
         return model_source(design)
     if design.endswith(".json"):
@@ -128,8 +266,8 @@ def source_for(design: str) -> Source:
         if not isinstance(spec, dict) or spec.get("kind") != "network":
             raise ParameterError("design", design, 'a JSON network spec ({"kind": "network", ...})')
         return network_spec_source(spec)
-    raise ParameterError("design", design, "zoo:NAME, a QONNX .onnx file, or a network spec .json "
-                                           "(block families are not explored yet)")
+    raise ParameterError("design", design, "zoo:NAME, a QONNX .onnx file, a network spec .json, or a block "
+                                           f"family ({', '.join(registry.blocks())})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -175,13 +313,13 @@ def candidates(source: Source, max_points: int, seed: int) -> tuple[list[dict], 
     size = math.prod(len(c) for c in choices)
 
     if size <= max_points:
-        return [as_folds(combo) for combo in itertools.product(*choices)], size, True
+        return [source.combo(combo) for combo in itertools.product(*choices)], size, True
     rng = np.random.default_rng(seed)
     seen = {tuple(0 for _ in choices), tuple(len(c) - 1 for c in choices)}
     while len(seen) < max_points:
         seen.add(tuple(int(rng.integers(0, len(c))) for c in choices))
     picks = sorted(seen)
-    return [as_folds(choices[i][j] for i, j in enumerate(pick)) for pick in picks], size, False
+    return [source.combo(choices[i][j] for i, j in enumerate(pick)) for pick in picks], size, False
 
 
 def as_folds(combo) -> dict:
@@ -216,14 +354,19 @@ def nsga2_search(source: Source, estimator, target: str, clock_mhz: float, objec
         asked += len(batch)
         picks = [tuple(trial.suggest_int(f"l{i}", 0, len(c) - 1) for i, c in enumerate(choices)) for trial in batch]
         new = sorted({pick for pick in picks if pick not in scored})
-        folds = [as_folds(choices[i][j] for i, j in enumerate(pick)) for pick in new]
-        scored.update(zip(new, score(source, folds, estimator, target, clock_mhz)))
+        folds = [source.combo(choices[i][j] for i, j in enumerate(pick)) for pick in new]
+        by_folds = {json.dumps(p.folds, sort_keys=True): p for p in score(source, folds, estimator, target, clock_mhz,
+                                                                           rejected=[])}
+        scored.update({pick: by_folds.get(json.dumps(f, sort_keys=True)) for pick, f in zip(new, folds)})
         for trial, pick in zip(batch, picks):
             point = scored[pick]
+            if point is None:                  # a combination the block family rejects
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
             trial.set_user_attr("violations", violations(point, budget, fps_min))
             study.tell(trial, [float(v) for v in _oriented(point.estimate, objectives)])
         say(f"NSGA-II: {asked:,}/{trials:,} trials, {len(scored):,} distinct points scored")
-    return list(scored.values())
+    return [p for p in scored.values() if p is not None]
 
 
 @dataclass
@@ -247,19 +390,20 @@ class Point:
 
 
 def score(source: Source, folds_list: list[dict], estimator, target: str, clock_mhz: float,
-          batch: int = 256, progress=None) -> list[Point]:
+          batch: int = 256, progress=None, rejected: list | None = None) -> list[Point]:
     """Lay every folding out (exact latency and initiation interval from the schedule model) and estimate its
-    resources and Fmax with the surrogates, in batches."""
-    from hardwire.hls import rtl
-
-    from .features import network_graph
-
+    resources and Fmax with the surrogates, in batches. A block combination its family rejects is left out (its
+    reason appended to `rejected`)."""
     points = []
     for folds in folds_list:
-        folding = rtl.solve_folding(source.graph, folds={layer.name: tuple(folds[str(i)])
-                                                         for i, layer in enumerate(source.layers)})
-        graph = network_graph(rtl.plan_dataflow(source.graph, folding), source.graph.name)
-        spec = source.spec(folds)
+        try:
+            spec, graph = source.design(folds)
+        except ParameterError as error:
+            if source.kind != "block":
+                raise
+            if rejected is not None:
+                rejected.append(str(error))
+            continue
         points.append(Point(folds, spec, design_hash(spec), graph, dict(graph.exact)))
     for start in range(0, len(points), batch):
         chunk = points[start:start + batch]
@@ -268,7 +412,8 @@ def score(source: Source, folds_list: list[dict], estimator, target: str, clock_
             values = {label: result["resources"][label] for label in LABELS}
             spreads = {label: result["spread"][label] for label in LABELS}
             values["fmax"], spreads["fmax"] = result["fmax_mhz"] or 0.0, result["fmax_spread"] or 0.0
-            values.update(exact_objectives(point.exact, clock_mhz))
+            if point.exact:
+                values.update(exact_objectives(point.exact, clock_mhz))
             spreads.update(latency=0.0, throughput=0.0)
             point.estimate, point.spread = values, spreads
         if progress:
@@ -450,7 +595,8 @@ def read_measurements(points: list[Point], rows: dict, target: str, fmax: bool, 
             continue
         p.measured_resources = dict(synth["labels"])
         measured = {label: float(synth["labels"][label]) for label in LABELS}
-        measured.update(exact_objectives(p.exact, clock_mhz))
+        if p.exact:
+            measured.update(exact_objectives(p.exact, clock_mhz))
         if fmax:
             row = rows.get(fmax_key(p.key))
             if row is None:
@@ -509,6 +655,13 @@ def explore(source: Source, *, target: str = "ecp5", objectives=("lut", "through
         raise ParameterError("clock-mhz", clock_mhz, "> 0")
     if not source.layers:
         raise ParameterError("design", source.name, "a network with at least one matrix-vector layer")
+    if source.kind == "block" and source.workload is None:
+        timed = [o for o in objectives if o in ("latency", "throughput")]
+        if timed:
+            raise ParameterError("objectives", ",".join(timed), f"resource or fmax objectives only: {source.name}'s "
+                                                                "cycles depend on the data it is given")
+        if fps_min is not None:
+            raise ParameterError("fps-min", fps_min, f"not given: {source.name}'s cycles depend on its data")
     out = Path(out)
     started = time.monotonic()
     estimator = Estimator.load(weights)
@@ -522,9 +675,16 @@ def explore(source: Source, *, target: str = "ecp5", objectives=("lut", "through
     method = "enumeration" if enumerated else (f"NSGA-II (Optuna), {max_points:,} trials, seed {seed}"
                                                if search == "nsga2" else f"uniform random sample, seed {seed}")
     say(f"{source.name}: {size:,} foldings in the space; {method}")
+    rejected: list[str] = []
     if enumerated or search == "random":
         points = score(source, folds_list, estimator, target, clock_mhz,
-                       progress=lambda n, total: say(f"scored {n:,}/{total:,} points"))
+                       progress=lambda n, total: say(f"scored {n:,}/{total:,} points"), rejected=rejected)
+        if rejected:
+            say(f"{len(rejected):,} of {len(folds_list):,} combinations are not legal {source.name} designs "
+                f"(e.g. {rejected[0]})")
+        if not points:
+            raise ParameterError("space", " ".join(f"{k}={','.join(map(str, v))}" for k, v in source.axes.items()),
+                                 f"at least one legal {source.name} combination (first rejected: {rejected[0]})")
     else:
         points = nsga2_search(source, estimator, target, clock_mhz, objectives, budget, fps_min, max_points, seed,
                               say)

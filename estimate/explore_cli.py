@@ -20,7 +20,16 @@ def add_parsers(sub) -> dict:
                     "keep the estimated Pareto front plus a margin for the surrogates' uncertainty, synthesize "
                     "those points for real (yosys; nextpnr for fmax) in parallel, and report the verified front. "
                     "Resumable: a rerun with the same -o synthesizes only what is missing.")
-    p.add_argument("design", help="zoo:NAME, a QONNX .onnx file, or a network spec .json (estimate.designs)")
+    p.add_argument("design", help="zoo:NAME, a QONNX .onnx file, a network spec .json (estimate.designs), or a "
+                                  "block family (systolic, mvu, ...) with --space")
+    p.add_argument("--space", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="blocks: the values to explore of one parameter (repeat for each explored parameter)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="blocks: a fixed parameter (the others keep their defaults)")
+    p.add_argument("--workload", metavar="K=V,...",
+                   help="blocks: the workload that throughput and latency are measured on (systolic/bitserial: "
+                        "m,k,n = 64; sparse: k,pattern,rows,vectors; attention: seq; softmax: n; streaming blocks: "
+                        "frames)")
     p.add_argument("--target", default="ecp5", help="ice40, ecp5 (default), xilinx, xilinx-us, xilinx-usp")
     p.add_argument("--objectives", default="lut,throughput",
                    help="two or more of " + ", ".join(OBJECTIVES) + " (default lut,throughput)")
@@ -54,7 +63,7 @@ def cmd_explore(args) -> int:
 
     objectives = parse_objectives(args.objectives)
     budget = parse_budget(args.budget)
-    source = source_for(args.design)
+    source = source_for(args.design, space=args.space, params=args.param, workload=args.workload)
     result = explore(source, target=args.target, objectives=objectives, budget=budget, fps_min=args.fps_min,
                      clock_mhz=args.clock_mhz, out=args.out, margin=args.margin, max_points=args.max_points,
                      max_verify=args.max_verify, seed=args.seed, workers=args.workers, ray_address=args.ray,
@@ -95,7 +104,8 @@ def report_dict(result: ExploreResult, design: str) -> dict:
     ver_front = {p.key for p in result.verified_front}
     chosen = result.chosen
     return {
-        "design": design, "network": result.source.name, "target": result.target, "objectives": list(objectives),
+        "design": design, "network": result.source.name, "kind": result.source.kind,
+        "axes": result.source.axis_label, "target": result.target, "objectives": list(objectives),
         "senses": {o: "max" if OBJECTIVES[o][0] > 0 else "min" for o in objectives},
         "budget": result.budget, "fps_min": result.fps_min, "clock_mhz": result.clock_mhz,
         "space": {"size": result.space_size, "enumerated": result.enumerated, "scored": len(result.points),
@@ -107,7 +117,8 @@ def report_dict(result: ExploreResult, design: str) -> dict:
         "estimate_vs_measured": estimate_error(verified, objectives),
         "estimated_front_found": {"on_verified_front": len(est_front & ver_front),
                                   "verified_front_points_not_on_estimated_front": len(ver_front - est_front)},
-        "verified_front": [p.to_dict() for p in result.verified_front],
+        "verified_front": [{**p.to_dict(), "described": result.source.describe(p.folds)}
+                           for p in result.verified_front],
         "chosen": None if chosen is None else {
             **chosen.to_dict(), "rule": "knee: nearest the ideal point, objectives scaled over the front",
             "command": result.source.compile_command(chosen.folds, result.target, result.clock_mhz)},
@@ -139,10 +150,10 @@ def markdown(report: dict) -> str:
              f"earlier one, {report['stats']['failed']} failed). Wall time {report['stats']['wall_seconds']:.0f} s "
              f"(scoring {report['stats']['score_seconds']:.1f} s).", "",
              "## Verified Pareto front (measured: yosys" + (", nextpnr" if "fmax" in objectives else "") + ")", "",
-             "| folds (PE,SIMD per layer) | " + " | ".join(f"{o} measured | {o} estimated" for o in objectives) + " |",
+             f"| {report['axes']} | " + " | ".join(f"{o} measured | {o} estimated" for o in objectives) + " |",
              "|---|" + "---|---|" * len(objectives)]
     for p in report["verified_front"]:
-        folds = " ".join(f"{a},{b}" for a, b in p["folds"].values())
+        folds = p["described"]
         lines.append(f"| {folds} | " + " | ".join(f"{_fmt(p['measured'][o])} | {_fmt(p['estimate'][o])}"
                                                     for o in objectives) + " |")
     lines += ["", "## Estimate against measurement (verified points)", ""]

@@ -162,3 +162,66 @@ def test_nsga2_search_scores_distinct_legal_foldings_reproducibly():
     assert 0 < len(folds) <= 48 and all(f in legal for f in folds)
     assert len({json.dumps(f, sort_keys=True) for f in folds}) == len(folds)
     assert folds == [p.folds for p in runs[1]]
+
+
+def test_a_block_family_space_verified_completely_gives_the_true_front(tool_cache, tmp_path):
+    """A systolic array over rows x dataflow: illegal combinations are left out, throughput comes from the GEMM
+    cycle model (checked against gen.systolic.gemm_cycles by hand), and the verified front is the brute-force
+    front of every point's yosys numbers."""
+    from hardwire.estimate.explore import source_for
+    from hardwire.gen.systolic import SystolicParams, gemm_cycles
+
+    source = source_for("systolic", space=["rows=1,2", "dataflow=weight_stationary,output_stationary"],
+                        params=["cols=1", "a_width=2", "w_width=2", "k_max=64", "acc_depth=16"],
+                        workload="m=8,k=8,n=2")
+    full = explore(source, objectives=("lut", "throughput"), out=tmp_path, workers=2, verify_all=True)
+    assert full.enumerated and full.space_size == 4 and len(full.kept) == 4
+    rows = {row["design_hash"]: row for row in RowStore(tmp_path / "work" / "rows.jsonl.gz").rows()}
+    measured = []
+    for p in full.points:
+        params = SystolicParams(cols=1, a_width=2, w_width=2, k_max=64, acc_depth=16, **p.folds)
+        cycles = gemm_cycles(params, 8, 8, 2)
+        assert p.exact == {"latency_cycles": cycles, "initiation_interval": cycles}
+        assert p.spec == {"kind": "block", "block": "systolic", "params": {**p.folds, "cols": 1, "a_width": 2,
+                                                                           "w_width": 2, "k_max": 64,
+                                                                           "acc_depth": 16}}
+        measured.append({"key": p.key, "lut": rows[p.key]["labels"]["lut"], "throughput": 100e6 / cycles})
+    assert {p.key for p in full.verified_front} == brute_front(measured)
+    report = write_report(full, tmp_path, design="systolic")
+    assert report["chosen"]["command"].startswith("hardwire gen systolic ")
+    assert "rows=" in (tmp_path / "report.md").read_text()
+
+
+def test_fmax_objective_is_measured_with_nextpnr(tool_cache, tmp_path):
+    """The fmax objective's verification path: each verified point gets its nextpnr ECP5 row, and the measured
+    fmax the search reports is that row's number."""
+    from hardwire.estimate.explore import source_for
+
+    source = source_for("dwc", space=["out_lanes=1,2"], params=["in_lanes=2", "elem_width=2", "frame_elements=4"])
+    result = explore(source, objectives=("lut", "fmax"), out=tmp_path, workers=2, verify_all=True)
+    rows = {row["key"]: row for row in RowStore(tmp_path / "work" / "rows.jsonl.gz").rows()}
+    assert len(result.kept) == 2
+    for p in result.kept:
+        fmax_row = rows[f"{p.key}:fmax-ecp5"]
+        assert fmax_row["error"] is None and fmax_row["fmax_mhz"] > 20
+        assert p.measured["fmax"] == fmax_row["fmax_mhz"] and p.measured["lut"] == rows[f"{p.key}:ecp5"]["labels"]["lut"]
+    assert result.verified_front
+
+
+def test_block_space_errors_name_the_users_input(tmp_path):
+    from hardwire.estimate.explore import source_for
+
+    with pytest.raises(ParameterError, match="at least one --space"):
+        source_for("systolic")
+    with pytest.raises(ParameterError, match="param='row=2'"):
+        source_for("systolic", space=["row=2"])
+    with pytest.raises(ParameterError, match="workload='q=3'"):
+        source_for("systolic", space=["rows=2"], workload="q=3")
+    with pytest.raises(ParameterError, match="cycles depend on its data"):
+        source_for("bitvert", space=["pes=1,2"], workload="k=3")
+    with pytest.raises(ParameterError, match="resource or fmax objectives only"):
+        explore(source_for("bitvert", space=["pes=1,2"]), objectives=("lut", "throughput"), out=tmp_path)
+    with pytest.raises(ParameterError, match="at least one legal systolic"):
+        explore(source_for("systolic", space=["rows=0,-1"]), objectives=("lut", "throughput"), out=tmp_path)
+    with pytest.raises(ParameterError, match="--space/--param/--workload only with a block"):
+        source_for("zoo:mlp4", space=["rows=2"])
