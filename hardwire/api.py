@@ -406,7 +406,7 @@ class EstimateResult:
                 for label, value in self.resources.items()]
         if self.fmax_mhz is not None:
             rows.append(["Fmax MHz", f"{self.fmax_mhz:.0f}",
-                         f"±{100 * (math.exp(self.report['fmax_spread']) - 1):.0f}%"])
+                         f"±{100 * (math.exp(self.report['fmax_relative_spread']) - 1):.0f}%"])
         lines = [f"### {self.design} on {self.target}: estimate ({self.report['model']} surrogate, not a "
                  "measurement)", "", _table(["", "estimate", "uncertainty"], rows)]
         if self.exact:
