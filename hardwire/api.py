@@ -84,8 +84,8 @@ class GenerateResult:
         return "\n".join(lines)
 
 
-def generate(block: str, params=None, /, *, out: str | Path = ".", fusesoc: bool = False,
-             **values) -> GenerateResult:
+def generate(block: str, params: Any = None, /, *, out: str | Path = ".", fusesoc: bool = False,
+             **values: Any) -> GenerateResult:
     """Generate a block's Verilog and its JSON description into `out` (`hardwire gen`).
 
     Args:
@@ -154,8 +154,8 @@ class SimulateResult:
         return "\n".join(lines)
 
 
-def simulate(block: str, params=None, /, *, simulator: str = "verilator", waves: bool = False, seed: int = 1,
-             progress: Callable[[str], None] | None = None, **values) -> SimulateResult:
+def simulate(block: str, params: Any = None, /, *, simulator: str = "verilator", waves: bool = False, seed: int = 1,
+             progress: Callable[[str], None] | None = None, **values: Any) -> SimulateResult:
     """Verify a block in simulation against its golden model with cocotb (`hardwire sim`).
 
     A failed check does not raise: the result has `ok` False and the failure text. A broken tool raises.
@@ -228,7 +228,7 @@ class SynthResult:
         return f"### `{self.top}` on {self.target}\n\n" + _table(headers, [row]) + f"\n\nreport: `{self.report_path}`"
 
 
-def synth(verilog, top: str, target: str = "ecp5", *, pnr: bool = False, device: str | None = None,
+def synth(verilog: str | Path | list[str | Path], top: str, target: str = "ecp5", *, pnr: bool = False, device: str | None = None,
           package: str | None = None, clock: str = "clk", clock_ns: float = 10.0,
           out: str | Path = ".") -> SynthResult:
     """Synthesize Verilog with yosys, optionally place and route with nextpnr (`hardwire synth`).
@@ -319,10 +319,10 @@ def resolve_model(model, example_input=None):
     return Path(model), None, None, None, "given inputs"
 
 
-def compile(model, *, out: str | Path | None = None, example_input=None, backend: str = "rtl",
+def compile(model: Any, *, out: str | Path | None = None, example_input: Any = None, backend: str = "rtl",
             target: str = "ecp5", fps: float | None = None, budget: str | int | None = None,
             folds: Mapping[str, tuple[int, int]] | list[str] | None = None, clock_mhz: float = 100.0,
-            inputs=None, labels=None, random: int = 64, simulate: bool = True, synthesize: bool = True,
+            inputs: Any = None, labels: Any = None, random: int = 64, simulate: bool = True, synthesize: bool = True,
             place_route: bool = True, name: str | None = None,
             progress: Callable[[str], None] | None = None) -> CompileResult:  # noqa: A001 - the CLI's word
     """Compile a quantized network to verified streaming RTL or an hls4ml project (`hardwire compile`).
@@ -414,9 +414,9 @@ class EstimateResult:
         return "\n".join(lines)
 
 
-def estimate(design, params=None, /, *, target: str = "ecp5", fps: float | None = None,
+def estimate(design: str | Path, params: Any = None, /, *, target: str = "ecp5", fps: float | None = None,
              folds: Mapping[str, tuple[int, int]] | list[str] | None = None, clock_mhz: float = 100.0,
-             model: str = "auto", weights: str | Path | None = None, **values) -> EstimateResult:
+             model: str = "auto", weights: str | Path | None = None, **values: Any) -> EstimateResult:
     """Estimate a network's or block's resources and Fmax with the trained surrogates (`hardwire estimate`).
 
     Milliseconds, no synthesis; latency and initiation interval come exactly from the schedule models.
@@ -483,7 +483,7 @@ class BuildResult:
         return self.text
 
 
-def build(design, board: str, *, out: str | Path, frame: tuple[int, int] | None = None, baud: int | None = None,
+def build(design: Any, board: str, *, out: str | Path, frame: tuple[int, int] | None = None, baud: int | None = None,
           clock_mhz: float | None = None, allow_timing_violation: bool = False, program: bool = False,
           progress: Callable[[str], None] | None = None) -> BuildResult:
     """Build a bitstream of a compiled network or a generated block for a board (`hardwire build`).
@@ -550,7 +550,7 @@ class ExploreResult:
         return text
 
 
-def explore(design, *, out: str | Path, target: str = "ecp5", objectives="lut,throughput",
+def explore(design: Any, *, out: str | Path, target: str = "ecp5", objectives: str | list[str] = "lut,throughput",
             budget: str | Mapping[str, float] | None = None, fps_min: float | None = None,
             clock_mhz: float = 100.0, margin: float = 2.0, max_points: int | None = None,
             max_verify: int | None = None, verify_all: bool = False, search: str = "random", seed: int = 0,
