@@ -231,6 +231,7 @@ SIX = {"kind": "network", "seed": 1, "a_bits": 2, "a_signed": False, "shape": [1
        "layers": [{"op": "dense", "out": 2, "pe": 1, "simd": 1, "w_bits": 2, "out_bits": 0}]}
 
 
+@pytest.mark.slow
 def test_explore_equals_explore_command(tool_cache, tmp_path, capsys):
     spec = tmp_path / "six.json"
     spec.write_text(json.dumps(SIX))
