@@ -1,7 +1,9 @@
 """The `hardwire` command line: gen, sim, synth, lint, compile, demo.
 
-Errors that hardwire raises on purpose print as one line (exit 2 for bad parameters or input, 1 for a
-failed tool or simulation); only a bug in hardwire itself shows a traceback.
+Each handler parses its options, calls the function of the Python API (hardwire.api) that does the job and
+prints the result, so the command line and Python give the same report. Errors that hardwire raises on purpose
+print as one line (exit 2 for bad parameters or input, 1 for a failed tool or simulation); only a bug in
+hardwire itself shows a traceback.
 """
 
 from __future__ import annotations
