@@ -67,18 +67,17 @@ def _frame(text: str) -> tuple[int, int]:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from hardwire.boards.build import build_board
-    from hardwire.boards.design import load_design
+    from hardwire.api import build
+
     from hardwire.boards.platforms import get_board
 
     board = get_board(args.board)
-    design = load_design(args.design, args.frame)
-    report = build_board(design, args.board, args.out, baud=args.baud, clock_mhz=args.clock_mhz,
-                         allow_timing_violation=args.allow_timing_violation,
-                         progress=lambda message: print(message, file=sys.stderr, flush=True))
-    print(report.markdown())
-    if args.program:
-        program(board, report.bitstream)
+    result = build(args.design, args.board, out=args.out, frame=args.frame, baud=args.baud, clock_mhz=args.clock_mhz,
+                   allow_timing_violation=args.allow_timing_violation,
+                   progress=lambda message: print(message, file=sys.stderr, flush=True))
+    print(result.text)
+    if args.program:          # after the report is out, so a failed programming run still shows the build
+        program(board, result.bitstream)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from pathlib import Path
@@ -145,8 +146,13 @@ def add_estimate_parser(sub) -> dict:
     return {"estimate": cmd_estimate}
 
 
-def block_params(block, texts: list[str]):
-    """`--param name=value` strings -> the block's parameter dataclass (values typed by its fields)."""
+def block_params(block, texts):
+    """`--param name=value` strings -> the block's parameter dataclass (values typed by its fields); a dict
+    (the Python API's keyword arguments) is taken as typed values."""
+    if isinstance(texts, dict):
+        from hardwire.api import block_params as from_values
+
+        return from_values(block, texts)
     return block.params(**typed_params(block, texts))
 
 
@@ -186,7 +192,7 @@ def design_graph_for(design: str, *, fps=None, folds=None, clock_mhz=100.0, para
         known = registry.blocks()
         if design not in known:
             raise ParameterError("design", design, f"zoo:NAME, a .onnx file, or a block ({', '.join(known)})")
-        return block_graph(design, block_params(known[design], list(params)))
+        return block_graph(design, block_params(known[design], params if isinstance(params, dict) else list(params)))
     from hardwire.hls import rtl
 
     from .dataset import load_network
@@ -197,23 +203,13 @@ def design_graph_for(design: str, *, fps=None, folds=None, clock_mhz=100.0, para
 
 
 def cmd_estimate(args) -> int:
-    import json
-    import time
+    from hardwire.api import estimate
 
-    from .predict import Estimator
-
-    from hardwire.hls.compile import parse_folds
-
-    graph = design_graph_for(args.design, fps=args.fps, folds=parse_folds(args.fold), clock_mhz=args.clock_mhz,
-                             params=args.param)
-    estimator = Estimator.load(args.weights)
-    started = time.perf_counter()
-    estimate = estimator.estimate(graph, args.target, args.model)
-    seconds = time.perf_counter() - started
-    print(format_estimate(graph, estimate, seconds))
+    result = estimate(args.design, args.param, target=args.target, fps=args.fps, folds=args.fold,
+                      clock_mhz=args.clock_mhz, model=args.model, weights=args.weights)
+    print(result.text)
     if args.json:
-        args.json.write_text(json.dumps({"design": args.design, **estimate.to_dict(),
-                                         "estimate_seconds": seconds}, indent=2) + "\n")
+        args.json.write_text(json.dumps(result.report, indent=2) + "\n")
     return 0
 
 

@@ -59,18 +59,14 @@ def add_parsers(sub) -> dict:
 
 
 def cmd_explore(args) -> int:
-    from .explore import explore, parse_budget, parse_objectives, source_for
+    from hardwire.api import explore
 
-    objectives = parse_objectives(args.objectives)
-    budget = parse_budget(args.budget)
-    source = source_for(args.design, space=args.space, params=args.param, workload=args.workload)
-    result = explore(source, target=args.target, objectives=objectives, budget=budget, fps_min=args.fps_min,
-                     clock_mhz=args.clock_mhz, out=args.out, margin=args.margin, max_points=args.max_points,
-                     max_verify=args.max_verify, seed=args.seed, workers=args.workers, ray_address=args.ray,
-                     timeout_s=args.timeout, dataset=args.dataset, weights=args.weights, verify_all=args.verify_all,
-                     search=args.search)
-    write_report(result, args.out, design=args.design)
-    print((Path(args.out) / "report.md").read_text())
+    result = explore(args.design, out=args.out, target=args.target, objectives=args.objectives, budget=args.budget,
+                     fps_min=args.fps_min, clock_mhz=args.clock_mhz, margin=args.margin, max_points=args.max_points,
+                     max_verify=args.max_verify, verify_all=args.verify_all, search=args.search, seed=args.seed,
+                     workers=args.workers, ray=args.ray, timeout_s=args.timeout, dataset=args.dataset,
+                     weights=args.weights, space=args.space, params=args.param, workload=args.workload)
+    print(markdown(result.report))
     return 0
 
 

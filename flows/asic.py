@@ -441,9 +441,9 @@ def asic_row(report: AsicReport) -> list:
     return [getattr(report, attr) for _, attr in ASIC_COLUMNS]
 
 
-def asic_command(verilog_files, top: str, library: str, *, clock: str = "clk", clock_ns: float = DEFAULT_CLOCK_NS,
-                 out_dir: Path = Path(".")) -> str:
-    """`hardwire synth --target asic:LIB`: map, time, write report.json, return a table."""
+def asic_report(verilog_files, top: str, library: str, *, clock: str = "clk", clock_ns: float = DEFAULT_CLOCK_NS,
+                out_dir: Path = Path(".")) -> tuple[dict, str]:
+    """`hardwire synth --target asic:LIB`: map, time, write report.json; (its contents, a table for people)."""
     from hardwire.cache import write_json_atomic
 
     from .report import text_table, tool_versions
@@ -462,4 +462,10 @@ def asic_command(verilog_files, top: str, library: str, *, clock: str = "clk", c
     lines.append(f"power: {report.power}")
     lines.append(f"wrote {Path(out_dir) / 'report.json'} (yosys log: {report.log_path}; OpenSTA log: "
                  f"{report.sta_log_path})")
-    return "\n".join(lines)
+    return data, "\n".join(lines)
+
+
+def asic_command(verilog_files, top: str, library: str, *, clock: str = "clk", clock_ns: float = DEFAULT_CLOCK_NS,
+                 out_dir: Path = Path(".")) -> str:
+    """`hardwire synth --target asic:LIB`: map, time, write report.json, return a table."""
+    return asic_report(verilog_files, top, library, clock=clock, clock_ns=clock_ns, out_dir=out_dir)[1]

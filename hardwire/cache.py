@@ -79,5 +79,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """write_text_atomic for bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")

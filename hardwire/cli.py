@@ -1,7 +1,9 @@
 """The `hardwire` command line: gen, sim, synth, lint, compile, demo.
 
-Errors that hardwire raises on purpose print as one line (exit 2 for bad parameters or input, 1 for a
-failed tool or simulation); only a bug in hardwire itself shows a traceback.
+Each handler parses its options, calls the function of the Python API (hardwire.api) that does the job and
+prints the result, so the command line and Python give the same report. Errors that hardwire raises on purpose
+print as one line (exit 2 for bad parameters or input, 1 for a failed tool or simulation); only a bug in
+hardwire itself shows a traceback.
 """
 
 from __future__ import annotations
@@ -38,11 +40,6 @@ def add_param_options(parser: argparse.ArgumentParser, params_cls) -> None:
                                help=f"(default: {'derived' if default is None else default})")
 
 
-def params_from_args(params_cls, args: argparse.Namespace):
-    names = {f.name for f in dataclasses.fields(params_cls)}
-    return params_cls(**{k: v for k, v in vars(args).items() if k in names})
-
-
 def _block_parser(sub, command: str, help_text: str, extra) -> None:
     """`hardwire COMMAND BLOCK [block params]`: one sub-subcommand per registered block."""
     from hardwire.gen import registry
@@ -65,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def gen_options(p):
         p.add_argument("-o", "--out", type=Path, default=Path("."), help="output folder (default: .)")
+        p.add_argument("--fusesoc", action="store_true", help="also write a FuseSoC CAPI2 .core file")
 
     def sim_options(p):
         p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
@@ -174,81 +172,56 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_compile(args) -> int:
-    import numpy as np
+    from hardwire.api import compile as compile_network
 
-    from hardwire.hls.compile import CompileOptions, compile_model, parse_budget, parse_folds
-
-    folds = parse_folds(args.fold)
-    options = CompileOptions(
-        backend=args.backend, target=args.target, fps=args.fps, clock_mhz=args.clock_mhz,
-        lut_budget=parse_budget(args.budget) if args.budget else None, folds=folds, synthesize=args.synthesize,
-        place_route=args.place_route, simulate=args.simulate, n_random=args.random)
-    model, inputs, labels, name, label = args.model, None, None, None, "given inputs"
-    if model.startswith("zoo:"):
-        from hardwire.hls import zoo
-
-        name = model[4:]
-        entry = zoo.build(name)
-        model = entry.onnx_path
-        _, _, x_test, labels = zoo.load_digits_split()
-        inputs = x_test.reshape((-1, *entry.input_shape[1:]))
-        label = "images of the digits test split"
-    if args.inputs is not None:
-        if not args.inputs.is_file():
-            raise ParameterError("inputs", str(args.inputs), "an existing .npy file")
-        inputs, labels = np.load(args.inputs), None
-    compile_model(model, args.out, options, inputs=inputs, labels=labels, name=name, inputs_label=label)
+    compile_network(args.model, out=args.out, backend=args.backend, target=args.target, fps=args.fps,
+                    budget=args.budget, folds=args.fold, clock_mhz=args.clock_mhz, inputs=args.inputs,
+                    random=args.random, simulate=args.simulate, synthesize=args.synthesize,
+                    place_route=args.place_route, progress=print)
     return 0
+
+
+def param_values(params_cls, args: argparse.Namespace) -> dict:
+    """The block parameters given on the command line (the rest keep their defaults)."""
+    names = {f.name for f in dataclasses.fields(params_cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
 
 
 def cmd_gen(args) -> int:
+    from hardwire.api import generate
     from hardwire.gen import registry
 
     block = registry.get(args.block)
-    params = params_from_args(block.params, args)
-    meta = registry.generate(args.block, params, args.out)
-    print(f"wrote {meta['verilog']}")
-    print(f"wrote {Path(meta['verilog']).with_suffix('.json')}")
-    _print_error_summary(block, params)
+    result = generate(args.block, param_values(block.params, args), out=args.out, fusesoc=args.fusesoc)
+    print(f"wrote {result.verilog}")
+    print(f"wrote {result.description}")
+    if result.core:
+        print(f"wrote {result.core}")
+    if result.error_summary:
+        print(f"{result.top}: {result.error_summary}")
     return 0
 
 
-def _print_error_summary(block, params) -> None:
-    summary = block.error_summary(params)
-    if summary:
-        print(f"{params.top_name}: {summary}")
-
-
 def cmd_sim(args) -> int:
+    from hardwire.api import simulate
     from hardwire.gen import registry
-    from hardwire.sim.verify import verify_block
 
     block = registry.get(args.block)
-    params = params_from_args(block.params, args)
-    result = verify_block(args.block, params, simulator=args.simulator, waves=args.waves, seed=args.seed,
-                          progress=lambda message: print(message, file=sys.stderr, flush=True))
-    print(result.table())
-    _print_error_summary(block, params)
+    result = simulate(args.block, param_values(block.params, args), simulator=args.simulator, waves=args.waves,
+                      seed=args.seed, progress=lambda message: print(message, file=sys.stderr, flush=True))
+    print(result.text)
+    if result.error_summary:
+        print(f"{result.top}: {result.error_summary}")
     if args.json:
-        data = result.to_dict()
-        if block.error_bound is not None:
-            data["error_bound_lsb"] = block.error_bound(params)
-        args.json.write_text(json.dumps(data, indent=2) + "\n")
+        args.json.write_text(json.dumps(result.report, indent=2) + "\n")
     return 0 if result.ok else EXIT_FAILED
 
 
 def cmd_synth(args) -> int:
-    from hardwire.flows.report import synth_command
+    from hardwire.api import synth
 
-    _check_files(args.verilog)
-    if args.target.startswith("asic:"):
-        from hardwire.flows.asic import asic_command
-
-        print(asic_command(args.verilog, args.top, args.target[5:], clock=args.clock, clock_ns=args.clock_ns,
-                           out_dir=args.out))
-        return 0
-    print(synth_command(args.verilog, args.top, args.target, pnr=args.pnr, device=args.device,
-                        package=args.package, out_dir=args.out))
+    print(synth(args.verilog, args.top, args.target, pnr=args.pnr, device=args.device, package=args.package,
+                clock=args.clock, clock_ns=args.clock_ns, out=args.out).text)
     return 0
 
 

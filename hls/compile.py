@@ -193,6 +193,10 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
     verilog_text = rtl.to_verilog(plan)
     verilog_path = work / f"{plan.top_name}.v"
     write_text_atomic(verilog_path, verilog_text)
+    from hardwire.fusesoc import write_core
+
+    report["fusesoc_core"] = write_core(work, plan.top_name, [verilog_path.name], library="compile",
+                                        description=f"hardwire compile: {graph.name} streaming dataflow").name
     np.savez_compressed(work / "layers.npz", **{
         f"{layer.name}.{what}": value for layer in graph.layers if isinstance(layer, MatVecLayer)
         for what, value in (("weights", layer.weights), ("thresholds", layer.thresholds)) if value is not None})

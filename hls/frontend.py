@@ -78,6 +78,34 @@ def export_brevitas(module, example_input, path: Path) -> Path:
     return Path(path)
 
 
+def export_module(module, example_input) -> Path:
+    """A Brevitas module (put in eval mode) exported with `example_input` to one self-contained QONNX file in
+    the tool cache, named by the hash of its bytes: the same module gives the same file, and a compile report
+    can name a model file that stays where a temporary one would not."""
+    import hashlib
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from hardwire.cache import cache_root, write_bytes_atomic
+
+    if example_input is None:
+        raise ModelError(f"exporting the {type(module).__name__} module needs an example input tensor "
+                         "(example_input=...; its shape fixes the network's input shape)")
+    with tempfile.TemporaryDirectory() as scratch:
+        raw = Path(scratch) / "raw.onnx"
+        try:
+            export_brevitas(module, example_input, raw)
+        except Exception as error:  # noqa: BLE001 - torch.onnx and Brevitas raise many kinds
+            raise ModelError(f"the {type(module).__name__} module does not export to QONNX with an input of "
+                             f"shape {tuple(getattr(example_input, 'shape', ()))} ({type(error).__name__}: "
+                             f"{str(error).splitlines()[0] if str(error) else ''})") from None
+        data = ModelWrapper(str(raw)).model.SerializeToString()   # external weight files folded in
+    path = cache_root() / "models" / f"{type(module).__name__.lower()}-{hashlib.sha256(data).hexdigest()[:16]}.onnx"
+    if not path.is_file():
+        write_bytes_atomic(path, data)
+    return path
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Reading nodes
 
