@@ -188,7 +188,7 @@ class BlockSource:
         try:
             params = self.block.params(**spec["params"])
         except (ParameterError, ValueError) as error:
-            raise ParameterError("space", self.describe(folds), f"a legal {self.name} ({error})") from None
+            raise ParameterError("space", self.describe(folds), f"a legal {self.name}; it says: {error}") from None
         graph = block_graph(self.name, params)
         if self.workload is not None:
             try:
@@ -344,8 +344,7 @@ def nsga2_search(source: Source, estimator, target: str, clock_mhz: float, objec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     choices = source.choices()
-    sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed,
-                                            constraints_func=lambda trial: trial.user_attrs["violations"])
+    sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
     study = optuna.create_study(directions=["minimize"] * len(objectives), sampler=sampler)
     scored: dict = {}
     asked = 0
@@ -363,7 +362,8 @@ def nsga2_search(source: Source, estimator, target: str, clock_mhz: float, objec
             if point is None:                  # a combination the block family rejects
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
-            trial.set_user_attr("violations", violations(point, budget, fps_min))
+            for i, value in enumerate(violations(point, budget, fps_min)):  # Optuna 5's constraint API
+                trial.set_constraint(f"c{i}", value)
             study.tell(trial, [float(v) for v in _oriented(point.estimate, objectives)])
         say(f"NSGA-II: {asked:,}/{trials:,} trials, {len(scored):,} distinct points scored")
     return [p for p in scored.values() if p is not None]
@@ -680,11 +680,12 @@ def explore(source: Source, *, target: str = "ecp5", objectives=("lut", "through
         points = score(source, folds_list, estimator, target, clock_mhz,
                        progress=lambda n, total: say(f"scored {n:,}/{total:,} points"), rejected=rejected)
         if rejected:
-            say(f"{len(rejected):,} of {len(folds_list):,} combinations are not legal {source.name} designs "
-                f"(e.g. {rejected[0]})")
+            say(f"{len(rejected):,} of {len(folds_list):,} combinations are not legal {source.name} designs, "
+                f"e.g. {rejected[0]}")
         if not points:
+            first = rejected[0].split("it says: ", 1)[-1]
             raise ParameterError("space", " ".join(f"{k}={','.join(map(str, v))}" for k, v in source.axes.items()),
-                                 f"at least one legal {source.name} combination (first rejected: {rejected[0]})")
+                                 f"at least one legal {source.name} combination; the first one fails with: {first}")
     else:
         points = nsga2_search(source, estimator, target, clock_mhz, objectives, budget, fps_min, max_points, seed,
                               say)
