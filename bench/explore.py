@@ -76,7 +76,8 @@ def small_case(name: str, spec, out: Path, workers: int, max_verify: int) -> dic
     started = time.monotonic()
     full = explore(source, objectives=OBJECTIVES, out=out / "full", workers=workers, verify_all=True)
     full_s = time.monotonic() - started
-    measured = [{"key": p.key, "folds": tuple(tuple(f) for f in p.folds.values()), **p.measured}
+    measured = [{"key": p.key, "folds": tuple(tuple(f) if isinstance(f, list) else f for f in p.folds.values()),
+                 **p.measured}
                 for p in full.points if p.measured]
     true = front_keys(measured)
     found = {p.key for p in guided.verified_front} & true
