@@ -368,7 +368,7 @@ def main(argv=None) -> int:
                  "the cocotb tests match cycle for cycle")
     notes.append("dense bit-serial = 8 columns x ceil(G / lanes) per group; zero skipping = no inversion, no "
                  "sign merging; array sync loss = extra cycles of P PEs over one PE per row (per-PE activation "
-                 "queues of 8 groups, a barrier per dot product)")
+                 "queues of 8 groups and result registers; what is left is the rows' own imbalance)")
 
     sections = []
     progress(started, "skipped bits")

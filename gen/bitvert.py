@@ -34,12 +34,13 @@ max(1, ceil(e / lanes)) cycles (an all-ones column: e = 0, one cycle to add A).
 
 **Arrays.** ``pes`` PEs share the activation stream, each with its own record stream (one output row per
 PE; a GEMV of N rows takes ceil(N / pes) passes). PEs need different cycle counts for the same group, so
-they do not wait for each other per group: accepted activation groups (with A) go into a queue of
-``queue_depth`` entries that every PE reads at its own pace (one write pointer, a read pointer and a count
-per PE); an entry is free again once every PE has finished it, so a fast PE runs up to queue_depth groups
-ahead of the slowest. A PE that finishes its last group of a dot product parks until every PE has (their
-accumulators are captured together), so a pass takes about the slowest PE's own total, not the sum over
-groups of the slowest PE per group; `array_pass_ends` is the exact model. Results leave
+they do not wait for each other: accepted activation groups (with A) go into a queue of ``queue_depth``
+entries that every PE reads at its own pace (one write pointer, a read pointer and a count per PE); an
+entry is free again once every PE has finished it, so a fast PE runs up to queue_depth groups ahead of the
+slowest. Each PE captures its own dot product two cycles after its last issue and holds it until every PE
+has its part of the pass (a result register per PE); it may run on into the next pass meanwhile, and only
+its next dot product's last issue waits for that result to leave. So the array loses cycles only where a
+PE runs a whole queue or a whole pass ahead; `array_pass_ends` is the exact model. Results leave
 OUTPUT_LATENCY_CYCLES after the pass's last issue cycle.
 
 **Back-pressure.** One result register; when it is full and not taken, the whole PE array holds (a single
@@ -562,14 +563,14 @@ def assemble_results(p: BitVertParams, plan: GemvPlan, beats: list[list[int]]) -
 
 
 def array_pass_ends(group_cycles: np.ndarray, queue_depth: int) -> list[int]:
-    """The cycle of each pass's last issue (the first issue is cycle 1), with always-valid inputs and an
-    always-ready sink, from each PE's cycles per group (passes, groups, pes).
+    """The cycle of each pass's last issue (over all PEs; the first issue is cycle 1), with always-valid
+    inputs and an always-ready sink, from each PE's cycles per group (passes, groups, pes).
 
     Group h (counting over all passes) is accepted at a_h = max(a_{h-1} + 1, max_j f_j[h - D] + 1): the
     queue holds D groups, and an entry is free once every PE has finished it. PE j starts group h at
-    max(a_h + 1, f_j[h - 1] + 1), and a pass's first group also not before the previous pass's end + 1 (its
-    results are captured together); it finishes at f_j[h] = start + cycles - 1. A pass ends at the
-    max over the PEs of their finish of its last group."""
+    max(a_h + 1, f_j[h - 1] + 1) and finishes it at f_j[h] = start + cycles - 1, except that the last issue
+    of a dot product waits for the previous pass's result to leave: not before X_{p-1} + 1, where
+    X_p = (the pass's end) + 2 is the cycle its results are captured into the output register."""
     cycles = np.asarray(group_cycles, dtype=np.int64)
     passes, groups, pes = cycles.shape
     total = passes * groups
@@ -584,10 +585,10 @@ def array_pass_ends(group_cycles: np.ndarray, queue_depth: int) -> list[int]:
             if h >= queue_depth:
                 a = max(a, int(finished[h - queue_depth].max()) + 1)
             accepted[h] = a
-            start = np.maximum(a + 1, previous + 1)
-            if group == 0 and ends:
-                start = np.maximum(start, ends[-1] + 1)
-            previous = finished[h] = start + cycles[pass_index, group] - 1
+            finish = np.maximum(a + 1, previous + 1) + cycles[pass_index, group] - 1
+            if group == groups - 1 and ends:
+                finish = np.maximum(finish, ends[-1] + 2 + 1)
+            previous = finished[h] = finish
             h += 1
         ends.append(int(previous.max()))
     return ends
@@ -678,30 +679,25 @@ class BitVertArray(wiring.Component):
         for pe in pes:
             m.d.sync += pe["count"].eq(pe["count"] + push - pe["pop"])
 
-        # End of a dot product: a PE that finishes its last group parks until every PE has; then all resume
-        # together and the accumulators are captured two cycles later (their last terms are in by then)
-        end = Signal()
-        m.d.comb += end.eq(functools.reduce(operator.and_, [pe["parked"] | pe["finish_dot"] for pe in pes]))
-        for pe in pes:
-            with m.If(end):
-                m.d.sync += pe["parked"].eq(0)
-            with m.Elif(pe["finish_dot"]):
-                m.d.sync += pe["parked"].eq(1)
-        end_d1 = Signal()
-        capture = Signal()
-        with m.If(advance):
-            m.d.sync += [end_d1.eq(end), capture.eq(end_d1)]
+        # End of a dot product, per PE: its accumulator is final two cycles after its last issue (capture);
+        # the result beat leaves once every PE has its result captured or held. A PE whose previous result
+        # is still on its way (pending) may not finish another dot product.
         result = Signal(self.results.payload.shape(), reset_less=True)
         m.d.comb += self.results.payload.eq(result)
-        with m.If(advance & capture):
+        transfer = Signal()
+        m.d.comb += transfer.eq(advance & functools.reduce(operator.and_, [pe["capture"] | pe["held"] for pe in pes]))
+        with m.If(transfer):
             m.d.sync += out_valid.eq(1)
-            for j, pe in enumerate(pes):
-                m.d.sync += result[j].eq(pe["acc"])
         with m.Elif(self.results.ready):
             m.d.sync += out_valid.eq(0)
-        for pe in pes:
+        for j, pe in enumerate(pes):
             with m.If(advance):
-                m.d.sync += pe["acc"].eq(Mux(capture, 0, pe["acc"]) + pe["term"])
+                m.d.sync += [pe["end_d1"].eq(pe["finish_dot"]), pe["capture"].eq(pe["end_d1"]),
+                             pe["acc"].eq(Mux(pe["capture"], 0, pe["acc"]) + pe["term"])]
+            with m.If(transfer):
+                m.d.sync += [result[j].eq(Mux(pe["capture"], pe["acc"], pe["hold"])), pe["held"].eq(0)]
+            with m.Elif(advance & pe["capture"]):
+                m.d.sync += [pe["hold"].eq(pe["acc"]), pe["held"].eq(1)]
         return m
 
     def _pe(self, m, j, queue, entry, advance, sum_shape, acc_shape) -> dict:
@@ -713,7 +709,10 @@ class BitVertArray(wiring.Component):
         name = f"pe{j}"
         read_at = Signal(range(p.queue_depth), name=f"{name}_read_at")
         count = Signal(range(p.queue_depth + 1), name=f"{name}_count")
-        parked = Signal(name=f"{name}_parked")
+        end_d1 = Signal(name=f"{name}_end_d1")
+        capture = Signal(name=f"{name}_capture")
+        held = Signal(name=f"{name}_held")
+        hold = Signal(acc_shape, name=f"{name}_hold", reset_less=True)
         act = data.View(entry, queue[read_at])
         rec_valid = Signal(name=f"{name}_rec_valid")
         mask = Signal(g, name=f"{name}_mask", reset_less=True)
@@ -735,8 +734,10 @@ class BitVertArray(wiring.Component):
             remaining = rest
         finishing = Signal(name=f"{name}_finishing")
         m.d.comb += finishing.eq(remaining == 0)
+        # the last issue of a dot product waits while the previous result is pending
+        ends_dot = finishing & group_last & act.last
         issue = Signal(name=f"{name}_issue")
-        m.d.comb += issue.eq(advance & (count != 0) & rec_valid & ~parked)
+        m.d.comb += issue.eq(advance & (count != 0) & rec_valid & ~(ends_dot & (end_d1 | capture | held)))
         pop = Signal(name=f"{name}_pop")
         m.d.comb += pop.eq(issue & finishing & group_last)
         finish_dot = Signal(name=f"{name}_finish_dot")
@@ -775,7 +776,8 @@ class BitVertArray(wiring.Component):
         term = Signal(acc_shape, name=f"{name}_term")
         m.d.comb += term.eq(Mux(part_valid, Mux(part_negative, -shifted, shifted), 0))
         acc = Signal(acc_shape, name=f"{name}_acc", reset_less=True)
-        return {"count": count, "pop": pop, "parked": parked, "finish_dot": finish_dot, "acc": acc, "term": term}
+        return {"count": count, "pop": pop, "finish_dot": finish_dot, "end_d1": end_d1, "capture": capture,
+                "held": held, "hold": hold, "acc": acc, "term": term}
 
 
 register(Block(

@@ -277,7 +277,7 @@ def test_cycle_model_by_hand():
     assert bitvert_cycles(p, w[None, :], x) == 14 + OUTPUT_LATENCY_CYCLES + 1
 
 
-def test_array_pes_wait_per_pass_not_per_group():
+def test_array_pes_do_not_wait_for_each_other_per_group():
     """Each PE reads the activation queue at its own pace: two PEs whose work falls in different groups take
     as long as the slower one alone (17), not the sum over groups of the slowest (32, the old group barrier)."""
     p = BitVertParams(pes=2, lanes=1)
@@ -288,6 +288,13 @@ def test_array_pes_wait_per_pass_not_per_group():
     plan = plan_gemv(p, np.stack([first, second]), np.ones((2, 16), dtype=np.int64))
     assert plan.pass_cycles == [17, 17]                     # the second pass starts after the first's end
     assert bitvert_schedule(p, plan) == [17 + OUTPUT_LATENCY_CYCLES, 34 + OUTPUT_LATENCY_CYCLES]
+
+
+def test_a_pe_a_pass_ahead_waits_for_its_previous_result_to_leave():
+    """By hand, 3 passes of one group, 2 PEs: pass 0 ends in cycle 6 (PE 0) and leaves the result register
+    in 6 + 2; PE 1's last issue of pass 1 (ready in cycle 2) waits until 6 + 3 = 9, so its 6-cycle pass 2
+    starts at 10 and ends at 15 (without the wait: 8)."""
+    assert array_pass_ends(np.array([[[6, 1]], [[1, 1]], [[1, 6]]]), 8) == [6, 9, 15]
 
 
 def test_queue_depth_bounds_how_far_a_pe_runs_ahead():
