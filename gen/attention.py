@@ -7,7 +7,7 @@ Streams: ``q`` (a query: d lanes, the number of keys ``length`` it attends over,
 ``causal`` its ``position``), then ``kv`` (that query's ``length`` K/V rows, one row of k and v per beat, in
 tiles of ``tile`` rows; the last tile may be short), then ``o`` (d output lanes). Queries follow each other;
 the K/V rows of each query are streamed again (FlashAttention with a query block of one), so the on-chip
-state is one query, one tile of scores and V rows and the running (m, l, o[d]): it does not grow with the
+state is one query, two tiles of scores and V rows and the running (m, l, o[d]): it does not grow with the
 sequence length (only the counters do, logarithmically).
 
 Arithmetic, per query (every step is integer; fixmath supplies exp and reciprocal):
@@ -36,13 +36,20 @@ Decode (one query against a KV cache of run-time length 1..seq_max) needs no mod
 beat carries its key count, so a decode step is one query beat followed by its cache's rows (with
 ``causal``, position = length - 1 unmasks the whole cache); `decode_golden` and `query_cycles` cover it.
 
-Schedule (one query; the datapath runs one phase at a time, all state in registers): the q handshake (1
-cycle); per tile of r rows: r row handshakes (each row's score is computed as it arrives, so K is never
-stored), then for a live tile 1 cycle for the last score to reach the running max and an exp phase of
-r + 1 items (alpha, then the r rows) issued one per cycle and drained through `exp_depth` pipeline stages
-(r + 1 + exp_depth cycles), a dead tile nothing more; after the last tile the normalization
-(`normalize_cycles`: reciprocal, scale-and-round, output register), then the output beat, and the next q
-handshake one cycle after it.
+Schedule (one query at a time; within it, a loader and an issuer run at once): the q handshake (1 cycle);
+the loader accepts the K/V rows one per cycle at most, each row's score computed as it arrives (K is never
+stored), a live tile's scores and V rows into one of two banks (double-buffered: the next tile loads while
+the previous one's exps are issued), a dead tile's rows consumed unstored. A bank is ready 3 cycles after
+its tile's last row (its last score has reached the running max) and free again once its last V row has been
+read (`v_read_delay` after its issue). The issuer takes the ready banks in turn: alpha, then the r rows, one
+item per cycle into the exp pipeline (`exp_depth` stages to the accumulator); the next tile's alpha follows
+the last row at once unless the previous rescale is not done (`rescale_gap`). That rescale need not wait for
+the pipeline to drain: the running l and o are kept as R + D, R the rescaled sums up to the previous tile
+and D this tile's new terms; when an alpha reaches the accumulator, R + D (everything before it) is taken as
+the value to rescale, D restarts at 0 and the scale-and-round units deliver the new R a few cycles later
+(integer sums: exactly the golden model's values). After the last live tile: the drain, the combination
+R + D, the normalization (`normalize_cycles`: reciprocal, scale-and-round, output register), the output
+beat, and the next q handshake one cycle after it. `attention_schedule` is exact.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Array, ClockDomain, ClockSignal, DomainRenamer, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, ClockDomain, ClockSignal, DomainRenamer, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.fixmath import (
@@ -77,7 +84,7 @@ from hardwire.gen.registry import Block, register
 from hardwire.errors import PrecisionWarning
 from hardwire.params import bits_for_range, int_range, is_int, require
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 # The bound the derived precisions aim for: |golden - float64 SDPA| <= 1 output LSB.
 ERROR_TARGET_LSB = 1.0
 PRECISION_FIELDS = ("exp_frac", "exp_lut_bits", "recip_frac", "recip_lut_bits")
@@ -91,8 +98,8 @@ ISSUE_STAGES = 1
 CONVERT_STAGES = 1
 # The output register after the final scale-and-round.
 OUTPUT_STAGES = 1
-# The control phases, in order.
-PHASES = ("IDLE", "LOAD", "MAX", "EXP", "FINAL", "OUT")
+# The issuer's phases (the loader runs beside them).
+PHASES = ("WAIT", "ISSUE", "DRAIN", "FINAL", "OUT")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,6 +280,18 @@ class AttentionParams:
         return ISSUE_STAGES + self.exp_spec.latency + CONVERT_STAGES + self.scale_spec.latency
 
     @property
+    def v_read_delay(self) -> int:
+        """Cycles from an exp item's issue to the cycle its V row is read from the tile bank."""
+        return ISSUE_STAGES + self.exp_spec.latency + CONVERT_STAGES
+
+    @property
+    def rescale_gap(self) -> int:
+        """The fewest cycles between two tiles' alpha items: the running sums are combined (R + D) as an alpha
+        reaches the accumulator, |o| registered, then rescaled by fixmath's scale-and-round into R, which
+        the next alpha's combination reads."""
+        return 2 + self.scale_spec.latency + 1
+
+    @property
     def normalize_cycles(self) -> int:
         """Cycles of the final normalization: reciprocal, scale-and-round, output register."""
         return self.recip_spec.latency + self.scale_spec.latency + OUTPUT_STAGES
@@ -287,14 +306,15 @@ class AttentionParams:
 
     @property
     def buffer_bits(self) -> dict:
-        """On-chip storage in bits: the query, one tile of scores (+ mask bits) and V rows, and the per-query
-        state (m twice: running and new, l, o[d]). Independent of seq_max (counters aside)."""
+        """On-chip storage in bits: the query, two banks of one tile of scores (+ mask bits) and V rows, and the
+        per-query state (m twice: running and new, and l and o[d] three times: R, D and their combination).
+        Independent of seq_max (counters aside)."""
         d = self.head_dim
         return {
             "query": d * self.q_width,
-            "scores": self.tile * (self.score_bits + 1),
-            "v_tile": self.tile * d * self.v_width,
-            "state": 2 * self.score_bits + self.l_width + d * (self.o_magnitude_width + 1),
+            "scores": 2 * self.tile * (self.score_bits + 1),
+            "v_tile": 2 * self.tile * d * self.v_width,
+            "state": 2 * self.score_bits + 3 * (self.l_width + d * (self.o_magnitude_width + 1)),
             "output": d * self.out_width,
         }
 
@@ -538,22 +558,12 @@ def _tiles(p: AttentionParams, length: int, position: int | None) -> list[tuple[
     return [(min(p.tile, length - base), base <= limit) for base in range(0, length, p.tile)]
 
 
-def tile_cycles(p: AttentionParams, rows: int, live: bool = True) -> dict:
-    """Cycles of one tile at full rate: its row handshakes (scores), the running-max cycle, and the exp phase
-    (alpha and r rows issued one per cycle, drained through the exp_depth pipeline: softmax update + P*V)."""
-    if not live:
-        return {"load": rows, "max": 0, "exp": 0, "total": rows}
-    load, maximum, exp = rows, 1, rows + 1 + p.exp_depth
-    return {"load": load, "max": maximum, "exp": exp, "total": load + maximum + exp}
-
-
 def query_cycles(p: AttentionParams, length: int, position: int | None = None) -> dict:
     """One query at full rate: from its q handshake to its output handshake (`latency_cycles`) and to the
     next query's q handshake (`interval_cycles`)."""
-    tiles = [tile_cycles(p, rows, live) for rows, live in _tiles(p, length, position)]
-    normalize = p.normalize_cycles
-    latency = 1 + sum(t["total"] for t in tiles) + normalize
-    return {"tiles": tiles, "normalize": normalize, "latency_cycles": latency, "interval_cycles": latency + 1}
+    _, _, out = attention_schedule(p, [(length, position)], [0], [0] * length)
+    return {"tiles": _tiles(p, length, position), "normalize": p.normalize_cycles, "latency_cycles": out[0],
+            "interval_cycles": out[0] + 1}
 
 
 def attention_cycles(p: AttentionParams, seq: int | None = None) -> dict:
@@ -573,25 +583,45 @@ def attention_cycles(p: AttentionParams, seq: int | None = None) -> dict:
 def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]], q_offered: list[int],
                        kv_offered: list[int]) -> tuple[list[int], list[int], list[int]]:
     """Exact handshake cycles (q accepted, kv accepted, o produced) for `queries` [(length, position)], given
-    the cycle each beat was first offered, with an always-ready sink."""
+    the cycle each beat was first offered, with an always-ready sink.
+
+    Per query: the q handshake Q (the cycle after the previous output); the loader accepts rows from Q + 1,
+    one per cycle at most, a live tile's into a score/V bank that must be free (banks alternate; dead tiles'
+    rows are consumed unstored). A live tile whose last row is accepted at L can issue from L + 3; the
+    issuer takes the tiles in order: alpha at I = max(L + 3, the previous tile's last issue + 1, the previous
+    alpha + RESCALE_GAP), its r rows at I + 1 .. I + r; the bank is free again from I + r + VREAD + 1. After
+    the last live tile (alpha at I, r rows) the running sums combine at
+    max(I + exp_depth + max(r + 1, RESCALE_GAP), the last row's accept + 1), the normalization follows, and
+    the output handshake is normalize_cycles + 1 later."""
+    gap, vread, depth = p.rescale_gap, p.v_read_delay, p.exp_depth
     q_acc, kv_acc, out = [], [], []
     free = 0
     row = 0
+    bank_free = [0, 0]
+    bank = 0
     for index, (length, position) in enumerate(queries):
         start = max(free, q_offered[index])
         q_acc.append(start)
         cursor = start + 1
+        issue_free = start + 1
+        alpha = None
+        rows_last = 0
         for rows, live in _tiles(p, length, position):
-            for _ in range(rows):
-                accepted = max(cursor, kv_offered[row])
+            for i in range(rows):
+                accepted = max(cursor, kv_offered[row], bank_free[bank] if live else 0)
                 kv_acc.append(accepted)
                 cursor = accepted + 1
                 row += 1
-            t = tile_cycles(p, rows, live)
-            cursor += t["max"] + t["exp"]
-        cursor += p.normalize_cycles
-        out.append(cursor)
-        free = cursor + 1
+            if live:
+                issue = max(cursor - 1 + 3, issue_free, alpha + gap if alpha is not None else 0)
+                alpha, rows_last = issue, rows
+                issue_free = issue + rows + 1
+                bank_free[bank] = issue + rows + vread + 1
+                bank ^= 1
+        combine = max(alpha + depth + max(rows_last + 1, gap), cursor)
+        done = combine + 1 + p.normalize_cycles
+        out.append(done)
+        free = done + 1
     return q_acc, kv_acc, out
 
 
@@ -637,6 +667,7 @@ class AttentionHead(wiring.Component):
         d, tile = p.head_dim, p.tile
         sw = p.score_bits
         s_lo, s_hi = p.score_range
+        gap = p.rescale_gap
         # fixmath's units keep no state that needs a reset (their outputs are used at counted cycles only):
         # they run in a reset-less copy of the clock, so their modules have no unused rst port
         m.domains.arith = ClockDomain("arith", reset_less=True, local=True)
@@ -649,26 +680,42 @@ class AttentionHead(wiring.Component):
             m.submodules[f"scale{i}"] = unit
         m.submodules.l_scale = l_unit = arith(ScaleRoundUnit(p.l_scale_spec))
 
-        # query registers and per-query state
+        # query registers and per-query state: the running sums as R (rescaled) + D (this tile's terms), and
+        # l_sum / o_acc, their combination as an alpha reaches the accumulator (the rescale's input) and at
+        # the end (the normalization's input)
+        o_shape = signed(p.o_magnitude_width + 1)
         q_reg = Signal(data.ArrayLayout(signed(p.q_width), d), reset_less=True)
         length = Signal(unsigned(p.length_width), reset_less=True)
         position = Signal(unsigned(p.position_width), reset_less=True)
         m_run = Signal(signed(sw), reset_less=True)
         m_new = Signal(signed(sw), reset_less=True)
         l_sum = Signal(unsigned(p.l_width), reset_less=True)
-        o_acc = [Signal(signed(p.o_magnitude_width + 1), name=f"o{i}", reset_less=True) for i in range(d)]
+        l_rescaled = Signal(unsigned(p.l_width), reset_less=True)
+        l_tile = Signal(unsigned(p.l_width), reset_less=True)
+        o_acc = [Signal(o_shape, name=f"o{i}", reset_less=True) for i in range(d)]
+        o_rescaled = [Signal(o_shape, name=f"o{i}_rescaled", reset_less=True) for i in range(d)]
+        o_tile = [Signal(o_shape, name=f"o{i}_tile", reset_less=True) for i in range(d)]
         out_reg = Signal(o_layout(p), reset_less=True)
-        # one tile: scores (with mask bits) and V rows
-        s_regs = [Signal(signed(sw), name=f"s{j}", reset_less=True) for j in range(tile)]
-        mask_regs = [Signal(name=f"mask{j}", reset_less=True) for j in range(tile)]
+        # two banks of one tile each: scores (with mask bits) and V rows; per bank its rows, its running max,
+        # whether it is the query's last live tile
         v_rows = data.ArrayLayout(signed(p.v_width), d)
-        v_regs = [Signal(unsigned(v_rows.size), name=f"v{j}", reset_less=True) for j in range(tile)]
-        s_buf, mask_buf, v_buf = (_padded(regs) for regs in (s_regs, mask_regs, v_regs))
+        s_regs = [[Signal(signed(sw), name=f"s{b}_{j}", reset_less=True) for j in range(tile)] for b in range(2)]
+        mask_regs = [[Signal(name=f"mask{b}_{j}", reset_less=True) for j in range(tile)] for b in range(2)]
+        v_regs = [[Signal(unsigned(v_rows.size), name=f"v{b}_{j}", reset_less=True) for j in range(tile)]
+                  for b in range(2)]
+        s_buf, mask_buf, v_buf = (_banked(regs) for regs in (s_regs, mask_regs, v_regs))
+        tile_m = [Signal(signed(sw), name=f"tile_m{b}", reset_less=True) for b in range(2)]
+        tile_n = [Signal(range(tile + 1), name=f"tile_rows{b}", reset_less=True) for b in range(2)]
+        tile_final = [Signal(name=f"tile_final{b}", reset_less=True) for b in range(2)]
+        busy = Signal(2)        # loaded, until its last V row is read
+        ready = Signal(2)       # loaded and its max known, until its last row is issued
 
+        active = Signal()       # a query is in, until its output handshake
+        loading = Signal()      # rows of the query remain to be accepted
+        # loader: q handshake, rows into alternating banks, dead tiles consumed unstored
+        load_bank = Signal()
         base = Signal(range(p.seq_max + tile + 1), reset_less=True)
         row = Signal(range(max(tile, 2)), reset_less=True)
-        step = Signal(range(max(tile + 1 + p.exp_depth, p.normalize_cycles) + 1),
-                      reset_less=True)
         rows_left = Signal(range(p.seq_max + 1))
         tile_rows = Signal(range(tile + 1))
         m.d.comb += [rows_left.eq(length - base), tile_rows.eq(Mux(rows_left < tile, rows_left, tile))]
@@ -678,8 +725,10 @@ class AttentionHead(wiring.Component):
         last_tile = Signal()
         # one tile holds every key when tile >= seq_max (a comparison there would be constant)
         m.d.comb += last_tile.eq(rows_left <= tile if tile < p.seq_max else 1)
+        final_live = last_tile | (base + tile > limit) if p.causal else last_tile
+        last_row = (row == tile_rows - 1)
 
-        # score pipeline: dot product of the accepted K row, saturated, registered; then into the tile buffer
+        # score pipeline: dot product of the accepted K row, saturated, registered; then into the tile bank
         k_row = self.kv.payload.k
         products = [q_reg[i] * k_row[i] for i in range(d)]
         dot = _sum_tree(products)
@@ -687,17 +736,61 @@ class AttentionHead(wiring.Component):
         sc_valid = Signal()
         sc_value = Signal(signed(sw), reset_less=True)
         sc_index = Signal(range(max(tile, 2)), reset_less=True)
+        sc_bank = Signal(reset_less=True)
         sc_mask = Signal(reset_less=True)
         m.d.sync += sc_valid.eq(0)
         with m.If(sc_valid):
-            for j in range(tile):
-                with m.If(sc_index == j):
-                    m.d.sync += [s_regs[j].eq(sc_value), mask_regs[j].eq(sc_mask)]
+            for b in range(2):
+                for j in range(tile):
+                    with m.If((sc_bank == b) & (sc_index == j)):
+                        m.d.sync += [s_regs[b][j].eq(sc_value), mask_regs[b][j].eq(sc_mask)]
             with m.If(~sc_mask & (sc_value > m_new)):
                 m.d.sync += m_new.eq(sc_value)
+        # a live tile's last row accepted in L: its last score reaches m_new in L + 1; in L + 2 the bank's max
+        # is taken and the bank is ready for the issuer from L + 3
+        ended = Signal()
+        ended_bank = Signal(reset_less=True)
+        ended_d1 = Signal()
+        ended_bank_d1 = Signal(reset_less=True)
+        m.d.sync += [ended.eq(0), ended_d1.eq(ended), ended_bank_d1.eq(ended_bank)]
+        with m.If(ended_d1):
+            for b in range(2):
+                with m.If(ended_bank_d1 == b):
+                    m.d.sync += [tile_m[b].eq(m_new), ready[b].eq(1)]
+
+        with m.If(~active):
+            m.d.comb += self.q.ready.eq(1)
+            with m.If(self.q.valid):
+                m.d.sync += [q_reg.eq(self.q.payload.q), length.eq(self.q.payload.length), active.eq(1),
+                             loading.eq(1), m_run.eq(s_lo), m_new.eq(s_lo), l_rescaled.eq(0), l_tile.eq(0),
+                             base.eq(0), row.eq(0)]
+                if p.causal:
+                    m.d.sync += position.eq(self.q.payload.position)
+                m.d.sync += [o.eq(0) for o in o_rescaled + o_tile]
+        with m.If(loading):
+            m.d.comb += self.kv.ready.eq(~live | ~busy.bit_select(load_bank, 1))
+            with m.If(self.kv.valid & self.kv.ready):
+                m.d.sync += [sc_valid.eq(live), sc_value.eq(score), sc_index.eq(row), sc_bank.eq(load_bank),
+                             sc_mask.eq((base + row > limit) if p.causal else 0), row.eq(row + 1)]
+                with m.If(live):
+                    for b in range(2):
+                        for j in range(tile):
+                            with m.If((load_bank == b) & (row == j)):
+                                m.d.sync += v_regs[b][j].eq(self.kv.payload.v)
+                with m.If(last_row):
+                    m.d.sync += [row.eq(0), base.eq(base + tile)]
+                    with m.If(live):
+                        m.d.sync += [busy.bit_select(load_bank, 1).eq(1), load_bank.eq(~load_bank), ended.eq(1),
+                                     ended_bank.eq(load_bank)]
+                        for b in range(2):
+                            with m.If(load_bank == b):
+                                m.d.sync += [tile_n[b].eq(tile_rows), tile_final[b].eq(final_live)]
+                    with m.If(last_tile):
+                        m.d.sync += loading.eq(0)
 
         # exp pipeline: issue (d register), ExpUnit, fixed-point conversion, accumulate
-        tag_layout = data.StructLayout({"valid": 1, "alpha": 1, "mask": 1, "index": range(max(tile, 2))})
+        tag_layout = data.StructLayout({"valid": 1, "alpha": 1, "mask": 1, "release": 1, "bank": 1,
+                                        "index": range(max(tile, 2))})
         issue = Signal(tag_layout)
         diff = Signal(signed(sw + 1), reset_less=True)
         tags = [Signal(tag_layout, name="tag_issue")]
@@ -714,11 +807,14 @@ class AttentionHead(wiring.Component):
         tag_p = Signal(tag_layout)
         empties = (shift > p.exp_frac) | tag_exp.mask
         m.d.sync += [prob.eq(Mux(empties, 0, exp_unit.mantissa >> shift)), tag_p.eq(tag_exp)]
+        # the tile's last V row is read here: its bank is free for the loader from the next cycle
+        with m.If(tag_p.valid & tag_p.release):
+            m.d.sync += busy.bit_select(tag_p.bank, 1).eq(0)
 
-        # accumulate, scale-and-round latency after the conversion: the alpha rescale through fixmath's unit,
-        # a P*V row as its registered products (and p) delayed as long
+        # accumulate, scale-and-round latency after the conversion: a P*V row as its registered products (and
+        # p) delayed as long as the alpha rescale of the previous tile's sums takes
         product_width = p.p_width + p.v_width + 1
-        v_sel = data.View(v_rows, v_buf[tag_p.index])
+        v_sel = data.View(v_rows, v_buf[Cat(tag_p.index, tag_p.bank)])
         products = [prob * v_sel[i] for i in range(d)]
         tag_acc, prob_acc = tag_p, prob
         for stage in range(p.scale_spec.latency):
@@ -729,87 +825,84 @@ class AttentionHead(wiring.Component):
             m.d.sync += [prob_next.eq(prob_acc), tag_next.eq(tag_acc)]
             products, prob_acc, tag_acc = delayed, prob_next, tag_next
 
+        # an alpha in the accumulator (cycle c): l_sum / o_acc = R + D, D cleared; |o| registered in c + 1; the
+        # scale-and-round units take it with alpha in c + 2 and give R in c + 5 (rescale_gap cycles apart)
+        alpha_hold = Signal(unsigned(p.p_width), reset_less=True)
+        rescaling = [Signal(name=f"rescale_s{stage}") for stage in range(gap - 1)]
+        m.d.sync += [rescaling[0].eq(tag_acc.valid & tag_acc.alpha)]
+        m.d.sync += [dst.eq(src) for dst, src in zip(rescaling[1:], rescaling)]
+        rescaled = rescaling[-1]
         # high from the FINAL phase's second cycle on (a register, off the multipliers' input path): the lanes
         # read recip.y only once the reciprocal is done, recip.latency >= 1 cycles into FINAL
         finalizing = Signal()
         y_msb = recip.msb + (p.recip_frac + p.v_frac - p.out_frac)
         out_max = int_range(p.out_width, True)[1]
-        m.d.comb += [recip.s.eq(l_sum), l_unit.en.eq(1), l_unit.a.eq(l_sum), l_unit.b.eq(prob),
+        m.d.comb += [recip.s.eq(l_sum), l_unit.en.eq(1), l_unit.a.eq(l_sum), l_unit.b.eq(alpha_hold),
                      l_unit.shift.eq(p.exp_frac)]
         for i, unit in enumerate(lanes):
-            # |o| registered (off the multiplier's path): o is unchanged for several cycles before a rescale
-            # or the final scaling reads it (the LOAD and MAX phases, or the reciprocal, come in between)
+            # |o| registered (off the multiplier's path)
             magnitude = Signal(unsigned(p.o_magnitude_width), name=f"o{i}_magnitude", reset_less=True)
             m.d.sync += magnitude.eq(Mux(o_acc[i] < 0, -o_acc[i], o_acc[i]))
             m.d.comb += [unit.en.eq(1), unit.a.eq(magnitude),
-                         unit.b.eq(Mux(finalizing, recip.y, prob)),
+                         unit.b.eq(Mux(finalizing, recip.y, alpha_hold)),
                          unit.shift.eq(Mux(finalizing, y_msb, p.exp_frac))]
+        with m.If(rescaled):
+            m.d.sync += l_rescaled.eq(l_unit.result)
+            for i, unit in enumerate(lanes):
+                m.d.sync += o_rescaled[i].eq(Mux(o_acc[i] < 0, -unit.result, unit.result))
         with m.If(tag_acc.valid):
             with m.If(tag_acc.alpha):
-                m.d.sync += l_sum.eq(l_unit.result)
-                for i, unit in enumerate(lanes):
-                    m.d.sync += o_acc[i].eq(Mux(o_acc[i] < 0, -unit.result, unit.result))
-            with m.Else():
-                m.d.sync += l_sum.eq(l_sum + prob_acc)
+                m.d.sync += [l_sum.eq(l_rescaled + l_tile), l_tile.eq(0), alpha_hold.eq(prob_acc)]
                 for i in range(d):
-                    m.d.sync += o_acc[i].eq(o_acc[i] + products[i])
+                    m.d.sync += [o_acc[i].eq(o_rescaled[i] + o_tile[i]), o_tile[i].eq(0)]
+            with m.Else():
+                m.d.sync += l_tile.eq(l_tile + prob_acc)
+                for i in range(d):
+                    m.d.sync += o_tile[i].eq(o_tile[i] + products[i])
 
-        last_row = (row == tile_rows - 1)
-        exp_end = tile_rows + p.exp_depth
-        # The phase register, compared with If/Elif (an FSM's or an Array target's `case` statements would
-        # leave patterns uncovered, which Verilator reports)
+        # issuer: the ready banks in turn, alpha then the rows; after the last live tile, the drain, the
+        # combination R + D, the normalization and the output
+        issue_bank = Signal()
+        step = Signal(range(max(tile + 1, p.normalize_cycles, p.exp_depth + gap) + 1), reset_less=True)
+        alpha_wait = Signal(range(gap))
+        with m.If(alpha_wait != 0):
+            m.d.sync += alpha_wait.eq(alpha_wait - 1)
         phase = Signal(range(len(PHASES)))
-        idle, load, maximum, exp, final, out = (phase == PHASES.index(name) for name in PHASES)
-        m.d.sync += finalizing.eq(final)
+        waiting, issuing, draining, final, out = (phase == PHASES.index(name) for name in PHASES)
+        m.d.sync += finalizing.eq(final & active)
 
         def goto(name):
             m.d.sync += phase.eq(PHASES.index(name))
 
-        with m.If(idle):
-            m.d.comb += self.q.ready.eq(1)
-            with m.If(self.q.valid):
-                m.d.sync += [q_reg.eq(self.q.payload.q), length.eq(self.q.payload.length),
-                             m_run.eq(s_lo), m_new.eq(s_lo), l_sum.eq(0), base.eq(0), row.eq(0)]
-                if p.causal:
-                    m.d.sync += position.eq(self.q.payload.position)
-                m.d.sync += [o.eq(0) for o in o_acc]
-                goto("LOAD")
-        with m.Elif(load):
-            m.d.comb += self.kv.ready.eq(1)
-            with m.If(self.kv.valid):
-                m.d.sync += [sc_valid.eq(live), sc_value.eq(score), sc_index.eq(row),
-                             sc_mask.eq((base + row > limit) if p.causal else 0), row.eq(row + 1)]
-                for j in range(tile):
-                    with m.If(row == j):
-                        m.d.sync += v_regs[j].eq(self.kv.payload.v)
-                with m.If(last_row):
-                    m.d.sync += row.eq(0)
-                    with m.If(live):
-                        goto("MAX")
-                    with m.Else():
-                        m.d.sync += base.eq(base + tile)
-                        with m.If(last_tile):
-                            m.d.sync += step.eq(0)
-                            goto("FINAL")
-        with m.Elif(maximum):
-            # the last score of the tile reaches s_buf and m_new in this cycle
-            m.d.sync += step.eq(0)
-            goto("EXP")
-        with m.Elif(exp):
-            m.d.sync += step.eq(step + 1)
-            with m.If(step == 0):
-                m.d.comb += [issue.valid.eq(1), issue.alpha.eq(1)]
-                m.d.sync += diff.eq(m_run - m_new)
-            with m.Elif(step <= tile_rows):
-                index = (step - 1)[:len(issue.index)]
-                m.d.comb += [issue.valid.eq(1), issue.index.eq(index), issue.mask.eq(mask_buf[index])]
-                m.d.sync += diff.eq(s_buf[index] - m_new)
-            with m.If(step == exp_end):
-                m.d.sync += [m_run.eq(m_new), base.eq(base + tile), step.eq(0)]
-                with m.If(last_tile):
-                    goto("FINAL")
+        bank_m = Mux(issue_bank, tile_m[1], tile_m[0])
+        bank_rows = Mux(issue_bank, tile_n[1], tile_n[0])
+        bank_final = Mux(issue_bank, tile_final[1], tile_final[0])
+        with m.If(waiting):
+            with m.If(ready.bit_select(issue_bank, 1) & (alpha_wait == 0)):
+                m.d.comb += [issue.valid.eq(1), issue.alpha.eq(1), issue.bank.eq(issue_bank)]
+                m.d.sync += [diff.eq(m_run - bank_m), m_run.eq(bank_m), alpha_wait.eq(gap - 1), step.eq(1)]
+                goto("ISSUE")
+        with m.Elif(issuing):
+            index = (step - 1)[:len(issue.index)]
+            m.d.comb += [issue.valid.eq(1), issue.index.eq(index), issue.bank.eq(issue_bank),
+                         issue.mask.eq(mask_buf[Cat(index, issue_bank)])]
+            m.d.sync += [diff.eq(s_buf[Cat(index, issue_bank)] - bank_m), step.eq(step + 1)]
+            with m.If(step == bank_rows):
+                m.d.comb += issue.release.eq(1)
+                m.d.sync += [ready.bit_select(issue_bank, 1).eq(0), issue_bank.eq(~issue_bank)]
+                with m.If(bank_final):
+                    # combine once the last row is in and the last alpha's rescale is done
+                    m.d.sync += step.eq(p.exp_depth - 1 + Mux(bank_rows < gap - 1, gap - bank_rows, 1))
+                    goto("DRAIN")
                 with m.Else():
-                    goto("LOAD")
+                    goto("WAIT")
+        with m.Elif(draining):
+            with m.If(step != 0):
+                m.d.sync += step.eq(step - 1)
+            with m.Elif(~loading):
+                m.d.sync += [l_sum.eq(l_rescaled + l_tile), step.eq(0)]
+                m.d.sync += [o.eq(r + t) for o, r, t in zip(o_acc, o_rescaled, o_tile)]
+                goto("FINAL")
         with m.Elif(final):
             m.d.comb += recip.start.eq(step == 0)
             m.d.sync += step.eq(step + 1)
@@ -822,15 +915,16 @@ class AttentionHead(wiring.Component):
         with m.Elif(out):
             m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(out_reg)]
             with m.If(self.o.ready):
-                goto("IDLE")
+                m.d.sync += active.eq(0)
+                goto("WAIT")
         return m
 
 
-def _padded(registers: list) -> Array:
-    """An Array read by a tile index, padded to a power of two entries: a read then covers every index value
-    (no `case` with uncovered patterns); the padding entries are never selected."""
-    size = 1 << max(1, (len(registers) - 1).bit_length())
-    return Array(registers + [registers[0]] * (size - len(registers)))
+def _banked(banks: list) -> Array:
+    """An Array of both banks' registers read by Cat(index, bank): each bank padded to a power of two entries,
+    so a read covers every index value (no `case` with uncovered patterns); the padding is never selected."""
+    size = 1 << max(1, (len(banks[0]) - 1).bit_length())
+    return Array([register for regs in banks for register in regs + [regs[0]] * (size - len(regs))])
 
 
 def _sum_tree(values):
