@@ -36,20 +36,24 @@ Decode (one query against a KV cache of run-time length 1..seq_max) needs no mod
 beat carries its key count, so a decode step is one query beat followed by its cache's rows (with
 ``causal``, position = length - 1 unmasks the whole cache); `decode_golden` and `query_cycles` cover it.
 
-Schedule (one query at a time; within it, a loader and an issuer run at once): the q handshake (1 cycle);
-the loader accepts the K/V rows one per cycle at most, each row's score computed as it arrives (K is never
-stored), a live tile's scores and V rows into one of two banks (double-buffered: the next tile loads while
-the previous one's exps are issued), a dead tile's rows consumed unstored. A bank is ready 3 cycles after
-its tile's last row (its last score has reached the running max) and free again once its last V row has been
-read (`v_read_delay` after its issue). The issuer takes the ready banks in turn: alpha, then the r rows, one
-item per cycle into the exp pipeline (`exp_depth` stages to the accumulator); the next tile's alpha follows
-the last row at once unless the previous rescale is not done (`rescale_gap`). That rescale need not wait for
-the pipeline to drain: the running l and o are kept as R + D, R the rescaled sums up to the previous tile
-and D this tile's new terms; when an alpha reaches the accumulator, R + D (everything before it) is taken as
-the value to rescale, D restarts at 0 and the scale-and-round units deliver the new R a few cycles later
-(integer sums: exactly the golden model's values). After the last live tile: the drain, the combination
-R + D, the normalization (`normalize_cycles`: reciprocal, scale-and-round, output register), the output
-beat, and the next q handshake one cycle after it. `attention_schedule` is exact.
+Schedule: a loader, an issuer and a finisher run at once. The loader takes a q beat (once the previous
+query's rows are in; at most two queries between q and output handshake) and its K/V rows, one per cycle at
+most, each row's score computed as it arrives (K is never stored): a live tile's scores and V rows go into
+one of two banks (double-buffered: the next tile loads while the previous one's exps are issued), a dead
+tile's rows are consumed unstored. A bank is ready 3 cycles after its tile's last row (its last score has
+reached the running max); its rows may be rewritten from the cycle after its alpha's V-read stage on (row j
+no earlier than the cycle old row j's V is read: both move one row per cycle). The issuer takes the ready
+banks in turn: alpha, then the r rows, one item per cycle into the exp pipeline (`exp_depth` stages to the
+accumulator); the next tile's alpha follows the last row at once unless the previous rescale is not done
+(`rescale_gap`). That rescale need not wait for the pipeline to drain: the running l and o are kept as
+R + D, R the rescaled sums up to the previous tile and D this tile's new terms; when an alpha reaches the
+accumulator, R + D (everything before it) is taken as the value to rescale, D restarts at 0 and the
+scale-and-round units deliver the new R a few cycles later (integer sums: exactly the golden model's
+values; a query's first alpha has nothing to rescale and restarts R and D). After a query's last live tile
+the finisher combines R + D once the rows are drained, normalizes (`normalize_cycles`: reciprocal,
+scale-and-round, output register) and sends the output beat, while the next query's tiles already load and
+issue (its first alpha after the combination, its later ones after the output register is written: they
+reuse l_sum/o_acc and the scale-and-round units). `attention_schedule` is exact.
 """
 
 from __future__ import annotations
@@ -98,8 +102,8 @@ ISSUE_STAGES = 1
 CONVERT_STAGES = 1
 # The output register after the final scale-and-round.
 OUTPUT_STAGES = 1
-# The issuer's phases (the loader runs beside them).
-PHASES = ("WAIT", "ISSUE", "DRAIN", "FINAL", "OUT")
+# The finisher's phases (the loader and the issuer run beside it).
+PHASES = ("IDLE", "FINAL", "OUT")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -567,16 +571,16 @@ def query_cycles(p: AttentionParams, length: int, position: int | None = None) -
 
 
 def attention_cycles(p: AttentionParams, seq: int | None = None) -> dict:
-    """A whole head of `seq` queries over `seq` keys (default seq_max) at full rate: cycles from the first
-    q handshake to the last output handshake, both included, and per query (q handshake to the next one);
+    """A whole head of `seq` queries over `seq` keys (default seq_max) at full rate, back to back: cycles from
+    the first q handshake to the last output handshake, both included, and between consecutive outputs;
     `macs`: the useful multiply-accumulates (QK^T and PV over the attended keys)."""
     seq = p.seq_max if seq is None else seq
     require(is_int(seq) and 1 <= seq <= p.seq_max, "seq", seq, f"1..seq_max={p.seq_max}")
-    per_query = [query_cycles(p, seq, i if p.causal else None) for i in range(seq)]
-    total = sum(c["interval_cycles"] for c in per_query)
+    queries = [(seq, i if p.causal else None) for i in range(seq)]
+    q_acc, _, out = attention_schedule(p, queries, [0] * seq, [0] * (seq * seq))
     attended = sum(min(seq, i + p.causal_offset + 1) if p.causal else seq for i in range(seq))
-    return {"total_cycles": total, "latency_cycles": per_query[0]["latency_cycles"],
-            "per_query_cycles": [c["interval_cycles"] for c in per_query],
+    return {"total_cycles": out[-1] - q_acc[0] + 1, "latency_cycles": out[0] - q_acc[0],
+            "per_query_cycles": [b - a for a, b in zip([q_acc[0] - 1, *out[:-1]], out)],
             "macs": 2 * attended * p.head_dim}
 
 
@@ -585,43 +589,54 @@ def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]]
     """Exact handshake cycles (q accepted, kv accepted, o produced) for `queries` [(length, position)], given
     the cycle each beat was first offered, with an always-ready sink.
 
-    Per query: the q handshake Q (the cycle after the previous output); the loader accepts rows from Q + 1,
-    one per cycle at most, a live tile's into a score/V bank that must be free (banks alternate; dead tiles'
-    rows are consumed unstored). A live tile whose last row is accepted at L can issue from L + 3; the
-    issuer takes the tiles in order: alpha at I = max(L + 3, the previous tile's last issue + 1, the previous
-    alpha + RESCALE_GAP), its r rows at I + 1 .. I + r; the bank is free again from I + r + VREAD + 1. After
-    the last live tile (alpha at I, r rows) the running sums combine at
-    max(I + exp_depth + max(r + 1, RESCALE_GAP), the last row's accept + 1), the normalization follows, and
-    the output handshake is normalize_cycles + 1 later."""
-    gap, vread, depth = p.rescale_gap, p.v_read_delay, p.exp_depth
+    The loader takes a query's q beat once it has accepted the previous query's rows (and 3 cycles after a
+    live last tile, whose max is still being taken), with at most two queries between q and output handshake;
+    then its rows, one per cycle at most, a live tile's into a score/V bank that must be free (banks
+    alternate; dead tiles' rows are consumed unstored). A live tile whose last row is accepted at L can issue
+    from L + 3; the issuer takes the tiles in order: alpha at I = max(L + 3, the previous tile's last issue +
+    1, the previous alpha + rescale_gap, for a query's first tile the previous query's combination + 1, for
+    its later tiles the previous query's output register write + 1), its r rows at I + 1 .. I + r; the bank is
+    free again from I + v_read_delay + 1 (row j is rewritten no earlier than the cycle its old V row is read). After a query's last live tile (alpha at I, r rows) its running
+    sums combine at max(I + exp_depth + max(r + 1, rescale_gap), its last row's accept + 1, the previous
+    output + 1), the output register is written normalize_cycles later and the output handshake follows."""
+    gap, vread, depth, normalize = p.rescale_gap, p.v_read_delay, p.exp_depth, p.normalize_cycles
     q_acc, kv_acc, out = [], [], []
-    free = 0
+    loader_free = 0
     row = 0
     bank_free = [0, 0]
     bank = 0
+    issue_free = 0
+    alpha = None
+    combined = None          # the previous query's combination cycle
+    written = None           # the previous query's output register write
     for index, (length, position) in enumerate(queries):
-        start = max(free, q_offered[index])
+        start = max(loader_free, q_offered[index], out[index - 2] + 1 if index >= 2 else 0)
         q_acc.append(start)
         cursor = start + 1
-        issue_free = start + 1
-        alpha = None
+        last_live = None
         rows_last = 0
+        first = True
         for rows, live in _tiles(p, length, position):
-            for i in range(rows):
+            for _ in range(rows):
                 accepted = max(cursor, kv_offered[row], bank_free[bank] if live else 0)
                 kv_acc.append(accepted)
                 cursor = accepted + 1
                 row += 1
             if live:
                 issue = max(cursor - 1 + 3, issue_free, alpha + gap if alpha is not None else 0)
-                alpha, rows_last = issue, rows
+                if first and combined is not None:
+                    issue = max(issue, combined + 1)
+                if not first and written is not None:
+                    issue = max(issue, written + 1)
+                alpha, rows_last, first = issue, rows, False
                 issue_free = issue + rows + 1
-                bank_free[bank] = issue + rows + vread + 1
+                bank_free[bank] = issue + vread + 1
                 bank ^= 1
-        combine = max(alpha + depth + max(rows_last + 1, gap), cursor)
-        done = combine + 1 + p.normalize_cycles
-        out.append(done)
-        free = done + 1
+                last_live = cursor - 1
+        loader_free = max(cursor, last_live + 3)
+        combined = max(alpha + depth + max(rows_last + 1, gap), cursor, out[-1] + 1 if out else 0)
+        written = combined + normalize
+        out.append(written + 1)
     return q_acc, kv_acc, out
 
 
@@ -707,11 +722,14 @@ class AttentionHead(wiring.Component):
         tile_m = [Signal(signed(sw), name=f"tile_m{b}", reset_less=True) for b in range(2)]
         tile_n = [Signal(range(tile + 1), name=f"tile_rows{b}", reset_less=True) for b in range(2)]
         tile_final = [Signal(name=f"tile_final{b}", reset_less=True) for b in range(2)]
-        busy = Signal(2)        # loaded, until its last V row is read
-        ready = Signal(2)       # loaded and its max known, until its last row is issued
+        tile_first = [Signal(name=f"tile_first{b}", reset_less=True) for b in range(2)]
+        busy = Signal(2)        # loading or loaded, until its alpha's V read (its rows are then re-written
+        #                         no earlier than their old V rows are read)
+        ready = Signal(2)       # loaded and its max known, until its alpha is issued
 
-        active = Signal()       # a query is in, until its output handshake
-        loading = Signal()      # rows of the query remain to be accepted
+        in_flight = Signal(range(3))    # queries between q and output handshake: at most two
+        loading = Signal()      # rows of the loader's query remain to be accepted
+        rows_done = Signal(range(3))    # queries whose rows are all in and whose sums are not yet combined
         # loader: q handshake, rows into alternating banks, dead tiles consumed unstored
         load_bank = Signal()
         base = Signal(range(p.seq_max + tile + 1), reset_less=True)
@@ -758,17 +776,18 @@ class AttentionHead(wiring.Component):
                 with m.If(ended_bank_d1 == b):
                     m.d.sync += [tile_m[b].eq(m_new), ready[b].eq(1)]
 
-        with m.If(~active):
-            m.d.comb += self.q.ready.eq(1)
-            with m.If(self.q.valid):
-                m.d.sync += [q_reg.eq(self.q.payload.q), length.eq(self.q.payload.length), active.eq(1),
-                             loading.eq(1), m_run.eq(s_lo), m_new.eq(s_lo), l_rescaled.eq(0), l_tile.eq(0),
-                             base.eq(0), row.eq(0)]
-                if p.causal:
-                    m.d.sync += position.eq(self.q.payload.position)
-                m.d.sync += [o.eq(0) for o in o_rescaled + o_tile]
+        q_take = Signal()
+        m.d.comb += [self.q.ready.eq(~loading & ~ended & ~ended_d1 & (in_flight < 2)),
+                     q_take.eq(self.q.valid & self.q.ready)]
+        with m.If(q_take):
+            m.d.sync += [q_reg.eq(self.q.payload.q), length.eq(self.q.payload.length), loading.eq(1),
+                         m_new.eq(s_lo), base.eq(0), row.eq(0)]
+            if p.causal:
+                m.d.sync += position.eq(self.q.payload.position)
+        query_rows_in = Signal()
         with m.If(loading):
-            m.d.comb += self.kv.ready.eq(~live | ~busy.bit_select(load_bank, 1))
+            # a live tile's first row waits for its bank
+            m.d.comb += self.kv.ready.eq(~live | (row != 0) | ~busy.bit_select(load_bank, 1))
             with m.If(self.kv.valid & self.kv.ready):
                 m.d.sync += [sc_valid.eq(live), sc_value.eq(score), sc_index.eq(row), sc_bank.eq(load_bank),
                              sc_mask.eq((base + row > limit) if p.causal else 0), row.eq(row + 1)]
@@ -777,19 +796,23 @@ class AttentionHead(wiring.Component):
                         for j in range(tile):
                             with m.If((load_bank == b) & (row == j)):
                                 m.d.sync += v_regs[b][j].eq(self.kv.payload.v)
+                with m.If(row == 0):
+                    with m.If(live):
+                        m.d.sync += busy.bit_select(load_bank, 1).eq(1)
                 with m.If(last_row):
                     m.d.sync += [row.eq(0), base.eq(base + tile)]
                     with m.If(live):
-                        m.d.sync += [busy.bit_select(load_bank, 1).eq(1), load_bank.eq(~load_bank), ended.eq(1),
-                                     ended_bank.eq(load_bank)]
+                        m.d.sync += [load_bank.eq(~load_bank), ended.eq(1), ended_bank.eq(load_bank)]
                         for b in range(2):
                             with m.If(load_bank == b):
-                                m.d.sync += [tile_n[b].eq(tile_rows), tile_final[b].eq(final_live)]
+                                m.d.sync += [tile_n[b].eq(tile_rows), tile_final[b].eq(final_live),
+                                             tile_first[b].eq(base == 0)]
                     with m.If(last_tile):
                         m.d.sync += loading.eq(0)
+                        m.d.comb += query_rows_in.eq(1)
 
         # exp pipeline: issue (d register), ExpUnit, fixed-point conversion, accumulate
-        tag_layout = data.StructLayout({"valid": 1, "alpha": 1, "mask": 1, "release": 1, "bank": 1,
+        tag_layout = data.StructLayout({"valid": 1, "alpha": 1, "first": 1, "mask": 1, "release": 1, "bank": 1,
                                         "index": range(max(tile, 2))})
         issue = Signal(tag_layout)
         diff = Signal(signed(sw + 1), reset_less=True)
@@ -807,7 +830,7 @@ class AttentionHead(wiring.Component):
         tag_p = Signal(tag_layout)
         empties = (shift > p.exp_frac) | tag_exp.mask
         m.d.sync += [prob.eq(Mux(empties, 0, exp_unit.mantissa >> shift)), tag_p.eq(tag_exp)]
-        # the tile's last V row is read here: its bank is free for the loader from the next cycle
+        # the tile's alpha is here, its row 0 next: the loader may refill the bank from the next cycle on
         with m.If(tag_p.valid & tag_p.release):
             m.d.sync += busy.bit_select(tag_p.bank, 1).eq(0)
 
@@ -829,7 +852,7 @@ class AttentionHead(wiring.Component):
         # scale-and-round units take it with alpha in c + 2 and give R in c + 5 (rescale_gap cycles apart)
         alpha_hold = Signal(unsigned(p.p_width), reset_less=True)
         rescaling = [Signal(name=f"rescale_s{stage}") for stage in range(gap - 1)]
-        m.d.sync += [rescaling[0].eq(tag_acc.valid & tag_acc.alpha)]
+        m.d.sync += [rescaling[0].eq(tag_acc.valid & tag_acc.alpha & ~tag_acc.first)]
         m.d.sync += [dst.eq(src) for dst, src in zip(rescaling[1:], rescaling)]
         rescaled = rescaling[-1]
         # high from the FINAL phase's second cycle on (a register, off the multipliers' input path): the lanes
@@ -851,7 +874,11 @@ class AttentionHead(wiring.Component):
             for i, unit in enumerate(lanes):
                 m.d.sync += o_rescaled[i].eq(Mux(o_acc[i] < 0, -unit.result, unit.result))
         with m.If(tag_acc.valid):
-            with m.If(tag_acc.alpha):
+            with m.If(tag_acc.alpha & tag_acc.first):
+                # a query's first tile: nothing to rescale (R = 0), and the previous query has combined
+                m.d.sync += [l_rescaled.eq(0), l_tile.eq(0)]
+                m.d.sync += [o.eq(0) for o in o_rescaled + o_tile]
+            with m.Elif(tag_acc.alpha):
                 m.d.sync += [l_sum.eq(l_rescaled + l_tile), l_tile.eq(0), alpha_hold.eq(prob_acc)]
                 for i in range(d):
                     m.d.sync += [o_acc[i].eq(o_rescaled[i] + o_tile[i]), o_tile[i].eq(0)]
@@ -860,63 +887,83 @@ class AttentionHead(wiring.Component):
                 for i in range(d):
                     m.d.sync += o_tile[i].eq(o_tile[i] + products[i])
 
-        # issuer: the ready banks in turn, alpha then the rows; after the last live tile, the drain, the
-        # combination R + D, the normalization and the output
+        # issuer: the ready banks in turn, alpha then the rows. A query's first alpha waits for the previous
+        # query's combination (R and D restart), its later alphas for the previous output register's write
+        # (they overwrite l_sum / o_acc and use the scale-and-round units)
         issue_bank = Signal()
-        step = Signal(range(max(tile + 1, p.normalize_cycles, p.exp_depth + gap) + 1), reset_less=True)
+        step = Signal(range(tile + 1), reset_less=True)
+        tile_left = Signal(range(tile + 1), reset_less=True)
+        tile_is_final = Signal(reset_less=True)
         alpha_wait = Signal(range(gap))
         with m.If(alpha_wait != 0):
             m.d.sync += alpha_wait.eq(alpha_wait - 1)
-        phase = Signal(range(len(PHASES)))
-        waiting, issuing, draining, final, out = (phase == PHASES.index(name) for name in PHASES)
-        m.d.sync += finalizing.eq(final & active)
-
-        def goto(name):
-            m.d.sync += phase.eq(PHASES.index(name))
-
+        combine_pending = Signal()
+        snapshot_busy = Signal(range(3))    # queries whose last tile is issued and output register not written
+        issuing = Signal()
         bank_m = Mux(issue_bank, tile_m[1], tile_m[0])
-        bank_rows = Mux(issue_bank, tile_n[1], tile_n[0])
-        bank_final = Mux(issue_bank, tile_final[1], tile_final[0])
-        with m.If(waiting):
-            with m.If(ready.bit_select(issue_bank, 1) & (alpha_wait == 0)):
-                m.d.comb += [issue.valid.eq(1), issue.alpha.eq(1), issue.bank.eq(issue_bank)]
-                m.d.sync += [diff.eq(m_run - bank_m), m_run.eq(bank_m), alpha_wait.eq(gap - 1), step.eq(1)]
-                goto("ISSUE")
-        with m.Elif(issuing):
+        bank_first = Mux(issue_bank, tile_first[1], tile_first[0])
+        may_issue = Mux(bank_first, ~combine_pending, snapshot_busy == 0)
+        with m.If(~issuing):
+            with m.If(ready.bit_select(issue_bank, 1) & (alpha_wait == 0) & may_issue):
+                m.d.comb += [issue.valid.eq(1), issue.alpha.eq(1), issue.first.eq(bank_first),
+                             issue.release.eq(1), issue.bank.eq(issue_bank)]
+                m.d.sync += [diff.eq(m_run - bank_m), m_run.eq(bank_m), alpha_wait.eq(gap - 1), step.eq(1),
+                             issuing.eq(1), ready.bit_select(issue_bank, 1).eq(0),
+                             tile_left.eq(Mux(issue_bank, tile_n[1], tile_n[0])),
+                             tile_is_final.eq(Mux(issue_bank, tile_final[1], tile_final[0]))]
+        with m.Else():
             index = (step - 1)[:len(issue.index)]
             m.d.comb += [issue.valid.eq(1), issue.index.eq(index), issue.bank.eq(issue_bank),
                          issue.mask.eq(mask_buf[Cat(index, issue_bank)])]
-            m.d.sync += [diff.eq(s_buf[Cat(index, issue_bank)] - bank_m), step.eq(step + 1)]
-            with m.If(step == bank_rows):
-                m.d.comb += issue.release.eq(1)
-                m.d.sync += [ready.bit_select(issue_bank, 1).eq(0), issue_bank.eq(~issue_bank)]
-                with m.If(bank_final):
-                    # combine once the last row is in and the last alpha's rescale is done
-                    m.d.sync += step.eq(p.exp_depth - 1 + Mux(bank_rows < gap - 1, gap - bank_rows, 1))
-                    goto("DRAIN")
-                with m.Else():
-                    goto("WAIT")
-        with m.Elif(draining):
-            with m.If(step != 0):
-                m.d.sync += step.eq(step - 1)
-            with m.Elif(~loading):
-                m.d.sync += [l_sum.eq(l_rescaled + l_tile), step.eq(0)]
+            m.d.sync += [diff.eq(s_buf[Cat(index, issue_bank)] - m_run), step.eq(step + 1)]
+            with m.If(step == tile_left):
+                m.d.sync += [issuing.eq(0), issue_bank.eq(~issue_bank)]
+        # the drain: the sums combine once the last row is in and the last alpha's rescale is done
+        drain = Signal(range(p.exp_depth + gap + 1))
+        with m.If(drain != 0):
+            m.d.sync += drain.eq(drain - 1)
+        last_issued = Signal()
+        m.d.comb += last_issued.eq(issuing & (step == tile_left) & tile_is_final)
+        with m.If(last_issued):
+            m.d.sync += [combine_pending.eq(1),
+                         drain.eq(p.exp_depth - 1 + Mux(tile_left < gap - 1, gap - tile_left, 1))]
+
+        # finisher: the combination R + D, the normalization and the output, one query at a time
+        fphase = Signal(range(len(PHASES)))
+        idle, final, out = (fphase == PHASES.index(name) for name in PHASES)
+        fstep = Signal(range(p.normalize_cycles + 1), reset_less=True)
+        m.d.sync += finalizing.eq(final)
+
+        def goto(name):
+            m.d.sync += fphase.eq(PHASES.index(name))
+
+        combine = Signal()
+        m.d.comb += combine.eq(idle & combine_pending & (drain == 0) & (rows_done != 0))
+        m.d.sync += rows_done.eq(rows_done + query_rows_in - combine)
+        output_taken = Signal()
+        written = Signal()
+        m.d.sync += [in_flight.eq(in_flight + q_take - output_taken),
+                     snapshot_busy.eq(snapshot_busy + last_issued - written)]
+        with m.If(idle):
+            with m.If(combine):
+                m.d.sync += [l_sum.eq(l_rescaled + l_tile), combine_pending.eq(0), fstep.eq(0)]
                 m.d.sync += [o.eq(r + t) for o, r, t in zip(o_acc, o_rescaled, o_tile)]
                 goto("FINAL")
         with m.Elif(final):
-            m.d.comb += recip.start.eq(step == 0)
-            m.d.sync += step.eq(step + 1)
-            with m.If(step == p.normalize_cycles - 1):
+            m.d.comb += recip.start.eq(fstep == 0)
+            m.d.sync += fstep.eq(fstep + 1)
+            with m.If(fstep == p.normalize_cycles - 1):
                 for i, unit in enumerate(lanes):
                     positive = Mux(unit.result > out_max, out_max, unit.result)
                     negative = Mux(unit.result > out_max + 1, out_max + 1, unit.result)
                     m.d.sync += out_reg[i].eq(Mux(o_acc[i] < 0, -negative, positive))
+                m.d.comb += written.eq(1)
                 goto("OUT")
         with m.Elif(out):
             m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(out_reg)]
             with m.If(self.o.ready):
-                m.d.sync += active.eq(0)
-                goto("WAIT")
+                m.d.comb += output_taken.eq(1)
+                goto("IDLE")
         return m
 
 
