@@ -594,8 +594,9 @@ def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]]
     then its rows, one per cycle at most, a live tile's into a score/V bank that must be free (banks
     alternate; dead tiles' rows are consumed unstored). A live tile whose last row is accepted at L can issue
     from L + 3; the issuer takes the tiles in order: alpha at I = max(L + 3, the previous tile's last issue +
-    1, the previous alpha + rescale_gap, for a query's first tile the previous query's combination + 1, for
-    its later tiles the previous query's output register write + 1), its r rows at I + 1 .. I + r; the bank is
+    1, the previous alpha + rescale_gap, for a query's first tile the cycle from which the previous query's
+    combination is sure to come before it reaches the accumulator (a query of one live tile: the
+    combination + 1), for its later tiles the same for the previous output register's write), its r rows at I + 1 .. I + r; the bank is
     free again from I + v_read_delay + 1 (row j is rewritten no earlier than the cycle its old V row is read). After a query's last live tile (alpha at I, r rows) its running
     sums combine at max(I + exp_depth + max(r + 1, rescale_gap), its last row's accept + 1, the previous
     output + 1), the output register is written normalize_cycles later and the output handshake follows."""
@@ -616,7 +617,9 @@ def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]]
         last_live = None
         rows_last = 0
         first = True
-        for rows, live in _tiles(p, length, position):
+        tiles = _tiles(p, length, position)
+        live_tiles = sum(live for _, live in tiles)
+        for rows, live in tiles:
             for _ in range(rows):
                 accepted = max(cursor, kv_offered[row], bank_free[bank] if live else 0)
                 kv_acc.append(accepted)
@@ -625,16 +628,19 @@ def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]]
             if live:
                 issue = max(cursor - 1 + 3, issue_free, alpha + gap if alpha is not None else 0)
                 if first and combined is not None:
-                    issue = max(issue, combined + 1)
+                    issue = max(issue, combine_sure if live_tiles > 1 else combined + 1)
                 if not first and written is not None:
-                    issue = max(issue, written + 1)
+                    issue = max(issue, written - depth + 1, combined + 1)
                 alpha, rows_last, first = issue, rows, False
                 issue_free = issue + rows + 1
                 bank_free[bank] = issue + vread + 1
                 bank ^= 1
                 last_live = cursor - 1
         loader_free = max(cursor, last_live + 3)
-        combined = max(alpha + depth + max(rows_last + 1, gap), cursor, out[-1] + 1 if out else 0)
+        drained = alpha + depth + max(rows_last + 1, gap)
+        combined = max(drained, cursor, out[-1] + 1 if out else 0)
+        # from this cycle on the combination is sure to come within exp_depth - 1 cycles
+        combine_sure = max(drained - depth + 1, cursor, out[-1] + 1 if out else 0)
         written = combined + normalize
         out.append(written + 1)
     return q_acc, kv_acc, out
@@ -902,7 +908,19 @@ class AttentionHead(wiring.Component):
         issuing = Signal()
         bank_m = Mux(issue_bank, tile_m[1], tile_m[0])
         bank_first = Mux(issue_bank, tile_first[1], tile_first[0])
-        may_issue = Mux(bank_first, ~combine_pending, snapshot_busy == 0)
+        drain = Signal(range(p.exp_depth + gap + 1))
+        fphase = Signal(range(len(PHASES)))
+        idle, final, out = (fphase == PHASES.index(name) for name in PHASES)
+        fstep = Signal(range(p.normalize_cycles + 1), reset_less=True)
+        # an alpha issued now reaches the accumulator exp_depth cycles later: a first one may go once the
+        # combination is sure to come before (its conditions hold, the drain has < exp_depth cycles left), a
+        # later one once the output register's write is (the finisher is far enough into FINAL)
+        combined_in_time = ~combine_pending | (idle & (rows_done != 0) & (drain < p.exp_depth))
+        written_in_time = (snapshot_busy == 0) | \
+            ((snapshot_busy == 1) & final & (fstep >= max(0, p.normalize_cycles - p.exp_depth)))
+        # (a query's only live tile waits for the combination itself: its own drain timer and combination follow)
+        bank_final = Mux(issue_bank, tile_final[1], tile_final[0])
+        may_issue = Mux(bank_first, Mux(bank_final, ~combine_pending, combined_in_time), written_in_time)
         with m.If(~issuing):
             with m.If(ready.bit_select(issue_bank, 1) & (alpha_wait == 0) & may_issue):
                 m.d.comb += [issue.valid.eq(1), issue.alpha.eq(1), issue.first.eq(bank_first),
@@ -919,7 +937,6 @@ class AttentionHead(wiring.Component):
             with m.If(step == tile_left):
                 m.d.sync += [issuing.eq(0), issue_bank.eq(~issue_bank)]
         # the drain: the sums combine once the last row is in and the last alpha's rescale is done
-        drain = Signal(range(p.exp_depth + gap + 1))
         with m.If(drain != 0):
             m.d.sync += drain.eq(drain - 1)
         last_issued = Signal()
@@ -929,9 +946,6 @@ class AttentionHead(wiring.Component):
                          drain.eq(p.exp_depth - 1 + Mux(tile_left < gap - 1, gap - tile_left, 1))]
 
         # finisher: the combination R + D, the normalization and the output, one query at a time
-        fphase = Signal(range(len(PHASES)))
-        idle, final, out = (fphase == PHASES.index(name) for name in PHASES)
-        fstep = Signal(range(p.normalize_cycles + 1), reset_less=True)
         m.d.sync += finalizing.eq(final)
 
         def goto(name):
