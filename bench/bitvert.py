@@ -159,7 +159,7 @@ def zero_skip_group_cycles(w: np.ndarray, p: BitVertParams) -> np.ndarray:
     return np.maximum(np.ceil(ones / p.lanes).sum(axis=-1), 1)
 
 
-def array_total_cycles(per_group: np.ndarray, pes: int, queue_depth: int | None = 8) -> int:
+def array_total_cycles(per_group: np.ndarray, pes: int, queue_depth: int | None = 4) -> int:
     """(N, groups) one-PE cycles -> the array's issue cycles for the N rows, pes rows per pass (a zero row:
     one empty record per group): with per-PE activation queues of `queue_depth` groups (the exact
     `array_pass_ends`), or with None, the group barrier the array had before them (every group takes its
@@ -368,7 +368,7 @@ def main(argv=None) -> int:
                  "the cocotb tests match cycle for cycle")
     notes.append("dense bit-serial = 8 columns x ceil(G / lanes) per group; zero skipping = no inversion, no "
                  "sign merging; array sync loss = extra cycles of P PEs over one PE per row (per-PE activation "
-                 "queues of 8 groups and result registers; what is left is the rows' own imbalance)")
+                 "queues of 4 groups and result registers; what is left is the rows' own imbalance)")
 
     sections = []
     progress(started, "skipped bits")

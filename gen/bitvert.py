@@ -91,7 +91,7 @@ class BitVertParams:
     a_signed: bool = True
     pes: int = 1             # PEs sharing the activation stream
     k_max: int = 1024        # longest dot product the accumulator holds without overflow
-    queue_depth: int = 8     # activation groups a fast PE may run ahead of the slowest (power of two)
+    queue_depth: int = 4     # activation groups a fast PE may run ahead of the slowest (power of two)
 
     def __post_init__(self):
         require(is_int(self.group_size) and 2 <= self.group_size <= 32, "group_size", self.group_size, "2..32")
@@ -514,7 +514,7 @@ class GemvPlan:
     passes: list[tuple[int, int]]        # (vector v, first row n0) per result beat
     group_cycles: np.ndarray             # (passes, groups, pes): each PE's record cycles per group
     shape: tuple[int, int, int]          # (V, K, N)
-    queue_depth: int = 8
+    queue_depth: int = 4
 
     @property
     def pass_ends(self) -> list[int]:
