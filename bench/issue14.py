@@ -100,7 +100,7 @@ def bitvert_rows(before, after) -> list[dict]:
             # "before" is the group barrier: the base commit's plan_gemv on one layer must agree with it
             w = ints[-1]
             x = np.zeros((1, w.shape[1]), dtype=np.int64)
-            old = before.plan_gemv(before.BitVertParams(group_size=g, lanes=lanes, pes=pes), w, x)
+            old = before.plan_gemv(before.BitVertParams(group_size=g, lanes=lanes, pes=pes, k_max=max(g, w.shape[1])), w, x)
             assert sum(old.pass_cycles) == bench_bitvert.array_total_cycles(after.group_cycles(w, p), pes, None)
             rows.append({"model": model, "group_size": g, "lanes": lanes, "pes": pes, "queue_depth": p.queue_depth,
                          "before": {"sync_loss": barrier / single - 1}, "after": {"sync_loss": queued / single - 1}})
