@@ -30,6 +30,7 @@ from hardwire.flows.report import markdown_table, tool_versions
 from hardwire.gen import registry
 from hardwire.gen.bitvert import (
     BitVertParams,
+    array_pass_ends,
     bit_columns,
     column_stats,
     dense_cycles_per_group,
@@ -158,13 +159,18 @@ def zero_skip_group_cycles(w: np.ndarray, p: BitVertParams) -> np.ndarray:
     return np.maximum(np.ceil(ones / p.lanes).sum(axis=-1), 1)
 
 
-def _array_group_cycles(per_group: np.ndarray, pes: int) -> np.ndarray:
-    """(N, groups) one-PE cycles -> (passes, groups): the slowest of each pass's pes rows."""
+def array_total_cycles(per_group: np.ndarray, pes: int, queue_depth: int | None = 4) -> int:
+    """(N, groups) one-PE cycles -> the array's issue cycles for the N rows, pes rows per pass (a zero row:
+    one empty record per group): with per-PE activation queues of `queue_depth` groups (the exact
+    `array_pass_ends`), or with None, the group barrier the array had before them (every group takes its
+    slowest PE)."""
     n = per_group.shape[0]
-    padded = np.zeros((ceil(n / pes) * pes, per_group.shape[1]), dtype=per_group.dtype)
+    padded = np.ones((ceil(n / pes) * pes, per_group.shape[1]), dtype=np.int64)
     padded[:n] = per_group
-    padded[n:] = 1                                                   # a zero row: one empty record per group
-    return padded.reshape(-1, pes, per_group.shape[1]).max(axis=1)
+    passes = padded.reshape(-1, pes, per_group.shape[1])
+    if queue_depth is None:
+        return int(passes.max(axis=1).sum())
+    return array_pass_ends(passes.transpose(0, 2, 1), queue_depth)[-1]
 
 
 def sparsity_rows(models: dict[str, list[Layer]], group_sizes=(8, 16)):
@@ -212,7 +218,7 @@ def cycle_rows(models: dict[str, list[Layer]], configs=CYCLE_CONFIGS):
                 groups += per_group.size
                 bbs += per_group.sum()
                 zero += per_zero.sum()
-                array += _array_group_cycles(per_group, pes).sum() * pes
+                array += array_total_cycles(per_group, pes) * pes
             scale = DOT_LENGTH / g / groups
             dense = dense_cycles_per_group(p) * DOT_LENGTH / g
             bbs_dot, zero_dot, array_dot = bbs * scale, zero * scale, array * scale
@@ -361,13 +367,14 @@ def main(argv=None) -> int:
                  "sum ||Y||^2 with float layer inputs (weight error only); cycles from the cycle model, which "
                  "the cocotb tests match cycle for cycle")
     notes.append("dense bit-serial = 8 columns x ceil(G / lanes) per group; zero skipping = no inversion, no "
-                 "sign merging; array sync loss = extra cycles of P PEs that wait per group for the slowest")
+                 "sign merging; array sync loss = extra cycles of P PEs over one PE per row (per-PE activation "
+                 "queues of 4 groups and result registers; what is left is the rows' own imbalance)")
 
     sections = []
     progress(started, "skipped bits")
     sections.append(("Skipped bits per bit position (INT8 per-channel weights)", "sparsity", *sparsity_rows(models)))
     progress(started, "cycles")
-    sections.append(("Cycles per 128-element dot product (cycle model; PEs > 1: array with per-group sync)",
+    sections.append(("Cycles per 128-element dot product (cycle model; PEs > 1: array with per-PE queues)",
                      "cycles", *cycle_rows(models)))
     progress(started, "pruning options")
     sections.append(("Binary pruning (G = 8, lanes = 2)", "pruning", *pruning_rows(models)))

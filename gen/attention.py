@@ -7,7 +7,7 @@ Streams: ``q`` (a query: d lanes, the number of keys ``length`` it attends over,
 ``causal`` its ``position``), then ``kv`` (that query's ``length`` K/V rows, one row of k and v per beat, in
 tiles of ``tile`` rows; the last tile may be short), then ``o`` (d output lanes). Queries follow each other;
 the K/V rows of each query are streamed again (FlashAttention with a query block of one), so the on-chip
-state is one query, one tile of scores and V rows and the running (m, l, o[d]): it does not grow with the
+state is one query, two tiles of scores and V rows and the running (m, l, o[d]): it does not grow with the
 sequence length (only the counters do, logarithmically).
 
 Arithmetic, per query (every step is integer; fixmath supplies exp and reciprocal):
@@ -36,13 +36,24 @@ Decode (one query against a KV cache of run-time length 1..seq_max) needs no mod
 beat carries its key count, so a decode step is one query beat followed by its cache's rows (with
 ``causal``, position = length - 1 unmasks the whole cache); `decode_golden` and `query_cycles` cover it.
 
-Schedule (one query; the datapath runs one phase at a time, all state in registers): the q handshake (1
-cycle); per tile of r rows: r row handshakes (each row's score is computed as it arrives, so K is never
-stored), then for a live tile 1 cycle for the last score to reach the running max and an exp phase of
-r + 1 items (alpha, then the r rows) issued one per cycle and drained through `exp_depth` pipeline stages
-(r + 1 + exp_depth cycles), a dead tile nothing more; after the last tile the normalization
-(`normalize_cycles`: reciprocal, scale-and-round, output register), then the output beat, and the next q
-handshake one cycle after it.
+Schedule: a loader, an issuer and a finisher run at once. The loader takes a q beat (once the previous
+query's rows are in; at most two queries between q and output handshake) and its K/V rows, one per cycle at
+most, each row's score computed as it arrives (K is never stored): a live tile's scores and V rows go into
+one of two banks (double-buffered: the next tile loads while the previous one's exps are issued), a dead
+tile's rows are consumed unstored. A bank is ready 3 cycles after its tile's last row (its last score has
+reached the running max); its rows may be rewritten from the cycle after its alpha's V-read stage on (row j
+no earlier than the cycle old row j's V is read: both move one row per cycle). The issuer takes the ready
+banks in turn: alpha, then the r rows, one item per cycle into the exp pipeline (`exp_depth` stages to the
+accumulator); the next tile's alpha follows the last row at once unless the previous rescale is not done
+(`rescale_gap`). That rescale need not wait for the pipeline to drain: the running l and o are kept as
+R + D, R the rescaled sums up to the previous tile and D this tile's new terms; when an alpha reaches the
+accumulator, R + D (everything before it) is taken as the value to rescale, D restarts at 0 and the
+scale-and-round units deliver the new R a few cycles later (integer sums: exactly the golden model's
+values; a query's first alpha has nothing to rescale and restarts R and D). After a query's last live tile
+the finisher combines R + D once the rows are drained, normalizes (`normalize_cycles`: reciprocal,
+scale-and-round, output register) and sends the output beat, while the next query's tiles already load and
+issue (its first alpha after the combination, its later ones after the output register is written: they
+reuse l_sum/o_acc and the scale-and-round units). `attention_schedule` is exact.
 """
 
 from __future__ import annotations
@@ -55,7 +66,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Array, ClockDomain, ClockSignal, DomainRenamer, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, ClockDomain, ClockSignal, DomainRenamer, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.fixmath import (
@@ -77,7 +88,7 @@ from hardwire.gen.registry import Block, register
 from hardwire.errors import PrecisionWarning
 from hardwire.params import bits_for_range, int_range, is_int, require
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 # The bound the derived precisions aim for: |golden - float64 SDPA| <= 1 output LSB.
 ERROR_TARGET_LSB = 1.0
 PRECISION_FIELDS = ("exp_frac", "exp_lut_bits", "recip_frac", "recip_lut_bits")
@@ -91,8 +102,8 @@ ISSUE_STAGES = 1
 CONVERT_STAGES = 1
 # The output register after the final scale-and-round.
 OUTPUT_STAGES = 1
-# The control phases, in order.
-PHASES = ("IDLE", "LOAD", "MAX", "EXP", "FINAL", "OUT")
+# The finisher's phases (the loader and the issuer run beside it).
+PHASES = ("IDLE", "FINAL", "OUT")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,6 +284,18 @@ class AttentionParams:
         return ISSUE_STAGES + self.exp_spec.latency + CONVERT_STAGES + self.scale_spec.latency
 
     @property
+    def v_read_delay(self) -> int:
+        """Cycles from an exp item's issue to the cycle its V row is read from the tile bank."""
+        return ISSUE_STAGES + self.exp_spec.latency + CONVERT_STAGES
+
+    @property
+    def rescale_gap(self) -> int:
+        """The fewest cycles between two tiles' alpha items: the running sums are combined (R + D) as an alpha
+        reaches the accumulator, |o| registered, then rescaled by fixmath's scale-and-round into R, which
+        the next alpha's combination reads."""
+        return 2 + self.scale_spec.latency + 1
+
+    @property
     def normalize_cycles(self) -> int:
         """Cycles of the final normalization: reciprocal, scale-and-round, output register."""
         return self.recip_spec.latency + self.scale_spec.latency + OUTPUT_STAGES
@@ -287,14 +310,15 @@ class AttentionParams:
 
     @property
     def buffer_bits(self) -> dict:
-        """On-chip storage in bits: the query, one tile of scores (+ mask bits) and V rows, and the per-query
-        state (m twice: running and new, l, o[d]). Independent of seq_max (counters aside)."""
+        """On-chip storage in bits: the query, two banks of one tile of scores (+ mask bits) and V rows, and the
+        per-query state (m twice: running and new, and l and o[d] three times: R, D and their combination).
+        Independent of seq_max (counters aside)."""
         d = self.head_dim
         return {
             "query": d * self.q_width,
-            "scores": self.tile * (self.score_bits + 1),
-            "v_tile": self.tile * d * self.v_width,
-            "state": 2 * self.score_bits + self.l_width + d * (self.o_magnitude_width + 1),
+            "scores": 2 * self.tile * (self.score_bits + 1),
+            "v_tile": 2 * self.tile * d * self.v_width,
+            "state": 2 * self.score_bits + 3 * (self.l_width + d * (self.o_magnitude_width + 1)),
             "output": d * self.out_width,
         }
 
@@ -538,60 +562,87 @@ def _tiles(p: AttentionParams, length: int, position: int | None) -> list[tuple[
     return [(min(p.tile, length - base), base <= limit) for base in range(0, length, p.tile)]
 
 
-def tile_cycles(p: AttentionParams, rows: int, live: bool = True) -> dict:
-    """Cycles of one tile at full rate: its row handshakes (scores), the running-max cycle, and the exp phase
-    (alpha and r rows issued one per cycle, drained through the exp_depth pipeline: softmax update + P*V)."""
-    if not live:
-        return {"load": rows, "max": 0, "exp": 0, "total": rows}
-    load, maximum, exp = rows, 1, rows + 1 + p.exp_depth
-    return {"load": load, "max": maximum, "exp": exp, "total": load + maximum + exp}
-
-
 def query_cycles(p: AttentionParams, length: int, position: int | None = None) -> dict:
     """One query at full rate: from its q handshake to its output handshake (`latency_cycles`) and to the
     next query's q handshake (`interval_cycles`)."""
-    tiles = [tile_cycles(p, rows, live) for rows, live in _tiles(p, length, position)]
-    normalize = p.normalize_cycles
-    latency = 1 + sum(t["total"] for t in tiles) + normalize
-    return {"tiles": tiles, "normalize": normalize, "latency_cycles": latency, "interval_cycles": latency + 1}
+    _, _, out = attention_schedule(p, [(length, position)], [0], [0] * length)
+    return {"tiles": _tiles(p, length, position), "normalize": p.normalize_cycles, "latency_cycles": out[0],
+            "interval_cycles": out[0] + 1}
 
 
 def attention_cycles(p: AttentionParams, seq: int | None = None) -> dict:
-    """A whole head of `seq` queries over `seq` keys (default seq_max) at full rate: cycles from the first
-    q handshake to the last output handshake, both included, and per query (q handshake to the next one);
+    """A whole head of `seq` queries over `seq` keys (default seq_max) at full rate, back to back: cycles from
+    the first q handshake to the last output handshake, both included, and between consecutive outputs;
     `macs`: the useful multiply-accumulates (QK^T and PV over the attended keys)."""
     seq = p.seq_max if seq is None else seq
     require(is_int(seq) and 1 <= seq <= p.seq_max, "seq", seq, f"1..seq_max={p.seq_max}")
-    per_query = [query_cycles(p, seq, i if p.causal else None) for i in range(seq)]
-    total = sum(c["interval_cycles"] for c in per_query)
+    queries = [(seq, i if p.causal else None) for i in range(seq)]
+    q_acc, _, out = attention_schedule(p, queries, [0] * seq, [0] * (seq * seq))
     attended = sum(min(seq, i + p.causal_offset + 1) if p.causal else seq for i in range(seq))
-    return {"total_cycles": total, "latency_cycles": per_query[0]["latency_cycles"],
-            "per_query_cycles": [c["interval_cycles"] for c in per_query],
+    return {"total_cycles": out[-1] - q_acc[0] + 1, "latency_cycles": out[0] - q_acc[0],
+            "per_query_cycles": [b - a for a, b in zip([q_acc[0] - 1, *out[:-1]], out)],
             "macs": 2 * attended * p.head_dim}
 
 
 def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]], q_offered: list[int],
                        kv_offered: list[int]) -> tuple[list[int], list[int], list[int]]:
     """Exact handshake cycles (q accepted, kv accepted, o produced) for `queries` [(length, position)], given
-    the cycle each beat was first offered, with an always-ready sink."""
+    the cycle each beat was first offered, with an always-ready sink.
+
+    The loader takes a query's q beat once it has accepted the previous query's rows (and 3 cycles after a
+    live last tile, whose max is still being taken), with at most two queries between q and output handshake;
+    then its rows, one per cycle at most, a live tile's into a score/V bank that must be free (banks
+    alternate; dead tiles' rows are consumed unstored). A live tile whose last row is accepted at L can issue
+    from L + 3; the issuer takes the tiles in order: alpha at I = max(L + 3, the previous tile's last issue +
+    1, the previous alpha + rescale_gap, for a query's first tile the cycle from which the previous query's
+    combination is sure to come before it reaches the accumulator (a query of one live tile: the
+    combination + 1), for its later tiles the same for the previous output register's write), its r rows at I + 1 .. I + r; the bank is
+    free again from I + v_read_delay + 1 (row j is rewritten no earlier than the cycle its old V row is read). After a query's last live tile (alpha at I, r rows) its running
+    sums combine at max(I + exp_depth + max(r + 1, rescale_gap), its last row's accept + 1, the previous
+    output + 1), the output register is written normalize_cycles later and the output handshake follows."""
+    gap, vread, depth, normalize = p.rescale_gap, p.v_read_delay, p.exp_depth, p.normalize_cycles
     q_acc, kv_acc, out = [], [], []
-    free = 0
+    loader_free = 0
     row = 0
+    bank_free = [0, 0]
+    bank = 0
+    issue_free = 0
+    alpha = None
+    combined = None          # the previous query's combination cycle
+    written = None           # the previous query's output register write
     for index, (length, position) in enumerate(queries):
-        start = max(free, q_offered[index])
+        start = max(loader_free, q_offered[index], out[index - 2] + 1 if index >= 2 else 0)
         q_acc.append(start)
         cursor = start + 1
-        for rows, live in _tiles(p, length, position):
+        last_live = None
+        rows_last = 0
+        first = True
+        tiles = _tiles(p, length, position)
+        live_tiles = sum(live for _, live in tiles)
+        for rows, live in tiles:
             for _ in range(rows):
-                accepted = max(cursor, kv_offered[row])
+                accepted = max(cursor, kv_offered[row], bank_free[bank] if live else 0)
                 kv_acc.append(accepted)
                 cursor = accepted + 1
                 row += 1
-            t = tile_cycles(p, rows, live)
-            cursor += t["max"] + t["exp"]
-        cursor += p.normalize_cycles
-        out.append(cursor)
-        free = cursor + 1
+            if live:
+                issue = max(cursor - 1 + 3, issue_free, alpha + gap if alpha is not None else 0)
+                if first and combined is not None:
+                    issue = max(issue, combine_sure if live_tiles > 1 else combined + 1)
+                if not first and written is not None:
+                    issue = max(issue, written - depth + 1, combined + 1)
+                alpha, rows_last, first = issue, rows, False
+                issue_free = issue + rows + 1
+                bank_free[bank] = issue + vread + 1
+                bank ^= 1
+                last_live = cursor - 1
+        loader_free = max(cursor, last_live + 3)
+        drained = alpha + depth + max(rows_last + 1, gap)
+        combined = max(drained, cursor, out[-1] + 1 if out else 0)
+        # from this cycle on the combination is sure to come within exp_depth - 1 cycles
+        combine_sure = max(drained - depth + 1, cursor, out[-1] + 1 if out else 0)
+        written = combined + normalize
+        out.append(written + 1)
     return q_acc, kv_acc, out
 
 
@@ -637,6 +688,7 @@ class AttentionHead(wiring.Component):
         d, tile = p.head_dim, p.tile
         sw = p.score_bits
         s_lo, s_hi = p.score_range
+        gap = p.rescale_gap
         # fixmath's units keep no state that needs a reset (their outputs are used at counted cycles only):
         # they run in a reset-less copy of the clock, so their modules have no unused rst port
         m.domains.arith = ClockDomain("arith", reset_less=True, local=True)
@@ -649,26 +701,45 @@ class AttentionHead(wiring.Component):
             m.submodules[f"scale{i}"] = unit
         m.submodules.l_scale = l_unit = arith(ScaleRoundUnit(p.l_scale_spec))
 
-        # query registers and per-query state
+        # query registers and per-query state: the running sums as R (rescaled) + D (this tile's terms), and
+        # l_sum / o_acc, their combination as an alpha reaches the accumulator (the rescale's input) and at
+        # the end (the normalization's input)
+        o_shape = signed(p.o_magnitude_width + 1)
         q_reg = Signal(data.ArrayLayout(signed(p.q_width), d), reset_less=True)
         length = Signal(unsigned(p.length_width), reset_less=True)
         position = Signal(unsigned(p.position_width), reset_less=True)
         m_run = Signal(signed(sw), reset_less=True)
         m_new = Signal(signed(sw), reset_less=True)
         l_sum = Signal(unsigned(p.l_width), reset_less=True)
-        o_acc = [Signal(signed(p.o_magnitude_width + 1), name=f"o{i}", reset_less=True) for i in range(d)]
+        l_rescaled = Signal(unsigned(p.l_width), reset_less=True)
+        l_tile = Signal(unsigned(p.l_width), reset_less=True)
+        o_acc = [Signal(o_shape, name=f"o{i}", reset_less=True) for i in range(d)]
+        o_rescaled = [Signal(o_shape, name=f"o{i}_rescaled", reset_less=True) for i in range(d)]
+        o_tile = [Signal(o_shape, name=f"o{i}_tile", reset_less=True) for i in range(d)]
         out_reg = Signal(o_layout(p), reset_less=True)
-        # one tile: scores (with mask bits) and V rows
-        s_regs = [Signal(signed(sw), name=f"s{j}", reset_less=True) for j in range(tile)]
-        mask_regs = [Signal(name=f"mask{j}", reset_less=True) for j in range(tile)]
+        # two banks of one tile each: scores (with mask bits) and V rows; per bank its rows, its running max,
+        # whether it is the query's last live tile
         v_rows = data.ArrayLayout(signed(p.v_width), d)
-        v_regs = [Signal(unsigned(v_rows.size), name=f"v{j}", reset_less=True) for j in range(tile)]
-        s_buf, mask_buf, v_buf = (_padded(regs) for regs in (s_regs, mask_regs, v_regs))
+        s_regs = [[Signal(signed(sw), name=f"s{b}_{j}", reset_less=True) for j in range(tile)] for b in range(2)]
+        mask_regs = [[Signal(name=f"mask{b}_{j}", reset_less=True) for j in range(tile)] for b in range(2)]
+        v_regs = [[Signal(unsigned(v_rows.size), name=f"v{b}_{j}", reset_less=True) for j in range(tile)]
+                  for b in range(2)]
+        s_buf, mask_buf, v_buf = (_banked(regs) for regs in (s_regs, mask_regs, v_regs))
+        tile_m = [Signal(signed(sw), name=f"tile_m{b}", reset_less=True) for b in range(2)]
+        tile_n = [Signal(range(tile + 1), name=f"tile_rows{b}", reset_less=True) for b in range(2)]
+        tile_final = [Signal(name=f"tile_final{b}", reset_less=True) for b in range(2)]
+        tile_first = [Signal(name=f"tile_first{b}", reset_less=True) for b in range(2)]
+        busy = Signal(2)        # loading or loaded, until its alpha's V read (its rows are then re-written
+        #                         no earlier than their old V rows are read)
+        ready = Signal(2)       # loaded and its max known, until its alpha is issued
 
+        in_flight = Signal(range(3))    # queries between q and output handshake: at most two
+        loading = Signal()      # rows of the loader's query remain to be accepted
+        rows_done = Signal(range(3))    # queries whose rows are all in and whose sums are not yet combined
+        # loader: q handshake, rows into alternating banks, dead tiles consumed unstored
+        load_bank = Signal()
         base = Signal(range(p.seq_max + tile + 1), reset_less=True)
         row = Signal(range(max(tile, 2)), reset_less=True)
-        step = Signal(range(max(tile + 1 + p.exp_depth, p.normalize_cycles) + 1),
-                      reset_less=True)
         rows_left = Signal(range(p.seq_max + 1))
         tile_rows = Signal(range(tile + 1))
         m.d.comb += [rows_left.eq(length - base), tile_rows.eq(Mux(rows_left < tile, rows_left, tile))]
@@ -678,8 +749,10 @@ class AttentionHead(wiring.Component):
         last_tile = Signal()
         # one tile holds every key when tile >= seq_max (a comparison there would be constant)
         m.d.comb += last_tile.eq(rows_left <= tile if tile < p.seq_max else 1)
+        final_live = last_tile | (base + tile > limit) if p.causal else last_tile
+        last_row = (row == tile_rows - 1)
 
-        # score pipeline: dot product of the accepted K row, saturated, registered; then into the tile buffer
+        # score pipeline: dot product of the accepted K row, saturated, registered; then into the tile bank
         k_row = self.kv.payload.k
         products = [q_reg[i] * k_row[i] for i in range(d)]
         dot = _sum_tree(products)
@@ -687,17 +760,66 @@ class AttentionHead(wiring.Component):
         sc_valid = Signal()
         sc_value = Signal(signed(sw), reset_less=True)
         sc_index = Signal(range(max(tile, 2)), reset_less=True)
+        sc_bank = Signal(reset_less=True)
         sc_mask = Signal(reset_less=True)
         m.d.sync += sc_valid.eq(0)
         with m.If(sc_valid):
-            for j in range(tile):
-                with m.If(sc_index == j):
-                    m.d.sync += [s_regs[j].eq(sc_value), mask_regs[j].eq(sc_mask)]
+            for b in range(2):
+                for j in range(tile):
+                    with m.If((sc_bank == b) & (sc_index == j)):
+                        m.d.sync += [s_regs[b][j].eq(sc_value), mask_regs[b][j].eq(sc_mask)]
             with m.If(~sc_mask & (sc_value > m_new)):
                 m.d.sync += m_new.eq(sc_value)
+        # a live tile's last row accepted in L: its last score reaches m_new in L + 1; in L + 2 the bank's max
+        # is taken and the bank is ready for the issuer from L + 3
+        ended = Signal()
+        ended_bank = Signal(reset_less=True)
+        ended_d1 = Signal()
+        ended_bank_d1 = Signal(reset_less=True)
+        m.d.sync += [ended.eq(0), ended_d1.eq(ended), ended_bank_d1.eq(ended_bank)]
+        with m.If(ended_d1):
+            for b in range(2):
+                with m.If(ended_bank_d1 == b):
+                    m.d.sync += [tile_m[b].eq(m_new), ready[b].eq(1)]
+
+        q_take = Signal()
+        m.d.comb += [self.q.ready.eq(~loading & ~ended & ~ended_d1 & (in_flight < 2)),
+                     q_take.eq(self.q.valid & self.q.ready)]
+        with m.If(q_take):
+            m.d.sync += [q_reg.eq(self.q.payload.q), length.eq(self.q.payload.length), loading.eq(1),
+                         m_new.eq(s_lo), base.eq(0), row.eq(0)]
+            if p.causal:
+                m.d.sync += position.eq(self.q.payload.position)
+        query_rows_in = Signal()
+        with m.If(loading):
+            # a live tile's first row waits for its bank
+            m.d.comb += self.kv.ready.eq(~live | (row != 0) | ~busy.bit_select(load_bank, 1))
+            with m.If(self.kv.valid & self.kv.ready):
+                m.d.sync += [sc_valid.eq(live), sc_value.eq(score), sc_index.eq(row), sc_bank.eq(load_bank),
+                             sc_mask.eq((base + row > limit) if p.causal else 0), row.eq(row + 1)]
+                with m.If(live):
+                    for b in range(2):
+                        for j in range(tile):
+                            with m.If((load_bank == b) & (row == j)):
+                                m.d.sync += v_regs[b][j].eq(self.kv.payload.v)
+                with m.If(row == 0):
+                    with m.If(live):
+                        m.d.sync += busy.bit_select(load_bank, 1).eq(1)
+                with m.If(last_row):
+                    m.d.sync += [row.eq(0), base.eq(base + tile)]
+                    with m.If(live):
+                        m.d.sync += [load_bank.eq(~load_bank), ended.eq(1), ended_bank.eq(load_bank)]
+                        for b in range(2):
+                            with m.If(load_bank == b):
+                                m.d.sync += [tile_n[b].eq(tile_rows), tile_final[b].eq(final_live),
+                                             tile_first[b].eq(base == 0)]
+                    with m.If(last_tile):
+                        m.d.sync += loading.eq(0)
+                        m.d.comb += query_rows_in.eq(1)
 
         # exp pipeline: issue (d register), ExpUnit, fixed-point conversion, accumulate
-        tag_layout = data.StructLayout({"valid": 1, "alpha": 1, "mask": 1, "index": range(max(tile, 2))})
+        tag_layout = data.StructLayout({"valid": 1, "alpha": 1, "first": 1, "mask": 1, "release": 1, "bank": 1,
+                                        "index": range(max(tile, 2))})
         issue = Signal(tag_layout)
         diff = Signal(signed(sw + 1), reset_less=True)
         tags = [Signal(tag_layout, name="tag_issue")]
@@ -714,11 +836,14 @@ class AttentionHead(wiring.Component):
         tag_p = Signal(tag_layout)
         empties = (shift > p.exp_frac) | tag_exp.mask
         m.d.sync += [prob.eq(Mux(empties, 0, exp_unit.mantissa >> shift)), tag_p.eq(tag_exp)]
+        # the tile's alpha is here, its row 0 next: the loader may refill the bank from the next cycle on
+        with m.If(tag_p.valid & tag_p.release):
+            m.d.sync += busy.bit_select(tag_p.bank, 1).eq(0)
 
-        # accumulate, scale-and-round latency after the conversion: the alpha rescale through fixmath's unit,
-        # a P*V row as its registered products (and p) delayed as long
+        # accumulate, scale-and-round latency after the conversion: a P*V row as its registered products (and
+        # p) delayed as long as the alpha rescale of the previous tile's sums takes
         product_width = p.p_width + p.v_width + 1
-        v_sel = data.View(v_rows, v_buf[tag_p.index])
+        v_sel = data.View(v_rows, v_buf[Cat(tag_p.index, tag_p.bank)])
         products = [prob * v_sel[i] for i in range(d)]
         tag_acc, prob_acc = tag_p, prob
         for stage in range(p.scale_spec.latency):
@@ -729,108 +854,138 @@ class AttentionHead(wiring.Component):
             m.d.sync += [prob_next.eq(prob_acc), tag_next.eq(tag_acc)]
             products, prob_acc, tag_acc = delayed, prob_next, tag_next
 
+        # an alpha in the accumulator (cycle c): l_sum / o_acc = R + D, D cleared; |o| registered in c + 1; the
+        # scale-and-round units take it with alpha in c + 2 and give R in c + 5 (rescale_gap cycles apart)
+        alpha_hold = Signal(unsigned(p.p_width), reset_less=True)
+        rescaling = [Signal(name=f"rescale_s{stage}") for stage in range(gap - 1)]
+        m.d.sync += [rescaling[0].eq(tag_acc.valid & tag_acc.alpha & ~tag_acc.first)]
+        m.d.sync += [dst.eq(src) for dst, src in zip(rescaling[1:], rescaling)]
+        rescaled = rescaling[-1]
         # high from the FINAL phase's second cycle on (a register, off the multipliers' input path): the lanes
         # read recip.y only once the reciprocal is done, recip.latency >= 1 cycles into FINAL
         finalizing = Signal()
         y_msb = recip.msb + (p.recip_frac + p.v_frac - p.out_frac)
         out_max = int_range(p.out_width, True)[1]
-        m.d.comb += [recip.s.eq(l_sum), l_unit.en.eq(1), l_unit.a.eq(l_sum), l_unit.b.eq(prob),
+        m.d.comb += [recip.s.eq(l_sum), l_unit.en.eq(1), l_unit.a.eq(l_sum), l_unit.b.eq(alpha_hold),
                      l_unit.shift.eq(p.exp_frac)]
         for i, unit in enumerate(lanes):
-            # |o| registered (off the multiplier's path): o is unchanged for several cycles before a rescale
-            # or the final scaling reads it (the LOAD and MAX phases, or the reciprocal, come in between)
+            # |o| registered (off the multiplier's path)
             magnitude = Signal(unsigned(p.o_magnitude_width), name=f"o{i}_magnitude", reset_less=True)
             m.d.sync += magnitude.eq(Mux(o_acc[i] < 0, -o_acc[i], o_acc[i]))
             m.d.comb += [unit.en.eq(1), unit.a.eq(magnitude),
-                         unit.b.eq(Mux(finalizing, recip.y, prob)),
+                         unit.b.eq(Mux(finalizing, recip.y, alpha_hold)),
                          unit.shift.eq(Mux(finalizing, y_msb, p.exp_frac))]
+        with m.If(rescaled):
+            m.d.sync += l_rescaled.eq(l_unit.result)
+            for i, unit in enumerate(lanes):
+                m.d.sync += o_rescaled[i].eq(Mux(o_acc[i] < 0, -unit.result, unit.result))
         with m.If(tag_acc.valid):
-            with m.If(tag_acc.alpha):
-                m.d.sync += l_sum.eq(l_unit.result)
-                for i, unit in enumerate(lanes):
-                    m.d.sync += o_acc[i].eq(Mux(o_acc[i] < 0, -unit.result, unit.result))
-            with m.Else():
-                m.d.sync += l_sum.eq(l_sum + prob_acc)
+            with m.If(tag_acc.alpha & tag_acc.first):
+                # a query's first tile: nothing to rescale (R = 0), and the previous query has combined
+                m.d.sync += [l_rescaled.eq(0), l_tile.eq(0)]
+                m.d.sync += [o.eq(0) for o in o_rescaled + o_tile]
+            with m.Elif(tag_acc.alpha):
+                m.d.sync += [l_sum.eq(l_rescaled + l_tile), l_tile.eq(0), alpha_hold.eq(prob_acc)]
                 for i in range(d):
-                    m.d.sync += o_acc[i].eq(o_acc[i] + products[i])
+                    m.d.sync += [o_acc[i].eq(o_rescaled[i] + o_tile[i]), o_tile[i].eq(0)]
+            with m.Else():
+                m.d.sync += l_tile.eq(l_tile + prob_acc)
+                for i in range(d):
+                    m.d.sync += o_tile[i].eq(o_tile[i] + products[i])
 
-        last_row = (row == tile_rows - 1)
-        exp_end = tile_rows + p.exp_depth
-        # The phase register, compared with If/Elif (an FSM's or an Array target's `case` statements would
-        # leave patterns uncovered, which Verilator reports)
-        phase = Signal(range(len(PHASES)))
-        idle, load, maximum, exp, final, out = (phase == PHASES.index(name) for name in PHASES)
+        # issuer: the ready banks in turn, alpha then the rows. A query's first alpha waits for the previous
+        # query's combination (R and D restart), its later alphas for the previous output register's write
+        # (they overwrite l_sum / o_acc and use the scale-and-round units)
+        issue_bank = Signal()
+        step = Signal(range(tile + 1), reset_less=True)
+        tile_left = Signal(range(tile + 1), reset_less=True)
+        tile_is_final = Signal(reset_less=True)
+        alpha_wait = Signal(range(gap))
+        with m.If(alpha_wait != 0):
+            m.d.sync += alpha_wait.eq(alpha_wait - 1)
+        combine_pending = Signal()
+        snapshot_busy = Signal(range(3))    # queries whose last tile is issued and output register not written
+        issuing = Signal()
+        bank_m = Mux(issue_bank, tile_m[1], tile_m[0])
+        bank_first = Mux(issue_bank, tile_first[1], tile_first[0])
+        drain = Signal(range(p.exp_depth + gap + 1))
+        fphase = Signal(range(len(PHASES)))
+        idle, final, out = (fphase == PHASES.index(name) for name in PHASES)
+        fstep = Signal(range(p.normalize_cycles + 1), reset_less=True)
+        # an alpha issued now reaches the accumulator exp_depth cycles later: a first one may go once the
+        # combination is sure to come before (its conditions hold, the drain has < exp_depth cycles left), a
+        # later one once the output register's write is (the finisher is far enough into FINAL)
+        combined_in_time = ~combine_pending | (idle & (rows_done != 0) & (drain < p.exp_depth))
+        written_in_time = (snapshot_busy == 0) | \
+            ((snapshot_busy == 1) & final & (fstep >= max(0, p.normalize_cycles - p.exp_depth)))
+        # (a query's only live tile waits for the combination itself: its own drain timer and combination follow)
+        bank_final = Mux(issue_bank, tile_final[1], tile_final[0])
+        may_issue = Mux(bank_first, Mux(bank_final, ~combine_pending, combined_in_time), written_in_time)
+        with m.If(~issuing):
+            with m.If(ready.bit_select(issue_bank, 1) & (alpha_wait == 0) & may_issue):
+                m.d.comb += [issue.valid.eq(1), issue.alpha.eq(1), issue.first.eq(bank_first),
+                             issue.release.eq(1), issue.bank.eq(issue_bank)]
+                m.d.sync += [diff.eq(m_run - bank_m), m_run.eq(bank_m), alpha_wait.eq(gap - 1), step.eq(1),
+                             issuing.eq(1), ready.bit_select(issue_bank, 1).eq(0),
+                             tile_left.eq(Mux(issue_bank, tile_n[1], tile_n[0])),
+                             tile_is_final.eq(Mux(issue_bank, tile_final[1], tile_final[0]))]
+        with m.Else():
+            index = (step - 1)[:len(issue.index)]
+            m.d.comb += [issue.valid.eq(1), issue.index.eq(index), issue.bank.eq(issue_bank),
+                         issue.mask.eq(mask_buf[Cat(index, issue_bank)])]
+            m.d.sync += [diff.eq(s_buf[Cat(index, issue_bank)] - m_run), step.eq(step + 1)]
+            with m.If(step == tile_left):
+                m.d.sync += [issuing.eq(0), issue_bank.eq(~issue_bank)]
+        # the drain: the sums combine once the last row is in and the last alpha's rescale is done
+        with m.If(drain != 0):
+            m.d.sync += drain.eq(drain - 1)
+        last_issued = Signal()
+        m.d.comb += last_issued.eq(issuing & (step == tile_left) & tile_is_final)
+        with m.If(last_issued):
+            m.d.sync += [combine_pending.eq(1),
+                         drain.eq(p.exp_depth - 1 + Mux(tile_left < gap - 1, gap - tile_left, 1))]
+
+        # finisher: the combination R + D, the normalization and the output, one query at a time
         m.d.sync += finalizing.eq(final)
 
         def goto(name):
-            m.d.sync += phase.eq(PHASES.index(name))
+            m.d.sync += fphase.eq(PHASES.index(name))
 
+        combine = Signal()
+        m.d.comb += combine.eq(idle & combine_pending & (drain == 0) & (rows_done != 0))
+        m.d.sync += rows_done.eq(rows_done + query_rows_in - combine)
+        output_taken = Signal()
+        written = Signal()
+        m.d.sync += [in_flight.eq(in_flight + q_take - output_taken),
+                     snapshot_busy.eq(snapshot_busy + last_issued - written)]
         with m.If(idle):
-            m.d.comb += self.q.ready.eq(1)
-            with m.If(self.q.valid):
-                m.d.sync += [q_reg.eq(self.q.payload.q), length.eq(self.q.payload.length),
-                             m_run.eq(s_lo), m_new.eq(s_lo), l_sum.eq(0), base.eq(0), row.eq(0)]
-                if p.causal:
-                    m.d.sync += position.eq(self.q.payload.position)
-                m.d.sync += [o.eq(0) for o in o_acc]
-                goto("LOAD")
-        with m.Elif(load):
-            m.d.comb += self.kv.ready.eq(1)
-            with m.If(self.kv.valid):
-                m.d.sync += [sc_valid.eq(live), sc_value.eq(score), sc_index.eq(row),
-                             sc_mask.eq((base + row > limit) if p.causal else 0), row.eq(row + 1)]
-                for j in range(tile):
-                    with m.If(row == j):
-                        m.d.sync += v_regs[j].eq(self.kv.payload.v)
-                with m.If(last_row):
-                    m.d.sync += row.eq(0)
-                    with m.If(live):
-                        goto("MAX")
-                    with m.Else():
-                        m.d.sync += base.eq(base + tile)
-                        with m.If(last_tile):
-                            m.d.sync += step.eq(0)
-                            goto("FINAL")
-        with m.Elif(maximum):
-            # the last score of the tile reaches s_buf and m_new in this cycle
-            m.d.sync += step.eq(0)
-            goto("EXP")
-        with m.Elif(exp):
-            m.d.sync += step.eq(step + 1)
-            with m.If(step == 0):
-                m.d.comb += [issue.valid.eq(1), issue.alpha.eq(1)]
-                m.d.sync += diff.eq(m_run - m_new)
-            with m.Elif(step <= tile_rows):
-                index = (step - 1)[:len(issue.index)]
-                m.d.comb += [issue.valid.eq(1), issue.index.eq(index), issue.mask.eq(mask_buf[index])]
-                m.d.sync += diff.eq(s_buf[index] - m_new)
-            with m.If(step == exp_end):
-                m.d.sync += [m_run.eq(m_new), base.eq(base + tile), step.eq(0)]
-                with m.If(last_tile):
-                    goto("FINAL")
-                with m.Else():
-                    goto("LOAD")
+            with m.If(combine):
+                m.d.sync += [l_sum.eq(l_rescaled + l_tile), combine_pending.eq(0), fstep.eq(0)]
+                m.d.sync += [o.eq(r + t) for o, r, t in zip(o_acc, o_rescaled, o_tile)]
+                goto("FINAL")
         with m.Elif(final):
-            m.d.comb += recip.start.eq(step == 0)
-            m.d.sync += step.eq(step + 1)
-            with m.If(step == p.normalize_cycles - 1):
+            m.d.comb += recip.start.eq(fstep == 0)
+            m.d.sync += fstep.eq(fstep + 1)
+            with m.If(fstep == p.normalize_cycles - 1):
                 for i, unit in enumerate(lanes):
                     positive = Mux(unit.result > out_max, out_max, unit.result)
                     negative = Mux(unit.result > out_max + 1, out_max + 1, unit.result)
                     m.d.sync += out_reg[i].eq(Mux(o_acc[i] < 0, -negative, positive))
+                m.d.comb += written.eq(1)
                 goto("OUT")
         with m.Elif(out):
             m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(out_reg)]
             with m.If(self.o.ready):
+                m.d.comb += output_taken.eq(1)
                 goto("IDLE")
         return m
 
 
-def _padded(registers: list) -> Array:
-    """An Array read by a tile index, padded to a power of two entries: a read then covers every index value
-    (no `case` with uncovered patterns); the padding entries are never selected."""
-    size = 1 << max(1, (len(registers) - 1).bit_length())
-    return Array(registers + [registers[0]] * (size - len(registers)))
+def _banked(banks: list) -> Array:
+    """An Array of both banks' registers read by Cat(index, bank): each bank padded to a power of two entries,
+    so a read covers every index value (no `case` with uncovered patterns); the padding is never selected."""
+    size = 1 << max(1, (len(banks[0]) - 1).bit_length())
+    return Array([register for regs in banks for register in regs + [regs[0]] * (size - len(regs))])
 
 
 def _sum_tree(values):

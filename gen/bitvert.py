@@ -33,11 +33,15 @@ no record; a group with no record gets one empty record (1 cycle, adds 0). A rec
 max(1, ceil(e / lanes)) cycles (an all-ones column: e = 0, one cycle to add A).
 
 **Arrays.** ``pes`` PEs share the activation stream, each with its own record stream (one output row per
-PE; a GEMV of N rows takes ceil(N / pes) passes). PEs need different cycle counts for the same group, and
-the shared activation register can move to the next group only when every PE is done with it: a PE that
-finishes early waits (it may already load its next record). A group therefore takes the maximum over the
-PEs of their record cycles; a pass takes the sum over its groups; results leave OUTPUT_LATENCY_CYCLES after
-the pass's last cycle.
+PE; a GEMV of N rows takes ceil(N / pes) passes). PEs need different cycle counts for the same group, so
+they do not wait for each other: accepted activation groups (with A) go into a queue of ``queue_depth``
+entries that every PE reads at its own pace (one write pointer, a read pointer and a count per PE); an
+entry is free again once every PE has finished it, so a fast PE runs up to queue_depth groups ahead of the
+slowest. Each PE captures its own dot product two cycles after its last issue and holds it until every PE
+has its part of the pass (a result register per PE); it may run on into the next pass meanwhile, and only
+its next dot product's last issue waits for that result to leave. So the array loses cycles only where a
+PE runs a whole queue or a whole pass ahead; `array_pass_ends` is the exact model. Results leave
+OUTPUT_LATENCY_CYCLES after the pass's last issue cycle.
 
 **Back-pressure.** One result register; when it is full and not taken, the whole PE array holds (a single
 enable, ``advance``). With always-valid inputs and an always-ready sink nothing ever waits, and the cycle
@@ -58,14 +62,14 @@ from dataclasses import dataclass
 from math import ceil
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.registry import Block, register
 
 from hardwire.params import bits_for_range, int_range, is_int, product_range, require, wrap
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 # Issue cycle t -> column partial registered (end of t) -> accumulator (end of t + 1) -> result register
 # (end of t + 2) -> result handshake in t + 3.
@@ -87,6 +91,7 @@ class BitVertParams:
     a_signed: bool = True
     pes: int = 1             # PEs sharing the activation stream
     k_max: int = 1024        # longest dot product the accumulator holds without overflow
+    queue_depth: int = 4     # activation groups a fast PE may run ahead of the slowest (power of two)
 
     def __post_init__(self):
         require(is_int(self.group_size) and 2 <= self.group_size <= 32, "group_size", self.group_size, "2..32")
@@ -99,6 +104,9 @@ class BitVertParams:
         require(is_int(self.pes) and 1 <= self.pes <= 64, "pes", self.pes, "1..64")
         require(is_int(self.k_max) and self.group_size <= self.k_max <= 1 << 20, "k_max", self.k_max,
                 f"{self.group_size}..1048576")
+        require(is_int(self.queue_depth) and 2 <= self.queue_depth <= 64
+                and self.queue_depth & (self.queue_depth - 1) == 0, "queue_depth", self.queue_depth,
+                "a power of two in 2..64")
 
     @property
     def a_range(self) -> tuple[int, int]:
@@ -124,6 +132,8 @@ class BitVertParams:
         name = f"bitvert_p{self.pes}_g{self.group_size}_l{self.lanes}_w{self.w_width}_a{self.a_width}{sign}"
         if self.k_max != BitVertParams.__dataclass_fields__["k_max"].default:
             name += f"_k{self.k_max}"
+        if self.queue_depth != BitVertParams.__dataclass_fields__["queue_depth"].default:
+            name += f"_q{self.queue_depth}"
         return name
 
     def to_dict(self) -> dict:
@@ -502,8 +512,19 @@ class GemvPlan:
     activations: list[dict]              # {"data": G lanes, "last": 0/1}
     records: list[list[Record]]          # per PE
     passes: list[tuple[int, int]]        # (vector v, first row n0) per result beat
-    pass_cycles: list[int]               # issue cycles per pass (sum over groups of the max over PEs)
+    group_cycles: np.ndarray             # (passes, groups, pes): each PE's record cycles per group
     shape: tuple[int, int, int]          # (V, K, N)
+    queue_depth: int = 4
+
+    @property
+    def pass_ends(self) -> list[int]:
+        return array_pass_ends(self.group_cycles, self.queue_depth)
+
+    @property
+    def pass_cycles(self) -> list[int]:
+        """Cycles from one pass's last issue to the next's (the first from cycle 0)."""
+        ends = self.pass_ends
+        return [end - before for end, before in zip(ends, [0, *ends[:-1]])]
 
 
 def plan_gemv(p: BitVertParams, w, x) -> GemvPlan:
@@ -513,21 +534,20 @@ def plan_gemv(p: BitVertParams, w, x) -> GemvPlan:
     rows = [row_records(p, w[n]) for n in range(n_rows)]
     empty = row_records(p, np.zeros(k, dtype=np.int64))
     groups = ceil(k / p.group_size)
-    activations, passes, pass_cycles = [], [], []
+    activations, passes, cycles = [], [], []
     records: list[list[Record]] = [[] for _ in range(p.pes)]
     for v in range(x.shape[0]):
         a_groups = _activation_groups(p, x[v])
         for n0 in range(0, n_rows, p.pes):
-            cycles = 0
             pe_rows = [rows[n0 + j] if n0 + j < n_rows else empty for j in range(p.pes)]
             for gi in range(groups):
                 activations.append({"data": a_groups[gi].tolist(), "last": int(gi == groups - 1)})
-                cycles += max(sum(record_cycles(r, p) for r in row[gi]) for row in pe_rows)
                 for j, row in enumerate(pe_rows):
                     records[j].extend(row[gi])
+            cycles.append([[sum(record_cycles(r, p) for r in row[gi]) for row in pe_rows] for gi in range(groups)])
             passes.append((v, n0))
-            pass_cycles.append(cycles)
-    return GemvPlan(activations, records, passes, pass_cycles, (x.shape[0], k, n_rows))
+    return GemvPlan(activations, records, passes, np.array(cycles, dtype=np.int64).reshape(-1, groups, p.pes),
+                    (x.shape[0], k, n_rows), p.queue_depth)
 
 
 def assemble_results(p: BitVertParams, plan: GemvPlan, beats: list[list[int]]) -> np.ndarray:
@@ -542,20 +562,47 @@ def assemble_results(p: BitVertParams, plan: GemvPlan, beats: list[list[int]]) -
     return y
 
 
+def array_pass_ends(group_cycles: np.ndarray, queue_depth: int) -> list[int]:
+    """The cycle of each pass's last issue (over all PEs; the first issue is cycle 1), with always-valid
+    inputs and an always-ready sink, from each PE's cycles per group (passes, groups, pes).
+
+    Group h (counting over all passes) is accepted at a_h = max(a_{h-1} + 1, max_j f_j[h - D] + 1): the
+    queue holds D groups, and an entry is free once every PE has finished it. PE j starts group h at
+    max(a_h + 1, f_j[h - 1] + 1) and finishes it at f_j[h] = start + cycles - 1, except that the last issue
+    of a dot product waits for the previous pass's result to leave: not before X_{p-1} + 1, where
+    X_p = (the pass's end) + 2 is the cycle its results are captured into the output register."""
+    cycles = np.asarray(group_cycles, dtype=np.int64)
+    passes, groups, pes = cycles.shape
+    total = passes * groups
+    accepted = np.zeros(total, dtype=np.int64)
+    finished = np.zeros((total, pes), dtype=np.int64)
+    previous = np.zeros(pes, dtype=np.int64)
+    ends = []
+    h = 0
+    for pass_index in range(passes):
+        for group in range(groups):
+            a = accepted[h - 1] + 1 if h else 0
+            if h >= queue_depth:
+                a = max(a, int(finished[h - queue_depth].max()) + 1)
+            accepted[h] = a
+            finish = np.maximum(a + 1, previous + 1) + cycles[pass_index, group] - 1
+            if group == groups - 1 and ends:
+                finish = np.maximum(finish, ends[-1] + 2 + 1)
+            previous = finished[h] = finish
+            h += 1
+        ends.append(int(previous.max()))
+    return ends
+
+
 def bitvert_schedule(p: BitVertParams, plan: GemvPlan) -> list[int]:
     """Cycle of each result handshake, counted from the first input handshake (cycle 0), with always-valid
-    inputs and an always-ready sink: the passes' issue cycles back to back, plus the output latency."""
-    out, issued = [], 0
-    for cycles in plan.pass_cycles:
-        issued += cycles
-        out.append(issued + OUTPUT_LATENCY_CYCLES)
-    return out
+    inputs and an always-ready sink: each pass's end (`array_pass_ends`) plus the output latency."""
+    return [end + OUTPUT_LATENCY_CYCLES for end in plan.pass_ends]
 
 
 def bitvert_cycles(p: BitVertParams, w, x) -> int:
     """Cycles from the first input handshake to the last result handshake, both included."""
-    plan = plan_gemv(p, w, x)
-    return sum(plan.pass_cycles) + OUTPUT_LATENCY_CYCLES + 1
+    return bitvert_schedule(p, plan_gemv(p, w, x))[-1] + 1
 
 
 def dense_cycles_per_group(p: BitVertParams) -> int:
@@ -603,6 +650,7 @@ class BitVertArray(wiring.Component):
         p = self.p
         m = Module()
         g = p.group_size
+        depth = p.queue_depth
         acc_shape = signed(p.acc_width)
         sum_shape = signed(p.a_width + g.bit_length() + 2)
 
@@ -610,60 +658,63 @@ class BitVertArray(wiring.Component):
         advance = Signal()
         m.d.comb += [advance.eq(~out_valid | self.results.ready), self.results.valid.eq(out_valid)]
 
-        # Shared activation register and the group's activation sum A (G - 1 adders, once for all PEs).
-        act_valid = Signal()
-        act = Signal(self.act_layout, reset_less=True)
-        act_sum = Signal(sum_shape, reset_less=True)
+        # The activation queue: `depth` groups with their activation sum A (G - 1 adders, once for all PEs),
+        # one write pointer, and per PE a read pointer and a count; a group is accepted when every PE has room
+        entry = data.StructLayout({"data": self.act_layout.members["data"], "last": 1, "sum": sum_shape})
+        slots = [Signal(entry, name=f"queue{i}", reset_less=True) for i in range(depth)]
+        queue = Array(slot.as_value() for slot in slots)
+        write_at = Signal(range(depth))
         lanes_in = [self.activations.payload.data[i] for i in range(g)]
 
-        done_now = []
-        pes = []
-        for j in range(p.pes):
-            pes.append(self._pe(m, j, act, act_sum, act_valid, advance, sum_shape, acc_shape))
-            done_now.append(pes[-1]["group_done"])
-        act_free = Signal()
-        m.d.comb += act_free.eq(~act_valid | functools.reduce(operator.and_, done_now))
-        act_step = Signal()
-        m.d.comb += [act_step.eq(advance & act_free), self.activations.ready.eq(act_step)]
-        with m.If(act_step):
-            m.d.sync += act_valid.eq(self.activations.valid)
-            with m.If(self.activations.valid):
-                m.d.sync += [act.eq(self.activations.payload),
-                             act_sum.eq(functools.reduce(operator.add, lanes_in))]
+        pes = [self._pe(m, j, queue, entry, advance, sum_shape, acc_shape) for j in range(p.pes)]
+        room = functools.reduce(operator.and_, [pe["count"] < depth for pe in pes])
+        push = Signal()
+        m.d.comb += [self.activations.ready.eq(advance & room), push.eq(self.activations.valid & self.activations.ready)]
+        with m.If(push):
+            m.d.sync += write_at.eq(write_at + 1)
+            for i, slot in enumerate(slots):
+                with m.If(write_at == i):
+                    m.d.sync += [slot.data.eq(self.activations.payload.data), slot.last.eq(self.activations.payload.last),
+                                 slot.sum.eq(functools.reduce(operator.add, lanes_in))]
         for pe in pes:
-            with m.If(act_step):
-                m.d.sync += pe["done"].eq(0)
-            with m.Elif(pe["finish_group"]):
-                m.d.sync += pe["done"].eq(1)
+            m.d.sync += pe["count"].eq(pe["count"] + push - pe["pop"])
 
-        # End of a dot product: the last group's activations leave the register; results two cycles later.
-        end = Signal()
-        m.d.comb += end.eq(act_step & act_valid & act.last)
-        end_d1 = Signal()
-        capture = Signal()
-        with m.If(advance):
-            m.d.sync += [end_d1.eq(end), capture.eq(end_d1)]
+        # End of a dot product, per PE: its accumulator is final two cycles after its last issue (capture);
+        # the result beat leaves once every PE has its result captured or held. A PE whose previous result
+        # is still on its way (pending) may not finish another dot product.
         result = Signal(self.results.payload.shape(), reset_less=True)
         m.d.comb += self.results.payload.eq(result)
-        with m.If(advance & capture):
+        transfer = Signal()
+        m.d.comb += transfer.eq(advance & functools.reduce(operator.and_, [pe["capture"] | pe["held"] for pe in pes]))
+        with m.If(transfer):
             m.d.sync += out_valid.eq(1)
-            for j, pe in enumerate(pes):
-                m.d.sync += result[j].eq(pe["acc"])
         with m.Elif(self.results.ready):
             m.d.sync += out_valid.eq(0)
-        for pe in pes:
+        for j, pe in enumerate(pes):
             with m.If(advance):
-                m.d.sync += pe["acc"].eq(Mux(capture, 0, pe["acc"]) + pe["term"])
+                m.d.sync += [pe["end_d1"].eq(pe["finish_dot"]), pe["capture"].eq(pe["end_d1"]),
+                             pe["acc"].eq(Mux(pe["capture"], 0, pe["acc"]) + pe["term"])]
+            with m.If(transfer):
+                m.d.sync += [result[j].eq(Mux(pe["capture"], pe["acc"], pe["hold"])), pe["held"].eq(0)]
+            with m.Elif(advance & pe["capture"]):
+                m.d.sync += [pe["hold"].eq(pe["acc"]), pe["held"].eq(1)]
         return m
 
-    def _pe(self, m, j, act, act_sum, act_valid, advance, sum_shape, acc_shape) -> dict:
-        """One PE: its record register, the lane selection, the column partial and the accumulator input."""
+    def _pe(self, m, j, queue, entry, advance, sum_shape, acc_shape) -> dict:
+        """One PE: its place in the activation queue, its record register, the lane selection, the column
+        partial and the accumulator input."""
         p = self.p
         g = p.group_size
         port = self.weights[j]
         name = f"pe{j}"
+        read_at = Signal(range(p.queue_depth), name=f"{name}_read_at")
+        count = Signal(range(p.queue_depth + 1), name=f"{name}_count")
+        end_d1 = Signal(name=f"{name}_end_d1")
+        capture = Signal(name=f"{name}_capture")
+        held = Signal(name=f"{name}_held")
+        hold = Signal(acc_shape, name=f"{name}_hold", reset_less=True)
+        act = data.View(entry, queue[read_at])
         rec_valid = Signal(name=f"{name}_rec_valid")
-        done = Signal(name=f"{name}_done")
         mask = Signal(g, name=f"{name}_mask", reset_less=True)
         invert = Signal(name=f"{name}_invert", reset_less=True)
         first = Signal(name=f"{name}_first", reset_less=True)
@@ -683,12 +734,16 @@ class BitVertArray(wiring.Component):
             remaining = rest
         finishing = Signal(name=f"{name}_finishing")
         m.d.comb += finishing.eq(remaining == 0)
+        # the last issue of a dot product waits while the previous result is pending
+        ends_dot = finishing & group_last & act.last
         issue = Signal(name=f"{name}_issue")
-        m.d.comb += issue.eq(advance & act_valid & rec_valid & ~done)
-        finish_group = Signal(name=f"{name}_finish_group")
-        m.d.comb += finish_group.eq(issue & finishing & group_last)
-        group_done = Signal(name=f"{name}_group_done")
-        m.d.comb += group_done.eq(done | finish_group)
+        m.d.comb += issue.eq(advance & (count != 0) & rec_valid & ~(ends_dot & (end_d1 | capture | held)))
+        pop = Signal(name=f"{name}_pop")
+        m.d.comb += pop.eq(issue & finishing & group_last)
+        finish_dot = Signal(name=f"{name}_finish_dot")
+        m.d.comb += finish_dot.eq(pop & act.last)
+        with m.If(pop):
+            m.d.sync += read_at.eq(read_at + 1)
 
         # record register: the direction and effectual mask are worked out as the record is loaded
         m.d.comb += port.ready.eq(advance & (~rec_valid | (issue & finishing)))
@@ -714,14 +769,15 @@ class BitVertArray(wiring.Component):
         part_valid = Signal(name=f"{name}_partial_valid")
         with m.If(advance):
             m.d.sync += [part_valid.eq(issue), part_shift.eq(shift), part_negative.eq(negative),
-                         partial.eq(Mux(invert, Mux(first, act_sum, 0) - selected, selected))]
+                         partial.eq(Mux(invert, Mux(first, act.sum, 0) - selected, selected))]
         # stage 2: shifted by the column's significance, into the accumulator
         shifted = Signal(acc_shape, name=f"{name}_shifted")
         m.d.comb += shifted.eq(partial << part_shift)
         term = Signal(acc_shape, name=f"{name}_term")
         m.d.comb += term.eq(Mux(part_valid, Mux(part_negative, -shifted, shifted), 0))
         acc = Signal(acc_shape, name=f"{name}_acc", reset_less=True)
-        return {"done": done, "finish_group": finish_group, "group_done": group_done, "acc": acc, "term": term}
+        return {"count": count, "pop": pop, "finish_dot": finish_dot, "end_d1": end_d1, "capture": capture,
+                "held": held, "hold": hold, "acc": acc, "term": term}
 
 
 register(Block(

@@ -46,9 +46,17 @@ Pipeline (one clock-enable `advance` = ~out.valid | out.ready, so back-pressure 
 an element issued in cycle c (accepted from the stream, or its buffer address presented) has its x in c + 1,
 d = x - reference registered for c + 2, (m, k) from the exp unit in c + X (X = 2 + exp latency); it either
 accumulates in c + X + 1 (stage X registers what does not depend on the sum: the term, shift amounts), or
-enters the scale-round unit in c + X and leaves as an output in c + X + L_sr (the unit's latency, 3). The
-reciprocal is started once the sum is complete and normalization starts when it is done. One vector at a
-time: the next vector is accepted from the cycle after the last output's handshake.
+enters the scale-round unit in c + X and leaves as an output in c + X + L_sr (the unit's latency, 3).
+
+Double buffering: the input buffer has two banks, and the datapath is split in two that run at once, each
+with its own exp unit: the front end loads a vector into one bank (pass 1; three_pass and the fallback also
+replay it for the sum pass) and accumulates its sum; once the sum is complete it hands the sum to the
+reciprocal and the vector's reference (and two_pass's K) to per-bank registers, and goes on to load the next
+vector into the other bank. The back end normalizes the banks in turn, back to back, with per-bank 1/S. A bank
+is loaded again only after its previous vector's last normalize issue. So vector n + 1 loads while vector n
+normalizes: back to back at length 64 the two single-sweep variants take 70.5 cycles per vector (0.91
+elements per cycle), three_pass 134 (its second sweep is the front end's); one at a time it was 149 and 213.
+`softmax_schedule` is exact.
 """
 
 from __future__ import annotations
@@ -83,7 +91,7 @@ from hardwire.gen.registry import Block, register
 from hardwire.errors import PrecisionWarning
 from hardwire.params import bits_for_range, int_range, is_int, require
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 
 VARIANTS = ("three_pass", "two_pass", "online", "unified_max")
 MAX_N = 4096
@@ -218,7 +226,8 @@ class SoftmaxParams:
 
     @property
     def buffer_bits(self) -> int:
-        return self.n_max * self.in_width
+        """Two banks of n_max input codes: one loads while the other normalizes."""
+        return 2 * self.n_max * self.in_width
 
     @property
     def in_layout(self) -> data.StructLayout:
@@ -465,17 +474,25 @@ def softmax_schedule(p: SoftmaxParams, vectors, offered: list[int]) -> tuple[lis
     (their lengths and, for unified_max, whether they fall back) whose elements are first offered in
     cycles `offered` (non-decreasing, one per element, all vectors concatenated).
 
-    Per vector: element i is accepted at max(offer, previous accept + 1, load start); from the last accept
-    A: three_pass / fallback: sum pass issues A+1 .. A+n, reciprocal start R = A + n + X_acc + 1; otherwise
-    R = A + X_acc + 1 (pass-1 accumulation drains; X_acc = `acc_delay`). Normalize issues from R + L_rec,
-    output j at R + L_rec + j + `output_delay`; the next vector's load starts the cycle after its last
-    output. Every delay comes from the fixmath specs' latencies."""
+    Per vector v (bank v mod 2): element i is accepted at max(offer, previous accept + 1, load start). From
+    the last accept A the drain ends at T0 = A + X_acc (three_pass / fallback: A + n + X_acc, after the sum
+    pass; X_acc = `acc_delay`); the sum goes to the reciprocal at T = max(T0, D_{v-1}) (the cycle the
+    previous reciprocal is done), which starts at R = T + 1 and is done at D = R + L_rec. Normalize issues
+    from N = max(D, N_{v-1} + n_{v-1}) (the back end takes the banks in turn, back to back), output j at
+    N + j + `output_delay`. The front end loads the next vector from max(R, E_{v-1} + 1): after the hand-off,
+    into the bank whose vector (v - 1) issued its last normalize element at E_{v-1}. Every delay comes from
+    the fixmath specs' latencies."""
     acc_delay, recip = p.acc_delay, p.recip_spec.latency
     accepted, produced = [], []
     load_start = 0
+    done = None                  # D of the previous vector
+    norm_free = 0                # the first cycle the back end can issue the next vector
+    last_issue = [-1, -1]        # E of the vector before, per bank
     index = 0
-    for vector in vectors:
+    for number, vector in enumerate(vectors):
         n = len(vector)
+        bank = number % 2
+        load_start = max(load_start, last_issue[bank] + 1)
         for _ in range(n):
             offer = int(offered[index])
             if index and offer < int(offered[index - 1]):
@@ -484,13 +501,14 @@ def softmax_schedule(p: SoftmaxParams, vectors, offered: list[int]) -> tuple[lis
             accepted.append(cycle)
             index += 1
         last = accepted[-1]
-        if passes_over_input(p, needs_fallback(p, vector)) == 3:
-            start = last + n + acc_delay + 1
-        else:
-            start = last + acc_delay + 1
-        first_issue = start + recip
+        drained = last + acc_delay + (n if passes_over_input(p, needs_fallback(p, vector)) == 3 else 0)
+        handoff = drained if done is None else max(drained, done)
+        done = handoff + 1 + recip
+        first_issue = max(done, norm_free)
         produced.extend(first_issue + j + p.output_delay for j in range(n))
-        load_start = produced[-1] + 1
+        norm_free = first_issue + n
+        last_issue[bank] = first_issue + n - 1
+        load_start = handoff + 1
     return accepted, produced
 
 
@@ -508,8 +526,13 @@ def softmax_cycles(p: SoftmaxParams, n: int | None = None, fallback: bool = Fals
         vector = [top] * n
     else:
         vector = [0] * n
-    accepted, produced = softmax_schedule(p, [vector, vector], [0] * (2 * n))
-    interval = accepted[n] - accepted[0]
+    # the steady state: the hand-offs settle after the first two vectors; the interval then repeats with a
+    # period of one or two vectors (the two banks), so it is averaged over an even number of vectors
+    count = 7
+    accepted, produced = softmax_schedule(p, [vector] * count, [0] * (count * n))
+    interval = (accepted[(count - 1) * n] - accepted[2 * n]) / (count - 3)
+    if interval == int(interval):
+        interval = int(interval)
     return {
         "n": n,
         "latency_cycles": produced[0] - accepted[0],
@@ -524,7 +547,7 @@ def softmax_cycles(p: SoftmaxParams, n: int | None = None, fallback: bool = Fals
 # --------------------------------------------------------------------------------------------------
 # Component
 
-LOAD, SUM, DRAIN, RECIP, NORM, FLUSH = range(6)
+LOAD, SUM, DRAIN = range(3)
 
 
 class Softmax(wiring.Component):
@@ -540,36 +563,61 @@ class Softmax(wiring.Component):
         p = self.p
         v = p.variant
         es, rs, ss = p.exp_spec, p.recip_spec, p.scale_spec
-        mf = p.mant_frac
+        mf, g, n_max = p.mant_frac, p.sum_guard_bits, p.n_max
         x_delay = p.exp_delay
 
+        # the front end's exp (pass 1 / sum pass) and the back end's (normalize): both run every cycle
         m.submodules.exp = exp = ExpUnit(es)
+        m.submodules.norm_exp = norm_exp = ExpUnit(es)
         m.submodules.recip = recip = ReciprocalUnit(rs)
         m.submodules.scale = scale = ScaleRoundUnit(ss)
-        m.submodules.buffer = buffer = memory.Memory(shape=signed(p.in_width), depth=p.n_max, init=[])
+        # two banks of n_max elements: bank b at addresses b * n_max ..
+        m.submodules.buffer = buffer = memory.Memory(shape=signed(p.in_width), depth=2 * n_max, init=[])
         write = buffer.write_port()
-        read = buffer.read_port()
+        sum_read = buffer.read_port()
+        norm_read = buffer.read_port()
 
-        tag = data.StructLayout({"valid": 1, "first": 1, "last": 1, "acc": 1, "norm": 1, "load": 1, "grew": 1})
-        tags = [Signal(tag, name=f"tag_s{stage}") for stage in range(max(x_delay + ss.latency, p.acc_delay) + 1)]
-        out_tag = tags[x_delay + ss.latency]
+        def address(bank, index):
+            return index + Mux(bank, n_max, 0)
+
+        front_tag = data.StructLayout({"valid": 1, "first": 1, "load": 1, "grew": 1})
+        back_tag = data.StructLayout({"valid": 1, "last": 1, "bank": 1})
+        ftags = [Signal(front_tag, name=f"front_tag_s{stage}") for stage in range(p.acc_delay + 1)]
+        btags = [Signal(back_tag, name=f"back_tag_s{stage}") for stage in range(x_delay + ss.latency + 1)]
+        out_tag = btags[-1]
         advance = Signal()
         m.d.comb += [
-            self.out.valid.eq(out_tag.valid & out_tag.norm),
+            self.out.valid.eq(out_tag.valid),
             self.out.payload.data.eq(scale.result),
             self.out.payload.last.eq(out_tag.last),
             advance.eq(~self.out.valid | self.out.ready),
             exp.en.eq(advance),
+            norm_exp.en.eq(advance),
             scale.en.eq(advance),
-            read.en.eq(advance),
+            sum_read.en.eq(advance),
+            norm_read.en.eq(advance),
         ]
         with m.If(advance):
-            for stage in range(3, len(tags)):
-                m.d.sync += tags[stage].eq(tags[stage - 1])
+            for tags in (ftags, btags):
+                for stage in range(2, len(tags)):
+                    m.d.sync += tags[stage].eq(tags[stage - 1])
+                m.d.sync += tags[1].eq(0)
 
-        state = Signal(range(6), init=LOAD)
-        count = Signal(range(p.n_max + 1))          # elements accepted (LOAD) / issued (SUM, NORM)
-        length = Signal(range(p.n_max + 1))
+        # per bank: busy from its load until its last normalize issue; ready from its reciprocal's result
+        # until then; what normalization needs of its vector (length, reference, two_pass's K, 1/S)
+        busy = Signal(2)
+        ready = Signal(2)
+        meta_length = _Banked(m, "length", range(n_max + 1))
+        meta_reference = _Banked(m, "reference", signed(p.in_width))
+        meta_top = _Banked(m, "top", signed(es.exponent_width))
+        meta_y = _Banked(m, "y", unsigned(rs.frac + 1))
+        meta_msb = _Banked(m, "msb", unsigned(rs.msb_width))
+
+        # -- front end: load (pass 1), the sum pass, the drain, the hand-off to the reciprocal ----------------
+        state = Signal(range(3), init=LOAD)
+        write_bank = Signal()
+        count = Signal(range(n_max + 1))             # elements accepted (LOAD) / issued (SUM)
+        length = Signal(range(n_max + 1))
         timer = Signal(range(p.acc_delay + 1))
         running = Signal(signed(p.in_width), reset_less=True)    # the running max M
         fallback = Signal()
@@ -577,76 +625,72 @@ class Softmax(wiring.Component):
         top = Signal(signed(es.exponent_width), reset_less=True)  # two_pass: K
         x_reg = Signal(signed(p.in_width), reset_less=True)
         previous = Signal(signed(p.in_width), reset_less=True)    # online: M before this element
+        recip_busy = Signal()
+        recip_bank = Signal()
 
         payload = self.inp.payload
         accept = Signal()
         m.d.comb += [
-            self.inp.ready.eq((state == LOAD) & advance),
+            self.inp.ready.eq((state == LOAD) & advance & ~busy.bit_select(write_bank, 1)),
             accept.eq(self.inp.valid & self.inp.ready),
-            write.addr.eq(count),
+            write.addr.eq(address(write_bank, count)),
             write.data.eq(payload.data),
             write.en.eq(accept),
+            sum_read.addr.eq(address(write_bank, count)),
             recip.s.eq(total),
         ]
         is_first = count == 0
-        ends = payload.last | (count == p.n_max - 1)
+        ends = payload.last | (count == n_max - 1)
         new_max = Mux(is_first | (payload.data > running), payload.data, running)
-        issue_tag = tags[1]
-        with m.If(advance):
-            m.d.sync += issue_tag.eq(0)
+        issue = ftags[1]
         m.d.sync += recip.start.eq(0)
-        with m.If(state == LOAD):  # noqa: SIM117 (an Amaranth If/Elif chain, not nested contexts)
-            with m.If(accept):
-                m.d.sync += [count.eq(count + 1), running.eq(new_max), x_reg.eq(payload.data),
-                             previous.eq(running)]
-                if v != "three_pass":
-                    m.d.sync += [issue_tag.valid.eq(1), issue_tag.first.eq(is_first), issue_tag.acc.eq(1),
-                                 issue_tag.load.eq(1)]
-                with m.If(ends):
-                    m.d.sync += [length.eq(count + 1), count.eq(0)]
-                    goes_to_sum = Const(1) if v == "three_pass" else Const(0)
-                    if v == "unified_max":
-                        goes_to_sum = (new_max > p.max_estimate) | \
-                            (new_max < p.max_estimate - p.estimate_window)
-                        m.d.sync += fallback.eq(goes_to_sum)
-                    with m.If(goes_to_sum):
-                        m.d.sync += state.eq(SUM)
-                    with m.Else():
-                        m.d.sync += [state.eq(DRAIN), timer.eq(p.acc_delay - 1)]
-        with m.Elif(state == SUM):
-            m.d.comb += read.addr.eq(count)
-            m.d.sync += [issue_tag.valid.eq(1), issue_tag.first.eq(count == 0), issue_tag.acc.eq(1),
-                         count.eq(count + 1)]
-            with m.If(count == length - 1):
-                m.d.sync += [state.eq(DRAIN), timer.eq(p.acc_delay - 1), count.eq(0)]
-        with m.Elif(state == DRAIN):
-            m.d.sync += timer.eq(timer - 1)
-            with m.If(timer == 0):
-                m.d.sync += [state.eq(RECIP), recip.start.eq(1)]
-        with m.Elif(state == RECIP):  # noqa: SIM117 (an Amaranth If/Elif chain, not nested contexts)
-            with m.If(recip.done):
-                m.d.sync += state.eq(NORM)
-                m.d.comb += read.addr.eq(0)
-                m.d.sync += [issue_tag.valid.eq(1), issue_tag.norm.eq(1), issue_tag.last.eq(length == 1),
-                             count.eq(1)]
-                with m.If(length == 1):
-                    m.d.sync += state.eq(FLUSH)
-        with m.Elif(state == NORM):
-            m.d.comb += read.addr.eq(count)
-            with m.If(advance):
-                m.d.sync += [issue_tag.valid.eq(1), issue_tag.norm.eq(1), issue_tag.last.eq(count == length - 1),
-                             count.eq(count + 1)]
+        with m.If(recip.done):
+            m.d.sync += [recip_busy.eq(0), ready.bit_select(recip_bank, 1).eq(1)]
+            meta_y.write(recip_bank, recip.y)
+            meta_msb.write(recip_bank, recip.msb)
+        if v == "three_pass":
+            reference_out = running
+        elif v == "unified_max":
+            reference_out = Mux(fallback, running, p.max_estimate)
+        else:
+            reference_out = running
+        with m.If(advance):
+            with m.If(state == LOAD):  # noqa: SIM117 (an Amaranth If/Elif chain, not nested contexts)
+                with m.If(accept):
+                    m.d.sync += [count.eq(count + 1), running.eq(new_max), x_reg.eq(payload.data),
+                                 previous.eq(running)]
+                    if v != "three_pass":
+                        m.d.sync += [issue.valid.eq(1), issue.first.eq(is_first), issue.load.eq(1)]
+                    with m.If(ends):
+                        m.d.sync += [length.eq(count + 1), count.eq(0), busy.bit_select(write_bank, 1).eq(1)]
+                        goes_to_sum = Const(1) if v == "three_pass" else Const(0)
+                        if v == "unified_max":
+                            goes_to_sum = (new_max > p.max_estimate) | \
+                                (new_max < p.max_estimate - p.estimate_window)
+                            m.d.sync += fallback.eq(goes_to_sum)
+                        with m.If(goes_to_sum):
+                            m.d.sync += state.eq(SUM)
+                        with m.Else():
+                            m.d.sync += [state.eq(DRAIN), timer.eq(p.acc_delay - 1)]
+            with m.Elif(state == SUM):
+                m.d.sync += [issue.valid.eq(1), issue.first.eq(count == 0), count.eq(count + 1)]
                 with m.If(count == length - 1):
-                    m.d.sync += state.eq(FLUSH)
-        with m.Elif(state == FLUSH):  # noqa: SIM117 (an Amaranth If/Elif chain, not nested contexts)
-            with m.If(self.out.valid & self.out.ready & out_tag.last):
-                m.d.sync += [state.eq(LOAD), count.eq(0)]
-        with m.Else():               # unreachable codes of the 3-bit state
-            m.d.sync += state.eq(LOAD)
+                    m.d.sync += [state.eq(DRAIN), timer.eq(p.acc_delay - 1), count.eq(0)]
+            with m.Else():
+                # DRAIN: the last term reaches the sum; then the sum goes to the reciprocal once it is free
+                # (a start is accepted in the cycle its previous result is done) and the bank to the back end
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Elif(~recip_busy | recip.done):
+                    m.d.sync += [recip.start.eq(1), recip_busy.eq(1), recip_bank.eq(write_bank),
+                                 write_bank.eq(~write_bank), state.eq(LOAD)]
+                    meta_length.write(write_bank, length)
+                    meta_reference.write(write_bank, reference_out)
+                    meta_top.write(write_bank, top)
 
-        # stage 1 -> 2: x (stream register or buffer), the difference d = x - reference
-        s1 = tags[1]
-        x = Mux(s1.load, x_reg, read.data)
+        # front stage 1 -> 2: x (stream register or buffer), the difference d = x - reference
+        s1 = ftags[1]
+        x = Mux(s1.load, x_reg, sum_read.data)
         d = Signal(signed(p.in_width + 1), reset_less=True)
         grew = Signal()
         if v == "online":
@@ -656,28 +700,28 @@ class Softmax(wiring.Component):
         elif v == "two_pass":
             reference = Const(0, signed(p.in_width))
         elif v == "online":
-            reference = Mux(s1.load, previous, running)
+            reference = previous
         else:
-            reference = Mux(s1.load | ~fallback, Const(p.max_estimate, signed(p.in_width)), running)
+            reference = Mux(s1.load, Const(p.max_estimate, signed(p.in_width)), running)
         difference = x - reference
         if v == "online":
             # pass 1: -(|x - M_prev|): the rescale factor exp(M_prev - x) when x grows the max
-            difference = Mux(s1.load, Mux(s1.first, 0, Mux(grew, previous - x, x - previous)), difference)
+            difference = Mux(s1.first, 0, Mux(grew, previous - x, x - previous))
         with m.If(advance):
-            m.d.sync += [d.eq(difference), tags[2].eq(s1), tags[2].grew.eq(grew)]
+            m.d.sync += [d.eq(difference), ftags[2].eq(s1), ftags[2].grew.eq(grew)]
         m.d.comb += exp.d.eq(d)
 
-        # stage X: into the scale-round unit, or the sum's pre-stage: everything that does not depend on the
-        # sum is registered (the term m >> -k, shift amounts, two_pass's new exponent K), so the loop of
-        # stage X + 1 (sum register -> sum register) is one shift (or multiply) and one add
-        sx = tags[x_delay]
-        sa = tags[p.acc_delay]
+        # front stage X: the sum's pre-stage: everything that does not depend on the sum is registered (the
+        # term m >> -k, shift amounts, two_pass's new exponent K), so the loop of stage X + 1 (sum register ->
+        # sum register) is one shift (or multiply) and one add
+        sx = ftags[x_delay]
+        sa = ftags[p.acc_delay]
         mantissa, exponent = exp.mantissa, exp.exponent
-        g = p.sum_guard_bits
         guarded = mantissa << g                                     # sum_frac fraction bits
         term = guarded >> (-exponent).as_unsigned()
         addend = Signal(unsigned(mf + g + 1), reset_less=True)     # added to the (shifted) sum
-        acc_now = advance & sx.valid & sx.acc
+        acc_now = advance & sx.valid
+        accumulate = advance & sa.valid
         if v == "two_pass":
             grows = ~sx.first & (exponent > top)
             amount_width = bits_for_range(0, es.exponent_range[1] - es.exponent_range[0], False)
@@ -687,7 +731,7 @@ class Softmax(wiring.Component):
                              addend.eq(Mux(sx.first | grows, guarded, guarded >> (top - exponent).as_unsigned()))]
                 with m.If(sx.first | grows):
                     m.d.sync += top.eq(exponent)
-            with m.If(advance & sa.valid & sa.acc):
+            with m.If(accumulate):
                 m.d.sync += total.eq(Mux(sa.first, 0, total >> amount) + addend)
         elif v == "online":
             e0 = int(exp_golden(es, np.array([0]))[0][0]) << g
@@ -696,7 +740,7 @@ class Softmax(wiring.Component):
             with m.If(acc_now):
                 m.d.sync += [factor.eq(mantissa), amount.eq(mf - exponent),
                              addend.eq(Mux(sx.grew & ~sx.first, e0, term))]
-            with m.If(advance & sa.valid & sa.acc):
+            with m.If(accumulate):
                 with m.If(sa.first):
                     m.d.sync += total.eq(addend)
                 with m.Elif(sa.grew):
@@ -707,12 +751,52 @@ class Softmax(wiring.Component):
             # unified_max: the load pass with x > phi would add terms > 1; it is then discarded (fallback)
             with m.If(acc_now):
                 m.d.sync += addend.eq(Mux(exponent > 0, 0, term))
-            with m.If(advance & sa.valid & sa.acc):
+            with m.If(accumulate):
                 m.d.sync += total.eq(Mux(sa.first, 0, total) + addend)
-        kk = exponent - top if v == "two_pass" else exponent
-        m.d.comb += [scale.a.eq(mantissa), scale.b.eq(recip.y),
-                     scale.shift.eq(p.recip_frac - p.out_width - g + recip.msb - kk)]
+
+        # -- back end: normalize the banks in turn, back to back ------------------------------------------
+        read_bank = Signal()
+        norm_count = Signal(range(n_max + 1))
+        norm_length = meta_length.read(read_bank)
+        # a bank is ready from its reciprocal's done cycle on (the first issue is that cycle)
+        bank_ready = ready.bit_select(read_bank, 1) | (recip.done & (recip_bank == read_bank))
+        m.d.comb += norm_read.addr.eq(address(read_bank, norm_count))
+        with m.If(advance & bank_ready):
+            m.d.sync += [btags[1].valid.eq(1), btags[1].bank.eq(read_bank),
+                         btags[1].last.eq(norm_count == norm_length - 1), norm_count.eq(norm_count + 1)]
+            with m.If(norm_count == norm_length - 1):
+                m.d.sync += [norm_count.eq(0), read_bank.eq(~read_bank), ready.bit_select(read_bank, 1).eq(0),
+                             busy.bit_select(read_bank, 1).eq(0)]
+
+        # back stage 1 -> 2: d = x - the vector's reference; stage X: into the scale-round unit
+        b1 = btags[1]
+        norm_d = Signal(signed(p.in_width + 1), reset_less=True)
+        norm_reference = Const(0, signed(p.in_width)) if v == "two_pass" else meta_reference.read(b1.bank)
+        with m.If(advance):
+            m.d.sync += [norm_d.eq(norm_read.data - norm_reference), btags[2].eq(b1)]
+        m.d.comb += norm_exp.d.eq(norm_d)
+        bx = btags[x_delay]
+        kk = norm_exp.exponent - meta_top.read(bx.bank) if v == "two_pass" else norm_exp.exponent
+        m.d.comb += [scale.a.eq(norm_exp.mantissa), scale.b.eq(meta_y.read(bx.bank)),
+                     scale.shift.eq(p.recip_frac - p.out_width - g + meta_msb.read(bx.bank) - kk)]
         return m
+
+
+class _Banked:
+    """One register per buffer bank, written and read by a bank bit (two registers and a multiplexer)."""
+
+    def __init__(self, m: Module, name: str, shape):
+        self.m = m
+        self.banks = [Signal(shape, name=f"{name}_{bank}", reset_less=True) for bank in range(2)]
+
+    def write(self, bank, value) -> None:
+        with self.m.If(bank):
+            self.m.d.sync += self.banks[1].eq(value)
+        with self.m.Else():
+            self.m.d.sync += self.banks[0].eq(value)
+
+    def read(self, bank):
+        return Mux(bank, self.banks[1], self.banks[0])
 
 
 register(Block(

@@ -44,6 +44,23 @@ def _synth_task(verilog: str, top: str, target: str) -> dict:
     return synth([verilog], top, target).to_dict()
 
 
+def _simulate_task(params: SystolicParams) -> dict:
+    from hardwire.sim.verify import verify_block
+
+    result = verify_block("systolic", params, progress=_say)
+    return {"result": result.to_dict(), "table": result.table()}
+
+
+def _describe(key: tuple, result: dict) -> str:
+    if key[0] == "fmax":
+        return f"fmax {key[1]} on {key[2]}: Fmax {result['fmax_mhz']:.1f} MHz"
+    if key[0] == "synth":
+        return f"synth {key[1]} on {key[2]}: LUT {result['lut']} FF {result['ff']} DSP {result['dsp']}"
+    if key[0] == "simulation":
+        return f"simulation of {key[1]}: {result['result']['passed']} passed, {result['result']['failed']} failed"
+    return f"{key[0]} done"
+
+
 def _fmax_task(verilog: str, top: str, target: str, device: str, package: str) -> dict:
     from hardwire.flows.fmax import wrapped_fmax
 
@@ -65,7 +82,6 @@ def run_demo(out: Path, jobs: int = 2) -> dict:
 
 def _demo(work: Path, jobs: int) -> dict:
     from hardwire.flows.lint import lint
-    from hardwire.sim.verify import verify_block
 
     rtl = work / "rtl"
     _say(f"[1/8] generating {MAIN.top_name} (8x8 INT8, weight-stationary) and the other demo configurations")
@@ -85,39 +101,46 @@ def _demo(work: Path, jobs: int) -> dict:
             raise HardwireError(f"lint of {top} is not clean: {lint_results[top]['unwaived'][:3]} "
                                 f"(log {result.log_path})")
 
-    _say("[3/8] simulating both dataflows in Verilator (cocotb) against torch.matmul")
-    simulations = {}
-    for params in (MAIN, os_params):
-        result = verify_block("systolic", params, progress=_say)
-        simulations[params.top_name] = result.to_dict()
-        _say(result.table())
-        if not result.ok:
-            raise HardwireError(f"simulation of {params.top_name} failed: {result.failure}")
-
-    _say(f"[4/8] synthesis and place-and-route ({jobs} parallel jobs; the first yosys/nextpnr call "
-         "compiles WebAssembly, ~30-90 s)")
+    # Steps 3, 4, 6 and 7 do not depend on each other: one pool runs them on `jobs` cores, the longest first
+    # (the network's training, compile and simulation; the board build; the 8x8 place-and-route), so that the
+    # short synthesis runs fill the gaps at the end
+    _say(f"[3-7/8] simulation, synthesis, place-and-route, the network and the board build, {jobs} at a time "
+         "(the first yosys/nextpnr call compiles WebAssembly, ~30-90 s)")
     tasks = {
-        ("synth", MAIN.top_name, "ecp5"): (_synth_task, designs[MAIN.top_name]["verilog"], MAIN.top_name, "ecp5"),
+        ("network",): (_network, work / "network"),
+        ("board",): (_board, work / "board"),
+    }
+    for n, params in sorted(sweep.items(), reverse=True):
+        verilog = designs[params.top_name]["verilog"]
+        tasks[("fmax", params.top_name, "ecp5")] = (_fmax_task, verilog, params.top_name, "ecp5", *ECP5_DEVICE)
+    for params in (MAIN, os_params):
+        tasks[("simulation", params.top_name)] = (_simulate_task, params)
+    tasks |= {
+        ("fmax", ICE40.top_name, "ice40"): (_fmax_task, designs[ICE40.top_name]["verilog"], ICE40.top_name, "ice40",
+                                            *ICE40_DEVICE),
         ("synth", MAIN.top_name, "xilinx"): (_synth_task, designs[MAIN.top_name]["verilog"], MAIN.top_name,
                                              "xilinx"),
         ("synth", ICE40.top_name, "ice40"): (_synth_task, designs[ICE40.top_name]["verilog"], ICE40.top_name,
                                              "ice40"),
-        ("fmax", ICE40.top_name, "ice40"): (_fmax_task, designs[ICE40.top_name]["verilog"], ICE40.top_name, "ice40",
-                                            *ICE40_DEVICE),
     }
     for n, params in sweep.items():
-        verilog = designs[params.top_name]["verilog"]
-        tasks[("synth", params.top_name, "ecp5")] = (_synth_task, verilog, params.top_name, "ecp5")
-        tasks[("fmax", params.top_name, "ecp5")] = (_fmax_task, verilog, params.top_name, "ecp5", *ECP5_DEVICE)
+        tasks[("synth", params.top_name, "ecp5")] = (_synth_task, designs[params.top_name]["verilog"],
+                                                     params.top_name, "ecp5")
     results = {}
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = {pool.submit(fn, *args): key for key, (fn, *args) in tasks.items()}
         for done, future in enumerate(as_completed(futures), 1):
             key = futures[future]
             results[key] = future.result()
-            detail = (f"Fmax {results[key]['fmax_mhz']:.1f} MHz" if key[0] == "fmax"
-                      else f"LUT {results[key]['lut']} FF {results[key]['ff']} DSP {results[key]['dsp']}")
-            _say(f"      {done}/{len(tasks)} {key[0]} {key[1]} on {key[2]}: {detail}")
+            _say(f"      {done}/{len(tasks)} {_describe(key, results[key])}")
+
+    simulations = {}
+    for params in (MAIN, os_params):
+        result = results[("simulation", params.top_name)]
+        simulations[params.top_name] = result["result"]
+        _say(result["table"])
+        if not result["result"]["ok"]:
+            raise HardwireError(f"simulation of {params.top_name} failed: {result['result']['failure']}")
 
     _say("[5/8] cycle model: utilization of tiled GEMMs on the 8x8 array")
     gemms = []
@@ -125,14 +148,7 @@ def _demo(work: Path, jobs: int) -> dict:
         for params in (MAIN, os_params):
             gemms.append({"dataflow": params.dataflow, "shape": [m, k, n], "cycles": gemm_cycles(params, m, k, n),
                           "utilization": gemm_utilization(params, m, k, n)})
-
-    _say(f"[6/8] network: {NETWORK} (Brevitas, digits) -> streaming RTL at {NETWORK_FPS} inferences/s, verified "
-         "on the whole test split against qonnx, synthesized and placed")
-    network = _network(work / "network")
-
-    _say(f"[7/8] board: {BOARD_NETWORK} fully folded -> iCEBreaker bitstream (UART bridge, yosys, nextpnr-ice40, "
-         "icepack)")
-    board = _board(work / "board")
+    network, board = results[("network",)], results[("board",)]
 
     _say("[8/8] writing report.json, report.md and sweep.png")
     points = []

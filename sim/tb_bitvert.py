@@ -32,7 +32,7 @@ CLOCK_NS = 10
 def default_cases(p: BitVertParams, seed: int = 1) -> list[dict]:
     """Random and adversarial weights (all ones = -1, zeros, alternating bits, extremes, exact half-ones
     columns, small magnitudes with long sign runs, rows whose work falls in different groups so that the PEs
-    wait for each other, pruned), extreme activations, bubbles and back-pressure."""
+    wait for each other, one PE with all the work, pruned), extreme activations, bubbles and back-pressure."""
     rng = np.random.default_rng([seed, p.group_size, p.lanes, p.pes, p.w_width])
     g = p.group_size
     k = min(p.k_max, 3 * g + g // 2 + 1)          # several groups and a partial last one
@@ -69,6 +69,12 @@ def default_cases(p: BitVertParams, seed: int = 1) -> list[dict]:
         ("mixed_rows", np.stack([rand_w()[0], np.zeros(k, int), np.full(k, w_lo), *rand_w(-2, 1)[: n - 3]]),
          rand_x(), 1.0, 1.0),
         ("imbalanced_pes", imbalanced, rand_x(), 1.0, 1.0),
+        # PE 0 gets every dense row, the others zero rows: they run a pass ahead and wait for their results
+        ("one_pe_behind", np.where((np.arange(n) % p.pes == 0)[:, None], rand_w(), 0), rand_x(3), 1.0, 1.0),
+        # dense rows 1 (PE 1, pass 0) and 2 pes (PE 0, pass 2): PE 0 runs ahead through passes 0 and 1 and its
+        # last issue of pass 1 waits for pass 0's result to leave before it starts its dense pass
+        ("pass_ahead_waits", np.where(np.isin(np.arange(n), [1 % p.pes, 2 * p.pes])[:, None], rand_w(), 0),
+         rand_x(2), 1.0, 1.0),
         ("pruned", prune_column_budget(prune_rounded_average(rand_w(), g, min(2, p.w_width - 1), p.w_width), g,
                                        min(1, g // 2), p.w_width),
          rand_x(), 1.0, 1.0),

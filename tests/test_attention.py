@@ -22,7 +22,6 @@ from hardwire.gen.attention import (
     exp_fixed,
     query_cycles,
     reference_float,
-    tile_cycles,
 )
 from hardwire.sim.runner import simulate
 from hardwire.sim.tb_attention import default_cases
@@ -77,10 +76,11 @@ def test_scaling_by_one_over_sqrt_d_is_folded_into_the_exp_constant():
 
 def test_buffers_do_not_grow_with_the_sequence_length():
     sizes = {seq: AttentionParams(seq_max=seq, tile=4).buffer_bits for seq in (16, 64, 256, 1024)}
-    # only l and o widen by a few bits (their sums grow as log2 of the length); the tile and query do not
+    # only l and o widen by a few bits (their sums grow as log2 of the length; three copies each: R, D and
+    # their combination); the tiles and the query do not
     for key in ("query", "scores", "v_tile", "output"):
         assert len({s[key] for s in sizes.values()}) == 1, key
-    assert sizes[1024]["state"] - sizes[16]["state"] <= 6 * (4 + 1)
+    assert sizes[1024]["state"] - sizes[16]["state"] <= 3 * 6 * (4 + 1)
 
 
 # --- golden model ---------------------------------------------------------------------------------
@@ -237,22 +237,40 @@ def test_cycle_model_per_tile_query_and_sequence():
     assert p.exp_depth == depth == 8
     normalize = p.recip_spec.latency + p.scale_spec.latency + 1          # newton reciprocal 7
     assert p.normalize_cycles == normalize == 11
-    tile4 = 4 + 1 + (4 + 1 + depth)
-    assert tile_cycles(p, 4) == {"load": 4, "max": 1, "exp": 4 + 1 + depth, "total": tile4}
-    assert tile_cycles(p, 4, live=False)["total"] == 4
+    assert (p.v_read_delay, p.rescale_gap) == (5, 6)
+    # by hand, 16 keys in 4 tiles of 4 (q handshake in cycle 0): tile 0 into bank 0, rows 1-4, alpha issued
+    # in 4 + 3 = 7 (rows 8-11), bank 0 free again from 7 + 5 + 1 = 13; tile 1 (bank 1) rows 5-8, alpha at
+    # max(11, 12, 7 + 6) = 13, bank 1 free from 19; tile 2 waits for bank 0: rows 13-16, alpha 19; tile 3
+    # rows 19-22, alpha 25; combine at 25 + 8 + 6 = 39, output register written 11 later, output at 51
+    q_acc, kv_acc, out = attention_schedule(p, [(16, None)], [0], [0] * 16)
+    assert kv_acc == [1, 2, 3, 4, 5, 6, 7, 8, 13, 14, 15, 16, 19, 20, 21, 22] and out == [51]
     q = query_cycles(p, 16)
-    assert q["latency_cycles"] == 1 + 4 * tile4 + normalize and q["interval_cycles"] == q["latency_cycles"] + 1
-    assert query_cycles(p, 5)["latency_cycles"] == 1 + tile4 + (1 + 1 + (1 + 1 + depth)) + normalize
+    assert q["latency_cycles"] == 51 and q["interval_cycles"] == 52
+    # one tile of 5 rows would be one of 4 and one of 1: alpha at 7, then max(5 + 3, 12, 13) = 13, its one row
+    # at 14; combine at 13 + 8 + max(2, 6), output 1 + 11 later
+    assert query_cycles(p, 5)["latency_cycles"] == 13 + depth + 6 + 1 + normalize
+    # back to back: the next q beat is taken once the rows are in (22) and the last tile's max is taken (+ 3);
+    # its first alpha waits for the first query's combination (39 + 1), its second for the first output
+    # register's write (50 + 1)
+    acc_q, _, out = attention_schedule(p, [(16, None), (16, None)], [0, 0], [0] * 32)
+    assert acc_q == [0, 25] and out[0] == 51
     whole = attention_cycles(p, 16)
-    assert whole["total_cycles"] == 16 * q["interval_cycles"]
+    assert whole["total_cycles"] < 16 * q["interval_cycles"]
+    assert whole["total_cycles"] == attention_schedule(p, [(16, None)] * 16, [0] * 16, [0] * 256)[2][-1] + 1
     # causal: tiles beyond position + offset are consumed at one row per cycle and skipped
     c = query_cycles(CAUSAL, 10, 0)
-    assert [t["total"] for t in c["tiles"]] == [3 + 1 + 4 + CAUSAL.exp_depth, 3, 3, 1]
-    # the schedule model at full rate agrees, and waits for late beats
-    acc_q, _, out = attention_schedule(p, [(16, None), (5, None)], [0, 0], [0] * 21)
-    assert out[0] == q["latency_cycles"] and acc_q[1] == out[0] + 1
+    assert c["tiles"] == [(3, True), (3, False), (3, False), (1, False)]
+    # the schedule model waits for late beats
     late = attention_schedule(p, [(5, None)], [0], [0, 0, 0, 0, 40])[1]
     assert late[:4] == [1, 2, 3, 4] and late[4] == 40
+
+
+def test_long_sequences_with_large_tiles_keep_the_multipliers_busy():
+    """Overlapped tiles and queries: at tile 16 and 16 tiles the MACs run at >= 90% of the 2d peak (one tile
+    at a time they ran at 37%); small tiles are bound by the per-tile alpha and rescale."""
+    p = AttentionParams(head_dim=16, tile=16, seq_max=256)
+    c = attention_cycles(p, 256)
+    assert c["macs"] / (c["total_cycles"] * 2 * p.head_dim) >= 0.9
 
 
 # --- Verilog --------------------------------------------------------------------------------------

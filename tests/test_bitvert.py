@@ -19,6 +19,7 @@ from hardwire.gen.bitvert import (
     OUTPUT_LATENCY_CYCLES,
     BitVertParams,
     Record,
+    array_pass_ends,
     bbs_cycles,
     bit_columns,
     bitvert_cycles,
@@ -276,14 +277,36 @@ def test_cycle_model_by_hand():
     assert bitvert_cycles(p, w[None, :], x) == 14 + OUTPUT_LATENCY_CYCLES + 1
 
 
-def test_array_cycle_model_takes_the_slowest_pe_per_group():
+def test_array_pes_do_not_wait_for_each_other_per_group():
+    """Each PE reads the activation queue at its own pace: two PEs whose work falls in different groups take
+    as long as the slower one alone (17), not the sum over groups of the slowest (32, the old group barrier)."""
     p = BitVertParams(pes=2, lanes=1)
     heavy = np.array([0b0101_0101, 0] * 4)                  # columns 0, 2, 4, 6 half ones: 4 cycles each
     first = np.concatenate([heavy, np.zeros(8, dtype=np.int64)])
     second = np.concatenate([np.zeros(8, dtype=np.int64), heavy])
     assert group_cycles(first, p).tolist() == [16, 1] and group_cycles(second, p).tolist() == [1, 16]
-    plan = plan_gemv(p, np.stack([first, second]), np.ones((1, 16), dtype=np.int64))
-    assert plan.pass_cycles == [16 + 16]                    # each PE alone would need 17
+    plan = plan_gemv(p, np.stack([first, second]), np.ones((2, 16), dtype=np.int64))
+    assert plan.pass_cycles == [17, 17]                     # the second pass starts after the first's end
+    assert bitvert_schedule(p, plan) == [17 + OUTPUT_LATENCY_CYCLES, 34 + OUTPUT_LATENCY_CYCLES]
+
+
+def test_a_pe_a_pass_ahead_waits_for_its_previous_result_to_leave():
+    """By hand, 3 passes of one group, 2 PEs: pass 0 ends in cycle 6 (PE 0) and leaves the result register
+    in 6 + 2; PE 1's last issue of pass 1 (ready in cycle 2) waits until 6 + 3 = 9, so its 6-cycle pass 2
+    starts at 10 and ends at 15 (without the wait: 8)."""
+    assert array_pass_ends(np.array([[[6, 1]], [[1, 1]], [[1, 6]]]), 8) == [6, 9, 15]
+
+
+def test_queue_depth_bounds_how_far_a_pe_runs_ahead():
+    """PE 0 has 4-cycle groups then 1-cycle ones, PE 1 the reverse: with a queue of D groups, PE 1 can run at
+    most D groups ahead; the pass takes longer with D = 2 than with D = 8, and never less than either PE."""
+    cycles = np.array([[[4, 1]] * 8 + [[1, 4]] * 8])       # (1 pass, 16 groups, 2 PEs)
+    deep, shallow = array_pass_ends(cycles, 16)[0], array_pass_ends(cycles, 2)[0]
+    assert deep == 8 * 4 + 8 * 1 + 0                         # each PE alone: 40 (first issue in cycle 1)
+    assert shallow > deep
+    # by hand for D = 2: group h is accepted once every PE finished group h - 2
+    assert array_pass_ends(np.array([[[3, 1], [3, 1], [1, 1]]]), 2) == [7]
+    assert array_pass_ends(np.array([[[1, 3], [1, 3], [1, 1]]]), 2) == [7]
 
 
 def test_vectorised_cycles_and_encoded_size_equal_the_records_and_the_encoder():
@@ -334,6 +357,8 @@ SIM_CONFIGS = [
     BitVertParams(),
     # three PEs that must wait for each other, odd group, three lanes, unsigned 5-bit activations, 6-bit weights
     BitVertParams(pes=3, group_size=7, lanes=3, w_width=6, a_width=5, a_signed=False),
+    # the shallowest queue: a fast PE is held back when it runs two groups ahead of the slowest
+    BitVertParams(pes=2, group_size=4, lanes=1, w_width=4, a_width=4, queue_depth=2),
     pytest.param(BitVertParams(pes=4, group_size=16, lanes=1, w_width=4, a_width=8, k_max=256),
                  marks=pytest.mark.slow),
     pytest.param(BitVertParams(pes=2, group_size=2, lanes=1, w_width=2, a_width=1, a_signed=False, k_max=32),
