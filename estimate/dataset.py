@@ -237,7 +237,7 @@ def run_specs(size: str, count: int, seed: int) -> list[dict]:
 
 
 def generate(path, *, size: str = "small", count: int = 100, seed: int = 0, targets=DEFAULT_TARGETS,
-             fmax_share: float = 0.15, stages=("synth", "fmax"), workers: int | None = None,
+             fmax_share: float = 0.3, stages=("synth", "fmax"), workers: int | None = None,
              ray_address: str | None = None, timeout_s: float = 1800, specs: list[dict] | None = None) -> dict:
     """Synthesize the designs of (size, count, seed) -- or the given `specs` -- whose rows are not yet in `path`;
     append each design's rows as it finishes. Real networks are always placed and routed (fmax share 1)."""
