@@ -30,8 +30,40 @@ NETWORK_SIZES = {
 }
 
 
+# The generator version of each gen/ family when the dataset was first made (rows did not record it). A design
+# built by a later version of a generator is a different design: from then on its hash covers the versions of the
+# generators that build it, so the dataset synthesizes it anew, and a row whose hash no longer matches its spec
+# (`is_stale`) describes hardware the generators no longer make and is neither trained nor tested on.
+FIRST_VERSIONS = {"attention": "3", "softmax": "3"}          # every other family: "1"
+NETWORK_UNITS = ("mvu", "swg", "maxpool", "dwc")              # the families a compiled network is built from
+
+
+def generator_versions(spec: dict) -> dict:
+    """{family: version} of the generators that build `spec`, where they differ from FIRST_VERSIONS."""
+    from hardwire.gen import registry
+
+    kind = spec.get("kind")
+    families = (spec["block"],) if kind == "block" else NETWORK_UNITS if kind in ("network", "model") else ()
+    out = {}
+    for name in families:
+        try:
+            version = registry.get(name).generator_version
+        except KeyError:
+            continue
+        if version != FIRST_VERSIONS.get(name, "1"):
+            out[name] = version
+    return out
+
+
 def design_hash(spec: dict) -> str:
-    return digest("design", spec)
+    versions = generator_versions(spec)
+    return digest("design", {**spec, "generators": versions} if versions else spec)
+
+
+def is_stale(row: dict) -> bool:
+    """Whether a dataset row was synthesized from a design that today's generators no longer build."""
+    spec = row.get("spec")
+    return isinstance(spec, dict) and "design_hash" in row and row["design_hash"] != design_hash(spec)
 
 
 def wants_fmax(spec_hash: str, share: float) -> bool:

@@ -80,11 +80,18 @@ def load_rows(paths, wa_hls4ml=()) -> list[dict]:
     from .dataset import RowStore
     from .wahls4ml import read_rows
 
+    from .designs import is_stale
+
     rows = []
     for path in paths:
         if not Path(path).is_file():
             raise ParameterError("dataset", str(path), "an existing .jsonl.gz file")
-        rows += RowStore(path).rows()
+        read = RowStore(path).rows()
+        fresh = [row for row in read if not is_stale(row)]
+        if len(fresh) < len(read):
+            print(f"{path}: {len(read) - len(fresh)} rows left out: synthesized from generator versions older than "
+                  "today's (`hardwire dataset generate` makes them anew)", file=sys.stderr)
+        rows += fresh
     for path in wa_hls4ml:
         converted, _ = read_rows(path)
         for i, row in enumerate(converted):

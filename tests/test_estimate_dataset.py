@@ -142,3 +142,25 @@ def test_bad_targets_sizes_and_specs_are_one_line_errors(tmp_path):
     done = subprocess.run([sys.executable, "-m", "hardwire.cli", "dataset", "generate", "-o", str(tmp_path / "y.jsonl.gz"),
                            "--specs", str(tmp_path / "s.json")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "specs=" in done.stderr
+
+
+def test_rows_of_an_older_generator_are_stale_and_left_out(tmp_path, monkeypatch):
+    """A generator whose version moves on builds different hardware: the design hash moves with it (the dataset
+    makes the design anew) and rows synthesized from the older version are not trained on."""
+    import dataclasses
+
+    from hardwire.estimate.designs import design_hash, is_stale
+    from hardwire.estimate.train import load_rows
+    from hardwire.gen import registry
+
+    block, network = TINY[0], TINY[2]
+    rows = [{"key": f"{design_hash(s)}:ecp5", "design_hash": design_hash(s), "spec": s, "labels": {"lut": 1}}
+            for s in (block, network)]
+    RowStore(tmp_path / "d.jsonl.gz").append(rows)
+    assert not any(is_stale(r) for r in rows) and len(load_rows([tmp_path / "d.jsonl.gz"])) == 2
+    bumped = dataclasses.replace(registry.get("dwc"), generator_version="99")
+    monkeypatch.setitem(registry._BLOCKS, "dwc", bumped)
+    assert design_hash(block) != rows[0]["design_hash"]          # the dwc block, and every network (dwc units)
+    assert design_hash(network) != rows[1]["design_hash"]
+    assert design_hash(TINY[1]) == designs.digest("design", TINY[1])   # maxpool: untouched
+    assert [is_stale(r) for r in rows] == [True, True] and load_rows([tmp_path / "d.jsonl.gz"]) == []
