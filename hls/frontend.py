@@ -412,9 +412,11 @@ def build_graph(model, name: str = "network") -> IntGraph:
     m = _Model(model)
     inputs = [i for i in m.graph.input if m.init(i.name) is None]
     if len(inputs) != 1:
-        raise ModelError(f"the network must have exactly one input, it has {len(inputs)}")
+        raise ModelError(f"the network must have exactly one input, it has {len(inputs)}: "
+                         + ", ".join(repr(i.name) for i in inputs))
     if len(m.graph.output) != 1:
-        raise ModelError(f"the network must have exactly one output, it has {len(m.graph.output)}")
+        raise ModelError(f"the network must have exactly one output, it has {len(m.graph.output)}: "
+                         + ", ".join(repr(o.name) for o in m.graph.output))
     input_name = inputs[0].name
     prefix, first = _collect_prefix(m, input_name, inputs[0])
     spec = _quant_spec(m, first)

@@ -390,3 +390,80 @@ def test_conv_end_hls4ml_csim_is_bit_exact(tmp_path):
     report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=24),
                            progress=lambda _: None)
     assert report["csim_vs_qonnx"]["mismatches"] == 0 and report["csim_vs_qonnx"]["outputs"] == 24 * 48
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# No internal error text reachable from the CLI: malformed and unsupported graphs each give one user-error line
+
+
+def _zero_point_one(model):
+    quant = next(n for n in model.graph.node if n.op_type == "Quant")
+    model.set_initializer(quant.input[2], np.ones_like(model.get_initializer(quant.input[2])))
+
+
+def _nine_bits(model):
+    quant = next(n for n in model.graph.node if n.op_type == "Quant")
+    model.set_initializer(quant.input[3], np.asarray(9.0, dtype=np.float32))
+
+
+def _act_scale_from_input(model):
+    import onnx
+
+    quant = [n for n in model.graph.node if n.op_type == "Quant"][1]
+    model.graph.input.append(onnx.helper.make_tensor_value_info("scale_in", onnx.TensorProto.FLOAT, [1]))
+    quant.input[1] = "scale_in"
+
+
+MALFORMED = {
+    # name: (module, input shape, mutation of the exported model or None, text the message must contain)
+    "grouped_conv": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
+                                           brevitas_nn.QuantConv2d(2, 4, 3, groups=2, bias=False, **_w(4))),
+                     (1, 2, 6, 6), None, "with groups or dilation"),
+    "overlapping_pool": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
+                                               brevitas_nn.QuantConv2d(1, 2, 3, bias=False, **_w(4)),
+                                               brevitas_nn.QuantReLU(**_act(4)), nn.MaxPool2d(3, stride=1),
+                                               nn.Flatten(), brevitas_nn.QuantLinear(8, 2, bias=False, **_w(4))),
+                         (1, 1, 6, 6), None, "(op MaxPool)"),
+    "average_pool": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
+                                           brevitas_nn.QuantConv2d(1, 2, 3, bias=False, **_w(4)),
+                                           brevitas_nn.QuantReLU(**_act(4)), nn.AvgPool2d(2),
+                                           nn.Flatten(), brevitas_nn.QuantLinear(8, 2, bias=False, **_w(4))),
+                     (1, 1, 6, 6), None, "(op AveragePool)"),
+    "conv1d": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
+                                     brevitas_nn.QuantConv1d(2, 2, 3, bias=False, **_w(4))),
+               (1, 2, 8), None, "supported (1, C) or (1, C, H, W)"),
+    "zero_point": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
+                                         brevitas_nn.QuantLinear(8, 2, bias=False, **_w(4))),
+                   (1, 8), _zero_point_one, "(Quant): non-zero zero point"),
+    "nine_bits": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
+                                        brevitas_nn.QuantLinear(8, 2, bias=False, **_w(4))),
+                  (1, 8), _nine_bits, "(Quant): bit width 9 is not supported"),
+    "scale_not_constant": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
+                                                 brevitas_nn.QuantLinear(8, 4, bias=False, **_w(4)),
+                                                 brevitas_nn.QuantReLU(**_act(4)),
+                                                 brevitas_nn.QuantLinear(4, 2, bias=False, **_w(4))),
+                           (1, 8), _act_scale_from_input, "exactly one input, it has 2: 'global_in', 'global_in_1'"),
+}
+
+
+FAST_MALFORMED = ("average_pool", "grouped_conv", "zero_point")     # the rest with -m slow
+
+
+@pytest.mark.parametrize("case", [name if name in FAST_MALFORMED else pytest.param(name, marks=pytest.mark.slow)
+                                  for name in sorted(MALFORMED)])
+def test_malformed_and_unsupported_graphs_are_one_line_user_errors_naming_the_node(tmp_path, capsys, case):
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    make, shape, mutate, text = MALFORMED[case]
+    path = _export(make(), shape, tmp_path, case)
+    if mutate is not None:
+        model = ModelWrapper(str(path))
+        mutate(model)
+        model.save(str(path))
+    code = main(["compile", str(path), "-o", str(tmp_path / "out"), "--no-sim", "--no-synth"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("hardwire: error:"), err
+    assert "Traceback" not in err and "hardwire bug" not in err
+    assert text in err and ("node '" in err or "input" in err), err
+    assert not (tmp_path / "out").exists()
