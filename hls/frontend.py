@@ -9,6 +9,12 @@ with qonnx' own executor on every candidate accumulator value (binary search per
 sampled check), so the integer layer reproduces qonnx' float32 execution bit for bit. That equality rests on
 one more fact, checked per layer and reported as `exact`: with power-of-two scales on the layer's input and
 weights, qonnx' float MatMul/Conv is itself exact (every partial sum is a small multiple of the product scale).
+
+At the two ends the host does the float work, by qonnx' executor on the model's own nodes: pre-processing before
+the input Quant (layout ops, a constant affine: `Prefix`), the input quantizer itself, and after the last layer
+either its output quantizer's scale or the float ops on its raw accumulators (`Tail`). `host_operations` says
+which, for the report. Bipolar (-1/+1) values are integers like any other here; the RTL back end streams them as
+bits and uses the XNOR-popcount mode of the mvu.
 """
 
 from __future__ import annotations

@@ -21,6 +21,12 @@ qonnx computes BatchNorm in float32, the hardware exactly: they could round diff
 ulp of a quantizer boundary. `batchnorm_audit` settles this per network by checking every value the BatchNorm's
 input accumulator can take, on every channel, against qonnx' own execution of those nodes.
 
+What hls4ml would compute inexactly runs on the host instead (`split_host_ops`): affine pre-processing before
+the input quantizer and float ops after the last Dense/Conv that no Quant follows, both at hls4ml's default
+fixed<16,6> otherwise (a (y - 0.37) / 1.3 * a + b tail differed from qonnx on every output). They are cut out
+as ONNX models of their own, kept in the project and run by qonnx' executor on the exact values the project
+takes and gives. Bipolar activations are refused, naming the node: hls4ml 1.3's C simulation of them is wrong.
+
 We do not run synthesis: the project is ready for Vitis HLS (`build_prj.tcl`) by a user who has it. hls4ml 1.3
 gives no resource estimate without the vendor tools (its `report` readers parse Vitis/Vivado output only).
 """
