@@ -353,6 +353,39 @@ def test_binary_mlp_is_bit_exact_in_rtl_with_xnor_popcount_units(tmp_path, integ
     assert report["plan"]["in_bipolar"] != integer_input
 
 
+def binary_cnn():
+    """FINN's CNV recipe in small: an integer input image, binary weights, BatchNorm and binary activations,
+    unpadded 3x3 convolutions, max pooling on the bipolar stream, a binary dense head."""
+    g = torch.Generator().manual_seed(10)
+    torch.manual_seed(10)
+
+    def bn2d(n):
+        bn = nn.BatchNorm2d(n)
+        source = _bn(n, g)
+        bn.load_state_dict(source.state_dict())
+        return bn
+
+    return nn.Sequential(
+        brevitas_nn.QuantIdentity(**_act(4)),
+        brevitas_nn.QuantConv2d(1, 4, 3, bias=False, **BINARY_W), bn2d(4), brevitas_nn.QuantIdentity(**BINARY_ACT),
+        nn.MaxPool2d(2),
+        brevitas_nn.QuantConv2d(4, 8, 3, bias=False, **BINARY_W), bn2d(8), brevitas_nn.QuantIdentity(**BINARY_ACT),
+        nn.Flatten(),
+        brevitas_nn.QuantLinear(8, 10, bias=False, **BINARY_W))
+
+
+@pytest.mark.slow
+def test_binary_cnn_with_pooling_is_bit_exact_in_rtl(tmp_path):
+    path = _export(binary_cnn(), (1, 1, 8, 8), tmp_path, "bcnn")
+    graph = _golden_equals_qonnx(path, _images(100, shape=(1, 8, 8)))
+    assert [layer.kind for layer in graph.layers] == ["conv", "maxpool", "conv", "dense"]
+    report = _rtl_equals_qonnx(path, tmp_path, n=16)
+    units = [stage["params"] for stage in report["plan"]["stages"] if stage["kind"] == "mvu"]
+    assert [unit["binary"] for unit in units] == [False, True, True]
+    pool = next(stage["params"] for stage in report["plan"]["stages"] if stage["kind"] == "maxpool")
+    assert pool["elem_width"] == 1
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Error messages name what is unsupported
 
