@@ -133,6 +133,9 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
     if inputs is None:
         inputs = verification_inputs(graph, options.n_random, options.seed)
         input_source = f"{len(inputs)} random inputs on the input quantizer's grid (seed {options.seed})"
+        if graph.prefix is not None:
+            input_source += (", chosen through the inverted pre-processing, half of them between two levels, "
+                             "two beyond the extremes")
     else:
         input_source = f"{len(inputs)} {inputs_label}"
     progress(f"      {len(graph.layers)} layers; {frontend.describe_exactness(graph)}")

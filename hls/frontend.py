@@ -402,9 +402,11 @@ class Tail:
     def host_ops(self) -> str:
         trailing = f", then {', '.join(self.trailing)} (layout)" if self.trailing else ""
         if self.chain is not None:
-            ops = ", ".join(f"{node.name} ({node.op_type})" for node in self.chain.nodes) or "none"
-            return (f"the last layer's raw accumulators times the scale {_scales(self.chain.acc_scale)}, then the "
-                    f"float ops {ops} in float32 (qonnx' own executor){trailing}")
+            raw = f"the last layer's raw accumulators times the scale {_scales(self.chain.acc_scale)}"
+            if not self.chain.nodes:
+                return raw + trailing
+            ops = ", ".join(f"{node.name} ({node.op_type})" for node in self.chain.nodes)
+            return f"{raw}, then the float ops {ops} in float32 (qonnx' own executor){trailing}"
         return f"the output quantizer's integers times the output scale {_scales(self.out_scale)}{trailing}"
 
 
