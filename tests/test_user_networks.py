@@ -244,6 +244,7 @@ def test_float_tail_hls4ml_csim_is_bit_exact(tmp_path):
     assert (tmp_path / "h" / "hls4ml" / "host_after.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_preprocessing_hls4ml_csim_is_bit_exact(tmp_path):
     pytest.importorskip("hls4ml")
     path = _export(Normalized(True), (1, 1, 8, 8), tmp_path, "normalized")
@@ -257,7 +258,7 @@ def test_preprocessing_hls4ml_csim_is_bit_exact(tmp_path):
 # A network that ends in a quantized convolution (no dense head)
 
 
-def conv_end(quantized_output=True):
+def conv_end(quantized_output=True, flatten=False):
     torch.manual_seed(6)
     layers = [brevitas_nn.QuantIdentity(**_act(4)),
               brevitas_nn.QuantConv2d(2, 4, 3, padding=1, bias=False, **_w(4)),
@@ -265,6 +266,8 @@ def conv_end(quantized_output=True):
               brevitas_nn.QuantConv2d(4, 3, 3, padding=0, bias=False, **_w(4))]
     if quantized_output:
         layers.append(brevitas_nn.QuantIdentity(**_act(4, signed=True)))
+    if flatten:
+        layers.append(nn.Flatten())
     return nn.Sequential(*layers)
 
 
@@ -281,6 +284,13 @@ def test_network_ending_in_a_convolution_keeps_its_spatial_output(tmp_path, quan
     graph = _golden_equals_qonnx(path, _images(60))
     assert graph.layers[-1].kind == "conv" and graph.out_shape == (4, 4, 3)
     assert frontend.model_output(graph, np.zeros((2, 4, 4, 3), np.int64)).shape == (2, 3, 4, 4)
+
+
+def test_flatten_after_the_last_quantized_convolution_runs_on_the_host_in_onnx_order(tmp_path):
+    path = _export(conv_end(True, flatten=True), (1, 2, 6, 6), tmp_path, "conv_end_flat")
+    graph = _golden_equals_qonnx(path, _images(60))
+    assert graph.tail.flatten and frontend.model_output(graph, np.zeros((2, 4, 4, 3), np.int64)).shape == (2, 48)
+    assert "(layout)" in frontend.host_operations(graph)["after"][0]
 
 
 @pytest.mark.slow
