@@ -140,6 +140,10 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
         input_source = f"{len(inputs)} {inputs_label}"
     progress(f"      {len(graph.layers)} layers; {frontend.describe_exactness(graph)}")
     progress(f"[2/5] golden integer model vs qonnx execution on {input_source}")
+    expected_shape = tuple(model.get_tensor_shape(model.graph.input[0].name))[1:]
+    if np.asarray(inputs).ndim < 1 or tuple(np.shape(inputs)[1:]) != expected_shape:
+        raise ParameterError("inputs", f"an array of shape {tuple(np.shape(inputs))}",
+                             f"N inputs of the model's input shape: (N, {', '.join(map(str, expected_shape))})")
     reference = frontend.qonnx_execute(model, inputs)
     with hardwire_step("golden integer model", model_path):
         codes = frontend.quantize_input(graph, inputs)

@@ -510,3 +510,12 @@ def test_malformed_and_unsupported_graphs_are_one_line_user_errors_naming_the_no
     assert "Traceback" not in err and "hardwire bug" not in err
     assert text in err and ("node '" in err or "input" in err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_inputs_of_the_wrong_shape_are_a_one_line_error(tmp_path, capsys):
+    path = _export(narrow_mlp(), (1, 16), tmp_path, "narrow")
+    np.save(tmp_path / "x.npy", np.zeros((4, 15), np.float32))
+    code = main(["compile", str(path), "-o", str(tmp_path / "out"), "--inputs", str(tmp_path / "x.npy"),
+                 "--no-sim", "--no-synth"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "(N, 16)" in err and "(4, 15)" in err, err
