@@ -519,3 +519,33 @@ def test_inputs_of_the_wrong_shape_are_a_one_line_error(tmp_path, capsys):
                  "--no-sim", "--no-synth"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "(N, 16)" in err and "(4, 15)" in err, err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Corpus: hls4ml's jet-tagging MLP (16-64-32-32-5), as its QKeras/Brevitas versions define it (random weights)
+
+
+def jet_tagger():
+    g = torch.Generator().manual_seed(11)
+    torch.manual_seed(11)
+    layers = [brevitas_nn.QuantIdentity(**_act(8, signed=True))]
+    sizes = [16, 64, 32, 32]
+    for fan_in, fan_out in zip(sizes, sizes[1:]):
+        layers += [brevitas_nn.QuantLinear(fan_in, fan_out, bias=False, **_w(6)), _bn(fan_out, g),
+                   brevitas_nn.QuantReLU(**_act(6))]
+    layers.append(brevitas_nn.QuantLinear(32, 5, bias=False, **_w(6)))
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["rtl", "hls4ml"])
+def test_jet_tagging_mlp_is_bit_exact_in_both_back_ends(tmp_path, backend):
+    path = _export(jet_tagger(), (1, 16), tmp_path, "jet")
+    if backend == "rtl":
+        report = _rtl_equals_qonnx(path, tmp_path, n=32, fps=500_000)
+        assert [layer["out_type"] for layer in report["layers"][1:]] == ["UINT6"] * 3 + ["acc"]
+    else:
+        pytest.importorskip("hls4ml")
+        report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=64),
+                               progress=lambda _: None)
+        assert report["csim_vs_qonnx"]["mismatches"] == 0 and report["csim_vs_qonnx"]["outputs"] == 320
