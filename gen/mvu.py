@@ -8,6 +8,11 @@ n < N = ``out_features``, exact (``acc_width`` is the narrowest signed width tha
 overflow). Then, with ``out_width > 0``, ``out[n] = out_base + count_t(acc[n] >= thresholds[n, t])`` over the
 T = 2**out_width - 1 thresholds of channel n (sorted non-decreasing); with ``out_width == 0`` the raw ``acc[n]``.
 
+Binary mode (``binary=True``, FINN's XNOR-popcount MVU for bipolar networks): inputs and weights are 1-bit codes
+of the values -1 (0) and +1 (1); a product is XNOR(x, w), 1 where the two values agree, and the accumulator is
+the popcount of the agreements, ``acc[n] = sum_k (x[k] == W[n, k])``: the bipolar dot product is 2 * acc - K.
+No multipliers: one XNOR gate per lane and a popcount adder tree.
+
 Folding (FINN): ``pe`` processing elements each compute ``simd`` products per cycle. NF = N / pe neuron folds,
 SF = K / simd synapse folds. Channel n belongs to PE n % pe and fold n // pe. A vector enters as SF beats of
 ``simd`` lanes; they are used at once for fold 0 and written to an input buffer that fold 1..NF-1 replay, so
@@ -84,6 +89,7 @@ class MvuParams:
     w_signed: bool = True
     out_width: int = 4
     out_base: int = 0
+    binary: bool = False     # XNOR-popcount: 1-bit unsigned codes of -1/+1 for inputs and weights
     content_seed: int = 0   # not `seed`: the CLI's `sim` command has its own --seed (of the test vectors)
 
     def __post_init__(self):
@@ -103,6 +109,10 @@ class MvuParams:
         require(is_int(self.content_seed) and self.content_seed >= 0, "content_seed", self.content_seed,
                 "an integer >= 0")
         require(is_int(self.out_base), "out_base", self.out_base, "an integer")
+        require(isinstance(self.binary, bool), "binary", self.binary, "True or False")
+        if self.binary:
+            require((self.in_width, self.in_signed, self.w_width, self.w_signed) == (1, False, 1, False), "binary",
+                    self.binary, "False unless in_width=w_width=1 and in_signed=w_signed=False (1-bit codes of -1/+1)")
         if self.out_width == 0:
             require(self.out_base == 0, "out_base", self.out_base, "0 (out_width=0 outputs the raw accumulator)")
         else:
@@ -140,6 +150,8 @@ class MvuParams:
 
     @property
     def product_range(self) -> tuple[int, int]:
+        if self.binary:
+            return 0, 1                      # XNOR of two bits
         return product_range(int_range(self.in_width, self.in_signed), int_range(self.w_width, self.w_signed))
 
     @property
@@ -211,6 +223,8 @@ class MvuParams:
         out = f"o{self.out_width}{sign(self.out_base < 0)}" if self.thresholds_mode else "raw"
         name = (f"mvu_{self.in_features}x{self.out_features}_simd{self.simd}_pe{self.pe}"
                 f"_i{self.in_width}{sign(self.in_signed)}_w{self.w_width}{sign(self.w_signed)}_{out}")
+        if self.binary:
+            name += "_xnor"
         if self.content_seed != 0:
             # the standalone block's random content changes with the seed, and so does its hardware
             name += f"_seed{self.content_seed}"
@@ -273,7 +287,7 @@ def _random_content_and_probes(p: MvuParams):
     if not p.thresholds_mode:
         return weights, None, probes
     count = p.threshold_count
-    acc = probes @ weights.T                                    # (P, N): accumulator values really reached
+    acc = _dot(p, probes, weights)                              # (P, N): accumulator values really reached
     picks = rng.integers(0, THRESHOLD_PROBES, size=(p.out_features, count))
     thresholds = np.take_along_axis(acc.T, picks, axis=1)
     lo, hi = p.acc_range
@@ -313,6 +327,13 @@ def mvu_threshold_probes(p: MvuParams) -> np.ndarray:
 # Golden model
 
 
+def _dot(p: MvuParams, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(V, K) x (N, K) -> (V, N) accumulators: the integer dot product, or in binary mode the XNOR popcount."""
+    if p.binary:
+        return (x[:, None, :] == w[None, :, :]).sum(axis=2, dtype=np.int64)
+    return x @ w.T
+
+
 def mvu_golden(p: MvuParams, weights, thresholds, x) -> np.ndarray:
     """(V, K) input vectors -> (V, N) outputs, int64: the exact matrix product, then (thresholds mode)
     out_base + the number of thresholds each accumulator reaches."""
@@ -322,7 +343,7 @@ def mvu_golden(p: MvuParams, weights, thresholds, x) -> np.ndarray:
         x = x[None, :]
     x = _integers("x", x, (x.shape[0], p.in_features))
     _in_range("x", x, p.in_width, p.in_signed)
-    acc = x @ w.T
+    acc = _dot(p, x, w)
     if t is None:
         return acc
     return p.out_base + (acc[:, :, None] >= t[None, :, :]).sum(axis=2, dtype=np.int64)
@@ -535,7 +556,7 @@ class MatrixVectorUnit(wiring.Component):
         nodes = []
         for j in range(p.simd):
             product = Signal(signed(bits_for_range(lo, hi, True)), name=f"pe{lane}_product{j}", reset_less=True)
-            m.d.sync += product.eq(_multiply(x[j], w[j]))
+            m.d.sync += product.eq(~(x[j] ^ w[j]) if p.binary else _multiply(x[j], w[j]))
             nodes.append((product, 1))
         level = 0
         while len(nodes) > 1:

@@ -43,6 +43,11 @@ class ModelError(HardwireError):
     names the ONNX node, its op type and what is supported instead."""
 
 
+class InternalError(HardwireError):
+    """A check inside hardwire failed on a user's valid input (a generator's parameter check, an unexpected
+    exception): hardwire's bug, not the user's. The message names the user's input and says so, in one line."""
+
+
 class HardwireWarning(UserWarning):
     """Base class of hardwire's warnings: the CLI prints them as one line."""
 

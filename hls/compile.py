@@ -9,8 +9,8 @@ g++ and compared with qonnx. The output directory appears only when everything s
 
 from __future__ import annotations
 
+import contextlib
 import math
-
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +21,8 @@ from hardwire.hls import frontend, rtl
 from hardwire.hls.graph import IntGraph, MatVecLayer, run_integer
 
 from hardwire.cache import atomic_dir, write_json_atomic, write_text_atomic
-from hardwire.errors import HardwireError, ParameterError, SimulationError
+from hardwire.errors import (HardwireError, InternalError, ModelError, ParameterError, SimulationError, ToolError,
+                             ToolMissingError)
 
 BACKENDS = ("rtl", "hls4ml")
 FPGA_TARGETS = ("ecp5", "ice40", "xilinx", "xilinx-us", "xilinx-usp", "generic")
@@ -76,16 +77,43 @@ def parse_folds(texts) -> dict | None:
 
 def verification_inputs(graph: IntGraph, n: int, seed: int) -> np.ndarray:
     """Random inputs in the model's own layout whose every element is exactly a code of the input quantizer,
-    plus the two extremes (all minimum, all maximum)."""
+    plus the two extremes (all minimum, all maximum). With pre-processing before the input quantizer, the
+    inputs are the ones whose pre-processed values are those codes (and beyond the extremes, half of them
+    between two codes), so the host's pre-processing and quantizer see every level, saturation and rounding."""
     rng = np.random.default_rng(seed)
     h, w, c = graph.input.shape
     lo, hi = graph.input.dtype.min, graph.input.dtype.max
-    codes = rng.integers(lo, hi + 1, size=(max(n - 2, 0), h, w, c))
-    codes = np.concatenate([np.full((1, h, w, c), lo), np.full((1, h, w, c), hi), codes])[:n]
+    if graph.input.dtype.bipolar:
+        codes = rng.choice([-1.0, 1.0], size=(max(n - 2, 0), h, w, c))
+    else:
+        codes = rng.integers(lo, hi + 1, size=(max(n - 2, 0), h, w, c)).astype(np.float64)
+    if graph.prefix is not None:
+        codes[::2] += 0.5 * rng.choice([-1, 1], size=codes[::2].shape)
+        extremes = [np.full((1, h, w, c), lo - 2), np.full((1, h, w, c), hi + 2)]
+    else:
+        extremes = [np.full((1, h, w, c), lo), np.full((1, h, w, c), hi)]
+    codes = np.concatenate([*extremes, codes])[:n]
     values = (codes * graph.input.scale).astype(np.float32)
     if graph.input.source_layout == "NCHW":
-        return values.transpose(0, 3, 1, 2)
-    return values.reshape(len(values), -1)
+        values = values.transpose(0, 3, 1, 2)
+    else:
+        values = values.reshape(len(values), -1)
+    return values if graph.prefix is None else graph.prefix.invert(values)
+
+
+@contextlib.contextmanager
+def hardwire_step(what: str, model_path):
+    """Errors from inside one of hardwire's own steps are hardwire's: a generator's ParameterError or any
+    unexpected exception here becomes one line that names the user's model and says it is a hardwire bug (a
+    parameter the user never set must not look like theirs). User-facing errors pass unchanged."""
+    try:
+        yield
+    except (ModelError, ToolMissingError, ToolError, SimulationError, InternalError):
+        raise
+    except Exception as error:  # noqa: BLE001 - anything else is ours
+        raise InternalError(f"{model_path}: internal error in hardwire's {what} ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0] if str(error) else ''}); this is a hardwire bug, not a "
+                            "problem with your model: please report it with the model file") from error
 
 
 def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.ndarray | None = None,
@@ -100,18 +128,27 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
     name = name or _identifier(model_path.stem)
     progress(f"[1/5] front end: {model_path}")
     model = frontend.load_model(model_path)
-    graph = frontend.build_graph(model, name)
+    with hardwire_step("front end", model_path):
+        graph = frontend.build_graph(model, name)
     if inputs is None:
         inputs = verification_inputs(graph, options.n_random, options.seed)
         input_source = f"{len(inputs)} random inputs on the input quantizer's grid (seed {options.seed})"
+        if graph.prefix is not None:
+            input_source += (", chosen through the inverted pre-processing, half of them between two levels, "
+                             "two beyond the extremes")
     else:
         input_source = f"{len(inputs)} {inputs_label}"
     progress(f"      {len(graph.layers)} layers; {frontend.describe_exactness(graph)}")
     progress(f"[2/5] golden integer model vs qonnx execution on {input_source}")
+    expected_shape = tuple(model.get_tensor_shape(model.graph.input[0].name))[1:]
+    if np.asarray(inputs).ndim < 1 or tuple(np.shape(inputs)[1:]) != expected_shape:
+        raise ParameterError("inputs", f"an array of shape {tuple(np.shape(inputs))}",
+                             f"N inputs of the model's input shape: (N, {', '.join(map(str, expected_shape))})")
     reference = frontend.qonnx_execute(model, inputs)
-    codes = frontend.quantize_input(graph, inputs)
-    golden = run_integer(graph, codes).reshape(len(codes), -1)
-    golden_float = frontend.model_output(graph, golden)
+    with hardwire_step("golden integer model", model_path):
+        codes = frontend.quantize_input(graph, inputs)
+        golden = run_integer(graph, codes).reshape(len(codes), -1)
+        golden_float = frontend.model_output(graph, golden)
     golden_check = _compare(golden_float, reference)
     if golden_check["mismatches"] and all(layer.exact for layer in graph.layers if isinstance(layer, MatVecLayer)):
         raise HardwireError(f"the integer graph differs from qonnx execution on {golden_check['mismatches']} "
@@ -128,6 +165,7 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
         "network": name, "model": str(model_path), "backend": options.backend, "target": options.target,
         "options": {k: v for k, v in vars(options).items()},
         "layers": graph.summary(), "exactness": frontend.describe_exactness(graph),
+        "host": frontend.host_operations(graph),
         "verification_inputs": input_source, "golden_vs_qonnx": golden_check,
         "folding": {**folding.to_dict(), "budget_priced_by": (
             None if options.lut_budget is None else "the learned surrogate (hardwire estimate)" if lut_cost
@@ -140,10 +178,12 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
         report["accuracy"] = {"qonnx": float((reference.argmax(1) == labels).mean()), "inputs": len(labels)}
     with atomic_dir(Path(out_dir), replace=True) as work:
         if options.backend == "rtl":
-            _rtl(graph, folding, codes, golden, reference, options, work, report, progress, labels, estimator,
-                 estimator_note)
+            with hardwire_step("RTL back end", model_path):
+                _rtl(graph, folding, codes, golden, reference, options, work, report, progress, labels, estimator,
+                     estimator_note)
         else:
-            _hls4ml(model_path, graph, folding, inputs, work, report, progress)
+            with hardwire_step("hls4ml back end", model_path):
+                _hls4ml(model_path, graph, folding, inputs, work, report, progress)
         report["wall_s"] = round(time.monotonic() - started, 1)
         write_json_atomic(work / "report.json", report)
         write_text_atomic(work / "report.md", markdown_report(report))
@@ -158,10 +198,20 @@ def _identifier(text: str) -> str:
 
 def _compare(values: np.ndarray, reference: np.ndarray) -> dict:
     values, reference = np.asarray(values, np.float32), np.asarray(reference, np.float32)
-    differ = values.view(np.uint32) != reference.view(np.uint32)
+    differ = same_bits(values, reference) == 0
     return {"outputs": int(reference.size), "mismatches": int(differ.sum()),
             "max_abs_diff": float(np.abs(values - reference).max()) if reference.size else 0.0,
-            "argmax_agreement": float((values.argmax(1) == reference.argmax(1)).mean()) if reference.size else 1.0}
+            "argmax_agreement": float((values.reshape(len(values), -1).argmax(1) == reference.reshape(
+                len(reference), -1).argmax(1)).mean()) if reference.size else 1.0}
+
+
+def same_bits(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """1 where two float32 arrays hold the same bits, 0 elsewhere. -0.0 counts as +0.0: a quantizer's output of
+    zero carries the sign of the float it rounded (qonnx gives -0.0 for a small negative value), which the
+    integer the hardware computes does not; every other value must match bit for bit."""
+    values = np.asarray(values, np.float32) + np.float32(0.0)        # -0.0 + 0.0 = +0.0, all else unchanged
+    reference = np.asarray(reference, np.float32) + np.float32(0.0)
+    return (values.view(np.uint32) == reference.view(np.uint32)).astype(np.int64)
 
 
 def _surrogate(target: str):
@@ -250,7 +300,7 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
     offers = rtl.paced_offers(plan, frames, plan.interval)
     schedule = rtl.network_schedule(plan, offers)
     beats = rtl.pack_inputs(plan, codes)
-    expected = golden.astype(int).tolist()
+    expected = rtl.encode_outputs(plan, golden).astype(int).tolist()
     stress = min(STRESS_FRAMES, frames)
     last = schedule.produced[-1]
     cases = {
@@ -276,7 +326,7 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
     except SimulationError as error:
         raise SimulationError(f"RTL simulation of {plan.top_name} failed: {error}") from None
     full = result.results["paced"]
-    hardware = np.asarray(full["outputs"], dtype=np.int64)
+    hardware = rtl.decode_outputs(plan, np.asarray(full["outputs"], dtype=np.int64))
     hardware_float = frontend.model_output(graph, hardware)
     check = _compare(hardware_float, reference)
     if check["mismatches"] and graph_is_exact(graph):
@@ -291,7 +341,7 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
         "stalls_case_ok": result.results["stalls"]["mismatched_frames"] == 0,
         "flood_case_ok": result.results["flood"]["mismatched_frames"] == 0,
         "wall_s": round(time.monotonic() - started, 1), "log": str(Path(result.log_path).resolve().relative_to(Path(test_dir).resolve().parent)),
-        "argmax": hardware_float.argmax(1).tolist(),
+        "argmax": hardware_float.reshape(len(hardware_float), -1).argmax(1).tolist(),
     }
 
 
@@ -312,6 +362,13 @@ def _hls4ml(model_path, graph, folding, inputs, work: Path, report: dict, progre
     check = hls4ml_backend.csim_check(project, model_path, inputs)
     report["hls4ml"] = project.to_dict()
     report["csim_vs_qonnx"] = check.to_dict()
+    report["host"] = {
+        "before": ([f"pre-processing {', '.join(project.host_before)} in float32 (qonnx' own executor; hls4ml "
+                    "would compute it at its default fixed<16,6>)"] if project.host_before else [])
+        + ["the float input converted to the input quantizer's fixed-point type by the project's C++ wrapper"],
+        "hardware": [f"the hls4ml project: {', '.join(layer.name + ' (' + layer.class_name + ')' for layer in project.layers)}"],
+        "after": ([f"the float tail {', '.join(project.host_after)} in float32 (qonnx' own executor) on the "
+                   "project's exact output"] if project.host_after else ["nothing: the project's output is the model's"])}
     if check.mismatches and graph_is_exact(graph):
         raise SimulationError(f"hls4ml C-simulation differs from qonnx execution on {check.mismatches} of "
                               f"{check.outputs} outputs (max abs diff {check.max_abs_diff:g}); project kept out")
@@ -339,6 +396,12 @@ def markdown_report(report: dict) -> str:
         ["layer", "kind", "in", "out", "in type", "w type", "out type", "PE", "SIMD", "cycles/inference"], rows), ""]
     if report["folding"].get("note"):
         lines += [f"Folding: {report['folding']['note']}", ""]
+    host = report.get("host")
+    if host:
+        lines += ["## What runs where", "",
+                  "- On the host, before the hardware: " + "; ".join(host["before"]) + ".",
+                  "- In hardware: " + ", ".join(host["hardware"]) + ".",
+                  "- On the host, after the hardware: " + "; ".join(host["after"]) + ".", ""]
     g = report["golden_vs_qonnx"]
     lines += ["## Checks", "", f"- Verification inputs: {report['verification_inputs']}.",
               (f"- Integer golden model vs qonnx execution: {g['mismatches']} of {g['outputs']} outputs differ "

@@ -9,6 +9,12 @@ with qonnx' own executor on every candidate accumulator value (binary search per
 sampled check), so the integer layer reproduces qonnx' float32 execution bit for bit. That equality rests on
 one more fact, checked per layer and reported as `exact`: with power-of-two scales on the layer's input and
 weights, qonnx' float MatMul/Conv is itself exact (every partial sum is a small multiple of the product scale).
+
+At the two ends the host does the float work, by qonnx' executor on the model's own nodes: pre-processing before
+the input Quant (layout ops, a constant affine: `Prefix`), the input quantizer itself, and after the last layer
+either its output quantizer's scale or the float ops on its raw accumulators (`Tail`). `host_operations` says
+which, for the report. Bipolar (-1/+1) values are integers like any other here; the RTL back end streams them as
+bits and uses the XNOR-popcount mode of the mvu.
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ from hardwire.errors import ModelError
 
 QUANT_DOMAIN = "qonnx.custom_op.general"
 ELEMENTWISE_OPS = ("Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "Clip", "Identity", "Dropout")
-SUPPORTED = ("Quant (inputs, weights, activations)", "BipolarQuant (weights)", "MatMul", "Gemm",
+SUPPORTED = ("Quant (inputs, weights, activations)", "BipolarQuant and 1-bit signed Quant (inputs, weights, activations)", "MatMul", "Gemm",
              "Conv (square kernel, group 1)", "MaxPool (kernel = stride)", "Flatten/Reshape before a dense layer",
-             "per-channel " + "/".join(ELEMENTWISE_OPS[:-2]) + " between a layer and its activation Quant")
+             "per-channel " + "/".join(ELEMENTWISE_OPS[:-2]) + " between a layer and its activation Quant",
+             "layout ops and a constant affine x * a + b before the input Quant (run on the host)")
+LAYOUT_OPS = ("Reshape", "Flatten", "Transpose", "Identity", "Dropout", "Squeeze", "Unsqueeze")
+AFFINE_OPS = ("Mul", "Div", "Add", "Sub")      # with a constant operand (the divisor/subtrahend for Div/Sub)
 FLOAT32_EXACT_BITS = 24          # float32 represents every integer multiple of a scale up to 2**24 exactly
 EXHAUSTIVE_CHECK_LIMIT = 1 << 22  # accumulator values x channels checked one by one below this
 
@@ -134,7 +143,7 @@ class _Model:
         users = self.consumers.get(tensor, [])
         if len(users) > 1:
             raise ModelError(
-                f"tensor {tensor!r} after node {after.name!r} ({after.op_type}) feeds {len(users)} nodes "
+                f"tensor {tensor!r} after node {after.name!r} ({getattr(after, 'op_type', 'graph input')}) feeds {len(users)} nodes "
                 f"({', '.join(u.name for u in users)}): branching graphs (residual Add) are not supported yet")
         return users[0] if users else None
 
@@ -335,9 +344,6 @@ def _thresholds(chain: Chain, out_spec: QuantSpec, acc_lo: int, acc_hi: int, lay
     level(acc) = the integer the activation Quant produces for the chain's output at accumulator acc."""
     n = chain.channels
     dtype = out_spec.dtype
-    if dtype.bipolar:
-        raise ModelError(f"node {out_spec.node!r}: bipolar (1-bit signed) activations are not supported; use a "
-                         "2-bit or wider activation quantizer")
 
     def level(acc):   # acc: (rows, n) int64 -> (rows, n) int64
         return out_spec.integers(chain.run(acc))
@@ -347,8 +353,11 @@ def _thresholds(chain: Chain, out_spec: QuantSpec, acc_lo: int, acc_hi: int, lay
     # work on acc' = sign * acc, which level() must be non-decreasing in
     lo = np.where(sign > 0, acc_lo, -acc_hi)
     hi = np.where(sign > 0, acc_hi, -acc_lo)
-    count = (1 << dtype.storage_bits) - 1
-    targets = dtype.min + 1 + np.arange(count)                      # the level each threshold admits
+    if dtype.bipolar:                   # one threshold: -1 below it, +1 from it on
+        count, base, step = 1, -1, 2
+    else:
+        count, base, step = (1 << dtype.storage_bits) - 1, dtype.threshold_base, 1
+    targets = base + step * (1 + np.arange(count))                  # the level each threshold admits
     left = np.broadcast_to(lo, (count, n)).copy()                   # smallest acc' with level >= target in [left, right]
     right = np.broadcast_to(hi + 1, (count, n)).copy()              # hi + 1 = "never"
     while np.any(left < right):
@@ -357,11 +366,11 @@ def _thresholds(chain: Chain, out_spec: QuantSpec, acc_lo: int, acc_hi: int, lay
         right = np.where(reached & (left < right), mid, right)
         left = np.where(~reached & (left < right), mid + 1, left)
     thresholds = left.T                                              # (n, count)
-    _check_thresholds(level, sign, thresholds, dtype.min, lo, hi, layer_name)
+    _check_thresholds(level, sign, thresholds, base, lo, hi, layer_name, step=step)
     return thresholds.astype(np.int64), sign
 
 
-def _check_thresholds(level, sign, thresholds, base, lo, hi, layer_name, seed=0):
+def _check_thresholds(level, sign, thresholds, base, lo, hi, layer_name, seed=0, step=1):
     """Prove (exhaustively where small, else on a large sample plus every threshold's neighbours) that
     counting thresholds gives exactly the level qonnx computes."""
     n = len(sign)
@@ -375,7 +384,7 @@ def _check_thresholds(level, sign, thresholds, base, lo, hi, layer_name, seed=0)
         edges = np.concatenate([thresholds.T - 1, thresholds.T])
         candidates = np.clip(np.concatenate([sampled, edges, lo[None], hi[None]]), lo, hi)
     expected = level(sign * candidates)
-    counted = base + (candidates[:, :, None] >= thresholds[None, :, :]).sum(axis=2)
+    counted = base + step * (candidates[:, :, None] >= thresholds[None, :, :]).sum(axis=2)
     bad = np.argwhere(expected != counted)
     if len(bad):
         row, channel = bad[0]
@@ -391,19 +400,47 @@ def _check_thresholds(level, sign, thresholds, base, lo, hi, layer_name, seed=0)
 
 @dataclass
 class Tail:
-    """What turns the last layer's integers into the model's float output (run by qonnx' executor)."""
+    """What turns the last layer's integers into the model's float output, on the host: either the float ops
+    after the last MatMul/Conv, run by qonnx' executor on the raw accumulators, or the output quantizer's scale.
+    `layout` is the ONNX output's ("NC" or "NCHW"), `flatten` a trailing Flatten/Reshape to a vector."""
 
     chain: Chain | None            # raw accumulator output: the float ops after the last MatMul
     sign: np.ndarray | None
     out_scale: np.ndarray | None   # quantized output: integer x scale
     output_name: str
+    layout: str = "NC"
+    flatten: bool = False
+    trailing: list = None          # names of the trailing layout nodes
 
-    def apply(self, values: np.ndarray) -> np.ndarray:
-        """(B, N) integers from the hardware -> (B, N) float32, as qonnx computes the model's output."""
-        values = np.asarray(values, dtype=np.int64)
+    def apply(self, values: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+        """(B, H, W, N) (or (B, H*W*N)) integers from the hardware -> float32 as qonnx computes the model's
+        output, in its layout."""
+        oh, ow, n = shape
+        values = np.asarray(values, dtype=np.int64).reshape(-1, oh, ow, n)
         if self.chain is not None:
-            return self.chain.run(values * self.sign)
-        return (values.astype(np.float64) * self.out_scale).astype(np.float32)
+            out = self.chain.run((values * self.sign).reshape(-1, n)).reshape(values.shape)
+        else:
+            out = (values.astype(np.float64) * self.out_scale).astype(np.float32)
+        if self.layout == "NCHW":
+            out = out.transpose(0, 3, 1, 2)
+        if self.flatten or self.layout == "NC":
+            out = out.reshape(len(out), -1)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def host_ops(self) -> str:
+        trailing = f", then {', '.join(self.trailing)} (layout)" if self.trailing else ""
+        if self.chain is not None:
+            raw = f"the last layer's raw accumulators times the scale {_scales(self.chain.acc_scale)}"
+            if not self.chain.nodes:
+                return raw + trailing
+            ops = ", ".join(f"{node.name} ({node.op_type})" for node in self.chain.nodes)
+            return f"{raw}, then the float ops {ops} in float32 (qonnx' own executor){trailing}"
+        return f"the output quantizer's integers times the output scale {_scales(self.out_scale)}{trailing}"
+
+
+def _scales(values) -> str:
+    values = np.unique(np.asarray(values, dtype=np.float64))
+    return f"{values[0]:g}" if len(values) == 1 else f"per channel ({len(values)} values, {values.min():g}..{values.max():g})"
 
 
 def build_graph(model, name: str = "network") -> IntGraph:
@@ -411,27 +448,26 @@ def build_graph(model, name: str = "network") -> IntGraph:
     m = _Model(model)
     inputs = [i for i in m.graph.input if m.init(i.name) is None]
     if len(inputs) != 1:
-        raise ModelError(f"the network must have exactly one input, it has {len(inputs)}")
+        raise ModelError(f"the network must have exactly one input, it has {len(inputs)}: "
+                         + ", ".join(repr(i.name) for i in inputs))
     if len(m.graph.output) != 1:
-        raise ModelError(f"the network must have exactly one output, it has {len(m.graph.output)}")
+        raise ModelError(f"the network must have exactly one output, it has {len(m.graph.output)}: "
+                         + ", ".join(repr(o.name) for o in m.graph.output))
     input_name = inputs[0].name
-    shape = m.shape(input_name)
-    first = m.only_consumer(input_name, inputs[0])
-    if not _is_quant(first) or first.op_type != "Quant":
-        raise ModelError(f"the network input {input_name!r} is not quantized: its first node is "
-                         f"{getattr(first, 'name', None)!r} ({getattr(first, 'op_type', None)}); start the network "
-                         "with a Brevitas QuantIdentity so the hardware knows the input datatype")
+    prefix, first = _collect_prefix(m, input_name, inputs[0])
     spec = _quant_spec(m, first)
     if spec.scale.size != 1:
         raise ModelError(f"node {first.name!r}: the input quantizer must have one scale for the whole tensor")
+    shape = m.shape(first.input[0])
     if len(shape) == 2:
         hwc, layout = (1, 1, shape[1]), "NC"
     elif len(shape) == 4:
         hwc, layout = (shape[2], shape[3], shape[1]), "NCHW"
     else:
-        raise ModelError(f"input {input_name!r} has shape {shape}; supported (1, C) or (1, C, H, W)")
+        raise ModelError(f"node {first.name!r} (input Quant): its input has shape {shape}; supported (1, C) or "
+                         "(1, C, H, W)")
     graph = IntGraph(name, InputLayer(first.name, hwc, spec.dtype, float(spec.scale.reshape(-1)[0]), layout),
-                     [], spec.dtype, input_spec=spec)
+                     [], spec.dtype, input_spec=spec, prefix=prefix)
     tensor, current, cur_shape, cur_scale = first.output[0], spec.dtype, hwc, float(spec.scale.reshape(-1)[0])
     flattened_from = None                      # (H, W, C) when a Flatten turned an image into a vector
     after = first
@@ -475,6 +511,125 @@ def build_graph(model, name: str = "network") -> IntGraph:
         raise _unsupported(node, f"(on tensor {tensor!r})")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Pre-processing before the input quantizer: run on the host
+
+
+@dataclass
+class Prefix:
+    """The pre-processing between the network input and its input Quant node: layout ops (Reshape, Flatten,
+    Transpose, ...) and constant affine steps (x * a + b, per tensor or per element/channel). Its nodes run on
+    the host, by qonnx' own executor, before the input quantizer (which runs on the host anyway: the hardware
+    takes the integer codes), so the codes the hardware gets are exactly the ones the exported model computes.
+    Nothing of it is folded into the hardware."""
+
+    nodes: list
+    initializers: list
+    opset: list
+    input_name: str
+    input_shape: list[int]
+    output_name: str
+
+    def __post_init__(self):
+        self._models = {}
+
+    @property
+    def node_names(self) -> list[str]:
+        return [f"{node.name} ({node.op_type})" for node in self.nodes]
+
+    def _model(self, layout_only: bool):
+        from qonnx.core.modelwrapper import ModelWrapper
+        from qonnx.transformation.infer_shapes import InferShapes
+
+        if layout_only not in self._models:
+            nodes = [_copy(node) for node in self.nodes]
+            if layout_only:   # every affine step becomes the identity on its data input: what remains is layout
+                inits = {init.name for init in self.initializers}
+                nodes = [helper.make_node("Identity", [next(i for i in n.input if i not in inits)], [n.output[0]],
+                                          name=n.name) if n.op_type in AFFINE_OPS else n for n in nodes]
+            graph = helper.make_graph(
+                nodes, "prefix",
+                [helper.make_tensor_value_info(self.input_name, onnx.TensorProto.FLOAT, self.input_shape)],
+                [helper.make_tensor_value_info(self.output_name, onnx.TensorProto.FLOAT, None)],
+                initializer=self.initializers)
+            self._models[layout_only] = ModelWrapper(helper.make_model(graph, opset_imports=self.opset)).transform(
+                InferShapes())
+        return self._models[layout_only]
+
+    def run(self, x: np.ndarray, layout_only: bool = False) -> np.ndarray:
+        """Model inputs (B, ...) -> the input Quant's float inputs (B, ...), one sample at a time (batch 1)."""
+        from qonnx.core.onnx_exec import execute_onnx
+
+        model = self._model(layout_only)
+        outs = [execute_onnx(model, {self.input_name: np.asarray(sample[None], dtype=np.float32)})[self.output_name]
+                for sample in np.asarray(x, dtype=np.float32)]
+        return np.concatenate(outs).astype(np.float32)
+
+    def invert(self, y: np.ndarray) -> np.ndarray:
+        """Model inputs whose pre-processed values are about `y` (B, ...): the affine part inverted in float64
+        and the layout undone. Used only to choose verification inputs that cover the quantizer's levels;
+        exactness never depends on it (qonnx and the host both start from the same model inputs)."""
+        y = np.asarray(y, dtype=np.float64)
+        zero = self.run(np.zeros((1, *self.input_shape[1:]), np.float32)).astype(np.float64)
+        slope = self.run(np.ones((1, *self.input_shape[1:]), np.float32)).astype(np.float64) - zero
+        size = int(np.prod(self.input_shape))
+        index = np.rint(self.run(np.arange(size, dtype=np.float32).reshape(1, *self.input_shape[1:]),
+                                 layout_only=True)).astype(np.int64).reshape(-1)
+        safe = np.where(slope == 0, 1.0, slope)
+        values = ((y - zero) / safe).reshape(len(y), -1)
+        x = np.zeros((len(y), size))
+        x[:, index] = values
+        return x.reshape(len(y), *self.input_shape[1:]).astype(np.float32)
+
+
+def _collect_prefix(m: _Model, input_name: str, graph_input):
+    """(Prefix or None, the input Quant node): follow the input through layout ops and constant affine steps."""
+    tensor, after, nodes = input_name, graph_input, []
+    while True:
+        node = m.only_consumer(tensor, after)
+        if node is None:
+            raise ModelError(f"the network input {input_name!r} is not used")
+        if node.op_type in ("Quant", "BipolarQuant"):
+            break
+        constants = [name for name in node.input if name != tensor]
+        if node.op_type in LAYOUT_OPS and all(not name or m.init(name) is not None for name in constants):
+            pass
+        elif node.op_type in AFFINE_OPS and len(constants) == 1 and m.init(constants[0]) is not None:
+            if node.op_type == "Div" and node.input[0] != tensor:
+                raise _unsupported(node, "dividing a constant by the network input")
+            if list(np.broadcast_shapes(tuple(m.shape(tensor)), np.shape(m.init(constants[0])))) != m.shape(tensor):
+                raise _unsupported(node, "broadcasting the network input to a larger shape")
+        else:
+            where = "before the network's input quantizer"
+            if node.op_type in ("MatMul", "Gemm", "Conv"):
+                raise ModelError(
+                    f"the network input {input_name!r} is not quantized: node {node.name!r} ({node.op_type}) "
+                    f"reads it before any Quant node; start the network with a Brevitas QuantIdentity so the "
+                    "hardware knows the input datatype (layout ops and a constant x * a + b may come before it)")
+            raise _unsupported(node, where)
+        nodes.append(node)
+        tensor, after = node.output[0], node
+    if not nodes:
+        return None, node
+    needed = {name for n in nodes for name in n.input}
+    prefix = Prefix([_copy(n) for n in nodes], [init for init in m.graph.initializer if init.name in needed],
+                    m.opset, input_name, m.shape(input_name), tensor)
+    return prefix, node
+
+
+def _layout_to_output(m: _Model, tensor: str, after):
+    """The layout-only nodes (Flatten/Reshape/Identity) from `tensor` to the graph output, or None when the path
+    to the output has anything else on it."""
+    nodes = []
+    while tensor not in m.outputs:
+        users = m.consumers.get(tensor, [])
+        if len(users) != 1 or users[0].op_type not in ("Flatten", "Reshape", "Identity", "Dropout"):
+            return None
+        nodes.append(users[0])
+        tensor = users[0].output[0]
+    return nodes
+
+
 def _gemm_bias(m: _Model, node):
     """An Add node standing for a Gemm's bias input C (None without one): acc -> acc + C."""
     if node.op_type != "Gemm" or len(node.input) < 3 or not node.input[2]:
@@ -496,6 +651,9 @@ def _matvec(m: _Model, node, graph: IntGraph, in_shape, in_type: IntType, in_sca
         if len(set(ks)) != 1 or len(set(strides)) != 1 or len(set(pads)) != 1:
             raise _unsupported(node, f"with kernel {ks}, strides {strides}, pads {pads} (square and symmetric only)")
         kernel, stride, padding = ks[0], strides[0], pads[0]
+        if in_type.bipolar and padding:
+            raise ModelError(f"node {node.name!r} (Conv): zero padding of a bipolar (-1/+1) input is not supported "
+                             "(0 is not a bipolar value, and the XNOR datapath has no code for it); use padding=0")
         if codes.shape[1] != in_shape[2]:
             raise ModelError(f"node {node.name!r} (Conv): {codes.shape[1]} input channels, tensor has {in_shape[2]}")
         w_scale = _per_output_scale(scale, 0, node)
@@ -540,10 +698,9 @@ def _matvec(m: _Model, node, graph: IntGraph, in_shape, in_type: IntType, in_sca
         bias = np.broadcast_to(m.init(node.input[2]), (n,)) / acc_scale
         layer.exact = layer.exact and bool(np.all(bias == np.rint(bias)))
     chain = _chain(m, chain_nodes, chain_input, conv, acc_scale)
+    layout = "NCHW" if len(m.shape(node.output[0])) == 4 else "NC"
     if quant is None:
-        if conv:
-            raise ModelError(f"node {node.name!r} (Conv) ends the network: the output must come from a dense layer")
-        graph.tail = Tail(chain, np.ones(n, np.int64), None, out_tensor)
+        graph.tail = Tail(chain, np.ones(n, np.int64), None, out_tensor, layout)
         graph.output_type = None
         return layer, out_tensor, node, None, None, True
     out_spec = _quant_spec(m, quant)
@@ -556,8 +713,11 @@ def _matvec(m: _Model, node, graph: IntGraph, in_shape, in_type: IntType, in_sca
         raise ModelError(f"node {quant.name!r}: activation quantizers need one scale per tensor")
     out_scale = float(out_spec.scale.reshape(-1)[0])
     layer.out_scale = out_scale
-    if out_tensor in m.outputs:
-        graph.tail = Tail(None, None, np.full(n, out_scale), out_tensor)
+    trailing = _layout_to_output(m, out_tensor, quant)
+    if trailing is not None:
+        flatten = bool(trailing) and len(m.shape(m.graph.output[0].name)) == 2
+        graph.tail = Tail(None, None, np.full(n, out_scale), m.graph.output[0].name, layout, flatten,
+                          [f"{t.name} ({t.op_type})" for t in trailing])
         graph.output_type = out_spec.dtype
         return layer, out_tensor, quant, out_spec.dtype, out_scale, True
     return layer, out_tensor, quant, out_spec.dtype, out_scale, False
@@ -571,6 +731,8 @@ def quantize_input(graph: IntGraph, x: np.ndarray) -> np.ndarray:
     """Float inputs in the model's layout ((B, C) or (B, C, H, W)) -> integers (B, H, W, C) as the input Quant
     node computes them."""
     x = np.asarray(x, dtype=np.float32)
+    if graph.prefix is not None:
+        x = graph.prefix.run(x)
     codes = graph.input_spec.integers(x)
     if graph.input.source_layout == "NCHW":
         return codes.transpose(0, 2, 3, 1)
@@ -578,9 +740,22 @@ def quantize_input(graph: IntGraph, x: np.ndarray) -> np.ndarray:
 
 
 def model_output(graph: IntGraph, integers: np.ndarray) -> np.ndarray:
-    """The last layer's integers (B, 1, 1, N) or (B, N) -> the model's float32 output (B, N)."""
-    integers = np.asarray(integers).reshape(len(integers), -1)
-    return graph.tail.apply(integers)
+    """The last layer's integers (B, OH, OW, N) or (B, OH * OW * N) -> the model's float32 output, in its
+    layout ((B, N), or (B, N, OH, OW) for a network that ends in a convolution)."""
+    return graph.tail.apply(integers, graph.out_shape)
+
+
+def host_operations(graph: IntGraph) -> dict:
+    """What runs on the host around the hardware, in words: the pre-processing and the input quantizer before
+    it, the output scale or float tail after it."""
+    before = []
+    if graph.prefix is not None:
+        before.append("pre-processing " + ", ".join(graph.prefix.node_names) + " in float32 (qonnx' own "
+                      "executor; not folded into the hardware)")
+    before.append(f"the input quantizer {graph.input.name} (float -> {graph.input.dtype.name} codes, scale "
+                  f"{graph.input.scale:g})")
+    return {"before": before, "after": [graph.tail.host_ops()],
+            "hardware": [f"{layer.name} ({layer.kind})" for layer in graph.layers]}
 
 
 def qonnx_execute(model, x: np.ndarray) -> np.ndarray:

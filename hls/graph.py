@@ -43,6 +43,15 @@ class IntType:
         return (1 << self.bits) - 1 - (1 if self.narrow else 0)
 
     @property
+    def threshold_base(self) -> int:
+        """The level that reaching none of the 2**storage_bits - 1 thresholds stands for: `min`, except for a
+        narrow signed type (e.g. INT2n: -1, 0, 1), whose count starts one below `min` so that base + count
+        fits the two's-complement field; its first threshold is then one every accumulator reaches."""
+        if self.signed and self.narrow and not self.bipolar:
+            return self.min - 1
+        return self.min
+
+    @property
     def storage_bits(self) -> int:
         """Width of the two's-complement (signed) or plain binary field that holds every value."""
         return 2 if self.bipolar else self.bits
@@ -127,7 +136,7 @@ class MatVecLayer:
 
     @property
     def out_base(self) -> int:
-        return self.out_type.min if self.out_type is not None else 0
+        return self.out_type.threshold_base if self.out_type is not None else 0
 
     @property
     def acc_range(self) -> tuple[int, int]:
@@ -178,6 +187,7 @@ class IntGraph:
     output_type: IntType | None
     tail: object = None                  # frontend.Tail: the float ops after the last integer layer
     input_spec: object = None            # frontend.QuantSpec of the input Quant node
+    prefix: object = None                # frontend.Prefix: pre-processing before the input Quant (on the host)
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
@@ -240,6 +250,8 @@ def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
     acc = cols @ layer.weights.astype(np.int64).T
     if layer.thresholds is None:
         return acc
+    if layer.out_type.bipolar:           # one threshold: -1 below it, +1 from it on
+        return 2 * threshold_count(acc, layer.thresholds.astype(np.int64), 0) - 1
     return threshold_count(acc, layer.thresholds.astype(np.int64), layer.out_base)
 
 

@@ -21,6 +21,12 @@ qonnx computes BatchNorm in float32, the hardware exactly: they could round diff
 ulp of a quantizer boundary. `batchnorm_audit` settles this per network by checking every value the BatchNorm's
 input accumulator can take, on every channel, against qonnx' own execution of those nodes.
 
+What hls4ml would compute inexactly runs on the host instead (`split_host_ops`): affine pre-processing before
+the input quantizer and float ops after the last Dense/Conv that no Quant follows, both at hls4ml's default
+fixed<16,6> otherwise (a (y - 0.37) / 1.3 * a + b tail differed from qonnx on every output). They are cut out
+as ONNX models of their own, kept in the project and run by qonnx' executor on the exact values the project
+takes and gives. Bipolar activations are refused, naming the node: hls4ml 1.3's C simulation of them is wrong.
+
 We do not run synthesis: the project is ready for Vitis HLS (`build_prj.tcl`) by a user who has it. hls4ml 1.3
 gives no resource estimate without the vendor tools (its `report` readers parse Vitis/Vivado output only).
 """
@@ -31,6 +37,7 @@ import json
 import math
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -49,6 +56,7 @@ COMPUTE_CLASSES = ("Dense", "Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseCon
                    "DepthwiseConv2D")
 NO_ESTIMATE_NOTE = ("hls4ml 1.3 gives no resource estimate without the vendor tools: its report readers parse the "
                     "output of a Vitis/Vivado HLS run, which we do not perform")
+HOST_FILES = {"core": "hardwire_core.onnx", "before": "host_before.onnx", "after": "host_after.onnx"}
 GXX_HINT = "g++ not found: hls4ml's C simulation compiles the project with g++ (apt-get install g++)"
 
 
@@ -81,6 +89,9 @@ class Hls4mlProject:
     resource_estimate: dict | None = None
     resource_estimate_note: str = NO_ESTIMATE_NOTE
     synthesized: bool = False
+    source_onnx_path: Path | None = None  # the user's model when parts of it run on the host (else onnx_path)
+    host_before: list[str] = field(default_factory=list)  # nodes run on the host before the project's input
+    host_after: list[str] = field(default_factory=list)   # nodes run on the host on the project's output
     hls_model: object = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -89,7 +100,14 @@ class Hls4mlProject:
         data["config"] = json.loads(json.dumps(self.config, default=str))
         data["project_dir"] = str(self.project_dir)
         data["onnx_path"] = str(self.onnx_path)
+        data["source_onnx_path"] = str(self.source_onnx_path) if self.source_onnx_path else None
         return data
+
+    def host_model(self, which: str) -> Path | None:
+        """The ONNX model of the nodes run on the host `before` or `after` the project, or None."""
+        if not (self.host_before if which == "before" else self.host_after):
+            return None
+        return self.project_dir / HOST_FILES[which]
 
     @property
     def parameters_header(self) -> Path:
@@ -147,15 +165,122 @@ def prepare_for_hls4ml(onnx_path: Path):
     return model
 
 
+def _is_bipolar_activation(model, node) -> bool:
+    """A BipolarQuant, or a signed 1-bit Quant (qonnx runs it as bipolar), on a tensor that is not a constant."""
+    if model.get_initializer(node.input[0]) is not None:
+        return False
+    if node.op_type == "BipolarQuant":
+        return True
+    if node.op_type != "Quant":
+        return False
+    bits = model.get_initializer(node.input[3])
+    signed = next((a.i for a in node.attribute if a.name == "signed"), 1)
+    return bits is not None and float(np.ravel(bits)[0]) == 1 and bool(signed)
+
+
 def _check_supported(model) -> None:
     """Name the first node hls4ml's ONNX front end has no converter for (its own message omits the node)."""
     from hls4ml.converters import get_supported_onnx_layers
 
     supported = set(get_supported_onnx_layers())
     for node in model.graph.node:
+        if _is_bipolar_activation(model, node):
+            raise ModelError(
+                f"node {node.name!r} ({node.op_type}) quantizes activations to bipolar -1/+1, which hls4ml 1.3 "
+                "does not compute exactly (on a binary MLP its C simulation differed from qonnx on 295 of 320 "
+                "outputs); compile binary networks with the RTL back end (--backend rtl), which has an "
+                "XNOR-popcount datapath")
         if node.op_type not in supported:
             raise ModelError(f"hls4ml 1.3's ONNX front end rejects node {node.name!r} (op {node.op_type}); it "
                              f"converts {', '.join(sorted(supported))}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What runs on the host: pre-processing before the input quantizer, a float tail after the last layer
+
+
+def _submodel(model, nodes: list, input_name: str, output_name: str):
+    """The nodes of `model` from tensor `input_name` to `output_name` as a model of their own."""
+    from onnx import helper
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    used = {name for node in nodes for name in node.input}
+    graph = helper.make_graph(
+        list(nodes), "part",
+        [helper.make_tensor_value_info(input_name, onnx.TensorProto.FLOAT, model.get_tensor_shape(input_name))],
+        [helper.make_tensor_value_info(output_name, onnx.TensorProto.FLOAT, model.get_tensor_shape(output_name))],
+        [init for init in model.graph.initializer if init.name in used],
+        value_info=[info for info in model.graph.value_info
+                    if info.name in (used | {n.output[0] for n in nodes}) - {input_name, output_name}])
+    return ModelWrapper(helper.make_model(graph, opset_imports=list(model.model.opset_import)))
+
+
+def split_host_ops(onnx_path: Path, out_dir: Path) -> tuple[Path, list[str], list[str]]:
+    """Cut the model into what hls4ml computes exactly and what runs on the host, and write the parts to
+    `out_dir` (HOST_FILES). Before: the pre-processing between the input and the input Quant (layout ops and a
+    constant affine x * a + b): hls4ml would compute it at its default fixed<16,6>. After: float ops after the
+    last Dense/Conv that no Quant follows (e.g. a normalization as Sub/Div/Mul/Add with constants that are not
+    powers of two): likewise. Both run on the host in float32 by qonnx' executor, on exactly the values the
+    exported model gives them, so the results stay bit-exact. Returns (core model path, before, after) with the
+    host nodes as "name (op)"; the core is the model itself when nothing is cut."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    from hardwire.hls.frontend import AFFINE_OPS, LAYOUT_OPS
+
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        model = cleanup_model(ModelWrapper(onnx.load(str(path))))
+    except Exception as error:  # noqa: BLE001 - onnx/qonnx raise many types for a bad file
+        raise ModelError(f"{path}: qonnx could not load/clean the model ({type(error).__name__}: {error})") from None
+    nodes = list(model.graph.node)
+    in_name, out_name = model.graph.input[0].name, model.graph.output[0].name
+    # before: from the input through layout/affine ops to the first Quant
+    tensor, head = in_name, []
+    while True:
+        users = model.find_consumers(tensor)
+        if len(users) != 1 or users[0].op_type not in LAYOUT_OPS + AFFINE_OPS:
+            break
+        head.append(users[0])
+        tensor = users[0].output[0]
+    cut_in = tensor
+    if not any(node.op_type in AFFINE_OPS for node in head):
+        head, cut_in = [], in_name          # layout alone: hls4ml handles it exactly
+    # after: the ops after the last Dense/Conv when no Quant follows it
+    compute = [i for i, node in enumerate(nodes) if node.op_type in ("MatMul", "Gemm", "Conv")
+               and model.get_initializer(node.input[1]) is None]
+    tail, cut_out = [], out_name
+    if compute:
+        last = nodes[compute[-1]]
+        after = nodes[compute[-1] + 1:]
+        if after and not any(node.op_type in ("Quant", "BipolarQuant") for node in after) and all(
+                node.op_type in LAYOUT_OPS + AFFINE_OPS + ("BatchNormalization", "Relu", "Clip") for node in after):
+            tail, cut_out = after, last.output[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not head and not tail:
+        return path, [], []
+    core_nodes = [node for node in nodes if node not in head and node not in tail]
+    _submodel(model, core_nodes, cut_in, cut_out).save(str(out_dir / HOST_FILES["core"]))
+    if head:
+        _submodel(model, head, in_name, cut_in).save(str(out_dir / HOST_FILES["before"]))
+    if tail:
+        _submodel(model, tail, cut_out, out_name).save(str(out_dir / HOST_FILES["after"]))
+    name = lambda node: f"{node.name} ({node.op_type})"  # noqa: E731
+    return out_dir / HOST_FILES["core"], [name(n) for n in head], [name(n) for n in tail]
+
+
+def _run_host_model(path: Path, x: np.ndarray) -> np.ndarray:
+    """qonnx' execution of a host part, one sample at a time (batch 1, as exported) -> (B, ...)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    model = ModelWrapper(str(path))
+    in_name, out_name = model.graph.input[0].name, model.graph.output[0].name
+    shape = tuple(model.get_tensor_shape(in_name))
+    outs = [execute_onnx(model, {in_name: np.asarray(sample, np.float32).reshape(shape)})[out_name] for sample in x]
+    return np.stack([np.asarray(o) for o in outs]).reshape(len(x), *model.get_tensor_shape(out_name)[1:])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -391,35 +516,50 @@ def hls4ml_project(onnx_path, out_dir, *, reuse_factors: dict[str, int] | list[i
     start = time.perf_counter()
     onnx_path = Path(onnx_path)
     out_dir = Path(out_dir)
-    model = prepare_for_hls4ml(onnx_path)
-    config, requested = build_config(model, reuse_factors, backend, strategy)
+    with tempfile.TemporaryDirectory() as parts:
+        core_path, host_before, host_after = split_host_ops(onnx_path, Path(parts))
+        model = prepare_for_hls4ml(core_path)
+        config, requested = build_config(model, reuse_factors, backend, strategy)
+        with atomic_dir(out_dir, replace=replace) as tmp:
+            for piece in Path(parts).iterdir():
+                shutil.copy(piece, tmp / piece.name)
+            project = _write_project(model, config, requested, tmp, out_dir, onnx_path, io_type, backend, part,
+                                     project_name, exact_batchnorm, start, host_before, host_after)
+    project.hls_model.config.config["OutputDir"] = str(out_dir)  # the directory was renamed into place
+    return project
 
-    with atomic_dir(out_dir, replace=replace) as tmp:
-        # first pass: read the BatchNorm scale/bias hls4ml computes, to give them types that hold them exactly
-        probe = _convert(model, json.loads(json.dumps(config)), tmp / "probe", io_type, backend, part, project_name)
-        for layer in probe.get_layers():
-            if exact_batchnorm and layer.class_name == "BatchNormalization" and layer.name in config["LayerName"]:
-                precision = config["LayerName"][layer.name].setdefault("Precision", {})
-                for weight in ("scale", "bias"):
-                    precision[weight] = _fixed_type_holding(layer.weights[weight].data_unquantized)
-                precision["result"] = "auto"
-        shutil.rmtree(tmp / "probe", ignore_errors=True)
 
-        project_dir = tmp
-        hls_model = _convert(model, json.loads(json.dumps(config)), project_dir, io_type, backend, part,
-                             project_name)
-        if exact_batchnorm:
-            _check_batchnorm_types(hls_model, config)
-        hls_model.write()
-        model.save(str(project_dir / "model_hls4ml_input.onnx"))
-        table = _layer_table(hls_model, requested)
-        project = Hls4mlProject(
-            project_dir=out_dir, onnx_path=onnx_path, backend=backend, part=part, io_type=io_type, layers=table,
-            config=config, hls4ml_version=hls4ml.__version__, seconds=round(time.perf_counter() - start, 3),
-            hls_model=hls_model,
-        )
-        write_json_atomic(project_dir / "hardwire_project.json", project.to_dict())
-    hls_model.config.config["OutputDir"] = str(out_dir)  # the directory was renamed into place
+def _write_project(model, config, requested, tmp: Path, out_dir: Path, onnx_path: Path, io_type, backend, part,
+                   project_name, exact_batchnorm, start, host_before, host_after) -> Hls4mlProject:
+    """Convert (twice: the first pass reads the BatchNorm values to type them exactly), write and describe."""
+    import hls4ml
+
+    # first pass: read the BatchNorm scale/bias hls4ml computes, to give them types that hold them exactly
+    probe = _convert(model, json.loads(json.dumps(config)), tmp / "probe", io_type, backend, part, project_name)
+    for layer in probe.get_layers():
+        if exact_batchnorm and layer.class_name == "BatchNormalization" and layer.name in config["LayerName"]:
+            precision = config["LayerName"][layer.name].setdefault("Precision", {})
+            for weight in ("scale", "bias"):
+                precision[weight] = _fixed_type_holding(layer.weights[weight].data_unquantized)
+            precision["result"] = "auto"
+    shutil.rmtree(tmp / "probe", ignore_errors=True)
+
+    project_dir = tmp
+    hls_model = _convert(model, json.loads(json.dumps(config)), project_dir, io_type, backend, part,
+                         project_name)
+    if exact_batchnorm:
+        _check_batchnorm_types(hls_model, config)
+    hls_model.write()
+    model.save(str(project_dir / "model_hls4ml_input.onnx"))
+    table = _layer_table(hls_model, requested)
+    split = bool(host_before or host_after)
+    project = Hls4mlProject(
+        project_dir=out_dir, onnx_path=out_dir / HOST_FILES["core"] if split else onnx_path, backend=backend,
+        part=part, io_type=io_type, layers=table, config=config, hls4ml_version=hls4ml.__version__,
+        seconds=round(time.perf_counter() - start, 3), source_onnx_path=onnx_path if split else None,
+        host_before=host_before, host_after=host_after, hls_model=hls_model,
+    )
+    write_json_atomic(project_dir / "hardwire_project.json", project.to_dict())
     return project
 
 
@@ -465,7 +605,14 @@ def csim_check(project: Hls4mlProject, onnx_path, x: np.ndarray) -> CsimCheck:
     except Exception as error:  # hls4ml raises a bare Exception with the compiler output
         raise ModelError(f"g++ could not compile the hls4ml project in {project.project_dir}: {error}") from error
     # the prepared graph keeps the ONNX input layout (channels-last conversion puts a Transpose after the input)
-    predicted = np.asarray(hls_model.predict(np.ascontiguousarray(x.reshape(len(x), -1))), dtype=np.float64).reshape(len(x), -1)
+    before, after = project.host_model("before"), project.host_model("after")
+    core_in = _run_host_model(before, x) if before is not None else x
+    predicted = np.asarray(hls_model.predict(np.ascontiguousarray(core_in.reshape(len(x), -1).astype(np.float32))),
+                           dtype=np.float32)
+    if after is not None:
+        # the project's output is the last layer's (exact) output; the float tail runs on it as qonnx runs it
+        predicted = _run_host_model(after, predicted)
+    predicted = np.asarray(predicted, dtype=np.float64).reshape(len(x), -1)
     expected = _qonnx_reference(Path(onnx_path), x).astype(np.float64)
     if predicted.shape != expected.shape:
         raise ModelError(f"C simulation gave outputs of shape {predicted.shape}, qonnx {expected.shape}")

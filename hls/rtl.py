@@ -192,6 +192,9 @@ class DataflowPlan:
     out_beats: int
     interval: int = 0               # initiation interval (cycles per inference), set by size_fifos
     notes: list[str] = field(default_factory=list)
+    in_bipolar: bool = False        # the input stream carries 1-bit codes of -1/+1 (0 -> -1, 1 -> +1)
+    out_bipolar: bool = False       # likewise the output stream
+    out_offset: np.ndarray | None = None   # raw popcount-domain output: value = 2 * hardware - offset[channel]
 
     @property
     def top_name(self) -> str:
@@ -202,6 +205,8 @@ class DataflowPlan:
                 "in_width": self.in_shape.width, "in_signed": self.in_shape.signed,
                 "out_width": self.out_shape.width, "out_signed": self.out_shape.signed,
                 "in_beats_per_inference": self.in_beats, "out_beats_per_inference": self.out_beats,
+                "in_bipolar": self.in_bipolar, "out_bipolar": self.out_bipolar,
+                "out_offset": None if self.out_offset is None else self.out_offset.tolist(),
                 "stages": [{"kind": s.kind, "name": s.name, "layer": s.layer, "fifo_depth": s.fifo_depth,
                             "params": s.params.to_dict()} for s in self.stages]}
 
@@ -220,11 +225,30 @@ def _width_for(lo: int, hi: int) -> tuple[int, bool]:
     return width, True
 
 
+def _stream_type(dtype) -> tuple[int, bool]:
+    """(width, signed) of a stream element: a bipolar value travels as one bit (0 for -1, 1 for +1)."""
+    return (1, False) if dtype.bipolar else (dtype.storage_bits, dtype.storage_signed)
+
+
+def _bipolar_input_unit(layer: MatVecLayer):
+    """A unit whose input stream carries bits b for the values v = 2b - 1. With bipolar weights it is the
+    XNOR-popcount unit (hardware weights are bits too, the popcount p gives acc = 2p - K); with integer weights
+    it multiplies the bits (p = sum w * b, acc = 2p - sum w). Returns (hardware weights, w_width, w_signed,
+    binary, offset per channel) with acc = 2 * hardware accumulator - offset."""
+    weights = layer.weights.astype(np.int64)
+    if layer.w_type.bipolar and np.all(np.abs(weights) == 1):
+        return (weights + 1) // 2, 1, False, True, np.full(len(weights), layer.in_features, np.int64)
+    w_width, w_signed = _width_for(int(weights.min()), int(weights.max()))
+    return weights, w_width, w_signed, False, weights.sum(axis=1)
+
+
 def plan_dataflow(graph: IntGraph, folding: FoldingResult, *, name: str | None = None) -> DataflowPlan:
     """Lay out the units for `graph` with `folding`, then size the FIFOs from the composed schedule."""
     stages: list[Stage] = []
     h, w, c = graph.input.shape
-    width, is_signed = graph.input.dtype.storage_bits, graph.input.dtype.storage_signed
+    width, is_signed = _stream_type(graph.input.dtype)
+    bipolar = graph.input.dtype.bipolar
+    out_offset = None
     lanes = None                     # lanes of the stream so far (None: the input, free to choose)
     in_lanes = None
 
@@ -258,27 +282,42 @@ def plan_dataflow(graph: IntGraph, folding: FoldingResult, *, name: str | None =
                                 layer.name))
         else:
             regroup(fold.simd, layer.in_features, layer.name)
-        w_width, w_signed = _width_for(int(layer.weights.min()), int(layer.weights.max()))
         thresholds = layer.thresholds
+        weights, binary = layer.weights, False
+        w_width, w_signed = _width_for(int(weights.min()), int(weights.max()))
+        if bipolar:
+            weights, w_width, w_signed, binary, offset = _bipolar_input_unit(layer)
+            if thresholds is not None:   # acc >= t  <=>  2 * hardware >= t + offset  <=>  hardware >= ceil(...)
+                thresholds = -((-(thresholds + offset[:, None])) // 2)
+            else:
+                out_offset = offset
+        out_bipolar = thresholds is not None and layer.out_type.bipolar
+        if thresholds is None:
+            out_width, out_base = 0, 0
+        elif out_bipolar:
+            out_width, out_base = 1, 0   # the count of the one threshold is the output bit
+        else:
+            out_width, out_base = layer.out_type.storage_bits, layer.out_base
         p = mvu.MvuParams(
             in_features=layer.in_features, out_features=layer.out_features, simd=fold.simd, pe=fold.pe,
             in_width=width, in_signed=is_signed, w_width=w_width, w_signed=w_signed,
-            out_width=layer.out_type.storage_bits if thresholds is not None else 0,
-            out_base=layer.out_base if thresholds is not None else 0)
+            out_width=out_width, out_base=out_base, binary=binary)
         stages.append(Stage("mvu", layer.name, p, mvu.mvu_schedule,
-                            _builder(mvu.MatrixVectorUnit, p, layer.weights, thresholds), layer.name))
+                            _builder(mvu.MatrixVectorUnit, p, weights, thresholds), layer.name))
         lanes = fold.pe
         h, w, c = layer.out_shape
+        bipolar = out_bipolar
         if thresholds is not None:
-            width, is_signed = layer.out_type.storage_bits, layer.out_base < 0
+            width, is_signed = out_width, out_base < 0
         else:
             width, is_signed = p.acc_width, True
     first = graph.input
     plan = DataflowPlan(
         name or graph.name, stages,
-        _shape(first.dtype.storage_bits, first.dtype.storage_signed), in_lanes,
+        _shape(*_stream_type(first.dtype)), in_lanes,
         _shape(width, is_signed), lanes,
-        first.shape[0] * first.shape[1] * first.shape[2] // in_lanes, h * w * c // lanes)
+        first.shape[0] * first.shape[1] * first.shape[2] // in_lanes, h * w * c // lanes,
+        in_bipolar=first.dtype.bipolar, out_bipolar=bipolar, out_offset=out_offset)
     size_fifos(plan)
     return plan
 
@@ -415,11 +454,36 @@ def to_verilog(plan: DataflowPlan) -> str:
 
 
 def pack_inputs(plan: DataflowPlan, x: np.ndarray) -> list[list[int]]:
-    """(B, H, W, C) integers -> per inference, the input beats' lane values."""
+    """(B, H, W, C) integers -> per inference, the input beats' lane values (bipolar values as bits)."""
     flat = np.asarray(x).reshape(len(x), -1)
+    if plan.in_bipolar:
+        flat = (flat + 1) // 2
     return [row.reshape(-1, plan.in_lanes).tolist() for row in flat]
 
 
 def unpack_outputs(plan: DataflowPlan, beats: list[list[int]], count: int) -> np.ndarray:
     """Output beats' lane values -> (count, N) integers."""
     return np.asarray(beats, dtype=np.int64).reshape(count, -1)
+
+
+def encode_outputs(plan: DataflowPlan, values: np.ndarray) -> np.ndarray:
+    """The golden model's last-layer integers (B, ...) -> what the output stream carries: bits for bipolar
+    values, the popcount-domain accumulator (acc + offset) / 2 after a unit with a bipolar input."""
+    values = np.asarray(values, dtype=np.int64)
+    if plan.out_bipolar:
+        return (values + 1) // 2
+    if plan.out_offset is not None:
+        flat = values.reshape(len(values), -1, len(plan.out_offset))
+        return ((flat + plan.out_offset) // 2).reshape(values.shape)
+    return values
+
+
+def decode_outputs(plan: DataflowPlan, values: np.ndarray) -> np.ndarray:
+    """The inverse of encode_outputs: the output stream's integers -> the network's last-layer integers."""
+    values = np.asarray(values, dtype=np.int64)
+    if plan.out_bipolar:
+        return 2 * values - 1
+    if plan.out_offset is not None:
+        flat = values.reshape(len(values), -1, len(plan.out_offset))
+        return (2 * flat - plan.out_offset).reshape(values.shape)
+    return values

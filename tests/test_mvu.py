@@ -291,6 +291,8 @@ LINT_CONFIGS = [
     MvuParams(in_features=10, out_features=4, simd=10, pe=2, in_width=8, w_width=8, out_width=8),
     MvuParams(in_features=9, out_features=6, simd=3, pe=3, in_signed=True, w_signed=False, out_width=0),
     MvuParams(in_features=64, out_features=64, simd=8, pe=4),
+    MvuParams(in_features=16, out_features=6, simd=4, pe=2, in_width=1, w_width=1, w_signed=False, out_width=1,
+              binary=True),
 ]
 
 
@@ -320,6 +322,11 @@ SIM_CONFIGS = [
     # fully parallel (SF = NF = 1), 1-bit weights and outputs, 16-bit inputs
     MvuParams(in_features=5, out_features=3, simd=5, pe=3, in_width=16, in_signed=True, w_width=1,
               w_signed=True, out_width=1),
+    # binary (XNOR-popcount): 1-bit codes of -1/+1, a 1-bit output and a raw popcount
+    MvuParams(in_features=24, out_features=6, simd=8, pe=2, in_width=1, w_width=1, w_signed=False, out_width=1,
+              binary=True),
+    MvuParams(in_features=12, out_features=4, simd=3, pe=4, in_width=1, w_width=1, w_signed=False, out_width=0,
+              binary=True),
     pytest.param(MvuParams(in_features=64, out_features=64, simd=8, pe=4), marks=pytest.mark.slow),
     pytest.param(MvuParams(in_features=72, out_features=30, simd=24, pe=10, in_width=8, in_signed=True,
                            w_width=8, out_width=0), marks=pytest.mark.slow),
@@ -367,3 +374,15 @@ def test_narrow_products_use_luts_and_wide_ones_one_dsp_each_on_ecp5(in_width, w
     report = synth([meta["verilog"]], meta["top"], "ecp5")
     assert report.dsp == dsp == (0 if in_width <= 4 else p.simd * p.pe)
     assert report.lut > 0 and report.ff > 0
+
+
+def test_binary_mode_is_the_bipolar_dot_product_shifted_and_rejects_wider_operands():
+    p = MvuParams(in_features=10, out_features=3, simd=5, pe=3, in_width=1, w_width=1, w_signed=False, out_width=0,
+                  binary=True)
+    rng = np.random.default_rng(0)
+    x, w = rng.integers(0, 2, size=(50, 10)), rng.integers(0, 2, size=(3, 10))
+    bipolar = (2 * x - 1) @ (2 * w - 1).T
+    assert np.array_equal(2 * mvu_golden(p, w, None, x) - 10, bipolar)
+    assert p.acc_range == (0, 10) and "xnor" in p.top_name
+    with pytest.raises(ParameterError, match="binary"):
+        MvuParams(in_width=2, w_width=1, w_signed=False, binary=True)
