@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from hardwire.estimate.explore import explore, model_source, network_spec_source, source_for
+from hardwire.estimate.explore import explore, model_source, network_spec_source, parse_budget, source_for
 from hardwire.hls import rtl
 
 from hardwire.cache import write_json_atomic, write_text_atomic
@@ -95,15 +95,15 @@ def small_case(name: str, spec, out: Path, workers: int, max_verify: int) -> dic
             "guided_wall_s": round(guided_s, 1), "exhaustive_wall_s": round(full_s + guided_s, 1)}
 
 
-def zoo_case(name: str, out: Path, workers: int, max_verify: int, max_points: int) -> dict:
+def zoo_case(name: str, out: Path, workers: int, max_verify: int, max_points: int, budget: dict) -> dict:
     source = model_source(f"zoo:{name}")
     started = time.monotonic()
     result = explore(source, objectives=OBJECTIVES, out=out, workers=workers, max_verify=max_verify,
-                     max_points=max_points)
+                     max_points=max_points, budget=budget)
     return {"case": f"zoo:{name}", "space": result.space_size, "scored": len(result.points),
             "enumerated": result.enumerated, "guided_synth_runs": len(result.kept),
             "verified_front": [(p.folds, p.measured["lut"], p.measured["throughput"]) for p in result.verified_front],
-            "score_s": result.stats["score_seconds"], "wall_s": round(time.monotonic() - started, 1),
+            "budget": budget, "score_s": result.stats["score_seconds"], "wall_s": round(time.monotonic() - started, 1),
             "rounds": result.stats["rounds"]}
 
 
@@ -115,6 +115,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-verify", type=int, default=12)
     parser.add_argument("--max-points", type=int, default=2048)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--budget", default="", help="zoo networks: resource budget, e.g. lut=20000")
     parser.add_argument("--work", type=Path, default=Path("explore-bench"))
     parser.add_argument("--name", default="explore", help="results file name under bench/results (default explore)")
     args = parser.parse_args(argv)
@@ -126,7 +127,8 @@ def main(argv=None) -> int:
         small.append(small_case(name, BLOCKS[name], args.work / f"block{i}", args.workers, args.max_verify))
         print(small[-1], file=sys.stderr, flush=True)
     for name in (n for n in args.zoo.split(",") if n):
-        zoo.append(zoo_case(name, args.work / name, args.workers, args.max_verify, args.max_points))
+        zoo.append(zoo_case(name, args.work / name, args.workers, args.max_verify, args.max_points,
+                            parse_budget(args.budget)))
         print(zoo[-1], file=sys.stderr, flush=True)
     lines = ["# hardwire explore: LUT against throughput on ECP5 (yosys)", "",
              f"Command: python bench/explore.py {' '.join(argv or sys.argv[1:])}", "",

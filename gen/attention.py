@@ -609,6 +609,7 @@ def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]]
     issue_free = 0
     alpha = None
     combined = None          # the previous query's combination cycle
+    combine_sure = None      # from when that combination was sure to come within exp_depth - 1 cycles
     written = None           # the previous query's output register write
     for index, (length, position) in enumerate(queries):
         start = max(loader_free, q_offered[index], out[index - 2] + 1 if index >= 2 else 0)
