@@ -45,7 +45,7 @@ def top_ports(verilog_files, top: str, *, timeout_s: float = 600):
 
 
 def wrapped_fmax(verilog_files, top: str, target: str, *, device: str | None = None, package: str | None = None,
-                 seed: int = 1, timeout_s: float = 3600) -> PnrReport:
+                 seed: int = 1, timeout_s: float = 3600, watch_log=None) -> PnrReport:
     """Place and route `top` inside the serial-I/O wrapper on `target` (ice40, ecp5); the report's
     `fmax_mhz` is the core clock's achieved Fmax."""
     files = [Path(f).resolve() for f in verilog_files]
@@ -53,5 +53,5 @@ def wrapped_fmax(verilog_files, top: str, target: str, *, device: str | None = N
     wrapper_file = cache_root() / "wrappers" / digest(text) / f"{wrapper_top}.v"
     if not wrapper_file.exists():
         write_text_atomic(wrapper_file, text)
-    netlist = synth([*files, wrapper_file], wrapper_top, target, timeout_s=timeout_s)
+    netlist = synth([*files, wrapper_file], wrapper_top, target, timeout_s=timeout_s, watch_log=watch_log)
     return place_route(netlist, target, device=device, package=package, seed=seed, timeout_s=timeout_s)

@@ -189,12 +189,14 @@ def _script(source_names: list[str], include_dirs: list[Path], top: str, target:
     return "\n".join(lines) + "\n"
 
 
-def synth(verilog_files, top: str, target: str, *, build_dir=None, timeout_s: float = 1800) -> SynthReport:
+def synth(verilog_files, top: str, target: str, *, build_dir=None, timeout_s: float = 1800,
+          watch_log=None) -> SynthReport:
     """Synthesize `verilog_files` with top module `top` for `target` (see TARGETS) and count resources.
 
     The build directory (sources copied in, yosys script, log, stat.json, netlist.json, report.json)
     is `cache_root()/synth/<key>` unless `build_dir` is given. Files pulled in by `include are read
-    from the sources' own folders and are not part of the cache key.
+    from the sources' own folders and are not part of the cache key. `watch_log(path)`, when given, is told
+    where yosys' log is before yosys starts (to show progress; see hardwire.progress.yosys_step).
     """
     paths = _check_inputs(verilog_files, top, target)
     version = tool_version("yosys")
@@ -213,6 +215,8 @@ def synth(verilog_files, top: str, target: str, *, build_dir=None, timeout_s: fl
             shutil.copyfile(path, tmp / name)
         include_dirs = sorted({path.resolve().parent for path in paths})
         (tmp / SCRIPT).write_text(_script(source_names, include_dirs, top, target))
+        if watch_log is not None:
+            watch_log(tmp / LOG)
         note = run_yosys_with_fallback(
             tmp, SCRIPT, target, lambda commands: _script(source_names, include_dirs, top, target, commands),
             timeout_s)
