@@ -21,8 +21,11 @@ from hardwire.errors import ParameterError
 
 def top_ports(verilog_files, top: str, *, timeout_s: float = 600):
     """The ports of module `top` as yosys reads them (name, direction, width), in declaration order."""
+    from hardwire.flows.memfiles import referenced_files
+
     files = [Path(f).resolve() for f in verilog_files]
     key = digest("ports", tool_version("yosys"), top, *files)
+    data = {i: referenced_files(f) for i, f in enumerate(files)}
     final = cache_root() / "ports" / key
 
     def build(tmp: Path) -> None:
@@ -31,6 +34,8 @@ def top_ports(verilog_files, top: str, *, timeout_s: float = 600):
         for i, f in enumerate(files):
             (tmp / f"{i}_{f.name}").write_bytes(f.read_bytes())
             names.append(f"{i}_{f.name}")
+            for data_file in data[i]:       # $readmemh files: the body is not read (-lib), but keep them beside
+                (tmp / data_file.name).write_bytes(data_file.read_bytes())
         # -lib: read modules as blackboxes, ports only (fast, and nothing to elaborate)
         script = "".join(f"read_verilog -sv -lib {json.dumps(name)}\n" for name in names)
         script += "write_json ports.json\n"

@@ -18,6 +18,7 @@ from hardwire.cache import cache_root, digest
 from hardwire.errors import ParameterError, ToolError
 from hardwire.params import require, to_json_dict
 
+from .memfiles import referenced_files
 from .tools import build_once, run_tool, tool_version
 
 # Bump when the scripts or the counting change in a way that makes old cache entries wrong.
@@ -201,16 +202,19 @@ def synth(verilog_files, top: str, target: str, *, build_dir=None, timeout_s: fl
     paths = _check_inputs(verilog_files, top, target)
     version = tool_version("yosys")
     # Each source is copied to src/<i>/<its name>: names stay as they were and two files of the same name
-    # from different folders cannot collide.
+    # from different folders cannot collide. The memory files a source reads ($readmemh, see flows.memfiles)
+    # go beside its copy, where yosys looks for them, and are part of the key.
     source_names = [f"src/{i}/{path.name}" for i, path in enumerate(paths)]
+    data = [(f"src/{i}/{data_path.name}", data_path) for i, path in enumerate(paths)
+            for data_path in referenced_files(path)]
     key_script = _script(source_names, [], top, target)
     key = digest(
         "synth", SCRIPT_REVISION, version, top, target, key_script,
-        *[part for name, path in zip(source_names, paths) for part in (name, path.read_bytes())],
+        *[part for name, path in [*zip(source_names, paths), *data] for part in (name, path.read_bytes())],
     )
     final = Path(build_dir) if build_dir is not None else cache_root() / "synth" / key
     def build(tmp: Path) -> None:
-        for name, path in zip(source_names, paths):
+        for name, path in [*zip(source_names, paths), *data]:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, tmp / name)
         include_dirs = sorted({path.resolve().parent for path in paths})

@@ -202,9 +202,11 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
         report["estimate"] = {"estimate": False, "note": estimator_note}
     progress(f"[3/5] RTL: {len(plan.stages)} units, FIFO depths "
              f"{[s.fifo_depth for s in plan.stages[1:]]}; writing Verilog")
-    verilog_text = rtl.to_verilog(plan)
-    verilog_path = work / f"{plan.top_name}.v"
-    write_text_atomic(verilog_path, verilog_text)
+    design_files = rtl.write_verilog(plan, work)
+    verilog_path, memory_files = design_files[0], design_files[1:]
+    verilog_text = verilog_path.read_text()
+    if memory_files:
+        progress(f"      {len(memory_files)} weight and threshold memories in .hex files beside the Verilog")
     np.savez_compressed(work / "layers.npz", **{
         f"{layer.name}.{what}": value for layer in graph.layers if isinstance(layer, MatVecLayer)
         for what, value in (("weights", layer.weights), ("thresholds", layer.thresholds)) if value is not None})
@@ -216,7 +218,6 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
         "clock_mhz": options.clock_mhz,
         "inferences_per_s": options.clock_mhz * 1e6 / cycles["initiation_interval"],
         "latency_us": cycles["latency_cycles"] / options.clock_mhz}
-    design_files = [verilog_path]
     key = checkpoint.simulation_key(design_files, codes, golden, reference)
     if options.simulate:
         saved = checkpoint.load_verdict(out_dir, key)
@@ -233,7 +234,7 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
                      f"random stalls): about {simulation_cycles(plan, len(codes))} cycles, ~{estimate_s:.0f} s")
             with heartbeat(progress, "simulation", every_s=60, estimate_s=estimate_s):
                 report["simulation"] = simulate_network(plan, graph, codes, golden, reference, work / "sim",
-                                                        verilog_text)
+                                                        verilog_text, memory_files)
             predicted = np.asarray(report["simulation"].pop("argmax"))
             if "accuracy" in report:
                 report["accuracy"]["rtl"] = float((predicted == labels).mean())
@@ -241,10 +242,10 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
         report["tools"] = tool_versions()
         checkpoint.save(work, out_dir, report, key=key, status="synthesis had not finished",
                         markdown=markdown_report)
-        _late_step("synthesis", out_dir, lambda: _synthesize(plan, design_files, options, report, progress))
+        _late_step("synthesis", out_dir, lambda: _synthesize(plan, [verilog_path], options, report, progress))
         if options.place_route and options.target in PNR_TARGETS:
             _late_step("place and route", out_dir,
-                       lambda: _place_route(plan, design_files, options, report, progress, cycles))
+                       lambda: _place_route(plan, [verilog_path], options, report, progress, cycles))
         if report["estimate"].get("estimate"):
             from hardwire.estimate.predict import compare
 
@@ -322,9 +323,11 @@ def simulation_cycles(plan, frames: int) -> int:
     return paced + short + 2 * short
 
 
-def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, verilog_text: str | None = None) -> dict:
+def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, verilog_text: str | None = None,
+                     memory_files=()) -> dict:
     """Full-rate run of every inference (outputs bit-exact, handshake cycles equal to the cycle model) and a
-    short run with random bubbles and back-pressure. Raises SimulationError on any disagreement."""
+    short run with random bubbles and back-pressure. Raises SimulationError on any disagreement.
+    `memory_files`: the .hex files `verilog_text` reads (rtl.write_verilog)."""
     from hardwire.sim.runner import simulate
 
     frames = len(codes)
@@ -353,7 +356,7 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
     try:
         result = simulate(verilog_text, plan.top_name, "hardwire.sim.tb_network",
                           config={"geometry": geometry, "cases": cases, "seed": 1}, test_dir=test_dir,
-                          timeout_s=3600)
+                          timeout_s=3600, data_files=memory_files)
     except SimulationError as error:
         raise SimulationError(f"RTL simulation of {plan.top_name} failed: {error}") from None
     full = result.results["paced"]
