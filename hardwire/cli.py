@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--no-pnr", dest="place_route", action="store_false", help="skip nextpnr")
     comp.add_argument("--synth-timeout", type=float, default=1800.0, metavar="SECONDS",
                       help="time limit of each yosys and nextpnr run (default 1800)")
+    comp.add_argument("--per-unit", action="store_true",
+                      help="resources from each streaming unit synthesized on its own, in parallel and cached per "
+                           "unit (a changed layer resynthesizes only its unit); place and route stays flat")
+    comp.add_argument("--jobs", type=int, default=2, help="parallel unit syntheses with --per-unit (default 2)")
     comp.add_argument("-o", "--out", type=Path, required=True, help="output folder (replaced when done)")
 
     demo = sub.add_parser("demo", help="the whole flow on a built-in 8x8 INT8 systolic array",
@@ -185,7 +189,7 @@ def cmd_compile(args) -> int:
         backend=args.backend, target=args.target, fps=args.fps, clock_mhz=args.clock_mhz,
         lut_budget=parse_budget(args.budget) if args.budget else None, folds=folds, synthesize=args.synthesize,
         place_route=args.place_route, simulate=args.simulate, n_random=args.random,
-        synth_timeout_s=args.synth_timeout)
+        synth_timeout_s=args.synth_timeout, per_unit=args.per_unit, jobs=args.jobs)
     model, inputs, labels, name, label = args.model, None, None, None, "given inputs"
     if model.startswith("zoo:"):
         from hardwire.hls import zoo

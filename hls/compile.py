@@ -49,6 +49,8 @@ class CompileOptions:
     n_random: int = 64
     seed: int = 0
     synth_timeout_s: float = SYNTH_TIMEOUT_S     # each yosys / nextpnr run
+    per_unit: bool = False                       # resources from each unit synthesized on its own (hls.units)
+    jobs: int = 2                                # parallel unit syntheses
 
 
     def __post_init__(self):
@@ -60,6 +62,8 @@ class CompileOptions:
             raise ParameterError("fps", self.fps, "either a throughput target or a LUT budget, not both")
         if not (isinstance(self.synth_timeout_s, (int, float)) and self.synth_timeout_s > 0):
             raise ParameterError("synth_timeout", self.synth_timeout_s, "a number of seconds > 0")
+        if not (isinstance(self.jobs, int) and self.jobs >= 1):
+            raise ParameterError("jobs", self.jobs, "an integer >= 1")
 
 
 def parse_budget(text: str) -> int:
@@ -276,6 +280,17 @@ def _timed_out(error: ToolError, what: str, options: CompileOptions) -> Hardwire
 
 def _synthesize(plan, design_files, options, report, progress) -> None:
     from hardwire.flows.synth import synth
+
+    if options.per_unit:
+        from hardwire.hls import units
+
+        progress(f"[5/5] yosys synthesis for {options.target}, each unit on its own ({options.jobs} in parallel, "
+                 f"timeout {options.synth_timeout_s:g} s each; units whose Verilog did not change are reused)")
+        report["synthesis"] = units.synthesize_units(plan, options.target, design_files[0].parent / "units",
+                                                     workers=options.jobs, timeout_s=options.synth_timeout_s)
+        s = report["synthesis"]
+        progress(f"      {s['units_synthesized']} units synthesized, {s['units_reused']} reused from the cache")
+        return
 
     progress(f"[5/5] yosys synthesis for {options.target} (timeout {options.synth_timeout_s:g} s)")
     log = []

@@ -1,0 +1,134 @@
+"""Out-of-context synthesis per unit: each streaming unit of a compiled network synthesized on its own.
+
+A network's units (matrix-vector units, window generators, pooling, width converters: the stages of its
+dataflow plan) are written as separate Verilog modules, memories in .hex files (flows.memfiles), and each
+is synthesized by flows.synth.synth, whose cache is keyed by a hash of the unit's Verilog, memory files and
+target: a second compile reuses every unit whose Verilog did not change, so a new folding of one layer
+resynthesizes that layer's unit (and a width converter whose lane counts it changed), and the units run in
+parallel on the process pool (hardwire.jobs.run_jobs; Ray with `ray_address`). The glue is the FIFOs between
+units, synthesized the same way, one per distinct (width, depth). The network's resources are the sum of
+the units' and the glue's; what a flat synthesis of the whole network gives instead differs only by what
+optimizes across unit boundaries (constants and unused bits crossing a FIFO), which bench/compile_time.py
+measures.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.hdl import Module, Shape, unsigned
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hardwire.cache import write_text_atomic
+from hardwire.errors import HardwireError, ToolError
+
+RESOURCES = ("lut", "ff", "dsp", "bram", "lutram")
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str                 # the Verilog module name (and the unit's folder)
+    kind: str                 # mvu, swg, maxpool, dwc; "fifo" for glue
+    stage: str                # the plan stage (glue: the stages whose FIFOs it stands for, comma separated)
+    count: int                # how many times it occurs in the network (FIFOs of the same width and depth)
+    verilog: str
+    memory_files: dict        # {file name: text}
+
+
+class FifoGlue(wiring.Component):
+    """The FIFO the network puts between two units (as DataflowAccelerator wires it), as a module of its own."""
+
+    def __init__(self, width: int, depth: int):
+        self.width, self.depth = width, depth
+        super().__init__({"inp": In(stream.Signature(unsigned(width))), "out": Out(stream.Signature(unsigned(width)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self.width, depth=self.depth)
+        m.d.comb += [queue.w_data.eq(self.inp.payload), queue.w_en.eq(self.inp.valid), self.inp.ready.eq(queue.w_rdy),
+                     self.out.payload.eq(queue.r_data), self.out.valid.eq(queue.r_rdy), queue.r_en.eq(self.out.ready)]
+        return m
+
+
+def network_units(plan) -> list[Unit]:
+    """The plan's stages as separate modules (`<top>_<stage>`), then its FIFOs as glue (`fifo_w<W>_d<D>`,
+    one module per distinct width and depth)."""
+    from amaranth.back import verilog
+
+    from hardwire.flows import memfiles
+
+    units: list[Unit] = []
+    glue: dict[tuple[int, int], list[str]] = {}
+    previous_width = None
+    for stage in plan.stages:
+        component = stage.build()
+        name = f"{plan.top_name}_{stage.name}"
+        text, files = memfiles.externalize(verilog.convert(component, name=name, emit_src=False), name)
+        units.append(Unit(name, stage.kind, stage.name, 1, text, files))
+        if previous_width is not None:
+            glue.setdefault((previous_width, stage.fifo_depth), []).append(stage.name)
+        previous_width = Shape.cast(component.out.payload.shape()).width
+    for (width, depth), stages in sorted(glue.items()):
+        name = f"fifo_w{width}_d{depth}"
+        units.append(Unit(name, "fifo", ",".join(stages), len(stages),
+                          verilog.convert(FifoGlue(width, depth), name=name, emit_src=False), {}))
+    return units
+
+
+def write_units(units: list[Unit], folder: Path) -> dict[str, Path]:
+    """Each unit's Verilog and memory files into `folder/<name>/`; {name: its Verilog file}."""
+    paths = {}
+    for unit in units:
+        path = Path(folder) / unit.name / f"{unit.name}.v"
+        write_text_atomic(path, unit.verilog)
+        for file_name, text in unit.memory_files.items():
+            write_text_atomic(path.parent / file_name, text)
+        paths[unit.name] = path
+    return paths
+
+
+def synth_unit(verilog_path: str, top: str, target: str, timeout_s: float) -> dict:
+    """One unit's synthesis (a process-pool job): its resources, whether the cache had it, the seconds taken.
+    A timeout is an error naming the unit and the yosys pass it was in."""
+    from hardwire.flows.synth import is_cached, synth
+    from hardwire.progress import yosys_step
+
+    started = time.monotonic()
+    cached = is_cached([Path(verilog_path)], top, target)
+    try:
+        report = synth([Path(verilog_path)], top, target, timeout_s=timeout_s)
+    except ToolError as error:
+        if "timed out" not in error.reason:
+            raise
+        step = yosys_step(error.log_path)
+        raise HardwireError(f"yosys synthesis of unit {top} for {target} timed out after {timeout_s:g} s"
+                            + (f" in yosys' {step!r}" if step else "") + f" (log: {error.log_path}); "
+                            "give it longer with --synth-timeout SECONDS") from None
+    return {**{k: getattr(report, k) for k in RESOURCES}, "cached": cached,
+            "seconds": round(time.monotonic() - started, 1), "note": report.note}
+
+
+def synthesize_units(plan, target: str, folder: Path, *, workers: int = 2, timeout_s: float = 1800,
+                     ray_address: str | None = None) -> dict:
+    """Synthesize every unit and glue FIFO of `plan` for `target` (sources written under `folder`), in
+    parallel; the totals are the sum over units times their count. Returns the report section."""
+    from hardwire.jobs import run_jobs
+
+    started = time.monotonic()
+    units = network_units(plan)
+    paths = write_units(units, folder)
+    jobs = {unit.name: (synth_unit, str(paths[unit.name]), unit.name, target, timeout_s) for unit in units}
+    results = run_jobs(jobs, workers, describe=lambda name: f"synthesized unit {name}", ray_address=ray_address)
+    per_unit = {unit.name: {"kind": unit.kind, "stage": unit.stage, "count": unit.count, **results[unit.name]}
+                for unit in units}
+    total = {k: sum(u[k] * u["count"] for u in per_unit.values()) for k in RESOURCES}
+    glue = {k: sum(u[k] * u["count"] for u in per_unit.values() if u["kind"] == "fifo") for k in RESOURCES}
+    return {"target": target, "top": plan.top_name, "mode": "per unit, out of context", **total,
+            "glue": glue, "units": per_unit,
+            "units_synthesized": sum(not u["cached"] for u in per_unit.values()),
+            "units_reused": sum(bool(u["cached"]) for u in per_unit.values()),
+            "wall_s": round(time.monotonic() - started, 1),
+            "note": "sum of the units synthesized on their own (glue: the FIFOs between them)"}
