@@ -35,7 +35,9 @@ def top_ports(verilog_files, top: str, *, timeout_s: float = 600):
             (tmp / f"{i}_{f.name}").write_bytes(f.read_bytes())
             names.append(f"{i}_{f.name}")
             for data_file in data[i]:       # $readmemh files: the body is not read (-lib), but keep them beside
-                (tmp / data_file.name).write_bytes(data_file.read_bytes())
+                copy = tmp / data_file.relative_to(f.parent)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_bytes(data_file.read_bytes())
         # -lib: read modules as blackboxes, ports only (fast, and nothing to elaborate)
         script = "".join(f"read_verilog -sv -lib {json.dumps(name)}\n" for name in names)
         script += "write_json ports.json\n"

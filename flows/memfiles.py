@@ -84,7 +84,8 @@ def _unique(stem: str, taken: dict[str, str]) -> str:
 
 def referenced_files(verilog_path: Path) -> list[Path]:
     """The files a Verilog source reads with $readmemh / $readmemb, resolved beside it, in order of appearance,
-    each once. A name that does not exist there is an error naming the source."""
+    each once. A name that does not exist there, or that leaves the source's folder (absolute, `..`), is an
+    error naming the source: tools run on copies of the sources and their files, laid out the same way."""
     from hardwire.errors import ParameterError
 
     verilog_path = Path(verilog_path)
@@ -92,7 +93,7 @@ def referenced_files(verilog_path: Path) -> list[Path]:
     paths = []
     for name in names:
         path = verilog_path.parent / name
-        if Path(name).is_absolute() or not path.is_file():
+        if Path(name).is_absolute() or ".." in Path(name).parts or not path.is_file():
             raise ParameterError("verilog_files", str(verilog_path),
                                  f"Verilog whose $readmemh files lie beside it ({name} is missing there)")
         paths.append(path)

@@ -233,7 +233,7 @@ def _inputs_and_key(paths: list[Path], top: str, target: str, version: str):
     different folders cannot collide. The memory files a source reads ($readmemh, see flows.memfiles) go
     beside its copy, where yosys looks for them, and are part of the key."""
     source_names = [f"src/{i}/{path.name}" for i, path in enumerate(paths)]
-    data = [(f"src/{i}/{data_path.name}", data_path) for i, path in enumerate(paths)
+    data = [(f"src/{i}/{data_path.relative_to(path.parent).as_posix()}", data_path) for i, path in enumerate(paths)
             for data_path in referenced_files(path)]
     key = digest(
         "synth", SCRIPT_REVISION, version, top, target, _script(source_names, [], top, target),

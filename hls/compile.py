@@ -4,7 +4,10 @@ RTL: front end -> folding -> dataflow plan -> Verilog; the golden integer model 
 execution, the Verilog is simulated (Verilator) on the verification inputs and its outputs, turned back into
 the model's floats, are compared with qonnx bit for bit; measured cycles are compared with the cycle model;
 yosys gives resources and nextpnr the Fmax. hls4ml: the same network as an hls4ml project, C-simulated with
-g++ and compared with qonnx. The output directory appears only when everything succeeded.
+g++ and compared with qonnx. The output directory appears only when everything succeeded; when synthesis or
+place and route fails (or times out: `synth_timeout_s`) after the simulation passed, what passed is kept in
+`<out>.incomplete` and a rerun resumes from it (hls.checkpoint). Weight and threshold memories are written
+as .hex files beside the Verilog (flows.memfiles); `per_unit` synthesizes each unit on its own (hls.units).
 """
 
 from __future__ import annotations

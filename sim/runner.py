@@ -187,9 +187,10 @@ def simulate(
     for stale in ("results.xml", "results.json", "sim.log", "build.log", "config.json", "dump.fst", "dump.vcd",
                   f"{top}.fst"):
         (run_dir / stale).unlink(missing_ok=True)
-    for data_file in _data_files(verilog, data_files):
-        if data_file.resolve() != (run_dir / data_file.name).resolve():
-            shutil.copyfile(data_file, run_dir / data_file.name)
+    for name, data_file in _data_files(verilog, data_files):
+        if data_file.resolve() != (run_dir / name).resolve():
+            (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(data_file, run_dir / name)
 
     start = time.monotonic()
     build_cached = _build(build_dir, sources, top, simulator, effective_build_args, waves_format, timeout_s, run_dir)
@@ -347,13 +348,14 @@ def _file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _data_files(verilog, given) -> list[Path]:
+def _data_files(verilog, given) -> list[tuple[str, Path]]:
+    """(name in the run directory, file) of every memory file the simulation reads."""
     from hardwire.flows.memfiles import referenced_files
 
-    found = [Path(p) for p in given]
+    found = [(Path(p).name, Path(p)) for p in given]
     if not isinstance(verilog, str):
         for path in [verilog] if isinstance(verilog, Path) else verilog:
-            found += referenced_files(Path(path))
+            found += [(f.relative_to(Path(path).parent).as_posix(), f) for f in referenced_files(Path(path))]
     return found
 
 

@@ -64,6 +64,13 @@ def test_referenced_files_are_found_beside_the_source_or_named_when_missing(tmp_
     (tmp_path / "u_pe1_weights.hex").unlink()
     with pytest.raises(ParameterError, match="u_pe1_weights.hex is missing"):
         memfiles.referenced_files(path)
+    # a file outside the source's folder cannot travel with it into a tool's build folder
+    (tmp_path / "x.hex").write_text("0\n")
+    outside = tmp_path / "sub" / "o.v"
+    outside.parent.mkdir()
+    outside.write_text('module o; reg [3:0] m [0:0]; initial $readmemh("../x.hex", m); endmodule\n')
+    with pytest.raises(ParameterError, match="x.hex"):
+        memfiles.referenced_files(outside)
 
 
 @pytest.mark.parametrize("target, per_block", [
