@@ -284,7 +284,11 @@ def plan_dataflow(graph: IntGraph, folding: FoldingResult, *, name: str | None =
 
 
 def _builder(cls, *args):
-    return lambda: cls(*args)
+    """`cls(*args)` deferred; a partial, so that what builds a unit can be read back (hls.units keys its
+    Verilog cache on it)."""
+    import functools
+
+    return functools.partial(cls, *args)
 
 
 # ---------------------------------------------------------------------------------------------------------------

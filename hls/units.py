@@ -14,18 +14,24 @@ measures.
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from amaranth.hdl import Module, Shape, unsigned
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hardwire.cache import write_text_atomic
+from hardwire.cache import cache_root, digest, write_text_atomic
 from hardwire.errors import HardwireError, ToolError
 
 RESOURCES = ("lut", "ff", "dsp", "bram", "lutram")
+# Bump when the way a unit's Verilog is made changes outside the generator modules (which are hashed).
+UNIT_VERILOG_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -64,18 +70,58 @@ def network_units(plan) -> list[Unit]:
     glue: dict[tuple[int, int], list[str]] = {}
     previous_width = None
     for stage in plan.stages:
-        component = stage.build()
         name = f"{plan.top_name}_{stage.name}"
-        text, files = memfiles.externalize(verilog.convert(component, name=name, emit_src=False), name)
+        text, files, out_width = unit_verilog(stage, name)
         units.append(Unit(name, stage.kind, stage.name, 1, text, files))
         if previous_width is not None:
             glue.setdefault((previous_width, stage.fifo_depth), []).append(stage.name)
-        previous_width = Shape.cast(component.out.payload.shape()).width
+        previous_width = out_width
     for (width, depth), stages in sorted(glue.items()):
         name = f"fifo_w{width}_d{depth}"
         units.append(Unit(name, "fifo", ",".join(stages), len(stages),
                           verilog.convert(FifoGlue(width, depth), name=name, emit_src=False), {}))
     return units
+
+
+def _key_part(value):
+    if isinstance(value, np.ndarray):
+        return [str(value.dtype), list(value.shape), digest(np.ascontiguousarray(value).tobytes())]
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return repr(value)
+
+
+def unit_verilog(stage, name: str) -> tuple[str, dict, int]:
+    """(Verilog, memory files, output payload width) of one plan stage as module `name`, cached by a hash of
+    what builds it (class, parameters, weights and thresholds), the source of the generator module and of this
+    one, and Amaranth's version: Amaranth's conversion of a unit with a million weights takes a minute, and a
+    one-layer change should not pay it for every other unit again."""
+    import amaranth
+    from amaranth.back import verilog
+
+    from hardwire.flows import memfiles
+    from hardwire.flows.tools import build_once
+
+    build = stage.build
+    cls, args = getattr(build, "func", None), getattr(build, "args", None)
+    key = None
+    if cls is not None and args is not None:
+        key = digest("unit-verilog", UNIT_VERILOG_VERSION, amaranth.__version__, name, cls.__qualname__,
+                     Path(sys.modules[cls.__module__].__file__), Path(__file__), [_key_part(a) for a in args])
+
+    def convert(folder: Path | None):
+        component = build()
+        text, files = memfiles.externalize(verilog.convert(component, name=name, emit_src=False), name)
+        out_width = Shape.cast(component.out.payload.shape()).width
+        if folder is not None:
+            (folder / "unit.json").write_text(json.dumps({"verilog": text, "files": files, "out_width": out_width}))
+        return text, files, out_width
+
+    if key is None:
+        return convert(None)
+    final = build_once(cache_root() / "unit-verilog" / key, lambda d: (d / "unit.json").is_file(), convert)
+    saved = json.loads((final / "unit.json").read_text())
+    return saved["verilog"], saved["files"], saved["out_width"]
 
 
 def write_units(units: list[Unit], folder: Path) -> dict[str, Path]:
