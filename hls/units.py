@@ -14,6 +14,7 @@ measures.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -59,28 +60,38 @@ class FifoGlue(wiring.Component):
         return m
 
 
-def network_units(plan) -> list[Unit]:
+@dataclass(frozen=True)
+class UnitSpec:
+    """A unit before its Verilog is made: `build()` makes its component (picklable, for a pool worker)."""
+
+    name: str
+    kind: str
+    stage: str
+    count: int
+    build: functools.partial
+
+
+def unit_specs(plan) -> list[UnitSpec]:
     """The plan's stages as separate modules (`<top>_<stage>`), then its FIFOs as glue (`fifo_w<W>_d<D>`,
     one module per distinct width and depth)."""
-    from amaranth.back import verilog
-
-    from hardwire.flows import memfiles
-
-    units: list[Unit] = []
+    specs: list[UnitSpec] = []
     glue: dict[tuple[int, int], list[str]] = {}
     previous_width = None
     for stage in plan.stages:
-        name = f"{plan.top_name}_{stage.name}"
-        text, files, out_width = unit_verilog(stage, name)
-        units.append(Unit(name, stage.kind, stage.name, 1, text, files))
+        specs.append(UnitSpec(f"{plan.top_name}_{stage.name}", stage.kind, stage.name, 1, stage.build))
         if previous_width is not None:
             glue.setdefault((previous_width, stage.fifo_depth), []).append(stage.name)
-        previous_width = out_width
+        # constructing a unit checks its content but does not elaborate it: cheap
+        previous_width = Shape.cast(stage.build().out.payload.shape()).width
     for (width, depth), stages in sorted(glue.items()):
-        name = f"fifo_w{width}_d{depth}"
-        units.append(Unit(name, "fifo", ",".join(stages), len(stages),
-                          verilog.convert(FifoGlue(width, depth), name=name, emit_src=False), {}))
-    return units
+        specs.append(UnitSpec(f"fifo_w{width}_d{depth}", "fifo", ",".join(stages), len(stages),
+                              functools.partial(FifoGlue, width, depth)))
+    return specs
+
+
+def network_units(plan) -> list[Unit]:
+    """Every unit of `unit_specs(plan)` with its Verilog and memory files."""
+    return [Unit(s.name, s.kind, s.stage, s.count, *unit_verilog(s.build, s.name)) for s in unit_specs(plan)]
 
 
 def _key_part(value):
@@ -91,8 +102,8 @@ def _key_part(value):
     return repr(value)
 
 
-def unit_verilog(stage, name: str) -> tuple[str, dict, int]:
-    """(Verilog, memory files, output payload width) of one plan stage as module `name`, cached by a hash of
+def unit_verilog(build: functools.partial, name: str) -> tuple[str, dict]:
+    """(Verilog, memory files) of the component `build()` makes, as module `name`, cached by a hash of
     what builds it (class, parameters, weights and thresholds), the source of the generator module and of this
     one, and Amaranth's version: Amaranth's conversion of a unit with a million weights takes a minute, and a
     one-layer change should not pay it for every other unit again."""
@@ -102,7 +113,6 @@ def unit_verilog(stage, name: str) -> tuple[str, dict, int]:
     from hardwire.flows import memfiles
     from hardwire.flows.tools import build_once
 
-    build = stage.build
     cls, args = getattr(build, "func", None), getattr(build, "args", None)
     key = None
     if cls is not None and args is not None:
@@ -112,16 +122,15 @@ def unit_verilog(stage, name: str) -> tuple[str, dict, int]:
     def convert(folder: Path | None):
         component = build()
         text, files = memfiles.externalize(verilog.convert(component, name=name, emit_src=False), name)
-        out_width = Shape.cast(component.out.payload.shape()).width
         if folder is not None:
-            (folder / "unit.json").write_text(json.dumps({"verilog": text, "files": files, "out_width": out_width}))
-        return text, files, out_width
+            (folder / "unit.json").write_text(json.dumps({"verilog": text, "files": files}))
+        return text, files
 
     if key is None:
         return convert(None)
     final = build_once(cache_root() / "unit-verilog" / key, lambda d: (d / "unit.json").is_file(), convert)
     saved = json.loads((final / "unit.json").read_text())
-    return saved["verilog"], saved["files"], saved["out_width"]
+    return saved["verilog"], saved["files"]
 
 
 def write_units(units: list[Unit], folder: Path) -> dict[str, Path]:
@@ -134,6 +143,14 @@ def write_units(units: list[Unit], folder: Path) -> dict[str, Path]:
             write_text_atomic(path.parent / file_name, text)
         paths[unit.name] = path
     return paths
+
+
+def make_and_synth_unit(spec: UnitSpec, folder: str, target: str, timeout_s: float) -> dict:
+    """A pool job: the unit's Verilog (Amaranth's conversion, cached) written to `folder/<name>/`, then
+    `synth_unit`; conversion and synthesis of different units run in parallel."""
+    text, files = unit_verilog(spec.build, spec.name)
+    path = write_units([Unit(spec.name, spec.kind, spec.stage, spec.count, text, files)], Path(folder))[spec.name]
+    return synth_unit(str(path), spec.name, target, timeout_s)
 
 
 def synth_unit(verilog_path: str, top: str, target: str, timeout_s: float) -> dict:
@@ -164,9 +181,8 @@ def synthesize_units(plan, target: str, folder: Path, *, workers: int = 2, timeo
     from hardwire.jobs import run_jobs
 
     started = time.monotonic()
-    units = network_units(plan)
-    paths = write_units(units, folder)
-    jobs = {unit.name: (synth_unit, str(paths[unit.name]), unit.name, target, timeout_s) for unit in units}
+    units = unit_specs(plan)
+    jobs = {unit.name: (make_and_synth_unit, unit, str(folder), target, timeout_s) for unit in units}
     results = run_jobs(jobs, workers, describe=lambda name: f"synthesized unit {name}", ray_address=ray_address)
     per_unit = {unit.name: {"kind": unit.kind, "stage": unit.stage, "count": unit.count, **results[unit.name]}
                 for unit in units}
