@@ -152,9 +152,13 @@ def measure(net: str, args, work: Path) -> dict:
     with t("per unit, warm"):
         warm = units.synthesize_units(plan, "ecp5", work / "units", workers=args.jobs, timeout_s=args.timeout)
     row["warm_rebuilt"] = warm["units_synthesized"]
-    first = next(layer for layer in graph.layers if hasattr(layer, "weights"))
+    # the first layer that can take more than one input per cycle doubles its SIMD (cnn4's first convolution
+    # has one input channel, so there it is the second one, whose window generator changes with it)
+    first = next(layer for layer in graph.layers if hasattr(layer, "weights")
+                 and any(s > 1 for s in rtl.simd_choices(layer)))
     simd = [s for s in rtl.simd_choices(first) if s > 1][0]
     changed = rtl.plan_dataflow(graph, rtl.solve_folding(graph, folds={first.name: (1, simd)}))
+    row["changed_layer"] = f"{first.name} SIMD 1 -> {simd}"
     with t("one layer changed"):
         again = units.synthesize_units(changed, "ecp5", work / "units2", workers=args.jobs, timeout_s=args.timeout)
     row["changed_rebuilt"] = sorted(n for n, u in again["units"].items() if not u["cached"])
@@ -201,12 +205,16 @@ def main(argv=None) -> int:
                     os.environ["HARDWIRE_CACHE"] = saved
         write_json_atomic(json_path, {"rows": rows, "tools": tool_versions(), "cpus": os.cpu_count(),
                                       "args": {k: str(v) for k, v in vars(args).items()}})
-    table = [[r["net"], *[r["phases_s"].get(p, "-") for p in PHASES], r["verilog_mb"],
+    def phase(r, p):
+        wall, cpu = r["phases_s"].get(p), r.get("phases_cpu_s", {}).get(p)
+        return "-" if wall is None else f"{wall:g} ({cpu:g})" if cpu is not None else f"{wall:g}"
+
+    table = [[r["net"], *[phase(r, p) for p in PHASES], r["verilog_mb"],
               f"{r['flat']['lut']}/{r['flat']['ff']}/{r['flat']['bram']}",
               f"{r['per_unit']['lut']}/{r['per_unit']['ff']}/{r['per_unit']['bram']}",
               f"{r['glue']['lut']}/{r['glue']['ff']}", r["bram_needed"],
               " ".join(r["changed_rebuilt"]), r.get("fmax_mhz", "-")] for r in rows]
-    headers = ["net", *[f"{p} s" for p in PHASES], "Verilog MB", "flat LUT/FF/BRAM", "per-unit LUT/FF/BRAM",
+    headers = ["net", *[f"{p} s (CPU s)" for p in PHASES], "Verilog MB", "flat LUT/FF/BRAM", "per-unit LUT/FF/BRAM",
                "glue LUT/FF", "BRAM needed", "units rebuilt after change", "Fmax MHz"]
     text = markdown_table(headers, table)
     print(text)

@@ -1,6 +1,6 @@
 """Out-of-context synthesis per unit: the units and glue cover the network, a changed folding resynthesizes only
 the unit it changed (counted through the synthesis cache), and the per-unit totals equal a flat synthesis
-within the glue."""
+within the glue: flip-flops, block RAMs, LUT RAMs and DSPs exactly, LUTs within the glue's LUT count."""
 
 from __future__ import annotations
 
@@ -54,8 +54,10 @@ def test_a_changed_folding_resynthesizes_one_unit_and_totals_match_flat_within_t
     flat = synth([files[0]], "mlp2", "ecp5")
     for key in ("ff", "dsp", "bram", "lutram"):
         assert report[key] == getattr(flat, key), key
-    # LUTs: optimization across unit boundaries can only save logic, and at most the glue's worth
-    assert flat.lut <= report["lut"] <= flat.lut + report["glue"]["lut"]
+    # LUTs: optimization across unit boundaries (and abc's heuristics, which see other netlists) move the count
+    # by less than the glue's worth (mlp2: flat 667, per unit 703 with 107 in the glue; mlp4's per-unit sum is
+    # even 8 below its flat count, bench/compile_time.py)
+    assert abs(report["lut"] - flat.lut) <= report["glue"]["lut"]
 
     # through compile: the same totals, the units reused
     out = compile_model(zoo.build("mlp2").onnx_path, tmp_path / "out",
