@@ -82,7 +82,9 @@ def unit_specs(plan) -> list[UnitSpec]:
         if previous_width is not None:
             glue.setdefault((previous_width, stage.fifo_depth), []).append(stage.name)
         # constructing a unit checks its content but does not elaborate it: cheap
-        previous_width = Shape.cast(stage.build().out.payload.shape()).width
+        component = stage.build()
+        component._MustUse__silence = True          # built for its port width only (no UnusedElaboratable)
+        previous_width = Shape.cast(component.out.payload.shape()).width
     for (width, depth), stages in sorted(glue.items()):
         specs.append(UnitSpec(f"fifo_w{width}_d{depth}", "fifo", ",".join(stages), len(stages),
                               functools.partial(FifoGlue, width, depth)))
