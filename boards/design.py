@@ -14,6 +14,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hardwire.boards.link import LinkGeometry, StreamGeometry
+from hardwire.flows import memfiles
 from hardwire.errors import ParameterError
 
 
@@ -62,7 +63,9 @@ def load_design(path, frame: tuple[int, int] | None = None) -> BoardDesign:
         report = json.loads((path / "report.json").read_text())
     cycles = report.get("cycle_model", {})
     model = Path(report["model"]) if report.get("model") else None
-    return BoardDesign(name=report.get("network", top), top=top, verilog=verilog_path.read_text(),
+    # memories read from .hex files go back inline: the board flows handle the design as one text
+    verilog = memfiles.inline(verilog_path.read_text(), path)
+    return BoardDesign(name=report.get("network", top), top=top, verilog=verilog,
                        geometry=geometry, source=path, initiation_interval=plan.get("initiation_interval"),
                        latency_cycles=cycles.get("latency_cycles"),
                        first_output_cycles=cycles.get("first_output_cycles"), model=model)

@@ -21,8 +21,11 @@ from hardwire.errors import ParameterError
 
 def top_ports(verilog_files, top: str, *, timeout_s: float = 600):
     """The ports of module `top` as yosys reads them (name, direction, width), in declaration order."""
+    from hardwire.flows.memfiles import referenced_files
+
     files = [Path(f).resolve() for f in verilog_files]
     key = digest("ports", tool_version("yosys"), top, *files)
+    data = {i: referenced_files(f) for i, f in enumerate(files)}
     final = cache_root() / "ports" / key
 
     def build(tmp: Path) -> None:
@@ -31,6 +34,10 @@ def top_ports(verilog_files, top: str, *, timeout_s: float = 600):
         for i, f in enumerate(files):
             (tmp / f"{i}_{f.name}").write_bytes(f.read_bytes())
             names.append(f"{i}_{f.name}")
+            for data_file in data[i]:       # $readmemh files: the body is not read (-lib), but keep them beside
+                copy = tmp / data_file.relative_to(f.parent)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_bytes(data_file.read_bytes())
         # -lib: read modules as blackboxes, ports only (fast, and nothing to elaborate)
         script = "".join(f"read_verilog -sv -lib {json.dumps(name)}\n" for name in names)
         script += "write_json ports.json\n"
@@ -45,7 +52,7 @@ def top_ports(verilog_files, top: str, *, timeout_s: float = 600):
 
 
 def wrapped_fmax(verilog_files, top: str, target: str, *, device: str | None = None, package: str | None = None,
-                 seed: int = 1, timeout_s: float = 3600) -> PnrReport:
+                 seed: int = 1, timeout_s: float = 3600, watch_log=None) -> PnrReport:
     """Place and route `top` inside the serial-I/O wrapper on `target` (ice40, ecp5); the report's
     `fmax_mhz` is the core clock's achieved Fmax."""
     files = [Path(f).resolve() for f in verilog_files]
@@ -53,5 +60,5 @@ def wrapped_fmax(verilog_files, top: str, target: str, *, device: str | None = N
     wrapper_file = cache_root() / "wrappers" / digest(text) / f"{wrapper_top}.v"
     if not wrapper_file.exists():
         write_text_atomic(wrapper_file, text)
-    netlist = synth([*files, wrapper_file], wrapper_top, target, timeout_s=timeout_s)
+    netlist = synth([*files, wrapper_file], wrapper_top, target, timeout_s=timeout_s, watch_log=watch_log)
     return place_route(netlist, target, device=device, package=package, seed=seed, timeout_s=timeout_s)

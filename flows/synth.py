@@ -18,6 +18,7 @@ from hardwire.cache import cache_root, digest
 from hardwire.errors import ParameterError, ToolError
 from hardwire.params import require, to_json_dict
 
+from .memfiles import referenced_files
 from .tools import build_once, run_tool, tool_version
 
 # Bump when the scripts or the counting change in a way that makes old cache entries wrong.
@@ -189,30 +190,27 @@ def _script(source_names: list[str], include_dirs: list[Path], top: str, target:
     return "\n".join(lines) + "\n"
 
 
-def synth(verilog_files, top: str, target: str, *, build_dir=None, timeout_s: float = 1800) -> SynthReport:
+def synth(verilog_files, top: str, target: str, *, build_dir=None, timeout_s: float = 1800,
+          watch_log=None) -> SynthReport:
     """Synthesize `verilog_files` with top module `top` for `target` (see TARGETS) and count resources.
 
     The build directory (sources copied in, yosys script, log, stat.json, netlist.json, report.json)
     is `cache_root()/synth/<key>` unless `build_dir` is given. Files pulled in by `include are read
-    from the sources' own folders and are not part of the cache key.
+    from the sources' own folders and are not part of the cache key. `watch_log(path)`, when given, is told
+    where yosys' log is before yosys starts (to show progress; see hardwire.progress.yosys_step).
     """
     paths = _check_inputs(verilog_files, top, target)
     version = tool_version("yosys")
-    # Each source is copied to src/<i>/<its name>: names stay as they were and two files of the same name
-    # from different folders cannot collide.
-    source_names = [f"src/{i}/{path.name}" for i, path in enumerate(paths)]
-    key_script = _script(source_names, [], top, target)
-    key = digest(
-        "synth", SCRIPT_REVISION, version, top, target, key_script,
-        *[part for name, path in zip(source_names, paths) for part in (name, path.read_bytes())],
-    )
+    source_names, data, key = _inputs_and_key(paths, top, target, version)
     final = Path(build_dir) if build_dir is not None else cache_root() / "synth" / key
     def build(tmp: Path) -> None:
-        for name, path in zip(source_names, paths):
+        for name, path in [*zip(source_names, paths), *data]:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, tmp / name)
         include_dirs = sorted({path.resolve().parent for path in paths})
         (tmp / SCRIPT).write_text(_script(source_names, include_dirs, top, target))
+        if watch_log is not None:
+            watch_log(tmp / LOG)
         note = run_yosys_with_fallback(
             tmp, SCRIPT, target, lambda commands: _script(source_names, include_dirs, top, target, commands),
             timeout_s)
@@ -226,6 +224,29 @@ def synth(verilog_files, top: str, target: str, *, build_dir=None, timeout_s: fl
 
     final = build_once(final, lambda d: _saved_key(d) == key, build, replace=build_dir is not None)
     return _load_report(final)
+
+
+def _inputs_and_key(paths: list[Path], top: str, target: str, version: str):
+    """(the sources' names in the build dir, [(name, path)] of the memory files they read, the cache key).
+
+    Each source is copied to src/<i>/<its name>: names stay as they were and two files of the same name from
+    different folders cannot collide. The memory files a source reads ($readmemh, see flows.memfiles) go
+    beside its copy, where yosys looks for them, and are part of the key."""
+    source_names = [f"src/{i}/{path.name}" for i, path in enumerate(paths)]
+    data = [(f"src/{i}/{data_path.relative_to(path.parent).as_posix()}", data_path) for i, path in enumerate(paths)
+            for data_path in referenced_files(path)]
+    key = digest(
+        "synth", SCRIPT_REVISION, version, top, target, _script(source_names, [], top, target),
+        *[part for name, path in [*zip(source_names, paths), *data] for part in (name, path.read_bytes())],
+    )
+    return source_names, data, key
+
+
+def is_cached(verilog_files, top: str, target: str) -> bool:
+    """Whether `synth(verilog_files, top, target)` would return a saved result without running yosys."""
+    paths = _check_inputs(verilog_files, top, target)
+    *_, key = _inputs_and_key(paths, top, target, tool_version("yosys"))
+    return _saved_key(cache_root() / "synth" / key) == key
 
 
 def run_yosys_with_fallback(cwd: Path, script: str, target: str, fallback_script, timeout_s: float) -> str:

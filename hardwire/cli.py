@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--no-sim", dest="simulate", action="store_false", help="skip the Verilator run")
     comp.add_argument("--no-synth", dest="synthesize", action="store_false", help="skip yosys and nextpnr")
     comp.add_argument("--no-pnr", dest="place_route", action="store_false", help="skip nextpnr")
+    comp.add_argument("--synth-timeout", type=float, default=1800.0, metavar="SECONDS",
+                      help="time limit of each yosys and nextpnr run (default 1800)")
+    comp.add_argument("--per-unit", action="store_true",
+                      help="resources from each streaming unit synthesized on its own, in parallel and cached per "
+                           "unit (a changed layer resynthesizes only its unit); place and route stays flat")
+    comp.add_argument("--jobs", type=int, default=2, help="parallel unit syntheses with --per-unit (default 2)")
     comp.add_argument("-o", "--out", type=Path, required=True, help="output folder (replaced when done)")
 
     demo = sub.add_parser("demo", help="the whole flow on a built-in 8x8 INT8 systolic array",
@@ -177,7 +183,8 @@ def cmd_compile(args) -> int:
     compile_network(args.model, out=args.out, backend=args.backend, target=args.target, fps=args.fps,
                     budget=args.budget, folds=args.fold, clock_mhz=args.clock_mhz, inputs=args.inputs,
                     random=args.random, simulate=args.simulate, synthesize=args.synthesize,
-                    place_route=args.place_route, progress=print)
+                    place_route=args.place_route, synth_timeout=args.synth_timeout, per_unit=args.per_unit,
+                    jobs=args.jobs, progress=print)
     return 0
 
 

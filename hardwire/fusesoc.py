@@ -27,7 +27,8 @@ def core_version() -> str:
     return match.group(0) if match else "0.0.0"
 
 
-def core_text(top: str, verilog_files: list[str], *, library: str = "gen", description: str = "") -> str:
+def core_text(top: str, verilog_files: list[str], *, library: str = "gen", description: str = "",
+              data_files: list[str] = ()) -> str:
     """The CAPI2 text: one fileset with the Verilog, a default target with `top` as its toplevel and a lint
     target for Verilator's --lint-only -Wall, less the rules Amaranth's back end trips by construction
     (hardwire.flows.lint waives those per statement; a FuseSoC flow can only turn rules off)."""
@@ -38,10 +39,15 @@ def core_text(top: str, verilog_files: list[str], *, library: str = "gen", descr
         lines.append(f"description: {q(description)}")
     lines += ["", "filesets:", "  rtl:", "    files:"]
     lines += [f"      - {q(name)}" for name in verilog_files]
-    lines += ["    file_type: verilogSource", "",
-              "targets:",
+    lines += ["    file_type: verilogSource", ""]
+    if data_files:
+        # memory images the Verilog reads with $readmemh, copied beside it into the tool's build folder
+        lines += ["  memories:", "    files:"]
+        lines += [f"      - {q(name)}: {{copyto: {q(name)}}}" for name in data_files]
+        lines += ["    file_type: user", ""]
+    lines += ["targets:",
               "  default: &default",
-              "    filesets: [rtl]",
+              f"    filesets: [rtl{', memories' if data_files else ''}]",
               f"    toplevel: {q(top)}",
               "  lint:",
               "    <<: *default",
@@ -54,8 +60,9 @@ def core_text(top: str, verilog_files: list[str], *, library: str = "gen", descr
 
 
 def write_core(directory: Path, top: str, verilog_files: list[str], *, library: str = "gen",
-               description: str = "") -> Path:
+               description: str = "", data_files: list[str] = ()) -> Path:
     """Write `<top>.core` into `directory` (atomically), naming the Verilog files relative to it."""
     path = Path(directory) / f"{top}.core"
-    write_text_atomic(path, core_text(top, verilog_files, library=library, description=description))
+    write_text_atomic(path, core_text(top, verilog_files, library=library, description=description,
+                                      data_files=data_files))
     return path

@@ -4,7 +4,10 @@ RTL: front end -> folding -> dataflow plan -> Verilog; the golden integer model 
 execution, the Verilog is simulated (Verilator) on the verification inputs and its outputs, turned back into
 the model's floats, are compared with qonnx bit for bit; measured cycles are compared with the cycle model;
 yosys gives resources and nextpnr the Fmax. hls4ml: the same network as an hls4ml project, C-simulated with
-g++ and compared with qonnx. The output directory appears only when everything succeeded.
+g++ and compared with qonnx. The output directory appears only when everything succeeded; when synthesis or
+place and route fails (or times out: `synth_timeout_s`) after the simulation passed, what passed is kept in
+`<out>.incomplete` and a rerun resumes from it (hls.checkpoint). Weight and threshold memories are written
+as .hex files beside the Verilog (flows.memfiles); `per_unit` synthesizes each unit on its own (hls.units).
 """
 
 from __future__ import annotations
@@ -17,17 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from hardwire.hls import frontend, rtl
+from hardwire.hls import checkpoint, frontend, rtl
 from hardwire.hls.graph import IntGraph, MatVecLayer, run_integer
 
 from hardwire.cache import atomic_dir, write_json_atomic, write_text_atomic
 from hardwire.errors import (HardwireError, InternalError, ModelError, ParameterError, SimulationError, ToolError,
                              ToolMissingError)
+from hardwire.progress import heartbeat, yosys_step
 
 BACKENDS = ("rtl", "hls4ml")
 FPGA_TARGETS = ("ecp5", "ice40", "xilinx", "xilinx-us", "xilinx-usp", "generic")
 PNR_TARGETS = {"ecp5": ("85k", "CABGA381"), "ice40": ("up5k", "sg48")}
 STRESS_FRAMES = 8
+# Verilator driven by the cocotb testbench, cycles per second (measured on the zoo networks, 2 cores): what
+# the time a simulation will take is estimated from, up front.
+COCOTB_CYCLES_PER_S = 15_000
+SIM_STARTUP_S = 30          # Verilator's build (when not cached) and cocotb's start, about
+SYNTH_TIMEOUT_S = 1800.0
 
 
 @dataclass
@@ -43,6 +52,10 @@ class CompileOptions:
     simulate: bool = True
     n_random: int = 64
     seed: int = 0
+    synth_timeout_s: float = SYNTH_TIMEOUT_S     # each yosys / nextpnr run
+    per_unit: bool = False                       # resources from each unit synthesized on its own (hls.units)
+    jobs: int = 2                                # parallel unit syntheses
+
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -51,6 +64,10 @@ class CompileOptions:
             raise ParameterError("target", self.target, " | ".join(FPGA_TARGETS))
         if self.fps is not None and self.lut_budget is not None:
             raise ParameterError("fps", self.fps, "either a throughput target or a LUT budget, not both")
+        if not (isinstance(self.synth_timeout_s, (int, float)) and self.synth_timeout_s > 0):
+            raise ParameterError("synth_timeout", self.synth_timeout_s, "a number of seconds > 0")
+        if not (isinstance(self.jobs, int) and self.jobs >= 1):
+            raise ParameterError("jobs", self.jobs, "an integer >= 1")
 
 
 def parse_budget(text: str) -> int:
@@ -122,8 +139,9 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
     """Compile `model_path` into `out_dir` (replaced atomically on success). Returns the report dict.
 
     With `labels` (one class per input) the report also gives the classification accuracy of qonnx' execution
-    and of the simulated RTL."""
-    model_path = Path(model_path)
+    and of the simulated RTL. When synthesis or place and route fails after the simulation passed, what passed
+    is kept in `<out_dir>.incomplete` (hls.checkpoint) and a rerun resumes from it."""
+    model_path, out_dir = Path(model_path), Path(out_dir)
     started = time.monotonic()
     name = name or _identifier(model_path.stem)
     progress(f"[1/5] front end: {model_path}")
@@ -176,17 +194,18 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
         if len(labels) != len(inputs):
             raise ParameterError("labels", len(labels), f"one per verification input ({len(inputs)})")
         report["accuracy"] = {"qonnx": float((reference.argmax(1) == labels).mean()), "inputs": len(labels)}
-    with atomic_dir(Path(out_dir), replace=True) as work:
+    with atomic_dir(out_dir, replace=True) as work:
         if options.backend == "rtl":
             with hardwire_step("RTL back end", model_path):
                 _rtl(graph, folding, codes, golden, reference, options, work, report, progress, labels, estimator,
-                     estimator_note)
+                     estimator_note, out_dir=out_dir)
         else:
             with hardwire_step("hls4ml back end", model_path):
                 _hls4ml(model_path, graph, folding, inputs, work, report, progress)
         report["wall_s"] = round(time.monotonic() - started, 1)
         write_json_atomic(work / "report.json", report)
         write_text_atomic(work / "report.md", markdown_report(report))
+    checkpoint.discard(out_dir)
     progress(f"done in {report['wall_s']} s: {out_dir}/report.md")
     return report
 
@@ -228,7 +247,7 @@ def _surrogate(target: str):
 
 
 def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: dict, progress, labels,
-         estimator=None, estimator_note: str = "") -> None:
+         estimator=None, estimator_note: str = "", *, out_dir: Path) -> None:
     from hardwire.flows.report import tool_versions
 
     plan = rtl.plan_dataflow(graph, folding)
@@ -240,13 +259,16 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
         report["estimate"] = {"estimate": False, "note": estimator_note}
     progress(f"[3/5] RTL: {len(plan.stages)} units, FIFO depths "
              f"{[s.fifo_depth for s in plan.stages[1:]]}; writing Verilog")
-    verilog_text = rtl.to_verilog(plan)
-    verilog_path = work / f"{plan.top_name}.v"
-    write_text_atomic(verilog_path, verilog_text)
+    design_files = rtl.write_verilog(plan, work)
+    verilog_path, memory_files = design_files[0], design_files[1:]
+    verilog_text = verilog_path.read_text()
+    if memory_files:
+        progress(f"      {len(memory_files)} weight and threshold memories in .hex files beside the Verilog")
     from hardwire.fusesoc import write_core
 
     report["fusesoc_core"] = write_core(work, plan.top_name, [verilog_path.name], library="compile",
-                                        description=f"hardwire compile: {graph.name} streaming dataflow").name
+                                        description=f"hardwire compile: {graph.name} streaming dataflow",
+                                        data_files=[f.relative_to(work).as_posix() for f in memory_files]).name
     np.savez_compressed(work / "layers.npz", **{
         f"{layer.name}.{what}": value for layer in graph.layers if isinstance(layer, MatVecLayer)
         for what, value in (("weights", layer.weights), ("thresholds", layer.thresholds)) if value is not None})
@@ -258,31 +280,34 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
         "clock_mhz": options.clock_mhz,
         "inferences_per_s": options.clock_mhz * 1e6 / cycles["initiation_interval"],
         "latency_us": cycles["latency_cycles"] / options.clock_mhz}
+    key = checkpoint.simulation_key(design_files, codes, golden, reference)
     if options.simulate:
-        progress(f"[4/5] simulating {len(codes)} inferences on Verilator (paced at the initiation interval, "
-                 f"then {min(STRESS_FRAMES, len(codes))} flooded and {min(STRESS_FRAMES, len(codes))} with random "
-                 "stalls)")
-        report["simulation"] = simulate_network(plan, graph, codes, golden, reference, work / "sim", verilog_text)
-        predicted = np.asarray(report["simulation"].pop("argmax"))
-        if "accuracy" in report:
-            report["accuracy"]["rtl"] = float((predicted == labels).mean())
+        saved = checkpoint.load_verdict(out_dir, key)
+        if saved is not None:
+            progress(f"[4/5] simulation: the verdict of an earlier run of this very design on these inputs, "
+                     f"kept in {saved['folder']}, is reused")
+            report["simulation"] = {**saved["simulation"], "reused_from": saved["folder"]}
+            if "accuracy" in report and saved["accuracy_rtl"] is not None:
+                report["accuracy"]["rtl"] = saved["accuracy_rtl"]
+        else:
+            estimate_s = simulation_cycles(plan, len(codes)) / COCOTB_CYCLES_PER_S + SIM_STARTUP_S
+            progress(f"[4/5] simulating {len(codes)} inferences on Verilator (paced at the initiation interval, "
+                     f"then {min(STRESS_FRAMES, len(codes))} flooded and {min(STRESS_FRAMES, len(codes))} with "
+                     f"random stalls): about {simulation_cycles(plan, len(codes))} cycles, ~{estimate_s:.0f} s")
+            with heartbeat(progress, "simulation", every_s=60, estimate_s=estimate_s):
+                report["simulation"] = simulate_network(plan, graph, codes, golden, reference, work / "sim",
+                                                        verilog_text, memory_files)
+            predicted = np.asarray(report["simulation"].pop("argmax"))
+            if "accuracy" in report:
+                report["accuracy"]["rtl"] = float((predicted == labels).mean())
     if options.synthesize:
-        from hardwire.flows.synth import synth
-
-        progress(f"[5/5] yosys synthesis for {options.target}")
-        report["synthesis"] = synth([verilog_path], plan.top_name, options.target).to_dict()
+        report["tools"] = tool_versions()
+        checkpoint.save(work, out_dir, report, key=key, status="synthesis had not finished",
+                        markdown=markdown_report)
+        _late_step("synthesis", out_dir, lambda: _synthesize(plan, [verilog_path], options, report, progress))
         if options.place_route and options.target in PNR_TARGETS:
-            from hardwire.flows.fmax import wrapped_fmax
-
-            device, package = PNR_TARGETS[options.target]
-            progress(f"      nextpnr-{options.target} place and route on {device}/{package} for Fmax")
-            pnr = wrapped_fmax([verilog_path], plan.top_name, options.target, device=device, package=package)
-            report["place_route"] = pnr.to_dict()
-            if pnr.fmax_mhz:
-                report["throughput"]["fmax_mhz"] = pnr.fmax_mhz
-                report["throughput"]["inferences_per_s_at_fmax"] = pnr.fmax_mhz * 1e6 / cycles[
-                    "initiation_interval"]
-                report["throughput"]["latency_us_at_fmax"] = cycles["latency_cycles"] / pnr.fmax_mhz
+            _late_step("place and route", out_dir,
+                       lambda: _place_route(plan, [verilog_path], options, report, progress, cycles))
         if report["estimate"].get("estimate"):
             from hardwire.estimate.predict import compare
 
@@ -291,9 +316,91 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
     report["tools"] = tool_versions()
 
 
-def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, verilog_text: str | None = None) -> dict:
+def _late_step(step: str, out_dir: Path, run) -> None:
+    """Run a step after the simulation; when it fails, say so in the kept folder and in the error."""
+    try:
+        run()
+    except HardwireError as error:
+        kept = checkpoint.mark_failed(out_dir, step, error)
+        if kept is None:
+            raise
+        raise checkpoint.IncompleteCompile(step, kept, error) from None
+
+
+def _timed_out(error: ToolError, what: str, options: CompileOptions) -> HardwireError:
+    """A tool run that ran out of time as one error naming the unit, the tool's step and the option."""
+    step = yosys_step(error.log_path) if error.tool == "yosys" else None
+    return HardwireError(
+        f"{what} for {options.target} timed out after {options.synth_timeout_s:g} s"
+        + (f" in yosys' {step!r}" if step else "") + f" (log: {error.log_path}); "
+        "give it longer with --synth-timeout SECONDS")
+
+
+def _synthesize(plan, design_files, options, report, progress) -> None:
+    from hardwire.flows.synth import synth
+
+    if options.per_unit:
+        from hardwire.hls import units
+
+        progress(f"[5/5] yosys synthesis for {options.target}, each unit on its own ({options.jobs} in parallel, "
+                 f"timeout {options.synth_timeout_s:g} s each; units whose Verilog did not change are reused)")
+        report["synthesis"] = units.synthesize_units(plan, options.target, design_files[0].parent / "units",
+                                                     workers=options.jobs, timeout_s=options.synth_timeout_s)
+        s = report["synthesis"]
+        progress(f"      {s['units_synthesized']} units synthesized, {s['units_reused']} reused from the cache")
+        return
+
+    progress(f"[5/5] yosys synthesis for {options.target} (timeout {options.synth_timeout_s:g} s)")
+    log = []
+    try:
+        with heartbeat(progress, f"yosys synthesis of {plan.top_name}", limit_s=options.synth_timeout_s,
+                       status=lambda: (f"in {yosys_step(log[-1])}" if log and yosys_step(log[-1]) else None)):
+            result = synth(design_files, plan.top_name, options.target, timeout_s=options.synth_timeout_s,
+                           watch_log=log.append)
+    except ToolError as error:
+        if "timed out" in error.reason:
+            raise _timed_out(error, f"yosys synthesis of network {plan.top_name}", options) from None
+        raise
+    report["synthesis"] = result.to_dict()
+
+
+def _place_route(plan, design_files, options, report, progress, cycles) -> None:
+    from hardwire.flows.fmax import wrapped_fmax
+
+    device, package = PNR_TARGETS[options.target]
+    progress(f"      nextpnr-{options.target} place and route on {device}/{package} for Fmax")
+    log = []
+    try:
+        with heartbeat(progress, f"synthesis and place and route of {plan.top_name} in the I/O wrapper",
+                       limit_s=options.synth_timeout_s,
+                       status=lambda: (f"in {yosys_step(log[-1])}" if log and yosys_step(log[-1]) else None)):
+            pnr = wrapped_fmax(design_files, plan.top_name, options.target, device=device, package=package,
+                               timeout_s=options.synth_timeout_s, watch_log=log.append)
+    except ToolError as error:
+        if "timed out" in error.reason:
+            raise _timed_out(error, f"{error.tool} on network {plan.top_name} in the I/O wrapper", options) from None
+        raise
+    report["place_route"] = pnr.to_dict()
+    if pnr.fmax_mhz:
+        report["throughput"]["fmax_mhz"] = pnr.fmax_mhz
+        report["throughput"]["inferences_per_s_at_fmax"] = pnr.fmax_mhz * 1e6 / cycles["initiation_interval"]
+        report["throughput"]["latency_us_at_fmax"] = cycles["latency_cycles"] / pnr.fmax_mhz
+
+
+def simulation_cycles(plan, frames: int) -> int:
+    """Cycles the three simulation cases of `simulate_network` take, about (from the cycle model; the random
+    stalls case counted at half speed): what its time is estimated from."""
+    stress = min(STRESS_FRAMES, frames)
+    paced = rtl.network_cycles(plan, frames=max(frames, 1))["total_cycles"]
+    short = rtl.network_cycles(plan, frames=max(stress, 1))["total_cycles"]
+    return paced + short + 2 * short
+
+
+def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, verilog_text: str | None = None,
+                     memory_files=()) -> dict:
     """Full-rate run of every inference (outputs bit-exact, handshake cycles equal to the cycle model) and a
-    short run with random bubbles and back-pressure. Raises SimulationError on any disagreement."""
+    short run with random bubbles and back-pressure. Raises SimulationError on any disagreement.
+    `memory_files`: the .hex files `verilog_text` reads (rtl.write_verilog)."""
     from hardwire.sim.runner import simulate
 
     frames = len(codes)
@@ -322,7 +429,7 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
     try:
         result = simulate(verilog_text, plan.top_name, "hardwire.sim.tb_network",
                           config={"geometry": geometry, "cases": cases, "seed": 1}, test_dir=test_dir,
-                          timeout_s=3600)
+                          timeout_s=3600, data_files=memory_files)
     except SimulationError as error:
         raise SimulationError(f"RTL simulation of {plan.top_name} failed: {error}") from None
     full = result.results["paced"]

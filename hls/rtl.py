@@ -323,7 +323,11 @@ def plan_dataflow(graph: IntGraph, folding: FoldingResult, *, name: str | None =
 
 
 def _builder(cls, *args):
-    return lambda: cls(*args)
+    """`cls(*args)` deferred; a partial, so that what builds a unit can be read back (hls.units keys its
+    Verilog cache on it)."""
+    import functools
+
+    return functools.partial(cls, *args)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -448,9 +452,29 @@ class DataflowAccelerator(wiring.Component):
 
 
 def to_verilog(plan: DataflowPlan) -> str:
+    """The whole network as one Verilog text, memory contents inline (see `write_verilog` for files)."""
     from amaranth.back import verilog
 
     return verilog.convert(DataflowAccelerator(plan), name=plan.top_name, emit_src=False)
+
+
+def write_verilog(plan: DataflowPlan, folder, min_bits: int | None = None) -> list:
+    """Write `<top>.v` into `folder` with every weight and threshold memory of at least `min_bits` bits read
+    from a `.hex` file beside it (flows.memfiles: yosys maps those in seconds where word-by-word `initial`
+    blocks take it minutes). Returns [the Verilog, *the memory files]."""
+    from pathlib import Path
+
+    from hardwire.cache import write_text_atomic
+    from hardwire.flows import memfiles
+
+    folder = Path(folder)
+    text, files = memfiles.externalize(to_verilog(plan), plan.top_name,
+                                       memfiles.MIN_BITS if min_bits is None else min_bits)
+    verilog_path = folder / f"{plan.top_name}.v"
+    write_text_atomic(verilog_path, text)
+    for name, content in files.items():
+        write_text_atomic(folder / name, content)
+    return [verilog_path, *(folder / name for name in files)]
 
 
 def pack_inputs(plan: DataflowPlan, x: np.ndarray) -> list[list[int]]:

@@ -139,6 +139,7 @@ def simulate(
     build_args: tuple[str, ...] | list[str] = (),
     extra_env: dict[str, str] | None = None,
     seed: int = 0,
+    data_files: tuple[Path, ...] | list[Path] = (),
 ) -> SimResult:
     """Compile `verilog` (cached) and run every `@cocotb.test` in `test_module` against module `top`.
 
@@ -147,7 +148,9 @@ def simulate(
     True (VCD on Verilator, FST on Icarus), "vcd" or "fst" (Icarus writes FST either way; FST on
     Verilator needs liblz4-dev). `test_dir` is the run directory (default: a new temporary one).
     `timeout_s` bounds the build and the run separately. `seed` fixes cocotb's random seed so a run is
-    reproducible. `extra_env` reaches the simulator process and wins over os.environ.
+    reproducible. `extra_env` reaches the simulator process and wins over os.environ. `data_files` (the
+    memory files a text source reads with $readmemh, see flows.memfiles) are copied into the run directory,
+    where the simulation reads them when it starts; those of file sources are found beside them.
 
     Raises ToolMissingError if the simulator is not installed, ToolError if the build fails or a step
     times out, and SimulationError (with `.result` attached) if any test failed or none ran.
@@ -184,6 +187,10 @@ def simulate(
     for stale in ("results.xml", "results.json", "sim.log", "build.log", "config.json", "dump.fst", "dump.vcd",
                   f"{top}.fst"):
         (run_dir / stale).unlink(missing_ok=True)
+    for name, data_file in _data_files(verilog, data_files):
+        if data_file.resolve() != (run_dir / name).resolve():
+            (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(data_file, run_dir / name)
 
     start = time.monotonic()
     build_cached = _build(build_dir, sources, top, simulator, effective_build_args, waves_format, timeout_s, run_dir)
@@ -339,6 +346,17 @@ def _file_lock(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _data_files(verilog, given) -> list[tuple[str, Path]]:
+    """(name in the run directory, file) of every memory file the simulation reads."""
+    from hardwire.flows.memfiles import referenced_files
+
+    found = [(Path(p).name, Path(p)) for p in given]
+    if not isinstance(verilog, str):
+        for path in [verilog] if isinstance(verilog, Path) else verilog:
+            found += [(f.relative_to(Path(path).parent).as_posix(), f) for f in referenced_files(Path(path))]
+    return found
 
 
 def _sources(verilog) -> list[tuple[str, str]]:

@@ -159,7 +159,12 @@ def test_compile_equals_compile_command(tmp_path, capsys):
 
     core = Core(Core2Parser(), str(result.core))
     assert core.get_toplevel({"target": "default"}) == result.report["plan"]["top"]
-    assert core.get_files({"target": "default"}) == [{"name": result.verilog.name, "file_type": "verilogSource"}]
+    files = core.get_files({"target": "default"})
+    assert files[0] == {"name": result.verilog.name, "file_type": "verilogSource"}
+    # the memory images the Verilog reads with $readmemh travel with it, copied to the same relative place
+    hex_files = sorted(p.relative_to(result.out).as_posix() for p in result.out.rglob("*.hex"))
+    assert sorted(f["name"] for f in files[1:]) == hex_files
+    assert all(f["file_type"] == "user" and f["copyto"] == f["name"] for f in files[1:])
 
 
 def _small_brevitas_net():
