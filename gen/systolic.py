@@ -30,6 +30,7 @@ import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from hardwire.gen.dsp import DSP_KINDS, PRODUCT_LATENCY, dsp48e1_mac, mult18x18d, sim_models
 from hardwire.gen.registry import Block, register
 
 from hardwire.params import bits_for_range, int_range, product_range, require, wrap
@@ -57,6 +58,7 @@ class SystolicParams:
     acc_width: int | None = None
     acc_depth: int = 256
     pipeline: int = 0
+    dsp: str = "inferred"
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -69,6 +71,12 @@ class SystolicParams:
         require(self.pipeline in (0, 1), "pipeline", self.pipeline, "0 or 1 (extra product register per PE)")
         require(isinstance(self.acc_depth, int) and 1 <= self.acc_depth <= 1 << 16,
                 "acc_depth", self.acc_depth, "1..65536")
+        require(self.dsp in DSP_KINDS, "dsp", self.dsp, " or ".join(DSP_KINDS))
+        if self.dsp != "inferred":
+            require(self.weight_stationary, "dsp", self.dsp,
+                    "'inferred' with output_stationary (hard DSP PEs are weight-stationary)")
+            require(self.pipeline == 0, "pipeline", self.pipeline, f"0 with dsp={self.dsp!r} (the DSP's own "
+                    "registers pipeline the product)")
         if self.acc_width is not None:
             require(isinstance(self.acc_width, int) and self.product_width <= self.acc_width <= 64,
                     "acc_width", self.acc_width, f"{self.product_width}..64 (at least one product wide)")
@@ -100,6 +108,18 @@ class SystolicParams:
         return self.dataflow == "weight_stationary"
 
     @property
+    def product_latency(self) -> int:
+        """Registers between a PE's operands and the product its sum register adds: `pipeline` when inferred,
+        the primitive's input/pipeline/output registers otherwise (gen.dsp.PRODUCT_LATENCY)."""
+        return PRODUCT_LATENCY.get(self.dsp, self.pipeline)
+
+    @property
+    def weight_lag(self) -> int:
+        """A hard-DSP PE keeps its weight in the DSP's B input register, loaded (by the flip, one cycle late)
+        together with the A register: one cycle more before the shadow may take the next tile."""
+        return 0 if self.dsp == "inferred" else 1
+
+    @property
     def top_name(self) -> str:
         if self.name:
             return self.name
@@ -109,7 +129,8 @@ class SystolicParams:
                 f"_w{self.w_width}{sign(self.w_signed)}")
         # every parameter that changes the hardware and differs from its default shows in the name
         defaults = SystolicParams.__dataclass_fields__
-        for field_name, tag in (("pipeline", "p"), ("k_max", "k"), ("acc_width", "acc"), ("acc_depth", "d")):
+        for field_name, tag in (("pipeline", "p"), ("k_max", "k"), ("acc_width", "acc"), ("acc_depth", "d"),
+                                ("dsp", "")):
             if getattr(self, field_name) != defaults[field_name].default:
                 name += f"_{tag}{getattr(self, field_name)}"
         return name
@@ -118,7 +139,7 @@ class SystolicParams:
     def latency_cycles(self) -> int:
         """Cycles from the input handshake of a row (WS) or of a tile's last beat (OS) to its first result
         handshake, with an always-ready sink."""
-        skew_array_deskew = self.rows + self.cols + self.pipeline
+        skew_array_deskew = self.rows + self.cols + self.product_latency
         accumulate = ACCUMULATE_STAGES if self.weight_stationary else 0
         return skew_array_deskew + accumulate + FIFO_LATENCY_CYCLES
 
@@ -126,8 +147,9 @@ class SystolicParams:
     def weight_reload_cycles(self) -> int:
         """WS: fewest cycles between two weight flips. The next tile's weights may enter a column only
         once the flip has passed it (R + max(1, C-1)); and a row must not come back to the accumulator
-        before its previous sum is written (ACCUMULATE_STAGES + 1), which matters only for tiny arrays."""
-        return max(self.rows + max(1, self.cols - 1), ACCUMULATE_STAGES + 1)
+        before its previous sum is written (ACCUMULATE_STAGES + 1), which matters only for tiny arrays.
+        A hard-DSP PE loads its weight register a cycle later (weight_lag)."""
+        return max(self.rows + max(1, self.cols - 1) + self.weight_lag, ACCUMULATE_STAGES + 1)
 
     @property
     def fifo_depth(self) -> int:
@@ -141,7 +163,7 @@ class SystolicParams:
             "rows": self.rows, "cols": self.cols, "a_width": self.a_width, "w_width": self.w_width,
             "a_signed": self.a_signed, "w_signed": self.w_signed, "dataflow": self.dataflow,
             "k_max": self.k_max, "acc_width": self.acc_bits, "acc_depth": self.acc_depth,
-            "pipeline": self.pipeline, "name": self.top_name,
+            "pipeline": self.pipeline, "dsp": self.dsp, "name": self.top_name,
         }
 
 
@@ -475,7 +497,7 @@ class SystolicArray(wiring.Component):
         meta_in = Signal(meta)
         m.d.comb += [meta_in.valid.eq(accept), meta_in.accumulate.eq(act.payload.accumulate),
                      meta_in.emit.eq(act.payload.emit), meta_in.last.eq(act.payload.last)]
-        meta_out = _delay(m, meta_in, rows + cols + p.pipeline, "row_meta")
+        meta_out = _delay(m, meta_in, rows + cols + p.product_latency, "row_meta")
         row_inputs = [act.payload.data[r] for r in range(rows)]
         flips = [flip] * rows
         return row_inputs, flips, column_inputs, None, meta_out
@@ -488,19 +510,35 @@ class SystolicArray(wiring.Component):
         # what enters each column's PE of the current row: weight value, its destination tag, tag valid
         w_in, t_in, tv_in = list(w_top), [tag] * cols, [tag_valid] * cols
         psum = [Const(0, acc_shape)] * cols
+        pcout = [None] * cols           # dsp48e1: the PCOUT of the DSP above, cascaded into the next PCIN
         for r in range(rows):
             a_in, flip_in = a_edge[r], flip_edge[r]
             for c in range(cols):
                 pe = f"pe_{r}_{c}"
                 # the weight chain passes down unconditionally; a PE keeps the value tagged for its row
                 shadow = Signal(w_shape, name=f"{pe}_shadow", reset_less=True)
-                weight = Signal(w_shape, name=f"{pe}_weight", reset_less=True)
                 with m.If(tv_in[c] & (t_in[c] == r)):
                     m.d.sync += shadow.eq(w_in[c])
-                with m.If(flip_in):
-                    m.d.sync += weight.eq(shadow)
                 psum_out = Signal(acc_shape, name=f"{pe}_psum", reset_less=True)
-                m.d.sync += psum_out.eq(psum[c] + self._product(m, pe, a_in, weight, acc_shape))
+                if p.dsp == "inferred":
+                    weight = Signal(w_shape, name=f"{pe}_weight", reset_less=True)
+                    with m.If(flip_in):
+                        m.d.sync += weight.eq(shadow)
+                    m.d.sync += psum_out.eq(psum[c] + self._product(m, pe, a_in, weight, acc_shape))
+                else:
+                    # The DSP's B input register is the weight register: it loads the shadow when the flip
+                    # (one cycle ahead of the row) has been registered once more, in step with the A
+                    # register taking the row's first activation.
+                    flip_late = Signal(name=f"{pe}_flip_late", attrs=KEEP)
+                    m.d.sync += flip_late.eq(flip_in)
+                    if p.dsp == "ecp5":
+                        product = mult18x18d(m, pe, a_in, shadow, a_signed=p.a_signed, b_signed=p.w_signed,
+                                             ce_b=flip_late, width=p.product_width)
+                        m.d.sync += psum_out.eq(psum[c] + product)
+                    else:
+                        # the column's partial sum runs down the PCOUT -> PCIN cascade, inside the DSPs
+                        p48, pcout[c] = dsp48e1_mac(m, pe, a_in, shadow, ce_b=flip_late, pcin=pcout[c])
+                        m.d.comb += psum_out.eq(p48.as_signed() if acc_shape.width > 48 else p48)
                 psum[c] = psum_out
                 if r + 1 < rows:
                     w_down = Signal(w_shape, name=f"{pe}_w_down", reset_less=True)
@@ -670,4 +708,5 @@ register(Block(
     cycles=gemm_cycles,
     testbench="hardwire.sim.tb_systolic",
     generator_version=GENERATOR_VERSION,
+    sim_models=lambda p: sim_models(p.dsp),
 ))

