@@ -30,6 +30,7 @@ from hardwire.params import int_range, wrap
     ("rows", 0, "1..64"), ("cols", 65, "1..64"), ("a_width", 1, "2..16"), ("w_width", 17, "2..16"),
     ("dataflow", "row_stationary", "weight_stationary or output_stationary"), ("pipeline", 2, "0 or 1"),
     ("acc_width", 8, "16..64"), ("k_max", 0, "1..1048576"), ("acc_depth", 0, "1..65536"),
+    ("dsp", "dsp48e9", "inferred or ecp5 or dsp48e1"),
 ])
 def test_bad_parameter_names_itself_its_value_and_the_range(field, value, allowed):
     with pytest.raises(ParameterError) as error:
@@ -165,3 +166,59 @@ def test_each_pe_multiply_maps_to_one_dsp(target, dsp_cell, tmp_path):
     report = synth([meta["verilog"]], meta["top"], target)
     assert report.cells.get(dsp_cell) == p.rows * p.cols
     assert report.dsp == p.rows * p.cols and report.ff > 0
+
+
+# --- hard DSP primitives --------------------------------------------------------------------------
+
+
+def test_hard_dsp_pes_are_weight_stationary_with_their_own_pipeline():
+    with pytest.raises(ParameterError, match="dsp"):
+        SystolicParams(dataflow="output_stationary", dsp="ecp5")
+    with pytest.raises(ParameterError, match="pipeline"):
+        SystolicParams(dsp="dsp48e1", pipeline=1)
+
+
+@pytest.mark.parametrize("dsp, latency", [("inferred", 0), ("ecp5", 3), ("dsp48e1", 2)])
+def test_cycle_model_adds_the_primitives_registers_to_the_latency(dsp, latency):
+    p = SystolicParams(rows=4, cols=4, dsp=dsp)
+    base = SystolicParams(rows=4, cols=4)
+    assert p.latency_cycles == base.latency_cycles + latency
+    # the weight lives in the DSP's B register, loaded a cycle after the flip: one more cycle per reload
+    assert p.weight_reload_cycles == base.weight_reload_cycles + (dsp != "inferred")
+    assert gemm_cycles(p, 64, 64, 64) == gemm_cycles(base, 64, 64, 64) + latency
+
+
+def test_ecp5_dsp_array_is_lint_clean_with_the_mult18x18d_model(tmp_path):
+    from hardwire.flows.lint import lint
+    from hardwire.gen.dsp import MODELS
+
+    meta = registry.generate("systolic", SystolicParams(rows=2, cols=2, dsp="ecp5"), tmp_path)
+    report = lint([meta["verilog"], MODELS / "MULT18X18D.v"], meta["top"])
+    assert report.clean, [w for w in report.warnings if not w["waived"]][:5]
+
+
+def test_ecp5_dsp_pes_map_to_mult18x18d_with_all_four_registers(tmp_path):
+    from hardwire.flows.synth import dsp_registers, synth
+
+    p = SystolicParams(rows=2, cols=3, acc_depth=16, dsp="ecp5")
+    meta = registry.generate("systolic", p, tmp_path)
+    report = synth([meta["verilog"]], meta["top"], "ecp5")
+    assert report.cells.get("MULT18X18D") == report.dsp == p.rows * p.cols
+    registers = dsp_registers(report.netlist_json)
+    assert len(registers) == p.rows * p.cols
+    assert all(regs == {"INPUTA", "INPUTB", "PIPELINE", "OUTPUT"} for regs in registers.values()), registers
+    # and the inferred array, for contrast, has yosys' combinational multiplier (issue 14's critical path)
+    inferred = SystolicParams(rows=2, cols=3, acc_depth=16)
+    meta = registry.generate("systolic", inferred, tmp_path)
+    assert set(dsp_registers(synth([meta["verilog"]], meta["top"], "ecp5").netlist_json).values()) == {frozenset()}
+
+
+def test_dsp48e1_pes_cascade_the_column_sums_rows_minus_one_per_column(tmp_path):
+    from hardwire.flows.synth import cascaded_dsp_count, dsp_registers, synth
+
+    p = SystolicParams(rows=3, cols=2, acc_depth=16, dsp="dsp48e1")
+    meta = registry.generate("systolic", p, tmp_path)
+    report = synth([meta["verilog"]], meta["top"], "xilinx")
+    assert report.cells.get("DSP48E1") == p.rows * p.cols
+    assert cascaded_dsp_count(report.netlist_json) == (p.rows - 1) * p.cols
+    assert all({"A", "B", "M", "P"} <= regs for regs in dsp_registers(report.netlist_json).values())

@@ -47,9 +47,20 @@ module MULT18X18D (
     wire [3:0] ce = {CE3, CE2, CE1, CE0};
     wire [3:0] rst = {RST3, RST2, RST1, RST0};
 
-    function automatic integer index(input [8*4-1:0] name);  // "CE2" -> 2, "RST1" -> 1
-        index = name[7:0] - "0";
-    endfunction
+    // which of CE0..CE3 / RST0..RST3 each register takes
+    localparam integer CE_A = REG_INPUTA_CE == "CE1" ? 1 : REG_INPUTA_CE == "CE2" ? 2 : REG_INPUTA_CE == "CE3" ? 3 : 0;
+    localparam integer CE_B = REG_INPUTB_CE == "CE1" ? 1 : REG_INPUTB_CE == "CE2" ? 2 : REG_INPUTB_CE == "CE3" ? 3 : 0;
+    localparam integer CE_P = REG_PIPELINE_CE == "CE1" ? 1 : REG_PIPELINE_CE == "CE2" ? 2 :
+                              REG_PIPELINE_CE == "CE3" ? 3 : 0;
+    localparam integer CE_O = REG_OUTPUT_CE == "CE1" ? 1 : REG_OUTPUT_CE == "CE2" ? 2 : REG_OUTPUT_CE == "CE3" ? 3 : 0;
+    localparam integer RST_A = REG_INPUTA_RST == "RST1" ? 1 : REG_INPUTA_RST == "RST2" ? 2 :
+                               REG_INPUTA_RST == "RST3" ? 3 : 0;
+    localparam integer RST_B = REG_INPUTB_RST == "RST1" ? 1 : REG_INPUTB_RST == "RST2" ? 2 :
+                               REG_INPUTB_RST == "RST3" ? 3 : 0;
+    localparam integer RST_P = REG_PIPELINE_RST == "RST1" ? 1 : REG_PIPELINE_RST == "RST2" ? 2 :
+                               REG_PIPELINE_RST == "RST3" ? 3 : 0;
+    localparam integer RST_O = REG_OUTPUT_RST == "RST1" ? 1 : REG_OUTPUT_RST == "RST2" ? 2 :
+                               REG_OUTPUT_RST == "RST3" ? 3 : 0;
 
     initial begin
         if (!(REG_INPUTA_CLK == "NONE" || REG_INPUTA_CLK == "CLK0") || !(REG_INPUTB_CLK == "NONE" ||
@@ -62,8 +73,8 @@ module MULT18X18D (
     end
 
     // Signedness travels with its operand through the input register, as in the silicon.
-    reg [17:0] a_reg = 18'd0, b_reg = 18'd0;
-    reg signed_a_reg = 1'b0, signed_b_reg = 1'b0;
+    reg [17:0] a_reg, b_reg;
+    reg signed_a_reg, signed_b_reg;
     wire [17:0] a_op = REG_INPUTA_CLK == "NONE" ? a : a_reg;
     wire [17:0] b_op = REG_INPUTB_CLK == "NONE" ? b : b_reg;
     wire signed_a = REG_INPUTA_CLK == "NONE" ? SIGNEDA : signed_a_reg;
@@ -73,29 +84,29 @@ module MULT18X18D (
     wire signed [37:0] full = a_ext * b_ext;
     wire [35:0] product = full[35:0];
 
-    reg [35:0] pipeline_reg = 36'd0, output_reg = 36'd0;
+    reg [35:0] pipeline_reg, output_reg;
     wire [35:0] pipelined = REG_PIPELINE_CLK == "NONE" ? product : pipeline_reg;
     wire [35:0] result = REG_OUTPUT_CLK == "NONE" ? pipelined : output_reg;
 
     always @(posedge CLK0) begin
-        if (rst[index(REG_INPUTA_RST)]) begin
+        if (rst[RST_A]) begin
             a_reg <= 18'd0;
             signed_a_reg <= 1'b0;
-        end else if (ce[index(REG_INPUTA_CE)]) begin
+        end else if (ce[CE_A]) begin
             a_reg <= a;
             signed_a_reg <= SIGNEDA;
         end
-        if (rst[index(REG_INPUTB_RST)]) begin
+        if (rst[RST_B]) begin
             b_reg <= 18'd0;
             signed_b_reg <= 1'b0;
-        end else if (ce[index(REG_INPUTB_CE)]) begin
+        end else if (ce[CE_B]) begin
             b_reg <= b;
             signed_b_reg <= SIGNEDB;
         end
-        if (rst[index(REG_PIPELINE_RST)]) pipeline_reg <= 36'd0;
-        else if (ce[index(REG_PIPELINE_CE)]) pipeline_reg <= product;
-        if (rst[index(REG_OUTPUT_RST)]) output_reg <= 36'd0;
-        else if (ce[index(REG_OUTPUT_CE)]) output_reg <= pipelined;
+        if (rst[RST_P]) pipeline_reg <= 36'd0;
+        else if (ce[CE_P]) pipeline_reg <= product;
+        if (rst[RST_O]) output_reg <= 36'd0;
+        else if (ce[CE_O]) output_reg <= pipelined;
     end
 
     assign {P35, P34, P33, P32, P31, P30, P29, P28, P27, P26, P25, P24, P23, P22, P21, P20, P19, P18,
