@@ -20,11 +20,15 @@ used here).
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from amaranth.hdl import ClockSignal, Const, Instance, Signal, Value, signed, unsigned
 
 from hardwire.errors import ToolMissingError
+from hardwire.params import bits_for_range, int_range, product_range, wrap
 
 DSP_KINDS = ("inferred", "ecp5", "dsp48e1")
 # Cycles from an operand entering the primitive to its product being usable by the fabric / post-adder.
@@ -103,6 +107,85 @@ def dsp48e1_mac(m, name: str, a: Value, b: Value, *, ce_b: Value, pcin: Value | 
                                ("UNDERFLOW", 1))},
     )
     return p48, pcout
+
+
+# --------------------------------------------------------------------------------------------------
+# INT8 packing on DSP48E2 (AMD WP486): two MACs sharing one operand in one DSP
+
+
+PREADDER_BITS = 27      # DSP48E2: D + A[26:0], the multiplier's A input
+MULTIPLIER_B_BITS = 18
+P_BITS = 48
+
+
+@dataclass(frozen=True)
+class Int8Packing:
+    """Two dot products sharing their x operand, sum_r x_r * lo_r and sum_r x_r * hi_r over `terms` terms,
+    computed as one: sum_r x_r * (hi_r * 2^G + lo_r), the packed weight built by the DSP48E2's pre-adder
+    (D = lo, A = hi * 2^G) and the terms summed down a PCOUT -> PCIN cascade.
+
+    The low field is sign-extended into the high one; WP486 puts the borrow back by adding bit G-1. We
+    recover it for any range instead: the low sum S_lo lies in [low_min, low_min + 2^G), so
+    S_lo = ((P - low_min) mod 2^G) + low_min and S_hi = (P - S_lo) / 2^G, both exact. G is the fewest bits
+    whose span holds every low sum; with it the packed weight must fit the 27-bit pre-adder, which limits
+    `terms` (8 for INT8 x INT8: 8 * 32640 = 261120 < 2^18, and 127 * 2^18 + 127 < 2^26)."""
+
+    x_width: int
+    x_signed: bool
+    w_width: int
+    w_signed: bool
+    terms: int
+
+    @property
+    def product_range(self) -> tuple[int, int]:
+        return product_range(int_range(self.x_width, self.x_signed), int_range(self.w_width, self.w_signed))
+
+    @property
+    def low_min(self) -> int:
+        return self.terms * self.product_range[0]
+
+    @property
+    def guard_bits(self) -> int:
+        """G: 2^G > the span of the low sum."""
+        lo, hi = self.product_range
+        return (self.terms * (hi - lo)).bit_length()
+
+    def fits(self) -> bool:
+        """The packed weight fits the pre-adder, x fits the B port, and P holds the packed sum."""
+        w_lo, w_hi = int_range(self.w_width, self.w_signed)
+        packed = (w_lo * (1 << self.guard_bits) + min(w_lo, 0), w_hi * (1 << self.guard_bits) + max(w_hi, 0))
+        x_lo, x_hi = int_range(self.x_width, self.x_signed)
+        sums = [self.terms * x * w for x in (x_lo, x_hi) for w in packed]
+        return (bits_for_range(*packed, True) <= PREADDER_BITS and
+                bits_for_range(x_lo, x_hi, True) <= MULTIPLIER_B_BITS and
+                bits_for_range(min(sums), max(sums), True) <= P_BITS)
+
+    @classmethod
+    def most_terms(cls, x_width: int, x_signed: bool, w_width: int, w_signed: bool) -> int:
+        """The longest cascade that still packs (0 if not even one term does)."""
+        terms = 0
+        while cls(x_width, x_signed, w_width, w_signed, terms + 1).fits():
+            terms += 1
+        return terms
+
+    def packed_weight(self, lo, hi):
+        """What the pre-adder computes: hi * 2^G + lo, wrapped like its 27 bits."""
+        return wrap(np.asarray(hi, dtype=np.int64) * (1 << self.guard_bits) + np.asarray(lo, dtype=np.int64),
+                    PREADDER_BITS, True)
+
+    def cascade(self, x, lo, hi):
+        """The cascade's P for terms along the last axis: each product wrapped to the multiplier's 45 bits,
+        the sum to P's 48, as the DSPs do."""
+        products = wrap(np.asarray(x, dtype=np.int64) * self.packed_weight(lo, hi),
+                        PREADDER_BITS + MULTIPLIER_B_BITS, True)
+        return wrap(products.sum(axis=-1), P_BITS, True)
+
+    def unpack(self, p):
+        """(S_lo, S_hi) from the cascade's P."""
+        p = np.asarray(p, dtype=np.int64)
+        g = self.guard_bits
+        low = ((p - self.low_min) & ((1 << g) - 1)) + self.low_min
+        return low, (p - low) >> g
 
 
 # --------------------------------------------------------------------------------------------------
