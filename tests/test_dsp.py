@@ -1,0 +1,71 @@
+"""Hard DSP primitives (gen/dsp.py): the INT8 packing arithmetic of the DSP48E2 checked exhaustively against
+plain integer products, and the primitive models found."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hardwire.gen.dsp import Int8Packing, sim_models
+
+
+def test_every_int8_operand_triple_unpacks_to_its_two_products():
+    """One term, every (x, lo, hi) in INT8^3: the DSP's 27-bit pre-adder, 45-bit product and 48-bit P,
+    then the unpacking, give exactly x * lo and x * hi."""
+    k = Int8Packing(8, True, 8, True, terms=1)
+    w = np.arange(-128, 128, dtype=np.int64)
+    lo, hi = np.meshgrid(w, w, indexing="ij")
+    for x in range(-128, 128):
+        s_lo, s_hi = k.unpack(k.cascade(np.full(lo.shape + (1,), x), lo[..., None], hi[..., None]))
+        assert np.array_equal(s_lo, x * lo) and np.array_equal(s_hi, x * hi), x
+
+
+@pytest.mark.parametrize("x_signed, w_signed", [(True, True), (False, True), (True, False), (False, False)])
+def test_unpacking_is_exact_over_the_whole_range_of_low_sums(x_signed, w_signed):
+    """Every low sum the cascade can hold (all of [terms * min product, terms * max product]) beside the
+    extreme and middle high sums: unpack(S_hi * 2^G + S_lo) == (S_lo, S_hi)."""
+    terms = Int8Packing.most_terms(8, x_signed, 8, w_signed)
+    k = Int8Packing(8, x_signed, 8, w_signed, terms)
+    p_lo, p_hi = k.product_range
+    s_lo = np.arange(terms * p_lo, terms * p_hi + 1, dtype=np.int64)
+    for s_hi in (terms * p_lo, terms * p_lo + 1, -1, 0, 1, terms * p_hi - 1, terms * p_hi):
+        got_lo, got_hi = k.unpack(s_hi * (1 << k.guard_bits) + s_lo)
+        assert np.array_equal(got_lo, s_lo) and np.all(got_hi == s_hi), s_hi
+
+
+@pytest.mark.parametrize("x_signed, w_signed", [(True, True), (False, True), (True, False), (False, False)])
+def test_full_cascades_of_random_and_extreme_operands_unpack_exactly(x_signed, w_signed):
+    terms = Int8Packing.most_terms(8, x_signed, 8, w_signed)
+    k = Int8Packing(8, x_signed, 8, w_signed, terms)
+    x_lo, x_hi = (-128, 127) if x_signed else (0, 255)
+    w_lo, w_hi = (-128, 127) if w_signed else (0, 255)
+    rng = np.random.default_rng(14)
+    x = rng.integers(x_lo, x_hi + 1, (20000, terms))
+    lo = rng.integers(w_lo, w_hi + 1, (20000, terms))
+    hi = rng.integers(w_lo, w_hi + 1, (20000, terms))
+    # corners: every term at the same extreme pair, so each sum sits at an end of its range
+    corners = [(a, b, c) for a in (x_lo, x_hi, 0) for b in (w_lo, w_hi, 0) for c in (w_lo, w_hi, 0)]
+    x = np.vstack([x, np.array([[a] * terms for a, _, _ in corners])])
+    lo = np.vstack([lo, np.array([[b] * terms for _, b, _ in corners])])
+    hi = np.vstack([hi, np.array([[c] * terms for _, _, c in corners])])
+    s_lo, s_hi = k.unpack(k.cascade(x, lo, hi))
+    assert np.array_equal(s_lo, (x * lo).sum(axis=1)) and np.array_equal(s_hi, (x * hi).sum(axis=1))
+
+
+def test_packing_limits_follow_the_27_bit_pre_adder():
+    # INT8 x INT8: G = 18 holds 8 terms (8 * 32640 < 2^18) and 127 * 2^18 + 127 fits 27 bits; 9 need G = 19
+    assert Int8Packing.most_terms(8, True, 8, True) == 8
+    assert Int8Packing(8, True, 8, True, 8).guard_bits == 18
+    assert not Int8Packing(8, True, 8, True, 9).fits()
+    # unsigned weights are twice as wide a range: 4 terms
+    assert Int8Packing.most_terms(8, True, 8, False) == 4
+    # the check can fail: past the limit the pre-adder overflows (-128 * 2^19 - 128) and the high sum is wrong
+    k = Int8Packing(8, True, 8, True, 9)
+    ones = np.ones((1, 9), dtype=np.int64)
+    s_lo, s_hi = k.unpack(k.cascade(-128 * ones, -128 * ones, -128 * ones))
+    assert s_lo[0] == 9 * 128 * 128 and s_hi[0] != 9 * 128 * 128
+
+
+@pytest.mark.parametrize("kind, module", [("ecp5", "MULT18X18D"), ("dsp48e1", "DSP48E1"), ("dsp48e2", "DSP48E2")])
+def test_each_primitive_has_a_simulation_model(kind, module):
+    (name, text), = sim_models(kind)
+    assert f"module {module}" in text and text.rstrip().endswith(("endmodule", "*/"))
