@@ -263,11 +263,3 @@ def sim_models(kind: str) -> list[tuple[str, str]]:
         waivers = "".join(f"/* verilator lint_off {w} */\n" for w in ("COMBDLY", "UNOPTFLAT", "WIDTH"))
         return [("DSP48E1.v", waivers + text)]
     raise ValueError(f"no simulation models for DSP kind {kind!r}")
-
-
-def primitive_cells(kind: str) -> tuple[str, ...]:
-    """The cell types a design of `kind` instantiates."""
-    return {"inferred": (), "ecp5": ("MULT18X18D",), "dsp48e1": ("DSP48E1",), "dsp48e2": ("DSP48E2",)}[kind]
-
-
-__all__ = ["DSP_KINDS", "PRODUCT_LATENCY", "Int8Packing", "dsp48e1_mac", "dsp48e2_packed_mac", "mult18x18d", "primitive_cells", "sim_models"]
