@@ -8,7 +8,9 @@ pipeline and output registers), INT8 weight-stationary. Prints a table and write
 Per size and kind: LUT and FF per PE from yosys on the bare core (flows.synth), the MULT18X18D count and how
 many have all four registers enabled (read from the netlist), Fmax from nextpnr-ecp5 with the core inside the
 serial-I/O wrapper on an ECP5-85F (flows.fmax, as bench/systolic.py places it), and the array's Fmax over the
-one-PE Fmax of the same kind. On Xilinx (yosys only, no place and route): DSP48E1 count and cascaded DSPs.
+one-PE Fmax of the same kind. On Xilinx (yosys only, no place and route): DSP48E1 count and cascaded DSPs on
+7-series (inferred vs dsp48e1), and INT8 MACs per DSP48E2 on UltraScale+ (inferred vs dsp48e2, the packed
+pairs). Then the sparse chain engine (gen/sparse.py, 4 stages x 2 chains, INT8) the same way on ECP5.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 
 from hardwire.flows.report import markdown_table, text_table, tool_versions
 from hardwire.gen import registry
+from hardwire.gen.dsp import Int8Packing
+from hardwire.gen.sparse import SparseParams
 from hardwire.gen.systolic import SystolicParams
 
 from hardwire.cache import cache_root, write_json_atomic, write_text_atomic
@@ -83,11 +87,25 @@ def main(argv=None) -> int:
         for kind in ("inferred", "dsp48e1"):
             p = SystolicParams(rows=size, cols=size, a_width=args.width, w_width=args.width, dsp=kind)
             xilinx[(size, kind)] = (p, registry.generate("systolic", p, rtl)["verilog"])
+    usp = {}
+    for size in args.sizes:
+        if size <= Int8Packing.most_terms(args.width, True, args.width, True) and size % 2 == 0:
+            for kind in ("inferred", "dsp48e2"):
+                p = SystolicParams(rows=size, cols=size, a_width=args.width, w_width=args.width, dsp=kind)
+                usp[(size, kind)] = (p, registry.generate("systolic", p, rtl)["verilog"])
+    sparse = {}
+    for kind in ("inferred", "ecp5"):
+        q = SparseParams(lanes=4, chains=2, dsp=kind)
+        sparse[kind] = (q, registry.generate("sparse", q, rtl)["verilog"])
 
     jobs = {("synth", "ecp5", size, kind): (_synth, v, p.top_name, "ecp5") for (size, kind), (p, v) in designs.items()}
     jobs |= {("synth", "xilinx", size, kind): (_synth, v, p.top_name, "xilinx")
              for (size, kind), (p, v) in xilinx.items()}
+    jobs |= {("synth", "xilinx-usp", size, kind): (_synth, v, p.top_name, "xilinx-usp")
+             for (size, kind), (p, v) in usp.items()}
     jobs |= {("fmax", "ecp5", size, kind): (_fmax, v, p.top_name) for (size, kind), (p, v) in designs.items()}
+    jobs |= {("synth", "ecp5", "sparse", kind): (_synth, v, q.top_name, "ecp5") for kind, (q, v) in sparse.items()}
+    jobs |= {("fmax", "ecp5", "sparse", kind): (_fmax, v, q.top_name) for kind, (q, v) in sparse.items()}
     results = run_jobs(jobs, args.jobs, started, describe=lambda key: f"{key[0]} {key[2]}x{key[2]} {key[3]} "
                                                                       f"on {key[1]}")
 
@@ -104,20 +122,38 @@ def main(argv=None) -> int:
         if (size, xilinx_kind) in xilinx:
             record["xilinx"] = results[("synth", "xilinx", size, xilinx_kind)] | {"dsp_kind": xilinx_kind}
         records.append(record)
+        usp_kind = "dsp48e2" if kind == "ecp5" else "inferred"
+        if (size, usp_kind) in usp:
+            u = results[("synth", "xilinx-usp", size, usp_kind)]
+            record["xilinx_usp"] = u | {"dsp_kind": usp_kind, "macs_per_dsp": pes / u["dsp"]}
         x = record.get("xilinx", {})
+        u = record.get("xilinx_usp", {})
         rows.append([f"{size}x{size} INT{args.width} WS", kind, pes, round(synth_ecp5["lut"] / pes, 1),
                      round(synth_ecp5["ff"] / pes, 1), f"{synth_ecp5['registered']}/{synth_ecp5['mult18x18d']}",
                      round(fmax["fmax_mhz"], 1) if fmax.get("fmax_mhz") else fmax.get("error", "-"),
                      f"{ratio:.2f}" if ratio else "-",
-                     f"{x['dsp']} ({x['cascaded']} cascaded)" if x else "-"])
+                     f"{x['dsp']} ({x['cascaded']} cascaded)" if x else "-",
+                     f"{u['dsp']} ({u['macs_per_dsp']:g} MAC/DSP, {u['cascaded']} cascaded)" if u else "-"])
     headers = ["config", "dsp", "PEs", "ECP5 LUT/PE", "ECP5 FF/PE", "registered MULT18X18D", "ECP5 Fmax MHz",
-               "Fmax / 1 PE", "Xilinx DSP48E1"]
+               "Fmax / 1 PE", "7-series DSP48E1 (dsp48e1)", "UltraScale+ DSP48E2 (dsp48e2)"]
+    sparse_rows = []
+    for kind, (q, _) in sparse.items():
+        s = results[("synth", "ecp5", "sparse", kind)]
+        f = results[("fmax", "ecp5", "sparse", kind)]
+        records.append({"top": q.top_name, "params": q.to_dict(), "ecp5": s | f})
+        sparse_rows.append([q.top_name, kind, s["lut"], s["ff"], f"{s['registered']}/{s['mult18x18d']}",
+                            round(f["fmax_mhz"], 1) if f.get("fmax_mhz") else f.get("error", "-"),
+                            q.latency_cycles])
+    sparse_headers = ["sparse engine", "dsp", "ECP5 LUT", "ECP5 FF", "registered MULT18X18D", "ECP5 Fmax MHz",
+                      "latency cycles"]
     print(text_table(headers, rows))
+    print(text_table(sparse_headers, sparse_rows))
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "systolic_dsp.json", {"records": records, "device": f"ECP5-{DEVICE} {PACKAGE}",
                                                        "tools": tool_versions(),
                                                        "wall_s": round(time.monotonic() - started, 1)})
-    write_text_atomic(args.out / "systolic_dsp.md", markdown_table(headers, rows) + "\n")
+    write_text_atomic(args.out / "systolic_dsp.md", markdown_table(headers, rows) + "\n\n" +
+                      markdown_table(sparse_headers, sparse_rows) + "\n")
     print(f"wrote {args.out / 'systolic_dsp.json'} and {args.out / 'systolic_dsp.md'} "
           f"({time.monotonic() - started:.0f} s)")
     return 0

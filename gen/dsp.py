@@ -36,6 +36,14 @@ DSP_KINDS = ("inferred", "ecp5", "dsp48e1", "dsp48e2")
 # Cycles from an operand entering the primitive to its product being usable by the fabric / post-adder.
 PRODUCT_LATENCY = {"ecp5": 3, "dsp48e1": 2, "dsp48e2": 2}
 MODELS = Path(__file__).parent / "models"
+# The primitive each synthesis target (flows.synth.TARGETS) has: what `--dsp` to pick for it. UltraScale(+)
+# have the DSP48E2 (packed INT8 pairs); iCE40 and the generic netlist keep the inferred multiplier.
+DSP_FOR_TARGET = {"ecp5": "ecp5", "xilinx": "dsp48e1", "xilinx-us": "dsp48e2", "xilinx-usp": "dsp48e2"}
+
+
+def dsp_for_target(target: str) -> str:
+    """The DSP kind to instantiate for `target` ('inferred' where hardwire has no primitive for it)."""
+    return DSP_FOR_TARGET.get(target, "inferred")
 
 
 def mult18x18d(m, name: str, a: Value, b: Value, *, a_signed: bool, b_signed: bool, ce_b: Value,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hardwire.gen.dsp import Int8Packing, sim_models
+from hardwire.gen.dsp import DSP_KINDS, Int8Packing, dsp_for_target, sim_models
 
 
 def test_every_int8_operand_triple_unpacks_to_its_two_products():
@@ -69,3 +69,12 @@ def test_packing_limits_follow_the_27_bit_pre_adder():
 def test_each_primitive_has_a_simulation_model(kind, module):
     (name, text), = sim_models(kind)
     assert f"module {module}" in text and text.rstrip().endswith(("endmodule", "*/"))
+
+
+def test_each_target_picks_a_primitive_it_has_and_the_rest_stay_inferred():
+    from hardwire.flows.synth import TARGETS
+
+    assert {t: dsp_for_target(t) for t in TARGETS} == {
+        "ice40": "inferred", "ecp5": "ecp5", "xilinx": "dsp48e1", "xilinx-us": "dsp48e2", "xilinx-usp": "dsp48e2",
+        "generic": "inferred"}
+    assert set(map(dsp_for_target, TARGETS)) <= set(DSP_KINDS)
