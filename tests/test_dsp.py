@@ -3,6 +3,8 @@ plain integer products, and the primitive models found."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hardwire.gen.dsp import DSP_KINDS, Int8Packing, dsp_for_target, sim_models
@@ -115,3 +117,31 @@ def test_dsp48e2_model_agrees_with_yosys_dsp48e1_model_on_their_common_subset():
     sources = [("check.v", DSP_MODELS_CHECK), *sim_models("dsp48e1"), *sim_models("dsp48e2")]
     result = simulate(sources, "dsp_models_check", "hardwire.sim.tb_dsp_models", config={"cycles": 400, "seed": 3})
     assert result.results["mismatches"] == 0 and result.results["compared"] > 300
+
+
+MUL_CHECK = """
+module mul_check(input signed [11:0] a, input [9:0] b, input signed [8:0] c, input signed [8:0] d,
+                 input [17:0] e, input [17:0] f,
+                 output signed [22:0] y_su, output signed [17:0] y_ss, output [35:0] y_uu);
+    assign y_su = a * $signed({1'b0, b});
+    assign y_ss = c * d;
+    assign y_uu = e * f;
+endmodule
+"""
+
+
+def test_mult18x18d_model_multiplies_yosys_own_ecp5_mapping_exactly(tmp_path):
+    """Our MULT18X18D model is hand-written; yosys' synth_ecp5 mapping of `a * b` is not ours (it chooses
+    SIGNEDA/SIGNEDB and the bit wiring). Its netlist, simulated with the model, must compute the products."""
+    from hardwire.flows.tools import run_tool
+    from hardwire.sim.runner import simulate
+
+    (tmp_path / "mul.v").write_text(MUL_CHECK)
+    (tmp_path / "s.ys").write_text("read_verilog mul.v\nsynth_ecp5 -top mul_check\nwrite_verilog -noattr net.v\n")
+    run_tool("yosys", ["-q", "-s", "s.ys"], cwd=tmp_path, log_path=tmp_path / "yosys.log", timeout_s=600)
+    netlist = (tmp_path / "net.v").read_text()
+    assert len(re.findall(r"^\s*MULT18X18D\b", netlist, flags=re.M)) == 3
+    # yosys leaves the clock, enable and reset pins of its combinational multipliers unconnected
+    result = simulate([("net.v", netlist), *sim_models("ecp5")], "mul_check", "hardwire.sim.tb_mult_model",
+                      build_args=["-Wno-PINMISSING"])
+    assert result.results["wrong"] == 0 and result.results["checked"] > 2000

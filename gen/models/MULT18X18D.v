@@ -1,16 +1,18 @@
 // Behavioural simulation model of the ECP5 sysDSP 18x18 multiplier MULT18X18D, for the subset hardwire
-// instantiates (hardwire.gen.dsp): A x B with per-operand signedness, the A and B input registers, the
-// pipeline register after the multiplier and the output register, each either bypassed (REG_*_CLK = "NONE")
-// or clocked by CLK0 with a clock enable CE0..CE3 and a synchronous reset RST0..RST3 of its own choice.
-// yosys ships this primitive only as a blackbox (ecp5/cells_bb.v), so the model is written from Lattice's
-// "ECP5 and ECP5-5G sysDSP Usage Guide" (FPGA-TN-02205). Anything outside the subset (the C port, the
-// shift chains SRIA/SRIB, clocks other than CLK0, asynchronous reset, the multiplier bypass) stops the
-// simulation at time 0 instead of being modelled wrongly.
+// instantiates (hardwire.gen.dsp) and yosys' synth_ecp5 maps `a * b` to: A x B with per-operand
+// signedness, the A and B input registers, the pipeline register after the multiplier and the output
+// register, each either bypassed (REG_*_CLK = "NONE") or clocked by CLK0 with a clock enable CE0..CE3 and
+// a synchronous reset RST0..RST3 of its own choice. yosys ships this primitive only as a blackbox
+// (ecp5/cells_bb.v), so the model is written from Lattice's "ECP5 and ECP5-5G sysDSP Usage Guide"
+// (FPGA-TN-02205). Anything outside the subset (the C port, present but unused, the shift chains
+// SRIA/SRIB, clocks other than CLK0, asynchronous reset, the multiplier bypass) stops the simulation at
+// time 0 instead of being modelled wrongly.
 /* verilator lint_off UNUSEDPARAM */
 /* verilator lint_off UNUSEDSIGNAL */
 module MULT18X18D (
     input A17, A16, A15, A14, A13, A12, A11, A10, A9, A8, A7, A6, A5, A4, A3, A2, A1, A0,
     input B17, B16, B15, B14, B13, B12, B11, B10, B9, B8, B7, B6, B5, B4, B3, B2, B1, B0,
+    input C17, C16, C15, C14, C13, C12, C11, C10, C9, C8, C7, C6, C5, C4, C3, C2, C1, C0,
     input SIGNEDA, SIGNEDB, SOURCEA, SOURCEB,
     input CLK0, CE0, CE1, CE2, CE3, RST0, RST1, RST2, RST3,
     output P35, P34, P33, P32, P31, P30, P29, P28, P27, P26, P25, P24, P23, P22, P21, P20, P19, P18,
