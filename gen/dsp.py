@@ -60,7 +60,8 @@ def mult18x18d(m, name: str, a: Value, b: Value, *, a_signed: bool, b_signed: bo
     ports = {f"i_A{i}": a18[i] for i in range(18)}
     ports |= {f"i_B{i}": b18[i] for i in range(18)}
     ports |= {f"o_P{i}": p36[i] for i in range(36)}
-    ports |= {f"i_C{i}": Const(0, 1) for i in range(18)}   # the C port (unused here) tied off, as yosys does
+    # The C port (for the ALU54B) stays unconnected: tied to 0 it brings a constant net to every DSP, and the
+    # 8x8 array placed at 121.6 instead of 128.9 MHz (bench/systolic_dsp.py, nextpnr seed 1).
     registers = {}
     for reg, ce in (("INPUTA", "CE0"), ("INPUTB", "CE1"), ("PIPELINE", "CE0"), ("OUTPUT", "CE0")):
         registers |= {f"p_REG_{reg}_CLK": "CLK0", f"p_REG_{reg}_CE": ce, f"p_REG_{reg}_RST": "RST0"}
