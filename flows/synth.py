@@ -292,3 +292,28 @@ def cascaded_dsp_count(netlist_json: Path) -> int:
     return sum(any(isinstance(bit, int) for bit in cell["connections"].get("PCIN", []))
                for module in modules.values() for cell in module.get("cells", {}).values()
                if cell["type"].startswith("DSP48"))
+
+
+# The registers of a DSP primitive a netlist may enable: parameter -> register name (ECP5: clocked unless
+# "NONE"; DSP48: a stage count of at least 1).
+_ECP5_DSP_REGISTERS = {"REG_INPUTA_CLK": "INPUTA", "REG_INPUTB_CLK": "INPUTB", "REG_INPUTC_CLK": "INPUTC",
+                       "REG_PIPELINE_CLK": "PIPELINE", "REG_OUTPUT_CLK": "OUTPUT"}
+_DSP48_REGISTERS = {"AREG": "A", "BREG": "B", "CREG": "C", "DREG": "D", "ADREG": "AD", "MREG": "M", "PREG": "P"}
+
+
+def dsp_registers(netlist_json: Path) -> dict[str, frozenset[str]]:
+    """For every MULT18X18D and DSP48E1/E2 cell of the netlist yosys wrote: the names of its enabled internal
+    registers (MULT18X18D: INPUTA/INPUTB/INPUTC/PIPELINE/OUTPUT; DSP48: A/B/C/D/AD/M/P)."""
+    modules = json.loads(Path(netlist_json).read_text())["modules"]
+    out = {}
+    for module in modules.values():
+        for name, cell in module.get("cells", {}).items():
+            parameters = cell.get("parameters", {})
+            if cell["type"] == "MULT18X18D":
+                # yosys writes a string parameter that looks like a binary number with a trailing space
+                out[name] = frozenset(reg for param, reg in _ECP5_DSP_REGISTERS.items()
+                                      if str(parameters.get(param, "NONE")).strip() != "NONE")
+            elif cell["type"] in ("DSP48E1", "DSP48E2"):
+                out[name] = frozenset(reg for param, reg in _DSP48_REGISTERS.items()
+                                      if int(str(parameters.get(param, "0")).strip() or "0", 2) > 0)
+    return out

@@ -32,6 +32,9 @@ class Block:
     # reference is; `hardwire gen` / `sim` and the generated JSON state it beside the block's summary
     error_bound: Callable[[Any], float] | None = None
     error_reference: str = ""
+    # optional: params -> [(file name, Verilog text)] of the primitive models a simulation needs beside the
+    # generated Verilog (hard DSP blocks instantiated by gen.dsp)
+    sim_models: Callable[[Any], list] | None = None
 
     def error_summary(self, params) -> str | None:
         """One line stating the configuration's analytic error bound, or None for a block without one."""

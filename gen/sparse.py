@@ -54,9 +54,10 @@ from dataclasses import dataclass
 from math import ceil, log2
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
+from hardwire.gen.dsp import dsp48e1_mac, mult18x18d, sim_models
 from hardwire.gen.registry import Block, register
 
 from hardwire.params import bits_for_range, int_range, is_int, product_range, require, wrap
@@ -69,6 +70,7 @@ M_MAX_CHOICES = (2, 4, 8, 16)
 DEFAULT_PATTERNS = "dense,1:2,2:4,1:4,2:8,4:8"
 MAX_LANES = 64
 MAX_CHAINS = 64
+SPARSE_DSP_KINDS = ("inferred", "ecp5", "dsp48e1")
 
 # Pipeline, from the cycle a beat is accepted (t): selected activation and weights registered (t + 1),
 # product register (t + 2), then one cascade register per stage (stage L-1's sum in t + 2 + L - 1 + 1);
@@ -111,6 +113,7 @@ class SparseParams:
     w_width: int = 8
     k_max: int = 4096                   # longest dot product (dense K): sets the accumulator width
     int4_packing: bool = False
+    dsp: str = "inferred"               # gen.dsp kind: inferred, ecp5 (MULT18X18D), dsp48e1 (PCIN/PCOUT chain)
 
     def __post_init__(self):
         require(is_int(self.lanes) and 1 <= self.lanes <= MAX_LANES, "lanes", self.lanes, f"1..{MAX_LANES}")
@@ -132,6 +135,14 @@ class SparseParams:
         if self.int4_packing:
             require(self.w_width == 4, "int4_packing", self.int4_packing, "False unless w_width=4")
             require(self.chains % 2 == 0, "chains", self.chains, "an even number with int4_packing (pairs)")
+        require(self.dsp in SPARSE_DSP_KINDS, "dsp", self.dsp, " or ".join(SPARSE_DSP_KINDS))
+        if self.dsp == "ecp5":
+            require(not self.int4_packing, "int4_packing", self.int4_packing,
+                    "False with dsp='ecp5' (the packed operand is wider than the 18x18 multiplier)")
+        if self.dsp == "dsp48e1":
+            require(self.operand_width <= 25, "int4_packing", self.int4_packing,
+                    f"False for lanes={self.lanes} with dsp='dsp48e1' (the packed operand, {self.operand_width} "
+                    "bits, must fit the 25-bit multiplier input)")
 
     @classmethod
     def from_dict(cls, values: dict) -> SparseParams:
@@ -227,9 +238,15 @@ class SparseParams:
         return bits_for_range(self.k_max * lo, self.k_max * hi, True)
 
     @property
+    def product_latency(self) -> int:
+        """Registers from a stage's operands to the adder: the select register and the product register, plus
+        MULT18X18D's output register with dsp='ecp5' (the DSP48E1 has the same two as the inferred chain)."""
+        return SELECT_STAGES + PRODUCT_STAGES + (1 if self.dsp == "ecp5" else 0)
+
+    @property
     def latency_cycles(self) -> int:
         """Cycles from the input handshake of a row's last beat to its result handshake (ready sink)."""
-        return SELECT_STAGES + PRODUCT_STAGES + self.lanes + FIFO_LATENCY_CYCLES
+        return self.product_latency + self.lanes + FIFO_LATENCY_CYCLES
 
     @property
     def fifo_depth(self) -> int:
@@ -243,6 +260,8 @@ class SparseParams:
         name = f"sparse_l{self.lanes}_c{self.chains}_w{self.w_width}_m{self.m_max}_{tags}"
         if self.int4_packing:
             name += "_packed"
+        if self.dsp != "inferred":
+            name += f"_{self.dsp}"
         if self.k_max != SparseParams.__dataclass_fields__["k_max"].default:
             name += f"_k{self.k_max}"
         return name
@@ -580,7 +599,7 @@ class SparseEngine(wiring.Component):
         meta = data.StructLayout({"valid": 1, "first": 1, "last": 1})
         meta_in = Signal(meta)
         m.d.comb += [meta_in.valid.eq(accept), meta_in.first.eq(first), meta_in.last.eq(beat.last)]
-        meta_acc = _delay(m, meta_in, SELECT_STAGES + PRODUCT_STAGES + p.lanes, "meta")
+        meta_acc = _delay(m, meta_in, p.product_latency + p.lanes, "meta")
 
         chain_sums = []
         for group in range(p.groups):
@@ -624,6 +643,7 @@ class SparseEngine(wiring.Component):
         p = self.p
         beat = self.inp.payload
         psum = None
+        pcout = None
         for stage in range(p.lanes):
             tag = f"g{group}_s{stage}"
             weights = [beat.w[(group * p.pack + j) * p.lanes + stage] for j in range(p.pack)]
@@ -631,6 +651,22 @@ class SparseEngine(wiring.Component):
                 operand = weights[0] + (weights[1] << p.guard_bits)
             else:
                 operand = weights[0]
+            if p.dsp != "inferred":
+                # The skew registers stay in fabric; the DSP's own input registers are the select registers
+                # (they come after the skew here, which changes no timing), its M register (pipeline register
+                # on ECP5) the product register, its P register (DSP48E1) the cascade register.
+                w_skewed = _delay(m, operand, stage, f"{tag}_w_skew", data_path=True)
+                a_skewed = _delay(m, self._selector(m, group, stage), stage, f"{tag}_a_skew", data_path=True)
+                out = Signal(signed(p.chain_width), name=f"{tag}_psum", reset_less=True)
+                if p.dsp == "ecp5":
+                    product = mult18x18d(m, tag, a_skewed, w_skewed, a_signed=True, b_signed=True,
+                                         ce_b=Const(1, 1), width=p.packed_product_width)
+                    m.d.sync += out.eq(product if psum is None else psum + product)
+                else:
+                    p48, pcout = dsp48e1_mac(m, tag, w_skewed, a_skewed, ce_b=Const(1, 1), pcin=pcout)
+                    m.d.comb += out.eq(p48)
+                psum = out
+                continue
             w_reg = Signal(signed(p.operand_width), name=f"{tag}_w", reset_less=True)
             a_reg = Signal(signed(A_WIDTH), name=f"{tag}_a", reset_less=True)
             m.d.sync += [w_reg.eq(operand), a_reg.eq(self._selector(m, group, stage))]
@@ -670,4 +706,5 @@ register(Block(
     cycles=sparse_cycles,
     testbench="hardwire.sim.tb_sparse",
     generator_version=GENERATOR_VERSION,
+    sim_models=lambda p: sim_models(p.dsp),
 ))

@@ -30,6 +30,15 @@ import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from hardwire.gen.dsp import (
+    DSP_KINDS,
+    PRODUCT_LATENCY,
+    Int8Packing,
+    dsp48e1_mac,
+    dsp48e2_packed_mac,
+    mult18x18d,
+    sim_models,
+)
 from hardwire.gen.registry import Block, register
 
 from hardwire.params import bits_for_range, int_range, product_range, require, wrap
@@ -57,6 +66,7 @@ class SystolicParams:
     acc_width: int | None = None
     acc_depth: int = 256
     pipeline: int = 0
+    dsp: str = "inferred"
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -69,6 +79,18 @@ class SystolicParams:
         require(self.pipeline in (0, 1), "pipeline", self.pipeline, "0 or 1 (extra product register per PE)")
         require(isinstance(self.acc_depth, int) and 1 <= self.acc_depth <= 1 << 16,
                 "acc_depth", self.acc_depth, "1..65536")
+        require(self.dsp in DSP_KINDS, "dsp", self.dsp, " or ".join(DSP_KINDS))
+        if self.dsp != "inferred":
+            require(self.weight_stationary, "dsp", self.dsp,
+                    "'inferred' with output_stationary (hard DSP PEs are weight-stationary)")
+            require(self.pipeline == 0, "pipeline", self.pipeline, f"0 with dsp={self.dsp!r} (the DSP's own "
+                    "registers pipeline the product)")
+        if self.dsp == "dsp48e2":
+            require(self.cols % 2 == 0, "cols", self.cols, "an even number with dsp='dsp48e2' (column pairs "
+                    "share a DSP)")
+            most = Int8Packing.most_terms(self.a_width, self.a_signed, self.w_width, self.w_signed)
+            require(self.rows <= most, "rows", self.rows,
+                    f"1..{most} with dsp='dsp48e2' (the packed column sums must fit the 27-bit pre-adder)")
         if self.acc_width is not None:
             require(isinstance(self.acc_width, int) and self.product_width <= self.acc_width <= 64,
                     "acc_width", self.acc_width, f"{self.product_width}..64 (at least one product wide)")
@@ -100,6 +122,39 @@ class SystolicParams:
         return self.dataflow == "weight_stationary"
 
     @property
+    def product_latency(self) -> int:
+        """Registers between a PE's operands and the product its sum register adds: `pipeline` when inferred,
+        the primitive's input/pipeline/output registers otherwise (gen.dsp.PRODUCT_LATENCY)."""
+        return PRODUCT_LATENCY.get(self.dsp, self.pipeline)
+
+    @property
+    def packed(self) -> bool:
+        """dsp48e2: two columns per DSP, sharing the row's activation (INT8 packing, gen.dsp.Int8Packing)."""
+        return self.dsp == "dsp48e2"
+
+    @property
+    def packing(self) -> Int8Packing:
+        return Int8Packing(self.a_width, self.a_signed, self.w_width, self.w_signed, terms=self.rows)
+
+    @property
+    def array_cols(self) -> int:
+        """PE columns the activations pass through: cols, or cols / 2 when two columns share a DSP."""
+        return self.cols // 2 if self.packed else self.cols
+
+    @property
+    def column_slots(self) -> list[list[int]]:
+        """The weight columns of each PE column, left to right."""
+        if self.packed:
+            return [[2 * s, 2 * s + 1] for s in range(self.array_cols)]
+        return [[c] for c in range(self.cols)]
+
+    @property
+    def weight_lag(self) -> int:
+        """A hard-DSP PE keeps its weight in the DSP's B input register, loaded (by the flip, one cycle late)
+        together with the A register: one cycle more before the shadow may take the next tile."""
+        return 0 if self.dsp == "inferred" else 1
+
+    @property
     def top_name(self) -> str:
         if self.name:
             return self.name
@@ -109,7 +164,8 @@ class SystolicParams:
                 f"_w{self.w_width}{sign(self.w_signed)}")
         # every parameter that changes the hardware and differs from its default shows in the name
         defaults = SystolicParams.__dataclass_fields__
-        for field_name, tag in (("pipeline", "p"), ("k_max", "k"), ("acc_width", "acc"), ("acc_depth", "d")):
+        for field_name, tag in (("pipeline", "p"), ("k_max", "k"), ("acc_width", "acc"), ("acc_depth", "d"),
+                                ("dsp", "")):
             if getattr(self, field_name) != defaults[field_name].default:
                 name += f"_{tag}{getattr(self, field_name)}"
         return name
@@ -118,7 +174,7 @@ class SystolicParams:
     def latency_cycles(self) -> int:
         """Cycles from the input handshake of a row (WS) or of a tile's last beat (OS) to its first result
         handshake, with an always-ready sink."""
-        skew_array_deskew = self.rows + self.cols + self.pipeline
+        skew_array_deskew = self.rows + self.array_cols + self.product_latency
         accumulate = ACCUMULATE_STAGES if self.weight_stationary else 0
         return skew_array_deskew + accumulate + FIFO_LATENCY_CYCLES
 
@@ -126,8 +182,9 @@ class SystolicParams:
     def weight_reload_cycles(self) -> int:
         """WS: fewest cycles between two weight flips. The next tile's weights may enter a column only
         once the flip has passed it (R + max(1, C-1)); and a row must not come back to the accumulator
-        before its previous sum is written (ACCUMULATE_STAGES + 1), which matters only for tiny arrays."""
-        return max(self.rows + max(1, self.cols - 1), ACCUMULATE_STAGES + 1)
+        before its previous sum is written (ACCUMULATE_STAGES + 1), which matters only for tiny arrays.
+        A hard-DSP PE loads its weight register a cycle later (weight_lag)."""
+        return max(self.rows + max(1, self.array_cols - 1) + self.weight_lag, ACCUMULATE_STAGES + 1)
 
     @property
     def fifo_depth(self) -> int:
@@ -141,7 +198,7 @@ class SystolicParams:
             "rows": self.rows, "cols": self.cols, "a_width": self.a_width, "w_width": self.w_width,
             "a_signed": self.a_signed, "w_signed": self.w_signed, "dataflow": self.dataflow,
             "k_max": self.k_max, "acc_width": self.acc_bits, "acc_depth": self.acc_depth,
-            "pipeline": self.pipeline, "name": self.top_name,
+            "pipeline": self.pipeline, "dsp": self.dsp, "name": self.top_name,
         }
 
 
@@ -401,8 +458,11 @@ class SystolicArray(wiring.Component):
             w_edge = [_delay(m, column_inputs[c], 1 + c, f"w_skew{c}", data_path=True) for c in range(cols)]
             bottom = self._output_stationary_array(m, a_edge, flip_edge, w_edge, drain_window, acc_shape)
 
-        # Deskew: column c leaves the array c cycles after column 0; delay it by C-1-c to line up.
-        vector = [_delay(m, bottom[c], cols - 1 - c, f"deskew{c}", data_path=True) for c in range(cols)]
+        # Deskew: PE column s leaves the array s cycles after column 0; delay it by S-1-s to line up (S = C,
+        # or C / 2 when two weight columns share a packed DSP).
+        slot_of = {c: s for s, slot_cols in enumerate(p.column_slots) for c in slot_cols}
+        vector = [_delay(m, bottom[c], p.array_cols - 1 - slot_of[c], f"deskew{c}", data_path=True)
+                  for c in range(cols)]
 
         if p.weight_stationary:
             self._accumulate(m, vector, vector_valid, result_fifo, acc_shape)
@@ -475,7 +535,7 @@ class SystolicArray(wiring.Component):
         meta_in = Signal(meta)
         m.d.comb += [meta_in.valid.eq(accept), meta_in.accumulate.eq(act.payload.accumulate),
                      meta_in.emit.eq(act.payload.emit), meta_in.last.eq(act.payload.last)]
-        meta_out = _delay(m, meta_in, rows + cols + p.pipeline, "row_meta")
+        meta_out = _delay(m, meta_in, rows + p.array_cols + p.product_latency, "row_meta")
         row_inputs = [act.payload.data[r] for r in range(rows)]
         flips = [flip] * rows
         return row_inputs, flips, column_inputs, None, meta_out
@@ -488,29 +548,77 @@ class SystolicArray(wiring.Component):
         # what enters each column's PE of the current row: weight value, its destination tag, tag valid
         w_in, t_in, tv_in = list(w_top), [tag] * cols, [tag_valid] * cols
         psum = [Const(0, acc_shape)] * cols
+        pcout = [None] * p.array_cols   # DSP48: the PCOUT of the DSP above, cascaded into the next PCIN
         for r in range(rows):
             a_in, flip_in = a_edge[r], flip_edge[r]
-            for c in range(cols):
-                pe = f"pe_{r}_{c}"
+            for slot, slot_cols in enumerate(p.column_slots):
+                pe = f"pe_{r}_{slot}"
                 # the weight chain passes down unconditionally; a PE keeps the value tagged for its row
-                shadow = Signal(w_shape, name=f"{pe}_shadow", reset_less=True)
-                weight = Signal(w_shape, name=f"{pe}_weight", reset_less=True)
-                with m.If(tv_in[c] & (t_in[c] == r)):
-                    m.d.sync += shadow.eq(w_in[c])
-                with m.If(flip_in):
-                    m.d.sync += weight.eq(shadow)
-                psum_out = Signal(acc_shape, name=f"{pe}_psum", reset_less=True)
-                m.d.sync += psum_out.eq(psum[c] + self._product(m, pe, a_in, weight, acc_shape))
-                psum[c] = psum_out
-                if r + 1 < rows:
-                    w_down = Signal(w_shape, name=f"{pe}_w_down", reset_less=True)
-                    t_down = Signal(tag.shape(), name=f"{pe}_tag_down", reset_less=True, attrs=KEEP)
-                    tv_down = Signal(name=f"{pe}_tv_down", attrs=KEEP)
-                    m.d.sync += [w_down.eq(w_in[c]), t_down.eq(t_in[c]), tv_down.eq(tv_in[c])]
-                    w_in[c], t_in[c], tv_in[c] = w_down, t_down, tv_down
-                if c + 1 < cols:
+                shadows = []
+                for c in slot_cols:
+                    shadow = Signal(w_shape, name=f"pe_{r}_{c}_shadow", reset_less=True)
+                    with m.If(tv_in[c] & (t_in[c] == r)):
+                        m.d.sync += shadow.eq(w_in[c])
+                    shadows.append(shadow)
+                if p.dsp == "inferred":
+                    (c,), (shadow,) = slot_cols, shadows
+                    weight = Signal(w_shape, name=f"{pe}_weight", reset_less=True)
+                    with m.If(flip_in):
+                        m.d.sync += weight.eq(shadow)
+                    psum_out = Signal(acc_shape, name=f"{pe}_psum", reset_less=True)
+                    m.d.sync += psum_out.eq(psum[c] + self._product(m, pe, a_in, weight, acc_shape))
+                    psum[c] = psum_out
+                else:
+                    # The DSP's weight register (B; A and D when packed) loads the shadow when the flip (one
+                    # cycle ahead of the row) has been registered once more, in step with the activation's
+                    # input register taking the row's first activation.
+                    flip_late = Signal(name=f"{pe}_flip_late", attrs=KEEP)
+                    m.d.sync += flip_late.eq(flip_in)
+                    if p.dsp == "ecp5":
+                        (c,), (shadow,) = slot_cols, shadows
+                        product = mult18x18d(m, pe, a_in, shadow, a_signed=p.a_signed, b_signed=p.w_signed,
+                                             ce_b=flip_late, width=p.product_width)
+                        psum_out = Signal(acc_shape, name=f"{pe}_psum", reset_less=True)
+                        m.d.sync += psum_out.eq(psum[c] + product)
+                        psum[c] = psum_out
+                    else:
+                        # the column's partial sum runs down the PCOUT -> PCIN cascade, inside the DSPs
+                        if p.dsp == "dsp48e1":
+                            p48, pcout[slot] = dsp48e1_mac(m, pe, a_in, shadows[0], ce_b=flip_late,
+                                                           pcin=pcout[slot])
+                        else:
+                            p48, pcout[slot] = dsp48e2_packed_mac(
+                                m, pe, a_in, shadows[0], shadows[1], guard_bits=p.packing.guard_bits,
+                                ce_w=flip_late, pcin=pcout[slot])
+                        if r == rows - 1:
+                            for c, value in zip(slot_cols, self._column_sums(m, pe, p48)):
+                                psum[c] = Signal(acc_shape, name=f"pe_{r}_{c}_psum")
+                                m.d.comb += psum[c].eq(value)
+                for c in slot_cols:
+                    if r + 1 < rows:
+                        w_down = Signal(w_shape, name=f"pe_{r}_{c}_w_down", reset_less=True)
+                        t_down = Signal(tag.shape(), name=f"pe_{r}_{c}_tag_down", reset_less=True, attrs=KEEP)
+                        tv_down = Signal(name=f"pe_{r}_{c}_tv_down", attrs=KEEP)
+                        m.d.sync += [w_down.eq(w_in[c]), t_down.eq(t_in[c]), tv_down.eq(tv_in[c])]
+                        w_in[c], t_in[c], tv_in[c] = w_down, t_down, tv_down
+                if slot + 1 < p.array_cols:
                     a_in, flip_in = _pass_right(m, pe, a_in, flip_in)
         return psum
+
+    def _column_sums(self, m, pe, p48) -> list:
+        """The column sums at the bottom of a DSP48 cascade: P itself, or the two sums packed in it."""
+        p = self.p
+        if not p.packed:
+            # |column sum| < 2^47: P is exact, sign-extended when the accumulator is wider than 48 bits
+            return [p48.as_signed()]
+        k = p.packing
+        g = k.guard_bits
+        low_field = Signal(g, name=f"{pe}_low_field")       # (S_lo - low_min) mod 2^G
+        low = Signal(signed(bits_for_range(k.low_min, k.low_min + (1 << g) - 1, True)), name=f"{pe}_low")
+        high = Signal(signed(48 - g + 1), name=f"{pe}_high")
+        m.d.comb += [low_field.eq(p48 - k.low_min), low.eq(low_field + k.low_min),
+                     high.eq((p48.as_signed() - low) >> g)]
+        return [low, high]
 
     def _product(self, m, pe, a, w, acc_shape):
         """a * w, widened to the accumulator; registered once more when pipeline=1 (DSP output register)."""
@@ -670,4 +778,5 @@ register(Block(
     cycles=gemm_cycles,
     testbench="hardwire.sim.tb_systolic",
     generator_version=GENERATOR_VERSION,
+    sim_models=lambda p: sim_models(p.dsp),
 ))

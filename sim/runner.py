@@ -144,7 +144,7 @@ def simulate(
     """Compile `verilog` (cached) and run every `@cocotb.test` in `test_module` against module `top`.
 
     `verilog` is Verilog source text (a `str`, e.g. from `amaranth.back.verilog.convert`), one file
-    (`Path`) or several files. `config` reaches the testbench through `load_config()`. `waves` is False,
+    (`Path`) or several files (each a `Path` or a (file name, text) pair). `config` reaches the testbench through `load_config()`. `waves` is False,
     True (VCD on Verilator, FST on Icarus), "vcd" or "fst" (Icarus writes FST either way; FST on
     Verilator needs liblz4-dev). `test_dir` is the run directory (default: a new temporary one).
     `timeout_s` bounds the build and the run separately. `seed` fixes cocotb's random seed so a run is
@@ -370,6 +370,9 @@ def _sources(verilog) -> list[tuple[str, str]]:
         raise ValueError("verilog is an empty list: give at least one source file")
     named = []
     for index, path in enumerate(paths):
+        if isinstance(path, tuple):  # (file name, Verilog text), e.g. a primitive's simulation model
+            named.append((f"{index:02d}_{path[0]}", path[1]))
+            continue
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Verilog source {path} does not exist")

@@ -283,6 +283,33 @@ def test_synth_xilinx_infers_one_dsp48_per_stage_with_the_partial_sums_cascaded(
             assert ecp5.cells.get("MULT18X18D") == dsps
 
 
+def test_hard_dsp_chain_parameters_name_what_does_not_fit():
+    with pytest.raises(ParameterError, match="dsp"):
+        SparseParams(dsp="dsp48e9")
+    with pytest.raises(ParameterError, match="int4_packing"):
+        SparseParams(w_width=4, int4_packing=True, dsp="ecp5")
+    assert SparseParams(dsp="ecp5").latency_cycles == SparseParams().latency_cycles + 1   # MULT18X18D output reg
+    assert SparseParams(dsp="dsp48e1").latency_cycles == SparseParams().latency_cycles
+
+
+def test_hard_dsp_chains_map_to_registered_primitives_and_the_dsp48e1_cascade(tmp_path):
+    """dsp=ecp5: one MULT18X18D per stage with its input, pipeline and output registers; dsp=dsp48e1: one
+    DSP48E1 per stage with A/B/M/P registered and L-1 PCIN inputs cascaded per chain."""
+    from hardwire.flows.synth import cascaded_dsp_count, dsp_registers, synth
+
+    q = SparseParams(lanes=4, chains=2, dsp="ecp5")
+    meta = registry.generate("sparse", q, tmp_path)
+    ecp5 = synth([meta["verilog"]], q.top_name, "ecp5")
+    assert ecp5.cells.get("MULT18X18D") == q.multipliers
+    assert set(dsp_registers(ecp5.netlist_json).values()) == {frozenset({"INPUTA", "INPUTB", "PIPELINE", "OUTPUT"})}
+    q = SparseParams(lanes=4, chains=2, w_width=4, int4_packing=True, dsp="dsp48e1")
+    meta = registry.generate("sparse", q, tmp_path)
+    xilinx = synth([meta["verilog"]], q.top_name, "xilinx")
+    assert xilinx.cells.get("DSP48E1") == q.multipliers == 4
+    assert cascaded_dsp_count(xilinx.netlist_json) == q.multipliers - q.groups
+    assert all({"A", "B", "M", "P"} <= regs for regs in dsp_registers(xilinx.netlist_json).values())
+
+
 # --- RTL in Verilator -----------------------------------------------------------------------------
 
 SIM_CONFIGS = [
@@ -291,6 +318,11 @@ SIM_CONFIGS = [
     pytest.param(SparseParams(lanes=3, chains=3, patterns="1:4,dense,1:2", m_max=4, w_width=4), id="int4_l3_c3",
                  marks=pytest.mark.slow),
     pytest.param(SparseParams(lanes=8, chains=2, patterns="4:8,2:4,dense", m_max=16), id="l8", marks=pytest.mark.slow),
+    # hard DSP stages (gen.dsp) with the primitives' simulation models
+    pytest.param(SparseParams(dsp="ecp5"), id="int8_mult18x18d"),
+    pytest.param(SparseParams(w_width=4, int4_packing=True, dsp="dsp48e1"), id="int4_packed_dsp48e1"),
+    pytest.param(SparseParams(lanes=3, chains=1, patterns="dense,1:2", m_max=2, dsp="dsp48e1"), id="l3_dsp48e1",
+                 marks=pytest.mark.slow),
 ]
 
 

@@ -4,6 +4,7 @@ RTL in Verilator through cocotb against torch.matmul, lint, synthesis and the CL
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,7 @@ from hardwire.params import int_range, wrap
     ("rows", 0, "1..64"), ("cols", 65, "1..64"), ("a_width", 1, "2..16"), ("w_width", 17, "2..16"),
     ("dataflow", "row_stationary", "weight_stationary or output_stationary"), ("pipeline", 2, "0 or 1"),
     ("acc_width", 8, "16..64"), ("k_max", 0, "1..1048576"), ("acc_depth", 0, "1..65536"),
+    ("dsp", "dsp48e9", "inferred or ecp5 or dsp48e1 or dsp48e2"),
 ])
 def test_bad_parameter_names_itself_its_value_and_the_range(field, value, allowed):
     with pytest.raises(ParameterError) as error:
@@ -165,3 +167,89 @@ def test_each_pe_multiply_maps_to_one_dsp(target, dsp_cell, tmp_path):
     report = synth([meta["verilog"]], meta["top"], target)
     assert report.cells.get(dsp_cell) == p.rows * p.cols
     assert report.dsp == p.rows * p.cols and report.ff > 0
+
+
+# --- hard DSP primitives --------------------------------------------------------------------------
+
+
+def test_hard_dsp_pes_are_weight_stationary_with_their_own_pipeline():
+    with pytest.raises(ParameterError, match="dsp"):
+        SystolicParams(dataflow="output_stationary", dsp="ecp5")
+    with pytest.raises(ParameterError, match="pipeline"):
+        SystolicParams(dsp="dsp48e1", pipeline=1)
+
+
+def test_int8_packing_needs_column_pairs_and_at_most_the_rows_the_pre_adder_holds():
+    with pytest.raises(ParameterError, match="even"):
+        SystolicParams(rows=4, cols=3, dsp="dsp48e2")
+    with pytest.raises(ParameterError, match=r"rows.*1\.\.8"):
+        SystolicParams(rows=9, cols=4, dsp="dsp48e2")
+    with pytest.raises(ParameterError, match=r"rows.*1\.\.4"):
+        SystolicParams(rows=5, cols=4, a_signed=False, dsp="dsp48e2")
+    p = SystolicParams(rows=8, cols=8, dsp="dsp48e2")
+    # two columns per PE column: the skew and the deskew are half as long
+    assert p.array_cols == 4 and p.latency_cycles == SystolicParams(rows=8, cols=8).latency_cycles - 4 + 2
+
+
+# (dsp48e2 packs two columns per PE column: 2 cycles of skew and deskew fewer on a 4-column array)
+@pytest.mark.parametrize("dsp, latency, reload", [("inferred", 0, 0), ("ecp5", 3, 1), ("dsp48e1", 2, 1),
+                                                  ("dsp48e2", 2 - 2, 1 - 2)])
+def test_cycle_model_adds_the_primitives_registers_to_the_latency(dsp, latency, reload):
+    p = SystolicParams(rows=4, cols=4, dsp=dsp)
+    base = SystolicParams(rows=4, cols=4)
+    assert p.latency_cycles == base.latency_cycles + latency
+    # the weight lives in the DSP's B register, loaded a cycle after the flip: one more cycle per reload
+    assert p.weight_reload_cycles == base.weight_reload_cycles + reload
+    assert gemm_cycles(p, 64, 64, 64) == gemm_cycles(base, 64, 64, 64) + latency
+
+
+def test_ecp5_dsp_array_is_lint_clean_with_the_mult18x18d_model(tmp_path):
+    from hardwire.flows.lint import lint
+    from hardwire.gen.dsp import MODELS
+
+    meta = registry.generate("systolic", SystolicParams(rows=2, cols=2, dsp="ecp5"), tmp_path)
+    report = lint([meta["verilog"], MODELS / "MULT18X18D.v"], meta["top"])
+    unwaived = [w for w in report.warnings if not w["waived"]]
+    # the only finding allowed: MULT18X18D's C port left unconnected on purpose (see gen.dsp.mult18x18d)
+    c_port = re.compile(r"missing pin: 'C([0-9]|1[0-7])'")
+    assert unwaived and all(w["rule"] == "PINMISSING" and c_port.search(w["message"]) for w in unwaived), unwaived[:5]
+    assert len(unwaived) == 4 * 18
+
+
+def test_ecp5_dsp_pes_map_to_mult18x18d_with_all_four_registers(tmp_path):
+    from hardwire.flows.synth import dsp_registers, synth
+
+    p = SystolicParams(rows=2, cols=3, acc_depth=16, dsp="ecp5")
+    meta = registry.generate("systolic", p, tmp_path)
+    report = synth([meta["verilog"]], meta["top"], "ecp5")
+    assert report.cells.get("MULT18X18D") == report.dsp == p.rows * p.cols
+    registers = dsp_registers(report.netlist_json)
+    assert len(registers) == p.rows * p.cols
+    assert all(regs == {"INPUTA", "INPUTB", "PIPELINE", "OUTPUT"} for regs in registers.values()), registers
+    # and the inferred array, for contrast, has yosys' combinational multiplier (issue 14's critical path)
+    inferred = SystolicParams(rows=2, cols=3, acc_depth=16)
+    meta = registry.generate("systolic", inferred, tmp_path)
+    assert set(dsp_registers(synth([meta["verilog"]], meta["top"], "ecp5").netlist_json).values()) == {frozenset()}
+
+
+def test_dsp48e1_pes_cascade_the_column_sums_rows_minus_one_per_column(tmp_path):
+    from hardwire.flows.synth import cascaded_dsp_count, dsp_registers, synth
+
+    p = SystolicParams(rows=3, cols=2, acc_depth=16, dsp="dsp48e1")
+    meta = registry.generate("systolic", p, tmp_path)
+    report = synth([meta["verilog"]], meta["top"], "xilinx")
+    assert report.cells.get("DSP48E1") == p.rows * p.cols
+    assert cascaded_dsp_count(report.netlist_json) == (p.rows - 1) * p.cols
+    assert all({"A", "B", "M", "P"} <= regs for regs in dsp_registers(report.netlist_json).values())
+
+
+def test_dsp48e2_packs_two_int8_macs_per_dsp_with_the_pairs_cascaded(tmp_path):
+    from hardwire.flows.synth import cascaded_dsp_count, dsp_registers, synth
+
+    p = SystolicParams(rows=4, cols=4, acc_depth=16, dsp="dsp48e2")
+    meta = registry.generate("systolic", p, tmp_path)
+    report = synth([meta["verilog"]], meta["top"], "xilinx-usp")
+    macs = p.rows * p.cols
+    assert report.cells.get("DSP48E2") == report.dsp == macs // 2          # 2 INT8 MACs per DSP48E2
+    assert cascaded_dsp_count(report.netlist_json) == (p.rows - 1) * p.cols // 2
+    assert all({"A", "B", "D", "M", "P"} <= regs for regs in dsp_registers(report.netlist_json).values())
