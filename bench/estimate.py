@@ -18,7 +18,6 @@ seconds recorded in the same rows.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -26,7 +26,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from hardwire.cache import cache_root, digest
 from hardwire.errors import ParameterError, ToolError
@@ -73,7 +73,7 @@ class SourceFile:
     modules: list[Module]
 
     @classmethod
-    def parse(cls, text: str) -> "SourceFile":
+    def parse(cls, text: str) -> SourceFile:
         lines = text.splitlines()
         modules: list[Module] = []
         current: Module | None = None

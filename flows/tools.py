@@ -127,7 +127,7 @@ def tool_version(name: str) -> str:
     return _version_of(tool)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _version_of(tool: Tool) -> str:
     spec = TOOLS[tool.name]
     # A yowasp tool's first call compiles its WebAssembly (~30 s), hence the generous timeout.

@@ -505,7 +505,6 @@ def hls4ml_project(onnx_path, out_dir, *, reuse_factors: dict[str, int] | list[i
 
     `exact_batchnorm=False` leaves BatchNorm scale/bias at hls4ml's default type (for measuring what hls4ml's
     automatic precisions give: not bit-exact)."""
-    import hls4ml
 
     if io_type not in IO_TYPES:
         raise ParameterError("io_type", io_type, " or ".join(IO_TYPES))
