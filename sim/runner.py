@@ -355,6 +355,8 @@ def _data_files(verilog, given) -> list[tuple[str, Path]]:
     found = [(Path(p).name, Path(p)) for p in given]
     if not isinstance(verilog, str):
         for path in [verilog] if isinstance(verilog, Path) else verilog:
+            if isinstance(path, tuple):      # (name, text) of a primitive's model: reads no memory file
+                continue
             found += [(f.relative_to(Path(path).parent).as_posix(), f) for f in referenced_files(Path(path))]
     return found
 
