@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from hardwire.hls import frontend, rtl
-from hardwire.hls.graph import IntGraph, MatVecLayer, run_integer
+from hardwire.hls.graph import IntGraph, MatVecLayer, flat_layers, run_integer
 
 from hardwire.cache import atomic_dir, write_json_atomic, write_text_atomic
 from hardwire.errors import (HardwireError, InternalError, ModelError, ParameterError, SimulationError, ToolError,
@@ -150,7 +150,7 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
         golden = run_integer(graph, codes).reshape(len(codes), -1)
         golden_float = frontend.model_output(graph, golden)
     golden_check = _compare(golden_float, reference)
-    if golden_check["mismatches"] and all(layer.exact for layer in graph.layers if isinstance(layer, MatVecLayer)):
+    if golden_check["mismatches"] and all(layer.exact for layer in flat_layers(graph.layers) if isinstance(layer, MatVecLayer)):
         raise HardwireError(f"the integer graph differs from qonnx execution on {golden_check['mismatches']} "
                             "outputs although every layer is exact: a front-end bug, please report it")
     estimator, estimator_note = _surrogate(options.target)
@@ -248,7 +248,7 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
     report["fusesoc_core"] = write_core(work, plan.top_name, [verilog_path.name], library="compile",
                                         description=f"hardwire compile: {graph.name} streaming dataflow").name
     np.savez_compressed(work / "layers.npz", **{
-        f"{layer.name}.{what}": value for layer in graph.layers if isinstance(layer, MatVecLayer)
+        f"{layer.name}.{what}": value for layer in flat_layers(graph.layers) if isinstance(layer, MatVecLayer)
         for what, value in (("weights", layer.weights), ("thresholds", layer.thresholds)) if value is not None})
     write_json_atomic(work / "plan.json", plan.to_dict())
     cycles = rtl.network_cycles(plan)
@@ -346,7 +346,7 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
 
 
 def graph_is_exact(graph: IntGraph) -> bool:
-    return all(layer.exact for layer in graph.layers if isinstance(layer, MatVecLayer))
+    return all(layer.exact for layer in flat_layers(graph.layers) if isinstance(layer, MatVecLayer))
 
 
 def _hls4ml(model_path, graph, folding, inputs, work: Path, report: dict, progress) -> None:
@@ -355,7 +355,7 @@ def _hls4ml(model_path, graph, folding, inputs, work: Path, report: dict, progre
     # hls4ml's reuse factor is the number of multiplications one multiplier does per output vector, which
     # is our synapse folds x neuron folds
     reuse = [(layer.in_features // folding.folds[layer.name].simd) * (layer.out_features // folding.folds[layer.name].pe)
-             for layer in graph.layers if isinstance(layer, MatVecLayer)]
+             for layer in flat_layers(graph.layers) if isinstance(layer, MatVecLayer)]
     progress(f"[3/5] hls4ml project (reuse factors {reuse} from the folding)")
     project = hls4ml_backend.hls4ml_project(model_path, work / "hls4ml", reuse_factors=reuse)
     progress(f"[4/5] hls4ml C simulation (g++) on {len(inputs)} inputs vs qonnx execution")

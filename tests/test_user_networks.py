@@ -549,3 +549,63 @@ def test_jet_tagging_mlp_is_bit_exact_in_both_back_ends(tmp_path, backend):
         report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=64),
                                progress=lambda _: None)
         assert report["csim_vs_qonnx"]["mismatches"] == 0 and report["csim_vs_qonnx"]["outputs"] == 320
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Residual blocks: a fork, a branch of layers and a shortcut, joined by an Add
+
+
+class Residual(nn.Module):
+    """A ResNet basic block on a quantized 6x6x4 image: y = relu_quant(bn(conv(x))) + x, then a ReLU
+    quantizer, then a 1x1 convolution head (its raw accumulators go to the host). The branch and the shortcut
+    have different (power-of-two) scales, so the add aligns them."""
+
+    def __init__(self, projection=False):
+        super().__init__()
+        self.projection = projection
+        self.inp = brevitas_nn.QuantIdentity(**(_act(4, signed=True) | {"return_quant_tensor": False}))
+        self.conv = brevitas_nn.QuantConv2d(4, 4, 3, padding=1, bias=False, **_w(4))
+        self.bn = _bn2d(4)
+        self.relu = brevitas_nn.QuantReLU(**(_act(4) | {"return_quant_tensor": False}))
+        if projection:
+            self.short = brevitas_nn.QuantConv2d(4, 4, 1, bias=False, **_w(3))
+            self.short_q = brevitas_nn.QuantIdentity(**(_act(5, signed=True) | {"return_quant_tensor": False}))
+        self.join = brevitas_nn.QuantReLU(**(_act(4) | {"return_quant_tensor": False}))
+        self.head = brevitas_nn.QuantConv2d(4, 3, 1, bias=False, **_w(4))
+
+    def forward(self, x):
+        x = self.inp(x)
+        shortcut = self.short_q(self.short(x)) if self.projection else x
+        return self.head(self.join(self.relu(self.bn(self.conv(x))) + shortcut))
+
+
+def _bn2d(n, seed=4):
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(n)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(n, generator=g) + 0.5)
+        bn.bias.copy_(torch.rand(n, generator=g) - 0.5)
+        bn.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+        bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+    return bn
+
+
+def _residual_images(n, seed=9):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.2, 1.2, size=(n, 4, 6, 6)).astype(np.float32)
+    x[0], x[1] = -5, 5
+    return x
+
+
+@pytest.mark.parametrize("projection", [False, True])
+def test_residual_block_golden_equals_qonnx(tmp_path, projection):
+    from hardwire.hls.graph import ResidualLayer
+
+    torch.manual_seed(1)
+    path = _export(Residual(projection), (1, 4, 6, 6), tmp_path, "residual")
+    graph = _golden_equals_qonnx(path, _residual_images(60))
+    block = graph.layers[0]
+    assert isinstance(block, ResidualLayer) and [type(layer).__name__ for layer in block.branch] == ["MatVecLayer"]
+    assert len(block.shortcut) == int(projection)
+    assert block.thresholds.shape == (1, 15)
+    assert [layer.name for layer in graph.layers[1:]] == [graph.layers[1].name] and graph.output_type is None
