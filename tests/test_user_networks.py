@@ -609,3 +609,31 @@ def test_residual_block_golden_equals_qonnx(tmp_path, projection):
     assert len(block.shortcut) == int(projection)
     assert block.thresholds.shape == (1, 15)
     assert [layer.name for layer in graph.layers[1:]] == [graph.layers[1].name] and graph.output_type is None
+
+
+@pytest.mark.parametrize("projection, fps", [(False, None), pytest.param(True, 200_000, marks=pytest.mark.slow)])
+def test_residual_block_is_bit_exact_and_cycle_exact_in_rtl(tmp_path, projection, fps):
+    """duplicator -> branch | shortcut -> add in Verilator: outputs bit-exact against the golden model and qonnx,
+    every handshake of the paced run at the cycle the composed schedule model gives (the check in
+    compile_model), and the shortcut FIFO deep enough for the branch's latency (no stall: the flood case runs
+    at the model's rate too)."""
+    from hardwire.hls import rtl
+
+    torch.manual_seed(1)
+    path = _export(Residual(projection), (1, 4, 6, 6), tmp_path, "residual")
+    report = _rtl_equals_qonnx(path, tmp_path, n=8, **({"fps": fps} if fps else {}))
+    stages = report["plan"]["stages"]
+    block = next(s for s in stages if s["kind"] == "residual")["params"]
+    assert [s["kind"] for s in block["branch"]] == ["swg", "mvu"]
+    assert [s["kind"] for s in block["shortcut"]] == (["swg", "mvu"] if projection else [])
+    # the shortcut's FIFO holds what the dup gives it while the branch fills: more than the minimum, and exactly
+    # what the composed model needs (one less and a write would wait)
+    graph = frontend.build_graph(frontend.load_model(path), "t")
+    plan = rtl.plan_dataflow(graph, rtl.solve_folding(graph, **({"fps": fps} if fps else {})))
+    unit = next(s for s in plan.stages if s.kind == "residual").params
+    schedule = rtl.network_schedule(plan, rtl.paced_offers(plan, 4, plan.interval))
+    needed = next(n for n in schedule.inner_needed if n is not None)
+    assert unit.b_fifo_depth == max(rtl.MIN_FIFO_DEPTH, needed["add_b"])
+    if not projection:
+        assert unit.b_fifo_depth > rtl.MIN_FIFO_DEPTH
+        assert unit.b_fifo_depth == block["add_b_fifo_depth"]
