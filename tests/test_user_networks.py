@@ -637,3 +637,26 @@ def test_residual_block_is_bit_exact_and_cycle_exact_in_rtl(tmp_path, projection
     if not projection:
         assert unit.b_fifo_depth > rtl.MIN_FIFO_DEPTH
         assert unit.b_fifo_depth == block["add_b_fifo_depth"]
+
+
+@pytest.mark.slow
+def test_a_shortcut_fifo_one_beat_shallower_than_the_model_says_breaks_the_timing(tmp_path, monkeypatch):
+    """The sizing is tight and the check can fail: with the shortcut's FIFO one beat shallower than the
+    composed model needs, the duplicator waits on it once per inference and the simulation no longer matches
+    the cycle model (the outputs are still right: nothing deadlocks, it is only slower)."""
+    from hardwire.errors import SimulationError
+    from hardwire.hls import rtl
+
+    sized = rtl.size_fifos
+
+    def one_short(plan, *args, **kwargs):
+        sized(plan, *args, **kwargs)
+        unit = next(s for s in plan.stages if s.kind == "residual").params
+        assert unit.b_fifo_depth > rtl.MIN_FIFO_DEPTH
+        unit.b_fifo_depth -= 1
+
+    monkeypatch.setattr(rtl, "size_fifos", one_short)
+    torch.manual_seed(1)
+    path = _export(Residual(), (1, 4, 6, 6), tmp_path, "residual")
+    with pytest.raises(SimulationError, match="handshake cycles differ from the network cycle model"):
+        compile_model(path, tmp_path / "out", CompileOptions(synthesize=False, n_random=4), progress=lambda _: None)
