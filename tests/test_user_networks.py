@@ -660,3 +660,39 @@ def test_a_shortcut_fifo_one_beat_shallower_than_the_model_says_breaks_the_timin
     path = _export(Residual(), (1, 4, 6, 6), tmp_path, "residual")
     with pytest.raises(SimulationError, match="handshake cycles differ from the network cycle model"):
         compile_model(path, tmp_path / "out", CompileOptions(synthesize=False, n_random=4), progress=lambda _: None)
+
+
+class TwoBlocks(nn.Module):
+    """A small ResNet: a stem convolution, two basic blocks in a row (the second block's fork is the first's
+    output quantizer; signed and unsigned branches), max pooling and a dense head."""
+
+    def __init__(self):
+        super().__init__()
+
+        def act(bits, signed=False):
+            return _act(bits, signed=signed) | {"return_quant_tensor": False}
+
+        self.inp = brevitas_nn.QuantIdentity(**act(4, True))
+        self.stem = brevitas_nn.QuantConv2d(2, 4, 3, padding=1, bias=False, **_w(4))
+        self.bn0, self.q0 = _bn2d(4, 1), brevitas_nn.QuantReLU(**act(4))
+        self.c1, self.bn1 = brevitas_nn.QuantConv2d(4, 4, 3, padding=1, bias=False, **_w(4)), _bn2d(4, 2)
+        self.r1, self.j1 = brevitas_nn.QuantReLU(**act(3)), brevitas_nn.QuantReLU(**act(4))
+        self.c2, self.bn2 = brevitas_nn.QuantConv2d(4, 4, 3, padding=1, bias=False, **_w(4)), _bn2d(4, 3)
+        self.r2, self.j2 = brevitas_nn.QuantIdentity(**act(4, True)), brevitas_nn.QuantIdentity(**act(5, True))
+        self.pool = nn.MaxPool2d(2)
+        self.fc = brevitas_nn.QuantLinear(36, 5, bias=False, **_w(4))
+
+    def forward(self, x):
+        x = self.q0(self.bn0(self.stem(self.inp(x))))
+        x = self.j1(self.r1(self.bn1(self.c1(x))) + x)
+        x = self.j2(self.r2(self.bn2(self.c2(x))) + x)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fps", [None, 300_000])
+def test_two_residual_blocks_in_a_row_are_bit_exact_and_cycle_exact_in_rtl(tmp_path, fps):
+    torch.manual_seed(2)
+    path = _export(TwoBlocks(), (1, 2, 6, 6), tmp_path, "two_blocks")
+    report = _rtl_equals_qonnx(path, tmp_path, n=8, **({"fps": fps} if fps else {}))
+    assert [s["kind"] for s in report["plan"]["stages"]].count("residual") == 2
