@@ -701,3 +701,16 @@ def test_two_residual_blocks_in_a_row_are_bit_exact_and_cycle_exact_in_rtl(tmp_p
     path = _export(TwoBlocks(), (1, 2, 6, 6), tmp_path, "two_blocks")
     report = _rtl_equals_qonnx(path, tmp_path, n=8, **({"fps": fps} if fps else {}))
     assert [s["kind"] for s in report["plan"]["stages"]].count("residual") == 2
+
+
+@pytest.mark.slow
+def test_residual_block_hls4ml_csim_is_bit_exact(tmp_path):
+    """hls4ml 1.3 takes the residual Add as a Merge layer; its C simulation equals qonnx on grid inputs."""
+    pytest.importorskip("hls4ml")
+    torch.manual_seed(1)
+    path = _export(Residual(), (1, 4, 6, 6), tmp_path, "residual")
+    report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=24),
+                           progress=lambda _: None)
+    check = report["csim_vs_qonnx"]
+    assert check["outputs"] == 24 * 108 and check["mismatches"] == 0
+    assert "Merge" in {layer["class_name"] for layer in report["hls4ml"]["layers"]}
