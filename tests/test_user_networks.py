@@ -714,3 +714,24 @@ def test_residual_block_hls4ml_csim_is_bit_exact(tmp_path):
     check = report["csim_vs_qonnx"]
     assert check["outputs"] == 24 * 108 and check["mismatches"] == 0
     assert "Merge" in {layer["class_name"] for layer in report["hls4ml"]["layers"]}
+
+
+class _FloatScaleResidual(Residual):
+    """The branch's activation quantizer has a learned float scale (not a power of two)."""
+
+    def __init__(self):
+        super().__init__()
+        from brevitas.quant import Uint8ActPerTensorFloat
+
+        self.relu = brevitas_nn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=4, return_quant_tensor=False,
+                                          max_val=1.3)
+
+
+def test_residual_add_of_scales_that_are_not_powers_of_two_is_refused_by_name(tmp_path, capsys):
+    torch.manual_seed(1)
+    path = _export(_FloatScaleResidual(), (1, 4, 6, 6), tmp_path, "float_scale")
+    with pytest.raises(ModelError, match=r"node 'Add_0' \(Add\): its inputs' scales .* are not both powers of two"):
+        frontend.build_graph(frontend.load_model(path), "t")
+    assert main(["compile", str(path), "--out", str(tmp_path / "o"), "--no-synth"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Add_0" in err[0] and "Traceback" not in err[0]
