@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from hardwire.hls import checkpoint, frontend, rtl
-from hardwire.hls.graph import IntGraph, MatVecLayer, run_integer
+from hardwire.hls.graph import IntGraph, MatVecLayer, flat_layers, run_integer
 
 from hardwire.cache import atomic_dir, write_json_atomic, write_text_atomic
 from hardwire.errors import (HardwireError, InternalError, ModelError, ParameterError, SimulationError, ToolError,
@@ -168,7 +168,7 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
         golden = run_integer(graph, codes).reshape(len(codes), -1)
         golden_float = frontend.model_output(graph, golden)
     golden_check = _compare(golden_float, reference)
-    if golden_check["mismatches"] and all(layer.exact for layer in graph.layers if isinstance(layer, MatVecLayer)):
+    if golden_check["mismatches"] and all(layer.exact for layer in flat_layers(graph.layers) if isinstance(layer, MatVecLayer)):
         raise HardwireError(f"the integer graph differs from qonnx execution on {golden_check['mismatches']} "
                             "outputs although every layer is exact: a front-end bug, please report it")
     estimator, estimator_note = _surrogate(options.target)
@@ -251,7 +251,9 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
     from hardwire.flows.report import tool_versions
 
     plan = rtl.plan_dataflow(graph, folding)
-    if estimator is not None:
+    if estimator is not None and any(stage.kind == "residual" for stage in plan.stages):
+        report["estimate"] = {"estimate": False, "note": "the resource estimator does not model residual blocks yet"}
+    elif estimator is not None:
         from hardwire.estimate.features import network_graph
 
         report["estimate"] = estimator.estimate(network_graph(plan, graph.name), options.target).to_dict()
@@ -270,7 +272,7 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
                                         description=f"hardwire compile: {graph.name} streaming dataflow",
                                         data_files=[f.relative_to(work).as_posix() for f in memory_files]).name
     np.savez_compressed(work / "layers.npz", **{
-        f"{layer.name}.{what}": value for layer in graph.layers if isinstance(layer, MatVecLayer)
+        f"{layer.name}.{what}": value for layer in flat_layers(graph.layers) if isinstance(layer, MatVecLayer)
         for what, value in (("weights", layer.weights), ("thresholds", layer.thresholds)) if value is not None})
     write_json_atomic(work / "plan.json", plan.to_dict())
     cycles = rtl.network_cycles(plan)
@@ -453,7 +455,7 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
 
 
 def graph_is_exact(graph: IntGraph) -> bool:
-    return all(layer.exact for layer in graph.layers if isinstance(layer, MatVecLayer))
+    return all(layer.exact for layer in flat_layers(graph.layers) if isinstance(layer, MatVecLayer))
 
 
 def _hls4ml(model_path, graph, folding, inputs, work: Path, report: dict, progress) -> None:
@@ -462,7 +464,7 @@ def _hls4ml(model_path, graph, folding, inputs, work: Path, report: dict, progre
     # hls4ml's reuse factor is the number of multiplications one multiplier does per output vector, which
     # is our synapse folds x neuron folds
     reuse = [(layer.in_features // folding.folds[layer.name].simd) * (layer.out_features // folding.folds[layer.name].pe)
-             for layer in graph.layers if isinstance(layer, MatVecLayer)]
+             for layer in flat_layers(graph.layers) if isinstance(layer, MatVecLayer)]
     progress(f"[3/5] hls4ml project (reuse factors {reuse} from the folding)")
     project = hls4ml_backend.hls4ml_project(model_path, work / "hls4ml", reuse_factors=reuse)
     progress(f"[4/5] hls4ml C simulation (g++) on {len(inputs)} inputs vs qonnx execution")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from hardwire.hls.graph import InputLayer, IntGraph, IntType, MatVecLayer, MaxPoolLayer
+from hardwire.hls.graph import InputLayer, IntGraph, IntType, MatVecLayer, MaxPoolLayer, ResidualLayer, flat_layers
 from onnx import helper
 
 from hardwire.errors import ModelError
@@ -468,20 +468,56 @@ def build_graph(model, name: str = "network") -> IntGraph:
                          "(1, C, H, W)")
     graph = IntGraph(name, InputLayer(first.name, hwc, spec.dtype, float(spec.scale.reshape(-1)[0]), layout),
                      [], spec.dtype, input_spec=spec, prefix=prefix)
-    tensor, current, cur_shape, cur_scale = first.output[0], spec.dtype, hwc, float(spec.scale.reshape(-1)[0])
-    flattened_from = None                      # (H, W, C) when a Flatten turned an image into a vector
-    after = first
+    state = _Stream(spec.dtype, hwc, float(spec.scale.reshape(-1)[0]))
+    kind, join, _, _, _ = _walk(m, graph, graph.layers, first.output[0], first, state)
+    if kind == "join":
+        raise ModelError(f"node {join.name!r} (Add) adds two activation tensors that do not come from one fork "
+                         "point; supported: a residual Add of two branches from one quantized tensor")
+    return graph
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """What the walk knows about the tensor it follows: its integer type, (H, W, C) shape and scale, and the
+    image shape a Flatten turned into this vector (None without one)."""
+
+    dtype: IntType
+    shape: tuple[int, int, int]
+    scale: float
+    flattened_from: tuple[int, int, int] | None = None
+
+
+def _is_join(m: _Model, node) -> bool:
+    """An Add of two activation tensors (no constant operand): where a residual block's branches meet."""
+    return node.op_type == "Add" and len(node.input) == 2 and all(m.init(i) is None for i in node.input)
+
+
+def _walk(m: _Model, graph: IntGraph, layers: list, tensor: str, after, state: _Stream, first=None):
+    """Follow the data from `tensor`, appending layers to `layers`, until the network ends ("done") or an Add
+    joins this path with another ("join"). `first`: the node to start with (a fork's tensor has two users).
+    Returns (kind, the join Add or None, the tensor into it, the node before it, the stream state there)."""
     while True:
-        if tensor in m.outputs:
-            raise ModelError(f"the network ends at {after.name!r} ({after.op_type}) without a dense or conv layer")
-        node = m.only_consumer(tensor, after)
+        node = first
+        first = None
         if node is None:
-            raise ModelError(f"tensor {tensor!r} is not used")
+            if tensor in m.outputs:
+                raise ModelError(f"the network ends at {after.name!r} ({after.op_type}) without a dense or conv "
+                                 "layer")
+            if len(m.consumers.get(tensor, [])) > 1:
+                done, tensor, after, state = _residual(m, graph, layers, tensor, after, state)
+                if done:
+                    return "done", None, tensor, after, state
+                continue
+            node = m.only_consumer(tensor, after)
+            if node is None:
+                raise ModelError(f"tensor {tensor!r} is not used")
         op = node.op_type
+        if _is_join(m, node):
+            return "join", node, tensor, after, state
         if op in ("Flatten", "Reshape"):
-            if cur_shape[0] * cur_shape[1] > 1:
-                flattened_from = cur_shape
-            cur_shape = (1, 1, cur_shape[0] * cur_shape[1] * cur_shape[2])
+            h, w, c = state.shape
+            state = _Stream(state.dtype, (1, 1, h * w * c), state.scale,
+                            state.shape if h * w > 1 else state.flattened_from)
             tensor, after = node.output[0], node
             continue
         if op in ("Identity", "Dropout"):
@@ -493,22 +529,101 @@ def build_graph(model, name: str = "network") -> IntGraph:
             pads = list(_attr(node, "pads", [0, 0, 0, 0]))
             if len(set(kernel)) != 1 or strides != kernel or any(pads) or _attr(node, "ceil_mode", 0):
                 raise _unsupported(node, f"with kernel {kernel}, strides {strides}, pads {pads}")
-            layer = MaxPoolLayer(node.name, cur_shape, current, kernel[0], [node.name])
-            graph.layers.append(layer)
-            cur_shape, tensor, after = layer.out_shape, node.output[0], node
+            layer = MaxPoolLayer(node.name, state.shape, state.dtype, kernel[0], [node.name])
+            layers.append(layer)
+            state = _Stream(state.dtype, layer.out_shape, state.scale)
+            tensor, after = node.output[0], node
             continue
         if op in ("MatMul", "Gemm", "Conv"):
             if node.input[0] != tensor:
                 raise _unsupported(node, "with its activations on a second input")
             layer, tensor, after, current, cur_scale, done = _matvec(
-                m, node, graph, cur_shape, current, cur_scale, flattened_from)
-            graph.layers.append(layer)
-            flattened_from = None
-            cur_shape = layer.out_shape
+                m, node, graph, state.shape, state.dtype, state.scale, state.flattened_from)
+            layers.append(layer)
+            state = _Stream(current, layer.out_shape, cur_scale)
             if done:
-                return graph
+                return "done", None, tensor, after, state
             continue
         raise _unsupported(node, f"(on tensor {tensor!r})")
+
+
+def _residual(m: _Model, graph: IntGraph, layers: list, fork: str, after, state: _Stream):
+    """A residual block from the fork at tensor `fork`: both users' paths are walked to the Add that joins them,
+    the ops after the Add up to its activation Quant become thresholds on the aligned integer sum. Appends one
+    ResidualLayer; returns (done, the tensor after the block, its node, the stream state)."""
+    users = m.consumers[fork]
+    where = f"tensor {fork!r} after node {after.name!r}"
+    if len(users) != 2:
+        raise ModelError(f"{where} feeds {len(users)} nodes ({', '.join(u.name for u in users)}); supported: a "
+                         "fork into two branches that one Add joins again (a residual block)")
+    if state.dtype.bipolar:
+        raise ModelError(f"{where}: a residual block on bipolar (-1/+1) activations is not supported")
+    paths = []
+    for user in users:
+        path: list = []
+        if _is_join(m, user):
+            paths.append((path, user, state))          # the identity shortcut
+            continue
+        kind, join, _, _, end = _walk(m, graph, path, fork, after, state, first=user)
+        if kind != "join":
+            raise ModelError(f"the branch from {where} through node {user.name!r} ends the network instead of "
+                             "meeting the other branch at an Add; supported: two branches joined by one Add")
+        paths.append((path, join, end))
+    if paths[0][1].name != paths[1][1].name:
+        raise ModelError(f"the two branches from {where} end at different Add nodes ({paths[0][1].name!r}, "
+                         f"{paths[1][1].name!r}); supported: one Add joining them")
+    add = paths[0][1]
+    paths.sort(key=lambda p: -len(p[0]))                # a: the longer branch, b: the shortcut
+    (a_layers, _, a_end), (b_layers, _, b_end) = paths
+    if not a_layers:
+        raise ModelError(f"node {add.name!r} (Add) adds tensor {fork!r} to itself; supported: a branch of layers "
+                         "plus a shortcut")
+    for end in (a_end, b_end):
+        if end.dtype is None:
+            raise ModelError(f"node {add.name!r} (Add): one of its inputs is a raw accumulator; quantize both "
+                             "branches before the residual Add (a Brevitas QuantIdentity/QuantReLU)")
+        if end.dtype.bipolar:
+            raise ModelError(f"node {add.name!r} (Add): adding bipolar (-1/+1) tensors is not supported")
+    if a_end.shape != b_end.shape:
+        raise ModelError(f"node {add.name!r} (Add): its inputs have shapes {a_end.shape} and {b_end.shape} (H, W, C); "
+                         "supported: the same shape (no broadcasting)")
+    if not (_is_power_of_two(a_end.scale) and _is_power_of_two(b_end.scale)):
+        raise ModelError(f"node {add.name!r} (Add): its inputs' scales {a_end.scale:g} and {b_end.scale:g} are not "
+                         "both powers of two; supported: power-of-two scales (e.g. Brevitas' *FixedPoint quantizers), "
+                         "which the hardware aligns by shifts")
+    fine = min(a_end.scale, b_end.scale)
+    a_shift, b_shift = (int(round(np.log2(s / fine))) for s in (a_end.scale, b_end.scale))
+    chain_nodes, quant, out_tensor = _collect_chain(m, add, add.output[0])
+    if quant is None:
+        raise ModelError(f"node {add.name!r} (Add): the residual sum reaches the output without an activation "
+                         "quantizer; supported: a Quant node (QuantIdentity/QuantReLU) after the residual Add")
+    out_spec = _quant_spec(m, quant)
+    if out_spec.scale.size != 1:
+        raise ModelError(f"node {quant.name!r}: activation quantizers need one scale per tensor")
+    channels = a_end.shape[2]
+    conv = len(m.shape(add.output[0])) == 4
+    chain = _chain(m, chain_nodes, add.output[0], conv, np.full(channels, fine))
+    layer = ResidualLayer(add.name, state.shape, state.dtype, a_layers, b_layers, a_end.dtype, b_end.dtype, a_shift,
+                          b_shift, None, out_spec.dtype, float(out_spec.scale.reshape(-1)[0]),
+                          nodes=[add.name] + [n.name for n in chain_nodes] + [quant.name])
+    lo, hi = layer.sum_range
+    thresholds, sign = _thresholds(chain, out_spec, lo, hi, add.name)
+    if np.any(sign != 1) or np.any(thresholds != thresholds[:1]):
+        raise ModelError(f"node {add.name!r} (Add): the ops after it ({', '.join(layer.nodes[1:-1]) or 'none'}) "
+                         "differ per channel or decrease; supported: per-tensor monotonic ops (e.g. ReLU) before "
+                         "its activation quantizer")
+    layer.thresholds = thresholds[:1]
+    layers.append(layer)
+    state = _Stream(out_spec.dtype, a_end.shape, layer.out_scale)
+    trailing = _layout_to_output(m, out_tensor, quant)
+    if trailing is not None:
+        layout = "NCHW" if conv else "NC"
+        flatten = bool(trailing) and len(m.shape(m.graph.output[0].name)) == 2
+        graph.tail = Tail(None, None, np.full(channels, layer.out_scale), m.graph.output[0].name, layout, flatten,
+                          [f"{t.name} ({t.op_type})" for t in trailing])
+        graph.output_type = out_spec.dtype
+        return True, out_tensor, quant, state
+    return False, out_tensor, quant, state
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -769,7 +884,7 @@ def qonnx_execute(model, x: np.ndarray) -> np.ndarray:
 
 
 def describe_exactness(graph: IntGraph) -> str:
-    inexact = [layer.name for layer in graph.layers if isinstance(layer, MatVecLayer) and not layer.exact]
+    inexact = [layer.name for layer in flat_layers(graph.layers) if isinstance(layer, MatVecLayer) and not layer.exact]
     if not inexact:
         return "every layer's scales are powers of two: qonnx' float execution is exact, the integer graph equals it"
     return ("layers " + ", ".join(inexact) + " have non-power-of-two scales: qonnx computes them in rounded float32, "

@@ -173,7 +173,55 @@ class MaxPoolLayer:
         return (h // self.kernel, w // self.kernel, c)
 
 
-Layer = MatVecLayer | MaxPoolLayer
+@dataclass
+class ResidualLayer:
+    """Two branches from one fork, joined by an elementwise add: out = threshold((a << a_shift) + (b << b_shift))
+    where a is `branch` run on the input and b is `shortcut` run on it (empty: the identity shortcut). The
+    shifts put both on the finer of their two (power-of-two) scales; `thresholds` (1, T) are the activation
+    quantizer after the add, one set for the whole tensor."""
+
+    name: str
+    in_shape: tuple[int, int, int]
+    in_type: IntType
+    branch: list
+    shortcut: list
+    a_type: IntType
+    b_type: IntType
+    a_shift: int
+    b_shift: int
+    thresholds: np.ndarray
+    out_type: IntType
+    out_scale: float
+    nodes: list[str] = field(default_factory=list)
+
+    kind = "residual"
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        return self.branch[-1].out_shape
+
+    @property
+    def out_base(self) -> int:
+        return self.out_type.threshold_base
+
+    @property
+    def sum_range(self) -> tuple[int, int]:
+        return ((self.a_type.min << self.a_shift) + (self.b_type.min << self.b_shift),
+                (self.a_type.max << self.a_shift) + (self.b_type.max << self.b_shift))
+
+
+Layer = MatVecLayer | MaxPoolLayer | ResidualLayer
+
+
+def flat_layers(layers: list) -> list:
+    """Every layer of a chain, the layers inside residual blocks included (branch, then shortcut)."""
+    out = []
+    for layer in layers:
+        if isinstance(layer, ResidualLayer):
+            out += flat_layers(layer.branch) + flat_layers(layer.shortcut)
+        else:
+            out.append(layer)
+    return out
 
 
 @dataclass
@@ -207,6 +255,10 @@ class IntGraph:
                         list(layer.thresholds.shape) if layer.thresholds is not None else None),
                     kernel=layer.kernel, stride=layer.stride, padding=layer.padding, exact=layer.exact,
                     macs=layer.macs_per_inference, onnx_nodes=layer.nodes)
+            elif isinstance(layer, ResidualLayer):
+                row.update(in_type=layer.in_type.name, out_type=layer.out_type.name,
+                           branch=[b.name for b in layer.branch], shortcut=[b.name for b in layer.shortcut],
+                           a_shift=layer.a_shift, b_shift=layer.b_shift, onnx_nodes=layer.nodes)
             else:
                 row.update(type=layer.dtype.name, kernel=layer.kernel, onnx_nodes=layer.nodes)
             rows.append(row)
@@ -241,6 +293,15 @@ def threshold_count(acc: np.ndarray, thresholds: np.ndarray, base: int) -> np.nd
 def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
     # a flattened image is the same element sequence in (y, x, c) order: reshaping is all a Flatten does here
     x = x.astype(np.int64).reshape(len(x), *layer.in_shape)
+    if isinstance(layer, ResidualLayer):
+        a, b = x, x
+        for inner in layer.branch:
+            a = run_layer(inner, a)
+        for inner in layer.shortcut:
+            b = run_layer(inner, b)
+        total = (a.reshape(len(x), *layer.out_shape) << layer.a_shift) + (b.reshape(len(x), *layer.out_shape)
+                                                                         << layer.b_shift)
+        return threshold_count(total, layer.thresholds.astype(np.int64), layer.out_base)
     if isinstance(layer, MaxPoolLayer):
         b, h, w, c = x.shape
         k = layer.kernel

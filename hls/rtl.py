@@ -2,9 +2,13 @@
 
 Each dense layer becomes a matrix-vector-threshold unit (gen/mvu.py); a convolution becomes a sliding-window
 generator (gen/swg.py) feeding one; max pooling is gen/pool.py; where one unit's output lanes differ from the
-next one's input lanes a width converter (gen/dwc.py) regroups the elements. A FIFO sits between every two
+next one's input lanes a width converter (gen/dwc.py) regroups the elements. A residual block is one unit
+made of units: a duplicator (gen/branch.py) feeding the branch's units and the shortcut's, joined by an add
+(gen/branch.py) that aligns their scales and thresholds the sum. A FIFO sits between every two
 units, sized from the composed cycle model so that, with an always-ready sink, no unit ever waits on a full
-FIFO: the network's timing is then exactly the composition of the units' own schedule models.
+FIFO: the network's timing is then exactly the composition of the units' own schedule models. Inside a
+residual block the same holds per path, so the shortcut's FIFO gets the depth that covers the branch's
+latency (not a guess sized by simulation).
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import numpy as np
 from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
-from hardwire.gen import dwc, mvu, pool, swg
-from hardwire.hls.graph import IntGraph, MatVecLayer, MaxPoolLayer
+from hardwire.gen import branch, dwc, mvu, pool, swg
+from hardwire.hls.graph import IntGraph, MatVecLayer, MaxPoolLayer, ResidualLayer, flat_layers
 
 from hardwire.params import require
 
@@ -91,7 +95,7 @@ def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float
     - none of these: fully folded (PE = SIMD = 1), the smallest design.
     `lut_cost(folds)` prices a whole folding for the budget (the learned surrogate, see hls.compile); without it
     the rough per-layer formula `estimated_luts` is summed."""
-    layers = [layer for layer in graph.layers if isinstance(layer, MatVecLayer)]
+    layers = [layer for layer in flat_layers(graph.layers) if isinstance(layer, MatVecLayer)]
     require(fps is None or fps > 0, "fps", fps, "> 0")
     require(clock_mhz > 0, "clock_mhz", clock_mhz, "> 0")
     require(lut_budget is None or lut_budget > 0, "lut_budget", lut_budget, "> 0")
@@ -171,7 +175,7 @@ def _next_step(layer: MatVecLayer, fold: LayerFold) -> LayerFold | None:
 
 @dataclass
 class Stage:
-    kind: str                       # "mvu", "swg", "maxpool", "dwc"
+    kind: str                       # "mvu", "swg", "maxpool", "dwc", "residual" (params: a ResidualPlan)
     name: str
     params: object
     schedule: Callable
@@ -242,55 +246,66 @@ def _bipolar_input_unit(layer: MatVecLayer):
     return weights, w_width, w_signed, False, weights.sum(axis=1)
 
 
-def plan_dataflow(graph: IntGraph, folding: FoldingResult, *, name: str | None = None) -> DataflowPlan:
-    """Lay out the units for `graph` with `folding`, then size the FIFOs from the composed schedule."""
-    stages: list[Stage] = []
-    h, w, c = graph.input.shape
-    width, is_signed = _stream_type(graph.input.dtype)
-    bipolar = graph.input.dtype.bipolar
-    out_offset = None
-    lanes = None                     # lanes of the stream so far (None: the input, free to choose)
-    in_lanes = None
+class _Layout:
+    """Lays out units for a chain of layers, tracking the stream between them: its element type, lanes and
+    image shape. A residual block lays out its branch and shortcut with layouts of their own."""
 
-    def regroup(to_lanes: int, elements: int, layer: str):
-        nonlocal lanes, in_lanes
-        if lanes is None:
-            in_lanes = lanes = to_lanes
+    def __init__(self, folding: FoldingResult, shape, width: int, is_signed: bool, bipolar: bool, lanes):
+        self.folding = folding
+        self.stages: list[Stage] = []
+        self.h, self.w, self.c = shape
+        self.width, self.is_signed, self.bipolar = width, is_signed, bipolar
+        self.lanes = lanes               # lanes of the stream so far (None: the input, free to choose)
+        self.in_lanes = lanes
+        self.out_offset = None
+
+    def fork(self) -> _Layout:
+        return _Layout(self.folding, (self.h, self.w, self.c), self.width, self.is_signed, self.bipolar, self.lanes)
+
+    def regroup(self, to_lanes: int, elements: int, layer: str, suffix: str = "dwc"):
+        if self.lanes is None:
+            self.in_lanes = self.lanes = to_lanes
             return
-        if lanes != to_lanes:
-            p = dwc.DwcParams(in_lanes=lanes, out_lanes=to_lanes, elem_width=width, elem_signed=is_signed,
-                              frame_elements=elements)
-            stages.append(Stage("dwc", f"{layer}_dwc", p, dwc.dwc_schedule, _builder(dwc.WidthConverter, p), layer))
-            lanes = to_lanes
+        if self.lanes != to_lanes:
+            p = dwc.DwcParams(in_lanes=self.lanes, out_lanes=to_lanes, elem_width=self.width,
+                              elem_signed=self.is_signed, frame_elements=elements)
+            self.stages.append(Stage("dwc", f"{layer}_{suffix}", p, dwc.dwc_schedule,
+                                     _builder(dwc.WidthConverter, p), layer))
+            self.lanes = to_lanes
 
-    for layer in graph.layers:
+    def add(self, layer) -> None:
+        if isinstance(layer, ResidualLayer):
+            self._residual(layer)
+            return
+        h, w, c = self.h, self.w, self.c
+        width, is_signed = self.width, self.is_signed
         if isinstance(layer, MaxPoolLayer):
-            if lanes is None:
-                regroup(1, h * w * c, layer.name)
-            p = pool.PoolParams(in_height=h, in_width=w, channels=c, kernel_size=layer.kernel, simd=lanes,
+            if self.lanes is None:
+                self.regroup(1, h * w * c, layer.name)
+            p = pool.PoolParams(in_height=h, in_width=w, channels=c, kernel_size=layer.kernel, simd=self.lanes,
                                 elem_width=width, elem_signed=is_signed)
-            stages.append(Stage("maxpool", layer.name, p, pool.pool_schedule, _builder(pool.MaxPool, p),
-                                layer.name))
-            h, w, c = layer.out_shape
-            continue
-        fold = folding.folds[layer.name]
+            self.stages.append(Stage("maxpool", layer.name, p, pool.pool_schedule, _builder(pool.MaxPool, p),
+                                     layer.name))
+            self.h, self.w, self.c = layer.out_shape
+            return
+        fold = self.folding.folds[layer.name]
         if layer.is_conv:
-            regroup(fold.simd, h * w * c, layer.name)
+            self.regroup(fold.simd, h * w * c, layer.name)
             p = swg.SwgParams(in_height=h, in_width=w, channels=c, kernel_size=layer.kernel, stride=layer.stride,
                               padding=layer.padding, simd=fold.simd, elem_width=width, elem_signed=is_signed)
-            stages.append(Stage("swg", f"{layer.name}_swg", p, swg.swg_schedule, _builder(swg.SlidingWindowGenerator, p),
-                                layer.name))
+            self.stages.append(Stage("swg", f"{layer.name}_swg", p, swg.swg_schedule,
+                                     _builder(swg.SlidingWindowGenerator, p), layer.name))
         else:
-            regroup(fold.simd, layer.in_features, layer.name)
+            self.regroup(fold.simd, layer.in_features, layer.name)
         thresholds = layer.thresholds
         weights, binary = layer.weights, False
         w_width, w_signed = _width_for(int(weights.min()), int(weights.max()))
-        if bipolar:
+        if self.bipolar:
             weights, w_width, w_signed, binary, offset = _bipolar_input_unit(layer)
             if thresholds is not None:   # acc >= t  <=>  2 * hardware >= t + offset  <=>  hardware >= ceil(...)
                 thresholds = -((-(thresholds + offset[:, None])) // 2)
             else:
-                out_offset = offset
+                self.out_offset = offset
         out_bipolar = thresholds is not None and layer.out_type.bipolar
         if thresholds is None:
             out_width, out_base = 0, 0
@@ -302,24 +317,175 @@ def plan_dataflow(graph: IntGraph, folding: FoldingResult, *, name: str | None =
             in_features=layer.in_features, out_features=layer.out_features, simd=fold.simd, pe=fold.pe,
             in_width=width, in_signed=is_signed, w_width=w_width, w_signed=w_signed,
             out_width=out_width, out_base=out_base, binary=binary)
-        stages.append(Stage("mvu", layer.name, p, mvu.mvu_schedule,
-                            _builder(mvu.MatrixVectorUnit, p, weights, thresholds), layer.name))
-        lanes = fold.pe
-        h, w, c = layer.out_shape
-        bipolar = out_bipolar
+        self.stages.append(Stage("mvu", layer.name, p, mvu.mvu_schedule,
+                                 _builder(mvu.MatrixVectorUnit, p, weights, thresholds), layer.name))
+        self.lanes = fold.pe
+        self.h, self.w, self.c = layer.out_shape
+        self.bipolar = out_bipolar
         if thresholds is not None:
-            width, is_signed = out_width, out_base < 0
+            self.width, self.is_signed = out_width, out_base < 0
         else:
-            width, is_signed = p.acc_width, True
+            self.width, self.is_signed = p.acc_width, True
+
+    def _residual(self, layer: ResidualLayer) -> None:
+        """duplicator -> (branch units | shortcut units) -> add, at the lanes of the fork (the first branch
+        unit's SIMD when the block starts the network); each path regroups back to those lanes at its end."""
+        if self.lanes is None:
+            first = next((ly for ly in layer.branch if isinstance(ly, MatVecLayer)), None)
+            self.regroup(self.folding.folds[first.name].simd if first is not None and first.is_conv else 1,
+                         self.h * self.w * self.c, layer.name)
+        lanes = self.lanes
+        dup = branch.DupParams(lanes=lanes, elem_width=self.width, elem_signed=self.is_signed,
+                               frame_elements=self.h * self.w * self.c)
+        paths = []
+        for which, layers in (("a", layer.branch), ("b", layer.shortcut)):
+            path = self.fork()
+            for inner in layers:
+                path.add(inner)
+            oh, ow, oc = path.h, path.w, path.c
+            path.regroup(lanes, oh * ow * oc, layer.name, f"{which}_dwc")
+            paths.append(path)
+        a, b = paths
+        oh, ow, oc = layer.out_shape
+        lo, hi = layer.sum_range
+        thresholds = tuple(int(t) for t in np.clip(layer.thresholds[0], lo, hi + 1))
+        add = branch.AddParams(lanes=lanes, a_width=a.width, a_signed=a.is_signed, b_width=b.width,
+                               b_signed=b.is_signed, a_shift=layer.a_shift, b_shift=layer.b_shift,
+                               thresholds=thresholds, out_width=layer.out_type.storage_bits,
+                               out_base=layer.out_base, frame_elements=oh * ow * oc)
+        plan = ResidualPlan(layer.name, dup, a.stages, b.stages, add)
+        self.stages.append(Stage("residual", layer.name, plan, residual_schedule, _builder(ResidualUnit, plan),
+                                 layer.name))
+        self.h, self.w, self.c = oh, ow, oc
+        self.width, self.is_signed = add.out_shape.width, add.out_shape.signed
+
+
+def plan_dataflow(graph: IntGraph, folding: FoldingResult, *, name: str | None = None) -> DataflowPlan:
+    """Lay out the units for `graph` with `folding`, then size the FIFOs from the composed schedule."""
     first = graph.input
+    layout = _Layout(folding, first.shape, *_stream_type(first.dtype), first.dtype.bipolar, None)
+    for layer in graph.layers:
+        layout.add(layer)
+    h, w, c = layout.h, layout.w, layout.c
     plan = DataflowPlan(
-        name or graph.name, stages,
-        _shape(*_stream_type(first.dtype)), in_lanes,
-        _shape(width, is_signed), lanes,
-        first.shape[0] * first.shape[1] * first.shape[2] // in_lanes, h * w * c // lanes,
-        in_bipolar=first.dtype.bipolar, out_bipolar=bipolar, out_offset=out_offset)
+        name or graph.name, layout.stages,
+        _shape(*_stream_type(first.dtype)), layout.in_lanes,
+        _shape(layout.width, layout.is_signed), layout.lanes,
+        first.shape[0] * first.shape[1] * first.shape[2] // layout.in_lanes, h * w * c // layout.lanes,
+        in_bipolar=first.dtype.bipolar, out_bipolar=layout.bipolar, out_offset=layout.out_offset)
     size_fifos(plan)
     return plan
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A residual block: duplicator, two paths of units, add
+
+
+@dataclass
+class ResidualPlan:
+    """The units of a residual block. Every unit of a path has a FIFO in front of it (the first one's is fed by
+    the duplicator); the add has one in front of each input. The shortcut's FIFO in front of the add holds the
+    beats that wait there while the branch computes: its depth comes from the composed schedule (size_fifos)."""
+
+    name: str
+    dup: branch.DupParams
+    branch: list[Stage]
+    shortcut: list[Stage]
+    add: branch.AddParams
+    a_fifo_depth: int = 0
+    b_fifo_depth: int = 0
+
+    def fifo_depths(self) -> dict:
+        return {"branch": [s.fifo_depth for s in self.branch], "shortcut": [s.fifo_depth for s in self.shortcut],
+                "add_a": self.a_fifo_depth, "add_b": self.b_fifo_depth}
+
+    def to_dict(self) -> dict:
+        def stages(path):
+            return [{"kind": s.kind, "name": s.name, "layer": s.layer, "fifo_depth": s.fifo_depth,
+                     "params": s.params.to_dict()} for s in path]
+        return {"dup": self.dup.to_dict(), "branch": stages(self.branch), "shortcut": stages(self.shortcut),
+                "add": self.add.to_dict(), "add_a_fifo_depth": self.a_fifo_depth,
+                "add_b_fifo_depth": self.b_fifo_depth}
+
+
+def residual_schedule(plan: ResidualPlan, offered: list[int]) -> tuple[list[int], list[int]]:
+    accepted, produced, _ = residual_compose(plan, offered)
+    return accepted, produced
+
+
+def residual_compose(plan: ResidualPlan, offered: list[int]):
+    """The block's handshakes (accepted input beats, produced output beats) composed from its units' schedule
+    models, and what its FIFOs need: ({"branch": [...], "shortcut": [...], "add_a": n, "add_b": n}, inner
+    needs of nested blocks). Exact while no FIFO fills, which the sizing guarantees."""
+    accepted, dup_out = branch.dup_schedule(plan.dup, offered)
+    ends, needs = [], {}
+    for which, path in (("branch", plan.branch), ("shortcut", plan.shortcut)):
+        _, produced, needed, inner = _compose(path, dup_out, fifo_first=True)
+        ends.append(produced)
+        needs[which] = (needed, inner)
+    a_writes, b_writes = ends
+    add_accepted, add_produced = branch.add_schedule(plan.add, [t + FIFO_LATENCY_CYCLES for t in a_writes],
+                                                     [t + FIFO_LATENCY_CYCLES for t in b_writes])
+    needs["add_a"] = _fifo_depth_needed(a_writes, add_accepted)
+    needs["add_b"] = _fifo_depth_needed(b_writes, add_accepted)
+    return accepted, add_produced, needs
+
+
+def _apply_depths(stages: list[Stage], needed: list[int], inner: list, *, fifo_first: bool) -> None:
+    # (the network's first unit has no FIFO in front of it; its depth stays at the minimum, unused)
+    for stage, depth, nested in zip(stages, needed, inner):
+        stage.fifo_depth = max(MIN_FIFO_DEPTH, depth)
+        if nested is not None:
+            plan = stage.params
+            for which, path in (("branch", plan.branch), ("shortcut", plan.shortcut)):
+                _apply_depths(path, *nested[which], fifo_first=True)
+            plan.a_fifo_depth = max(MIN_FIFO_DEPTH, nested["add_a"])
+            plan.b_fifo_depth = max(MIN_FIFO_DEPTH, nested["add_b"])
+
+
+def _link(m: Module, source, sink, depth: int, name: str) -> None:
+    """source stream -> a SyncFIFOBuffered of `depth` beats -> sink stream."""
+    queue = fifo.SyncFIFOBuffered(width=len(source.payload.as_value()), depth=depth)
+    m.submodules[name] = queue
+    m.d.comb += [
+        queue.w_data.eq(source.payload.as_value()),
+        queue.w_en.eq(source.valid),
+        source.ready.eq(queue.w_rdy),
+        sink.payload.as_value().eq(queue.r_data),
+        sink.valid.eq(queue.r_rdy),
+        queue.r_en.eq(sink.ready),
+    ]
+
+
+class ResidualUnit(wiring.Component):
+    """A residual block as one streaming unit: `inp` -> duplicator -> branch units and shortcut units (FIFOs in
+    front of each) -> FIFOs -> add -> `out`."""
+
+    def __init__(self, plan: ResidualPlan):
+        self.plan = plan
+        super().__init__({
+            "inp": In(stream.Signature(data.ArrayLayout(plan.dup.elem_shape, plan.dup.lanes))),
+            "out": Out(stream.Signature(data.ArrayLayout(plan.add.out_shape, plan.add.lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self.plan
+        m.submodules.dup = dup = branch.StreamDuplicator(plan.dup)
+        wiring.connect(m, wiring.flipped(self.inp), dup.inp)
+        ends = []
+        for source, path in ((dup.out_a, plan.branch), (dup.out_b, plan.shortcut)):
+            for stage in path:
+                unit = stage.build()
+                m.submodules[stage.name] = unit
+                _link(m, source, unit.inp, stage.fifo_depth, f"{stage.name}_fifo")
+                source = unit.out
+            ends.append(source)
+        m.submodules.add = add = branch.AddStreams(plan.add)
+        _link(m, ends[0], add.inp_a, plan.a_fifo_depth, "add_a_fifo")
+        _link(m, ends[1], add.inp_b, plan.b_fifo_depth, "add_b_fifo")
+        wiring.connect(m, add.out, wiring.flipped(self.out))
+        return m
 
 
 def _builder(cls, *args):
@@ -339,24 +505,35 @@ class NetworkSchedule:
     accepted: list[int]             # input beats' handshake cycles
     produced: list[int]             # output beats' handshake cycles (always-ready sink)
     fifo_needed: list[int]          # per stage: the FIFO depth in front of it that never fills
+    inner_needed: list = field(default_factory=list)   # per stage: a residual block's own FIFO needs, or None
+
+
+def _compose(stages: list[Stage], writes: list[int], *, fifo_first: bool):
+    """Compose the units' schedule models through the FIFOs between them. `writes`: the cycles the beats reach
+    the chain (into a FIFO in front of the first unit when `fifo_first`, else offered to it directly).
+    Returns (accepted at the first unit, produced by the last, FIFO depth needed per unit, nested needs)."""
+    previous = list(writes)
+    accepted_first = previous
+    needed, inner = [0] * len(stages), [None] * len(stages)
+    for index, stage in enumerate(stages):
+        through_fifo = index > 0 or fifo_first
+        times = [t + FIFO_LATENCY_CYCLES for t in previous] if through_fifo else previous
+        if stage.kind == "residual":
+            accepted, produced, inner[index] = residual_compose(stage.params, times)
+        else:
+            accepted, produced = stage.schedule(stage.params, times)
+        if index == 0:
+            accepted_first = accepted
+        if through_fifo:
+            needed[index] = _fifo_depth_needed(previous, accepted)
+        previous = produced
+    return accepted_first, previous, needed, inner
 
 
 def network_schedule(plan: DataflowPlan, offered: list[int]) -> NetworkSchedule:
     """Compose the units' schedule models through the FIFOs: exact when no FIFO fills (see size_fifos)."""
-    times = list(offered)
-    accepted_in: list[int] = []
-    needed = [0] * len(plan.stages)
-    previous: list[int] | None = None
-    for index, stage in enumerate(plan.stages):
-        if index:
-            times = [t + FIFO_LATENCY_CYCLES for t in previous]
-        accepted, produced = stage.schedule(stage.params, times)
-        if index == 0:
-            accepted_in = accepted
-        else:
-            needed[index] = _fifo_depth_needed(previous, accepted)
-        previous = produced
-    return NetworkSchedule(accepted_in, previous, needed)
+    accepted, produced, needed, inner = _compose(plan.stages, offered, fifo_first=False)
+    return NetworkSchedule(accepted, produced, needed, inner)
 
 
 def _fifo_depth_needed(writes: list[int], reads: list[int]) -> int:
@@ -390,12 +567,12 @@ def size_fifos(plan: DataflowPlan, frames: int = 4) -> None:
     for stage in plan.stages:
         stage.fifo_depth = 1 << 30          # unbounded while measuring
     interval = steady_interval(plan, frames)
-    needed = network_schedule(plan, paced_offers(plan, frames, interval)).fifo_needed
-    more = network_schedule(plan, paced_offers(plan, frames + 2, interval)).fifo_needed
-    if more != needed:
-        raise RuntimeError(f"FIFO occupancy of {plan.name} keeps growing with paced inputs: {needed} -> {more}")
-    for stage, depth in zip(plan.stages, needed):
-        stage.fifo_depth = max(MIN_FIFO_DEPTH, depth)
+    result = network_schedule(plan, paced_offers(plan, frames, interval))
+    more = network_schedule(plan, paced_offers(plan, frames + 2, interval))
+    if (more.fifo_needed, more.inner_needed) != (result.fifo_needed, result.inner_needed):
+        raise RuntimeError(f"FIFO occupancy of {plan.name} keeps growing with paced inputs: {result.fifo_needed} "
+                           f"-> {more.fifo_needed}")
+    _apply_depths(plan.stages, result.fifo_needed, result.inner_needed, fifo_first=False)
     plan.interval = interval
 
 
@@ -435,17 +612,7 @@ class DataflowAccelerator(wiring.Component):
             if previous is None:
                 wiring.connect(m, wiring.flipped(self.inp), unit.inp)
             else:
-                width = len(previous.out.payload.as_value())
-                queue = fifo.SyncFIFOBuffered(width=width, depth=stage.fifo_depth)
-                m.submodules[f"{stage.name}_fifo"] = queue
-                m.d.comb += [
-                    queue.w_data.eq(previous.out.payload.as_value()),
-                    queue.w_en.eq(previous.out.valid),
-                    previous.out.ready.eq(queue.w_rdy),
-                    unit.inp.payload.as_value().eq(queue.r_data),
-                    unit.inp.valid.eq(queue.r_rdy),
-                    queue.r_en.eq(unit.inp.ready),
-                ]
+                _link(m, previous.out, unit.inp, stage.fifo_depth, f"{stage.name}_fifo")
             previous = unit
         wiring.connect(m, previous.out, wiring.flipped(self.out))
         return m

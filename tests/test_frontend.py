@@ -191,8 +191,10 @@ class _Residual(nn.Module):
         return self.act(self.fc(x)) + x
 
 
-def test_branching_graph_is_a_clear_error():
-    with pytest.raises(ModelError, match="branching graphs"):
+def test_residual_add_without_a_quantizer_after_it_is_a_clear_error():
+    """Residual blocks compile (tests/test_user_networks.py); a sum left unquantized is refused by name."""
+    with pytest.raises(ModelError, match=r"node '\w+' \(Add\): the residual sum reaches the output without an "
+                                         "activation quantizer"):
         frontend.build_graph(frontend.load_model(_Residual().eval(), torch.rand(1, 16)), "t")
 
 

@@ -549,3 +549,189 @@ def test_jet_tagging_mlp_is_bit_exact_in_both_back_ends(tmp_path, backend):
         report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=64),
                                progress=lambda _: None)
         assert report["csim_vs_qonnx"]["mismatches"] == 0 and report["csim_vs_qonnx"]["outputs"] == 320
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Residual blocks: a fork, a branch of layers and a shortcut, joined by an Add
+
+
+class Residual(nn.Module):
+    """A ResNet basic block on a quantized 6x6x4 image: y = relu_quant(bn(conv(x))) + x, then a ReLU
+    quantizer, then a 1x1 convolution head (its raw accumulators go to the host). The branch and the shortcut
+    have different (power-of-two) scales, so the add aligns them."""
+
+    def __init__(self, projection=False):
+        super().__init__()
+        self.projection = projection
+        self.inp = brevitas_nn.QuantIdentity(**(_act(4, signed=True) | {"return_quant_tensor": False}))
+        self.conv = brevitas_nn.QuantConv2d(4, 4, 3, padding=1, bias=False, **_w(4))
+        self.bn = _bn2d(4)
+        self.relu = brevitas_nn.QuantReLU(**(_act(4) | {"return_quant_tensor": False}))
+        if projection:
+            self.short = brevitas_nn.QuantConv2d(4, 4, 1, bias=False, **_w(3))
+            self.short_q = brevitas_nn.QuantIdentity(**(_act(5, signed=True) | {"return_quant_tensor": False}))
+        self.join = brevitas_nn.QuantReLU(**(_act(4) | {"return_quant_tensor": False}))
+        self.head = brevitas_nn.QuantConv2d(4, 3, 1, bias=False, **_w(4))
+
+    def forward(self, x):
+        x = self.inp(x)
+        shortcut = self.short_q(self.short(x)) if self.projection else x
+        return self.head(self.join(self.relu(self.bn(self.conv(x))) + shortcut))
+
+
+def _bn2d(n, seed=4):
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(n)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(n, generator=g) + 0.5)
+        bn.bias.copy_(torch.rand(n, generator=g) - 0.5)
+        bn.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+        bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+    return bn
+
+
+def _residual_images(n, seed=9):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.2, 1.2, size=(n, 4, 6, 6)).astype(np.float32)
+    x[0], x[1] = -5, 5
+    return x
+
+
+@pytest.mark.parametrize("projection", [False, True])
+def test_residual_block_golden_equals_qonnx(tmp_path, projection):
+    from hardwire.hls.graph import ResidualLayer
+
+    torch.manual_seed(1)
+    path = _export(Residual(projection), (1, 4, 6, 6), tmp_path, "residual")
+    graph = _golden_equals_qonnx(path, _residual_images(60))
+    block = graph.layers[0]
+    assert isinstance(block, ResidualLayer) and [type(layer).__name__ for layer in block.branch] == ["MatVecLayer"]
+    assert len(block.shortcut) == int(projection)
+    assert block.thresholds.shape == (1, 15)
+    assert [layer.name for layer in graph.layers[1:]] == [graph.layers[1].name] and graph.output_type is None
+
+
+@pytest.mark.parametrize("projection, fps", [(False, None), pytest.param(True, 200_000, marks=pytest.mark.slow)])
+def test_residual_block_is_bit_exact_and_cycle_exact_in_rtl(tmp_path, projection, fps):
+    """duplicator -> branch | shortcut -> add in Verilator: outputs bit-exact against the golden model and qonnx,
+    every handshake of the paced run at the cycle the composed schedule model gives (the check in
+    compile_model), and the shortcut FIFO deep enough for the branch's latency (no stall: the flood case runs
+    at the model's rate too)."""
+    from hardwire.hls import rtl
+
+    torch.manual_seed(1)
+    path = _export(Residual(projection), (1, 4, 6, 6), tmp_path, "residual")
+    report = _rtl_equals_qonnx(path, tmp_path, n=8, **({"fps": fps} if fps else {}))
+    stages = report["plan"]["stages"]
+    block = next(s for s in stages if s["kind"] == "residual")["params"]
+    def units(path):     # width converters come where a path's lanes differ from the fork's
+        return [s["kind"] for s in path if s["kind"] != "dwc"]
+
+    assert units(block["branch"]) == ["swg", "mvu"]
+    assert units(block["shortcut"]) == (["swg", "mvu"] if projection else [])
+    # the shortcut's FIFO holds what the dup gives it while the branch fills: more than the minimum, and exactly
+    # what the composed model needs (one less and a write would wait)
+    graph = frontend.build_graph(frontend.load_model(path), "t")
+    plan = rtl.plan_dataflow(graph, rtl.solve_folding(graph, **({"fps": fps} if fps else {})))
+    unit = next(s for s in plan.stages if s.kind == "residual").params
+    schedule = rtl.network_schedule(plan, rtl.paced_offers(plan, 4, plan.interval))
+    needed = next(n for n in schedule.inner_needed if n is not None)
+    assert unit.b_fifo_depth == max(rtl.MIN_FIFO_DEPTH, needed["add_b"])
+    if not projection:
+        assert unit.b_fifo_depth > rtl.MIN_FIFO_DEPTH
+        assert unit.b_fifo_depth == block["add_b_fifo_depth"]
+
+
+@pytest.mark.slow
+def test_a_shortcut_fifo_shallower_than_the_model_says_breaks_the_timing(tmp_path, monkeypatch):
+    """The sizing matters and the check can fail: with the shortcut's FIFO two beats shallower than the depth
+    the composed model gives, the duplicator waits on it and the input handshakes no longer land on the model's
+    cycles (the outputs are still right: nothing deadlocks, it is only slower). One beat shallower still
+    matches (measured): rtl._fifo_depth_needed is one beat conservative for SyncFIFOBuffered, for every FIFO
+    of a network alike."""
+    from hardwire.errors import SimulationError
+    from hardwire.hls import rtl
+
+    sized = rtl.size_fifos
+
+    def one_short(plan, *args, **kwargs):
+        sized(plan, *args, **kwargs)
+        unit = next(s for s in plan.stages if s.kind == "residual").params
+        assert unit.b_fifo_depth > rtl.MIN_FIFO_DEPTH
+        unit.b_fifo_depth -= 2
+
+    monkeypatch.setattr(rtl, "size_fifos", one_short)
+    torch.manual_seed(1)
+    path = _export(Residual(), (1, 4, 6, 6), tmp_path, "residual")
+    with pytest.raises(SimulationError, match="handshake cycles differ from the network cycle model"):
+        compile_model(path, tmp_path / "out", CompileOptions(synthesize=False, n_random=4), progress=lambda _: None)
+
+
+class TwoBlocks(nn.Module):
+    """A small ResNet: a stem convolution, two basic blocks in a row (the second block's fork is the first's
+    output quantizer; signed and unsigned branches), max pooling and a dense head."""
+
+    def __init__(self):
+        super().__init__()
+
+        def act(bits, signed=False):
+            return _act(bits, signed=signed) | {"return_quant_tensor": False}
+
+        self.inp = brevitas_nn.QuantIdentity(**act(4, True))
+        self.stem = brevitas_nn.QuantConv2d(2, 4, 3, padding=1, bias=False, **_w(4))
+        self.bn0, self.q0 = _bn2d(4, 1), brevitas_nn.QuantReLU(**act(4))
+        self.c1, self.bn1 = brevitas_nn.QuantConv2d(4, 4, 3, padding=1, bias=False, **_w(4)), _bn2d(4, 2)
+        self.r1, self.j1 = brevitas_nn.QuantReLU(**act(3)), brevitas_nn.QuantReLU(**act(4))
+        self.c2, self.bn2 = brevitas_nn.QuantConv2d(4, 4, 3, padding=1, bias=False, **_w(4)), _bn2d(4, 3)
+        self.r2, self.j2 = brevitas_nn.QuantIdentity(**act(4, True)), brevitas_nn.QuantIdentity(**act(5, True))
+        self.pool = nn.MaxPool2d(2)
+        self.fc = brevitas_nn.QuantLinear(36, 5, bias=False, **_w(4))
+
+    def forward(self, x):
+        x = self.q0(self.bn0(self.stem(self.inp(x))))
+        x = self.j1(self.r1(self.bn1(self.c1(x))) + x)
+        x = self.j2(self.r2(self.bn2(self.c2(x))) + x)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fps", [None, 300_000])
+def test_two_residual_blocks_in_a_row_are_bit_exact_and_cycle_exact_in_rtl(tmp_path, fps):
+    torch.manual_seed(2)
+    path = _export(TwoBlocks(), (1, 2, 6, 6), tmp_path, "two_blocks")
+    report = _rtl_equals_qonnx(path, tmp_path, n=8, **({"fps": fps} if fps else {}))
+    assert [s["kind"] for s in report["plan"]["stages"]].count("residual") == 2
+
+
+@pytest.mark.slow
+def test_residual_block_hls4ml_csim_is_bit_exact(tmp_path):
+    """hls4ml 1.3 takes the residual Add as a Merge layer; its C simulation equals qonnx on grid inputs."""
+    pytest.importorskip("hls4ml")
+    torch.manual_seed(1)
+    path = _export(Residual(), (1, 4, 6, 6), tmp_path, "residual")
+    report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=24),
+                           progress=lambda _: None)
+    check = report["csim_vs_qonnx"]
+    assert check["outputs"] == 24 * 108 and check["mismatches"] == 0
+    assert "Merge" in {layer["class_name"] for layer in report["hls4ml"]["layers"]}
+
+
+class _FloatScaleResidual(Residual):
+    """The branch's activation quantizer has a learned float scale (not a power of two)."""
+
+    def __init__(self):
+        super().__init__()
+        from brevitas.quant import Uint8ActPerTensorFloat
+
+        self.relu = brevitas_nn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=4, return_quant_tensor=False,
+                                          max_val=1.3)
+
+
+def test_residual_add_of_scales_that_are_not_powers_of_two_is_refused_by_name(tmp_path, capsys):
+    torch.manual_seed(1)
+    path = _export(_FloatScaleResidual(), (1, 4, 6, 6), tmp_path, "float_scale")
+    with pytest.raises(ModelError, match=r"node 'Add_0' \(Add\): its inputs' scales .* are not both powers of two"):
+        frontend.build_graph(frontend.load_model(path), "t")
+    assert main(["compile", str(path), "--out", str(tmp_path / "o"), "--no-synth"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Add_0" in err[0] and "Traceback" not in err[0]
