@@ -72,11 +72,7 @@ def atomic_dir(final: Path, replace: bool = False):
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a file under a temporary name and rename it into place: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_bytes_atomic(path, text.encode())
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -133,20 +133,27 @@ class CsimCheck:
 # QONNX preparation (the clean-ups hls4ml's QONNX front end documents)
 
 
+def _load_clean(path: Path):
+    """The QONNX model at `path`, cleaned up; a missing or unreadable file is the user's ModelError."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        return cleanup_model(ModelWrapper(onnx.load(str(path))))
+    except Exception as error:  # noqa: BLE001 - onnx/qonnx raise many types for a bad file
+        raise ModelError(f"{path}: qonnx could not load/clean the model ({type(error).__name__}: {error})") from None
+
+
 def prepare_for_hls4ml(onnx_path: Path):
     """The model as hls4ml's ONNX front end takes it: cleaned, channels-last, Gemm -> MatMul + Add, cleaned."""
-    from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
     from qonnx.transformation.gemm_to_matmul import GemmToMatMul
     from qonnx.util.cleanup import cleanup_model
 
     path = Path(onnx_path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
-    try:
-        model = cleanup_model(ModelWrapper(onnx.load(str(path))))
-    except Exception as error:  # noqa: BLE001 - onnx/qonnx raise many types for a bad file
-        raise ModelError(f"{path}: qonnx could not load/clean the model ({type(error).__name__}: {error})") from None
+    model = _load_clean(path)
     for node in model.graph.node:
         if node.op_type == "Gemm" and len(node.input) == 2:
             # GemmToMatMul reads input C unconditionally; a zero bias keeps the graph's meaning
@@ -223,18 +230,11 @@ def split_host_ops(onnx_path: Path, out_dir: Path) -> tuple[Path, list[str], lis
     powers of two): likewise. Both run on the host in float32 by qonnx' executor, on exactly the values the
     exported model gives them, so the results stay bit-exact. Returns (core model path, before, after) with the
     host nodes as "name (op)"; the core is the model itself when nothing is cut."""
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.util.cleanup import cleanup_model
 
     from hardwire.hls.frontend import AFFINE_OPS, LAYOUT_OPS
 
     path = Path(onnx_path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
-    try:
-        model = cleanup_model(ModelWrapper(onnx.load(str(path))))
-    except Exception as error:  # noqa: BLE001 - onnx/qonnx raise many types for a bad file
-        raise ModelError(f"{path}: qonnx could not load/clean the model ({type(error).__name__}: {error})") from None
+    model = _load_clean(path)
     nodes = list(model.graph.node)
     in_name, out_name = model.graph.input[0].name, model.graph.output[0].name
     # before: from the input through layout/affine ops to the first Quant
