@@ -49,6 +49,11 @@ def add_parsers(sub) -> dict:
     train.add_argument("--ensemble", type=int, default=None)
     train.add_argument("--seed", type=int, default=0)
 
+    merge = actions.add_parser("merge", help="append to OUT the rows of other dataset files that OUT lacks (datasets "
+                                             "made on several machines without Ray)")
+    merge.add_argument("out", type=Path, help="dataset file to extend (created if missing)")
+    merge.add_argument("sources", type=Path, nargs="+", help="dataset files whose new rows are appended")
+
     info = actions.add_parser("info", help="rows, targets, splits and errors of a dataset")
     info.add_argument("datasets", type=Path, nargs="*", help="dataset files (default: the shipped ones)")
     return {"dataset": cmd_dataset, **add_estimate_parser(sub)}
@@ -78,6 +83,12 @@ def cmd_dataset(args) -> int:
 
         for path in args.datasets or shipped_datasets():
             print(summarize(path, RowStore(_existing(path)).rows()))
+        return 0
+    if args.action == "merge":
+        from .dataset import merge
+
+        added = merge(args.out, [_existing(p) for p in args.sources])
+        print(f"{args.out}: {added} rows added from {len(args.sources)} file(s)")
         return 0
     if args.action == "train":
         from .train import train_command

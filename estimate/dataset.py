@@ -78,6 +78,21 @@ class RowStore:
             os.fsync(handle.fileno())
 
 
+def merge(out, sources) -> int:
+    """Append to `out` every row of `sources` whose key `out` lacks, in order; return how many. A key already in
+    `out` keeps its row there: rows are never rewritten, so a merge is as safe against a kill as a run."""
+    store = RowStore(out)
+    have = store.keys()
+    added = []
+    for source in sources:
+        for row in RowStore(source).rows():
+            if row["key"] not in have:
+                have.add(row["key"])
+                added.append(row)
+    store.append(added)
+    return len(added)
+
+
 def _complete_prefix(data: bytes, compressed: bool) -> int:
     """Length of the longest prefix made only of complete gzip members (or complete lines)."""
     if not compressed:

@@ -42,6 +42,25 @@ def test_store_cuts_a_torn_gzip_member_and_a_torn_line(tmp_path):
     assert RowStore(plain.path).keys() == {"x"}
 
 
+def test_merge_appends_only_missing_rows_from_runs_that_shared_a_start(tmp_path):
+    from hardwire.estimate.dataset import merge
+
+    base = RowStore(tmp_path / "base.jsonl.gz")
+    base.append([{"key": "a", "v": 1}])
+    one, two = tmp_path / "one.jsonl.gz", tmp_path / "two.jsonl.gz"
+    for path, new in ((one, [{"key": "b", "v": 2}, {"key": "c", "v": 3}]), (two, [{"key": "c", "v": 99}, {"key": "d"}])):
+        path.write_bytes(base.path.read_bytes())          # two machines started from the same shipped file
+        RowStore(path).append(new)
+    before = base.path.read_bytes()
+    assert merge(base.path, [one, two]) == 3
+    assert base.path.read_bytes().startswith(before)      # appended, never rewritten
+    assert [(r["key"], r.get("v")) for r in base.rows()] == [("a", 1), ("b", 2), ("c", 3), ("d", None)]
+    assert merge(base.path, [one, two]) == 0
+    done = subprocess.run([sys.executable, "-m", "hardwire.cli", "dataset", "merge", str(base.path),
+                           str(tmp_path / "missing.jsonl.gz")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "missing.jsonl.gz" in done.stderr
+
+
 def test_random_specs_are_legal_reproducible_and_larger_in_the_large_split():
     small = designs.sample_designs(3, 40)
     assert small == designs.sample_designs(3, 40)
