@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="time limit of each yosys and nextpnr run (default 1800)")
     comp.add_argument("--per-unit", action="store_true",
                       help="resources from each streaming unit synthesized on its own, in parallel and cached per "
-                           "unit (a changed layer resynthesizes only its unit); place and route stays flat")
+                           "unit (a changed layer resynthesizes only its unit); place and route reads the units' netlists "
+                           "stitched together")
     comp.add_argument("--jobs", type=int, default=2, help="parallel unit syntheses with --per-unit (default 2)")
     comp.add_argument("-o", "--out", type=Path, required=True, help="output folder (replaced when done)")
 

@@ -370,19 +370,28 @@ def _place_route(plan, design_files, options, report, progress, cycles) -> None:
     from hardwire.flows.fmax import wrapped_fmax
 
     device, package = PNR_TARGETS[options.target]
-    progress(f"      nextpnr-{options.target} place and route on {device}/{package} for Fmax")
+    progress(f"      nextpnr-{options.target} place and route on {device}/{package} for Fmax"
+             + (" (the units' netlists stitched)" if options.per_unit else ""))
     log = []
     try:
         with heartbeat(progress, f"synthesis and place and route of {plan.top_name} in the I/O wrapper",
                        limit_s=options.synth_timeout_s,
                        status=lambda: (f"in {yosys_step(log[-1])}" if log and yosys_step(log[-1]) else None)):
-            pnr = wrapped_fmax(design_files, plan.top_name, options.target, device=device, package=package,
-                               timeout_s=options.synth_timeout_s, watch_log=log.append)
+            if options.per_unit:        # the units' own netlists, stitched: no flat synthesis of the network
+                from hardwire.hls import units
+
+                pnr = units.stitched_fmax(plan, options.target, design_files[0].parent / "units", device=device,
+                                          package=package, timeout_s=options.synth_timeout_s, watch_log=log.append)
+            else:
+                pnr = wrapped_fmax(design_files, plan.top_name, options.target, device=device, package=package,
+                                   timeout_s=options.synth_timeout_s, watch_log=log.append)
     except ToolError as error:
         if "timed out" in error.reason:
             raise _timed_out(error, f"{error.tool} on network {plan.top_name} in the I/O wrapper", options) from None
         raise
     report["place_route"] = pnr.to_dict()
+    report["place_route"]["netlist"] = ("the units' netlists stitched (no flat synthesis)" if options.per_unit
+                                        else "flat synthesis of the network")
     if pnr.fmax_mhz:
         report["throughput"]["fmax_mhz"] = pnr.fmax_mhz
         report["throughput"]["inferences_per_s_at_fmax"] = pnr.fmax_mhz * 1e6 / cycles["initiation_interval"]

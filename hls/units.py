@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -196,3 +197,127 @@ def synthesize_units(plan, target: str, folder: Path, *, workers: int = 2, timeo
             "units_reused": sum(bool(u["cached"]) for u in per_unit.values()),
             "wall_s": round(time.monotonic() - started, 1),
             "note": "sum of the units synthesized on their own (glue: the FIFOs between them)"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Place and route from the units' own netlists
+
+
+def stitch_verilog(plan) -> str:
+    """Verilog of module `plan.top_name` with the flat network's ports, made only of unit instances: each stage
+    `<top>_<stage>` fed through its glue FIFO `fifo_w<W>_d<D>` as DataflowAccelerator wires them (the first stage
+    straight from the input). With the units' own Verilog (`network_units`) it is the network, cycle for cycle."""
+    specs = unit_specs(plan)
+    stages = [s for s in specs if s.kind != "fifo"]
+    fifo_of = {stage: spec.name for spec in specs if spec.kind == "fifo" for stage in spec.stage.split(",")}
+    widths = {}
+    for stage in stages:
+        component = stage.build()
+        component._MustUse__silence = True          # built for its port widths only
+        widths[stage.name] = (Shape.cast(component.inp.payload.shape()).width,
+                              Shape.cast(component.out.payload.shape()).width)
+    lines = [f"module {plan.top_name}(clk, rst, inp__payload, inp__valid, inp__ready, out__payload, out__valid, "
+             "out__ready);",
+             "  input clk; input rst;",
+             f"  input [{widths[stages[0].name][0] - 1}:0] inp__payload; input inp__valid; output inp__ready;",
+             f"  output [{widths[stages[-1].name][1] - 1}:0] out__payload; output out__valid; input out__ready;"]
+
+    def stream_wires(prefix: str, width: int) -> None:
+        lines.append(f"  wire [{width - 1}:0] {prefix}_payload; wire {prefix}_valid; wire {prefix}_ready;")
+
+    source = ("inp__payload", "inp__valid", "inp__ready")
+    for index, stage in enumerate(stages):
+        sink = (f"s{index}_in_payload", f"s{index}_in_valid", f"s{index}_in_ready")
+        if index == 0:
+            sink = source
+        else:
+            fifo = fifo_of[stage.stage]
+            stream_wires(f"s{index}_in", widths[stage.name][0])
+            lines.append(f"  {fifo} f{index} (.clk(clk), .rst(rst), .inp__payload({source[0]}), "
+                         f".inp__valid({source[1]}), .inp__ready({source[2]}), .out__payload({sink[0]}), "
+                         f".out__valid({sink[1]}), .out__ready({sink[2]}));")
+        if index == len(stages) - 1:
+            out = ("out__payload", "out__valid", "out__ready")
+        else:
+            stream_wires(f"s{index}_out", widths[stage.name][1])
+            out = (f"s{index}_out_payload", f"s{index}_out_valid", f"s{index}_out_ready")
+        lines.append(f"  {stage.name} u{index} (.clk(clk), .rst(rst), .inp__payload({sink[0]}), "
+                     f".inp__valid({sink[1]}), .inp__ready({sink[2]}), .out__payload({out[0]}), "
+                     f".out__valid({out[1]}), .out__ready({out[2]}));")
+        source = out
+    lines.append("endmodule")
+    return "\n".join(lines) + "\n"
+
+
+def _blackbox_stub(name: str, ports: dict) -> str:
+    """A `(* blackbox *)` module with the ports of a unit's netlist (yosys JSON port records)."""
+    decls = []
+    for port, record in ports.items():
+        width = len(record["bits"])
+        decls.append(f"  {record['direction']} {'' if width == 1 else f'[{width - 1}:0] '}{port};")
+    return f"(* blackbox *)\nmodule {name}({', '.join(ports)});\n" + "\n".join(decls) + "\nendmodule\n"
+
+
+def stitched_fmax(plan, target: str, folder: Path, *, device: str | None = None, package: str | None = None,
+                  timeout_s: float = 1800, watch_log=None):
+    """Place and route the network from its units' netlists (each synthesized on its own, cached: see
+    `synthesize_units`) instead of a flat synthesis of the whole network: the serial-I/O wrapper and the stitch
+    module (only wiring) are synthesized with the units as black boxes, the units' mapped modules are put in
+    beside them, yosys flattens the result and nextpnr places and routes it. Returns the PnrReport (its
+    `fmax_mhz` is the core clock's). Units must have been synthesized for `target` first."""
+    from hardwire.boards.wrapper import serial_io_wrapper
+    from hardwire.flows.fmax import top_ports
+    from hardwire.flows.pnr import place_route
+    from hardwire.flows.synth import synth
+    from hardwire.flows.tools import build_once, run_tool, tool_version
+
+    folder = Path(folder)
+    netlists = {}
+    for spec in unit_specs(plan):
+        path = folder / spec.name / f"{spec.name}.v"
+        if not path.is_file():
+            raise HardwireError(f"unit {spec.name} has no Verilog in {folder}: synthesize the units first")
+        report = synth([path], spec.name, target, timeout_s=timeout_s)     # cached: returns at once
+        netlists[spec.name] = Path(report.netlist_json)
+    # each netlist also holds the cell library's (black-box) modules, which give nextpnr the cells' port
+    # directions: the merged design keeps one copy of each
+    library: dict[str, dict] = {}
+    modules = {}
+    for name, path in netlists.items():
+        design = json.loads(path.read_text())["modules"]
+        modules[name] = design.pop(name)
+        for cell, module in design.items():
+            library.setdefault(cell, module)
+    stitch = stitch_verilog(plan)
+    stubs = "".join(_blackbox_stub(name, module["ports"]) for name, module in modules.items())
+    shell_dir = folder / "_stitched"
+    write_text_atomic(shell_dir / "stitch.v", stitch)
+    wrapper_top, wrapper = serial_io_wrapper(plan.top_name, top_ports([shell_dir / "stitch.v"], plan.top_name))
+    write_text_atomic(shell_dir / "shell.v", stubs + stitch + wrapper)
+    shell = synth([shell_dir / "shell.v"], wrapper_top, target, timeout_s=timeout_s, watch_log=watch_log)
+    shell_modules = json.loads(Path(shell.netlist_json).read_text())["modules"]
+    for cell, module in shell_modules.items():
+        if cell != wrapper_top and cell not in modules:
+            library.setdefault(cell, module)
+    merged = {"creator": "hardwire.hls.units.stitched_fmax",
+              "modules": {**library, wrapper_top: shell_modules[wrapper_top], **modules}}
+    text = json.dumps(merged, sort_keys=True)
+    key = digest("stitched-netlist", tool_version("yosys"), wrapper_top, text)
+
+    def flatten(tmp: Path) -> None:
+        (tmp / "merged.json").write_text(text)
+        (tmp / "flatten.ys").write_text(f"read_json merged.json\nhierarchy -top {wrapper_top}\nflatten\n"
+                                        "write_json netlist.json\n")
+        run_tool("yosys", ["-q", "-s", "flatten.ys"], cwd=tmp, log_path=tmp / "yosys.log", timeout_s=timeout_s)
+
+    final = build_once(cache_root() / "stitched" / key, lambda d: (d / "netlist.json").is_file(), flatten)
+    # nextpnr places the unconstrained I/O pins at random; now and then the clock lands on a pin with no route to
+    # the global network ("Failed to route arc ... of net 'clk..."). That is the seed's luck, not the design's:
+    # another seed places it elsewhere.
+    for seed in (1, 2, 3):
+        try:
+            return place_route(final / "netlist.json", target, device=device, package=package, seed=seed,
+                               timeout_s=timeout_s)
+        except ToolError as error:
+            if seed == 3 or not re.search(r"Failed to route arc \S+ of net 'clk", error.reason):
+                raise

@@ -65,3 +65,55 @@ def test_a_changed_folding_resynthesizes_one_unit_and_totals_match_flat_within_t
                         progress=lambda _: None)
     assert out["synthesis"]["units_synthesized"] == 0
     assert {k: out["synthesis"][k] for k in units.RESOURCES} == {k: report[k] for k in units.RESOURCES}
+
+
+def _stitched_sources(plan, folder):
+    """The stitch module and every unit's Verilog as one text, and the units' memory files."""
+    found = units.network_units(plan)
+    paths = units.write_units(found, folder)
+    text = units.stitch_verilog(plan) + "".join(u.verilog for u in found)
+    memories = [paths[u.name].parent / name for u in found for name in u.memory_files]
+    return text, memories
+
+
+@pytest.mark.parametrize("name, folds", [("mlp2", None),
+                                         pytest.param("cnn4", {"Conv_0": (1, 1), "Conv_1": (4, 2)}, marks=pytest.mark.slow)])
+def test_units_stitched_back_together_are_the_network_bit_for_bit_and_cycle_for_cycle(name, folds, tmp_path):
+    """What place and route reads with --per-unit is the units wired by `stitch_verilog`: simulated against the
+    golden model (not against the flat RTL) it must give every output bit, at the cycles of the network's model."""
+    import numpy as np
+
+    from hardwire.hls.compile import simulate_network
+    from hardwire.hls.graph import run_integer
+
+    entry = zoo.build(name)
+    model = frontend.load_model(entry.onnx_path)
+    graph = frontend.build_graph(model, name)
+    plan = rtl.plan_dataflow(graph, rtl.solve_folding(graph, folds=folds))
+    _, _, x, _ = zoo.load_digits_split()
+    rng = np.random.default_rng(3)
+    x = x[rng.choice(len(x), 6, replace=False)].reshape((-1, *entry.input_shape[1:]))
+    x[0] = 0                                                      # corner cases: a black and a white image
+    x[1] = x.max()
+    codes = frontend.quantize_input(graph, x)
+    golden = run_integer(graph, codes).reshape(len(codes), -1)
+    text, memories = _stitched_sources(plan, tmp_path / "units")
+    assert f"module {plan.top_name}(" in text and text.count(f"module {plan.top_name}(") == 1
+    sim = simulate_network(plan, graph, codes, golden, frontend.qonnx_execute(model, x), tmp_path / "sim",
+                           text, memories)
+    assert sim["bit_exact_vs_golden"] and sim["timing_matches_model"]
+    assert sim["stalls_case_ok"] and sim["flood_case_ok"] and sim["rtl_vs_qonnx"]["mismatches"] == 0
+
+
+@pytest.mark.slow
+def test_place_and_route_of_the_stitched_units_uses_the_flat_networks_blocks(tmp_path, monkeypatch):
+    """Place and route from the units' netlists: every unit's flip-flops and block RAMs are placed (the same
+    counts as a flat synthesis, which the units' totals equal exactly), and the clock meets some Fmax."""
+    monkeypatch.setenv("HARDWIRE_CACHE", str(tmp_path / "cache"))
+    plan = _plan("mlp2")
+    report = units.synthesize_units(plan, "ecp5", tmp_path / "u", workers=2)
+    pnr = units.stitched_fmax(plan, "ecp5", tmp_path / "u", device="85k", package="CABGA381")
+    assert pnr.fmax_mhz and pnr.fmax_mhz > 20
+    assert pnr.utilization["DP16KD"]["used"] == report["bram"]
+    # every unit's flip-flops are placed, beside the serial-I/O wrapper's shift and hold registers
+    assert pnr.utilization["TRELLIS_FF"]["used"] > report["ff"]
