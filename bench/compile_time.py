@@ -8,7 +8,9 @@ Networks: the zoo's mlp4, mlp2, cnn4 (fully folded, PE = SIMD = 1), simulated on
 of the digits test split; and `mlp1024`, a 784-1024-1024-1024-10 MLP with 1-bit {0, 1} weights, 2-bit
 activations and 8-bit inputs (about 2.9 Mbit of weights), fully folded, with seeded random weights and
 thresholds built straight as an integer graph (no QONNX file, so no front end and no simulation; its RTL,
-synthesis and place and route are what this measures).
+synthesis and place and route are what this measures); `cnv`, FINN's CNV topology for CIFAR-10 (32x32x3, six 3x3
+convolutions 64-64-128-128-256-256 with two max pools, dense 256-512-512-10; w1a2, about 1.5 Mbit), built the
+same way.
 
 Every network gets a fresh tool cache (HARDWIRE_CACHE) so that each phase is timed cold; "per unit, warm" is
 the same per-unit synthesis again (all units from the cache) and "one layer changed" the per-unit synthesis of
@@ -33,7 +35,7 @@ import numpy as np
 
 from hardwire.cache import write_json_atomic, write_text_atomic
 
-NETS = ("mlp2", "mlp4", "cnn4", "mlp1024")
+NETS = ("mlp2", "mlp4", "cnn4", "mlp1024", "cnv")
 RESOURCES = ("lut", "ff", "dsp", "bram", "lutram")
 
 
@@ -55,6 +57,42 @@ def mlp1024_graph(seed: int = 0):
                                   None if last else u2, None if last else 1.0))
         in_type = u2
     return IntGraph("mlp1024", InputLayer("input", (1, 1, 784), u8, 1.0, "NC"), layers, None)
+
+
+def cnv_graph(seed: int = 0):
+    """FINN's CNV topology for 32x32x3 CIFAR-10 images (w1a2): conv3x3 64, 64, maxpool 2, 128, 128, maxpool 2,
+    256, 256 (no padding, as FINN's CNV), then dense 256-512-512-10; 1-bit {0, 1} weights, 2-bit activations,
+    8-bit input, about 1.5 Mbit of weights."""
+    from hardwire.hls.graph import InputLayer, IntGraph, IntType, MatVecLayer, MaxPoolLayer
+
+    rng = np.random.default_rng(seed)
+    u8, u2, w1 = IntType(8, False), IntType(2, False), IntType(1, False)
+    layers, in_type, shape = [], u8, (32, 32, 3)
+    plan = [("conv", 64), ("conv", 64), ("pool", 2), ("conv", 128), ("conv", 128), ("pool", 2), ("conv", 256),
+            ("conv", 256), ("dense", 512), ("dense", 512), ("dense", 10)]
+    for index, (kind, n) in enumerate(plan):
+        if kind == "pool":
+            layers.append(MaxPoolLayer(f"MaxPool_{index}", shape, in_type, n))
+            shape = (shape[0] // n, shape[1] // n, shape[2])
+            continue
+        kernel = 3 if kind == "conv" else 1
+        if kind == "dense" and shape[:2] != (1, 1):
+            shape = (1, 1, shape[0] * shape[1] * shape[2])
+        k = kernel * kernel * shape[2]
+        last = index == len(plan) - 1
+        thresholds = None
+        if not last:
+            hi = k * in_type.max
+            thresholds = np.sort(rng.integers(hi // 4, 3 * hi // 4, size=(n, 3)), axis=1)
+        layer = MatVecLayer(f"{'Conv' if kernel > 1 else 'Gemm'}_{index}", shape, in_type,
+                            rng.integers(0, 2, size=(n, k)), w1, thresholds, None if last else u2,
+                            None if last else 1.0, kernel=kernel)
+        layers.append(layer)
+        shape, in_type = layer.out_shape, u2
+    return IntGraph("cnv", InputLayer("input", (32, 32, 3), u8, 1.0, "NCHW"), layers, None)
+
+
+SYNTHETIC = {"mlp1024": mlp1024_graph, "cnv": cnv_graph}
 
 
 def memory_bits(plan) -> int:
@@ -109,12 +147,12 @@ def measure(net: str, args, work: Path) -> dict:
 
     t = Timer()
     row: dict = {"net": net}
-    if net != "mlp1024":
+    if net not in SYNTHETIC:
         entry = zoo.build(net)                      # trained once, in the normal cache
     os.environ["HARDWIRE_CACHE"] = str(work / "cache")
-    if net == "mlp1024":
+    if net in SYNTHETIC:
         with t("front end"):
-            graph = mlp1024_graph()
+            graph = SYNTHETIC[net]()
     else:
         _, _, x, _ = zoo.load_digits_split()
         x = x.reshape((-1, *entry.input_shape[1:]))[:args.sim_inputs]
@@ -131,7 +169,7 @@ def measure(net: str, args, work: Path) -> dict:
     row["memory_files"] = len(files) - 1
     row["weight_and_threshold_bits"] = memory_bits(plan)
     row["bram_needed"] = ceil(row["weight_and_threshold_bits"] / 18432)
-    if net != "mlp1024":
+    if net not in SYNTHETIC:
         from hardwire.hls.compile import simulate_network
 
         with t("simulation"):
