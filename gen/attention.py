@@ -54,6 +54,23 @@ the finisher combines R + D once the rows are drained, normalizes (`normalize_cy
 scale-and-round, output register) and sends the output beat, while the next query's tiles already load and
 issue (its first alpha after the combination, its later ones after the output register is written: they
 reuse l_sum/o_acc and the scale-and-round units). `attention_schedule` is exact.
+
+Query groups (``queries`` = Q > 1; Q = 1 is the schedule above, its Verilog unchanged). Up to Q consecutive
+q beats form a group (the q beat gains a ``last`` bit: it or the Q-th query closes the group) and share one
+K/V stream of the group's first query's ``length`` rows, so K/V traffic per query drops by Q. One d-wide dot
+product scores each live row for the group's n queries in a window of n cycles (query 0 from the kv payload
+as the row is accepted, the others from a K register); the banks hold V once and scores, masks and the tile's
+max per query. The issuer runs row-major, one item (row j, query i) per cycle into the exp pipeline; a second
+exp unit beside it computes query i's alpha with its row-0 item, so a tile of r rows costs n * r cycles (no
+alpha slot), and a V row is released after its n reads, in load order (the loader refills a bank right behind
+the issuer; a tile's last row waits for all of the old tile's reads). Per query: R, D (as above; row 0 of a
+tile combines R + D for the rescale, which the scale-and-round units return rescale_gap cycles later, hidden
+behind the other queries' items), and F, the finished sums, written rescale_gap cycles after the query's last
+item; a finisher with its own d scale-and-round units normalizes the F buffers in order, one query at a time,
+while the next group loads and issues. Causal: a tile is dead (consumed unstored) when dead for every query
+of the group; a query's masked rows give p = 0 and a tile fully masked for it skips its rescale (the golden
+model's early exit). Steady state a group of n queries over s keys takes about n * (s + 1) cycles (the q beats
+and the rows: the loader's), i.e. s / (s + 1) of the 2d MAC/cycle peak. `attention_schedule` is exact here too.
 """
 
 from __future__ import annotations
@@ -591,6 +608,23 @@ def attention_cycles(p: AttentionParams, seq: int | None = None) -> dict:
     return {"total_cycles": out[-1] - q_acc[0] + 1, "latency_cycles": out[0] - q_acc[0],
             "per_query_cycles": [b - a for a, b in zip([q_acc[0] - 1, *out[:-1]], out)],
             "macs": 2 * attended * p.head_dim}
+
+
+def steady_state_utilization(p: AttentionParams, seq: int | None = None, groups: int = 8) -> dict:
+    """Full groups of `queries` queries over `seq` keys (default seq_max, no mask) back to back at full rate:
+    the cycles per group in steady state (between the last groups' last outputs, from the exact schedule) and
+    the MAC utilization, useful MACs (2 d seq per query) over the 2d-per-cycle peak; K/V beats per query."""
+    seq = p.seq_max if seq is None else seq
+    require(is_int(seq) and 1 <= seq <= p.seq_max, "seq", seq, f"1..seq_max={p.seq_max}")
+    require(is_int(groups) and groups >= 3, "groups", groups, ">= 3")
+    group = p.queries
+    queries = [(seq, 0 if p.causal else None)] * (group * groups)
+    if p.causal:            # every key attended: positions at the end of the sequence
+        queries = [(seq, p.seq_max - 1)] * (group * groups)
+    _, _, out = attention_schedule(p, queries, [0] * len(queries), [0] * (seq * groups))
+    last = min(4, groups - 2)
+    period = (out[-1] - out[-1 - last * group]) / last
+    return {"cycles_per_group": period, "utilization": group * seq / period, "kv_beats_per_query": seq / group}
 
 
 def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]], q_offered: list[int],
@@ -1185,7 +1219,7 @@ class AttentionHead(wiring.Component):
         held_bank = Signal(reset_less=True)
         in_window = Signal()
         k_in = data.View(k_reg.shape(), Mux(sub == 0, self.kv.payload.k.as_value(), k_reg.as_value()))
-        q_in = data.View(q_regs[0].shape(), Array(q.as_value() for q in q_regs)[sub])
+        q_in = data.View(q_regs[0].shape(), _array([q.as_value() for q in q_regs])[sub])
         dot = _sum_tree([q_in[i] * k_in[i] for i in range(d)])
         score = Mux(dot > s_hi, s_hi, Mux(dot < s_lo, s_lo, dot)) if p.score_width else dot
         key = Mux(sub == 0, base + row, held_key)
@@ -1204,7 +1238,7 @@ class AttentionHead(wiring.Component):
             m.d.sync += [sc_value.eq(score), sc_index.eq(Mux(sub == 0, row, held_row)), sc_query.eq(sub),
                          sc_bank.eq(Mux(sub == 0, load_bank, held_bank)), sc_last.eq(window_last),
                          sc_end.eq(window_last & (sub == group_n - 1)),
-                         sc_mask.eq(key > Array(positions)[sub] + p.causal_offset if p.causal else 0)]
+                         sc_mask.eq(key > _array(positions)[sub] + p.causal_offset if p.causal else 0)]
             with m.If(sub == group_n - 1):
                 m.d.sync += [sub.eq(0), in_window.eq(0)]
             with m.Else():
@@ -1272,9 +1306,11 @@ class AttentionHead(wiring.Component):
         item_row = Signal(range(max(tile, 2)), reset_less=True)
         item_query = Signal(range(group))
         gap_wait = [Signal(range(gap), name=f"gap_wait_q{i}") for i in range(group)]
-        f_busy = Signal(group)          # a query slot's finish buffer: reserved from its last item's issue
-        f_valid = Signal(group)         # ... written, until the finisher takes it
-        f_last = Signal(group, reset_less=True)
+        # (a power of two of bits: a bit_select by a query number covers every index value)
+        slots = 1 << max(1, (group - 1).bit_length())
+        f_busy = Signal(slots)          # a query slot's finish buffer: reserved from its last item's issue
+        f_valid = Signal(slots)         # ... written, until the finisher takes it
+        f_last = Signal(slots, reset_less=True)
         for wait in gap_wait:
             with m.If(wait != 0):
                 m.d.sync += wait.eq(wait - 1)
@@ -1283,13 +1319,13 @@ class AttentionHead(wiring.Component):
             return Mux(issue_bank, regs[1], regs[0])
 
         bank_rows, bank_nq = bank_pick(tile_n), bank_pick(tile_nq)
-        bank_m = Array([Array(tile_m[0]), Array(tile_m[1])])[issue_bank][item_query]
+        bank_m = Array([_array(tile_m[0]), _array(tile_m[1])])[issue_bank][item_query]
         row0 = item_row == 0
         row_last = item_row == bank_rows - 1
         query_last = item_query == bank_nq - 1
         final_item = bank_pick(tile_final) & row_last
         active = issuing | ready.bit_select(issue_bank, 1)
-        go = active & (~row0 | (Array(gap_wait)[item_query] == 0)) & \
+        go = active & (~row0 | (_array(gap_wait)[item_query] == 0)) & \
             (~final_item | ~f_busy.bit_select(item_query, 1))
         diff = Signal(signed(sw + 1), reset_less=True)
         alpha_diff = Signal(signed(sw + 1), reset_less=True)
@@ -1435,10 +1471,10 @@ class AttentionHead(wiring.Component):
 
         with m.If(idle):
             with m.If(f_valid.bit_select(f_index, 1)):
-                m.d.sync += [n_l.eq(Array(f_l)[f_index]), fstep.eq(0),
+                m.d.sync += [n_l.eq(_array(f_l)[f_index]), fstep.eq(0),
                              f_valid.bit_select(f_index, 1).eq(0), f_busy.bit_select(f_index, 1).eq(0),
                              f_index.eq(Mux(f_last.bit_select(f_index, 1), 0, f_index + 1))]
-                m.d.sync += [o.eq(Array(f_o[i][k] for i in range(group))[f_index]) for k, o in enumerate(n_o)]
+                m.d.sync += [o.eq(_array([f_o[i][k] for i in range(group)])[f_index]) for k, o in enumerate(n_o)]
                 goto("FINAL")
         with m.Elif(final):
             m.d.comb += recip.start.eq(fstep == 0)
@@ -1454,6 +1490,13 @@ class AttentionHead(wiring.Component):
             with m.If(self.o.ready):
                 goto("IDLE")
         return m
+
+
+def _array(values: list) -> Array:
+    """An Array indexed by a query number: padded to a power of two entries (a read covers every index value,
+    no `case` with uncovered patterns); the padding is never selected."""
+    size = 1 << max(1, (len(values) - 1).bit_length())
+    return Array(list(values) + [values[0]] * (size - len(values)))
 
 
 def _padded(bank: list) -> list:
