@@ -65,8 +65,8 @@ exp unit beside it computes query i's alpha with its row-0 item, so a tile of r 
 alpha slot), and a V row is released after its n reads, in load order (the loader refills a bank right behind
 the issuer; a tile's last row waits for all of the old tile's reads). Per query: R, D (as above; row 0 of a
 tile combines R + D for the rescale, which the scale-and-round units return rescale_gap cycles later, hidden
-behind the other queries' items), and F, the finished sums, written rescale_gap cycles after the query's last
-item; a finisher with its own d scale-and-round units normalizes the F buffers in order, one query at a time,
+behind the other queries' items), and F, the finished sums, written once the query's last item and its last
+rescale are in; a finisher with its own d scale-and-round units normalizes the F buffers in order, one query at a time,
 while the next group loads and issues. Causal: a tile is dead (consumed unstored) when dead for every query
 of the group; a query's masked rows give p = 0 and a tile fully masked for it skips its rescale (the golden
 model's early exit). Steady state a group of n queries over s keys takes about n * (s + 1) cycles (the q beats
@@ -713,10 +713,12 @@ def _group_schedule(p: AttentionParams, queries: list[tuple], q_offered: list[in
     one cycle; row j of a live tile goes into a bank once the bank's previous tile's row j has had its last V
     read (its last row: once all of them have). The tile can issue n + 1 cycles after its last row. Issuer:
     items (row j, query i) row-major, one per cycle; (j = 0, i) no earlier than rescale_gap after query i's
-    previous row-0 or last item; a group's last item of query i only once query i's previous finish buffer was
-    taken by the finisher. Item (j, i) accumulates exp_depth + 1 cycles after its issue; query i's last item's
-    sums are combined rescale_gap later into its finish buffer; the finisher takes the buffers in order (one
-    query at a time: normalize_cycles, then the output handshake)."""
+    previous row-0 item; a group's last item of query i only once query i's previous finish buffer was taken
+    by the finisher. Item (j, i) accumulates exp_depth + 1 cycles after its issue (row 0 of a tile after the
+    first, unless the tile is fully masked for the query, starts a rescale done rescale_gap later); query i's
+    sums go into its finish buffer the cycle after its last item's accumulation or its last rescale, whichever
+    is later; the finisher takes the buffers in order (one query at a time: normalize_cycles, then the output
+    handshake)."""
     gap, vread, normalize = p.rescale_gap, p.v_read_delay, p.normalize_cycles
     depth = vread + 1
     q_acc, kv_acc, out = [], [], []
@@ -725,7 +727,8 @@ def _group_schedule(p: AttentionParams, queries: list[tuple], q_offered: list[in
     bank = 0
     old_reads = [None, None]          # per bank: the V-read cycles of the previous tile's rows
     issue_next = 0
-    gap_set = [None] * p.queries      # per query slot: its last row-0 or last item issue
+    gap_set = [None] * p.queries      # per query slot: its last row-0 item's issue
+    rescaled = [0] * p.queries        # per query slot: from when its last rescale's R is written
     slot_free = [0] * p.queries       # per query slot: from when its finish buffer is free
     for members in query_groups(p, queries):
         n = len(members)
@@ -746,6 +749,7 @@ def _group_schedule(p: AttentionParams, queries: list[tuple], q_offered: list[in
         last_live = live_tiles[-1]
         for base in bases:
             rows = min(p.tile, length - base)
+            masked = [p.causal and base > queries[index][1] + p.causal_offset for index in members]
             if base > limit:
                 for _ in range(rows):
                     accepted = max(cursor, kv_offered[row])
@@ -772,15 +776,17 @@ def _group_schedule(p: AttentionParams, queries: list[tuple], q_offered: list[in
                         cycle = max(cycle, gap_set[i] + gap)
                     if final and j == rows - 1:
                         cycle = max(cycle, slot_free[i])
-                    if j == 0 or (final and j == rows - 1):
+                    if j == 0:
                         gap_set[i] = cycle
+                        if base > 0 and not masked[i]:         # a combination: R + D rescaled
+                            rescaled[i] = cycle + depth + gap
                     issues.append(cycle)
                     issue_next = cycle + 1
             old_reads[bank] = [issues[j * n + n - 1] + vread for j in range(rows)]
             bank ^= 1
             if final:
                 for i in range(n):
-                    combined = issues[(rows - 1) * n + i] + depth + gap
+                    combined = max(issues[(rows - 1) * n + i] + depth + 1, rescaled[i])
                     take = max(combined + 1, out[-1] + 1 if out else 0)
                     slot_free[i] = take + 1
                     out.append(take + normalize + 1)
@@ -1343,7 +1349,7 @@ class AttentionHead(wiring.Component):
                 with m.If(item_query == i):
                     with m.If(row0):
                         m.d.sync += [alpha_diff.eq(m_run[i] - bank_m), m_run[i].eq(bank_m)]
-                    with m.If(row0 | final_item):
+                    with m.If(row0):
                         m.d.sync += gap_wait[i].eq(gap - 1)
             with m.If(final_item):
                 m.d.sync += f_busy.bit_select(item_query, 1).eq(1)
@@ -1395,10 +1401,11 @@ class AttentionHead(wiring.Component):
         comb_alpha = Signal(unsigned(p.p_width), reset_less=True)
         comb_l = Signal(l_shape, reset_less=True)
         comb_o = [Signal(o_shape, name=f"o{k}_combined", reset_less=True) for k in range(d)]
-        fin_line = [Signal(data.StructLayout({"valid": 1, "query": range(group), "group_last": 1}),
-                           name=f"finish{stage}") for stage in range(gap)]
-        m.d.sync += [comb_valid.eq(0), fin_line[0].eq(0)]
-        m.d.sync += [dst.eq(src) for dst, src in zip(fin_line[1:], fin_line)]
+        # per query: its last item is in (its sums wait for the rescale in flight, if any, to finish)
+        pending = Signal(group)
+        pending_last = Signal(group, reset_less=True)
+        in_flight = Signal(group)       # a rescale of its R + D is on its way
+        m.d.sync += comb_valid.eq(0)
         qa = tag_acc.query
         restart = tag_acc.row0 & ~tag_acc.mask
         with m.If(tag_acc.valid):
@@ -1410,14 +1417,13 @@ class AttentionHead(wiring.Component):
                             m.d.sync += [r_l[i].eq(0)] + [r_o[i][k].eq(0) for k in range(d)]
                         with m.Else():
                             m.d.sync += [comb_valid.eq(1), comb_query.eq(i), comb_alpha.eq(alpha_acc),
-                                         comb_l.eq(r_l[i] + d_l[i])]
+                                         comb_l.eq(r_l[i] + d_l[i]), in_flight[i].eq(1)]
                             m.d.sync += [comb_o[k].eq(r_o[i][k] + d_o[i][k]) for k in range(d)]
                     with m.Else():
                         m.d.sync += [d_l[i].eq(d_l[i] + prob_acc)]
                         m.d.sync += [d_o[i][k].eq(d_o[i][k] + products[k]) for k in range(d)]
-            with m.If(tag_acc.last):
-                m.d.sync += [fin_line[0].valid.eq(1), fin_line[0].query.eq(qa),
-                             fin_line[0].group_last.eq(tag_acc.group_last)]
+                    with m.If(tag_acc.last):
+                        m.d.sync += [pending[i].eq(1), pending_last[i].eq(tag_acc.group_last)]
 
         # rescale: |R + D| registered, then the scale-and-round units (alpha), the sign and query alongside
         mag_l = Signal(l_shape, reset_less=True)
@@ -1436,19 +1442,16 @@ class AttentionHead(wiring.Component):
         with m.If(done.valid):
             for i in range(group):
                 with m.If(done.query == i):
-                    m.d.sync += r_l[i].eq(l_unit.result)
+                    m.d.sync += [r_l[i].eq(l_unit.result), in_flight[i].eq(0)]
                     m.d.sync += [r_o[i][k].eq(Mux(done.negative[k], -unit.result, unit.result))
                                  for k, unit in enumerate(lanes)]
 
-        # a query's last item accumulated rescale_gap cycles ago (its last rescale is done): R + D is final
-        finish = fin_line[-1]
-        with m.If(finish.valid):
-            for i in range(group):
-                with m.If(finish.query == i):
-                    m.d.sync += [f_l[i].eq(r_l[i] + d_l[i])] + [f_o[i][k].eq(r_o[i][k] + d_o[i][k])
-                                                                 for k in range(d)]
-            m.d.sync += [f_valid.bit_select(finish.query, 1).eq(1),
-                         f_last.bit_select(finish.query, 1).eq(finish.group_last)]
+        # a query's last item is in and its last rescale done: R + D is final (several queries at once)
+        for i in range(group):
+            with m.If(pending[i] & ~in_flight[i]):
+                m.d.sync += [f_l[i].eq(r_l[i] + d_l[i]), pending[i].eq(0), f_valid[i].eq(1),
+                             f_last[i].eq(pending_last[i])]
+                m.d.sync += [f_o[i][k].eq(r_o[i][k] + d_o[i][k]) for k in range(d)]
 
         # finisher: the finish buffers in order, one query at a time: reciprocal, scale-and-round, output
         fphase = Signal(range(len(PHASES)))

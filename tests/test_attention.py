@@ -303,16 +303,17 @@ def test_groups_close_at_their_size_or_their_last_flag():
 def test_group_schedule_by_hand():
     """Two queries over 8 keys in tiles of 4 (q beats in cycles 0 and 1): the rows are accepted every 2 cycles
     from 2 (a window of one score per query); tile 0 is ready 2 + 1 cycles after its last row (8): its items
-    (row, query) issue in 11..18, tile 1's (rows 10..16, ready 19) in 19..26. Each query's last item
-    accumulates exp_depth + 1 later, its sums are final rescale_gap after that, the finisher takes query 0 the
+    (row, query) issue in 11..18, tile 1's (rows 10..16, ready 19) in 19..26. Each query's item accumulates
+    exp_depth + 1 after its issue; tile 1's row 0 (19, 20) starts a rescale done rescale_gap later; a query's
+    sums are final the cycle after its last item (25, 26) and that rescale, the finisher takes query 0 the
     cycle after and query 1 after query 0's output."""
     p = GROUPED
     depth, gap, normalize = p.v_read_delay + 1, p.rescale_gap, p.normalize_cycles
     q_acc, kv_acc, out = attention_schedule(p, [(8, None), (8, None)], [0, 0], [0] * 8)
     assert q_acc == [0, 1] and kv_acc == [2, 4, 6, 8, 10, 12, 14, 16]
-    take0 = 25 + depth + gap + 1
-    assert out[0] == take0 + normalize + 1
-    assert out[1] == max(26 + depth + gap + 1, out[0] + 1) + normalize + 1
+    final0 = max(25 + depth + 1, 19 + depth + gap)
+    assert out[0] == final0 + 1 + normalize + 1
+    assert out[1] == max(max(26 + depth + 1, 20 + depth + gap) + 1, out[0] + 1) + normalize + 1
     # the same two queries one at a time: twice the K/V beats
     single = attention_schedule(AttentionParams(), [(8, None), (8, None)], [0, 0], [0] * 16)
     assert len(single[1]) == 2 * len(kv_acc)
