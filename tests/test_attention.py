@@ -422,17 +422,19 @@ def test_attention_matches_golden_bit_exactly_with_cycles_equal_to_the_model(par
             assert case["cycles"] == case["model_cycles"], (name, case)
 
 
-def test_testbench_fails_when_hardware_and_golden_disagree():
+@pytest.mark.parametrize("hardware", [CAUSAL, CAUSAL_GROUPED], ids=lambda p: p.top_name)
+def test_testbench_fails_when_hardware_and_golden_disagree(hardware):
     """The check can fail: the causal hardware (offset 2) checked against the golden model of offset 1
     (same ports; the compiled model of the simulation test is reused). Equal keys make the softmax uniform,
-    so the one key the two masks disagree on moves the average."""
-    top, verilog, _ = registry.to_verilog(registry.get("attention"), CAUSAL)
-    claimed = dataclasses.replace(CAUSAL, causal_offset=1)
+    so the one key the two masks disagree on moves the average (groups: a group of two, the last flag set)."""
+    top, verilog, _ = registry.to_verilog(registry.get("attention"), hardware)
+    claimed = dataclasses.replace(hardware, causal_offset=1)
     rng = np.random.default_rng(2)
-    n, d = CAUSAL.seq_max, CAUSAL.head_dim
+    n, d = hardware.seq_max, hardware.head_dim
     query = {"q": [20] * d, "k": [[30] * d] * n, "v": rng.integers(-128, 128, (n, d)).tolist(), "position": 0}
-    cases = [{"name": "uniform", "queries": [query], "valid_probability": 1.0, "ready_probability": 1.0}]
-    assert not np.array_equal(attend_golden(CAUSAL, query["q"], query["k"], query["v"], 0),
+    queries = [query] if hardware.queries == 1 else [dict(query, last=False), dict(query, position=1, last=True)]
+    cases = [{"name": "uniform", "queries": queries, "valid_probability": 1.0, "ready_probability": 1.0}]
+    assert not np.array_equal(attend_golden(hardware, query["q"], query["k"], query["v"], 0),
                               attend_golden(claimed, query["q"], query["k"], query["v"], 0))
     with pytest.raises(SimulationError, match="differ from the golden model"):
         simulate(verilog, top, "hardwire.sim.tb_attention",
