@@ -66,8 +66,8 @@ alpha slot), and a V row is released after its n reads, in load order (the loade
 the issuer; a tile's last row waits for all of the old tile's reads). Per query: R, D (as above; row 0 of a
 tile combines R + D for the rescale, which the scale-and-round units return rescale_gap cycles later, hidden
 behind the other queries' items), and F, the finished sums, written once the query's last item and its last
-rescale are in; a finisher with its own d scale-and-round units normalizes the F buffers in order, one query at a time,
-while the next group loads and issues. Causal: a tile is dead (consumed unstored) when dead for every query
+rescale are in; a finisher with its own d scale-and-round units normalizes the F buffers in order, one query
+at a time, while the next group loads and issues. Causal: a tile is dead (consumed unstored) when dead for every query
 of the group; a query's masked rows give p = 0 and a tile fully masked for it skips its rescale (the golden
 model's early exit). Steady state a group of n queries over s keys takes about n * (s + 1) cycles (the q beats
 and the rows: the loader's), i.e. s / (s + 1) of the 2d MAC/cycle peak. `attention_schedule` is exact here too.
@@ -630,7 +630,8 @@ def steady_state_utilization(p: AttentionParams, seq: int | None = None, groups:
 def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]], q_offered: list[int],
                        kv_offered: list[int]) -> tuple[list[int], list[int], list[int]]:
     """Exact handshake cycles (q accepted, kv accepted, o produced) for `queries` [(length, position)], given
-    the cycle each beat was first offered, with an always-ready sink.
+    the cycle each beat was first offered, with an always-ready sink. queries > 1: a query may carry a third
+    item, its last flag, and the groups follow `_group_schedule`; what follows is the single-query schedule.
 
     The loader takes a query's q beat once it has accepted the previous query's rows (and 3 cycles after a
     live last tile, whose max is still being taken), with at most two queries between q and output handshake;
