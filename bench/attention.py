@@ -4,6 +4,8 @@ xilinx) and ecp5 Fmax of one configuration, and on-chip buffer bits as the seque
 
     python bench/attention.py            # everything (a few minutes: two Verilator builds, synthesis, nextpnr)
     python bench/attention.py --no-synth # cycles, error and buffers only
+    python bench/attention.py --groups   # query groups: steady-state MAC utilization for queries = 1, 2, 4
+                                         # (model; the small ones simulated) and ecp5 resources, Q=1 vs Q=4
 
 Cycles: a whole head (seq queries, each over the same seq keys) streamed at full rate through Verilator; the
 measured count (first q handshake to last output handshake) must equal `attention_cycles`. Error: every
@@ -21,7 +23,14 @@ from pathlib import Path
 import numpy as np
 from hardwire.flows.report import markdown_table, text_table, tool_versions
 from hardwire.gen import registry
-from hardwire.gen.attention import AttentionParams, attend_golden, attention_cycles, error_bound_lsb, reference_float
+from hardwire.gen.attention import (
+    AttentionParams,
+    attend_golden,
+    attention_cycles,
+    error_bound_lsb,
+    reference_float,
+    steady_state_utilization,
+)
 
 from hardwire.cache import cache_root, write_json_atomic, write_text_atomic
 from hardwire.errors import ToolError
@@ -119,6 +128,96 @@ def resources(p: AttentionParams, started: float) -> dict:
     return out
 
 
+# query groups: (d, tile, seq) shapes, group sizes, the shapes also simulated, the synthesized shape and sizes
+GROUP_SHAPES = [(4, 4, 16), (4, 4, 64), (8, 8, 64), (16, 16, 256)]
+GROUP_SIZES = (1, 2, 4)
+GROUP_SIMULATED = [(4, 4, 16), (4, 4, 64)]
+GROUP_SYNTH = ((8, 8, 64), (1, 4))
+STEADY_GROUPS = 8
+
+
+def _steady_period(out: list[int], group: int, groups: int) -> float:
+    """Cycles per group between the last groups' last outputs, as `steady_state_utilization` takes them."""
+    last = min(4, groups - 2)
+    return (out[-1] - out[-1 - last * group]) / last
+
+
+def simulate_groups(p: AttentionParams, started: float) -> dict:
+    """STEADY_GROUPS full groups over seq_max keys through Verilator (bit-exact and cycle-exact checks in
+    the testbench): the measured steady-state cycles per group."""
+    from hardwire.sim.verify import verify_block
+
+    rng = np.random.default_rng(3)
+    q_lo, q_hi = int_range(p.q_width, True)
+    v_lo, v_hi = int_range(p.v_width, True)
+    seq, d = p.seq_max, p.head_dim
+    queries = []
+    for _ in range(STEADY_GROUPS):
+        k = rng.integers(q_lo // 2, q_hi // 2 + 1, (seq, d)).tolist()
+        v = rng.integers(v_lo, v_hi + 1, (seq, d)).tolist()
+        for _ in range(p.queries):
+            q = rng.integers(q_lo // 2, q_hi // 2 + 1, d).tolist()
+            queries.append({"q": q, "k": k, "v": v, "position": p.seq_max - 1 if p.causal else None})
+    case = {"name": "steady_groups", "queries": queries, "valid_probability": 1.0, "ready_probability": 1.0}
+    _log(started, f"simulating {p.top_name}: {STEADY_GROUPS} groups of {p.queries} over {seq} keys")
+    result = verify_block("attention", p, cases=[case])
+    measured = result.cases.get("steady_groups", {})
+    out = measured.get("output_cycles")
+    period = _steady_period(out, p.queries, STEADY_GROUPS) if out else None
+    return {"ok": result.ok and bool(measured.get("exact")) and measured.get("cycles") == measured.get("model_cycles"),
+            "cycles_per_group": period, "utilization": p.queries * seq / period if period else None,
+            "failure": None if result.ok else result.failure}
+
+
+def groups_main(args, started: float) -> int:
+    rows = []
+    for d, tile, seq in GROUP_SHAPES:
+        for group in GROUP_SIZES:
+            p = AttentionParams(head_dim=d, tile=tile, seq_max=seq, queries=group)
+            steady = steady_state_utilization(p, groups=STEADY_GROUPS)
+            record = {"d": d, "tile": tile, "seq": seq, "queries": group, **steady, "simulated": None}
+            if not args.no_sim and (d, tile, seq) in GROUP_SIMULATED:
+                record["simulated"] = simulate_groups(p, started)
+            rows.append(record)
+    resources = {}
+    if not args.no_synth:
+        from hardwire.flows.synth import synth
+
+        (d, tile, seq), sizes = GROUP_SYNTH
+        for group in sizes:
+            p = AttentionParams(head_dim=d, tile=tile, seq_max=seq, queries=group)
+            meta = registry.generate("attention", p, cache_root() / "bench-rtl")
+            _log(started, f"synthesizing {p.top_name} for ecp5")
+            report = synth([meta["verilog"]], meta["top"], "ecp5").to_dict()
+            resources[group] = {"top": p.top_name, **{k: report.get(k) for k in ("lut", "ff", "dsp", "bram")},
+                                "buffer_bits": sum(p.buffer_bits.values())}
+    headers = ["d", "tile", "seq", "Q", "cycles/group", "MAC util (model)", "MAC util (sim)", "sim exact",
+               "K/V beats/query"]
+    table = [[r["d"], r["tile"], r["seq"], r["queries"], f"{r['cycles_per_group']:.1f}", f"{r['utilization']:.1%}",
+              f"{r['simulated']['utilization']:.1%}" if r["simulated"] and r["simulated"]["utilization"] else "-",
+              ("yes" if r["simulated"]["ok"] else "NO") if r["simulated"] else "-", f"{r['kv_beats_per_query']:g}"]
+             for r in rows]
+    sections = [("Query groups: steady-state MAC utilization of the 2d MAC/cycle peak (exact schedule; "
+                 f"{STEADY_GROUPS} full groups back to back)", headers, table)]
+    if resources:
+        (d, tile, seq), _ = GROUP_SYNTH
+        res_headers = ["design", "Q", "LUT", "FF", "DSP", "BRAM", "buffer bits"]
+        res_rows = [[r["top"], q, r["lut"], r["ff"], r["dsp"], r["bram"], r["buffer_bits"]]
+                    for q, r in resources.items()]
+        sections.append((f"Resources, ecp5 (yosys synth_ecp5), d{d}/t{tile}/s{seq}", res_headers, res_rows))
+    for title, headers_, rows_ in sections:
+        print(f"\n{title}\n{text_table(headers_, rows_)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "attention_groups.json", {
+        "steady_state": rows, "resources_ecp5": resources, "tools": tool_versions(),
+        "wall_s": round(time.monotonic() - started, 1)})
+    md = "\n\n".join(f"### {title}\n\n{markdown_table(h, r)}" for title, h, r in sections)
+    write_text_atomic(args.out / "attention_groups.md", md + "\n")
+    print(f"wrote {args.out / 'attention_groups.json'} and {args.out / 'attention_groups.md'}")
+    bad = [r for r in rows if r["simulated"] and not r["simulated"]["ok"]]
+    return 1 if bad else 0
+
+
 def _number(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -127,11 +226,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-synth", action="store_true", help="skip yosys and nextpnr")
     parser.add_argument("--no-sim", action="store_true", help="skip the Verilator runs")
+    parser.add_argument("--groups", action="store_true", help="query groups: utilization and resources only")
     parser.add_argument("--error-queries", type=int, default=300)
     parser.add_argument("-o", "--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     started = time.monotonic()
     rng = np.random.default_rng(7)
+    if args.groups:
+        return groups_main(args, started)
 
     cycles = [] if args.no_sim else simulate_cycles(started)
     _log(started, "golden model against float64 SDPA")

@@ -54,6 +54,23 @@ the finisher combines R + D once the rows are drained, normalizes (`normalize_cy
 scale-and-round, output register) and sends the output beat, while the next query's tiles already load and
 issue (its first alpha after the combination, its later ones after the output register is written: they
 reuse l_sum/o_acc and the scale-and-round units). `attention_schedule` is exact.
+
+Query groups (``queries`` = Q > 1; Q = 1 is the schedule above, its Verilog unchanged). Up to Q consecutive
+q beats form a group (the q beat gains a ``last`` bit: it or the Q-th query closes the group) and share one
+K/V stream of the group's first query's ``length`` rows, so K/V traffic per query drops by Q. One d-wide dot
+product scores each live row for the group's n queries in a window of n cycles (query 0 from the kv payload
+as the row is accepted, the others from a K register); the banks hold V once and scores, masks and the tile's
+max per query. The issuer runs row-major, one item (row j, query i) per cycle into the exp pipeline; a second
+exp unit beside it computes query i's alpha with its row-0 item, so a tile of r rows costs n * r cycles (no
+alpha slot), and a V row is released after its n reads, in load order (the loader refills a bank right behind
+the issuer; a tile's last row waits for all of the old tile's reads). Per query: R, D (as above; row 0 of a
+tile combines R + D for the rescale, which the scale-and-round units return rescale_gap cycles later, hidden
+behind the other queries' items), and F, the finished sums, written once the query's last item and its last
+rescale are in; a finisher with its own d scale-and-round units normalizes the F buffers in order, one query
+at a time, while the next group loads and issues. Causal: a tile is dead (consumed unstored) when dead for every query
+of the group; a query's masked rows give p = 0 and a tile fully masked for it skips its rescale (the golden
+model's early exit). Steady state a group of n queries over s keys takes about n * (s + 1) cycles (the q beats
+and the rows: the loader's), i.e. s / (s + 1) of the 2d MAC/cycle peak. `attention_schedule` is exact here too.
 """
 
 from __future__ import annotations
@@ -95,6 +112,7 @@ PRECISION_FIELDS = ("exp_frac", "exp_lut_bits", "recip_frac", "recip_lut_bits")
 
 MAX_HEAD_DIM = 256
 MAX_SEQ = 4096
+MAX_QUERIES = 16
 # Cycles from an exp item's issue (d registered) to its accumulation: d register, exp pipeline, fixed-point
 # conversion register, then fixmath's scale-and-round latency (the alpha rescale; a P*V product travels
 # through as many registers) before l and o are written.
@@ -152,8 +170,12 @@ class AttentionParams:
     out_frac: int = 6
     causal: bool = False
     causal_offset: int = 0
+    # queries per group: one K/V stream shared by up to this many queries (1: the single-query schedule)
+    queries: int = 1
 
     def __post_init__(self):
+        require(is_int(self.queries) and 1 <= self.queries <= MAX_QUERIES, "queries", self.queries,
+                f"1..{MAX_QUERIES}")
         require(is_int(self.head_dim) and 1 <= self.head_dim <= MAX_HEAD_DIM, "head_dim", self.head_dim,
                 f"1..{MAX_HEAD_DIM}")
         require(is_int(self.seq_max) and 1 <= self.seq_max <= MAX_SEQ, "seq_max", self.seq_max, f"1..{MAX_SEQ}")
@@ -313,12 +335,15 @@ class AttentionParams:
         """On-chip storage in bits: the query, two banks of one tile of scores (+ mask bits) and V rows, and the
         per-query state (m twice: running and new, and l and o[d] three times: R, D and their combination).
         Independent of seq_max (counters aside)."""
-        d = self.head_dim
+        d, group = self.head_dim, self.queries
+        sums = self.l_width + d * (self.o_magnitude_width + 1)
+        # a group (queries > 1) adds per bank and query the tile's max, and the finisher's copy of one query
+        extra = 2 * group * self.score_bits + sums if group > 1 else 0
         return {
-            "query": d * self.q_width,
-            "scores": 2 * self.tile * (self.score_bits + 1),
+            "query": group * d * self.q_width,
+            "scores": 2 * self.tile * group * (self.score_bits + 1),
             "v_tile": 2 * self.tile * d * self.v_width,
-            "state": 2 * self.score_bits + 3 * (self.l_width + d * (self.o_magnitude_width + 1)),
+            "state": group * (2 * self.score_bits + 3 * sums) + extra,
             "output": d * self.out_width,
         }
 
@@ -329,7 +354,8 @@ class AttentionParams:
                 f"_o{self.out_width}f{self.out_frac}")
         defaults = {f.name: f.default for f in dataclasses.fields(AttentionParams)}
         tags = (("score_width", "sw"), ("exp_frac", "e"), ("exp_lut_bits", "el"), ("exp_interp", "ei"),
-                ("recip_frac", "r"), ("recip_method", "rm"), ("recip_lut_bits", "rl"), ("causal_offset", "off"))
+                ("recip_frac", "r"), ("recip_method", "rm"), ("recip_lut_bits", "rl"), ("causal_offset", "off"),
+                ("queries", "g"))
         for field_name, tag in tags:
             if getattr(self, field_name) != defaults[field_name]:
                 name += f"_{tag}{getattr(self, field_name)}"
@@ -577,17 +603,35 @@ def attention_cycles(p: AttentionParams, seq: int | None = None) -> dict:
     seq = p.seq_max if seq is None else seq
     require(is_int(seq) and 1 <= seq <= p.seq_max, "seq", seq, f"1..seq_max={p.seq_max}")
     queries = [(seq, i if p.causal else None) for i in range(seq)]
-    q_acc, _, out = attention_schedule(p, queries, [0] * seq, [0] * (seq * seq))
+    q_acc, _, out = attention_schedule(p, queries, [0] * seq, [0] * (seq * len(query_groups(p, queries))))
     attended = sum(min(seq, i + p.causal_offset + 1) if p.causal else seq for i in range(seq))
     return {"total_cycles": out[-1] - q_acc[0] + 1, "latency_cycles": out[0] - q_acc[0],
             "per_query_cycles": [b - a for a, b in zip([q_acc[0] - 1, *out[:-1]], out)],
             "macs": 2 * attended * p.head_dim}
 
 
+def steady_state_utilization(p: AttentionParams, seq: int | None = None, groups: int = 8) -> dict:
+    """Full groups of `queries` queries over `seq` keys (default seq_max, no mask) back to back at full rate:
+    the cycles per group in steady state (between the last groups' last outputs, from the exact schedule) and
+    the MAC utilization, useful MACs (2 d seq per query) over the 2d-per-cycle peak; K/V beats per query."""
+    seq = p.seq_max if seq is None else seq
+    require(is_int(seq) and 1 <= seq <= p.seq_max, "seq", seq, f"1..seq_max={p.seq_max}")
+    require(is_int(groups) and groups >= 3, "groups", groups, ">= 3")
+    group = p.queries
+    queries = [(seq, 0 if p.causal else None)] * (group * groups)
+    if p.causal:            # every key attended: positions at the end of the sequence
+        queries = [(seq, p.seq_max - 1)] * (group * groups)
+    _, _, out = attention_schedule(p, queries, [0] * len(queries), [0] * (seq * groups))
+    last = min(4, groups - 2)
+    period = (out[-1] - out[-1 - last * group]) / last
+    return {"cycles_per_group": period, "utilization": group * seq / period, "kv_beats_per_query": seq / group}
+
+
 def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]], q_offered: list[int],
                        kv_offered: list[int]) -> tuple[list[int], list[int], list[int]]:
     """Exact handshake cycles (q accepted, kv accepted, o produced) for `queries` [(length, position)], given
-    the cycle each beat was first offered, with an always-ready sink.
+    the cycle each beat was first offered, with an always-ready sink. queries > 1: a query may carry a third
+    item, its last flag, and the groups follow `_group_schedule`; what follows is the single-query schedule.
 
     The loader takes a query's q beat once it has accepted the previous query's rows (and 3 cycles after a
     live last tile, whose max is still being taken), with at most two queries between q and output handshake;
@@ -600,6 +644,9 @@ def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]]
     free again from I + v_read_delay + 1 (row j is rewritten no earlier than the cycle its old V row is read). After a query's last live tile (alpha at I, r rows) its running
     sums combine at max(I + exp_depth + max(r + 1, rescale_gap), its last row's accept + 1, the previous
     output + 1), the output register is written normalize_cycles later and the output handshake follows."""
+    if p.queries > 1:
+        return _group_schedule(p, queries, q_offered, kv_offered)
+    queries = [query[:2] for query in queries]
     gap, vread, depth, normalize = p.rescale_gap, p.v_read_delay, p.exp_depth, p.normalize_cycles
     q_acc, kv_acc, out = [], [], []
     loader_free = 0
@@ -647,6 +694,106 @@ def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]]
     return q_acc, kv_acc, out
 
 
+def query_groups(p: AttentionParams, queries: list[tuple]) -> list[list[int]]:
+    """The indices of `queries` [(length, position[, last])] by group: a group ends at a query marked last or
+    at `queries` queries (queries = 1: each query is its own group)."""
+    groups, current = [], []
+    for index, query in enumerate(queries):
+        current.append(index)
+        if len(current) == p.queries or (len(query) > 2 and query[2]):
+            groups.append(current)
+            current = []
+    return groups + ([current] if current else [])
+
+
+def _group_schedule(p: AttentionParams, queries: list[tuple], q_offered: list[int],
+                    kv_offered: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """`attention_schedule` for queries > 1 (see the module docstring, "Query groups"). A group's keys are its
+    first query's `length`; its K/V rows are streamed once. Loader: the group's q beats one per cycle, then each
+    live row in one cycle of a window of n cycles (n queries in the group: one score per cycle), a dead row in
+    one cycle; row j of a live tile goes into a bank once the bank's previous tile's row j has had its last V
+    read (its last row: once all of them have). The tile can issue n + 1 cycles after its last row. Issuer:
+    items (row j, query i) row-major, one per cycle; (j = 0, i) no earlier than rescale_gap after query i's
+    previous row-0 item; a group's last item of query i only once query i's previous finish buffer was taken
+    by the finisher. Item (j, i) accumulates exp_depth + 1 cycles after its issue (row 0 of a tile after the
+    first, unless the tile is fully masked for the query, starts a rescale done rescale_gap later); query i's
+    sums go into its finish buffer the cycle after its last item's accumulation or its last rescale, whichever
+    is later; the finisher takes the buffers in order (one query at a time: normalize_cycles, then the output
+    handshake)."""
+    gap, vread, normalize = p.rescale_gap, p.v_read_delay, p.normalize_cycles
+    depth = vread + 1
+    q_acc, kv_acc, out = [], [], []
+    cursor = 0
+    row = 0
+    bank = 0
+    old_reads = [None, None]          # per bank: the V-read cycles of the previous tile's rows
+    issue_next = 0
+    gap_set = [None] * p.queries      # per query slot: its last row-0 item's issue
+    rescaled = [0] * p.queries        # per query slot: from when its last rescale's R is written
+    slot_free = [0] * p.queries       # per query slot: from when its finish buffer is free
+    for members in query_groups(p, queries):
+        n = len(members)
+        length = queries[members[0]][0]
+        for index in members:
+            take = max(cursor, q_offered[index])
+            q_acc.append(take)
+            cursor = take + 1
+        if p.causal:
+            positions = [queries[index][1] for index in members]
+            for position in positions:
+                _tiles(p, length, position)                                  # validates the position
+            limit = max(positions) + p.causal_offset
+        else:
+            limit = length
+        bases = range(0, length, p.tile)
+        live_tiles = [base for base in bases if base <= limit]
+        last_live = live_tiles[-1]
+        for base in bases:
+            rows = min(p.tile, length - base)
+            masked = [p.causal and base > queries[index][1] + p.causal_offset for index in members]
+            if base > limit:
+                for _ in range(rows):
+                    accepted = max(cursor, kv_offered[row])
+                    kv_acc.append(accepted)
+                    cursor = accepted + 1
+                    row += 1
+                continue
+            reads = old_reads[bank]
+            for j in range(rows):
+                need = 0
+                if reads is not None:
+                    need = reads[-1] if j == rows - 1 or j >= len(reads) - 1 else reads[j]
+                accepted = max(cursor, kv_offered[row], need)
+                kv_acc.append(accepted)
+                cursor = accepted + n
+                row += 1
+            ready = accepted + n + 1
+            final = base == last_live
+            issues = []
+            for j in range(rows):
+                for i in range(n):
+                    cycle = max(issue_next, ready if not issues else 0)
+                    if j == 0 and gap_set[i] is not None:
+                        cycle = max(cycle, gap_set[i] + gap)
+                    if final and j == rows - 1:
+                        cycle = max(cycle, slot_free[i])
+                    if j == 0:
+                        gap_set[i] = cycle
+                        if base > 0 and not masked[i]:         # a combination: R + D rescaled
+                            rescaled[i] = cycle + depth + gap
+                    issues.append(cycle)
+                    issue_next = cycle + 1
+            old_reads[bank] = [issues[j * n + n - 1] + vread for j in range(rows)]
+            bank ^= 1
+            if final:
+                for i in range(n):
+                    combined = max(issues[(rows - 1) * n + i] + depth + 1, rescaled[i])
+                    take = max(combined + 1, out[-1] + 1 if out else 0)
+                    slot_free[i] = take + 1
+                    out.append(take + normalize + 1)
+    return q_acc, kv_acc, out
+
+
 # --------------------------------------------------------------------------------------------------
 # Component
 
@@ -655,6 +802,8 @@ def q_layout(p: AttentionParams) -> data.StructLayout:
     fields = {"q": data.ArrayLayout(signed(p.q_width), p.head_dim), "length": unsigned(p.length_width)}
     if p.causal:
         fields["position"] = unsigned(p.position_width)
+    if p.queries > 1:
+        fields["last"] = unsigned(1)              # the group's last query (a group also ends at `queries`)
     return data.StructLayout(fields)
 
 
@@ -684,6 +833,8 @@ class AttentionHead(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if self.p.queries > 1:
+            return self._elaborate_groups()
         m = Module()
         p = self.p
         d, tile = p.head_dim, p.tile
@@ -980,6 +1131,385 @@ class AttentionHead(wiring.Component):
                 m.d.comb += output_taken.eq(1)
                 goto("IDLE")
         return m
+
+
+    def _elaborate_groups(self) -> Module:
+        """queries > 1: one K/V stream per group of up to `queries` queries (see the module docstring)."""
+        m = Module()
+        p = self.p
+        d, tile, group = p.head_dim, p.tile, p.queries
+        sw = p.score_bits
+        s_lo, s_hi = p.score_range
+        gap = p.rescale_gap
+        m.domains.arith = ClockDomain("arith", reset_less=True, local=True)
+        m.d.comb += ClockSignal("arith").eq(ClockSignal("sync"))
+        arith = DomainRenamer("arith")
+        m.submodules.exp = exp_unit = arith(ExpUnit(p.exp_spec))
+        m.submodules.alpha_exp = alpha_unit = arith(ExpUnit(p.exp_spec))
+        m.submodules.reciprocal = recip = arith(ReciprocalUnit(p.recip_spec))
+        lanes = [arith(ScaleRoundUnit(p.scale_spec)) for _ in range(d)]
+        final_lanes = [arith(ScaleRoundUnit(p.scale_spec)) for _ in range(d)]
+        for i, (unit, final_unit) in enumerate(zip(lanes, final_lanes)):
+            m.submodules[f"scale{i}"] = unit
+            m.submodules[f"final_scale{i}"] = final_unit
+        m.submodules.l_scale = l_unit = arith(ScaleRoundUnit(p.l_scale_spec))
+
+        def per_query(shape, name):
+            return [Signal(shape, name=f"{name}_q{i}", reset_less=True) for i in range(group)]
+
+        o_shape = signed(p.o_magnitude_width + 1)
+        l_shape = unsigned(p.l_width)
+        q_regs = per_query(data.ArrayLayout(signed(p.q_width), d), "query")
+        positions = per_query(unsigned(p.position_width), "position")
+        m_new = per_query(signed(sw), "m_new")
+        m_run = per_query(signed(sw), "m_run")
+        # per query: R (rescaled sums up to the previous tile), D (this tile's terms), F (the finished sums)
+        r_l, d_l, f_l = per_query(l_shape, "l_rescaled"), per_query(l_shape, "l_tile"), per_query(l_shape, "l_done")
+        r_o = [[Signal(o_shape, name=f"o{k}_rescaled_q{i}", reset_less=True) for k in range(d)] for i in range(group)]
+        d_o = [[Signal(o_shape, name=f"o{k}_tile_q{i}", reset_less=True) for k in range(d)] for i in range(group)]
+        f_o = [[Signal(o_shape, name=f"o{k}_done_q{i}", reset_less=True) for k in range(d)] for i in range(group)]
+        length = Signal(unsigned(p.length_width), reset_less=True)
+        group_n = Signal(range(group + 1), reset_less=True)
+        q_count = Signal(range(group))
+        max_limit = Signal(range(p.seq_max + p.causal_offset + 1), reset_less=True)
+        k_reg = Signal(data.ArrayLayout(signed(p.k_width), d), reset_less=True)
+
+        # two banks of one tile: V rows (shared by the group), per query the scores, mask bits and the tile's max
+        v_rows = data.ArrayLayout(signed(p.v_width), d)
+        s_regs = [[[Signal(signed(sw), name=f"s{b}_q{i}_{j}", reset_less=True) for j in range(tile)]
+                   for i in range(group)] for b in range(2)]
+        mask_regs = [[[Signal(name=f"mask{b}_q{i}_{j}", reset_less=True) for j in range(tile)]
+                      for i in range(group)] for b in range(2)]
+        v_regs = [[Signal(unsigned(v_rows.size), name=f"v{b}_{j}", reset_less=True) for j in range(tile)]
+                  for b in range(2)]
+        tile_m = [[Signal(signed(sw), name=f"tile_m{b}_q{i}", reset_less=True) for i in range(group)]
+                  for b in range(2)]
+        tile_n = [Signal(range(tile + 1), name=f"tile_rows{b}", reset_less=True) for b in range(2)]
+        tile_nq = [Signal(range(group + 1), name=f"tile_queries{b}", reset_less=True) for b in range(2)]
+        tile_final = [Signal(name=f"tile_final{b}", reset_less=True) for b in range(2)]
+        tile_first = [Signal(name=f"tile_first{b}", reset_less=True) for b in range(2)]
+        # rows of a bank's tile whose V rows have had their last read (tile: all, or no tile yet)
+        freed = [Signal(range(tile + 1), name=f"freed{b}", init=tile) for b in range(2)]
+        ready = Signal(2)       # loaded and its maxima known, until its first item is issued
+        s_buf, mask_buf = (_banked([_padded(bank) for bank in regs]) for regs in (s_regs, mask_regs))
+        v_buf = _banked(v_regs)
+
+        # loader: the group's q beats, then its rows; a live row is scored for each query in a window of
+        # group_n cycles (query 0 from the kv payload as it is accepted, the others from k_reg)
+        loading = Signal()
+        sub = Signal(range(group))
+        load_bank = Signal()
+        base = Signal(range(p.seq_max + tile + 1), reset_less=True)
+        row = Signal(range(max(tile, 2)), reset_less=True)
+        rows_left = Signal(range(p.seq_max + 1))
+        tile_rows = Signal(range(tile + 1))
+        m.d.comb += [rows_left.eq(length - base), tile_rows.eq(Mux(rows_left < tile, rows_left, tile))]
+        live = Signal()
+        m.d.comb += live.eq(base <= max_limit if p.causal else 1)
+        last_tile = Signal()
+        m.d.comb += last_tile.eq(rows_left <= tile if tile < p.seq_max else 1)
+        final_live = last_tile | (base + tile > max_limit) if p.causal else last_tile
+        last_row = row == tile_rows - 1
+        bank_freed = Mux(load_bank, freed[1], freed[0])
+        row_free = Mux(last_row, bank_freed == tile, row < bank_freed)
+
+        q_take = Signal()
+        m.d.comb += [self.q.ready.eq(~loading & (sub == 0)), q_take.eq(self.q.valid & self.q.ready)]
+        kv_take = Signal()
+        m.d.comb += [self.kv.ready.eq(loading & (sub == 0) & (~live | row_free)),
+                     kv_take.eq(self.kv.valid & self.kv.ready)]
+
+        # the score of (row, query sub): query 0 in the accept cycle, the others in the window's later cycles
+        held_row = Signal(range(max(tile, 2)), reset_less=True)
+        held_key = Signal(range(p.seq_max + tile + 1), reset_less=True)
+        held_last = Signal(reset_less=True)
+        held_bank = Signal(reset_less=True)
+        in_window = Signal()
+        k_in = data.View(k_reg.shape(), Mux(sub == 0, self.kv.payload.k.as_value(), k_reg.as_value()))
+        q_in = data.View(q_regs[0].shape(), _array([q.as_value() for q in q_regs])[sub])
+        dot = _sum_tree([q_in[i] * k_in[i] for i in range(d)])
+        score = Mux(dot > s_hi, s_hi, Mux(dot < s_lo, s_lo, dot)) if p.score_width else dot
+        key = Mux(sub == 0, base + row, held_key)
+        sc_valid = Signal()
+        sc_value = Signal(signed(sw), reset_less=True)
+        sc_index = Signal(range(max(tile, 2)), reset_less=True)
+        sc_query = Signal(range(group), reset_less=True)
+        sc_bank = Signal(reset_less=True)
+        sc_mask = Signal(reset_less=True)
+        sc_last = Signal(reset_less=True)       # the tile's last row: its max is taken
+        sc_end = Signal(reset_less=True)        # ... and its last query: the tile is ready
+        scoring = (kv_take & live) | in_window
+        window_last = Mux(sub == 0, last_row, held_last)
+        m.d.sync += sc_valid.eq(scoring)
+        with m.If(scoring):
+            m.d.sync += [sc_value.eq(score), sc_index.eq(Mux(sub == 0, row, held_row)), sc_query.eq(sub),
+                         sc_bank.eq(Mux(sub == 0, load_bank, held_bank)), sc_last.eq(window_last),
+                         sc_end.eq(window_last & (sub == group_n - 1)),
+                         sc_mask.eq(key > _array(positions)[sub] + p.causal_offset if p.causal else 0)]
+            with m.If(sub == group_n - 1):
+                m.d.sync += [sub.eq(0), in_window.eq(0)]
+            with m.Else():
+                m.d.sync += [sub.eq(sub + 1), in_window.eq(1)]
+        with m.If(sc_valid):
+            for i in range(group):
+                with m.If(sc_query == i):
+                    larger = ~sc_mask & (sc_value > m_new[i])
+                    with m.If(larger):
+                        m.d.sync += m_new[i].eq(sc_value)
+                    for b in range(2):
+                        with m.If(sc_bank == b):
+                            for j in range(tile):
+                                with m.If(sc_index == j):
+                                    m.d.sync += [s_regs[b][i][j].eq(sc_value), mask_regs[b][i][j].eq(sc_mask)]
+                            with m.If(sc_last):
+                                m.d.sync += tile_m[b][i].eq(Mux(larger, sc_value, m_new[i]))
+            with m.If(sc_end):
+                m.d.sync += ready.bit_select(sc_bank, 1).eq(1)
+
+        with m.If(q_take):
+            last_query = (q_count == group - 1) | self.q.payload.last
+            for i in range(group):
+                with m.If(q_count == i):
+                    m.d.sync += [q_regs[i].eq(self.q.payload.q), m_new[i].eq(s_lo)]
+                    if p.causal:
+                        m.d.sync += positions[i].eq(self.q.payload.position)
+            with m.If(q_count == 0):
+                m.d.sync += [length.eq(self.q.payload.length), base.eq(0), row.eq(0)]
+            if p.causal:
+                limit = self.q.payload.position + p.causal_offset
+                with m.If((q_count == 0) | (limit > max_limit)):
+                    m.d.sync += max_limit.eq(limit)
+            with m.If(last_query):
+                m.d.sync += [loading.eq(1), group_n.eq(q_count + 1), q_count.eq(0)]
+            with m.Else():
+                m.d.sync += q_count.eq(q_count + 1)
+        with m.If(kv_take):
+            m.d.sync += row.eq(row + 1)
+            with m.If(live):
+                m.d.sync += [k_reg.eq(self.kv.payload.k), held_row.eq(row), held_key.eq(base + row),
+                             held_last.eq(last_row), held_bank.eq(load_bank)]
+                for b in range(2):
+                    for j in range(tile):
+                        with m.If((load_bank == b) & (row == j)):
+                            m.d.sync += v_regs[b][j].eq(self.kv.payload.v)
+            with m.If(last_row):
+                m.d.sync += [row.eq(0), base.eq(base + tile)]
+                with m.If(live):
+                    m.d.sync += load_bank.eq(~load_bank)
+                    for b in range(2):
+                        with m.If(load_bank == b):
+                            m.d.sync += [tile_n[b].eq(tile_rows), tile_nq[b].eq(group_n), freed[b].eq(0),
+                                         tile_final[b].eq(final_live), tile_first[b].eq(base == 0)]
+                with m.If(last_tile):
+                    m.d.sync += loading.eq(0)
+
+        # issuer: the ready banks in turn, items (row j, query i) row-major, one per cycle
+        tag_layout = data.StructLayout({
+            "valid": 1, "query": range(group), "row0": 1, "first": 1, "mask": 1, "last": 1, "group_last": 1,
+            "row_done": 1, "row_last": 1, "bank": 1, "index": range(max(tile, 2))})
+        issue = Signal(tag_layout)
+        issue_bank = Signal()
+        issuing = Signal()
+        item_row = Signal(range(max(tile, 2)), reset_less=True)
+        item_query = Signal(range(group))
+        gap_wait = [Signal(range(gap), name=f"gap_wait_q{i}") for i in range(group)]
+        # (a power of two of bits: a bit_select by a query number covers every index value)
+        slots = 1 << max(1, (group - 1).bit_length())
+        f_busy = Signal(slots)          # a query slot's finish buffer: reserved from its last item's issue
+        f_valid = Signal(slots)         # ... written, until the finisher takes it
+        f_last = Signal(slots, reset_less=True)
+        for wait in gap_wait:
+            with m.If(wait != 0):
+                m.d.sync += wait.eq(wait - 1)
+
+        def bank_pick(regs):
+            return Mux(issue_bank, regs[1], regs[0])
+
+        bank_rows, bank_nq = bank_pick(tile_n), bank_pick(tile_nq)
+        bank_m = Array([_array(tile_m[0]), _array(tile_m[1])])[issue_bank][item_query]
+        row0 = item_row == 0
+        row_last = item_row == bank_rows - 1
+        query_last = item_query == bank_nq - 1
+        final_item = bank_pick(tile_final) & row_last
+        active = issuing | ready.bit_select(issue_bank, 1)
+        go = active & (~row0 | (_array(gap_wait)[item_query] == 0)) & \
+            (~final_item | ~f_busy.bit_select(item_query, 1))
+        diff = Signal(signed(sw + 1), reset_less=True)
+        alpha_diff = Signal(signed(sw + 1), reset_less=True)
+        m.d.comb += [exp_unit.en.eq(1), exp_unit.d.eq(diff), alpha_unit.en.eq(1), alpha_unit.d.eq(alpha_diff)]
+        slot = Cat(item_row, item_query, issue_bank)
+        with m.If(go):
+            m.d.comb += [issue.valid.eq(1), issue.query.eq(item_query), issue.row0.eq(row0),
+                         issue.first.eq(bank_pick(tile_first)), issue.mask.eq(mask_buf[slot]),
+                         issue.last.eq(final_item), issue.group_last.eq(query_last), issue.row_done.eq(query_last),
+                         issue.row_last.eq(row_last), issue.bank.eq(issue_bank), issue.index.eq(item_row)]
+            m.d.sync += [diff.eq(s_buf[slot] - bank_m), issuing.eq(1)]
+            with m.If(~issuing):
+                m.d.sync += ready.bit_select(issue_bank, 1).eq(0)
+            for i in range(group):
+                with m.If(item_query == i):
+                    with m.If(row0):
+                        m.d.sync += [alpha_diff.eq(m_run[i] - bank_m), m_run[i].eq(bank_m)]
+                    with m.If(row0):
+                        m.d.sync += gap_wait[i].eq(gap - 1)
+            with m.If(final_item):
+                m.d.sync += f_busy.bit_select(item_query, 1).eq(1)
+            with m.If(query_last):
+                m.d.sync += item_query.eq(0)
+                with m.If(row_last):
+                    m.d.sync += [item_row.eq(0), issuing.eq(0), issue_bank.eq(~issue_bank)]
+                with m.Else():
+                    m.d.sync += item_row.eq(item_row + 1)
+            with m.Else():
+                m.d.sync += item_query.eq(item_query + 1)
+
+        # exp pipelines (p and alpha side by side), fixed-point conversion, V read, products, accumulate
+        tags = [Signal(tag_layout, name="tag_issue")]
+        m.d.sync += tags[0].eq(issue)
+        for stage in range(p.exp_spec.latency):
+            tag = Signal(tag_layout, name=f"tag_exp{stage}")
+            m.d.sync += tag.eq(tags[-1])
+            tags.append(tag)
+        tag_exp = tags[-1]
+        # the row's last V read is in the next cycle: the loader may rewrite it from then on
+        with m.If(tag_exp.valid & tag_exp.row_done):
+            for b in range(2):
+                with m.If(tag_exp.bank == b):
+                    m.d.sync += freed[b].eq(Mux(tag_exp.row_last, tile, tag_exp.index + 1))
+
+        def fixed(unit, empty):
+            shift = Signal(unsigned(len(unit.exponent)))
+            m.d.comb += shift.eq(-unit.exponent)
+            return Mux((shift > p.exp_frac) | empty, 0, unit.mantissa >> shift)
+
+        prob = Signal(unsigned(p.p_width), reset_less=True)
+        alpha = Signal(unsigned(p.p_width), reset_less=True)
+        tag_p = Signal(tag_layout)
+        m.d.sync += [prob.eq(fixed(exp_unit, tag_exp.mask)), alpha.eq(fixed(alpha_unit, 0)), tag_p.eq(tag_exp)]
+        product_width = p.p_width + p.v_width + 1
+        v_sel = data.View(v_rows, v_buf[Cat(tag_p.index, tag_p.bank)])
+        products = [Signal(signed(product_width), name=f"pv{k}", reset_less=True) for k in range(d)]
+        prob_acc = Signal(unsigned(p.p_width), reset_less=True)
+        alpha_acc = Signal(unsigned(p.p_width), reset_less=True)
+        tag_acc = Signal(tag_layout)
+        m.d.sync += [dst.eq(prob * v_sel[k]) for k, dst in enumerate(products)]
+        m.d.sync += [prob_acc.eq(prob), alpha_acc.eq(alpha), tag_acc.eq(tag_p)]
+
+        # accumulate: row 0 of a query's tile restarts (first tile) or combines R + D for the rescale and
+        # restarts D (a tile fully masked for the query has nothing to rescale: its terms are all 0)
+        comb_valid = Signal()
+        comb_query = Signal(range(group), reset_less=True)
+        comb_alpha = Signal(unsigned(p.p_width), reset_less=True)
+        comb_l = Signal(l_shape, reset_less=True)
+        comb_o = [Signal(o_shape, name=f"o{k}_combined", reset_less=True) for k in range(d)]
+        # per query: its last item is in (its sums wait for the rescale in flight, if any, to finish)
+        pending = Signal(group)
+        pending_last = Signal(group, reset_less=True)
+        in_flight = Signal(group)       # a rescale of its R + D is on its way
+        m.d.sync += comb_valid.eq(0)
+        qa = tag_acc.query
+        restart = tag_acc.row0 & ~tag_acc.mask
+        with m.If(tag_acc.valid):
+            for i in range(group):
+                with m.If(qa == i):
+                    with m.If(restart):
+                        m.d.sync += [d_l[i].eq(prob_acc)] + [d_o[i][k].eq(products[k]) for k in range(d)]
+                        with m.If(tag_acc.first):
+                            m.d.sync += [r_l[i].eq(0)] + [r_o[i][k].eq(0) for k in range(d)]
+                        with m.Else():
+                            m.d.sync += [comb_valid.eq(1), comb_query.eq(i), comb_alpha.eq(alpha_acc),
+                                         comb_l.eq(r_l[i] + d_l[i]), in_flight[i].eq(1)]
+                            m.d.sync += [comb_o[k].eq(r_o[i][k] + d_o[i][k]) for k in range(d)]
+                    with m.Else():
+                        m.d.sync += [d_l[i].eq(d_l[i] + prob_acc)]
+                        m.d.sync += [d_o[i][k].eq(d_o[i][k] + products[k]) for k in range(d)]
+                    with m.If(tag_acc.last):
+                        m.d.sync += [pending[i].eq(1), pending_last[i].eq(tag_acc.group_last)]
+
+        # rescale: |R + D| registered, then the scale-and-round units (alpha), the sign and query alongside
+        mag_l = Signal(l_shape, reset_less=True)
+        mag_o = [Signal(unsigned(p.o_magnitude_width), name=f"o{k}_magnitude", reset_less=True) for k in range(d)]
+        scale_alpha = Signal(unsigned(p.p_width), reset_less=True)
+        tracks = [Signal(data.StructLayout({"valid": 1, "query": range(group), "negative": d}),
+                         name=f"rescale{stage}") for stage in range(p.scale_spec.latency + 1)]
+        m.d.sync += [mag_l.eq(comb_l), scale_alpha.eq(comb_alpha), tracks[0].valid.eq(comb_valid),
+                     tracks[0].query.eq(comb_query), tracks[0].negative.eq(Cat(o < 0 for o in comb_o))]
+        m.d.sync += [mag.eq(Mux(o < 0, -o, o)) for mag, o in zip(mag_o, comb_o)]
+        m.d.sync += [dst.eq(src) for dst, src in zip(tracks[1:], tracks)]
+        m.d.comb += [l_unit.en.eq(1), l_unit.a.eq(mag_l), l_unit.b.eq(scale_alpha), l_unit.shift.eq(p.exp_frac)]
+        for unit, mag in zip(lanes, mag_o):
+            m.d.comb += [unit.en.eq(1), unit.a.eq(mag), unit.b.eq(scale_alpha), unit.shift.eq(p.exp_frac)]
+        done = tracks[-1]
+        with m.If(done.valid):
+            for i in range(group):
+                with m.If(done.query == i):
+                    m.d.sync += [r_l[i].eq(l_unit.result), in_flight[i].eq(0)]
+                    m.d.sync += [r_o[i][k].eq(Mux(done.negative[k], -unit.result, unit.result))
+                                 for k, unit in enumerate(lanes)]
+
+        # a query's last item is in and its last rescale done: R + D is final (several queries at once)
+        for i in range(group):
+            with m.If(pending[i] & ~in_flight[i]):
+                m.d.sync += [f_l[i].eq(r_l[i] + d_l[i]), pending[i].eq(0), f_valid[i].eq(1),
+                             f_last[i].eq(pending_last[i])]
+                m.d.sync += [f_o[i][k].eq(r_o[i][k] + d_o[i][k]) for k in range(d)]
+
+        # finisher: the finish buffers in order, one query at a time: reciprocal, scale-and-round, output
+        fphase = Signal(range(len(PHASES)))
+        idle, final, out = (fphase == PHASES.index(name) for name in PHASES)
+        fstep = Signal(range(p.normalize_cycles + 1), reset_less=True)
+        f_index = Signal(range(group))
+        n_l = Signal(l_shape, reset_less=True)
+        n_o = [Signal(o_shape, name=f"o{k}_final", reset_less=True) for k in range(d)]
+        out_reg = Signal(o_layout(p), reset_less=True)
+        y_msb = recip.msb + (p.recip_frac + p.v_frac - p.out_frac)
+        out_max = int_range(p.out_width, True)[1]
+        m.d.comb += recip.s.eq(n_l)
+        for unit, o in zip(final_lanes, n_o):
+            magnitude = Signal(unsigned(p.o_magnitude_width), name=f"{o.name}_magnitude", reset_less=True)
+            m.d.sync += magnitude.eq(Mux(o < 0, -o, o))
+            m.d.comb += [unit.en.eq(1), unit.a.eq(magnitude), unit.b.eq(recip.y), unit.shift.eq(y_msb)]
+
+        def goto(name):
+            m.d.sync += fphase.eq(PHASES.index(name))
+
+        with m.If(idle):
+            with m.If(f_valid.bit_select(f_index, 1)):
+                m.d.sync += [n_l.eq(_array(f_l)[f_index]), fstep.eq(0),
+                             f_valid.bit_select(f_index, 1).eq(0), f_busy.bit_select(f_index, 1).eq(0),
+                             f_index.eq(Mux(f_last.bit_select(f_index, 1), 0, f_index + 1))]
+                m.d.sync += [o.eq(_array([f_o[i][k] for i in range(group)])[f_index]) for k, o in enumerate(n_o)]
+                goto("FINAL")
+        with m.Elif(final):
+            m.d.comb += recip.start.eq(fstep == 0)
+            m.d.sync += fstep.eq(fstep + 1)
+            with m.If(fstep == p.normalize_cycles - 1):
+                for k, unit in enumerate(final_lanes):
+                    positive = Mux(unit.result > out_max, out_max, unit.result)
+                    negative = Mux(unit.result > out_max + 1, out_max + 1, unit.result)
+                    m.d.sync += out_reg[k].eq(Mux(n_o[k] < 0, -negative, positive))
+                goto("OUT")
+        with m.Elif(out):
+            m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(out_reg)]
+            with m.If(self.o.ready):
+                goto("IDLE")
+        return m
+
+
+def _array(values: list) -> Array:
+    """An Array indexed by a query number: padded to a power of two entries (a read covers every index value,
+    no `case` with uncovered patterns); the padding is never selected."""
+    size = 1 << max(1, (len(values) - 1).bit_length())
+    return Array(list(values) + [values[0]] * (size - len(values)))
+
+
+def _padded(bank: list) -> list:
+    """A bank's per-query rows padded to a power of two queries (so Cat(row, query, bank) reads cover every
+    value); rows are padded by `_banked`. The padding is never selected."""
+    size = 1 << max(1, (len(bank) - 1).bit_length())
+    rows = 1 << max(1, (len(bank[0]) - 1).bit_length())
+    flat = [register for regs in bank for register in regs + [regs[0]] * (rows - len(regs))]
+    return flat + [bank[0][0]] * ((size - len(bank)) * rows)
 
 
 def _banked(banks: list) -> Array:

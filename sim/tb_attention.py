@@ -18,6 +18,7 @@ from hardwire.gen.attention import (
     attend_golden,
     attention_schedule,
     query_cycles,
+    query_groups,
     reference_float,
 )
 from hardwire.sim.runner import load_config, write_results
@@ -36,9 +37,34 @@ from hardwire.params import int_range
 CLOCK_NS = 10
 
 
-def _query(q, k, v, position=None) -> dict:
+def _query(q, k, v, position=None, last=False) -> dict:
     return {"q": np.asarray(q).tolist(), "k": np.asarray(k).tolist(), "v": np.asarray(v).tolist(),
-            "position": None if position is None else int(position)}
+            "position": None if position is None else int(position), "last": bool(last)}
+
+
+def _grouped(p: AttentionParams, cases: list[dict], rng) -> list[dict]:
+    """queries > 1: each query of a case becomes a group sharing its keys and values: group sizes cycle
+    through queries, queries - 1, 1 and queries (a partial group in every case that has two queries or more),
+    the extra queries random (the extremes case: the same extreme query), with their own causal positions;
+    a full group is closed by its size or (every other one) by its last flag as well."""
+    q_lo, q_hi = int_range(p.q_width, True)
+    sizes = [p.queries, max(1, p.queries - 1), 1, p.queries]
+    out = []
+    for case in cases:
+        queries = []
+        for index, query in enumerate(case["queries"]):
+            size = sizes[index % len(sizes)]
+            members = [dict(query)]
+            for extra in range(1, size):
+                q = query["q"] if case["name"] == "extremes" else rng.integers(q_lo, q_hi + 1, p.head_dim).tolist()
+                position = int(rng.integers(0, p.seq_max)) if p.causal else None
+                members.append(_query(q, query["k"], query["v"], position))
+            for member in members:
+                member["last"] = False
+            members[-1]["last"] = size < p.queries or index % 2 == 1
+            queries += members
+        out.append(dict(case, queries=queries))
+    return out
 
 
 def default_cases(p: AttentionParams, seed: int = 1) -> list[dict]:
@@ -67,6 +93,10 @@ def default_cases(p: AttentionParams, seed: int = 1) -> list[dict]:
     s = n_max
     q_head, k_head, v_head = rand(q_lo, q_hi, (s, d)), rand(k_lo, k_hi, (s, d)), rand(v_lo, v_hi, (s, d))
     whole = [_query(q_head[i], k_head, v_head, i if p.causal else None) for i in range(min(s, 8))]
+    # queries > 1: a whole head in groups of `queries` (the last one partial), positions 0..
+    count = 2 * p.queries + 1
+    whole_groups = [_query(q_head[i % s], k_head, v_head, i % s if p.causal else None, last=i == count - 1)
+                    for i in range(count)]
 
     n = n_max
     equal_k = np.repeat(rand(k_lo, k_hi, (1, d)), n, axis=0)
@@ -93,8 +123,13 @@ def default_cases(p: AttentionParams, seed: int = 1) -> list[dict]:
         ("input_bubbles", [random_query(n) for n in lengths(3)], 0.5, 1.0),
         ("backpressure", [random_query(n) for n in lengths(3)], 0.6, 0.4),
     ]
-    return [{"name": name, "queries": queries, "valid_probability": vp, "ready_probability": rp}
-            for name, queries, vp, rp in cases]
+    cases = [{"name": name, "queries": queries, "valid_probability": vp, "ready_probability": rp}
+             for name, queries, vp, rp in cases]
+    if p.queries == 1:
+        return cases
+    grouped = _grouped(p, [case for case in cases if case["name"] != "whole_head"], rng)
+    return [{"name": "whole_head", "queries": whole_groups, "valid_probability": 1.0, "ready_probability": 1.0},
+            *grouped]
 
 
 CONFIG = load_config()
@@ -107,6 +142,9 @@ def _q_beat(p: AttentionParams, query: dict, length: int) -> int:
     if p.causal:
         widths["position"] = p.position_width
         values["position"] = query["position"]
+    if p.queries > 1:
+        widths["last"] = 1
+        values["last"] = int(query.get("last", False))
     return pack_fields(values, widths)
 
 
@@ -129,20 +167,23 @@ async def attention_matches_golden(dut, case):
     q_source = StreamSource(dut, "q", dut.clk, valid_probability=vp, seed=seed)
     kv_source = StreamSource(dut, "kv", dut.clk, valid_probability=vp, seed=seed + 2)
     sink = StreamSink(dut, "o", dut.clk, ready_probability=rp, seed=seed + 1)
-    workload = []
-    for query in queries:
-        k, v = query["k"], query["v"]
-        q_source.send(_q_beat(p, query, len(k)))
+    # a group's queries share its K/V rows, streamed once after the group's q beats (queries = 1: one each)
+    workload = [(len(query["k"]), query["position"], query.get("last", False)) for query in queries]
+    for members in query_groups(p, workload):
+        k, v = queries[members[0]]["k"], queries[members[0]]["v"]
+        for index in members:
+            assert queries[index]["k"] == k and queries[index]["v"] == v, "a group's queries share k and v"
+            q_source.send(_q_beat(p, queries[index], len(k)))
         kv_source.send_all(_kv_beat(p, k_row, v_row) for k_row, v_row in zip(k, v))
-        workload.append((len(k), query["position"]))
 
-    isolated_cycles = sum(query_cycles(p, n, pos)["interval_cycles"] for n, pos in workload)
+    isolated_cycles = sum(query_cycles(p, n, pos)["interval_cycles"] for n, pos, _ in workload)
     budget_ns = int((4 * isolated_cycles + 1000) / min(vp, rp) ** 2) * CLOCK_NS
     raw = await with_timeout(sink.take(len(queries)), budget_ns, "ns")
     for _ in range(2 * query_cycles(p, p.seq_max, p.seq_max - 1 if p.causal else None)["latency_cycles"]):
         await RisingEdge(dut.clk)
     extra = len(sink.received) - len(queries)
 
+    workload_keys = [(n, pos) for n, pos, _ in workload]
     y_hw = np.array([unpack_lanes(beat, p.out_width, p.head_dim, signed=True) for beat in raw], dtype=np.int64)
     y_golden = np.stack([attend_golden(p, qu["q"], qu["k"], qu["v"], qu["position"]) for qu in queries])
     mismatches = int(np.count_nonzero(y_hw != y_golden))
@@ -158,7 +199,7 @@ async def attention_matches_golden(dut, case):
     full_rate = vp == 1.0 and rp == 1.0
     span = transfer_span_cycles([q_source, kv_source], [sink])
     write_results({case: {
-        "shape": [len(queries), max(n for n, _ in workload), p.head_dim],
+        "shape": [len(queries), max(n for n, _ in workload_keys), p.head_dim],
         "exact": mismatches == 0,
         "mismatches": mismatches,
         "outputs": int(y_golden.size),
@@ -172,7 +213,8 @@ async def attention_matches_golden(dut, case):
         "model_cycles": model_cycles,
         "check_cycles": full_rate,
         # the d-wide dot-product array's busy fraction: one attended key per cycle is its peak
-        "utilization": sum(min(n, pos + p.causal_offset + 1) if p.causal else n for n, pos in workload) / span,
+        "utilization": sum(min(n, pos + p.causal_offset + 1) if p.causal else n for n, pos in workload_keys) / span,
+        "output_cycles": list(sink.transfer_cycles),
     }})
 
     if mismatches:

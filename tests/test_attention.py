@@ -20,8 +20,11 @@ from hardwire.gen.attention import (
     decode_golden,
     error_bound_lsb,
     exp_fixed,
+    q_layout,
     query_cycles,
+    query_groups,
     reference_float,
+    steady_state_utilization,
 )
 from hardwire.sim.runner import simulate
 from hardwire.sim.tb_attention import default_cases
@@ -54,6 +57,7 @@ def _random_inputs(p: AttentionParams, rng, n: int, scale: int = 1):
     ({"q_width": 1}, "q_width"), ({"score_width": 40}, "score_width"), ({"causal_offset": 1}, "causal_offset"),
     ({"exp_interp": "cubic"}, "interp"), ({"recip_method": "magic"}, "method"), ({"out_frac": 40}, "out_frac"),
     ({"seq_max": 4096, "tile": 64, "exp_frac": 20}, "o accumulator width"),
+    ({"queries": 0}, "queries"), ({"queries": 17}, "queries"), ({"queries": 2.0}, "queries"),
 ])
 def test_bad_parameters_are_named(bad, name):
     with pytest.raises(ParameterError, match=name):
@@ -273,6 +277,83 @@ def test_long_sequences_with_large_tiles_keep_the_multipliers_busy():
     assert c["macs"] / (c["total_cycles"] * 2 * p.head_dim) >= 0.9
 
 
+# --- query groups ---------------------------------------------------------------------------------
+
+GROUPED = AttentionParams(queries=2)
+CAUSAL_GROUPED = dataclasses.replace(CAUSAL, queries=3)
+
+
+def test_one_query_per_group_is_the_single_query_block():
+    """queries = 1 keeps the ports, the name and (a separate code path) the Verilog of the single-query block;
+    a group's q beat gains its last bit and the name a _g tag."""
+    assert AttentionParams(queries=1).top_name == AttentionParams().top_name
+    assert "last" not in q_layout(AttentionParams()).members
+    assert q_layout(GROUPED).members["last"].width == 1
+    assert GROUPED.top_name.endswith("_g2")
+    assert AttentionParams(queries=4).buffer_bits["query"] == 4 * AttentionParams().buffer_bits["query"]
+
+
+def test_groups_close_at_their_size_or_their_last_flag():
+    p = AttentionParams(queries=3)
+    queries = [(4, None, False)] * 4 + [(4, None, True)] + [(4, None, False), (4, None, True), (4, None)]
+    assert query_groups(p, queries) == [[0, 1, 2], [3, 4], [5, 6], [7]]
+    assert query_groups(AttentionParams(), [(4, None)] * 3) == [[0], [1], [2]]
+
+
+def test_group_schedule_by_hand():
+    """Two queries over 8 keys in tiles of 4 (q beats in cycles 0 and 1): the rows are accepted every 2 cycles
+    from 2 (a window of one score per query); tile 0 is ready 2 + 1 cycles after its last row (8): its items
+    (row, query) issue in 11..18, tile 1's (rows 10..16, ready 19) in 19..26. Each query's item accumulates
+    exp_depth + 1 after its issue; tile 1's row 0 (19, 20) starts a rescale done rescale_gap later; a query's
+    sums are final the cycle after its last item (25, 26) and that rescale, the finisher takes query 0 the
+    cycle after and query 1 after query 0's output."""
+    p = GROUPED
+    depth, gap, normalize = p.v_read_delay + 1, p.rescale_gap, p.normalize_cycles
+    q_acc, kv_acc, out = attention_schedule(p, [(8, None), (8, None)], [0, 0], [0] * 8)
+    assert q_acc == [0, 1] and kv_acc == [2, 4, 6, 8, 10, 12, 14, 16]
+    final0 = max(25 + depth + 1, 19 + depth + gap)
+    assert out[0] == final0 + 1 + normalize + 1
+    assert out[1] == max(max(26 + depth + 1, 20 + depth + gap) + 1, out[0] + 1) + normalize + 1
+    # the same two queries one at a time: twice the K/V beats
+    single = attention_schedule(AttentionParams(), [(8, None), (8, None)], [0, 0], [0] * 16)
+    assert len(single[1]) == 2 * len(kv_acc)
+
+
+def test_partial_last_group_and_causal_groups_in_the_schedule():
+    """Five queries in groups of two: the last group of one streams its keys once more; a causal group's dead
+    tiles (beyond every member's position + offset) are consumed at one row per cycle."""
+    p = GROUPED
+    q_acc, kv_acc, out = attention_schedule(p, [(16, None)] * 5, [0] * 5, [0] * 48)
+    assert len(q_acc) == 5 and len(out) == 5 and len(kv_acc) == 48
+    assert all(b > a for a, b in zip(out, out[1:]))
+    c = attention_schedule(CAUSAL_GROUPED, [(10, 0), (10, 1)], [0, 0], [0] * 10)[1]
+    # keys 0..3 live (position 1 + offset 2 = 3: tiles 0 and 1), keys 6..9 dead
+    live_rows, dead_rows = c[:6], c[6:]
+    assert all(b - a >= 2 for a, b in zip(live_rows, live_rows[1:]))
+    assert [b - a for a, b in zip(dead_rows, dead_rows[1:])] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("d, tile, seq", [(4, 4, 16), (4, 4, 64), (8, 8, 64), (16, 16, 256)])
+def test_groups_reach_80_percent_of_the_mac_peak(d, tile, seq):
+    """Steady state from the exact schedule: >= 80% of the 2d MAC/cycle peak for 2 and 4 queries per group at
+    >= 4 tiles (one query at a time, d4/t4/s16 reaches 53%)."""
+    for queries in (2, 4):
+        p = AttentionParams(head_dim=d, tile=tile, seq_max=seq, queries=queries)
+        steady = steady_state_utilization(p)
+        assert steady["utilization"] >= 0.8, (queries, steady)
+        assert steady["kv_beats_per_query"] == seq / queries
+    assert steady_state_utilization(AttentionParams())["utilization"] < 0.6
+
+
+def test_groups_do_not_change_the_golden_model():
+    """The golden model is per query: a group's outputs are its members' `attend_golden` outputs (the RTL
+    tests below check the hardware against exactly these)."""
+    rng = np.random.default_rng(4)
+    q, k, v = _random_inputs(CAUSAL_GROUPED, rng, CAUSAL_GROUPED.seq_max)
+    grouped = attention_golden(CAUSAL_GROUPED, q, k, v)
+    assert np.array_equal(grouped, attention_golden(CAUSAL, q, k, v))
+
+
 # --- Verilog --------------------------------------------------------------------------------------
 
 
@@ -296,7 +377,8 @@ def test_cli_gen_writes_verilog_and_parameters(tmp_path):
 
 @pytest.mark.parametrize("p", [AttentionParams(), CAUSAL, AttentionParams(head_dim=1, tile=1, seq_max=1),
                                AttentionParams(head_dim=5, tile=6, seq_max=20, score_width=12,
-                                               recip_method="divider", exp_interp="none")],
+                                               recip_method="divider", exp_interp="none"),
+                               GROUPED, CAUSAL_GROUPED, AttentionParams(head_dim=1, tile=1, seq_max=1, queries=16)],
                          ids=lambda p: p.top_name)
 def test_generated_verilog_is_lint_clean(p, tmp_path):
     from hardwire.flows.lint import lint
@@ -313,6 +395,11 @@ SIM_CONFIGS = [
     CAUSAL,                               # d = 3, tile = 3 (not a power of two), causal with offset 2, dead tiles
     pytest.param(AttentionParams(head_dim=8, tile=8, seq_max=64, exp_interp="none", exp_lut_bits=8,
                                  recip_method="divider", score_width=16), marks=pytest.mark.slow),
+    GROUPED,                              # groups of 2 (full, partial, closed by size or by last)
+    AttentionParams(queries=4),           # groups of 4, partial groups of 3 and 1
+    CAUSAL_GROUPED,                       # groups of 3 (not a power of two), causal with offset 2, tile 3
+    pytest.param(AttentionParams(head_dim=8, tile=8, seq_max=64, exp_interp="none", exp_lut_bits=8,
+                                 recip_method="divider", score_width=16, queries=4), marks=pytest.mark.slow),
 ]
 
 
@@ -335,17 +422,19 @@ def test_attention_matches_golden_bit_exactly_with_cycles_equal_to_the_model(par
             assert case["cycles"] == case["model_cycles"], (name, case)
 
 
-def test_testbench_fails_when_hardware_and_golden_disagree():
+@pytest.mark.parametrize("hardware", [CAUSAL, CAUSAL_GROUPED], ids=lambda p: p.top_name)
+def test_testbench_fails_when_hardware_and_golden_disagree(hardware):
     """The check can fail: the causal hardware (offset 2) checked against the golden model of offset 1
     (same ports; the compiled model of the simulation test is reused). Equal keys make the softmax uniform,
-    so the one key the two masks disagree on moves the average."""
-    top, verilog, _ = registry.to_verilog(registry.get("attention"), CAUSAL)
-    claimed = dataclasses.replace(CAUSAL, causal_offset=1)
+    so the one key the two masks disagree on moves the average (groups: a group of two, the last flag set)."""
+    top, verilog, _ = registry.to_verilog(registry.get("attention"), hardware)
+    claimed = dataclasses.replace(hardware, causal_offset=1)
     rng = np.random.default_rng(2)
-    n, d = CAUSAL.seq_max, CAUSAL.head_dim
+    n, d = hardware.seq_max, hardware.head_dim
     query = {"q": [20] * d, "k": [[30] * d] * n, "v": rng.integers(-128, 128, (n, d)).tolist(), "position": 0}
-    cases = [{"name": "uniform", "queries": [query], "valid_probability": 1.0, "ready_probability": 1.0}]
-    assert not np.array_equal(attend_golden(CAUSAL, query["q"], query["k"], query["v"], 0),
+    queries = [query] if hardware.queries == 1 else [dict(query, last=False), dict(query, position=1, last=True)]
+    cases = [{"name": "uniform", "queries": queries, "valid_probability": 1.0, "ready_probability": 1.0}]
+    assert not np.array_equal(attend_golden(hardware, query["q"], query["k"], query["v"], 0),
                               attend_golden(claimed, query["q"], query["k"], query["v"], 0))
     with pytest.raises(SimulationError, match="differ from the golden model"):
         simulate(verilog, top, "hardwire.sim.tb_attention",
