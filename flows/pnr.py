@@ -34,6 +34,8 @@ class Family:
     # ECP5: on an 8x8 array on the 85F, router1 ran > 20 min without converging, router2 took 60-75 s.
     # iCE40: router2 never finished a 1x1 INT4 array on the UP5K (killed after 20 min); router1 is used.
     router: str = "router1"
+    # package -> a pad wired to the global clock network (ULX3S's 25 MHz input on CABGA381), for the retry below
+    clock_sites: dict[str, str] | None = None
 
 
 _ECP5_DEVICES = ("25k", "45k", "85k", "um-25k", "um-45k", "um-85k", "um5g-25k", "um5g-45k", "um5g-85k")
@@ -58,6 +60,7 @@ FAMILIES: dict[str, Family] = {
         default_freq_mhz=50.0,
         allow_unconstrained_flag="--lpf-allow-unconstrained",
         router="router2",
+        clock_sites={"CABGA381": "G2"},
     ),
 }
 
@@ -69,6 +72,9 @@ RUN_JSON = "run.json"
 _DOES_NOT_FIT = re.compile(
     r"no BELs remaining|Unable to find a placement location|Unable to place cell|device only has"
 )
+# With unconstrained I/O nextpnr may put the clock input on a pad with no route to a global buffer (seen on the
+# 1024-wide MLP on the 85F); the run is then repeated once with the clock on the package's clock pad.
+_CLOCK_UNROUTABLE = re.compile(r"Failed to route arc \S+ of net '\$?(?:glbnet\$)?(?P<net>[^'$]+)")
 
 
 @dataclass(frozen=True)
@@ -169,7 +175,16 @@ def place_route(
     def build(tmp: Path) -> None:
         (tmp / "netlist.json").write_bytes(netlist.read_bytes())
         try:
-            run_tool(family.tool, args, cwd=tmp, log_path=tmp / LOG, timeout_s=timeout_s)
+            try:
+                run_tool(family.tool, args, cwd=tmp, log_path=tmp / LOG, timeout_s=timeout_s)
+            except ToolError as error:
+                unroutable = _CLOCK_UNROUTABLE.search(getattr(error, "reason", ""))
+                site = (family.clock_sites or {}).get(package)
+                if not (unroutable and unroutable["net"] == clock_port and site):
+                    raise
+                (tmp / "clock.lpf").write_text(f'LOCATE COMP "{clock_port}" SITE "{site}";\n')
+                run_tool(family.tool, [*args, "--lpf", "clock.lpf"], cwd=tmp, log_path=tmp / LOG,
+                         timeout_s=timeout_s)
         except ToolError as error:
             reason = getattr(error, "reason", "")
             if _DOES_NOT_FIT.search(reason):

@@ -220,3 +220,35 @@ def test_run_tool_kills_a_tool_that_runs_past_its_timeout(monkeypatch, tmp_path)
         tools.run_tool("yosys", ["30"], cwd=tmp_path, log_path=tmp_path / "sleep.log", timeout_s=0.5)
     assert time.monotonic() - started < 5
     assert error.value.cmd == ["/bin/sleep", "30"] and error.value.log_path == tmp_path / "sleep.log"
+
+
+@pytest.mark.parametrize("net, retried", [("clk", True), ("data", False)])
+def test_place_route_puts_an_unroutable_clock_on_the_packages_clock_pad(monkeypatch, tmp_path, net, retried):
+    """nextpnr's own failure on the 1024-wide MLP (clock input placed on a pad with no global route) is replayed
+    on the first run; the retry is a real nextpnr run with the clock on the CABGA381's G2 pad. A failure on any
+    other net is the user's error as before, with no retry."""
+    from hardwire.flows import pnr
+
+    monkeypatch.setenv("HARDWIRE_CACHE", str(tmp_path))
+    netlist = synth([MAC8], "mac8", "ecp5")
+    calls = []
+
+    def run_tool(tool, args, **kwargs):
+        calls.append(list(args))
+        if len(calls) == 1:
+            reason = (f"exited with code 125: ERROR: Failed to route arc 0.0 of net '{net}$TRELLIS_IO_IN', "
+                      "from X0/Y11/JPADDIA_PIO to X0/Y0/G_CLKI_TDCC0.")
+            raise ToolError(tool, args, kwargs["log_path"], "", reason)
+        if "--lpf" in args:
+            assert (kwargs["cwd"] / "clock.lpf").read_text() == 'LOCATE COMP "clk" SITE "G2";\n'
+        return tools.run_tool(tool, args, **kwargs)
+
+    monkeypatch.setattr(pnr, "run_tool", run_tool)
+    if not retried:
+        with pytest.raises(ToolError, match="Failed to route arc 0.0 of net 'data"):
+            place_route(netlist, "ecp5", device="25k")
+        assert len(calls) == 1
+        return
+    report = place_route(netlist, "ecp5", device="25k")
+    assert [("--lpf" in c) for c in calls] == [False, True]
+    assert report.fmax_mhz is not None and report.fmax_mhz > 0 and report.note == ""
