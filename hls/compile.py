@@ -32,6 +32,7 @@ BACKENDS = ("rtl", "hls4ml")
 FPGA_TARGETS = ("ecp5", "ice40", "xilinx", "xilinx-us", "xilinx-usp", "generic")
 PNR_TARGETS = {"ecp5": ("85k", "CABGA381"), "ice40": ("up5k", "sg48")}
 STRESS_FRAMES = 8
+SIM_DRIVERS = ("fastsim", "cocotb")
 # Verilator driven by the cocotb testbench, cycles per second (measured on the zoo networks, 2 cores): what
 # the time a simulation will take is estimated from, up front.
 COCOTB_CYCLES_PER_S = 15_000
@@ -408,10 +409,11 @@ def simulation_cycles(plan, frames: int) -> int:
 
 
 def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, verilog_text: str | None = None,
-                     memory_files=()) -> dict:
+                     memory_files=(), sim_driver: str = "fastsim") -> dict:
     """Full-rate run of every inference (outputs bit-exact, handshake cycles equal to the cycle model) and a
     short run with random bubbles and back-pressure. Raises SimulationError on any disagreement.
-    `memory_files`: the .hex files `verilog_text` reads (rtl.write_verilog)."""
+    `memory_files`: the .hex files `verilog_text` reads (rtl.write_verilog). `sim_driver`: "fastsim" (the C++
+    harness, sim/fastsim.py) or "cocotb" (sim/tb_network.py); both check the same way (sim/network_check.py)."""
     from hardwire.sim.runner import simulate
 
     frames = len(codes)
@@ -437,13 +439,31 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
                 "out_beats": plan.out_beats}
     verilog_text = verilog_text if verilog_text is not None else rtl.to_verilog(plan)
     started = time.monotonic()
-    try:
-        result = simulate(verilog_text, plan.top_name, "hardwire.sim.tb_network",
-                          config={"geometry": geometry, "cases": cases, "seed": 1}, test_dir=test_dir,
-                          timeout_s=3600, data_files=memory_files)
-    except SimulationError as error:
-        raise SimulationError(f"RTL simulation of {plan.top_name} failed: {error}") from None
-    full = result.results["paced"]
+    if sim_driver not in SIM_DRIVERS:
+        raise ParameterError("sim_driver", sim_driver, " | ".join(SIM_DRIVERS))
+    if sim_driver == "fastsim":
+        from hardwire.sim import fastsim
+
+        try:
+            run = fastsim.simulate_network_cases(verilog_text, plan.top_name, geometry, cases, seed=1,
+                                                 run_dir=test_dir, data_files=memory_files)
+        except SimulationError as error:
+            raise SimulationError(f"RTL simulation of {plan.top_name} failed: {error}") from None
+        results, log_path = run["results"], run["log"]
+        speed = {"driver": "fastsim", "cycles": run["cycles"], "run_s": run["run_s"], "build_s": run["build_s"],
+                 "build_cached": run["build_cached"],
+                 "cycles_per_s": round(run["cycles"] / run["run_s"]) if run["run_s"] else None}
+    else:
+        try:
+            result = simulate(verilog_text, plan.top_name, "hardwire.sim.tb_network",
+                              config={"geometry": geometry, "cases": cases, "seed": 1}, test_dir=test_dir,
+                              timeout_s=3600, data_files=memory_files)
+        except SimulationError as error:
+            raise SimulationError(f"RTL simulation of {plan.top_name} failed: {error}") from None
+        results, log_path = result.results, result.log_path
+        speed = {"driver": "cocotb", "build_s": round(result.build_s, 2), "build_cached": result.build_cached,
+                 "run_s": round(result.wall_s, 3)}
+    full = results["paced"]
     hardware = rtl.decode_outputs(plan, np.asarray(full["outputs"], dtype=np.int64))
     hardware_float = frontend.model_output(graph, hardware)
     check = _compare(hardware_float, reference)
@@ -456,9 +476,10 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
         "measured_first_input_to_last_output_cycles": full["first_input_to_last_output_cycles"],
         "model_first_input_to_last_output_cycles": schedule.produced[-1] - schedule.accepted[0] + 1,
         "model": cycles, "stalls_case_inferences": stress,
-        "stalls_case_ok": result.results["stalls"]["mismatched_frames"] == 0,
-        "flood_case_ok": result.results["flood"]["mismatched_frames"] == 0,
-        "wall_s": round(time.monotonic() - started, 1), "log": str(Path(result.log_path).resolve().relative_to(Path(test_dir).resolve().parent)),
+        "stalls_case_ok": results["stalls"]["mismatched_frames"] == 0,
+        "flood_case_ok": results["flood"]["mismatched_frames"] == 0,
+        "wall_s": round(time.monotonic() - started, 1), **speed,
+        "log": str(Path(log_path).resolve().relative_to(Path(test_dir).resolve().parent)),
         "argmax": hardware_float.reshape(len(hardware_float), -1).argmax(1).tolist(),
     }
 
