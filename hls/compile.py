@@ -56,6 +56,7 @@ class CompileOptions:
     synth_timeout_s: float = SYNTH_TIMEOUT_S     # each yosys / nextpnr run
     per_unit: bool = False                       # resources from each unit synthesized on its own (hls.units)
     jobs: int = 2                                # parallel unit syntheses
+    sim_driver: str = "fastsim"                  # "fastsim" (C++ harness) or "cocotb" (sim/tb_network.py)
 
 
     def __post_init__(self):
@@ -69,6 +70,8 @@ class CompileOptions:
             raise ParameterError("synth_timeout", self.synth_timeout_s, "a number of seconds > 0")
         if not (isinstance(self.jobs, int) and self.jobs >= 1):
             raise ParameterError("jobs", self.jobs, "an integer >= 1")
+        if self.sim_driver not in SIM_DRIVERS:
+            raise ParameterError("sim_driver", self.sim_driver, " | ".join(SIM_DRIVERS))
 
 
 def parse_budget(text: str) -> int:
@@ -293,13 +296,16 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
             if "accuracy" in report and saved["accuracy_rtl"] is not None:
                 report["accuracy"]["rtl"] = saved["accuracy_rtl"]
         else:
-            estimate_s = simulation_cycles(plan, len(codes)) / COCOTB_CYCLES_PER_S + SIM_STARTUP_S
-            progress(f"[4/5] simulating {len(codes)} inferences on Verilator (paced at the initiation interval, "
-                     f"then {min(STRESS_FRAMES, len(codes))} flooded and {min(STRESS_FRAMES, len(codes))} with "
-                     f"random stalls): about {simulation_cycles(plan, len(codes))} cycles, ~{estimate_s:.0f} s")
+            total = simulation_cycles(plan, len(codes))
+            estimate_s = simulation_estimate_s(total, options.sim_driver)
+            driver = ("a C++ harness (fastsim)" if options.sim_driver == "fastsim" else "the cocotb testbench")
+            progress(f"[4/5] simulating {len(codes)} inferences on Verilator driven by {driver} (paced at the "
+                     f"initiation interval, then {min(STRESS_FRAMES, len(codes))} flooded and "
+                     f"{min(STRESS_FRAMES, len(codes))} with random stalls): about {total} cycles, ~{estimate_s:.0f} s"
+                     + (" with the C++ build, less when cached" if options.sim_driver == "fastsim" else ""))
             with heartbeat(progress, "simulation", every_s=60, estimate_s=estimate_s):
                 report["simulation"] = simulate_network(plan, graph, codes, golden, reference, work / "sim",
-                                                        verilog_text, memory_files)
+                                                        verilog_text, memory_files, sim_driver=options.sim_driver)
             predicted = np.asarray(report["simulation"].pop("argmax"))
             if "accuracy" in report:
                 report["accuracy"]["rtl"] = float((predicted == labels).mean())
@@ -408,14 +414,21 @@ def simulation_cycles(plan, frames: int) -> int:
     return paced + short + 2 * short
 
 
-def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, verilog_text: str | None = None,
-                     memory_files=(), sim_driver: str = "fastsim") -> dict:
-    """Full-rate run of every inference (outputs bit-exact, handshake cycles equal to the cycle model) and a
-    short run with random bubbles and back-pressure. Raises SimulationError on any disagreement.
-    `memory_files`: the .hex files `verilog_text` reads (rtl.write_verilog). `sim_driver`: "fastsim" (the C++
-    harness, sim/fastsim.py) or "cocotb" (sim/tb_network.py); both check the same way (sim/network_check.py)."""
-    from hardwire.sim.runner import simulate
+def simulation_estimate_s(cycles: int, sim_driver: str) -> float:
+    """Seconds a simulation of `cycles` cycles takes with `sim_driver`, about: its start-up (the model's build
+    when not cached) plus the cycles at the driver's measured rate (bench/sim_speed.py)."""
+    if sim_driver == "fastsim":
+        from hardwire.sim import fastsim
 
+        return cycles / fastsim.CYCLES_PER_S + fastsim.BUILD_S
+    return cycles / COCOTB_CYCLES_PER_S + SIM_STARTUP_S
+
+
+def network_cases(plan, codes, golden) -> tuple[dict, dict]:
+    """(the simulation cases, the stream geometry) both drivers take: "paced", every inference offered at the
+    initiation interval to an always-ready sink, with the handshake cycles the cycle model predicts; "flood"
+    and "stalls", the first few inferences sent as fast as possible, to an always-ready sink and with random
+    bubbles (valid 0.7) and back-pressure (ready 0.6)."""
     frames = len(codes)
     offers = rtl.paced_offers(plan, frames, plan.interval)
     schedule = rtl.network_schedule(plan, offers)
@@ -437,6 +450,21 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
     geometry = {"in_lanes": plan.in_lanes, "in_width": plan.in_shape.width, "out_lanes": plan.out_lanes,
                 "out_width": plan.out_shape.width, "out_signed": plan.out_shape.signed,
                 "out_beats": plan.out_beats}
+    return cases, geometry
+
+
+def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, verilog_text: str | None = None,
+                     memory_files=(), sim_driver: str = "fastsim") -> dict:
+    """Full-rate run of every inference (outputs bit-exact, handshake cycles equal to the cycle model) and a
+    short run with random bubbles and back-pressure. Raises SimulationError on any disagreement.
+    `memory_files`: the .hex files `verilog_text` reads (rtl.write_verilog). `sim_driver`: "fastsim" (the C++
+    harness, sim/fastsim.py) or "cocotb" (sim/tb_network.py); both check the same way (sim/network_check.py)."""
+    from hardwire.sim.runner import simulate
+
+    frames = len(codes)
+    cases, geometry = network_cases(plan, codes, golden)
+    schedule = cases["paced"]
+    stress = len(cases["stalls"]["inputs"])
     verilog_text = verilog_text if verilog_text is not None else rtl.to_verilog(plan)
     started = time.monotonic()
     if sim_driver not in SIM_DRIVERS:
@@ -474,7 +502,8 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
         "inferences": frames, "bit_exact_vs_golden": full["mismatched_frames"] == 0,
         "rtl_vs_qonnx": check, "timing_matches_model": full["timing_matches_model"],
         "measured_first_input_to_last_output_cycles": full["first_input_to_last_output_cycles"],
-        "model_first_input_to_last_output_cycles": schedule.produced[-1] - schedule.accepted[0] + 1,
+        "model_first_input_to_last_output_cycles": (schedule["model_produced"][-1] - schedule["model_accepted"][0]
+                                                    + 1),
         "model": cycles, "stalls_case_inferences": stress,
         "stalls_case_ok": results["stalls"]["mismatched_frames"] == 0,
         "flood_case_ok": results["flood"]["mismatched_frames"] == 0,

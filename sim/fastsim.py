@@ -30,22 +30,29 @@ import time
 from pathlib import Path
 
 from hardwire.sim.network_check import check_case
-from hardwire.sim.runner import (VERILATOR_WAIVERS, _data_files, _file_lock, _make_overrides, _require_simulator,
-                                 _sources, _tail)
+from hardwire.sim.runner import (
+    VERILATOR_WAIVERS,
+    _data_files,
+    _file_lock,
+    _make_overrides,
+    _require_simulator,
+    _sources,
+    _tail,
+)
 from hardwire.sim.streams import pack_lanes
 
-from hardwire.cache import atomic_dir, cache_root, digest
+from hardwire.cache import atomic_dir, cache_root, digest, write_json_atomic
 from hardwire.errors import SimulationError, ToolError
 
 # Bump when the harness' behaviour changes in a way its source text does not show (it is part of the key).
 HARNESS_VERSION = 1
 RESET_CYCLES = 3
-TAIL_CYCLES = 64             # cycles watched after the last expected output: nothing may follow it
+TAIL_CYCLES = 64  # cycles watched after the last expected output: nothing may follow it
 # C++ optimisation of the model: -O2 builds about as fast as verilated.mk's -Os and runs faster.
 OPT_FLAGS = ("OPT_FAST=-O2", "OPT_SLOW=-O1", "OPT_GLOBAL=-O2")
 # Harness cycles per second on the zoo networks (bench/sim_speed.py, 2 cores): what compile's estimate uses.
 CYCLES_PER_S = 1_000_000
-BUILD_S = 30                 # a model's C++ build when it is not cached, about
+BUILD_S = 30  # a model's C++ build when it is not cached, about
 
 
 @dataclasses.dataclass
@@ -93,18 +100,26 @@ def harness_source(top: str, geometry: Geometry) -> str:
     in_words = (geometry.in_bits + 31) // 32
     out_words = (geometry.out_bits + 31) // 32
     if geometry.in_bits <= 64:
-        set_payload = ("uint64_t v = w[0]; if (IN_WORDS > 1) v |= (uint64_t)w[IN_WORDS > 1 ? 1 : 0] << 32; "
-                       "top->inp__payload = v;")
+        set_payload = (
+            "uint64_t v = w[0]; if (IN_WORDS > 1) v |= (uint64_t)w[IN_WORDS > 1 ? 1 : 0] << 32; top->inp__payload = v;"
+        )
     else:
         set_payload = "for (int i = 0; i < IN_WORDS; i++) top->inp__payload[i] = w[i];"
     if geometry.out_bits <= 64:
-        get_payload = ("uint64_t v = top->out__payload; w[0] = (uint32_t)v; "
-                       "if (OUT_WORDS > 1) w[OUT_WORDS > 1 ? 1 : 0] = (uint32_t)(v >> 32);")
+        get_payload = (
+            "uint64_t v = top->out__payload; w[0] = (uint32_t)v; "
+            "if (OUT_WORDS > 1) w[OUT_WORDS > 1 ? 1 : 0] = (uint32_t)(v >> 32);"
+        )
     else:
         get_payload = "for (int i = 0; i < OUT_WORDS; i++) w[i] = top->out__payload[i];"
-    text = (_HARNESS.replace("@TOP@", top).replace("@IN_WORDS@", str(in_words))
-            .replace("@OUT_WORDS@", str(out_words)).replace("@SET_PAYLOAD@", set_payload)
-            .replace("@GET_PAYLOAD@", get_payload).replace("@RESET_CYCLES@", str(RESET_CYCLES)))
+    text = (
+        _HARNESS.replace("@TOP@", top)
+        .replace("@IN_WORDS@", str(in_words))
+        .replace("@OUT_WORDS@", str(out_words))
+        .replace("@SET_PAYLOAD@", set_payload)
+        .replace("@GET_PAYLOAD@", get_payload)
+        .replace("@RESET_CYCLES@", str(RESET_CYCLES))
+    )
     # Verilator encodes a double underscore of a Verilog name as ___05F in its C++ members
     for stream in ("inp", "out"):
         for port in ("payload", "valid", "ready"):
@@ -271,8 +286,9 @@ int main(int argc, char** argv) {
 # --- building ------------------------------------------------------------------------------------------------
 
 
-def build(verilog, top: str, geometry: Geometry, *, threads: int = 1, timeout_s: float = 3600,
-          log_dir: Path | None = None) -> tuple[Path, bool, float]:
+def build(
+    verilog, top: str, geometry: Geometry, *, threads: int = 1, timeout_s: float = 3600, log_dir: Path | None = None
+) -> tuple[Path, bool, float]:
     """(the harness binary, whether it was cached, build seconds) for `verilog` (text, a Path or a list, as
     sim.runner.simulate takes it). Raises ToolMissingError without verilator, make or a C++ compiler."""
     version = _require_simulator("verilator")
@@ -299,35 +315,80 @@ def build(verilog, top: str, geometry: Geometry, *, threads: int = 1, timeout_s:
                 paths.append(path)
             (tmp / "harness.cpp").write_text(harness)
             obj = tmp / "obj"
-            command = [shutil.which("verilator"), "--cc", "--exe", "--build", "-j", str(max(1, os.cpu_count() or 1)),
-                       "--top-module", top, "-Mdir", str(obj), "-o", "sim", *args,
-                       "-MAKEFLAGS", " ".join(OPT_FLAGS), str(tmp / "harness.cpp"), *map(str, paths)]
+            command = [
+                shutil.which("verilator"),
+                "--cc",
+                "--exe",
+                "--build",
+                "-j",
+                str(max(1, os.cpu_count() or 1)),
+                "--top-module",
+                top,
+                "-Mdir",
+                str(obj),
+                "-o",
+                "sim",
+                *args,
+                "-MAKEFLAGS",
+                " ".join(OPT_FLAGS),
+                str(tmp / "harness.cpp"),
+                *map(str, paths),
+            ]
             env = {**os.environ, **_make_overrides("verilator")}
             log_path = (log_dir or tmp) / "fastsim-build.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "w") as log:
                 try:
-                    done = subprocess.run(command, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          timeout=timeout_s, start_new_session=True)
+                    done = subprocess.run(
+                        command,
+                        cwd=tmp,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        timeout=timeout_s,
+                        start_new_session=True,
+                    )
                 except subprocess.TimeoutExpired:
-                    raise ToolError("verilator", command, log_path, _tail(log_path),
-                                    reason=f"timed out after {timeout_s} s (fastsim build)") from None
+                    raise ToolError(
+                        "verilator",
+                        command,
+                        log_path,
+                        _tail(log_path),
+                        reason=f"timed out after {timeout_s} s (fastsim build)",
+                    ) from None
             if done.returncode != 0:
-                raise ToolError("verilator", command, log_path, _tail(log_path),
-                                reason=f"fastsim build failed with exit code {done.returncode}")
+                raise ToolError(
+                    "verilator",
+                    command,
+                    log_path,
+                    _tail(log_path),
+                    reason=f"fastsim build failed with exit code {done.returncode}",
+                )
             shutil.move(str(obj / "sim"), str(tmp / "sim"))
             shutil.copy(log_path, tmp / "build.log")
-            shutil.rmtree(obj)                       # the objects are in ccache; the binary is all that is run
+            shutil.rmtree(obj)  # the objects are in ccache; the binary is all that is run
     return binary, False, time.monotonic() - start
 
 
 # --- running -------------------------------------------------------------------------------------------------
 
 
-def run_case(binary: Path, run_dir: Path, name: str, geometry: Geometry, payloads: list[int], *,
-             offers: list[int] | None = None, valid_probability: float = 1.0, ready_probability: float = 1.0,
-             seed: int = 1, expected_beats: int, budget_cycles: int, tail_cycles: int = TAIL_CYCLES,
-             timeout_s: float = 3600) -> CaseRun:
+def run_case(
+    binary: Path,
+    run_dir: Path,
+    name: str,
+    geometry: Geometry,
+    payloads: list[int],
+    *,
+    offers: list[int] | None = None,
+    valid_probability: float = 1.0,
+    ready_probability: float = 1.0,
+    seed: int = 1,
+    expected_beats: int,
+    budget_cycles: int,
+    tail_cycles: int = TAIL_CYCLES,
+    timeout_s: float = 3600,
+) -> CaseRun:
     """Drive `payloads` (packed input beats) into the network and take `expected_beats` outputs, then watch
     `tail_cycles` more; stop after `budget_cycles` if the outputs do not all come. The run directory must hold
     the memory files the Verilog reads."""
@@ -339,19 +400,32 @@ def run_case(binary: Path, run_dir: Path, name: str, geometry: Geometry, payload
     in_words = (geometry.in_bits + 31) // 32
     offers = offers or [0] * len(payloads)
     lines = [str(len(payloads))]
-    lines += [f"{offer} " + " ".join(f"{(p >> (32 * i)) & 0xFFFFFFFF:x}" for i in reversed(range(in_words)))
-              for offer, p in zip(offers, payloads)]
+    lines += [
+        f"{offer} " + " ".join(f"{(p >> (32 * i)) & 0xFFFFFFFF:x}" for i in reversed(range(in_words)))
+        for offer, p in zip(offers, payloads)
+    ]
     in_path, out_path = run_dir / f"{name}.in", run_dir / f"{name}.out"
     in_path.write_text("\n".join(lines) + "\n")
-    command = [str(binary), str(in_path), str(out_path), str(seed), repr(float(valid_probability)),
-               repr(float(ready_probability)), str(expected_beats), str(budget_cycles), str(tail_cycles)]
+    command = [
+        str(binary),
+        str(in_path),
+        str(out_path),
+        str(seed),
+        repr(float(valid_probability)),
+        repr(float(ready_probability)),
+        str(expected_beats),
+        str(budget_cycles),
+        str(tail_cycles),
+    ]
     log_path = run_dir / f"{name}.log"
     start = time.monotonic()
     with open(log_path, "w") as log:
         try:
             done = subprocess.run(command, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise ToolError("fastsim", command, log_path, _tail(log_path), reason=f"timed out after {timeout_s} s") from None
+            raise ToolError(
+                "fastsim", command, log_path, _tail(log_path), reason=f"timed out after {timeout_s} s"
+            ) from None
     wall_s = time.monotonic() - start
     if done.returncode != 0:
         raise ToolError("fastsim", command, log_path, _tail(log_path), reason=f"exited with code {done.returncode}")
@@ -363,18 +437,19 @@ def _parse(text: str, wall_s: float) -> CaseRun:
     head = lines[0].split()
     cycles, timed_out = int(head[1]), head[3] == "1"
     n_in = int(lines[1].split()[1])
-    in_cycles = [int(line) for line in lines[2:2 + n_in]]
+    in_cycles = [int(line) for line in lines[2 : 2 + n_in]]
     n_out = int(lines[2 + n_in].split()[1])
     out_cycles, out_payloads = [], []
-    for line in lines[3 + n_in:3 + n_in + n_out]:
+    for line in lines[3 + n_in : 3 + n_in + n_out]:
         cycle, *words = line.split()
         out_cycles.append(int(cycle))
         out_payloads.append(int("".join(words), 16))
     return CaseRun(in_cycles, out_cycles, out_payloads, cycles, timed_out, wall_s)
 
 
-def simulate_network_cases(verilog, top: str, geometry: dict, cases: dict, *, seed: int = 1, run_dir: Path,
-                           data_files=(), threads: int = 1) -> dict:
+def simulate_network_cases(
+    verilog, top: str, geometry: dict, cases: dict, *, seed: int = 1, run_dir: Path, data_files=(), threads: int = 1
+) -> dict:
     """Every case of a compiled-network verification (the config tb_network takes), run in the harness.
 
     Returns {"results": {case: what tb_network writes for it}, "build_s", "build_cached", "cycles", "run_s",
@@ -392,22 +467,46 @@ def simulate_network_cases(verilog, top: str, geometry: dict, cases: dict, *, se
         frames = len(spec["inputs"])
         payloads = [pack_lanes(beat, shape.in_width) for beats in spec["inputs"] for beat in beats]
         expected_beats = frames * shape.out_beats
-        run = run_case(binary, run_dir, name, shape, payloads, offers=spec.get("offers"),
-                       valid_probability=spec.get("valid_probability", 1.0),
-                       ready_probability=spec["ready_probability"], seed=seed, expected_beats=expected_beats,
-                       budget_cycles=spec["budget_cycles"])
+        run = run_case(
+            binary,
+            run_dir,
+            name,
+            shape,
+            payloads,
+            offers=spec.get("offers"),
+            valid_probability=spec.get("valid_probability", 1.0),
+            ready_probability=spec["ready_probability"],
+            seed=seed,
+            expected_beats=expected_beats,
+            budget_cycles=spec["budget_cycles"],
+        )
         cycles += run.cycles
         run_s += run.wall_s
         if run.timed_out:
-            failures.append(f"{name}: {len(run.out_payloads)} of {expected_beats} output beats within the budget "
-                            f"of {spec['budget_cycles']} cycles")
+            failures.append(
+                f"{name}: {len(run.out_payloads)} of {expected_beats} output beats within the budget "
+                f"of {spec['budget_cycles']} cycles"
+            )
             continue
-        results[name], failure = check_case(spec, geometry, run.out_payloads[:expected_beats], run.in_cycles,
-                                            run.out_cycles, len(run.out_payloads) - expected_beats)
+        results[name], failure = check_case(
+            spec,
+            geometry,
+            run.out_payloads[:expected_beats],
+            run.in_cycles,
+            run.out_cycles,
+            len(run.out_payloads) - expected_beats,
+        )
         results[name]["cycles"] = run.cycles
         if failure:
             failures.append(f"{name}: {failure}")
+    write_json_atomic(run_dir / "results.json", results)
     if failures:
         raise SimulationError(f"fastsim of {top} failed (files: {run_dir})\n" + "\n".join("  " + f for f in failures))
-    return {"results": results, "build_s": round(build_s, 2), "build_cached": cached, "cycles": cycles,
-            "run_s": round(run_s, 3), "log": str(run_dir / "fastsim-build.log")}
+    return {
+        "results": results,
+        "build_s": round(build_s, 2),
+        "build_cached": cached,
+        "cycles": cycles,
+        "run_s": round(run_s, 3),
+        "log": str(run_dir / "fastsim-build.log"),
+    }
