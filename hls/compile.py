@@ -577,7 +577,8 @@ def markdown_report(report: dict) -> str:
     sim = report.get("simulation")
     if sim:
         c = sim["rtl_vs_qonnx"]
-        lines.append(f"- RTL (Verilator) on {sim['inferences']} inferences vs qonnx: {c['mismatches']} of "
+        lines.append(f"- RTL (Verilator, driven by {sim.get('driver', 'cocotb')}) on {sim['inferences']} inferences vs "
+                     f"qonnx: {c['mismatches']} of "
                      f"{c['outputs']} outputs differ; handshake cycles equal the cycle model: "
                      f"{sim['timing_matches_model']}; with random stalls ({sim['stalls_case_inferences']} "
                      f"inferences) bit-exact: {sim['stalls_case_ok']}.")

@@ -500,6 +500,12 @@ def simulate_network_cases(
         if failure:
             failures.append(f"{name}: {failure}")
     write_json_atomic(run_dir / "results.json", results)
+    log = [f"fastsim harness {binary} ({'cached' if cached else f'built in {build_s:.1f} s'}; build log "
+           f"{binary.parent / 'build.log'})"]
+    log += [f"case {name}: {results[name]['cycles'] if name in results else '-'} cycles, log {run_dir / (name + '.log')}"
+            for name in cases]
+    log += failures
+    (run_dir / "fastsim.log").write_text("\n".join(log) + "\n")
     if failures:
         raise SimulationError(f"fastsim of {top} failed (files: {run_dir})\n" + "\n".join("  " + f for f in failures))
     return {
@@ -508,5 +514,5 @@ def simulate_network_cases(
         "build_cached": cached,
         "cycles": cycles,
         "run_s": round(run_s, 3),
-        "log": str(run_dir / "fastsim-build.log"),
+        "log": str(run_dir / "fastsim.log"),
     }
