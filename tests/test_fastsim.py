@@ -176,3 +176,15 @@ def test_missing_verilator_or_compiler_is_one_line_with_the_install_hint(tmp_pat
         fastsim.build("module net(); endmodule", "net", geometry)
     message = str(no_compiler.value)
     assert "\n" not in message and "no C++ compiler found" in message and "apt-get install g++" in message
+
+
+def test_sim_driver_option_of_the_cli_and_the_api():
+    from hardwire.cli import build_parser
+
+    from hardwire.errors import ParameterError
+
+    parser = build_parser()
+    assert parser.parse_args(["compile", "m.onnx", "-o", "x"]).sim_driver == "fastsim"
+    assert parser.parse_args(["compile", "m.onnx", "-o", "x", "--sim-driver", "cocotb"]).sim_driver == "cocotb"
+    with pytest.raises(ParameterError, match=r"sim_driver='icarus' is out of range: allowed fastsim \| cocotb"):
+        CompileOptions(sim_driver="icarus")
