@@ -86,6 +86,7 @@ class CaseRun:
     cycles: int
     timed_out: bool
     wall_s: float
+    cpu_s: float = 0.0  # the harness process' user + system time
 
     @property
     def cycles_per_s(self) -> float:
@@ -418,7 +419,7 @@ def run_case(
         str(tail_cycles),
     ]
     log_path = run_dir / f"{name}.log"
-    start = time.monotonic()
+    start, before = time.monotonic(), _children_cpu_s()
     with open(log_path, "w") as log:
         try:
             done = subprocess.run(command, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
@@ -426,13 +427,20 @@ def run_case(
             raise ToolError(
                 "fastsim", command, log_path, _tail(log_path), reason=f"timed out after {timeout_s} s"
             ) from None
-    wall_s = time.monotonic() - start
+    wall_s, cpu_s = time.monotonic() - start, _children_cpu_s() - before
     if done.returncode != 0:
         raise ToolError("fastsim", command, log_path, _tail(log_path), reason=f"exited with code {done.returncode}")
-    return _parse(out_path.read_text(), wall_s)
+    return _parse(out_path.read_text(), wall_s, cpu_s)
 
 
-def _parse(text: str, wall_s: float) -> CaseRun:
+def _children_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _parse(text: str, wall_s: float, cpu_s: float) -> CaseRun:
     lines = text.splitlines()
     head = lines[0].split()
     cycles, timed_out = int(head[1]), head[3] == "1"
@@ -444,7 +452,7 @@ def _parse(text: str, wall_s: float) -> CaseRun:
         cycle, *words = line.split()
         out_cycles.append(int(cycle))
         out_payloads.append(int("".join(words), 16))
-    return CaseRun(in_cycles, out_cycles, out_payloads, cycles, timed_out, wall_s)
+    return CaseRun(in_cycles, out_cycles, out_payloads, cycles, timed_out, wall_s, cpu_s)
 
 
 def simulate_network_cases(
@@ -462,7 +470,7 @@ def simulate_network_cases(
         if data_file.resolve() != (run_dir / name).resolve():
             (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(data_file, run_dir / name)
-    results, failures, cycles, run_s = {}, [], 0, 0.0
+    results, failures, cycles, run_s, cpu_s = {}, [], 0, 0.0, 0.0
     for name, spec in cases.items():
         frames = len(spec["inputs"])
         payloads = [pack_lanes(beat, shape.in_width) for beats in spec["inputs"] for beat in beats]
@@ -482,6 +490,7 @@ def simulate_network_cases(
         )
         cycles += run.cycles
         run_s += run.wall_s
+        cpu_s += run.cpu_s
         if run.timed_out:
             failures.append(
                 f"{name}: {len(run.out_payloads)} of {expected_beats} output beats within the budget "
@@ -500,10 +509,14 @@ def simulate_network_cases(
         if failure:
             failures.append(f"{name}: {failure}")
     write_json_atomic(run_dir / "results.json", results)
-    log = [f"fastsim harness {binary} ({'cached' if cached else f'built in {build_s:.1f} s'}; build log "
-           f"{binary.parent / 'build.log'})"]
-    log += [f"case {name}: {results[name]['cycles'] if name in results else '-'} cycles, log {run_dir / (name + '.log')}"
-            for name in cases]
+    log = [
+        f"fastsim harness {binary} ({'cached' if cached else f'built in {build_s:.1f} s'}; build log "
+        f"{binary.parent / 'build.log'})"
+    ]
+    log += [
+        f"case {name}: {results[name]['cycles'] if name in results else '-'} cycles, log {run_dir / (name + '.log')}"
+        for name in cases
+    ]
     log += failures
     (run_dir / "fastsim.log").write_text("\n".join(log) + "\n")
     if failures:
@@ -514,5 +527,6 @@ def simulate_network_cases(
         "build_cached": cached,
         "cycles": cycles,
         "run_s": round(run_s, 3),
+        "cpu_s": round(cpu_s, 3),
         "log": str(run_dir / "fastsim.log"),
     }
