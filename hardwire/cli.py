@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "default: the digits test split for zoo models, else random")
     comp.add_argument("--random", type=int, default=64, metavar="N", help="random verification inputs (default 64)")
     comp.add_argument("--no-sim", dest="simulate", action="store_false", help="skip the Verilator run")
+    comp.add_argument("--sim-driver", choices=("fastsim", "cocotb"), default="fastsim",
+                      help="what drives the Verilator run: fastsim, a C++ harness (default), or the cocotb testbench")
     comp.add_argument("--no-synth", dest="synthesize", action="store_false", help="skip yosys and nextpnr")
     comp.add_argument("--no-pnr", dest="place_route", action="store_false", help="skip nextpnr")
     comp.add_argument("--synth-timeout", type=float, default=1800.0, metavar="SECONDS",
@@ -185,7 +187,7 @@ def cmd_compile(args) -> int:
                     budget=args.budget, folds=args.fold, clock_mhz=args.clock_mhz, inputs=args.inputs,
                     random=args.random, simulate=args.simulate, synthesize=args.synthesize,
                     place_route=args.place_route, synth_timeout=args.synth_timeout, per_unit=args.per_unit,
-                    jobs=args.jobs, progress=print)
+                    jobs=args.jobs, sim_driver=args.sim_driver, progress=print)
     return 0
 
 

@@ -32,10 +32,11 @@ def side_folder(out_dir: Path) -> Path:
 
 def simulation_key(design_files: list[Path], *arrays: np.ndarray) -> str:
     """What a simulation verdict depends on: the design's files (Verilog and memory contents, by content),
-    the testbench, and the verification data (inputs, expected integer outputs, qonnx' outputs)."""
-    from hardwire.sim import tb_network
+    the testbenches, and the verification data (inputs, expected integer outputs, qonnx' outputs)."""
+    from hardwire.sim import fastsim, network_check, tb_network
 
-    return digest("simulation", CHECKPOINT_VERSION, Path(tb_network.__file__),
+    return digest("simulation", CHECKPOINT_VERSION, Path(tb_network.__file__), Path(fastsim.__file__),
+                  Path(network_check.__file__),
                   *[part for path in sorted(design_files, key=lambda p: p.name) for part in (path.name, path)],
                   *[np.ascontiguousarray(a).tobytes() + str((a.dtype, a.shape)).encode() for a in arrays])
 

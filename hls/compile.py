@@ -32,6 +32,7 @@ BACKENDS = ("rtl", "hls4ml")
 FPGA_TARGETS = ("ecp5", "ice40", "xilinx", "xilinx-us", "xilinx-usp", "generic")
 PNR_TARGETS = {"ecp5": ("85k", "CABGA381"), "ice40": ("up5k", "sg48")}
 STRESS_FRAMES = 8
+SIM_DRIVERS = ("fastsim", "cocotb")
 # Verilator driven by the cocotb testbench, cycles per second (measured on the zoo networks, 2 cores): what
 # the time a simulation will take is estimated from, up front.
 COCOTB_CYCLES_PER_S = 15_000
@@ -55,6 +56,7 @@ class CompileOptions:
     synth_timeout_s: float = SYNTH_TIMEOUT_S     # each yosys / nextpnr run
     per_unit: bool = False                       # resources from each unit synthesized on its own (hls.units)
     jobs: int = 2                                # parallel unit syntheses
+    sim_driver: str = "fastsim"                  # "fastsim" (C++ harness) or "cocotb" (sim/tb_network.py)
 
 
     def __post_init__(self):
@@ -68,6 +70,8 @@ class CompileOptions:
             raise ParameterError("synth_timeout", self.synth_timeout_s, "a number of seconds > 0")
         if not (isinstance(self.jobs, int) and self.jobs >= 1):
             raise ParameterError("jobs", self.jobs, "an integer >= 1")
+        if self.sim_driver not in SIM_DRIVERS:
+            raise ParameterError("sim_driver", self.sim_driver, " | ".join(SIM_DRIVERS))
 
 
 def parse_budget(text: str) -> int:
@@ -292,13 +296,16 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
             if "accuracy" in report and saved["accuracy_rtl"] is not None:
                 report["accuracy"]["rtl"] = saved["accuracy_rtl"]
         else:
-            estimate_s = simulation_cycles(plan, len(codes)) / COCOTB_CYCLES_PER_S + SIM_STARTUP_S
-            progress(f"[4/5] simulating {len(codes)} inferences on Verilator (paced at the initiation interval, "
-                     f"then {min(STRESS_FRAMES, len(codes))} flooded and {min(STRESS_FRAMES, len(codes))} with "
-                     f"random stalls): about {simulation_cycles(plan, len(codes))} cycles, ~{estimate_s:.0f} s")
+            total = simulation_cycles(plan, len(codes))
+            estimate_s = simulation_estimate_s(total, options.sim_driver)
+            driver = ("a C++ harness (fastsim)" if options.sim_driver == "fastsim" else "the cocotb testbench")
+            progress(f"[4/5] simulating {len(codes)} inferences on Verilator driven by {driver} (paced at the "
+                     f"initiation interval, then {min(STRESS_FRAMES, len(codes))} flooded and "
+                     f"{min(STRESS_FRAMES, len(codes))} with random stalls): about {total} cycles, ~{estimate_s:.0f} s"
+                     + (" with the C++ build, less when cached" if options.sim_driver == "fastsim" else ""))
             with heartbeat(progress, "simulation", every_s=60, estimate_s=estimate_s):
                 report["simulation"] = simulate_network(plan, graph, codes, golden, reference, work / "sim",
-                                                        verilog_text, memory_files)
+                                                        verilog_text, memory_files, sim_driver=options.sim_driver)
             predicted = np.asarray(report["simulation"].pop("argmax"))
             if "accuracy" in report:
                 report["accuracy"]["rtl"] = float((predicted == labels).mean())
@@ -407,13 +414,21 @@ def simulation_cycles(plan, frames: int) -> int:
     return paced + short + 2 * short
 
 
-def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, verilog_text: str | None = None,
-                     memory_files=()) -> dict:
-    """Full-rate run of every inference (outputs bit-exact, handshake cycles equal to the cycle model) and a
-    short run with random bubbles and back-pressure. Raises SimulationError on any disagreement.
-    `memory_files`: the .hex files `verilog_text` reads (rtl.write_verilog)."""
-    from hardwire.sim.runner import simulate
+def simulation_estimate_s(cycles: int, sim_driver: str) -> float:
+    """Seconds a simulation of `cycles` cycles takes with `sim_driver`, about: its start-up (the model's build
+    when not cached) plus the cycles at the driver's measured rate (bench/sim_speed.py)."""
+    if sim_driver == "fastsim":
+        from hardwire.sim import fastsim
 
+        return cycles / fastsim.CYCLES_PER_S + fastsim.BUILD_S
+    return cycles / COCOTB_CYCLES_PER_S + SIM_STARTUP_S
+
+
+def network_cases(plan, codes, golden) -> tuple[dict, dict]:
+    """(the simulation cases, the stream geometry) both drivers take: "paced", every inference offered at the
+    initiation interval to an always-ready sink, with the handshake cycles the cycle model predicts; "flood"
+    and "stalls", the first few inferences sent as fast as possible, to an always-ready sink and with random
+    bubbles (valid 0.7) and back-pressure (ready 0.6)."""
     frames = len(codes)
     offers = rtl.paced_offers(plan, frames, plan.interval)
     schedule = rtl.network_schedule(plan, offers)
@@ -435,15 +450,48 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
     geometry = {"in_lanes": plan.in_lanes, "in_width": plan.in_shape.width, "out_lanes": plan.out_lanes,
                 "out_width": plan.out_shape.width, "out_signed": plan.out_shape.signed,
                 "out_beats": plan.out_beats}
+    return cases, geometry
+
+
+def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, verilog_text: str | None = None,
+                     memory_files=(), sim_driver: str = "fastsim") -> dict:
+    """Full-rate run of every inference (outputs bit-exact, handshake cycles equal to the cycle model) and a
+    short run with random bubbles and back-pressure. Raises SimulationError on any disagreement.
+    `memory_files`: the .hex files `verilog_text` reads (rtl.write_verilog). `sim_driver`: "fastsim" (the C++
+    harness, sim/fastsim.py) or "cocotb" (sim/tb_network.py); both check the same way (sim/network_check.py)."""
+    from hardwire.sim.runner import simulate
+
+    frames = len(codes)
+    cases, geometry = network_cases(plan, codes, golden)
+    schedule = cases["paced"]
+    stress = len(cases["stalls"]["inputs"])
     verilog_text = verilog_text if verilog_text is not None else rtl.to_verilog(plan)
     started = time.monotonic()
-    try:
-        result = simulate(verilog_text, plan.top_name, "hardwire.sim.tb_network",
-                          config={"geometry": geometry, "cases": cases, "seed": 1}, test_dir=test_dir,
-                          timeout_s=3600, data_files=memory_files)
-    except SimulationError as error:
-        raise SimulationError(f"RTL simulation of {plan.top_name} failed: {error}") from None
-    full = result.results["paced"]
+    if sim_driver not in SIM_DRIVERS:
+        raise ParameterError("sim_driver", sim_driver, " | ".join(SIM_DRIVERS))
+    if sim_driver == "fastsim":
+        from hardwire.sim import fastsim
+
+        try:
+            run = fastsim.simulate_network_cases(verilog_text, plan.top_name, geometry, cases, seed=1,
+                                                 run_dir=test_dir, data_files=memory_files)
+        except SimulationError as error:
+            raise SimulationError(f"RTL simulation of {plan.top_name} failed: {error}") from None
+        results, log_path = run["results"], run["log"]
+        speed = {"driver": "fastsim", "cycles": run["cycles"], "run_s": run["run_s"], "build_s": run["build_s"],
+                 "build_cached": run["build_cached"],
+                 "cycles_per_s": round(run["cycles"] / run["run_s"]) if run["run_s"] else None}
+    else:
+        try:
+            result = simulate(verilog_text, plan.top_name, "hardwire.sim.tb_network",
+                              config={"geometry": geometry, "cases": cases, "seed": 1}, test_dir=test_dir,
+                              timeout_s=3600, data_files=memory_files)
+        except SimulationError as error:
+            raise SimulationError(f"RTL simulation of {plan.top_name} failed: {error}") from None
+        results, log_path = result.results, result.log_path
+        speed = {"driver": "cocotb", "build_s": round(result.build_s, 2), "build_cached": result.build_cached,
+                 "run_s": round(result.wall_s, 3)}
+    full = results["paced"]
     hardware = rtl.decode_outputs(plan, np.asarray(full["outputs"], dtype=np.int64))
     hardware_float = frontend.model_output(graph, hardware)
     check = _compare(hardware_float, reference)
@@ -454,11 +502,13 @@ def simulate_network(plan, graph, codes, golden, reference, test_dir: Path, veri
         "inferences": frames, "bit_exact_vs_golden": full["mismatched_frames"] == 0,
         "rtl_vs_qonnx": check, "timing_matches_model": full["timing_matches_model"],
         "measured_first_input_to_last_output_cycles": full["first_input_to_last_output_cycles"],
-        "model_first_input_to_last_output_cycles": schedule.produced[-1] - schedule.accepted[0] + 1,
+        "model_first_input_to_last_output_cycles": (schedule["model_produced"][-1] - schedule["model_accepted"][0]
+                                                    + 1),
         "model": cycles, "stalls_case_inferences": stress,
-        "stalls_case_ok": result.results["stalls"]["mismatched_frames"] == 0,
-        "flood_case_ok": result.results["flood"]["mismatched_frames"] == 0,
-        "wall_s": round(time.monotonic() - started, 1), "log": str(Path(result.log_path).resolve().relative_to(Path(test_dir).resolve().parent)),
+        "stalls_case_ok": results["stalls"]["mismatched_frames"] == 0,
+        "flood_case_ok": results["flood"]["mismatched_frames"] == 0,
+        "wall_s": round(time.monotonic() - started, 1), **speed,
+        "log": str(Path(log_path).resolve().relative_to(Path(test_dir).resolve().parent)),
         "argmax": hardware_float.reshape(len(hardware_float), -1).argmax(1).tolist(),
     }
 
@@ -527,7 +577,8 @@ def markdown_report(report: dict) -> str:
     sim = report.get("simulation")
     if sim:
         c = sim["rtl_vs_qonnx"]
-        lines.append(f"- RTL (Verilator) on {sim['inferences']} inferences vs qonnx: {c['mismatches']} of "
+        lines.append(f"- RTL (Verilator, driven by {sim.get('driver', 'cocotb')}) on {sim['inferences']} inferences vs "
+                     f"qonnx: {c['mismatches']} of "
                      f"{c['outputs']} outputs differ; handshake cycles equal the cycle model: "
                      f"{sim['timing_matches_model']}; with random stalls ({sim['stalls_case_inferences']} "
                      f"inferences) bit-exact: {sim['stalls_case_ok']}.")
