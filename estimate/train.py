@@ -77,7 +77,7 @@ def load_rows(paths, wa_hls4ml=()) -> list[dict]:
     """Our dataset files, plus wa-hls4ml record files converted to rows (split by the hash of their id)."""
     from hardwire.cache import digest
 
-    from .dataset import RowStore
+    from .dataset import RowStore, refresh_features
     from .wahls4ml import read_rows
 
     from .designs import is_stale
@@ -91,6 +91,7 @@ def load_rows(paths, wa_hls4ml=()) -> list[dict]:
         if len(fresh) < len(read):
             print(f"{path}: {len(read) - len(fresh)} rows left out: synthesized from generator versions older than "
                   "today's (`hardwire dataset generate` makes them anew)", file=sys.stderr)
+        refresh_features(fresh)
         rows += fresh
     for path in wa_hls4ml:
         converted, _ = read_rows(path)
