@@ -92,10 +92,19 @@ def evaluate(estimator: Estimator, rows: list[dict]) -> dict:
 
 
 def rule_check(rows: list[dict]) -> dict:
-    """The DSP rule (models.rule_resources) against every synthesized network row, all splits."""
+    """The DSP and BRAM rules (models.rule_resources) against every synthesized network row, per split and target:
+    [exact, rows]."""
     exs = [ex for ex in examples(rows) if ex.labels and ex.graph.kind == "network"]
-    exact = [rule_resources(ex.graph)["dsp"] == ex.labels["dsp"] for ex in exs]
-    return {"networks": len(exs), "dsp_exact": float(np.mean(exact)) if exs else None}
+    out: dict = {"networks": len(exs)}
+    for ex in exs:
+        for label, value in rule_resources(ex.graph, ex.target).items():
+            entry = out.setdefault(label, {}).setdefault(f"{ex.split}/{ex.target}", [0, 0])
+            entry[0] += int(value == ex.labels[label])
+            entry[1] += 1
+    for label in ("dsp", "bram"):
+        pairs = out.get(label, {}).values()
+        out[f"{label}_exact"] = sum(e for e, _ in pairs) / max(1, sum(n for _, n in pairs))
+    return out
 
 
 def speed(estimator: Estimator, rows: list[dict]) -> dict:
@@ -124,9 +133,13 @@ def _fmt(value, pct=False) -> str:
 def markdown(results: dict, fast: dict, meta: dict) -> str:
     lines = ["# Estimator accuracy and speed", "",
              f"Dataset {meta['dataset_hash']} ({meta['rows']} rows), weights {meta['weights']}.",
-             f"`auto`: per label the surrogate better on the validation designs; for networks DSP comes from the "
-             f"generators' rule, exact on {100 * (meta['dsp_rule']['dsp_exact'] or 0):.1f}% of the "
-             f"{meta['dsp_rule']['networks']} synthesized network rows (all splits).", ""]
+             "`auto`: per label the surrogate better on the validation designs; for networks DSP and BRAM come from "
+             f"rules where the weights found them exact on the training networks ({meta['rules_used']}). Over all "
+             f"{meta['rules']['networks']} synthesized network rows the DSP rule is exact on "
+             f"{100 * meta['rules']['dsp_exact']:.1f}%, the BRAM rule (yosys' memory mapping) on "
+             f"{100 * meta['rules']['bram_exact']:.1f}%; per split and target (exact/rows): "
+             + "; ".join(f"{label.upper()} " + ", ".join(f"{k} {e}/{n}" for k, (e, n) in sorted(meta["rules"][label].items()))
+                         for label in ("dsp", "bram")), ""]
     for key, table in results.items():
         split, target = key.split("/")
         lines += [f"## {split} set, {target}", ""]
@@ -167,7 +180,8 @@ def main(argv=None) -> int:
             "weights_dataset_hash": estimator.dataset_hash, "datasets": [str(p) for p in args.datasets]}
     results = evaluate(estimator, rows)
     fast = speed(estimator, rows)
-    meta["dsp_rule"] = rule_check(rows)
+    meta["rules"] = rule_check(rows)
+    meta["rules_used"] = ", ".join(f"{t}: {'+'.join(ls) or 'none'}" for t, ls in sorted(estimator.rules.items()))
     text = markdown(results, fast, meta)
     print(text)
     write_json_atomic(args.out / "estimate.json", {"meta": meta, "accuracy": results, "speed": fast})

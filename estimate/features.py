@@ -232,18 +232,23 @@ def block_graph(block_name: str, params) -> DesignGraph:
 # Fixed-length features for the trees
 
 
+MEMORY_TOTALS = tuple(f"{target}.{key}" for target in ("ecp5", "xilinx")
+                      for key in ("bram", "lutram_bits", "logic_memory_bits", "logic_rom_bits"))
+
+
 def flat_features(graph: DesignGraph) -> dict[str, float]:
     """Per unit kind: node count and the sum and max of every node feature; plus graph-wide totals."""
     out: dict[str, float] = {"nodes": float(len(graph.nodes)), f"kind={graph.kind}": 1.0}
-    for node in graph.nodes:
+    per_node = [node_features(node) for node in graph.nodes]
+    for node, features in zip(graph.nodes, per_node):
         prefix = node.op
         out[f"{prefix}.count"] = out.get(f"{prefix}.count", 0.0) + 1.0
-        for key, value in node_features(node).items():
+        for key, value in features.items():
             s, m = f"{prefix}.{key}.sum", f"{prefix}.{key}.max"
             out[s] = out.get(s, 0.0) + value
             out[m] = max(out.get(m, -math.inf), value)
     for key in ("lanes", "multiplier_bits", "weight_bits", "threshold_bits", "fifo_bits", "comparator_bits",
                 "buffer_bits", "accumulator_bits", "dsp_products", "lut_product_bits", "weight_bram18",
-                "threshold_bram18", "products"):
-        out[f"total.{key}"] = sum(node_features(n).get(key, 0.0) for n in graph.nodes)
+                "threshold_bram18", "products", "finn_lut", "memory_bits", "rom_bits", *MEMORY_TOTALS):
+        out[f"total.{key}"] = sum(features.get(key, 0.0) for features in per_node)
     return out

@@ -26,7 +26,10 @@ port; tests/test_estimate_memories.py checks it against yosys itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
+
+import numpy as np
 
 FACTOR_MUX = 0.5
 FACTOR_DEMUX = 0.5
@@ -169,6 +172,7 @@ def _config_cost(mem: Memory, ram: RamKind) -> tuple[float, int] | None:
     return best
 
 
+@functools.lru_cache(maxsize=65536)
 def map_memory(mem: Memory, target: str) -> Mapping:
     """The RAM kind and instance count yosys' memory_libmap picks for `mem` on `target` (ecp5 or xilinx)."""
     rams, logic_cost_rom = LIBRARIES[_family(target)]
@@ -226,21 +230,13 @@ def _fifo(name: str, depth: int, width: int) -> list[Memory]:
     return [Memory(name, depth - 1, width, "ram")]
 
 
-def live_lanes(words, width: int) -> int:
+def live_lanes(elements, element_width: int) -> int:
     """Bit lanes of a ROM that are not the same in every word: yosys' opt_mem removes the constant ones before
-    memory_libmap prices the memory (thresholds spanning a small part of the accumulator range leave many)."""
-    lanes = 0
-    for bit in range(width):
-        seen = {(int(word) >> bit) & 1 for word in words}
-        lanes += len(seen) > 1
-    return lanes
-
-
-def _pack(values, width: int) -> int:
-    word = 0
-    for index, value in enumerate(values):
-        word |= (int(value) & ((1 << width) - 1)) << (index * width)
-    return word
+    memory_libmap prices the memory (thresholds spanning a small part of the accumulator range leave many).
+    `elements`: (words, elements per word) integers, each stored in `element_width` bits (two's complement)."""
+    values = np.asarray(elements, dtype=np.int64) & ((1 << element_width) - 1)
+    bits = (values[..., None] >> np.arange(element_width)) & 1          # (words, elements, bit)
+    return int((bits.min(axis=0) != bits.max(axis=0)).sum())
 
 
 def inventory(op: str, features: dict[str, float], unit=None) -> list[Memory]:
@@ -258,14 +254,14 @@ def inventory(op: str, features: dict[str, float], unit=None) -> list[Memory]:
         nf, sf = p.neuron_folds, p.synapse_folds
         for i in range(p.pe) if nf * sf > 1 else ():
             width = p.simd * p.w_width
-            if unit is not None:
-                width = live_lanes([_pack(unit.weights[f * p.pe + i][s * p.simd:(s + 1) * p.simd], p.w_width)
-                                    for f in range(nf) for s in range(sf)], width)
+            if unit is not None:          # word (f, s) holds weights[f * pe + i, s * simd:(s + 1) * simd]
+                rows = np.asarray(unit.weights)[i::p.pe]
+                width = live_lanes(rows.reshape(nf * sf, p.simd), p.w_width)
             out.append(Memory(f"pe{i}_weights", nf * sf, width, "rom"))
         for i in range(p.pe) if p.thresholds_mode and nf > 1 else ():
             width = p.threshold_count * p.threshold_width
             if unit is not None and unit.thresholds is not None:
-                width = live_lanes([_pack(unit.thresholds[f * p.pe + i], p.threshold_width) for f in range(nf)], width)
+                width = live_lanes(np.asarray(unit.thresholds)[i::p.pe], p.threshold_width)
             out.append(Memory(f"pe{i}_thresholds", nf, width, "rom"))
         if nf > 1 and sf > 1:
             out.append(Memory("input_buffer", sf, p.simd * p.in_width, "shared"))

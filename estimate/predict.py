@@ -14,7 +14,7 @@ import numpy as np
 from hardwire.errors import HardwireError, ParameterError
 from hardwire.threads import one_torch_thread
 
-from .features import DesignGraph
+from .features import FEATURE_VERSION, DesignGraph
 from .models import CAPACITY, FMAX_RANGE_MHZ, LABELS, Encoder, make_gnn, rule_resources, to_pyg
 from .train import FMAX_SCALE, WEIGHTS_FORMAT, unpack_text
 
@@ -56,8 +56,13 @@ class Estimator:
         if weights.get("format") != WEIGHTS_FORMAT:
             raise WeightsError(f"{path}: weights format {weights.get('format')!r}, this hardwire reads "
                                f"{WEIGHTS_FORMAT}: retrain with `hardwire dataset train`")
+        if weights.get("feature_version", "1") != FEATURE_VERSION:
+            raise WeightsError(f"{path}: trained on design features version {weights.get('feature_version', '1')}, "
+                               f"this hardwire computes version {FEATURE_VERSION}: retrain with `hardwire dataset train`")
         self.path = path
         self.dataset_hash = weights["dataset_hash"]
+        # per target, the labels a generator rule gives (exact on the training networks; see train.rule_checks)
+        self.rules = {target: tuple(labels) for target, labels in (weights.get("rules") or {}).items()}
         self.encoder = Encoder.from_dict(weights["encoder"])
         self.gnn = []
         for state in weights["gnn"]:
@@ -137,7 +142,7 @@ class Estimator:
                           "fmax_spread": (widen(pick["fmax"]["fmax_spread"], "fmax")
                                           if pick["fmax"]["fmax_spread"] is not None else None),
                           "by_rule": []}
-                for label, value in rule_resources(graph).items():
+                for label, value in rule_resources(graph, target, self.rules.get(target, ())).items():
                     result["resources"][label] = min(value, CAPACITY.get(target, {}).get(label, value))
                     result["spread"][label] = 0.0
                     result["by_rule"].append(label)

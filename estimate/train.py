@@ -20,12 +20,13 @@ import numpy as np
 
 from hardwire.errors import ParameterError
 
-from .features import DesignGraph
-from .models import CAPACITY, LABELS, Encoder, make_gnn, to_pyg
+from .features import FEATURE_VERSION, DesignGraph
+from .models import CAPACITY, LABELS, Encoder, make_gnn, rule_resources, to_pyg
 
 WEIGHTS_FORMAT = 2            # 2: the trees' text gzip'd into uint8 tensors (a tenth of the size)
 FMAX_SCALE = float(np.log(1000.0))        # log Fmax = log(1000 MHz) - log delay
 SHUFFLES = 6
+RULE_EXACT_MIN = 0.99         # a rule replaces the learned estimate of a target where it is at least this exact
 
 
 def pack_text(text: str):
@@ -236,14 +237,37 @@ def train(rows: list[dict], *, ensemble: int = 5, epochs: int = 300, seed: int =
             gnn.append(train_gnn(encoder, train_set, valid_set, seed=seed + member, epochs=epochs, log=log))
             trees.append(train_trees(encoder, train_set, valid_set, seed=seed + member))
             log(f"[{time.monotonic() - started:6.0f} s] member {member + 1}/{ensemble} trained")
-    weights = {"format": WEIGHTS_FORMAT, "dataset_hash": dataset_hash(rows), "rows": len(rows),
-               "train_rows": len(train_set), "encoder": encoder.to_dict(), "gnn": gnn, "trees": trees,
-               "labels": list(LABELS), "capacity": CAPACITY, "seed": seed, "epochs": epochs}
+    checks = rule_checks(train_set)
+    weights = {"format": WEIGHTS_FORMAT, "feature_version": FEATURE_VERSION, "dataset_hash": dataset_hash(rows),
+               "rows": len(rows), "train_rows": len(train_set), "encoder": encoder.to_dict(), "gnn": gnn,
+               "trees": trees, "labels": list(LABELS), "capacity": CAPACITY, "seed": seed, "epochs": epochs,
+               "rule_checks": checks,
+               "rules": {target: sorted(label for label, (exact, n) in per.items() if n and exact / n >= RULE_EXACT_MIN)
+                         for target, per in checks.items()}}
+    log("rules on the training networks (exact/rows): " + "; ".join(
+        f"{target} " + ", ".join(f"{label} {exact}/{n}" for label, (exact, n) in per.items())
+        for target, per in checks.items()) + f"; used: {weights['rules']}")
     weights["choice"], weights["calibration"] = choose_models(weights, valid_set)
     log(f"per label, the model with the lower validation error: {weights['choice']}; its RMS log error there: "
         + ", ".join(f"{k} {v:.3f}" for k, v in weights["calibration"].items()))
     weights["seconds"] = round(time.monotonic() - started, 1)
     return weights
+
+
+def rule_checks(items: list[Example]) -> dict[str, dict[str, list[int]]]:
+    """Per target and rule label: [designs the rule gets exactly right, designs] over the synthesized networks of
+    `items` (the training split: a rule is used where it is exact there, never chosen on a test split)."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for ex in items:
+        if ex.graph.kind != "network" or not ex.labels:
+            continue
+        for label, value in rule_resources(ex.graph, ex.target).items():
+            if ex.labels.get(label) is None:
+                continue
+            entry = out.setdefault(ex.target, {}).setdefault(label, [0, 0])
+            entry[0] += int(value == ex.labels[label])
+            entry[1] += 1
+    return out
 
 
 def choose_models(weights: dict, valid: list[Example]) -> dict[str, str]:
