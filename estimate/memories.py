@@ -74,18 +74,18 @@ class RamKind:
     """One RAM primitive configuration as a memory_libmap library declares it (after option expansion)."""
 
     name: str
-    block: bool                     # block RAM (counted as BRAM) or distributed (LUT RAM)
+    block: bool  # block RAM (counted as BRAM) or distributed (LUT RAM)
     abits: int
     dbits: tuple[int, ...]
     cost: float
     byte: int = 0
     widthscale: float = 0.0
-    write_widths: tuple[int, int] | None = None   # (min, max) index into dbits of the write port
+    write_widths: tuple[int, int] | None = None  # (min, max) index into dbits of the write port
     # per memory style, the emulation score of the kind's cheapest port assignment (soft read-first, transparency
     # and data-register logic; read off yosys' `debug memory_libmap` for each style, see the tests); a style
     # missing here cannot be mapped to this kind (a ROM on LUT RAM: prune_rom; two addresses on a single port)
     emulation: tuple[tuple[str, int], ...] = ()
-    cells: int = 1                  # primitives per instance (a cascade is two)
+    cells: int = 1  # primitives per instance (a cascade is two)
 
 
 def _scores(rom=None, shared=None, ram=None, transparent=None) -> tuple[tuple[str, int], ...]:
@@ -98,24 +98,33 @@ _XC7_TDP = _scores(rom=1, shared=0, ram=1, transparent=4)
 _XC7_SDP = _scores(rom=1, shared=1, ram=1, transparent=4)
 ECP5_RAMS = (
     RamKind("DP16KD", True, dbits=(1, 2, 4, 9, 18), emulation=_scores(1, 0, 7, 4), **_ECP5_BLOCK),
-    RamKind("PDPW16KD", True, dbits=(1, 2, 4, 9, 18, 36), write_widths=(5, 5), emulation=_scores(1, 7, 7, 4),
-            **_ECP5_BLOCK),
+    RamKind(
+        "PDPW16KD", True, dbits=(1, 2, 4, 9, 18, 36), write_widths=(5, 5), emulation=_scores(1, 7, 7, 4), **_ECP5_BLOCK
+    ),
     RamKind("TRELLIS_DPR16X4", False, 4, (4,), 4, emulation=_scores(None, 1, 1, 4)),
 )
 XC7_RAMS = (
-    RamKind("RAMB18E1", True, 14, (1, 2, 4, 9, 18), 129, byte=9, emulation=_XC7_TDP),                 # TDP HALF
-    RamKind("RAMB36E1", True, 15, (1, 2, 4, 9, 18, 36), 257, byte=9, emulation=_XC7_TDP),             # TDP FULL
-    RamKind("RAMB36E1x2", True, 16, (1, 2, 4, 9), 513, byte=9, emulation=_XC7_TDP, cells=2),          # TDP CASCADE
-    RamKind("RAMB18E1 SDP", True, 14, (1, 2, 4, 9, 18, 36), 129, byte=9, emulation=_XC7_SDP),         # SDP HALF
-    RamKind("RAMB36E1 SDP", True, 15, (1, 2, 4, 9, 18, 36, 72), 257, byte=9, emulation=_XC7_SDP),     # SDP FULL
-    *(RamKind(f"LUTRAM SP{a}", False, a, (w,), 8, widthscale=8, emulation=_scores(shared=0))
-      for a, w in ((5, 8), (6, 4), (7, 2), (8, 1))),
-    *(RamKind(f"LUTRAM DP{a}", False, a, (w,), 8, widthscale=8, emulation=_scores(None, 0, 1, 4))
-      for a, w in ((5, 4), (6, 2), (7, 1))),
-    *(RamKind(f"LUTRAM QP{a}", False, a, (w,), 7, widthscale=7, emulation=_scores(None, 0, 1, 4))
-      for a, w in ((5, 2), (6, 1))),
-    *(RamKind(f"LUTRAM SDP{a}", False, a, (w,), 8, widthscale=7, emulation=_scores(None, 1, 1, 4))
-      for a, w in ((5, 6), (6, 3))),
+    RamKind("RAMB18E1", True, 14, (1, 2, 4, 9, 18), 129, byte=9, emulation=_XC7_TDP),  # TDP HALF
+    RamKind("RAMB36E1", True, 15, (1, 2, 4, 9, 18, 36), 257, byte=9, emulation=_XC7_TDP),  # TDP FULL
+    RamKind("RAMB36E1x2", True, 16, (1, 2, 4, 9), 513, byte=9, emulation=_XC7_TDP, cells=2),  # TDP CASCADE
+    RamKind("RAMB18E1 SDP", True, 14, (1, 2, 4, 9, 18, 36), 129, byte=9, emulation=_XC7_SDP),  # SDP HALF
+    RamKind("RAMB36E1 SDP", True, 15, (1, 2, 4, 9, 18, 36, 72), 257, byte=9, emulation=_XC7_SDP),  # SDP FULL
+    *(
+        RamKind(f"LUTRAM SP{a}", False, a, (w,), 8, widthscale=8, emulation=_scores(shared=0))
+        for a, w in ((5, 8), (6, 4), (7, 2), (8, 1))
+    ),
+    *(
+        RamKind(f"LUTRAM DP{a}", False, a, (w,), 8, widthscale=8, emulation=_scores(None, 0, 1, 4))
+        for a, w in ((5, 4), (6, 2), (7, 1))
+    ),
+    *(
+        RamKind(f"LUTRAM QP{a}", False, a, (w,), 7, widthscale=7, emulation=_scores(None, 0, 1, 4))
+        for a, w in ((5, 2), (6, 1))
+    ),
+    *(
+        RamKind(f"LUTRAM SDP{a}", False, a, (w,), 8, widthscale=7, emulation=_scores(None, 1, 1, 4))
+        for a, w in ((5, 6), (6, 3))
+    ),
 )
 LIBRARIES = {"ecp5": (ECP5_RAMS, 1 / 16), "xilinx": (XC7_RAMS, 1 / 64)}
 
@@ -124,7 +133,7 @@ LIBRARIES = {"ecp5": (ECP5_RAMS, 1 / 16), "xilinx": (XC7_RAMS, 1 / 64)}
 class Mapping:
     """What memory_libmap makes of one memory: a RAM kind (or soft logic) and how many instances."""
 
-    kind: str                        # a RamKind name, or "logic"
+    kind: str  # a RamKind name, or "logic"
     block: bool
     instances: int
     cost: float
@@ -154,7 +163,7 @@ def _config_cost(mem: Memory, ram: RamKind) -> tuple[float, int] | None:
             break
         unit = ram.dbits[unit_log2]
         if not mem.rom and ram.write_widths is not None and base < ram.write_widths[0] and base < byte_width_log2:
-            continue                      # the write port cannot be this narrow
+            continue  # the write port cannot be this narrow
         effective_byte = ram.byte if 0 < ram.byte <= unit else unit
         if mem.rom:
             effective_byte = 1
@@ -177,7 +186,7 @@ def map_memory(mem: Memory, target: str) -> Mapping:
     """The RAM kind and instance count yosys' memory_libmap picks for `mem` on `target` (ecp5 or xilinx)."""
     rams, logic_cost_rom = LIBRARIES[_family(target)]
     logic_cost = mem.bits * (logic_cost_rom if mem.rom else 1.0)
-    best = int(logic_cost)             # memory_libmap keeps the running best in an int
+    best = int(logic_cost)  # memory_libmap keeps the running best in an int
     choice = Mapping("logic", False, 0, logic_cost)
     for ram in rams:
         priced = _config_cost(mem, ram)
@@ -202,11 +211,22 @@ MAPPED_TARGETS = ("ecp5", "xilinx")
 # Inventory: the memories a unit's generator emits, from its parameters
 
 
+# the parameters a unit's memories depend on: a node without all of them (a graph from elsewhere reusing an op
+# name) gets no inventory rather than one made of the dataclass' defaults
+_NEEDS = {
+    "mvu": {"in_features", "out_features", "pe", "simd", "in_width", "w_width", "out_width"},
+    "swg": {"in_height", "in_width", "channels", "kernel_size", "simd", "elem_width"},
+    "maxpool": {"in_height", "in_width", "channels", "kernel_size", "simd", "elem_width"},
+}
+
+
 def _params(op: str, features: dict[str, float]):
     """The unit's parameter dataclass rebuilt from its numeric features (None where it cannot be)."""
     from hardwire.errors import ParameterError
     from hardwire.gen import registry
 
+    if not _NEEDS.get(op, {"-"}) <= features.keys():
+        return None
     try:
         cls = registry.get(op).params
     except KeyError:
@@ -235,7 +255,7 @@ def live_lanes(elements, element_width: int) -> int:
     memory_libmap prices the memory (thresholds spanning a small part of the accumulator range leave many).
     `elements`: (words, elements per word) integers, each stored in `element_width` bits (two's complement)."""
     values = np.asarray(elements, dtype=np.int64) & ((1 << element_width) - 1)
-    bits = (values[..., None] >> np.arange(element_width)) & 1          # (words, elements, bit)
+    bits = (values[..., None] >> np.arange(element_width)) & 1  # (words, elements, bit)
     return int((bits.min(axis=0) != bits.max(axis=0)).sum())
 
 
@@ -254,14 +274,14 @@ def inventory(op: str, features: dict[str, float], unit=None) -> list[Memory]:
         nf, sf = p.neuron_folds, p.synapse_folds
         for i in range(p.pe) if nf * sf > 1 else ():
             width = p.simd * p.w_width
-            if unit is not None:          # word (f, s) holds weights[f * pe + i, s * simd:(s + 1) * simd]
-                rows = np.asarray(unit.weights)[i::p.pe]
+            if unit is not None:  # word (f, s) holds weights[f * pe + i, s * simd:(s + 1) * simd]
+                rows = np.asarray(unit.weights)[i :: p.pe]
                 width = live_lanes(rows.reshape(nf * sf, p.simd), p.w_width)
             out.append(Memory(f"pe{i}_weights", nf * sf, width, "rom"))
         for i in range(p.pe) if p.thresholds_mode and nf > 1 else ():
             width = p.threshold_count * p.threshold_width
             if unit is not None and unit.thresholds is not None:
-                width = live_lanes(np.asarray(unit.thresholds)[i::p.pe], p.threshold_width)
+                width = live_lanes(np.asarray(unit.thresholds)[i :: p.pe], p.threshold_width)
             out.append(Memory(f"pe{i}_thresholds", nf, width, "rom"))
         if nf > 1 and sf > 1:
             out.append(Memory("input_buffer", sf, p.simd * p.in_width, "shared"))
@@ -270,8 +290,7 @@ def inventory(op: str, features: dict[str, float], unit=None) -> list[Memory]:
     elif op == "swg":
         out.append(Memory("buffer", max(p.buffer_words, 2), p.simd * p.elem_width, "ram"))
     elif op == "maxpool" and p.kernel_size > 1:
-        out.append(Memory("running_max", max(p.out_width * p.channel_beats, 2), p.simd * p.elem_width,
-                          "transparent"))
+        out.append(Memory("running_max", max(p.out_width * p.channel_beats, 2), p.simd * p.elem_width, "transparent"))
     return out
 
 
@@ -289,9 +308,12 @@ def memory_features(node) -> dict[str, float]:
     memories = node_memories(node)
     if not memories:
         return {}
-    out = {"memories": float(len(memories)), "memory_bits": float(sum(m.bits for m in memories)),
-           "rom_bits": float(sum(m.bits for m in memories if m.rom)),
-           "memory_max_depth": float(max(m.depth for m in memories))}
+    out = {
+        "memories": float(len(memories)),
+        "memory_bits": float(sum(m.bits for m in memories)),
+        "rom_bits": float(sum(m.bits for m in memories if m.rom)),
+        "memory_max_depth": float(max(m.depth for m in memories)),
+    }
     for target in MAPPED_TARGETS:
         bram = lutram_bits = logic_bits = logic_rom_bits = 0
         for mem in memories:
