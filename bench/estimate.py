@@ -92,13 +92,14 @@ def evaluate(estimator: Estimator, rows: list[dict]) -> dict:
 
 
 def rule_check(rows: list[dict]) -> dict:
-    """The DSP and BRAM rules (models.rule_resources) against every synthesized network row, per split and target:
-    [exact, rows]."""
-    exs = [ex for ex in examples(rows) if ex.labels and ex.graph.kind == "network"]
-    out: dict = {"networks": len(exs)}
+    """The DSP and BRAM rules (models.rule_resources) against every synthesized row they cover (DSP: networks; BRAM:
+    networks and the blocks of memories.COVERED_BLOCKS), per split, target and kind: [exact, rows]."""
+    exs = [ex for ex in examples(rows) if ex.labels]
+    out: dict = {"networks": sum(ex.graph.kind == "network" for ex in exs)}
     for ex in exs:
         for label, value in rule_resources(ex.graph, ex.target).items():
-            entry = out.setdefault(label, {}).setdefault(f"{ex.split}/{ex.target}", [0, 0])
+            kind = "networks" if ex.graph.kind == "network" else "blocks"
+            entry = out.setdefault(label, {}).setdefault(f"{ex.split}/{ex.target}/{kind}", [0, 0])
             entry[0] += int(value == ex.labels[label])
             entry[1] += 1
     for label in ("dsp", "bram"):
@@ -134,10 +135,11 @@ def markdown(results: dict, fast: dict, meta: dict) -> str:
     lines = ["# Estimator accuracy and speed", "",
              f"Dataset {meta['dataset_hash']} ({meta['rows']} rows), weights {meta['weights']}.",
              "`auto`: per label the surrogate better on the validation designs; for networks DSP and BRAM come from "
-             f"rules where the weights found them exact on the training networks ({meta['rules_used']}). Over all "
-             f"{meta['rules']['networks']} synthesized network rows the DSP rule is exact on "
-             f"{100 * meta['rules']['dsp_exact']:.1f}%, the BRAM rule (yosys' memory mapping) on "
-             f"{100 * meta['rules']['bram_exact']:.1f}%; per split and target (exact/rows): "
+             f"rules where the weights found them exact on the training designs ({meta['rules_used']}); BRAM also for "
+             "the blocks whose memories the inventory covers (mvu, swg, maxpool, dwc, systolic). Over all rows "
+             f"they cover the DSP rule is exact on {100 * meta['rules']['dsp_exact']:.1f}%, the BRAM rule (yosys' "
+             f"memory mapping replayed) on {100 * meta['rules']['bram_exact']:.1f}%; per split, target and kind "
+             "(exact/rows): "
              + "; ".join(f"{label.upper()} " + ", ".join(f"{k} {e}/{n}" for k, (e, n) in sorted(meta["rules"][label].items()))
                          for label in ("dsp", "bram")), ""]
     for key, table in results.items():

@@ -217,6 +217,7 @@ _NEEDS = {
     "mvu": {"in_features", "out_features", "pe", "simd", "in_width", "w_width", "out_width"},
     "swg": {"in_height", "in_width", "channels", "kernel_size", "simd", "elem_width"},
     "maxpool": {"in_height", "in_width", "channels", "kernel_size", "simd", "elem_width"},
+    "systolic": {"rows", "cols", "a_width", "w_width", "acc_depth", "k_max"},
 }
 
 
@@ -236,6 +237,10 @@ def _params(op: str, features: dict[str, float]):
         if field.name in features:
             value = features[field.name]
             values[field.name] = bool(value) if isinstance(field.default, bool) else int(value)
+        elif isinstance(field.default, str):  # a string parameter is stored one-hot, as `name=value`
+            chosen = [key for key, v in features.items() if key.startswith(f"{field.name}=") and v]
+            if chosen:
+                values[field.name] = chosen[0].split("=", 1)[1]
     try:
         return cls(**values)
     except (ParameterError, ValueError, TypeError):
@@ -267,7 +272,7 @@ def inventory(op: str, features: dict[str, float], unit=None) -> list[Memory]:
     out: list[Memory] = []
     if features.get("fifo_width"):
         out += _fifo("input_fifo", int(features.get("fifo_depth", 0)), int(features["fifo_width"]))
-    p = _params(op, features) if op in ("mvu", "swg", "maxpool") else None
+    p = _params(op, features) if op in _NEEDS else None
     if p is None:
         return out
     if op == "mvu":
@@ -289,6 +294,10 @@ def inventory(op: str, features: dict[str, float], unit=None) -> list[Memory]:
         out += _fifo("result_fifo", p.fifo_depth, p.pe * out_bits)
     elif op == "swg":
         out.append(Memory("buffer", max(p.buffer_words, 2), p.simd * p.elem_width, "ram"))
+    elif op == "systolic":
+        if p.weight_stationary:  # K tiles accumulate in an on-chip row memory
+            out.append(Memory("accumulator", p.acc_depth, p.cols * p.acc_bits, "ram"))
+        out += _fifo("result_fifo", p.fifo_depth, p.cols * p.acc_bits + 1)
     elif op == "maxpool" and p.kernel_size > 1:
         out.append(Memory("running_max", max(p.out_width * p.channel_beats, 2), p.simd * p.elem_width, "transparent"))
     return out
@@ -332,8 +341,15 @@ def memory_features(node) -> dict[str, float]:
     return out
 
 
+# block families whose every memory the inventory lists (a block of another family may keep memories it does not)
+COVERED_BLOCKS = ("mvu", "swg", "maxpool", "dwc", "systolic")
+
+
 def predicted_bram(graph, target: str) -> int | None:
-    """A network's BRAM count by the rule (None for a block or an unmapped target)."""
-    if graph.kind != "network" or target not in MAPPED_TARGETS:
+    """The BRAM count of a network, or of a block of a COVERED_BLOCKS family, by the rule: the sum over its
+    memories of what `map_memory` gives each. None for another block or a target the rule does not cover."""
+    if target not in MAPPED_TARGETS:
+        return None
+    if graph.kind != "network" and not (graph.kind == "block" and all(n.op in COVERED_BLOCKS for n in graph.nodes)):
         return None
     return sum(map_memory(m, target).bram for node in graph.nodes for m in node_memories(node))

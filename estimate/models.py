@@ -197,8 +197,27 @@ def to_pyg(encoder: Encoder, graph, target: str):
 # Rules: what a formula gives exactly, so that no model has to learn it
 
 
+# Block families that build no product on a DSP block (bit-serial and shift-add datapaths, buffers, converters)
+MULTIPLIER_FREE_BLOCKS = ("bitmod", "bitserial", "bitvert", "dwc", "maxpool", "swg")
+
+
+def _rule_dsp(graph) -> float | None:
+    """DSP blocks by rule: a network's or an MVU block's `dsp_products`, a sparse block's `multipliers` (one
+    multiplier per DSP block), 0 for a multiplier-free family; None where no rule applies."""
+    if graph.kind == "network" or (graph.kind == "block" and all(n.op == "mvu" for n in graph.nodes)):
+        return float(sum(node_features(node).get("dsp_products", 0.0) for node in graph.nodes))
+    if graph.kind == "block" and len(graph.nodes) == 1:
+        node = graph.nodes[0]
+        if node.op in MULTIPLIER_FREE_BLOCKS:
+            return 0.0
+        if node.op == "sparse" and "multipliers" in node.features:
+            return float(node.features["multipliers"])
+    return None
+
+
 def rule_resources(graph, target: str | None = None, rules=("dsp", "bram")) -> dict[str, float]:
-    """Labels fixed by the generators' own rules, for a compiled network (blocks: {}).
+    """Labels fixed by the generators' own rules: DSP for a compiled network and the block families `_rule_dsp`
+    knows, BRAM for a network or a block whose memories the inventory covers (memories.COVERED_BLOCKS).
 
     DSP: gen/mvu builds products with an operand of at most LUT_MULTIPLY_MAX_WIDTH bits from LUTs and yosys maps
     each wider product to one DSP, and no other network unit multiplies, so DSP = the sum of the units'
@@ -206,11 +225,11 @@ def rule_resources(graph, target: str | None = None, rules=("dsp", "bram")) -> d
     RAMs yosys' memory_libmap gives each (estimate/memories.py). `rules` picks which; training keeps a rule only
     where it is exact on every training network of the target (see train.rule_checks), and bench/estimate.py
     checks both against every network in the dataset."""
-    if graph.kind != "network":
-        return {}
     out = {}
     if "dsp" in rules:
-        out["dsp"] = float(sum(node_features(node).get("dsp_products", 0.0) for node in graph.nodes))
+        dsp = _rule_dsp(graph)
+        if dsp is not None:
+            out["dsp"] = dsp
     if "bram" in rules and target is not None:
         bram = predicted_bram(graph, target)
         if bram is not None:

@@ -255,11 +255,11 @@ def train(rows: list[dict], *, ensemble: int = 5, epochs: int = 300, seed: int =
 
 
 def rule_checks(items: list[Example]) -> dict[str, dict[str, list[int]]]:
-    """Per target and rule label: [designs the rule gets exactly right, designs] over the synthesized networks of
+    """Per target and rule label: [designs the rule gets exactly right, designs] over the synthesized designs of
     `items` (the training split: a rule is used where it is exact there, never chosen on a test split)."""
     out: dict[str, dict[str, list[int]]] = {}
     for ex in items:
-        if ex.graph.kind != "network" or not ex.labels:
+        if not ex.labels:
             continue
         for label, value in rule_resources(ex.graph, ex.target).items():
             if ex.labels.get(label) is None:
