@@ -102,7 +102,7 @@ def rule_check(rows: list[dict]) -> dict:
             entry = out.setdefault(label, {}).setdefault(f"{ex.split}/{ex.target}/{kind}", [0, 0])
             entry[0] += int(value == ex.labels[label])
             entry[1] += 1
-    for label in ("dsp", "bram"):
+    for label in ("dsp", "bram", "lutram"):
         pairs = out.get(label, {}).values()
         out[f"{label}_exact"] = sum(e for e, _ in pairs) / max(1, sum(n for _, n in pairs))
     return out
@@ -134,14 +134,15 @@ def _fmt(value, pct=False) -> str:
 def markdown(results: dict, fast: dict, meta: dict) -> str:
     lines = ["# Estimator accuracy and speed", "",
              f"Dataset {meta['dataset_hash']} ({meta['rows']} rows), weights {meta['weights']}.",
-             "`auto`: per label the surrogate better on the validation designs; for networks DSP and BRAM come from "
-             f"rules where the weights found them exact on the training designs ({meta['rules_used']}); BRAM also for "
-             "the blocks whose memories the inventory covers (mvu, swg, maxpool, dwc, systolic). Over all rows "
-             f"they cover the DSP rule is exact on {100 * meta['rules']['dsp_exact']:.1f}%, the BRAM rule (yosys' "
-             f"memory mapping replayed) on {100 * meta['rules']['bram_exact']:.1f}%; per split, target and kind "
-             "(exact/rows): "
+             "`auto`: per label the surrogate better on the validation designs, except where a rule was exact on the "
+             f"training designs of a target ({meta['rules_used']}): DSP (networks, mvu, sparse and multiplier-free "
+             "blocks), BRAM and LUTRAM (yosys' memory mapping replayed over the memory inventory: networks and mvu, "
+             "swg, maxpool, dwc, systolic blocks). Over all rows they cover the DSP rule is exact on "
+             f"{100 * meta['rules']['dsp_exact']:.1f}%, BRAM on {100 * meta['rules']['bram_exact']:.1f}%, LUTRAM on "
+             f"{100 * meta['rules']['lutram_exact']:.1f}% (not used on Xilinx: shift registers); per split, target "
+             "and kind (exact/rows): "
              + "; ".join(f"{label.upper()} " + ", ".join(f"{k} {e}/{n}" for k, (e, n) in sorted(meta["rules"][label].items()))
-                         for label in ("dsp", "bram")), ""]
+                         for label in ("dsp", "bram", "lutram") if label in meta["rules"]), ""]
     for key, table in results.items():
         split, target = key.split("/")
         lines += [f"## {split} set, {target}", ""]

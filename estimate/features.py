@@ -233,7 +233,8 @@ def block_graph(block_name: str, params) -> DesignGraph:
 
 
 MEMORY_TOTALS = tuple(f"{target}.{key}" for target in ("ecp5", "xilinx")
-                      for key in ("bram", "lutram_bits", "logic_memory_bits", "logic_rom_bits"))
+                      for key in ("bram", "lutram", "lutram_bits", "logic_memory_bits", "logic_rom_bits",
+                                  "memory_mux_bits"))
 
 
 def flat_features(graph: DesignGraph) -> dict[str, float]:

@@ -137,14 +137,20 @@ class Mapping:
     block: bool
     instances: int
     cost: float
+    mux_bits: int = 0  # read-data bits multiplexed in soft logic between address ranges ((mult_a - 1) x width)
 
     @property
     def bram(self) -> int:
         return self.instances if self.block else 0
 
+    @property
+    def lutram(self) -> int:
+        return self.instances if not self.block else 0
 
-def _config_cost(mem: Memory, ram: RamKind) -> tuple[float, int] | None:
-    """The cheapest (cost, instances) of `mem` on `ram` over its base widths, as memory_libmap's handle_geom."""
+
+def _config_cost(mem: Memory, ram: RamKind) -> tuple[float, int, int] | None:
+    """The cheapest (cost, instances, mux bits) of `mem` on `ram` over its base widths, as memory_libmap's
+    handle_geom."""
     score_emu = dict(ram.emulation).get(mem.style)
     if score_emu is None or mem.width <= 0:
         return None
@@ -177,7 +183,7 @@ def _config_cost(mem: Memory, ram: RamKind) -> tuple[float, int] | None:
         cost += int(ram.widthscale * mult_a * mem.width) // unit
         cost += score_mux * FACTOR_MUX + score_demux * FACTOR_DEMUX + score_emu * FACTOR_EMU
         if best is None or cost < best[0]:
-            best = (cost, repl)
+            best = (cost, repl, score_mux)
     return best
 
 
@@ -192,7 +198,7 @@ def map_memory(mem: Memory, target: str) -> Mapping:
         priced = _config_cost(mem, ram)
         if priced is not None and priced[0] < best:
             best = int(priced[0])
-            choice = Mapping(ram.name, ram.block, priced[1] * ram.cells, priced[0])
+            choice = Mapping(ram.name, ram.block, priced[1] * ram.cells, priced[0], priced[2])
     return choice
 
 
@@ -324,20 +330,23 @@ def memory_features(node) -> dict[str, float]:
         "memory_max_depth": float(max(m.depth for m in memories)),
     }
     for target in MAPPED_TARGETS:
-        bram = lutram_bits = logic_bits = logic_rom_bits = 0
+        bram = lutram = lutram_bits = logic_bits = logic_rom_bits = mux_bits = 0
         for mem in memories:
             mapping = map_memory(mem, target)
-            if mapping.block:
-                bram += mapping.instances
-            elif mapping.kind == "logic":
+            bram += mapping.bram
+            lutram += mapping.lutram
+            mux_bits += mapping.mux_bits
+            if mapping.kind == "logic":
                 logic_bits += mem.bits
                 logic_rom_bits += mem.bits if mem.rom else 0
-            else:
+            elif not mapping.block:
                 lutram_bits += mem.bits
         out[f"{target}.bram"] = float(bram)
+        out[f"{target}.lutram"] = float(lutram)
         out[f"{target}.lutram_bits"] = float(lutram_bits)
         out[f"{target}.logic_memory_bits"] = float(logic_bits)
         out[f"{target}.logic_rom_bits"] = float(logic_rom_bits)
+        out[f"{target}.memory_mux_bits"] = float(mux_bits)
     return out
 
 
@@ -348,8 +357,18 @@ COVERED_BLOCKS = ("mvu", "swg", "maxpool", "dwc", "systolic")
 def predicted_bram(graph, target: str) -> int | None:
     """The BRAM count of a network, or of a block of a COVERED_BLOCKS family, by the rule: the sum over its
     memories of what `map_memory` gives each. None for another block or a target the rule does not cover."""
+    return _predicted(graph, target, "bram")
+
+
+def predicted_lutram(graph, target: str) -> int | None:
+    """Likewise the LUT-RAM instances of its memories (the ECP5 LUTRAM count: TRELLIS_DPR16X4 cells; on Xilinx the
+    shift registers yosys infers from delay lines are LUTRAM too and not in the inventory)."""
+    return _predicted(graph, target, "lutram")
+
+
+def _predicted(graph, target: str, label: str) -> int | None:
     if target not in MAPPED_TARGETS:
         return None
     if graph.kind != "network" and not (graph.kind == "block" and all(n.op in COVERED_BLOCKS for n in graph.nodes)):
         return None
-    return sum(map_memory(m, target).bram for node in graph.nodes for m in node_memories(node))
+    return sum(getattr(map_memory(m, target), label) for node in graph.nodes for m in node_memories(node))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .features import bram18_tiles, node_features
-from .memories import predicted_bram
+from .memories import predicted_bram, predicted_lutram
 
 LABELS = ("lut", "ff", "dsp", "bram", "lutram")
 TARGET_NAMES = ("ice40", "ecp5", "xilinx", "xilinx-us", "xilinx-usp")
@@ -215,7 +215,7 @@ def _rule_dsp(graph) -> float | None:
     return None
 
 
-def rule_resources(graph, target: str | None = None, rules=("dsp", "bram")) -> dict[str, float]:
+def rule_resources(graph, target: str | None = None, rules=("dsp", "bram", "lutram")) -> dict[str, float]:
     """Labels fixed by the generators' own rules: DSP for a compiled network and the block families `_rule_dsp`
     knows, BRAM for a network or a block whose memories the inventory covers (memories.COVERED_BLOCKS).
 
@@ -230,10 +230,11 @@ def rule_resources(graph, target: str | None = None, rules=("dsp", "bram")) -> d
         dsp = _rule_dsp(graph)
         if dsp is not None:
             out["dsp"] = dsp
-    if "bram" in rules and target is not None:
-        bram = predicted_bram(graph, target)
-        if bram is not None:
-            out["bram"] = float(bram)
+    for label, rule in (("bram", predicted_bram), ("lutram", predicted_lutram)):
+        if label in rules and target is not None:
+            value = rule(graph, target)
+            if value is not None:
+                out[label] = float(value)
     return out
 
 

@@ -16,7 +16,7 @@ from hardwire.threads import one_torch_thread
 
 from .features import FEATURE_VERSION, DesignGraph
 from .models import CAPACITY, FMAX_RANGE_MHZ, LABELS, Encoder, make_gnn, rule_resources, to_pyg
-from .train import FMAX_SCALE, WEIGHTS_FORMAT, unpack_text
+from .train import FMAX_SCALE, WEIGHTS_FORMAT, design_group, unpack_text
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "surrogate.pt"
 INTEGER_LABELS = ("dsp", "bram")
@@ -132,10 +132,13 @@ class Estimator:
             trees = self.predict_batch(graphs, target, "trees")
             out = []
             for graph, g, t in zip(graphs, gnn, trees):
-                pick = {label: (g if self.choice.get(label, "gnn") == "gnn" else t) for label in (*LABELS, "fmax")}
+                group = design_group(graph)
+                key = {label: f"{label}@{group}" if f"{label}@{group}" in self.choice else label
+                       for label in (*LABELS, "fmax")}
+                pick = {label: (g if self.choice.get(key[label], "gnn") == "gnn" else t) for label in (*LABELS, "fmax")}
                 # the ensemble's spread alone is too narrow (bagged members agree on what none of them saw): the
                 # chosen model's RMS log error on the validation designs is combined with it
-                widen = lambda spread, label: float(np.hypot(spread, self.calibration.get(label, 0.0)))  # noqa: E731
+                widen = lambda spread, label: float(np.hypot(spread, self.calibration.get(key[label], 0.0)))  # noqa: E731
                 result = {"resources": {label: pick[label]["resources"][label] for label in LABELS},
                           "spread": {label: widen(pick[label]["spread"][label], label) for label in LABELS},
                           "fmax_mhz": pick["fmax"]["fmax_mhz"],

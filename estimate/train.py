@@ -272,8 +272,10 @@ def rule_checks(items: list[Example]) -> dict[str, dict[str, list[int]]]:
 
 def choose_models(weights: dict, valid: list[Example]) -> dict[str, str]:
     """For each label (and Fmax), the surrogate with the lower mean absolute log error on the validation
-    designs (what `--model auto` uses), and that model's RMS log error there (what calibrates its uncertainty).
-    Chosen on `valid`, never on a test split."""
+    designs (what `--model auto` uses), and that model's RMS log error there (what calibrates its uncertainty);
+    also per design group (`label@network`, `label@block`: the GNN reads a network's units and their streams, the
+    trees do better on many one-node blocks) where the group has enough validation designs. Chosen on `valid`,
+    never on a test split."""
     from .predict import Estimator
 
     estimator = Estimator(weights)
@@ -287,14 +289,29 @@ def choose_models(weights: dict, valid: list[Example]) -> dict[str, str]:
                 pairs.append(("fmax", p["fmax_mhz"], ex.fmax_mhz))
                 for label, predicted, actual in pairs:
                     if actual is not None and predicted is not None:
-                        errors[name].setdefault(label, []).append(abs(np.log1p(predicted) - np.log1p(actual)))
+                        error = abs(np.log1p(predicted) - np.log1p(actual))
+                        errors[name].setdefault(label, []).append(error)
+                        errors[name].setdefault(f"{label}@{design_group(ex.graph)}", []).append(error)
     choice, calibration = {}, {}
+    for key in errors["gnn"].keys() | errors["trees"].keys():
+        if "@" in key and min(len(errors[name].get(key, ())) for name in errors) < GROUP_MIN_DESIGNS:
+            continue
+        mean = {name: float(np.mean(errors[name][key])) for name in errors if errors[name].get(key)}
+        choice[key] = min(mean, key=mean.get)
+        chosen = errors[choice[key]][key]
+        calibration[key] = float(np.sqrt(np.mean(np.square(chosen))))
     for label in (*LABELS, "fmax"):
-        mean = {name: float(np.mean(errors[name][label])) for name in errors if errors[name].get(label)}
-        choice[label] = min(mean, key=mean.get) if mean else "gnn"
-        chosen = errors.get(choice[label], {}).get(label)
-        calibration[label] = float(np.sqrt(np.mean(np.square(chosen)))) if chosen else 0.0
-    return choice, calibration
+        choice.setdefault(label, "gnn")
+        calibration.setdefault(label, 0.0)
+    return dict(sorted(choice.items())), dict(sorted(calibration.items()))
+
+
+GROUP_MIN_DESIGNS = 20
+
+
+def design_group(graph) -> str:
+    """The group whose own model choice `--model auto` uses: blocks, or networks (ours and wa-hls4ml's)."""
+    return "block" if graph.kind == "block" else "network"
 
 
 def train_command(args) -> int:
