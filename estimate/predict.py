@@ -119,9 +119,9 @@ class Estimator:
     def tree_batch(self, graphs: list[DesignGraph], target: str) -> tuple[np.ndarray, np.ndarray]:
         self._check_target(target)
         x = np.stack([self.encoder.flat_vector(g, target) for g in graphs])
-        res = np.stack([np.stack([m[label].predict(x) if label in m else np.zeros(len(graphs)) for label in LABELS],
+        res = np.stack([np.stack([m[label].predict(x, num_threads=1) if label in m else np.zeros(len(graphs)) for label in LABELS],
                                  axis=-1) for m in self.trees])
-        fmax = np.stack([m["fmax"].predict(x) if "fmax" in m else np.full(len(graphs), np.nan) for m in self.trees])
+        fmax = np.stack([m["fmax"].predict(x, num_threads=1) if "fmax" in m else np.full(len(graphs), np.nan) for m in self.trees])
         return res, fmax
 
     def predict_batch(self, graphs: list[DesignGraph], target: str, model: str = "auto") -> list[dict]:
