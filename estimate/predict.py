@@ -177,6 +177,10 @@ class Estimator:
                 scale = result["resources"][label] / raw if raw > 0 else 0.0
                 for unit in per_node:
                     unit[label] *= scale
+            # a label given by rule is split over the units by the same rule (a unit without memories has no BRAM)
+            for label in result.get("by_rule", []):
+                for unit, node in zip(per_node, graph.nodes):
+                    unit[label] = rule_resources(_one_node(graph, node), target, (label,)).get(label, unit[label])
         return Estimate(target, model, result["resources"], result["spread"], result["fmax_mhz"],
                         result["fmax_spread"], per_node, dict(graph.exact), self.encoder.unknown(graph),
                         result.get("by_rule", []))
@@ -192,6 +196,11 @@ class Estimator:
         mean = np.mean(terms, axis=0)
         return [{"name": node.name, "op": node.op, **{label: float(mean[i, j]) for j, label in enumerate(LABELS)}}
                 for i, node in enumerate(graph.nodes)]
+
+
+def _one_node(graph: DesignGraph, node) -> DesignGraph:
+    """One unit of a design as a design of the same kind (for the per-unit share of a rule)."""
+    return DesignGraph(graph.kind, node.name, [node])
 
 
 def folding_cost(estimator: Estimator, graph, target: str, model: str = "auto"):
