@@ -182,3 +182,13 @@ def test_weights_of_another_feature_version_are_refused_in_one_line(tmp_path):
         Estimator.load(path)
     message = str(error.value)
     assert "\n" not in message and "features version 1" in message and "hardwire dataset train" in message
+
+
+def test_rule_labels_are_split_over_units_by_the_rule():
+    spec = next(s for s in designs.sample_designs(5, 20) if s["kind"] == "network" and len(s["layers"]) > 1)
+    graph = design_graph(spec)
+    estimate = Estimator.load().estimate(graph, "ecp5")
+    assert "bram" in estimate.by_rule and estimate.resources["bram"] == predicted_bram(graph, "ecp5")
+    for unit, node in zip(estimate.per_node, graph.nodes):
+        assert unit["bram"] == sum(map_memory(Memory.from_dict(m), "ecp5").bram for m in node.memories or [])
+    assert sum(unit["bram"] for unit in estimate.per_node) == estimate.resources["bram"]
