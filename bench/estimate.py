@@ -92,10 +92,20 @@ def evaluate(estimator: Estimator, rows: list[dict]) -> dict:
 
 
 def rule_check(rows: list[dict]) -> dict:
-    """The DSP rule (models.rule_resources) against every synthesized network row, all splits."""
-    exs = [ex for ex in examples(rows) if ex.labels and ex.graph.kind == "network"]
-    exact = [rule_resources(ex.graph)["dsp"] == ex.labels["dsp"] for ex in exs]
-    return {"networks": len(exs), "dsp_exact": float(np.mean(exact)) if exs else None}
+    """The DSP and BRAM rules (models.rule_resources) against every synthesized row they cover (DSP: networks; BRAM:
+    networks and the blocks of memories.COVERED_BLOCKS), per split, target and kind: [exact, rows]."""
+    exs = [ex for ex in examples(rows) if ex.labels]
+    out: dict = {"networks": sum(ex.graph.kind == "network" for ex in exs)}
+    for ex in exs:
+        for label, value in rule_resources(ex.graph, ex.target).items():
+            kind = "networks" if ex.graph.kind == "network" else "blocks"
+            entry = out.setdefault(label, {}).setdefault(f"{ex.split}/{ex.target}/{kind}", [0, 0])
+            entry[0] += int(value == ex.labels[label])
+            entry[1] += 1
+    for label in ("dsp", "bram", "lutram"):
+        pairs = out.get(label, {}).values()
+        out[f"{label}_exact"] = sum(e for e, _ in pairs) / max(1, sum(n for _, n in pairs))
+    return out
 
 
 def speed(estimator: Estimator, rows: list[dict]) -> dict:
@@ -124,9 +134,15 @@ def _fmt(value, pct=False) -> str:
 def markdown(results: dict, fast: dict, meta: dict) -> str:
     lines = ["# Estimator accuracy and speed", "",
              f"Dataset {meta['dataset_hash']} ({meta['rows']} rows), weights {meta['weights']}.",
-             f"`auto`: per label the surrogate better on the validation designs; for networks DSP comes from the "
-             f"generators' rule, exact on {100 * (meta['dsp_rule']['dsp_exact'] or 0):.1f}% of the "
-             f"{meta['dsp_rule']['networks']} synthesized network rows (all splits).", ""]
+             "`auto`: per label the surrogate better on the validation designs, except where a rule was exact on the "
+             f"training designs of a target ({meta['rules_used']}): DSP (networks, mvu, sparse and multiplier-free "
+             "blocks), BRAM and LUTRAM (yosys' memory mapping replayed over the memory inventory: networks and mvu, "
+             "swg, maxpool, dwc, systolic blocks). Over all rows they cover the DSP rule is exact on "
+             f"{100 * meta['rules']['dsp_exact']:.1f}%, BRAM on {100 * meta['rules']['bram_exact']:.1f}%, LUTRAM on "
+             f"{100 * meta['rules']['lutram_exact']:.1f}% (not used on Xilinx: shift registers); per split, target "
+             "and kind (exact/rows): "
+             + "; ".join(f"{label.upper()} " + ", ".join(f"{k} {e}/{n}" for k, (e, n) in sorted(meta["rules"][label].items()))
+                         for label in ("dsp", "bram", "lutram") if label in meta["rules"]), ""]
     for key, table in results.items():
         split, target = key.split("/")
         lines += [f"## {split} set, {target}", ""]
@@ -167,7 +183,8 @@ def main(argv=None) -> int:
             "weights_dataset_hash": estimator.dataset_hash, "datasets": [str(p) for p in args.datasets]}
     results = evaluate(estimator, rows)
     fast = speed(estimator, rows)
-    meta["dsp_rule"] = rule_check(rows)
+    meta["rules"] = rule_check(rows)
+    meta["rules_used"] = ", ".join(f"{t}: {'+'.join(ls) or 'none'}" for t, ls in sorted(estimator.rules.items()))
     text = markdown(results, fast, meta)
     print(text)
     write_json_atomic(args.out / "estimate.json", {"meta": meta, "accuracy": results, "speed": fast})

@@ -242,8 +242,9 @@ def format_estimate(graph, estimate, seconds: float) -> str:
             lines.append(f"  {unit['name'][:24]:24} {unit['op']:8} " + " ".join(f"{unit[label]:8.0f}" for label in LABELS))
     lines.append("  total: " + ", ".join(f"{label.upper()} {_pm(r[label], s[label])}" for label in LABELS))
     if estimate.by_rule:
-        lines.append(f"  {', '.join(label.upper() for label in estimate.by_rule)}: by the generators' rule "
-                     "(exact on every network in the dataset), not learned")
+        lines.append(f"  {', '.join(label.upper() for label in estimate.by_rule)}: by rule (DSP: the generators' "
+                     "multiplier rule; BRAM: yosys' memory mapping of each memory), exact on the training networks, "
+                     "not learned")
     if estimate.fmax_mhz is not None:
         lines.append(f"  Fmax (ECP5-85F, nextpnr-equivalent): {estimate.fmax_mhz:.0f} MHz "
                      f"±{100 * (math.exp(estimate.fmax_spread) - 1):.0f}%"

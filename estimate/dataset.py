@@ -148,14 +148,52 @@ def _generate(spec: dict) -> tuple[str, str, DesignGraph]:
         block, params = designs.build_block(spec)
         top, text, _ = block_verilog(block, params)
         return top, text, block_graph(spec["block"], params)
+    plan, name = _network_plan(spec)
+    return plan.top_name, rtl.to_verilog(plan), network_graph(plan, name)
+
+
+def _network_plan(spec: dict):
+    from hardwire.hls import rtl
+
     if spec["kind"] == "network":
         graph, folding = designs.build_network(spec)
     elif spec["kind"] == "model":
         graph, folding = model_network(spec)
     else:
         raise ValueError(f"unknown design kind {spec['kind']!r}")
-    plan = rtl.plan_dataflow(graph, folding, name=f"net_{designs.design_hash(spec)}")
-    return plan.top_name, rtl.to_verilog(plan), network_graph(plan, graph.name)
+    return rtl.plan_dataflow(graph, folding, name=f"net_{designs.design_hash(spec)}"), graph.name
+
+
+def design_graph(spec: dict) -> DesignGraph:
+    """The features of a spec's design, without generating its Verilog (what `_generate` records)."""
+    if spec["kind"] == "block":
+        block, params = designs.build_block(spec)
+        return block_graph(spec["block"], params)
+    plan, name = _network_plan(spec)
+    return network_graph(plan, name)
+
+
+def refresh_features(rows: list[dict]) -> int:
+    """Rows recorded with an older FEATURE_VERSION get their design graph rebuilt from their spec (the designs are
+    deterministic; nothing is synthesized and the stored file is not rewritten), so that training, the benchmark
+    and `hardwire estimate` read the same features. Returns how many were rebuilt; a row whose spec cannot be
+    rebuilt keeps its stored graph (its memories then come from its parameters alone)."""
+    graphs: dict[str, dict] = {}
+    count = 0
+    for row in rows:
+        design = row.get("design")
+        if not design or design.get("feature_version") == FEATURE_VERSION or not isinstance(row.get("spec"), dict):
+            continue
+        key = row["design_hash"]
+        if key not in graphs:
+            try:
+                graphs[key] = design_graph(row["spec"]).to_dict()
+            except (HardwireError, ValueError, KeyError, OSError):
+                graphs[key] = None
+        if graphs[key] is not None:
+            row["design"] = graphs[key]
+            count += 1
+    return count
 
 
 def load_network(source: str):

@@ -18,7 +18,10 @@ import math
 from dataclasses import dataclass, field
 
 
-FEATURE_VERSION = "1"
+# 2: memory inventory per unit (content-aware ROM widths) with the BRAM / LUT-RAM / soft-logic split yosys makes of
+# it per target (estimate/memories.py), FINN-R's per-unit LUT terms. Weights record the version they were trained
+# with; another version's weights are refused.
+FEATURE_VERSION = "2"
 
 
 @dataclass
@@ -26,6 +29,9 @@ class Node:
     name: str
     op: str                                   # "mvu", "swg", "maxpool", "dwc", or a block name
     features: dict[str, float]
+    # the unit's memories as yosys sees them (memories.Memory as dicts), where the graph was built from the design
+    # itself; None: derived from the parameters alone (memories.inventory without content)
+    memories: list[dict] | None = None
 
 
 @dataclass
@@ -38,12 +44,15 @@ class DesignGraph:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "name": self.name, "edges": [list(e) for e in self.edges], "exact": self.exact,
-                "nodes": [{"name": n.name, "op": n.op, "features": n.features} for n in self.nodes]}
+                "feature_version": FEATURE_VERSION,
+                "nodes": [{"name": n.name, "op": n.op, "features": n.features,
+                           **({"memories": n.memories} if n.memories is not None else {})} for n in self.nodes]}
 
     @classmethod
     def from_dict(cls, data: dict) -> DesignGraph:
         return cls(data["kind"], data["name"],
-                   [Node(n["name"], n["op"], {k: float(v) for k, v in n["features"].items()}) for n in data["nodes"]],
+                   [Node(n["name"], n["op"], {k: float(v) for k, v in n["features"].items()}, n.get("memories"))
+                    for n in data["nodes"]],
                    [tuple(e) for e in data.get("edges", [])], dict(data.get("exact", {})))
 
 
@@ -126,6 +135,7 @@ def derived_features(op: str, f: dict[str, float]) -> dict[str, float]:
             "dsp_products": lanes if dsp else 0.0, "lut_product_bits": 0.0 if dsp else lanes * a * w,
             "weight_bram18": pe * bram18_tiles(depth, simd * w), "weight_bits_per_pe": depth * simd * w,
             "threshold_bram18": pe * bram18_tiles(n / pe, thresholds * threshold_width),
+            **finn_r_terms(f, thresholds),
         }
     if op == "swg":
         return {"buffer_bits": f["in_width"] * f["kernel_size"] * f["channels"] * f["elem_width"]
@@ -139,21 +149,45 @@ def derived_features(op: str, f: dict[str, float]) -> dict[str, float]:
     return {}
 
 
+def finn_r_terms(f: dict[str, float], threshold_count: float) -> dict[str, float]:
+    """FINN-R's per-unit LUT terms (Blott et al., TRETS 2018) of a matrix-vector unit: per PE, SIMD multipliers
+    (a x w LUTs each where the product is built from LUTs, none on a DSP), an adder tree of SIMD - 1 adders of
+    growing width, the accumulator and the threshold comparators; LUT = 300 + 1.1 x PE x their sum."""
+    from hardwire.gen.mvu import LUT_MULTIPLY_MAX_WIDTH
+
+    pe, simd, a, w, acc = f["pe"], f["simd"], f["in_width"], f["w_width"], f["acc_width"]
+    multiplier = 0.0 if min(a, w) > LUT_MULTIPLY_MAX_WIDTH else a * w
+    terms = {"finn_multiplier_luts": simd * multiplier,
+             "finn_adder_tree_luts": (simd - 1) * (a + w + math.log2(max(simd, 1))),
+             "finn_accumulator_luts": acc, "finn_threshold_luts": threshold_count * acc}
+    terms["finn_lut"] = 300 + 1.1 * pe * sum(terms.values())
+    return terms
+
+
 def node_features(node: Node) -> dict[str, float]:
     """A node's stored features with the derived ones: what every model reads."""
-    return {**node.features, **derived_features(node.op, node.features)}
+    from .memories import memory_features
+
+    return {**node.features, **derived_features(node.op, node.features), **memory_features(node)}
 
 
 def network_graph(plan, name: str | None = None) -> DesignGraph:
     """A compiled network's dataflow plan (hls.rtl.DataflowPlan) as a chain graph of its units."""
     from hardwire.hls.rtl import network_cycles
 
+    from .memories import inventory
+
     nodes = []
     width = None
     for stage in plan.stages:
         fifo_width = width if stage.fifo_depth else 0
-        nodes.append(Node(stage.name, stage.kind, unit_features(stage.kind, stage.params, stage.fifo_depth,
-                                                                fifo_width or 0)))
+        features = unit_features(stage.kind, stage.params, stage.fifo_depth, fifo_width or 0)
+        unit = None
+        if stage.kind == "mvu":
+            unit = stage.build()
+            unit._MustUse__silence = True          # built for its weights and thresholds only, never elaborated
+        memories = [m.to_dict() for m in inventory(stage.kind, features, unit)]
+        nodes.append(Node(stage.name, stage.kind, features, memories))
         width = _out_stream_bits(stage)
     cycles = network_cycles(plan)
     exact = {"latency_cycles": cycles["latency_cycles"], "initiation_interval": cycles["initiation_interval"]}
@@ -180,26 +214,42 @@ def _out_stream_bits(stage) -> int:
 
 def block_graph(block_name: str, params) -> DesignGraph:
     """A gen/ block as a one-node graph: its parameters (and the derived ones its dataclass reports)."""
+    from .memories import inventory
+
+    features = _numeric(params_dict(params))
+    memories = None
+    if block_name == "mvu":                  # the standalone unit's seeded random content sets its ROM widths
+        from hardwire.gen.mvu import build_standalone
+
+        unit = build_standalone(params)
+        unit._MustUse__silence = True              # built for its content only, never elaborated
+        memories = [m.to_dict() for m in inventory("mvu", features, unit)]
     return DesignGraph("block", params_dict(params).get("name") or block_name,
-                       [Node(block_name, block_name, _numeric(params_dict(params)))])
+                       [Node(block_name, block_name, features, memories)])
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Fixed-length features for the trees
 
 
+MEMORY_TOTALS = tuple(f"{target}.{key}" for target in ("ecp5", "xilinx")
+                      for key in ("bram", "lutram", "lutram_bits", "logic_memory_bits", "logic_rom_bits",
+                                  "memory_mux_bits"))
+
+
 def flat_features(graph: DesignGraph) -> dict[str, float]:
     """Per unit kind: node count and the sum and max of every node feature; plus graph-wide totals."""
     out: dict[str, float] = {"nodes": float(len(graph.nodes)), f"kind={graph.kind}": 1.0}
-    for node in graph.nodes:
+    per_node = [node_features(node) for node in graph.nodes]
+    for node, features in zip(graph.nodes, per_node):
         prefix = node.op
         out[f"{prefix}.count"] = out.get(f"{prefix}.count", 0.0) + 1.0
-        for key, value in node_features(node).items():
+        for key, value in features.items():
             s, m = f"{prefix}.{key}.sum", f"{prefix}.{key}.max"
             out[s] = out.get(s, 0.0) + value
             out[m] = max(out.get(m, -math.inf), value)
     for key in ("lanes", "multiplier_bits", "weight_bits", "threshold_bits", "fifo_bits", "comparator_bits",
                 "buffer_bits", "accumulator_bits", "dsp_products", "lut_product_bits", "weight_bram18",
-                "threshold_bram18", "products"):
-        out[f"total.{key}"] = sum(node_features(n).get(key, 0.0) for n in graph.nodes)
+                "threshold_bram18", "products", "finn_lut", "memory_bits", "rom_bits", *MEMORY_TOTALS):
+        out[f"total.{key}"] = sum(features.get(key, 0.0) for features in per_node)
     return out

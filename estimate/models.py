@@ -18,11 +18,11 @@ operand is wider than LUT multiplication handles. Only networks have a formula; 
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from .features import bram18_tiles, node_features
+from .memories import predicted_bram, predicted_lutram
 
 LABELS = ("lut", "ff", "dsp", "bram", "lutram")
 TARGET_NAMES = ("ice40", "ecp5", "xilinx", "xilinx-us", "xilinx-usp")
@@ -197,14 +197,45 @@ def to_pyg(encoder: Encoder, graph, target: str):
 # Rules: what a formula gives exactly, so that no model has to learn it
 
 
-def rule_resources(graph) -> dict[str, float]:
-    """Labels fixed by the generators' own rules. A compiled network's DSP blocks: gen/mvu builds products with
-    an operand of at most LUT_MULTIPLY_MAX_WIDTH bits from LUTs and yosys maps each wider product to one DSP, and
-    no other network unit multiplies, so DSP = the sum of the units' `dsp_products` (bench/estimate.py checks
-    this against every network in the dataset)."""
-    if graph.kind != "network":
-        return {}
-    return {"dsp": float(sum(node_features(node).get("dsp_products", 0.0) for node in graph.nodes))}
+# Block families that build no product on a DSP block (bit-serial and shift-add datapaths, buffers, converters)
+MULTIPLIER_FREE_BLOCKS = ("bitmod", "bitserial", "bitvert", "dwc", "maxpool", "swg")
+
+
+def _rule_dsp(graph) -> float | None:
+    """DSP blocks by rule: a network's or an MVU block's `dsp_products`, a sparse block's `multipliers` (one
+    multiplier per DSP block), 0 for a multiplier-free family; None where no rule applies."""
+    if graph.kind == "network" or (graph.kind == "block" and all(n.op == "mvu" for n in graph.nodes)):
+        return float(sum(node_features(node).get("dsp_products", 0.0) for node in graph.nodes))
+    if graph.kind == "block" and len(graph.nodes) == 1:
+        node = graph.nodes[0]
+        if node.op in MULTIPLIER_FREE_BLOCKS:
+            return 0.0
+        if node.op == "sparse" and "multipliers" in node.features:
+            return float(node.features["multipliers"])
+    return None
+
+
+def rule_resources(graph, target: str | None = None, rules=("dsp", "bram", "lutram")) -> dict[str, float]:
+    """Labels fixed by the generators' own rules: DSP for a compiled network and the block families `_rule_dsp`
+    knows, BRAM for a network or a block whose memories the inventory covers (memories.COVERED_BLOCKS).
+
+    DSP: gen/mvu builds products with an operand of at most LUT_MULTIPLY_MAX_WIDTH bits from LUTs and yosys maps
+    each wider product to one DSP, and no other network unit multiplies, so DSP = the sum of the units'
+    `dsp_products`. BRAM (with a `target` the memory rule covers): the sum over the network's memories of the block
+    RAMs yosys' memory_libmap gives each (estimate/memories.py). `rules` picks which; training keeps a rule only
+    where it is exact on every training network of the target (see train.rule_checks), and bench/estimate.py
+    checks both against every network in the dataset."""
+    out = {}
+    if "dsp" in rules:
+        dsp = _rule_dsp(graph)
+        if dsp is not None:
+            out["dsp"] = dsp
+    for label, rule in (("bram", predicted_bram), ("lutram", predicted_lutram)):
+        if label in rules and target is not None:
+            value = rule(graph, target)
+            if value is not None:
+                out[label] = float(value)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,15 +252,10 @@ def finn_r(graph) -> dict[str, float] | None:
             continue
         f = node_features(node)
         pe, simd = f["pe"], f["simd"]
-        a, w = f["in_width"], f["w_width"]
-        acc = f["acc_width"]
-        uses_dsp = min(a, w) > 4
-        multiplier = 0.0 if uses_dsp else a * w
-        adder_tree = (simd - 1) * (a + w + math.log2(max(simd, 1)))
-        thresholds = f.get("threshold_count", 0.0) * acc
-        lut += 300 + 1.1 * pe * (simd * multiplier + adder_tree + acc + thresholds)
+        uses_dsp = min(f["in_width"], f["w_width"]) > 4
+        lut += f["finn_lut"]                   # features.finn_r_terms: 300 + 1.1 PE (multipliers + tree + acc + thr)
         dsp += pe * simd if uses_dsp else 0
-        depth, width = f["weight_depth"], simd * w
+        depth, width = f["weight_depth"], simd * f["w_width"]
         if depth * width > 1024:               # FINN maps small memories to LUTs
             bram += pe * bram18_tiles(depth, width)
     return {"lut": lut, "dsp": dsp, "bram": bram}

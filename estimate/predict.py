@@ -14,9 +14,9 @@ import numpy as np
 from hardwire.errors import HardwireError, ParameterError
 from hardwire.threads import one_torch_thread
 
-from .features import DesignGraph
+from .features import FEATURE_VERSION, DesignGraph
 from .models import CAPACITY, FMAX_RANGE_MHZ, LABELS, Encoder, make_gnn, rule_resources, to_pyg
-from .train import FMAX_SCALE, WEIGHTS_FORMAT, unpack_text
+from .train import FMAX_SCALE, WEIGHTS_FORMAT, design_group, unpack_text
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "surrogate.pt"
 INTEGER_LABELS = ("dsp", "bram")
@@ -56,8 +56,13 @@ class Estimator:
         if weights.get("format") != WEIGHTS_FORMAT:
             raise WeightsError(f"{path}: weights format {weights.get('format')!r}, this hardwire reads "
                                f"{WEIGHTS_FORMAT}: retrain with `hardwire dataset train`")
+        if weights.get("feature_version", "1") != FEATURE_VERSION:
+            raise WeightsError(f"{path}: trained on design features version {weights.get('feature_version', '1')}, "
+                               f"this hardwire computes version {FEATURE_VERSION}: retrain with `hardwire dataset train`")
         self.path = path
         self.dataset_hash = weights["dataset_hash"]
+        # per target, the labels a generator rule gives (exact on the training networks; see train.rule_checks)
+        self.rules = {target: tuple(labels) for target, labels in (weights.get("rules") or {}).items()}
         self.encoder = Encoder.from_dict(weights["encoder"])
         self.gnn = []
         for state in weights["gnn"]:
@@ -114,9 +119,9 @@ class Estimator:
     def tree_batch(self, graphs: list[DesignGraph], target: str) -> tuple[np.ndarray, np.ndarray]:
         self._check_target(target)
         x = np.stack([self.encoder.flat_vector(g, target) for g in graphs])
-        res = np.stack([np.stack([m[label].predict(x) if label in m else np.zeros(len(graphs)) for label in LABELS],
+        res = np.stack([np.stack([m[label].predict(x, num_threads=1) if label in m else np.zeros(len(graphs)) for label in LABELS],
                                  axis=-1) for m in self.trees])
-        fmax = np.stack([m["fmax"].predict(x) if "fmax" in m else np.full(len(graphs), np.nan) for m in self.trees])
+        fmax = np.stack([m["fmax"].predict(x, num_threads=1) if "fmax" in m else np.full(len(graphs), np.nan) for m in self.trees])
         return res, fmax
 
     def predict_batch(self, graphs: list[DesignGraph], target: str, model: str = "auto") -> list[dict]:
@@ -127,17 +132,20 @@ class Estimator:
             trees = self.predict_batch(graphs, target, "trees")
             out = []
             for graph, g, t in zip(graphs, gnn, trees):
-                pick = {label: (g if self.choice.get(label, "gnn") == "gnn" else t) for label in (*LABELS, "fmax")}
+                group = design_group(graph)
+                key = {label: f"{label}@{group}" if f"{label}@{group}" in self.choice else label
+                       for label in (*LABELS, "fmax")}
+                pick = {label: (g if self.choice.get(key[label], "gnn") == "gnn" else t) for label in (*LABELS, "fmax")}
                 # the ensemble's spread alone is too narrow (bagged members agree on what none of them saw): the
                 # chosen model's RMS log error on the validation designs is combined with it
-                widen = lambda spread, label: float(np.hypot(spread, self.calibration.get(label, 0.0)))  # noqa: E731
+                widen = lambda spread, label: float(np.hypot(spread, self.calibration.get(key[label], 0.0)))  # noqa: E731
                 result = {"resources": {label: pick[label]["resources"][label] for label in LABELS},
                           "spread": {label: widen(pick[label]["spread"][label], label) for label in LABELS},
                           "fmax_mhz": pick["fmax"]["fmax_mhz"],
                           "fmax_spread": (widen(pick["fmax"]["fmax_spread"], "fmax")
                                           if pick["fmax"]["fmax_spread"] is not None else None),
                           "by_rule": []}
-                for label, value in rule_resources(graph).items():
+                for label, value in rule_resources(graph, target, self.rules.get(target, ())).items():
                     result["resources"][label] = min(value, CAPACITY.get(target, {}).get(label, value))
                     result["spread"][label] = 0.0
                     result["by_rule"].append(label)
@@ -169,6 +177,10 @@ class Estimator:
                 scale = result["resources"][label] / raw if raw > 0 else 0.0
                 for unit in per_node:
                     unit[label] *= scale
+            # a label given by rule is split over the units by the same rule (a unit without memories has no BRAM)
+            for label in result.get("by_rule", []):
+                for unit, node in zip(per_node, graph.nodes):
+                    unit[label] = rule_resources(_one_node(graph, node), target, (label,)).get(label, unit[label])
         return Estimate(target, model, result["resources"], result["spread"], result["fmax_mhz"],
                         result["fmax_spread"], per_node, dict(graph.exact), self.encoder.unknown(graph),
                         result.get("by_rule", []))
@@ -184,6 +196,11 @@ class Estimator:
         mean = np.mean(terms, axis=0)
         return [{"name": node.name, "op": node.op, **{label: float(mean[i, j]) for j, label in enumerate(LABELS)}}
                 for i, node in enumerate(graph.nodes)]
+
+
+def _one_node(graph: DesignGraph, node) -> DesignGraph:
+    """One unit of a design as a design of the same kind (for the per-unit share of a rule)."""
+    return DesignGraph(graph.kind, node.name, [node])
 
 
 def folding_cost(estimator: Estimator, graph, target: str, model: str = "auto"):

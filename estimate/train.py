@@ -20,12 +20,13 @@ import numpy as np
 
 from hardwire.errors import ParameterError
 
-from .features import DesignGraph
-from .models import CAPACITY, LABELS, Encoder, make_gnn, to_pyg
+from .features import FEATURE_VERSION, DesignGraph
+from .models import CAPACITY, LABELS, Encoder, make_gnn, rule_resources, to_pyg
 
 WEIGHTS_FORMAT = 2            # 2: the trees' text gzip'd into uint8 tensors (a tenth of the size)
 FMAX_SCALE = float(np.log(1000.0))        # log Fmax = log(1000 MHz) - log delay
 SHUFFLES = 6
+RULE_EXACT_MIN = 0.99         # a rule replaces the learned estimate of a target where it is at least this exact
 
 
 def pack_text(text: str):
@@ -77,7 +78,7 @@ def load_rows(paths, wa_hls4ml=()) -> list[dict]:
     """Our dataset files, plus wa-hls4ml record files converted to rows (split by the hash of their id)."""
     from hardwire.cache import digest
 
-    from .dataset import RowStore
+    from .dataset import RowStore, refresh_features
     from .wahls4ml import read_rows
 
     from .designs import is_stale
@@ -91,6 +92,7 @@ def load_rows(paths, wa_hls4ml=()) -> list[dict]:
         if len(fresh) < len(read):
             print(f"{path}: {len(read) - len(fresh)} rows left out: synthesized from generator versions older than "
                   "today's (`hardwire dataset generate` makes them anew)", file=sys.stderr)
+        refresh_features(fresh)
         rows += fresh
     for path in wa_hls4ml:
         converted, _ = read_rows(path)
@@ -198,7 +200,9 @@ def train_trees(encoder: Encoder, train: list[Example], valid: list[Example], *,
         va, yva = pick(valid)
         if len(tr) < 10:
             continue
-        params = dict(n_estimators=2000, learning_rate=0.03, num_leaves=31, min_child_samples=5, subsample=0.8,
+        # at most 400 trees per label (early stopping usually ends sooner): the shipped weights stay a few MB and a
+        # single estimate a few milliseconds
+        params = dict(n_estimators=400, learning_rate=0.05, num_leaves=31, min_child_samples=5, subsample=0.8,
                       subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0, random_state=seed, verbose=-1,
                       n_jobs=1)
         model = lightgbm.LGBMRegressor(**params)
@@ -235,9 +239,16 @@ def train(rows: list[dict], *, ensemble: int = 5, epochs: int = 300, seed: int =
             gnn.append(train_gnn(encoder, train_set, valid_set, seed=seed + member, epochs=epochs, log=log))
             trees.append(train_trees(encoder, train_set, valid_set, seed=seed + member))
             log(f"[{time.monotonic() - started:6.0f} s] member {member + 1}/{ensemble} trained")
-    weights = {"format": WEIGHTS_FORMAT, "dataset_hash": dataset_hash(rows), "rows": len(rows),
-               "train_rows": len(train_set), "encoder": encoder.to_dict(), "gnn": gnn, "trees": trees,
-               "labels": list(LABELS), "capacity": CAPACITY, "seed": seed, "epochs": epochs}
+    checks = rule_checks(train_set)
+    weights = {"format": WEIGHTS_FORMAT, "feature_version": FEATURE_VERSION, "dataset_hash": dataset_hash(rows),
+               "rows": len(rows), "train_rows": len(train_set), "encoder": encoder.to_dict(), "gnn": gnn,
+               "trees": trees, "labels": list(LABELS), "capacity": CAPACITY, "seed": seed, "epochs": epochs,
+               "rule_checks": checks,
+               "rules": {target: sorted(label for label, (exact, n) in per.items() if n and exact / n >= RULE_EXACT_MIN)
+                         for target, per in checks.items()}}
+    log("rules on the training networks (exact/rows): " + "; ".join(
+        f"{target} " + ", ".join(f"{label} {exact}/{n}" for label, (exact, n) in per.items())
+        for target, per in checks.items()) + f"; used: {weights['rules']}")
     weights["choice"], weights["calibration"] = choose_models(weights, valid_set)
     log(f"per label, the model with the lower validation error: {weights['choice']}; its RMS log error there: "
         + ", ".join(f"{k} {v:.3f}" for k, v in weights["calibration"].items()))
@@ -245,10 +256,28 @@ def train(rows: list[dict], *, ensemble: int = 5, epochs: int = 300, seed: int =
     return weights
 
 
+def rule_checks(items: list[Example]) -> dict[str, dict[str, list[int]]]:
+    """Per target and rule label: [designs the rule gets exactly right, designs] over the synthesized designs of
+    `items` (the training split: a rule is used where it is exact there, never chosen on a test split)."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for ex in items:
+        if not ex.labels:
+            continue
+        for label, value in rule_resources(ex.graph, ex.target).items():
+            if ex.labels.get(label) is None:
+                continue
+            entry = out.setdefault(ex.target, {}).setdefault(label, [0, 0])
+            entry[0] += int(value == ex.labels[label])
+            entry[1] += 1
+    return out
+
+
 def choose_models(weights: dict, valid: list[Example]) -> dict[str, str]:
     """For each label (and Fmax), the surrogate with the lower mean absolute log error on the validation
-    designs (what `--model auto` uses), and that model's RMS log error there (what calibrates its uncertainty).
-    Chosen on `valid`, never on a test split."""
+    designs (what `--model auto` uses), and that model's RMS log error there (what calibrates its uncertainty);
+    also per design group (`label@network`, `label@block`: the GNN reads a network's units and their streams, the
+    trees do better on many one-node blocks) where the group has enough validation designs. Chosen on `valid`,
+    never on a test split."""
     from .predict import Estimator
 
     estimator = Estimator(weights)
@@ -262,14 +291,29 @@ def choose_models(weights: dict, valid: list[Example]) -> dict[str, str]:
                 pairs.append(("fmax", p["fmax_mhz"], ex.fmax_mhz))
                 for label, predicted, actual in pairs:
                     if actual is not None and predicted is not None:
-                        errors[name].setdefault(label, []).append(abs(np.log1p(predicted) - np.log1p(actual)))
+                        error = abs(np.log1p(predicted) - np.log1p(actual))
+                        errors[name].setdefault(label, []).append(error)
+                        errors[name].setdefault(f"{label}@{design_group(ex.graph)}", []).append(error)
     choice, calibration = {}, {}
+    for key in errors["gnn"].keys() | errors["trees"].keys():
+        if "@" in key and min(len(errors[name].get(key, ())) for name in errors) < GROUP_MIN_DESIGNS:
+            continue
+        mean = {name: float(np.mean(errors[name][key])) for name in errors if errors[name].get(key)}
+        choice[key] = min(mean, key=mean.get)
+        chosen = errors[choice[key]][key]
+        calibration[key] = float(np.sqrt(np.mean(np.square(chosen))))
     for label in (*LABELS, "fmax"):
-        mean = {name: float(np.mean(errors[name][label])) for name in errors if errors[name].get(label)}
-        choice[label] = min(mean, key=mean.get) if mean else "gnn"
-        chosen = errors.get(choice[label], {}).get(label)
-        calibration[label] = float(np.sqrt(np.mean(np.square(chosen)))) if chosen else 0.0
-    return choice, calibration
+        choice.setdefault(label, "gnn")
+        calibration.setdefault(label, 0.0)
+    return dict(sorted(choice.items())), dict(sorted(calibration.items()))
+
+
+GROUP_MIN_DESIGNS = 20
+
+
+def design_group(graph) -> str:
+    """The group whose own model choice `--model auto` uses: blocks, or networks (ours and wa-hls4ml's)."""
+    return "block" if graph.kind == "block" else "network"
 
 
 def train_command(args) -> int:
