@@ -60,7 +60,7 @@ class CorpusSpec:
 SPECS: dict[str, CorpusSpec] = {
     s.name: s
     for s in (
-        CorpusSpec("resnet8-tiny", "resnet8", (1, 3, 8, 8), (("channels", (4, 8, 8)),), 256),
+        CorpusSpec("resnet8-tiny", "resnet8", (1, 3, 8, 8), (("channels", (4, 8, 8)),), 1024),
         CorpusSpec("resnet8", "resnet8", (1, 3, 32, 32), (("channels", (8, 16, 32)),), 9216, slow=True),
         CorpusSpec("dscnn-tiny", "dscnn", (1, 1, 49, 10), (("channels", 4), ("blocks", 1)), 1024),
         CorpusSpec("dscnn", "dscnn", (1, 1, 49, 10), (("channels", 32), ("blocks", 4)), 4096, slow=True),

@@ -185,6 +185,9 @@ def _is_bipolar_activation(model, node) -> bool:
     return bits is not None and float(np.ravel(bits)[0]) == 1 and bool(signed)
 
 
+AVERAGING_OPS = ("AveragePool", "GlobalAveragePool", "ReduceMean")
+
+
 def _check_supported(model) -> None:
     """Name the first node hls4ml's ONNX front end has no converter for (its own message omits the node)."""
     from hls4ml.converters import get_supported_onnx_layers
@@ -197,6 +200,13 @@ def _check_supported(model) -> None:
                 "does not compute exactly (on a binary MLP its C simulation differed from qonnx on 295 of 320 "
                 "outputs); compile binary networks with the RTL back end (--backend rtl), which has an "
                 "XNOR-popcount datapath")
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if (node.op_type == "Conv" and group != 1) or node.op_type in AVERAGING_OPS:
+            what = f"Conv, group={group}: a depthwise convolution" if node.op_type == "Conv" else \
+                f"{node.op_type}: an average"
+            raise ModelError(f"node {node.name!r} ({what}) is not supported by hardwire's hls4ml back end (it sets no "
+                             "exact precision for it); compile the network with the RTL back end (--backend rtl), "
+                             "which has a depthwise unit for it")
         if node.op_type not in supported:
             raise ModelError(f"hls4ml 1.3's ONNX front end rejects node {node.name!r} (op {node.op_type}); it "
                              f"converts {', '.join(sorted(supported))}")
