@@ -927,6 +927,16 @@ def _average_pool(m: _Model, node, graph: IntGraph, in_shape, in_type: IntType, 
                            w if whole else kernel, w if whole else stride, 0, nodes=[node.name], global_pool=whole)
     lo, hi = layer.acc_range
     layer.exact = _is_power_of_two(in_scale) and max(abs(lo), abs(hi)) < (1 << FLOAT32_EXACT_BITS)
+    tensor, after = node.output[0], node
+    while tensor not in m.outputs:                  # an activation quantizer must follow (through per-element ops)
+        user = m.only_consumer(tensor, after)
+        if user is None or _is_quant(user):
+            break
+        if user.op_type not in ELEMENTWISE_OPS:
+            raise ModelError(f"node {node.name!r} ({node.op_type}): its average reaches node {user.name!r} "
+                             f"({user.op_type}) without an activation quantizer; supported: a Quant node "
+                             "(QuantIdentity/QuantReLU) after the average pool")
+        tensor, after = user.output[0], user
     # the node's float output is sum / window: a Div on the sum heads the chain the thresholds are found on
     count = f"{node.name}__window_size"
     total = f"{node.output[0]}__window_sum"
