@@ -113,8 +113,7 @@ def test_hls4ml_back_end_refuses_depthwise_and_average_nodes_in_one_line_naming_
     assert f"node {node!r}" in err[0] and "--backend rtl" in err[0]
 
 
-@pytest.mark.slow
-def test_autoencoder_hls4ml_csim_is_bit_exact(tmp_path):
+def test_autoencoder_hls4ml_csim_is_bit_exact_with_the_float_output_bias_on_the_host(tmp_path):
     pytest.importorskip("hls4ml")
     report = compile_model(
         corpus.export("autoencoder-tiny"),
@@ -124,6 +123,7 @@ def test_autoencoder_hls4ml_csim_is_bit_exact(tmp_path):
     )
     check = report["csim_vs_qonnx"]
     assert check["outputs"] == 16 * 64 and check["mismatches"] == 0
+    assert any("_bias (Add)" in op for op in report["hls4ml"]["host_after"]), report["hls4ml"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
