@@ -255,8 +255,9 @@ def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: 
     from hardwire.flows.report import tool_versions
 
     plan = rtl.plan_dataflow(graph, folding)
-    if estimator is not None and any(stage.kind == "residual" for stage in plan.stages):
-        report["estimate"] = {"estimate": False, "note": "the resource estimator does not model residual blocks yet"}
+    if estimator is not None and any(stage.kind in ("residual", "vvu") for stage in plan.stages):
+        report["estimate"] = {"estimate": False, "note": "the resource estimator does not model residual blocks "
+                              "and depthwise units yet"}
     elif estimator is not None:
         from hardwire.estimate.features import network_graph
 

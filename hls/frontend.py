@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from hardwire.hls.graph import InputLayer, IntGraph, IntType, MatVecLayer, MaxPoolLayer, ResidualLayer, flat_layers
+import onnx.numpy_helper
+from hardwire.hls.graph import (DepthwiseLayer, InputLayer, IntGraph, IntType, MatVecLayer, MaxPoolLayer,
+                                 ResidualLayer, flat_layers)
 from onnx import helper
 
 from hardwire.errors import ModelError
@@ -33,7 +35,9 @@ from hardwire.errors import ModelError
 QUANT_DOMAIN = "qonnx.custom_op.general"
 ELEMENTWISE_OPS = ("Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "Clip", "Identity", "Dropout")
 SUPPORTED = ("Quant (inputs, weights, activations)", "BipolarQuant and 1-bit signed Quant (inputs, weights, activations)", "MatMul", "Gemm",
-             "Conv (square kernel, group 1)", "MaxPool (kernel = stride)", "Flatten/Reshape before a dense layer",
+             "Conv (square kernel, group 1 or depthwise: group = channels)", "MaxPool (kernel = stride)",
+             "AveragePool (square, no padding, or over the whole image)/GlobalAveragePool/ReduceMean over H, W, "
+             "before an activation Quant", "Flatten/Reshape before a dense layer",
              "per-channel " + "/".join(ELEMENTWISE_OPS[:-2]) + " between a layer and its activation Quant",
              "layout ops and a constant affine x * a + b before the input Quant (run on the host)")
 LAYOUT_OPS = ("Reshape", "Flatten", "Transpose", "Identity", "Dropout", "Squeeze", "Unsqueeze")
@@ -534,10 +538,10 @@ def _walk(m: _Model, graph: IntGraph, layers: list, tensor: str, after, state: _
             state = _Stream(state.dtype, layer.out_shape, state.scale)
             tensor, after = node.output[0], node
             continue
-        if op in ("MatMul", "Gemm", "Conv"):
+        if op in ("MatMul", "Gemm", "Conv") or op in POOL_OPS:
             if node.input[0] != tensor:
                 raise _unsupported(node, "with its activations on a second input")
-            layer, tensor, after, current, cur_scale, done = _matvec(
+            layer, tensor, after, current, cur_scale, done = _lowering(node)(
                 m, node, graph, state.shape, state.dtype, state.scale, state.flattened_from)
             layers.append(layer)
             state = _Stream(current, layer.out_shape, cur_scale)
@@ -836,6 +840,151 @@ def _matvec(m: _Model, node, graph: IntGraph, in_shape, in_type: IntType, in_sca
         graph.output_type = out_spec.dtype
         return layer, out_tensor, quant, out_spec.dtype, out_scale, True
     return layer, out_tensor, quant, out_spec.dtype, out_scale, False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Depthwise convolution and average pooling: one dot product per channel (gen/vvu.py)
+
+POOL_OPS = ("AveragePool", "GlobalAveragePool", "ReduceMean")
+
+
+def _lowering(node):
+    """The function that turns a layer node into an integer layer: depthwise Conv and the average pools have
+    their own, every other MatMul/Gemm/Conv goes to `_matvec`."""
+    if node.op_type in POOL_OPS:
+        return _average_pool
+    if node.op_type == "Conv" and _attr(node, "group", 1) != 1:
+        return _depthwise
+    return _matvec
+
+
+def _square_window(node, in_shape) -> tuple[int, int, int]:
+    """(kernel, stride, padding) of a Conv/AveragePool node; square and symmetric only."""
+    ks = list(_attr(node, "kernel_shape", []))
+    strides = list(_attr(node, "strides", [1] * len(ks)))
+    pads = list(_attr(node, "pads", [0] * 2 * len(ks)))
+    if any(d != 1 for d in _attr(node, "dilations", [1, 1])):
+        raise _unsupported(node, "with dilation")
+    if len(set(ks)) != 1 or len(set(strides)) != 1 or len(set(pads)) != 1:
+        raise _unsupported(node, f"with kernel {ks}, strides {strides}, pads {pads} (square and symmetric only)")
+    return ks[0], strides[0], pads[0]
+
+
+def _depthwise(m: _Model, node, graph: IntGraph, in_shape, in_type: IntType, in_scale: float, flattened_from):
+    """A Conv with group = channels (one k x k filter per channel): a DepthwiseLayer."""
+    channels, group = in_shape[2], _attr(node, "group", 1)
+    codes, scale, w_type, weight_nodes = _quantized_weights(m, node.input[1], node)
+    if group != channels or codes.shape[:2] != (channels, 1):
+        raise ModelError(f"node {node.name!r} (Conv): group={group} with {channels} input and {codes.shape[0]} output "
+                         "channels is not supported; supported: group=1 (a full convolution) or group = input "
+                         "channels = output channels (depthwise)")
+    if in_type.bipolar:
+        raise ModelError(f"node {node.name!r} (Conv): a depthwise convolution of bipolar (-1/+1) activations is not "
+                         "supported")
+    kernel, stride, padding = _square_window(node, in_shape)
+    weights = codes.reshape(channels, kernel * kernel).astype(np.int64)          # (c, ky * k + kx)
+    w_type.check(weights, f"node {node.name!r} weights")
+    layer = DepthwiseLayer(node.name, in_shape, in_type, weights, w_type, None, None, None, kernel, stride, padding,
+                           nodes=weight_nodes + [node.name])
+    acc_scale = in_scale * _per_output_scale(scale, 0, node)
+    lo, hi = layer.acc_range
+    layer.exact = _is_power_of_two(acc_scale) and max(abs(lo), abs(hi)) < (1 << FLOAT32_EXACT_BITS)
+    return _finish_layer(m, node, graph, layer, acc_scale, [], [], node.output[0])
+
+
+def _average_pool(m: _Model, node, graph: IntGraph, in_shape, in_type: IntType, in_scale: float, flattened_from):
+    """AveragePool / GlobalAveragePool / ReduceMean over (H, W): the window sum as a depthwise layer with unit
+    weights; the division by the window size, as the node computes it in float32, goes into the thresholds of
+    the activation quantizer that must follow (it is not a power of two in general)."""
+    h, w, channels = in_shape
+    if in_type.bipolar:
+        raise ModelError(f"node {node.name!r} ({node.op_type}): averaging bipolar (-1/+1) activations is not supported")
+    kernel, stride, padding, whole = 1, 1, 0, False
+    if node.op_type == "GlobalAveragePool":
+        whole = True
+    elif node.op_type == "ReduceMean":
+        axes = _attr(node, "axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = m.init(node.input[1])
+        rank = len(m.shape(node.input[0]))
+        axes = sorted(int(a) % rank for a in np.ravel(axes)) if axes is not None else None
+        if rank != 4 or axes != [2, 3]:
+            raise _unsupported(node, f"over axes {axes} of a rank-{rank} tensor (supported: the spatial axes 2, 3 "
+                               "of an NCHW image)")
+        whole = True
+    else:
+        ks = list(_attr(node, "kernel_shape", []))
+        pads = list(_attr(node, "pads", [0] * 2 * len(ks)))
+        if _attr(node, "ceil_mode", 0) or any(pads):
+            raise _unsupported(node, f"with pads {pads} or ceil_mode (supported: no padding, floor)")
+        if ks == [h, w]:
+            whole = True
+        else:
+            kernel, stride, padding = _square_window(node, in_shape)
+    window = h * w if whole else kernel * kernel
+    weights = np.ones((channels, window), dtype=np.int64)
+    layer = DepthwiseLayer(node.name, in_shape, in_type, weights, IntType(1, False), None, None, None,
+                           w if whole else kernel, w if whole else stride, 0, nodes=[node.name], global_pool=whole)
+    lo, hi = layer.acc_range
+    layer.exact = _is_power_of_two(in_scale) and max(abs(lo), abs(hi)) < (1 << FLOAT32_EXACT_BITS)
+    tensor, after = node.output[0], node
+    while tensor not in m.outputs:                  # an activation quantizer must follow (through per-element ops)
+        user = m.only_consumer(tensor, after)
+        if user is None or _is_quant(user):
+            break
+        if user.op_type not in ELEMENTWISE_OPS:
+            raise ModelError(f"node {node.name!r} ({node.op_type}): its average reaches node {user.name!r} "
+                             f"({user.op_type}) without an activation quantizer; supported: a Quant node "
+                             "(QuantIdentity/QuantReLU) after the average pool")
+        tensor, after = user.output[0], user
+    # the node's float output is sum / window: a Div on the sum heads the chain the thresholds are found on
+    count = f"{node.name}__window_size"
+    total = f"{node.output[0]}__window_sum"
+    divide = helper.make_node("Div", [total, count], [node.output[0]], name=f"{node.name}__average")
+    constant = onnx.numpy_helper.from_array(np.asarray(window, dtype=np.float32), count)
+    return _finish_layer(m, node, graph, layer, np.full(channels, in_scale), [divide], [constant], total,
+                         require_quant=True)
+
+
+def _finish_layer(m: _Model, node, graph: IntGraph, layer, acc_scale, head: list, constants: list, chain_input: str,
+                  *, require_quant: bool = False):
+    """The per-element ops after a depthwise or pooling layer up to its activation Quant become its thresholds
+    (as in `_matvec`), or the float tail at the network's end. Returns `_matvec`'s tuple."""
+    chain_nodes, quant, out_tensor = _collect_chain(m, node, node.output[0])
+    layer.nodes += [n.name for n in chain_nodes]
+    n = layer.out_features
+    conv = len(m.shape(node.output[0])) == 4
+    chain = _chain(m, head + chain_nodes, chain_input, conv, np.broadcast_to(acc_scale, (n,)).astype(np.float64))
+    chain.initializers = list(chain.initializers) + constants
+    layout = "NCHW" if conv else "NC"
+    if quant is None:
+        if require_quant:
+            raise ModelError(f"node {node.name!r} ({node.op_type}): its output reaches the network output without an "
+                             "activation quantizer; supported: a Quant node (QuantIdentity/QuantReLU) after it")
+        graph.tail = Tail(chain, np.ones(n, np.int64), None, out_tensor, layout)
+        graph.output_type = None
+        return layer, out_tensor, node, None, None, True
+    out_spec = _quant_spec(m, quant)
+    if out_spec.scale.size != 1:
+        raise ModelError(f"node {quant.name!r}: activation quantizers need one scale per tensor")
+    if out_spec.dtype.bipolar:
+        raise ModelError(f"node {quant.name!r}: a bipolar (-1/+1) quantizer after node {node.name!r} "
+                         f"({node.op_type}) is not supported")
+    lo, hi = layer.acc_range
+    thresholds, sign = _thresholds(chain, out_spec, lo, hi, node.name)
+    layer.weights = layer.weights * sign[:, None]
+    layer.thresholds = thresholds
+    layer.out_type = out_spec.dtype
+    layer.nodes.append(quant.name)
+    layer.out_scale = float(out_spec.scale.reshape(-1)[0])
+    trailing = _layout_to_output(m, out_tensor, quant)
+    done = trailing is not None
+    if done:
+        flatten = bool(trailing) and len(m.shape(m.graph.output[0].name)) == 2
+        graph.tail = Tail(None, None, np.full(n, layer.out_scale), m.graph.output[0].name, layout, flatten,
+                          [f"{t.name} ({t.op_type})" for t in trailing])
+        graph.output_type = out_spec.dtype
+    return layer, out_tensor, quant, out_spec.dtype, layer.out_scale, done
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -158,6 +158,31 @@ class MatVecLayer:
 
 
 @dataclass
+class DepthwiseLayer(MatVecLayer):
+    """A depthwise convolution (Conv with group = channels) or an average pool (a depthwise convolution with unit
+    weights, its 1/(k*k) folded into the thresholds after it): every channel has its own window dot product.
+
+    `weights` is (C, KK) with KK window positions in (ky, kx) order; with `global_pool` the window is the whole
+    (H, W) image in raster order (a global average pool) and the output is 1 x 1 x C."""
+
+    global_pool: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "depthwise"
+
+    @property
+    def is_conv(self) -> bool:
+        return True
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        if self.global_pool:
+            return (1, 1, self.out_features)
+        return super().out_shape
+
+
+@dataclass
 class MaxPoolLayer:
     name: str
     in_shape: tuple[int, int, int]
@@ -307,8 +332,17 @@ def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
         k = layer.kernel
         oh, ow = h // k, w // k
         return x[:, :oh * k, :ow * k, :].reshape(b, oh, k, ow, k, c).max(axis=(2, 4))
-    cols = im2col(x, layer.kernel, layer.stride, layer.padding)
-    acc = cols @ layer.weights.astype(np.int64).T
+    if isinstance(layer, DepthwiseLayer):
+        b, h, w, c = x.shape
+        if layer.global_pool:
+            windows = x.reshape(b, 1, 1, h * w, c)
+        else:
+            oh, ow, _ = layer.out_shape
+            windows = im2col(x, layer.kernel, layer.stride, layer.padding).reshape(b, oh, ow, -1, c)
+        acc = np.einsum("bijkc,ck->bijc", windows, layer.weights.astype(np.int64))
+    else:
+        cols = im2col(x, layer.kernel, layer.stride, layer.padding)
+        acc = cols @ layer.weights.astype(np.int64).T
     if layer.thresholds is None:
         return acc
     if layer.out_type.bipolar:           # one threshold: -1 below it, +1 from it on

@@ -185,6 +185,9 @@ def _is_bipolar_activation(model, node) -> bool:
     return bits is not None and float(np.ravel(bits)[0]) == 1 and bool(signed)
 
 
+AVERAGING_OPS = ("AveragePool", "GlobalAveragePool", "ReduceMean")
+
+
 def _check_supported(model) -> None:
     """Name the first node hls4ml's ONNX front end has no converter for (its own message omits the node)."""
     from hls4ml.converters import get_supported_onnx_layers
@@ -197,6 +200,13 @@ def _check_supported(model) -> None:
                 "does not compute exactly (on a binary MLP its C simulation differed from qonnx on 295 of 320 "
                 "outputs); compile binary networks with the RTL back end (--backend rtl), which has an "
                 "XNOR-popcount datapath")
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if (node.op_type == "Conv" and group != 1) or node.op_type in AVERAGING_OPS:
+            what = f"Conv, group={group}: a depthwise convolution" if node.op_type == "Conv" else \
+                f"{node.op_type}: an average"
+            raise ModelError(f"node {node.name!r} ({what}) is not supported by hardwire's hls4ml back end (it sets no "
+                             "exact precision for it); compile the network with the RTL back end (--backend rtl), "
+                             "which has a depthwise unit for it")
         if node.op_type not in supported:
             raise ModelError(f"hls4ml 1.3's ONNX front end rejects node {node.name!r} (op {node.op_type}); it "
                              f"converts {', '.join(sorted(supported))}")
@@ -220,6 +230,36 @@ def _submodel(model, nodes: list, input_name: str, output_name: str):
         value_info=[info for info in model.graph.value_info
                     if info.name in (used | {n.output[0] for n in nodes}) - {input_name, output_name}])
     return ModelWrapper(helper.make_model(graph, opset_imports=list(model.model.opset_import)))
+
+
+def _split_last_gemm_bias(model, last) -> bool:
+    """The float bias of the last layer, a Gemm no Quant follows, as an Add of its own after it (the Gemm keeps no
+    bias), so that it goes to the host with the rest of the float tail: hls4ml would add it at a default precision
+    (on MLPerf Tiny's autoencoder every output differed from qonnx, by up to 1e-3). True when the graph changed."""
+    if last.op_type != "Gemm" or len(last.input) < 3 or not last.input[2]:
+        return False
+    if model.get_initializer(last.input[2]) is None:
+        return False
+    tensor = last.output[0]
+    while tensor != model.graph.output[0].name:
+        users = model.find_consumers(tensor)
+        if len(users) != 1 or users[0].op_type in ("Quant", "BipolarQuant"):
+            return False
+        tensor = users[0].output[0]
+    from onnx import helper
+
+    bias, out = last.input[2], last.output[0]
+    shape = model.get_tensor_shape(out)
+    del last.input[2]
+    last.output[0] = f"{out}_without_bias"
+    model.set_tensor_shape(last.output[0], shape)
+    add = helper.make_node("Add", [last.output[0], bias], [out], name=f"{last.name}_bias")
+    nodes = list(model.graph.node)
+    index = next(i for i, node in enumerate(nodes) if node is last or node == last)
+    ordered = [*nodes[:index + 1], add, *nodes[index + 1:]]
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+    return True
 
 
 def split_host_ops(onnx_path: Path, out_dir: Path) -> tuple[Path, list[str], list[str]]:
@@ -252,6 +292,8 @@ def split_host_ops(onnx_path: Path, out_dir: Path) -> tuple[Path, list[str], lis
     compute = [i for i, node in enumerate(nodes) if node.op_type in ("MatMul", "Gemm", "Conv")
                and model.get_initializer(node.input[1]) is None]
     tail, cut_out = [], out_name
+    if compute and _split_last_gemm_bias(model, nodes[compute[-1]]):
+        nodes = list(model.graph.node)
     if compute:
         last = nodes[compute[-1]]
         after = nodes[compute[-1] + 1:]

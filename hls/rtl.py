@@ -20,8 +20,8 @@ import numpy as np
 from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
-from hardwire.gen import branch, dwc, mvu, pool, swg
-from hardwire.hls.graph import IntGraph, MatVecLayer, MaxPoolLayer, ResidualLayer, flat_layers
+from hardwire.gen import branch, dwc, mvu, pool, swg, vvu
+from hardwire.hls.graph import DepthwiseLayer, IntGraph, MatVecLayer, MaxPoolLayer, ResidualLayer, flat_layers
 
 from hardwire.params import require
 
@@ -46,8 +46,15 @@ def divisors(n: int) -> list[int]:
 
 def simd_choices(layer: MatVecLayer) -> list[int]:
     """SIMD must divide the channels of a convolution's input (a window beat stays within one pixel) or the
-    whole input vector of a dense layer."""
+    whole input vector of a dense layer; for a depthwise layer (gen/vvu.py) it counts window positions."""
+    if isinstance(layer, DepthwiseLayer):
+        return divisors(layer.in_features)
     return divisors(layer.in_shape[2] if layer.is_conv else layer.in_features)
+
+
+def fold_allowed(layer: MatVecLayer, pe: int, simd: int) -> bool:
+    """A depthwise unit takes several window positions per beat only with every channel in parallel."""
+    return not isinstance(layer, DepthwiseLayer) or simd == 1 or pe == layer.out_features
 
 
 def mvu_cycles_per_inference(layer: MatVecLayer, pe: int, simd: int) -> int:
@@ -112,12 +119,14 @@ def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float
                     f"a divisor of {layer.out_features}")
             require(simd in simd_choices(layer), f"{layer.name}.simd", simd,
                     f"one of {simd_choices(layer)}")
+            require(fold_allowed(layer, pe, simd), f"{layer.name}.simd", simd,
+                    f"1 unless pe = {layer.out_features} (a depthwise layer)")
             chosen[layer.name] = LayerFold(layer.name, pe, simd)
     elif fps is not None:
         target = max(1, int(clock_mhz * 1e6 // fps))
         for layer in layers:
             options = sorted((pe * simd, -simd, pe, simd) for pe in divisors(layer.out_features)
-                              for simd in simd_choices(layer))
+                              for simd in simd_choices(layer) if fold_allowed(layer, pe, simd))
             fitting = [o for o in options if mvu_cycles_per_inference(layer, o[2], o[3]) <= target]
             _, _, pe, simd = fitting[0] if fitting else options[-1]
             if not fitting:
@@ -160,6 +169,12 @@ def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float
 
 def _next_step(layer: MatVecLayer, fold: LayerFold) -> LayerFold | None:
     """One step less folded: the next larger SIMD, or once SIMD is exhausted, the next larger PE."""
+    if isinstance(layer, DepthwiseLayer):    # PE first: a depthwise unit's SIMD needs every channel in parallel
+        larger_pe = [p for p in divisors(layer.out_features) if p > fold.pe]
+        if larger_pe:
+            return LayerFold(fold.layer, larger_pe[0], fold.simd)
+        larger_simd = [s for s in simd_choices(layer) if s > fold.simd]
+        return LayerFold(fold.layer, fold.pe, larger_simd[0]) if larger_simd else None
     larger_simd = [s for s in simd_choices(layer) if s > fold.simd]
     if larger_simd:
         return LayerFold(fold.layer, fold.pe, larger_simd[0])
@@ -288,6 +303,9 @@ class _Layout:
                                      layer.name))
             self.h, self.w, self.c = layer.out_shape
             return
+        if isinstance(layer, DepthwiseLayer):
+            self._depthwise(layer)
+            return
         fold = self.folding.folds[layer.name]
         if layer.is_conv:
             self.regroup(fold.simd, h * w * c, layer.name)
@@ -322,6 +340,43 @@ class _Layout:
         self.lanes = fold.pe
         self.h, self.w, self.c = layer.out_shape
         self.bipolar = out_bipolar
+        if thresholds is not None:
+            self.width, self.is_signed = out_width, out_base < 0
+        else:
+            self.width, self.is_signed = p.acc_width, True
+
+    def _depthwise(self, layer: DepthwiseLayer) -> None:
+        """A depthwise convolution or average pool: the window generator (none for a global pool: the image is
+        its one window), a width converter when SIMD > 1 puts several whole pixels in a beat, the VVU."""
+        h, w, c = self.h, self.w, self.c
+        fold = self.folding.folds[layer.name]
+        pe, simd = fold.pe, fold.simd
+        positions = layer.in_features
+        if layer.global_pool:
+            self.regroup(simd * pe, h * w * c, layer.name)
+        else:
+            window_lanes = pe if simd == 1 else c
+            self.regroup(window_lanes, h * w * c, layer.name)
+            p = swg.SwgParams(in_height=h, in_width=w, channels=c, kernel_size=layer.kernel, stride=layer.stride,
+                              padding=layer.padding, simd=window_lanes, elem_width=self.width,
+                              elem_signed=self.is_signed)
+            self.stages.append(Stage("swg", f"{layer.name}_swg", p, swg.swg_schedule,
+                                     _builder(swg.SlidingWindowGenerator, p), layer.name))
+            oh, ow, _ = layer.out_shape
+            self.regroup(simd * pe, oh * ow * positions * c, layer.name, "window_dwc")
+        weights, thresholds = layer.weights, layer.thresholds
+        w_width, w_signed = _width_for(int(weights.min()), int(weights.max()))
+        if thresholds is None:
+            out_width, out_base = 0, 0
+        else:
+            out_width, out_base = layer.out_type.storage_bits, layer.out_base
+        p = vvu.VvuParams(channels=c, kernel_elements=positions, pe=pe, simd=simd, in_width=self.width,
+                          in_signed=self.is_signed, w_width=w_width, w_signed=w_signed, out_width=out_width,
+                          out_base=out_base)
+        self.stages.append(Stage("vvu", layer.name, p, vvu.vvu_schedule,
+                                 _builder(vvu.VectorVectorUnit, p, weights, thresholds), layer.name))
+        self.lanes = pe
+        self.h, self.w, self.c = layer.out_shape
         if thresholds is not None:
             self.width, self.is_signed = out_width, out_base < 0
         else:

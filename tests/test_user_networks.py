@@ -461,7 +461,7 @@ MALFORMED = {
     # name: (module, input shape, mutation of the exported model or None, text the message must contain)
     "grouped_conv": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
                                            brevitas_nn.QuantConv2d(2, 4, 3, groups=2, bias=False, **_w(4))),
-                     (1, 2, 6, 6), None, "with groups or dilation"),
+                     (1, 2, 6, 6), None, "group=2 with 2 input and 4 output channels"),
     "overlapping_pool": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
                                                brevitas_nn.QuantConv2d(1, 2, 3, bias=False, **_w(4)),
                                                brevitas_nn.QuantReLU(**_act(4)), nn.MaxPool2d(3, stride=1),
@@ -471,7 +471,7 @@ MALFORMED = {
                                            brevitas_nn.QuantConv2d(1, 2, 3, bias=False, **_w(4)),
                                            brevitas_nn.QuantReLU(**_act(4)), nn.AvgPool2d(2),
                                            nn.Flatten(), brevitas_nn.QuantLinear(8, 2, bias=False, **_w(4))),
-                     (1, 1, 6, 6), None, "(op AveragePool)"),
+                     (1, 1, 6, 6), None, "(AveragePool): its average reaches node"),
     "conv1d": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
                                      brevitas_nn.QuantConv1d(2, 2, 3, bias=False, **_w(4))),
                (1, 2, 8), None, "supported (1, C) or (1, C, H, W)"),
