@@ -21,7 +21,6 @@ pass (never as a problem with the user's model). `hardwire compile --explain` pr
 
 from __future__ import annotations
 
-import difflib
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -102,42 +101,103 @@ class Cleanup:
     user_errors = ()
 
     def run(self, state):
-        before = [(n.name, n.op_type) for n in state.model.graph.node]
-        state.model = frontend.clean_model(state.model, state.source)
-        after = [(n.name, n.op_type) for n in state.model.graph.node]
-        return state, _node_diff(before, after)
+        try:
+            state.model, changes = stepwise_cleanup(state.model)
+        except Exception as error:  # noqa: BLE001 - as frontend.clean_model: qonnx cannot take the file
+            raise ModelError(
+                f"{state.source}: qonnx could not clean up the model ({type(error).__name__}: {error})"
+            ) from None
+        return state, changes
 
 
-def _node_diff(before: list, after: list) -> list[Change]:
-    """The nodes qonnx' clean-up removed, added and renamed, from the two node lists (its transformations keep
-    the order of the nodes they leave in place)."""
-    changes = []
-    matcher = difflib.SequenceMatcher(a=[op for _, op in before], b=[op for _, op in after], autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            changes += [
-                Change("renamed", f"{new} ({op})", f"was {old!r} (qonnx' unique node names)")
-                for (old, op), (new, _) in zip(before[i1:i2], after[j1:j2])
-                if old != new
-            ]
+# Why each of qonnx' clean-up transformations removes or adds a node.
+CLEANUP_REASONS = {
+    "FoldConstants": ("every input is a constant: folded into one constant (qonnx FoldConstants)", None),
+    "FoldTransposeIntoQuantInit": ("a Transpose of a quantized constant, folded into the Quant's constant", None),
+    "ExtractBiasFromConv": (None, "the Conv's bias split off into an Add after it, where the thresholds absorb it"),
+}
+
+
+def _cleanup_steps() -> list:
+    """qonnx.util.cleanup.cleanup_model(model, extract_conv_bias=True) (what frontend.clean_model runs) as its
+    list of transformations, so that each one's changes can be told apart; tests/test_passes.py checks that the
+    result is the same model, byte for byte."""
+    from qonnx.transformation.extract_conv_bias import ExtractBiasFromConv
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.general import (
+        GiveReadableTensorNames,
+        GiveUniqueNodeNames,
+        GiveUniqueParameterTensors,
+        RemoveStaticGraphInputs,
+        RemoveUnusedTensors,
+    )
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.transformation.quant_constant_folding import FoldTransposeIntoQuantInit
+
+    preserved = ["Quant", "BipolarQuant", "QuantizeLinear", "DequantizeLinear"]
+    return [
+        InferShapes(),
+        GiveUniqueParameterTensors(),
+        FoldConstants(exclude_op_types=preserved),
+        FoldTransposeIntoQuantInit(),
+        RemoveUnusedTensors(),
+        RemoveStaticGraphInputs(),
+        GiveUniqueNodeNames(),
+        GiveReadableTensorNames(),
+        ExtractBiasFromConv(),
+        InferShapes(),
+        GiveUniqueNodeNames(),
+        GiveReadableTensorNames(),
+    ]
+
+
+def stepwise_cleanup(model):
+    """(the cleaned model, its changes): qonnx' clean-up one transformation at a time. A renaming step is
+    recorded node by node (it keeps the node order); any other step by the nodes it removed and added."""
+    for node in model.graph.node:  # qonnx' own clean-up first puts its quantizers in their domain
+        if node.op_type in ("Quant", "Trunc", "BipolarQuant"):
+            node.domain = frontend.QUANT_DOMAIN
+    changes: list[Change] = []
+    unnamed: list[int] = []  # added nodes without a name yet: a later renaming step names them
+    for step in _cleanup_steps():
+        kind = type(step).__name__
+        before = list(model.graph.node)
+        model = model.transform(step)
+        after = list(model.graph.node)
+        if kind == "GiveUniqueNodeNames":
+            for old, new in zip(before, after):
+                named = next((i for i in unnamed if changes[i].node == f" ({new.op_type})"), None)
+                if not old.name and named is not None:
+                    changes[named] = Change("added", f"{new.name} ({new.op_type})", changes[named].reason)
+                    unnamed.remove(named)
+                elif old.name != new.name:
+                    changes.append(
+                        Change("renamed", f"{new.name} ({new.op_type})", f"was {old.name!r} (qonnx' unique node names)")
+                    )
             continue
-        for old, op in before[i1:i2]:
-            reason = (
-                "a Transpose of constant weights, folded into the weight Quant's constant"
-                if op == "Transpose"
-                else "every input is a constant: folded into one constant"
-            )
-            changes.append(Change("removed", f"{old} ({op})", reason))
-        for index in range(j1, j2):
-            new, op = after[index]
-            previous = after[index - 1][1] if index else None
-            reason = (
-                "the Conv's bias split off into an Add after it, where the thresholds absorb it"
-                if op == "Add" and previous == "Conv"
-                else "added by qonnx' clean-up"
-            )
-            changes.append(Change("added", f"{new} ({op})", reason))
-    return changes
+        gone_reason, new_reason = CLEANUP_REASONS.get(kind, (None, None))
+        old_keys, new_keys = _node_keys_of(before), _node_keys_of(after)
+        changes += [
+            Change("removed", f"{node.name} ({node.op_type})", gone_reason or f"removed by qonnx' {kind}")
+            for node, key in zip(before, old_keys)
+            if key not in set(new_keys)
+        ]
+        for node, key in zip(after, new_keys):
+            if key not in set(old_keys):
+                unnamed += [len(changes)] if not node.name else []
+                changes.append(
+                    Change("added", f"{node.name} ({node.op_type})", new_reason or f"added by qonnx' {kind}")
+                )
+    return model, changes
+
+
+def _node_keys_of(nodes: list) -> list:
+    """A key per node that a transformation which does not rename keeps: its name where set and unique, else its
+    op and output tensors."""
+    names = [node.name for node in nodes]
+    return [
+        node.name if node.name and names.count(node.name) == 1 else (node.op_type, tuple(node.output)) for node in nodes
+    ]
 
 
 class AbsorbPreprocessing:
