@@ -1,12 +1,15 @@
 """The compile path as a sequence of named passes over one state (FINN's transformations are the model).
 
-    cleanup               qonnx' clean-up of the ONNX graph: shapes, constants folded, unique readable names
+    cleanup               qonnx' clean-up of the ONNX graph (shapes, constants folded, conv biases split off,
+                          unique readable names), one qonnx transformation at a time so each change is seen
     absorb_preprocessing  layout ops and a constant x * a + b before the input quantizer go to the host; the
                           input quantizer becomes the input layer (float -> integer codes, on the host)
     streamline            each MatMul/Gemm/Conv with its float ops and activation Quant -> an integer layer with
                           thresholds (found by running qonnx on the accumulators); MaxPool; free layout ops dropped
     branches              each residual block: a stream duplicator at the fork, an add unit at the join with
-                          the shifts that align the two power-of-two scales
+                          the shifts that align the two power-of-two scales (the blocks themselves are found
+                          by streamline's walk, which follows the data through forks; this pass sets and
+                          records the fork/join structure the lowering lays out)
     fold                  (PE, SIMD) per matrix-vector layer from the throughput target, budget or given folds
     lower                 the integer layers -> the dataflow units (mvu, swg, maxpool, dwc, residual), FIFO
                           depths sized from the composed schedule models
@@ -494,7 +497,21 @@ def check_state(state: CompileState) -> list[str]:
                 problems.append(f"unit {stage.name} stands for layer {stage.layer!r}, which the graph does not have")
         if any(stage.fifo_depth < 1 for stage in state.plan.stages[1:]):
             problems.append("a FIFO between units has depth < 1")
+        laid_out = sorted(_residual_stages(state.plan.stages))
+        if "branches" in state.done and laid_out != sorted(b["block"] for b in state.branches):
+            problems.append(
+                f"the plan lays out residual blocks {laid_out}, the branches pass found "
+                f"{sorted(b['block'] for b in state.branches)}"
+            )
     return problems
+
+
+def _residual_stages(stages: list) -> list[str]:
+    names = []
+    for stage in stages:
+        if stage.kind == "residual":
+            names += [stage.name] + _residual_stages(stage.params.branch) + _residual_stages(stage.params.shortcut)
+    return names
 
 
 def _check_chain(layers: list, shape: tuple) -> list[str]:
