@@ -324,7 +324,7 @@ def compile(model: Any, *, out: str | Path | None = None, example_input: Any = N
             folds: Mapping[str, tuple[int, int]] | list[str] | None = None, clock_mhz: float = 100.0,
             inputs: Any = None, labels: Any = None, random: int = 64, simulate: bool = True, synthesize: bool = True,
             place_route: bool = True, name: str | None = None, synth_timeout: float | None = None,
-            per_unit: bool = False, jobs: int | None = None, sim_driver: str = "fastsim",
+            per_unit: bool = False, jobs: int | None = None, sim_driver: str = "fastsim", explain: bool = False,
             progress: Callable[[str], None] | None = None) -> CompileResult:  # noqa: A001 - the CLI's word
     """Compile a quantized network to verified streaming RTL or an hls4ml project (`hardwire compile`).
 
@@ -352,6 +352,8 @@ def compile(model: Any, *, out: str | Path | None = None, example_input: Any = N
         jobs: processes for the per-unit synthesis (default 2).
         sim_driver: what drives the Verilator model: `fastsim` (a C++ harness, hundreds of times faster) or
             `cocotb` (the Python testbench); both check every output bit and cycle the same way.
+        explain: print (through `progress`) the compile passes, their times and what each changed; the report
+            holds the same log under "passes" either way.
         progress: called with one line per step (default: silent).
 
     Returns:
@@ -369,7 +371,7 @@ def compile(model: Any, *, out: str | Path | None = None, example_input: Any = N
         budget = parse_budget(budget)
     options = CompileOptions(backend=backend, target=target, fps=fps, clock_mhz=clock_mhz, lut_budget=budget,
                              folds=folds, synthesize=synthesize, place_route=place_route, simulate=simulate,
-                             n_random=random, per_unit=per_unit, sim_driver=sim_driver,
+                             n_random=random, per_unit=per_unit, sim_driver=sim_driver, explain=explain,
                              **({"synth_timeout_s": synth_timeout} if synth_timeout is not None else {}),
                              **({"jobs": jobs} if jobs is not None else {}))
     path, default_name, model_inputs, model_labels, label = resolve_model(model, example_input)

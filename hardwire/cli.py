@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "unit (a changed layer resynthesizes only its unit); place and route reads the units' netlists "
                            "stitched together")
     comp.add_argument("--jobs", type=int, default=2, help="parallel unit syntheses with --per-unit (default 2)")
+    comp.add_argument("--explain", action="store_true",
+                      help="print the compile passes (clean-up, pre-processing, streamlining, branches, folding, "
+                           "lowering), how long each took and what each changed")
     comp.add_argument("-o", "--out", type=Path, required=True, help="output folder (replaced when done)")
 
     demo = sub.add_parser("demo", help="the whole flow on a built-in 8x8 INT8 systolic array",
@@ -187,7 +190,7 @@ def cmd_compile(args) -> int:
                     budget=args.budget, folds=args.fold, clock_mhz=args.clock_mhz, inputs=args.inputs,
                     random=args.random, simulate=args.simulate, synthesize=args.synthesize,
                     place_route=args.place_route, synth_timeout=args.synth_timeout, per_unit=args.per_unit,
-                    jobs=args.jobs, sim_driver=args.sim_driver, progress=print)
+                    jobs=args.jobs, sim_driver=args.sim_driver, explain=args.explain, progress=print)
     return 0
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from hardwire.hls import checkpoint, frontend, rtl
+from hardwire.hls import checkpoint, frontend, passes, rtl
 from hardwire.hls.graph import IntGraph, MatVecLayer, flat_layers, run_integer
 
 from hardwire.cache import atomic_dir, write_json_atomic, write_text_atomic
@@ -57,6 +57,7 @@ class CompileOptions:
     per_unit: bool = False                       # resources from each unit synthesized on its own (hls.units)
     jobs: int = 2                                # parallel unit syntheses
     sim_driver: str = "fastsim"                  # "fastsim" (C++ harness) or "cocotb" (sim/tb_network.py)
+    explain: bool = False                        # print the compile passes and what each changed (hls.passes)
 
 
     def __post_init__(self):
@@ -149,9 +150,8 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
     started = time.monotonic()
     name = name or _identifier(model_path.stem)
     progress(f"[1/5] front end: {model_path}")
-    model = frontend.load_model(model_path)
-    with hardwire_step("front end", model_path):
-        graph = frontend.build_graph(model, name)
+    state, manager = passes.run_front_end(frontend.load_model(model_path, clean=False), name, source=str(model_path))
+    model, graph = state.model, state.graph
     if inputs is None:
         inputs = verification_inputs(graph, options.n_random, options.seed)
         input_source = f"{len(inputs)} random inputs on the input quantizer's grid (seed {options.seed})"
@@ -181,8 +181,9 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
         from hardwire.estimate.predict import folding_cost
 
         lut_cost = folding_cost(estimator, graph, options.target)
-    folding = rtl.solve_folding(graph, fps=options.fps, clock_mhz=options.clock_mhz,
-                                lut_budget=options.lut_budget, folds=options.folds, lut_cost=lut_cost)
+    state.lowering = {"fps": options.fps, "clock_mhz": options.clock_mhz, "lut_budget": options.lut_budget,
+                      "folds": options.folds, "lut_cost": lut_cost}
+    folding = manager.run(state, [passes.Fold()]).folding
     report = {
         "network": name, "model": str(model_path), "backend": options.backend, "target": options.target,
         "options": {k: v for k, v in vars(options).items()},
@@ -202,8 +203,9 @@ def compile_model(model_path, out_dir, options: CompileOptions, *, inputs: np.nd
         if options.backend == "rtl":
             with hardwire_step("RTL back end", model_path):
                 _rtl(graph, folding, codes, golden, reference, options, work, report, progress, labels, estimator,
-                     estimator_note, out_dir=out_dir)
+                     estimator_note, out_dir=out_dir, passes_run=(manager, state))
         else:
+            _record_passes(report, manager, options, progress)
             with hardwire_step("hls4ml back end", model_path):
                 _hls4ml(model_path, graph, folding, inputs, work, report, progress)
         report["wall_s"] = round(time.monotonic() - started, 1)
@@ -250,11 +252,23 @@ def _surrogate(target: str):
         return None, str(error)
 
 
+def _record_passes(report: dict, manager, options: CompileOptions, progress) -> None:
+    """The pass log into the report; printed with --explain."""
+    report["passes"] = manager.to_dict()
+    if options.explain:
+        progress(passes.explain(report["passes"]))
+
+
 def _rtl(graph, folding, codes, golden, reference, options, work: Path, report: dict, progress, labels,
-         estimator=None, estimator_note: str = "", *, out_dir: Path) -> None:
+         estimator=None, estimator_note: str = "", *, out_dir: Path, passes_run=None) -> None:
     from hardwire.flows.report import tool_versions
 
-    plan = rtl.plan_dataflow(graph, folding)
+    if passes_run is None:
+        plan = rtl.plan_dataflow(graph, folding)
+    else:
+        manager, state = passes_run
+        plan = manager.run(state, [passes.Lower()]).plan
+        _record_passes(report, manager, options, progress)
     if estimator is not None and any(stage.kind in ("residual", "vvu") for stage in plan.stages):
         report["estimate"] = {"estimate": False, "note": "the resource estimator does not model residual blocks "
                               "and depthwise units yet"}
@@ -594,6 +608,8 @@ def markdown_report(report: dict) -> str:
                      + (f", hls4ml C-sim {a['hls4ml']:.4f}" if "hls4ml" in a else "") + ".")
     if report.get("note"):
         lines += ["", report["note"]]
+    if report.get("passes"):
+        lines += ["", *passes.markdown(report["passes"])]
     cycles = report.get("cycle_model")
     if cycles:
         t = report["throughput"]

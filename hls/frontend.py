@@ -50,12 +50,12 @@ EXHAUSTIVE_CHECK_LIMIT = 1 << 22  # accumulator values x channels checked one by
 # Loading
 
 
-def load_model(source, example_input=None):
-    """A qonnx ModelWrapper, cleaned up, from a .onnx path or a Brevitas module (exported with `example_input`).
+def load_model(source, example_input=None, *, clean: bool = True):
+    """A qonnx ModelWrapper, cleaned up (`clean_model`; with clean=False as read, for hls.passes' clean-up pass),
+    from a .onnx path or a Brevitas module (exported with `example_input`).
 
     Raises ModelError for a missing or corrupt file."""
     from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.util.cleanup import cleanup_model
 
     if hasattr(source, "forward"):
         if example_input is None:
@@ -64,7 +64,7 @@ def load_model(source, example_input=None):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.onnx"
             export_brevitas(source, example_input, path)
-            return load_model(path)
+            return load_model(path, clean=clean)
     path = Path(source)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
@@ -74,12 +74,19 @@ def load_model(source, example_input=None):
         raise ModelError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})") from None
     if not proto.graph.node:
         raise ModelError(f"{path}: the ONNX graph has no nodes")
+    return clean_model(ModelWrapper(proto), path) if clean else ModelWrapper(proto)
+
+
+def clean_model(model, where):
+    """qonnx' clean-up of a model read from `where` (shapes inferred, constants folded, names made unique and
+    readable); ModelError when qonnx cannot take it."""
+    from qonnx.util.cleanup import cleanup_model
+
     try:
         # conv biases split off into an Add after the Conv, where the thresholds absorb them
-        model = cleanup_model(ModelWrapper(proto), extract_conv_bias=True)
+        return cleanup_model(model, extract_conv_bias=True)
     except Exception as error:  # noqa: BLE001 - any failure here means qonnx cannot take the file
-        raise ModelError(f"{path}: qonnx could not clean up the model ({type(error).__name__}: {error})") from None
-    return model
+        raise ModelError(f"{where}: qonnx could not clean up the model ({type(error).__name__}: {error})") from None
 
 
 def export_brevitas(module, example_input, path: Path) -> Path:
@@ -448,8 +455,17 @@ def _scales(values) -> str:
 
 
 def build_graph(model, name: str = "network") -> IntGraph:
-    """Turn a cleaned-up QONNX ModelWrapper into our integer layer chain (see the module docstring)."""
+    """Turn a cleaned-up QONNX ModelWrapper into our integer layer chain (see the module docstring). The same two
+    steps run as hls.passes' `absorb_preprocessing` and `streamline` passes in `hardwire compile`."""
     m = _Model(model)
+    graph, first, state = input_stage(m, name)
+    walk_layers(m, graph, first, state)
+    return graph
+
+
+def input_stage(m: _Model, name: str):
+    """(IntGraph with its input layer and no layers yet, the input Quant node, the stream state after it): the
+    pre-processing before the input quantizer (run on the host) and the quantizer itself."""
     inputs = [i for i in m.graph.input if m.init(i.name) is None]
     if len(inputs) != 1:
         raise ModelError(f"the network must have exactly one input, it has {len(inputs)}: "
@@ -472,12 +488,16 @@ def build_graph(model, name: str = "network") -> IntGraph:
                          "(1, C, H, W)")
     graph = IntGraph(name, InputLayer(first.name, hwc, spec.dtype, float(spec.scale.reshape(-1)[0]), layout),
                      [], spec.dtype, input_spec=spec, prefix=prefix)
-    state = _Stream(spec.dtype, hwc, float(spec.scale.reshape(-1)[0]))
+    return graph, first, _Stream(spec.dtype, hwc, float(spec.scale.reshape(-1)[0]))
+
+
+def walk_layers(m: _Model, graph: IntGraph, first, state) -> None:
+    """Follow the data from the input Quant node `first` to the output, appending the integer layers (thresholds
+    from the float ops before each activation Quant, residual blocks where the data forks) to `graph`."""
     kind, join, _, _, _ = _walk(m, graph, graph.layers, first.output[0], first, state)
     if kind == "join":
         raise ModelError(f"node {join.name!r} (Add) adds two activation tensors that do not come from one fork "
                          "point; supported: a residual Add of two branches from one quantized tensor")
-    return graph
 
 
 @dataclass(frozen=True)
