@@ -32,7 +32,7 @@ import numpy as np
 
 from hardwire.errors import InternalError, ModelError, ParameterError, SimulationError, ToolError, ToolMissingError
 from hardwire.hls import frontend, rtl
-from hardwire.hls.graph import IntGraph, MatVecLayer, MaxPoolLayer, ResidualLayer, flat_layers
+from hardwire.hls.graph import DepthwiseLayer, IntGraph, MatVecLayer, MaxPoolLayer, ResidualLayer, flat_layers
 
 # errors that say what is wrong with the user's model or tools, or are already hardwire's: passed on unchanged
 PASS_THROUGH = (ModelError, ToolMissingError, ToolError, SimulationError, InternalError)
@@ -400,7 +400,7 @@ class Fold:
 
 class Lower:
     name = "lower"
-    doc = "integer layers -> dataflow units (mvu, swg, maxpool, dwc, residual); FIFO depths from the schedule models"
+    doc = "integer layers -> dataflow units (mvu, vvu, swg, maxpool, dwc, residual); FIFO depths from the schedule models"
     user_errors = ()
 
     def run(self, state):
@@ -431,6 +431,10 @@ def _stage_changes(stage, where: str = "") -> list[Change]:
             "swg": lambda p: f"{p.kernel_size}x{p.kernel_size} windows, stride {p.stride}, SIMD {p.simd}",
             "maxpool": lambda p: f"{p.kernel_size}x{p.kernel_size}, SIMD {p.simd}",
             "dwc": lambda p: f"{p.in_lanes} -> {p.out_lanes} lanes",
+            "vvu": lambda p: (
+                f"{p.channels} channels x {p.kernel_elements} window positions, PE {p.pe}, SIMD {p.simd}, "
+                f"{p.in_width}-bit in, {p.w_width}-bit weights"
+            ),
         }.get(stage.kind, lambda p: "")(params)
         return [Change("added", f"{stage.name} ({stage.kind})", f"unit for layer {stage.layer}{where}: {detail}")]
     plan = stage.params
@@ -522,7 +526,15 @@ def _check_chain(layers: list, shape: tuple) -> list[str]:
             if tuple(layer.in_shape) not in (tuple(shape), flat):
                 problems.append(f"layer {layer.name} takes {layer.in_shape}, the stream before it is {shape}")
             n, k = layer.weights.shape
-            if k != layer.kernel * layer.kernel * layer.in_shape[2]:
+            if isinstance(layer, DepthwiseLayer):
+                # one row of window weights per channel; a global pool's window is the whole image
+                window = layer.in_shape[0] * layer.in_shape[1] if layer.global_pool else layer.kernel * layer.kernel
+                if (n, k) != (layer.in_shape[2], window):
+                    problems.append(
+                        f"depthwise layer {layer.name}: weights of shape {(n, k)} for {layer.in_shape[2]} channels "
+                        f"and a window of {window}"
+                    )
+            elif k != layer.kernel * layer.kernel * layer.in_shape[2]:
                 problems.append(
                     f"layer {layer.name}: {k} weights per output for a {layer.kernel}x{layer.kernel} "
                     f"window of {layer.in_shape[2]} channels"
