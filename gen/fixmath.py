@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out
 from hardwire.params import bits_for_range, int_range, is_int, require
 
 EXP_INTERPOLATIONS = ("none", "linear")
+EXP_PIECE_BITS = 18            # ExpSpec.product_stages = 2: the log2(e) constant in pieces of an ECP5 / xc7 DSP port
 RECIPROCAL_METHODS = ("newton", "divider")
 
 
@@ -64,7 +65,9 @@ class ExpSpec:
     lut_bits: fraction bits of t that index the 2**f table; interp: "none" (table at the interval midpoints,
     2**lut_bits entries) or "linear" (chords between 2**lut_bits + 1 table points, the remaining fraction
     bits interpolate). mant_frac: fraction bits of the mantissa and of t. log2e_frac: fraction bits of the
-    log2(e) constant (0 = mant_frac + 2).
+    log2(e) constant (0 = mant_frac + 2). product_stages: 1 (d * log2e in one cycle) or 2 (the constant's
+    18-bit pieces multiply d in one registered stage, their sum is the next: for Fmax; one more cycle of
+    latency, the same bits).
     """
 
     in_width: int = 9
@@ -73,6 +76,7 @@ class ExpSpec:
     lut_bits: int = 6
     interp: str = "linear"
     log2e_frac: int = 0
+    product_stages: int = 1
 
     def __post_init__(self):
         require(is_int(self.in_width) and 2 <= self.in_width <= 32, "in_width", self.in_width, "2..32")
@@ -84,6 +88,7 @@ class ExpSpec:
                 f"1..{min(12, top)} (below mant_frac={self.mant_frac} for linear interpolation)")
         require(is_int(self.log2e_frac) and (self.log2e_frac == 0 or 8 <= self.log2e_frac <= 40),
                 "log2e_frac", self.log2e_frac, "0 (auto: mant_frac + 2) or 8..40")
+        require(self.product_stages in (1, 2), "product_stages", self.product_stages, "1 or 2")
 
     @property
     def log2e_bits(self) -> int:
@@ -130,8 +135,9 @@ class ExpSpec:
 
     @property
     def latency(self) -> int:
-        """Enabled cycles from d to (mantissa, exponent): product, table, (linear) interpolation."""
-        return 2 if self.interp == "none" else 3
+        """Enabled cycles from d to (mantissa, exponent): product (one or two stages), table, (linear)
+        interpolation."""
+        return (2 if self.interp == "none" else 3) + self.product_stages - 1
 
     def max_relative_error(self, d_abs_max: float) -> float:
         """A bound on |(m * 2**(e - mant_frac)) / exp(d) - 1| for |d| <= d_abs_max (real units): the table
@@ -194,7 +200,10 @@ class ExpUnit(wiring.Component):
         # registered: t = product >> t_shift, from the table index up without interpolation, narrowed to
         # the exponent's range (exact: every exponent fits exponent_width)
         dropped = 0 if s.interp == "linear" else s.interp_bits
-        product = self.d * Const(s.log2e, unsigned(s.log2e.bit_length()))
+        if s.product_stages == 1:
+            product = self.d * Const(s.log2e, unsigned(s.log2e.bit_length()))
+        else:
+            product = self._split_product(m)
         shift = s.t_shift + dropped
         t_comb = product >> shift if shift >= 0 else product << -shift
         t_high = Signal(signed(s.mant_frac - dropped + s.exponent_width), reset_less=True)
@@ -228,6 +237,19 @@ class ExpUnit(wiring.Component):
             m.d.sync += [mantissa.eq(base + ((delta * weight) >> s.interp_bits)), exponent3.eq(exponent)]
         m.d.comb += [self.mantissa.eq(mantissa), self.exponent.eq(exponent3)]
         return m
+
+    def _split_product(self, m):
+        """d * log2e over two enabled stages: d times each 18-bit piece of the constant (one DSP each), registered;
+        the caller's stage adds the pieces back (the same product)."""
+        s = self.spec
+        pieces = []
+        for low in range(0, s.log2e.bit_length(), EXP_PIECE_BITS):
+            value = (s.log2e >> low) & ((1 << EXP_PIECE_BITS) - 1)
+            piece = Signal(signed(s.in_width + value.bit_length() + 1), name=f"product_piece_{low}", reset_less=True)
+            with m.If(self.en):
+                m.d.sync += piece.eq(self.d * Const(value, unsigned(max(1, value.bit_length()))))
+            pieces.append((piece, low))
+        return sum(piece << low for piece, low in pieces)
 
 
 # --------------------------------------------------------------------------------------------------
