@@ -222,7 +222,8 @@ class SoftmaxParams:
 
     @property
     def scale_spec(self) -> ScaleRoundSpec:
-        return ScaleRoundSpec(self.mant_frac + 1, self.recip_frac + 1, self.shift_width, self.out_width)
+        stages = 2 if self.variant == "online_pipelined" else 1        # online_pipelined: for Fmax
+        return ScaleRoundSpec(self.mant_frac + 1, self.recip_frac + 1, self.shift_width, self.out_width, stages)
 
     @property
     def exp_delay(self) -> int:
@@ -603,7 +604,7 @@ def _pipelined_schedule(p: SoftmaxParams, vectors, offered: list[int]) -> tuple[
     H_{v-1} + 1), delta = max(1, P - u + 1) (P = LANE_PIPELINE_DEPTH: a lane is read only after its last
     element's update is written; H_{v-1} the previous hand-off: the combination of a vector starts only
     once the previous sum has gone to the reciprocal), and loads the next vector from C + u. The last
-    combination is added to the sum in W = C + u - 1 + acc_delay + P - 1; the hand-off is at H = max(W,
+    combination is added to the sum in W = C + u - 1 + acc_delay + P - 1; the hand-off is at H = max(W + 1,
     D_{v-1}), the reciprocal is done at D = H + 1 + L_rec, and the back end is as above, over three banks
     (vector v loads into bank v mod 3 after vector v - 3's last normalize issue)."""
     acc_delay, recip, depth = p.acc_delay, p.recip_spec.latency, LANE_PIPELINE_DEPTH
@@ -628,8 +629,8 @@ def _pipelined_schedule(p: SoftmaxParams, vectors, offered: list[int]) -> tuple[
         combine = accepted[-1] + max(1, depth - used + 1)
         if handoff is not None:
             combine = max(combine, handoff + 1)
-        written = combine + used - 1 + acc_delay + depth - 1
-        handoff = written if done is None else max(written, done)
+        complete = combine + used - 1 + acc_delay + depth          # the cycle after the last addition
+        handoff = complete if done is None else max(complete, done)
         done = handoff + 1 + recip
         first_issue = max(done, norm_free)
         produced.extend(first_issue + j + p.output_delay for j in range(n))
@@ -1079,9 +1080,6 @@ class _OnlinePipelined:
                                  running.eq(Mux((count == 0) | (payload.data > running), payload.data, running)),
                                  issue.valid.eq(1), issue.load.eq(1), issue.first.eq(~wrapped), issue.lane.eq(lane),
                                  lane.eq(following), wrapped.eq(wrapped | lane_last)]
-                    for j in range(lanes):
-                        with m.If((lane == j) & (~wrapped | (payload.data > its_max))):
-                            m.d.sync += lane_max[j].eq(payload.data)
                     with m.If(ends):
                         # u = min(n, L) combinations from the lane of element n - u; the first waits until the
                         # last update of its lane is written: max(0, P - u) cycles after the first chance
@@ -1113,6 +1111,11 @@ class _OnlinePipelined:
         s1 = ftags[1]
         d = Signal(signed(p.in_width + 1), reset_less=True)
         grew = s1.load & ~s1.first & (x_reg > previous)
+        # the lane's max is written here, a cycle after the accept and its read (`previous`), off the input's
+        # handshake path: the lane's next element is accepted L cycles later, a combination reads it later still
+        for j in range(lanes):
+            with m.If(advance & s1.load & (s1.lane == j) & (s1.first | grew)):
+                m.d.sync += lane_max[j].eq(x_reg)
         with m.If(advance):
             m.d.sync += [d.eq(Mux(s1.first, 0, Mux(grew, previous - x_reg, x_reg - previous))), ftags[2].eq(s1),
                          ftags[2].grew.eq(grew)]
@@ -1180,13 +1183,14 @@ class _OnlinePipelined:
             m.d.sync += [recip_busy.eq(0), ready.bit_select(recip_bank, 1).eq(1)]
             meta_y.write(recip_bank, recip.y)
             meta_msb.write(recip_bank, recip.msb)
-        with m.If((completes | pending) & (~recip_busy | recip.done)):
+        # (from a register: the hand-off's enables stay off the output's back-pressure path)
+        with m.If(completes):
+            m.d.sync += pending.eq(1)
+        with m.If(pending & (~recip_busy | recip.done)):
             m.d.sync += [recip.start.eq(1), recip_busy.eq(1), recip_bank.eq(tail_bank), pending.eq(0),
                          outstanding.eq(0)]
             meta_length.write(tail_bank, tail_length)
             meta_reference.write(tail_bank, tail_reference)
-        with m.Elif(completes):
-            m.d.sync += pending.eq(1)
 
         # -- back end: normalize the banks in turn, back to back ------------------------------------------
         read_bank = Signal(range(banks))

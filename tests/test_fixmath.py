@@ -220,6 +220,7 @@ SCALE_SPECS = [
     ScaleRoundSpec(a_width=4, b_width=3, shift_width=3, out_width=8),     # product narrower than out_width + 1
     ScaleRoundSpec(a_width=20, b_width=17, shift_width=6, out_width=20),  # attention's lanes: wide output
     ScaleRoundSpec(a_width=23, b_width=24, shift_width=9, out_width=16),  # shifts far past the product
+    ScaleRoundSpec(a_width=26, b_width=16, shift_width=6, out_width=8, product_stages=2),   # online_pipelined
 ]
 
 
