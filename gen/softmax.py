@@ -239,8 +239,9 @@ class SoftmaxParams:
     @property
     def output_delay(self) -> int:
         """Cycles from a normalize-pass issue to the output handshake (always-ready sink); online_pipelined
-        registers the scale-and-round's operands (1/S read from its bank, the shift) for one more."""
-        return self.exp_delay + self.scale_spec.latency + (self.variant == "online_pipelined")
+        registers the buffer's output and the scale-and-round's operands (1/S read from its bank, the shift):
+        two more."""
+        return self.exp_delay + self.scale_spec.latency + 2 * (self.variant == "online_pipelined")
 
     @property
     def banks(self) -> int:
@@ -972,8 +973,11 @@ class _OnlinePipelined:
     pending until the reciprocal is free); the next vector loads meanwhile, and starts its own combinations
     only after that hand-off (`_pipelined_schedule` is exact).
 
-    Back end: `Softmax`'s, over three banks, with the scale-and-round's operands registered (1/S and its
-    shift are read from the bank's registers through a multiplexer)."""
+    Back end: `Softmax`'s, over three banks, with two more registers: the buffer's output (a block RAM's
+    clock-to-out) and the scale-and-round's operands (1/S and its shift, read from the bank's registers
+    through a multiplexer).
+
+    Every register above was placed where nextpnr's critical path on ECP5 ran (bench/softmax.py)."""
 
     def __init__(self, top: Softmax):
         self.top = top
@@ -1205,13 +1209,16 @@ class _OnlinePipelined:
                 m.d.sync += [norm_count.eq(0), read_bank.eq(next_bank(read_bank)),
                              ready.bit_select(read_bank, 1).eq(0), busy.bit_select(read_bank, 1).eq(0)]
 
-        b1 = btags[1]
+        # stage 1 -> 2: the buffer's output registered (a block RAM's clock-to-out is half a cycle at 100 MHz);
+        # 2 -> 3: d = x - the vector's reference
+        b2 = btags[2]
+        norm_x = Signal(signed(p.in_width), reset_less=True)
         norm_d = Signal(signed(p.in_width + 1), reset_less=True)
         with m.If(advance):
-            m.d.sync += [norm_d.eq(norm_read.data - meta_reference.read(b1.bank)), btags[2].eq(b1)]
+            m.d.sync += [norm_x.eq(norm_read.data), norm_d.eq(norm_x - meta_reference.read(b2.bank))]
         m.d.comb += norm_exp.d.eq(norm_d)
-        # stage X: the scale-and-round's operands registered (1/S from the bank's registers, its shift)
-        bx = btags[x_delay]
+        # stage X + 1: the scale-and-round's operands registered (1/S from the bank's registers, its shift)
+        bx = btags[x_delay + 1]
         scale_a = Signal(unsigned(mf + 1), reset_less=True)
         scale_b = Signal(unsigned(rs.frac + 1), reset_less=True)
         scale_shift = Signal(unsigned(ss.shift_width), reset_less=True)
