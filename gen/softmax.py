@@ -239,9 +239,9 @@ class SoftmaxParams:
     @property
     def output_delay(self) -> int:
         """Cycles from a normalize-pass issue to the output handshake (always-ready sink); online_pipelined
-        registers the buffer's output and the scale-and-round's operands (1/S read from its bank, the shift):
-        two more."""
-        return self.exp_delay + self.scale_spec.latency + 2 * (self.variant == "online_pipelined")
+        registers the buffer's output and the scale-and-round's operands (1/S read from its bank, the shift),
+        and queues the output: three more."""
+        return self.exp_delay + self.scale_spec.latency + 3 * (self.variant == "online_pipelined")
 
     @property
     def banks(self) -> int:
@@ -975,7 +975,8 @@ class _OnlinePipelined:
 
     Back end: `Softmax`'s, over three banks, with two more registers: the buffer's output (a block RAM's
     clock-to-out) and the scale-and-round's operands (1/S and its shift, read from the bank's registers
-    through a multiplexer).
+    through a multiplexer). The output leaves through a two-entry queue, and the unit's clock enable
+    (`advance`) is "the queue is not full", a register, instead of the sink's ready.
 
     Every register above was placed where nextpnr's critical path on ECP5 ran (bench/softmax.py)."""
 
@@ -1010,14 +1011,30 @@ class _OnlinePipelined:
                                        "combine_first": 1, "combine_last": 1, "lane": lane_shape})
         back_tag = data.StructLayout({"valid": 1, "last": 1, "bank": range(banks)})
         ftags = [Signal(front_tag, name=f"front_tag_s{stage}") for stage in range(write_stage + 1)]
-        btags = [Signal(back_tag, name=f"back_tag_s{stage}") for stage in range(p.output_delay + 1)]
+        btags = [Signal(back_tag, name=f"back_tag_s{stage}") for stage in range(p.output_delay)]
         out_tag = btags[-1]
         advance = Signal()
+        # the output goes through a two-entry queue and everything advances while it is not full: `advance`
+        # comes from a register, not from the sink's ready through the whole unit's enables (the stall takes
+        # effect a cycle later; the second entry holds the result that moves meanwhile)
+        queue = [Signal(p.out_layout, name=f"out_queue_{entry}") for entry in range(2)]
+        queued = Signal(range(3))
+        push = advance & out_tag.valid
+        pop = top.out.valid & top.out.ready
+        with m.If(pop):
+            m.d.sync += queue[0].eq(queue[1])
+        result = Signal(p.out_layout)
+        m.d.comb += [result.data.eq(scale.result), result.last.eq(out_tag.last)]
+        with m.If(push):
+            with m.If(queued - pop == 0):
+                m.d.sync += queue[0].eq(result)
+            with m.Else():
+                m.d.sync += queue[1].eq(result)
+        m.d.sync += queued.eq(queued + push - pop)
         m.d.comb += [
-            top.out.valid.eq(out_tag.valid),
-            top.out.payload.data.eq(scale.result),
-            top.out.payload.last.eq(out_tag.last),
-            advance.eq(~top.out.valid | top.out.ready),
+            top.out.valid.eq(queued != 0),
+            top.out.payload.eq(queue[0]),
+            advance.eq(queued != 2),
             exp.en.eq(advance),
             norm_exp.en.eq(advance),
             scale.en.eq(advance),
