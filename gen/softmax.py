@@ -14,6 +14,11 @@ element per cycle. Variants (exp and reciprocal from `hardwire.gen.fixmath`):
   normalizes with exponent k - K. 2 passes.
 * ``online``: pass 1 keeps a running max M and the sum relative to it; when x > M the sum is rescaled by
   exp(M - x) (a multiply) and 1 is added; pass 2 normalizes against the final M. 2 passes.
+* ``online_pipelined``: ``online`` with L = ``lanes`` interleaved (max, sum) pairs: element i updates lane
+  i mod L, so a lane's rescale-multiply-add has L cycles and is pipelined over LANE_PIPELINE_DEPTH stages
+  (online's one-cycle recurrence held it near 50 MHz on ECP5); after the last element the used lanes are
+  rescaled to the vector's max and added (the lane combination, exact: see `_lane_sums_golden`). Three
+  buffer banks, and registers where ECP5's critical paths ran (`_OnlinePipelined`). 2 passes.
 * ``unified_max`` (FlashDecoding++): pass 1 sums E(x - phi) against the fixed estimate phi = max_estimate
   while tracking the true max M; pass 2 normalizes against phi. Fallback when M > phi (exp would exceed 1)
   or M < phi - estimate_window (the sum would lose precision): an extra pass sums E(x - M) as three_pass
@@ -1248,7 +1253,8 @@ class _OnlinePipelined:
 
 register(Block(
     name="softmax",
-    summary="streaming fixed-point softmax (three_pass, two_pass, online, unified_max), run-time length",
+    summary="streaming fixed-point softmax (three_pass, two_pass, online, unified_max, online_pipelined), run-time "
+            "length",
     params=SoftmaxParams,
     component=Softmax,
     golden=softmax_golden,
