@@ -74,7 +74,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.fixmath import (
@@ -1018,7 +1018,7 @@ class _OnlinePipelined:
         ftags = [Signal(front_tag, name=f"front_tag_s{stage}") for stage in range(write_stage + 1)]
         btags = [Signal(back_tag, name=f"back_tag_s{stage}") for stage in range(p.output_delay)]
         out_tag = btags[-1]
-        advance = Signal()
+        advance = Signal(init=1)
         # the output goes through a two-entry queue and everything advances while it is not full: `advance`
         # comes from a register, not from the sink's ready through the whole unit's enables (the stall takes
         # effect a cycle later; the second entry holds the result that moves meanwhile)
@@ -1035,11 +1035,12 @@ class _OnlinePipelined:
                 m.d.sync += queue[0].eq(result)
             with m.Else():
                 m.d.sync += queue[1].eq(result)
-        m.d.sync += queued.eq(queued + push - pop)
+        # `advance` is the flip-flop "not full" itself (no gate between it and its ~2000 enables)
+        queued_next = (queued + push - pop)[:2]
+        m.d.sync += [queued.eq(queued_next), advance.eq(queued_next != 2)]
         m.d.comb += [
             top.out.valid.eq(queued != 0),
             top.out.payload.eq(queue[0]),
-            advance.eq(queued != 2),
             exp.en.eq(advance),
             norm_exp.en.eq(advance),
             scale.en.eq(advance),
@@ -1192,15 +1193,17 @@ class _OnlinePipelined:
         # stage acc + 4: the shift; acc + 5 (write_stage): the add, into the lane or (a combination) the sum
         shifted = carry((product >> amount4)[:p.sum_width], acc_delay + 5, "shifted")
         addend5 = carry(addend4, acc_delay + 5, "addend")
+        # which lane is written, decoded a stage early (a one-hot register: each lane's enable is one gate)
+        s4 = ftags[acc_delay + 4]
+        lane_writes = carry(Cat(s4.valid & ~s4.combine & (s4.lane == j) for j in range(lanes)), acc_delay + 5,
+                            "lane_writes")
         assert write_stage == acc_delay + 5
         sw = ftags[write_stage]
-        with m.If(advance & sw.valid):
-            with m.If(sw.combine):
-                m.d.sync += total.eq(Mux(sw.combine_first, 0, total) + shifted)
-            with m.Else():
-                for j in range(lanes):
-                    with m.If(sw.lane == j):
-                        m.d.sync += lane_sum[j].eq(shifted + addend5)
+        with m.If(advance & sw.valid & sw.combine):
+            m.d.sync += total.eq(Mux(sw.combine_first, 0, total) + shifted)
+        for j in range(lanes):
+            with m.If(advance & lane_writes[j]):
+                m.d.sync += lane_sum[j].eq(shifted + addend5)
 
         # the hand-off: the last combination's sum to the reciprocal (it samples `total` in the start cycle)
         completes = advance & sw.valid & sw.combine & sw.combine_last
