@@ -16,7 +16,7 @@ element per cycle. Variants (exp and reciprocal from `hardwire.gen.fixmath`):
   exp(M - x) (a multiply) and 1 is added; pass 2 normalizes against the final M. 2 passes.
 * ``online_pipelined``: ``online`` with L = ``lanes`` interleaved (max, sum) pairs: element i updates lane
   i mod L, so a lane's rescale-multiply-add has L cycles and is pipelined over LANE_PIPELINE_DEPTH stages
-  (online's one-cycle recurrence held it near 50 MHz on ECP5); after the last element the used lanes are
+  (online's one-cycle recurrence held it near 40 MHz on ECP5); after the last element the used lanes are
   rescaled to the vector's max and added (the lane combination, exact: see `_lane_sums_golden`). Three
   buffer banks, and registers where ECP5's critical paths ran (`_OnlinePipelined`). 2 passes.
 * ``unified_max`` (FlashDecoding++): pass 1 sums E(x - phi) against the fixed estimate phi = max_estimate
@@ -238,8 +238,9 @@ class SoftmaxParams:
     @property
     def acc_delay(self) -> int:
         """Cycles from an element's issue to the cycle its term is added to the sum: X, then one register of
-        everything that does not depend on the sum (the term m >> -k, shift amounts, the new exponent)."""
-        return self.exp_delay + 1
+        everything that does not depend on the sum (the term m >> -k, shift amounts, the new exponent);
+        online_pipelined: the lane update's first stage, after two (-k registered before the term's shift)."""
+        return self.exp_delay + 1 + (self.variant == "online_pipelined")
 
     @property
     def output_delay(self) -> int:
@@ -968,7 +969,8 @@ class _OnlinePipelined:
 
     Front end. Element i (accepted in LOAD) goes to lane j = i mod L: its lane's max M_j and the vector's max M
     are updated at once; d = x - M_j (or M_j - x when x grows M_j, 0 for the lane's first element) goes
-    through the exp; stage X registers the update's factor f, shift a and addend (see `_lane_sums_golden`);
+    through the exp; stages X and X + 1 register the update's factor f, shift a and addend (see
+    `_lane_sums_golden`);
     then the lane's update takes LANE_PIPELINE_DEPTH stages: read S_j (an L-way multiplexer), the partial
     products of S_j * f (one DSP each), their sum in two additions, the shift by a, the add of the addend and
     the write of S_j. A lane is updated at most every L >= LANE_PIPELINE_DEPTH cycles, so its next element
@@ -1148,18 +1150,25 @@ class _OnlinePipelined:
                          ftags[2].grew.eq(grew)]
         m.d.comb += exp.d.eq(d)
 
-        # stage X: the update's factor f, shift a and addend (everything that does not depend on the lane's sum)
-        sx = ftags[x_delay]
-        mantissa, exponent = exp.mantissa, exp.exponent
+        # stage X: (m, k) registered with -k and mant_frac - k (every d here is <= 0, so k <= 0); X + 1: the
+        # update's factor f, shift a and addend (everything that does not depend on the lane's sum)
+        sy = ftags[x_delay + 1]
+        amount_width = bits_for_range(0, mf - es.exponent_range[0], False)
+        mantissa = Signal(unsigned(mf + 1), reset_less=True)
+        negated = Signal(unsigned(amount_width), reset_less=True)
+        rescale_amount = Signal(unsigned(amount_width), reset_less=True)
+        with m.If(advance):
+            m.d.sync += [mantissa.eq(exp.mantissa), negated.eq((-exp.exponent).as_unsigned()),
+                         rescale_amount.eq(mf - exp.exponent)]
         e0 = int(exp_golden(es, np.array([0]))[0][0]) << g
-        rescale = sx.grew | sx.combine
+        rescale = sy.grew | sy.combine
         factor = Signal(unsigned(mf + 1), reset_less=True)
-        amount = Signal(unsigned(bits_for_range(0, mf - es.exponent_range[0], False)), reset_less=True)
+        amount = Signal(unsigned(amount_width), reset_less=True)
         addend = Signal(unsigned(mf + g + 1), reset_less=True)
         with m.If(advance):
-            m.d.sync += [factor.eq(Mux(sx.first, 0, Mux(rescale, mantissa, 1 << mf))),
-                         amount.eq(Mux(rescale, mf - exponent, mf)),
-                         addend.eq(Mux(sx.combine, 0, Mux(sx.first | sx.grew, e0, (mantissa << g) >> (-exponent).as_unsigned())))]
+            m.d.sync += [factor.eq(Mux(sy.first, 0, Mux(rescale, mantissa, 1 << mf))),
+                         amount.eq(Mux(rescale, rescale_amount, mf)),
+                         addend.eq(Mux(sy.combine, 0, Mux(sy.first | sy.grew, e0, (mantissa << g) >> negated)))]
 
         # the lane update, LANE_PIPELINE_DEPTH stages from acc_delay: each stage's values are registered with
         # advance and carried beside the tags
