@@ -52,7 +52,7 @@ def module_at(revision: str, name: str):
 
 def softmax_rows(before, after) -> list[dict]:
     rows = []
-    for variant in after.VARIANTS:
+    for variant in [v for v in after.VARIANTS if v in before.VARIANTS]:     # a variant added since has no before
         row = {"variant": variant, "n": SOFTMAX_N}
         for label, module in (("before", before), ("after", after)):
             p = module.SoftmaxParams(variant=variant, n_max=SOFTMAX_N)

@@ -3,6 +3,11 @@ resources (yosys ecp5 + xilinx) and ecp5 Fmax. Prints Markdown tables and writes
 
     python bench/softmax.py                  # everything (synthesis + place-and-route: a few minutes)
     python bench/softmax.py --no-synth       # accuracy, throughput and buffers only (seconds)
+    python bench/softmax.py --widths 8 --fmax-seeds 1 2 3    # every variant's ecp5 Fmax over three placements
+
+The last table sets every variant's ecp5 Fmax (the median over the placement seeds, and their range) beside its
+throughput at N = n_max back to back, each as a ratio to `online`: the speed of one recurrence cycle, the
+elements per cycle, and their product, elements per microsecond.
 
 Errors come from the golden model, which the cocotb tests check bit for bit against the RTL; cycles from
 the cycle model, which the same tests check handshake for handshake. The row functions (`accuracy_row`,
@@ -109,12 +114,12 @@ def _synth(verilog: str, top: str, target: str) -> dict:
     return synth([verilog], top, target).to_dict()
 
 
-def _fmax(verilog: str, top: str) -> dict:
+def _fmax(verilog: str, top: str, seed: int = 1) -> dict:
     from hardwire.flows.fmax import wrapped_fmax
 
     try:
         placed = wrapped_fmax([verilog], top, "ecp5", device=ECP5_DEVICE[0], package=ECP5_DEVICE[1],
-                              timeout_s=PNR_TIMEOUT_S)
+                              timeout_s=PNR_TIMEOUT_S, seed=seed)
         return {"fmax_mhz": placed.fmax_mhz}
     except ToolError as error:
         return {"fmax_mhz": None, "error": str(error).splitlines()[0]}
@@ -130,15 +135,43 @@ def resource_row(p: SoftmaxParams, targets=("ecp5", "xilinx"), fmax: bool = True
 
 
 def _collect(results: dict) -> dict:
+    """One design's row: resources per target; ecp5 Fmax (the median over the placement seeds, each seed's
+    in `ecp5_fmax_by_seed`)."""
     row = {}
+    by_seed = {}
     for key, value in results.items():
-        if key == "fmax":
-            row["ecp5_fmax_mhz"] = value.get("fmax_mhz")
+        if key == "fmax" or (isinstance(key, tuple) and key[0] == "fmax"):
+            seed = key[1] if isinstance(key, tuple) else 1
+            by_seed[seed] = value.get("fmax_mhz")
             if value.get("error"):
                 row["fmax_error"] = value["error"]
         else:
             row[key] = {k: value[k] for k in ("lut", "ff", "dsp", "bram", "lutram")}
+    if by_seed:
+        placed = sorted(v for v in by_seed.values() if v)
+        row["ecp5_fmax_mhz"] = float(np.median(placed)) if placed else None
+        row["ecp5_fmax_by_seed"] = {str(seed): by_seed[seed] for seed in sorted(by_seed)}
     return row
+
+
+def speed_rows(throughput: dict, resources: dict, baseline: str = "online") -> list[dict]:
+    """Per variant: ecp5 Fmax, elements per cycle (N = n_max, back to back) and elements per microsecond, each
+    also as a ratio to `baseline`'s."""
+    rows = []
+    base = resources.get(baseline, {}).get("ecp5_fmax_mhz"), throughput.get(baseline, {}).get("elements_per_cycle")
+    for variant, t in throughput.items():
+        fmax = resources.get(variant, {}).get("ecp5_fmax_mhz")
+        seeds = [v for v in resources.get(variant, {}).get("ecp5_fmax_by_seed", {}).values() if v]
+        per_cycle = t["elements_per_cycle"]
+        row = {"variant": variant, "ecp5_fmax_mhz": fmax, "fmax_min_mhz": min(seeds, default=None),
+               "fmax_max_mhz": max(seeds, default=None), "elements_per_cycle": per_cycle,
+               "elements_per_us": fmax * per_cycle if fmax else None}
+        if base[0] and fmax:
+            row["fmax_ratio"] = fmax / base[0]
+            row["elements_per_us_ratio"] = row["elements_per_us"] / (base[0] * base[1])
+        row["elements_per_cycle_ratio"] = per_cycle / base[1] if base[1] else None
+        rows.append(row)
+    return rows
 
 
 def main(argv=None) -> int:
@@ -150,6 +183,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-synth", dest="synth", action="store_false")
     parser.add_argument("--no-pnr", dest="pnr", action="store_false")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--fmax-seeds", type=int, nargs="+", default=[1],
+                        help="nextpnr placement seeds per design (Fmax: their median, and their range)")
     parser.add_argument("-o", "--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -176,16 +211,19 @@ def main(argv=None) -> int:
             for target in ("ecp5", "xilinx"):
                 work[(variant, target)] = (_synth, verilog, p.top_name, target)
             if args.pnr:
-                work[(variant, "fmax")] = (_fmax, verilog, p.top_name)
+                for seed in args.fmax_seeds:
+                    work[(variant, ("fmax", seed))] = (_fmax, verilog, p.top_name, seed)
         done = run_jobs(work, args.jobs, started, describe=str)
         for variant in designs:
             resources[variant] = _collect({key[1]: value for key, value in done.items() if key[0] == variant})
+    speed = speed_rows(throughput, resources) if resources else []
 
-    md = _markdown(args, accuracy, designs, throughput, buffers, resources)
+    md = _markdown(args, accuracy, designs, throughput, buffers, resources, speed)
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "softmax.json", {
-        "accuracy": accuracy, "throughput": throughput, "buffers": buffers, "resources": resources,
+        "accuracy": accuracy, "throughput": throughput, "buffers": buffers, "resources": resources, "speed": speed,
+        "fmax_seeds": args.fmax_seeds if args.synth and args.pnr else [],
         "designs": {v: p.to_dict() for v, p in designs.items()}, "tools": tool_versions(),
         "wall_s": round(time.monotonic() - started, 1)})
     write_text_atomic(args.out / "softmax.md", md + "\n")
@@ -193,7 +231,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _markdown(args, accuracy, designs, throughput, buffers, resources) -> str:
+def _markdown(args, accuracy, designs, throughput, buffers, resources, speed) -> str:
     parts = [(f"Error vs float64 torch.softmax in output LSBs ({args.vectors} + 6 vectors of length "
              f"1..{args.n_max}, Q4.4 inputs; internal precisions derived from the output width)"), ""]
     parts.append(markdown_table(
@@ -219,9 +257,11 @@ def _markdown(args, accuracy, designs, throughput, buffers, resources) -> str:
               ""]
     sizes = sorted({b["n"] for b in buffers})
     first = [b for b in buffers if b["variant"] == buffers[0]["variant"]]
-    parts.append(markdown_table(["N", *map(str, sizes)],
-                                [["buffer bits", *[b["buffer_bits"] for b in first]],
-                                 ["sum bits", *[b["sum_bits"] for b in first]]]))
+    rows = [["buffer bits", *[b["buffer_bits"] for b in first]], ["sum bits", *[b["sum_bits"] for b in first]]]
+    pipelined = [b for b in buffers if b["variant"] == "online_pipelined"]
+    if pipelined and buffers[0]["variant"] != "online_pipelined":
+        rows.append(["online_pipelined buffer bits (three banks)", *[b["buffer_bits"] for b in pipelined]])
+    parts.append(markdown_table(["N", *map(str, sizes)], rows))
     if resources:
         parts += ["", (f"Resources at N = {args.n_max}, 8-bit output (yosys; ecp5 Fmax: nextpnr {ECP5_DEVICE[0]} "
                   "inside the serial-I/O wrapper)"), ""]
@@ -237,6 +277,21 @@ def _markdown(args, accuracy, designs, throughput, buffers, resources) -> str:
         parts.append(markdown_table(["variant", "ecp5 LUT", "ecp5 FF", "ecp5 DSP", "ecp5 BRAM", "ecp5 LUTRAM",
                                      "xilinx LUT", "xilinx FF", "xilinx DSP", "xilinx BRAM", "xilinx LUTRAM",
                                      "ecp5 Fmax MHz"], rows))
+    if any(r["ecp5_fmax_mhz"] for r in speed):
+        seeds = ", ".join(map(str, args.fmax_seeds))
+        parts += ["", (f"Speed at N = {args.n_max}, 8-bit output: ecp5 Fmax (nextpnr {ECP5_DEVICE[0]}, median over "
+                  f"placement seeds {seeds}; range in brackets), elements per cycle back to back (cycle model), and "
+                  "elements per microsecond; ratios to online"), ""]
+
+        def number(value, spec):
+            return "-" if value is None else format(value, spec)
+
+        parts.append(markdown_table(
+            ["variant", "ecp5 Fmax MHz", "Fmax / online", "elements / cycle", "/ online", "elements / us", "/ online"],
+            [[r["variant"], f"{number(r['ecp5_fmax_mhz'], '.1f')} [{number(r['fmax_min_mhz'], '.1f')}-"
+              f"{number(r['fmax_max_mhz'], '.1f')}]", number(r.get("fmax_ratio"), ".2f"),
+              f"{r['elements_per_cycle']:.3f}", number(r.get("elements_per_cycle_ratio"), ".2f"),
+              number(r["elements_per_us"], ".1f"), number(r.get("elements_per_us_ratio"), ".2f")] for r in speed]))
     return "\n".join(parts)
 
 

@@ -258,24 +258,33 @@ def _block_space(name: str, rng: np.random.Generator) -> dict:
                 "n_max": _pick(rng, [8, 16, 32, 64, 128]), "in_width": r(6, 12), "in_frac": r(2, 5), "out_width": r(6, 10)}
     if name == "attention":
         return {"head_dim": _pick(rng, [2, 4, 8]), "tile": _pick(rng, [2, 4]), "seq_max": _pick(rng, [8, 16, 32])}
+    if name == "softmax_online_pipelined":
+        return {"variant": "online_pipelined", "n_max": _pick(rng, [8, 16, 32, 64, 128]), "in_width": r(6, 12),
+                "in_frac": r(2, 5), "out_width": r(6, 10), "lanes": r(6, 12)}
     raise KeyError(name)
 
+
+# Options added to a family after its first dataset, drawn from their own random stream (`sample_designs`):
+# option -> (the registry block it builds, the family whose draws it may take the place of, the share it takes)
+ADDED_OPTIONS = {"softmax_online_pipelined": ("softmax", "softmax", 0.2)}
 
 BLOCK_FAMILIES = ("systolic", "mvu", "swg", "maxpool", "dwc", "bitserial", "bitmod", "bitvert", "sparse", "softmax",
                   "attention")
 
 
 def sample_block(rng: np.random.Generator, name: str) -> dict:
+    """A legal draw of a block family (or of an added option, `ADDED_OPTIONS`)."""
     from hardwire.gen import registry
 
-    block = registry.get(name)
+    block_name = ADDED_OPTIONS[name][0] if name in ADDED_OPTIONS else name
+    block = registry.get(block_name)
     for _ in range(200):
         params = _block_space(name, rng)
         try:
             block.params(**params)
         except (ParameterError, ValueError):
             continue
-        return {"kind": "block", "block": name, "params": params}
+        return {"kind": "block", "block": block_name, "params": params}
     raise RuntimeError(f"no legal {name} parameters in 200 draws")
 
 
@@ -287,15 +296,27 @@ def build_block(spec: dict):
     return block, block.params(**spec["params"])
 
 
-def sample_designs(seed: int, count: int, *, size: str = "small", network_share: float = 0.6) -> list[dict]:
+def sample_designs(seed: int, count: int, *, size: str = "small", network_share: float = 0.6,
+                   added_options: bool = True) -> list[dict]:
     """`count` specs drawn from one seed: design i is the same for every run with this seed and size, so a
-    resumed run draws exactly the designs the killed one would have drawn."""
+    resumed run draws exactly the designs the killed one would have drawn.
+
+    An added option (`ADDED_OPTIONS`) takes the place of a share of its family's draws, decided and drawn from a
+    stream of its own: the main stream is consumed exactly as before the option existed, so every other design
+    (networks, the other families, the family's draws it does not take) is the one it was. `added_options=False`
+    draws the designs as they were before any option was added."""
     rng = np.random.default_rng([seed, 0 if size == "small" else 1])
+    added = np.random.default_rng([seed, 0 if size == "small" else 1, 2])
     specs = []
     for _ in range(count):
         if size == "large" or rng.random() < network_share:
             spec = sample_network(rng, size)
         else:
-            spec = sample_block(rng, _pick(rng, list(BLOCK_FAMILIES)))
+            family = _pick(rng, list(BLOCK_FAMILIES))
+            spec = sample_block(rng, family)
+            for option, (_, takes_from, share) in ADDED_OPTIONS.items():
+                if takes_from == family and added.random() < share and added_options:
+                    spec = sample_block(added, option)
+                    break
         specs.append(spec)
     return specs

@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out
 from hardwire.params import bits_for_range, int_range, is_int, require
 
 EXP_INTERPOLATIONS = ("none", "linear")
+EXP_PIECE_BITS = 18            # ExpSpec.product_stages = 2: the log2(e) constant in pieces of an ECP5 / xc7 DSP port
 RECIPROCAL_METHODS = ("newton", "divider")
 
 
@@ -64,7 +65,9 @@ class ExpSpec:
     lut_bits: fraction bits of t that index the 2**f table; interp: "none" (table at the interval midpoints,
     2**lut_bits entries) or "linear" (chords between 2**lut_bits + 1 table points, the remaining fraction
     bits interpolate). mant_frac: fraction bits of the mantissa and of t. log2e_frac: fraction bits of the
-    log2(e) constant (0 = mant_frac + 2).
+    log2(e) constant (0 = mant_frac + 2). product_stages: 1 (each multiply in one cycle) or 2 (for Fmax: the
+    products d * log2e and, linear, the chord's delta * weight split into DSP-sized pieces registered in one
+    stage and added in the next; one more cycle per product, the same bits).
     """
 
     in_width: int = 9
@@ -73,6 +76,7 @@ class ExpSpec:
     lut_bits: int = 6
     interp: str = "linear"
     log2e_frac: int = 0
+    product_stages: int = 1
 
     def __post_init__(self):
         require(is_int(self.in_width) and 2 <= self.in_width <= 32, "in_width", self.in_width, "2..32")
@@ -84,6 +88,7 @@ class ExpSpec:
                 f"1..{min(12, top)} (below mant_frac={self.mant_frac} for linear interpolation)")
         require(is_int(self.log2e_frac) and (self.log2e_frac == 0 or 8 <= self.log2e_frac <= 40),
                 "log2e_frac", self.log2e_frac, "0 (auto: mant_frac + 2) or 8..40")
+        require(self.product_stages in (1, 2), "product_stages", self.product_stages, "1 or 2")
 
     @property
     def log2e_bits(self) -> int:
@@ -130,8 +135,10 @@ class ExpSpec:
 
     @property
     def latency(self) -> int:
-        """Enabled cycles from d to (mantissa, exponent): product, table, (linear) interpolation."""
-        return 2 if self.interp == "none" else 3
+        """Enabled cycles from d to (mantissa, exponent): product (one or two stages), table, (linear)
+        interpolation."""
+        products = 1 if self.interp == "none" else 2
+        return (2 if self.interp == "none" else 3) + (self.product_stages - 1) * products
 
     def max_relative_error(self, d_abs_max: float) -> float:
         """A bound on |(m * 2**(e - mant_frac)) / exp(d) - 1| for |d| <= d_abs_max (real units): the table
@@ -194,7 +201,10 @@ class ExpUnit(wiring.Component):
         # registered: t = product >> t_shift, from the table index up without interpolation, narrowed to
         # the exponent's range (exact: every exponent fits exponent_width)
         dropped = 0 if s.interp == "linear" else s.interp_bits
-        product = self.d * Const(s.log2e, unsigned(s.log2e.bit_length()))
+        if s.product_stages == 1:
+            product = self.d * Const(s.log2e, unsigned(s.log2e.bit_length()))
+        else:
+            product = self._split_product(m)
         shift = s.t_shift + dropped
         t_comb = product >> shift if shift >= 0 else product << -shift
         t_high = Signal(signed(s.mant_frac - dropped + s.exponent_width), reset_less=True)
@@ -224,10 +234,48 @@ class ExpUnit(wiring.Component):
         # stage 3: the chord
         mantissa = Signal(unsigned(width))
         exponent3 = Signal(signed(s.exponent_width))
+        if s.product_stages == 2:
+            chord = piecewise_product(m, self.en, delta, weight, "chord")
+            base, exponent = registered(m, self.en, base, "base"), registered(m, self.en, exponent, "exponent")
+        else:
+            chord = delta * weight
         with m.If(self.en):
-            m.d.sync += [mantissa.eq(base + ((delta * weight) >> s.interp_bits)), exponent3.eq(exponent)]
+            m.d.sync += [mantissa.eq(base + (chord >> s.interp_bits)), exponent3.eq(exponent)]
         m.d.comb += [self.mantissa.eq(mantissa), self.exponent.eq(exponent3)]
         return m
+
+    def _split_product(self, m):
+        """d * log2e over two enabled stages: d times each 18-bit piece of the constant (one DSP each), registered;
+        the caller's stage adds the pieces back (the same product)."""
+        s = self.spec
+        pieces = []
+        for low in range(0, s.log2e.bit_length(), EXP_PIECE_BITS):
+            value = (s.log2e >> low) & ((1 << EXP_PIECE_BITS) - 1)
+            piece = Signal(signed(s.in_width + value.bit_length() + 1), name=f"product_piece_{low}", reset_less=True)
+            with m.If(self.en):
+                m.d.sync += piece.eq(self.d * Const(value, unsigned(max(1, value.bit_length()))))
+            pieces.append((piece, low))
+        return sum(piece << low for piece, low in pieces)
+
+
+def registered(m: Module, en, value, name: str) -> Signal:
+    """`value` one enabled cycle later."""
+    register = Signal.like(value, name=f"{name}_delayed", reset_less=True)
+    with m.If(en):
+        m.d.sync += register.eq(value)
+    return register
+
+
+def piecewise_product(m: Module, en, a, b, name: str):
+    """a * b of two unsigned values over two enabled stages: the products of their 18-bit pieces (one DSP
+    each) are registered, and the returned expression (their shifted sum, the same product) is the next
+    stage's."""
+    terms = []
+    for a_low in range(0, len(a), EXP_PIECE_BITS):
+        for b_low in range(0, len(b), EXP_PIECE_BITS):
+            part = a[a_low:a_low + EXP_PIECE_BITS] * b[b_low:b_low + EXP_PIECE_BITS]
+            terms.append(registered(m, en, part, f"{name}_part_{a_low}_{b_low}") << (a_low + b_low))
+    return sum(terms)[:len(a) + len(b)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -435,6 +483,7 @@ class ScaleRoundSpec:
     b_width: int = 17
     shift_width: int = 6
     out_width: int = 8
+    product_stages: int = 1       # 2: the product over two stages (`piecewise_product`), for Fmax
 
     def __post_init__(self):
         for name in ("a_width", "b_width"):
@@ -442,11 +491,13 @@ class ScaleRoundSpec:
             require(is_int(value) and 1 <= value <= 32, name, value, "1..32")
         require(is_int(self.shift_width) and 1 <= self.shift_width <= 12, "shift_width", self.shift_width, "1..12")
         require(is_int(self.out_width) and 1 <= self.out_width <= 32, "out_width", self.out_width, "1..32")
+        require(self.product_stages in (1, 2), "product_stages", self.product_stages, "1 or 2")
 
     @property
     def latency(self) -> int:
-        """Enabled cycles: the product (and shift - 1), then the shift by shift - 1, then round + saturate."""
-        return 3
+        """Enabled cycles: the product (and shift - 1; over product_stages), then the shift by shift - 1, then
+        round + saturate."""
+        return 2 + self.product_stages
 
 
 class ScaleRoundUnit(wiring.Component):
@@ -470,8 +521,13 @@ class ScaleRoundUnit(wiring.Component):
         # stage 1: the product, and shift - 1 (shift >= 1; 0 wraps, outside the specification)
         product = Signal(unsigned(width), reset_less=True)
         shift_less = Signal(unsigned(sp.shift_width), reset_less=True)
+        if sp.product_stages == 2:
+            a_times_b = piecewise_product(m, self.en, self.a, self.b, "product")
+            shift_less_early = registered(m, self.en, (self.shift - 1)[:sp.shift_width], "shift_less")
+        else:
+            a_times_b, shift_less_early = self.a * self.b, (self.shift - 1)[:sp.shift_width]
         with m.If(self.en):
-            m.d.sync += [product.eq(self.a * self.b), shift_less.eq((self.shift - 1)[:sp.shift_width])]
+            m.d.sync += [product.eq(a_times_b), shift_less.eq(shift_less_early)]
         # stage 2: h = product >> (shift - 1), which keeps the rounding bit as its LSB
         half = Signal(unsigned(width), reset_less=True)
         with m.If(self.en):

@@ -14,6 +14,11 @@ element per cycle. Variants (exp and reciprocal from `hardwire.gen.fixmath`):
   normalizes with exponent k - K. 2 passes.
 * ``online``: pass 1 keeps a running max M and the sum relative to it; when x > M the sum is rescaled by
   exp(M - x) (a multiply) and 1 is added; pass 2 normalizes against the final M. 2 passes.
+* ``online_pipelined``: ``online`` with L = ``lanes`` interleaved (max, sum) pairs: element i updates lane
+  i mod L, so a lane's rescale-multiply-add has L cycles and is pipelined over LANE_PIPELINE_DEPTH stages
+  (online's one-cycle recurrence held it near 40 MHz on ECP5); after the last element the used lanes are
+  rescaled to the vector's max and added (the lane combination, exact: see `_lane_sums_golden`). Three
+  buffer banks, and registers where ECP5's critical paths ran (`_OnlinePipelined`). 2 passes.
 * ``unified_max`` (FlashDecoding++): pass 1 sums E(x - phi) against the fixed estimate phi = max_estimate
   while tracking the true max M; pass 2 normalizes against phi. Fallback when M > phi (exp would exceed 1)
   or M < phi - estimate_window (the sum would lose precision): an extra pass sums E(x - M) as three_pass
@@ -69,7 +74,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hardwire.gen.fixmath import (
@@ -93,7 +98,12 @@ from hardwire.params import bits_for_range, int_range, is_int, require
 
 GENERATOR_VERSION = "4"
 
-VARIANTS = ("three_pass", "two_pass", "online", "unified_max")
+VARIANTS = ("three_pass", "two_pass", "online", "unified_max", "online_pipelined")
+# online_pipelined: the stages of a lane's (max, sum) update from reading the lane's sum to writing it back
+# (operand, partial products, two additions of them, the shift, the add): a lane's next element may read it
+# LANE_PIPELINE_DEPTH cycles later at the earliest, so there are at least that many lanes
+LANE_PIPELINE_DEPTH = 6
+MAX_LANES = 64
 MAX_N = 4096
 # The bound the derived precisions aim for: |golden - float64 softmax| <= 1 output LSB.
 ERROR_TARGET_LSB = 1.0
@@ -120,6 +130,7 @@ class SoftmaxParams:
     sum_guard_bits: int | None = None
     max_estimate: int = 48        # unified_max: phi, an input code
     estimate_window: int = 32     # unified_max: fallback also when max < phi - window (input codes)
+    lanes: int | None = None      # online_pipelined: interleaved (max, sum) lanes (None: LANE_PIPELINE_DEPTH)
 
     def __post_init__(self):
         require(self.variant in VARIANTS, "variant", self.variant, ", ".join(VARIANTS))
@@ -136,6 +147,13 @@ class SoftmaxParams:
                 f"{lo}..{hi} (an input code)")
         require(is_int(self.estimate_window) and 0 <= self.estimate_window <= hi - lo, "estimate_window",
                 self.estimate_window, f"0..{hi - lo}")
+        if self.variant == "online_pipelined":
+            if self.lanes is None:
+                object.__setattr__(self, "lanes", LANE_PIPELINE_DEPTH)
+            require(is_int(self.lanes) and LANE_PIPELINE_DEPTH <= self.lanes <= MAX_LANES, "lanes", self.lanes,
+                    f"{LANE_PIPELINE_DEPTH}..{MAX_LANES} (at least the lane update's pipeline depth)")
+        else:
+            require(self.lanes is None, "lanes", self.lanes, "None (only online_pipelined has lanes)")
         fill_unset_precisions(self, PRECISION_FIELDS, derive_precision)
         require(is_int(self.recip_frac) and self.out_width < self.recip_frac <= 30, "recip_frac", self.recip_frac,
                 f"{self.out_width + 1}..30 (more than out_width={self.out_width})")
@@ -173,6 +191,9 @@ class SoftmaxParams:
     @property
     def exp_spec(self) -> ExpSpec:
         """exp of d = x - reference (in_width + 1 bits: the difference of two codes)."""
+        if self.variant == "online_pipelined":     # the product in two registered stages, for Fmax
+            return ExpSpec(self.in_width + 1, self.in_frac, self.mant_frac, self.exp_lut_bits, self.exp_interp,
+                           self.log2e_frac, product_stages=2)
         return ExpSpec(self.in_width + 1, self.in_frac, self.mant_frac, self.exp_lut_bits, self.exp_interp,
                        self.log2e_frac)
 
@@ -206,7 +227,8 @@ class SoftmaxParams:
 
     @property
     def scale_spec(self) -> ScaleRoundSpec:
-        return ScaleRoundSpec(self.mant_frac + 1, self.recip_frac + 1, self.shift_width, self.out_width)
+        stages = 2 if self.variant == "online_pipelined" else 1        # online_pipelined: for Fmax
+        return ScaleRoundSpec(self.mant_frac + 1, self.recip_frac + 1, self.shift_width, self.out_width, stages)
 
     @property
     def exp_delay(self) -> int:
@@ -216,18 +238,27 @@ class SoftmaxParams:
     @property
     def acc_delay(self) -> int:
         """Cycles from an element's issue to the cycle its term is added to the sum: X, then one register of
-        everything that does not depend on the sum (the term m >> -k, shift amounts, the new exponent)."""
-        return self.exp_delay + 1
+        everything that does not depend on the sum (the term m >> -k, shift amounts, the new exponent);
+        online_pipelined: the lane update's first stage, after two (-k registered before the term's shift)."""
+        return self.exp_delay + 1 + (self.variant == "online_pipelined")
 
     @property
     def output_delay(self) -> int:
-        """Cycles from a normalize-pass issue to the output handshake (always-ready sink)."""
-        return self.exp_delay + self.scale_spec.latency
+        """Cycles from a normalize-pass issue to the output handshake (always-ready sink); online_pipelined
+        registers the buffer's output and the scale-and-round's operands (1/S read from its bank, the shift),
+        and queues the output: three more."""
+        return self.exp_delay + self.scale_spec.latency + 3 * (self.variant == "online_pipelined")
+
+    @property
+    def banks(self) -> int:
+        """Input buffer banks: two (one loads while the other normalizes); online_pipelined three, since its
+        lane combination lengthens the time from a vector's last input to its normalization."""
+        return 3 if self.variant == "online_pipelined" else 2
 
     @property
     def buffer_bits(self) -> int:
-        """Two banks of n_max input codes: one loads while the other normalizes."""
-        return 2 * self.n_max * self.in_width
+        """`banks` banks of n_max input codes."""
+        return self.banks * self.n_max * self.in_width
 
     @property
     def in_layout(self) -> data.StructLayout:
@@ -245,6 +276,8 @@ class SoftmaxParams:
                 f"_c{self.exp_spec.log2e_bits}g{self.sum_guard_bits}")
         if self.variant == "unified_max":
             name += f"_phi{self.max_estimate}w{self.estimate_window}".replace("-", "m")
+        if self.variant == "online_pipelined":
+            name += f"_L{self.lanes}"
         return name
 
     def to_dict(self) -> dict:
@@ -260,11 +293,13 @@ def _online_rescales(p: SoftmaxParams) -> float:
     """online: a bound on the weighted mean number of rescales after a term (sum_j e_j c_j / sum_j e_j), each
     of which multiplies the term by one more approximate exp factor: at most n_max - 1, and at most
     c0 (1 + 1/e) with c0 = ceil((ln n_max + 1) 2**in_frac), since a term followed by c growths of the max
-    (each >= one input code) weighs at most exp(-c 2**-in_frac). 0 for the other variants."""
-    if p.variant != "online":
+    (each >= one input code) weighs at most exp(-c 2**-in_frac). online_pipelined: the same within a lane (a
+    lane's max is at most the vector's), plus the one rescale of every lane to the vector's max at the end.
+    0 for the other variants."""
+    if p.variant not in ("online", "online_pipelined"):
         return 0.0
     c0 = math.ceil((math.log(p.n_max) + 1) * 2 ** p.in_frac)
-    return float(min(p.n_max - 1, c0 * (1 + 1 / math.e)))
+    return float(min(p.n_max - 1, c0 * (1 + 1 / math.e))) + (p.variant == "online_pipelined")
 
 
 def _exp_error(p: SoftmaxParams, mant_frac: int, lut_bits: int, log2e_frac: int) -> float:
@@ -287,8 +322,12 @@ def _sum_error(p: SoftmaxParams, exp_error: float, sum_frac: int) -> tuple[float
     from_exp = exp_error
     if p.variant == "online":     # up to n - 1 factors compound: (1 + e)**c - 1 <= c e (1 + e)**(n - 1)
         from_exp = (1 + _online_rescales(p)) * exp_error * (1 + exp_error) ** (n - 1)
+    if p.variant == "online_pipelined":     # up to n factors: n - 1 in a lane, one more combining the lanes
+        from_exp = (1 + _online_rescales(p)) * exp_error * (1 + exp_error) ** n
     if p.variant == "unified_max":
         count, smallest = n, math.exp(-p.estimate_window / 2 ** p.in_frac) * (1 - exp_error)
+    elif p.variant == "online_pipelined":   # a term and a rescale per element, and one per lane (<= n lanes)
+        count, smallest = 2 * (n - 1) + n, 1 - exp_error
     else:
         count, smallest = (n - 1) * (2 if p.variant in ("two_pass", "online") else 1), 1 - exp_error
     return from_exp, count * 2.0 ** -sum_frac / smallest
@@ -440,6 +479,11 @@ def softmax_golden_details(p: SoftmaxParams, x) -> dict:
         reference = int(x.max())
         m, k = exp_golden(es, x - reference)
         kk = k
+    elif p.variant == "online_pipelined":
+        total, lanes = _lane_sums_golden(p, x)
+        reference = int(x.max())
+        m, k = exp_golden(es, x - reference)
+        kk = k
     else:
         reference = p.max_estimate if p.variant == "unified_max" and not fallback else int(x.max())
         m, k = exp_golden(es, x - reference)
@@ -449,8 +493,55 @@ def softmax_golden_details(p: SoftmaxParams, x) -> dict:
     y, msb = (int(v[0]) for v in reciprocal_golden(p.recip_spec, np.array([total])))
     shift = p.recip_frac + msb - p.out_width - g - kk
     out = scale_round_golden(m, y, shift, p.out_width)
-    return {"reference": reference, "mantissa": m, "exponent": k, "kk": kk, "sum": total, "y": y, "msb": msb,
-            "shift": shift, "fallback": fallback, "out": out}
+    details = {"reference": reference, "mantissa": m, "exponent": k, "kk": kk, "sum": total, "y": y, "msb": msb,
+               "shift": shift, "fallback": fallback, "out": out}
+    if p.variant == "online_pipelined":
+        details["lanes"] = lanes
+    return details
+
+
+def _lane_sums_golden(p: SoftmaxParams, x: np.ndarray) -> tuple[int, dict]:
+    """online_pipelined's sum: element i updates lane i mod L as `online` updates its one (max, sum) pair,
+    every update written ((S * f) >> a) + addend: the lane's first element (f = 0, addend exp(0)); x growing
+    the lane's max M_j (f, a from exp(M_j - x) = (m, k): f = m, a = mant_frac - k, addend exp(0)); else
+    (f = 2**mant_frac, a = mant_frac: S itself, addend the term (m << g) >> -k of exp(x - M_j)). At the end
+    each used lane (min(n, L) of them) is rescaled to the vector's max M, (S_j * m) >> (mant_frac - k) with
+    (m, k) = exp(M_j - M), and the rescaled lanes are added. Each lane's rescale truncates on its own and the
+    additions are exact, so the order of combination does not change the sum; the hardware takes the lanes in
+    the order of their last elements (lanes of elements n - u .. n - 1)."""
+    es, mf, g, count = p.exp_spec, p.mant_frac, p.sum_guard_bits, p.lanes
+    n = x.size
+    e0 = int(exp_golden(es, np.array([0]))[0][0]) << g
+    lane_max: list[int] = [0] * count
+    differences, grows = [], []
+    for i, xi in enumerate(x.tolist()):
+        j = i % count
+        if i < count:
+            lane_max[j] = xi
+            differences.append(0)
+            grows.append(False)
+        else:
+            grows.append(xi > lane_max[j])
+            differences.append(lane_max[j] - xi if xi > lane_max[j] else xi - lane_max[j])
+            lane_max[j] = max(lane_max[j], xi)
+    mantissas, exponents = (v.tolist() for v in exp_golden(es, np.array(differences)))
+    lane_sum = [0] * count
+    for i, (grew, mi, ki) in enumerate(zip(grows, mantissas, exponents)):
+        j = i % count
+        if i < count:
+            lane_sum[j] = e0
+        elif grew:
+            lane_sum[j] = ((lane_sum[j] * mi) >> (mf - ki)) + e0
+        else:
+            lane_sum[j] += (mi << g) >> -ki
+        assert lane_sum[j] < 1 << p.sum_width, "a lane's sum overflowed its width (a bug in sum_width)"
+    used = min(n, count)
+    order = [(n - used + q) % count for q in range(used)]
+    top = max(lane_max[j] for j in order)
+    factors = exp_golden(es, np.array([lane_max[j] - top for j in order]))
+    rescaled = [(lane_sum[j] * int(mi)) >> (mf - int(ki)) for j, mi, ki in zip(order, *factors)]
+    return sum(rescaled), {"order": order, "max": [lane_max[j] for j in order], "sum": [lane_sum[j] for j in order],
+                           "rescaled": rescaled}
 
 
 def softmax_golden(p: SoftmaxParams, x) -> np.ndarray:
@@ -481,7 +572,9 @@ def softmax_schedule(p: SoftmaxParams, vectors, offered: list[int]) -> tuple[lis
     from N = max(D, N_{v-1} + n_{v-1}) (the back end takes the banks in turn, back to back), output j at
     N + j + `output_delay`. The front end loads the next vector from max(R, E_{v-1} + 1): after the hand-off,
     into the bank whose vector (v - 1) issued its last normalize element at E_{v-1}. Every delay comes from
-    the fixmath specs' latencies."""
+    the fixmath specs' latencies. online_pipelined: `_pipelined_schedule`."""
+    if p.variant == "online_pipelined":
+        return _pipelined_schedule(p, vectors, offered)
     acc_delay, recip = p.acc_delay, p.recip_spec.latency
     accepted, produced = [], []
     load_start = 0
@@ -509,6 +602,48 @@ def softmax_schedule(p: SoftmaxParams, vectors, offered: list[int]) -> tuple[lis
         norm_free = first_issue + n
         last_issue[bank] = first_issue + n - 1
         load_start = handoff + 1
+    return accepted, produced
+
+
+def _pipelined_schedule(p: SoftmaxParams, vectors, offered: list[int]) -> tuple[list[int], list[int]]:
+    """`softmax_schedule` of online_pipelined. Accepts as above (from the load start). After the last accept
+    A the front end issues the u = min(n, L) lane combinations, one per cycle from C = max(A + delta,
+    H_{v-1} + 1), delta = max(1, P - u + 1) (P = LANE_PIPELINE_DEPTH: a lane is read only after its last
+    element's update is written; H_{v-1} the previous hand-off: the combination of a vector starts only
+    once the previous sum has gone to the reciprocal), and loads the next vector from C + u. The last
+    combination is added to the sum in W = C + u - 1 + acc_delay + P - 1; the hand-off is at H = max(W + 1,
+    D_{v-1}), the reciprocal is done at D = H + 1 + L_rec, and the back end is as above, over three banks
+    (vector v loads into bank v mod 3 after vector v - 3's last normalize issue)."""
+    acc_delay, recip, depth = p.acc_delay, p.recip_spec.latency, LANE_PIPELINE_DEPTH
+    accepted, produced = [], []
+    load_start = 0
+    done = None
+    handoff = None
+    norm_free = 0
+    last_issue = [-1] * p.banks
+    index = 0
+    for number, vector in enumerate(vectors):
+        n = len(vector)
+        bank = number % p.banks
+        load_start = max(load_start, last_issue[bank] + 1)
+        for _ in range(n):
+            offer = int(offered[index])
+            if index and offer < int(offered[index - 1]):
+                raise ValueError(f"offered[{index}]={offer} is before offered[{index - 1}]: must be non-decreasing")
+            accepted.append(max(offer, load_start, accepted[-1] + 1 if accepted else 0))
+            index += 1
+        used = min(n, p.lanes)
+        combine = accepted[-1] + max(1, depth - used + 1)
+        if handoff is not None:
+            combine = max(combine, handoff + 1)
+        complete = combine + used - 1 + acc_delay + depth          # the cycle after the last addition
+        handoff = complete if done is None else max(complete, done)
+        done = handoff + 1 + recip
+        first_issue = max(done, norm_free)
+        produced.extend(first_issue + j + p.output_delay for j in range(n))
+        norm_free = first_issue + n
+        last_issue[bank] = first_issue + n - 1
+        load_start = combine + used
     return accepted, produced
 
 
@@ -559,6 +694,8 @@ class Softmax(wiring.Component):
         super().__init__({"inp": In(stream.Signature(p.in_layout)), "out": Out(stream.Signature(p.out_layout))})
 
     def elaborate(self, platform):
+        if self.p.variant == "online_pipelined":
+            return _OnlinePipelined(self).elaborate()
         m = Module()
         p = self.p
         v = p.variant
@@ -799,9 +936,337 @@ class _Banked:
         return Mux(bank, self.banks[1], self.banks[0])
 
 
+class _PerBank:
+    """One register per buffer bank (any number of banks), written and read by a bank index."""
+
+    def __init__(self, m: Module, name: str, shape, banks: int):
+        self.m = m
+        self.banks = [Signal(shape, name=f"{name}_{bank}", reset_less=True) for bank in range(banks)]
+
+    def write(self, bank, value) -> None:
+        for index, bank_register in enumerate(self.banks):   # not a Switch: a bank count need not be a power of 2
+            with self.m.If(bank == index):
+                self.m.d.sync += bank_register.eq(value)
+
+    def read(self, bank):
+        return _select(self.banks, bank)
+
+
+def _select(values, index):
+    """values[index] as a multiplexer whose cases cover every value of the index (the list padded with its last
+    element to a power of two: lint-clean for any count)."""
+    values = list(values)
+    values += [values[-1]] * ((1 << max(0, (len(values) - 1).bit_length())) - len(values))
+    return Array(values)[index]
+
+
+COMBINE, = range(1, 2)      # online_pipelined's front end: LOAD, then COMBINE (the lane combinations)
+PIECE_BITS = 18             # the lane update's multiply in pieces of an ECP5 / xc7 DSP port
+
+
+class _OnlinePipelined:
+    """The online_pipelined unit: `Softmax` with L interleaved (max, sum) lanes in the front end.
+
+    Front end. Element i (accepted in LOAD) goes to lane j = i mod L: its lane's max M_j and the vector's max M
+    are updated at once; d = x - M_j (or M_j - x when x grows M_j, 0 for the lane's first element) goes
+    through the exp; stages X and X + 1 register the update's factor f, shift a and addend (see
+    `_lane_sums_golden`);
+    then the lane's update takes LANE_PIPELINE_DEPTH stages: read S_j (an L-way multiplexer), the partial
+    products of S_j * f (one DSP each), their sum in two additions, the shift by a, the add of the addend and
+    the write of S_j. A lane is updated at most every L >= LANE_PIPELINE_DEPTH cycles, so its next element
+    reads the written value. After the last element the front end (COMBINE) issues one combination per used
+    lane into the same pipeline: d = M_j - M, f = the exp's mantissa, addend 0; its result is added to the
+    vector's sum instead of written to the lane. The last one hands the sum to the reciprocal (or marks it
+    pending until the reciprocal is free); the next vector loads meanwhile, and starts its own combinations
+    only after that hand-off (`_pipelined_schedule` is exact).
+
+    Back end: `Softmax`'s, over three banks, with two more registers: the buffer's output (a block RAM's
+    clock-to-out) and the scale-and-round's operands (1/S and its shift, read from the bank's registers
+    through a multiplexer). The output leaves through a two-entry queue, and the unit's clock enable
+    (`advance`) is "the queue is not full", a register, instead of the sink's ready.
+
+    Every register above was placed where nextpnr's critical path on ECP5 ran (bench/softmax.py)."""
+
+    def __init__(self, top: Softmax):
+        self.top = top
+        self.p = top.p
+
+    def elaborate(self):
+        m = Module()
+        p, top = self.p, self.top
+        es, rs, ss = p.exp_spec, p.recip_spec, p.scale_spec
+        mf, g, n_max, lanes, banks = p.mant_frac, p.sum_guard_bits, p.n_max, p.lanes, p.banks
+        x_delay, acc_delay, depth = p.exp_delay, p.acc_delay, LANE_PIPELINE_DEPTH
+        write_stage = acc_delay + depth - 1
+
+        m.submodules.exp = exp = ExpUnit(es)
+        m.submodules.norm_exp = norm_exp = ExpUnit(es)
+        m.submodules.recip = recip = ReciprocalUnit(rs)
+        m.submodules.scale = scale = ScaleRoundUnit(ss)
+        m.submodules.buffer = buffer = memory.Memory(shape=signed(p.in_width), depth=banks * n_max, init=[])
+        write = buffer.write_port()
+        norm_read = buffer.read_port()
+
+        def address(bank, index):
+            return index + _select([Const(b * n_max, range(banks * n_max)) for b in range(banks)], bank)
+
+        def next_bank(bank):
+            return Mux(bank == banks - 1, 0, bank + 1)
+
+        lane_shape = range(lanes)
+        front_tag = data.StructLayout({"valid": 1, "first": 1, "load": 1, "grew": 1, "combine": 1,
+                                       "combine_first": 1, "combine_last": 1, "lane": lane_shape})
+        back_tag = data.StructLayout({"valid": 1, "last": 1, "bank": range(banks)})
+        ftags = [Signal(front_tag, name=f"front_tag_s{stage}") for stage in range(write_stage + 1)]
+        btags = [Signal(back_tag, name=f"back_tag_s{stage}") for stage in range(p.output_delay)]
+        out_tag = btags[-1]
+        advance = Signal(init=1)
+        # the output goes through a two-entry queue and everything advances while it is not full: `advance`
+        # comes from a register, not from the sink's ready through the whole unit's enables (the stall takes
+        # effect a cycle later; the second entry holds the result that moves meanwhile)
+        queue = [Signal(p.out_layout, name=f"out_queue_{entry}") for entry in range(2)]
+        queued = Signal(range(3))
+        push = advance & out_tag.valid
+        pop = top.out.valid & top.out.ready
+        with m.If(pop):
+            m.d.sync += queue[0].eq(queue[1])
+        result = Signal(p.out_layout)
+        m.d.comb += [result.data.eq(scale.result), result.last.eq(out_tag.last)]
+        with m.If(push):
+            with m.If(queued - pop == 0):
+                m.d.sync += queue[0].eq(result)
+            with m.Else():
+                m.d.sync += queue[1].eq(result)
+        # `advance` is the flip-flop "not full" itself (no gate between it and its ~2000 enables)
+        queued_next = (queued + push - pop)[:2]
+        m.d.sync += [queued.eq(queued_next), advance.eq(queued_next != 2)]
+        m.d.comb += [
+            top.out.valid.eq(queued != 0),
+            top.out.payload.eq(queue[0]),
+            exp.en.eq(advance),
+            norm_exp.en.eq(advance),
+            scale.en.eq(advance),
+            norm_read.en.eq(advance),
+        ]
+        with m.If(advance):
+            for tags in (ftags, btags):
+                for stage in range(2, len(tags)):
+                    m.d.sync += tags[stage].eq(tags[stage - 1])
+                m.d.sync += tags[1].eq(0)
+
+        # one flag per bank, padded to a power of two (a bit_select's cases then cover every bank index)
+        busy = Signal(1 << (banks - 1).bit_length())
+        ready = Signal(1 << (banks - 1).bit_length())
+        meta_length = _PerBank(m, "length", range(n_max + 1), banks)
+        meta_reference = _PerBank(m, "reference", signed(p.in_width), banks)
+        meta_y = _PerBank(m, "y", unsigned(rs.frac + 1), banks)
+        meta_msb = _PerBank(m, "msb", unsigned(rs.msb_width), banks)
+
+        # -- front end: load (one lane update per element), then the lane combinations --------------------
+        state = Signal(range(2), init=LOAD)
+        write_bank = Signal(range(banks))
+        count = Signal(range(n_max + 1))
+        length = Signal(range(n_max + 1))
+        lane = Signal(lane_shape)                   # the lane of the next element
+        wrapped = Signal()                          # every lane has had an element (count >= L)
+        running = Signal(signed(p.in_width), reset_less=True)        # the vector's max M
+        lane_max = [Signal(signed(p.in_width), name=f"lane_max_{j}", reset_less=True) for j in range(lanes)]
+        lane_sum = [Signal(unsigned(p.sum_width), name=f"lane_sum_{j}", reset_less=True) for j in range(lanes)]
+        x_reg = Signal(signed(p.in_width), reset_less=True)           # x, or a combination's M_j
+        previous = Signal(signed(p.in_width), reset_less=True)        # M_j before x, or a combination's M
+        timer = Signal(range(depth + 1))
+        used = Signal(range(lanes + 1))             # lanes to combine: min(n, L)
+        combined = Signal(range(lanes + 1))         # combinations issued
+        combine_lane = Signal(lane_shape)
+        outstanding = Signal()                      # a sum is combining or waiting for the reciprocal
+        pending = Signal()                          # a complete sum waits for the reciprocal
+        total = Signal(unsigned(p.sum_width), reset_less=True)
+        tail_length = Signal(range(n_max + 1), reset_less=True)
+        tail_reference = Signal(signed(p.in_width), reset_less=True)
+        tail_bank = Signal(range(banks), reset_less=True)
+        recip_busy = Signal()
+        recip_bank = Signal(range(banks))
+
+        payload = top.inp.payload
+        accept = Signal()
+        m.d.comb += [
+            top.inp.ready.eq((state == LOAD) & advance & ~busy.bit_select(write_bank, 1)),
+            accept.eq(top.inp.valid & top.inp.ready),
+            write.addr.eq(address(write_bank, count)),
+            write.data.eq(payload.data),
+            write.en.eq(accept),
+            recip.s.eq(total),
+        ]
+        ends = payload.last | (count == n_max - 1)
+        lane_last = lane == lanes - 1
+        following = Mux(lane_last, 0, lane + 1)
+        its_max = _select(lane_max, lane)
+        issue = ftags[1]
+        with m.If(advance):
+            with m.If(state == LOAD):
+                with m.If(accept):
+                    m.d.sync += [count.eq(count + 1), x_reg.eq(payload.data), previous.eq(its_max),
+                                 running.eq(Mux((count == 0) | (payload.data > running), payload.data, running)),
+                                 issue.valid.eq(1), issue.load.eq(1), issue.first.eq(~wrapped), issue.lane.eq(lane),
+                                 lane.eq(following), wrapped.eq(wrapped | lane_last)]
+                    with m.If(ends):
+                        # u = min(n, L) combinations from the lane of element n - u; the first waits until the
+                        # last update of its lane is written: max(0, P - u) cycles after the first chance
+                        lanes_used = Mux(wrapped | lane_last, lanes, count + 1)
+                        m.d.sync += [length.eq(count + 1), count.eq(0), busy.bit_select(write_bank, 1).eq(1),
+                                     state.eq(COMBINE), used.eq(lanes_used), combined.eq(0),
+                                     combine_lane.eq(Mux(wrapped | lane_last, following, 0)),
+                                     timer.eq(Mux(lanes_used >= depth, 0, depth - lanes_used)),
+                                     lane.eq(0), wrapped.eq(0)]
+            with m.Else():
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Elif((combined != 0) | ~outstanding):
+                    first_combination = combined == 0
+                    last_combination = combined == used - 1
+                    m.d.sync += [issue.valid.eq(1), issue.combine.eq(1), issue.combine_first.eq(first_combination),
+                                 issue.combine_last.eq(last_combination), issue.lane.eq(combine_lane),
+                                 x_reg.eq(_select(lane_max, combine_lane)), previous.eq(running),
+                                 combined.eq(combined + 1),
+                                 combine_lane.eq(Mux(combine_lane == lanes - 1, 0, combine_lane + 1))]
+                    with m.If(first_combination):
+                        m.d.sync += [outstanding.eq(1), tail_length.eq(length), tail_reference.eq(running),
+                                     tail_bank.eq(write_bank)]
+                    with m.If(last_combination):
+                        m.d.sync += [state.eq(LOAD), write_bank.eq(next_bank(write_bank))]
+
+        # front stage 1 -> 2: d = x - M_j, M_j - x when x grows M_j, 0 for a lane's first element; M_j - M for
+        # a combination
+        s1 = ftags[1]
+        d = Signal(signed(p.in_width + 1), reset_less=True)
+        grew = s1.load & ~s1.first & (x_reg > previous)
+        # the lane's max is written here, a cycle after the accept and its read (`previous`), off the input's
+        # handshake path: the lane's next element is accepted L cycles later, a combination reads it later still
+        for j in range(lanes):
+            with m.If(advance & s1.load & (s1.lane == j) & (s1.first | grew)):
+                m.d.sync += lane_max[j].eq(x_reg)
+        with m.If(advance):
+            m.d.sync += [d.eq(Mux(s1.first, 0, Mux(grew, previous - x_reg, x_reg - previous))), ftags[2].eq(s1),
+                         ftags[2].grew.eq(grew)]
+        m.d.comb += exp.d.eq(d)
+
+        # stage X: (m, k) registered with -k and mant_frac - k (every d here is <= 0, so k <= 0); X + 1: the
+        # update's factor f, shift a and addend (everything that does not depend on the lane's sum)
+        sy = ftags[x_delay + 1]
+        amount_width = bits_for_range(0, mf - es.exponent_range[0], False)
+        mantissa = Signal(unsigned(mf + 1), reset_less=True)
+        negated = Signal(unsigned(amount_width), reset_less=True)
+        rescale_amount = Signal(unsigned(amount_width), reset_less=True)
+        with m.If(advance):
+            m.d.sync += [mantissa.eq(exp.mantissa), negated.eq((-exp.exponent).as_unsigned()),
+                         rescale_amount.eq(mf - exp.exponent)]
+        e0 = int(exp_golden(es, np.array([0]))[0][0]) << g
+        rescale = sy.grew | sy.combine
+        factor = Signal(unsigned(mf + 1), reset_less=True)
+        amount = Signal(unsigned(amount_width), reset_less=True)
+        addend = Signal(unsigned(mf + g + 1), reset_less=True)
+        with m.If(advance):
+            m.d.sync += [factor.eq(Mux(sy.first, 0, Mux(rescale, mantissa, 1 << mf))),
+                         amount.eq(Mux(rescale, rescale_amount, mf)),
+                         addend.eq(Mux(sy.combine, 0, Mux(sy.first | sy.grew, e0, (mantissa << g) >> negated)))]
+
+        # the lane update, LANE_PIPELINE_DEPTH stages from acc_delay: each stage's values are registered with
+        # advance and carried beside the tags
+        def carry(value, stage, name):
+            register = Signal.like(value, name=f"{name}_s{stage}", reset_less=True)
+            with m.If(advance):
+                m.d.sync += register.eq(value)
+            return register
+
+        sa = ftags[acc_delay]
+        operand = carry(_select(lane_sum, sa.lane), acc_delay + 1, "operand")
+        factor1 = carry(factor, acc_delay + 1, "factor")
+        amount1 = carry(amount, acc_delay + 1, "amount")
+        addend1 = carry(addend, acc_delay + 1, "addend")
+        # stage acc + 1: the partial products, one DSP each
+        operand_pieces = [(operand[low:low + PIECE_BITS], low) for low in range(0, len(operand), PIECE_BITS)]
+        factor_pieces = [(factor1[low:low + PIECE_BITS], low) for low in range(0, len(factor1), PIECE_BITS)]
+        rows = []
+        for a_piece, a_low in operand_pieces:
+            row = [(carry(a_piece * b_piece, acc_delay + 2, f"partial_{a_low}_{b_low}"), b_low)
+                   for b_piece, b_low in factor_pieces]
+            rows.append((row, a_low))
+        amount2, addend2 = carry(amount1, acc_delay + 2, "amount"), carry(addend1, acc_delay + 2, "addend")
+        # stage acc + 2: each operand piece's row of partial products added; acc + 3: the rows added
+        product_width = len(operand) + len(factor1)
+        row_sums = [(carry(sum(part << low for part, low in row)[:product_width], acc_delay + 3, f"row_{a_low}"), a_low)
+                    for row, a_low in rows]
+        amount3, addend3 = carry(amount2, acc_delay + 3, "amount"), carry(addend2, acc_delay + 3, "addend")
+        product = carry(sum(part << low for part, low in row_sums)[:product_width], acc_delay + 4, "product")
+        amount4, addend4 = carry(amount3, acc_delay + 4, "amount"), carry(addend3, acc_delay + 4, "addend")
+        # stage acc + 4: the shift; acc + 5 (write_stage): the add, into the lane or (a combination) the sum
+        shifted = carry((product >> amount4)[:p.sum_width], acc_delay + 5, "shifted")
+        addend5 = carry(addend4, acc_delay + 5, "addend")
+        # which lane is written, decoded a stage early (a one-hot register: each lane's enable is one gate)
+        s4 = ftags[acc_delay + 4]
+        lane_writes = carry(Cat(s4.valid & ~s4.combine & (s4.lane == j) for j in range(lanes)), acc_delay + 5,
+                            "lane_writes")
+        assert write_stage == acc_delay + 5
+        sw = ftags[write_stage]
+        with m.If(advance & sw.valid & sw.combine):
+            m.d.sync += total.eq(Mux(sw.combine_first, 0, total) + shifted)
+        for j in range(lanes):
+            with m.If(advance & lane_writes[j]):
+                m.d.sync += lane_sum[j].eq(shifted + addend5)
+
+        # the hand-off: the last combination's sum to the reciprocal (it samples `total` in the start cycle)
+        completes = advance & sw.valid & sw.combine & sw.combine_last
+        m.d.sync += recip.start.eq(0)
+        with m.If(recip.done):
+            m.d.sync += [recip_busy.eq(0), ready.bit_select(recip_bank, 1).eq(1)]
+            meta_y.write(recip_bank, recip.y)
+            meta_msb.write(recip_bank, recip.msb)
+        # (from a register: the hand-off's enables stay off the output's back-pressure path)
+        with m.If(completes):
+            m.d.sync += pending.eq(1)
+        with m.If(pending & (~recip_busy | recip.done)):
+            m.d.sync += [recip.start.eq(1), recip_busy.eq(1), recip_bank.eq(tail_bank), pending.eq(0),
+                         outstanding.eq(0)]
+            meta_length.write(tail_bank, tail_length)
+            meta_reference.write(tail_bank, tail_reference)
+
+        # -- back end: normalize the banks in turn, back to back ------------------------------------------
+        read_bank = Signal(range(banks))
+        norm_count = Signal(range(n_max + 1))
+        norm_length = meta_length.read(read_bank)
+        bank_ready = ready.bit_select(read_bank, 1) | (recip.done & (recip_bank == read_bank))
+        m.d.comb += norm_read.addr.eq(address(read_bank, norm_count))
+        with m.If(advance & bank_ready):
+            m.d.sync += [btags[1].valid.eq(1), btags[1].bank.eq(read_bank),
+                         btags[1].last.eq(norm_count == norm_length - 1), norm_count.eq(norm_count + 1)]
+            with m.If(norm_count == norm_length - 1):
+                m.d.sync += [norm_count.eq(0), read_bank.eq(next_bank(read_bank)),
+                             ready.bit_select(read_bank, 1).eq(0), busy.bit_select(read_bank, 1).eq(0)]
+
+        # stage 1 -> 2: the buffer's output registered (a block RAM's clock-to-out is half a cycle at 100 MHz);
+        # 2 -> 3: d = x - the vector's reference
+        b2 = btags[2]
+        norm_x = Signal(signed(p.in_width), reset_less=True)
+        norm_d = Signal(signed(p.in_width + 1), reset_less=True)
+        with m.If(advance):
+            m.d.sync += [norm_x.eq(norm_read.data), norm_d.eq(norm_x - meta_reference.read(b2.bank))]
+        m.d.comb += norm_exp.d.eq(norm_d)
+        # stage X + 1: the scale-and-round's operands registered (1/S from the bank's registers, its shift)
+        bx = btags[x_delay + 1]
+        scale_a = Signal(unsigned(mf + 1), reset_less=True)
+        scale_b = Signal(unsigned(rs.frac + 1), reset_less=True)
+        scale_shift = Signal(unsigned(ss.shift_width), reset_less=True)
+        with m.If(advance):
+            m.d.sync += [scale_a.eq(norm_exp.mantissa), scale_b.eq(meta_y.read(bx.bank)),
+                         scale_shift.eq(p.recip_frac - p.out_width - g + meta_msb.read(bx.bank) - norm_exp.exponent)]
+        m.d.comb += [scale.a.eq(scale_a), scale.b.eq(scale_b), scale.shift.eq(scale_shift)]
+        return m
+
+
 register(Block(
     name="softmax",
-    summary="streaming fixed-point softmax (three_pass, two_pass, online, unified_max), run-time length",
+    summary="streaming fixed-point softmax (three_pass, two_pass, online, unified_max, online_pipelined), run-time "
+            "length",
     params=SoftmaxParams,
     component=Softmax,
     golden=softmax_golden,

@@ -63,6 +63,21 @@ def default_cases(p: SoftmaxParams, seed: int = 1) -> list[dict]:
         over = [min(hi, phi + 1)] + rand(1)[0]
         cases.append(("estimate_holds_and_falls_back", [*inside, over[:n], [phi - window - 1] if phi - window > lo
                                                          else [phi]], 1.0, 1.0))
+    if p.variant == "online_pipelined":
+        # lengths around multiples of the lane count (lanes left unused, lanes with one more element), short
+        # vectors back to back (the combinations wait for the lanes' last updates and for the previous hand-off),
+        # and ramps (the max grows in every lane at every element: a rescale per element)
+        lanes = p.lanes
+        lengths = [length for length in (lanes - 1, lanes, lanes + 1, 2 * lanes - 1, 2 * lanes + 1, n) if length <= n]
+        ramp = [min(hi, lo + 3 * i) for i in range(n)]
+        cases += [
+            ("lane_lengths", [rng.integers(lo, hi + 1, length).tolist() for length in lengths], 1.0, 1.0),
+            ("short_back_to_back", [rng.integers(lo, hi + 1, length).tolist()
+                                    for length in (1, 2, 1, 3, 1, 1, min(n, lanes + 1), 2)], 1.0, 1.0),
+            ("ramps", [ramp, ramp[::-1], [hi] * (n - 1) + [lo]], 1.0, 1.0),
+            ("short_under_backpressure", [rng.integers(lo, hi + 1, length).tolist()
+                                          for length in (1, 2, 3, 1, min(n, lanes + 1))], 0.7, 0.5),
+        ]
     return [{"name": name, "vectors": [list(map(int, v)) for v in vectors], "valid_probability": vp,
              "ready_probability": rp} for name, vectors, vp, rp in cases]
 

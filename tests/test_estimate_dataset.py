@@ -76,6 +76,21 @@ def test_random_specs_are_legal_reproducible_and_larger_in_the_large_split():
             designs.build_block(spec)
 
 
+def test_an_added_option_takes_only_a_share_of_its_familys_draws_and_leaves_every_other_design():
+    """online_pipelined softmax is drawn from its own stream: every design is the one drawn without it, except
+    some softmax draws, which it replaces with legal online_pipelined parameters."""
+    before = designs.sample_designs(2, 400, added_options=False)
+    after = designs.sample_designs(2, 400)
+    changed = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+    assert changed and len(changed) < sum(s.get("block") == "softmax" for s in before)
+    for i in changed:
+        assert before[i]["block"] == after[i]["block"] == "softmax"
+        assert before[i]["params"]["variant"] != "online_pipelined" == after[i]["params"]["variant"]
+        block, params = designs.build_block(after[i])
+        assert 6 <= params.lanes <= 12
+    assert not any(s.get("params", {}).get("variant") == "online_pipelined" for s in before)
+
+
 def test_generation_synthesizes_for_real_records_failures_and_resumes(tool_cache, tmp_path):
     path = tmp_path / "d.jsonl.gz"
     summary = generate(path, targets=("ecp5",), specs=TINY + [BROKEN], workers=2, fmax_share=0)

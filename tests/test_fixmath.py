@@ -31,6 +31,9 @@ EXP_SPECS = [
     ExpSpec(in_width=12, in_frac=8, mant_frac=20, lut_bits=7),
     ExpSpec(in_width=17, in_frac=8, mant_frac=12, lut_bits=5, interp="none", log2e_frac=20),
     ExpSpec(in_width=8, in_frac=0, mant_frac=12, lut_bits=4, log2e_frac=8),   # t_shift < 0: t = product << 4
+    # the product in two registered stages (online_pipelined): a 31-bit constant in two DSP pieces; table-only
+    ExpSpec(in_width=9, in_frac=4, mant_frac=23, lut_bits=6, log2e_frac=30, product_stages=2),
+    ExpSpec(in_width=9, in_frac=4, mant_frac=16, lut_bits=8, interp="none", product_stages=2),
 ]
 
 
@@ -217,6 +220,7 @@ SCALE_SPECS = [
     ScaleRoundSpec(a_width=4, b_width=3, shift_width=3, out_width=8),     # product narrower than out_width + 1
     ScaleRoundSpec(a_width=20, b_width=17, shift_width=6, out_width=20),  # attention's lanes: wide output
     ScaleRoundSpec(a_width=23, b_width=24, shift_width=9, out_width=16),  # shifts far past the product
+    ScaleRoundSpec(a_width=26, b_width=16, shift_width=6, out_width=8, product_stages=2),   # online_pipelined
 ]
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from hardwire.gen import registry
 from hardwire.gen.softmax import (
+    LANE_PIPELINE_DEPTH,
     VARIANTS,
     SoftmaxParams,
     error_bound_lsb,
@@ -136,7 +137,8 @@ def test_the_derived_bound_is_one_lsb_for_every_variant_width_and_length():
                     p = SoftmaxParams(variant=variant, out_width=out_width, n_max=n_max, in_width=in_width,
                                       in_frac=in_frac)
                     if error_bound_lsb(p) > 1.0:
-                        assert (variant, in_frac, p.mant_frac, p.exp_lut_bits) == ("online", 8, 30, 12), p
+                        assert variant in ("online", "online_pipelined"), p
+                        assert (in_frac, p.mant_frac, p.exp_lut_bits) == (8, 30, 12), p
                         assert error_bound_lsb(p) <= 2.0, p
 
 
@@ -222,6 +224,8 @@ def test_unified_max_falls_back_outside_the_window_only():
 
 def test_cycle_model_counts_passes_and_pipeline_delays():
     for variant in VARIANTS:
+        if variant == "online_pipelined":          # its own test below
+            continue
         p = SoftmaxParams(variant=variant, n_max=16)
         x_delay, recip = p.exp_delay, p.recip_spec.latency
         acc_delay = p.acc_delay
@@ -249,7 +253,7 @@ def test_cycle_model_counts_passes_and_pipeline_delays():
 def test_back_to_back_length_64_vectors_reach_0_9_elements_per_cycle():
     """The issue's target: >= 0.9 elements per cycle for the single-sweep variants at n = 64 (the three-pass
     ones are bound by their second pass over the input: about half)."""
-    for variant in ("two_pass", "online", "unified_max"):
+    for variant in ("two_pass", "online", "unified_max", "online_pipelined"):
         assert softmax_cycles(SoftmaxParams(variant=variant, n_max=64))["elements_per_cycle"] >= 0.9
     assert softmax_cycles(SoftmaxParams(variant="three_pass", n_max=64))["elements_per_cycle"] > 0.45
 
@@ -271,6 +275,109 @@ def test_schedule_waits_for_late_inputs_and_for_the_bank_it_loads_into():
         softmax_schedule(p, [[0, 0]], [3, 2])
 
 
+# --- online_pipelined: lanes, their combination, its cycle model -----------------------------------
+
+
+def _pipelined_vectors(p: SoftmaxParams, seed: int = 0) -> list[np.ndarray]:
+    """The adversarial vectors, plus every length around the lane count's multiples and the extremes at each:
+    all equal, one huge (at each lane's position), all minimum."""
+    rng = np.random.default_rng([seed, p.lanes, p.n_max])
+    lo, hi = int_range(p.in_width, True)
+    vectors = _adversarial(p, seed)
+    for n in sorted({1, 2, p.lanes - 1, p.lanes, p.lanes + 1, 2 * p.lanes - 1, 2 * p.lanes + 1, p.n_max}):
+        if n > p.n_max:
+            continue
+        vectors += [rng.integers(lo, hi + 1, n), np.full(n, hi), np.full(n, lo), np.full(n, 0)]
+        for position in range(min(n, p.lanes + 1)):
+            huge = np.full(n, lo)
+            huge[position] = hi
+            vectors.append(huge)
+    return vectors
+
+
+@pytest.mark.parametrize("lanes, n_max, out_width", [(LANE_PIPELINE_DEPTH, 64, 8), (7, 20, 8), (13, 64, 12),
+                                                     (6, 1024, 16)])
+def test_online_pipelined_golden_is_within_its_bound_of_float64_softmax(lanes, n_max, out_width):
+    """The stated bound (`error_bound_lsb`: each lane's rescales plus the one combining rescale and the
+    per-lane truncation) is 1 LSB with the derived precisions, and the golden model keeps it on adversarial
+    vectors, extremes and lengths that are no multiple of the lane count."""
+    p = SoftmaxParams(variant="online_pipelined", n_max=n_max, lanes=lanes, out_width=out_width)
+    assert error_bound_lsb(p) <= 1.0
+    worst = max(float(np.abs(softmax_golden(p, x) - _numpy_lsb(p, x)).max()) for x in _pipelined_vectors(p))
+    assert worst <= error_bound_lsb(p), worst
+
+
+def test_online_pipelined_lanes_hold_each_lanes_max_and_combine_in_the_order_of_their_last_elements():
+    p = SoftmaxParams(variant="online_pipelined", n_max=32, lanes=7)
+    rng = np.random.default_rng(5)
+    for n in (1, 3, 6, 7, 8, 13, 14, 15, 32):
+        x = rng.integers(-128, 128, n)
+        details = softmax_golden_details(p, x)
+        lanes = details["lanes"]
+        used = min(n, 7)
+        assert lanes["order"] == [(n - used + q) % 7 for q in range(used)]
+        assert lanes["max"] == [int(x[j::7].max()) for j in lanes["order"]]
+        assert details["sum"] == sum(lanes["rescaled"]) and details["reference"] == int(x.max())
+        # each lane's sum, rescaled to the vector's max, is close to its share of sum exp(x - M)
+        for j, rescaled in zip(lanes["order"], lanes["rescaled"]):
+            share = float(np.exp((x[j::7] - x.max()) / 16.0).sum())
+            assert rescaled / 2 ** p.sum_frac == pytest.approx(share, rel=1e-5, abs=2.0 ** -p.mant_frac * n)
+
+
+def test_online_pipelined_sum_is_the_three_pass_sum_up_to_one_element_per_lane():
+    """With at most one element per lane each lane holds exp(0) exactly; rescaled to the max it is the three-pass
+    term (m << g) >> -k bit for bit, so the two sums and outputs agree exactly (same precisions)."""
+    p = SoftmaxParams(variant="online_pipelined", n_max=16, lanes=9)
+    q = SoftmaxParams(variant="three_pass", n_max=16, **{name: getattr(p, name) for name in
+                                                          ("mant_frac", "exp_lut_bits", "recip_frac", "recip_lut_bits",
+                                                           "log2e_frac", "sum_guard_bits")})
+    rng = np.random.default_rng(3)
+    for n in range(1, 10):
+        for x in (rng.integers(-128, 128, n), np.full(n, -128), np.full(n, 127), np.arange(n) * 30 - 128):
+            assert softmax_golden_details(p, x)["sum"] == softmax_golden_details(q, x)["sum"]
+            assert np.array_equal(softmax_golden(p, x), softmax_golden(q, x))
+
+
+def test_online_pipelined_parameters_round_trip_and_name_the_lanes():
+    p = SoftmaxParams(variant="online_pipelined", n_max=16)
+    assert p.lanes == LANE_PIPELINE_DEPTH and p.banks == 3 and p.buffer_bits == 3 * 16 * 8
+    assert p.exp_spec.product_stages == 2 and p.scale_spec.product_stages == 2
+    seven = SoftmaxParams(variant="online_pipelined", n_max=16, lanes=7)
+    assert seven.top_name.endswith("_L7") and SoftmaxParams.from_dict(seven.to_dict()) == seven
+    assert SoftmaxParams(variant="online").lanes is None
+
+
+def test_online_pipelined_cycle_model_overlaps_the_combination_with_the_next_load():
+    """Back to back at n = 64 the front end takes n + L cycles per vector (n loads, L combinations), and the
+    three banks keep the reciprocal and the normalization off the critical loop: >= 0.9 elements per cycle."""
+    p = SoftmaxParams(variant="online_pipelined", n_max=64)
+    L, P, acc, recip = p.lanes, LANE_PIPELINE_DEPTH, p.acc_delay, p.recip_spec.latency
+    # exp: 3 stages + 1 per split product (d * log2e, the chord); scale-and-round 3 + 1; the back end also
+    # registers the buffer's output and the scale-and-round's operands, and queues the output
+    assert (p.exp_delay, acc, p.output_delay) == (2 + 5, 7 + 2, 7 + 4 + 3)
+    c = softmax_cycles(p, 64)
+    assert c["initiation_interval"] == 64 + L and c["elements_per_cycle"] >= 0.9
+    # one vector: accepts 0..n-1, combinations n..n+L-1, the last one added at n + L - 1 + acc + P - 1,
+    # the hand-off a cycle later, the reciprocal, the normalization
+    handoff = 64 + L - 1 + acc + P
+    assert c["latency_cycles"] == handoff + 1 + recip + p.output_delay
+
+
+def test_online_pipelined_schedule_waits_for_the_lanes_and_for_the_previous_hand_off():
+    p = SoftmaxParams(variant="online_pipelined", n_max=16)
+    P, acc, recip = LANE_PIPELINE_DEPTH, p.acc_delay, p.recip_spec.latency
+    accepted, produced = softmax_schedule(p, [[0], [0], [0] * 3], [0, 0, 0, 0, 0])
+    # length 1: its one lane is read by the combination only after its update is written (P cycles later)
+    first_combination = 0 + P
+    first_handoff = first_combination + acc + P
+    assert produced[0] == first_handoff + 1 + recip + p.output_delay
+    # the next vector loads right after the combination, but combines only after the first hand-off
+    assert accepted[1] == first_combination + 1
+    second_handoff = max(first_handoff + 1 + acc + P, first_handoff + 1 + recip)
+    assert produced[1] == max(second_handoff + 1 + recip, produced[0] - p.output_delay + 1) + p.output_delay
+    assert accepted[2] == first_handoff + 1 + 1
+
+
 # --- parameters ------------------------------------------------------------------------------------
 
 
@@ -284,6 +391,9 @@ def test_schedule_waits_for_late_inputs_and_for_the_bank_it_loads_into():
     ({"sum_guard_bits": 17}, "sum_guard_bits=17"),
     ({"max_estimate": 200}, "max_estimate=200"),
     ({"variant": "unified_max", "estimate_window": 250}, "estimate_window=250"),
+    ({"variant": "online_pipelined", "lanes": LANE_PIPELINE_DEPTH - 1}, f"lanes={LANE_PIPELINE_DEPTH - 1}"),
+    ({"variant": "online_pipelined", "lanes": 65}, "lanes=65"),
+    ({"variant": "online", "lanes": 8}, "lanes=8"),
 ])
 def test_bad_parameters_are_named(bad, named):
     with pytest.raises(ParameterError, match=named.replace("(", r"\(")):
@@ -314,6 +424,9 @@ LINT_CONFIGS = [
     SoftmaxParams(variant="two_pass", n_max=5, exp_interp="none", recip_method="divider"),
     SoftmaxParams(variant="online", n_max=64, out_width=16),
     SoftmaxParams(variant="unified_max", n_max=2, in_width=6, in_frac=2, max_estimate=-3, estimate_window=8),
+    SoftmaxParams(variant="online_pipelined", n_max=64),
+    SoftmaxParams(variant="online_pipelined", n_max=5, lanes=9, out_width=16, exp_interp="none",
+                  recip_method="divider"),
 ]
 
 
@@ -368,6 +481,10 @@ SIM_CONFIGS = [
     # table-only exp, divider reciprocal, 12-bit output
     _coarse(variant="two_pass", n_max=6, out_width=12, exp_interp="none", exp_lut_bits=8, recip_method="divider"),
     SoftmaxParams(variant="unified_max", n_max=7, in_width=7, in_frac=3, max_estimate=20, estimate_window=16),
+    SoftmaxParams(variant="online_pipelined", n_max=8),
+    # seven lanes (a count that is not a power of two), lengths up to 20, a 12-bit output, the divider
+    SoftmaxParams(variant="online_pipelined", n_max=20, lanes=7, out_width=12, recip_method="divider"),
+    pytest.param(SoftmaxParams(variant="online_pipelined", n_max=64), marks=pytest.mark.slow),
     pytest.param(SoftmaxParams(variant="online", n_max=64, out_width=16), marks=pytest.mark.slow),
     pytest.param(SoftmaxParams(variant="three_pass", n_max=33, in_width=12, in_frac=8, recip_method="divider"),
                  marks=pytest.mark.slow),
