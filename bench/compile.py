@@ -25,8 +25,7 @@ from hardwire.cache import cache_root, write_json_atomic, write_text_atomic
 
 NETS = ("mlp4", "mlp2", "cnn4")
 # inferences/s targets at 100 MHz: fully folded (PE = SIMD = 1), and two unfolded points
-FOLDINGS = {"mlp4": (None, 100_000, 1_000_000), "mlp2": (None, 100_000, 1_000_000),
-            "cnn4": (None, 50_000, 250_000)}
+FOLDINGS = {"mlp4": (None, 100_000, 1_000_000), "mlp2": (None, 100_000, 1_000_000), "cnn4": (None, 50_000, 250_000)}
 
 
 def _compile(net: str, fps: float | None, backend: str, out: str) -> dict:
@@ -48,41 +47,89 @@ def _compile(net: str, fps: float | None, backend: str, out: str) -> dict:
 def _row(net: str, fps, report: dict) -> dict:
     if report["backend"] == "hls4ml":
         csim = report["csim_vs_qonnx"]
-        return {"net": net, "backend": "hls4ml", "folding": f"reuse {[la['reuse_factor'] for la in report['hls4ml']['layers'] if la.get('reuse_factor')]}",
-                "acc_qonnx": report["accuracy"]["qonnx"], "acc_hw": report["accuracy"].get("hls4ml"),
-                "exact": f"{csim['outputs'] - csim['mismatches']}/{csim['outputs']}"}
+        return {
+            "net": net,
+            "backend": "hls4ml",
+            "folding": f"reuse {[la['reuse_factor'] for la in report['hls4ml']['layers'] if la.get('reuse_factor')]}",
+            "acc_qonnx": report["accuracy"]["qonnx"],
+            "acc_hw": report["accuracy"].get("hls4ml"),
+            "exact": f"{csim['outputs'] - csim['mismatches']}/{csim['outputs']}",
+        }
     folds = report["folding"]["folds"]
     s, x = report["synthesis"], report["synthesis_xilinx"]
     t, c, sim = report["throughput"], report["cycle_model"], report["simulation"]
     return {
-        "net": net, "backend": "rtl", "fps_target": fps,
+        "net": net,
+        "backend": "rtl",
+        "fps_target": fps,
         "folding": " ".join(f"{f['pe']}x{f['simd']}" for f in folds.values()),
-        "acc_qonnx": report["accuracy"]["qonnx"], "acc_hw": report["accuracy"]["rtl"],
+        "acc_qonnx": report["accuracy"]["qonnx"],
+        "acc_hw": report["accuracy"]["rtl"],
         "exact": f"{sim['rtl_vs_qonnx']['outputs'] - sim['rtl_vs_qonnx']['mismatches']}/{sim['rtl_vs_qonnx']['outputs']}",
-        "ecp5_lut": s["lut"], "ecp5_ff": s["ff"], "ecp5_dsp": s["dsp"], "ecp5_bram": s["bram"],
-        "xc7_lut": x["lut"], "xc7_ff": x["ff"], "xc7_dsp": x["dsp"], "xc7_bram": x["bram"],
-        "fmax_mhz": t.get("fmax_mhz"), "latency_cycles": c["latency_cycles"], "ii_cycles": c["initiation_interval"],
-        "latency_us": t.get("latency_us_at_fmax"), "inferences_per_s": t.get("inferences_per_s_at_fmax"),
+        "ecp5_lut": s["lut"],
+        "ecp5_ff": s["ff"],
+        "ecp5_dsp": s["dsp"],
+        "ecp5_bram": s["bram"],
+        "xc7_lut": x["lut"],
+        "xc7_ff": x["ff"],
+        "xc7_dsp": x["dsp"],
+        "xc7_bram": x["bram"],
+        "fmax_mhz": t.get("fmax_mhz"),
+        "latency_cycles": c["latency_cycles"],
+        "ii_cycles": c["initiation_interval"],
+        "latency_us": t.get("latency_us_at_fmax"),
+        "inferences_per_s": t.get("inferences_per_s_at_fmax"),
         "cycles_sim": sim["measured_first_input_to_last_output_cycles"],
         "cycles_model": sim["model_first_input_to_last_output_cycles"],
         "fifo_depths": [st["fifo_depth"] for st in report["plan"]["stages"][1:]],
     }
 
 
-HEADERS = ["net", "backend", "PExSIMD per layer", "acc qonnx", "acc hw", "bit-exact", "ECP5 LUT", "FF", "DSP",
-           "BRAM", "xc7 LUT", "FF", "DSP", "BRAM", "Fmax MHz", "latency cyc", "II cyc", "latency us", "inf/s",
-           "sim cycles", "model cycles"]
+HEADERS = [
+    "net",
+    "backend",
+    "PExSIMD per layer",
+    "acc qonnx",
+    "acc hw",
+    "bit-exact",
+    "ECP5 LUT",
+    "FF",
+    "DSP",
+    "BRAM",
+    "xc7 LUT",
+    "FF",
+    "DSP",
+    "BRAM",
+    "Fmax MHz",
+    "latency cyc",
+    "II cyc",
+    "latency us",
+    "inf/s",
+    "sim cycles",
+    "model cycles",
+]
 
 
 def _cells(r: dict) -> list:
-    return [r["net"], r["backend"], r["folding"], f"{r['acc_qonnx']:.4f}",
-            f"{r['acc_hw']:.4f}" if r.get("acc_hw") is not None else "-", r["exact"],
-            *[r.get(k, "-") for k in ("ecp5_lut", "ecp5_ff", "ecp5_dsp", "ecp5_bram", "xc7_lut", "xc7_ff", "xc7_dsp",
-                                      "xc7_bram")],
-            f"{r['fmax_mhz']:.1f}" if r.get("fmax_mhz") else "-", r.get("latency_cycles", "-"),
-            r.get("ii_cycles", "-"), f"{r['latency_us']:.2f}" if r.get("latency_us") else "-",
-            f"{r['inferences_per_s']:.0f}" if r.get("inferences_per_s") else "-",
-            r.get("cycles_sim", "-"), r.get("cycles_model", "-")]
+    return [
+        r["net"],
+        r["backend"],
+        r["folding"],
+        f"{r['acc_qonnx']:.4f}",
+        f"{r['acc_hw']:.4f}" if r.get("acc_hw") is not None else "-",
+        r["exact"],
+        *[
+            r.get(k, "-")
+            for k in ("ecp5_lut", "ecp5_ff", "ecp5_dsp", "ecp5_bram", "xc7_lut", "xc7_ff", "xc7_dsp", "xc7_bram")
+        ],
+        f"{r['fmax_mhz']:.1f}" if r.get("fmax_mhz") else "-",
+        r.get("latency_cycles", "-"),
+        r.get("ii_cycles", "-"),
+        f"{r['latency_us']:.2f}" if r.get("latency_us") else "-",
+        f"{r['inferences_per_s']:.0f}" if r.get("inferences_per_s") else "-",
+        r.get("cycles_sim", "-"),
+        r.get("cycles_model", "-"),
+    ]
 
 
 def main(argv=None) -> int:
@@ -104,24 +151,33 @@ def main(argv=None) -> int:
     started = time.monotonic()
     rows = []
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {pool.submit(_compile, net, fps, backend, out): (net, fps, backend)
-                   for (net, fps, backend), out in tasks.items()}
+        futures = {
+            pool.submit(_compile, net, fps, backend, out): (net, fps, backend)
+            for (net, fps, backend), out in tasks.items()
+        }
         for done, future in enumerate(as_completed(futures), 1):
             net, fps, backend = futures[future]
             row = _row(net, fps, future.result())
             rows.append(row)
-            print(f"[{time.strftime('%H:%M:%S')}] {done}/{len(tasks)} {net} {backend} fps={fps}: "
-                  f"exact {row['exact']}", file=sys.stderr, flush=True)
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {done}/{len(tasks)} {net} {backend} fps={fps}: exact {row['exact']}",
+                file=sys.stderr,
+                flush=True,
+            )
     order = {net: i for i, net in enumerate(NETS)}
     rows.sort(key=lambda r: (order[r["net"]], r["backend"] != "rtl", r.get("fps_target") or 0))
     table = [_cells(r) for r in rows]
     print(text_table(HEADERS, table))
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "compile.json", {"rows": rows, "tools": tool_versions(),
-                                                  "wall_s": round(time.monotonic() - started, 1)})
+    write_json_atomic(
+        args.out / "compile.json",
+        {"rows": rows, "tools": tool_versions(), "wall_s": round(time.monotonic() - started, 1)},
+    )
     write_text_atomic(args.out / "compile.md", markdown_table(HEADERS, table) + "\n")
-    print(f"wrote {args.out / 'compile.json'} and {args.out / 'compile.md'} "
-          f"({time.monotonic() - started:.0f} s)", file=sys.stderr)
+    print(
+        f"wrote {args.out / 'compile.json'} and {args.out / 'compile.md'} ({time.monotonic() - started:.0f} s)",
+        file=sys.stderr,
+    )
     return 0
 
 

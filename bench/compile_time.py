@@ -53,8 +53,18 @@ def mlp1024_graph(seed: int = 0):
         if not last:
             hi = k * in_type.max
             thresholds = np.sort(rng.integers(hi // 4, 3 * hi // 4, size=(n, 3)), axis=1)
-        layers.append(MatVecLayer(f"Gemm_{index}", (1, 1, k), in_type, weights, w1, thresholds,
-                                  None if last else u2, None if last else 1.0))
+        layers.append(
+            MatVecLayer(
+                f"Gemm_{index}",
+                (1, 1, k),
+                in_type,
+                weights,
+                w1,
+                thresholds,
+                None if last else u2,
+                None if last else 1.0,
+            )
+        )
         in_type = u2
     return IntGraph("mlp1024", InputLayer("input", (1, 1, 784), u8, 1.0, "NC"), layers, None)
 
@@ -68,8 +78,19 @@ def cnv_graph(seed: int = 0):
     rng = np.random.default_rng(seed)
     u8, u2, w1 = IntType(8, False), IntType(2, False), IntType(1, False)
     layers, in_type, shape = [], u8, (32, 32, 3)
-    plan = [("conv", 64), ("conv", 64), ("pool", 2), ("conv", 128), ("conv", 128), ("pool", 2), ("conv", 256),
-            ("conv", 256), ("dense", 512), ("dense", 512), ("dense", 10)]
+    plan = [
+        ("conv", 64),
+        ("conv", 64),
+        ("pool", 2),
+        ("conv", 128),
+        ("conv", 128),
+        ("pool", 2),
+        ("conv", 256),
+        ("conv", 256),
+        ("dense", 512),
+        ("dense", 512),
+        ("dense", 10),
+    ]
     for index, (kind, n) in enumerate(plan):
         if kind == "pool":
             layers.append(MaxPoolLayer(f"MaxPool_{index}", shape, in_type, n))
@@ -84,9 +105,17 @@ def cnv_graph(seed: int = 0):
         if not last:
             hi = k * in_type.max
             thresholds = np.sort(rng.integers(hi // 4, 3 * hi // 4, size=(n, 3)), axis=1)
-        layer = MatVecLayer(f"{'Conv' if kernel > 1 else 'Gemm'}_{index}", shape, in_type,
-                            rng.integers(0, 2, size=(n, k)), w1, thresholds, None if last else u2,
-                            None if last else 1.0, kernel=kernel)
+        layer = MatVecLayer(
+            f"{'Conv' if kernel > 1 else 'Gemm'}_{index}",
+            shape,
+            in_type,
+            rng.integers(0, 2, size=(n, k)),
+            w1,
+            thresholds,
+            None if last else u2,
+            None if last else 1.0,
+            kernel=kernel,
+        )
         layers.append(layer)
         shape, in_type = layer.out_shape, u2
     return IntGraph("cnv", InputLayer("input", (32, 32, 3), u8, 1.0, "NCHW"), layers, None)
@@ -148,14 +177,14 @@ def measure(net: str, args, work: Path) -> dict:
     t = Timer()
     row: dict = {"net": net}
     if net not in SYNTHETIC:
-        entry = zoo.build(net)                      # trained once, in the normal cache
+        entry = zoo.build(net)  # trained once, in the normal cache
     os.environ["HARDWIRE_CACHE"] = str(work / "cache")
     if net in SYNTHETIC:
         with t("front end"):
             graph = SYNTHETIC[net]()
     else:
         _, _, x, _ = zoo.load_digits_split()
-        x = x.reshape((-1, *entry.input_shape[1:]))[:args.sim_inputs]
+        x = x.reshape((-1, *entry.input_shape[1:]))[: args.sim_inputs]
         with t("front end"):
             model = frontend.load_model(entry.onnx_path)
             graph = frontend.build_graph(model, net)
@@ -173,8 +202,7 @@ def measure(net: str, args, work: Path) -> dict:
         from hardwire.hls.compile import simulate_network
 
         with t("simulation"):
-            sim = simulate_network(plan, graph, codes, golden, reference, work / "sim",
-                                   files[0].read_text(), files[1:])
+            sim = simulate_network(plan, graph, codes, golden, reference, work / "sim", files[0].read_text(), files[1:])
         row["sim_inferences"] = len(codes)
         row["sim_bit_exact"] = sim["bit_exact_vs_golden"] and sim["rtl_vs_qonnx"]["mismatches"] == 0
         row["sim_cycles"] = sim["measured_first_input_to_last_output_cycles"]
@@ -192,8 +220,9 @@ def measure(net: str, args, work: Path) -> dict:
     row["warm_rebuilt"] = warm["units_synthesized"]
     # the first layer that can take more than one input per cycle doubles its SIMD (cnn4's first convolution
     # has one input channel, so there it is the second one, whose window generator changes with it)
-    first = next(layer for layer in graph.layers if hasattr(layer, "weights")
-                 and any(s > 1 for s in rtl.simd_choices(layer)))
+    first = next(
+        layer for layer in graph.layers if hasattr(layer, "weights") and any(s > 1 for s in rtl.simd_choices(layer))
+    )
     simd = [s for s in rtl.simd_choices(first) if s > 1][0]
     changed = rtl.plan_dataflow(graph, rtl.solve_folding(graph, folds={first.name: (1, simd)}))
     row["changed_layer"] = f"{first.name} SIMD 1 -> {simd}"
@@ -204,15 +233,24 @@ def measure(net: str, args, work: Path) -> dict:
         from hardwire.flows.fmax import wrapped_fmax
 
         with t("place and route"):
-            pnr = wrapped_fmax([files[0]], plan.top_name, "ecp5", device="85k", package="CABGA381",
-                               timeout_s=args.timeout)
+            pnr = wrapped_fmax(
+                [files[0]], plan.top_name, "ecp5", device="85k", package="CABGA381", timeout_s=args.timeout
+            )
         row["fmax_mhz"] = pnr.fmax_mhz
     row["phases_s"], row["phases_cpu_s"] = t.phases, t.cpu
     return row
 
 
-PHASES = ("front end", "RTL", "simulation", "synthesis flat", "synthesis per unit", "per unit, warm",
-          "one layer changed", "place and route")
+PHASES = (
+    "front end",
+    "RTL",
+    "simulation",
+    "synthesis flat",
+    "synthesis per unit",
+    "per unit, warm",
+    "one layer changed",
+    "place and route",
+)
 
 
 def main(argv=None) -> int:
@@ -229,8 +267,11 @@ def main(argv=None) -> int:
     json_path = args.out.with_suffix(".json")
     measured = args.nets.split(",")
     # rows of networks not measured this time are kept from the last run
-    rows = [r for r in (json.loads(json_path.read_text())["rows"] if json_path.is_file() else [])
-            if r["net"] not in measured]
+    rows = [
+        r
+        for r in (json.loads(json_path.read_text())["rows"] if json_path.is_file() else [])
+        if r["net"] not in measured
+    ]
     for net in measured:
         saved = os.environ.get("HARDWIRE_CACHE")
         with tempfile.TemporaryDirectory(prefix=f"compile-time-{net}-") as work:
@@ -241,19 +282,45 @@ def main(argv=None) -> int:
                     os.environ.pop("HARDWIRE_CACHE", None)
                 else:
                     os.environ["HARDWIRE_CACHE"] = saved
-        write_json_atomic(json_path, {"rows": rows, "tools": tool_versions(), "cpus": os.cpu_count(),
-                                      "args": {k: str(v) for k, v in vars(args).items()}})
+        write_json_atomic(
+            json_path,
+            {
+                "rows": rows,
+                "tools": tool_versions(),
+                "cpus": os.cpu_count(),
+                "args": {k: str(v) for k, v in vars(args).items()},
+            },
+        )
+
     def phase(r, p):
         wall, cpu = r["phases_s"].get(p), r.get("phases_cpu_s", {}).get(p)
         return "-" if wall is None else f"{wall:g} ({cpu:g})" if cpu is not None else f"{wall:g}"
 
-    table = [[r["net"], *[phase(r, p) for p in PHASES], r["verilog_mb"],
-              f"{r['flat']['lut']}/{r['flat']['ff']}/{r['flat']['bram']}",
-              f"{r['per_unit']['lut']}/{r['per_unit']['ff']}/{r['per_unit']['bram']}",
-              f"{r['glue']['lut']}/{r['glue']['ff']}", r["bram_needed"],
-              " ".join(r["changed_rebuilt"]), r.get("fmax_mhz", "-")] for r in rows]
-    headers = ["net", *[f"{p} s (CPU s)" for p in PHASES], "Verilog MB", "flat LUT/FF/BRAM", "per-unit LUT/FF/BRAM",
-               "glue LUT/FF", "BRAM needed", "units rebuilt after change", "Fmax MHz"]
+    table = [
+        [
+            r["net"],
+            *[phase(r, p) for p in PHASES],
+            r["verilog_mb"],
+            f"{r['flat']['lut']}/{r['flat']['ff']}/{r['flat']['bram']}",
+            f"{r['per_unit']['lut']}/{r['per_unit']['ff']}/{r['per_unit']['bram']}",
+            f"{r['glue']['lut']}/{r['glue']['ff']}",
+            r["bram_needed"],
+            " ".join(r["changed_rebuilt"]),
+            r.get("fmax_mhz", "-"),
+        ]
+        for r in rows
+    ]
+    headers = [
+        "net",
+        *[f"{p} s (CPU s)" for p in PHASES],
+        "Verilog MB",
+        "flat LUT/FF/BRAM",
+        "per-unit LUT/FF/BRAM",
+        "glue LUT/FF",
+        "BRAM needed",
+        "units rebuilt after change",
+        "Fmax MHz",
+    ]
     text = markdown_table(headers, table)
     print(text)
     write_text_atomic(args.out.with_suffix(".md"), text + "\n")

@@ -132,17 +132,26 @@ def measure(net: str, targets: tuple[str, ...], inferences: int) -> dict:
     path = corpus.export(net)
     out = cache_root() / "bench-corpus" / net
     started = time.monotonic()
-    report = compile_model(path, out, CompileOptions(synthesize=False, n_random=inferences, fps=spec.fps()),
-                           name=net.replace("-", "_"), progress=lambda line: print(f"  {net}: {line}", file=sys.stderr))
+    report = compile_model(
+        path,
+        out,
+        CompileOptions(synthesize=False, n_random=inferences, fps=spec.fps()),
+        name=net.replace("-", "_"),
+        progress=lambda line: print(f"  {net}: {line}", file=sys.stderr),
+    )
     sim = report["simulation"]
-    row = {"net": net, "layers": len(report["layers"]), "units": len(report["plan"]["stages"]),
-           "exact": f"{sim['rtl_vs_qonnx']['outputs'] - sim['rtl_vs_qonnx']['mismatches']}/"
-                    f"{sim['rtl_vs_qonnx']['outputs']}",
-           "timing_matches_model": sim["timing_matches_model"],
-           "latency_cycles": report["cycle_model"]["latency_cycles"],
-           "ii_cycles": report["cycle_model"]["initiation_interval"],
-           "sim_cycles": sim["measured_first_input_to_last_output_cycles"],
-           "model_cycles": sim["model_first_input_to_last_output_cycles"]}
+    row = {
+        "net": net,
+        "layers": len(report["layers"]),
+        "units": len(report["plan"]["stages"]),
+        "exact": f"{sim['rtl_vs_qonnx']['outputs'] - sim['rtl_vs_qonnx']['mismatches']}/"
+        f"{sim['rtl_vs_qonnx']['outputs']}",
+        "timing_matches_model": sim["timing_matches_model"],
+        "latency_cycles": report["cycle_model"]["latency_cycles"],
+        "ii_cycles": report["cycle_model"]["initiation_interval"],
+        "sim_cycles": sim["measured_first_input_to_last_output_cycles"],
+        "model_cycles": sim["model_first_input_to_last_output_cycles"],
+    }
     graph = frontend.build_graph(frontend.load_model(path), net)
     plan = rtl.plan_dataflow(graph, rtl.solve_folding(graph, fps=spec.fps()), name=net.replace("-", "_"))
     table = fifos(plan)
@@ -180,15 +189,37 @@ def _pair(plan, observed: list) -> list[dict]:
     return out
 
 
-HEADERS = ["net", "bit-exact", "timing = model", "ECP5 LUT", "FF", "DSP", "BRAM", "xc7 LUT", "FF", "DSP", "BRAM",
-           "latency cyc", "II cyc", "FIFO bits"]
+HEADERS = [
+    "net",
+    "bit-exact",
+    "timing = model",
+    "ECP5 LUT",
+    "FF",
+    "DSP",
+    "BRAM",
+    "xc7 LUT",
+    "FF",
+    "DSP",
+    "BRAM",
+    "latency cyc",
+    "II cyc",
+    "FIFO bits",
+]
 
 
 def _cells(r: dict) -> list:
-    return [r["net"], r["exact"], r["timing_matches_model"],
-            *[r.get(k, "-") for k in ("ecp5_lut", "ecp5_ff", "ecp5_dsp", "ecp5_bram", "xc7_lut", "xc7_ff", "xc7_dsp",
-                                      "xc7_bram")],
-            r["latency_cycles"], r["ii_cycles"], r["fifo_bits"]]
+    return [
+        r["net"],
+        r["exact"],
+        r["timing_matches_model"],
+        *[
+            r.get(k, "-")
+            for k in ("ecp5_lut", "ecp5_ff", "ecp5_dsp", "ecp5_bram", "xc7_lut", "xc7_ff", "xc7_dsp", "xc7_bram")
+        ],
+        r["latency_cycles"],
+        r["ii_cycles"],
+        r["fifo_bits"],
+    ]
 
 
 def main(argv=None) -> int:
@@ -207,16 +238,27 @@ def main(argv=None) -> int:
     table = [_cells(r) for r in rows]
     text = text_table(HEADERS, table)
     md = markdown_table(HEADERS, table)
-    fifo_rows = [[r["net"], f["block"], f["fifo"], f["ours"], f["simulated_max"]]
-                 for r in rows for f in r.get("residual_fifos", [])]
+    fifo_rows = [
+        [r["net"], f["block"], f["fifo"], f["ours"], f["simulated_max"]]
+        for r in rows
+        for f in r.get("residual_fifos", [])
+    ]
     if fifo_rows:
-        fifo_headers = ["net", "residual block", "FIFO (in front of)", "ours (schedule model)", "max held in simulation"]
+        fifo_headers = [
+            "net",
+            "residual block",
+            "FIFO (in front of)",
+            "ours (schedule model)",
+            "max held in simulation",
+        ]
         text += "\n\n" + text_table(fifo_headers, fifo_rows)
         md += "\n\n" + markdown_table(fifo_headers, fifo_rows)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "corpus.json", {"rows": rows, "tools": tool_versions(),
-                                                 "wall_s": round(time.monotonic() - started, 1)})
+    write_json_atomic(
+        args.out / "corpus.json",
+        {"rows": rows, "tools": tool_versions(), "wall_s": round(time.monotonic() - started, 1)},
+    )
     write_text_atomic(args.out / "corpus.md", md + "\n")
     print(f"wrote {args.out / 'corpus.json'} and {args.out / 'corpus.md'}", file=sys.stderr)
     return 0

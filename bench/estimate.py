@@ -47,9 +47,14 @@ def metrics(pred: np.ndarray, true: np.ndarray, label: str, spread=None) -> dict
     denominator = np.abs(pred) + np.abs(true)
     smape = np.where(denominator > 0, 2 * np.abs(pred - true) / np.where(denominator > 0, denominator, 1), 0.0)
     rel = np.abs(pred - true) / np.maximum(true, 1)
-    out = {"n": n, "r2": 1 - ss_res / ss_tot if ss_tot > 0 else None, "smape": float(smape.mean()),
-           "within_10pct": float((rel <= 0.10).mean()), "p75": float(np.percentile(rel, 75)),
-           "p90": float(np.percentile(rel, 90))}
+    out = {
+        "n": n,
+        "r2": 1 - ss_res / ss_tot if ss_tot > 0 else None,
+        "smape": float(smape.mean()),
+        "within_10pct": float((rel <= 0.10).mean()),
+        "p75": float(np.percentile(rel, 75)),
+        "p90": float(np.percentile(rel, 90)),
+    }
     if label in ("dsp", "bram"):
         out["exact"] = float((np.round(pred) == true).mean())
     if spread is not None:
@@ -73,20 +78,29 @@ def evaluate(estimator: Estimator, rows: list[dict]) -> dict:
                 table[model] = {}
                 for label in LABELS:
                     pairs = [(p, ex) for p, ex in zip(pred, chosen) if ex.labels.get(label) is not None]
-                    table[model][label] = metrics([p["resources"][label] for p, _ in pairs],
-                                                  [ex.labels[label] for _, ex in pairs], label,
-                                                  [p["spread"][label] for p, _ in pairs] if model == "auto" else None)
+                    table[model][label] = metrics(
+                        [p["resources"][label] for p, _ in pairs],
+                        [ex.labels[label] for _, ex in pairs],
+                        label,
+                        [p["spread"][label] for p, _ in pairs] if model == "auto" else None,
+                    )
             networks = [ex for ex in chosen if ex.graph.kind == "network"]
             if networks:
                 analytic = [finn_r(ex.graph) for ex in networks]
-                table["finn-r"] = {label: metrics([a[label] for a in analytic], [ex.labels[label] for ex in networks],
-                                                  label) for label in ("lut", "dsp", "bram")}
+                table["finn-r"] = {
+                    label: metrics([a[label] for a in analytic], [ex.labels[label] for ex in networks], label)
+                    for label in ("lut", "dsp", "bram")
+                }
             fmax = [ex for ex in exs if ex.split == split and ex.target == target and ex.fmax_mhz]
             if fmax:
                 for model in ("auto", "gnn", "trees"):
                     pred = estimator.predict_batch([ex.graph for ex in fmax], target, model)
-                    table[model]["fmax"] = metrics([p["fmax_mhz"] for p in pred], [ex.fmax_mhz for ex in fmax], "fmax",
-                                                   [p["fmax_spread"] for p in pred] if model == "auto" else None)
+                    table[model]["fmax"] = metrics(
+                        [p["fmax_mhz"] for p in pred],
+                        [ex.fmax_mhz for ex in fmax],
+                        "fmax",
+                        [p["fmax_spread"] for p in pred] if model == "auto" else None,
+                    )
             results[f"{split}/{target}"] = table
     return results
 
@@ -118,11 +132,18 @@ def speed(estimator: Estimator, rows: list[dict]) -> dict:
     started = time.perf_counter()
     estimator.predict_batch(graphs, "ecp5")
     batched = len(graphs) / (time.perf_counter() - started) if graphs else 0
-    seconds = [row["seconds"]["synth"] for row in rows if row.get("seconds", {}).get("synth") and row["target"] == "ecp5"]
+    seconds = [
+        row["seconds"]["synth"] for row in rows if row.get("seconds", {}).get("synth") and row["target"] == "ecp5"
+    ]
     yosys = 1 / float(np.mean(seconds)) if seconds else None
-    return {"estimates_per_s_single": single, "estimates_per_s_batched": batched, "yosys_runs_per_s": yosys,
-            "speedup_single": single / yosys if yosys else None, "speedup_batched": batched / yosys if yosys else None,
-            "yosys_mean_s": float(np.mean(seconds)) if seconds else None}
+    return {
+        "estimates_per_s_single": single,
+        "estimates_per_s_batched": batched,
+        "yosys_runs_per_s": yosys,
+        "speedup_single": single / yosys if yosys else None,
+        "speedup_batched": batched / yosys if yosys else None,
+        "yosys_mean_s": float(np.mean(seconds)) if seconds else None,
+    }
 
 
 def _fmt(value, pct=False) -> str:
@@ -132,17 +153,24 @@ def _fmt(value, pct=False) -> str:
 
 
 def markdown(results: dict, fast: dict, meta: dict) -> str:
-    lines = ["# Estimator accuracy and speed", "",
-             f"Dataset {meta['dataset_hash']} ({meta['rows']} rows), weights {meta['weights']}.",
-             "`auto`: per label the surrogate better on the validation designs, except where a rule was exact on the "
-             f"training designs of a target ({meta['rules_used']}): DSP (networks, mvu, sparse and multiplier-free "
-             "blocks), BRAM and LUTRAM (yosys' memory mapping replayed over the memory inventory: networks and mvu, "
-             "swg, maxpool, dwc, systolic blocks). Over all rows they cover the DSP rule is exact on "
-             f"{100 * meta['rules']['dsp_exact']:.1f}%, BRAM on {100 * meta['rules']['bram_exact']:.1f}%, LUTRAM on "
-             f"{100 * meta['rules']['lutram_exact']:.1f}% (not used on Xilinx: shift registers); per split, target "
-             "and kind (exact/rows): "
-             + "; ".join(f"{label.upper()} " + ", ".join(f"{k} {e}/{n}" for k, (e, n) in sorted(meta["rules"][label].items()))
-                         for label in ("dsp", "bram", "lutram") if label in meta["rules"]), ""]
+    lines = [
+        "# Estimator accuracy and speed",
+        "",
+        f"Dataset {meta['dataset_hash']} ({meta['rows']} rows), weights {meta['weights']}.",
+        "`auto`: per label the surrogate better on the validation designs, except where a rule was exact on the "
+        f"training designs of a target ({meta['rules_used']}): DSP (networks, mvu, sparse and multiplier-free "
+        "blocks), BRAM and LUTRAM (yosys' memory mapping replayed over the memory inventory: networks and mvu, "
+        "swg, maxpool, dwc, systolic blocks). Over all rows they cover the DSP rule is exact on "
+        f"{100 * meta['rules']['dsp_exact']:.1f}%, BRAM on {100 * meta['rules']['bram_exact']:.1f}%, LUTRAM on "
+        f"{100 * meta['rules']['lutram_exact']:.1f}% (not used on Xilinx: shift registers); per split, target "
+        "and kind (exact/rows): "
+        + "; ".join(
+            f"{label.upper()} " + ", ".join(f"{k} {e}/{n}" for k, (e, n) in sorted(meta["rules"][label].items()))
+            for label in ("dsp", "bram", "lutram")
+            if label in meta["rules"]
+        ),
+        "",
+    ]
     for key, table in results.items():
         split, target = key.split("/")
         lines += [f"## {split} set, {target}", ""]
@@ -152,20 +180,64 @@ def markdown(results: dict, fast: dict, meta: dict) -> str:
                 m = per_label.get(label)
                 if not m or not m.get("n"):
                     continue
-                body.append([label.upper(), model, m["n"], _fmt(m["r2"]), _fmt(m["smape"], True),
-                             _fmt(m["within_10pct"], True), _fmt(m["p75"], True), _fmt(m["p90"], True),
-                             _fmt(m.get("exact"), True), _fmt(m.get("within_1sigma"), True)])
+                body.append(
+                    [
+                        label.upper(),
+                        model,
+                        m["n"],
+                        _fmt(m["r2"]),
+                        _fmt(m["smape"], True),
+                        _fmt(m["within_10pct"], True),
+                        _fmt(m["p75"], True),
+                        _fmt(m["p90"], True),
+                        _fmt(m.get("exact"), True),
+                        _fmt(m.get("within_1sigma"), True),
+                    ]
+                )
             if split == "test" and label in WA_HLS4ML:
-                body.append([label.upper(), "wa-hls4ml (published, their data)", "-", f"{WA_HLS4ML[label]:.2f}",
-                             "11-19%", "-", "-", "-", "-", "-"])
-        lines += [markdown_table(["label", "model", "n", "R²", "SMAPE", "within 10%", "p75 err", "p90 err",
-                                  "exact", "within ±1σ"], body), ""]
-    lines += ["## Speed", "", markdown_table(
-        ["estimates/s (one at a time)", "estimates/s (batched)", "yosys runs/s (mean ecp5 synthesis)",
-         "speed-up (single)", "speed-up (batched)"],
-        [[f"{fast['estimates_per_s_single']:.0f}", f"{fast['estimates_per_s_batched']:.0f}",
-          _fmt(fast["yosys_runs_per_s"]), f"{fast['speedup_single']:.0f}x" if fast["speedup_single"] else "-",
-          f"{fast['speedup_batched']:.0f}x" if fast["speedup_batched"] else "-"]]), ""]
+                body.append(
+                    [
+                        label.upper(),
+                        "wa-hls4ml (published, their data)",
+                        "-",
+                        f"{WA_HLS4ML[label]:.2f}",
+                        "11-19%",
+                        "-",
+                        "-",
+                        "-",
+                        "-",
+                        "-",
+                    ]
+                )
+        lines += [
+            markdown_table(
+                ["label", "model", "n", "R²", "SMAPE", "within 10%", "p75 err", "p90 err", "exact", "within ±1σ"], body
+            ),
+            "",
+        ]
+    lines += [
+        "## Speed",
+        "",
+        markdown_table(
+            [
+                "estimates/s (one at a time)",
+                "estimates/s (batched)",
+                "yosys runs/s (mean ecp5 synthesis)",
+                "speed-up (single)",
+                "speed-up (batched)",
+            ],
+            [
+                [
+                    f"{fast['estimates_per_s_single']:.0f}",
+                    f"{fast['estimates_per_s_batched']:.0f}",
+                    _fmt(fast["yosys_runs_per_s"]),
+                    f"{fast['speedup_single']:.0f}x" if fast["speedup_single"] else "-",
+                    f"{fast['speedup_batched']:.0f}x" if fast["speedup_batched"] else "-",
+                ]
+            ],
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -179,8 +251,13 @@ def main(argv=None) -> int:
     estimator = Estimator.load(args.weights)
     from hardwire.estimate.dataset import dataset_hash
 
-    meta = {"dataset_hash": dataset_hash(rows), "rows": len(rows), "weights": str(args.weights),
-            "weights_dataset_hash": estimator.dataset_hash, "datasets": [str(p) for p in args.datasets]}
+    meta = {
+        "dataset_hash": dataset_hash(rows),
+        "rows": len(rows),
+        "weights": str(args.weights),
+        "weights_dataset_hash": estimator.dataset_hash,
+        "datasets": [str(p) for p in args.datasets],
+    }
     results = evaluate(estimator, rows)
     fast = speed(estimator, rows)
     meta["rules"] = rule_check(rows)

@@ -30,14 +30,15 @@ from hardwire.cache import write_json_atomic, write_text_atomic
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "488f22a"
 SOFTMAX_N = 64
-ATTENTION_CONFIGS = ((4, 4, 16), (4, 4, 64), (8, 8, 64), (16, 16, 256))     # (head_dim, tile, seq): >= 4 tiles
-BITVERT_CONFIGS = ((8, 2, 4), (8, 2, 8), (16, 4, 8))                        # (G, lanes, PEs)
+ATTENTION_CONFIGS = ((4, 4, 16), (4, 4, 64), (8, 8, 64), (16, 16, 256))  # (head_dim, tile, seq): >= 4 tiles
+BITVERT_CONFIGS = ((8, 2, 4), (8, 2, 8), (16, 4, 8))  # (G, lanes, PEs)
 
 
 def module_at(revision: str, name: str):
     """gen/NAME.py as it was at `revision`, imported under another name (its block registration undone)."""
-    source = subprocess.run(["git", "show", f"{revision}:gen/{name}.py"], cwd=ROOT, capture_output=True,
-                            text=True, check=True, timeout=60).stdout
+    source = subprocess.run(
+        ["git", "show", f"{revision}:gen/{name}.py"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     module_name = f"hardwire.gen._{name}_at_{revision.replace('/', '_')}"
     spec = importlib.util.spec_from_loader(module_name, loader=None)
     module = importlib.util.module_from_spec(spec)
@@ -52,13 +53,16 @@ def module_at(revision: str, name: str):
 
 def softmax_rows(before, after) -> list[dict]:
     rows = []
-    for variant in [v for v in after.VARIANTS if v in before.VARIANTS]:     # a variant added since has no before
+    for variant in [v for v in after.VARIANTS if v in before.VARIANTS]:  # a variant added since has no before
         row = {"variant": variant, "n": SOFTMAX_N}
         for label, module in (("before", before), ("after", after)):
             p = module.SoftmaxParams(variant=variant, n_max=SOFTMAX_N)
             c = module.softmax_cycles(p, SOFTMAX_N)
-            row[label] = {"initiation_interval": c["initiation_interval"], "elements_per_cycle": c["elements_per_cycle"],
-                          "buffer_bits": c["buffer_bits"]}
+            row[label] = {
+                "initiation_interval": c["initiation_interval"],
+                "elements_per_cycle": c["elements_per_cycle"],
+                "buffer_bits": c["buffer_bits"],
+            }
         rows.append(row)
     return rows
 
@@ -100,10 +104,21 @@ def bitvert_rows(before, after) -> list[dict]:
             # "before" is the group barrier: the base commit's plan_gemv on one layer must agree with it
             w = ints[-1]
             x = np.zeros((1, w.shape[1]), dtype=np.int64)
-            old = before.plan_gemv(before.BitVertParams(group_size=g, lanes=lanes, pes=pes, k_max=max(g, w.shape[1])), w, x)
+            old = before.plan_gemv(
+                before.BitVertParams(group_size=g, lanes=lanes, pes=pes, k_max=max(g, w.shape[1])), w, x
+            )
             assert sum(old.pass_cycles) == bench_bitvert.array_total_cycles(after.group_cycles(w, p), pes, None)
-            rows.append({"model": model, "group_size": g, "lanes": lanes, "pes": pes, "queue_depth": p.queue_depth,
-                         "before": {"sync_loss": barrier / single - 1}, "after": {"sync_loss": queued / single - 1}})
+            rows.append(
+                {
+                    "model": model,
+                    "group_size": g,
+                    "lanes": lanes,
+                    "pes": pes,
+                    "queue_depth": p.queue_depth,
+                    "before": {"sync_loss": barrier / single - 1},
+                    "after": {"sync_loss": queued / single - 1},
+                }
+            )
     return rows
 
 
@@ -115,27 +130,73 @@ def main(argv=None) -> int:
     started = time.monotonic()
     from hardwire.gen import attention, bitvert, softmax
 
-    result = {"base": args.base,
-              "head": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                     text=True, check=True, timeout=60).stdout.strip(),
-              "softmax": softmax_rows(module_at(args.base, "softmax"), softmax),
-              "attention": attention_rows(module_at(args.base, "attention"), attention),
-              "bitvert": bitvert_rows(module_at(args.base, "bitvert"), bitvert)}
+    result = {
+        "base": args.base,
+        "head": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+        ).stdout.strip(),
+        "softmax": softmax_rows(module_at(args.base, "softmax"), softmax),
+        "attention": attention_rows(module_at(args.base, "attention"), attention),
+        "bitvert": bitvert_rows(module_at(args.base, "bitvert"), bitvert),
+    }
     sections = [
-        (f"Softmax, back-to-back vectors of length {SOFTMAX_N} (target >= 0.9 elements/cycle)",
-         ["variant", "cycles/vector before", "after", "elements/cycle before", "after", "buffer bits before",
-          "after"],
-         [[r["variant"], r["before"]["initiation_interval"], r["after"]["initiation_interval"],
-           f"{r['before']['elements_per_cycle']:.3f}", f"{r['after']['elements_per_cycle']:.3f}",
-           r["before"]["buffer_bits"], r["after"]["buffer_bits"]] for r in result["softmax"]]),
-        ("Attention head, MAC utilization of the 2d peak over a whole head (target >= 80% for >= 4 tiles)",
-         ["d", "tile", "seq", "tiles", "cycles before", "after", "utilization before", "after"],
-         [[r["head_dim"], r["tile"], r["seq"], r["tiles"], r["before"]["total_cycles"], r["after"]["total_cycles"],
-           f"{r['before']['utilization']:.1%}", f"{r['after']['utilization']:.1%}"] for r in result["attention"]]),
-        ("BitVert array sync loss on real INT8 weights (target <= 3%)",
-         ["model", "G", "lanes", "PEs", "queue depth", "sync loss before (group barrier)", "after (per-PE queues)"],
-         [[r["model"], r["group_size"], r["lanes"], r["pes"], r["queue_depth"], f"{r['before']['sync_loss']:.1%}",
-           f"{r['after']['sync_loss']:.1%}"] for r in result["bitvert"]]),
+        (
+            f"Softmax, back-to-back vectors of length {SOFTMAX_N} (target >= 0.9 elements/cycle)",
+            [
+                "variant",
+                "cycles/vector before",
+                "after",
+                "elements/cycle before",
+                "after",
+                "buffer bits before",
+                "after",
+            ],
+            [
+                [
+                    r["variant"],
+                    r["before"]["initiation_interval"],
+                    r["after"]["initiation_interval"],
+                    f"{r['before']['elements_per_cycle']:.3f}",
+                    f"{r['after']['elements_per_cycle']:.3f}",
+                    r["before"]["buffer_bits"],
+                    r["after"]["buffer_bits"],
+                ]
+                for r in result["softmax"]
+            ],
+        ),
+        (
+            "Attention head, MAC utilization of the 2d peak over a whole head (target >= 80% for >= 4 tiles)",
+            ["d", "tile", "seq", "tiles", "cycles before", "after", "utilization before", "after"],
+            [
+                [
+                    r["head_dim"],
+                    r["tile"],
+                    r["seq"],
+                    r["tiles"],
+                    r["before"]["total_cycles"],
+                    r["after"]["total_cycles"],
+                    f"{r['before']['utilization']:.1%}",
+                    f"{r['after']['utilization']:.1%}",
+                ]
+                for r in result["attention"]
+            ],
+        ),
+        (
+            "BitVert array sync loss on real INT8 weights (target <= 3%)",
+            ["model", "G", "lanes", "PEs", "queue depth", "sync loss before (group barrier)", "after (per-PE queues)"],
+            [
+                [
+                    r["model"],
+                    r["group_size"],
+                    r["lanes"],
+                    r["pes"],
+                    r["queue_depth"],
+                    f"{r['before']['sync_loss']:.1%}",
+                    f"{r['after']['sync_loss']:.1%}",
+                ]
+                for r in result["bitvert"]
+            ],
+        ),
     ]
     for title, headers, rows in sections:
         print(f"\n{title}\n{text_table(headers, rows)}")

@@ -46,8 +46,15 @@ PNR_TIMEOUT_S = 1800
 def params_for(variant: str, out_width: int = 8, n_max: int = 64, **overrides) -> SoftmaxParams:
     """The benchmarked configuration of `variant` at `out_width` bits (8-bit Q4.4 inputs); the internal
     precisions are the ones the softmax derives from out_width and n_max."""
-    values = {"variant": variant, "n_max": n_max, "in_width": 8, "in_frac": 4, "out_width": out_width,
-              "max_estimate": 64, "estimate_window": 48}
+    values = {
+        "variant": variant,
+        "n_max": n_max,
+        "in_width": 8,
+        "in_frac": 4,
+        "out_width": out_width,
+        "max_estimate": 64,
+        "estimate_window": 48,
+    }
     return SoftmaxParams(**(values | overrides))
 
 
@@ -56,7 +63,7 @@ def bench_vectors(p: SoftmaxParams, count: int = 600, seed: int = 0) -> list[np.
     Gaussian of logits (sd 2), and the corners: all equal, one dominant, length 1, max length of extremes."""
     rng = np.random.default_rng(seed)
     lo, hi = int_range(p.in_width, True)
-    scale = 2 ** p.in_frac
+    scale = 2**p.in_frac
     vectors = []
     for i in range(count):
         n = int(rng.integers(1, p.n_max + 1))
@@ -69,8 +76,14 @@ def bench_vectors(p: SoftmaxParams, count: int = 600, seed: int = 0) -> list[np.
             x = np.clip(np.round(rng.normal(0, 2 * scale, n)), lo, hi).astype(np.int64)
         vectors.append(x)
     n = p.n_max
-    vectors += [np.full(n, hi), np.full(n, lo), np.array([0]), np.array([lo]), np.array([hi] + [lo] * (n - 1)),
-                rng.choice([lo, hi], n)]
+    vectors += [
+        np.full(n, hi),
+        np.full(n, lo),
+        np.array([0]),
+        np.array([lo]),
+        np.array([hi] + [lo] * (n - 1)),
+        rng.choice([lo, hi], n),
+    ]
     return vectors
 
 
@@ -78,13 +91,23 @@ def accuracy_row(p: SoftmaxParams, vectors) -> dict:
     """Max and mean |hardware - float64 torch.softmax| in output LSBs over `vectors`, and the same over the
     outputs that are not saturated (true value below 2**out_width - 1)."""
     got = np.concatenate([softmax_golden(p, v) for v in vectors])
-    ref = np.concatenate([torch.softmax(torch.tensor(v / 2.0 ** p.in_frac, dtype=torch.float64), 0).numpy()
-                          for v in vectors]) * 2.0 ** p.out_width
+    ref = (
+        np.concatenate(
+            [torch.softmax(torch.tensor(v / 2.0**p.in_frac, dtype=torch.float64), 0).numpy() for v in vectors]
+        )
+        * 2.0**p.out_width
+    )
     error = np.abs(got - ref)
-    unsaturated = ref < 2 ** p.out_width - 1
-    return {"max_error_lsb": float(error.max()), "mean_error_lsb": float(error.mean()), "bound_lsb": error_bound_lsb(p),
-            "max_error_unsaturated_lsb": float(error[unsaturated].max()), "outputs": int(error.size),
-            "vectors": len(vectors), "fallbacks": sum(needs_fallback(p, v) for v in vectors)}
+    unsaturated = ref < 2**p.out_width - 1
+    return {
+        "max_error_lsb": float(error.max()),
+        "mean_error_lsb": float(error.mean()),
+        "bound_lsb": error_bound_lsb(p),
+        "max_error_unsaturated_lsb": float(error[unsaturated].max()),
+        "outputs": int(error.size),
+        "vectors": len(vectors),
+        "fallbacks": sum(needs_fallback(p, v) for v in vectors),
+    }
 
 
 def throughput_row(p: SoftmaxParams, n: int | None = None) -> dict:
@@ -92,9 +115,11 @@ def throughput_row(p: SoftmaxParams, n: int | None = None) -> dict:
     row = softmax_cycles(p, n)
     if p.variant == "unified_max":
         fallback = softmax_cycles(p, n, fallback=True)
-        row |= {"fallback_initiation_interval": fallback["initiation_interval"],
-                "fallback_passes": fallback["passes"],
-                "fallback_extra_cycles": fallback["initiation_interval"] - row["initiation_interval"]}
+        row |= {
+            "fallback_initiation_interval": fallback["initiation_interval"],
+            "fallback_passes": fallback["passes"],
+            "fallback_extra_cycles": fallback["initiation_interval"] - row["initiation_interval"],
+        }
     return row
 
 
@@ -118,8 +143,9 @@ def _fmax(verilog: str, top: str, seed: int = 1) -> dict:
     from hardwire.flows.fmax import wrapped_fmax
 
     try:
-        placed = wrapped_fmax([verilog], top, "ecp5", device=ECP5_DEVICE[0], package=ECP5_DEVICE[1],
-                              timeout_s=PNR_TIMEOUT_S, seed=seed)
+        placed = wrapped_fmax(
+            [verilog], top, "ecp5", device=ECP5_DEVICE[0], package=ECP5_DEVICE[1], timeout_s=PNR_TIMEOUT_S, seed=seed
+        )
         return {"fmax_mhz": placed.fmax_mhz}
     except ToolError as error:
         return {"fmax_mhz": None, "error": str(error).splitlines()[0]}
@@ -163,9 +189,14 @@ def speed_rows(throughput: dict, resources: dict, baseline: str = "online") -> l
         fmax = resources.get(variant, {}).get("ecp5_fmax_mhz")
         seeds = [v for v in resources.get(variant, {}).get("ecp5_fmax_by_seed", {}).values() if v]
         per_cycle = t["elements_per_cycle"]
-        row = {"variant": variant, "ecp5_fmax_mhz": fmax, "fmax_min_mhz": min(seeds, default=None),
-               "fmax_max_mhz": max(seeds, default=None), "elements_per_cycle": per_cycle,
-               "elements_per_us": fmax * per_cycle if fmax else None}
+        row = {
+            "variant": variant,
+            "ecp5_fmax_mhz": fmax,
+            "fmax_min_mhz": min(seeds, default=None),
+            "fmax_max_mhz": max(seeds, default=None),
+            "elements_per_cycle": per_cycle,
+            "elements_per_us": fmax * per_cycle if fmax else None,
+        }
         if base[0] and fmax:
             row["fmax_ratio"] = fmax / base[0]
             row["elements_per_us_ratio"] = row["elements_per_us"] / (base[0] * base[1])
@@ -183,8 +214,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-synth", dest="synth", action="store_false")
     parser.add_argument("--no-pnr", dest="pnr", action="store_false")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--fmax-seeds", type=int, nargs="+", default=[1],
-                        help="nextpnr placement seeds per design (Fmax: their median, and their range)")
+    parser.add_argument(
+        "--fmax-seeds",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="nextpnr placement seeds per design (Fmax: their median, and their range)",
+    )
     parser.add_argument("-o", "--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -196,8 +232,12 @@ def main(argv=None) -> int:
             row = {"variant": variant, "out_width": width, "params": p.to_dict()}
             row |= accuracy_row(p, bench_vectors(p, args.vectors))
             accuracy.append(row)
-            print(f"[{time.monotonic() - started:6.0f} s] accuracy {variant} {width}-bit: max "
-                  f"{row['max_error_lsb']:.3f} LSB, mean {row['mean_error_lsb']:.3f} LSB", file=sys.stderr, flush=True)
+            print(
+                f"[{time.monotonic() - started:6.0f} s] accuracy {variant} {width}-bit: max "
+                f"{row['max_error_lsb']:.3f} LSB, mean {row['mean_error_lsb']:.3f} LSB",
+                file=sys.stderr,
+                flush=True,
+            )
 
     designs = {variant: params_for(variant, 8, args.n_max) for variant in args.variants}
     throughput = {variant: throughput_row(p) for variant, p in designs.items()}
@@ -221,40 +261,88 @@ def main(argv=None) -> int:
     md = _markdown(args, accuracy, designs, throughput, buffers, resources, speed)
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "softmax.json", {
-        "accuracy": accuracy, "throughput": throughput, "buffers": buffers, "resources": resources, "speed": speed,
-        "fmax_seeds": args.fmax_seeds if args.synth and args.pnr else [],
-        "designs": {v: p.to_dict() for v, p in designs.items()}, "tools": tool_versions(),
-        "wall_s": round(time.monotonic() - started, 1)})
+    write_json_atomic(
+        args.out / "softmax.json",
+        {
+            "accuracy": accuracy,
+            "throughput": throughput,
+            "buffers": buffers,
+            "resources": resources,
+            "speed": speed,
+            "fmax_seeds": args.fmax_seeds if args.synth and args.pnr else [],
+            "designs": {v: p.to_dict() for v, p in designs.items()},
+            "tools": tool_versions(),
+            "wall_s": round(time.monotonic() - started, 1),
+        },
+    )
     write_text_atomic(args.out / "softmax.md", md + "\n")
     print(f"wrote {args.out / 'softmax.json'} and {args.out / 'softmax.md'} ({time.monotonic() - started:.0f} s)")
     return 0
 
 
 def _markdown(args, accuracy, designs, throughput, buffers, resources, speed) -> str:
-    parts = [(f"Error vs float64 torch.softmax in output LSBs ({args.vectors} + 6 vectors of length "
-             f"1..{args.n_max}, Q4.4 inputs; internal precisions derived from the output width)"), ""]
-    parts.append(markdown_table(
-        ["variant", "out bits", "max err LSB", "max err LSB (unsaturated)", "mean err LSB", "analytic bound LSB",
-         "fallback vectors"],
-        [[r["variant"], r["out_width"], f"{r['max_error_lsb']:.3f}", f"{r['max_error_unsaturated_lsb']:.3f}",
-          f"{r['mean_error_lsb']:.4f}", f"{r['bound_lsb']:.3g}",
-          r["fallbacks"] if r["variant"] == "unified_max" else "-"]
-         for r in accuracy]))
-    parts += ["", (f"Throughput at N = {args.n_max} (8-bit output), vectors back to back, cycle model "
-              "(= simulation, checked by tests/test_softmax.py)"), ""]
+    parts = [
+        (
+            f"Error vs float64 torch.softmax in output LSBs ({args.vectors} + 6 vectors of length "
+            f"1..{args.n_max}, Q4.4 inputs; internal precisions derived from the output width)"
+        ),
+        "",
+    ]
+    parts.append(
+        markdown_table(
+            [
+                "variant",
+                "out bits",
+                "max err LSB",
+                "max err LSB (unsaturated)",
+                "mean err LSB",
+                "analytic bound LSB",
+                "fallback vectors",
+            ],
+            [
+                [
+                    r["variant"],
+                    r["out_width"],
+                    f"{r['max_error_lsb']:.3f}",
+                    f"{r['max_error_unsaturated_lsb']:.3f}",
+                    f"{r['mean_error_lsb']:.4f}",
+                    f"{r['bound_lsb']:.3g}",
+                    r["fallbacks"] if r["variant"] == "unified_max" else "-",
+                ]
+                for r in accuracy
+            ],
+        )
+    )
+    parts += [
+        "",
+        (
+            f"Throughput at N = {args.n_max} (8-bit output), vectors back to back, cycle model "
+            "(= simulation, checked by tests/test_softmax.py)"
+        ),
+        "",
+    ]
     rows = []
     for variant, t in throughput.items():
         note = ""
         if "fallback_initiation_interval" in t:
-            note = (f"fallback: {t['fallback_passes']} passes, {t['fallback_initiation_interval']} cycles "
-                    f"(+{t['fallback_extra_cycles']})")
-        rows.append([variant, t["passes"], t["latency_cycles"], t["initiation_interval"],
-                     f"{t['elements_per_cycle']:.3f}", note])
-    parts.append(markdown_table(["variant", "passes over input", "latency", "cycles / vector", "elements / cycle",
-                                 "note"], rows))
-    parts += ["", "Buffer bits (on-chip input buffer N x in_width, every variant replays it) and sum register bits",
-              ""]
+            note = (
+                f"fallback: {t['fallback_passes']} passes, {t['fallback_initiation_interval']} cycles "
+                f"(+{t['fallback_extra_cycles']})"
+            )
+        rows.append(
+            [
+                variant,
+                t["passes"],
+                t["latency_cycles"],
+                t["initiation_interval"],
+                f"{t['elements_per_cycle']:.3f}",
+                note,
+            ]
+        )
+    parts.append(
+        markdown_table(["variant", "passes over input", "latency", "cycles / vector", "elements / cycle", "note"], rows)
+    )
+    parts += ["", "Buffer bits (on-chip input buffer N x in_width, every variant replays it) and sum register bits", ""]
     sizes = sorted({b["n"] for b in buffers})
     first = [b for b in buffers if b["variant"] == buffers[0]["variant"]]
     rows = [["buffer bits", *[b["buffer_bits"] for b in first]], ["sum bits", *[b["sum_bits"] for b in first]]]
@@ -263,8 +351,14 @@ def _markdown(args, accuracy, designs, throughput, buffers, resources, speed) ->
         rows.append(["online_pipelined buffer bits (three banks)", *[b["buffer_bits"] for b in pipelined]])
     parts.append(markdown_table(["N", *map(str, sizes)], rows))
     if resources:
-        parts += ["", (f"Resources at N = {args.n_max}, 8-bit output (yosys; ecp5 Fmax: nextpnr {ECP5_DEVICE[0]} "
-                  "inside the serial-I/O wrapper)"), ""]
+        parts += [
+            "",
+            (
+                f"Resources at N = {args.n_max}, 8-bit output (yosys; ecp5 Fmax: nextpnr {ECP5_DEVICE[0]} "
+                "inside the serial-I/O wrapper)"
+            ),
+            "",
+        ]
         rows = []
         for variant, r in resources.items():
             row = [variant]
@@ -274,26 +368,67 @@ def _markdown(args, accuracy, designs, throughput, buffers, resources, speed) ->
             fmax = r.get("ecp5_fmax_mhz")
             row.append(f"{fmax:.1f}" if fmax else r.get("fmax_error", "-"))
             rows.append(row)
-        parts.append(markdown_table(["variant", "ecp5 LUT", "ecp5 FF", "ecp5 DSP", "ecp5 BRAM", "ecp5 LUTRAM",
-                                     "xilinx LUT", "xilinx FF", "xilinx DSP", "xilinx BRAM", "xilinx LUTRAM",
-                                     "ecp5 Fmax MHz"], rows))
+        parts.append(
+            markdown_table(
+                [
+                    "variant",
+                    "ecp5 LUT",
+                    "ecp5 FF",
+                    "ecp5 DSP",
+                    "ecp5 BRAM",
+                    "ecp5 LUTRAM",
+                    "xilinx LUT",
+                    "xilinx FF",
+                    "xilinx DSP",
+                    "xilinx BRAM",
+                    "xilinx LUTRAM",
+                    "ecp5 Fmax MHz",
+                ],
+                rows,
+            )
+        )
     if any(r["ecp5_fmax_mhz"] for r in speed):
         seeds = ", ".join(map(str, args.fmax_seeds))
-        parts += ["", (f"Speed at N = {args.n_max}, 8-bit output: ecp5 Fmax (nextpnr {ECP5_DEVICE[0]}, median over "
-                  f"placement seeds {seeds}; range in brackets), elements per cycle back to back (cycle model), and "
-                  "elements per microsecond; ratios to online"), ""]
+        parts += [
+            "",
+            (
+                f"Speed at N = {args.n_max}, 8-bit output: ecp5 Fmax (nextpnr {ECP5_DEVICE[0]}, median over "
+                f"placement seeds {seeds}; range in brackets), elements per cycle back to back (cycle model), and "
+                "elements per microsecond; ratios to online"
+            ),
+            "",
+        ]
 
         def number(value, spec):
             return "-" if value is None else format(value, spec)
 
-        parts.append(markdown_table(
-            ["variant", "ecp5 Fmax MHz", "Fmax / online", "elements / cycle", "/ online", "elements / us", "/ online"],
-            [[r["variant"], f"{number(r['ecp5_fmax_mhz'], '.1f')} [{number(r['fmax_min_mhz'], '.1f')}-"
-              f"{number(r['fmax_max_mhz'], '.1f')}]", number(r.get("fmax_ratio"), ".2f"),
-              f"{r['elements_per_cycle']:.3f}", number(r.get("elements_per_cycle_ratio"), ".2f"),
-              number(r["elements_per_us"], ".1f"), number(r.get("elements_per_us_ratio"), ".2f")] for r in speed]))
+        parts.append(
+            markdown_table(
+                [
+                    "variant",
+                    "ecp5 Fmax MHz",
+                    "Fmax / online",
+                    "elements / cycle",
+                    "/ online",
+                    "elements / us",
+                    "/ online",
+                ],
+                [
+                    [
+                        r["variant"],
+                        f"{number(r['ecp5_fmax_mhz'], '.1f')} [{number(r['fmax_min_mhz'], '.1f')}-"
+                        f"{number(r['fmax_max_mhz'], '.1f')}]",
+                        number(r.get("fmax_ratio"), ".2f"),
+                        f"{r['elements_per_cycle']:.3f}",
+                        number(r.get("elements_per_cycle_ratio"), ".2f"),
+                        number(r["elements_per_us"], ".1f"),
+                        number(r.get("elements_per_us_ratio"), ".2f"),
+                    ]
+                    for r in speed
+                ],
+            )
+        )
     return "\n".join(parts)
-
 
 
 if __name__ == "__main__":

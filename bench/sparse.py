@@ -76,15 +76,21 @@ def throughput(p: SparseParams, rows: int, k: int) -> list[dict]:
     out = []
     for pattern in PATTERNS:
         c = sparse_cycles(p, k, pattern, rows)
-        out.append({
-            "pattern": pattern, "rows": rows, "k": k, "beats": c["beats"], "cycles": c["total_cycles"],
-            "multiplies": c["multiplies"],
-            "effective_macs_per_cycle": round(c["dense_macs"] / c["total_cycles"], 2),
-            "multiplies_per_cycle": round(c["multiplies"] / c["total_cycles"], 2),
-            "utilization": round(c["multiplies"] / (c["total_cycles"] * p.lanes * p.chains), 4),
-            "utilization_steady": round(c["utilization"], 4),
-            "cycles_vs_dense": round(c["total_cycles"] / dense["total_cycles"], 4),
-        })
+        out.append(
+            {
+                "pattern": pattern,
+                "rows": rows,
+                "k": k,
+                "beats": c["beats"],
+                "cycles": c["total_cycles"],
+                "multiplies": c["multiplies"],
+                "effective_macs_per_cycle": round(c["dense_macs"] / c["total_cycles"], 2),
+                "multiplies_per_cycle": round(c["multiplies"] / c["total_cycles"], 2),
+                "utilization": round(c["multiplies"] / (c["total_cycles"] * p.lanes * p.chains), 4),
+                "utilization_steady": round(c["utilization"], 4),
+                "cycles_vs_dense": round(c["total_cycles"] / dense["total_cycles"], 4),
+            }
+        )
     return out
 
 
@@ -99,16 +105,30 @@ def simulate_long_rows(k: int) -> list[dict]:
     for pattern in PATTERNS:
         w = rng.integers(-128, 128, size=(p.chains, k))
         x = rng.integers(-128, 128, size=(1, k))
-        cases.append({"name": f"long_{pattern.replace(':', 'of')}", "jobs": [_job(p, pattern, w, x)],
-                      "valid_probability": 1.0, "ready_probability": 1.0})
+        cases.append(
+            {
+                "name": f"long_{pattern.replace(':', 'of')}",
+                "jobs": [_job(p, pattern, w, x)],
+                "valid_probability": 1.0,
+                "ready_probability": 1.0,
+            }
+        )
     result = verify_block("sparse", p, cases=cases)
     out = []
     for pattern, case in zip(PATTERNS, cases):
         measured = result.cases[case["name"]]
         model = sparse_cycles(p, k, pattern, p.chains)
-        out.append({"pattern": pattern, "k": k, "config": p.top_name, "cycles": measured.get("cycles"),
-                    "model_cycles": model["total_cycles"], "exact": measured.get("exact"),
-                    "utilization": round(model["multiplies"] / (measured.get("cycles", 1) * p.lanes * p.chains), 4)})
+        out.append(
+            {
+                "pattern": pattern,
+                "k": k,
+                "config": p.top_name,
+                "cycles": measured.get("cycles"),
+                "model_cycles": model["total_cycles"],
+                "exact": measured.get("exact"),
+                "utilization": round(model["multiplies"] / (measured.get("cycles", 1) * p.lanes * p.chains), 4),
+            }
+        )
     return out
 
 
@@ -141,13 +161,15 @@ def _train_mlp(x, y, hidden=(64, 64), epochs=60, seed=0, masks=None, init=None, 
     for _ in range(epochs):
         order = torch.randperm(len(xt), generator=generator)
         for i in range(0, len(xt), 64):
-            batch = order[i:i + 64]
+            batch = order[i : i + 64]
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(model(xt[batch]), yt[batch]).backward()
             optimizer.step()
             apply_masks()
-    return [(layer.weight.detach().numpy().astype(np.float64), layer.bias.detach().numpy().astype(np.float64))
-            for layer in layers]
+    return [
+        (layer.weight.detach().numpy().astype(np.float64), layer.bias.detach().numpy().astype(np.float64))
+        for layer in layers
+    ]
 
 
 def _quantize_rows(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,8 +182,7 @@ def _quantize_rows(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
 def _integer_accuracy(layers, pattern, bits, x_train, x_test, y_test, row_group=1) -> float:
     """Quantize, run every layer's integer dot products through `sparse_golden` (the engine's arithmetic),
     rescale in float, ReLU, requantize the activations to INT8 (scales from the training set)."""
-    p = SparseParams(w_width=bits if bits in (4, 8) else 8, patterns=pattern, lanes=4, chains=2,
-                     int4_packing=False)
+    p = SparseParams(w_width=bits if bits in (4, 8) else 8, patterns=pattern, lanes=4, chains=2, int4_packing=False)
     # input pixels are k/16 with k in 0..15: the integer k is the INT8 activation, scale 1/16
     act_scale = 1.0 / 16
     xq_train, xq_test = np.round(x_train * 16).astype(np.int64), np.round(x_test * 16).astype(np.int64)
@@ -208,15 +229,18 @@ def accuracy(fine_tune_epochs: int) -> dict:
             record[f"{tag}_pruned"] = _integer_accuracy(pruned, pattern, bits, x_train, x_test, y_test, row_group)
             if fine_tune_epochs and pattern != "dense":
                 tuned = _train_mlp(x_train, y_train, epochs=fine_tune_epochs, masks=masks, init=pruned, lr=0.003)
-                record[f"{tag}_finetuned"] = _integer_accuracy(tuned, pattern, bits, x_train, x_test, y_test,
-                                                               row_group)
+                record[f"{tag}_finetuned"] = _integer_accuracy(tuned, pattern, bits, x_train, x_test, y_test, row_group)
             else:
                 record[f"{tag}_finetuned"] = record[f"{tag}_pruned"]
         record["float_pruned"] = float_accuracy([(w * nm_mask(w, pattern), b) for w, b in base])
         rows.append(record)
         print(f"accuracy {pattern}: {record}", file=sys.stderr, flush=True)
-    return {"float_dense": float_accuracy(base), "patterns": rows, "fine_tune_epochs": fine_tune_epochs,
-            "test_images": len(y_test)}
+    return {
+        "float_dense": float_accuracy(base),
+        "patterns": rows,
+        "fine_tune_epochs": fine_tune_epochs,
+        "test_images": len(y_test),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -251,17 +275,28 @@ def main(argv=None) -> int:
         }
         rtl = cache_root() / "bench-rtl"
         files = {label: registry.generate("sparse", q, rtl) for label, q in designs.items()}
-        jobs = {(label, target): (_synth, meta["verilog"], meta["top"], target)
-                for label, meta in files.items() for target in ("xilinx", "ecp5")}
+        jobs = {
+            (label, target): (_synth, meta["verilog"], meta["top"], target)
+            for label, meta in files.items()
+            for target in ("xilinx", "ecp5")
+        }
         if not args.quick:
-            jobs |= {(label, "fmax"): (_fmax, files[label]["verilog"], files[label]["top"])
-                     for label in ("sparse (all patterns)", "dense only")}
+            jobs |= {
+                (label, "fmax"): (_fmax, files[label]["verilog"], files[label]["top"])
+                for label in ("sparse (all patterns)", "dense only")
+            }
         results = run_jobs(jobs, args.jobs, started, errors=(ToolError,))
         report["resources"] = [
-            {"design": label, "top": files[label]["top"], "params": designs[label].to_dict(),
-             "xilinx": results[(label, "xilinx")], "ecp5": results[(label, "ecp5")],
-             "ecp5_fmax": results.get((label, "fmax"), {})}
-            for label in designs]
+            {
+                "design": label,
+                "top": files[label]["top"],
+                "params": designs[label].to_dict(),
+                "xilinx": results[(label, "xilinx")],
+                "ecp5": results[(label, "ecp5")],
+                "ecp5_fmax": results.get((label, "fmax"), {}),
+            }
+            for label in designs
+        ]
 
     # 3. accuracy
     report["accuracy"] = accuracy(5 if args.quick else 30)
@@ -279,43 +314,122 @@ def main(argv=None) -> int:
 def render(report: dict) -> str:
     t = report["throughput"]
     cfg = t["config"]
-    title = (f"### Throughput: {t['layer'][0]} x {t['layer'][1]} layer, {cfg['chains']} chains x {cfg['lanes']} "
-             f"stages ({cfg['multipliers']} multipliers), cycle model")
-    parts = [title,
-             markdown_table(["pattern", "beats", "cycles", "cycles vs dense", "effective MACs/cycle",
-                             "multiplies/cycle", "multiplier utilization"],
-                            [[r["pattern"], r["beats"], r["cycles"], f"{r['cycles_vs_dense']:.3f}",
-                              r["effective_macs_per_cycle"], r["multiplies_per_cycle"], f"{r['utilization']:.2%}"]
-                             for r in t["rows"]])]
+    title = (
+        f"### Throughput: {t['layer'][0]} x {t['layer'][1]} layer, {cfg['chains']} chains x {cfg['lanes']} "
+        f"stages ({cfg['multipliers']} multipliers), cycle model"
+    )
+    parts = [
+        title,
+        markdown_table(
+            [
+                "pattern",
+                "beats",
+                "cycles",
+                "cycles vs dense",
+                "effective MACs/cycle",
+                "multiplies/cycle",
+                "multiplier utilization",
+            ],
+            [
+                [
+                    r["pattern"],
+                    r["beats"],
+                    r["cycles"],
+                    f"{r['cycles_vs_dense']:.3f}",
+                    r["effective_macs_per_cycle"],
+                    r["multiplies_per_cycle"],
+                    f"{r['utilization']:.2%}",
+                ]
+                for r in t["rows"]
+            ],
+        ),
+    ]
     if report.get("simulated"):
         s = report["simulated"]
-        parts += [f"\n### Verilator, {s[0]['config']}: one {s[0]['k']}-deep row per chain",
-                  markdown_table(["pattern", "measured cycles", "model cycles", "bit-exact", "utilization"],
-                                 [[r["pattern"], r["cycles"], r["model_cycles"], r["exact"],
-                                   f"{r['utilization']:.2%}"] for r in s])]
+        parts += [
+            f"\n### Verilator, {s[0]['config']}: one {s[0]['k']}-deep row per chain",
+            markdown_table(
+                ["pattern", "measured cycles", "model cycles", "bit-exact", "utilization"],
+                [[r["pattern"], r["cycles"], r["model_cycles"], r["exact"], f"{r['utilization']:.2%}"] for r in s],
+            ),
+        ]
     if report.get("resources"):
         rows = []
         for r in report["resources"]:
             x, e, f = r["xilinx"], r["ecp5"], r["ecp5_fmax"]
             fmax = f"{f['fmax_mhz']:.1f}" if f.get("fmax_mhz") else f.get("error", "-")
-            rows.append([r["design"], r["params"]["multipliers"], x.get("lut"), x.get("ff"), x.get("dsp"),
-                         x.get("dsp_cascaded"), x.get("lutram"), e.get("lut"), e.get("ff"), e.get("dsp"), fmax])
-        title = ("\n### Resources (yosys 0.70: synth_xilinx xc7 out of context, synth_ecp5; Fmax: nextpnr-ecp5 "
-                 f"{ECP5[0]} behind the serial-I/O wrapper)")
-        parts += [title,
-                  markdown_table(["design", "multipliers", "xc7 LUT", "xc7 FF", "xc7 DSP48E1", "PCIN cascaded",
-                                  "xc7 LUTRAM/SRL", "ecp5 LUT", "ecp5 FF", "ecp5 MULT18", "ecp5 Fmax MHz"], rows)]
+            rows.append(
+                [
+                    r["design"],
+                    r["params"]["multipliers"],
+                    x.get("lut"),
+                    x.get("ff"),
+                    x.get("dsp"),
+                    x.get("dsp_cascaded"),
+                    x.get("lutram"),
+                    e.get("lut"),
+                    e.get("ff"),
+                    e.get("dsp"),
+                    fmax,
+                ]
+            )
+        title = (
+            "\n### Resources (yosys 0.70: synth_xilinx xc7 out of context, synth_ecp5; Fmax: nextpnr-ecp5 "
+            f"{ECP5[0]} behind the serial-I/O wrapper)"
+        )
+        parts += [
+            title,
+            markdown_table(
+                [
+                    "design",
+                    "multipliers",
+                    "xc7 LUT",
+                    "xc7 FF",
+                    "xc7 DSP48E1",
+                    "PCIN cascaded",
+                    "xc7 LUTRAM/SRL",
+                    "ecp5 LUT",
+                    "ecp5 FF",
+                    "ecp5 MULT18",
+                    "ecp5 Fmax MHz",
+                ],
+                rows,
+            ),
+        ]
     a = report["accuracy"]
-    title = (f"\n### Digits MLP 64-64-64-10 (float dense {a['float_dense']:.2%}), test accuracy on "
-             f"{a['test_images']} images; integer layers run through sparse_golden; fine-tune "
-             f"{a['fine_tune_epochs']} epochs with the mask fixed")
-    parts += [title,
-              markdown_table(["pattern", "float pruned", "INT8 pruned", "INT8 + fine-tune", "INT4 pruned",
-                              "INT4 + fine-tune", "INT4 pair mask (packing)", "INT4 pair mask + fine-tune"],
-                             [[r["pattern"], f"{r['float_pruned']:.2%}", f"{r['int8_pruned']:.2%}",
-                               f"{r['int8_finetuned']:.2%}", f"{r['int4_pruned']:.2%}", f"{r['int4_finetuned']:.2%}",
-                               f"{r['int4_pairs_pruned']:.2%}", f"{r['int4_pairs_finetuned']:.2%}"]
-                              for r in a["patterns"]])]
+    title = (
+        f"\n### Digits MLP 64-64-64-10 (float dense {a['float_dense']:.2%}), test accuracy on "
+        f"{a['test_images']} images; integer layers run through sparse_golden; fine-tune "
+        f"{a['fine_tune_epochs']} epochs with the mask fixed"
+    )
+    parts += [
+        title,
+        markdown_table(
+            [
+                "pattern",
+                "float pruned",
+                "INT8 pruned",
+                "INT8 + fine-tune",
+                "INT4 pruned",
+                "INT4 + fine-tune",
+                "INT4 pair mask (packing)",
+                "INT4 pair mask + fine-tune",
+            ],
+            [
+                [
+                    r["pattern"],
+                    f"{r['float_pruned']:.2%}",
+                    f"{r['int8_pruned']:.2%}",
+                    f"{r['int8_finetuned']:.2%}",
+                    f"{r['int4_pruned']:.2%}",
+                    f"{r['int4_finetuned']:.2%}",
+                    f"{r['int4_pairs_pruned']:.2%}",
+                    f"{r['int4_pairs_finetuned']:.2%}",
+                ]
+                for r in a["patterns"]
+            ],
+        ),
+    ]
     return "\n".join(parts)
 
 

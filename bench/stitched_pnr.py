@@ -54,9 +54,14 @@ def measure(net: str, work: Path, jobs: int, timeout: float) -> dict:
     stitched = units.stitched_fmax(plan, "ecp5", work / "units", device=DEVICE, package=PACKAGE, timeout_s=timeout)
     row["stitched_pnr_s"] = round(time.monotonic() - started, 1)
     for name, report in (("flat", flat), ("stitched", stitched)):
-        row[name] = {"fmax_mhz": report.fmax_mhz, "seed": report.seed,
-                     **{cell: report.utilization.get(cell, {}).get("used")
-                        for cell in ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D")}}
+        row[name] = {
+            "fmax_mhz": report.fmax_mhz,
+            "seed": report.seed,
+            **{
+                cell: report.utilization.get(cell, {}).get("used")
+                for cell in ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D")
+            },
+        }
     row["per_unit_totals"] = {k: per_unit[k] for k in units.RESOURCES}
     return row
 
@@ -72,8 +77,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     json_path = args.out.with_suffix(".json")
     measured = args.nets.split(",")
-    rows = [r for r in (json.loads(json_path.read_text())["rows"] if json_path.is_file() else [])
-            if r["net"] not in measured]
+    rows = [
+        r
+        for r in (json.loads(json_path.read_text())["rows"] if json_path.is_file() else [])
+        if r["net"] not in measured
+    ]
     for net in measured:
         saved = os.environ.get("HARDWIRE_CACHE")
         with tempfile.TemporaryDirectory(prefix=f"stitched-{net}-") as work:
@@ -85,16 +93,40 @@ def main(argv=None) -> int:
                     os.environ.pop("HARDWIRE_CACHE", None)
                 else:
                     os.environ["HARDWIRE_CACHE"] = saved
-        write_json_atomic(json_path, {"rows": rows, "tools": tool_versions(), "cpus": os.cpu_count(),
-                                      "args": {k: str(v) for k, v in vars(args).items()}})
-    table = [[r["net"], r["flat_s"], r["per_unit_synth_s"], r["stitched_pnr_s"],
-              round(r["per_unit_synth_s"] + r["stitched_pnr_s"], 1),
-              f"{r['flat']['fmax_mhz']:.1f} (seed {r['flat']['seed']})",
-              f"{r['stitched']['fmax_mhz']:.1f} (seed {r['stitched']['seed']})",
-              *[f"{r['flat'][c]}/{r['stitched'][c]}" for c in ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD")]]
-             for r in rows]
-    headers = ["net", "flat synth + P&R s", "per-unit synth s (cold)", "stitched P&R s", "per-unit total s",
-               "flat Fmax MHz", "stitched Fmax MHz", "COMB flat/stitched", "FF flat/stitched", "DP16KD flat/stitched"]
+        write_json_atomic(
+            json_path,
+            {
+                "rows": rows,
+                "tools": tool_versions(),
+                "cpus": os.cpu_count(),
+                "args": {k: str(v) for k, v in vars(args).items()},
+            },
+        )
+    table = [
+        [
+            r["net"],
+            r["flat_s"],
+            r["per_unit_synth_s"],
+            r["stitched_pnr_s"],
+            round(r["per_unit_synth_s"] + r["stitched_pnr_s"], 1),
+            f"{r['flat']['fmax_mhz']:.1f} (seed {r['flat']['seed']})",
+            f"{r['stitched']['fmax_mhz']:.1f} (seed {r['stitched']['seed']})",
+            *[f"{r['flat'][c]}/{r['stitched'][c]}" for c in ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD")],
+        ]
+        for r in rows
+    ]
+    headers = [
+        "net",
+        "flat synth + P&R s",
+        "per-unit synth s (cold)",
+        "stitched P&R s",
+        "per-unit total s",
+        "flat Fmax MHz",
+        "stitched Fmax MHz",
+        "COMB flat/stitched",
+        "FF flat/stitched",
+        "DP16KD flat/stitched",
+    ]
     text = markdown_table(headers, table)
     print(text)
     write_text_atomic(args.out.with_suffix(".md"), text + "\n")

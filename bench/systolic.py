@@ -69,8 +69,9 @@ def main(argv=None) -> int:
     for size in [1, *args.sizes]:
         for width in args.widths:
             for dataflow in args.dataflows:
-                p = SystolicParams(rows=size, cols=size, a_width=width, w_width=width, dataflow=dataflow,
-                                   pipeline=args.pipeline)
+                p = SystolicParams(
+                    rows=size, cols=size, a_width=width, w_width=width, dataflow=dataflow, pipeline=args.pipeline
+                )
                 designs[p.top_name] = (p, registry.generate("systolic", p, rtl)["verilog"])
 
     # synthesis first; place-and-route only where the part has the DSPs
@@ -101,8 +102,9 @@ def main(argv=None) -> int:
                 record[target] |= results[(top, "fmax", target)]
         record["utilization"] = {f"{m}x{k}x{n}": gemm_utilization(p, m, k, n) for m, k, n in GEMMS}
         record["cycles"] = {f"{m}x{k}x{n}": gemm_cycles(p, m, k, n) for m, k, n in GEMMS}
-        single = SystolicParams(rows=1, cols=1, a_width=p.a_width, w_width=p.w_width, dataflow=p.dataflow,
-                                pipeline=p.pipeline).top_name
+        single = SystolicParams(
+            rows=1, cols=1, a_width=p.a_width, w_width=p.w_width, dataflow=p.dataflow, pipeline=p.pipeline
+        ).top_name
         pe_fmax = results.get((single, "fmax", "ecp5"), {}).get("fmax_mhz")
         arr_fmax = record.get("ecp5", {}).get("fmax_mhz")
         record["ecp5_fmax_vs_single_pe"] = arr_fmax / pe_fmax if arr_fmax and pe_fmax else None
@@ -114,20 +116,28 @@ def main(argv=None) -> int:
     table = text_table(headers, rows)
     print(table)
     for s in simulated:
-        print(f"simulated {s['top']} {s['shape']}: {s['cycles']} cycles, model {s['model_cycles']}, "
-              f"bit-exact {s['exact']}")
+        print(
+            f"simulated {s['top']} {s['shape']}: {s['cycles']} cycles, model {s['model_cycles']}, "
+            f"bit-exact {s['exact']}"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "systolic.json", {"records": records, "simulated": simulated,
-                                                   "tools": tool_versions(),
-                                                   "wall_s": round(time.monotonic() - started, 1)})
+    write_json_atomic(
+        args.out / "systolic.json",
+        {
+            "records": records,
+            "simulated": simulated,
+            "tools": tool_versions(),
+            "wall_s": round(time.monotonic() - started, 1),
+        },
+    )
     md = markdown_table(headers, rows)
     if simulated:
-        md += "\n\n" + markdown_table(["design", "GEMM", "simulated cycles", "model cycles", "bit-exact"],
-                                      [[s["top"], s["shape"], s["cycles"], s["model_cycles"], s["exact"]]
-                                       for s in simulated])
+        md += "\n\n" + markdown_table(
+            ["design", "GEMM", "simulated cycles", "model cycles", "bit-exact"],
+            [[s["top"], s["shape"], s["cycles"], s["model_cycles"], s["exact"]] for s in simulated],
+        )
     write_text_atomic(args.out / "systolic.md", md + "\n")
-    print(f"wrote {args.out / 'systolic.json'} and {args.out / 'systolic.md'} "
-          f"({time.monotonic() - started:.0f} s)")
+    print(f"wrote {args.out / 'systolic.json'} and {args.out / 'systolic.md'} ({time.monotonic() - started:.0f} s)")
     return 0
 
 
@@ -146,8 +156,11 @@ def _row(record: dict, targets) -> list:
     row = [f"{p['rows']}x{p['cols']} INT{p['a_width']} {flow}", record["pes"]]
     for t in targets:
         r = record[t]
-        row += [round(r["lut"] / record["pes"], 1), round(r["ff"] / record["pes"], 1),
-                round(r["dsp"] / record["pes"], 2)]
+        row += [
+            round(r["lut"] / record["pes"], 1),
+            round(r["ff"] / record["pes"], 1),
+            round(r["dsp"] / record["pes"], 2),
+        ]
     for t in ("ice40", "ecp5"):
         if t in targets:
             r = record[t]
@@ -171,12 +184,25 @@ def _simulate_gemms(args) -> list[dict]:
         p = SystolicParams(rows=8, cols=8, dataflow=dataflow, pipeline=args.pipeline)
         a = rng.integers(-128, 128, (64, 64))
         w = rng.integers(-128, 128, (64, 64))
-        case = {"name": "gemm_64", "a": a.tolist(), "w": w.tolist(), "valid_probability": 1.0,
-                "ready_probability": 1.0, "check_cycles": True}
+        case = {
+            "name": "gemm_64",
+            "a": a.tolist(),
+            "w": w.tolist(),
+            "valid_probability": 1.0,
+            "ready_probability": 1.0,
+            "check_cycles": True,
+        }
         result = verify_block("systolic", p, cases=[case])
         measured = result.cases["gemm_64"]
-        out.append({"top": p.top_name, "shape": "64x64x64", "cycles": measured.get("cycles"),
-                    "model_cycles": gemm_cycles(p, 64, 64, 64), "exact": measured.get("exact")})
+        out.append(
+            {
+                "top": p.top_name,
+                "shape": "64x64x64",
+                "cycles": measured.get("cycles"),
+                "model_cycles": gemm_cycles(p, 64, 64, 64),
+                "exact": measured.get("exact"),
+            }
+        )
     return out
 
 

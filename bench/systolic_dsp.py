@@ -39,8 +39,9 @@ ECP5_REGISTERS = ("REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_PIPELINE_CLK", "REG_O
 def registered_mult18x18d(netlist_json: str) -> tuple[int, int]:
     """(MULT18X18D cells, those with the A/B input, pipeline and output registers all clocked)."""
     modules = json.loads(Path(netlist_json).read_text())["modules"]
-    cells = [cell for module in modules.values() for cell in module.get("cells", {}).values()
-             if cell["type"] == "MULT18X18D"]
+    cells = [
+        cell for module in modules.values() for cell in module.get("cells", {}).values() if cell["type"] == "MULT18X18D"
+    ]
     registered = sum(all(cell["parameters"].get(reg, "NONE") != "NONE" for reg in ECP5_REGISTERS) for cell in cells)
     return len(cells), registered
 
@@ -61,8 +62,11 @@ def _fmax(verilog: str, top: str) -> dict:
     from hardwire.flows.fmax import wrapped_fmax
 
     try:
-        return {"fmax_mhz": wrapped_fmax([verilog], top, "ecp5", device=DEVICE, package=PACKAGE,
-                                         timeout_s=PNR_TIMEOUT_S).fmax_mhz}
+        return {
+            "fmax_mhz": wrapped_fmax(
+                [verilog], top, "ecp5", device=DEVICE, package=PACKAGE, timeout_s=PNR_TIMEOUT_S
+            ).fmax_mhz
+        }
     except ToolError as error:
         return {"fmax_mhz": None, "error": str(error).splitlines()[0]}
 
@@ -99,15 +103,19 @@ def main(argv=None) -> int:
         sparse[kind] = (q, registry.generate("sparse", q, rtl)["verilog"])
 
     jobs = {("synth", "ecp5", size, kind): (_synth, v, p.top_name, "ecp5") for (size, kind), (p, v) in designs.items()}
-    jobs |= {("synth", "xilinx", size, kind): (_synth, v, p.top_name, "xilinx")
-             for (size, kind), (p, v) in xilinx.items()}
-    jobs |= {("synth", "xilinx-usp", size, kind): (_synth, v, p.top_name, "xilinx-usp")
-             for (size, kind), (p, v) in usp.items()}
+    jobs |= {
+        ("synth", "xilinx", size, kind): (_synth, v, p.top_name, "xilinx") for (size, kind), (p, v) in xilinx.items()
+    }
+    jobs |= {
+        ("synth", "xilinx-usp", size, kind): (_synth, v, p.top_name, "xilinx-usp")
+        for (size, kind), (p, v) in usp.items()
+    }
     jobs |= {("fmax", "ecp5", size, kind): (_fmax, v, p.top_name) for (size, kind), (p, v) in designs.items()}
     jobs |= {("synth", "ecp5", "sparse", kind): (_synth, v, q.top_name, "ecp5") for kind, (q, v) in sparse.items()}
     jobs |= {("fmax", "ecp5", "sparse", kind): (_fmax, v, q.top_name) for kind, (q, v) in sparse.items()}
-    results = run_jobs(jobs, args.jobs, started, describe=lambda key: f"{key[0]} {key[2]}x{key[2]} {key[3]} "
-                                                                      f"on {key[1]}")
+    results = run_jobs(
+        jobs, args.jobs, started, describe=lambda key: f"{key[0]} {key[2]}x{key[2]} {key[3]} on {key[1]}"
+    )
 
     records, rows = [], []
     for (size, kind), (p, _) in designs.items():
@@ -116,8 +124,13 @@ def main(argv=None) -> int:
         fmax = results[("fmax", "ecp5", size, kind)]
         single = results[("fmax", "ecp5", 1, kind)].get("fmax_mhz")
         ratio = fmax["fmax_mhz"] / single if fmax.get("fmax_mhz") and single else None
-        record = {"top": p.top_name, "params": p.to_dict(), "pes": pes, "ecp5": synth_ecp5 | fmax,
-                  "fmax_vs_single_pe": ratio}
+        record = {
+            "top": p.top_name,
+            "params": p.to_dict(),
+            "pes": pes,
+            "ecp5": synth_ecp5 | fmax,
+            "fmax_vs_single_pe": ratio,
+        }
         xilinx_kind = "dsp48e1" if kind == "ecp5" else "inferred"
         if (size, xilinx_kind) in xilinx:
             record["xilinx"] = results[("synth", "xilinx", size, xilinx_kind)] | {"dsp_kind": xilinx_kind}
@@ -128,34 +141,77 @@ def main(argv=None) -> int:
             record["xilinx_usp"] = u | {"dsp_kind": usp_kind, "macs_per_dsp": pes / u["dsp"]}
         x = record.get("xilinx", {})
         u = record.get("xilinx_usp", {})
-        rows.append([f"{size}x{size} INT{args.width} WS", kind, pes, round(synth_ecp5["lut"] / pes, 1),
-                     round(synth_ecp5["ff"] / pes, 1), f"{synth_ecp5['registered']}/{synth_ecp5['mult18x18d']}",
-                     round(fmax["fmax_mhz"], 1) if fmax.get("fmax_mhz") else fmax.get("error", "-"),
-                     f"{ratio:.2f}" if ratio else "-",
-                     f"{x['dsp']} ({x['cascaded']} cascaded)" if x else "-",
-                     f"{u['dsp']} ({u['macs_per_dsp']:g} MAC/DSP, {u['cascaded']} cascaded)" if u else "-"])
-    headers = ["config", "dsp", "PEs", "ECP5 LUT/PE", "ECP5 FF/PE", "registered MULT18X18D", "ECP5 Fmax MHz",
-               "Fmax / 1 PE", "7-series DSP48E1 (dsp48e1)", "UltraScale+ DSP48E2 (dsp48e2)"]
+        rows.append(
+            [
+                f"{size}x{size} INT{args.width} WS",
+                kind,
+                pes,
+                round(synth_ecp5["lut"] / pes, 1),
+                round(synth_ecp5["ff"] / pes, 1),
+                f"{synth_ecp5['registered']}/{synth_ecp5['mult18x18d']}",
+                round(fmax["fmax_mhz"], 1) if fmax.get("fmax_mhz") else fmax.get("error", "-"),
+                f"{ratio:.2f}" if ratio else "-",
+                f"{x['dsp']} ({x['cascaded']} cascaded)" if x else "-",
+                f"{u['dsp']} ({u['macs_per_dsp']:g} MAC/DSP, {u['cascaded']} cascaded)" if u else "-",
+            ]
+        )
+    headers = [
+        "config",
+        "dsp",
+        "PEs",
+        "ECP5 LUT/PE",
+        "ECP5 FF/PE",
+        "registered MULT18X18D",
+        "ECP5 Fmax MHz",
+        "Fmax / 1 PE",
+        "7-series DSP48E1 (dsp48e1)",
+        "UltraScale+ DSP48E2 (dsp48e2)",
+    ]
     sparse_rows = []
     for kind, (q, _) in sparse.items():
         s = results[("synth", "ecp5", "sparse", kind)]
         f = results[("fmax", "ecp5", "sparse", kind)]
         records.append({"top": q.top_name, "params": q.to_dict(), "ecp5": s | f})
-        sparse_rows.append([q.top_name, kind, s["lut"], s["ff"], f"{s['registered']}/{s['mult18x18d']}",
-                            round(f["fmax_mhz"], 1) if f.get("fmax_mhz") else f.get("error", "-"),
-                            q.latency_cycles])
-    sparse_headers = ["sparse engine", "dsp", "ECP5 LUT", "ECP5 FF", "registered MULT18X18D", "ECP5 Fmax MHz",
-                      "latency cycles"]
+        sparse_rows.append(
+            [
+                q.top_name,
+                kind,
+                s["lut"],
+                s["ff"],
+                f"{s['registered']}/{s['mult18x18d']}",
+                round(f["fmax_mhz"], 1) if f.get("fmax_mhz") else f.get("error", "-"),
+                q.latency_cycles,
+            ]
+        )
+    sparse_headers = [
+        "sparse engine",
+        "dsp",
+        "ECP5 LUT",
+        "ECP5 FF",
+        "registered MULT18X18D",
+        "ECP5 Fmax MHz",
+        "latency cycles",
+    ]
     print(text_table(headers, rows))
     print(text_table(sparse_headers, sparse_rows))
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "systolic_dsp.json", {"records": records, "device": f"ECP5-{DEVICE} {PACKAGE}",
-                                                       "tools": tool_versions(),
-                                                       "wall_s": round(time.monotonic() - started, 1)})
-    write_text_atomic(args.out / "systolic_dsp.md", markdown_table(headers, rows) + "\n\n" +
-                      markdown_table(sparse_headers, sparse_rows) + "\n")
-    print(f"wrote {args.out / 'systolic_dsp.json'} and {args.out / 'systolic_dsp.md'} "
-          f"({time.monotonic() - started:.0f} s)")
+    write_json_atomic(
+        args.out / "systolic_dsp.json",
+        {
+            "records": records,
+            "device": f"ECP5-{DEVICE} {PACKAGE}",
+            "tools": tool_versions(),
+            "wall_s": round(time.monotonic() - started, 1),
+        },
+    )
+    write_text_atomic(
+        args.out / "systolic_dsp.md",
+        markdown_table(headers, rows) + "\n\n" + markdown_table(sparse_headers, sparse_rows) + "\n",
+    )
+    print(
+        f"wrote {args.out / 'systolic_dsp.json'} and {args.out / 'systolic_dsp.md'} "
+        f"({time.monotonic() - started:.0f} s)"
+    )
     return 0
 
 

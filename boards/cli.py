@@ -10,8 +10,10 @@ from pathlib import Path
 
 from hardwire.errors import HardwireError, ParameterError, ToolMissingError
 
-OPENFPGALOADER_HINT = ("openFPGALoader is not installed: apt-get install openfpgaloader (Debian/Ubuntu), "
-                       "brew install openfpgaloader, or see https://trabucayre.github.io/openFPGALoader/")
+OPENFPGALOADER_HINT = (
+    "openFPGALoader is not installed: apt-get install openfpgaloader (Debian/Ubuntu), "
+    "brew install openfpgaloader, or see https://trabucayre.github.io/openFPGALoader/"
+)
 
 
 def register(sub) -> dict:
@@ -22,35 +24,56 @@ def register(sub) -> dict:
     open_boards = [name for name, board in BOARDS.items() if not board.exports_only]
     xilinx_boards = [name for name, board in BOARDS.items() if board.exports_only]
 
-    build = sub.add_parser("build", help="build a bitstream of a compiled network for a board",
-                           description="Board top (oscillator clock, reset synchronizer, UART bridge, the design), "
-                                       "yosys, nextpnr with the board's pins and clock, and the packer.")
-    build.add_argument("design", type=Path, help="a `hardwire compile` output folder, or a block's `hardwire gen` "
-                                                  "JSON (with --frame)")
-    build.add_argument("--frame", type=_frame, metavar="IN,OUT",
-                       help="for a block configuration: input and output beats per inference")
+    build = sub.add_parser(
+        "build",
+        help="build a bitstream of a compiled network for a board",
+        description="Board top (oscillator clock, reset synchronizer, UART bridge, the design), "
+        "yosys, nextpnr with the board's pins and clock, and the packer.",
+    )
+    build.add_argument(
+        "design", type=Path, help="a `hardwire compile` output folder, or a block's `hardwire gen` JSON (with --frame)"
+    )
+    build.add_argument(
+        "--frame", type=_frame, metavar="IN,OUT", help="for a block configuration: input and output beats per inference"
+    )
     build.add_argument("--board", required=True, help=", ".join(open_boards))
     build.add_argument("--baud", type=int, default=DEFAULT_BAUD, help=f"UART baud rate (default {DEFAULT_BAUD})")
-    build.add_argument("--clock-mhz", type=float, help="clock the design from a PLL at this frequency (iCE40, ECP5, Gowin; "
-                                                        "default: the board's oscillator)")
-    build.add_argument("--allow-timing-violation", action="store_true",
-                       help="write the bitstream even when the design misses the board's clock")
+    build.add_argument(
+        "--clock-mhz",
+        type=float,
+        help="clock the design from a PLL at this frequency (iCE40, ECP5, Gowin; default: the board's oscillator)",
+    )
+    build.add_argument(
+        "--allow-timing-violation",
+        action="store_true",
+        help="write the bitstream even when the design misses the board's clock",
+    )
     build.add_argument("--program", action="store_true", help="program the board with openFPGALoader")
     build.add_argument("-o", "--out", type=Path, required=True, help="output folder (replaced when done)")
 
-    run = sub.add_parser("run", help="run inferences on a board over its serial port",
-                         description="Send inputs to a board built with `hardwire build` and print its outputs.")
+    run = sub.add_parser(
+        "run",
+        help="run inferences on a board over its serial port",
+        description="Send inputs to a board built with `hardwire build` and print its outputs.",
+    )
     run.add_argument("design", type=Path, help="the `hardwire compile` folder the board was built from")
     run.add_argument("--board", required=True, help=", ".join(BOARDS))
     run.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1 (any pyserial URL)")
-    run.add_argument("--inputs", type=Path, required=True, help=".npy: float inputs in the model's layout, or "
-                                                                "integer codes (inferences x elements)")
+    run.add_argument(
+        "--inputs",
+        type=Path,
+        required=True,
+        help=".npy: float inputs in the model's layout, or integer codes (inferences x elements)",
+    )
     run.add_argument("--baud", type=int, default=DEFAULT_BAUD)
     run.add_argument("--frame", type=_frame, metavar="IN,OUT", help="for a block configuration: beats in, out")
     run.add_argument("--output", type=Path, help="write the outputs as .npy here")
 
-    export = sub.add_parser("export", help="write a Vivado project (Tcl, XDC, sources) for an AMD/Xilinx board",
-                            description="hardwire writes the project; it does not run Vivado.")
+    export = sub.add_parser(
+        "export",
+        help="write a Vivado project (Tcl, XDC, sources) for an AMD/Xilinx board",
+        description="hardwire writes the project; it does not run Vivado.",
+    )
     export.add_argument("design", type=Path, help="a `hardwire compile` output folder or a block's JSON (with --frame)")
     export.add_argument("--frame", type=_frame, metavar="IN,OUT", help="for a block configuration: beats in, out")
     export.add_argument("--board", required=True, help=", ".join(xilinx_boards))
@@ -72,11 +95,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     from hardwire.boards.platforms import get_board
 
     board = get_board(args.board)
-    result = build(args.design, args.board, out=args.out, frame=args.frame, baud=args.baud, clock_mhz=args.clock_mhz,
-                   allow_timing_violation=args.allow_timing_violation,
-                   progress=lambda message: print(message, file=sys.stderr, flush=True))
+    result = build(
+        args.design,
+        args.board,
+        out=args.out,
+        frame=args.frame,
+        baud=args.baud,
+        clock_mhz=args.clock_mhz,
+        allow_timing_violation=args.allow_timing_violation,
+        progress=lambda message: print(message, file=sys.stderr, flush=True),
+    )
     print(result.text)
-    if args.program:          # after the report is out, so a failed programming run still shows the build
+    if args.program:  # after the report is out, so a failed programming run still shows the build
         program(board, result.bitstream)
     return 0
 
@@ -99,8 +129,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from hardwire.boards.export import export_vivado
 
     summary = export_vivado(load_design(args.design, args.frame), args.board, args.out, baud=args.baud)
-    print(f"wrote {args.out}: {', '.join(summary['files'])} for {summary['part']} "
-          f"({summary['note']} Build with: {summary['build']})")
+    print(
+        f"wrote {args.out}: {', '.join(summary['files'])} for {summary['part']} "
+        f"({summary['note']} Build with: {summary['build']})"
+    )
     return 0
 
 
@@ -119,8 +151,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     graph = None
     if np.issubdtype(x.dtype, np.floating):
         if design.model is None or not design.model.is_file():
-            raise ParameterError("inputs", str(args.inputs), "integer codes (the compiled folder's model file, "
-                                                             f"{design.model}, is not there to quantize floats)")
+            raise ParameterError(
+                "inputs",
+                str(args.inputs),
+                f"integer codes (the compiled folder's model file, {design.model}, is not there to quantize floats)",
+            )
         from hardwire.hls import frontend
 
         graph = frontend.build_graph(frontend.load_model(design.model), design.name)

@@ -23,8 +23,11 @@ def export_vivado(design: BoardDesign, board_name: str, out_dir, *, baud: int = 
     """Write the Vivado build of `design` on `board_name` into `out_dir`; returns a summary dict."""
     board = get_board(board_name)
     if not board.exports_only:
-        raise ParameterError("board", board_name, "an AMD/Xilinx board (arty-a7-35, pynq-z2); open-toolchain "
-                                                  "boards get a bitstream from `hardwire build`")
+        raise ParameterError(
+            "board",
+            board_name,
+            "an AMD/Xilinx board (arty-a7-35, pynq-z2); open-toolchain boards get a bitstream from `hardwire build`",
+        )
     if not 1200 <= baud <= board.max_baud:
         raise ParameterError("baud", baud, f"1200..{board.max_baud}")
     platform = board.platform()
@@ -40,16 +43,28 @@ def export_vivado(design: BoardDesign, board_name: str, out_dir, *, baud: int = 
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content.encode() if isinstance(content, str) else content)
             written.append(name)
-        summary = {"board": board.name, "title": board.title, "part": platform._part, "design": design.name,
-                   "clock_mhz": platform.default_clk_frequency / 1e6, "baud": baud,
-                   "clocks_per_bit": top.params.clocks_per_bit, "uart": board.uart_note, "files": sorted(written),
-                   "build": "vivado -mode batch -source top.tcl",
-                   "note": "hardwire does not run Vivado: the project is written, not built or checked by Vivado."}
+        summary = {
+            "board": board.name,
+            "title": board.title,
+            "part": platform._part,
+            "design": design.name,
+            "clock_mhz": platform.default_clk_frequency / 1e6,
+            "baud": baud,
+            "clocks_per_bit": top.params.clocks_per_bit,
+            "uart": board.uart_note,
+            "files": sorted(written),
+            "build": "vivado -mode batch -source top.tcl",
+            "note": "hardwire does not run Vivado: the project is written, not built or checked by Vivado.",
+        }
         write_text_atomic(work / "export.json", json.dumps(summary, indent=2) + "\n")
-        write_text_atomic(work / "README.md", (
-            f"# {design.name} on the {board.title}\n\n"
-            f"Part {summary['part']}, clock {summary['clock_mhz']:g} MHz (board oscillator), host link "
-            f"{baud} baud 8N1 on the {board.uart_note}.\n\n"
-            "Build the bitstream where Vivado is installed:\n\n    vivado -mode batch -source top.tcl\n\n"
-            "hardwire wrote these files but did not run Vivado.\n"))
+        write_text_atomic(
+            work / "README.md",
+            (
+                f"# {design.name} on the {board.title}\n\n"
+                f"Part {summary['part']}, clock {summary['clock_mhz']:g} MHz (board oscillator), host link "
+                f"{baud} baud 8N1 on the {board.uart_note}.\n\n"
+                "Build the bitstream where Vivado is installed:\n\n    vivado -mode batch -source top.tcl\n\n"
+                "hardwire wrote these files but did not run Vivado.\n"
+            ),
+        )
     return summary

@@ -28,8 +28,8 @@ class BoardLink:
         self.decoder = link.FrameDecoder()
         self.pending: list[link.Frame] = []
         self.sequence = 0
-        self.errors: list[tuple[int, int]] = []          # (sequence, code) of every ERROR frame seen
-        self.discarded = 0                              # stale results and garbage bytes thrown away
+        self.errors: list[tuple[int, int]] = []  # (sequence, code) of every ERROR frame seen
+        self.discarded = 0  # stale results and garbage bytes thrown away
         self.geometry: LinkGeometry | None = None
 
     @classmethod
@@ -62,18 +62,20 @@ class BoardLink:
             while True:
                 reply = self._next_frame(deadline)
                 if reply is None:
-                    break                                   # no answer: resend
+                    break  # no answer: resend
                 if reply.type == FrameType.ERROR:
                     self.errors.append((reply.sequence, reply.payload[0] if reply.payload else -1))
                     if reply.sequence in (sequence, link.NO_SEQUENCE):
-                        break                               # our frame was refused: resend after the drain
+                        break  # our frame was refused: resend after the drain
                     continue
                 if reply.type == expect and (expect != FrameType.RESULT or reply.sequence == sequence):
                     return reply
-                self.discarded += 1                         # a late answer to an earlier attempt
+                self.discarded += 1  # a late answer to an earlier attempt
             time.sleep(self.drain_s)
-        raise LinkError(f"no valid answer from the board after {self.retries + 1} attempts "
-                        f"(errors seen: {self.errors[-(self.retries + 1):]})")
+        raise LinkError(
+            f"no valid answer from the board after {self.retries + 1} attempts "
+            f"(errors seen: {self.errors[-(self.retries + 1) :]})"
+        )
 
     def info(self) -> LinkGeometry:
         reply = self._transact(FrameType.INFO, 0, b"", FrameType.INFO_REPLY)
@@ -87,5 +89,5 @@ class BoardLink:
         for row in np.asarray(elements).reshape(len(elements), -1):
             reply = self._transact(FrameType.INFER, self.sequence, link.pack(geometry.inp, row), FrameType.RESULT)
             outputs.append(link.unpack(geometry.out, reply.payload))
-            self.sequence = (self.sequence + 1) % 255          # 0xFF means "no sequence" in ERROR frames
+            self.sequence = (self.sequence + 1) % 255  # 0xFF means "no sequence" in ERROR frames
         return np.stack(outputs) if outputs else np.zeros((0, geometry.out.beats * geometry.out.lanes), np.int64)

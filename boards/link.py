@@ -26,11 +26,11 @@ from enum import IntEnum
 import numpy as np
 
 SYNC = 0xA5
-HEADER_BYTES = 5          # sync, type, sequence, length (2)
+HEADER_BYTES = 5  # sync, type, sequence, length (2)
 CRC_BYTES = 2
 OVERHEAD_BYTES = HEADER_BYTES + CRC_BYTES
 NO_SEQUENCE = 0xFF
-UART_BITS_PER_BYTE = 10   # start bit, 8 data bits, stop bit
+UART_BITS_PER_BYTE = 10  # start bit, 8 data bits, stop bit
 DEFAULT_BAUD = 115_200
 
 
@@ -43,12 +43,12 @@ class FrameType(IntEnum):
 
 
 class ErrorCode(IntEnum):
-    BAD_CRC = 1          # the CRC did not match: the frame was corrupted on the line
-    BAD_LENGTH = 2       # the length is not the one the design takes (too long, too short)
-    BAD_TYPE = 3         # a frame type the board does not know
-    NO_SYNC = 4          # a byte outside any frame that is not the sync byte
-    TIMEOUT = 5          # the host stalled in the middle of a frame
-    OVERRUN = 6          # bytes arrived faster than the bridge could take them (receive FIFO full)
+    BAD_CRC = 1  # the CRC did not match: the frame was corrupted on the line
+    BAD_LENGTH = 2  # the length is not the one the design takes (too long, too short)
+    BAD_TYPE = 3  # a frame type the board does not know
+    NO_SYNC = 4  # a byte outside any frame that is not the sync byte
+    TIMEOUT = 5  # the host stalled in the middle of a frame
+    OVERRUN = 6  # bytes arrived faster than the bridge could take them (receive FIFO full)
 
 
 def crc16(data: bytes) -> int:
@@ -121,8 +121,8 @@ class FrameDecoder:
             total = HEADER_BYTES + length + CRC_BYTES
             if len(self.buffer) < total:
                 break
-            body = bytes(self.buffer[1:HEADER_BYTES + length])
-            crc = int.from_bytes(self.buffer[HEADER_BYTES + length:total], "little")
+            body = bytes(self.buffer[1 : HEADER_BYTES + length])
+            crc = int.from_bytes(self.buffer[HEADER_BYTES + length : total], "little")
             if crc != crc16(body):
                 out.append(Garbage(bytes(self.buffer[:1]), "bad CRC"))
                 del self.buffer[:1]
@@ -193,7 +193,7 @@ def unpack(geometry: StreamGeometry, payload: bytes) -> np.ndarray:
     mask = (1 << geometry.width) - 1
     values = []
     for beat in range(geometry.beats):
-        chunk = payload[beat * geometry.beat_bytes:(beat + 1) * geometry.beat_bytes]
+        chunk = payload[beat * geometry.beat_bytes : (beat + 1) * geometry.beat_bytes]
         word = int.from_bytes(chunk, "little")
         for lane in range(geometry.lanes):
             value = (word >> (lane * geometry.width)) & mask
@@ -223,9 +223,12 @@ class LinkGeometry:
             raise ValueError(f"not a hardwire bridge INFO reply: {payload.hex()}")
 
         def stream_at(offset):
-            return StreamGeometry(int.from_bytes(payload[offset:offset + 2], "little"),
-                                  int.from_bytes(payload[offset + 2:offset + 4], "little"),
-                                  payload[offset + 4], bool(payload[offset + 5]))
+            return StreamGeometry(
+                int.from_bytes(payload[offset : offset + 2], "little"),
+                int.from_bytes(payload[offset + 2 : offset + 4], "little"),
+                payload[offset + 4],
+                bool(payload[offset + 5]),
+            )
 
         return cls(stream_at(3), stream_at(9))
 
@@ -233,8 +236,9 @@ class LinkGeometry:
         return {"inp": self.inp.to_dict(), "out": self.out.to_dict()}
 
 
-def inferences_per_second(geometry: LinkGeometry, baud: int, *, compute_s: float = 0.0,
-                          pipelined: bool = False) -> float:
+def inferences_per_second(
+    geometry: LinkGeometry, baud: int, *, compute_s: float = 0.0, pipelined: bool = False
+) -> float:
     """End-to-end inferences/s over the UART link from the protocol's bytes and the baud rate.
 
     Stop-and-wait (the driver's mode): the INFER frame, `compute_s` (the board's turnaround from the last

@@ -26,11 +26,11 @@ class Board:
     title: str
     platform_module: str
     platform_class: str
-    family: str                 # "ice40", "ecp5", "gowin", "xilinx"
-    bitstream_suffix: str       # ".bin", ".bit", ".fs"; "" for export-only boards
-    max_baud: int               # what the board's USB-UART takes
+    family: str  # "ice40", "ecp5", "gowin", "xilinx"
+    bitstream_suffix: str  # ".bin", ".bit", ".fs"; "" for export-only boards
+    max_baud: int  # what the board's USB-UART takes
     uart_note: str = ""
-    loader_board: str = ""      # openFPGALoader's -b name
+    loader_board: str = ""  # openFPGALoader's -b name
 
     def platform(self):
         if self.platform_class == "PynqZ2Platform":
@@ -45,20 +45,75 @@ class Board:
         return self.family == "xilinx"
 
 
-BOARDS: dict[str, Board] = {board.name: board for board in (
-    Board("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K-SG48)", "amaranth_boards.icebreaker",
-          "ICEBreakerPlatform", "ice40", ".bin", 3_000_000, "FTDI FT2232H channel B", "ice40_generic"),
-    Board("ulx3s-85f", "Radiona ULX3S (LFE5U-85F-6BG381C)", "amaranth_boards.ulx3s", "ULX3S_85F_Platform",
-          "ecp5", ".bit", 3_000_000, "FTDI FT231X", "ulx3s"),
-    Board("ecpix5-85", "LambdaConcept ECPIX-5 (LFE5UM5G-85F-8BG554I)", "amaranth_boards.ecpix5",
-          "ECPIX585Platform", "ecp5", ".bit", 3_000_000, "FTDI FT2232H channel B", "ecpix5"),
-    Board("tang-nano-9k", "Sipeed Tang Nano 9K (GW1NR-LV9QN88PC6/I5)", "amaranth_boards.tang_nano_9k",
-          "TangNano9kPlatform", "gowin", ".fs", 3_000_000, "BL702 USB-UART", "tangnano9k"),
-    Board("arty-a7-35", "Digilent Arty A7-35 (XC7A35TICSG324-1L)", "amaranth_boards.arty_a7", "ArtyA7_35Platform",
-          "xilinx", "", 3_000_000, "FTDI FT2232HQ channel B"),
-    Board("pynq-z2", "TUL PYNQ-Z2 (XC7Z020-1CLG400C)", "amaranth_boards.arty_z7", "PynqZ2Platform",
-          "xilinx", "", 3_000_000, "3.3 V USB-UART adapter on Pmod JA (the board's own USB-UART is the PS's)"),
-)}
+BOARDS: dict[str, Board] = {
+    board.name: board
+    for board in (
+        Board(
+            "icebreaker",
+            "1BitSquared iCEBreaker (iCE40UP5K-SG48)",
+            "amaranth_boards.icebreaker",
+            "ICEBreakerPlatform",
+            "ice40",
+            ".bin",
+            3_000_000,
+            "FTDI FT2232H channel B",
+            "ice40_generic",
+        ),
+        Board(
+            "ulx3s-85f",
+            "Radiona ULX3S (LFE5U-85F-6BG381C)",
+            "amaranth_boards.ulx3s",
+            "ULX3S_85F_Platform",
+            "ecp5",
+            ".bit",
+            3_000_000,
+            "FTDI FT231X",
+            "ulx3s",
+        ),
+        Board(
+            "ecpix5-85",
+            "LambdaConcept ECPIX-5 (LFE5UM5G-85F-8BG554I)",
+            "amaranth_boards.ecpix5",
+            "ECPIX585Platform",
+            "ecp5",
+            ".bit",
+            3_000_000,
+            "FTDI FT2232H channel B",
+            "ecpix5",
+        ),
+        Board(
+            "tang-nano-9k",
+            "Sipeed Tang Nano 9K (GW1NR-LV9QN88PC6/I5)",
+            "amaranth_boards.tang_nano_9k",
+            "TangNano9kPlatform",
+            "gowin",
+            ".fs",
+            3_000_000,
+            "BL702 USB-UART",
+            "tangnano9k",
+        ),
+        Board(
+            "arty-a7-35",
+            "Digilent Arty A7-35 (XC7A35TICSG324-1L)",
+            "amaranth_boards.arty_a7",
+            "ArtyA7_35Platform",
+            "xilinx",
+            "",
+            3_000_000,
+            "FTDI FT2232HQ channel B",
+        ),
+        Board(
+            "pynq-z2",
+            "TUL PYNQ-Z2 (XC7Z020-1CLG400C)",
+            "amaranth_boards.arty_z7",
+            "PynqZ2Platform",
+            "xilinx",
+            "",
+            3_000_000,
+            "3.3 V USB-UART adapter on Pmod JA (the board's own USB-UART is the PS's)",
+        ),
+    )
+}
 
 
 def get_board(name: str) -> Board:
@@ -74,9 +129,15 @@ def _pynq_z2_class():
     class PynqZ2Platform(ArtyZ720Platform):
         """PYNQ-Z2: the Arty Z7-20's part, clock and LEDs, plus a fabric UART on Pmod JA (see the module docstring)."""
 
-        resources = [*ArtyZ720Platform.resources,
-                     Resource("uart", 0,
-                              Subsignal("tx", Pins("Y18", dir="o")), Subsignal("rx", Pins("Y19", dir="i")),
-                              Attrs(IOSTANDARD="LVCMOS33"))]
+        resources = [
+            *ArtyZ720Platform.resources,
+            Resource(
+                "uart",
+                0,
+                Subsignal("tx", Pins("Y18", dir="o")),
+                Subsignal("rx", Pins("Y19", dir="i")),
+                Attrs(IOSTANDARD="LVCMOS33"),
+            ),
+        ]
 
     return PynqZ2Platform

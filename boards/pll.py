@@ -18,7 +18,7 @@ from amaranth.hdl import Instance, Signal
 
 from hardwire.errors import ParameterError
 
-MAX_ERROR = 0.01        # a requested clock the dividers miss by more than 1 % is refused
+MAX_ERROR = 0.01  # a requested clock the dividers miss by more than 1 % is refused
 
 
 @dataclass(frozen=True)
@@ -100,12 +100,17 @@ SETTINGS = {"ice40": ice40_setting, "ecp5": ecp5_setting, "gowin": gowin_setting
 
 def pll_setting(family: str, input_mhz: float, target_mhz: float) -> PllSetting:
     if family not in SETTINGS:
-        raise ParameterError("clock_mhz", target_mhz, f"the board's oscillator ({input_mhz:g} MHz): no PLL support "
-                                                      f"for {family} boards")
+        raise ParameterError(
+            "clock_mhz", target_mhz, f"the board's oscillator ({input_mhz:g} MHz): no PLL support for {family} boards"
+        )
     setting = SETTINGS[family](input_mhz, target_mhz)
     if abs(setting.output_mhz - target_mhz) > MAX_ERROR * target_mhz:
-        raise ParameterError("clock_mhz", target_mhz, f"a frequency the {family} PLL makes from {input_mhz:g} MHz "
-                                                      f"within 1 % (nearest: {setting.output_mhz:.3f} MHz)")
+        raise ParameterError(
+            "clock_mhz",
+            target_mhz,
+            f"a frequency the {family} PLL makes from {input_mhz:g} MHz "
+            f"within 1 % (nearest: {setting.output_mhz:.3f} MHz)",
+        )
     return setting
 
 
@@ -113,21 +118,70 @@ def pll_instance(setting: PllSetting, clock_in, clock_out: Signal, locked: Signa
     """The PLL primitive: `clock_in` is the oscillator's pad (iCE40) or its buffered input (ECP5)."""
     d = setting.dividers
     if setting.family == "ice40":
-        return Instance("SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE", p_DIVR=d["DIVR"], p_DIVF=d["DIVF"],
-                        p_DIVQ=d["DIVQ"], p_FILTER_RANGE=d["FILTER_RANGE"], io_PACKAGEPIN=clock_in,
-                        i_RESETB=1, i_BYPASS=0, o_PLLOUTGLOBAL=clock_out, o_LOCK=locked)
+        return Instance(
+            "SB_PLL40_PAD",
+            p_FEEDBACK_PATH="SIMPLE",
+            p_DIVR=d["DIVR"],
+            p_DIVF=d["DIVF"],
+            p_DIVQ=d["DIVQ"],
+            p_FILTER_RANGE=d["FILTER_RANGE"],
+            io_PACKAGEPIN=clock_in,
+            i_RESETB=1,
+            i_BYPASS=0,
+            o_PLLOUTGLOBAL=clock_out,
+            o_LOCK=locked,
+        )
     if setting.family == "gowin":
-        return Instance("rPLL", p_FCLKIN=f"{setting.input_mhz:g}", p_IDIV_SEL=d["IDIV_SEL"],
-                        p_FBDIV_SEL=d["FBDIV_SEL"], p_ODIV_SEL=d["ODIV_SEL"],
-                        i_CLKIN=clock_in, o_CLKOUT=clock_out, o_LOCK=locked, i_RESET=0, i_RESET_P=0, i_CLKFB=0,
-                        i_FBDSEL=0, i_IDSEL=0, i_ODSEL=0, i_PSDA=0, i_DUTYDA=0, i_FDLY=0)
+        return Instance(
+            "rPLL",
+            p_FCLKIN=f"{setting.input_mhz:g}",
+            p_IDIV_SEL=d["IDIV_SEL"],
+            p_FBDIV_SEL=d["FBDIV_SEL"],
+            p_ODIV_SEL=d["ODIV_SEL"],
+            i_CLKIN=clock_in,
+            o_CLKOUT=clock_out,
+            o_LOCK=locked,
+            i_RESET=0,
+            i_RESET_P=0,
+            i_CLKFB=0,
+            i_FBDSEL=0,
+            i_IDSEL=0,
+            i_ODSEL=0,
+            i_PSDA=0,
+            i_DUTYDA=0,
+            i_FDLY=0,
+        )
     return Instance(
         "EHXPLLL",
-        a_FREQUENCY_PIN_CLKI=f"{setting.input_mhz:g}", a_FREQUENCY_PIN_CLKOP=f"{setting.output_mhz:g}",
-        a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
-        p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED", p_DPHASE_SOURCE="DISABLED",
-        p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=d["CLKOP_DIV"],
-        p_CLKOP_CPHASE=d["CLKOP_DIV"] - 1, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=d["CLKFB_DIV"],
+        a_FREQUENCY_PIN_CLKI=f"{setting.input_mhz:g}",
+        a_FREQUENCY_PIN_CLKOP=f"{setting.output_mhz:g}",
+        a_ICP_CURRENT="12",
+        a_LPF_RESISTOR="8",
+        a_MFG_ENABLE_FILTEROPAMP="1",
+        a_MFG_GMCREF_SEL="2",
+        p_PLLRST_ENA="DISABLED",
+        p_INTFB_WAKE="DISABLED",
+        p_STDBY_ENABLE="DISABLED",
+        p_DPHASE_SOURCE="DISABLED",
+        p_OUTDIVIDER_MUXA="DIVA",
+        p_CLKOP_ENABLE="ENABLED",
+        p_CLKOP_DIV=d["CLKOP_DIV"],
+        p_CLKOP_CPHASE=d["CLKOP_DIV"] - 1,
+        p_CLKOP_FPHASE=0,
+        p_FEEDBK_PATH="CLKOP",
+        p_CLKFB_DIV=d["CLKFB_DIV"],
         p_CLKI_DIV=d["CLKI_DIV"],
-        i_CLKI=clock_in, o_CLKOP=clock_out, i_CLKFB=clock_out, i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0,
-        i_PHASEDIR=0, i_PHASESTEP=0, i_PHASELOADREG=0, i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
+        i_CLKI=clock_in,
+        o_CLKOP=clock_out,
+        i_CLKFB=clock_out,
+        i_RST=0,
+        i_STDBY=0,
+        i_PHASESEL0=0,
+        i_PHASESEL1=0,
+        i_PHASEDIR=0,
+        i_PHASESTEP=0,
+        i_PHASELOADREG=0,
+        i_PLLWAKESYNC=0,
+        i_ENCLKOP=0,
+        o_LOCK=locked,
+    )

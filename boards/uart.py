@@ -43,8 +43,9 @@ def _crc16_taps() -> list[tuple[frozenset, frozenset]]:
     for data_bit in range(7, -1, -1):
         feedback = (bits[15][0], bits[15][1] ^ {data_bit})
         shifted = [(frozenset(), frozenset())] + bits[:15]
-        bits = [(r ^ feedback[0], d ^ feedback[1]) if (CRC_POLY >> j) & 1 else (r, d)
-                for j, (r, d) in enumerate(shifted)]
+        bits = [
+            (r ^ feedback[0], d ^ feedback[1]) if (CRC_POLY >> j) & 1 else (r, d) for j, (r, d) in enumerate(shifted)
+        ]
     return bits
 
 
@@ -116,11 +117,10 @@ class UartRx(wiring.Component):
                         m.d.sync += [counter.eq(self.clocks_per_bit - 1), bit.eq(0)]
                         fsm.goto("DATA")
                     with m.Else():
-                        fsm.goto("IDLE")          # a glitch, not a start bit
+                        fsm.goto("IDLE")  # a glitch, not a start bit
             with fsm.case("DATA"):
                 with m.If(counter == 0):
-                    m.d.sync += [shift.eq(Cat(shift[1:], rx)), counter.eq(self.clocks_per_bit - 1),
-                                 bit.eq(bit + 1)]
+                    m.d.sync += [shift.eq(Cat(shift[1:], rx)), counter.eq(self.clocks_per_bit - 1), bit.eq(bit + 1)]
                     with m.If(bit == 7):
                         fsm.goto("STOP")
             with fsm.case("STOP"):
@@ -129,7 +129,7 @@ class UartRx(wiring.Component):
                         m.d.comb += self.strobe.eq(1)
                         fsm.goto("IDLE")
                     with m.Else():
-                        fsm.goto("BREAK")         # framing error: the byte is dropped, the CRC will say so
+                        fsm.goto("BREAK")  # framing error: the byte is dropped, the CRC will say so
             with fsm.case("BREAK"):
                 with m.If(rx):
                     fsm.goto("IDLE")
@@ -153,11 +153,17 @@ class UartTx(wiring.Component):
         m.d.comb += [self.tx.eq(shift[0]), self.data.ready.eq(bits_left == 0)]
         with m.If(bits_left == 0):
             with m.If(self.data.valid):
-                m.d.sync += [shift.eq(Cat(Const(0, 1), self.data.payload, Const(1, 1))), bits_left.eq(10),
-                             counter.eq(self.clocks_per_bit - 1)]
+                m.d.sync += [
+                    shift.eq(Cat(Const(0, 1), self.data.payload, Const(1, 1))),
+                    bits_left.eq(10),
+                    counter.eq(self.clocks_per_bit - 1),
+                ]
         with m.Elif(counter == 0):
-            m.d.sync += [shift.eq(Cat(shift[1:], Const(1, 1))), bits_left.eq(bits_left - 1),
-                         counter.eq(self.clocks_per_bit - 1)]
+            m.d.sync += [
+                shift.eq(Cat(shift[1:], Const(1, 1))),
+                bits_left.eq(bits_left - 1),
+                counter.eq(self.clocks_per_bit - 1),
+            ]
         with m.Else():
             m.d.sync += counter.eq(counter - 1)
         return m
@@ -169,31 +175,60 @@ class BridgeParams:
 
     geometry: LinkGeometry
     clocks_per_bit: int
-    stall_timeout_cycles: int         # a frame whose next byte does not come within this is abandoned
-    drain_idle_cycles: int            # after an error, bytes are discarded until the line idles this long
+    stall_timeout_cycles: int  # a frame whose next byte does not come within this is abandoned
+    drain_idle_cycles: int  # after an error, bytes are discarded until the line idles this long
     rx_fifo_depth: int = 16
 
     def __post_init__(self):
         require(self.clocks_per_bit >= 4, "clocks_per_bit", self.clocks_per_bit, ">= 4")
         byte_cycles = 10 * self.clocks_per_bit
-        require(self.stall_timeout_cycles >= 2 * byte_cycles, "stall_timeout_cycles", self.stall_timeout_cycles,
-                f">= two byte times ({2 * byte_cycles} cycles)")
-        require(self.drain_idle_cycles >= 2 * byte_cycles, "drain_idle_cycles", self.drain_idle_cycles,
-                f">= two byte times ({2 * byte_cycles} cycles)")
-        require(1 <= self.geometry.inp.payload_bytes <= 0xFFFF, "input payload bytes",
-                self.geometry.inp.payload_bytes, "1..65535")
-        require(1 <= self.geometry.out.payload_bytes <= 0xFFFF, "output payload bytes",
-                self.geometry.out.payload_bytes, "1..65535")
+        require(
+            self.stall_timeout_cycles >= 2 * byte_cycles,
+            "stall_timeout_cycles",
+            self.stall_timeout_cycles,
+            f">= two byte times ({2 * byte_cycles} cycles)",
+        )
+        require(
+            self.drain_idle_cycles >= 2 * byte_cycles,
+            "drain_idle_cycles",
+            self.drain_idle_cycles,
+            f">= two byte times ({2 * byte_cycles} cycles)",
+        )
+        require(
+            1 <= self.geometry.inp.payload_bytes <= 0xFFFF,
+            "input payload bytes",
+            self.geometry.inp.payload_bytes,
+            "1..65535",
+        )
+        require(
+            1 <= self.geometry.out.payload_bytes <= 0xFFFF,
+            "output payload bytes",
+            self.geometry.out.payload_bytes,
+            "1..65535",
+        )
 
     @classmethod
-    def for_clock(cls, geometry: LinkGeometry, clock_hz: float, baud: int, *, stall_timeout_s: float = 0.05,
-                  drain_idle_s: float = 0.005) -> BridgeParams:
+    def for_clock(
+        cls,
+        geometry: LinkGeometry,
+        clock_hz: float,
+        baud: int,
+        *,
+        stall_timeout_s: float = 0.05,
+        drain_idle_s: float = 0.005,
+    ) -> BridgeParams:
         """Cycle counts from a clock, a baud rate and times in seconds (the defaults suit a USB-UART)."""
         clocks_per_bit = round(clock_hz / baud)
-        require(clocks_per_bit >= 4, "baud", baud, f"<= clock / 4 = {int(clock_hz // 4)} for a {clock_hz / 1e6:g} MHz clock")
+        require(
+            clocks_per_bit >= 4, "baud", baud, f"<= clock / 4 = {int(clock_hz // 4)} for a {clock_hz / 1e6:g} MHz clock"
+        )
         byte_cycles = 10 * clocks_per_bit
-        return cls(geometry, clocks_per_bit, max(2 * byte_cycles, round(stall_timeout_s * clock_hz)),
-                   max(2 * byte_cycles, round(drain_idle_s * clock_hz)))
+        return cls(
+            geometry,
+            clocks_per_bit,
+            max(2 * byte_cycles, round(stall_timeout_s * clock_hz)),
+            max(2 * byte_cycles, round(drain_idle_s * clock_hz)),
+        )
 
 
 def turnaround_cycles(geometry: LinkGeometry, first_output_cycles: int) -> int:
@@ -209,12 +244,14 @@ class UartBridge(wiring.Component):
     def __init__(self, p: BridgeParams):
         self.p = p
         g = p.geometry
-        super().__init__({
-            "rx": In(1, init=1),
-            "tx": Out(1, init=1),
-            "to_design": Out(stream.Signature(unsigned(g.inp.beat_bits))),
-            "from_design": In(stream.Signature(unsigned(g.out.beat_bits))),
-        })
+        super().__init__(
+            {
+                "rx": In(1, init=1),
+                "tx": Out(1, init=1),
+                "to_design": Out(stream.Signature(unsigned(g.inp.beat_bits))),
+                "from_design": In(stream.Signature(unsigned(g.out.beat_bits))),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -224,14 +261,17 @@ class UartBridge(wiring.Component):
         m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx)]
 
         rx_fifo = m.submodules.rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=p.rx_fifo_depth)
-        errors = m.submodules.errors = fifo.SyncFIFOBuffered(width=16, depth=4)          # code, sequence
-        sequences = m.submodules.sequences = fifo.SyncFIFOBuffered(width=8, depth=4)     # of fed frames
+        errors = m.submodules.errors = fifo.SyncFIFOBuffered(width=16, depth=4)  # code, sequence
+        sequences = m.submodules.sequences = fifo.SyncFIFOBuffered(width=8, depth=4)  # of fed frames
 
         # --- receive: bytes into the FIFO; the idle counter restarts at every byte on the line ----------------
         idle = Signal(range(max(p.stall_timeout_cycles, p.drain_idle_cycles) + 1))
         overrun = Signal()
-        m.d.comb += [rx_fifo.w_data.eq(uart_rx.data), rx_fifo.w_en.eq(uart_rx.strobe),
-                     overrun.eq(uart_rx.strobe & ~rx_fifo.w_rdy)]
+        m.d.comb += [
+            rx_fifo.w_data.eq(uart_rx.data),
+            rx_fifo.w_en.eq(uart_rx.strobe),
+            overrun.eq(uart_rx.strobe & ~rx_fifo.w_rdy),
+        ]
         with m.If(uart_rx.strobe):
             m.d.sync += idle.eq(0)
         with m.Elif(idle < max(p.stall_timeout_cycles, p.drain_idle_cycles)):
@@ -252,7 +292,7 @@ class UartBridge(wiring.Component):
         info_pending = Signal()
         info_sent = Signal()
         byte = rx_fifo.r_data
-        take = Signal()                     # this cycle consumes a received byte
+        take = Signal()  # this cycle consumes a received byte
         m.d.comb += rx_fifo.r_en.eq(take)
         got = rx_fifo.r_rdy
 
@@ -260,9 +300,25 @@ class UartBridge(wiring.Component):
         raise_error = Signal()
         m.d.comb += [errors.w_data.eq(Cat(error_code, sequence)), errors.w_en.eq(raise_error)]
 
-        parser = StateMachine(m, "parser_state", (
-            "IDLE", "TYPE", "SEQUENCE", "LENGTH0", "LENGTH1", "PAYLOAD", "CRC0", "CRC1", "FEED_START", "FEED_READ",
-            "FEED_TAKE", "FEED_PUSH", "DRAIN"))
+        parser = StateMachine(
+            m,
+            "parser_state",
+            (
+                "IDLE",
+                "TYPE",
+                "SEQUENCE",
+                "LENGTH0",
+                "LENGTH1",
+                "PAYLOAD",
+                "CRC0",
+                "CRC1",
+                "FEED_START",
+                "FEED_READ",
+                "FEED_TAKE",
+                "FEED_PUSH",
+                "DRAIN",
+            ),
+        )
 
         def fail(code):
             m.d.comb += [raise_error.eq(1), error_code.eq(code)]
@@ -278,8 +334,11 @@ class UartBridge(wiring.Component):
                         parser.goto("TYPE")
                     with m.Else():
                         fail(ErrorCode.NO_SYNC)
-            for state, target, following in (("TYPE", frame_type, "SEQUENCE"), ("SEQUENCE", sequence, "LENGTH0"),
-                                              ("LENGTH0", length[:8], "LENGTH1")):
+            for state, target, following in (
+                ("TYPE", frame_type, "SEQUENCE"),
+                ("SEQUENCE", sequence, "LENGTH0"),
+                ("LENGTH0", length[:8], "LENGTH1"),
+            ):
                 with parser.case(state):
                     m.d.comb += take.eq(got)
                     with m.If(got):
@@ -349,7 +408,7 @@ class UartBridge(wiring.Component):
                 with m.Else():
                     parser.goto("FEED_READ")
             with parser.case("FEED_PUSH"):
-                m.d.comb += [self.to_design.valid.eq(1), self.to_design.payload.eq(beat[:g.inp.beat_bits])]
+                m.d.comb += [self.to_design.valid.eq(1), self.to_design.payload.eq(beat[: g.inp.beat_bits])]
                 with m.If(self.to_design.ready):
                     m.d.sync += beat_byte.eq(0)
                     with m.If(index == g.inp.payload_bytes):
@@ -396,22 +455,38 @@ class UartBridge(wiring.Component):
                 m.d.sync += [header_index.eq(0), tx_index.eq(0), tx_crc.eq(CRC_INIT), out_bytes_left.eq(0)]
                 with m.If(errors.r_rdy):
                     m.d.comb += errors.r_en.eq(1)
-                    m.d.sync += [tx_type.eq(FrameType.ERROR), tx_code.eq(errors.r_data[:8]),
-                                 tx_sequence.eq(errors.r_data[8:]), tx_length.eq(1)]
+                    m.d.sync += [
+                        tx_type.eq(FrameType.ERROR),
+                        tx_code.eq(errors.r_data[:8]),
+                        tx_sequence.eq(errors.r_data[8:]),
+                        tx_length.eq(1),
+                    ]
                     sender.goto("HEADER")
                 with m.Elif(info_pending):
                     m.d.comb += info_sent.eq(1)
-                    m.d.sync += [tx_type.eq(FrameType.INFO_REPLY), tx_sequence.eq(0),
-                                 tx_length.eq(len(info_bytes))]
+                    m.d.sync += [tx_type.eq(FrameType.INFO_REPLY), tx_sequence.eq(0), tx_length.eq(len(info_bytes))]
                     sender.goto("HEADER")
                 with m.Elif(self.from_design.valid & sequences.r_rdy):
                     m.d.comb += sequences.r_en.eq(1)
-                    m.d.sync += [tx_type.eq(FrameType.RESULT), tx_sequence.eq(sequences.r_data),
-                                 tx_length.eq(g.out.payload_bytes)]
+                    m.d.sync += [
+                        tx_type.eq(FrameType.RESULT),
+                        tx_sequence.eq(sequences.r_data),
+                        tx_length.eq(g.out.payload_bytes),
+                    ]
                     sender.goto("HEADER")
             with sender.case("HEADER"):
-                header = Array([Const(SYNC, 8), tx_type, tx_sequence, tx_length[:8], tx_length[8:],
-                                Const(0, 8), Const(0, 8), Const(0, 8)])
+                header = Array(
+                    [
+                        Const(SYNC, 8),
+                        tx_type,
+                        tx_sequence,
+                        tx_length[:8],
+                        tx_length[8:],
+                        Const(0, 8),
+                        Const(0, 8),
+                        Const(0, 8),
+                    ]
+                )
                 m.d.comb += [tx_byte.eq(header[header_index]), uart_tx.data.valid.eq(1)]
                 with m.If(sent):
                     with m.If(header_index != 0):
@@ -427,9 +502,17 @@ class UartBridge(wiring.Component):
                     with m.If(self.from_design.valid):
                         m.d.sync += [out_shift.eq(self.from_design.payload), out_bytes_left.eq(g.out.beat_bytes)]
                 with m.Else():
-                    m.d.comb += tx_byte.eq(Mux(tx_type == FrameType.ERROR, tx_code,
-                                               Mux(tx_type == FrameType.INFO_REPLY,
-                                                   info_rom[tx_index[:rom_size.bit_length() - 1]], out_shift[:8])))
+                    m.d.comb += tx_byte.eq(
+                        Mux(
+                            tx_type == FrameType.ERROR,
+                            tx_code,
+                            Mux(
+                                tx_type == FrameType.INFO_REPLY,
+                                info_rom[tx_index[: rom_size.bit_length() - 1]],
+                                out_shift[:8],
+                            ),
+                        )
+                    )
                     m.d.comb += uart_tx.data.valid.eq(1)
                     with m.If(sent):
                         m.d.sync += [tx_crc.eq(crc16_next(tx_crc, tx_byte)), tx_index.eq(tx_index + 1)]
@@ -460,7 +543,8 @@ class BridgedDesign(wiring.Component):
         m.submodules.bridge = bridge = UartBridge(self.p)
         m.submodules.design = design = self.design
         m.d.comb += [
-            bridge.rx.eq(self.rx), self.tx.eq(bridge.tx),
+            bridge.rx.eq(self.rx),
+            self.tx.eq(bridge.tx),
             Value.cast(design.inp.payload).eq(bridge.to_design.payload),
             design.inp.valid.eq(bridge.to_design.valid),
             bridge.to_design.ready.eq(design.inp.ready),

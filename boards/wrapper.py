@@ -86,7 +86,7 @@ module {wrapper_top} (
   always @(posedge clk) out_chain <= capture ? out_bits : {shift_out};
   assign serial_out = out_chain[0];
   {_identifier(top)} core (
-{(","+chr(10)).join(connections)}
+{("," + chr(10)).join(connections)}
   );
 endmodule
 """

@@ -25,8 +25,9 @@ def _default(field) -> str:
 
 def _intro(block) -> str:
     """The first paragraph of the block's gen/ module docstring: what it is and how it works."""
-    module = importlib.import_module(block.component.__module__ if hasattr(block.component, "__module__")
-                                     else block.params.__module__)
+    module = importlib.import_module(
+        block.component.__module__ if hasattr(block.component, "__module__") else block.params.__module__
+    )
     doc = (module.__doc__ or "").strip()
     return doc.split("\n\n")[0].replace("\n", " ") if doc else ""
 
@@ -41,19 +42,30 @@ def catalogue() -> str:
         intro = _intro(block)
         if intro:
             lines += [intro, ""]
-        lines += [f"Default configuration: top module `{params.top_name}`; testbench `{block.testbench}`; "
-                  f"generator version {block.generator_version}.", ""]
+        lines += [
+            f"Default configuration: top module `{params.top_name}`; testbench `{block.testbench}`; "
+            f"generator version {block.generator_version}.",
+            "",
+        ]
         if block.error_bound is not None:
-            lines += [f"Analytic error bound against {block.error_reference}: "
-                      f"{block.error_bound(params):.3g} output LSB at the defaults.", ""]
+            lines += [
+                f"Analytic error bound against {block.error_reference}: "
+                f"{block.error_bound(params):.3g} output LSB at the defaults.",
+                "",
+            ]
         lines += ["| parameter | type | default | command-line option |", "|---|---|---|---|"]
         for field in dataclasses.fields(block.params):
             option = "--" + field.name.replace("_", "-")
             if isinstance(field.default, bool):
                 option += f"`, `--no-{field.name.replace('_', '-')}"
             lines.append(f"| `{field.name}` | `{_type_name(field)}` | {_default(field)} | `{option}` |")
-        lines += ["", "```python", f"hardwire.generate({name!r}, out='out')   # or: hardwire gen {name} -o out",
-                  "```", ""]
+        lines += [
+            "",
+            "```python",
+            f"hardwire.generate({name!r}, out='out')   # or: hardwire gen {name} -o out",
+            "```",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ from .features import FEATURE_VERSION, DesignGraph, block_graph, network_graph
 LABELS = ("lut", "ff", "dsp", "bram", "lutram")
 DEFAULT_TARGETS = ("ecp5", "xilinx")
 DATASET_TARGETS = ("ice40", "ecp5", "xilinx", "xilinx-us", "xilinx-usp")
-FMAX_DEVICE = "85k"        # the ECP5-85F, as `hardwire synth --pnr` and the demo use
+FMAX_DEVICE = "85k"  # the ECP5-85F, as `hardwire synth --pnr` and the demo use
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -217,8 +217,15 @@ def fmax_key(spec_hash: str) -> str:
     return f"{spec_hash}:fmax-ecp5"
 
 
-def synthesize_design(spec: dict, targets: tuple[str, ...], split: str, fmax: bool, stages: tuple[str, ...],
-                      skip: tuple[str, ...] = (), timeout_s: float = 1800) -> list[dict]:
+def synthesize_design(
+    spec: dict,
+    targets: tuple[str, ...],
+    split: str,
+    fmax: bool,
+    stages: tuple[str, ...],
+    skip: tuple[str, ...] = (),
+    timeout_s: float = 1800,
+) -> list[dict]:
     """The rows of one design not in `skip`: one per target (stage "synth": yosys labels or the error that
     prevented them) and, with `fmax`, one "fmax" row (nextpnr on the ECP5-85F, the core in the serial-I/O
     wrapper as `hardwire synth --pnr` measures it)."""
@@ -237,13 +244,34 @@ def synthesize_design(spec: dict, targets: tuple[str, ...], split: str, fmax: bo
         top, source, graph = design_verilog(spec)
     except (HardwireError, ValueError) as error:
         message = f"generation failed: {type(error).__name__}: {str(error).splitlines()[0]}"
-        return [{**base, "key": key, "stage": stage, "target": t, "design": None, "labels": None, "fmax_mhz": None,
-                 "error": message, "seconds": {}} for key, stage, t in wanted]
+        return [
+            {
+                **base,
+                "key": key,
+                "stage": stage,
+                "target": t,
+                "design": None,
+                "labels": None,
+                "fmax_mhz": None,
+                "error": message,
+                "seconds": {},
+            }
+            for key, stage, t in wanted
+        ]
     generate_s = time.monotonic() - started
     rows = []
     for key, stage, target in wanted:
-        row = {**base, "key": key, "stage": stage, "target": target, "design": graph.to_dict(), "labels": None,
-               "fmax_mhz": None, "error": None, "seconds": {"generate": round(generate_s, 3)}}
+        row = {
+            **base,
+            "key": key,
+            "stage": stage,
+            "target": target,
+            "design": graph.to_dict(),
+            "labels": None,
+            "fmax_mhz": None,
+            "error": None,
+            "seconds": {"generate": round(generate_s, 3)},
+        }
         t0 = time.monotonic()
         try:
             if stage == "synth":
@@ -277,8 +305,11 @@ def real_network_specs() -> list[dict]:
         "zoo:mlp2": [{}, {"0": (8, 16), "1": (4, 16)}, {"0": (16, 32), "1": (8, 16), "2": (2, 8)}],
         "zoo:cnn4": [{}, {"0": (2, 1), "1": (4, 8)}, {"0": (8, 1), "1": (8, 8), "2": (2, 16)}],
     }
-    return [{"kind": "model", "model": model, "folds": {k: list(v) for k, v in fold.items()}}
-            for model, options in folds.items() for fold in options]
+    return [
+        {"kind": "model", "model": model, "folds": {k: list(v) for k, v in fold.items()}}
+        for model, options in folds.items()
+        for fold in options
+    ]
 
 
 def run_specs(size: str, count: int, seed: int) -> list[dict]:
@@ -289,9 +320,20 @@ def run_specs(size: str, count: int, seed: int) -> list[dict]:
     return designs.sample_designs(seed, count, size=size)
 
 
-def generate(path, *, size: str = "small", count: int = 100, seed: int = 0, targets=DEFAULT_TARGETS,
-             fmax_share: float = 0.3, stages=("synth", "fmax"), workers: int | None = None,
-             ray_address: str | None = None, timeout_s: float = 1800, specs: list[dict] | None = None) -> dict:
+def generate(
+    path,
+    *,
+    size: str = "small",
+    count: int = 100,
+    seed: int = 0,
+    targets=DEFAULT_TARGETS,
+    fmax_share: float = 0.3,
+    stages=("synth", "fmax"),
+    workers: int | None = None,
+    ray_address: str | None = None,
+    timeout_s: float = 1800,
+    specs: list[dict] | None = None,
+) -> dict:
     """Synthesize the designs of (size, count, seed) -- or the given `specs` -- whose rows are not yet in `path`;
     append each design's rows as it finishes. Real networks are always placed and routed (fmax share 1)."""
     from hardwire.flows.tools import tool_version
@@ -312,13 +354,27 @@ def generate(path, *, size: str = "small", count: int = 100, seed: int = 0, targ
     for spec in specs:
         h = designs.design_hash(spec)
         fmax = designs.wants_fmax(h, share)
-        wanted = [f"{h}:{t}" for t in targets if "synth" in stages] + ([fmax_key(h)] if fmax and "fmax" in stages else [])
+        wanted = [f"{h}:{t}" for t in targets if "synth" in stages] + (
+            [fmax_key(h)] if fmax and "fmax" in stages else []
+        )
         if any(key not in have for key in wanted):
-            jobs[h] = (synthesize_design, spec, targets, size, fmax, tuple(stages), tuple(k for k in wanted if k in have),
-                       timeout_s)
+            jobs[h] = (
+                synthesize_design,
+                spec,
+                targets,
+                size,
+                fmax,
+                tuple(stages),
+                tuple(k for k in wanted if k in have),
+                timeout_s,
+            )
     distinct = len({designs.design_hash(spec) for spec in specs})
-    print(f"dataset {store.path}: {distinct - len(jobs)} of {distinct} designs complete, {len(jobs)} to run "
-          f"({', '.join(stages)}; {', '.join(targets)})", file=sys.stderr, flush=True)
+    print(
+        f"dataset {store.path}: {distinct - len(jobs)} of {distinct} designs complete, {len(jobs)} to run "
+        f"({', '.join(stages)}; {', '.join(targets)})",
+        file=sys.stderr,
+        flush=True,
+    )
     counts = {"rows": 0, "errors": 0, "crashed": 0}
     if jobs:
         # Each yowasp tool compiles its WebAssembly into a cache on its first call; done here once, before the
@@ -329,9 +385,20 @@ def generate(path, *, size: str = "small", count: int = 100, seed: int = 0, targ
             tool_version("nextpnr-ecp5")
 
     def save(key, rows) -> str:
-        if isinstance(rows, dict):                     # a listed error escaped the job: keep it as a row
-            rows = [{"key": f"{key}:{t}", "design_hash": key, "stage": "synth", "target": t, "split": size,
-                     "labels": None, "fmax_mhz": None, "error": rows["error"]} for t in targets]
+        if isinstance(rows, dict):  # a listed error escaped the job: keep it as a row
+            rows = [
+                {
+                    "key": f"{key}:{t}",
+                    "design_hash": key,
+                    "stage": "synth",
+                    "target": t,
+                    "split": size,
+                    "labels": None,
+                    "fmax_mhz": None,
+                    "error": rows["error"],
+                }
+                for t in targets
+            ]
         crashed = [row for row in rows if row.pop("crashed", False)]
         rows = [row for row in rows if row not in crashed]
         store.append(rows)
@@ -341,7 +408,9 @@ def generate(path, *, size: str = "small", count: int = 100, seed: int = 0, targ
         spec = (rows or crashed)[0].get("spec") or {} if rows or crashed else {}
         parts = [spec.get("block") or spec.get("model") or spec.get("kind", "")]
         for row in crashed:
-            parts.append(f"{row['target']}:crashed ({row['error'].split(': ', 1)[-1]}; not stored, tried again next run)")
+            parts.append(
+                f"{row['target']}:crashed ({row['error'].split(': ', 1)[-1]}; not stored, tried again next run)"
+            )
         for row in rows:
             if row["error"]:
                 parts.append(f"{row['target']}:error")
@@ -351,6 +420,12 @@ def generate(path, *, size: str = "small", count: int = 100, seed: int = 0, targ
                 parts.append(f"fmax:{row['fmax_mhz']:.0f} MHz" if row["fmax_mhz"] else "fmax:-")
         return " ".join(parts)
 
-    run_jobs(jobs, workers or os.cpu_count() or 1, on_result=save, ray_address=ray_address,
-             describe=lambda key: key, errors=(HardwireError,))
+    run_jobs(
+        jobs,
+        workers or os.cpu_count() or 1,
+        on_result=save,
+        ray_address=ray_address,
+        describe=lambda key: key,
+        errors=(HardwireError,),
+    )
     return {"path": str(store.path), "designs": len(jobs), **counts}

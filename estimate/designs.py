@@ -23,10 +23,24 @@ from hardwire.errors import ParameterError
 
 # Networks: the small distribution and the larger one held out for generalization.
 NETWORK_SIZES = {
-    "small": {"mlp_layers": (1, 4), "mlp_width": (8, 128), "mlp_input": (8, 256),
-              "cnn_convs": (1, 2), "cnn_image": (4, 10), "cnn_channels": (1, 12), "max_weight_bits": 96_000},
-    "large": {"mlp_layers": (5, 8), "mlp_width": (128, 512), "mlp_input": (128, 512),
-              "cnn_convs": (3, 4), "cnn_image": (10, 16), "cnn_channels": (8, 24), "max_weight_bits": 400_000},
+    "small": {
+        "mlp_layers": (1, 4),
+        "mlp_width": (8, 128),
+        "mlp_input": (8, 256),
+        "cnn_convs": (1, 2),
+        "cnn_image": (4, 10),
+        "cnn_channels": (1, 12),
+        "max_weight_bits": 96_000,
+    },
+    "large": {
+        "mlp_layers": (5, 8),
+        "mlp_width": (128, 512),
+        "mlp_input": (128, 512),
+        "cnn_convs": (3, 4),
+        "cnn_image": (10, 16),
+        "cnn_channels": (8, 24),
+        "max_weight_bits": 400_000,
+    },
 }
 
 
@@ -34,8 +48,8 @@ NETWORK_SIZES = {
 # built by a later version of a generator is a different design: from then on its hash covers the versions of the
 # generators that build it, so the dataset synthesizes it anew, and a row whose hash no longer matches its spec
 # (`is_stale`) describes hardware the generators no longer make and is neither trained nor tested on.
-FIRST_VERSIONS = {"attention": "3", "softmax": "3"}          # every other family: "1"
-NETWORK_UNITS = ("mvu", "swg", "maxpool", "dwc")              # the families a compiled network is built from
+FIRST_VERSIONS = {"attention": "3", "softmax": "3"}  # every other family: "1"
+NETWORK_UNITS = ("mvu", "swg", "maxpool", "dwc")  # the families a compiled network is built from
 
 
 def generator_versions(spec: dict) -> dict:
@@ -113,8 +127,17 @@ def _draw_network(rng, ranges) -> dict:
             kernel = int(rng.integers(1, min(5, h) + 1))
             padding = int(rng.integers(0, kernel // 2 + 1))
             out = int(rng.integers(*ranges["cnn_channels"], endpoint=True))
-            layers.append({"op": "conv", "out": out, "kernel": kernel, "stride": 1, "padding": padding,
-                           "pe": _small_divisor(rng, out, 16), "simd": _small_divisor(rng, c, 16)})
+            layers.append(
+                {
+                    "op": "conv",
+                    "out": out,
+                    "kernel": kernel,
+                    "stride": 1,
+                    "padding": padding,
+                    "pe": _small_divisor(rng, out, 16),
+                    "simd": _small_divisor(rng, c, 16),
+                }
+            )
             h = h + 2 * padding - kernel + 1
             c = out
             if h >= 4 and rng.random() < 0.5:
@@ -126,8 +149,9 @@ def _draw_network(rng, ranges) -> dict:
         shape = [1, 1, k]
     for i in range(int(rng.integers(*ranges["mlp_layers"], endpoint=True)) if not layers else int(rng.integers(1, 3))):
         out = _log_uniform_int(rng, *ranges["mlp_width"])
-        layers.append({"op": "dense", "out": out, "pe": _small_divisor(rng, out, 32),
-                       "simd": _small_divisor(rng, k, 64)})
+        layers.append(
+            {"op": "dense", "out": out, "pe": _small_divisor(rng, out, 32), "simd": _small_divisor(rng, k, 64)}
+        )
         k = out
     for layer in layers:
         if layer["op"] != "maxpool":
@@ -135,9 +159,15 @@ def _draw_network(rng, ranges) -> dict:
             layer["out_bits"] = int(rng.integers(1, 5))
     last = next(layer for layer in reversed(layers) if layer["op"] != "maxpool")
     if rng.random() < 0.7:
-        last["out_bits"] = 0                      # raw accumulators out, as the zoo networks end
-    return {"kind": "network", "seed": int(rng.integers(0, 2**31)), "a_bits": a_bits, "a_signed": bool(rng.random() < 0.3),
-            "shape": shape, "layers": layers}
+        last["out_bits"] = 0  # raw accumulators out, as the zoo networks end
+    return {
+        "kind": "network",
+        "seed": int(rng.integers(0, 2**31)),
+        "a_bits": a_bits,
+        "a_signed": bool(rng.random() < 0.3),
+        "shape": shape,
+        "layers": layers,
+    }
 
 
 def _weight_bits(spec: dict) -> int:
@@ -176,27 +206,43 @@ def build_network(spec: dict):
             h, w = h // layer["kernel"], w // layer["kernel"]
             continue
         kernel = layer.get("kernel", 1)
-        if layer["op"] == "dense":               # a flatten before a dense layer: one vector of h * w * c
+        if layer["op"] == "dense":  # a flatten before a dense layer: one vector of h * w * c
             h, w, c = 1, 1, h * w * c
         w_type = IntType(layer["w_bits"], True) if layer["w_bits"] > 1 else IntType(1, False)
         weights = rng.integers(w_type.min, w_type.max + 1, size=(layer["out"], kernel * kernel * c))
         out_type = IntType(layer["out_bits"], False) if layer["out_bits"] else None
-        mv = MatVecLayer(name, (h, w, c), dtype, weights, w_type, None, out_type, 1.0 if out_type else None,
-                         kernel=kernel, stride=layer.get("stride", 1), padding=layer.get("padding", 0))
+        mv = MatVecLayer(
+            name,
+            (h, w, c),
+            dtype,
+            weights,
+            w_type,
+            None,
+            out_type,
+            1.0 if out_type else None,
+            kernel=kernel,
+            stride=layer.get("stride", 1),
+            padding=layer.get("padding", 0),
+        )
         if out_type is not None:
             lo, hi = mv.acc_range
             count = (1 << out_type.bits) - 1
             # thresholds around the bulk of the accumulator distribution, as trained networks place them
             spread = max(1, int(np.sqrt(mv.in_features) * max(abs(in_type.max), 1) * max(abs(w_type.max), 1) / 2))
-            mv.thresholds = np.sort(np.clip(rng.integers(-spread, spread + 1, size=(layer["out"], count)), lo, hi + 1),
-                                    axis=1)
+            mv.thresholds = np.sort(
+                np.clip(rng.integers(-spread, spread + 1, size=(layer["out"], count)), lo, hi + 1), axis=1
+            )
             dtype = out_type
         layers.append(mv)
         folds[name] = (layer["pe"], layer["simd"])
         h, w, _ = mv.out_shape
         c = layer["out"]
-    graph = IntGraph(f"net_{design_hash(spec)}", InputLayer("input", tuple(spec["shape"]), in_type, 1.0, "NHWC"),
-                     layers, layers[-1].out_type if isinstance(layers[-1], MatVecLayer) else dtype)
+    graph = IntGraph(
+        f"net_{design_hash(spec)}",
+        InputLayer("input", tuple(spec["shape"]), in_type, 1.0, "NHWC"),
+        layers,
+        layers[-1].out_type if isinstance(layers[-1], MatVecLayer) else dtype,
+    )
     return graph, solve_folding(graph, folds=folds)
 
 
@@ -213,54 +259,131 @@ def _block_space(name: str, rng: np.random.Generator) -> dict:
     r = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
     coin = lambda: bool(rng.random() < 0.5)  # noqa: E731
     if name == "systolic":
-        return {"rows": r(1, 8), "cols": r(1, 8), "a_width": r(2, 8), "w_width": r(2, 8), "a_signed": coin(),
-                "w_signed": coin(), "dataflow": _pick(rng, ["weight_stationary", "output_stationary"]),
-                "k_max": _pick(rng, [64, 256, 1024, 4096]), "acc_depth": _pick(rng, [16, 64, 256])}
+        return {
+            "rows": r(1, 8),
+            "cols": r(1, 8),
+            "a_width": r(2, 8),
+            "w_width": r(2, 8),
+            "a_signed": coin(),
+            "w_signed": coin(),
+            "dataflow": _pick(rng, ["weight_stationary", "output_stationary"]),
+            "k_max": _pick(rng, [64, 256, 1024, 4096]),
+            "acc_depth": _pick(rng, [16, 64, 256]),
+        }
     if name == "mvu":
         k, n = _log_uniform_int(rng, 4, 128), _log_uniform_int(rng, 2, 64)
-        return {"in_features": k, "out_features": n, "simd": _small_divisor(rng, k), "pe": _small_divisor(rng, n, 16),
-                "in_width": r(1, 8), "in_signed": coin(), "w_width": r(1, 8), "w_signed": coin(), "out_width": r(0, 4),
-                "content_seed": r(0, 1000)}
+        return {
+            "in_features": k,
+            "out_features": n,
+            "simd": _small_divisor(rng, k),
+            "pe": _small_divisor(rng, n, 16),
+            "in_width": r(1, 8),
+            "in_signed": coin(),
+            "w_width": r(1, 8),
+            "w_signed": coin(),
+            "out_width": r(0, 4),
+            "content_seed": r(0, 1000),
+        }
     if name == "swg":
         c = r(1, 16)
         k = r(1, 5)
-        return {"in_height": r(max(k, 3), 16), "in_width": r(max(k, 3), 16), "channels": c, "kernel_size": k,
-                "stride": r(1, 2), "padding": r(0, k // 2), "simd": _small_divisor(rng, c), "elem_width": r(1, 8),
-                "elem_signed": coin(), "line_buffer": coin()}
+        return {
+            "in_height": r(max(k, 3), 16),
+            "in_width": r(max(k, 3), 16),
+            "channels": c,
+            "kernel_size": k,
+            "stride": r(1, 2),
+            "padding": r(0, k // 2),
+            "simd": _small_divisor(rng, c),
+            "elem_width": r(1, 8),
+            "elem_signed": coin(),
+            "line_buffer": coin(),
+        }
     if name == "maxpool":
         c = r(1, 16)
-        return {"in_height": r(2, 16), "in_width": r(2, 16), "channels": c, "kernel_size": r(2, 3),
-                "simd": _small_divisor(rng, c), "elem_width": r(1, 8), "elem_signed": coin()}
+        return {
+            "in_height": r(2, 16),
+            "in_width": r(2, 16),
+            "channels": c,
+            "kernel_size": r(2, 3),
+            "simd": _small_divisor(rng, c),
+            "elem_width": r(1, 8),
+            "elem_signed": coin(),
+        }
     if name == "dwc":
         a, b = r(1, 16), r(1, 16)
         lcm = a * b // int(np.gcd(a, b))
-        return {"in_lanes": a, "out_lanes": b, "elem_width": r(1, 8), "elem_signed": coin(),
-                "frame_elements": lcm * r(1, 4)}
+        return {
+            "in_lanes": a,
+            "out_lanes": b,
+            "elem_width": r(1, 8),
+            "elem_signed": coin(),
+            "frame_elements": lcm * r(1, 4),
+        }
     if name == "bitserial":
-        return {"rows": r(1, 4), "lanes": r(1, 8), "simd": r(1, 8), "w_width": r(2, 8), "w_signed": coin(),
-                "a_max": r(2, 16), "a_signed": coin(), "msb_first": coin(), "k_max": _pick(rng, [64, 256, 1024, 4096])}
+        return {
+            "rows": r(1, 4),
+            "lanes": r(1, 8),
+            "simd": r(1, 8),
+            "w_width": r(2, 8),
+            "w_signed": coin(),
+            "a_max": r(2, 16),
+            "a_signed": coin(),
+            "msb_first": coin(),
+            "k_max": _pick(rng, [64, 256, 1024, 4096]),
+        }
     if name == "bitmod":
         lanes = _pick(rng, [2, 4, 8])
         group = _pick(rng, [16, 32, 64, 128])
-        return {"pes": r(1, 4), "lanes": lanes, "group_size": group, "a_width": r(4, 8), "k_max": group * _pick(rng, [4, 16, 32])}
+        return {
+            "pes": r(1, 4),
+            "lanes": lanes,
+            "group_size": group,
+            "a_width": r(4, 8),
+            "k_max": group * _pick(rng, [4, 16, 32]),
+        }
     if name == "bitvert":
         g = r(4, 16)
-        return {"group_size": g, "lanes": r(1, max(1, g // 2)), "w_width": r(4, 8), "a_width": r(4, 8),
-                "a_signed": coin(), "pes": r(1, 4), "k_max": g * _pick(rng, [8, 32, 64])}
+        return {
+            "group_size": g,
+            "lanes": r(1, max(1, g // 2)),
+            "w_width": r(4, 8),
+            "a_width": r(4, 8),
+            "a_signed": coin(),
+            "pes": r(1, 4),
+            "k_max": g * _pick(rng, [8, 32, 64]),
+        }
     if name == "sparse":
         w_width = _pick(rng, [4, 8])
         packing = w_width == 4 and coin()
-        return {"lanes": _pick(rng, [2, 4, 8]), "chains": _pick(rng, [2, 4]) if packing else r(1, 4),
-                "patterns": _pick(rng, ["dense", "dense,2:4", "dense,1:2,2:4", "dense,1:2,2:4,1:4,2:8,4:8"]),
-                "m_max": 8, "w_width": w_width, "k_max": _pick(rng, [256, 1024, 4096]), "int4_packing": packing}
+        return {
+            "lanes": _pick(rng, [2, 4, 8]),
+            "chains": _pick(rng, [2, 4]) if packing else r(1, 4),
+            "patterns": _pick(rng, ["dense", "dense,2:4", "dense,1:2,2:4", "dense,1:2,2:4,1:4,2:8,4:8"]),
+            "m_max": 8,
+            "w_width": w_width,
+            "k_max": _pick(rng, [256, 1024, 4096]),
+            "int4_packing": packing,
+        }
     if name == "softmax":
-        return {"variant": _pick(rng, ["three_pass", "two_pass", "online", "unified_max"]),
-                "n_max": _pick(rng, [8, 16, 32, 64, 128]), "in_width": r(6, 12), "in_frac": r(2, 5), "out_width": r(6, 10)}
+        return {
+            "variant": _pick(rng, ["three_pass", "two_pass", "online", "unified_max"]),
+            "n_max": _pick(rng, [8, 16, 32, 64, 128]),
+            "in_width": r(6, 12),
+            "in_frac": r(2, 5),
+            "out_width": r(6, 10),
+        }
     if name == "attention":
         return {"head_dim": _pick(rng, [2, 4, 8]), "tile": _pick(rng, [2, 4]), "seq_max": _pick(rng, [8, 16, 32])}
     if name == "softmax_online_pipelined":
-        return {"variant": "online_pipelined", "n_max": _pick(rng, [8, 16, 32, 64, 128]), "in_width": r(6, 12),
-                "in_frac": r(2, 5), "out_width": r(6, 10), "lanes": r(6, 12)}
+        return {
+            "variant": "online_pipelined",
+            "n_max": _pick(rng, [8, 16, 32, 64, 128]),
+            "in_width": r(6, 12),
+            "in_frac": r(2, 5),
+            "out_width": r(6, 10),
+            "lanes": r(6, 12),
+        }
     raise KeyError(name)
 
 
@@ -268,8 +391,19 @@ def _block_space(name: str, rng: np.random.Generator) -> dict:
 # option -> (the registry block it builds, the family whose draws it may take the place of, the share it takes)
 ADDED_OPTIONS = {"softmax_online_pipelined": ("softmax", "softmax", 0.2)}
 
-BLOCK_FAMILIES = ("systolic", "mvu", "swg", "maxpool", "dwc", "bitserial", "bitmod", "bitvert", "sparse", "softmax",
-                  "attention")
+BLOCK_FAMILIES = (
+    "systolic",
+    "mvu",
+    "swg",
+    "maxpool",
+    "dwc",
+    "bitserial",
+    "bitmod",
+    "bitvert",
+    "sparse",
+    "softmax",
+    "attention",
+)
 
 
 def sample_block(rng: np.random.Generator, name: str) -> dict:
@@ -296,8 +430,9 @@ def build_block(spec: dict):
     return block, block.params(**spec["params"])
 
 
-def sample_designs(seed: int, count: int, *, size: str = "small", network_share: float = 0.6,
-                   added_options: bool = True) -> list[dict]:
+def sample_designs(
+    seed: int, count: int, *, size: str = "small", network_share: float = 0.6, added_options: bool = True
+) -> list[dict]:
     """`count` specs drawn from one seed: design i is the same for every run with this seed and size, so a
     resumed run draws exactly the designs the killed one would have drawn.
 

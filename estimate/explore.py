@@ -42,14 +42,21 @@ from .dataset import DATASET_TARGETS, LABELS, RowStore, fmax_key, synthesize_des
 from .designs import design_hash
 
 # name -> (sense, unit): +1 maximized, -1 minimized
-OBJECTIVES = {"lut": (-1, "LUT"), "ff": (-1, "FF"), "dsp": (-1, "DSP"), "bram": (-1, "BRAM"),
-              "lutram": (-1, "LUTRAM"), "latency": (-1, "cycles"), "throughput": (1, "inferences/s"),
-              "fmax": (1, "MHz")}
+OBJECTIVES = {
+    "lut": (-1, "LUT"),
+    "ff": (-1, "FF"),
+    "dsp": (-1, "DSP"),
+    "bram": (-1, "BRAM"),
+    "lutram": (-1, "LUTRAM"),
+    "latency": (-1, "cycles"),
+    "throughput": (1, "inferences/s"),
+    "fmax": (1, "MHz"),
+}
 BUDGET_LABELS = LABELS
 DEFAULT_MAX_POINTS = 4096
 DEFAULT_MAX_VERIFY = 48
 MAX_ROUNDS = 4
-SPLIT = "small"          # verified rows train the surrogates like any drawn design (hash-split train/valid/test)
+SPLIT = "small"  # verified rows train the surrogates like any drawn design (hash-split train/valid/test)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -62,9 +69,9 @@ class Source:
     spec (which rebuilds it for synthesis) and a `hardwire compile` command."""
 
     name: str
-    graph: object                                      # hls.graph.IntGraph
-    spec: Callable[[dict], dict]                       # {"0": [pe, simd], ...} -> design spec
-    model: str | None = None                           # zoo:NAME or an .onnx path: what `hardwire compile` takes
+    graph: object  # hls.graph.IntGraph
+    spec: Callable[[dict], dict]  # {"0": [pe, simd], ...} -> design spec
+    model: str | None = None  # zoo:NAME or an .onnx path: what `hardwire compile` takes
     layers: list = field(default_factory=list)
 
     def __post_init__(self):
@@ -75,8 +82,9 @@ class Source:
     def choices(self) -> list[list[tuple[int, int]]]:
         from hardwire.hls.rtl import divisors, simd_choices
 
-        return [[(pe, simd) for pe in divisors(layer.out_features) for simd in simd_choices(layer)]
-                for layer in self.layers]
+        return [
+            [(pe, simd) for pe in divisors(layer.out_features) for simd in simd_choices(layer)] for layer in self.layers
+        ]
 
     kind = "network"
     axis_label = "PE,SIMD per layer"
@@ -94,15 +102,17 @@ class Source:
 
         from .features import network_graph
 
-        folding = rtl.solve_folding(self.graph, folds={layer.name: tuple(folds[str(i)])
-                                                       for i, layer in enumerate(self.layers)})
+        folding = rtl.solve_folding(
+            self.graph, folds={layer.name: tuple(folds[str(i)]) for i, layer in enumerate(self.layers)}
+        )
         return self.spec(folds), network_graph(rtl.plan_dataflow(self.graph, folding), self.graph.name)
 
     def compile_command(self, folds: dict, target: str, clock_mhz: float) -> str | None:
         if self.model is None:
             return None
-        fold_args = " ".join(f"--fold {layer.name}={folds[str(i)][0]},{folds[str(i)][1]}"
-                             for i, layer in enumerate(self.layers))
+        fold_args = " ".join(
+            f"--fold {layer.name}={folds[str(i)][0]},{folds[str(i)][1]}" for i, layer in enumerate(self.layers)
+        )
         clock = f" --clock-mhz {clock_mhz:g}" if clock_mhz != 100 else ""
         return f"hardwire compile {self.model} --target {target}{clock} {fold_args} -o {self.graph.name}-explored"
 
@@ -142,13 +152,16 @@ def network_spec_source(spec: dict) -> Source:
 # on a workload: for a streaming block a frame (vector) at full rate, its initiation interval and latency; for
 # the GEMM-style arrays one whole workload run at a time, its cycles standing for both.
 BLOCK_WORKLOADS = {
-    "systolic": {"m": 64, "k": 64, "n": 64},      # an M x K x N GEMM
+    "systolic": {"m": 64, "k": 64, "n": 64},  # an M x K x N GEMM
     "bitserial": {"m": 64, "k": 64, "n": 64},
     "sparse": {"k": 256, "pattern": "dense", "rows": 64, "vectors": 1},
-    "attention": {"seq": None},                   # a head over seq_max queries and keys
-    "mvu": {"frames": 1}, "swg": {"frames": 1}, "maxpool": {"frames": 1}, "dwc": {"frames": 1},
-    "softmax": {"n": None},                       # back-to-back vectors of n_max
-}                                                 # bitmod, bitvert: cycles depend on the data (no workload)
+    "attention": {"seq": None},  # a head over seq_max queries and keys
+    "mvu": {"frames": 1},
+    "swg": {"frames": 1},
+    "maxpool": {"frames": 1},
+    "dwc": {"frames": 1},
+    "softmax": {"n": None},  # back-to-back vectors of n_max
+}  # bitmod, bitvert: cycles depend on the data (no workload)
 
 
 @dataclass
@@ -156,9 +169,9 @@ class BlockSource:
     """A block family to explore over the listed parameter values."""
 
     name: str
-    block: object                                      # gen.registry.Block
-    axes: dict                                         # parameter -> list of values
-    fixed: dict                                        # parameter -> value
+    block: object  # gen.registry.Block
+    axes: dict  # parameter -> list of values
+    fixed: dict  # parameter -> value
     workload: dict | None
     model = None
     kind = "block"
@@ -194,11 +207,14 @@ class BlockSource:
             try:
                 cycles = self.block.cycles(params, **self.workload)
             except (ParameterError, ValueError) as error:
-                raise ParameterError("workload", self.workload, f"a workload {self.describe(folds)} runs ({error})") \
-                    from None
+                raise ParameterError(
+                    "workload", self.workload, f"a workload {self.describe(folds)} runs ({error})"
+                ) from None
             if isinstance(cycles, dict) and "initiation_interval" in cycles:
-                graph.exact = {"latency_cycles": int(cycles["latency_cycles"]),
-                               "initiation_interval": int(cycles["initiation_interval"])}
+                graph.exact = {
+                    "latency_cycles": int(cycles["latency_cycles"]),
+                    "initiation_interval": int(cycles["initiation_interval"]),
+                }
             else:
                 total = int(cycles["total_cycles"] if isinstance(cycles, dict) else cycles)
                 graph.exact = {"latency_cycles": total, "initiation_interval": total}
@@ -206,8 +222,12 @@ class BlockSource:
 
     def compile_command(self, folds: dict, target: str, clock_mhz: float) -> str:
         params = {**self.fixed, **folds}
-        options = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") if v is not False
-                           else f"--no-{k.replace('_', '-')}" for k, v in params.items())
+        options = " ".join(
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+            if v is not False
+            else f"--no-{k.replace('_', '-')}"
+            for k, v in params.items()
+        )
         return f"hardwire gen {self.name} {options} -o {self.name}-explored".replace("  ", " ")
 
 
@@ -253,8 +273,9 @@ def source_for(design: str, *, space=(), params=(), workload: str | None = None)
     if design in registry.blocks():
         return block_source(design, list(space), list(params), workload)
     if space or params or workload:
-        raise ParameterError("space", design, "--space/--param/--workload only with a block family "
-                                              f"({', '.join(registry.blocks())})")
+        raise ParameterError(
+            "space", design, f"--space/--param/--workload only with a block family ({', '.join(registry.blocks())})"
+        )
     if design.startswith("zoo:") or design.endswith(".onnx"):
         return model_source(design)
     if design.endswith(".json"):
@@ -266,8 +287,11 @@ def source_for(design: str, *, space=(), params=(), workload: str | None = None)
         if not isinstance(spec, dict) or spec.get("kind") != "network":
             raise ParameterError("design", design, 'a JSON network spec ({"kind": "network", ...})')
         return network_spec_source(spec)
-    raise ParameterError("design", design, "zoo:NAME, a QONNX .onnx file, a network spec .json, or a block "
-                                           f"family ({', '.join(registry.blocks())})")
+    raise ParameterError(
+        "design",
+        design,
+        f"zoo:NAME, a QONNX .onnx file, a network spec .json, or a block family ({', '.join(registry.blocks())})",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -328,15 +352,27 @@ def as_folds(combo) -> dict:
 
 def violations(point, budget: dict, fps_min: float | None) -> list[float]:
     """Per constraint, how far the estimate misses it (<= 0: met), as Optuna's constraints read them."""
-    out = [point.resources[label] / limit - 1 if limit > 0 else point.resources[label]
-           for label, limit in budget.items()]
+    out = [
+        point.resources[label] / limit - 1 if limit > 0 else point.resources[label] for label, limit in budget.items()
+    ]
     if fps_min is not None:
         out.append(1 - point.estimate["throughput"] / fps_min)
     return out
 
 
-def nsga2_search(source: Source, estimator, target: str, clock_mhz: float, objectives, budget: dict,
-                 fps_min: float | None, trials: int, seed: int, say, population: int = 64) -> list:
+def nsga2_search(
+    source: Source,
+    estimator,
+    target: str,
+    clock_mhz: float,
+    objectives,
+    budget: dict,
+    fps_min: float | None,
+    trials: int,
+    seed: int,
+    say,
+    population: int = 64,
+) -> list:
     """A space too large to enumerate: Optuna's NSGA-II over the per-layer fold indices (in divisor order),
     asking a generation at a time and scoring it in one surrogate batch; constraints as Optuna constraints.
     Returns every distinct point it scored."""
@@ -354,12 +390,14 @@ def nsga2_search(source: Source, estimator, target: str, clock_mhz: float, objec
         picks = [tuple(trial.suggest_int(f"l{i}", 0, len(c) - 1) for i, c in enumerate(choices)) for trial in batch]
         new = sorted({pick for pick in picks if pick not in scored})
         folds = [source.combo(choices[i][j] for i, j in enumerate(pick)) for pick in new]
-        by_folds = {json.dumps(p.folds, sort_keys=True): p for p in score(source, folds, estimator, target, clock_mhz,
-                                                                           rejected=[])}
+        by_folds = {
+            json.dumps(p.folds, sort_keys=True): p
+            for p in score(source, folds, estimator, target, clock_mhz, rejected=[])
+        }
         scored.update({pick: by_folds.get(json.dumps(f, sort_keys=True)) for pick, f in zip(new, folds)})
         for trial, pick in zip(batch, picks):
             point = scored[pick]
-            if point is None:                  # a combination the block family rejects
+            if point is None:  # a combination the block family rejects
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             for i, value in enumerate(violations(point, budget, fps_min)):  # Optuna 5's constraint API
@@ -373,24 +411,40 @@ def nsga2_search(source: Source, estimator, target: str, clock_mhz: float, objec
 class Point:
     folds: dict
     spec: dict
-    key: str                                           # design hash
-    graph: object                                      # features.DesignGraph
+    key: str  # design hash
+    graph: object  # features.DesignGraph
     exact: dict
-    estimate: dict = field(default_factory=dict)       # objective -> value
-    spread: dict = field(default_factory=dict)         # objective -> std of log values (0 for exact ones)
-    resources: dict = field(default_factory=dict)      # every estimated label
-    measured: dict | None = None                       # objective -> value (None: not verified)
+    estimate: dict = field(default_factory=dict)  # objective -> value
+    spread: dict = field(default_factory=dict)  # objective -> std of log values (0 for exact ones)
+    resources: dict = field(default_factory=dict)  # every estimated label
+    measured: dict | None = None  # objective -> value (None: not verified)
     measured_resources: dict | None = None
     error: str | None = None
 
     def to_dict(self) -> dict:
-        return {"folds": self.folds, "design_hash": self.key, "exact": self.exact, "estimate": self.estimate,
-                "relative_spread": self.spread, "estimated_resources": self.resources, "measured": self.measured,
-                "measured_resources": self.measured_resources, "error": self.error}
+        return {
+            "folds": self.folds,
+            "design_hash": self.key,
+            "exact": self.exact,
+            "estimate": self.estimate,
+            "relative_spread": self.spread,
+            "estimated_resources": self.resources,
+            "measured": self.measured,
+            "measured_resources": self.measured_resources,
+            "error": self.error,
+        }
 
 
-def score(source: Source, folds_list: list[dict], estimator, target: str, clock_mhz: float,
-          batch: int = 256, progress=None, rejected: list | None = None) -> list[Point]:
+def score(
+    source: Source,
+    folds_list: list[dict],
+    estimator,
+    target: str,
+    clock_mhz: float,
+    batch: int = 256,
+    progress=None,
+    rejected: list | None = None,
+) -> list[Point]:
     """Lay every folding out (exact latency and initiation interval from the schedule model) and estimate its
     resources and Fmax with the surrogates, in batches. A block combination its family rejects is left out (its
     reason appended to `rejected`)."""
@@ -406,7 +460,7 @@ def score(source: Source, folds_list: list[dict], estimator, target: str, clock_
             continue
         points.append(Point(folds, spec, design_hash(spec), graph, dict(graph.exact)))
     for start in range(0, len(points), batch):
-        chunk = points[start:start + batch]
+        chunk = points[start : start + batch]
         for point, result in zip(chunk, estimator.predict_batch([p.graph for p in chunk], target, "auto")):
             point.resources = dict(result["resources"])
             values = {label: result["resources"][label] for label in LABELS}
@@ -422,8 +476,7 @@ def score(source: Source, folds_list: list[dict], estimator, target: str, clock_
 
 
 def exact_objectives(exact: dict, clock_mhz: float) -> dict:
-    return {"latency": float(exact["latency_cycles"]),
-            "throughput": clock_mhz * 1e6 / exact["initiation_interval"]}
+    return {"latency": float(exact["latency_cycles"]), "throughput": clock_mhz * 1e6 / exact["initiation_interval"]}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -474,8 +527,9 @@ def with_margin(points: list[Point], objectives, k: float, floor: dict | None = 
         return []
     floor = floor or {}
     mean = np.stack([_oriented(p.measured or p.estimate, objectives) for p in points])
-    spread = np.array([[0.0 if p.measured else max(p.spread[o], floor.get(o, 0.0)) for o in objectives]
-                       for p in points])
+    spread = np.array(
+        [[0.0 if p.measured else max(p.spread[o], floor.get(o, 0.0)) for o in objectives] for p in points]
+    )
     # minimized vectors: a minimized objective's optimistic end is smaller, a maximized one's (negated) too
     sense = np.array([OBJECTIVES[o][0] for o in objectives])
     optimistic = mean * np.exp(k * spread * np.where(sense < 0, -1, 1))
@@ -509,8 +563,12 @@ def observed_error(points: list[Point], objectives) -> dict:
 def apply_constraints(points: list[Point], budget: dict, fps_min: float | None) -> list[Point]:
     """The candidates within the budget (estimated resources) and the throughput floor (exact); none left is
     the user's error, naming the constraint that is furthest from being met by any candidate."""
-    fits = [p for p in points if all(p.resources[label] <= limit for label, limit in budget.items())
-            and (fps_min is None or p.estimate["throughput"] >= fps_min)]
+    fits = [
+        p
+        for p in points
+        if all(p.resources[label] <= limit for label, limit in budget.items())
+        and (fps_min is None or p.estimate["throughput"] >= fps_min)
+    ]
     if fits or not points:
         return fits
     worst = None
@@ -518,8 +576,12 @@ def apply_constraints(points: list[Point], budget: dict, fps_min: float | None) 
         best = min(p.resources[label] for p in points)
         ratio = best / limit if limit > 0 else (math.inf if best > 0 else 1.0)
         if worst is None or ratio > worst[0]:
-            worst = (ratio, "budget", f"{label}={limit:g}",
-                     f">= {best:,.0f} (the smallest {label.upper()} of any candidate, estimated)")
+            worst = (
+                ratio,
+                "budget",
+                f"{label}={limit:g}",
+                f">= {best:,.0f} (the smallest {label.upper()} of any candidate, estimated)",
+            )
     if fps_min is not None:
         best = max(p.estimate["throughput"] for p in points)
         ratio = fps_min / best
@@ -528,8 +590,12 @@ def apply_constraints(points: list[Point], budget: dict, fps_min: float | None) 
     if worst[0] <= 1.0:
         # each constraint alone is met by some candidate, but no candidate meets them all
         names = ", ".join([f"{k}={v:g}" for k, v in budget.items()] + ([f"fps-min={fps_min:g}"] if fps_min else []))
-        raise ParameterError("budget", names, "constraints some single candidate meets together (each alone is "
-                                              f"met; the tightest is {worst[1]} {worst[2]})")
+        raise ParameterError(
+            "budget",
+            names,
+            "constraints some single candidate meets together (each alone is "
+            f"met; the tightest is {worst[1]} {worst[2]})",
+        )
     raise ParameterError(worst[1], worst[2], worst[3])
 
 
@@ -537,9 +603,20 @@ def apply_constraints(points: list[Point], budget: dict, fps_min: float | None) 
 # Verification
 
 
-def verify(points: list[Point], target: str, store: RowStore, *, fmax: bool, workers: int,
-           ray_address: str | None, timeout_s: float, dataset: RowStore | None, clock_mhz: float,
-           started: float | None = None, on_progress=None) -> dict:
+def verify(
+    points: list[Point],
+    target: str,
+    store: RowStore,
+    *,
+    fmax: bool,
+    workers: int,
+    ray_address: str | None,
+    timeout_s: float,
+    dataset: RowStore | None,
+    clock_mhz: float,
+    started: float | None = None,
+    on_progress=None,
+) -> dict:
     """Synthesize the points whose rows are not yet in `store` (jobs through hardwire.jobs: a process pool or
     Ray), append each design's rows as it finishes (and to `dataset`), then read every point's measurement."""
     from hardwire.jobs import run_jobs
@@ -547,21 +624,47 @@ def verify(points: list[Point], target: str, store: RowStore, *, fmax: bool, wor
     have = store.keys()
     stages = ("synth", "fmax") if fmax else ("synth",)
     wanted = {p.key: [f"{p.key}:{target}"] + ([fmax_key(p.key)] if fmax else []) for p in points}
-    jobs = {p.key: (synthesize_design, p.spec, (target,), SPLIT, fmax, stages,
-                    tuple(k for k in wanted[p.key] if k in have), timeout_s)
-            for p in points if any(k not in have for k in wanted[p.key])}
+    jobs = {
+        p.key: (
+            synthesize_design,
+            p.spec,
+            (target,),
+            SPLIT,
+            fmax,
+            stages,
+            tuple(k for k in wanted[p.key] if k in have),
+            timeout_s,
+        )
+        for p in points
+        if any(k not in have for k in wanted[p.key])
+    }
     done_before = len(points) - len(jobs)
-    print(f"explore: verifying {len(points)} points: {done_before} already in {store.path}, {len(jobs)} to "
-          f"synthesize ({'yosys + nextpnr' if fmax else 'yosys'}, {target})", file=sys.stderr, flush=True)
+    print(
+        f"explore: verifying {len(points)} points: {done_before} already in {store.path}, {len(jobs)} to "
+        f"synthesize ({'yosys + nextpnr' if fmax else 'yosys'}, {target})",
+        file=sys.stderr,
+        flush=True,
+    )
     by_key = {p.key: p for p in points}
     counts = {"synthesized": 0}
     known = dataset.keys() if dataset is not None else set()
 
     def save(key, rows) -> str:
-        if isinstance(rows, dict):                  # a listed error escaped the job: keep it as a row
-            rows = [{"key": f"{key}:{target}", "design_hash": key, "stage": "synth", "target": target,
-                     "split": SPLIT, "spec": by_key[key].spec, "design": None, "labels": None, "fmax_mhz": None,
-                     "error": rows["error"]}]
+        if isinstance(rows, dict):  # a listed error escaped the job: keep it as a row
+            rows = [
+                {
+                    "key": f"{key}:{target}",
+                    "design_hash": key,
+                    "stage": "synth",
+                    "target": target,
+                    "split": SPLIT,
+                    "spec": by_key[key].spec,
+                    "design": None,
+                    "labels": None,
+                    "fmax_mhz": None,
+                    "error": rows["error"],
+                }
+            ]
         rows = [{**row, "origin": "explore"} for row in rows]
         store.append(rows)
         if dataset is not None:
@@ -572,12 +675,24 @@ def verify(points: list[Point], target: str, store: RowStore, *, fmax: bool, wor
         return on_progress(by_key[key]) if on_progress else None
 
     if jobs:
-        run_jobs(jobs, workers, started, on_result=save, ray_address=ray_address, describe=lambda key: key[:12],
-                 errors=(HardwireError,))
+        run_jobs(
+            jobs,
+            workers,
+            started,
+            on_result=save,
+            ray_address=ray_address,
+            describe=lambda key: key[:12],
+            errors=(HardwireError,),
+        )
     read_measurements(points, store_rows(store.rows()), target, fmax, clock_mhz)
-    if dataset is not None:                        # rows of an earlier, killed run reach the dataset too
-        dataset.append([{**row, "origin": "explore"} for row in store.rows()
-                        if row["key"] not in known and row["design_hash"] in by_key])
+    if dataset is not None:  # rows of an earlier, killed run reach the dataset too
+        dataset.append(
+            [
+                {**row, "origin": "explore"}
+                for row in store.rows()
+                if row["key"] not in known and row["design_hash"] in by_key
+            ]
+        )
     return {"synthesized": counts["synthesized"], "reused": done_before}
 
 
@@ -632,12 +747,27 @@ class ExploreResult:
     stats: dict
 
 
-def explore(source: Source, *, target: str = "ecp5", objectives=("lut", "throughput"), budget: dict | None = None,
-            fps_min: float | None = None, clock_mhz: float = 100.0, out: Path, margin: float = 2.0,
-            max_points: int = DEFAULT_MAX_POINTS, max_verify: int = DEFAULT_MAX_VERIFY, seed: int = 0,
-            workers: int | None = None, ray_address: str | None = None, timeout_s: float = 1800,
-            dataset: Path | None = None, weights: Path | None = None, verify_all: bool = False,
-            search: str = "random") -> ExploreResult:
+def explore(
+    source: Source,
+    *,
+    target: str = "ecp5",
+    objectives=("lut", "throughput"),
+    budget: dict | None = None,
+    fps_min: float | None = None,
+    clock_mhz: float = 100.0,
+    out: Path,
+    margin: float = 2.0,
+    max_points: int = DEFAULT_MAX_POINTS,
+    max_verify: int = DEFAULT_MAX_VERIFY,
+    seed: int = 0,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    timeout_s: float = 1800,
+    dataset: Path | None = None,
+    weights: Path | None = None,
+    verify_all: bool = False,
+    search: str = "random",
+) -> ExploreResult:
     from .predict import Estimator
 
     budget = budget or {}
@@ -658,8 +788,11 @@ def explore(source: Source, *, target: str = "ecp5", objectives=("lut", "through
     if source.kind == "block" and source.workload is None:
         timed = [o for o in objectives if o in ("latency", "throughput")]
         if timed:
-            raise ParameterError("objectives", ",".join(timed), f"resource or fmax objectives only: {source.name}'s "
-                                                                "cycles depend on the data it is given")
+            raise ParameterError(
+                "objectives",
+                ",".join(timed),
+                f"resource or fmax objectives only: {source.name}'s cycles depend on the data it is given",
+            )
         if fps_min is not None:
             raise ParameterError("fps-min", fps_min, f"not given: {source.name}'s cycles depend on its data")
     out = Path(out)
@@ -672,23 +805,41 @@ def explore(source: Source, *, target: str = "ecp5", objectives=("lut", "through
     if "fmax" in objectives and target != "ecp5":
         say("note: fmax is estimated and measured on the ECP5-85F (nextpnr-ecp5), whatever the --target")
     folds_list, size, enumerated = candidates(source, max_points, seed)
-    method = "enumeration" if enumerated else (f"NSGA-II (Optuna), {max_points:,} trials, seed {seed}"
-                                               if search == "nsga2" else f"uniform random sample, seed {seed}")
+    method = (
+        "enumeration"
+        if enumerated
+        else (
+            f"NSGA-II (Optuna), {max_points:,} trials, seed {seed}"
+            if search == "nsga2"
+            else f"uniform random sample, seed {seed}"
+        )
+    )
     say(f"{source.name}: {size:,} foldings in the space; {method}")
     rejected: list[str] = []
     if enumerated or search == "random":
-        points = score(source, folds_list, estimator, target, clock_mhz,
-                       progress=lambda n, total: say(f"scored {n:,}/{total:,} points"), rejected=rejected)
+        points = score(
+            source,
+            folds_list,
+            estimator,
+            target,
+            clock_mhz,
+            progress=lambda n, total: say(f"scored {n:,}/{total:,} points"),
+            rejected=rejected,
+        )
         if rejected:
-            say(f"{len(rejected):,} of {len(folds_list):,} combinations are not legal {source.name} designs, "
-                f"e.g. {rejected[0]}")
+            say(
+                f"{len(rejected):,} of {len(folds_list):,} combinations are not legal {source.name} designs, "
+                f"e.g. {rejected[0]}"
+            )
         if not points:
             first = rejected[0].split("it says: ", 1)[-1]
-            raise ParameterError("space", " ".join(f"{k}={','.join(map(str, v))}" for k, v in source.axes.items()),
-                                 f"at least one legal {source.name} combination; the first one fails with: {first}")
+            raise ParameterError(
+                "space",
+                " ".join(f"{k}={','.join(map(str, v))}" for k, v in source.axes.items()),
+                f"at least one legal {source.name} combination; the first one fails with: {first}",
+            )
     else:
-        points = nsga2_search(source, estimator, target, clock_mhz, objectives, budget, fps_min, max_points, seed,
-                              say)
+        points = nsga2_search(source, estimator, target, clock_mhz, objectives, budget, fps_min, max_points, seed, say)
     score_s = time.monotonic() - started
     feasible = apply_constraints(points, budget, fps_min)
     estimated_front = front_of(feasible, objectives)
@@ -712,21 +863,36 @@ def explore(source: Source, *, target: str = "ecp5", objectives=("lut", "through
         else:
             new = [p for p in with_margin(feasible, objectives, margin, floor) if p.key not in kept_keys]
             room = max_verify - len(kept)
-            if len(new) > room:                  # the estimated front first, then by non-dominated rank
+            if len(new) > room:  # the estimated front first, then by non-dominated rank
                 ranks = nondominated_ranks(np.stack([_oriented(p.estimate, objectives) for p in new]))
                 new = [new[i] for i in np.argsort(ranks, kind="stable")[:room]]
         if not new:
             break
         kept += new
         kept_keys.update(p.key for p in new)
-        say(f"round {round_}: {len(new)} more points to verify ("
-            + (f"margin {margin:g} x ensemble spread" if not floor else
-               "margin widened to the observed error, rms log " + ", ".join(f"{o} {e:.2f}" for o, e in floor.items()))
-            + ")")
-        done = verify(new, target, store, fmax="fmax" in objectives, workers=workers or os.cpu_count() or 1,
-                      ray_address=ray_address, timeout_s=timeout_s,
-                      dataset=RowStore(dataset) if dataset is not None else None, clock_mhz=clock_mhz,
-                      started=started, on_progress=progress)
+        say(
+            f"round {round_}: {len(new)} more points to verify ("
+            + (
+                f"margin {margin:g} x ensemble spread"
+                if not floor
+                else "margin widened to the observed error, rms log "
+                + ", ".join(f"{o} {e:.2f}" for o, e in floor.items())
+            )
+            + ")"
+        )
+        done = verify(
+            new,
+            target,
+            store,
+            fmax="fmax" in objectives,
+            workers=workers or os.cpu_count() or 1,
+            ray_address=ray_address,
+            timeout_s=timeout_s,
+            dataset=RowStore(dataset) if dataset is not None else None,
+            clock_mhz=clock_mhz,
+            started=started,
+            on_progress=progress,
+        )
         stats["synthesized"] += done["synthesized"]
         stats["reused"] += done["reused"]
         floor = observed_error([p for p in kept if p.measured], objectives)
@@ -738,13 +904,36 @@ def explore(source: Source, *, target: str = "ecp5", objectives=("lut", "through
     over_budget = [p for p in verified if p.key not in {q.key for q in within}]
     verified_front = _sorted(front_of(within, objectives, measured=True), objectives)
     chosen = knee(verified_front, objectives)
-    stats.update(method=method, points_scored=len(points), score_seconds=round(score_s, 2),
-                 verify_seconds=round(time.monotonic() - verify_started, 2),
-                 wall_seconds=round(time.monotonic() - started, 2), failed=sum(p.error is not None for p in kept))
-    say(f"verified front: {len(verified_front)} points ({stats['synthesized']} synthesized now, "
-        f"{stats['reused']} from an earlier run, {stats['failed']} failed)")
-    return ExploreResult(source, target, tuple(objectives), budget, fps_min, clock_mhz, size, enumerated, points,
-                         feasible, estimated_front, kept, verified_front, over_budget, chosen, stats)
+    stats.update(
+        method=method,
+        points_scored=len(points),
+        score_seconds=round(score_s, 2),
+        verify_seconds=round(time.monotonic() - verify_started, 2),
+        wall_seconds=round(time.monotonic() - started, 2),
+        failed=sum(p.error is not None for p in kept),
+    )
+    say(
+        f"verified front: {len(verified_front)} points ({stats['synthesized']} synthesized now, "
+        f"{stats['reused']} from an earlier run, {stats['failed']} failed)"
+    )
+    return ExploreResult(
+        source,
+        target,
+        tuple(objectives),
+        budget,
+        fps_min,
+        clock_mhz,
+        size,
+        enumerated,
+        points,
+        feasible,
+        estimated_front,
+        kept,
+        verified_front,
+        over_budget,
+        chosen,
+        stats,
+    )
 
 
 def _sorted(points: list[Point], objectives) -> list[Point]:

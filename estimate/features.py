@@ -27,7 +27,7 @@ FEATURE_VERSION = "2"
 @dataclass
 class Node:
     name: str
-    op: str                                   # "mvu", "swg", "maxpool", "dwc", or a block name
+    op: str  # "mvu", "swg", "maxpool", "dwc", or a block name
     features: dict[str, float]
     # the unit's memories as yosys sees them (memories.Memory as dicts), where the graph was built from the design
     # itself; None: derived from the parameters alone (memories.inventory without content)
@@ -36,24 +36,42 @@ class Node:
 
 @dataclass
 class DesignGraph:
-    kind: str                                 # "network", "block", or "hls4ml" (wa-hls4ml records)
+    kind: str  # "network", "block", or "hls4ml" (wa-hls4ml records)
     name: str
     nodes: list[Node]
     edges: list[tuple[int, int]] = field(default_factory=list)
     exact: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "edges": [list(e) for e in self.edges], "exact": self.exact,
-                "feature_version": FEATURE_VERSION,
-                "nodes": [{"name": n.name, "op": n.op, "features": n.features,
-                           **({"memories": n.memories} if n.memories is not None else {})} for n in self.nodes]}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "edges": [list(e) for e in self.edges],
+            "exact": self.exact,
+            "feature_version": FEATURE_VERSION,
+            "nodes": [
+                {
+                    "name": n.name,
+                    "op": n.op,
+                    "features": n.features,
+                    **({"memories": n.memories} if n.memories is not None else {}),
+                }
+                for n in self.nodes
+            ],
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> DesignGraph:
-        return cls(data["kind"], data["name"],
-                   [Node(n["name"], n["op"], {k: float(v) for k, v in n["features"].items()}, n.get("memories"))
-                    for n in data["nodes"]],
-                   [tuple(e) for e in data.get("edges", [])], dict(data.get("exact", {})))
+        return cls(
+            data["kind"],
+            data["name"],
+            [
+                Node(n["name"], n["op"], {k: float(v) for k, v in n["features"].items()}, n.get("memories"))
+                for n in data["nodes"]
+            ],
+            [tuple(e) for e in data.get("edges", [])],
+            dict(data.get("exact", {})),
+        )
 
 
 def _numeric(values: dict) -> dict[str, float]:
@@ -82,8 +100,12 @@ def params_dict(params) -> dict:
 def unit_features(kind: str, params, fifo_depth: int, fifo_width: int) -> dict[str, float]:
     """A unit's parameters and the FIFO in front of it; what follows from the parameters is added by
     `derived_features`, for network units and for the same blocks generated on their own alike."""
-    return {**_numeric(params_dict(params)), "fifo_depth": fifo_depth, "fifo_width": fifo_width,
-            "fifo_bits": fifo_depth * fifo_width}
+    return {
+        **_numeric(params_dict(params)),
+        "fifo_depth": fifo_depth,
+        "fifo_width": fifo_width,
+        "fifo_bits": fifo_depth * fifo_width,
+    }
 
 
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
@@ -127,21 +149,40 @@ def derived_features(op: str, f: dict[str, float]) -> dict[str, float]:
         threshold_width = bits_for_range(int(k) * lo, int(k) * hi + 1, True)
         dsp = min(a, w) > LUT_MULTIPLY_MAX_WIDTH
         return {
-            "lanes": lanes, "multiplier_bits": lanes * a * w, "weight_bits": k * n * w, "weight_depth": depth,
-            "weight_word_bits": simd * w, "threshold_count": thresholds, "threshold_width": threshold_width,
-            "threshold_bits": n * thresholds * threshold_width, "comparators": pe * thresholds,
-            "comparator_bits": pe * thresholds * threshold_width, "accumulator_bits": pe * f["acc_width"],
-            "input_buffer_bits": k * a, "adder_tree_bits": pe * max(0.0, simd - 1) * (a + w),
-            "dsp_products": lanes if dsp else 0.0, "lut_product_bits": 0.0 if dsp else lanes * a * w,
-            "weight_bram18": pe * bram18_tiles(depth, simd * w), "weight_bits_per_pe": depth * simd * w,
+            "lanes": lanes,
+            "multiplier_bits": lanes * a * w,
+            "weight_bits": k * n * w,
+            "weight_depth": depth,
+            "weight_word_bits": simd * w,
+            "threshold_count": thresholds,
+            "threshold_width": threshold_width,
+            "threshold_bits": n * thresholds * threshold_width,
+            "comparators": pe * thresholds,
+            "comparator_bits": pe * thresholds * threshold_width,
+            "accumulator_bits": pe * f["acc_width"],
+            "input_buffer_bits": k * a,
+            "adder_tree_bits": pe * max(0.0, simd - 1) * (a + w),
+            "dsp_products": lanes if dsp else 0.0,
+            "lut_product_bits": 0.0 if dsp else lanes * a * w,
+            "weight_bram18": pe * bram18_tiles(depth, simd * w),
+            "weight_bits_per_pe": depth * simd * w,
             "threshold_bram18": pe * bram18_tiles(n / pe, thresholds * threshold_width),
             **finn_r_terms(f, thresholds),
         }
     if op == "swg":
-        return {"buffer_bits": f["in_width"] * f["kernel_size"] * f["channels"] * f["elem_width"]
-                * (1 if f.get("line_buffer", 1) else 2), "lane_bits": f["simd"] * f["elem_width"]}
+        return {
+            "buffer_bits": f["in_width"]
+            * f["kernel_size"]
+            * f["channels"]
+            * f["elem_width"]
+            * (1 if f.get("line_buffer", 1) else 2),
+            "lane_bits": f["simd"] * f["elem_width"],
+        }
     if op == "maxpool":
-        return {"buffer_bits": f["in_width"] * f["channels"] * f["elem_width"], "lane_bits": f["simd"] * f["elem_width"]}
+        return {
+            "buffer_bits": f["in_width"] * f["channels"] * f["elem_width"],
+            "lane_bits": f["simd"] * f["elem_width"],
+        }
     if op == "dwc":
         return {"lane_bits": max(f["in_lanes"], f["out_lanes"]) * f["elem_width"]}
     if op == "systolic":
@@ -157,9 +198,12 @@ def finn_r_terms(f: dict[str, float], threshold_count: float) -> dict[str, float
 
     pe, simd, a, w, acc = f["pe"], f["simd"], f["in_width"], f["w_width"], f["acc_width"]
     multiplier = 0.0 if min(a, w) > LUT_MULTIPLY_MAX_WIDTH else a * w
-    terms = {"finn_multiplier_luts": simd * multiplier,
-             "finn_adder_tree_luts": (simd - 1) * (a + w + math.log2(max(simd, 1))),
-             "finn_accumulator_luts": acc, "finn_threshold_luts": threshold_count * acc}
+    terms = {
+        "finn_multiplier_luts": simd * multiplier,
+        "finn_adder_tree_luts": (simd - 1) * (a + w + math.log2(max(simd, 1))),
+        "finn_accumulator_luts": acc,
+        "finn_threshold_luts": threshold_count * acc,
+    }
     terms["finn_lut"] = 300 + 1.1 * pe * sum(terms.values())
     return terms
 
@@ -185,7 +229,7 @@ def network_graph(plan, name: str | None = None) -> DesignGraph:
         unit = None
         if stage.kind == "mvu":
             unit = stage.build()
-            unit._MustUse__silence = True          # built for its weights and thresholds only, never elaborated
+            unit._MustUse__silence = True  # built for its weights and thresholds only, never elaborated
         memories = [m.to_dict() for m in inventory(stage.kind, features, unit)]
         nodes.append(Node(stage.name, stage.kind, features, memories))
         width = _out_stream_bits(stage)
@@ -218,23 +262,26 @@ def block_graph(block_name: str, params) -> DesignGraph:
 
     features = _numeric(params_dict(params))
     memories = None
-    if block_name == "mvu":                  # the standalone unit's seeded random content sets its ROM widths
+    if block_name == "mvu":  # the standalone unit's seeded random content sets its ROM widths
         from hardwire.gen.mvu import build_standalone
 
         unit = build_standalone(params)
-        unit._MustUse__silence = True              # built for its content only, never elaborated
+        unit._MustUse__silence = True  # built for its content only, never elaborated
         memories = [m.to_dict() for m in inventory("mvu", features, unit)]
-    return DesignGraph("block", params_dict(params).get("name") or block_name,
-                       [Node(block_name, block_name, features, memories)])
+    return DesignGraph(
+        "block", params_dict(params).get("name") or block_name, [Node(block_name, block_name, features, memories)]
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Fixed-length features for the trees
 
 
-MEMORY_TOTALS = tuple(f"{target}.{key}" for target in ("ecp5", "xilinx")
-                      for key in ("bram", "lutram", "lutram_bits", "logic_memory_bits", "logic_rom_bits",
-                                  "memory_mux_bits"))
+MEMORY_TOTALS = tuple(
+    f"{target}.{key}"
+    for target in ("ecp5", "xilinx")
+    for key in ("bram", "lutram", "lutram_bits", "logic_memory_bits", "logic_rom_bits", "memory_mux_bits")
+)
 
 
 def flat_features(graph: DesignGraph) -> dict[str, float]:
@@ -248,8 +295,24 @@ def flat_features(graph: DesignGraph) -> dict[str, float]:
             s, m = f"{prefix}.{key}.sum", f"{prefix}.{key}.max"
             out[s] = out.get(s, 0.0) + value
             out[m] = max(out.get(m, -math.inf), value)
-    for key in ("lanes", "multiplier_bits", "weight_bits", "threshold_bits", "fifo_bits", "comparator_bits",
-                "buffer_bits", "accumulator_bits", "dsp_products", "lut_product_bits", "weight_bram18",
-                "threshold_bram18", "products", "finn_lut", "memory_bits", "rom_bits", *MEMORY_TOTALS):
+    for key in (
+        "lanes",
+        "multiplier_bits",
+        "weight_bits",
+        "threshold_bits",
+        "fifo_bits",
+        "comparator_bits",
+        "buffer_bits",
+        "accumulator_bits",
+        "dsp_products",
+        "lut_product_bits",
+        "weight_bram18",
+        "threshold_bram18",
+        "products",
+        "finn_lut",
+        "memory_bits",
+        "rom_bits",
+        *MEMORY_TOTALS,
+    ):
         out[f"total.{key}"] = sum(features.get(key, 0.0) for features in per_node)
     return out

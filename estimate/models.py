@@ -74,21 +74,34 @@ class Encoder:
                 names.update(node_features(node))
                 ops.add(node.op)
             flat.update(flat_features(graph))
-        encoder = cls(sorted(names), sorted(ops), sorted(flat),
-                      targets=[*TARGET_NAMES, *sorted(set(targets) - set(TARGET_NAMES))])
+        encoder = cls(
+            sorted(names), sorted(ops), sorted(flat), targets=[*TARGET_NAMES, *sorted(set(targets) - set(TARGET_NAMES))]
+        )
         raw = np.concatenate([encoder._raw_nodes(g) for g in graphs])
         encoder.mean = raw.mean(axis=0).astype(np.float32)
         encoder.std = np.maximum(raw.std(axis=0), 1e-3).astype(np.float32)
         return encoder
 
     def to_dict(self) -> dict:
-        return {"node_features": self.node_features, "ops": self.ops, "flat_names": self.flat_names,
-                "mean": self.mean.tolist(), "std": self.std.tolist(), "targets": self.targets}
+        return {
+            "node_features": self.node_features,
+            "ops": self.ops,
+            "flat_names": self.flat_names,
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "targets": self.targets,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Encoder:
-        return cls(data["node_features"], data["ops"], data["flat_names"], data["mean"], data["std"],
-                   data.get("targets", TARGET_NAMES))
+        return cls(
+            data["node_features"],
+            data["ops"],
+            data["flat_names"],
+            data["mean"],
+            data["std"],
+            data.get("targets", TARGET_NAMES),
+        )
 
     def _raw_nodes(self, graph) -> np.ndarray:
         from .features import node_features
@@ -153,15 +166,19 @@ def make_gnn(in_width: int, hidden: int = 64, layers: int = 3, heads: int = 2):
     class DesignGNN(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.embed = torch.nn.Sequential(torch.nn.Linear(in_width, hidden), torch.nn.SiLU(),
-                                             torch.nn.Linear(hidden, hidden))
+            self.embed = torch.nn.Sequential(
+                torch.nn.Linear(in_width, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden)
+            )
             self.convs = torch.nn.ModuleList(
-                GATv2Conv(hidden, hidden // heads, heads=heads, add_self_loops=True) for _ in range(layers))
+                GATv2Conv(hidden, hidden // heads, heads=heads, add_self_loops=True) for _ in range(layers)
+            )
             self.norms = torch.nn.ModuleList(torch.nn.LayerNorm(hidden) for _ in range(layers))
-            self.resource_head = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
-                                                     torch.nn.Linear(hidden, len(LABELS)))
-            self.delay_head = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
-                                                  torch.nn.Linear(hidden, 1))
+            self.resource_head = torch.nn.Sequential(
+                torch.nn.Linear(hidden, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, len(LABELS))
+            )
+            self.delay_head = torch.nn.Sequential(
+                torch.nn.Linear(hidden, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, 1)
+            )
 
         def node_terms(self, x, edge_index):
             h = self.embed(x)
@@ -188,8 +205,9 @@ def to_pyg(encoder: Encoder, graph, target: str):
 
     x = torch.from_numpy(encoder.node_matrix(graph, target))
     edges = [(a, b) for a, b in graph.edges] + [(b, a) for a, b in graph.edges]
-    edge_index = (torch.tensor(edges, dtype=torch.long).t().contiguous() if edges
-                  else torch.zeros((2, 0), dtype=torch.long))
+    edge_index = (
+        torch.tensor(edges, dtype=torch.long).t().contiguous() if edges else torch.zeros((2, 0), dtype=torch.long)
+    )
     return Data(x=x, edge_index=edge_index)
 
 
@@ -253,9 +271,9 @@ def finn_r(graph) -> dict[str, float] | None:
         f = node_features(node)
         pe, simd = f["pe"], f["simd"]
         uses_dsp = min(f["in_width"], f["w_width"]) > 4
-        lut += f["finn_lut"]                   # features.finn_r_terms: 300 + 1.1 PE (multipliers + tree + acc + thr)
+        lut += f["finn_lut"]  # features.finn_r_terms: 300 + 1.1 PE (multipliers + tree + acc + thr)
         dsp += pe * simd if uses_dsp else 0
         depth, width = f["weight_depth"], simd * f["w_width"]
-        if depth * width > 1024:               # FINN maps small memories to LUTs
+        if depth * width > 1024:  # FINN maps small memories to LUTs
             bram += pe * bram18_tiles(depth, width)
     return {"lut": lut, "dsp": dsp, "bram": bram}

@@ -31,21 +31,30 @@ class Estimate:
     """Estimated resources (mean and spread per label) and Fmax of one design on one target."""
 
     target: str
-    model: str                                   # "auto" (per label the better on validation), "gnn", "trees"
+    model: str  # "auto" (per label the better on validation), "gnn", "trees"
     resources: dict[str, float]
-    spread: dict[str, float]                     # relative: the ensemble's standard deviation of log values
+    spread: dict[str, float]  # relative: the ensemble's standard deviation of log values
     fmax_mhz: float | None
     fmax_spread: float | None
-    per_node: list[dict] = field(default_factory=list)   # GNN only: each unit's share of the total
+    per_node: list[dict] = field(default_factory=list)  # GNN only: each unit's share of the total
     exact: dict = field(default_factory=dict)
     unknown_features: list[str] = field(default_factory=list)
-    by_rule: list[str] = field(default_factory=list)    # labels given by a generator rule, not learned
+    by_rule: list[str] = field(default_factory=list)  # labels given by a generator rule, not learned
 
     def to_dict(self) -> dict:
-        return {"estimate": True, "target": self.target, "model": self.model, "resources": self.resources,
-                "by_rule": self.by_rule,
-                "relative_spread": self.spread, "fmax_mhz": self.fmax_mhz, "fmax_relative_spread": self.fmax_spread,
-                "per_unit": self.per_node, "exact": self.exact, "unknown_features": self.unknown_features}
+        return {
+            "estimate": True,
+            "target": self.target,
+            "model": self.model,
+            "resources": self.resources,
+            "by_rule": self.by_rule,
+            "relative_spread": self.spread,
+            "fmax_mhz": self.fmax_mhz,
+            "fmax_relative_spread": self.fmax_spread,
+            "per_unit": self.per_node,
+            "exact": self.exact,
+            "unknown_features": self.unknown_features,
+        }
 
 
 class Estimator:
@@ -54,11 +63,15 @@ class Estimator:
         import torch
 
         if weights.get("format") != WEIGHTS_FORMAT:
-            raise WeightsError(f"{path}: weights format {weights.get('format')!r}, this hardwire reads "
-                               f"{WEIGHTS_FORMAT}: retrain with `hardwire dataset train`")
+            raise WeightsError(
+                f"{path}: weights format {weights.get('format')!r}, this hardwire reads "
+                f"{WEIGHTS_FORMAT}: retrain with `hardwire dataset train`"
+            )
         if weights.get("feature_version", "1") != FEATURE_VERSION:
-            raise WeightsError(f"{path}: trained on design features version {weights.get('feature_version', '1')}, "
-                               f"this hardwire computes version {FEATURE_VERSION}: retrain with `hardwire dataset train`")
+            raise WeightsError(
+                f"{path}: trained on design features version {weights.get('feature_version', '1')}, "
+                f"this hardwire computes version {FEATURE_VERSION}: retrain with `hardwire dataset train`"
+            )
         self.path = path
         self.dataset_hash = weights["dataset_hash"]
         # per target, the labels a generator rule gives (exact on the training networks; see train.rule_checks)
@@ -70,8 +83,10 @@ class Estimator:
             model.load_state_dict(state)
             model.eval()
             self.gnn.append(model)
-        self.trees = [{label: lightgbm.Booster(model_str=unpack_text(packed)) for label, packed in member.items()}
-                      for member in weights["trees"]]
+        self.trees = [
+            {label: lightgbm.Booster(model_str=unpack_text(packed)) for label, packed in member.items()}
+            for member in weights["trees"]
+        ]
         self.choice = dict(weights.get("choice") or dict.fromkeys((*LABELS, "fmax"), "gnn"))
         self.calibration = dict(weights.get("calibration") or {})
         self._torch = torch
@@ -92,8 +107,10 @@ class Estimator:
         if not isinstance(weights, dict):
             raise WeightsError(f"{path}: not surrogate weights")
         if dataset_hash is not None and weights.get("dataset_hash") != dataset_hash:
-            raise WeightsError(f"{path}: trained on dataset {weights.get('dataset_hash')}, not {dataset_hash}: "
-                               "retrain with `hardwire dataset train`")
+            raise WeightsError(
+                f"{path}: trained on dataset {weights.get('dataset_hash')}, not {dataset_hash}: "
+                "retrain with `hardwire dataset train`"
+            )
         return cls(weights, path)
 
     # -- predictions -------------------------------------------------------------------------------------------
@@ -119,9 +136,18 @@ class Estimator:
     def tree_batch(self, graphs: list[DesignGraph], target: str) -> tuple[np.ndarray, np.ndarray]:
         self._check_target(target)
         x = np.stack([self.encoder.flat_vector(g, target) for g in graphs])
-        res = np.stack([np.stack([m[label].predict(x, num_threads=1) if label in m else np.zeros(len(graphs)) for label in LABELS],
-                                 axis=-1) for m in self.trees])
-        fmax = np.stack([m["fmax"].predict(x, num_threads=1) if "fmax" in m else np.full(len(graphs), np.nan) for m in self.trees])
+        res = np.stack(
+            [
+                np.stack(
+                    [m[label].predict(x, num_threads=1) if label in m else np.zeros(len(graphs)) for label in LABELS],
+                    axis=-1,
+                )
+                for m in self.trees
+            ]
+        )
+        fmax = np.stack(
+            [m["fmax"].predict(x, num_threads=1) if "fmax" in m else np.full(len(graphs), np.nan) for m in self.trees]
+        )
         return res, fmax
 
     def predict_batch(self, graphs: list[DesignGraph], target: str, model: str = "auto") -> list[dict]:
@@ -133,18 +159,23 @@ class Estimator:
             out = []
             for graph, g, t in zip(graphs, gnn, trees):
                 group = design_group(graph)
-                key = {label: f"{label}@{group}" if f"{label}@{group}" in self.choice else label
-                       for label in (*LABELS, "fmax")}
+                key = {
+                    label: f"{label}@{group}" if f"{label}@{group}" in self.choice else label
+                    for label in (*LABELS, "fmax")
+                }
                 pick = {label: (g if self.choice.get(key[label], "gnn") == "gnn" else t) for label in (*LABELS, "fmax")}
                 # the ensemble's spread alone is too narrow (bagged members agree on what none of them saw): the
                 # chosen model's RMS log error on the validation designs is combined with it
                 widen = lambda spread, label: float(np.hypot(spread, self.calibration.get(key[label], 0.0)))  # noqa: E731
-                result = {"resources": {label: pick[label]["resources"][label] for label in LABELS},
-                          "spread": {label: widen(pick[label]["spread"][label], label) for label in LABELS},
-                          "fmax_mhz": pick["fmax"]["fmax_mhz"],
-                          "fmax_spread": (widen(pick["fmax"]["fmax_spread"], "fmax")
-                                          if pick["fmax"]["fmax_spread"] is not None else None),
-                          "by_rule": []}
+                result = {
+                    "resources": {label: pick[label]["resources"][label] for label in LABELS},
+                    "spread": {label: widen(pick[label]["spread"][label], label) for label in LABELS},
+                    "fmax_mhz": pick["fmax"]["fmax_mhz"],
+                    "fmax_spread": (
+                        widen(pick["fmax"]["fmax_spread"], "fmax") if pick["fmax"]["fmax_spread"] is not None else None
+                    ),
+                    "by_rule": [],
+                }
                 for label, value in rule_resources(graph, target, self.rules.get(target, ())).items():
                     result["resources"][label] = min(value, CAPACITY.get(target, {}).get(label, value))
                     result["spread"][label] = 0.0
@@ -160,8 +191,14 @@ class Estimator:
                 value = float(np.clip(np.expm1(res[:, g, i].mean()), 0.0, cap[label]))
                 values[label] = float(round(value)) if label in INTEGER_LABELS else value
             f = float(np.clip(np.exp(fmax[:, g].mean()), *FMAX_RANGE_MHZ)) if np.isfinite(fmax[:, g]).all() else None
-            out.append({"resources": values, "spread": {label: float(res[:, g, i].std()) for i, label in enumerate(LABELS)},
-                        "fmax_mhz": f, "fmax_spread": float(fmax[:, g].std()) if f is not None else None})
+            out.append(
+                {
+                    "resources": values,
+                    "spread": {label: float(res[:, g, i].std()) for i, label in enumerate(LABELS)},
+                    "fmax_mhz": f,
+                    "fmax_spread": float(fmax[:, g].std()) if f is not None else None,
+                }
+            )
         return out
 
     def estimate(self, graph: DesignGraph, target: str, model: str = "auto") -> Estimate:
@@ -181,9 +218,18 @@ class Estimator:
             for label in result.get("by_rule", []):
                 for unit, node in zip(per_node, graph.nodes):
                     unit[label] = rule_resources(_one_node(graph, node), target, (label,)).get(label, unit[label])
-        return Estimate(target, model, result["resources"], result["spread"], result["fmax_mhz"],
-                        result["fmax_spread"], per_node, dict(graph.exact), self.encoder.unknown(graph),
-                        result.get("by_rule", []))
+        return Estimate(
+            target,
+            model,
+            result["resources"],
+            result["spread"],
+            result["fmax_mhz"],
+            result["fmax_spread"],
+            per_node,
+            dict(graph.exact),
+            self.encoder.unknown(graph),
+            result.get("by_rule", []),
+        )
 
     def _per_node(self, graph: DesignGraph, target: str) -> list[dict]:
         """Each unit's share of the GNN's sum readout, averaged over the ensemble."""
@@ -194,8 +240,10 @@ class Estimator:
                 z, _ = model.node_terms(data.x, data.edge_index)
                 terms.append(np.exp(z.clamp(max=20.0).numpy()))
         mean = np.mean(terms, axis=0)
-        return [{"name": node.name, "op": node.op, **{label: float(mean[i, j]) for j, label in enumerate(LABELS)}}
-                for i, node in enumerate(graph.nodes)]
+        return [
+            {"name": node.name, "op": node.op, **{label: float(mean[i, j]) for j, label in enumerate(LABELS)}}
+            for i, node in enumerate(graph.nodes)
+        ]
 
 
 def _one_node(graph: DesignGraph, node) -> DesignGraph:
@@ -224,9 +272,15 @@ def compare(estimate: dict, measured: dict, fmax_mhz: float | None = None) -> di
         actual = measured.get(label)
         if actual is None:
             continue
-        out[label] = {"estimate": value, "measured": actual,
-                      "relative_error": (value - actual) / actual if actual else (0.0 if value == 0 else None)}
+        out[label] = {
+            "estimate": value,
+            "measured": actual,
+            "relative_error": (value - actual) / actual if actual else (0.0 if value == 0 else None),
+        }
     if fmax_mhz and estimate.get("fmax_mhz"):
-        out["fmax_mhz"] = {"estimate": estimate["fmax_mhz"], "measured": fmax_mhz,
-                           "relative_error": (estimate["fmax_mhz"] - fmax_mhz) / fmax_mhz}
+        out["fmax_mhz"] = {
+            "estimate": estimate["fmax_mhz"],
+            "measured": fmax_mhz,
+            "relative_error": (estimate["fmax_mhz"] - fmax_mhz) / fmax_mhz,
+        }
     return out

@@ -23,10 +23,10 @@ from hardwire.errors import ParameterError
 from .features import FEATURE_VERSION, DesignGraph
 from .models import CAPACITY, LABELS, Encoder, make_gnn, rule_resources, to_pyg
 
-WEIGHTS_FORMAT = 2            # 2: the trees' text gzip'd into uint8 tensors (a tenth of the size)
-FMAX_SCALE = float(np.log(1000.0))        # log Fmax = log(1000 MHz) - log delay
+WEIGHTS_FORMAT = 2  # 2: the trees' text gzip'd into uint8 tensors (a tenth of the size)
+FMAX_SCALE = float(np.log(1000.0))  # log Fmax = log(1000 MHz) - log delay
 SHUFFLES = 6
-RULE_EXACT_MIN = 0.99         # a rule replaces the learned estimate of a target where it is at least this exact
+RULE_EXACT_MIN = 0.99  # a rule replaces the learned estimate of a target where it is at least this exact
 
 
 def pack_text(text: str):
@@ -50,8 +50,8 @@ class Example:
     split: str
     target: str
     graph: DesignGraph
-    labels: dict | None            # resources (synth rows)
-    fmax_mhz: float | None         # Fmax (fmax rows)
+    labels: dict | None  # resources (synth rows)
+    fmax_mhz: float | None  # Fmax (fmax rows)
 
 
 def split_of(row: dict) -> str:
@@ -69,8 +69,16 @@ def examples(rows: list[dict]) -> list[Example]:
             continue
         if row.get("labels") is None and row.get("fmax_mhz") is None:
             continue
-        out.append(Example(row["design_hash"], split_of(row), row["target"], DesignGraph.from_dict(row["design"]),
-                           row.get("labels"), row.get("fmax_mhz")))
+        out.append(
+            Example(
+                row["design_hash"],
+                split_of(row),
+                row["target"],
+                DesignGraph.from_dict(row["design"]),
+                row.get("labels"),
+                row.get("fmax_mhz"),
+            )
+        )
     return out
 
 
@@ -90,16 +98,28 @@ def load_rows(paths, wa_hls4ml=()) -> list[dict]:
         read = RowStore(path).rows()
         fresh = [row for row in read if not is_stale(row)]
         if len(fresh) < len(read):
-            print(f"{path}: {len(read) - len(fresh)} rows left out: synthesized from generator versions older than "
-                  "today's (`hardwire dataset generate` makes them anew)", file=sys.stderr)
+            print(
+                f"{path}: {len(read) - len(fresh)} rows left out: synthesized from generator versions older than "
+                "today's (`hardwire dataset generate` makes them anew)",
+                file=sys.stderr,
+            )
         refresh_features(fresh)
         rows += fresh
     for path in wa_hls4ml:
         converted, _ = read_rows(path)
         for i, row in enumerate(converted):
             h = digest("wa-hls4ml", row.get("id") or f"{path}:{i}", row["design"])
-            rows.append({**row, "key": f"{h}:{row['target']}", "design_hash": h, "split": "small", "stage": "synth",
-                         "fmax_mhz": None, "error": None})
+            rows.append(
+                {
+                    **row,
+                    "key": f"{h}:{row['target']}",
+                    "design_hash": h,
+                    "split": "small",
+                    "stage": "synth",
+                    "fmax_mhz": None,
+                    "error": None,
+                }
+            )
     return rows
 
 
@@ -116,8 +136,7 @@ def _targets(items):
     import torch
 
     # a row may lack a label (wa-hls4ml's records have no LUTRAM count): that entry is masked out
-    y = torch.tensor([[np.log1p((ex.labels or {}).get(k) or 0.0) for k in LABELS] for ex in items],
-                     dtype=torch.float32)
+    y = torch.tensor([[np.log1p((ex.labels or {}).get(k) or 0.0) for k in LABELS] for ex in items], dtype=torch.float32)
     mask = torch.tensor([[float((ex.labels or {}).get(k) is not None) for k in LABELS] for ex in items])
     f = torch.tensor([np.log(ex.fmax_mhz) if ex.fmax_mhz else 0.0 for ex in items], dtype=torch.float32)
     fmask = torch.tensor([1.0 if ex.fmax_mhz else 0.0 for ex in items])
@@ -132,8 +151,16 @@ def _loss(model, batch, targets):
     return res_loss + fmax_loss
 
 
-def train_gnn(encoder: Encoder, train: list[Example], valid: list[Example], *, seed: int, epochs: int = 300,
-              batch_size: int = 128, log=None) -> dict:
+def train_gnn(
+    encoder: Encoder,
+    train: list[Example],
+    valid: list[Example],
+    *,
+    seed: int,
+    epochs: int = 300,
+    batch_size: int = 128,
+    log=None,
+) -> dict:
     """One ensemble member: Adam on log-space squared error, the epoch with the best validation loss kept."""
     import torch
 
@@ -154,14 +181,18 @@ def train_gnn(encoder: Encoder, train: list[Example], valid: list[Example], *, s
     for _ in range(SHUFFLES):
         order = rng.permutation(len(data))
         for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            batches.append((Batch.from_data_list([data[i] for i in index]).to(device),
-                            tuple(t[torch.from_numpy(index)].to(device) for t in targets)))
+            index = order[start : start + batch_size]
+            batches.append(
+                (
+                    Batch.from_data_list([data[i] for i in index]).to(device),
+                    tuple(t[torch.from_numpy(index)].to(device) for t in targets),
+                )
+            )
     per_epoch = -(-len(data) // batch_size)
     best, best_state, since = float("inf"), None, 0
     for epoch in range(epochs):
         model.train()
-        for batch, batch_targets in batches[(epoch % SHUFFLES) * per_epoch:(epoch % SHUFFLES + 1) * per_epoch]:
+        for batch, batch_targets in batches[(epoch % SHUFFLES) * per_epoch : (epoch % SHUFFLES + 1) * per_epoch]:
             loss = _loss(model, batch, batch_targets)
             optimizer.zero_grad()
             loss.backward()
@@ -189,6 +220,7 @@ def train_trees(encoder: Encoder, train: list[Example], valid: list[Example], *,
 
     models = {}
     for label in (*LABELS, "fmax"):
+
         def pick(items):
             if label == "fmax":
                 items = [ex for ex in items if ex.fmax_mhz]
@@ -202,16 +234,27 @@ def train_trees(encoder: Encoder, train: list[Example], valid: list[Example], *,
             continue
         # at most 400 trees per label (early stopping usually ends sooner): the shipped weights stay a few MB and a
         # single estimate a few milliseconds
-        params = dict(n_estimators=400, learning_rate=0.05, num_leaves=31, min_child_samples=5, subsample=0.8,
-                      subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0, random_state=seed, verbose=-1,
-                      n_jobs=1)
+        params = dict(
+            n_estimators=400,
+            learning_rate=0.05,
+            num_leaves=31,
+            min_child_samples=5,
+            subsample=0.8,
+            subsample_freq=1,
+            colsample_bytree=0.8,
+            reg_lambda=1.0,
+            random_state=seed,
+            verbose=-1,
+            n_jobs=1,
+        )
         model = lightgbm.LGBMRegressor(**params)
         xtr = np.stack([encoder.flat_vector(ex.graph, ex.target) for ex in tr])
         fit = {}
         if len(va) >= 5:
             xva = np.stack([encoder.flat_vector(ex.graph, ex.target) for ex in va])
-            fit = dict(eval_X=(xva,), eval_y=(np.asarray(yva),),
-                       callbacks=[lightgbm.early_stopping(100, verbose=False)])
+            fit = dict(
+                eval_X=(xva,), eval_y=(np.asarray(yva),), callbacks=[lightgbm.early_stopping(100, verbose=False)]
+            )
         model.fit(xtr, np.asarray(ytr), **fit)
         models[label] = pack_text(model.booster_.model_to_string(num_iteration=model.best_iteration_ or None))
     return models
@@ -225,11 +268,16 @@ def train(rows: list[dict], *, ensemble: int = 5, epochs: int = 300, seed: int =
     train_set = [ex for ex in exs if ex.split == "train"]
     valid_set = [ex for ex in exs if ex.split == "valid"]
     if len(train_set) < 20 or not valid_set:
-        raise ParameterError("dataset", f"{len(train_set)} training rows", "at least 20 training rows and a "
-                             "validation share (generate more designs)")
+        raise ParameterError(
+            "dataset",
+            f"{len(train_set)} training rows",
+            "at least 20 training rows and a validation share (generate more designs)",
+        )
     encoder = Encoder.fit([ex.graph for ex in train_set], {ex.target for ex in train_set})
-    log(f"training on {len(train_set)} rows ({len(valid_set)} for early stopping), {len(encoder.node_features)} "
-        f"node features, {len(encoder.flat_names)} flat features, ensemble of {ensemble}")
+    log(
+        f"training on {len(train_set)} rows ({len(valid_set)} for early stopping), {len(encoder.node_features)} "
+        f"node features, {len(encoder.flat_names)} flat features, ensemble of {ensemble}"
+    )
     started = time.monotonic()
     gnn, trees = [], []
     from hardwire.threads import one_torch_thread
@@ -240,18 +288,38 @@ def train(rows: list[dict], *, ensemble: int = 5, epochs: int = 300, seed: int =
             trees.append(train_trees(encoder, train_set, valid_set, seed=seed + member))
             log(f"[{time.monotonic() - started:6.0f} s] member {member + 1}/{ensemble} trained")
     checks = rule_checks(train_set)
-    weights = {"format": WEIGHTS_FORMAT, "feature_version": FEATURE_VERSION, "dataset_hash": dataset_hash(rows),
-               "rows": len(rows), "train_rows": len(train_set), "encoder": encoder.to_dict(), "gnn": gnn,
-               "trees": trees, "labels": list(LABELS), "capacity": CAPACITY, "seed": seed, "epochs": epochs,
-               "rule_checks": checks,
-               "rules": {target: sorted(label for label, (exact, n) in per.items() if n and exact / n >= RULE_EXACT_MIN)
-                         for target, per in checks.items()}}
-    log("rules on the training networks (exact/rows): " + "; ".join(
-        f"{target} " + ", ".join(f"{label} {exact}/{n}" for label, (exact, n) in per.items())
-        for target, per in checks.items()) + f"; used: {weights['rules']}")
+    weights = {
+        "format": WEIGHTS_FORMAT,
+        "feature_version": FEATURE_VERSION,
+        "dataset_hash": dataset_hash(rows),
+        "rows": len(rows),
+        "train_rows": len(train_set),
+        "encoder": encoder.to_dict(),
+        "gnn": gnn,
+        "trees": trees,
+        "labels": list(LABELS),
+        "capacity": CAPACITY,
+        "seed": seed,
+        "epochs": epochs,
+        "rule_checks": checks,
+        "rules": {
+            target: sorted(label for label, (exact, n) in per.items() if n and exact / n >= RULE_EXACT_MIN)
+            for target, per in checks.items()
+        },
+    }
+    log(
+        "rules on the training networks (exact/rows): "
+        + "; ".join(
+            f"{target} " + ", ".join(f"{label} {exact}/{n}" for label, (exact, n) in per.items())
+            for target, per in checks.items()
+        )
+        + f"; used: {weights['rules']}"
+    )
     weights["choice"], weights["calibration"] = choose_models(weights, valid_set)
-    log(f"per label, the model with the lower validation error: {weights['choice']}; its RMS log error there: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in weights["calibration"].items()))
+    log(
+        f"per label, the model with the lower validation error: {weights['choice']}; its RMS log error there: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in weights["calibration"].items())
+    )
     weights["seconds"] = round(time.monotonic() - started, 1)
     return weights
 
@@ -324,13 +392,20 @@ def train_command(args) -> int:
     from .cli import shipped_datasets
 
     rows = load_rows(args.datasets or shipped_datasets(), args.wa_hls4ml or ())
-    weights = train(rows, ensemble=args.ensemble or 5, epochs=args.epochs or 300, seed=args.seed,
-                    log=lambda m: print(m, file=sys.stderr, flush=True))
+    weights = train(
+        rows,
+        ensemble=args.ensemble or 5,
+        epochs=args.epochs or 300,
+        seed=args.seed,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     out = Path(args.out) if args.out else DEFAULT_WEIGHTS
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     torch.save(weights, staged)
     staged.replace(out)
-    print(f"wrote {out} (dataset {weights['dataset_hash']}, {weights['train_rows']} training rows, "
-          f"{weights['seconds']} s)")
+    print(
+        f"wrote {out} (dataset {weights['dataset_hash']}, {weights['train_rows']} training rows, "
+        f"{weights['seconds']} s)"
+    )
     return 0

@@ -53,27 +53,44 @@ from hardwire.estimate.features import DesignGraph, Node
 SOURCE = "wa-hls4ml"
 REPORTS = {"vivado": "resource_report", "hls": "hls_resource_report"}
 # our label: the keys it may carry in a report (processed records use the first; raw hls4ml reports the others)
-LABEL_KEYS = {"lut": ("lut", "LUT"), "ff": ("ff", "FF"), "dsp": ("dsp", "DSP48E", "DSP"),
-              "bram": ("bram", "BRAM_18K")}
+LABEL_KEYS = {"lut": ("lut", "LUT"), "ff": ("ff", "FF"), "dsp": ("dsp", "DSP48E", "DSP"), "bram": ("bram", "BRAM_18K")}
 STRATEGIES = ("latency", "resource")
 IO_TYPES = ("io_parallel", "io_stream")
 
 LAYER_OPS = {
     "InputLayer": "input",
-    "Dense": "dense", "QDense": "dense",
-    "Conv1D": "conv1d", "QConv1D": "conv1d", "Conv2D": "conv2d", "QConv2D": "conv2d",
-    "Activation": "activation", "QActivation": "activation", "ReLU": "activation", "LeakyReLU": "activation",
-    "Softmax": "activation", "ELU": "activation", "PReLU": "activation",
-    "MaxPooling1D": "pooling", "MaxPooling2D": "pooling", "AveragePooling1D": "pooling",
-    "AveragePooling2D": "pooling", "GlobalMaxPooling1D": "pooling", "GlobalMaxPooling2D": "pooling",
-    "GlobalAveragePooling1D": "pooling", "GlobalAveragePooling2D": "pooling",
-    "BatchNormalization": "batchnorm", "QBatchNormalization": "batchnorm",
-    "Flatten": "flatten", "Reshape": "reshape", "Dropout": "dropout", "Add": "add", "Concatenate": "concatenate",
+    "Dense": "dense",
+    "QDense": "dense",
+    "Conv1D": "conv1d",
+    "QConv1D": "conv1d",
+    "Conv2D": "conv2d",
+    "QConv2D": "conv2d",
+    "Activation": "activation",
+    "QActivation": "activation",
+    "ReLU": "activation",
+    "LeakyReLU": "activation",
+    "Softmax": "activation",
+    "ELU": "activation",
+    "PReLU": "activation",
+    "MaxPooling1D": "pooling",
+    "MaxPooling2D": "pooling",
+    "AveragePooling1D": "pooling",
+    "AveragePooling2D": "pooling",
+    "GlobalMaxPooling1D": "pooling",
+    "GlobalMaxPooling2D": "pooling",
+    "GlobalAveragePooling1D": "pooling",
+    "GlobalAveragePooling2D": "pooling",
+    "BatchNormalization": "batchnorm",
+    "QBatchNormalization": "batchnorm",
+    "Flatten": "flatten",
+    "Reshape": "reshape",
+    "Dropout": "dropout",
+    "Add": "add",
+    "Concatenate": "concatenate",
 }
 QUANTIZED_CLASSES = ("QDense", "QConv1D", "QConv2D", "QActivation", "QBatchNormalization")
-CLASS_ACTIVATIONS = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "Softmax": "softmax", "ELU": "elu",
-                     "PReLU": "prelu"}
-WEIGHT_KEYS = ("weight", "scale")     # hls4ml's name of the weight variable (batch normalization: scale)
+CLASS_ACTIVATIONS = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "Softmax": "softmax", "ELU": "elu", "PReLU": "prelu"}
+WEIGHT_KEYS = ("weight", "scale")  # hls4ml's name of the weight variable (batch normalization: scale)
 
 _FIXED = re.compile(r"^\s*(?:ap_)?(u?)fixed\s*<\s*(\d+)\s*,\s*(-?\d+)\s*(?:,[^>]*)?>\s*$")
 _INTEGER = re.compile(r"^\s*(?:ap_)?(u?)int\s*<\s*(\d+)\s*>\s*$")
@@ -96,7 +113,7 @@ def read_records(path) -> list[dict]:
     if not path.is_file():
         raise ModelError(f"{path}: no such file")
     try:
-        with (gzip.open(path, "rt", encoding="utf-8") if gzipped else path.open(encoding="utf-8")) as stream:
+        with gzip.open(path, "rt", encoding="utf-8") if gzipped else path.open(encoding="utf-8") as stream:
             if kind == ".json":
                 return _as_records(_parse_json(stream.read(), path), path)
             records: list[dict] = []
@@ -203,14 +220,24 @@ def _convert(record, where: _Where, report: str) -> dict:
             raise where.error(f"{report_key}.{keys[0]}", "missing")
         labels[label] = _count(resources[key], where, f"{report_key}.{key}")
     meta = record.get("meta_data") if isinstance(record.get("meta_data"), dict) else {}
-    row = {"design": graph.to_dict(), "target": f"hls4ml:{target.strip()}", "labels": labels, "exact": dict(graph.exact),
-           "source": SOURCE, "id": meta.get("uuid") or meta.get("model_name") or graph.name, "report": report_key,
-           "io_type": io_type}
+    row = {
+        "design": graph.to_dict(),
+        "target": f"hls4ml:{target.strip()}",
+        "labels": labels,
+        "exact": dict(graph.exact),
+        "source": SOURCE,
+        "id": meta.get("uuid") or meta.get("model_name") or graph.name,
+        "report": report_key,
+        "io_type": io_type,
+    }
     clock = _clock(record.get("latency_report"), where)
     if clock:
         row["clock_ns"] = clock
-    versions = {tool: record[f"{tool}_version"] for tool in ("vivado", "hls4ml")
-                if isinstance(record.get(f"{tool}_version"), str)}
+    versions = {
+        tool: record[f"{tool}_version"]
+        for tool in ("vivado", "hls4ml")
+        if isinstance(record.get(f"{tool}_version"), str)
+    }
     if versions:
         row["tool_versions"] = versions
     return row
@@ -225,8 +252,9 @@ def _graph(record: dict, where: _Where) -> tuple[DesignGraph, str]:
         if not isinstance(layer, dict):
             raise where.error(f"model_config[{i}]", f"expected an object, got {type(layer).__name__}")
         if not isinstance(layer.get("class_name"), str) or not layer["class_name"]:
-            raise where.error(f"model_config[{i}].class_name", f"expected a layer class name, got "
-                                                                f"{layer.get('class_name')!r}")
+            raise where.error(
+                f"model_config[{i}].class_name", f"expected a layer class name, got {layer.get('class_name')!r}"
+            )
     config = record.get("hls_config")
     if not isinstance(config, dict):
         raise where.error("hls_config", "missing (expected hls4ml's HLSConfig object)")
@@ -263,10 +291,12 @@ def _graph(record: dict, where: _Where) -> tuple[DesignGraph, str]:
         _put_precision(features, "in", (incoming[0], incoming[1], False))
         previous_out = out
         if features.get("weight_count", 0.0) > 0 or op == "batchnorm":
-            _put_precision(features, "w", _variable_precision(precision, WEIGHT_KEYS, default, where,
-                                                              f"{efield}.Precision"))
-            _put_precision(features, "acc", _variable_precision(precision, ("accum",), default, where,
-                                                                f"{efield}.Precision"))
+            _put_precision(
+                features, "w", _variable_precision(precision, WEIGHT_KEYS, default, where, f"{efield}.Precision")
+            )
+            _put_precision(
+                features, "acc", _variable_precision(precision, ("accum",), default, where, f"{efield}.Precision")
+            )
 
         if "reuse_factor" in layer:
             reuse = _positive_int(layer["reuse_factor"], where, f"{field}.reuse_factor")
@@ -319,13 +349,19 @@ def _layer_features(layer: dict, op: str, where: _Where, field: str) -> dict[str
         units = out_dims[-1]
         if "neurons" in layer and _positive_int(layer["neurons"], where, f"{field}.neurons") != units:
             raise where.error(f"{field}.neurons", f"{layer['neurons']} disagrees with output_shape {out_dims}")
-        f.update(units=units, in_features=in_dims[-1], weight_count=in_dims[-1] * units,
-                 multiplies=math.prod(in_dims) * units)
+        f.update(
+            units=units,
+            in_features=in_dims[-1],
+            weight_count=in_dims[-1] * units,
+            multiplies=math.prod(in_dims) * units,
+        )
     elif op in ("conv1d", "conv2d"):
         rank = 1 if op == "conv1d" else 2
         if len(in_dims) != rank + 1 or len(out_dims) != rank + 1:
-            raise where.error(f"{field}.output_shape", f"{op} needs {rank} spatial dimensions and channels, got "
-                                                        f"input {in_dims}, output {out_dims}")
+            raise where.error(
+                f"{field}.output_shape",
+                f"{op} needs {rank} spatial dimensions and channels, got input {in_dims}, output {out_dims}",
+            )
         filters = out_dims[-1]
         for key in ("filters", "n_filter"):
             if key in layer and _positive_int(layer[key], where, f"{field}.{key}") != filters:
@@ -339,15 +375,21 @@ def _layer_features(layer: dict, op: str, where: _Where, field: str) -> dict[str
             f[f"stride_{axis}"] = float(s)
         positions = math.prod(out_dims[:-1])
         weight_count = math.prod(kernel) * channels * filters
-        f.update(filters=filters, in_channels=channels, kernel_size=math.prod(kernel), out_positions=positions,
-                 weight_count=weight_count, multiplies=positions * weight_count)
+        f.update(
+            filters=filters,
+            in_channels=channels,
+            kernel_size=math.prod(kernel),
+            out_positions=positions,
+            weight_count=weight_count,
+            multiplies=positions * weight_count,
+        )
         padding = layer.get("padding", "valid")
         if not isinstance(padding, str):
             raise where.error(f"{field}.padding", f"expected 'valid' or 'same', got {padding!r}")
         _one_hot(f, "padding", padding.lower(), ("valid", "same"))
     elif op == "activation":
         activation = CLASS_ACTIVATIONS.get(layer["class_name"]) or layer.get("activation")
-        if isinstance(activation, dict):        # a serialized Keras/QKeras object
+        if isinstance(activation, dict):  # a serialized Keras/QKeras object
             activation = activation.get("class_name")
         if not isinstance(activation, str) or not activation:
             raise where.error(f"{field}.activation", f"expected the activation function, got {activation!r}")
@@ -390,8 +432,11 @@ def _shapes(value, where: _Where, field: str) -> list[list[int]]:
 def _dims(value, rank: int, where: _Where, field: str) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value] * rank
-    if not isinstance(value, list) or len(value) != rank or \
-            not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+    if (
+        not isinstance(value, list)
+        or len(value) != rank
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
         raise where.error(field, f"expected {rank} positive integer(s), got {value!r}")
     return value
 
@@ -497,9 +542,11 @@ def _strategy(value, where: _Where, field: str) -> str:
 
 def _io_type(record: dict, layers: list[dict], where: _Where) -> str:
     config = record["hls_config"]
-    for field, value in (("hls_config.IOType", config.get("IOType")),
-                         ("hls_config.Model.IOType", config["Model"].get("IOType")),
-                         ("io_type", record.get("io_type"))):
+    for field, value in (
+        ("hls_config.IOType", config.get("IOType")),
+        ("hls_config.Model.IOType", config["Model"].get("IOType")),
+        ("io_type", record.get("io_type")),
+    ):
         if value is not None:
             if not isinstance(value, str) or not value.strip():
                 raise where.error(field, f"expected io_parallel or io_stream, got {value!r}")
@@ -554,8 +601,10 @@ def _exact(report, where: _Where) -> dict[str, float]:
     given)."""
     report = _latency(report, where)
     exact = {}
-    for ours, keys in (("latency_cycles", ("cycles_max", "cycles_min")),
-                       ("initiation_interval", ("interval_max", "interval_min"))):
+    for ours, keys in (
+        ("latency_cycles", ("cycles_max", "cycles_min")),
+        ("initiation_interval", ("interval_max", "interval_min")),
+    ):
         key = next((k for k in keys if report.get(k) is not None), None)
         if key is not None:
             exact[ours] = _count(report[key], where, f"latency_report.{key}")
@@ -564,6 +613,8 @@ def _exact(report, where: _Where) -> dict[str, float]:
 
 def _clock(report, where: _Where) -> dict[str, float]:
     report = _latency(report, where)
-    return {ours: _count(report[key], where, f"latency_report.{key}")
-            for ours, key in (("target", "target_clock"), ("estimated", "estimated_clock"))
-            if report.get(key) is not None}
+    return {
+        ours: _count(report[key], where, f"latency_report.{key}")
+        for ours, key in (("target", "target_clock"), ("estimated", "estimated_clock"))
+        if report.get(key) is not None
+    }

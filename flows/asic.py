@@ -82,7 +82,7 @@ _PORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 class LibCell:
     name: str
     area: float
-    kind: str            # "sequential", "buffer", "inverter" or "logic"
+    kind: str  # "sequential", "buffer", "inverter" or "logic"
 
 
 def _strip_comments(text: str) -> str:
@@ -97,7 +97,7 @@ def _groups(text: str, name: str):
         while depth and i < len(text):
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1
-        yield match.group(1).strip(), text[match.end():i - 1]
+        yield match.group(1).strip(), text[match.end() : i - 1]
 
 
 def _attribute(body: str, name: str) -> str | None:
@@ -149,8 +149,7 @@ def resolve_library(library: str) -> tuple[str, Path]:
     if library in LIBRARIES:
         package, path = LIBRARIES[library]
         if not Path(path).is_file():
-            raise ToolMissingError(f"standard-cell library {library} not found ({path}): "
-                                   f"apt-get install {package}")
+            raise ToolMissingError(f"standard-cell library {library} not found ({path}): apt-get install {package}")
         return library, Path(path)
     path = Path(library)
     if path.suffix in (".lib", ".liberty"):
@@ -223,8 +222,7 @@ class AsicReport:
 # Mapping (yosys)
 
 
-def _map_script(source_names: list[str], include_dirs: list[Path], top: str, period_ps: int,
-                constrained: bool) -> str:
+def _map_script(source_names: list[str], include_dirs: list[Path], top: str, period_ps: int, constrained: bool) -> str:
     includes = "".join(f' -I"{d}"' for d in include_dirs)
     constr = f" -constr {CONSTR}" if constrained else ""
     lines = [f'read_verilog -sv{includes} "{name}"' for name in source_names]
@@ -247,12 +245,22 @@ def _smallest(lib_cells: dict[str, LibCell], kind: str) -> str | None:
 
 
 def _check_period(name: str, value) -> None:
-    require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0.001 <= value <= 1e6,
-            name, value, "a time in ns, 0.001..1e6")
+    require(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and 0.001 <= value <= 1e6,
+        name,
+        value,
+        "a time in ns, 0.001..1e6",
+    )
 
 
-def asic_map(verilog_files, top: str, library: str = DEFAULT_LIBRARY, *, delay_ns: float = DEFAULT_CLOCK_NS,
-             timeout_s: float = 1800) -> Path:
+def asic_map(
+    verilog_files,
+    top: str,
+    library: str = DEFAULT_LIBRARY,
+    *,
+    delay_ns: float = DEFAULT_CLOCK_NS,
+    timeout_s: float = 1800,
+) -> Path:
     """Map `top` onto `library` with yosys; the build dir (netlist.v, stat.json, map.json with the area and
     the cell counts by kind, the top's ports) is returned. `delay_ns` is ABC's delay target."""
     paths = check_sources(verilog_files, top)
@@ -264,7 +272,12 @@ def asic_map(verilog_files, top: str, library: str = DEFAULT_LIBRARY, *, delay_n
     driver = _smallest(lib_cells, "buffer")
     source_names = [f"src/{i}/{path.name}" for i, path in enumerate(paths)]
     key = digest(
-        "asic-map", SCRIPT_REVISION, version, top, period_ps, liberty.read_bytes(),
+        "asic-map",
+        SCRIPT_REVISION,
+        version,
+        top,
+        period_ps,
+        liberty.read_bytes(),
         _map_script(source_names, [], top, period_ps, driver is not None),
         *[part for name, path in zip(source_names, paths) for part in (name, path.read_bytes())],
     )
@@ -286,20 +299,36 @@ def asic_map(verilog_files, top: str, library: str = DEFAULT_LIBRARY, *, delay_n
         cells = read_stat_cells(tmp / STAT_JSON)
         unknown = sorted(set(cells) - set(lib_cells))
         if unknown:  # a cell yosys could not map (e.g. a latch kind the library lacks) has no area
-            raise ParameterError("library", lib_name, f"a library with cells for every part of {top} "
-                                                      f"(left unmapped: {', '.join(unknown)})")
-        kinds = {kind: sum(n for t, n in cells.items() if lib_cells[t].kind == kind)
-                 for kind in ("sequential", "buffer", "inverter", "logic")}
+            raise ParameterError(
+                "library",
+                lib_name,
+                f"a library with cells for every part of {top} (left unmapped: {', '.join(unknown)})",
+            )
+        kinds = {
+            kind: sum(n for t, n in cells.items() if lib_cells[t].kind == kind)
+            for kind in ("sequential", "buffer", "inverter", "logic")
+        }
         modules = json.loads((tmp / NETLIST_JSON).read_text())["modules"]
-        ports = {name: {"direction": port["direction"], "width": len(port["bits"])}
-                 for name, port in modules[top]["ports"].items()}
+        ports = {
+            name: {"direction": port["direction"], "width": len(port["bits"])}
+            for name, port in modules[top]["ports"].items()
+        }
         (tmp / NETLIST_JSON).unlink()  # the ports are all that is needed from it
         data = {
-            "key": key, "library": lib_name, "liberty": str(liberty), "top": top, "tool_version": version,
-            "area_um2": float(design["area"]), "sequential_area_um2": float(design.get("sequential_area", 0.0)),
-            "cell_count": sum(cells.values()), "sequential_cells": kinds["sequential"],
-            "buffer_cells": kinds["buffer"], "inverter_cells": kinds["inverter"], "logic_cells": kinds["logic"],
-            "cells": dict(sorted(cells.items())), "ports": ports,
+            "key": key,
+            "library": lib_name,
+            "liberty": str(liberty),
+            "top": top,
+            "tool_version": version,
+            "area_um2": float(design["area"]),
+            "sequential_area_um2": float(design.get("sequential_area", 0.0)),
+            "cell_count": sum(cells.values()),
+            "sequential_cells": kinds["sequential"],
+            "buffer_cells": kinds["buffer"],
+            "inverter_cells": kinds["inverter"],
+            "logic_cells": kinds["logic"],
+            "cells": dict(sorted(cells.items())),
+            "ports": ports,
         }
         (tmp / MAP_JSON).write_text(json.dumps(data, indent=2) + "\n")
 
@@ -338,10 +367,10 @@ def _sta_script(liberty: Path, netlist: Path, top: str, clock: str | None, perio
         f"if {{[llength [all_outputs]]}} {{ set_output_delay 0 -clock {clock_name} [all_outputs] }}",
         f"report_checks -path_delay max -digits 4 > {STA_PATH}",
         "set ends [find_timing_paths -path_delay max -group_count 1]",
-        "puts \"hardwire-result paths [llength $ends]\"",
+        'puts "hardwire-result paths [llength $ends]"',
         "foreach e $ends {",
-        "  puts \"hardwire-result slack [$e slack]\"",
-        "  puts \"hardwire-result arrival [$e data_arrival_time]\"",
+        '  puts "hardwire-result slack [$e slack]"',
+        '  puts "hardwire-result arrival [$e data_arrival_time]"',
         "}",
     ]
     return "\n".join(lines) + "\n"
@@ -355,8 +384,11 @@ def _path_ends(report: Path) -> str:
 
 
 def _sta_errors(log_path: Path) -> list[str]:
-    return [line.strip() for line in Path(log_path).read_text(errors="replace").splitlines()
-            if line.strip().startswith("Error")]
+    return [
+        line.strip()
+        for line in Path(log_path).read_text(errors="replace").splitlines()
+        if line.strip().startswith("Error")
+    ]
 
 
 def asic_timing(map_dir: Path, clock: str | None, clock_ns: float, *, timeout_s: float = 1800) -> dict:
@@ -383,8 +415,11 @@ def asic_timing(map_dir: Path, clock: str | None, clock_ns: float, *, timeout_s:
         timing = {"key": key, "sta_version": version, "clock": clock, "clock_period_ns": clock_ns}
         if int(values.get("paths", 0)):
             slack_ns = float(values["slack"]) * 1e9
-            timing |= {"worst_slack_ns": round(slack_ns, 4), "path_delay_ns": round(float(values["arrival"]) * 1e9, 4),
-                       "critical_path": _path_ends(tmp / STA_PATH)}
+            timing |= {
+                "worst_slack_ns": round(slack_ns, 4),
+                "path_delay_ns": round(float(values["arrival"]) * 1e9, 4),
+                "critical_path": _path_ends(tmp / STA_PATH),
+            }
             if clock is not None and mapped["sequential_cells"]:
                 min_period = clock_ns - slack_ns
                 timing |= {"min_period_ns": round(min_period, 4), "fmax_mhz": round(1000.0 / min_period, 2)}
@@ -398,9 +433,17 @@ def asic_timing(map_dir: Path, clock: str | None, clock_ns: float, *, timeout_s:
 # Both
 
 
-def asic_synth(verilog_files, top: str, library: str = DEFAULT_LIBRARY, *, clock: str = "clk",
-               clock_ns: float = DEFAULT_CLOCK_NS, abc_delay_ns: float | None = None, timing: bool = True,
-               timeout_s: float = 1800) -> AsicReport:
+def asic_synth(
+    verilog_files,
+    top: str,
+    library: str = DEFAULT_LIBRARY,
+    *,
+    clock: str = "clk",
+    clock_ns: float = DEFAULT_CLOCK_NS,
+    abc_delay_ns: float | None = None,
+    timing: bool = True,
+    timeout_s: float = 1800,
+) -> AsicReport:
     """Area and cell counts of `top` on a standard-cell `library` (a name of LIBRARIES or a .lib path), and
     with `timing` the OpenSTA worst slack and Fmax at a `clock_ns` period on input port `clock`. ABC maps
     for a delay target of `abc_delay_ns` (default: the clock period)."""
@@ -417,11 +460,13 @@ def asic_synth(verilog_files, top: str, library: str = DEFAULT_LIBRARY, *, clock
     clock_port = clock if is_input and mapped["sequential_cells"] else None
     if mapped["sequential_cells"] and clock_port is None:
         inputs = ", ".join(name for name, p in ports.items() if p["direction"] == "input") or "none"
-        raise ParameterError("clock", clock, f"an input port of {top} that clocks its "
-                                             f"{mapped['sequential_cells']} flip-flops (its inputs: {inputs})")
+        raise ParameterError(
+            "clock",
+            clock,
+            f"an input port of {top} that clocks its {mapped['sequential_cells']} flip-flops (its inputs: {inputs})",
+        )
     values = {k: v for k, v in mapped.items() if k != "key"}
-    values |= {"log_path": map_dir / LOG, "netlist": map_dir / NETLIST_V, "clock": clock_port,
-               "abc_delay_ns": delay_ns}
+    values |= {"log_path": map_dir / LOG, "netlist": map_dir / NETLIST_V, "clock": clock_port, "abc_delay_ns": delay_ns}
     if timing and not mapped["sequential_cells"]:
         values["note"] = "no flip-flops: timed against a virtual clock, path_delay_ns is input to output"
     if timing:
@@ -431,9 +476,16 @@ def asic_synth(verilog_files, top: str, library: str = DEFAULT_LIBRARY, *, clock
     return AsicReport.from_dict(values)
 
 
-ASIC_COLUMNS = (("area um2", "area_um2"), ("cells", "cell_count"), ("seq", "sequential_cells"),
-                ("comb", "combinational_cells"), ("buf", "buffer_cells"), ("period ns", "clock_period_ns"),
-                ("slack ns", "worst_slack_ns"), ("Fmax MHz", "fmax_mhz"))
+ASIC_COLUMNS = (
+    ("area um2", "area_um2"),
+    ("cells", "cell_count"),
+    ("seq", "sequential_cells"),
+    ("comb", "combinational_cells"),
+    ("buf", "buffer_cells"),
+    ("period ns", "clock_period_ns"),
+    ("slack ns", "worst_slack_ns"),
+    ("Fmax MHz", "fmax_mhz"),
+)
 
 
 def asic_row(report: AsicReport) -> list:
@@ -441,8 +493,15 @@ def asic_row(report: AsicReport) -> list:
     return [getattr(report, attr) for _, attr in ASIC_COLUMNS]
 
 
-def asic_report(verilog_files, top: str, library: str, *, clock: str = "clk", clock_ns: float = DEFAULT_CLOCK_NS,
-                out_dir: Path = Path(".")) -> tuple[dict, str]:
+def asic_report(
+    verilog_files,
+    top: str,
+    library: str,
+    *,
+    clock: str = "clk",
+    clock_ns: float = DEFAULT_CLOCK_NS,
+    out_dir: Path = Path("."),
+) -> tuple[dict, str]:
     """`hardwire synth --target asic:LIB`: map, time, write report.json; (its contents, a table for people)."""
     from hardwire.cache import write_json_atomic
 
@@ -451,8 +510,12 @@ def asic_report(verilog_files, top: str, library: str, *, clock: str = "clk", cl
     report = asic_synth(verilog_files, top, library, clock=clock, clock_ns=clock_ns)
     target = f"asic:{report.library}"
     headers = ["target", "top"] + [name for name, _ in ASIC_COLUMNS]
-    data = {"top": top, "target": target, "asic": report.to_dict(),
-            "tools": tool_versions() | {"opensta": report.sta_version}}
+    data = {
+        "top": top,
+        "target": target,
+        "asic": report.to_dict(),
+        "tools": tool_versions() | {"opensta": report.sta_version},
+    }
     write_json_atomic(Path(out_dir) / "report.json", data)
     lines = [text_table(headers, [[target, top] + asic_row(report)])]
     if report.critical_path:
@@ -460,12 +523,20 @@ def asic_report(verilog_files, top: str, library: str, *, clock: str = "clk", cl
     if report.note:
         lines.append(report.note)
     lines.append(f"power: {report.power}")
-    lines.append(f"wrote {Path(out_dir) / 'report.json'} (yosys log: {report.log_path}; OpenSTA log: "
-                 f"{report.sta_log_path})")
+    lines.append(
+        f"wrote {Path(out_dir) / 'report.json'} (yosys log: {report.log_path}; OpenSTA log: {report.sta_log_path})"
+    )
     return data, "\n".join(lines)
 
 
-def asic_command(verilog_files, top: str, library: str, *, clock: str = "clk", clock_ns: float = DEFAULT_CLOCK_NS,
-                 out_dir: Path = Path(".")) -> str:
+def asic_command(
+    verilog_files,
+    top: str,
+    library: str,
+    *,
+    clock: str = "clk",
+    clock_ns: float = DEFAULT_CLOCK_NS,
+    out_dir: Path = Path("."),
+) -> str:
     """`hardwire synth --target asic:LIB`: map, time, write report.json, return a table."""
     return asic_report(verilog_files, top, library, clock=clock, clock_ns=clock_ns, out_dir=out_dir)[1]

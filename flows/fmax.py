@@ -34,7 +34,7 @@ def top_ports(verilog_files, top: str, *, timeout_s: float = 600):
         for i, f in enumerate(files):
             (tmp / f"{i}_{f.name}").write_bytes(f.read_bytes())
             names.append(f"{i}_{f.name}")
-            for data_file in data[i]:       # $readmemh files: the body is not read (-lib), but keep them beside
+            for data_file in data[i]:  # $readmemh files: the body is not read (-lib), but keep them beside
                 copy = tmp / data_file.relative_to(f.parent)
                 copy.parent.mkdir(parents=True, exist_ok=True)
                 copy.write_bytes(data_file.read_bytes())
@@ -51,8 +51,17 @@ def top_ports(verilog_files, top: str, *, timeout_s: float = 600):
     return ports_from_yosys_json(modules[top])
 
 
-def wrapped_fmax(verilog_files, top: str, target: str, *, device: str | None = None, package: str | None = None,
-                 seed: int = 1, timeout_s: float = 3600, watch_log=None) -> PnrReport:
+def wrapped_fmax(
+    verilog_files,
+    top: str,
+    target: str,
+    *,
+    device: str | None = None,
+    package: str | None = None,
+    seed: int = 1,
+    timeout_s: float = 3600,
+    watch_log=None,
+) -> PnrReport:
     """Place and route `top` inside the serial-I/O wrapper on `target` (ice40, ecp5); the report's
     `fmax_mhz` is the core clock's achieved Fmax."""
     files = [Path(f).resolve() for f in verilog_files]

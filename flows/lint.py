@@ -222,14 +222,16 @@ def parse_diagnostics(log_text: str) -> list[dict]:
         message = match.group("message").strip()
         if match.group("severity") == "Error" and match.group("file") is None and message.startswith("Exiting due to"):
             continue
-        diagnostics.append({
-            "rule": match.group("rule") or ("ERROR" if match.group("severity") == "Error" else "WARNING"),
-            "severity": match.group("severity").lower(),
-            "file": match.group("file"),
-            "line": int(match.group("line")) if match.group("line") else None,
-            "column": int(match.group("column")) if match.group("column") else None,
-            "message": message,
-        })
+        diagnostics.append(
+            {
+                "rule": match.group("rule") or ("ERROR" if match.group("severity") == "Error" else "WARNING"),
+                "severity": match.group("severity").lower(),
+                "file": match.group("file"),
+                "line": int(match.group("line")) if match.group("line") else None,
+                "column": int(match.group("column")) if match.group("column") else None,
+                "message": message,
+            }
+        )
     return diagnostics
 
 
@@ -257,8 +259,12 @@ def lint(verilog_files, top: str, *, waivers=DEFAULT_WAIVERS, timeout_s: float =
     means it is not installed. The raw log is cached under cache_root()/lint keyed by the sources, the top
     and the Verilator version; waivers are applied afresh on every call.
     """
-    require(isinstance(top, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", top or "") is not None,
-            "top", top, "a Verilog module name")
+    require(
+        isinstance(top, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", top or "") is not None,
+        "top",
+        top,
+        "a Verilog module name",
+    )
     if isinstance(verilog_files, (str, Path)):
         verilog_files = [verilog_files]
     paths = [Path(p) for p in verilog_files]
@@ -277,15 +283,18 @@ def lint(verilog_files, top: str, *, waivers=DEFAULT_WAIVERS, timeout_s: float =
         for name, path in zip(source_names, paths):
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, tmp / name)
-        run_args = [*args[:-len(source_names)], *include_args, *source_names]
+        run_args = [*args[: -len(source_names)], *include_args, *source_names]
         exit_code = 0
         try:
             run_tool("verilator", run_args, cwd=tmp, log_path=tmp / LOG, timeout_s=timeout_s)
         except ToolError as error:
             # With -Wno-fatal a non-zero exit means errors; errors located in the design (syntax, unknown
             # module, ...) are lint findings. Anything else is Verilator failing.
-            located = [d for d in parse_diagnostics((tmp / LOG).read_text(errors="replace"))
-                       if d["severity"] == "error" and d["file"] is not None]
+            located = [
+                d
+                for d in parse_diagnostics((tmp / LOG).read_text(errors="replace"))
+                if d["severity"] == "error" and d["file"] is not None
+            ]
             if not located or "timed out" in getattr(error, "reason", ""):
                 raise
             exit_code = 1
@@ -299,6 +308,9 @@ def lint(verilog_files, top: str, *, waivers=DEFAULT_WAIVERS, timeout_s: float =
     for diagnostic in marked:
         diagnostic["file"] = original.get(diagnostic["file"], diagnostic["file"])
     return LintReport(
-        top=top, clean=all(d["waived"] for d in marked), warnings=marked, tool_version=version,
+        top=top,
+        clean=all(d["waived"] for d in marked),
+        warnings=marked,
+        tool_version=version,
         log_path=final / LOG,
     )

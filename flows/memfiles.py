@@ -53,8 +53,12 @@ def externalize(text: str, prefix: str, min_bits: int = MIN_BITS) -> tuple[str, 
             j = i + 2
             while j < len(lines) and lines[j].strip() != "end":
                 init = _INIT.match(lines[j])
-                if not (init and init.group(1).strip() == name.strip() and int(init.group(2)) == len(words)
-                        and int(init.group(3)) == width):
+                if not (
+                    init
+                    and init.group(1).strip() == name.strip()
+                    and int(init.group(2)) == len(words)
+                    and int(init.group(3)) == width
+                ):
                     words = None
                     break
                 words.append(init.group(4))
@@ -94,8 +98,11 @@ def referenced_files(verilog_path: Path) -> list[Path]:
     for name in names:
         path = verilog_path.parent / name
         if Path(name).is_absolute() or ".." in Path(name).parts or not path.is_file():
-            raise ParameterError("verilog_files", str(verilog_path),
-                                 f"Verilog whose $readmemh files lie beside it ({name} is missing there)")
+            raise ParameterError(
+                "verilog_files",
+                str(verilog_path),
+                f"Verilog whose $readmemh files lie beside it ({name} is missing there)",
+            )
         paths.append(path)
     return paths
 

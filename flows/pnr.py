@@ -46,8 +46,15 @@ FAMILIES: dict[str, Family] = {
         devices={d: f"--{d}" for d in ("up5k", "u4k", "lp384", "lp1k", "lp4k", "lp8k", "hx1k", "hx4k", "hx8k")},
         default_device="up5k",
         default_packages={
-            "up5k": "sg48", "u4k": "sg48", "lp384": "qn32", "lp1k": "cm81", "lp4k": "cm81", "lp8k": "cm81",
-            "hx1k": "tq144", "hx4k": "tq144", "hx8k": "ct256",
+            "up5k": "sg48",
+            "u4k": "sg48",
+            "lp384": "qn32",
+            "lp1k": "cm81",
+            "lp4k": "cm81",
+            "lp8k": "cm81",
+            "hx1k": "tq144",
+            "hx4k": "tq144",
+            "hx8k": "ct256",
         },
         default_freq_mhz=12.0,
         allow_unconstrained_flag="--pcf-allow-unconstrained",
@@ -110,8 +117,10 @@ def _clock_matches(net_name: str, clock_port: str) -> bool:
 
 def fmax_of(report: dict, clock_port: str) -> tuple[float | None, dict[str, dict[str, float]], str]:
     """(Fmax in MHz, per-clock table, note) from a parsed nextpnr report.json."""
-    clocks = {name: {"achieved_mhz": float(entry["achieved"]), "constraint_mhz": float(entry["constraint"])}
-              for name, entry in report.get("fmax", {}).items()}
+    clocks = {
+        name: {"achieved_mhz": float(entry["achieved"]), "constraint_mhz": float(entry["constraint"])}
+        for name, entry in report.get("fmax", {}).items()
+    }
     if not clocks:
         return None, clocks, "no clock: the design has no clocked logic, so there is no Fmax to report"
     matching = [name for name in clocks if _clock_matches(name, clock_port)]
@@ -165,9 +174,21 @@ def place_route(
     netlist = _resolve(synth_report_or_netlist_json, target)
     version = tool_version(family.tool)
     args = [
-        family.devices[device], "--package", package, "--json", "netlist.json", "--report", NEXTPNR_REPORT,
-        "--freq", f"{freq_mhz:g}", "--seed", str(int(seed)), "--timing-allow-fail", family.allow_unconstrained_flag,
-        "--router", family.router,
+        family.devices[device],
+        "--package",
+        package,
+        "--json",
+        "netlist.json",
+        "--report",
+        NEXTPNR_REPORT,
+        "--freq",
+        f"{freq_mhz:g}",
+        "--seed",
+        str(int(seed)),
+        "--timing-allow-fail",
+        family.allow_unconstrained_flag,
+        "--router",
+        family.router,
     ]
     key = digest("pnr", version, target, args, netlist.read_bytes())
     final = cache_root() / "pnr" / key
@@ -183,8 +204,7 @@ def place_route(
                 if not (unroutable and unroutable["net"] == clock_port and site):
                     raise
                 (tmp / "clock.lpf").write_text(f'LOCATE COMP "{clock_port}" SITE "{site}";\n')
-                run_tool(family.tool, [*args, "--lpf", "clock.lpf"], cwd=tmp, log_path=tmp / LOG,
-                         timeout_s=timeout_s)
+                run_tool(family.tool, [*args, "--lpf", "clock.lpf"], cwd=tmp, log_path=tmp / LOG, timeout_s=timeout_s)
         except ToolError as error:
             reason = getattr(error, "reason", "")
             if _DOES_NOT_FIT.search(reason):
@@ -199,7 +219,16 @@ def place_route(
     nextpnr_report = json.loads((final / NEXTPNR_REPORT).read_text())
     fmax_mhz, clocks, note = fmax_of(nextpnr_report, clock_port)
     return PnrReport(
-        target=target, device=device, package=package, fmax_mhz=fmax_mhz, clocks=clocks,
-        utilization=nextpnr_report.get("utilization", {}), freq_mhz=freq_mhz, seed=int(seed), note=note,
-        tool_version=version, log_path=final / LOG, report_json=final / NEXTPNR_REPORT,
+        target=target,
+        device=device,
+        package=package,
+        fmax_mhz=fmax_mhz,
+        clocks=clocks,
+        utilization=nextpnr_report.get("utilization", {}),
+        freq_mhz=freq_mhz,
+        seed=int(seed),
+        note=note,
+        tool_version=version,
+        log_path=final / LOG,
+        report_json=final / NEXTPNR_REPORT,
     )

@@ -44,8 +44,9 @@ def text_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
-def synth_report(verilog_files, top: str, target: str, *, pnr: bool = False, device=None, package=None,
-                 out_dir: Path = Path(".")) -> tuple[dict, str]:
+def synth_report(
+    verilog_files, top: str, target: str, *, pnr: bool = False, device=None, package=None, out_dir: Path = Path(".")
+) -> tuple[dict, str]:
     """Synthesize (and optionally place and route), write report.json; (its contents, a table for people)."""
     report: SynthReport = synth(verilog_files, top, target)
     row = [target, top] + [getattr(report, c) for c in RESOURCE_COLUMNS]
@@ -63,8 +64,9 @@ def synth_report(verilog_files, top: str, target: str, *, pnr: bool = False, dev
     return data, text_table(headers, [row]) + f"\nwrote {Path(out_dir) / 'report.json'} (yosys log: {report.log_path})"
 
 
-def synth_command(verilog_files, top: str, target: str, *, pnr: bool = False, device=None, package=None,
-                  out_dir: Path = Path(".")) -> str:
+def synth_command(
+    verilog_files, top: str, target: str, *, pnr: bool = False, device=None, package=None, out_dir: Path = Path(".")
+) -> str:
     """`hardwire synth`: synthesize (and optionally place and route), write report.json, return a table."""
     return synth_report(verilog_files, top, target, pnr=pnr, device=device, package=package, out_dir=out_dir)[1]
 

@@ -43,12 +43,20 @@ TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
 # yosys' own -l log but not always its stdout, which then ends inside the ABC9 step). Mapping the flip-flops
 # together with the logic (`abc9 -dff`) avoids it; used only when the default script dies in ABC9.
 FALLBACKS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "ecp5": ("ABC9", ("synth_ecp5 -top {top} -dff",),
-             "yosys' abc9 failed an assertion on this netlist; mapped with synth_ecp5 -dff instead"),
+    "ecp5": (
+        "ABC9",
+        ("synth_ecp5 -top {top} -dff",),
+        "yosys' abc9 failed an assertion on this netlist; mapped with synth_ecp5 -dff instead",
+    ),
     # abc9 crashes inside ABC on some netlists (every sparse DSP chain, even one stage; yosys 0.70)
-    **{target: ("ABC9", (f"synth_xilinx -top {{top}} -family {family} -flatten -noiopad -dff",),
-                "yosys' abc9 crashed on this netlist; mapped with synth_xilinx -dff instead")
-       for target, family in (("xilinx", "xc7"), ("xilinx-us", "xcu"), ("xilinx-usp", "xcup"))},
+    **{
+        target: (
+            "ABC9",
+            (f"synth_xilinx -top {{top}} -family {family} -flatten -noiopad -dff",),
+            "yosys' abc9 crashed on this netlist; mapped with synth_xilinx -dff instead",
+        )
+        for target, family in (("xilinx", "xc7"), ("xilinx-us", "xcu"), ("xilinx-usp", "xcup"))
+    },
 }
 
 STAT_JSON = "stat.json"
@@ -85,7 +93,7 @@ class SynthReport:
     tool_version: str = ""
     log_path: Path | None = None
     netlist_json: Path | None = None
-    note: str = ""                     # set when a fallback script was needed (see FALLBACKS)
+    note: str = ""  # set when a fallback script was needed (see FALLBACKS)
 
     def to_dict(self) -> dict:
         return to_json_dict(self)
@@ -181,8 +189,9 @@ def check_sources(verilog_files, top: str) -> list[Path]:
     return paths
 
 
-def _script(source_names: list[str], include_dirs: list[Path], top: str, target: str,
-            commands: tuple[str, ...] | None = None) -> str:
+def _script(
+    source_names: list[str], include_dirs: list[Path], top: str, target: str, commands: tuple[str, ...] | None = None
+) -> str:
     includes = "".join(f' -I"{d}"' for d in include_dirs)
     lines = [f'read_verilog -sv{includes} "{name}"' for name in source_names]
     lines += [command.format(top=top) for command in (commands or TARGETS[target][1])]
@@ -190,8 +199,9 @@ def _script(source_names: list[str], include_dirs: list[Path], top: str, target:
     return "\n".join(lines) + "\n"
 
 
-def synth(verilog_files, top: str, target: str, *, build_dir=None, timeout_s: float = 1800,
-          watch_log=None) -> SynthReport:
+def synth(
+    verilog_files, top: str, target: str, *, build_dir=None, timeout_s: float = 1800, watch_log=None
+) -> SynthReport:
     """Synthesize `verilog_files` with top module `top` for `target` (see TARGETS) and count resources.
 
     The build directory (sources copied in, yosys script, log, stat.json, netlist.json, report.json)
@@ -203,6 +213,7 @@ def synth(verilog_files, top: str, target: str, *, build_dir=None, timeout_s: fl
     version = tool_version("yosys")
     source_names, data, key = _inputs_and_key(paths, top, target, version)
     final = Path(build_dir) if build_dir is not None else cache_root() / "synth" / key
+
     def build(tmp: Path) -> None:
         for name, path in [*zip(source_names, paths), *data]:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
@@ -212,13 +223,19 @@ def synth(verilog_files, top: str, target: str, *, build_dir=None, timeout_s: fl
         if watch_log is not None:
             watch_log(tmp / LOG)
         note = run_yosys_with_fallback(
-            tmp, SCRIPT, target, lambda commands: _script(source_names, include_dirs, top, target, commands),
-            timeout_s)
+            tmp, SCRIPT, target, lambda commands: _script(source_names, include_dirs, top, target, commands), timeout_s
+        )
         cells = read_stat_cells(tmp / STAT_JSON)
         counts = classify_cells(TARGETS[target][0], cells)
         report = SynthReport(
-            target=target, top=top, **counts, cells=dict(sorted(cells.items())), tool_version=version,
-            log_path=Path(LOG), netlist_json=Path(NETLIST_JSON), note=note,
+            target=target,
+            top=top,
+            **counts,
+            cells=dict(sorted(cells.items())),
+            tool_version=version,
+            log_path=Path(LOG),
+            netlist_json=Path(NETLIST_JSON),
+            note=note,
         )
         (tmp / REPORT_JSON).write_text(json.dumps({"key": key, **report.to_dict()}, indent=2) + "\n")
 
@@ -233,10 +250,18 @@ def _inputs_and_key(paths: list[Path], top: str, target: str, version: str):
     different folders cannot collide. The memory files a source reads ($readmemh, see flows.memfiles) go
     beside its copy, where yosys looks for them, and are part of the key."""
     source_names = [f"src/{i}/{path.name}" for i, path in enumerate(paths)]
-    data = [(f"src/{i}/{data_path.relative_to(path.parent).as_posix()}", data_path) for i, path in enumerate(paths)
-            for data_path in referenced_files(path)]
+    data = [
+        (f"src/{i}/{data_path.relative_to(path.parent).as_posix()}", data_path)
+        for i, path in enumerate(paths)
+        for data_path in referenced_files(path)
+    ]
     key = digest(
-        "synth", SCRIPT_REVISION, version, top, target, _script(source_names, [], top, target),
+        "synth",
+        SCRIPT_REVISION,
+        version,
+        top,
+        target,
+        _script(source_names, [], top, target),
         *[part for name, path in [*zip(source_names, paths), *data] for part in (name, path.read_bytes())],
     )
     return source_names, data, key
@@ -259,8 +284,9 @@ def run_yosys_with_fallback(cwd: Path, script: str, target: str, fallback_script
         return ""
     except ToolError:
         fallback = FALLBACKS.get(target)
-        if fallback is None or fallback[0] not in "".join(log.read_text(errors="replace")
-                                                          .splitlines(keepends=True)[-20:]):
+        if fallback is None or fallback[0] not in "".join(
+            log.read_text(errors="replace").splitlines(keepends=True)[-20:]
+        ):
             raise
     _, commands, note = fallback
     os.replace(log, cwd / "yosys.default-script.log")
@@ -289,15 +315,23 @@ def cascaded_dsp_count(netlist_json: Path) -> int:
     """DSP48 cells whose PCIN is driven by a net (another DSP's PCOUT: a cascaded adder chain), not tied to a
     constant; read from the netlist yosys wrote."""
     modules = json.loads(Path(netlist_json).read_text())["modules"]
-    return sum(any(isinstance(bit, int) for bit in cell["connections"].get("PCIN", []))
-               for module in modules.values() for cell in module.get("cells", {}).values()
-               if cell["type"].startswith("DSP48"))
+    return sum(
+        any(isinstance(bit, int) for bit in cell["connections"].get("PCIN", []))
+        for module in modules.values()
+        for cell in module.get("cells", {}).values()
+        if cell["type"].startswith("DSP48")
+    )
 
 
 # The registers of a DSP primitive a netlist may enable: parameter -> register name (ECP5: clocked unless
 # "NONE"; DSP48: a stage count of at least 1).
-_ECP5_DSP_REGISTERS = {"REG_INPUTA_CLK": "INPUTA", "REG_INPUTB_CLK": "INPUTB", "REG_INPUTC_CLK": "INPUTC",
-                       "REG_PIPELINE_CLK": "PIPELINE", "REG_OUTPUT_CLK": "OUTPUT"}
+_ECP5_DSP_REGISTERS = {
+    "REG_INPUTA_CLK": "INPUTA",
+    "REG_INPUTB_CLK": "INPUTB",
+    "REG_INPUTC_CLK": "INPUTC",
+    "REG_PIPELINE_CLK": "PIPELINE",
+    "REG_OUTPUT_CLK": "OUTPUT",
+}
 _DSP48_REGISTERS = {"AREG": "A", "BREG": "B", "CREG": "C", "DREG": "D", "ADREG": "AD", "MREG": "M", "PREG": "P"}
 
 
@@ -311,9 +345,15 @@ def dsp_registers(netlist_json: Path) -> dict[str, frozenset[str]]:
             parameters = cell.get("parameters", {})
             if cell["type"] == "MULT18X18D":
                 # yosys writes a string parameter that looks like a binary number with a trailing space
-                out[name] = frozenset(reg for param, reg in _ECP5_DSP_REGISTERS.items()
-                                      if str(parameters.get(param, "NONE")).strip() != "NONE")
+                out[name] = frozenset(
+                    reg
+                    for param, reg in _ECP5_DSP_REGISTERS.items()
+                    if str(parameters.get(param, "NONE")).strip() != "NONE"
+                )
             elif cell["type"] in ("DSP48E1", "DSP48E2"):
-                out[name] = frozenset(reg for param, reg in _DSP48_REGISTERS.items()
-                                      if int(str(parameters.get(param, "0")).strip() or "0", 2) > 0)
+                out[name] = frozenset(
+                    reg
+                    for param, reg in _DSP48_REGISTERS.items()
+                    if int(str(parameters.get(param, "0")).strip() or "0", 2) > 0
+                )
     return out

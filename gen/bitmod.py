@@ -54,8 +54,8 @@ GENERATOR_VERSION = "1"
 # A SyncFIFOBuffered entry written at the end of cycle t is handed out (handshake) in cycle t + 2.
 FIFO_LATENCY_CYCLES = 2
 RESULT_FIFO_DEPTH = 4
-TERMS = max_terms()          # T = 2
-SHIFT_MAX = max_shift()      # 4 (16 = 2**4)
+TERMS = max_terms()  # T = 2
+SHIFT_MAX = max_shift()  # 4 (16 = 2**4)
 TERM_BITS = max(1, (TERMS - 1).bit_length())
 
 
@@ -67,25 +67,34 @@ TERM_BITS = max(1, (TERMS - 1).bit_length())
 class BitmodParams:
     """A validated BitMoD PE array. Raises ParameterError naming the bad parameter."""
 
-    pes: int = 4              # P PEs (output rows) sharing the activation stream; 1 = a single PE
-    lanes: int = 8            # L weights x activations per PE per cycle
-    group_size: int = 128     # G weights per scale and datatype
-    a_width: int = 8          # signed activations
-    scale_bits: int = 8       # S: scale mantissa bits = dequantization cycles
-    scale_exp_bits: int = 3   # scale exponent bits (e in 0..2**bits - 1)
-    k_max: int = 4096         # longest dot product the output accumulator holds exactly
+    pes: int = 4  # P PEs (output rows) sharing the activation stream; 1 = a single PE
+    lanes: int = 8  # L weights x activations per PE per cycle
+    group_size: int = 128  # G weights per scale and datatype
+    a_width: int = 8  # signed activations
+    scale_bits: int = 8  # S: scale mantissa bits = dequantization cycles
+    scale_exp_bits: int = 3  # scale exponent bits (e in 0..2**bits - 1)
+    k_max: int = 4096  # longest dot product the output accumulator holds exactly
 
     def __post_init__(self):
         require(is_int(self.pes) and 1 <= self.pes <= 64, "pes", self.pes, "1..64")
         require(is_int(self.lanes) and 1 <= self.lanes <= 128, "lanes", self.lanes, "1..128")
-        require(is_int(self.group_size) and 1 <= self.group_size <= 4096 and self.group_size % self.lanes == 0,
-                "group_size", self.group_size, f"1..4096 and a multiple of lanes={self.lanes}")
+        require(
+            is_int(self.group_size) and 1 <= self.group_size <= 4096 and self.group_size % self.lanes == 0,
+            "group_size",
+            self.group_size,
+            f"1..4096 and a multiple of lanes={self.lanes}",
+        )
         require(is_int(self.a_width) and 2 <= self.a_width <= 16, "a_width", self.a_width, "2..16")
         require(is_int(self.scale_bits) and 1 <= self.scale_bits <= 16, "scale_bits", self.scale_bits, "1..16")
-        require(is_int(self.scale_exp_bits) and 0 <= self.scale_exp_bits <= 4, "scale_exp_bits",
-                self.scale_exp_bits, "0..4")
-        require(is_int(self.k_max) and self.group_size <= self.k_max <= 1 << 20 and self.k_max % self.group_size == 0,
-                "k_max", self.k_max, f"a multiple of group_size={self.group_size}, at most 1048576")
+        require(
+            is_int(self.scale_exp_bits) and 0 <= self.scale_exp_bits <= 4, "scale_exp_bits", self.scale_exp_bits, "0..4"
+        )
+        require(
+            is_int(self.k_max) and self.group_size <= self.k_max <= 1 << 20 and self.k_max % self.group_size == 0,
+            "k_max",
+            self.k_max,
+            f"a multiple of group_size={self.group_size}, at most 1048576",
+        )
         require(self.out_width <= 63, "out_width", self.out_width, "<= 63 (lower k_max, scale or widths)")
 
     @property
@@ -103,16 +112,26 @@ class BitmodParams:
     @property
     def psum_width(self) -> int:
         """The group accumulator: every prefix of a weight's terms is at most 16 = the largest |grid value|."""
-        prefix = max(abs(sum(d * (1 << s) for d, s in signed_digits(v)[:i + 1]))
-                     for t in DATATYPES for v in t.values for i in range(len(signed_digits(v))))
+        prefix = max(
+            abs(sum(d * (1 << s) for d, s in signed_digits(v)[: i + 1]))
+            for t in DATATYPES
+            for v in t.values
+            for i in range(len(signed_digits(v)))
+        )
         bound = self.group_size * self.a_abs_max * prefix
         return bits_for_range(-bound, bound, True)
 
     @property
     def out_width(self) -> int:
         grid_max = max(t.max_abs for t in DATATYPES)
-        bound = (self.k_max // self.group_size) * self.group_size * self.a_abs_max * grid_max \
-            * ((1 << self.scale_bits) - 1) * (1 << self.e_max)
+        bound = (
+            (self.k_max // self.group_size)
+            * self.group_size
+            * self.a_abs_max
+            * grid_max
+            * ((1 << self.scale_bits) - 1)
+            * (1 << self.e_max)
+        )
         return bits_for_range(-bound, bound, True)
 
     @property
@@ -125,9 +144,18 @@ class BitmodParams:
         return name
 
     def to_dict(self) -> dict:
-        return {"pes": self.pes, "lanes": self.lanes, "group_size": self.group_size, "a_width": self.a_width,
-                "scale_bits": self.scale_bits, "scale_exp_bits": self.scale_exp_bits, "k_max": self.k_max,
-                "psum_width": self.psum_width, "out_width": self.out_width, "name": self.top_name}
+        return {
+            "pes": self.pes,
+            "lanes": self.lanes,
+            "group_size": self.group_size,
+            "a_width": self.a_width,
+            "scale_bits": self.scale_bits,
+            "scale_exp_bits": self.scale_exp_bits,
+            "k_max": self.k_max,
+            "psum_width": self.psum_width,
+            "out_width": self.out_width,
+            "name": self.top_name,
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> BitmodParams:
@@ -169,17 +197,25 @@ def check_block(p: BitmodParams, codes, type_ids, scale_m, scale_e, a):
     a = np.asarray(a, dtype=np.int64)
     rows, k = codes.shape
     groups = k // p.group_size
-    require(k % p.group_size == 0 and 1 <= groups and k <= p.k_max, "K", k,
-            f"a multiple of group_size={p.group_size}, at most k_max={p.k_max}")
+    require(
+        k % p.group_size == 0 and 1 <= groups and k <= p.k_max,
+        "K",
+        k,
+        f"a multiple of group_size={p.group_size}, at most k_max={p.k_max}",
+    )
     for name, x in (("type_ids", type_ids), ("scale_m", scale_m), ("scale_e", scale_e)):
         require(x.shape == (rows, groups), f"{name} shape", x.shape, f"{(rows, groups)}")
     require(a.shape == (k,), "activations shape", a.shape, f"({k},)")
     lo, hi = int_range(p.a_width, True)
     require(a.min() >= lo and a.max() <= hi, "activation values", (int(a.min()), int(a.max())), f"{lo}..{hi}")
-    require(scale_m.min() >= 0 and scale_m.max() < 1 << p.scale_bits, "scale_m", int(scale_m.max()),
-            f"0..{(1 << p.scale_bits) - 1}")
+    require(
+        scale_m.min() >= 0 and scale_m.max() < 1 << p.scale_bits,
+        "scale_m",
+        int(scale_m.max()),
+        f"0..{(1 << p.scale_bits) - 1}",
+    )
     require(scale_e.min() >= 0 and scale_e.max() <= p.e_max, "scale_e", int(scale_e.max()), f"0..{p.e_max}")
-    decode(codes, np.repeat(type_ids, p.group_size, axis=1))     # validates codes and type ids
+    decode(codes, np.repeat(type_ids, p.group_size, axis=1))  # validates codes and type ids
     return codes, type_ids, scale_m, scale_e, a
 
 
@@ -188,9 +224,9 @@ def group_psums(p: BitmodParams, codes, type_ids, a) -> np.ndarray:
     +-(a << shift)."""
     table = term_table()
     ids = np.repeat(type_ids, p.group_size, axis=1)
-    terms = table[ids, codes]                                   # (rows, K, T, 3)
+    terms = table[ids, codes]  # (rows, K, T, 3)
     contribution = terms[..., 0] * np.where(terms[..., 1] == 1, -1, 1) * (a[None, :, None] << terms[..., 2])
-    per_weight = contribution.sum(axis=2)                        # (rows, K)
+    per_weight = contribution.sum(axis=2)  # (rows, K)
     return per_weight.reshape(codes.shape[0], -1, p.group_size).sum(axis=2)
 
 
@@ -223,7 +259,7 @@ def _padded_activations(p: BitmodParams, q: QuantizedWeights, a) -> np.ndarray:
     require(q.group_size == p.group_size, "quantized group_size", q.group_size, f"{p.group_size}")
     require(a.shape[1] == q.k, "activations K", a.shape[1], f"{q.k} (the weights' K)")
     out = np.zeros((a.shape[0], q.codes.shape[1]), dtype=np.int64)
-    out[:, :q.k] = a
+    out[:, : q.k] = a
     return out
 
 
@@ -235,11 +271,11 @@ def _padded_activations(p: BitmodParams, q: QuantizedWeights, a) -> np.ndarray:
 class GemmPlan:
     """Beats for the two input streams and the place of every result beat."""
 
-    weights: list[dict]          # per chunk: codes (P*L, PE-major), type_ids, scale_m, scale_e (P each), last
+    weights: list[dict]  # per chunk: codes (P*L, PE-major), type_ids, scale_m, scale_e (P each), last
     activations: list[list[int]]  # per chunk: L lanes
     results: list[tuple[int, int]]  # per result beat: (row m of A, first output n0 of its P lanes)
-    chunk_terms: list[int]       # cycles each chunk spends (most terms of its PEs' types)
-    chunk_last: list[int]        # the dot product ends after this chunk
+    chunk_terms: list[int]  # cycles each chunk spends (most terms of its PEs' types)
+    chunk_last: list[int]  # the dot product ends after this chunk
     shape: tuple[int, int, int]  # M, K (padded), N
 
 
@@ -259,15 +295,16 @@ def plan_gemm(p: BitmodParams, q: QuantizedWeights, a) -> GemmPlan:
             ids = np.zeros((p.pes, groups), dtype=np.int64)
             sm = np.zeros((p.pes, groups), dtype=np.int64)
             se = np.zeros((p.pes, groups), dtype=np.int64)
-            codes[:rows], ids[:rows] = q.codes[n0:n0 + rows], q.type_ids[n0:n0 + rows]
-            sm[:rows], se[:rows] = q.scale_m[n0:n0 + rows], q.scale_e[n0:n0 + rows]
+            codes[:rows], ids[:rows] = q.codes[n0 : n0 + rows], q.type_ids[n0 : n0 + rows]
+            sm[:rows], se[:rows] = q.scale_m[n0 : n0 + rows], q.scale_e[n0 : n0 + rows]
             block_beats(p, codes, ids, sm, se, row, weights, activations, chunk_terms, chunk_last)
             results.append((m, n0))
     return GemmPlan(weights, activations, results, chunk_terms, chunk_last, (a.shape[0], k, n))
 
 
-def block_beats(p: BitmodParams, codes, type_ids, scale_m, scale_e, a, weights, activations, chunk_terms,
-                chunk_last) -> None:
+def block_beats(
+    p: BitmodParams, codes, type_ids, scale_m, scale_e, a, weights, activations, chunk_terms, chunk_last
+) -> None:
     """Append the beats of one dot product of P rows (codes (P, K)) to the given lists."""
     k = codes.shape[1]
     chunks = k // p.lanes
@@ -275,8 +312,15 @@ def block_beats(p: BitmodParams, codes, type_ids, scale_m, scale_e, a, weights, 
         g = c // p.chunks_per_group
         lanes = slice(c * p.lanes, (c + 1) * p.lanes)
         last = int(c == chunks - 1)
-        weights.append({"codes": codes[:, lanes].reshape(-1).tolist(), "type_ids": type_ids[:, g].tolist(),
-                        "scale_m": scale_m[:, g].tolist(), "scale_e": scale_e[:, g].tolist(), "last": last})
+        weights.append(
+            {
+                "codes": codes[:, lanes].reshape(-1).tolist(),
+                "type_ids": type_ids[:, g].tolist(),
+                "scale_m": scale_m[:, g].tolist(),
+                "scale_e": scale_e[:, g].tolist(),
+                "last": last,
+            }
+        )
         activations.append(a[lanes].tolist())
         chunk_terms.append(int(terms_of_type(type_ids[:, g]).max()))
         chunk_last.append(last)
@@ -289,7 +333,7 @@ def assemble(p: BitmodParams, plan: GemmPlan, beats: list[list[int]]) -> np.ndar
     y = np.zeros((m_total, n_total), dtype=np.int64)
     for (m, n0), lanes in zip(plan.results, beats):
         width = min(p.pes, n_total - n0)
-        y[m, n0:n0 + width] = lanes[:width]
+        y[m, n0 : n0 + width] = lanes[:width]
     return y
 
 
@@ -297,14 +341,19 @@ def assemble(p: BitmodParams, plan: GemmPlan, beats: list[list[int]]) -> np.ndar
 # Cycle model
 
 
-def bitmod_schedule(p: BitmodParams, chunk_terms: list[int], chunk_last: list[int],
-                    offered: list[int]) -> tuple[list[int], list[int]]:
+def bitmod_schedule(
+    p: BitmodParams, chunk_terms: list[int], chunk_last: list[int], offered: list[int]
+) -> tuple[list[int], list[int]]:
     """Exact handshake cycles (accepted chunks, produced results) for chunks presented from cycle offered[i]
     (both streams) and an always-ready sink: the controller's registers stepped cycle by cycle as the module
     docstring specifies them (no data). Chunk i may be accepted from max(offered[i], previous accept + 1)."""
     n = len(chunk_terms)
-    require(len(chunk_last) == n and len(offered) == n, "schedule inputs", (n, len(chunk_last), len(offered)),
-            "equal lengths")
+    require(
+        len(chunk_last) == n and len(offered) == n,
+        "schedule inputs",
+        (n, len(chunk_last), len(offered)),
+        "equal lengths",
+    )
     s_cycles, chunks_per_group = p.scale_bits, p.chunks_per_group
     accepted: list[int] = []
     produced: list[int] = []
@@ -315,7 +364,7 @@ def bitmod_schedule(p: BitmodParams, chunk_terms: list[int], chunk_last: list[in
     hf_full, hf_last = False, False
     dq_busy, dq_count, dq_last = False, 0, False
     reserved, room = 0, True
-    fifo: list[int] = []                         # cycle from which each written result may be handed out
+    fifo: list[int] = []  # cycle from which each written result may be handed out
     cycle = 0
     limit = 4 * (sum(chunk_terms) + n + 4 * s_cycles + 16) + (max(offered) if offered else 0)
     while len(produced) < expected or len(accepted) < n:
@@ -384,13 +433,15 @@ def gemm_cycles(p: BitmodParams, plan: GemmPlan) -> int:
 
 
 def weight_layout(p: BitmodParams) -> data.StructLayout:
-    return data.StructLayout({
-        "codes": data.ArrayLayout(unsigned(CODE_BITS), p.pes * p.lanes),   # PE-major: codes[pe * L + lane]
-        "type_ids": data.ArrayLayout(unsigned(TYPE_ID_BITS), p.pes),
-        "scale_m": data.ArrayLayout(unsigned(p.scale_bits), p.pes),
-        "scale_e": data.ArrayLayout(unsigned(max(1, p.scale_exp_bits)), p.pes),
-        "last": 1,
-    })
+    return data.StructLayout(
+        {
+            "codes": data.ArrayLayout(unsigned(CODE_BITS), p.pes * p.lanes),  # PE-major: codes[pe * L + lane]
+            "type_ids": data.ArrayLayout(unsigned(TYPE_ID_BITS), p.pes),
+            "scale_m": data.ArrayLayout(unsigned(p.scale_bits), p.pes),
+            "scale_e": data.ArrayLayout(unsigned(max(1, p.scale_exp_bits)), p.pes),
+            "last": 1,
+        }
+    )
 
 
 def activation_layout(p: BitmodParams) -> data.ArrayLayout:
@@ -415,11 +466,13 @@ class BitmodArray(wiring.Component):
 
     def __init__(self, p: BitmodParams):
         self.p = p
-        super().__init__({
-            "weights": In(stream.Signature(weight_layout(p))),
-            "activations": In(stream.Signature(activation_layout(p))),
-            "results": Out(stream.Signature(result_layout(p))),
-        })
+        super().__init__(
+            {
+                "weights": In(stream.Signature(weight_layout(p))),
+                "activations": In(stream.Signature(activation_layout(p))),
+                "results": Out(stream.Signature(result_layout(p))),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -430,7 +483,8 @@ class BitmodArray(wiring.Component):
         shift_shape = signed(p.psum_width + p.e_max + s_cycles)
 
         m.submodules.result_fifo = result_fifo = fifo.SyncFIFOBuffered(
-            width=Shape.cast(result_layout(p)).width, depth=RESULT_FIFO_DEPTH)
+            width=Shape.cast(result_layout(p)).width, depth=RESULT_FIFO_DEPTH
+        )
         m.d.comb += [
             self.results.valid.eq(result_fifo.r_rdy),
             self.results.payload.eq(result_fifo.r_data),
@@ -448,7 +502,7 @@ class BitmodArray(wiring.Component):
         # -- chunk register: the chunk whose terms issue now ------------------------------------------
         chunk_valid = Signal()
         term = Signal(TERM_BITS)
-        last_term = Signal(TERM_BITS)             # terms of the chunk - 1
+        last_term = Signal(TERM_BITS)  # terms of the chunk - 1
         group_end = Signal()
         chunk_last = Signal()
         chunk_index = Signal(range(max(p.chunks_per_group, 2)))
@@ -462,7 +516,7 @@ class BitmodArray(wiring.Component):
         hf_full = Signal()
         hf_last = Signal()
         hf_first = Signal()
-        first_group = Signal(init=1)              # the next group to finish starts a dot product
+        first_group = Signal(init=1)  # the next group to finish starts a dot product
         hf_psum = [Signal(psum_shape, name=f"pe{i}_handoff_psum", reset_less=True) for i in range(pes)]
         hf_m = [Signal(p.scale_bits, name=f"pe{i}_handoff_m", reset_less=True) for i in range(pes)]
         hf_e = [Signal(max(1, p.scale_exp_bits), name=f"pe{i}_handoff_e", reset_less=True) for i in range(pes)]
@@ -495,8 +549,7 @@ class BitmodArray(wiring.Component):
         ]
 
         # -- accept a chunk ---------------------------------------------------------------------------
-        terms_rom = _rom([t.terms - 1 for t in DATATYPES] + [0] * ((1 << TYPE_ID_BITS) - len(DATATYPES)),
-                         TERM_BITS)
+        terms_rom = _rom([t.terms - 1 for t in DATATYPES] + [0] * ((1 << TYPE_ID_BITS) - len(DATATYPES)), TERM_BITS)
         incoming = self.weights.payload
         chunk_terms = Const(0, TERM_BITS)
         for i in range(pes):
@@ -504,11 +557,17 @@ class BitmodArray(wiring.Component):
             chunk_terms = Mux(t > chunk_terms, t, chunk_terms)
         with m.If(accept):
             m.d.sync += [
-                chunk_valid.eq(1), term.eq(0), last_term.eq(chunk_terms),
-                group_end.eq(chunk_index == p.chunks_per_group - 1), chunk_last.eq(incoming.last),
+                chunk_valid.eq(1),
+                term.eq(0),
+                last_term.eq(chunk_terms),
+                group_end.eq(chunk_index == p.chunks_per_group - 1),
+                chunk_last.eq(incoming.last),
                 chunk_index.eq(Mux(chunk_index == p.chunks_per_group - 1, 0, chunk_index + 1)),
-                codes.eq(incoming.codes), acts.eq(self.activations.payload), type_ids.eq(incoming.type_ids),
-                scale_m.eq(incoming.scale_m), scale_e.eq(incoming.scale_e),
+                codes.eq(incoming.codes),
+                acts.eq(self.activations.payload),
+                type_ids.eq(incoming.type_ids),
+                scale_m.eq(incoming.scale_m),
+                scale_e.eq(incoming.scale_e),
             ]
         with m.Elif(issue & is_final):
             m.d.sync += chunk_valid.eq(0)
@@ -530,16 +589,16 @@ class BitmodArray(wiring.Component):
             contributions = []
             for lane in range(lanes):
                 entry = Signal(entry_bits, name=f"pe{i}_lane{lane}_term")
-                m.d.comb += entry.eq(decode_rom.word_select(Cat(term, codes[i * lanes + lane], type_ids[i]),
-                                                            entry_bits))
+                m.d.comb += entry.eq(
+                    decode_rom.word_select(Cat(term, codes[i * lanes + lane], type_ids[i]), entry_bits)
+                )
                 shifted = acts[lane] << entry[2:]
                 contributions.append(Mux(entry[0], Mux(entry[1], -shifted, shifted), 0))
             lane_sum = Signal(psum_shape, name=f"pe{i}_lane_sum")
             m.d.comb += lane_sum.eq(sum(contributions[1:], contributions[0]))
-            psum = Signal(psum_shape, name=f"pe{i}_psum")     # reset: the first group after reset starts at 0
+            psum = Signal(psum_shape, name=f"pe{i}_psum")  # reset: the first group after reset starts at 0
             with m.If(hand_off):
-                m.d.sync += [psum.eq(0), hf_psum[i].eq(psum + lane_sum), hf_m[i].eq(scale_m[i]),
-                             hf_e[i].eq(scale_e[i])]
+                m.d.sync += [psum.eq(0), hf_psum[i].eq(psum + lane_sum), hf_m[i].eq(scale_m[i]), hf_e[i].eq(scale_e[i])]
             with m.Elif(issue):
                 m.d.sync += psum.eq(psum + lane_sum)
             psums.append(psum)
@@ -574,13 +633,15 @@ class BitmodArray(wiring.Component):
         return m
 
 
-register(Block(
-    name="bitmod",
-    summary="BitMoD bit-serial PEs (INT3/4, FP3/4 with special values per group; bit-serial dequantization)",
-    params=BitmodParams,
-    component=BitmodArray,
-    golden=bitmod_golden,
-    cycles=dot_product_cycles,
-    testbench="hardwire.sim.tb_bitmod",
-    generator_version=GENERATOR_VERSION,
-))
+register(
+    Block(
+        name="bitmod",
+        summary="BitMoD bit-serial PEs (INT3/4, FP3/4 with special values per group; bit-serial dequantization)",
+        params=BitmodParams,
+        component=BitmodArray,
+        golden=bitmod_golden,
+        cycles=dot_product_cycles,
+        testbench="hardwire.sim.tb_bitmod",
+        generator_version=GENERATOR_VERSION,
+    )
+)

@@ -62,7 +62,7 @@ _TABLE = (
     ("fp4_ea_neg", 4, (0, 1, 2, 3, 4, 6, 8, 12), -16),
 )
 
-CODE_BITS = 4          # every code travels in a 4-bit field (3-bit types use the low 3 bits)
+CODE_BITS = 4  # every code travels in a 4-bit field (3-bit types use the low 3 bits)
 TYPE_ID_BITS = 4
 
 
@@ -98,12 +98,16 @@ BY_NAME: dict[str, Datatype] = {d.name: d for d in DATATYPES}
 # Named sets for the quantizer. BitMoD's paper mixes the four FP variants with special values; the "+int"
 # sets add the plain integer type of the same width as a fifth choice.
 MIXTURES: dict[str, tuple[str, ...]] = {
-    "int3": ("int3",), "fp3": ("fp3",), "int4": ("int4",), "fp4": ("fp4",),
+    "int3": ("int3",),
+    "fp3": ("fp3",),
+    "int4": ("int4",),
+    "fp4": ("fp4",),
     "bitmod3": ("fp3_er_pos", "fp3_er_neg", "fp3_ea_pos", "fp3_ea_neg"),
     "bitmod4": ("fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"),
     "bitmod3+int": ("int3", "fp3_er_pos", "fp3_er_neg", "fp3_ea_pos", "fp3_ea_neg"),
     "bitmod4+int": ("int4", "fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"),
-    "int3+fp3": ("int3", "fp3"), "int4+fp4": ("int4", "fp4"),
+    "int3+fp3": ("int3", "fp3"),
+    "int4+fp4": ("int4", "fp4"),
 } | {d.name: (d.name,) for d in DATATYPES}
 
 
@@ -114,7 +118,7 @@ def signed_digits(value: int) -> list[tuple[int, int]]:
     v, shift = abs(int(value)), 0
     while v:
         if v & 1:
-            d = 2 - (v & 3)          # +1 if v = 1 mod 4, -1 if v = 3 mod 4
+            d = 2 - (v & 3)  # +1 if v = 1 mod 4, -1 if v = 3 mod 4
             digits.append((d, shift))
             v -= d
         v >>= 1
@@ -137,8 +141,12 @@ def resolve_types(dtypes) -> tuple[Datatype, ...]:
         names = MIXTURES.get(dtypes) or tuple(n.strip() for n in dtypes.split(",") if n.strip())
     else:
         names = tuple(dtypes)
-    require(len(names) > 0 and all(n in BY_NAME for n in names), "dtypes", dtypes,
-            f"a mixture ({', '.join(MIXTURES)}) or type names from {', '.join(BY_NAME)}")
+    require(
+        len(names) > 0 and all(n in BY_NAME for n in names),
+        "dtypes",
+        dtypes,
+        f"a mixture ({', '.join(MIXTURES)}) or type names from {', '.join(BY_NAME)}",
+    )
     return tuple(BY_NAME[n] for n in names)
 
 
@@ -147,15 +155,19 @@ def decode(codes, type_ids) -> np.ndarray:
     range (a 3-bit type's codes must be < 8)."""
     codes = np.asarray(codes, dtype=np.int64)
     type_ids = np.broadcast_to(np.asarray(type_ids, dtype=np.int64), codes.shape)
-    require(type_ids.size == 0 or (type_ids.min() >= 0 and type_ids.max() < len(DATATYPES)), "type id",
-            int(type_ids.max()) if type_ids.size else 0, f"0..{len(DATATYPES) - 1}")
+    require(
+        type_ids.size == 0 or (type_ids.min() >= 0 and type_ids.max() < len(DATATYPES)),
+        "type id",
+        int(type_ids.max()) if type_ids.size else 0,
+        f"0..{len(DATATYPES) - 1}",
+    )
     bits = np.array([d.bits for d in DATATYPES])[type_ids]
     bad = (codes < 0) | (codes >= (1 << bits))
     if bad.any():
         require(False, "weight code", int(codes[bad][0]), "0..2**bits - 1 of its datatype")
     table = np.zeros((len(DATATYPES), 1 << CODE_BITS), dtype=np.int64)
     for d in DATATYPES:
-        table[d.id, :len(d.values)] = d.values
+        table[d.id, : len(d.values)] = d.values
     return table[type_ids, codes]
 
 
@@ -181,7 +193,7 @@ class ScaleFormat:
     def base_for(self, largest_scale: np.ndarray) -> np.ndarray:
         """Per row: the base that puts the row's largest scale at the top exponent with a full mantissa."""
         s = np.where(largest_scale > 0, largest_scale, 1.0)
-        return (np.floor(np.log2(s)).astype(np.int64) - (self.mantissa_bits - 1) - self.e_max)
+        return np.floor(np.log2(s)).astype(np.int64) - (self.mantissa_bits - 1) - self.e_max
 
     def round(self, scale: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(m, e) nearest to `scale` (half to even) with base `base` (broadcast); scale 0 -> (0, 0)."""
@@ -192,7 +204,7 @@ class ScaleFormat:
         e = np.floor(np.log2(safe)).astype(np.int64) - (self.mantissa_bits - 1) - base
         e = np.clip(e, 0, self.e_max)
         m = np.rint(np.ldexp(safe, -(e + base))).astype(np.int64)
-        carry = m > self.m_max                   # rounded up to 2**mantissa_bits: next exponent
+        carry = m > self.m_max  # rounded up to 2**mantissa_bits: next exponent
         bump = carry & (e < self.e_max)
         m = np.where(bump, m >> 1, m)
         e = np.where(bump, e + 1, e)
@@ -220,7 +232,7 @@ class QuantizedWeights:
     scale_e: np.ndarray
     base: np.ndarray
     group_size: int
-    k: int                     # the unpadded K
+    k: int  # the unpadded K
     fmt: ScaleFormat
 
     @property
@@ -232,7 +244,7 @@ class QuantizedWeights:
         """Float64 weights, exact (every value is a small integer times a power of two)."""
         scale = self.fmt.value(self.scale_m, self.scale_e, self.base[:, None])
         w = self.grid * np.repeat(scale, self.group_size, axis=1)
-        return w if padded else w[:, :self.k]
+        return w if padded else w[:, : self.k]
 
 
 def _nearest(x: np.ndarray, values: tuple[int, ...]) -> np.ndarray:
@@ -257,7 +269,7 @@ def quantize(w, dtypes="bitmod4", group_size: int = 128, fmt: ScaleFormat = Scal
     padded = np.zeros((n, groups * group_size))
     padded[:, :k] = w
     x = padded.reshape(n, groups, group_size)
-    absmax = np.abs(x).max(axis=2)                                    # (N, G)
+    absmax = np.abs(x).max(axis=2)  # (N, G)
     # the base depends on the row only (not on the candidate types), so that every type sees the same scales
     # and the mixture's error per group is exactly the least of the single types' errors
     base = fmt.base_for(absmax.max(axis=1) / min(t.max_abs for t in DATATYPES))
@@ -280,12 +292,11 @@ def quantize(w, dtypes="bitmod4", group_size: int = 128, fmt: ScaleFormat = Scal
         type_ids = np.where(better, t.id, type_ids)
         scale_m = np.where(better, m, scale_m)
         scale_e = np.where(better, e, scale_e)
-    return QuantizedWeights(codes.reshape(n, groups * group_size), type_ids, scale_m, scale_e, base,
-                            group_size, k, fmt)
+    return QuantizedWeights(codes.reshape(n, groups * group_size), type_ids, scale_m, scale_e, base, group_size, k, fmt)
 
 
 def relative_mse(y_quantized, y_reference) -> float:
     """||Y_q - Y||^2 / ||Y||^2."""
     y_quantized = np.asarray(y_quantized, dtype=np.float64)
     y_reference = np.asarray(y_reference, dtype=np.float64)
-    return float(((y_quantized - y_reference) ** 2).sum() / max((y_reference ** 2).sum(), 1e-300))
+    return float(((y_quantized - y_reference) ** 2).sum() / max((y_reference**2).sum(), 1e-300))

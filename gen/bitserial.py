@@ -145,8 +145,10 @@ class BitSerialParams:
         if self.name:
             return self.name
         sign = lambda s: "s" if s else "u"
-        name = (f"bitserial_{self.rows}x{self.lanes}_simd{self.simd}_a{self.a_max}{sign(self.a_signed)}"
-                f"_w{self.w_width}{sign(self.w_signed)}_{'msb' if self.msb_first else 'lsb'}")
+        name = (
+            f"bitserial_{self.rows}x{self.lanes}_simd{self.simd}_a{self.a_max}{sign(self.a_signed)}"
+            f"_w{self.w_width}{sign(self.w_signed)}_{'msb' if self.msb_first else 'lsb'}"
+        )
         defaults = BitSerialParams.__dataclass_fields__
         for field_name, tag in (("k_max", "k"), ("acc_width", "acc")):
             if getattr(self, field_name) != defaults[field_name].default:
@@ -155,9 +157,17 @@ class BitSerialParams:
 
     def to_dict(self) -> dict:
         return {
-            "rows": self.rows, "lanes": self.lanes, "simd": self.simd, "w_width": self.w_width,
-            "w_signed": self.w_signed, "a_max": self.a_max, "a_signed": self.a_signed, "msb_first": self.msb_first,
-            "k_max": self.k_max, "acc_width": self.acc_bits, "name": self.top_name,
+            "rows": self.rows,
+            "lanes": self.lanes,
+            "simd": self.simd,
+            "w_width": self.w_width,
+            "w_signed": self.w_signed,
+            "a_max": self.a_max,
+            "a_signed": self.a_signed,
+            "msb_first": self.msb_first,
+            "k_max": self.k_max,
+            "acc_width": self.acc_bits,
+            "name": self.top_name,
         }
 
     @classmethod
@@ -179,14 +189,19 @@ def check_operands(p: BitSerialParams, a, w, precision: int | None = None) -> tu
     """Validate A[M, K] (at `precision` bits, default a_max) and W[K, N]; return them as int64."""
     a = np.asarray(a)
     w = np.asarray(w)
-    require(a.ndim == 2 and w.ndim == 2 and a.shape[1] == w.shape[0], "shapes", (a.shape, w.shape),
-            "A[M, K] and W[K, N]")
+    require(
+        a.ndim == 2 and w.ndim == 2 and a.shape[1] == w.shape[0], "shapes", (a.shape, w.shape), "A[M, K] and W[K, N]"
+    )
     require(1 <= a.shape[1] <= p.k_max, "K", a.shape[1], f"1..k_max={p.k_max}")
     if precision is not None:
         require(is_int(precision) and 1 <= precision <= p.a_max, "precision", precision, f"1..a_max={p.a_max}")
     for name, x, (lo, hi) in (("A", a, p.a_range(precision)), ("W", w, int_range(p.w_width, p.w_signed))):
-        require(x.size == 0 or (x.min() >= lo and x.max() <= hi), f"{name} values",
-                (int(x.min()), int(x.max())) if x.size else (), f"{lo}..{hi}")
+        require(
+            x.size == 0 or (x.min() >= lo and x.max() <= hi),
+            f"{name} values",
+            (int(x.min()), int(x.max())) if x.size else (),
+            f"{lo}..{hi}",
+        )
     return a.astype(np.int64), w.astype(np.int64)
 
 
@@ -214,12 +229,12 @@ def serial_dot(p: BitSerialParams, a, w, precision: int) -> np.ndarray:
     lo, hi = int_range(p.partial_width, True)
     acc = np.zeros((m_total, w.shape[1]), dtype=np.int64)
     for k0 in range(0, k_total, p.simd):
-        planes = bit_planes(a[:, k0:k0 + p.simd], precision, p.a_signed, p.msb_first)
-        chunk_w = w[k0:k0 + p.simd]
+        planes = bit_planes(a[:, k0 : k0 + p.simd], precision, p.a_signed, p.msb_first)
+        chunk_w = w[k0 : k0 + p.simd]
         partial = np.zeros_like(acc)
         for index, plane in enumerate(planes):
             bit = precision - 1 - index if p.msb_first else index
-            pp = plane @ chunk_w                       # AND gates + adder tree
+            pp = plane @ chunk_w  # AND gates + adder tree
             is_sign = p.a_signed and bit == precision - 1
             term = -pp if is_sign else pp
             partial = 2 * partial + term if p.msb_first else partial + (term << bit)
@@ -245,10 +260,10 @@ def min_precision(values, a_signed: bool) -> int:
 class BitSerialPlan:
     """Beats to send on each input stream and where each result beat belongs in Y."""
 
-    weights: list[list[int]]                 # per chunk: lanes x simd weights, lane-major (lane c, element j)
-    activations: list[dict]                  # per bit-plane: {"bits": [rows masks], "precision", "last"}
-    results: list[tuple[int, int]]           # per result beat: (m0, n0) of its rows x lanes block of Y
-    jobs: list[tuple[int, int]]              # per dot product: (chunks, precision), for the cycle model
+    weights: list[list[int]]  # per chunk: lanes x simd weights, lane-major (lane c, element j)
+    activations: list[dict]  # per bit-plane: {"bits": [rows masks], "precision", "last"}
+    results: list[tuple[int, int]]  # per result beat: (m0, n0) of its rows x lanes block of Y
+    jobs: list[tuple[int, int]]  # per dot product: (chunks, precision), for the cycle model
     shape: tuple[int, int, int]
 
 
@@ -263,30 +278,33 @@ def plan_gemm(p: BitSerialParams, a, w, precision=None) -> BitSerialPlan:
     n_total = w.shape[1]
     blocks = range(0, m_total, p.rows)
     if precision is None:
-        precisions = [min_precision(a[m0:m0 + p.rows], p.a_signed) for m0 in blocks]
+        precisions = [min_precision(a[m0 : m0 + p.rows], p.a_signed) for m0 in blocks]
     elif is_int(precision):
         precisions = [precision] * len(blocks)
     else:
         precisions = list(precision)
-        require(len(precisions) == len(blocks), "precision", precision,
-                f"None, an int or a list of {len(blocks)} (one per block of {p.rows} rows)")
+        require(
+            len(precisions) == len(blocks),
+            "precision",
+            precision,
+            f"None, an int or a list of {len(blocks)} (one per block of {p.rows} rows)",
+        )
     weights, activations, results, jobs = [], [], [], []
     chunks = ceil(k_total / p.simd)
     for m0, prec in zip(blocks, precisions):
         a_block = np.zeros((p.rows, chunks * p.simd), dtype=np.int64)
-        a_block[: min(p.rows, m_total - m0), :k_total] = a[m0:m0 + p.rows]
+        a_block[: min(p.rows, m_total - m0), :k_total] = a[m0 : m0 + p.rows]
         check_operands(p, a_block[:, :k_total], w, prec)
         for n0 in range(0, n_total, p.lanes):
             w_block = np.zeros((chunks * p.simd, p.lanes), dtype=np.int64)
-            w_block[:k_total, : min(p.lanes, n_total - n0)] = w[:, n0:n0 + p.lanes]
+            w_block[:k_total, : min(p.lanes, n_total - n0)] = w[:, n0 : n0 + p.lanes]
             for chunk in range(chunks):
                 k0 = chunk * p.simd
-                weights.append(w_block[k0:k0 + p.simd].T.reshape(-1).tolist())
-                planes = bit_planes(a_block[:, k0:k0 + p.simd], prec, p.a_signed, p.msb_first)
-                masks = planes @ (1 << np.arange(p.simd, dtype=np.int64))   # element j at bit j
+                weights.append(w_block[k0 : k0 + p.simd].T.reshape(-1).tolist())
+                planes = bit_planes(a_block[:, k0 : k0 + p.simd], prec, p.a_signed, p.msb_first)
+                masks = planes @ (1 << np.arange(p.simd, dtype=np.int64))  # element j at bit j
                 for plane in masks:
-                    activations.append({"bits": plane.tolist(), "precision": prec,
-                                        "last": int(chunk == chunks - 1)})
+                    activations.append({"bits": plane.tolist(), "precision": prec, "last": int(chunk == chunks - 1)})
             results.append((m0, n0))
             jobs.append((chunks, prec))
     return BitSerialPlan(weights, activations, results, jobs, (m_total, k_total, n_total))
@@ -301,7 +319,7 @@ def assemble_results(p: BitSerialParams, plan: BitSerialPlan, beats: list[list[i
     for (m0, n0), beat in zip(plan.results, beats):
         block = np.asarray(beat, dtype=np.int64).reshape(p.rows, p.lanes)
         height, width = min(p.rows, m_total - m0), min(p.lanes, n_total - n0)
-        y[m0:m0 + height, n0:n0 + width] = block[:height, :width]
+        y[m0 : m0 + height, n0 : n0 + width] = block[:height, :width]
     return y
 
 
@@ -340,8 +358,9 @@ def weight_layout(p: BitSerialParams) -> data.ArrayLayout:
 
 
 def activation_layout(p: BitSerialParams) -> data.StructLayout:
-    return data.StructLayout({"bits": data.ArrayLayout(unsigned(p.simd), p.rows),
-                              "precision": unsigned(p.precision_width), "last": 1})
+    return data.StructLayout(
+        {"bits": data.ArrayLayout(unsigned(p.simd), p.rows), "precision": unsigned(p.precision_width), "last": 1}
+    )
 
 
 def result_layout(p: BitSerialParams) -> data.ArrayLayout:
@@ -358,11 +377,13 @@ class BitSerialArray(wiring.Component):
 
     def __init__(self, p: BitSerialParams):
         self.p = p
-        super().__init__({
-            "weights": In(stream.Signature(weight_layout(p))),
-            "activations": In(stream.Signature(activation_layout(p))),
-            "results": Out(stream.Signature(result_layout(p))),
-        })
+        super().__init__(
+            {
+                "weights": In(stream.Signature(weight_layout(p))),
+                "activations": In(stream.Signature(activation_layout(p))),
+                "results": Out(stream.Signature(result_layout(p))),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -371,7 +392,8 @@ class BitSerialArray(wiring.Component):
         act, wts = self.activations, self.weights
 
         m.submodules.result_fifo = result_fifo = fifo.SyncFIFOBuffered(
-            width=Shape.cast(result_layout(p)).width, depth=p.fifo_depth)
+            width=Shape.cast(result_layout(p)).width, depth=p.fifo_depth
+        )
         m.d.comb += [
             self.results.valid.eq(result_fifo.r_rdy),
             self.results.payload.eq(result_fifo.r_data),
@@ -381,7 +403,7 @@ class BitSerialArray(wiring.Component):
         # -- plane sequencer: which bit of which chunk the accepted plane is -------------------------
         # index of the plane within its chunk (one bit even for a_max = 1: no zero-width wires)
         plane = Signal(range(max(p.a_max, 2)), name="plane")
-        chunk_first = Signal(init=1, name="chunk_first")        # this chunk starts a dot product
+        chunk_first = Signal(init=1, name="chunk_first")  # this chunk starts a dot product
         plane_last = Signal()
         m.d.comb += plane_last.eq(plane + 1 >= act.payload.precision)
         final = Signal()
@@ -404,8 +426,10 @@ class BitSerialArray(wiring.Component):
             reserve.eq(accept & final),
         ]
         with m.If(accept):
-            m.d.sync += [plane.eq(Mux(plane_last, 0, plane + 1)), chunk_first.eq(Mux(plane_last, act.payload.last,
-                                                                                       chunk_first))]
+            m.d.sync += [
+                plane.eq(Mux(plane_last, 0, plane + 1)),
+                chunk_first.eq(Mux(plane_last, act.payload.last, chunk_first)),
+            ]
 
         # the sign plane (a two's-complement activation's MSB) comes first MSB-first, last LSB-first
         sign_plane = (plane == 0) if p.msb_first else plane_last
@@ -413,11 +437,18 @@ class BitSerialArray(wiring.Component):
         m.d.comb += is_sign.eq(sign_plane if p.a_signed else 0)
 
         # -- stage 1: input register (bit-planes, the chunk's weights, control) ---------------------
-        ctrl = data.StructLayout({"valid": 1, "first": 1, "sign": 1, "plane_last": 1, "chunk_first": 1,
-                                  "final": 1, "shift": plane.shape()})
+        ctrl = data.StructLayout(
+            {"valid": 1, "first": 1, "sign": 1, "plane_last": 1, "chunk_first": 1, "final": 1, "shift": plane.shape()}
+        )
         ctrl1 = Signal(ctrl, name="ctrl1")
-        m.d.sync += [ctrl1.valid.eq(accept), ctrl1.first.eq(plane == 0), ctrl1.sign.eq(is_sign),
-                     ctrl1.plane_last.eq(plane_last), ctrl1.chunk_first.eq(chunk_first), ctrl1.final.eq(final)]
+        m.d.sync += [
+            ctrl1.valid.eq(accept),
+            ctrl1.first.eq(plane == 0),
+            ctrl1.sign.eq(is_sign),
+            ctrl1.plane_last.eq(plane_last),
+            ctrl1.chunk_first.eq(chunk_first),
+            ctrl1.final.eq(final),
+        ]
         if not p.msb_first:
             m.d.sync += ctrl1.shift.eq(plane)  # LSB-first: plane i is bit i
         bits1 = Signal(data.ArrayLayout(unsigned(p.simd), p.rows), name="bits1", reset_less=True)
@@ -429,8 +460,9 @@ class BitSerialArray(wiring.Component):
         pp_shape = signed(p.pp_width)
         ctrl2 = Signal(ctrl, name="ctrl2")
         m.d.sync += ctrl2.eq(ctrl1)
-        pp2 = [[Signal(pp_shape, name=f"pe_{r}_{c}_pp", reset_less=True) for c in range(p.lanes)]
-               for r in range(p.rows)]
+        pp2 = [
+            [Signal(pp_shape, name=f"pe_{r}_{c}_pp", reset_less=True) for c in range(p.lanes)] for r in range(p.rows)
+        ]
         for r in range(p.rows):
             for c in range(p.lanes):
                 terms = [Mux(bits1[r][j], w1[c][j], 0) for j in range(p.simd)]
@@ -440,8 +472,10 @@ class BitSerialArray(wiring.Component):
         partial_shape = signed(p.partial_width)
         ctrl3 = Signal(ctrl, name="ctrl3")
         m.d.sync += ctrl3.eq(ctrl2)
-        partials = [[Signal(partial_shape, name=f"pe_{r}_{c}_partial", reset_less=True) for c in range(p.lanes)]
-                    for r in range(p.rows)]
+        partials = [
+            [Signal(partial_shape, name=f"pe_{r}_{c}_partial", reset_less=True) for c in range(p.lanes)]
+            for r in range(p.rows)
+        ]
         for r in range(p.rows):
             for c in range(p.lanes):
                 pp = pp2[r][c]
@@ -456,8 +490,9 @@ class BitSerialArray(wiring.Component):
                     m.d.sync += partials[r][c].eq(stepped + term)
 
         # -- stage 4: accumulate chunks; a dot product's sum goes into the result FIFO ----------------
-        accs = [[Signal(acc_shape, name=f"pe_{r}_{c}_acc", reset_less=True) for c in range(p.lanes)]
-                for r in range(p.rows)]
+        accs = [
+            [Signal(acc_shape, name=f"pe_{r}_{c}_acc", reset_less=True) for c in range(p.lanes)] for r in range(p.rows)
+        ]
         totals = Signal(result_layout(p), name="totals")
         chunk_done = ctrl3.valid & ctrl3.plane_last
         for r in range(p.rows):
@@ -478,13 +513,15 @@ def _adder_tree(terms):
     return terms[0]
 
 
-register(Block(
-    name="bitserial",
-    summary="Stripes-style bit-serial MAC array (rows x lanes PEs, run-time activation precision 1..a_max)",
-    params=BitSerialParams,
-    component=BitSerialArray,
-    golden=bitserial_golden,
-    cycles=gemm_cycles,
-    testbench="hardwire.sim.tb_bitserial",
-    generator_version=GENERATOR_VERSION,
-))
+register(
+    Block(
+        name="bitserial",
+        summary="Stripes-style bit-serial MAC array (rows x lanes PEs, run-time activation precision 1..a_max)",
+        params=BitSerialParams,
+        component=BitSerialArray,
+        golden=bitserial_golden,
+        cycles=gemm_cycles,
+        testbench="hardwire.sim.tb_bitserial",
+        generator_version=GENERATOR_VERSION,
+    )
+)

@@ -84,29 +84,40 @@ OUTPUT_LATENCY_CYCLES = 3
 class BitVertParams:
     """A validated BitVert PE / array configuration. Raises ParameterError naming the bad parameter."""
 
-    group_size: int = 8      # G: weights per bit column
-    lanes: int = 2           # effectual bits a PE processes per cycle
-    w_width: int = 8         # n: signed weight bits
+    group_size: int = 8  # G: weights per bit column
+    lanes: int = 2  # effectual bits a PE processes per cycle
+    w_width: int = 8  # n: signed weight bits
     a_width: int = 8
     a_signed: bool = True
-    pes: int = 1             # PEs sharing the activation stream
-    k_max: int = 1024        # longest dot product the accumulator holds without overflow
-    queue_depth: int = 4     # activation groups a fast PE may run ahead of the slowest (power of two)
+    pes: int = 1  # PEs sharing the activation stream
+    k_max: int = 1024  # longest dot product the accumulator holds without overflow
+    queue_depth: int = 4  # activation groups a fast PE may run ahead of the slowest (power of two)
 
     def __post_init__(self):
         require(is_int(self.group_size) and 2 <= self.group_size <= 32, "group_size", self.group_size, "2..32")
         half = self.group_size // 2
-        require(is_int(self.lanes) and 1 <= self.lanes <= half, "lanes", self.lanes,
-                f"1..{half} (group_size // 2: no column has more effectual bits)")
+        require(
+            is_int(self.lanes) and 1 <= self.lanes <= half,
+            "lanes",
+            self.lanes,
+            f"1..{half} (group_size // 2: no column has more effectual bits)",
+        )
         require(is_int(self.w_width) and 2 <= self.w_width <= 16, "w_width", self.w_width, "2..16")
         require(is_int(self.a_width) and 1 <= self.a_width <= 16, "a_width", self.a_width, "1..16")
         require(isinstance(self.a_signed, bool), "a_signed", self.a_signed, "True or False")
         require(is_int(self.pes) and 1 <= self.pes <= 64, "pes", self.pes, "1..64")
-        require(is_int(self.k_max) and self.group_size <= self.k_max <= 1 << 20, "k_max", self.k_max,
-                f"{self.group_size}..1048576")
-        require(is_int(self.queue_depth) and 2 <= self.queue_depth <= 64
-                and self.queue_depth & (self.queue_depth - 1) == 0, "queue_depth", self.queue_depth,
-                "a power of two in 2..64")
+        require(
+            is_int(self.k_max) and self.group_size <= self.k_max <= 1 << 20,
+            "k_max",
+            self.k_max,
+            f"{self.group_size}..1048576",
+        )
+        require(
+            is_int(self.queue_depth) and 2 <= self.queue_depth <= 64 and self.queue_depth & (self.queue_depth - 1) == 0,
+            "queue_depth",
+            self.queue_depth,
+            "a power of two in 2..64",
+        )
 
     @property
     def a_range(self) -> tuple[int, int]:
@@ -203,14 +214,14 @@ def column_stats(w, group_size: int, width: int = 8) -> dict:
     """Effectual-bit statistics of a weight tensor (last axis = K): per bit position and overall, for BBS on
     raw columns (the paper's per-column metric), BBS with sign-column merging (what the PE processes) and
     zero skipping only."""
-    cols = bit_columns(group_weights(w, group_size, width), width)           # (..., groups, n, G)
+    cols = bit_columns(group_weights(w, group_size, width), width)  # (..., groups, n, G)
     cols = cols.reshape(-1, width, group_size)
     bbs = effectual_counts(cols)
     ones = cols.sum(axis=-1).astype(np.int64)
     total = cols.shape[0] * group_size
     runs = sign_run(cols)
     in_run = (np.arange(width) >= (width - 1 - runs)[:, None]) & (np.arange(width) < width - 1)
-    merged = np.where(in_run, 0, bbs)          # sign-extension columns are processed with the sign column
+    merged = np.where(in_run, 0, bbs)  # sign-extension columns are processed with the sign column
     return {
         "merged_skipped_per_bit": [float(1 - merged[:, b].sum() / total) if total else 1.0 for b in range(width)],
         "merged_skipped": float(1 - merged.sum() / (total * width)) if total else 1.0,
@@ -238,8 +249,8 @@ class BbsTensor:
     group costs (n-1).bit_length() + sum over its n - r columns of (2 if constant else 1 + G) bits.
     """
 
-    bits: np.ndarray          # uint8, one bit per element
-    shape: tuple[int, int]    # (rows, K) before padding
+    bits: np.ndarray  # uint8, one bit per element
+    shape: tuple[int, int]  # (rows, K) before padding
     group_size: int
     width: int
 
@@ -292,9 +303,9 @@ def decode_bbs(t: BbsTensor) -> np.ndarray:
                 cols[b] = bits[pos + 1]
                 pos += 2
             else:
-                cols[b] = bits[pos + 1:pos + 1 + g]
+                cols[b] = bits[pos + 1 : pos + 1 + g]
                 pos += 1 + g
-        cols[n - 1 - r:n - 1] = cols[n - 1]
+        cols[n - 1 - r : n - 1] = cols[n - 1]
         value = (cols * (1 << np.arange(n))[:, None]).sum(axis=0)
         groups.append(np.where(value >= 1 << (n - 1), value - (1 << n), value))
     if pos != len(bits):
@@ -319,7 +330,7 @@ def prune_rounded_average(w, group_size: int, low_columns: int, width: int = 8) 
     mask = (1 << low_columns) - 1
     low = groups & mask
     real = np.zeros(groups.shape, dtype=bool)
-    real.reshape(*groups.shape[:-2], -1)[..., :k] = True    # padding does not vote
+    real.reshape(*groups.shape[:-2], -1)[..., :k] = True  # padding does not vote
     count = np.maximum(real.sum(axis=-1, keepdims=True), 1)
     mean = np.floor((np.where(real, low, 0).sum(axis=-1, keepdims=True) * 2 + count) / (2 * count))
     pruned = (groups & ~mask) | mean.astype(np.int64)
@@ -376,13 +387,13 @@ def prune_column_budget(w, group_size: int, budget: int, width: int = 8) -> np.n
 def group_cycles(w, p: BitVertParams) -> np.ndarray:
     """(..., K) weights -> (..., groups) issue cycles of one PE per group, vectorised: the same numbers as
     summing `record_cycles` over `group_records` (tested), for whole models at once."""
-    cols = bit_columns(group_weights(w, p.group_size, p.w_width), p.w_width)      # (..., groups, n, G)
+    cols = bit_columns(group_weights(w, p.group_size, p.w_width), p.w_width)  # (..., groups, n, G)
     n = p.w_width
     runs = sign_run(cols)
     e = effectual_counts(cols)
     nonzero = cols.any(axis=-1)
-    per_column = np.maximum(1, -(-e // p.lanes)) * nonzero                         # all-zero columns: no record
-    below = np.arange(n) < (n - 1 - runs)[..., None]                               # columns left after merging
+    per_column = np.maximum(1, -(-e // p.lanes)) * nonzero  # all-zero columns: no record
+    below = np.arange(n) < (n - 1 - runs)[..., None]  # columns left after merging
     processed = below.copy()
     processed[..., n - 1] = True
     cycles = (per_column * processed).sum(axis=-1)
@@ -408,14 +419,18 @@ def encoded_bits(w, group_size: int, width: int = 8) -> int:
 class Record:
     """One processed column of a group, as a PE's weight stream carries it."""
 
-    bits: int          # raw column bits, weight i at bit i
-    shift: int         # the column's significance 2^shift
-    negative: bool     # the (merged) sign column: subtract
+    bits: int  # raw column bits, weight i at bit i
+    shift: int  # the column's significance 2^shift
+    negative: bool  # the (merged) sign column: subtract
     group_last: bool
 
     def payload(self) -> dict:
-        return {"bits": self.bits, "shift": self.shift, "negative": int(self.negative),
-                "group_last": int(self.group_last)}
+        return {
+            "bits": self.bits,
+            "shift": self.shift,
+            "negative": int(self.negative),
+            "group_last": int(self.group_last),
+        }
 
 
 def group_records(group: np.ndarray, width: int) -> list[Record]:
@@ -484,8 +499,9 @@ def check_operands(p: BitVertParams, w, x) -> tuple[np.ndarray, np.ndarray]:
     x = np.atleast_2d(np.asarray(x))
     require(x.size == 0 or np.issubdtype(x.dtype, np.integer), "x dtype", str(x.dtype), "integers")
     x = x.astype(np.int64)
-    require(w.ndim == 2 and x.ndim == 2 and w.shape[1] == x.shape[1], "shapes", (w.shape, x.shape),
-            "W (N, K) and x (V, K)")
+    require(
+        w.ndim == 2 and x.ndim == 2 and w.shape[1] == x.shape[1], "shapes", (w.shape, x.shape), "W (N, K) and x (V, K)"
+    )
     require(1 <= w.shape[1] <= p.k_max, "K", w.shape[1], f"1..k_max={p.k_max}")
     lo, hi = p.a_range
     if x.size and (x.min() < lo or x.max() > hi):
@@ -497,8 +513,9 @@ def bitvert_golden(p: BitVertParams, w, x) -> np.ndarray:
     """(V, N) = x @ W.T, computed record by record as the PEs do (exact; acc_width never overflows)."""
     w, x = check_operands(p, w, x)
     rows = [row_records(p, w[n]) for n in range(w.shape[0])]
-    return np.array([[bitvert_dot(p, rows[n], x[v]) for n in range(w.shape[0])] for v in range(x.shape[0])],
-                    dtype=np.int64).reshape(x.shape[0], w.shape[0])
+    return np.array(
+        [[bitvert_dot(p, rows[n], x[v]) for n in range(w.shape[0])] for v in range(x.shape[0])], dtype=np.int64
+    ).reshape(x.shape[0], w.shape[0])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -509,11 +526,11 @@ def bitvert_golden(p: BitVertParams, w, x) -> np.ndarray:
 class GemvPlan:
     """Beats for the activation stream and each PE's record stream, and each pass's (vector, first row)."""
 
-    activations: list[dict]              # {"data": G lanes, "last": 0/1}
-    records: list[list[Record]]          # per PE
-    passes: list[tuple[int, int]]        # (vector v, first row n0) per result beat
-    group_cycles: np.ndarray             # (passes, groups, pes): each PE's record cycles per group
-    shape: tuple[int, int, int]          # (V, K, N)
+    activations: list[dict]  # {"data": G lanes, "last": 0/1}
+    records: list[list[Record]]  # per PE
+    passes: list[tuple[int, int]]  # (vector v, first row n0) per result beat
+    group_cycles: np.ndarray  # (passes, groups, pes): each PE's record cycles per group
+    shape: tuple[int, int, int]  # (V, K, N)
     queue_depth: int = 4
 
     @property
@@ -546,8 +563,14 @@ def plan_gemv(p: BitVertParams, w, x) -> GemvPlan:
                     records[j].extend(row[gi])
             cycles.append([[sum(record_cycles(r, p) for r in row[gi]) for row in pe_rows] for gi in range(groups)])
             passes.append((v, n0))
-    return GemvPlan(activations, records, passes, np.array(cycles, dtype=np.int64).reshape(-1, groups, p.pes),
-                    (x.shape[0], k, n_rows), p.queue_depth)
+    return GemvPlan(
+        activations,
+        records,
+        passes,
+        np.array(cycles, dtype=np.int64).reshape(-1, groups, p.pes),
+        (x.shape[0], k, n_rows),
+        p.queue_depth,
+    )
 
 
 def assemble_results(p: BitVertParams, plan: GemvPlan, beats: list[list[int]]) -> np.ndarray:
@@ -558,7 +581,7 @@ def assemble_results(p: BitVertParams, plan: GemvPlan, beats: list[list[int]]) -
     y = np.zeros((v_total, n_rows), dtype=np.int64)
     for (v, n0), lanes in zip(plan.passes, beats):
         width = min(p.pes, n_rows - n0)
-        y[v, n0:n0 + width] = lanes[:width]
+        y[v, n0 : n0 + width] = lanes[:width]
     return y
 
 
@@ -638,13 +661,16 @@ class BitVertArray(wiring.Component):
         self.p = p
         a_shape = signed(p.a_width) if p.a_signed else unsigned(p.a_width)
         self.act_layout = data.StructLayout({"data": data.ArrayLayout(a_shape, p.group_size), "last": 1})
-        self.record_layout = data.StructLayout({"bits": p.group_size, "shift": p.shift_width, "negative": 1,
-                                                "group_last": 1})
-        super().__init__({
-            "activations": In(stream.Signature(self.act_layout)),
-            "weights": In(stream.Signature(self.record_layout)).array(p.pes),
-            "results": Out(stream.Signature(data.ArrayLayout(signed(p.acc_width), p.pes))),
-        })
+        self.record_layout = data.StructLayout(
+            {"bits": p.group_size, "shift": p.shift_width, "negative": 1, "group_last": 1}
+        )
+        super().__init__(
+            {
+                "activations": In(stream.Signature(self.act_layout)),
+                "weights": In(stream.Signature(self.record_layout)).array(p.pes),
+                "results": Out(stream.Signature(data.ArrayLayout(signed(p.acc_width), p.pes))),
+            }
+        )
 
     def elaborate(self, platform):
         p = self.p
@@ -669,13 +695,19 @@ class BitVertArray(wiring.Component):
         pes = [self._pe(m, j, queue, entry, advance, sum_shape, acc_shape) for j in range(p.pes)]
         room = functools.reduce(operator.and_, [pe["count"] < depth for pe in pes])
         push = Signal()
-        m.d.comb += [self.activations.ready.eq(advance & room), push.eq(self.activations.valid & self.activations.ready)]
+        m.d.comb += [
+            self.activations.ready.eq(advance & room),
+            push.eq(self.activations.valid & self.activations.ready),
+        ]
         with m.If(push):
             m.d.sync += write_at.eq(write_at + 1)
             for i, slot in enumerate(slots):
                 with m.If(write_at == i):
-                    m.d.sync += [slot.data.eq(self.activations.payload.data), slot.last.eq(self.activations.payload.last),
-                                 slot.sum.eq(functools.reduce(operator.add, lanes_in))]
+                    m.d.sync += [
+                        slot.data.eq(self.activations.payload.data),
+                        slot.last.eq(self.activations.payload.last),
+                        slot.sum.eq(functools.reduce(operator.add, lanes_in)),
+                    ]
         for pe in pes:
             m.d.sync += pe["count"].eq(pe["count"] + push - pe["pop"])
 
@@ -692,8 +724,11 @@ class BitVertArray(wiring.Component):
             m.d.sync += out_valid.eq(0)
         for j, pe in enumerate(pes):
             with m.If(advance):
-                m.d.sync += [pe["end_d1"].eq(pe["finish_dot"]), pe["capture"].eq(pe["end_d1"]),
-                             pe["acc"].eq(Mux(pe["capture"], 0, pe["acc"]) + pe["term"])]
+                m.d.sync += [
+                    pe["end_d1"].eq(pe["finish_dot"]),
+                    pe["capture"].eq(pe["end_d1"]),
+                    pe["acc"].eq(Mux(pe["capture"], 0, pe["acc"]) + pe["term"]),
+                ]
             with m.If(transfer):
                 m.d.sync += [result[j].eq(Mux(pe["capture"], pe["acc"], pe["hold"])), pe["held"].eq(0)]
             with m.Elif(advance & pe["capture"]):
@@ -752,9 +787,15 @@ class BitVertArray(wiring.Component):
         inverted = Signal(name=f"{name}_load_invert")
         m.d.comb += inverted.eq(ones > g // 2)
         with m.If(port.valid & port.ready):
-            m.d.sync += [rec_valid.eq(1), mask.eq(bits ^ inverted.replicate(g)), invert.eq(inverted),
-                         first.eq(1), shift.eq(port.payload.shift), negative.eq(port.payload.negative),
-                         group_last.eq(port.payload.group_last)]
+            m.d.sync += [
+                rec_valid.eq(1),
+                mask.eq(bits ^ inverted.replicate(g)),
+                invert.eq(inverted),
+                first.eq(1),
+                shift.eq(port.payload.shift),
+                negative.eq(port.payload.negative),
+                group_last.eq(port.payload.group_last),
+            ]
         with m.Elif(issue):
             m.d.sync += [mask.eq(remaining), first.eq(0)]
             with m.If(finishing):
@@ -768,25 +809,40 @@ class BitVertArray(wiring.Component):
         part_negative = Signal(name=f"{name}_partial_negative", reset_less=True)
         part_valid = Signal(name=f"{name}_partial_valid")
         with m.If(advance):
-            m.d.sync += [part_valid.eq(issue), part_shift.eq(shift), part_negative.eq(negative),
-                         partial.eq(Mux(invert, Mux(first, act.sum, 0) - selected, selected))]
+            m.d.sync += [
+                part_valid.eq(issue),
+                part_shift.eq(shift),
+                part_negative.eq(negative),
+                partial.eq(Mux(invert, Mux(first, act.sum, 0) - selected, selected)),
+            ]
         # stage 2: shifted by the column's significance, into the accumulator
         shifted = Signal(acc_shape, name=f"{name}_shifted")
         m.d.comb += shifted.eq(partial << part_shift)
         term = Signal(acc_shape, name=f"{name}_term")
         m.d.comb += term.eq(Mux(part_valid, Mux(part_negative, -shifted, shifted), 0))
         acc = Signal(acc_shape, name=f"{name}_acc", reset_less=True)
-        return {"count": count, "pop": pop, "finish_dot": finish_dot, "end_d1": end_d1, "capture": capture,
-                "held": held, "hold": hold, "acc": acc, "term": term}
+        return {
+            "count": count,
+            "pop": pop,
+            "finish_dot": finish_dot,
+            "end_d1": end_d1,
+            "capture": capture,
+            "held": held,
+            "hold": hold,
+            "acc": acc,
+            "term": term,
+        }
 
 
-register(Block(
-    name="bitvert",
-    summary="BitVert bit-serial PEs with bi-directional bit sparsity (BBS): data-dependent cycles, GEMV",
-    params=BitVertParams,
-    component=BitVertArray,
-    golden=bitvert_golden,
-    cycles=bitvert_cycles,
-    testbench="hardwire.sim.tb_bitvert",
-    generator_version=GENERATOR_VERSION,
-))
+register(
+    Block(
+        name="bitvert",
+        summary="BitVert bit-serial PEs with bi-directional bit sparsity (BBS): data-dependent cycles, GEMV",
+        params=BitVertParams,
+        component=BitVertArray,
+        golden=bitvert_golden,
+        cycles=bitvert_cycles,
+        testbench="hardwire.sim.tb_bitvert",
+        generator_version=GENERATOR_VERSION,
+    )
+)

@@ -37,15 +37,20 @@ def _check_stream(name: str, width, is_signed) -> None:
 
 def _check_frame(p) -> None:
     require(is_int(p.lanes) and 1 <= p.lanes <= MAX_LANES, "lanes", p.lanes, f"1..{MAX_LANES}")
-    require(is_int(p.frame_elements) and 1 <= p.frame_elements <= 1 << 24, "frame_elements", p.frame_elements,
-            "1..16777216")
+    require(
+        is_int(p.frame_elements) and 1 <= p.frame_elements <= 1 << 24, "frame_elements", p.frame_elements, "1..16777216"
+    )
     require(p.frame_elements % p.lanes == 0, "frame_elements", p.frame_elements, f"a multiple of lanes={p.lanes}")
 
 
 def _check_values(values: np.ndarray, width: int, is_signed: bool, what: str) -> None:
     lo, hi = int_range(width, is_signed)
-    require(values.size == 0 or (values.min() >= lo and values.max() <= hi), what,
-            (int(values.min()), int(values.max())), f"{lo}..{hi}")
+    require(
+        values.size == 0 or (values.min() >= lo and values.max() <= hi),
+        what,
+        (int(values.min()), int(values.max())),
+        f"{lo}..{hi}",
+    )
 
 
 def _presented(offered: list[int], index: int, accepted: list[int]) -> int:
@@ -82,8 +87,12 @@ class DupParams:
         return f"dup_{self.lanes}x{self.elem_width}{'s' if self.elem_signed else 'u'}"
 
     def to_dict(self) -> dict:
-        return {"lanes": self.lanes, "elem_width": self.elem_width, "elem_signed": self.elem_signed,
-                "frame_elements": self.frame_elements}
+        return {
+            "lanes": self.lanes,
+            "elem_width": self.elem_width,
+            "elem_signed": self.elem_signed,
+            "frame_elements": self.frame_elements,
+        }
 
 
 def dup_golden(p: DupParams, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,8 +116,12 @@ def dup_schedule(p: DupParams, offered: list[int]) -> tuple[list[int], list[int]
 def dup_cycles(p: DupParams, frames: int = 1) -> dict:
     require(is_int(frames) and frames >= 1, "frames", frames, ">= 1")
     accepted, produced = dup_schedule(p, [0] * (frames * p.beats))
-    return {"latency_cycles": produced[0] - accepted[0], "initiation_interval": p.beats,
-            "total_cycles": produced[-1] - accepted[0] + 1, "buffer_bits": p.lanes * p.elem_width}
+    return {
+        "latency_cycles": produced[0] - accepted[0],
+        "initiation_interval": p.beats,
+        "total_cycles": produced[-1] - accepted[0] + 1,
+        "buffer_bits": p.lanes * p.elem_width,
+    }
 
 
 class StreamDuplicator(wiring.Component):
@@ -117,8 +130,13 @@ class StreamDuplicator(wiring.Component):
     def __init__(self, p: DupParams):
         self.p = p
         layout = data.ArrayLayout(p.elem_shape, p.lanes)
-        super().__init__({"inp": In(stream.Signature(layout)), "out_a": Out(stream.Signature(layout)),
-                          "out_b": Out(stream.Signature(layout))})
+        super().__init__(
+            {
+                "inp": In(stream.Signature(layout)),
+                "out_a": Out(stream.Signature(layout)),
+                "out_b": Out(stream.Signature(layout)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -127,8 +145,10 @@ class StreamDuplicator(wiring.Component):
         valid_b = Signal(name="valid_b")
         held = Signal(self.p.lanes * self.p.elem_width, name="held", reset_less=True)
         m.d.comb += [
-            out_a.valid.eq(valid_a), out_b.valid.eq(valid_b),
-            out_a.payload.eq(held), out_b.payload.eq(held),
+            out_a.valid.eq(valid_a),
+            out_b.valid.eq(valid_b),
+            out_a.payload.eq(held),
+            out_b.payload.eq(held),
             inp.ready.eq((~valid_a | out_a.ready) & (~valid_b | out_b.ready)),
         ]
         with m.If(inp.ready):
@@ -142,16 +162,18 @@ class StreamDuplicator(wiring.Component):
         return m
 
 
-register(Block(
-    name="dup",
-    summary="stream duplicator: every beat of one stream on two output streams (the fork of a residual block)",
-    params=DupParams,
-    component=StreamDuplicator,
-    golden=dup_golden,
-    cycles=dup_cycles,
-    testbench="hardwire.sim.tb_branch",
-    generator_version=GENERATOR_VERSION,
-))
+register(
+    Block(
+        name="dup",
+        summary="stream duplicator: every beat of one stream on two output streams (the fork of a residual block)",
+        params=DupParams,
+        component=StreamDuplicator,
+        golden=dup_golden,
+        cycles=dup_cycles,
+        testbench="hardwire.sim.tb_branch",
+        generator_version=GENERATOR_VERSION,
+    )
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -183,20 +205,32 @@ class AddParams:
             value = getattr(self, name)
             require(is_int(value) and 0 <= value <= MAX_SHIFT, name, value, f"0..{MAX_SHIFT}")
         _check_frame(self)
-        if isinstance(self.thresholds, list):      # from JSON (a config or a report)
+        if isinstance(self.thresholds, list):  # from JSON (a config or a report)
             object.__setattr__(self, "thresholds", tuple(self.thresholds))
         t = self.thresholds
-        require(isinstance(t, tuple) and all(is_int(v) for v in t) and len(t) <= MAX_THRESHOLDS, "thresholds", t,
-                f"a tuple of at most {MAX_THRESHOLDS} integers")
+        require(
+            isinstance(t, tuple) and all(is_int(v) for v in t) and len(t) <= MAX_THRESHOLDS,
+            "thresholds",
+            t,
+            f"a tuple of at most {MAX_THRESHOLDS} integers",
+        )
         require(all(a <= b for a, b in zip(t, t[1:])), "thresholds", t, "ascending")
         if not t:
-            require(self.out_width == 0 and self.out_base == 0, "out_width", self.out_width,
-                    "0 (with out_base 0) for a raw sum without thresholds")
+            require(
+                self.out_width == 0 and self.out_base == 0,
+                "out_width",
+                self.out_width,
+                "0 (with out_base 0) for a raw sum without thresholds",
+            )
             return
         require(is_int(self.out_width) and 1 <= self.out_width <= 16, "out_width", self.out_width, "1..16")
         lo, hi = int_range(self.out_width, self.out_base < 0)
-        require(is_int(self.out_base) and lo <= self.out_base and self.out_base + len(t) <= hi, "out_base",
-                self.out_base, f"{lo}..{hi - len(t)} (base + {len(t)} thresholds in {self.out_width} bits)")
+        require(
+            is_int(self.out_base) and lo <= self.out_base and self.out_base + len(t) <= hi,
+            "out_base",
+            self.out_base,
+            f"{lo}..{hi - len(t)} (base + {len(t)} thresholds in {self.out_width} bits)",
+        )
 
     @property
     def sum_range(self) -> tuple[int, int]:
@@ -233,10 +267,19 @@ class AddParams:
         return f"addstreams_{self.lanes}x_{a}_{b}{tail}{digest}"
 
     def to_dict(self) -> dict:
-        return {"lanes": self.lanes, "a_width": self.a_width, "a_signed": self.a_signed, "b_width": self.b_width,
-                "b_signed": self.b_signed, "a_shift": self.a_shift, "b_shift": self.b_shift,
-                "thresholds": list(self.thresholds), "out_width": self.out_width, "out_base": self.out_base,
-                "frame_elements": self.frame_elements}
+        return {
+            "lanes": self.lanes,
+            "a_width": self.a_width,
+            "a_signed": self.a_signed,
+            "b_width": self.b_width,
+            "b_signed": self.b_signed,
+            "a_shift": self.a_shift,
+            "b_shift": self.b_shift,
+            "thresholds": list(self.thresholds),
+            "out_width": self.out_width,
+            "out_base": self.out_base,
+            "frame_elements": self.frame_elements,
+        }
 
 
 def add_golden(p: AddParams, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -268,9 +311,12 @@ def add_cycles(p: AddParams, frames: int = 1) -> dict:
     require(is_int(frames) and frames >= 1, "frames", frames, ">= 1")
     offers = [0] * (frames * p.beats)
     accepted, produced = add_schedule(p, offers, offers)
-    return {"latency_cycles": produced[0] - accepted[0], "initiation_interval": p.beats,
-            "total_cycles": produced[-1] - accepted[0] + 1,
-            "buffer_bits": p.lanes * p.out_shape.width}
+    return {
+        "latency_cycles": produced[0] - accepted[0],
+        "initiation_interval": p.beats,
+        "total_cycles": produced[-1] - accepted[0] + 1,
+        "buffer_bits": p.lanes * p.out_shape.width,
+    }
 
 
 def _tree_sum(values: list):
@@ -287,11 +333,13 @@ class AddStreams(wiring.Component):
         self.p = p
         a_shape = signed(p.a_width) if p.a_signed else unsigned(p.a_width)
         b_shape = signed(p.b_width) if p.b_signed else unsigned(p.b_width)
-        super().__init__({
-            "inp_a": In(stream.Signature(data.ArrayLayout(a_shape, p.lanes))),
-            "inp_b": In(stream.Signature(data.ArrayLayout(b_shape, p.lanes))),
-            "out": Out(stream.Signature(data.ArrayLayout(p.out_shape, p.lanes))),
-        })
+        super().__init__(
+            {
+                "inp_a": In(stream.Signature(data.ArrayLayout(a_shape, p.lanes))),
+                "inp_b": In(stream.Signature(data.ArrayLayout(b_shape, p.lanes))),
+                "out": Out(stream.Signature(data.ArrayLayout(p.out_shape, p.lanes))),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -323,14 +371,16 @@ class AddStreams(wiring.Component):
         return m
 
 
-register(Block(
-    name="addstreams",
-    summary="elementwise add of two integer streams with power-of-two scale alignment and thresholds "
-            "(the join of a residual block)",
-    params=AddParams,
-    component=AddStreams,
-    golden=add_golden,
-    cycles=add_cycles,
-    testbench="hardwire.sim.tb_branch",
-    generator_version=GENERATOR_VERSION,
-))
+register(
+    Block(
+        name="addstreams",
+        summary="elementwise add of two integer streams with power-of-two scale alignment and thresholds "
+        "(the join of a residual block)",
+        params=AddParams,
+        component=AddStreams,
+        golden=add_golden,
+        cycles=add_cycles,
+        testbench="hardwire.sim.tb_branch",
+        generator_version=GENERATOR_VERSION,
+    )
+)

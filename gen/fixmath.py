@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from hardwire.params import bits_for_range, int_range, is_int, require
 
 EXP_INTERPOLATIONS = ("none", "linear")
-EXP_PIECE_BITS = 18            # ExpSpec.product_stages = 2: the log2(e) constant in pieces of an ECP5 / xc7 DSP port
+EXP_PIECE_BITS = 18  # ExpSpec.product_stages = 2: the log2(e) constant in pieces of an ECP5 / xc7 DSP port
 RECIPROCAL_METHODS = ("newton", "divider")
 
 
@@ -49,8 +49,9 @@ def _shift_right(values, amounts):
     """Floor shift right by non-negative per-element amounts (works on int64 and object arrays)."""
     values, amounts = np.broadcast_arrays(values, amounts)
     if values.dtype == object:
-        return np.array([int(v) >> int(a) for v, a in zip(values.ravel(), amounts.ravel())],
-                        dtype=object).reshape(values.shape)
+        return np.array([int(v) >> int(a) for v, a in zip(values.ravel(), amounts.ravel())], dtype=object).reshape(
+            values.shape
+        )
     return values >> np.minimum(amounts, 63)
 
 
@@ -84,10 +85,18 @@ class ExpSpec:
         require(is_int(self.mant_frac) and 4 <= self.mant_frac <= 30, "mant_frac", self.mant_frac, "4..30")
         require(self.interp in EXP_INTERPOLATIONS, "interp", self.interp, " or ".join(EXP_INTERPOLATIONS))
         top = self.mant_frac - (1 if self.interp == "linear" else 0)
-        require(is_int(self.lut_bits) and 1 <= self.lut_bits <= min(12, top), "lut_bits", self.lut_bits,
-                f"1..{min(12, top)} (below mant_frac={self.mant_frac} for linear interpolation)")
-        require(is_int(self.log2e_frac) and (self.log2e_frac == 0 or 8 <= self.log2e_frac <= 40),
-                "log2e_frac", self.log2e_frac, "0 (auto: mant_frac + 2) or 8..40")
+        require(
+            is_int(self.lut_bits) and 1 <= self.lut_bits <= min(12, top),
+            "lut_bits",
+            self.lut_bits,
+            f"1..{min(12, top)} (below mant_frac={self.mant_frac} for linear interpolation)",
+        )
+        require(
+            is_int(self.log2e_frac) and (self.log2e_frac == 0 or 8 <= self.log2e_frac <= 40),
+            "log2e_frac",
+            self.log2e_frac,
+            "0 (auto: mant_frac + 2) or 8..40",
+        )
         require(self.product_stages in (1, 2), "product_stages", self.product_stages, "1 or 2")
 
     @property
@@ -144,8 +153,8 @@ class ExpSpec:
         """A bound on |(m * 2**(e - mant_frac)) / exp(d) - 1| for |d| <= d_abs_max (real units): the table
         (midpoint: ln2 * h / 2 + rounding; chord: ln2**2 h**2 / 8 + rounding), the log2(e) constant's
         rounding times |d|, the floor of t (2**-mant_frac) and the interpolation's floor."""
-        h = 2.0 ** -self.lut_bits
-        ulp = 2.0 ** -self.mant_frac
+        h = 2.0**-self.lut_bits
+        ulp = 2.0**-self.mant_frac
         table = math.log(2) * h / 2 if self.interp == "none" else math.log(2) ** 2 * h * h / 8
         t_error = d_abs_max * 2.0 ** -(self.log2e_bits + 1) + ulp
         return (1 + table + 2 * ulp) * math.exp(math.log(2) * t_error) - 1 + 1e-12
@@ -187,12 +196,14 @@ class ExpUnit(wiring.Component):
 
     def __init__(self, spec: ExpSpec):
         self.spec = spec
-        super().__init__({
-            "en": In(1),
-            "d": In(signed(spec.in_width)),
-            "mantissa": Out(unsigned(spec.mant_frac + 1)),
-            "exponent": Out(signed(spec.exponent_width)),
-        })
+        super().__init__(
+            {
+                "en": In(1),
+                "d": In(signed(spec.in_width)),
+                "mantissa": Out(unsigned(spec.mant_frac + 1)),
+                "exponent": Out(signed(spec.exponent_width)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -210,8 +221,8 @@ class ExpUnit(wiring.Component):
         t_high = Signal(signed(s.mant_frac - dropped + s.exponent_width), reset_less=True)
         with m.If(self.en):
             m.d.sync += t_high.eq(t_comb)
-        fraction_high = t_high[:s.mant_frac - dropped]          # t mod 2**mant_frac, from bit `dropped` up
-        index = fraction_high[s.interp_bits - dropped:]
+        fraction_high = t_high[: s.mant_frac - dropped]  # t mod 2**mant_frac, from bit `dropped` up
+        index = fraction_high[s.interp_bits - dropped :]
         table = s.table
         width = s.mant_frac + 1
         exponent = Signal(signed(s.exponent_width), reset_less=s.interp == "linear")
@@ -219,8 +230,10 @@ class ExpUnit(wiring.Component):
         # the registers that drive the outputs reset to 0 (the other stages need no reset)
         base = Signal(unsigned(width), reset_less=s.interp == "linear")
         with m.If(self.en):
-            m.d.sync += [exponent.eq(t_high >> (s.mant_frac - dropped)),
-                         base.eq(Array(Const(v, width) for v in table[:1 << s.lut_bits])[index])]
+            m.d.sync += [
+                exponent.eq(t_high >> (s.mant_frac - dropped)),
+                base.eq(Array(Const(v, width) for v in table[: 1 << s.lut_bits])[index]),
+            ]
         if s.interp == "none":
             m.d.comb += [self.mantissa.eq(base), self.exponent.eq(exponent)]
             return m
@@ -229,8 +242,10 @@ class ExpUnit(wiring.Component):
         delta = Signal(unsigned(delta_width), reset_less=True)
         weight = Signal(unsigned(max(1, s.interp_bits)), reset_less=True)
         with m.If(self.en):
-            m.d.sync += [delta.eq(Array(Const(v, delta_width) for v in deltas)[index]),
-                         weight.eq(fraction_high[:s.interp_bits])]
+            m.d.sync += [
+                delta.eq(Array(Const(v, delta_width) for v in deltas)[index]),
+                weight.eq(fraction_high[: s.interp_bits]),
+            ]
         # stage 3: the chord
         mantissa = Signal(unsigned(width))
         exponent3 = Signal(signed(s.exponent_width))
@@ -273,9 +288,9 @@ def piecewise_product(m: Module, en, a, b, name: str):
     terms = []
     for a_low in range(0, len(a), EXP_PIECE_BITS):
         for b_low in range(0, len(b), EXP_PIECE_BITS):
-            part = a[a_low:a_low + EXP_PIECE_BITS] * b[b_low:b_low + EXP_PIECE_BITS]
+            part = a[a_low : a_low + EXP_PIECE_BITS] * b[b_low : b_low + EXP_PIECE_BITS]
             terms.append(registered(m, en, part, f"{name}_part_{a_low}_{b_low}") << (a_low + b_low))
-    return sum(terms)[:len(a) + len(b)]
+    return sum(terms)[: len(a) + len(b)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,8 +314,12 @@ class ReciprocalSpec:
         require(is_int(self.in_width) and 1 <= self.in_width <= 56, "in_width", self.in_width, "1..56")
         require(is_int(self.frac) and 4 <= self.frac <= 30, "frac", self.frac, "4..30")
         require(self.method in RECIPROCAL_METHODS, "method", self.method, " or ".join(RECIPROCAL_METHODS))
-        require(is_int(self.lut_bits) and 1 <= self.lut_bits <= min(12, self.frac), "lut_bits", self.lut_bits,
-                f"1..{min(12, self.frac)}")
+        require(
+            is_int(self.lut_bits) and 1 <= self.lut_bits <= min(12, self.frac),
+            "lut_bits",
+            self.lut_bits,
+            f"1..{min(12, self.frac)}",
+        )
 
     @property
     def msb_width(self) -> int:
@@ -322,11 +341,11 @@ class ReciprocalSpec:
     def max_relative_error(self) -> float:
         """A bound on |y * 2**-(frac + msb) * s - 1| (s >= 1): truncating s to frac + 1 bits, then newton:
         the table's error squared plus three truncations; divider: one quotient ulp."""
-        ulp = 2.0 ** -self.frac
+        ulp = 2.0**-self.frac
         trunc = ulp
         if self.method == "divider":
             return trunc + 2 * ulp
-        e0 = 0.5 / (1 << self.lut_bits) + ulp          # the table entry at the interval midpoint, rounded
+        e0 = 0.5 / (1 << self.lut_bits) + ulp  # the table entry at the interval midpoint, rounded
         return trunc + e0 * e0 + 4 * ulp
 
 
@@ -368,13 +387,15 @@ class ReciprocalUnit(wiring.Component):
 
     def __init__(self, spec: ReciprocalSpec):
         self.spec = spec
-        super().__init__({
-            "start": In(1),
-            "s": In(unsigned(spec.in_width)),
-            "done": Out(1),
-            "y": Out(unsigned(spec.frac + 1)),
-            "msb": Out(unsigned(spec.msb_width)),
-        })
+        super().__init__(
+            {
+                "start": In(1),
+                "s": In(unsigned(spec.in_width)),
+                "done": Out(1),
+                "y": Out(unsigned(spec.frac + 1)),
+                "msb": Out(unsigned(spec.msb_width)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -387,16 +408,23 @@ class ReciprocalUnit(wiring.Component):
                 m.d.comb += msb_comb.eq(bit)
         s0 = Signal(unsigned(sp.in_width), reset_less=True)
         msb0 = Signal(unsigned(sp.msb_width), reset_less=True)
-        left = Signal(reset_less=True)                  # msb <= frac: shift left by frac - msb
+        left = Signal(reset_less=True)  # msb <= frac: shift left by frac - msb
         valid0 = Signal()
-        m.d.sync += [s0.eq(Mux(self.s == 0, 1, self.s)), msb0.eq(msb_comb), left.eq(msb_comb <= f),
-                     valid0.eq(self.start)]
+        m.d.sync += [
+            s0.eq(Mux(self.s == 0, 1, self.s)),
+            msb0.eq(msb_comb),
+            left.eq(msb_comb <= f),
+            valid0.eq(self.start),
+        ]
         amount = max(sp.msb_width, f.bit_length())
         a = Signal(unsigned(f + 1), reset_less=True)
         msb1 = Signal(unsigned(sp.msb_width), reset_less=True)
         valid1 = Signal()
-        m.d.sync += [a.eq(Mux(left, s0 << (f - msb0)[:amount], s0 >> (msb0 - f)[:amount])), msb1.eq(msb0),
-                     valid1.eq(valid0)]
+        m.d.sync += [
+            a.eq(Mux(left, s0 << (f - msb0)[:amount], s0 >> (msb0 - f)[:amount])),
+            msb1.eq(msb0),
+            valid1.eq(valid0),
+        ]
         if sp.method == "newton":
             self._newton(m, a, msb1, valid1)
         else:
@@ -411,7 +439,7 @@ class ReciprocalUnit(wiring.Component):
         # multiplier would not fit one cycle together
         y0_read = Signal(unsigned(f + 1), reset_less=True)
         a2 = Signal(unsigned(f + 1), reset_less=True)
-        m.d.sync += [y0_read.eq(table[a[f - sp.lut_bits:f]]), a2.eq(a)]
+        m.d.sync += [y0_read.eq(table[a[f - sp.lut_bits : f]]), a2.eq(a)]
         y0 = Signal(unsigned(f + 1), reset_less=True)
         a3 = Signal(unsigned(f + 1), reset_less=True)
         m.d.sync += [y0.eq(y0_read), a3.eq(a2)]
@@ -447,12 +475,22 @@ class ReciprocalUnit(wiring.Component):
         done = Signal()
         m.d.sync += done.eq(0)
         with m.If(valid1):
-            m.d.sync += [remainder.eq(1 << (2 * f)), divisor.eq(a << f), quotient.eq(0), msb.eq(msb1),
-                         steps.eq(f + 1), busy.eq(1)]
+            m.d.sync += [
+                remainder.eq(1 << (2 * f)),
+                divisor.eq(a << f),
+                quotient.eq(0),
+                msb.eq(msb1),
+                steps.eq(f + 1),
+                busy.eq(1),
+            ]
         with m.Elif(busy):
             fits = remainder >= divisor
-            m.d.sync += [remainder.eq(Mux(fits, remainder - divisor, remainder)), divisor.eq(divisor >> 1),
-                         quotient.eq((quotient << 1) | fits), steps.eq(steps - 1)]
+            m.d.sync += [
+                remainder.eq(Mux(fits, remainder - divisor, remainder)),
+                divisor.eq(divisor >> 1),
+                quotient.eq((quotient << 1) | fits),
+                steps.eq(steps - 1),
+            ]
             with m.If(steps == 1):
                 m.d.sync += [busy.eq(0), done.eq(1), y.eq((quotient << 1) | fits), msb_out.eq(msb)]
         m.d.comb += [self.y.eq(y), self.msb.eq(msb_out), self.done.eq(done)]
@@ -483,7 +521,7 @@ class ScaleRoundSpec:
     b_width: int = 17
     shift_width: int = 6
     out_width: int = 8
-    product_stages: int = 1       # 2: the product over two stages (`piecewise_product`), for Fmax
+    product_stages: int = 1  # 2: the product over two stages (`piecewise_product`), for Fmax
 
     def __post_init__(self):
         for name in ("a_width", "b_width"):
@@ -506,13 +544,15 @@ class ScaleRoundUnit(wiring.Component):
 
     def __init__(self, spec: ScaleRoundSpec):
         self.spec = spec
-        super().__init__({
-            "en": In(1),
-            "a": In(unsigned(spec.a_width)),
-            "b": In(unsigned(spec.b_width)),
-            "shift": In(unsigned(spec.shift_width)),
-            "result": Out(unsigned(spec.out_width)),
-        })
+        super().__init__(
+            {
+                "en": In(1),
+                "a": In(unsigned(spec.a_width)),
+                "b": In(unsigned(spec.b_width)),
+                "shift": In(unsigned(spec.shift_width)),
+                "result": Out(unsigned(spec.out_width)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -523,9 +563,9 @@ class ScaleRoundUnit(wiring.Component):
         shift_less = Signal(unsigned(sp.shift_width), reset_less=True)
         if sp.product_stages == 2:
             a_times_b = piecewise_product(m, self.en, self.a, self.b, "product")
-            shift_less_early = registered(m, self.en, (self.shift - 1)[:sp.shift_width], "shift_less")
+            shift_less_early = registered(m, self.en, (self.shift - 1)[: sp.shift_width], "shift_less")
         else:
-            a_times_b, shift_less_early = self.a * self.b, (self.shift - 1)[:sp.shift_width]
+            a_times_b, shift_less_early = self.a * self.b, (self.shift - 1)[: sp.shift_width]
         with m.If(self.en):
             m.d.sync += [product.eq(a_times_b), shift_less.eq(shift_less_early)]
         # stage 2: h = product >> (shift - 1), which keeps the rounding bit as its LSB
@@ -541,7 +581,7 @@ class ScaleRoundUnit(wiring.Component):
         if width > low_width:
             saturated |= half[low_width:].any()
         top = (1 << sp.out_width) - 1
-        result = Signal(unsigned(sp.out_width))        # 0 after reset
+        result = Signal(unsigned(sp.out_width))  # 0 after reset
         with m.If(self.en):
             m.d.sync += result.eq(Mux(saturated, top, (low + 1)[1:]))
         m.d.comb += self.result.eq(result)

@@ -20,10 +20,18 @@ class ImageStreamParams:
         for name in ("in_height", "in_width"):
             value = getattr(self, name)
             require(is_int(value) and 1 <= value <= MAX_DIM, name, value, f"1..{MAX_DIM}")
-        require(is_int(self.channels) and 1 <= self.channels <= MAX_CHANNELS, "channels", self.channels,
-                f"1..{MAX_CHANNELS}")
-        require(is_int(self.simd) and 1 <= self.simd <= self.channels and self.channels % self.simd == 0,
-                "simd", self.simd, f"a divisor of channels={self.channels}")
+        require(
+            is_int(self.channels) and 1 <= self.channels <= MAX_CHANNELS,
+            "channels",
+            self.channels,
+            f"1..{MAX_CHANNELS}",
+        )
+        require(
+            is_int(self.simd) and 1 <= self.simd <= self.channels and self.channels % self.simd == 0,
+            "simd",
+            self.simd,
+            f"a divisor of channels={self.channels}",
+        )
         require(is_int(self.elem_width) and 1 <= self.elem_width <= 16, "elem_width", self.elem_width, "1..16")
         require(isinstance(self.elem_signed, bool), "elem_signed", self.elem_signed, "True or False")
 
@@ -44,8 +52,12 @@ class ImageStreamParams:
     def checked_image(self, image) -> np.ndarray:
         """`image` as int64 [in_height, in_width, channels], its values inside the element type."""
         x = np.asarray(image, dtype=np.int64)
-        require(x.shape == (self.in_height, self.in_width, self.channels), "image shape", x.shape,
-                f"(in_height, in_width, channels) = {(self.in_height, self.in_width, self.channels)}")
+        require(
+            x.shape == (self.in_height, self.in_width, self.channels),
+            "image shape",
+            x.shape,
+            f"(in_height, in_width, channels) = {(self.in_height, self.in_width, self.channels)}",
+        )
         lo, hi = int_range(self.elem_width, self.elem_signed)
         require(x.min() >= lo and x.max() <= hi, "element values", (int(x.min()), int(x.max())), f"{lo}..{hi}")
         return x

@@ -70,7 +70,6 @@ FIFO_LATENCY_CYCLES = 2
 # Parameters
 
 
-
 @dataclass(frozen=True)
 class MvuParams:
     """A validated MVTU configuration. Raises ParameterError naming the bad parameter.
@@ -89,37 +88,58 @@ class MvuParams:
     w_signed: bool = True
     out_width: int = 4
     out_base: int = 0
-    binary: bool = False     # XNOR-popcount: 1-bit unsigned codes of -1/+1 for inputs and weights
-    content_seed: int = 0   # not `seed`: the CLI's `sim` command has its own --seed (of the test vectors)
+    binary: bool = False  # XNOR-popcount: 1-bit unsigned codes of -1/+1 for inputs and weights
+    content_seed: int = 0  # not `seed`: the CLI's `sim` command has its own --seed (of the test vectors)
 
     def __post_init__(self):
         for name in ("in_features", "out_features"):
             value = getattr(self, name)
             require(is_int(value) and 1 <= value <= MAX_FEATURES, name, value, f"1..{MAX_FEATURES}")
-        require(is_int(self.simd) and self.simd >= 1 and self.in_features % self.simd == 0, "simd", self.simd,
-                f"a divisor of in_features={self.in_features}")
-        require(is_int(self.pe) and self.pe >= 1 and self.out_features % self.pe == 0, "pe", self.pe,
-                f"a divisor of out_features={self.out_features}")
+        require(
+            is_int(self.simd) and self.simd >= 1 and self.in_features % self.simd == 0,
+            "simd",
+            self.simd,
+            f"a divisor of in_features={self.in_features}",
+        )
+        require(
+            is_int(self.pe) and self.pe >= 1 and self.out_features % self.pe == 0,
+            "pe",
+            self.pe,
+            f"a divisor of out_features={self.out_features}",
+        )
         require(is_int(self.in_width) and 1 <= self.in_width <= 16, "in_width", self.in_width, "1..16")
         require(is_int(self.w_width) and 1 <= self.w_width <= 16, "w_width", self.w_width, "1..16")
         require(isinstance(self.in_signed, bool), "in_signed", self.in_signed, "True or False")
         require(isinstance(self.w_signed, bool), "w_signed", self.w_signed, "True or False")
-        require(is_int(self.out_width) and 0 <= self.out_width <= 8, "out_width", self.out_width,
-                "0 (raw accumulator) or 1..8 (thresholds)")
-        require(is_int(self.content_seed) and self.content_seed >= 0, "content_seed", self.content_seed,
-                "an integer >= 0")
+        require(
+            is_int(self.out_width) and 0 <= self.out_width <= 8,
+            "out_width",
+            self.out_width,
+            "0 (raw accumulator) or 1..8 (thresholds)",
+        )
+        require(
+            is_int(self.content_seed) and self.content_seed >= 0, "content_seed", self.content_seed, "an integer >= 0"
+        )
         require(is_int(self.out_base), "out_base", self.out_base, "an integer")
         require(isinstance(self.binary, bool), "binary", self.binary, "True or False")
         if self.binary:
-            require((self.in_width, self.in_signed, self.w_width, self.w_signed) == (1, False, 1, False), "binary",
-                    self.binary, "False unless in_width=w_width=1 and in_signed=w_signed=False (1-bit codes of -1/+1)")
+            require(
+                (self.in_width, self.in_signed, self.w_width, self.w_signed) == (1, False, 1, False),
+                "binary",
+                self.binary,
+                "False unless in_width=w_width=1 and in_signed=w_signed=False (1-bit codes of -1/+1)",
+            )
         if self.out_width == 0:
             require(self.out_base == 0, "out_base", self.out_base, "0 (out_width=0 outputs the raw accumulator)")
         else:
             lo, hi = int_range(self.out_width, self.out_base < 0)
-            require(lo <= self.out_base and self.out_base + self.threshold_count <= hi, "out_base", self.out_base,
-                    f"out_base..out_base+{self.threshold_count} inside the {self.out_width}-bit output "
-                    f"({lo}..{hi}): 0 (unsigned) or {-(1 << (self.out_width - 1))} (signed)")
+            require(
+                lo <= self.out_base and self.out_base + self.threshold_count <= hi,
+                "out_base",
+                self.out_base,
+                f"out_base..out_base+{self.threshold_count} inside the {self.out_width}-bit output "
+                f"({lo}..{hi}): 0 (unsigned) or {-(1 << (self.out_width - 1))} (signed)",
+            )
 
     @classmethod
     def from_dict(cls, values: dict) -> MvuParams:
@@ -151,7 +171,7 @@ class MvuParams:
     @property
     def product_range(self) -> tuple[int, int]:
         if self.binary:
-            return 0, 1                      # XNOR of two bits
+            return 0, 1  # XNOR of two bits
         return product_range(int_range(self.in_width, self.in_signed), int_range(self.w_width, self.w_signed))
 
     @property
@@ -221,8 +241,10 @@ class MvuParams:
     def top_name(self) -> str:
         sign = lambda s: "s" if s else "u"
         out = f"o{self.out_width}{sign(self.out_base < 0)}" if self.thresholds_mode else "raw"
-        name = (f"mvu_{self.in_features}x{self.out_features}_simd{self.simd}_pe{self.pe}"
-                f"_i{self.in_width}{sign(self.in_signed)}_w{self.w_width}{sign(self.w_signed)}_{out}")
+        name = (
+            f"mvu_{self.in_features}x{self.out_features}_simd{self.simd}_pe{self.pe}"
+            f"_i{self.in_width}{sign(self.in_signed)}_w{self.w_width}{sign(self.w_signed)}_{out}"
+        )
         if self.binary:
             name += "_xnor"
         if self.content_seed != 0:
@@ -243,8 +265,14 @@ def _integers(name: str, values, shape: tuple[int, ...]) -> np.ndarray:
     array = np.asarray(values)
     require(array.shape == shape, f"{name} shape", array.shape, f"{shape}")
     if array.size and not np.issubdtype(array.dtype, np.integer):
-        require(np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array))
-                and np.array_equal(array, np.round(array)), f"{name} values", array.dtype, "integers")
+        require(
+            np.issubdtype(array.dtype, np.floating)
+            and np.all(np.isfinite(array))
+            and np.array_equal(array, np.round(array)),
+            f"{name} values",
+            array.dtype,
+            "integers",
+        )
     return array.astype(np.int64)
 
 
@@ -287,7 +315,7 @@ def _random_content_and_probes(p: MvuParams):
     if not p.thresholds_mode:
         return weights, None, probes
     count = p.threshold_count
-    acc = _dot(p, probes, weights)                              # (P, N): accumulator values really reached
+    acc = _dot(p, probes, weights)  # (P, N): accumulator values really reached
     picks = rng.integers(0, THRESHOLD_PROBES, size=(p.out_features, count))
     thresholds = np.take_along_axis(acc.T, picks, axis=1)
     lo, hi = p.acc_range
@@ -364,12 +392,13 @@ def mvu_schedule(p: MvuParams, offered: list[int]) -> tuple[list[int], list[int]
     sf_count, nf_count, delay = p.synapse_folds, p.neuron_folds, p.output_delay
     accepted: list[int] = []
     produced: list[int] = []
-    free = None          # first cycle the unit is back in fold 0 after the previous vector
+    free = None  # first cycle the unit is back in fold 0 after the previous vector
     for i, offer in enumerate(offered):
         offer = int(offer)
         if i and offer < offered[i - 1]:
-            raise ValueError(f"offered[{i}]={offer} is before offered[{i - 1}]={offered[i - 1]}: "
-                             "offer cycles must be non-decreasing")
+            raise ValueError(
+                f"offered[{i}]={offer} is before offered[{i - 1}]={offered[i - 1]}: offer cycles must be non-decreasing"
+            )
         cycle = offer if not accepted else max(offer, accepted[-1] + 1)
         if free is not None:
             cycle = max(cycle, free)
@@ -386,7 +415,7 @@ def mvu_cycles(p: MvuParams, frames: int = 1) -> dict:
     input to last output handshake, both counted, as sim.streams.transfer_span_cycles measures)."""
     require(is_int(frames) and frames >= 1, "frames", frames, ">= 1")
     accepted, produced = mvu_schedule(p, [0] * (p.synapse_folds * max(frames, 2)))
-    starts = accepted[::p.synapse_folds]
+    starts = accepted[:: p.synapse_folds]
     last_out = produced[p.neuron_folds * frames - 1]
     return {
         "latency_cycles": produced[0] - accepted[0],
@@ -420,10 +449,12 @@ class MatrixVectorUnit(wiring.Component):
         self.p = p
         self.weights, thresholds = check_content(p, weights, thresholds)
         self.thresholds = None if thresholds is None else clamp_thresholds(p, thresholds)
-        super().__init__({
-            "inp": In(stream.Signature(data.ArrayLayout(p.in_shape, p.simd))),
-            "out": Out(stream.Signature(data.ArrayLayout(p.out_shape, p.pe))),
-        })
+        super().__init__(
+            {
+                "inp": In(stream.Signature(data.ArrayLayout(p.in_shape, p.simd))),
+                "out": Out(stream.Signature(data.ArrayLayout(p.out_shape, p.pe))),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -432,7 +463,8 @@ class MatrixVectorUnit(wiring.Component):
         out_lanes = data.ArrayLayout(p.out_shape, p.pe)
 
         m.submodules.result_fifo = result_fifo = fifo.SyncFIFOBuffered(
-            width=Shape.cast(out_lanes).width, depth=p.fifo_depth)
+            width=Shape.cast(out_lanes).width, depth=p.fifo_depth
+        )
         m.d.comb += [
             self.out.valid.eq(result_fifo.r_rdy),
             self.out.payload.eq(result_fifo.r_data),
@@ -463,16 +495,23 @@ class MatrixVectorUnit(wiring.Component):
             reserve.eq(step & fold_end),
         ]
         with m.If(step):
-            m.d.sync += [sf.eq(Mux(fold_end, 0, sf + 1)),
-                         w_addr.eq(Mux(w_addr == sf_count * nf_count - 1, 0, w_addr + 1))]
+            m.d.sync += [
+                sf.eq(Mux(fold_end, 0, sf + 1)),
+                w_addr.eq(Mux(w_addr == sf_count * nf_count - 1, 0, w_addr + 1)),
+            ]
             with m.If(fold_end):
                 m.d.sync += nf.eq(Mux(nf == nf_count - 1, 0, nf + 1))
 
         # Step metadata in a delay line: stage k reads the copy of the step issued k cycles earlier.
         meta = data.StructLayout({"valid": 1, "first": 1, "last": 1, "live": 1, "nf": nf.shape()})
         meta0 = Signal(meta)
-        m.d.comb += [meta0.valid.eq(step), meta0.first.eq(sf == 0), meta0.last.eq(fold_end),
-                     meta0.live.eq(live), meta0.nf.eq(nf)]
+        m.d.comb += [
+            meta0.valid.eq(step),
+            meta0.first.eq(sf == 0),
+            meta0.last.eq(fold_end),
+            meta0.live.eq(live),
+            meta0.nf.eq(nf),
+        ]
         metas = [meta0]
         for stage in range(1, p.fifo_write_delay + 1):
             reg = Signal(meta, name=f"meta_s{stage}")
@@ -521,11 +560,11 @@ class MatrixVectorUnit(wiring.Component):
             buffered_value = buffered.as_value()
         else:
             m.submodules.input_buffer = buffer = memory.Memory(
-                shape=unsigned(Shape.cast(lanes).width), depth=p.synapse_folds, init=[])
+                shape=unsigned(Shape.cast(lanes).width), depth=p.synapse_folds, init=[]
+            )
             write = buffer.write_port()
             read = buffer.read_port()
-            m.d.comb += [write.addr.eq(sf), write.data.eq(self.inp.payload), write.en.eq(step & live),
-                         read.addr.eq(sf)]
+            m.d.comb += [write.addr.eq(sf), write.data.eq(self.inp.payload), write.en.eq(step & live), read.addr.eq(sf)]
             buffered_value = read.data
         m.d.sync += x.eq(Mux(meta1.live, x_live.as_value(), buffered_value))
         return x
@@ -540,7 +579,7 @@ class MatrixVectorUnit(wiring.Component):
         for nf in range(nf_count):
             row = self.weights[nf * p.pe + lane]
             for sf in range(sf_count):
-                words.append(_pack(row[sf * p.simd:(sf + 1) * p.simd], p.w_width))
+                words.append(_pack(row[sf * p.simd : (sf + 1) * p.simd], p.w_width))
         w_read = Signal(w_lanes, name=f"pe{lane}_w_read", reset_less=True)
         if len(words) == 1:
             m.d.comb += w_read.eq(Const(words[0], Shape.cast(w_lanes).width))
@@ -566,8 +605,11 @@ class MatrixVectorUnit(wiring.Component):
             for index in range(0, len(nodes) - 1, 2):
                 (a, count_a), (b, count_b) = nodes[index], nodes[index + 1]
                 count = count_a + count_b
-                node = Signal(signed(bits_for_range(count * lo, count * hi, True)),
-                              name=f"pe{lane}_tree{level}_{index // 2}", reset_less=True)
+                node = Signal(
+                    signed(bits_for_range(count * lo, count * hi, True)),
+                    name=f"pe{lane}_tree{level}_{index // 2}",
+                    reset_less=True,
+                )
                 if registered:
                     m.d.sync += node.eq(a + b)
                 else:
@@ -632,7 +674,7 @@ def _thermometer_count(bits: list):
         return bits[0]
     middle = len(bits) // 2
     upper = bits[middle]
-    low = Mux(upper, _thermometer_count(bits[middle + 1:]), _thermometer_count(bits[:middle]))
+    low = Mux(upper, _thermometer_count(bits[middle + 1 :]), _thermometer_count(bits[:middle]))
     return Cat(low, upper)
 
 
@@ -641,13 +683,15 @@ def build_standalone(p: MvuParams) -> MatrixVectorUnit:
     return MatrixVectorUnit(p, *mvu_random_content(p))
 
 
-register(Block(
-    name="mvu",
-    summary="FINN-style folded matrix-vector-threshold unit (pe x simd), weights and thresholds on chip",
-    params=MvuParams,
-    component=build_standalone,
-    golden=mvu_golden,
-    cycles=mvu_cycles,
-    testbench="hardwire.sim.tb_mvu",
-    generator_version=GENERATOR_VERSION,
-))
+register(
+    Block(
+        name="mvu",
+        summary="FINN-style folded matrix-vector-threshold unit (pe x simd), weights and thresholds on chip",
+        params=MvuParams,
+        component=build_standalone,
+        golden=mvu_golden,
+        cycles=mvu_cycles,
+        testbench="hardwire.sim.tb_mvu",
+        generator_version=GENERATOR_VERSION,
+    )
+)

@@ -55,8 +55,12 @@ class PoolParams(ImageStreamParams):
     def __post_init__(self):
         self.check_image_fields()
         limit = min(self.in_height, self.in_width)
-        require(is_int(self.kernel_size) and 1 <= self.kernel_size <= limit, "kernel_size", self.kernel_size,
-                f"1..{limit} (at most min(in_height, in_width))")
+        require(
+            is_int(self.kernel_size) and 1 <= self.kernel_size <= limit,
+            "kernel_size",
+            self.kernel_size,
+            f"1..{limit} (at most min(in_height, in_width))",
+        )
 
     @property
     def out_height(self) -> int:
@@ -78,14 +82,21 @@ class PoolParams(ImageStreamParams):
     @property
     def top_name(self) -> str:
         sign = "s" if self.elem_signed else "u"
-        return (f"maxpool_{self.in_height}x{self.in_width}x{self.channels}_k{self.kernel_size}"
-                f"_simd{self.simd}_{self.elem_width}{sign}")
+        return (
+            f"maxpool_{self.in_height}x{self.in_width}x{self.channels}_k{self.kernel_size}"
+            f"_simd{self.simd}_{self.elem_width}{sign}"
+        )
 
     def to_dict(self) -> dict:
-        return {"in_height": self.in_height, "in_width": self.in_width, "channels": self.channels,
-                "kernel_size": self.kernel_size, "simd": self.simd, "elem_width": self.elem_width,
-                "elem_signed": self.elem_signed}
-
+        return {
+            "in_height": self.in_height,
+            "in_width": self.in_width,
+            "channels": self.channels,
+            "kernel_size": self.kernel_size,
+            "simd": self.simd,
+            "elem_width": self.elem_width,
+            "elem_signed": self.elem_signed,
+        }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,8 +121,13 @@ def _window_ends(p: PoolParams) -> np.ndarray:
     k = p.kernel_size
     y = np.arange(p.in_height)[:, None, None]
     x = np.arange(p.in_width)[None, :, None]
-    ends = ((y % k == k - 1) & (y < p.out_height * k) & (x % k == k - 1) & (x < p.out_width * k)
-            & np.ones((1, 1, p.channel_beats), dtype=bool))
+    ends = (
+        (y % k == k - 1)
+        & (y < p.out_height * k)
+        & (x % k == k - 1)
+        & (x < p.out_width * k)
+        & np.ones((1, 1, p.channel_beats), dtype=bool)
+    )
     return ends.reshape(-1)
 
 
@@ -221,8 +237,10 @@ class MaxPool(wiring.Component):
             m.d.sync += [
                 valid1.eq(accept),
                 # (comparisons are left out where the signal's range decides them: Verilator flags those)
-                keep1.eq((x < p.out_width * k if p.out_width * k < p.in_width else 1)
-                         & (y < p.out_height * k if p.out_height * k < p.in_height else 1)),
+                keep1.eq(
+                    (x < p.out_width * k if p.out_width * k < p.in_width else 1)
+                    & (y < p.out_height * k if p.out_height * k < p.in_height else 1)
+                ),
                 first1.eq((kx == 0) & (ky == 0)),
                 last1.eq((kx == k - 1) & (ky == k - 1)),
                 data1.eq(inp.payload),
@@ -234,8 +252,9 @@ class MaxPool(wiring.Component):
             result = Cat(*incoming)
         else:
             width = p.elem_width * p.simd
-            m.submodules.running_max = row = memory.Memory(shape=unsigned(width), depth=max(p.out_width * cb_count, 2),
-                                                           init=[])
+            m.submodules.running_max = row = memory.Memory(
+                shape=unsigned(width), depth=max(p.out_width * cb_count, 2), init=[]
+            )
             write = row.write_port()
             read = row.read_port(transparent_for=(write,))
             stored = self._lanes(read.data)
@@ -254,17 +273,19 @@ class MaxPool(wiring.Component):
 
     def _lanes(self, raw):
         w = self.p.elem_width
-        lanes = [raw[i * w:(i + 1) * w] for i in range(self.p.simd)]
+        lanes = [raw[i * w : (i + 1) * w] for i in range(self.p.simd)]
         return [lane.as_signed() for lane in lanes] if self.p.elem_signed else lanes
 
 
-register(Block(
-    name="maxpool",
-    summary="streaming k x k (stride k) max pooling over an NHWC raster stream, one row of running maxima",
-    params=PoolParams,
-    component=MaxPool,
-    golden=pool_golden,
-    cycles=pool_cycles,
-    testbench="hardwire.sim.tb_dataflow",
-    generator_version=GENERATOR_VERSION,
-))
+register(
+    Block(
+        name="maxpool",
+        summary="streaming k x k (stride k) max pooling over an NHWC raster stream, one row of running maxima",
+        params=PoolParams,
+        component=MaxPool,
+        golden=pool_golden,
+        cycles=pool_cycles,
+        testbench="hardwire.sim.tb_dataflow",
+        generator_version=GENERATOR_VERSION,
+    )
+)

@@ -22,11 +22,11 @@ from hardwire.errors import HardwireError
 class Block:
     name: str
     summary: str
-    params: type                       # frozen dataclass that validates itself
-    component: Callable[[Any], Any]    # params -> amaranth wiring.Component
-    golden: Callable                   # bit-exact model
-    cycles: Callable                   # cycle model
-    testbench: str                     # dotted module of the cocotb testbench
+    params: type  # frozen dataclass that validates itself
+    component: Callable[[Any], Any]  # params -> amaranth wiring.Component
+    golden: Callable  # bit-exact model
+    cycles: Callable  # cycle model
+    testbench: str  # dotted module of the cocotb testbench
     generator_version: str = "1"
     # optional: params -> an analytic bound on |golden - float reference| in output LSBs, and what the
     # reference is; `hardwire gen` / `sim` and the generated JSON state it beside the block's summary
@@ -40,7 +40,7 @@ class Block:
         """One line stating the configuration's analytic error bound, or None for a block without one."""
         if self.error_bound is None:
             return None
-        return (f"analytic error bound: <= {self.error_bound(params):.3g} output LSB vs {self.error_reference}")
+        return f"analytic error bound: <= {self.error_bound(params):.3g} output LSB vs {self.error_reference}"
 
 
 _BLOCKS: dict[str, Block] = {}
@@ -79,11 +79,13 @@ def port_list(component) -> list[dict]:
     """The component's flattened ports as Verilog sees them (name, direction, width)."""
     ports = [{"name": "clk", "direction": "input", "width": 1}, {"name": "rst", "direction": "input", "width": 1}]
     for path, member, value in component.signature.flatten(component):
-        ports.append({
-            "name": "__".join(str(part) for part in path),
-            "direction": "input" if member.flow.name == "In" else "output",
-            "width": len(value.as_value()) if hasattr(value, "as_value") else len(value),
-        })
+        ports.append(
+            {
+                "name": "__".join(str(part) for part in path),
+                "direction": "input" if member.flow.name == "In" else "output",
+                "width": len(value.as_value()) if hasattr(value, "as_value") else len(value),
+            }
+        )
     return ports
 
 

@@ -128,43 +128,72 @@ class SoftmaxParams:
     recip_lut_bits: int | None = None
     log2e_frac: int | None = None
     sum_guard_bits: int | None = None
-    max_estimate: int = 48        # unified_max: phi, an input code
-    estimate_window: int = 32     # unified_max: fallback also when max < phi - window (input codes)
-    lanes: int | None = None      # online_pipelined: interleaved (max, sum) lanes (None: LANE_PIPELINE_DEPTH)
+    max_estimate: int = 48  # unified_max: phi, an input code
+    estimate_window: int = 32  # unified_max: fallback also when max < phi - window (input codes)
+    lanes: int | None = None  # online_pipelined: interleaved (max, sum) lanes (None: LANE_PIPELINE_DEPTH)
 
     def __post_init__(self):
         require(self.variant in VARIANTS, "variant", self.variant, ", ".join(VARIANTS))
         require(is_int(self.n_max) and 2 <= self.n_max <= MAX_N, "n_max", self.n_max, f"2..{MAX_N}")
         require(is_int(self.in_width) and 2 <= self.in_width <= 16, "in_width", self.in_width, "2..16")
-        require(is_int(self.in_frac) and 0 <= self.in_frac <= self.in_width, "in_frac", self.in_frac,
-                f"0..in_width={self.in_width}")
+        require(
+            is_int(self.in_frac) and 0 <= self.in_frac <= self.in_width,
+            "in_frac",
+            self.in_frac,
+            f"0..in_width={self.in_width}",
+        )
         require(is_int(self.out_width) and 2 <= self.out_width <= 24, "out_width", self.out_width, "2..24")
         require(self.exp_interp in EXP_INTERPOLATIONS, "exp_interp", self.exp_interp, " or ".join(EXP_INTERPOLATIONS))
-        require(self.recip_method in RECIPROCAL_METHODS, "recip_method", self.recip_method,
-                " or ".join(RECIPROCAL_METHODS))
+        require(
+            self.recip_method in RECIPROCAL_METHODS, "recip_method", self.recip_method, " or ".join(RECIPROCAL_METHODS)
+        )
         lo, hi = int_range(self.in_width, True)
-        require(is_int(self.max_estimate) and lo <= self.max_estimate <= hi, "max_estimate", self.max_estimate,
-                f"{lo}..{hi} (an input code)")
-        require(is_int(self.estimate_window) and 0 <= self.estimate_window <= hi - lo, "estimate_window",
-                self.estimate_window, f"0..{hi - lo}")
+        require(
+            is_int(self.max_estimate) and lo <= self.max_estimate <= hi,
+            "max_estimate",
+            self.max_estimate,
+            f"{lo}..{hi} (an input code)",
+        )
+        require(
+            is_int(self.estimate_window) and 0 <= self.estimate_window <= hi - lo,
+            "estimate_window",
+            self.estimate_window,
+            f"0..{hi - lo}",
+        )
         if self.variant == "online_pipelined":
             if self.lanes is None:
                 object.__setattr__(self, "lanes", LANE_PIPELINE_DEPTH)
-            require(is_int(self.lanes) and LANE_PIPELINE_DEPTH <= self.lanes <= MAX_LANES, "lanes", self.lanes,
-                    f"{LANE_PIPELINE_DEPTH}..{MAX_LANES} (at least the lane update's pipeline depth)")
+            require(
+                is_int(self.lanes) and LANE_PIPELINE_DEPTH <= self.lanes <= MAX_LANES,
+                "lanes",
+                self.lanes,
+                f"{LANE_PIPELINE_DEPTH}..{MAX_LANES} (at least the lane update's pipeline depth)",
+            )
         else:
             require(self.lanes is None, "lanes", self.lanes, "None (only online_pipelined has lanes)")
         fill_unset_precisions(self, PRECISION_FIELDS, derive_precision)
-        require(is_int(self.recip_frac) and self.out_width < self.recip_frac <= 30, "recip_frac", self.recip_frac,
-                f"{self.out_width + 1}..30 (more than out_width={self.out_width})")
-        require(is_int(self.sum_guard_bits) and 0 <= self.sum_guard_bits <= 16, "sum_guard_bits",
-                self.sum_guard_bits, "0..16")
+        require(
+            is_int(self.recip_frac) and self.out_width < self.recip_frac <= 30,
+            "recip_frac",
+            self.recip_frac,
+            f"{self.out_width + 1}..30 (more than out_width={self.out_width})",
+        )
+        require(
+            is_int(self.sum_guard_bits) and 0 <= self.sum_guard_bits <= 16,
+            "sum_guard_bits",
+            self.sum_guard_bits,
+            "0..16",
+        )
         # the specs validate their own fields (and name them)
         _ = self.exp_spec, self.recip_spec
         if self.variant == "unified_max":
             m, k = exp_golden(self.exp_spec, np.array([-self.estimate_window]))
-            require(int(m[0]) >> -int(k[0]) > 0, "estimate_window", self.estimate_window,
-                    "small enough that exp(-window) is not 0 at mant_frac bits (else the sum can be 0)")
+            require(
+                int(m[0]) >> -int(k[0]) > 0,
+                "estimate_window",
+                self.estimate_window,
+                "small enough that exp(-window) is not 0 at mant_frac bits (else the sum can be 0)",
+            )
         self._warn_if_less_accurate_than_derived()
 
     def _warn_if_less_accurate_than_derived(self) -> None:
@@ -177,9 +206,13 @@ class SoftmaxParams:
         target = max(ERROR_TARGET_LSB, error_bound_lsb(derived))
         if bound > target * (1 + 1e-9):
             given = ", ".join(f"{name}={getattr(self, name)}" for name in self._given)
-            warnings.warn(PrecisionWarning(
-                f"softmax {given}: the error bound is {bound:.3g} output LSB (derived precisions meet "
-                f"{target:.3g}; leave them unset for the derived values)"), stacklevel=4)
+            warnings.warn(
+                PrecisionWarning(
+                    f"softmax {given}: the error bound is {bound:.3g} output LSB (derived precisions meet "
+                    f"{target:.3g}; leave them unset for the derived values)"
+                ),
+                stacklevel=4,
+            )
 
     @classmethod
     def from_dict(cls, values: dict) -> SoftmaxParams:
@@ -191,11 +224,19 @@ class SoftmaxParams:
     @property
     def exp_spec(self) -> ExpSpec:
         """exp of d = x - reference (in_width + 1 bits: the difference of two codes)."""
-        if self.variant == "online_pipelined":     # the product in two registered stages, for Fmax
-            return ExpSpec(self.in_width + 1, self.in_frac, self.mant_frac, self.exp_lut_bits, self.exp_interp,
-                           self.log2e_frac, product_stages=2)
-        return ExpSpec(self.in_width + 1, self.in_frac, self.mant_frac, self.exp_lut_bits, self.exp_interp,
-                       self.log2e_frac)
+        if self.variant == "online_pipelined":  # the product in two registered stages, for Fmax
+            return ExpSpec(
+                self.in_width + 1,
+                self.in_frac,
+                self.mant_frac,
+                self.exp_lut_bits,
+                self.exp_interp,
+                self.log2e_frac,
+                product_stages=2,
+            )
+        return ExpSpec(
+            self.in_width + 1, self.in_frac, self.mant_frac, self.exp_lut_bits, self.exp_interp, self.log2e_frac
+        )
 
     @property
     def sum_frac(self) -> int:
@@ -227,7 +268,7 @@ class SoftmaxParams:
 
     @property
     def scale_spec(self) -> ScaleRoundSpec:
-        stages = 2 if self.variant == "online_pipelined" else 1        # online_pipelined: for Fmax
+        stages = 2 if self.variant == "online_pipelined" else 1  # online_pipelined: for Fmax
         return ScaleRoundSpec(self.mant_frac + 1, self.recip_frac + 1, self.shift_width, self.out_width, stages)
 
     @property
@@ -270,10 +311,12 @@ class SoftmaxParams:
 
     @property
     def top_name(self) -> str:
-        name = (f"softmax_{self.variant}_n{self.n_max}_i{self.in_width}f{self.in_frac}_o{self.out_width}"
-                f"_m{self.mant_frac}l{self.exp_lut_bits}{self.exp_interp[0]}"
-                f"_r{self.recip_frac}{self.recip_method[0]}{self.recip_lut_bits}"
-                f"_c{self.exp_spec.log2e_bits}g{self.sum_guard_bits}")
+        name = (
+            f"softmax_{self.variant}_n{self.n_max}_i{self.in_width}f{self.in_frac}_o{self.out_width}"
+            f"_m{self.mant_frac}l{self.exp_lut_bits}{self.exp_interp[0]}"
+            f"_r{self.recip_frac}{self.recip_method[0]}{self.recip_lut_bits}"
+            f"_c{self.exp_spec.log2e_bits}g{self.sum_guard_bits}"
+        )
         if self.variant == "unified_max":
             name += f"_phi{self.max_estimate}w{self.estimate_window}".replace("-", "m")
         if self.variant == "online_pipelined":
@@ -281,8 +324,12 @@ class SoftmaxParams:
         return name
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"name": self.top_name, "sum_width": self.sum_width,
-                                           "buffer_bits": self.buffer_bits, "error_bound_lsb": error_bound_lsb(self)}
+        return dataclasses.asdict(self) | {
+            "name": self.top_name,
+            "sum_width": self.sum_width,
+            "buffer_bits": self.buffer_bits,
+            "error_bound_lsb": error_bound_lsb(self),
+        }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,7 +345,7 @@ def _online_rescales(p: SoftmaxParams) -> float:
     0 for the other variants."""
     if p.variant not in ("online", "online_pipelined"):
         return 0.0
-    c0 = math.ceil((math.log(p.n_max) + 1) * 2 ** p.in_frac)
+    c0 = math.ceil((math.log(p.n_max) + 1) * 2**p.in_frac)
     return float(min(p.n_max - 1, c0 * (1 + 1 / math.e))) + (p.variant == "online_pipelined")
 
 
@@ -310,7 +357,7 @@ def _exp_error(p: SoftmaxParams, mant_frac: int, lut_bits: int, log2e_frac: int)
 
 def _difference_range(p: SoftmaxParams) -> float:
     """The largest |x - reference| in real units: the span of the input codes."""
-    return (2 ** p.in_width - 1) / 2 ** p.in_frac
+    return (2**p.in_width - 1) / 2**p.in_frac
 
 
 def _sum_error(p: SoftmaxParams, exp_error: float, sum_frac: int) -> tuple[float, float]:
@@ -320,17 +367,17 @@ def _sum_error(p: SoftmaxParams, exp_error: float, sum_frac: int) -> tuple[float
     largest term), or >= exp(-window) for unified_max's estimate."""
     n = p.n_max
     from_exp = exp_error
-    if p.variant == "online":     # up to n - 1 factors compound: (1 + e)**c - 1 <= c e (1 + e)**(n - 1)
+    if p.variant == "online":  # up to n - 1 factors compound: (1 + e)**c - 1 <= c e (1 + e)**(n - 1)
         from_exp = (1 + _online_rescales(p)) * exp_error * (1 + exp_error) ** (n - 1)
-    if p.variant == "online_pipelined":     # up to n factors: n - 1 in a lane, one more combining the lanes
+    if p.variant == "online_pipelined":  # up to n factors: n - 1 in a lane, one more combining the lanes
         from_exp = (1 + _online_rescales(p)) * exp_error * (1 + exp_error) ** n
     if p.variant == "unified_max":
-        count, smallest = n, math.exp(-p.estimate_window / 2 ** p.in_frac) * (1 - exp_error)
-    elif p.variant == "online_pipelined":   # a term and a rescale per element, and one per lane (<= n lanes)
+        count, smallest = n, math.exp(-p.estimate_window / 2**p.in_frac) * (1 - exp_error)
+    elif p.variant == "online_pipelined":  # a term and a rescale per element, and one per lane (<= n lanes)
         count, smallest = 2 * (n - 1) + n, 1 - exp_error
     else:
         count, smallest = (n - 1) * (2 if p.variant in ("two_pass", "online") else 1), 1 - exp_error
-    return from_exp, count * 2.0 ** -sum_frac / smallest
+    return from_exp, count * 2.0**-sum_frac / smallest
 
 
 def _relative_error(exp_error: float, recip_error: float, sum_error: tuple[float, float]) -> float:
@@ -346,9 +393,8 @@ def error_bound_lsb(p: SoftmaxParams) -> float:
     softmax of the real inputs): 0.5 for the final rounding plus 2**out_width times the relative error
     (each output is at most 1.0), and at least 1 (p = 1.0 saturates to 2**out_width - 1)."""
     exp_error = _exp_error(p, p.mant_frac, p.exp_lut_bits, p.log2e_frac)
-    relative = _relative_error(exp_error, p.recip_spec.max_relative_error(),
-                               _sum_error(p, exp_error, p.sum_frac))
-    return max(1.0, 0.5 + 2 ** p.out_width * relative)
+    relative = _relative_error(exp_error, p.recip_spec.max_relative_error(), _sum_error(p, exp_error, p.sum_frac))
+    return max(1.0, 0.5 + 2**p.out_width * relative)
 
 
 def derive_precision(p: SoftmaxParams) -> dict:
@@ -359,16 +405,21 @@ def derive_precision(p: SoftmaxParams) -> dict:
     around it. Where nothing within the widths' limits meets a share, the most accurate choice is taken, and
     `error_bound_lsb` states the bound it meets."""
     given = tuple((name, getattr(p, name)) for name in PRECISION_FIELDS if getattr(p, name) is not None)
-    shape = (p.variant, p.n_max, p.in_width, p.in_frac, p.out_width, p.exp_interp, p.recip_method,
-             p.estimate_window)
+    shape = (p.variant, p.n_max, p.in_width, p.in_frac, p.out_width, p.exp_interp, p.recip_method, p.estimate_window)
     return dict(_derive(shape, given))
 
 
 @functools.lru_cache(maxsize=1024)
 def _derive(shape: tuple, given_items: tuple) -> tuple:
     variant, n_max, in_width, in_frac, out_width, exp_interp, recip_method, estimate_window = shape
-    p = types.SimpleNamespace(variant=variant, n_max=n_max, in_width=in_width, in_frac=in_frac,
-                              exp_interp=exp_interp, estimate_window=estimate_window)
+    p = types.SimpleNamespace(
+        variant=variant,
+        n_max=n_max,
+        in_width=in_width,
+        in_frac=in_frac,
+        exp_interp=exp_interp,
+        estimate_window=estimate_window,
+    )
     given = dict(given_items)
     target = 2.0 ** -(out_width + 1)
 
@@ -388,13 +439,23 @@ def _derive(shape: tuple, given_items: tuple) -> tuple:
     for mant_frac in choices("mant_frac", range(max(8, out_width), 31)):
         top = min(12, mant_frac - (1 if exp_interp == "linear" else 0)) if is_int(mant_frac) else 0
         for lut_bits in choices("exp_lut_bits", range(1, top + 1)):
-            if not (is_int(mant_frac) and 4 <= mant_frac <= 30 and is_int(lut_bits) and 1 <= lut_bits <= top
-                    and valid("log2e_frac", given.get("log2e_frac"), 8, 40)):
+            if not (
+                is_int(mant_frac)
+                and 4 <= mant_frac <= 30
+                and is_int(lut_bits)
+                and 1 <= lut_bits <= top
+                and valid("log2e_frac", given.get("log2e_frac"), 8, 40)
+            ):
                 continue
             error = weight * _exp_error(p, mant_frac, lut_bits, log2e_for(mant_frac))
             cost = (1 << lut_bits) * (mant_frac + 1) * (2 if exp_interp == "linear" else 1) + 64 * mant_frac
-            key = (error > target / 2, cost if error <= target / 2 else float(f"{error:.2g}"), cost,
-                   mant_frac, lut_bits)
+            key = (
+                error > target / 2,
+                cost if error <= target / 2 else float(f"{error:.2g}"),
+                cost,
+                mant_frac,
+                lut_bits,
+            )
             best = min(best or key, key)
     mant_frac, exp_lut_bits = (best[3], best[4]) if best else (given.get("mant_frac", 16), given.get("exp_lut_bits", 6))
 
@@ -403,25 +464,42 @@ def _derive(shape: tuple, given_items: tuple) -> tuple:
     for recip_frac in choices("recip_frac", range(out_width + 1, 31)):
         default_luts = range(1, min(12, recip_frac) + 1) if recip_method == "newton" and is_int(recip_frac) else [8]
         for lut_bits in choices("recip_lut_bits", default_luts):
-            if not (is_int(recip_frac) and 4 <= recip_frac <= 30 and is_int(lut_bits)
-                    and 1 <= lut_bits <= min(12, recip_frac)):
+            if not (
+                is_int(recip_frac)
+                and 4 <= recip_frac <= 30
+                and is_int(lut_bits)
+                and 1 <= lut_bits <= min(12, recip_frac)
+            ):
                 continue
             error = ReciprocalSpec(24, recip_frac, recip_method, lut_bits).max_relative_error()
             cost = ((1 << lut_bits) * (recip_frac + 1) if recip_method == "newton" else 0) + 64 * recip_frac
-            key = (error > target / 4, cost if error <= target / 4 else float(f"{error:.2g}"), cost,
-                   recip_frac, lut_bits)
+            key = (
+                error > target / 4,
+                cost if error <= target / 4 else float(f"{error:.2g}"),
+                cost,
+                recip_frac,
+                lut_bits,
+            )
             best = min(best or key, key)
-    recip_frac, recip_lut_bits = (best[3], best[4]) if best else \
-        (given.get("recip_frac", max(16, out_width + 1)), given.get("recip_lut_bits", 8))
+    recip_frac, recip_lut_bits = (
+        (best[3], best[4])
+        if best
+        else (given.get("recip_frac", max(16, out_width + 1)), given.get("recip_lut_bits", 8))
+    )
 
     # the sum's guard bits: its truncations stay within an eighth
     guard = given.get("sum_guard_bits")
     if guard is None:
         base = mant_frac if is_int(mant_frac) else 16
         guard = next((g for g in range(17) if _sum_error(p, 0.0, base + g)[1] <= target / 8), 16)
-    derived = {"mant_frac": mant_frac, "exp_lut_bits": exp_lut_bits, "recip_frac": recip_frac,
-               "recip_lut_bits": recip_lut_bits, "log2e_frac": given.get("log2e_frac") or
-               (log2e_for(mant_frac) if is_int(mant_frac) else 0), "sum_guard_bits": guard}
+    derived = {
+        "mant_frac": mant_frac,
+        "exp_lut_bits": exp_lut_bits,
+        "recip_frac": recip_frac,
+        "recip_lut_bits": recip_lut_bits,
+        "log2e_frac": given.get("log2e_frac") or (log2e_for(mant_frac) if is_int(mant_frac) else 0),
+        "sum_guard_bits": guard,
+    }
     return tuple(derived.items())
 
 
@@ -431,8 +509,12 @@ def _derive(shape: tuple, given_items: tuple) -> tuple:
 
 def _check_vector(p: SoftmaxParams, x) -> np.ndarray:
     x = np.asarray(x)
-    require(x.ndim == 1 and 1 <= x.size <= p.n_max, "vector length", x.size if x.ndim == 1 else x.shape,
-            f"1..n_max={p.n_max} (one vector)")
+    require(
+        x.ndim == 1 and 1 <= x.size <= p.n_max,
+        "vector length",
+        x.size if x.ndim == 1 else x.shape,
+        f"1..n_max={p.n_max} (one vector)",
+    )
     require(np.issubdtype(x.dtype, np.integer), "x dtype", str(x.dtype), "integers (input codes)")
     x = x.astype(np.int64)
     lo, hi = int_range(p.in_width, True)
@@ -465,7 +547,7 @@ def softmax_golden_details(p: SoftmaxParams, x) -> dict:
         reference = 0
     elif p.variant == "online":
         e0 = int(exp_golden(es, np.array([0]))[0][0]) << g
-        previous = np.maximum.accumulate(x)[:-1]               # the running max M before each later element
+        previous = np.maximum.accumulate(x)[:-1]  # the running max M before each later element
         rest = x[1:]
         grows = rest > previous
         # one exp per element: exp(M - x) (the rescale factor) when x grows the max, else exp(x - M)
@@ -493,8 +575,18 @@ def softmax_golden_details(p: SoftmaxParams, x) -> dict:
     y, msb = (int(v[0]) for v in reciprocal_golden(p.recip_spec, np.array([total])))
     shift = p.recip_frac + msb - p.out_width - g - kk
     out = scale_round_golden(m, y, shift, p.out_width)
-    details = {"reference": reference, "mantissa": m, "exponent": k, "kk": kk, "sum": total, "y": y, "msb": msb,
-               "shift": shift, "fallback": fallback, "out": out}
+    details = {
+        "reference": reference,
+        "mantissa": m,
+        "exponent": k,
+        "kk": kk,
+        "sum": total,
+        "y": y,
+        "msb": msb,
+        "shift": shift,
+        "fallback": fallback,
+        "out": out,
+    }
     if p.variant == "online_pipelined":
         details["lanes"] = lanes
     return details
@@ -540,8 +632,12 @@ def _lane_sums_golden(p: SoftmaxParams, x: np.ndarray) -> tuple[int, dict]:
     top = max(lane_max[j] for j in order)
     factors = exp_golden(es, np.array([lane_max[j] - top for j in order]))
     rescaled = [(lane_sum[j] * int(mi)) >> (mf - int(ki)) for j, mi, ki in zip(order, *factors)]
-    return sum(rescaled), {"order": order, "max": [lane_max[j] for j in order], "sum": [lane_sum[j] for j in order],
-                           "rescaled": rescaled}
+    return sum(rescaled), {
+        "order": order,
+        "max": [lane_max[j] for j in order],
+        "sum": [lane_sum[j] for j in order],
+        "rescaled": rescaled,
+    }
 
 
 def softmax_golden(p: SoftmaxParams, x) -> np.ndarray:
@@ -578,9 +674,9 @@ def softmax_schedule(p: SoftmaxParams, vectors, offered: list[int]) -> tuple[lis
     acc_delay, recip = p.acc_delay, p.recip_spec.latency
     accepted, produced = [], []
     load_start = 0
-    done = None                  # D of the previous vector
-    norm_free = 0                # the first cycle the back end can issue the next vector
-    last_issue = [-1, -1]        # E of the vector before, per bank
+    done = None  # D of the previous vector
+    norm_free = 0  # the first cycle the back end can issue the next vector
+    last_issue = [-1, -1]  # E of the vector before, per bank
     index = 0
     for number, vector in enumerate(vectors):
         n = len(vector)
@@ -636,7 +732,7 @@ def _pipelined_schedule(p: SoftmaxParams, vectors, offered: list[int]) -> tuple[
         combine = accepted[-1] + max(1, depth - used + 1)
         if handoff is not None:
             combine = max(combine, handoff + 1)
-        complete = combine + used - 1 + acc_delay + depth          # the cycle after the last addition
+        complete = combine + used - 1 + acc_delay + depth  # the cycle after the last addition
         handoff = complete if done is None else max(complete, done)
         done = handoff + 1 + recip
         first_issue = max(done, norm_free)
@@ -654,8 +750,11 @@ def softmax_cycles(p: SoftmaxParams, n: int | None = None, fallback: bool = Fals
     require(is_int(n) and 1 <= n <= p.n_max, "n", n, f"1..n_max={p.n_max}")
     lo, hi = int_range(p.in_width, True)
     if p.variant == "unified_max":
-        top = p.max_estimate + 1 if fallback and p.max_estimate < hi else \
-            (p.max_estimate - p.estimate_window - 1 if fallback else p.max_estimate)
+        top = (
+            p.max_estimate + 1
+            if fallback and p.max_estimate < hi
+            else (p.max_estimate - p.estimate_window - 1 if fallback else p.max_estimate)
+        )
         if fallback and not lo <= top <= hi:
             require(False, "fallback", fallback, "False (no input code triggers the fallback)")
         vector = [top] * n
@@ -753,15 +852,15 @@ class Softmax(wiring.Component):
         # -- front end: load (pass 1), the sum pass, the drain, the hand-off to the reciprocal ----------------
         state = Signal(range(3), init=LOAD)
         write_bank = Signal()
-        count = Signal(range(n_max + 1))             # elements accepted (LOAD) / issued (SUM)
+        count = Signal(range(n_max + 1))  # elements accepted (LOAD) / issued (SUM)
         length = Signal(range(n_max + 1))
         timer = Signal(range(p.acc_delay + 1))
-        running = Signal(signed(p.in_width), reset_less=True)    # the running max M
+        running = Signal(signed(p.in_width), reset_less=True)  # the running max M
         fallback = Signal()
-        total = Signal(unsigned(p.sum_width), reset_less=True)   # S or Macc
+        total = Signal(unsigned(p.sum_width), reset_less=True)  # S or Macc
         top = Signal(signed(es.exponent_width), reset_less=True)  # two_pass: K
         x_reg = Signal(signed(p.in_width), reset_less=True)
-        previous = Signal(signed(p.in_width), reset_less=True)    # online: M before this element
+        previous = Signal(signed(p.in_width), reset_less=True)  # online: M before this element
         recip_busy = Signal()
         recip_bank = Signal()
 
@@ -794,16 +893,14 @@ class Softmax(wiring.Component):
         with m.If(advance):
             with m.If(state == LOAD):  # noqa: SIM117 (an Amaranth If/Elif chain, not nested contexts)
                 with m.If(accept):
-                    m.d.sync += [count.eq(count + 1), running.eq(new_max), x_reg.eq(payload.data),
-                                 previous.eq(running)]
+                    m.d.sync += [count.eq(count + 1), running.eq(new_max), x_reg.eq(payload.data), previous.eq(running)]
                     if v != "three_pass":
                         m.d.sync += [issue.valid.eq(1), issue.first.eq(is_first), issue.load.eq(1)]
                     with m.If(ends):
                         m.d.sync += [length.eq(count + 1), count.eq(0), busy.bit_select(write_bank, 1).eq(1)]
                         goes_to_sum = Const(1) if v == "three_pass" else Const(0)
                         if v == "unified_max":
-                            goes_to_sum = (new_max > p.max_estimate) | \
-                                (new_max < p.max_estimate - p.estimate_window)
+                            goes_to_sum = (new_max > p.max_estimate) | (new_max < p.max_estimate - p.estimate_window)
                             m.d.sync += fallback.eq(goes_to_sum)
                         with m.If(goes_to_sum):
                             m.d.sync += state.eq(SUM)
@@ -819,8 +916,13 @@ class Softmax(wiring.Component):
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Elif(~recip_busy | recip.done):
-                    m.d.sync += [recip.start.eq(1), recip_busy.eq(1), recip_bank.eq(write_bank),
-                                 write_bank.eq(~write_bank), state.eq(LOAD)]
+                    m.d.sync += [
+                        recip.start.eq(1),
+                        recip_busy.eq(1),
+                        recip_bank.eq(write_bank),
+                        write_bank.eq(~write_bank),
+                        state.eq(LOAD),
+                    ]
                     meta_length.write(write_bank, length)
                     meta_reference.write(write_bank, reference_out)
                     meta_top.write(write_bank, top)
@@ -854,29 +956,34 @@ class Softmax(wiring.Component):
         sx = ftags[x_delay]
         sa = ftags[p.acc_delay]
         mantissa, exponent = exp.mantissa, exp.exponent
-        guarded = mantissa << g                                     # sum_frac fraction bits
+        guarded = mantissa << g  # sum_frac fraction bits
         term = guarded >> (-exponent).as_unsigned()
-        addend = Signal(unsigned(mf + g + 1), reset_less=True)     # added to the (shifted) sum
+        addend = Signal(unsigned(mf + g + 1), reset_less=True)  # added to the (shifted) sum
         acc_now = advance & sx.valid
         accumulate = advance & sa.valid
         if v == "two_pass":
             grows = ~sx.first & (exponent > top)
             amount_width = bits_for_range(0, es.exponent_range[1] - es.exponent_range[0], False)
-            amount = Signal(unsigned(amount_width), reset_less=True)   # the sum's shift when K grows
+            amount = Signal(unsigned(amount_width), reset_less=True)  # the sum's shift when K grows
             with m.If(acc_now):
-                m.d.sync += [amount.eq(Mux(grows, exponent - top, 0)),
-                             addend.eq(Mux(sx.first | grows, guarded, guarded >> (top - exponent).as_unsigned()))]
+                m.d.sync += [
+                    amount.eq(Mux(grows, exponent - top, 0)),
+                    addend.eq(Mux(sx.first | grows, guarded, guarded >> (top - exponent).as_unsigned())),
+                ]
                 with m.If(sx.first | grows):
                     m.d.sync += top.eq(exponent)
             with m.If(accumulate):
                 m.d.sync += total.eq(Mux(sa.first, 0, total >> amount) + addend)
         elif v == "online":
             e0 = int(exp_golden(es, np.array([0]))[0][0]) << g
-            factor = Signal(unsigned(mf + 1), reset_less=True)         # exp(M_prev - x) when x grows the max
+            factor = Signal(unsigned(mf + 1), reset_less=True)  # exp(M_prev - x) when x grows the max
             amount = Signal(unsigned(bits_for_range(0, mf - es.exponent_range[0], False)), reset_less=True)
             with m.If(acc_now):
-                m.d.sync += [factor.eq(mantissa), amount.eq(mf - exponent),
-                             addend.eq(Mux(sx.grew & ~sx.first, e0, term))]
+                m.d.sync += [
+                    factor.eq(mantissa),
+                    amount.eq(mf - exponent),
+                    addend.eq(Mux(sx.grew & ~sx.first, e0, term)),
+                ]
             with m.If(accumulate):
                 with m.If(sa.first):
                     m.d.sync += total.eq(addend)
@@ -899,11 +1006,19 @@ class Softmax(wiring.Component):
         bank_ready = ready.bit_select(read_bank, 1) | (recip.done & (recip_bank == read_bank))
         m.d.comb += norm_read.addr.eq(address(read_bank, norm_count))
         with m.If(advance & bank_ready):
-            m.d.sync += [btags[1].valid.eq(1), btags[1].bank.eq(read_bank),
-                         btags[1].last.eq(norm_count == norm_length - 1), norm_count.eq(norm_count + 1)]
+            m.d.sync += [
+                btags[1].valid.eq(1),
+                btags[1].bank.eq(read_bank),
+                btags[1].last.eq(norm_count == norm_length - 1),
+                norm_count.eq(norm_count + 1),
+            ]
             with m.If(norm_count == norm_length - 1):
-                m.d.sync += [norm_count.eq(0), read_bank.eq(~read_bank), ready.bit_select(read_bank, 1).eq(0),
-                             busy.bit_select(read_bank, 1).eq(0)]
+                m.d.sync += [
+                    norm_count.eq(0),
+                    read_bank.eq(~read_bank),
+                    ready.bit_select(read_bank, 1).eq(0),
+                    busy.bit_select(read_bank, 1).eq(0),
+                ]
 
         # back stage 1 -> 2: d = x - the vector's reference; stage X: into the scale-round unit
         b1 = btags[1]
@@ -914,8 +1029,11 @@ class Softmax(wiring.Component):
         m.d.comb += norm_exp.d.eq(norm_d)
         bx = btags[x_delay]
         kk = norm_exp.exponent - meta_top.read(bx.bank) if v == "two_pass" else norm_exp.exponent
-        m.d.comb += [scale.a.eq(norm_exp.mantissa), scale.b.eq(meta_y.read(bx.bank)),
-                     scale.shift.eq(p.recip_frac - p.out_width - g + meta_msb.read(bx.bank) - kk)]
+        m.d.comb += [
+            scale.a.eq(norm_exp.mantissa),
+            scale.b.eq(meta_y.read(bx.bank)),
+            scale.shift.eq(p.recip_frac - p.out_width - g + meta_msb.read(bx.bank) - kk),
+        ]
         return m
 
 
@@ -944,7 +1062,7 @@ class _PerBank:
         self.banks = [Signal(shape, name=f"{name}_{bank}", reset_less=True) for bank in range(banks)]
 
     def write(self, bank, value) -> None:
-        for index, bank_register in enumerate(self.banks):   # not a Switch: a bank count need not be a power of 2
+        for index, bank_register in enumerate(self.banks):  # not a Switch: a bank count need not be a power of 2
             with self.m.If(bank == index):
                 self.m.d.sync += bank_register.eq(value)
 
@@ -960,8 +1078,8 @@ def _select(values, index):
     return Array(values)[index]
 
 
-COMBINE, = range(1, 2)      # online_pipelined's front end: LOAD, then COMBINE (the lane combinations)
-PIECE_BITS = 18             # the lane update's multiply in pieces of an ECP5 / xc7 DSP port
+(COMBINE,) = range(1, 2)  # online_pipelined's front end: LOAD, then COMBINE (the lane combinations)
+PIECE_BITS = 18  # the lane update's multiply in pieces of an ECP5 / xc7 DSP port
 
 
 class _OnlinePipelined:
@@ -1014,8 +1132,18 @@ class _OnlinePipelined:
             return Mux(bank == banks - 1, 0, bank + 1)
 
         lane_shape = range(lanes)
-        front_tag = data.StructLayout({"valid": 1, "first": 1, "load": 1, "grew": 1, "combine": 1,
-                                       "combine_first": 1, "combine_last": 1, "lane": lane_shape})
+        front_tag = data.StructLayout(
+            {
+                "valid": 1,
+                "first": 1,
+                "load": 1,
+                "grew": 1,
+                "combine": 1,
+                "combine_first": 1,
+                "combine_last": 1,
+                "lane": lane_shape,
+            }
+        )
         back_tag = data.StructLayout({"valid": 1, "last": 1, "bank": range(banks)})
         ftags = [Signal(front_tag, name=f"front_tag_s{stage}") for stage in range(write_stage + 1)]
         btags = [Signal(back_tag, name=f"back_tag_s{stage}") for stage in range(p.output_delay)]
@@ -1067,19 +1195,19 @@ class _OnlinePipelined:
         write_bank = Signal(range(banks))
         count = Signal(range(n_max + 1))
         length = Signal(range(n_max + 1))
-        lane = Signal(lane_shape)                   # the lane of the next element
-        wrapped = Signal()                          # every lane has had an element (count >= L)
-        running = Signal(signed(p.in_width), reset_less=True)        # the vector's max M
+        lane = Signal(lane_shape)  # the lane of the next element
+        wrapped = Signal()  # every lane has had an element (count >= L)
+        running = Signal(signed(p.in_width), reset_less=True)  # the vector's max M
         lane_max = [Signal(signed(p.in_width), name=f"lane_max_{j}", reset_less=True) for j in range(lanes)]
         lane_sum = [Signal(unsigned(p.sum_width), name=f"lane_sum_{j}", reset_less=True) for j in range(lanes)]
-        x_reg = Signal(signed(p.in_width), reset_less=True)           # x, or a combination's M_j
-        previous = Signal(signed(p.in_width), reset_less=True)        # M_j before x, or a combination's M
+        x_reg = Signal(signed(p.in_width), reset_less=True)  # x, or a combination's M_j
+        previous = Signal(signed(p.in_width), reset_less=True)  # M_j before x, or a combination's M
         timer = Signal(range(depth + 1))
-        used = Signal(range(lanes + 1))             # lanes to combine: min(n, L)
-        combined = Signal(range(lanes + 1))         # combinations issued
+        used = Signal(range(lanes + 1))  # lanes to combine: min(n, L)
+        combined = Signal(range(lanes + 1))  # combinations issued
         combine_lane = Signal(lane_shape)
-        outstanding = Signal()                      # a sum is combining or waiting for the reciprocal
-        pending = Signal()                          # a complete sum waits for the reciprocal
+        outstanding = Signal()  # a sum is combining or waiting for the reciprocal
+        pending = Signal()  # a complete sum waits for the reciprocal
         total = Signal(unsigned(p.sum_width), reset_less=True)
         tail_length = Signal(range(n_max + 1), reset_less=True)
         tail_reference = Signal(signed(p.in_width), reset_less=True)
@@ -1105,33 +1233,58 @@ class _OnlinePipelined:
         with m.If(advance):
             with m.If(state == LOAD):
                 with m.If(accept):
-                    m.d.sync += [count.eq(count + 1), x_reg.eq(payload.data), previous.eq(its_max),
-                                 running.eq(Mux((count == 0) | (payload.data > running), payload.data, running)),
-                                 issue.valid.eq(1), issue.load.eq(1), issue.first.eq(~wrapped), issue.lane.eq(lane),
-                                 lane.eq(following), wrapped.eq(wrapped | lane_last)]
+                    m.d.sync += [
+                        count.eq(count + 1),
+                        x_reg.eq(payload.data),
+                        previous.eq(its_max),
+                        running.eq(Mux((count == 0) | (payload.data > running), payload.data, running)),
+                        issue.valid.eq(1),
+                        issue.load.eq(1),
+                        issue.first.eq(~wrapped),
+                        issue.lane.eq(lane),
+                        lane.eq(following),
+                        wrapped.eq(wrapped | lane_last),
+                    ]
                     with m.If(ends):
                         # u = min(n, L) combinations from the lane of element n - u; the first waits until the
                         # last update of its lane is written: max(0, P - u) cycles after the first chance
                         lanes_used = Mux(wrapped | lane_last, lanes, count + 1)
-                        m.d.sync += [length.eq(count + 1), count.eq(0), busy.bit_select(write_bank, 1).eq(1),
-                                     state.eq(COMBINE), used.eq(lanes_used), combined.eq(0),
-                                     combine_lane.eq(Mux(wrapped | lane_last, following, 0)),
-                                     timer.eq(Mux(lanes_used >= depth, 0, depth - lanes_used)),
-                                     lane.eq(0), wrapped.eq(0)]
+                        m.d.sync += [
+                            length.eq(count + 1),
+                            count.eq(0),
+                            busy.bit_select(write_bank, 1).eq(1),
+                            state.eq(COMBINE),
+                            used.eq(lanes_used),
+                            combined.eq(0),
+                            combine_lane.eq(Mux(wrapped | lane_last, following, 0)),
+                            timer.eq(Mux(lanes_used >= depth, 0, depth - lanes_used)),
+                            lane.eq(0),
+                            wrapped.eq(0),
+                        ]
             with m.Else():
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Elif((combined != 0) | ~outstanding):
                     first_combination = combined == 0
                     last_combination = combined == used - 1
-                    m.d.sync += [issue.valid.eq(1), issue.combine.eq(1), issue.combine_first.eq(first_combination),
-                                 issue.combine_last.eq(last_combination), issue.lane.eq(combine_lane),
-                                 x_reg.eq(_select(lane_max, combine_lane)), previous.eq(running),
-                                 combined.eq(combined + 1),
-                                 combine_lane.eq(Mux(combine_lane == lanes - 1, 0, combine_lane + 1))]
+                    m.d.sync += [
+                        issue.valid.eq(1),
+                        issue.combine.eq(1),
+                        issue.combine_first.eq(first_combination),
+                        issue.combine_last.eq(last_combination),
+                        issue.lane.eq(combine_lane),
+                        x_reg.eq(_select(lane_max, combine_lane)),
+                        previous.eq(running),
+                        combined.eq(combined + 1),
+                        combine_lane.eq(Mux(combine_lane == lanes - 1, 0, combine_lane + 1)),
+                    ]
                     with m.If(first_combination):
-                        m.d.sync += [outstanding.eq(1), tail_length.eq(length), tail_reference.eq(running),
-                                     tail_bank.eq(write_bank)]
+                        m.d.sync += [
+                            outstanding.eq(1),
+                            tail_length.eq(length),
+                            tail_reference.eq(running),
+                            tail_bank.eq(write_bank),
+                        ]
                     with m.If(last_combination):
                         m.d.sync += [state.eq(LOAD), write_bank.eq(next_bank(write_bank))]
 
@@ -1146,8 +1299,11 @@ class _OnlinePipelined:
             with m.If(advance & s1.load & (s1.lane == j) & (s1.first | grew)):
                 m.d.sync += lane_max[j].eq(x_reg)
         with m.If(advance):
-            m.d.sync += [d.eq(Mux(s1.first, 0, Mux(grew, previous - x_reg, x_reg - previous))), ftags[2].eq(s1),
-                         ftags[2].grew.eq(grew)]
+            m.d.sync += [
+                d.eq(Mux(s1.first, 0, Mux(grew, previous - x_reg, x_reg - previous))),
+                ftags[2].eq(s1),
+                ftags[2].grew.eq(grew),
+            ]
         m.d.comb += exp.d.eq(d)
 
         # stage X: (m, k) registered with -k and mant_frac - k (every d here is <= 0, so k <= 0); X + 1: the
@@ -1158,17 +1314,22 @@ class _OnlinePipelined:
         negated = Signal(unsigned(amount_width), reset_less=True)
         rescale_amount = Signal(unsigned(amount_width), reset_less=True)
         with m.If(advance):
-            m.d.sync += [mantissa.eq(exp.mantissa), negated.eq((-exp.exponent).as_unsigned()),
-                         rescale_amount.eq(mf - exp.exponent)]
+            m.d.sync += [
+                mantissa.eq(exp.mantissa),
+                negated.eq((-exp.exponent).as_unsigned()),
+                rescale_amount.eq(mf - exp.exponent),
+            ]
         e0 = int(exp_golden(es, np.array([0]))[0][0]) << g
         rescale = sy.grew | sy.combine
         factor = Signal(unsigned(mf + 1), reset_less=True)
         amount = Signal(unsigned(amount_width), reset_less=True)
         addend = Signal(unsigned(mf + g + 1), reset_less=True)
         with m.If(advance):
-            m.d.sync += [factor.eq(Mux(sy.first, 0, Mux(rescale, mantissa, 1 << mf))),
-                         amount.eq(Mux(rescale, rescale_amount, mf)),
-                         addend.eq(Mux(sy.combine, 0, Mux(sy.first | sy.grew, e0, (mantissa << g) >> negated)))]
+            m.d.sync += [
+                factor.eq(Mux(sy.first, 0, Mux(rescale, mantissa, 1 << mf))),
+                amount.eq(Mux(rescale, rescale_amount, mf)),
+                addend.eq(Mux(sy.combine, 0, Mux(sy.first | sy.grew, e0, (mantissa << g) >> negated))),
+            ]
 
         # the lane update, LANE_PIPELINE_DEPTH stages from acc_delay: each stage's values are registered with
         # advance and carried beside the tags
@@ -1184,28 +1345,33 @@ class _OnlinePipelined:
         amount1 = carry(amount, acc_delay + 1, "amount")
         addend1 = carry(addend, acc_delay + 1, "addend")
         # stage acc + 1: the partial products, one DSP each
-        operand_pieces = [(operand[low:low + PIECE_BITS], low) for low in range(0, len(operand), PIECE_BITS)]
-        factor_pieces = [(factor1[low:low + PIECE_BITS], low) for low in range(0, len(factor1), PIECE_BITS)]
+        operand_pieces = [(operand[low : low + PIECE_BITS], low) for low in range(0, len(operand), PIECE_BITS)]
+        factor_pieces = [(factor1[low : low + PIECE_BITS], low) for low in range(0, len(factor1), PIECE_BITS)]
         rows = []
         for a_piece, a_low in operand_pieces:
-            row = [(carry(a_piece * b_piece, acc_delay + 2, f"partial_{a_low}_{b_low}"), b_low)
-                   for b_piece, b_low in factor_pieces]
+            row = [
+                (carry(a_piece * b_piece, acc_delay + 2, f"partial_{a_low}_{b_low}"), b_low)
+                for b_piece, b_low in factor_pieces
+            ]
             rows.append((row, a_low))
         amount2, addend2 = carry(amount1, acc_delay + 2, "amount"), carry(addend1, acc_delay + 2, "addend")
         # stage acc + 2: each operand piece's row of partial products added; acc + 3: the rows added
         product_width = len(operand) + len(factor1)
-        row_sums = [(carry(sum(part << low for part, low in row)[:product_width], acc_delay + 3, f"row_{a_low}"), a_low)
-                    for row, a_low in rows]
+        row_sums = [
+            (carry(sum(part << low for part, low in row)[:product_width], acc_delay + 3, f"row_{a_low}"), a_low)
+            for row, a_low in rows
+        ]
         amount3, addend3 = carry(amount2, acc_delay + 3, "amount"), carry(addend2, acc_delay + 3, "addend")
         product = carry(sum(part << low for part, low in row_sums)[:product_width], acc_delay + 4, "product")
         amount4, addend4 = carry(amount3, acc_delay + 4, "amount"), carry(addend3, acc_delay + 4, "addend")
         # stage acc + 4: the shift; acc + 5 (write_stage): the add, into the lane or (a combination) the sum
-        shifted = carry((product >> amount4)[:p.sum_width], acc_delay + 5, "shifted")
+        shifted = carry((product >> amount4)[: p.sum_width], acc_delay + 5, "shifted")
         addend5 = carry(addend4, acc_delay + 5, "addend")
         # which lane is written, decoded a stage early (a one-hot register: each lane's enable is one gate)
         s4 = ftags[acc_delay + 4]
-        lane_writes = carry(Cat(s4.valid & ~s4.combine & (s4.lane == j) for j in range(lanes)), acc_delay + 5,
-                            "lane_writes")
+        lane_writes = carry(
+            Cat(s4.valid & ~s4.combine & (s4.lane == j) for j in range(lanes)), acc_delay + 5, "lane_writes"
+        )
         assert write_stage == acc_delay + 5
         sw = ftags[write_stage]
         with m.If(advance & sw.valid & sw.combine):
@@ -1225,8 +1391,13 @@ class _OnlinePipelined:
         with m.If(completes):
             m.d.sync += pending.eq(1)
         with m.If(pending & (~recip_busy | recip.done)):
-            m.d.sync += [recip.start.eq(1), recip_busy.eq(1), recip_bank.eq(tail_bank), pending.eq(0),
-                         outstanding.eq(0)]
+            m.d.sync += [
+                recip.start.eq(1),
+                recip_busy.eq(1),
+                recip_bank.eq(tail_bank),
+                pending.eq(0),
+                outstanding.eq(0),
+            ]
             meta_length.write(tail_bank, tail_length)
             meta_reference.write(tail_bank, tail_reference)
 
@@ -1237,11 +1408,19 @@ class _OnlinePipelined:
         bank_ready = ready.bit_select(read_bank, 1) | (recip.done & (recip_bank == read_bank))
         m.d.comb += norm_read.addr.eq(address(read_bank, norm_count))
         with m.If(advance & bank_ready):
-            m.d.sync += [btags[1].valid.eq(1), btags[1].bank.eq(read_bank),
-                         btags[1].last.eq(norm_count == norm_length - 1), norm_count.eq(norm_count + 1)]
+            m.d.sync += [
+                btags[1].valid.eq(1),
+                btags[1].bank.eq(read_bank),
+                btags[1].last.eq(norm_count == norm_length - 1),
+                norm_count.eq(norm_count + 1),
+            ]
             with m.If(norm_count == norm_length - 1):
-                m.d.sync += [norm_count.eq(0), read_bank.eq(next_bank(read_bank)),
-                             ready.bit_select(read_bank, 1).eq(0), busy.bit_select(read_bank, 1).eq(0)]
+                m.d.sync += [
+                    norm_count.eq(0),
+                    read_bank.eq(next_bank(read_bank)),
+                    ready.bit_select(read_bank, 1).eq(0),
+                    busy.bit_select(read_bank, 1).eq(0),
+                ]
 
         # stage 1 -> 2: the buffer's output registered (a block RAM's clock-to-out is half a cycle at 100 MHz);
         # 2 -> 3: d = x - the vector's reference
@@ -1257,22 +1436,27 @@ class _OnlinePipelined:
         scale_b = Signal(unsigned(rs.frac + 1), reset_less=True)
         scale_shift = Signal(unsigned(ss.shift_width), reset_less=True)
         with m.If(advance):
-            m.d.sync += [scale_a.eq(norm_exp.mantissa), scale_b.eq(meta_y.read(bx.bank)),
-                         scale_shift.eq(p.recip_frac - p.out_width - g + meta_msb.read(bx.bank) - norm_exp.exponent)]
+            m.d.sync += [
+                scale_a.eq(norm_exp.mantissa),
+                scale_b.eq(meta_y.read(bx.bank)),
+                scale_shift.eq(p.recip_frac - p.out_width - g + meta_msb.read(bx.bank) - norm_exp.exponent),
+            ]
         m.d.comb += [scale.a.eq(scale_a), scale.b.eq(scale_b), scale.shift.eq(scale_shift)]
         return m
 
 
-register(Block(
-    name="softmax",
-    summary="streaming fixed-point softmax (three_pass, two_pass, online, unified_max, online_pipelined), run-time "
-            "length",
-    params=SoftmaxParams,
-    component=Softmax,
-    golden=softmax_golden,
-    cycles=softmax_cycles,
-    testbench="hardwire.sim.tb_softmax",
-    generator_version=GENERATOR_VERSION,
-    error_bound=error_bound_lsb,
-    error_reference="float64 torch.softmax",
-))
+register(
+    Block(
+        name="softmax",
+        summary="streaming fixed-point softmax (three_pass, two_pass, online, unified_max, online_pipelined), run-time "
+        "length",
+        params=SoftmaxParams,
+        component=Softmax,
+        golden=softmax_golden,
+        cycles=softmax_cycles,
+        testbench="hardwire.sim.tb_softmax",
+        generator_version=GENERATOR_VERSION,
+        error_bound=error_bound_lsb,
+        error_reference="float64 torch.softmax",
+    )
+)

@@ -64,8 +64,8 @@ from hardwire.params import bits_for_range, int_range, is_int, product_range, re
 
 GENERATOR_VERSION = "1"
 
-A_WIDTH = 8                     # INT8 activations
-W_WIDTHS = (4, 8)               # INT4 or INT8 weights
+A_WIDTH = 8  # INT8 activations
+W_WIDTHS = (4, 8)  # INT4 or INT8 weights
 M_MAX_CHOICES = (2, 4, 8, 16)
 DEFAULT_PATTERNS = "dense,1:2,2:4,1:4,2:8,4:8"
 MAX_LANES = 64
@@ -93,8 +93,12 @@ def parse_pattern(name: str) -> tuple[int, int]:
     ok = len(parts) == 2 and all(part.isdigit() for part in parts)
     require(ok, "patterns", name, "'dense' or N:M with integers N < M, e.g. 2:4")
     n, m = int(parts[0]), int(parts[1])
-    require(1 <= n < m and m in M_MAX_CHOICES, "patterns", name,
-            f"N:M with 1 <= N < M and M one of {', '.join(map(str, M_MAX_CHOICES))}")
+    require(
+        1 <= n < m and m in M_MAX_CHOICES,
+        "patterns",
+        name,
+        f"N:M with 1 <= N < M and M one of {', '.join(map(str, M_MAX_CHOICES))}",
+    )
     return n, m
 
 
@@ -106,43 +110,58 @@ class SparseParams:
     stream); ``m_max``: the largest block size, which sets the index width log2(m_max).
     """
 
-    lanes: int = 4                      # L: multiply-add stages per chain
-    chains: int = 2                     # output neurons side by side
+    lanes: int = 4  # L: multiply-add stages per chain
+    chains: int = 2  # output neurons side by side
     patterns: str = DEFAULT_PATTERNS
     m_max: int = 8
     w_width: int = 8
-    k_max: int = 4096                   # longest dot product (dense K): sets the accumulator width
+    k_max: int = 4096  # longest dot product (dense K): sets the accumulator width
     int4_packing: bool = False
-    dsp: str = "inferred"               # gen.dsp kind: inferred, ecp5 (MULT18X18D), dsp48e1 (PCIN/PCOUT chain)
+    dsp: str = "inferred"  # gen.dsp kind: inferred, ecp5 (MULT18X18D), dsp48e1 (PCIN/PCOUT chain)
 
     def __post_init__(self):
         require(is_int(self.lanes) and 1 <= self.lanes <= MAX_LANES, "lanes", self.lanes, f"1..{MAX_LANES}")
         require(is_int(self.chains) and 1 <= self.chains <= MAX_CHAINS, "chains", self.chains, f"1..{MAX_CHAINS}")
-        require(self.m_max in M_MAX_CHOICES and is_int(self.m_max), "m_max", self.m_max,
-                " or ".join(map(str, M_MAX_CHOICES)))
+        require(
+            self.m_max in M_MAX_CHOICES and is_int(self.m_max),
+            "m_max",
+            self.m_max,
+            " or ".join(map(str, M_MAX_CHOICES)),
+        )
         require(self.w_width in W_WIDTHS and is_int(self.w_width), "w_width", self.w_width, "4 or 8")
         require(is_int(self.k_max) and 1 <= self.k_max <= 1 << 20, "k_max", self.k_max, "1..1048576")
         require(isinstance(self.int4_packing, bool), "int4_packing", self.int4_packing, "True or False")
-        require(isinstance(self.patterns, str) and self.patterns.strip() != "", "patterns", self.patterns,
-                "a comma-separated list such as " + DEFAULT_PATTERNS)
+        require(
+            isinstance(self.patterns, str) and self.patterns.strip() != "",
+            "patterns",
+            self.patterns,
+            "a comma-separated list such as " + DEFAULT_PATTERNS,
+        )
         names = self.pattern_names
         require(len(set(names)) == len(names), "patterns", self.patterns, "each pattern once")
         for name in names:
             n, m = parse_pattern(name)
             require(m <= self.m_max, "patterns", name, f"M <= m_max={self.m_max}")
-            require(self.lanes % n == 0, "patterns", name,
-                    f"N dividing lanes={self.lanes} (a beat holds whole blocks)")
+            require(self.lanes % n == 0, "patterns", name, f"N dividing lanes={self.lanes} (a beat holds whole blocks)")
         if self.int4_packing:
             require(self.w_width == 4, "int4_packing", self.int4_packing, "False unless w_width=4")
             require(self.chains % 2 == 0, "chains", self.chains, "an even number with int4_packing (pairs)")
         require(self.dsp in SPARSE_DSP_KINDS, "dsp", self.dsp, " or ".join(SPARSE_DSP_KINDS))
         if self.dsp == "ecp5":
-            require(not self.int4_packing, "int4_packing", self.int4_packing,
-                    "False with dsp='ecp5' (the packed operand is wider than the 18x18 multiplier)")
+            require(
+                not self.int4_packing,
+                "int4_packing",
+                self.int4_packing,
+                "False with dsp='ecp5' (the packed operand is wider than the 18x18 multiplier)",
+            )
         if self.dsp == "dsp48e1":
-            require(self.operand_width <= 25, "int4_packing", self.int4_packing,
-                    f"False for lanes={self.lanes} with dsp='dsp48e1' (the packed operand, {self.operand_width} "
-                    "bits, must fit the 25-bit multiplier input)")
+            require(
+                self.operand_width <= 25,
+                "int4_packing",
+                self.int4_packing,
+                f"False for lanes={self.lanes} with dsp='dsp48e1' (the packed operand, {self.operand_width} "
+                "bits, must fit the 25-bit multiplier input)",
+            )
 
     @classmethod
     def from_dict(cls, values: dict) -> SparseParams:
@@ -268,8 +287,12 @@ class SparseParams:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {
-            "acc_width": self.acc_width, "act_lanes": self.act_lanes, "multipliers": self.multipliers,
-            "latency_cycles": self.latency_cycles, "name": self.top_name}
+            "acc_width": self.acc_width,
+            "act_lanes": self.act_lanes,
+            "multipliers": self.multipliers,
+            "latency_cycles": self.latency_cycles,
+            "name": self.top_name,
+        }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,8 +322,12 @@ def _padded_mask(weights, pattern: str, row_group: int) -> np.ndarray:
         w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
     require(w.ndim == 2, "weights shape", tuple(w.shape), "(R, K)")
     rows, k = w.shape
-    require(is_int(row_group) and row_group >= 1 and rows % row_group == 0, "row_group", row_group,
-            f"a divisor of the row count {rows}")
+    require(
+        is_int(row_group) and row_group >= 1 and rows % row_group == 0,
+        "row_group",
+        row_group,
+        f"a divisor of the row count {rows}",
+    )
     blocks = ceil(k / m)
     if m == 1:
         return np.ones((rows, k), dtype=bool)
@@ -364,8 +391,12 @@ def compress(weights, pattern: str, row_group: int = 1) -> Compressed:
     non-zeros and, if fewer, zeros at the lowest free positions, in increasing index order."""
     w = np.asarray(weights)
     require(w.ndim == 2, "weights shape", w.shape, "(R, K)")
-    require(w.size == 0 or np.issubdtype(w.dtype, np.integer) or np.array_equal(w, np.round(w)),
-            "weights values", w.dtype, "integers")
+    require(
+        w.size == 0 or np.issubdtype(w.dtype, np.integer) or np.array_equal(w, np.round(w)),
+        "weights values",
+        w.dtype,
+        "integers",
+    )
     w = w.astype(np.int64)
     n, m = parse_pattern(pattern)
     rows, k = w.shape
@@ -374,8 +405,12 @@ def compress(weights, pattern: str, row_group: int = 1) -> Compressed:
     if outside.size:
         r, col = (int(v) for v in outside[0])
         shared = f" (one mask shared by {row_group} rows)" if row_group > 1 else ""
-        require(False, "weights", f"row {r} block {col // m}",
-                f"at most N={n} non-zeros per block of M={m}{shared}: prune first")
+        require(
+            False,
+            "weights",
+            f"row {r} block {col // m}",
+            f"at most N={n} non-zeros per block of M={m}{shared}: prune first",
+        )
     blocks = ceil(k / m)
     padded = np.zeros((rows, blocks * m), dtype=np.int64)
     padded[:, :k] = w
@@ -391,7 +426,7 @@ def decompress(c: Compressed) -> np.ndarray:
     blocks = ceil(c.k / c.m)
     dense = np.zeros((c.rows, blocks * c.m), dtype=np.int64)
     np.put_along_axis(dense, c.columns(), c.values, axis=1)
-    return dense[:, :c.k]
+    return dense[:, : c.k]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -411,8 +446,12 @@ def check_operands(p: SparseParams, c: Compressed, x) -> np.ndarray:
         x = x[None, :]
     require(x.ndim == 2 and x.shape[1] == c.k, "x shape", x.shape, f"(V, K={c.k})")
     a_lo, a_hi = int_range(A_WIDTH, True)
-    require(x.size == 0 or (x.min() >= a_lo and x.max() <= a_hi), "x values",
-            (int(x.min()), int(x.max())) if x.size else (), f"{a_lo}..{a_hi}")
+    require(
+        x.size == 0 or (x.min() >= a_lo and x.max() <= a_hi),
+        "x values",
+        (int(x.min()), int(x.max())) if x.size else (),
+        f"{a_lo}..{a_hi}",
+    )
     return x.astype(np.int64)
 
 
@@ -422,8 +461,8 @@ def sparse_golden(p: SparseParams, c: Compressed, x) -> np.ndarray:
     x = check_operands(p, c, x)
     blocks = ceil(c.k / c.m)
     x_padded = np.zeros((x.shape[0], blocks * c.m), dtype=np.int64)
-    x_padded[:, :c.k] = x
-    gathered = x_padded[:, c.columns()]                         # (V, R, nnz)
+    x_padded[:, : c.k] = x
+    gathered = x_padded[:, c.columns()]  # (V, R, nnz)
     return wrap((gathered * c.values[None]).sum(axis=2), p.acc_width, True)
 
 
@@ -443,8 +482,13 @@ def packed_beat_sums(p: SparseParams, lo_products: np.ndarray, hi_products: np.n
 
 def beat_fields(p: SparseParams) -> dict[str, int]:
     """Field widths of an input beat, LSB first (the Amaranth layout of `inp.payload`)."""
-    return {"act": p.act_lanes * A_WIDTH, "w": p.chains * p.lanes * p.w_width,
-            "idx": p.groups * p.lanes * p.index_bits, "pattern": p.pattern_bits, "last": 1}
+    return {
+        "act": p.act_lanes * A_WIDTH,
+        "w": p.chains * p.lanes * p.w_width,
+        "idx": p.groups * p.lanes * p.index_bits,
+        "pattern": p.pattern_bits,
+        "last": 1,
+    }
 
 
 def row_beats(p: SparseParams, k: int, pattern: str) -> int:
@@ -458,8 +502,8 @@ class SparsePlan:
     """Beats to send (dicts of lane lists, see `beat_fields`) and where each result beat belongs."""
 
     beats: list[dict]
-    results: list[tuple[int, int]]      # per result beat: (vector v, first row r0 of its `chains` lanes)
-    shape: tuple[int, int, int]         # (V, K, R)
+    results: list[tuple[int, int]]  # per result beat: (vector v, first row r0 of its `chains` lanes)
+    shape: tuple[int, int, int]  # (V, K, R)
     pattern: str
 
 
@@ -470,8 +514,12 @@ def plan(p: SparseParams, c: Compressed, x) -> SparsePlan:
     x = check_operands(p, c, x)
     if p.int4_packing and c.rows:
         pairs = c.indices[: c.rows - c.rows % 2].reshape(-1, 2, c.nnz_per_row)
-        require(c.row_group % 2 == 0 or np.array_equal(pairs[:, 0], pairs[:, 1]), "indices",
-                "differ within a row pair", "one shared mask per row pair with int4_packing (row_group=2)")
+        require(
+            c.row_group % 2 == 0 or np.array_equal(pairs[:, 0], pairs[:, 1]),
+            "indices",
+            "differ within a row pair",
+            "one shared mask per row pair with int4_packing (row_group=2)",
+        )
     n, m = c.n, c.m
     lanes, chains = p.lanes, p.chains
     beats_per_row = row_beats(p, c.k, c.pattern)
@@ -492,11 +540,17 @@ def plan(p: SparseParams, c: Compressed, x) -> SparsePlan:
             for b in range(beats_per_row):
                 slots = slice(b * lanes, (b + 1) * lanes)
                 act = np.zeros(p.act_lanes, dtype=np.int64)
-                act[:act_per_beat] = x_padded[v, b * act_per_beat:(b + 1) * act_per_beat]
+                act[:act_per_beat] = x_padded[v, b * act_per_beat : (b + 1) * act_per_beat]
                 idx_rows = indices[rows][:: p.pack, slots]
-                beats.append({"act": act.tolist(), "w": values[rows, slots].reshape(-1).tolist(),
-                              "idx": idx_rows.reshape(-1).tolist(), "pattern": pattern_id,
-                              "last": int(b == beats_per_row - 1)})
+                beats.append(
+                    {
+                        "act": act.tolist(),
+                        "w": values[rows, slots].reshape(-1).tolist(),
+                        "idx": idx_rows.reshape(-1).tolist(),
+                        "pattern": pattern_id,
+                        "last": int(b == beats_per_row - 1),
+                    }
+                )
             results.append((v, group * chains))
     return SparsePlan(beats, results, (x.shape[0], c.k, c.rows), c.pattern)
 
@@ -509,7 +563,7 @@ def assemble(p: SparseParams, sparse_plan: SparsePlan, result_beats: list[list[i
     y = np.zeros((v_total, r_total), dtype=np.int64)
     for (v, r0), lanes in zip(sparse_plan.results, result_beats):
         width = min(p.chains, r_total - r0)
-        y[v, r0:r0 + width] = lanes[:width]
+        y[v, r0 : r0 + width] = lanes[:width]
     return y
 
 
@@ -561,27 +615,33 @@ class SparseEngine(wiring.Component):
 
     def __init__(self, p: SparseParams):
         self.p = p
-        beat = data.StructLayout({
-            "act": data.ArrayLayout(signed(A_WIDTH), p.act_lanes),
-            "w": data.ArrayLayout(signed(p.w_width), p.chains * p.lanes),
-            "idx": data.ArrayLayout(unsigned(p.index_bits), p.groups * p.lanes),
-            "pattern": unsigned(p.pattern_bits),
-            "last": 1,
-        })
-        super().__init__({
-            "inp": In(stream.Signature(beat)),
-            "out": Out(stream.Signature(data.ArrayLayout(signed(p.acc_width), p.chains))),
-        })
+        beat = data.StructLayout(
+            {
+                "act": data.ArrayLayout(signed(A_WIDTH), p.act_lanes),
+                "w": data.ArrayLayout(signed(p.w_width), p.chains * p.lanes),
+                "idx": data.ArrayLayout(unsigned(p.index_bits), p.groups * p.lanes),
+                "pattern": unsigned(p.pattern_bits),
+                "last": 1,
+            }
+        )
+        super().__init__(
+            {
+                "inp": In(stream.Signature(beat)),
+                "out": Out(stream.Signature(data.ArrayLayout(signed(p.acc_width), p.chains))),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
         p = self.p
         beat = self.inp.payload
 
-        m.submodules.result_fifo = result_fifo = fifo.SyncFIFOBuffered(
-            width=p.chains * p.acc_width, depth=p.fifo_depth)
-        m.d.comb += [self.out.valid.eq(result_fifo.r_rdy), self.out.payload.eq(result_fifo.r_data),
-                     result_fifo.r_en.eq(self.out.ready)]
+        m.submodules.result_fifo = result_fifo = fifo.SyncFIFOBuffered(width=p.chains * p.acc_width, depth=p.fifo_depth)
+        m.d.comb += [
+            self.out.valid.eq(result_fifo.r_rdy),
+            self.out.payload.eq(result_fifo.r_data),
+            result_fifo.r_en.eq(self.out.ready),
+        ]
 
         # Credits (as in gen/mvu.py): results promised to accepted last beats but not yet handed out.
         reserved = Signal(range(p.fifo_depth + 1))
@@ -593,7 +653,7 @@ class SparseEngine(wiring.Component):
         m.d.comb += [accept.eq(self.inp.valid & self.inp.ready), reserve.eq(accept & beat.last)]
         m.d.sync += [reserved.eq(reserved + reserve - release), room.eq(reserved + 2 <= p.fifo_depth)]
 
-        first = Signal(init=1)   # the next accepted beat starts a row
+        first = Signal(init=1)  # the next accepted beat starts a row
         with m.If(accept):
             m.d.sync += first.eq(beat.last)
         meta = data.StructLayout({"valid": 1, "first": 1, "last": 1})
@@ -632,7 +692,7 @@ class SparseEngine(wiring.Component):
                     else:
                         base = stage // n * block
                         window = Array(beat.act[base + i] for i in range(block))
-                        m.d.comb += selected.eq(window[index[:int(log2(block))]])
+                        m.d.comb += selected.eq(window[index[: int(log2(block))]])
             with m.Default():
                 m.d.comb += selected.eq(0)
         return selected
@@ -659,8 +719,16 @@ class SparseEngine(wiring.Component):
                 a_skewed = _delay(m, self._selector(m, group, stage), stage, f"{tag}_a_skew", data_path=True)
                 out = Signal(signed(p.chain_width), name=f"{tag}_psum", reset_less=True)
                 if p.dsp == "ecp5":
-                    product = mult18x18d(m, tag, a_skewed, w_skewed, a_signed=True, b_signed=True,
-                                         ce_b=Const(1, 1), width=p.packed_product_width)
+                    product = mult18x18d(
+                        m,
+                        tag,
+                        a_skewed,
+                        w_skewed,
+                        a_signed=True,
+                        b_signed=True,
+                        ce_b=Const(1, 1),
+                        width=p.packed_product_width,
+                    )
                     m.d.sync += out.eq(product if psum is None else psum + product)
                 else:
                     p48, pcout = dsp48e1_mac(m, tag, w_skewed, a_skewed, ce_b=Const(1, 1), pcin=pcout)
@@ -697,14 +765,16 @@ def _delay(m, value, cycles: int, name: str, *, data_path: bool = False):
     return value
 
 
-register(Block(
-    name="sparse",
-    summary="N:M sparse DSP chains (FlightLLM-style): dense and N:M patterns chosen at run time, GEMV/GEMM",
-    params=SparseParams,
-    component=SparseEngine,
-    golden=sparse_golden,
-    cycles=sparse_cycles,
-    testbench="hardwire.sim.tb_sparse",
-    generator_version=GENERATOR_VERSION,
-    sim_models=lambda p: sim_models(p.dsp),
-))
+register(
+    Block(
+        name="sparse",
+        summary="N:M sparse DSP chains (FlightLLM-style): dense and N:M patterns chosen at run time, GEMV/GEMM",
+        params=SparseParams,
+        component=SparseEngine,
+        golden=sparse_golden,
+        cycles=sparse_cycles,
+        testbench="hardwire.sim.tb_sparse",
+        generator_version=GENERATOR_VERSION,
+        sim_models=lambda p: sim_models(p.dsp),
+    )
+)

@@ -72,10 +72,18 @@ class SwgParams(ImageStreamParams):
         self.check_image_fields()
         require(is_int(self.padding) and self.padding >= 0, "padding", self.padding, ">= 0")
         limit = min(self.in_height, self.in_width) + 2 * self.padding
-        require(is_int(self.kernel_size) and 1 <= self.kernel_size <= limit, "kernel_size", self.kernel_size,
-                f"1..{limit} (min(in_height, in_width) + 2 * padding)")
-        require(self.padding <= self.kernel_size - 1, "padding", self.padding,
-                f"0..{self.kernel_size - 1} (kernel_size - 1)")
+        require(
+            is_int(self.kernel_size) and 1 <= self.kernel_size <= limit,
+            "kernel_size",
+            self.kernel_size,
+            f"1..{limit} (min(in_height, in_width) + 2 * padding)",
+        )
+        require(
+            self.padding <= self.kernel_size - 1,
+            "padding",
+            self.padding,
+            f"0..{self.kernel_size - 1} (kernel_size - 1)",
+        )
         require(is_int(self.stride) and 1 <= self.stride <= MAX_DIM, "stride", self.stride, f"1..{MAX_DIM}")
         require(isinstance(self.line_buffer, bool), "line_buffer", self.line_buffer, "True or False")
 
@@ -124,15 +132,24 @@ class SwgParams(ImageStreamParams):
     @property
     def top_name(self) -> str:
         sign = "s" if self.elem_signed else "u"
-        return (f"swg_{self.in_height}x{self.in_width}x{self.channels}_k{self.kernel_size}_s{self.stride}"
-                f"_p{self.padding}_simd{self.simd}_{self.elem_width}{sign}{'' if self.line_buffer else '_db'}")
+        return (
+            f"swg_{self.in_height}x{self.in_width}x{self.channels}_k{self.kernel_size}_s{self.stride}"
+            f"_p{self.padding}_simd{self.simd}_{self.elem_width}{sign}{'' if self.line_buffer else '_db'}"
+        )
 
     def to_dict(self) -> dict:
-        return {"in_height": self.in_height, "in_width": self.in_width, "channels": self.channels,
-                "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
-                "simd": self.simd, "elem_width": self.elem_width, "elem_signed": self.elem_signed,
-                "line_buffer": self.line_buffer}
-
+        return {
+            "in_height": self.in_height,
+            "in_width": self.in_width,
+            "channels": self.channels,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+            "simd": self.simd,
+            "elem_width": self.elem_width,
+            "elem_signed": self.elem_signed,
+            "line_buffer": self.line_buffer,
+        }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,7 +164,7 @@ def swg_golden(p: SwgParams, image: np.ndarray) -> np.ndarray:
     windows = np.empty((p.out_height, p.out_width, k, k, p.channels), dtype=np.int64)
     for oy in range(p.out_height):
         for ox in range(p.out_width):
-            windows[oy, ox] = padded[oy * s:oy * s + k, ox * s:ox * s + k, :]
+            windows[oy, ox] = padded[oy * s : oy * s + k, ox * s : ox * s + k, :]
     return windows.reshape(p.out_height, p.out_width, p.window_elements)
 
 
@@ -168,7 +185,7 @@ def swg_schedule(p: SwgParams, offered: list[int]) -> tuple[list[int], list[int]
     n_in, n_out = p.beats_in, p.beats_out
     accepted: list[int] = []
     produced: list[int] = []
-    read_end: list[int] = []   # cycle of each frame's last read
+    read_end: list[int] = []  # cycle of each frame's last read
     for i, t in enumerate(offered):
         frame, beat = divmod(i, n_in)
         if accepted:
@@ -195,8 +212,8 @@ def _line_buffer_schedule(p: SwgParams, offered: list[int]) -> tuple[list[int], 
     row_reads = p.out_width * k * k * p.channel_beats
     accepted: list[int] = []
     produced: list[int] = []
-    written: list[int] = []     # cycle of the last write of each stored row
-    released: list[int] = []    # cycle of the read after which each stored row is free
+    written: list[int] = []  # cycle of the last write of each stored row
+    released: list[int] = []  # cycle of the read after which each stored row is free
     reader = {"frame": 0, "oy": 0, "end": None}
 
     def run_reader():
@@ -271,8 +288,9 @@ class SlidingWindowGenerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.p
-        m.submodules.buffer = buffer = memory.Memory(shape=unsigned(p.simd * p.elem_width),
-                                                     depth=max(p.buffer_words, 2), init=[])
+        m.submodules.buffer = buffer = memory.Memory(
+            shape=unsigned(p.simd * p.elem_width), depth=max(p.buffer_words, 2), init=[]
+        )
         write = buffer.write_port()
         read = buffer.read_port()
 
@@ -310,7 +328,7 @@ class SlidingWindowGenerator(wiring.Component):
         read_bank = Signal(name="read_bank")
 
         def bank_address(bank, offset):
-            if n_in & (n_in - 1) == 0:   # a power of two: the bank is the top address bit
+            if n_in & (n_in - 1) == 0:  # a power of two: the bank is the top address bit
                 return Cat(offset[: (n_in - 1).bit_length()], bank)
             return Mux(bank, n_in, 0) + offset
 
@@ -339,8 +357,7 @@ class SlidingWindowGenerator(wiring.Component):
         row_address = Signal(shape, init=start, name="kernel_row_address")
         window_address = Signal(shape, init=start, name="window_address")
         window_row_address = Signal(shape, init=start, name="window_row_address")
-        m.d.comb += [can_read.eq(Mux(read_bank, full[1], full[0])),
-                     read.addr.eq(bank_address(read_bank, address))]
+        m.d.comb += [can_read.eq(Mux(read_bank, full[1], full[0])), read.addr.eq(bank_address(read_bank, address))]
         next_row = row_address + row_words
         next_window = window_address + s * p.channel_beats
         next_window_row = window_row_address + s * row_words
@@ -351,11 +368,19 @@ class SlidingWindowGenerator(wiring.Component):
         with m.If(walk.next_window):
             m.d.sync += [window_address.eq(next_window), row_address.eq(next_window), address.eq(next_window)]
         with m.If(walk.next_window_row):
-            m.d.sync += [window_row_address.eq(next_window_row), window_address.eq(next_window_row),
-                         row_address.eq(next_window_row), address.eq(next_window_row)]
+            m.d.sync += [
+                window_row_address.eq(next_window_row),
+                window_address.eq(next_window_row),
+                row_address.eq(next_window_row),
+                address.eq(next_window_row),
+            ]
         with m.If(walk.frame_done):
-            m.d.sync += [window_row_address.eq(start), window_address.eq(start), row_address.eq(start),
-                         address.eq(start)]
+            m.d.sync += [
+                window_row_address.eq(start),
+                window_address.eq(start),
+                row_address.eq(start),
+                address.eq(start),
+            ]
 
         for bank in (0, 1):
             with m.If(image_written & (write_bank == bank)):
@@ -394,7 +419,7 @@ class SlidingWindowGenerator(wiring.Component):
         write_address = counter(words, "write_address")
         rows_started = Signal(count_bits, name="rows_started")
         rows_written = Signal(count_bits, name="rows_written")
-        frame_first_row = Signal(count_bits, name="frame_first_row")       # reader: row count at its frame's row 0
+        frame_first_row = Signal(count_bits, name="frame_first_row")  # reader: row count at its frame's row 0
         released_in_frame = Signal(range(rows + 1), name="released_in_frame")
         released = Signal(count_bits)
         m.d.comb += released.eq(frame_first_row + released_in_frame)
@@ -441,23 +466,30 @@ class SlidingWindowGenerator(wiring.Component):
         with m.If(walk.next_row):
             m.d.sync += [column.eq(window_column), row_base.eq(plus_modulo(row_base, row_words % words))]
         with m.If(walk.next_window):
-            m.d.sync += [window_column.eq(window_column + s * cb_count), column.eq(window_column + s * cb_count),
-                         row_base.eq(window_row_base)]
+            m.d.sync += [
+                window_column.eq(window_column + s * cb_count),
+                column.eq(window_column + s * cb_count),
+                row_base.eq(window_row_base),
+            ]
         with m.If(walk.next_window_row | walk.frame_done):
             m.d.sync += [window_column.eq(col_first), column.eq(col_first)]
         with m.If(walk.next_window_row):
             next_base = plus_modulo(window_row_base, (s % slots) * row_words)
-            m.d.sync += [window_row_base.eq(next_base), row_base.eq(next_base),
-                         need_unclipped.eq(need_unclipped + s)]
+            m.d.sync += [window_row_base.eq(next_base), row_base.eq(next_base), need_unclipped.eq(need_unclipped + s)]
             # rows above the next window row's top are never read again
             top = walk.window_iy + s
             m.d.sync += released_in_frame.eq(Mux(top < 0, 0, Mux(top > rows, rows, top)))
         with m.If(walk.frame_done):
             next_frame = plus_modulo(frame_base, (rows % slots) * row_words)
             first_window_row = plus_modulo(frame_base, ((rows - pad) % slots) * row_words)
-            m.d.sync += [frame_base.eq(next_frame), window_row_base.eq(first_window_row),
-                         row_base.eq(first_window_row), need_unclipped.eq(k - pad),
-                         frame_first_row.eq(frame_first_row + rows), released_in_frame.eq(0)]
+            m.d.sync += [
+                frame_base.eq(next_frame),
+                window_row_base.eq(first_window_row),
+                row_base.eq(first_window_row),
+                need_unclipped.eq(k - pad),
+                frame_first_row.eq(frame_first_row + rows),
+                released_in_frame.eq(0),
+            ]
 
 
 class _WindowWalk:
@@ -506,24 +538,51 @@ class _WindowWalk:
         with m.If(self.next_row):
             m.d.sync += [cb.eq(0), kx.eq(0), ky.eq(ky + 1), ix.eq(window_ix), iy.eq(iy + 1)]
         with m.If(self.next_window):
-            m.d.sync += [cb.eq(0), kx.eq(0), ky.eq(0), ox.eq(ox + 1), window_ix.eq(window_ix + s),
-                         ix.eq(window_ix + s), iy.eq(window_iy)]
+            m.d.sync += [
+                cb.eq(0),
+                kx.eq(0),
+                ky.eq(0),
+                ox.eq(ox + 1),
+                window_ix.eq(window_ix + s),
+                ix.eq(window_ix + s),
+                iy.eq(window_iy),
+            ]
         with m.If(self.next_window_row):
-            m.d.sync += [cb.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), oy.eq(oy + 1), window_ix.eq(first), ix.eq(first),
-                         window_iy.eq(window_iy + s), iy.eq(window_iy + s)]
+            m.d.sync += [
+                cb.eq(0),
+                kx.eq(0),
+                ky.eq(0),
+                ox.eq(0),
+                oy.eq(oy + 1),
+                window_ix.eq(first),
+                ix.eq(first),
+                window_iy.eq(window_iy + s),
+                iy.eq(window_iy + s),
+            ]
         with m.If(self.frame_done):
-            m.d.sync += [cb.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), oy.eq(0), window_ix.eq(first), ix.eq(first),
-                         window_iy.eq(first), iy.eq(first)]
+            m.d.sync += [
+                cb.eq(0),
+                kx.eq(0),
+                ky.eq(0),
+                ox.eq(0),
+                oy.eq(0),
+                window_ix.eq(first),
+                ix.eq(first),
+                window_iy.eq(first),
+                iy.eq(first),
+            ]
 
 
-register(Block(
-    name="swg",
-    summary="sliding-window generator: conv input windows ((ky, kx, c) order) from an NHWC image stream, "
-            "double-buffered image",
-    params=SwgParams,
-    component=SlidingWindowGenerator,
-    golden=swg_golden,
-    cycles=swg_cycles,
-    testbench="hardwire.sim.tb_dataflow",
-    generator_version=GENERATOR_VERSION,
-))
+register(
+    Block(
+        name="swg",
+        summary="sliding-window generator: conv input windows ((ky, kx, c) order) from an NHWC image stream, "
+        "double-buffered image",
+        params=SwgParams,
+        component=SlidingWindowGenerator,
+        golden=swg_golden,
+        cycles=swg_cycles,
+        testbench="hardwire.sim.tb_dataflow",
+        generator_version=GENERATOR_VERSION,
+    )
+)

@@ -77,23 +77,41 @@ class SystolicParams:
         require(self.dataflow in DATAFLOWS, "dataflow", self.dataflow, " or ".join(DATAFLOWS))
         require(isinstance(self.k_max, int) and 1 <= self.k_max <= 1 << 20, "k_max", self.k_max, "1..1048576")
         require(self.pipeline in (0, 1), "pipeline", self.pipeline, "0 or 1 (extra product register per PE)")
-        require(isinstance(self.acc_depth, int) and 1 <= self.acc_depth <= 1 << 16,
-                "acc_depth", self.acc_depth, "1..65536")
+        require(
+            isinstance(self.acc_depth, int) and 1 <= self.acc_depth <= 1 << 16, "acc_depth", self.acc_depth, "1..65536"
+        )
         require(self.dsp in DSP_KINDS, "dsp", self.dsp, " or ".join(DSP_KINDS))
         if self.dsp != "inferred":
-            require(self.weight_stationary, "dsp", self.dsp,
-                    "'inferred' with output_stationary (hard DSP PEs are weight-stationary)")
-            require(self.pipeline == 0, "pipeline", self.pipeline, f"0 with dsp={self.dsp!r} (the DSP's own "
-                    "registers pipeline the product)")
+            require(
+                self.weight_stationary,
+                "dsp",
+                self.dsp,
+                "'inferred' with output_stationary (hard DSP PEs are weight-stationary)",
+            )
+            require(
+                self.pipeline == 0,
+                "pipeline",
+                self.pipeline,
+                f"0 with dsp={self.dsp!r} (the DSP's own registers pipeline the product)",
+            )
         if self.dsp == "dsp48e2":
-            require(self.cols % 2 == 0, "cols", self.cols, "an even number with dsp='dsp48e2' (column pairs "
-                    "share a DSP)")
+            require(
+                self.cols % 2 == 0, "cols", self.cols, "an even number with dsp='dsp48e2' (column pairs share a DSP)"
+            )
             most = Int8Packing.most_terms(self.a_width, self.a_signed, self.w_width, self.w_signed)
-            require(self.rows <= most, "rows", self.rows,
-                    f"1..{most} with dsp='dsp48e2' (the packed column sums must fit the 27-bit pre-adder)")
+            require(
+                self.rows <= most,
+                "rows",
+                self.rows,
+                f"1..{most} with dsp='dsp48e2' (the packed column sums must fit the 27-bit pre-adder)",
+            )
         if self.acc_width is not None:
-            require(isinstance(self.acc_width, int) and self.product_width <= self.acc_width <= 64,
-                    "acc_width", self.acc_width, f"{self.product_width}..64 (at least one product wide)")
+            require(
+                isinstance(self.acc_width, int) and self.product_width <= self.acc_width <= 64,
+                "acc_width",
+                self.acc_width,
+                f"{self.product_width}..64 (at least one product wide)",
+            )
 
     @property
     def acc_signed(self) -> bool:
@@ -160,12 +178,19 @@ class SystolicParams:
             return self.name
         sign = lambda s: "s" if s else "u"
         flow = "ws" if self.weight_stationary else "os"
-        name = (f"systolic_{flow}_{self.rows}x{self.cols}_a{self.a_width}{sign(self.a_signed)}"
-                f"_w{self.w_width}{sign(self.w_signed)}")
+        name = (
+            f"systolic_{flow}_{self.rows}x{self.cols}_a{self.a_width}{sign(self.a_signed)}"
+            f"_w{self.w_width}{sign(self.w_signed)}"
+        )
         # every parameter that changes the hardware and differs from its default shows in the name
         defaults = SystolicParams.__dataclass_fields__
-        for field_name, tag in (("pipeline", "p"), ("k_max", "k"), ("acc_width", "acc"), ("acc_depth", "d"),
-                                ("dsp", "")):
+        for field_name, tag in (
+            ("pipeline", "p"),
+            ("k_max", "k"),
+            ("acc_width", "acc"),
+            ("acc_depth", "d"),
+            ("dsp", ""),
+        ):
             if getattr(self, field_name) != defaults[field_name].default:
                 name += f"_{tag}{getattr(self, field_name)}"
         return name
@@ -195,10 +220,19 @@ class SystolicParams:
 
     def to_dict(self) -> dict:
         return {
-            "rows": self.rows, "cols": self.cols, "a_width": self.a_width, "w_width": self.w_width,
-            "a_signed": self.a_signed, "w_signed": self.w_signed, "dataflow": self.dataflow,
-            "k_max": self.k_max, "acc_width": self.acc_bits, "acc_depth": self.acc_depth,
-            "pipeline": self.pipeline, "dsp": self.dsp, "name": self.top_name,
+            "rows": self.rows,
+            "cols": self.cols,
+            "a_width": self.a_width,
+            "w_width": self.w_width,
+            "a_signed": self.a_signed,
+            "w_signed": self.w_signed,
+            "dataflow": self.dataflow,
+            "k_max": self.k_max,
+            "acc_width": self.acc_bits,
+            "acc_depth": self.acc_depth,
+            "pipeline": self.pipeline,
+            "dsp": self.dsp,
+            "name": self.top_name,
         }
 
 
@@ -220,13 +254,18 @@ def check_operands(p: SystolicParams, a: np.ndarray, w: np.ndarray) -> tuple[np.
     """Validate a GEMM's operands against the array's widths; return them as int64."""
     a = np.asarray(a)
     w = np.asarray(w)
-    require(a.ndim == 2 and w.ndim == 2 and a.shape[1] == w.shape[0], "shapes",
-            (a.shape, w.shape), "A[M, K] and W[K, N]")
+    require(
+        a.ndim == 2 and w.ndim == 2 and a.shape[1] == w.shape[0], "shapes", (a.shape, w.shape), "A[M, K] and W[K, N]"
+    )
     require(a.shape[1] <= p.k_max, "K", a.shape[1], f"1..k_max={p.k_max}")
     for name, x, width, sgn in (("A", a, p.a_width, p.a_signed), ("W", w, p.w_width, p.w_signed)):
         lo, hi = int_range(width, sgn)
-        require(x.size == 0 or (x.min() >= lo and x.max() <= hi), f"{name} values",
-                (int(x.min()), int(x.max())) if x.size else (), f"{lo}..{hi}")
+        require(
+            x.size == 0 or (x.min() >= lo and x.max() <= hi),
+            f"{name} values",
+            (int(x.min()), int(x.max())) if x.size else (),
+            f"{lo}..{hi}",
+        )
     return a.astype(np.int64), w.astype(np.int64)
 
 
@@ -244,10 +283,10 @@ def systolic_golden(p: SystolicParams, a: np.ndarray, w: np.ndarray) -> np.ndarr
 class GemmPlan:
     """Beats to send on each input stream and where each result beat belongs in Y."""
 
-    weights: list[list[int]]            # per beat: C weight lanes
-    activations: list[dict]             # per beat: {"data": R lanes, "last": 0/1, (WS) "accumulate", "emit"}
-    results: list[tuple[int, int]]      # per result beat: (row m of Y, first column n0 of its C lanes)
-    tile_rows: list[int]                # WS: rows per weight tile; OS: K per tile (for the cycle model)
+    weights: list[list[int]]  # per beat: C weight lanes
+    activations: list[dict]  # per beat: {"data": R lanes, "last": 0/1, (WS) "accumulate", "emit"}
+    results: list[tuple[int, int]]  # per result beat: (row m of Y, first column n0 of its C lanes)
+    tile_rows: list[int]  # WS: rows per weight tile; OS: K per tile (for the cycle model)
     shape: tuple[int, int, int]
 
 
@@ -270,20 +309,21 @@ def plan_gemm(p: SystolicParams, a: np.ndarray, w: np.ndarray) -> GemmPlan:
             chunk = min(p.acc_depth, m_total - m0)
             for n0 in range(0, n_total, cols):
                 for k0 in k_tiles:
-                    tile = padded(w[k0:k0 + rows, n0:n0 + cols], rows, cols)
+                    tile = padded(w[k0 : k0 + rows, n0 : n0 + cols], rows, cols)
                     weights.extend(tile.tolist())
-                    acts = padded(a[m0:m0 + chunk, k0:k0 + rows], chunk, rows)
+                    acts = padded(a[m0 : m0 + chunk, k0 : k0 + rows], chunk, rows)
                     final_k = k0 + rows >= k_total
                     for i, row in enumerate(acts.tolist()):
-                        activations.append({"data": row, "last": int(i == chunk - 1),
-                                            "accumulate": int(k0 > 0), "emit": int(final_k)})
+                        activations.append(
+                            {"data": row, "last": int(i == chunk - 1), "accumulate": int(k0 > 0), "emit": int(final_k)}
+                        )
                     tile_rows.append(chunk)
                 results.extend((m0 + i, n0) for i in range(chunk))
     else:
         for m0 in range(0, m_total, rows):
             for n0 in range(0, n_total, cols):
-                a_block = padded(a[m0:m0 + rows, :], rows, k_total)
-                w_block = padded(w[:, n0:n0 + cols], k_total, cols)
+                a_block = padded(a[m0 : m0 + rows, :], rows, k_total)
+                w_block = padded(w[:, n0 : n0 + cols], k_total, cols)
                 for k in range(k_total):
                     activations.append({"data": a_block[:, k].tolist(), "last": int(k == k_total - 1)})
                     weights.append(w_block[k].tolist())
@@ -309,7 +349,7 @@ def assemble_results(p: SystolicParams, plan: GemmPlan, beats: list[list[int]]) 
                 continue
         m, n0 = next(placed)
         width = min(p.cols, n_total - n0)
-        y[m, n0:n0 + width] = lanes[:width]
+        y[m, n0 : n0 + width] = lanes[:width]
     return y
 
 
@@ -406,11 +446,13 @@ class SystolicArray(wiring.Component):
 
     def __init__(self, p: SystolicParams):
         self.p = p
-        super().__init__({
-            "weights": In(stream.Signature(weight_layout(p))),
-            "activations": In(stream.Signature(activation_layout(p))),
-            "results": Out(stream.Signature(result_layout(p))),
-        })
+        super().__init__(
+            {
+                "weights": In(stream.Signature(weight_layout(p))),
+                "activations": In(stream.Signature(activation_layout(p))),
+                "results": Out(stream.Signature(result_layout(p))),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -419,7 +461,8 @@ class SystolicArray(wiring.Component):
         acc_shape = _shape(p.acc_bits, p.acc_signed)
 
         m.submodules.result_fifo = result_fifo = fifo.SyncFIFOBuffered(
-            width=Shape.cast(result_layout(p)).width, depth=p.fifo_depth)
+            width=Shape.cast(result_layout(p)).width, depth=p.fifo_depth
+        )
         m.d.comb += [
             self.results.valid.eq(result_fifo.r_rdy),
             self.results.payload.eq(result_fifo.r_data),
@@ -439,11 +482,13 @@ class SystolicArray(wiring.Component):
         m.d.sync += reserved.eq(reserved + Const(burst) * reserve - release)
 
         if p.weight_stationary:
-            row_inputs, flip_inputs, column_inputs, drain_window, vector_valid = \
-                self._weight_stationary_control(m, reserve, room_for_burst)
+            row_inputs, flip_inputs, column_inputs, drain_window, vector_valid = self._weight_stationary_control(
+                m, reserve, room_for_burst
+            )
         else:
-            row_inputs, flip_inputs, column_inputs, drain_window, vector_valid = \
-                self._output_stationary_control(m, reserve, room_for_burst)
+            row_inputs, flip_inputs, column_inputs, drain_window, vector_valid = self._output_stationary_control(
+                m, reserve, room_for_burst
+            )
 
         # Row skew: row r enters the array r cycles after row 0 (plus the input register). In WS the flip
         # runs one cycle ahead of its row, so a PE swaps its weights the cycle before it multiplies with
@@ -461,8 +506,9 @@ class SystolicArray(wiring.Component):
         # Deskew: PE column s leaves the array s cycles after column 0; delay it by S-1-s to line up (S = C,
         # or C / 2 when two weight columns share a packed DSP).
         slot_of = {c: s for s, slot_cols in enumerate(p.column_slots) for c in slot_cols}
-        vector = [_delay(m, bottom[c], p.array_cols - 1 - slot_of[c], f"deskew{c}", data_path=True)
-                  for c in range(cols)]
+        vector = [
+            _delay(m, bottom[c], p.array_cols - 1 - slot_of[c], f"deskew{c}", data_path=True) for c in range(cols)
+        ]
 
         if p.weight_stationary:
             self._accumulate(m, vector, vector_valid, result_fifo, acc_shape)
@@ -481,7 +527,7 @@ class SystolicArray(wiring.Component):
         rows, cols = p.rows, p.cols
         act = self.activations
 
-        shadow_full = Signal()       # a complete weight tile waits in the shadow registers
+        shadow_full = Signal()  # a complete weight tile waits in the shadow registers
         load_count = Signal(range(max(rows, 2)))  # 1 bit even for one row: no zero-width wires
         cooldown = Signal(range(p.weight_reload_cycles))
         first_pending = Signal(init=1)  # the next activation row starts a tile (flips the weights)
@@ -505,16 +551,20 @@ class SystolicArray(wiring.Component):
         rows_in_last_tile = Signal(range(horizon + 1), init=horizon)
         accumulator_free = Signal()
         m.d.comb += accumulator_free.eq(since_last_row + rows_in_last_tile > horizon)
-        m.d.comb += act.ready.eq((~first_pending | (shadow_full & accumulator_free)) &
-                                 (~act.payload.emit | room_for_burst))
+        m.d.comb += act.ready.eq(
+            (~first_pending | (shadow_full & accumulator_free)) & (~act.payload.emit | room_for_burst)
+        )
         accept = act.valid & act.ready
         flip = Signal()
         m.d.comb += [flip.eq(accept & first_pending), reserve.eq(accept & act.payload.emit)]
         with m.If(accept):
             m.d.sync += first_pending.eq(act.payload.last)
         with m.If(accept & act.payload.last):
-            m.d.sync += [since_last_row.eq(1), rows_in_tile.eq(0),
-                         rows_in_last_tile.eq(Mux(rows_in_tile == horizon, horizon, rows_in_tile + 1))]
+            m.d.sync += [
+                since_last_row.eq(1),
+                rows_in_tile.eq(0),
+                rows_in_last_tile.eq(Mux(rows_in_tile == horizon, horizon, rows_in_tile + 1)),
+            ]
         with m.Else():
             with m.If(since_last_row != horizon):
                 m.d.sync += since_last_row.eq(since_last_row + 1)
@@ -533,8 +583,12 @@ class SystolicArray(wiring.Component):
         # Row metadata for the result side travels a delay line as long as skew + array + deskew.
         meta = data.StructLayout({"valid": 1, "accumulate": 1, "emit": 1, "last": 1})
         meta_in = Signal(meta)
-        m.d.comb += [meta_in.valid.eq(accept), meta_in.accumulate.eq(act.payload.accumulate),
-                     meta_in.emit.eq(act.payload.emit), meta_in.last.eq(act.payload.last)]
+        m.d.comb += [
+            meta_in.valid.eq(accept),
+            meta_in.accumulate.eq(act.payload.accumulate),
+            meta_in.emit.eq(act.payload.emit),
+            meta_in.last.eq(act.payload.last),
+        ]
         meta_out = _delay(m, meta_in, rows + p.array_cols + p.product_latency, "row_meta")
         row_inputs = [act.payload.data[r] for r in range(rows)]
         flips = [flip] * rows
@@ -548,7 +602,7 @@ class SystolicArray(wiring.Component):
         # what enters each column's PE of the current row: weight value, its destination tag, tag valid
         w_in, t_in, tv_in = list(w_top), [tag] * cols, [tag_valid] * cols
         psum = [Const(0, acc_shape)] * cols
-        pcout = [None] * p.array_cols   # DSP48: the PCOUT of the DSP above, cascaded into the next PCIN
+        pcout = [None] * p.array_cols  # DSP48: the PCOUT of the DSP above, cascaded into the next PCIN
         for r in range(rows):
             a_in, flip_in = a_edge[r], flip_edge[r]
             for slot, slot_cols in enumerate(p.column_slots):
@@ -576,20 +630,34 @@ class SystolicArray(wiring.Component):
                     m.d.sync += flip_late.eq(flip_in)
                     if p.dsp == "ecp5":
                         (c,), (shadow,) = slot_cols, shadows
-                        product = mult18x18d(m, pe, a_in, shadow, a_signed=p.a_signed, b_signed=p.w_signed,
-                                             ce_b=flip_late, width=p.product_width)
+                        product = mult18x18d(
+                            m,
+                            pe,
+                            a_in,
+                            shadow,
+                            a_signed=p.a_signed,
+                            b_signed=p.w_signed,
+                            ce_b=flip_late,
+                            width=p.product_width,
+                        )
                         psum_out = Signal(acc_shape, name=f"{pe}_psum", reset_less=True)
                         m.d.sync += psum_out.eq(psum[c] + product)
                         psum[c] = psum_out
                     else:
                         # the column's partial sum runs down the PCOUT -> PCIN cascade, inside the DSPs
                         if p.dsp == "dsp48e1":
-                            p48, pcout[slot] = dsp48e1_mac(m, pe, a_in, shadows[0], ce_b=flip_late,
-                                                           pcin=pcout[slot])
+                            p48, pcout[slot] = dsp48e1_mac(m, pe, a_in, shadows[0], ce_b=flip_late, pcin=pcout[slot])
                         else:
                             p48, pcout[slot] = dsp48e2_packed_mac(
-                                m, pe, a_in, shadows[0], shadows[1], guard_bits=p.packing.guard_bits,
-                                ce_w=flip_late, pcin=pcout[slot])
+                                m,
+                                pe,
+                                a_in,
+                                shadows[0],
+                                shadows[1],
+                                guard_bits=p.packing.guard_bits,
+                                ce_w=flip_late,
+                                pcin=pcout[slot],
+                            )
                         if r == rows - 1:
                             for c, value in zip(slot_cols, self._column_sums(m, pe, p48)):
                                 psum[c] = Signal(acc_shape, name=f"pe_{r}_{c}_psum")
@@ -613,11 +681,14 @@ class SystolicArray(wiring.Component):
             return [p48.as_signed()]
         k = p.packing
         g = k.guard_bits
-        low_field = Signal(g, name=f"{pe}_low_field")       # (S_lo - low_min) mod 2^G
+        low_field = Signal(g, name=f"{pe}_low_field")  # (S_lo - low_min) mod 2^G
         low = Signal(signed(bits_for_range(k.low_min, k.low_min + (1 << g) - 1, True)), name=f"{pe}_low")
         high = Signal(signed(48 - g + 1), name=f"{pe}_high")
-        m.d.comb += [low_field.eq(p48 - k.low_min), low.eq(low_field + k.low_min),
-                     high.eq((p48.as_signed() - low) >> g)]
+        m.d.comb += [
+            low_field.eq(p48 - k.low_min),
+            low.eq(low_field + k.low_min),
+            high.eq((p48.as_signed() - low) >> g),
+        ]
         return [low, high]
 
     def _product(self, m, pe, a, w, acc_shape):
@@ -769,14 +840,16 @@ def _delay(m, value, cycles: int, name: str, *, data_path: bool = False):
     return value
 
 
-register(Block(
-    name="systolic",
-    summary="R x C systolic GEMM array (weight- or output-stationary), any M x K x N by tiling",
-    params=SystolicParams,
-    component=SystolicArray,
-    golden=systolic_golden,
-    cycles=gemm_cycles,
-    testbench="hardwire.sim.tb_systolic",
-    generator_version=GENERATOR_VERSION,
-    sim_models=lambda p: sim_models(p.dsp),
-))
+register(
+    Block(
+        name="systolic",
+        summary="R x C systolic GEMM array (weight- or output-stationary), any M x K x N by tiling",
+        params=SystolicParams,
+        component=SystolicArray,
+        golden=systolic_golden,
+        cycles=gemm_cycles,
+        testbench="hardwire.sim.tb_systolic",
+        generator_version=GENERATOR_VERSION,
+        sim_models=lambda p: sim_models(p.dsp),
+    )
+)

@@ -11,8 +11,22 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+source"
 
-_API = ("generate", "simulate", "synth", "compile", "estimate", "build", "explore", "GenerateResult",
-        "SimulateResult", "SynthResult", "CompileResult", "EstimateResult", "BuildResult", "ExploreResult")
+_API = (
+    "generate",
+    "simulate",
+    "synth",
+    "compile",
+    "estimate",
+    "build",
+    "explore",
+    "GenerateResult",
+    "SimulateResult",
+    "SynthResult",
+    "CompileResult",
+    "EstimateResult",
+    "BuildResult",
+    "ExploreResult",
+)
 _ERRORS = ("HardwireError", "ParameterError", "ModelError", "ToolError", "ToolMissingError", "SimulationError")
 __all__ = ["__version__", *_API, *_ERRORS]
 

@@ -25,8 +25,22 @@ from typing import Any
 
 from hardwire.errors import ParameterError
 
-__all__ = ["generate", "simulate", "synth", "compile", "estimate", "build", "explore", "GenerateResult",
-           "SimulateResult", "SynthResult", "CompileResult", "EstimateResult", "BuildResult", "ExploreResult"]
+__all__ = [
+    "generate",
+    "simulate",
+    "synth",
+    "compile",
+    "estimate",
+    "build",
+    "explore",
+    "GenerateResult",
+    "SimulateResult",
+    "SynthResult",
+    "CompileResult",
+    "EstimateResult",
+    "BuildResult",
+    "ExploreResult",
+]
 
 
 def _quiet(_message: str) -> None:
@@ -69,23 +83,29 @@ class GenerateResult:
     verilog: Path
     description: Path
     ports: list[dict]
-    report: dict                    # the JSON description, as written
+    report: dict  # the JSON description, as written
     error_summary: str | None = None
     core: Path | None = None
 
     def _repr_markdown_(self) -> str:
-        lines = [f"### `{self.top}` ({self.block})", "",
-                 _table(["parameter", "value"], [[k, v] for k, v in self.params.items()]), "",
-                 _table(["port", "direction", "width"], [[p["name"], p["direction"], p["width"]] for p in self.ports]),
-                 "", f"Verilog: `{self.verilog}`; description: `{self.description}`"
-                 + (f"; FuseSoC core: `{self.core}`" if self.core else "")]
+        lines = [
+            f"### `{self.top}` ({self.block})",
+            "",
+            _table(["parameter", "value"], [[k, v] for k, v in self.params.items()]),
+            "",
+            _table(["port", "direction", "width"], [[p["name"], p["direction"], p["width"]] for p in self.ports]),
+            "",
+            f"Verilog: `{self.verilog}`; description: `{self.description}`"
+            + (f"; FuseSoC core: `{self.core}`" if self.core else ""),
+        ]
         if self.error_summary:
             lines += ["", self.error_summary]
         return "\n".join(lines)
 
 
-def generate(block: str, params: Any = None, /, *, out: str | Path = ".", fusesoc: bool = False,
-             **values: Any) -> GenerateResult:
+def generate(
+    block: str, params: Any = None, /, *, out: str | Path = ".", fusesoc: bool = False, **values: Any
+) -> GenerateResult:
     """Generate a block's Verilog and its JSON description into `out` (`hardwire gen`).
 
     Args:
@@ -109,9 +129,17 @@ def generate(block: str, params: Any = None, /, *, out: str | Path = ".", fuseso
         from hardwire.fusesoc import write_core
 
         core = write_core(verilog.parent, meta["top"], [verilog.name], description=f"hardwire {spec.summary}")
-    return GenerateResult(block=block, top=meta["top"], params=meta["params"], verilog=verilog,
-                          description=verilog.with_suffix(".json"), ports=meta["ports"], report=meta,
-                          error_summary=spec.error_summary(p), core=core)
+    return GenerateResult(
+        block=block,
+        top=meta["top"],
+        params=meta["params"],
+        verilog=verilog,
+        description=verilog.with_suffix(".json"),
+        ports=meta["ports"],
+        report=meta,
+        error_summary=spec.error_summary(p),
+        core=core,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -130,8 +158,8 @@ class SimulateResult:
     passed: int
     failed: int
     cases: dict
-    report: dict                    # what `hardwire sim --json` writes
-    text: str                       # the table `hardwire sim` prints
+    report: dict  # what `hardwire sim --json` writes
+    text: str  # the table `hardwire sim` prints
     log_path: Path
     waves_path: Path | None = None
     failure: str | None = None
@@ -141,12 +169,21 @@ class SimulateResult:
         status = "passed" if self.ok else "**FAILED**"
         rows = []
         for name, case in self.cases.items():
-            rows.append([name, " x ".join(str(d) for d in case.get("shape", [])),
-                         "yes" if case.get("exact") else f"NO ({case.get('mismatches')})", case.get("cycles"),
-                         case.get("model_cycles") if case.get("check_cycles") else "(back-pressure)",
-                         f"{case.get('utilization', 0):.1%}"])
-        lines = [f"### `{self.top}` on {self.simulator}: {status} ({self.passed} passed, {self.failed} failed)", "",
-                 _table(["case", "shape", "bit-exact", "cycles", "model cycles", "utilization"], rows)]
+            rows.append(
+                [
+                    name,
+                    " x ".join(str(d) for d in case.get("shape", [])),
+                    "yes" if case.get("exact") else f"NO ({case.get('mismatches')})",
+                    case.get("cycles"),
+                    case.get("model_cycles") if case.get("check_cycles") else "(back-pressure)",
+                    f"{case.get('utilization', 0):.1%}",
+                ]
+            )
+        lines = [
+            f"### `{self.top}` on {self.simulator}: {status} ({self.passed} passed, {self.failed} failed)",
+            "",
+            _table(["case", "shape", "bit-exact", "cycles", "model cycles", "utilization"], rows),
+        ]
         if self.failure:
             lines += ["", f"```\n{self.failure}\n```"]
         if self.error_summary:
@@ -154,8 +191,17 @@ class SimulateResult:
         return "\n".join(lines)
 
 
-def simulate(block: str, params: Any = None, /, *, simulator: str = "verilator", waves: bool = False, seed: int = 1,
-             progress: Callable[[str], None] | None = None, **values: Any) -> SimulateResult:
+def simulate(
+    block: str,
+    params: Any = None,
+    /,
+    *,
+    simulator: str = "verilator",
+    waves: bool = False,
+    seed: int = 1,
+    progress: Callable[[str], None] | None = None,
+    **values: Any,
+) -> SimulateResult:
     """Verify a block in simulation against its golden model with cocotb (`hardwire sim`).
 
     A failed check does not raise: the result has `ok` False and the failure text. A broken tool raises.
@@ -181,11 +227,22 @@ def simulate(block: str, params: Any = None, /, *, simulator: str = "verilator",
     report = result.to_dict()
     if spec.error_bound is not None:
         report["error_bound_lsb"] = spec.error_bound(p)
-    return SimulateResult(block=block, top=result.top, params=result.params, simulator=simulator, ok=result.ok,
-                          passed=result.passed, failed=result.failed, cases=result.cases, report=report,
-                          text=result.table(), log_path=Path(result.log_path),
-                          waves_path=Path(result.waves_path) if result.waves_path else None,
-                          failure=result.failure, error_summary=spec.error_summary(p))
+    return SimulateResult(
+        block=block,
+        top=result.top,
+        params=result.params,
+        simulator=simulator,
+        ok=result.ok,
+        passed=result.passed,
+        failed=result.failed,
+        cases=result.cases,
+        report=report,
+        text=result.table(),
+        log_path=Path(result.log_path),
+        waves_path=Path(result.waves_path) if result.waves_path else None,
+        failure=result.failure,
+        error_summary=spec.error_summary(p),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -198,9 +255,9 @@ class SynthResult:
 
     top: str
     target: str
-    report: dict                    # report.json, as written
+    report: dict  # report.json, as written
     report_path: Path
-    text: str                       # the table `hardwire synth` prints
+    text: str  # the table `hardwire synth` prints
 
     @property
     def resources(self) -> dict:
@@ -217,20 +274,33 @@ class SynthResult:
     def _repr_markdown_(self) -> str:
         r = self.resources
         if "synth" in self.report:
-            headers, row = ["LUT", "FF", "DSP", "BRAM", "LUTRAM"], [r.get(k) for k in ("lut", "ff", "dsp", "bram",
-                                                                                      "lutram")]
+            headers, row = (
+                ["LUT", "FF", "DSP", "BRAM", "LUTRAM"],
+                [r.get(k) for k in ("lut", "ff", "dsp", "bram", "lutram")],
+            )
         else:
             keys = [k for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
             headers, row = keys, [r[k] for k in keys]
         if "pnr" in self.report:
-            headers, row = headers + ["device", "Fmax MHz"], row + [
-                f"{self.report['pnr'].get('device')}/{self.report['pnr'].get('package')}", self.fmax_mhz]
+            headers, row = (
+                headers + ["device", "Fmax MHz"],
+                row + [f"{self.report['pnr'].get('device')}/{self.report['pnr'].get('package')}", self.fmax_mhz],
+            )
         return f"### `{self.top}` on {self.target}\n\n" + _table(headers, [row]) + f"\n\nreport: `{self.report_path}`"
 
 
-def synth(verilog: str | Path | list[str | Path], top: str, target: str = "ecp5", *, pnr: bool = False, device: str | None = None,
-          package: str | None = None, clock: str = "clk", clock_ns: float = 10.0,
-          out: str | Path = ".") -> SynthResult:
+def synth(
+    verilog: str | Path | list[str | Path],
+    top: str,
+    target: str = "ecp5",
+    *,
+    pnr: bool = False,
+    device: str | None = None,
+    package: str | None = None,
+    clock: str = "clk",
+    clock_ns: float = 10.0,
+    out: str | Path = ".",
+) -> SynthResult:
     """Synthesize Verilog with yosys, optionally place and route with nextpnr (`hardwire synth`).
 
     Args:
@@ -276,7 +346,7 @@ class CompileResult:
     backend: str
     target: str
     out: Path
-    report: dict                    # report.json, as written
+    report: dict  # report.json, as written
     report_path: Path
     verilog: Path | None = None
     core: Path | None = None
@@ -306,26 +376,54 @@ def resolve_model(model, example_input=None):
     if hasattr(model, "forward"):
         from hardwire.hls.frontend import export_module
 
-        return export_module(model, example_input), _identifier(type(model).__name__.lower()), None, None, \
-            "given inputs"
+        return (
+            export_module(model, example_input),
+            _identifier(type(model).__name__.lower()),
+            None,
+            None,
+            "given inputs",
+        )
     text = str(model)
     if text.startswith("zoo:"):
         from hardwire.hls import zoo
 
         entry = zoo.build(text[4:])
         _, _, x_test, labels = zoo.load_digits_split()
-        return (entry.onnx_path, text[4:], x_test.reshape((-1, *entry.input_shape[1:])), labels,
-                "images of the digits test split")
+        return (
+            entry.onnx_path,
+            text[4:],
+            x_test.reshape((-1, *entry.input_shape[1:])),
+            labels,
+            "images of the digits test split",
+        )
     return Path(model), None, None, None, "given inputs"
 
 
-def compile(model: Any, *, out: str | Path | None = None, example_input: Any = None, backend: str = "rtl",
-            target: str = "ecp5", fps: float | None = None, budget: str | int | None = None,
-            folds: Mapping[str, tuple[int, int]] | list[str] | None = None, clock_mhz: float = 100.0,
-            inputs: Any = None, labels: Any = None, random: int = 64, simulate: bool = True, synthesize: bool = True,
-            place_route: bool = True, name: str | None = None, synth_timeout: float | None = None,
-            per_unit: bool = False, jobs: int | None = None, sim_driver: str = "fastsim", explain: bool = False,
-            progress: Callable[[str], None] | None = None) -> CompileResult:  # noqa: A001 - the CLI's word
+def compile(
+    model: Any,
+    *,
+    out: str | Path | None = None,
+    example_input: Any = None,
+    backend: str = "rtl",
+    target: str = "ecp5",
+    fps: float | None = None,
+    budget: str | int | None = None,
+    folds: Mapping[str, tuple[int, int]] | list[str] | None = None,
+    clock_mhz: float = 100.0,
+    inputs: Any = None,
+    labels: Any = None,
+    random: int = 64,
+    simulate: bool = True,
+    synthesize: bool = True,
+    place_route: bool = True,
+    name: str | None = None,
+    synth_timeout: float | None = None,
+    per_unit: bool = False,
+    jobs: int | None = None,
+    sim_driver: str = "fastsim",
+    explain: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> CompileResult:  # noqa: A001 - the CLI's word
     """Compile a quantized network to verified streaming RTL or an hls4ml project (`hardwire compile`).
 
     Args:
@@ -369,11 +467,23 @@ def compile(model: Any, *, out: str | Path | None = None, example_input: Any = N
         folds = parse_folds(folds)
     if isinstance(budget, str):
         budget = parse_budget(budget)
-    options = CompileOptions(backend=backend, target=target, fps=fps, clock_mhz=clock_mhz, lut_budget=budget,
-                             folds=folds, synthesize=synthesize, place_route=place_route, simulate=simulate,
-                             n_random=random, per_unit=per_unit, sim_driver=sim_driver, explain=explain,
-                             **({"synth_timeout_s": synth_timeout} if synth_timeout is not None else {}),
-                             **({"jobs": jobs} if jobs is not None else {}))
+    options = CompileOptions(
+        backend=backend,
+        target=target,
+        fps=fps,
+        clock_mhz=clock_mhz,
+        lut_budget=budget,
+        folds=folds,
+        synthesize=synthesize,
+        place_route=place_route,
+        simulate=simulate,
+        n_random=random,
+        per_unit=per_unit,
+        sim_driver=sim_driver,
+        explain=explain,
+        **({"synth_timeout_s": synth_timeout} if synth_timeout is not None else {}),
+        **({"jobs": jobs} if jobs is not None else {}),
+    )
     path, default_name, model_inputs, model_labels, label = resolve_model(model, example_input)
     if inputs is not None:
         if isinstance(inputs, (str, Path)):
@@ -385,12 +495,27 @@ def compile(model: Any, *, out: str | Path | None = None, example_input: Any = N
         model_labels = np.asarray(labels)
     name = name or default_name
     out = Path(out) if out is not None else Path("hardwire-out") / (name or _identifier(path.stem))
-    report = compile_model(path, out, options, inputs=model_inputs, labels=model_labels, name=name,
-                           inputs_label=label, progress=progress or _quiet)
+    report = compile_model(
+        path,
+        out,
+        options,
+        inputs=model_inputs,
+        labels=model_labels,
+        name=name,
+        inputs_label=label,
+        progress=progress or _quiet,
+    )
     top = report.get("plan", {}).get("top")
-    return CompileResult(network=report["network"], backend=backend, target=target, out=out, report=report,
-                         report_path=out / "report.json", verilog=out / f"{top}.v" if top else None,
-                         core=out / report["fusesoc_core"] if report.get("fusesoc_core") else None)
+    return CompileResult(
+        network=report["network"],
+        backend=backend,
+        target=target,
+        out=out,
+        report=report,
+        report_path=out / "report.json",
+        verilog=out / f"{top}.v" if top else None,
+        core=out / report["fusesoc_core"] if report.get("fusesoc_core") else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -403,31 +528,51 @@ class EstimateResult:
 
     design: str
     target: str
-    resources: dict                 # label -> estimated count
-    spread: dict                    # label -> one standard deviation of the log error
+    resources: dict  # label -> estimated count
+    spread: dict  # label -> one standard deviation of the log error
     fmax_mhz: float | None
-    exact: dict                     # latency, initiation interval, ... from the schedule models
-    report: dict                    # what `hardwire estimate --json` writes
-    text: str                       # what `hardwire estimate` prints
+    exact: dict  # latency, initiation interval, ... from the schedule models
+    report: dict  # what `hardwire estimate --json` writes
+    text: str  # what `hardwire estimate` prints
 
     def _repr_markdown_(self) -> str:
         import math
 
-        rows = [[label.upper(), f"{value:,.0f}", f"±{100 * (math.exp(self.spread[label]) - 1):.0f}%"]
-                for label, value in self.resources.items()]
+        rows = [
+            [label.upper(), f"{value:,.0f}", f"±{100 * (math.exp(self.spread[label]) - 1):.0f}%"]
+            for label, value in self.resources.items()
+        ]
         if self.fmax_mhz is not None:
-            rows.append(["Fmax MHz", f"{self.fmax_mhz:.0f}",
-                         f"±{100 * (math.exp(self.report['fmax_relative_spread']) - 1):.0f}%"])
-        lines = [f"### {self.design} on {self.target}: estimate ({self.report['model']} surrogate, not a "
-                 "measurement)", "", _table(["", "estimate", "uncertainty"], rows)]
+            rows.append(
+                [
+                    "Fmax MHz",
+                    f"{self.fmax_mhz:.0f}",
+                    f"±{100 * (math.exp(self.report['fmax_relative_spread']) - 1):.0f}%",
+                ]
+            )
+        lines = [
+            f"### {self.design} on {self.target}: estimate ({self.report['model']} surrogate, not a measurement)",
+            "",
+            _table(["", "estimate", "uncertainty"], rows),
+        ]
         if self.exact:
             lines += ["", "Exact (schedule model): " + ", ".join(f"{k} {v:,}" for k, v in self.exact.items())]
         return "\n".join(lines)
 
 
-def estimate(design: str | Path, params: Any = None, /, *, target: str = "ecp5", fps: float | None = None,
-             folds: Mapping[str, tuple[int, int]] | list[str] | None = None, clock_mhz: float = 100.0,
-             model: str = "auto", weights: str | Path | None = None, **values: Any) -> EstimateResult:
+def estimate(
+    design: str | Path,
+    params: Any = None,
+    /,
+    *,
+    target: str = "ecp5",
+    fps: float | None = None,
+    folds: Mapping[str, tuple[int, int]] | list[str] | None = None,
+    clock_mhz: float = 100.0,
+    model: str = "auto",
+    weights: str | Path | None = None,
+    **values: Any,
+) -> EstimateResult:
     """Estimate a network's or block's resources and Fmax with the trained surrogates (`hardwire estimate`).
 
     Milliseconds, no synthesis; latency and initiation interval come exactly from the schedule models.
@@ -458,7 +603,7 @@ def estimate(design: str | Path, params: Any = None, /, *, target: str = "ecp5",
         folds = parse_folds(folds)
     design = str(design)
     if isinstance(params, (list, tuple)) and not values:
-        block_values = list(params)           # the CLI's `--param NAME=VALUE` texts, typed by the block's fields
+        block_values = list(params)  # the CLI's `--param NAME=VALUE` texts, typed by the block's fields
     else:
         block_values = dict(dataclasses.asdict(params) if dataclasses.is_dataclass(params) else params or {})
         block_values.update(values)
@@ -468,9 +613,16 @@ def estimate(design: str | Path, params: Any = None, /, *, target: str = "ecp5",
     result = estimator.estimate(graph, target, model)
     seconds = time.perf_counter() - started
     report = {"design": design, **result.to_dict(), "estimate_seconds": seconds}
-    return EstimateResult(design=design, target=result.target, resources=dict(result.resources),
-                          spread=dict(result.spread), fmax_mhz=result.fmax_mhz, exact=dict(result.exact or {}),
-                          report=report, text=format_estimate(graph, result, seconds))
+    return EstimateResult(
+        design=design,
+        target=result.target,
+        resources=dict(result.resources),
+        spread=dict(result.spread),
+        fmax_mhz=result.fmax_mhz,
+        exact=dict(result.exact or {}),
+        report=report,
+        text=format_estimate(graph, result, seconds),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -487,16 +639,25 @@ class BuildResult:
     timing_met: bool
     fmax_mhz: float | None
     out: Path
-    report: dict                    # report.json, as written
-    text: str                       # the Markdown `hardwire build` prints
+    report: dict  # report.json, as written
+    text: str  # the Markdown `hardwire build` prints
 
     def _repr_markdown_(self) -> str:
         return self.text
 
 
-def build(design: Any, board: str, *, out: str | Path, frame: tuple[int, int] | None = None, baud: int | None = None,
-          clock_mhz: float | None = None, allow_timing_violation: bool = False, program: bool = False,
-          progress: Callable[[str], None] | None = None) -> BuildResult:
+def build(
+    design: Any,
+    board: str,
+    *,
+    out: str | Path,
+    frame: tuple[int, int] | None = None,
+    baud: int | None = None,
+    clock_mhz: float | None = None,
+    allow_timing_violation: bool = False,
+    program: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> BuildResult:
     """Build a bitstream of a compiled network or a generated block for a board (`hardwire build`).
 
     Args:
@@ -525,13 +686,27 @@ def build(design: Any, board: str, *, out: str | Path, frame: tuple[int, int] | 
         design = design.description
     spec = get_board(board)
     loaded = load_design(Path(design), frame)
-    report = build_board(loaded, board, Path(out), baud=DEFAULT_BAUD if baud is None else baud,
-                         clock_mhz=clock_mhz, allow_timing_violation=allow_timing_violation,
-                         progress=progress or _quiet)
+    report = build_board(
+        loaded,
+        board,
+        Path(out),
+        baud=DEFAULT_BAUD if baud is None else baud,
+        clock_mhz=clock_mhz,
+        allow_timing_violation=allow_timing_violation,
+        progress=progress or _quiet,
+    )
     if program:
         program_board(spec, report.bitstream)
-    return BuildResult(board=board, design=report.design, bitstream=report.bitstream, timing_met=report.timing_met,
-                       fmax_mhz=report.fmax_mhz, out=Path(out), report=report.to_dict(), text=report.markdown())
+    return BuildResult(
+        board=board,
+        design=report.design,
+        bitstream=report.bitstream,
+        timing_met=report.timing_met,
+        fmax_mhz=report.fmax_mhz,
+        out=Path(out),
+        report=report.to_dict(),
+        text=report.markdown(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -545,7 +720,7 @@ class ExploreResult:
     design: str
     target: str
     out: Path
-    report: dict                    # report.json, as written
+    report: dict  # report.json, as written
     report_path: Path
     plot: Path
     front: list[dict] = field(default_factory=list)
@@ -555,19 +730,36 @@ class ExploreResult:
         from hardwire.estimate.explore_cli import markdown
 
         text = markdown(self.report)
-        if self.plot.is_file():       # the picture inline: a notebook does not resolve the report's relative link
+        if self.plot.is_file():  # the picture inline: a notebook does not resolve the report's relative link
             data = base64.b64encode(self.plot.read_bytes()).decode()
             text = text.replace("](pareto.png)", f"](data:image/png;base64,{data})")
         return text
 
 
-def explore(design: Any, *, out: str | Path, target: str = "ecp5", objectives: str | list[str] = "lut,throughput",
-            budget: str | Mapping[str, float] | None = None, fps_min: float | None = None,
-            clock_mhz: float = 100.0, margin: float = 2.0, max_points: int | None = None,
-            max_verify: int | None = None, verify_all: bool = False, search: str = "random", seed: int = 0,
-            workers: int | None = None, ray: str | None = None, timeout_s: float = 1800,
-            dataset: str | Path | None = None, weights: str | Path | None = None, space=(), params=(),
-            workload: str | None = None) -> ExploreResult:
+def explore(
+    design: Any,
+    *,
+    out: str | Path,
+    target: str = "ecp5",
+    objectives: str | list[str] = "lut,throughput",
+    budget: str | Mapping[str, float] | None = None,
+    fps_min: float | None = None,
+    clock_mhz: float = 100.0,
+    margin: float = 2.0,
+    max_points: int | None = None,
+    max_verify: int | None = None,
+    verify_all: bool = False,
+    search: str = "random",
+    seed: int = 0,
+    workers: int | None = None,
+    ray: str | None = None,
+    timeout_s: float = 1800,
+    dataset: str | Path | None = None,
+    weights: str | Path | None = None,
+    space=(),
+    params=(),
+    workload: str | None = None,
+) -> ExploreResult:
     """Surrogate-guided exploration of a network's folding or a block family's parameters, verified with yosys
     (`hardwire explore`).
 
@@ -609,16 +801,38 @@ def explore(design: Any, *, out: str | Path, target: str = "ecp5", objectives: s
     if isinstance(design, Mapping):
         source, label = dse.network_spec_source(dict(design)), "network spec"
     else:
-        source, label = dse.source_for(str(design), space=list(space), params=list(params),
-                                       workload=workload), str(design)
-    result = dse.explore(source, target=target, objectives=objectives, budget=budget, fps_min=fps_min,
-                         clock_mhz=clock_mhz, out=Path(out), margin=margin,
-                         max_points=dse.DEFAULT_MAX_POINTS if max_points is None else max_points,
-                         max_verify=dse.DEFAULT_MAX_VERIFY if max_verify is None else max_verify, seed=seed,
-                         workers=workers, ray_address=ray, timeout_s=timeout_s, dataset=dataset, weights=weights,
-                         verify_all=verify_all, search=search)
+        source, label = (
+            dse.source_for(str(design), space=list(space), params=list(params), workload=workload),
+            str(design),
+        )
+    result = dse.explore(
+        source,
+        target=target,
+        objectives=objectives,
+        budget=budget,
+        fps_min=fps_min,
+        clock_mhz=clock_mhz,
+        out=Path(out),
+        margin=margin,
+        max_points=dse.DEFAULT_MAX_POINTS if max_points is None else max_points,
+        max_verify=dse.DEFAULT_MAX_VERIFY if max_verify is None else max_verify,
+        seed=seed,
+        workers=workers,
+        ray_address=ray,
+        timeout_s=timeout_s,
+        dataset=dataset,
+        weights=weights,
+        verify_all=verify_all,
+        search=search,
+    )
     report = write_report(result, Path(out), design=label)
-    return ExploreResult(design=label, target=target, out=Path(out), report=report,
-                         report_path=Path(out) / "report.json", plot=Path(out) / "pareto.png",
-                         front=report["verified_front"], chosen=report["chosen"])
-
+    return ExploreResult(
+        design=label,
+        target=target,
+        out=Path(out),
+        report=report,
+        report_path=Path(out) / "report.json",
+        plot=Path(out) / "pareto.png",
+        front=report["verified_front"],
+        chosen=report["chosen"],
+    )

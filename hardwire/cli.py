@@ -30,14 +30,31 @@ def add_param_options(parser: argparse.ArgumentParser, params_cls) -> None:
         default = f.default
         annotation = str(f.type)
         if isinstance(default, bool):
-            group.add_argument(option, dest=f.name, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=f"(default: {default})")
+            group.add_argument(
+                option,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"(default: {default})",
+            )
         elif isinstance(default, int) or annotation.startswith("int"):
-            group.add_argument(option, dest=f.name, type=int, metavar="N", default=argparse.SUPPRESS,
-                               help=f"(default: {'derived' if default is None else default})")
+            group.add_argument(
+                option,
+                dest=f.name,
+                type=int,
+                metavar="N",
+                default=argparse.SUPPRESS,
+                help=f"(default: {'derived' if default is None else default})",
+            )
         else:
-            group.add_argument(option, dest=f.name, type=str, metavar="STR", default=argparse.SUPPRESS,
-                               help=f"(default: {'derived' if default is None else default})")
+            group.add_argument(
+                option,
+                dest=f.name,
+                type=str,
+                metavar="STR",
+                default=argparse.SUPPRESS,
+                help=f"(default: {'derived' if default is None else default})",
+            )
 
 
 def _block_parser(sub, command: str, help_text: str, extra) -> None:
@@ -55,8 +72,10 @@ def _block_parser(sub, command: str, help_text: str, extra) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hardwire",
-        description="Generate, simulate, lint and synthesize neural-network accelerator blocks with open tools.")
+        description="Generate, simulate, lint and synthesize neural-network accelerator blocks with open tools.",
+    )
     from hardwire import __version__
+
     parser.add_argument("--version", action="version", version=f"hardwire {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -73,13 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     _block_parser(sub, "gen", "generate a block's Verilog and a JSON description of it", gen_options)
     _block_parser(sub, "sim", "verify a block in simulation against its golden model (cocotb)", sim_options)
 
-    synth = sub.add_parser("synth", help="synthesize Verilog with yosys (and optionally place and route)",
-                           description="Synthesize with yosys; with --pnr also place and route with nextpnr.")
+    synth = sub.add_parser(
+        "synth",
+        help="synthesize Verilog with yosys (and optionally place and route)",
+        description="Synthesize with yosys; with --pnr also place and route with nextpnr.",
+    )
     synth.add_argument("verilog", type=Path, nargs="+", help="Verilog file(s)")
     synth.add_argument("--top", required=True, help="top module name")
-    synth.add_argument("--target", default="ecp5", help="ice40, ecp5, xilinx, generic, or asic:LIB for standard "
-                                                        "cells (LIB: osu018, osu035, osu050 or a .lib file; "
-                                                        "timed with OpenSTA) (default: ecp5)")
+    synth.add_argument(
+        "--target",
+        default="ecp5",
+        help="ice40, ecp5, xilinx, generic, or asic:LIB for standard "
+        "cells (LIB: osu018, osu035, osu050 or a .lib file; "
+        "timed with OpenSTA) (default: ecp5)",
+    )
     synth.add_argument("--clock", default="clk", help="asic: the clock input port (default: clk)")
     synth.add_argument("--clock-ns", type=float, default=10.0, help="asic: clock period in ns (default: 10)")
     synth.add_argument("--pnr", action="store_true", help="also run nextpnr (ice40, ecp5) for Fmax")
@@ -87,52 +113,87 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--package", help="nextpnr package (e.g. CABGA381, sg48)")
     synth.add_argument("-o", "--out", type=Path, default=Path("."), help="folder for report.json (default: .)")
 
-    lint = sub.add_parser("lint", help="lint Verilog with verilator --lint-only -Wall",
-                          description="Verilator lint; only what Amaranth's back end emits by construction "
-                                      "is waived (see hardwire.flows.lint). Exit 0 when clean.")
+    lint = sub.add_parser(
+        "lint",
+        help="lint Verilog with verilator --lint-only -Wall",
+        description="Verilator lint; only what Amaranth's back end emits by construction "
+        "is waived (see hardwire.flows.lint). Exit 0 when clean.",
+    )
     lint.add_argument("verilog", type=Path, nargs="+")
     lint.add_argument("--top", required=True)
 
     comp = sub.add_parser(
-        "compile", help="compile a quantized network (QONNX) to streaming RTL or an hls4ml project",
+        "compile",
+        help="compile a quantized network (QONNX) to streaming RTL or an hls4ml project",
         description="Brevitas/QONNX network -> integer layers -> either our streaming dataflow RTL (verified in "
-                    "Verilator against qonnx execution, synthesized with yosys, placed and routed with nextpnr) or "
-                    "an hls4ml project (C-simulated with g++ against qonnx execution).")
-    comp.add_argument("model", help="a QONNX .onnx file, or zoo:NAME for a built-in digits network "
-                                    "(zoo:mlp4, zoo:mlp2, zoo:cnn4; trained on first use)")
+        "Verilator against qonnx execution, synthesized with yosys, placed and routed with nextpnr) or "
+        "an hls4ml project (C-simulated with g++ against qonnx execution).",
+    )
+    comp.add_argument(
+        "model",
+        help="a QONNX .onnx file, or zoo:NAME for a built-in digits network "
+        "(zoo:mlp4, zoo:mlp2, zoo:cnn4; trained on first use)",
+    )
     comp.add_argument("--backend", choices=("rtl", "hls4ml"), default="rtl")
     comp.add_argument("--target", default="ecp5", help="ecp5 (default), ice40, xilinx, xilinx-us, xilinx-usp, generic")
     speed = comp.add_mutually_exclusive_group()
     speed.add_argument("--fps", type=float, help="target inferences per second at --clock-mhz")
     speed.add_argument("--budget", help="resource budget for the folding, e.g. lut=20000")
-    speed.add_argument("--fold", action="append", metavar="LAYER=PE,SIMD",
-                       help="explicit folding of one layer (repeatable; other layers fully folded)")
+    speed.add_argument(
+        "--fold",
+        action="append",
+        metavar="LAYER=PE,SIMD",
+        help="explicit folding of one layer (repeatable; other layers fully folded)",
+    )
     comp.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the throughput target (default 100)")
-    comp.add_argument("--inputs", type=Path, help="verification inputs (.npy, float, in the model's input layout); "
-                                                  "default: the digits test split for zoo models, else random")
+    comp.add_argument(
+        "--inputs",
+        type=Path,
+        help="verification inputs (.npy, float, in the model's input layout); "
+        "default: the digits test split for zoo models, else random",
+    )
     comp.add_argument("--random", type=int, default=64, metavar="N", help="random verification inputs (default 64)")
     comp.add_argument("--no-sim", dest="simulate", action="store_false", help="skip the Verilator run")
-    comp.add_argument("--sim-driver", choices=("fastsim", "cocotb"), default="fastsim",
-                      help="what drives the Verilator run: fastsim, a C++ harness (default), or the cocotb testbench")
+    comp.add_argument(
+        "--sim-driver",
+        choices=("fastsim", "cocotb"),
+        default="fastsim",
+        help="what drives the Verilator run: fastsim, a C++ harness (default), or the cocotb testbench",
+    )
     comp.add_argument("--no-synth", dest="synthesize", action="store_false", help="skip yosys and nextpnr")
     comp.add_argument("--no-pnr", dest="place_route", action="store_false", help="skip nextpnr")
-    comp.add_argument("--synth-timeout", type=float, default=1800.0, metavar="SECONDS",
-                      help="time limit of each yosys and nextpnr run (default 1800)")
-    comp.add_argument("--per-unit", action="store_true",
-                      help="resources from each streaming unit synthesized on its own, in parallel and cached per "
-                           "unit (a changed layer resynthesizes only its unit); place and route reads the units' netlists "
-                           "stitched together")
+    comp.add_argument(
+        "--synth-timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="time limit of each yosys and nextpnr run (default 1800)",
+    )
+    comp.add_argument(
+        "--per-unit",
+        action="store_true",
+        help="resources from each streaming unit synthesized on its own, in parallel and cached per "
+        "unit (a changed layer resynthesizes only its unit); place and route reads the units' netlists "
+        "stitched together",
+    )
     comp.add_argument("--jobs", type=int, default=2, help="parallel unit syntheses with --per-unit (default 2)")
-    comp.add_argument("--explain", action="store_true",
-                      help="print the compile passes (clean-up, pre-processing, streamlining, branches, folding, "
-                           "lowering), how long each took and what each changed")
+    comp.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the compile passes (clean-up, pre-processing, streamlining, branches, folding, "
+        "lowering), how long each took and what each changed",
+    )
     comp.add_argument("-o", "--out", type=Path, required=True, help="output folder (replaced when done)")
 
-    demo = sub.add_parser("demo", help="the whole flow on a built-in 8x8 INT8 systolic array",
-                          description="Generate, simulate against torch, lint, synthesize (ecp5, xilinx, "
-                                      "ice40), place and route, and write report.json + report.md.")
-    demo.add_argument("-o", "--out", type=Path, default=Path("hardwire-demo"),
-                      help="output folder (default: ./hardwire-demo)")
+    demo = sub.add_parser(
+        "demo",
+        help="the whole flow on a built-in 8x8 INT8 systolic array",
+        description="Generate, simulate against torch, lint, synthesize (ecp5, xilinx, "
+        "ice40), place and route, and write report.json + report.md.",
+    )
+    demo.add_argument(
+        "-o", "--out", type=Path, default=Path("hardwire-demo"), help="output folder (default: ./hardwire-demo)"
+    )
     demo.add_argument("--jobs", type=int, default=2, help="parallel tool runs (default: 2)")
 
     from hardwire.estimate.cli import add_parsers as estimate_parsers
@@ -140,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     COMMANDS.update(estimate_parsers(sub))
 
     from hardwire.boards.cli import register as register_boards
+
     COMMANDS.update(register_boards(sub))
 
     from hardwire.estimate.explore_cli import add_parsers as explore_parsers
@@ -186,11 +248,27 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_compile(args) -> int:
     from hardwire.api import compile as compile_network
 
-    compile_network(args.model, out=args.out, backend=args.backend, target=args.target, fps=args.fps,
-                    budget=args.budget, folds=args.fold, clock_mhz=args.clock_mhz, inputs=args.inputs,
-                    random=args.random, simulate=args.simulate, synthesize=args.synthesize,
-                    place_route=args.place_route, synth_timeout=args.synth_timeout, per_unit=args.per_unit,
-                    jobs=args.jobs, sim_driver=args.sim_driver, explain=args.explain, progress=print)
+    compile_network(
+        args.model,
+        out=args.out,
+        backend=args.backend,
+        target=args.target,
+        fps=args.fps,
+        budget=args.budget,
+        folds=args.fold,
+        clock_mhz=args.clock_mhz,
+        inputs=args.inputs,
+        random=args.random,
+        simulate=args.simulate,
+        synthesize=args.synthesize,
+        place_route=args.place_route,
+        synth_timeout=args.synth_timeout,
+        per_unit=args.per_unit,
+        jobs=args.jobs,
+        sim_driver=args.sim_driver,
+        explain=args.explain,
+        progress=print,
+    )
     return 0
 
 
@@ -220,8 +298,14 @@ def cmd_sim(args) -> int:
     from hardwire.gen import registry
 
     block = registry.get(args.block)
-    result = simulate(args.block, param_values(block.params, args), simulator=args.simulator, waves=args.waves,
-                      seed=args.seed, progress=lambda message: print(message, file=sys.stderr, flush=True))
+    result = simulate(
+        args.block,
+        param_values(block.params, args),
+        simulator=args.simulator,
+        waves=args.waves,
+        seed=args.seed,
+        progress=lambda message: print(message, file=sys.stderr, flush=True),
+    )
     print(result.text)
     if result.error_summary:
         print(f"{result.top}: {result.error_summary}")
@@ -233,8 +317,19 @@ def cmd_sim(args) -> int:
 def cmd_synth(args) -> int:
     from hardwire.api import synth
 
-    print(synth(args.verilog, args.top, args.target, pnr=args.pnr, device=args.device, package=args.package,
-                clock=args.clock, clock_ns=args.clock_ns, out=args.out).text)
+    print(
+        synth(
+            args.verilog,
+            args.top,
+            args.target,
+            pnr=args.pnr,
+            device=args.device,
+            package=args.package,
+            clock=args.clock,
+            clock_ns=args.clock_ns,
+            out=args.out,
+        ).text
+    )
     return 0
 
 
@@ -248,8 +343,10 @@ def cmd_lint(args) -> int:
             print(f"{warning['file']}:{warning['line']}: {warning['rule']}: {warning['message']}")
     waived = sum(1 for w in report.warnings if w["waived"])
     status = "clean" if report.clean else "NOT clean"
-    print(f"{args.top}: {status} ({len(report.warnings) - waived} warnings, {waived} waived by-construction "
-          f"Amaranth warnings; log {report.log_path})")
+    print(
+        f"{args.top}: {status} ({len(report.warnings) - waived} warnings, {waived} waived by-construction "
+        f"Amaranth warnings; log {report.log_path})"
+    )
     return 0 if report.clean else EXIT_FAILED
 
 
@@ -266,8 +363,14 @@ def _check_files(paths) -> None:
             raise ParameterError("verilog", str(path), "an existing Verilog file")
 
 
-COMMANDS = {"gen": cmd_gen, "sim": cmd_sim, "synth": cmd_synth, "lint": cmd_lint, "compile": cmd_compile,
-            "demo": cmd_demo}
+COMMANDS = {
+    "gen": cmd_gen,
+    "sim": cmd_sim,
+    "synth": cmd_synth,
+    "lint": cmd_lint,
+    "compile": cmd_compile,
+    "demo": cmd_demo,
+}
 
 
 if __name__ == "__main__":

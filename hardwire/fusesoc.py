@@ -27,8 +27,9 @@ def core_version() -> str:
     return match.group(0) if match else "0.0.0"
 
 
-def core_text(top: str, verilog_files: list[str], *, library: str = "gen", description: str = "",
-              data_files: list[str] = ()) -> str:
+def core_text(
+    top: str, verilog_files: list[str], *, library: str = "gen", description: str = "", data_files: list[str] = ()
+) -> str:
     """The CAPI2 text: one fileset with the Verilog, a default target with `top` as its toplevel and a lint
     target for Verilator's --lint-only -Wall, less the rules Amaranth's back end trips by construction
     (hardwire.flows.lint waives those per statement; a FuseSoC flow can only turn rules off)."""
@@ -45,24 +46,35 @@ def core_text(top: str, verilog_files: list[str], *, library: str = "gen", descr
         lines += ["  memories:", "    files:"]
         lines += [f"      - {q(name)}: {{copyto: {q(name)}}}" for name in data_files]
         lines += ["    file_type: user", ""]
-    lines += ["targets:",
-              "  default: &default",
-              f"    filesets: [rtl{', memories' if data_files else ''}]",
-              f"    toplevel: {q(top)}",
-              "  lint:",
-              "    <<: *default",
-              "    default_tool: verilator",
-              "    tools:",
-              "      verilator:",
-              "        mode: lint-only",
-              "        verilator_options: " + q(["-Wall", *(f"-Wno-{rule}" for rule in AMARANTH_RULES)]), ""]
+    lines += [
+        "targets:",
+        "  default: &default",
+        f"    filesets: [rtl{', memories' if data_files else ''}]",
+        f"    toplevel: {q(top)}",
+        "  lint:",
+        "    <<: *default",
+        "    default_tool: verilator",
+        "    tools:",
+        "      verilator:",
+        "        mode: lint-only",
+        "        verilator_options: " + q(["-Wall", *(f"-Wno-{rule}" for rule in AMARANTH_RULES)]),
+        "",
+    ]
     return "\n".join(lines)
 
 
-def write_core(directory: Path, top: str, verilog_files: list[str], *, library: str = "gen",
-               description: str = "", data_files: list[str] = ()) -> Path:
+def write_core(
+    directory: Path,
+    top: str,
+    verilog_files: list[str],
+    *,
+    library: str = "gen",
+    description: str = "",
+    data_files: list[str] = (),
+) -> Path:
     """Write `<top>.core` into `directory` (atomically), naming the Verilog files relative to it."""
     path = Path(directory) / f"{top}.core"
-    write_text_atomic(path, core_text(top, verilog_files, library=library, description=description,
-                                      data_files=data_files))
+    write_text_atomic(
+        path, core_text(top, verilog_files, library=library, description=description, data_files=data_files)
+    )
     return path

@@ -24,10 +24,16 @@ def _eta(elapsed: float, done: int, total: int) -> str:
     return f" (~{elapsed / done * (total - done):.0f} s left)"
 
 
-def run_jobs(jobs: dict, workers: int, started: float | None = None, *,
-             describe: Callable[[object], str] | None = None, errors: tuple[type[Exception], ...] = (),
-             on_result: Callable[[object, object], str | None] | None = None,
-             ray_address: str | None = None) -> dict:
+def run_jobs(
+    jobs: dict,
+    workers: int,
+    started: float | None = None,
+    *,
+    describe: Callable[[object], str] | None = None,
+    errors: tuple[type[Exception], ...] = (),
+    on_result: Callable[[object, object], str | None] | None = None,
+    ray_address: str | None = None,
+) -> dict:
     """Run {key: (fn, *args)} on `workers` processes (or as Ray tasks) and return {key: result}.
 
     Each finished job prints `[elapsed s] i/n (~time left) description` on stderr, elapsed
@@ -46,8 +52,12 @@ def run_jobs(jobs: dict, workers: int, started: float | None = None, *,
             results[key] = {"error": str(error).splitlines()[0]}
         extra = on_result(key, results[key]) if on_result is not None else None
         elapsed = time.monotonic() - started
-        print(f"[{elapsed:6.0f} s] {len(results)}/{len(jobs)}{_eta(elapsed, len(results), len(jobs))} "
-              f"{describe(key)}{' ' + extra if extra else ''}", file=sys.stderr, flush=True)
+        print(
+            f"[{elapsed:6.0f} s] {len(results)}/{len(jobs)}{_eta(elapsed, len(results), len(jobs))} "
+            f"{describe(key)}{' ' + extra if extra else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     if ray_address is not None:
         _run_on_ray(jobs, ray_address, finished)
@@ -93,8 +103,12 @@ def _run_on_ray(jobs: dict, address: str, finished) -> None:
         raise ToolMissingError("--ray needs Ray: pip install 'hardwire[ray]' (ray==2.60.0)") from None
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=None if address == "local" else address, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        ray.init(
+            address=None if address == "local" else address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     try:
         task = ray.remote(_call)
         pending = {task.remote(fn, *args): key for key, (fn, *args) in jobs.items()}

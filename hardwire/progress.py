@@ -42,9 +42,15 @@ def time_left(elapsed: float, estimate_s: float | None, limit_s: float | None) -
 
 
 @contextlib.contextmanager
-def heartbeat(progress: Callable[[str], None], what: str, *, every_s: float = 30.0,
-              estimate_s: float | None = None, limit_s: float | None = None,
-              status: Callable[[], str | None] | None = None):
+def heartbeat(
+    progress: Callable[[str], None],
+    what: str,
+    *,
+    every_s: float = 30.0,
+    estimate_s: float | None = None,
+    limit_s: float | None = None,
+    status: Callable[[], str | None] | None = None,
+):
     """While the block runs, call `progress("      WHAT: 90 s so far, ~60 s left (estimated); STATUS")` every
     `every_s` seconds. The time left comes from `estimate_s` when given, else from the `limit_s` timeout."""
     stop = threading.Event()

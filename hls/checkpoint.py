@@ -35,10 +35,15 @@ def simulation_key(design_files: list[Path], *arrays: np.ndarray) -> str:
     the testbenches, and the verification data (inputs, expected integer outputs, qonnx' outputs)."""
     from hardwire.sim import fastsim, network_check, tb_network
 
-    return digest("simulation", CHECKPOINT_VERSION, Path(tb_network.__file__), Path(fastsim.__file__),
-                  Path(network_check.__file__),
-                  *[part for path in sorted(design_files, key=lambda p: p.name) for part in (path.name, path)],
-                  *[np.ascontiguousarray(a).tobytes() + str((a.dtype, a.shape)).encode() for a in arrays])
+    return digest(
+        "simulation",
+        CHECKPOINT_VERSION,
+        Path(tb_network.__file__),
+        Path(fastsim.__file__),
+        Path(network_check.__file__),
+        *[part for path in sorted(design_files, key=lambda p: p.name) for part in (path.name, path)],
+        *[np.ascontiguousarray(a).tobytes() + str((a.dtype, a.shape)).encode() for a in arrays],
+    )
 
 
 def load_verdict(out_dir: Path, key: str) -> dict | None:
@@ -50,17 +55,26 @@ def load_verdict(out_dir: Path, key: str) -> dict | None:
     state = saved.get("incomplete") or {}
     if state.get("simulation_key") != key or "simulation" not in saved:
         return None
-    return {"simulation": saved["simulation"], "accuracy_rtl": (saved.get("accuracy") or {}).get("rtl"),
-            "folder": str(side_folder(out_dir))}
+    return {
+        "simulation": saved["simulation"],
+        "accuracy_rtl": (saved.get("accuracy") or {}).get("rtl"),
+        "folder": str(side_folder(out_dir)),
+    }
 
 
 def save(work: Path, out_dir: Path, report: dict, *, key: str, status: str, markdown) -> Path:
     """Copy the compile's work folder to `<out>.incomplete` (replacing an older one) with the report marked
     incomplete: `status` says which step is running or which one failed and why."""
     side = side_folder(out_dir)
-    marked = {**report, "incomplete": {"status": status, "simulation_key": key,
-                                       "note": "not a finished compile: the steps after the simulation did not "
-                                               "all pass; a rerun of the same compile resumes from here"}}
+    marked = {
+        **report,
+        "incomplete": {
+            "status": status,
+            "simulation_key": key,
+            "note": "not a finished compile: the steps after the simulation did not "
+            "all pass; a rerun of the same compile resumes from here",
+        },
+    }
     with atomic_dir(side, replace=True) as tmp:
         shutil.copytree(work, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("sim_build*"))
         write_json_atomic(tmp / "report.json", marked)
@@ -95,8 +109,10 @@ class IncompleteCompile(HardwireError):
 
     def __init__(self, step: str, kept: Path, cause: Exception):
         self.step, self.kept, self.cause = step, Path(kept), cause
-        super().__init__(f"{step} failed; what passed so far is kept in {kept} (report marked incomplete) and "
-                         f"rerunning the same compile resumes from it: {cause}")
+        super().__init__(
+            f"{step} failed; what passed so far is kept in {kept} (report marked incomplete) and "
+            f"rerunning the same compile resumes from it: {cause}"
+        )
 
     def __reduce__(self):
         return (type(self), (self.step, self.kept, self.cause))

@@ -69,8 +69,9 @@ class IntType:
     def check(self, values: np.ndarray, what: str) -> None:
         values = np.asarray(values)
         if values.size and (values.min() < self.min or values.max() > self.max):
-            raise ValueError(f"{what}: values {values.min()}..{values.max()} outside {self.name} "
-                             f"({self.min}..{self.max})")
+            raise ValueError(
+                f"{what}: values {values.min()}..{values.max()} outside {self.name} ({self.min}..{self.max})"
+            )
 
 
 @dataclass
@@ -78,10 +79,10 @@ class InputLayer:
     """The network input: float images become integers through the input Quant node."""
 
     name: str
-    shape: tuple[int, int, int]          # (H, W, C)
+    shape: tuple[int, int, int]  # (H, W, C)
     dtype: IntType
     scale: float
-    source_layout: str                   # "NCHW" or "NC": how the ONNX model takes its input
+    source_layout: str  # "NCHW" or "NC": how the ONNX model takes its input
 
     kind = "input"
 
@@ -103,12 +104,12 @@ class MatVecLayer:
     weights: np.ndarray
     w_type: IntType
     thresholds: np.ndarray | None
-    out_type: IntType | None             # None: raw accumulator
+    out_type: IntType | None  # None: raw accumulator
     out_scale: float | None
     kernel: int = 1
     stride: int = 1
     padding: int = 0
-    exact: bool = True                   # qonnx' float execution of this layer is exact (power-of-two scales)
+    exact: bool = True  # qonnx' float execution of this layer is exact (power-of-two scales)
     nodes: list[str] = field(default_factory=list)
 
     @property
@@ -231,8 +232,10 @@ class ResidualLayer:
 
     @property
     def sum_range(self) -> tuple[int, int]:
-        return ((self.a_type.min << self.a_shift) + (self.b_type.min << self.b_shift),
-                (self.a_type.max << self.a_shift) + (self.b_type.max << self.b_shift))
+        return (
+            (self.a_type.min << self.a_shift) + (self.b_type.min << self.b_shift),
+            (self.a_type.max << self.a_shift) + (self.b_type.max << self.b_shift),
+        )
 
 
 Layer = MatVecLayer | MaxPoolLayer | ResidualLayer
@@ -258,32 +261,54 @@ class IntGraph:
     input: InputLayer
     layers: list[Layer]
     output_type: IntType | None
-    tail: object = None                  # frontend.Tail: the float ops after the last integer layer
-    input_spec: object = None            # frontend.QuantSpec of the input Quant node
-    prefix: object = None                # frontend.Prefix: pre-processing before the input Quant (on the host)
+    tail: object = None  # frontend.Tail: the float ops after the last integer layer
+    input_spec: object = None  # frontend.QuantSpec of the input Quant node
+    prefix: object = None  # frontend.Prefix: pre-processing before the input Quant (on the host)
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
         return self.layers[-1].out_shape
 
     def summary(self) -> list[dict]:
-        rows = [{"name": self.input.name, "kind": "input", "out_shape": list(self.input.shape),
-                 "type": self.input.dtype.name}]
+        rows = [
+            {
+                "name": self.input.name,
+                "kind": "input",
+                "out_shape": list(self.input.shape),
+                "type": self.input.dtype.name,
+            }
+        ]
         for layer in self.layers:
-            row = {"name": layer.name, "kind": layer.kind, "in_shape": list(layer.in_shape),
-                   "out_shape": list(layer.out_shape)}
+            row = {
+                "name": layer.name,
+                "kind": layer.kind,
+                "in_shape": list(layer.in_shape),
+                "out_shape": list(layer.out_shape),
+            }
             if isinstance(layer, MatVecLayer):
                 row.update(
-                    in_type=layer.in_type.name, w_type=layer.w_type.name,
+                    in_type=layer.in_type.name,
+                    w_type=layer.w_type.name,
                     out_type=layer.out_type.name if layer.out_type else "acc",
-                    weights=list(layer.weights.shape), thresholds=(
-                        list(layer.thresholds.shape) if layer.thresholds is not None else None),
-                    kernel=layer.kernel, stride=layer.stride, padding=layer.padding, exact=layer.exact,
-                    macs=layer.macs_per_inference, onnx_nodes=layer.nodes)
+                    weights=list(layer.weights.shape),
+                    thresholds=(list(layer.thresholds.shape) if layer.thresholds is not None else None),
+                    kernel=layer.kernel,
+                    stride=layer.stride,
+                    padding=layer.padding,
+                    exact=layer.exact,
+                    macs=layer.macs_per_inference,
+                    onnx_nodes=layer.nodes,
+                )
             elif isinstance(layer, ResidualLayer):
-                row.update(in_type=layer.in_type.name, out_type=layer.out_type.name,
-                           branch=[b.name for b in layer.branch], shortcut=[b.name for b in layer.shortcut],
-                           a_shift=layer.a_shift, b_shift=layer.b_shift, onnx_nodes=layer.nodes)
+                row.update(
+                    in_type=layer.in_type.name,
+                    out_type=layer.out_type.name,
+                    branch=[b.name for b in layer.branch],
+                    shortcut=[b.name for b in layer.shortcut],
+                    a_shift=layer.a_shift,
+                    b_shift=layer.b_shift,
+                    onnx_nodes=layer.nodes,
+                )
             else:
                 row.update(type=layer.dtype.name, kernel=layer.kernel, onnx_nodes=layer.nodes)
             rows.append(row)
@@ -304,9 +329,9 @@ def im2col(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
     cols = np.empty((b, oh, ow, kernel * kernel * c), dtype=np.int64)
     for ky in range(kernel):
         for kx in range(kernel):
-            patch = x[:, ky:ky + stride * (oh - 1) + 1:stride, kx:kx + stride * (ow - 1) + 1:stride, :]
+            patch = x[:, ky : ky + stride * (oh - 1) + 1 : stride, kx : kx + stride * (ow - 1) + 1 : stride, :]
             start = (ky * kernel + kx) * c
-            cols[..., start:start + c] = patch
+            cols[..., start : start + c] = patch
     return cols
 
 
@@ -324,14 +349,15 @@ def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
             a = run_layer(inner, a)
         for inner in layer.shortcut:
             b = run_layer(inner, b)
-        total = (a.reshape(len(x), *layer.out_shape) << layer.a_shift) + (b.reshape(len(x), *layer.out_shape)
-                                                                         << layer.b_shift)
+        total = (a.reshape(len(x), *layer.out_shape) << layer.a_shift) + (
+            b.reshape(len(x), *layer.out_shape) << layer.b_shift
+        )
         return threshold_count(total, layer.thresholds.astype(np.int64), layer.out_base)
     if isinstance(layer, MaxPoolLayer):
         b, h, w, c = x.shape
         k = layer.kernel
         oh, ow = h // k, w // k
-        return x[:, :oh * k, :ow * k, :].reshape(b, oh, k, ow, k, c).max(axis=(2, 4))
+        return x[:, : oh * k, : ow * k, :].reshape(b, oh, k, ow, k, c).max(axis=(2, 4))
     if isinstance(layer, DepthwiseLayer):
         b, h, w, c = x.shape
         if layer.global_pool:
@@ -345,7 +371,7 @@ def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
         acc = cols @ layer.weights.astype(np.int64).T
     if layer.thresholds is None:
         return acc
-    if layer.out_type.bipolar:           # one threshold: -1 below it, +1 from it on
+    if layer.out_type.bipolar:  # one threshold: -1 below it, +1 from it on
         return 2 * threshold_count(acc, layer.thresholds.astype(np.int64), 0) - 1
     return threshold_count(acc, layer.thresholds.astype(np.int64), layer.out_base)
 

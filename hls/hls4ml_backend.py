@@ -52,10 +52,19 @@ IO_TYPES = ("io_parallel", "io_stream")
 BACKENDS = ("Vitis", "Vivado")
 DEFAULT_PART = "xcu250-figd2104-2L-e"  # hls4ml's own default part for Vivado/Vitis
 MAX_WEIGHT_BITS = 64  # widest fixed-point type a BatchNorm scale/bias may take to hold its float32 value exactly
-COMPUTE_CLASSES = ("Dense", "Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D", "DepthwiseConv1D",
-                   "DepthwiseConv2D")
-NO_ESTIMATE_NOTE = ("hls4ml 1.3 gives no resource estimate without the vendor tools: its report readers parse the "
-                    "output of a Vitis/Vivado HLS run, which we do not perform")
+COMPUTE_CLASSES = (
+    "Dense",
+    "Conv1D",
+    "Conv2D",
+    "PointwiseConv1D",
+    "PointwiseConv2D",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+)
+NO_ESTIMATE_NOTE = (
+    "hls4ml 1.3 gives no resource estimate without the vendor tools: its report readers parse the "
+    "output of a Vitis/Vivado HLS run, which we do not perform"
+)
 HOST_FILES = {"core": "hardwire_core.onnx", "before": "host_before.onnx", "after": "host_after.onnx"}
 GXX_HINT = "g++ not found: hls4ml's C simulation compiles the project with g++ (apt-get install g++)"
 
@@ -91,7 +100,7 @@ class Hls4mlProject:
     synthesized: bool = False
     source_onnx_path: Path | None = None  # the user's model when parts of it run on the host (else onnx_path)
     host_before: list[str] = field(default_factory=list)  # nodes run on the host before the project's input
-    host_after: list[str] = field(default_factory=list)   # nodes run on the host on the project's output
+    host_after: list[str] = field(default_factory=list)  # nodes run on the host on the project's output
     hls_model: object = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -199,17 +208,25 @@ def _check_supported(model) -> None:
                 f"node {node.name!r} ({node.op_type}) quantizes activations to bipolar -1/+1, which hls4ml 1.3 "
                 "does not compute exactly (on a binary MLP its C simulation differed from qonnx on 295 of 320 "
                 "outputs); compile binary networks with the RTL back end (--backend rtl), which has an "
-                "XNOR-popcount datapath")
+                "XNOR-popcount datapath"
+            )
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         if (node.op_type == "Conv" and group != 1) or node.op_type in AVERAGING_OPS:
-            what = f"Conv, group={group}: a depthwise convolution" if node.op_type == "Conv" else \
-                f"{node.op_type}: an average"
-            raise ModelError(f"node {node.name!r} ({what}) is not supported by hardwire's hls4ml back end (it sets no "
-                             "exact precision for it); compile the network with the RTL back end (--backend rtl), "
-                             "which has a depthwise unit for it")
+            what = (
+                f"Conv, group={group}: a depthwise convolution"
+                if node.op_type == "Conv"
+                else f"{node.op_type}: an average"
+            )
+            raise ModelError(
+                f"node {node.name!r} ({what}) is not supported by hardwire's hls4ml back end (it sets no "
+                "exact precision for it); compile the network with the RTL back end (--backend rtl), "
+                "which has a depthwise unit for it"
+            )
         if node.op_type not in supported:
-            raise ModelError(f"hls4ml 1.3's ONNX front end rejects node {node.name!r} (op {node.op_type}); it "
-                             f"converts {', '.join(sorted(supported))}")
+            raise ModelError(
+                f"hls4ml 1.3's ONNX front end rejects node {node.name!r} (op {node.op_type}); it "
+                f"converts {', '.join(sorted(supported))}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -223,12 +240,17 @@ def _submodel(model, nodes: list, input_name: str, output_name: str):
 
     used = {name for node in nodes for name in node.input}
     graph = helper.make_graph(
-        list(nodes), "part",
+        list(nodes),
+        "part",
         [helper.make_tensor_value_info(input_name, onnx.TensorProto.FLOAT, model.get_tensor_shape(input_name))],
         [helper.make_tensor_value_info(output_name, onnx.TensorProto.FLOAT, model.get_tensor_shape(output_name))],
         [init for init in model.graph.initializer if init.name in used],
-        value_info=[info for info in model.graph.value_info
-                    if info.name in (used | {n.output[0] for n in nodes}) - {input_name, output_name}])
+        value_info=[
+            info
+            for info in model.graph.value_info
+            if info.name in (used | {n.output[0] for n in nodes}) - {input_name, output_name}
+        ],
+    )
     return ModelWrapper(helper.make_model(graph, opset_imports=list(model.model.opset_import)))
 
 
@@ -256,7 +278,7 @@ def _split_last_gemm_bias(model, last) -> bool:
     add = helper.make_node("Add", [last.output[0], bias], [out], name=f"{last.name}_bias")
     nodes = list(model.graph.node)
     index = next(i for i, node in enumerate(nodes) if node is last or node == last)
-    ordered = [*nodes[:index + 1], add, *nodes[index + 1:]]
+    ordered = [*nodes[: index + 1], add, *nodes[index + 1 :]]
     del model.graph.node[:]
     model.graph.node.extend(ordered)
     return True
@@ -287,18 +309,24 @@ def split_host_ops(onnx_path: Path, out_dir: Path) -> tuple[Path, list[str], lis
         tensor = users[0].output[0]
     cut_in = tensor
     if not any(node.op_type in AFFINE_OPS for node in head):
-        head, cut_in = [], in_name          # layout alone: hls4ml handles it exactly
+        head, cut_in = [], in_name  # layout alone: hls4ml handles it exactly
     # after: the ops after the last Dense/Conv when no Quant follows it
-    compute = [i for i, node in enumerate(nodes) if node.op_type in ("MatMul", "Gemm", "Conv")
-               and model.get_initializer(node.input[1]) is None]
+    compute = [
+        i
+        for i, node in enumerate(nodes)
+        if node.op_type in ("MatMul", "Gemm", "Conv") and model.get_initializer(node.input[1]) is None
+    ]
     tail, cut_out = [], out_name
     if compute and _split_last_gemm_bias(model, nodes[compute[-1]]):
         nodes = list(model.graph.node)
     if compute:
         last = nodes[compute[-1]]
-        after = nodes[compute[-1] + 1:]
-        if after and not any(node.op_type in ("Quant", "BipolarQuant") for node in after) and all(
-                node.op_type in LAYOUT_OPS + AFFINE_OPS + ("BatchNormalization", "Relu", "Clip") for node in after):
+        after = nodes[compute[-1] + 1 :]
+        if (
+            after
+            and not any(node.op_type in ("Quant", "BipolarQuant") for node in after)
+            and all(node.op_type in LAYOUT_OPS + AFFINE_OPS + ("BatchNormalization", "Relu", "Clip") for node in after)
+        ):
             tail, cut_out = after, last.output[0]
     out_dir.mkdir(parents=True, exist_ok=True)
     if not head and not tail:
@@ -403,8 +431,11 @@ def _reuse_plan(reuse_factors, compute_names: list[str]) -> list[tuple[str | Non
         return [(None, 1)] * len(compute_names)
     items = list(reuse_factors.items()) if isinstance(reuse_factors, dict) else [(None, r) for r in reuse_factors]
     if len(items) != len(compute_names):
-        raise ParameterError("reuse_factors", reuse_factors,
-                             f"one entry per Dense/Conv layer in order: {len(compute_names)} ({compute_names})")
+        raise ParameterError(
+            "reuse_factors",
+            reuse_factors,
+            f"one entry per Dense/Conv layer in order: {len(compute_names)} ({compute_names})",
+        )
     for our_name, rf in items:
         if not isinstance(rf, (int, np.integer)) or rf < 1:
             raise ParameterError(f"reuse_factors[{our_name!r}]" if our_name else "reuse_factors", rf, "an int >= 1")
@@ -416,7 +447,7 @@ def _holds(precision, lsb_exponent: int, max_abs: float) -> bool:
     width, integer = int(precision.width), int(precision.integer)
     if width - integer < -lsb_exponent:
         return False
-    top = 2.0 ** (integer - 1) if precision.signed else 2.0 ** integer
+    top = 2.0 ** (integer - 1) if precision.signed else 2.0**integer
     return max_abs < top
 
 
@@ -459,15 +490,20 @@ def _layer_table(hls_model, requested: dict[str, tuple[str | None, int]]) -> lis
     for layer in hls_model.get_layers():
         precision = {name: str(t.precision) for name, t in layer.types.items()}
         is_compute = layer.class_name in COMPUTE_CLASSES
-        our_name, wanted = (plan[compute_index] if is_compute and compute_index < len(plan) else (None, None))
+        our_name, wanted = plan[compute_index] if is_compute and compute_index < len(plan) else (None, None)
         if is_compute:
             compute_index += 1
-        table.append(LayerEntry(
-            name=layer.name, class_name=layer.class_name, precision=precision,
-            reuse_factor=int(layer.get_attr("reuse_factor")) if is_compute else None,
-            requested_reuse_factor=wanted, our_name=our_name,
-            exact_accumulator=_accumulator_is_exact(layer) if is_compute else None,
-        ))
+        table.append(
+            LayerEntry(
+                name=layer.name,
+                class_name=layer.class_name,
+                precision=precision,
+                reuse_factor=int(layer.get_attr("reuse_factor")) if is_compute else None,
+                requested_reuse_factor=wanted,
+                our_name=our_name,
+                exact_accumulator=_accumulator_is_exact(layer) if is_compute else None,
+            )
+        )
     return table
 
 
@@ -480,8 +516,10 @@ def _check_batchnorm_types(hls_model, config: dict) -> None:
         for weight in ("scale", "bias"):
             have = layer.types[f"{weight}_t"].precision
             if weight not in wanted or not str(have).startswith(wanted[weight].rstrip(">")):
-                raise ModelError(f"hls4ml layer {layer.name!r} (BatchNormalization): {weight} type {have} is not the "
-                                 f"exact type {wanted.get(weight)!r} we set; its arithmetic would not be exact")
+                raise ModelError(
+                    f"hls4ml layer {layer.name!r} (BatchNormalization): {weight} type {have} is not the "
+                    f"exact type {wanted.get(weight)!r} we set; its arithmetic would not be exact"
+                )
 
 
 def _convert(model, config: dict, out_dir: Path, io_type: str, backend: str, part: str, project_name: str):
@@ -489,8 +527,13 @@ def _convert(model, config: dict, out_dir: Path, io_type: str, backend: str, par
 
     try:
         return hls4ml.converters.convert_from_onnx_model(
-            model, output_dir=str(out_dir), project_name=project_name, io_type=io_type, backend=backend,
-            part=part, hls_config=config,
+            model,
+            output_dir=str(out_dir),
+            project_name=project_name,
+            io_type=io_type,
+            backend=backend,
+            part=part,
+            hls_config=config,
         )
     except Exception as error:  # hls4ml raises bare Exception/KeyError/RuntimeError
         raise ModelError(f"hls4ml rejected the model: {_name_the_node(model, error)}") from error
@@ -511,7 +554,8 @@ def build_config(model, reuse_factors=None, backend: str = "Vitis", strategy: st
 
     try:
         config = hls4ml.utils.config.config_from_onnx_model(
-            model, granularity="name", backend=backend, default_precision="fixed<16,6>", default_reuse_factor=1)
+            model, granularity="name", backend=backend, default_precision="fixed<16,6>", default_reuse_factor=1
+        )
     except Exception as error:  # hls4ml raises bare Exception
         raise ModelError(f"hls4ml rejected the model: {_name_the_node(model, error)}") from error
     config["Model"]["Strategy"] = strategy
@@ -530,10 +574,19 @@ def build_config(model, reuse_factors=None, backend: str = "Vitis", strategy: st
 # The project
 
 
-def hls4ml_project(onnx_path, out_dir, *, reuse_factors: dict[str, int] | list[int] | None = None,
-                   io_type: str = "io_stream", backend: str = "Vitis", part: str = DEFAULT_PART,
-                   strategy: str = "Latency", project_name: str = "myproject", replace: bool = True,
-                   exact_batchnorm: bool = True) -> Hls4mlProject:
+def hls4ml_project(
+    onnx_path,
+    out_dir,
+    *,
+    reuse_factors: dict[str, int] | list[int] | None = None,
+    io_type: str = "io_stream",
+    backend: str = "Vitis",
+    part: str = DEFAULT_PART,
+    strategy: str = "Latency",
+    project_name: str = "myproject",
+    replace: bool = True,
+    exact_batchnorm: bool = True,
+) -> Hls4mlProject:
     """Write the hls4ml project of the QONNX model at `onnx_path` into `out_dir` (atomically).
 
     `reuse_factors` gives the i-th Dense/Conv layer (hls4ml order = the network's order) the i-th entry (a dict's
@@ -564,14 +617,42 @@ def hls4ml_project(onnx_path, out_dir, *, reuse_factors: dict[str, int] | list[i
         with atomic_dir(out_dir, replace=replace) as tmp:
             for piece in Path(parts).iterdir():
                 shutil.copy(piece, tmp / piece.name)
-            project = _write_project(model, config, requested, tmp, out_dir, onnx_path, io_type, backend, part,
-                                     project_name, exact_batchnorm, start, host_before, host_after)
+            project = _write_project(
+                model,
+                config,
+                requested,
+                tmp,
+                out_dir,
+                onnx_path,
+                io_type,
+                backend,
+                part,
+                project_name,
+                exact_batchnorm,
+                start,
+                host_before,
+                host_after,
+            )
     project.hls_model.config.config["OutputDir"] = str(out_dir)  # the directory was renamed into place
     return project
 
 
-def _write_project(model, config, requested, tmp: Path, out_dir: Path, onnx_path: Path, io_type, backend, part,
-                   project_name, exact_batchnorm, start, host_before, host_after) -> Hls4mlProject:
+def _write_project(
+    model,
+    config,
+    requested,
+    tmp: Path,
+    out_dir: Path,
+    onnx_path: Path,
+    io_type,
+    backend,
+    part,
+    project_name,
+    exact_batchnorm,
+    start,
+    host_before,
+    host_after,
+) -> Hls4mlProject:
     """Convert (twice: the first pass reads the BatchNorm values to type them exactly), write and describe."""
     import hls4ml
 
@@ -586,8 +667,7 @@ def _write_project(model, config, requested, tmp: Path, out_dir: Path, onnx_path
     shutil.rmtree(tmp / "probe", ignore_errors=True)
 
     project_dir = tmp
-    hls_model = _convert(model, json.loads(json.dumps(config)), project_dir, io_type, backend, part,
-                         project_name)
+    hls_model = _convert(model, json.loads(json.dumps(config)), project_dir, io_type, backend, part, project_name)
     if exact_batchnorm:
         _check_batchnorm_types(hls_model, config)
     hls_model.write()
@@ -595,10 +675,19 @@ def _write_project(model, config, requested, tmp: Path, out_dir: Path, onnx_path
     table = _layer_table(hls_model, requested)
     split = bool(host_before or host_after)
     project = Hls4mlProject(
-        project_dir=out_dir, onnx_path=out_dir / HOST_FILES["core"] if split else onnx_path, backend=backend,
-        part=part, io_type=io_type, layers=table, config=config, hls4ml_version=hls4ml.__version__,
-        seconds=round(time.perf_counter() - start, 3), source_onnx_path=onnx_path if split else None,
-        host_before=host_before, host_after=host_after, hls_model=hls_model,
+        project_dir=out_dir,
+        onnx_path=out_dir / HOST_FILES["core"] if split else onnx_path,
+        backend=backend,
+        part=part,
+        io_type=io_type,
+        layers=table,
+        config=config,
+        hls4ml_version=hls4ml.__version__,
+        seconds=round(time.perf_counter() - start, 3),
+        source_onnx_path=onnx_path if split else None,
+        host_before=host_before,
+        host_after=host_after,
+        hls_model=hls_model,
     )
     write_json_atomic(project_dir / "hardwire_project.json", project.to_dict())
     return project
@@ -617,8 +706,7 @@ def _qonnx_reference(onnx_path: Path, x: np.ndarray) -> np.ndarray:
     in_name = model.graph.input[0].name
     out_name = model.graph.output[0].name
     shape = tuple(model.get_tensor_shape(in_name))
-    outputs = [execute_onnx(model, {in_name: sample.reshape(shape).astype(np.float32)})[out_name]
-               for sample in x]
+    outputs = [execute_onnx(model, {in_name: sample.reshape(shape).astype(np.float32)})[out_name] for sample in x]
     return np.stack([np.asarray(o).reshape(-1) for o in outputs])
 
 
@@ -626,8 +714,15 @@ def _hls_model(project: Hls4mlProject):
     """The project's hls4ml model object; rebuilt from the same ONNX and config for a project read from JSON."""
     if project.hls_model is None:
         model = prepare_for_hls4ml(project.onnx_path)
-        project.hls_model = _convert(model, json.loads(json.dumps(project.config)), project.project_dir,
-                                     project.io_type, project.backend, project.part, "myproject")
+        project.hls_model = _convert(
+            model,
+            json.loads(json.dumps(project.config)),
+            project.project_dir,
+            project.io_type,
+            project.backend,
+            project.part,
+            "myproject",
+        )
     project.hls_model.config.config["OutputDir"] = str(project.project_dir)
     return project.hls_model
 
@@ -648,8 +743,9 @@ def csim_check(project: Hls4mlProject, onnx_path, x: np.ndarray) -> CsimCheck:
     # the prepared graph keeps the ONNX input layout (channels-last conversion puts a Transpose after the input)
     before, after = project.host_model("before"), project.host_model("after")
     core_in = _run_host_model(before, x) if before is not None else x
-    predicted = np.asarray(hls_model.predict(np.ascontiguousarray(core_in.reshape(len(x), -1).astype(np.float32))),
-                           dtype=np.float32)
+    predicted = np.asarray(
+        hls_model.predict(np.ascontiguousarray(core_in.reshape(len(x), -1).astype(np.float32))), dtype=np.float32
+    )
     if after is not None:
         # the project's output is the last layer's (exact) output; the float tail runs on it as qonnx runs it
         predicted = _run_host_model(after, predicted)
@@ -659,7 +755,9 @@ def csim_check(project: Hls4mlProject, onnx_path, x: np.ndarray) -> CsimCheck:
         raise ModelError(f"C simulation gave outputs of shape {predicted.shape}, qonnx {expected.shape}")
     diff = np.abs(predicted - expected)
     return CsimCheck(
-        n=len(x), max_abs_diff=float(diff.max(initial=0.0)), mismatches=int(np.count_nonzero(predicted != expected)),
+        n=len(x),
+        max_abs_diff=float(diff.max(initial=0.0)),
+        mismatches=int(np.count_nonzero(predicted != expected)),
         outputs=int(expected.size),
         argmax_agreement=float(np.mean(np.argmax(predicted, axis=1) == np.argmax(expected, axis=1))),
         seconds=round(time.perf_counter() - start, 3),
@@ -748,9 +846,12 @@ def _qonnx_stage(onnx_path: Path, bn_name: str, x: np.ndarray) -> tuple[np.ndarr
     shape = (x.shape[0], x.shape[1]) + (1,) * (rank - 2)
     used = {name for node in chain for name in node.input[1:]}
     graph = helper.make_graph(
-        list(chain), "stage", [helper.make_tensor_value_info(bn.input[0], onnx.TensorProto.FLOAT, shape)],
+        list(chain),
+        "stage",
+        [helper.make_tensor_value_info(bn.input[0], onnx.TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, shape)],
-        [init for init in model.graph.initializer if init.name in used])
+        [init for init in model.graph.initializer if init.name in used],
+    )
     stage = ModelWrapper(helper.make_model(graph, opset_imports=list(model.model.opset_import)))
     stage = stage.transform(InferShapes())
     out = execute_onnx(stage, {bn.input[0]: x.reshape(shape).astype(np.float32)})[tensor].reshape(x.shape)
@@ -774,15 +875,20 @@ def batchnorm_audit(project: Hls4mlProject, onnx_path=None) -> list[BatchNormAud
         if bound is None or len(consumers) != 1 or consumers[0].class_name != "Activation":
             raise ModelError(f"hls4ml layer {bn.name!r}: the audit expects Dense/Conv -> BatchNorm -> activation")
         lsb, max_abs = bound
-        count = int(np.floor(max_abs * 2.0 ** -lsb))
+        count = int(np.floor(max_abs * 2.0**-lsb))
         k = np.arange(-count, count + 1, dtype=np.int64)
         hardware = _hardware_batchnorm_levels(k, -lsb, bn, consumers[0])
         values = np.ldexp(k.astype(np.float64), lsb)
         x = np.repeat(values[:, None], hardware.shape[1], axis=1)
         reference, _ = _qonnx_stage(onnx_path, bn.name, x)
         diff = np.abs(hardware - reference)
-        audits.append(BatchNormAudit(
-            layer=bn.name, channels=int(hardware.shape[1]), values_per_channel=len(k),
-            mismatches=int(np.count_nonzero(diff)), max_level_diff=int(diff.max(initial=0)),
-        ))
+        audits.append(
+            BatchNormAudit(
+                layer=bn.name,
+                channels=int(hardware.shape[1]),
+                values_per_channel=len(k),
+                mismatches=int(np.count_nonzero(diff)),
+                max_level_diff=int(diff.max(initial=0)),
+            )
+        )
     return audits

@@ -400,7 +400,9 @@ class Fold:
 
 class Lower:
     name = "lower"
-    doc = "integer layers -> dataflow units (mvu, vvu, swg, maxpool, dwc, residual); FIFO depths from the schedule models"
+    doc = (
+        "integer layers -> dataflow units (mvu, vvu, swg, maxpool, dwc, residual); FIFO depths from the schedule models"
+    )
     user_errors = ()
 
     def run(self, state):

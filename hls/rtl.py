@@ -25,8 +25,8 @@ from hardwire.hls.graph import DepthwiseLayer, IntGraph, MatVecLayer, MaxPoolLay
 
 from hardwire.params import require
 
-FIFO_LATENCY_CYCLES = 2      # amaranth.lib.fifo.SyncFIFOBuffered: a beat written in cycle t is readable at t + 2
-MIN_FIFO_DEPTH = 3           # SyncFIFOBuffered(depth=2) has a one-entry inner FIFO with a zero-width address
+FIFO_LATENCY_CYCLES = 2  # amaranth.lib.fifo.SyncFIFOBuffered: a beat written in cycle t is readable at t + 2
+MIN_FIFO_DEPTH = 3  # SyncFIFOBuffered(depth=2) has a one-entry inner FIFO with a zero-width address
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -76,22 +76,34 @@ def estimated_luts(layer: MatVecLayer, pe: int, simd: int) -> int:
 @dataclass
 class FoldingResult:
     folds: dict[str, LayerFold]
-    cycles: dict[str, int]                # per matrix-vector layer: cycles per inference
-    target_cycles: int | None             # the initiation interval asked for (fps mode)
+    cycles: dict[str, int]  # per matrix-vector layer: cycles per inference
+    target_cycles: int | None  # the initiation interval asked for (fps mode)
     met: bool
     bottleneck: str
     estimated_luts: int
     note: str = ""
 
     def to_dict(self) -> dict:
-        return {"folds": {k: {"pe": v.pe, "simd": v.simd} for k, v in self.folds.items()},
-                "cycles": self.cycles, "target_cycles": self.target_cycles, "met": self.met,
-                "bottleneck": self.bottleneck, "estimated_luts": self.estimated_luts, "note": self.note}
+        return {
+            "folds": {k: {"pe": v.pe, "simd": v.simd} for k, v in self.folds.items()},
+            "cycles": self.cycles,
+            "target_cycles": self.target_cycles,
+            "met": self.met,
+            "bottleneck": self.bottleneck,
+            "estimated_luts": self.estimated_luts,
+            "note": self.note,
+        }
 
 
-def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float = 100.0,
-                  lut_budget: int | None = None, folds: dict[str, tuple[int, int]] | None = None,
-                  lut_cost: Callable[[dict[str, LayerFold]], float] | None = None) -> FoldingResult:
+def solve_folding(
+    graph: IntGraph,
+    *,
+    fps: float | None = None,
+    clock_mhz: float = 100.0,
+    lut_budget: int | None = None,
+    folds: dict[str, tuple[int, int]] | None = None,
+    lut_cost: Callable[[dict[str, LayerFold]], float] | None = None,
+) -> FoldingResult:
     """Choose (PE, SIMD) per layer.
 
     - `fps`: the cheapest folding (fewest lanes, SIMD grown before PE as FINN does) whose initiation interval
@@ -111,22 +123,32 @@ def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float
     met, note = True, ""
     if folds is not None:
         unknown = sorted(set(folds) - {layer.name for layer in layers})
-        require(not unknown, "fold", ", ".join(unknown),
-                "layers of this network: " + ", ".join(layer.name for layer in layers))
+        require(
+            not unknown,
+            "fold",
+            ", ".join(unknown),
+            "layers of this network: " + ", ".join(layer.name for layer in layers),
+        )
         for layer in layers:
             pe, simd = folds.get(layer.name, (1, 1))
-            require(pe in divisors(layer.out_features), f"{layer.name}.pe", pe,
-                    f"a divisor of {layer.out_features}")
-            require(simd in simd_choices(layer), f"{layer.name}.simd", simd,
-                    f"one of {simd_choices(layer)}")
-            require(fold_allowed(layer, pe, simd), f"{layer.name}.simd", simd,
-                    f"1 unless pe = {layer.out_features} (a depthwise layer)")
+            require(pe in divisors(layer.out_features), f"{layer.name}.pe", pe, f"a divisor of {layer.out_features}")
+            require(simd in simd_choices(layer), f"{layer.name}.simd", simd, f"one of {simd_choices(layer)}")
+            require(
+                fold_allowed(layer, pe, simd),
+                f"{layer.name}.simd",
+                simd,
+                f"1 unless pe = {layer.out_features} (a depthwise layer)",
+            )
             chosen[layer.name] = LayerFold(layer.name, pe, simd)
     elif fps is not None:
         target = max(1, int(clock_mhz * 1e6 // fps))
         for layer in layers:
-            options = sorted((pe * simd, -simd, pe, simd) for pe in divisors(layer.out_features)
-                              for simd in simd_choices(layer) if fold_allowed(layer, pe, simd))
+            options = sorted(
+                (pe * simd, -simd, pe, simd)
+                for pe in divisors(layer.out_features)
+                for simd in simd_choices(layer)
+                if fold_allowed(layer, pe, simd)
+            )
             fitting = [o for o in options if mvu_cycles_per_inference(layer, o[2], o[3]) <= target]
             _, _, pe, simd = fitting[0] if fitting else options[-1]
             if not fitting:
@@ -145,8 +167,9 @@ def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float
             if total(chosen) > lut_budget:
                 met, note = False, f"even fully folded the estimate ({total(chosen):.0f} LUTs) exceeds the budget"
             while True:
-                slowest = max(layers, key=lambda ly: mvu_cycles_per_inference(
-                    ly, chosen[ly.name].pe, chosen[ly.name].simd))
+                slowest = max(
+                    layers, key=lambda ly: mvu_cycles_per_inference(ly, chosen[ly.name].pe, chosen[ly.name].simd)
+                )
                 step = _next_step(slowest, chosen[slowest.name])
                 if step is None:
                     break
@@ -154,12 +177,15 @@ def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float
                 if total(trial) > lut_budget:
                     break
                 chosen = trial
-    cycles = {layer.name: mvu_cycles_per_inference(layer, chosen[layer.name].pe, chosen[layer.name].simd)
-              for layer in layers}
+    cycles = {
+        layer.name: mvu_cycles_per_inference(layer, chosen[layer.name].pe, chosen[layer.name].simd) for layer in layers
+    }
     bottleneck = max(cycles, key=cycles.get)
     if fps is not None and not met:
-        note = (f"{fps:g} inferences/s at {clock_mhz:g} MHz needs <= {target} cycles per layer; layer "
-                f"{bottleneck} needs {cycles[bottleneck]} even fully unfolded")
+        note = (
+            f"{fps:g} inferences/s at {clock_mhz:g} MHz needs <= {target} cycles per layer; layer "
+            f"{bottleneck} needs {cycles[bottleneck]} even fully unfolded"
+        )
     if lut_cost is not None and lut_budget is not None:
         luts = int(round(lut_cost(chosen)))
     else:
@@ -169,7 +195,7 @@ def solve_folding(graph: IntGraph, *, fps: float | None = None, clock_mhz: float
 
 def _next_step(layer: MatVecLayer, fold: LayerFold) -> LayerFold | None:
     """One step less folded: the next larger SIMD, or once SIMD is exhausted, the next larger PE."""
-    if isinstance(layer, DepthwiseLayer):    # PE first: a depthwise unit's SIMD needs every channel in parallel
+    if isinstance(layer, DepthwiseLayer):  # PE first: a depthwise unit's SIMD needs every channel in parallel
         larger_pe = [p for p in divisors(layer.out_features) if p > fold.pe]
         if larger_pe:
             return LayerFold(fold.layer, larger_pe[0], fold.simd)
@@ -190,44 +216,61 @@ def _next_step(layer: MatVecLayer, fold: LayerFold) -> LayerFold | None:
 
 @dataclass
 class Stage:
-    kind: str                       # "mvu", "swg", "maxpool", "dwc", "residual" (params: a ResidualPlan)
+    kind: str  # "mvu", "swg", "maxpool", "dwc", "residual" (params: a ResidualPlan)
     name: str
     params: object
     schedule: Callable
-    build: Callable                 # () -> wiring.Component
+    build: Callable  # () -> wiring.Component
     layer: str
-    fifo_depth: int = 0             # the FIFO in front of this stage (none in front of the first)
+    fifo_depth: int = 0  # the FIFO in front of this stage (none in front of the first)
 
 
 @dataclass
 class DataflowPlan:
     name: str
     stages: list[Stage]
-    in_shape: object                # element shape of the input stream
+    in_shape: object  # element shape of the input stream
     in_lanes: int
     out_shape: object
     out_lanes: int
-    in_beats: int                   # per inference
+    in_beats: int  # per inference
     out_beats: int
-    interval: int = 0               # initiation interval (cycles per inference), set by size_fifos
+    interval: int = 0  # initiation interval (cycles per inference), set by size_fifos
     notes: list[str] = field(default_factory=list)
-    in_bipolar: bool = False        # the input stream carries 1-bit codes of -1/+1 (0 -> -1, 1 -> +1)
-    out_bipolar: bool = False       # likewise the output stream
-    out_offset: np.ndarray | None = None   # raw popcount-domain output: value = 2 * hardware - offset[channel]
+    in_bipolar: bool = False  # the input stream carries 1-bit codes of -1/+1 (0 -> -1, 1 -> +1)
+    out_bipolar: bool = False  # likewise the output stream
+    out_offset: np.ndarray | None = None  # raw popcount-domain output: value = 2 * hardware - offset[channel]
 
     @property
     def top_name(self) -> str:
         return self.name
 
     def to_dict(self) -> dict:
-        return {"top": self.name, "initiation_interval": self.interval, "in_lanes": self.in_lanes, "out_lanes": self.out_lanes,
-                "in_width": self.in_shape.width, "in_signed": self.in_shape.signed,
-                "out_width": self.out_shape.width, "out_signed": self.out_shape.signed,
-                "in_beats_per_inference": self.in_beats, "out_beats_per_inference": self.out_beats,
-                "in_bipolar": self.in_bipolar, "out_bipolar": self.out_bipolar,
-                "out_offset": None if self.out_offset is None else self.out_offset.tolist(),
-                "stages": [{"kind": s.kind, "name": s.name, "layer": s.layer, "fifo_depth": s.fifo_depth,
-                            "params": s.params.to_dict()} for s in self.stages]}
+        return {
+            "top": self.name,
+            "initiation_interval": self.interval,
+            "in_lanes": self.in_lanes,
+            "out_lanes": self.out_lanes,
+            "in_width": self.in_shape.width,
+            "in_signed": self.in_shape.signed,
+            "out_width": self.out_shape.width,
+            "out_signed": self.out_shape.signed,
+            "in_beats_per_inference": self.in_beats,
+            "out_beats_per_inference": self.out_beats,
+            "in_bipolar": self.in_bipolar,
+            "out_bipolar": self.out_bipolar,
+            "out_offset": None if self.out_offset is None else self.out_offset.tolist(),
+            "stages": [
+                {
+                    "kind": s.kind,
+                    "name": s.name,
+                    "layer": s.layer,
+                    "fifo_depth": s.fifo_depth,
+                    "params": s.params.to_dict(),
+                }
+                for s in self.stages
+            ],
+        }
 
 
 def _shape(width: int, is_signed: bool):
@@ -270,7 +313,7 @@ class _Layout:
         self.stages: list[Stage] = []
         self.h, self.w, self.c = shape
         self.width, self.is_signed, self.bipolar = width, is_signed, bipolar
-        self.lanes = lanes               # lanes of the stream so far (None: the input, free to choose)
+        self.lanes = lanes  # lanes of the stream so far (None: the input, free to choose)
         self.in_lanes = lanes
         self.out_offset = None
 
@@ -282,10 +325,16 @@ class _Layout:
             self.in_lanes = self.lanes = to_lanes
             return
         if self.lanes != to_lanes:
-            p = dwc.DwcParams(in_lanes=self.lanes, out_lanes=to_lanes, elem_width=self.width,
-                              elem_signed=self.is_signed, frame_elements=elements)
-            self.stages.append(Stage("dwc", f"{layer}_{suffix}", p, dwc.dwc_schedule,
-                                     _builder(dwc.WidthConverter, p), layer))
+            p = dwc.DwcParams(
+                in_lanes=self.lanes,
+                out_lanes=to_lanes,
+                elem_width=self.width,
+                elem_signed=self.is_signed,
+                frame_elements=elements,
+            )
+            self.stages.append(
+                Stage("dwc", f"{layer}_{suffix}", p, dwc.dwc_schedule, _builder(dwc.WidthConverter, p), layer)
+            )
             self.lanes = to_lanes
 
     def add(self, layer) -> None:
@@ -297,10 +346,18 @@ class _Layout:
         if isinstance(layer, MaxPoolLayer):
             if self.lanes is None:
                 self.regroup(1, h * w * c, layer.name)
-            p = pool.PoolParams(in_height=h, in_width=w, channels=c, kernel_size=layer.kernel, simd=self.lanes,
-                                elem_width=width, elem_signed=is_signed)
-            self.stages.append(Stage("maxpool", layer.name, p, pool.pool_schedule, _builder(pool.MaxPool, p),
-                                     layer.name))
+            p = pool.PoolParams(
+                in_height=h,
+                in_width=w,
+                channels=c,
+                kernel_size=layer.kernel,
+                simd=self.lanes,
+                elem_width=width,
+                elem_signed=is_signed,
+            )
+            self.stages.append(
+                Stage("maxpool", layer.name, p, pool.pool_schedule, _builder(pool.MaxPool, p), layer.name)
+            )
             self.h, self.w, self.c = layer.out_shape
             return
         if isinstance(layer, DepthwiseLayer):
@@ -309,10 +366,22 @@ class _Layout:
         fold = self.folding.folds[layer.name]
         if layer.is_conv:
             self.regroup(fold.simd, h * w * c, layer.name)
-            p = swg.SwgParams(in_height=h, in_width=w, channels=c, kernel_size=layer.kernel, stride=layer.stride,
-                              padding=layer.padding, simd=fold.simd, elem_width=width, elem_signed=is_signed)
-            self.stages.append(Stage("swg", f"{layer.name}_swg", p, swg.swg_schedule,
-                                     _builder(swg.SlidingWindowGenerator, p), layer.name))
+            p = swg.SwgParams(
+                in_height=h,
+                in_width=w,
+                channels=c,
+                kernel_size=layer.kernel,
+                stride=layer.stride,
+                padding=layer.padding,
+                simd=fold.simd,
+                elem_width=width,
+                elem_signed=is_signed,
+            )
+            self.stages.append(
+                Stage(
+                    "swg", f"{layer.name}_swg", p, swg.swg_schedule, _builder(swg.SlidingWindowGenerator, p), layer.name
+                )
+            )
         else:
             self.regroup(fold.simd, layer.in_features, layer.name)
         thresholds = layer.thresholds
@@ -320,7 +389,7 @@ class _Layout:
         w_width, w_signed = _width_for(int(weights.min()), int(weights.max()))
         if self.bipolar:
             weights, w_width, w_signed, binary, offset = _bipolar_input_unit(layer)
-            if thresholds is not None:   # acc >= t  <=>  2 * hardware >= t + offset  <=>  hardware >= ceil(...)
+            if thresholds is not None:  # acc >= t  <=>  2 * hardware >= t + offset  <=>  hardware >= ceil(...)
                 thresholds = -((-(thresholds + offset[:, None])) // 2)
             else:
                 self.out_offset = offset
@@ -328,15 +397,32 @@ class _Layout:
         if thresholds is None:
             out_width, out_base = 0, 0
         elif out_bipolar:
-            out_width, out_base = 1, 0   # the count of the one threshold is the output bit
+            out_width, out_base = 1, 0  # the count of the one threshold is the output bit
         else:
             out_width, out_base = layer.out_type.storage_bits, layer.out_base
         p = mvu.MvuParams(
-            in_features=layer.in_features, out_features=layer.out_features, simd=fold.simd, pe=fold.pe,
-            in_width=width, in_signed=is_signed, w_width=w_width, w_signed=w_signed,
-            out_width=out_width, out_base=out_base, binary=binary)
-        self.stages.append(Stage("mvu", layer.name, p, mvu.mvu_schedule,
-                                 _builder(mvu.MatrixVectorUnit, p, weights, thresholds), layer.name))
+            in_features=layer.in_features,
+            out_features=layer.out_features,
+            simd=fold.simd,
+            pe=fold.pe,
+            in_width=width,
+            in_signed=is_signed,
+            w_width=w_width,
+            w_signed=w_signed,
+            out_width=out_width,
+            out_base=out_base,
+            binary=binary,
+        )
+        self.stages.append(
+            Stage(
+                "mvu",
+                layer.name,
+                p,
+                mvu.mvu_schedule,
+                _builder(mvu.MatrixVectorUnit, p, weights, thresholds),
+                layer.name,
+            )
+        )
         self.lanes = fold.pe
         self.h, self.w, self.c = layer.out_shape
         self.bipolar = out_bipolar
@@ -357,11 +443,22 @@ class _Layout:
         else:
             window_lanes = pe if simd == 1 else c
             self.regroup(window_lanes, h * w * c, layer.name)
-            p = swg.SwgParams(in_height=h, in_width=w, channels=c, kernel_size=layer.kernel, stride=layer.stride,
-                              padding=layer.padding, simd=window_lanes, elem_width=self.width,
-                              elem_signed=self.is_signed)
-            self.stages.append(Stage("swg", f"{layer.name}_swg", p, swg.swg_schedule,
-                                     _builder(swg.SlidingWindowGenerator, p), layer.name))
+            p = swg.SwgParams(
+                in_height=h,
+                in_width=w,
+                channels=c,
+                kernel_size=layer.kernel,
+                stride=layer.stride,
+                padding=layer.padding,
+                simd=window_lanes,
+                elem_width=self.width,
+                elem_signed=self.is_signed,
+            )
+            self.stages.append(
+                Stage(
+                    "swg", f"{layer.name}_swg", p, swg.swg_schedule, _builder(swg.SlidingWindowGenerator, p), layer.name
+                )
+            )
             oh, ow, _ = layer.out_shape
             self.regroup(simd * pe, oh * ow * positions * c, layer.name, "window_dwc")
         weights, thresholds = layer.weights, layer.thresholds
@@ -370,11 +467,28 @@ class _Layout:
             out_width, out_base = 0, 0
         else:
             out_width, out_base = layer.out_type.storage_bits, layer.out_base
-        p = vvu.VvuParams(channels=c, kernel_elements=positions, pe=pe, simd=simd, in_width=self.width,
-                          in_signed=self.is_signed, w_width=w_width, w_signed=w_signed, out_width=out_width,
-                          out_base=out_base)
-        self.stages.append(Stage("vvu", layer.name, p, vvu.vvu_schedule,
-                                 _builder(vvu.VectorVectorUnit, p, weights, thresholds), layer.name))
+        p = vvu.VvuParams(
+            channels=c,
+            kernel_elements=positions,
+            pe=pe,
+            simd=simd,
+            in_width=self.width,
+            in_signed=self.is_signed,
+            w_width=w_width,
+            w_signed=w_signed,
+            out_width=out_width,
+            out_base=out_base,
+        )
+        self.stages.append(
+            Stage(
+                "vvu",
+                layer.name,
+                p,
+                vvu.vvu_schedule,
+                _builder(vvu.VectorVectorUnit, p, weights, thresholds),
+                layer.name,
+            )
+        )
         self.lanes = pe
         self.h, self.w, self.c = layer.out_shape
         if thresholds is not None:
@@ -387,11 +501,15 @@ class _Layout:
         unit's SIMD when the block starts the network); each path regroups back to those lanes at its end."""
         if self.lanes is None:
             first = next((ly for ly in layer.branch if isinstance(ly, MatVecLayer)), None)
-            self.regroup(self.folding.folds[first.name].simd if first is not None and first.is_conv else 1,
-                         self.h * self.w * self.c, layer.name)
+            self.regroup(
+                self.folding.folds[first.name].simd if first is not None and first.is_conv else 1,
+                self.h * self.w * self.c,
+                layer.name,
+            )
         lanes = self.lanes
-        dup = branch.DupParams(lanes=lanes, elem_width=self.width, elem_signed=self.is_signed,
-                               frame_elements=self.h * self.w * self.c)
+        dup = branch.DupParams(
+            lanes=lanes, elem_width=self.width, elem_signed=self.is_signed, frame_elements=self.h * self.w * self.c
+        )
         paths = []
         for which, layers in (("a", layer.branch), ("b", layer.shortcut)):
             path = self.fork()
@@ -404,13 +522,23 @@ class _Layout:
         oh, ow, oc = layer.out_shape
         lo, hi = layer.sum_range
         thresholds = tuple(int(t) for t in np.clip(layer.thresholds[0], lo, hi + 1))
-        add = branch.AddParams(lanes=lanes, a_width=a.width, a_signed=a.is_signed, b_width=b.width,
-                               b_signed=b.is_signed, a_shift=layer.a_shift, b_shift=layer.b_shift,
-                               thresholds=thresholds, out_width=layer.out_type.storage_bits,
-                               out_base=layer.out_base, frame_elements=oh * ow * oc)
+        add = branch.AddParams(
+            lanes=lanes,
+            a_width=a.width,
+            a_signed=a.is_signed,
+            b_width=b.width,
+            b_signed=b.is_signed,
+            a_shift=layer.a_shift,
+            b_shift=layer.b_shift,
+            thresholds=thresholds,
+            out_width=layer.out_type.storage_bits,
+            out_base=layer.out_base,
+            frame_elements=oh * ow * oc,
+        )
         plan = ResidualPlan(layer.name, dup, a.stages, b.stages, add)
-        self.stages.append(Stage("residual", layer.name, plan, residual_schedule, _builder(ResidualUnit, plan),
-                                 layer.name))
+        self.stages.append(
+            Stage("residual", layer.name, plan, residual_schedule, _builder(ResidualUnit, plan), layer.name)
+        )
         self.h, self.w, self.c = oh, ow, oc
         self.width, self.is_signed = add.out_shape.width, add.out_shape.signed
 
@@ -423,11 +551,18 @@ def plan_dataflow(graph: IntGraph, folding: FoldingResult, *, name: str | None =
         layout.add(layer)
     h, w, c = layout.h, layout.w, layout.c
     plan = DataflowPlan(
-        name or graph.name, layout.stages,
-        _shape(*_stream_type(first.dtype)), layout.in_lanes,
-        _shape(layout.width, layout.is_signed), layout.lanes,
-        first.shape[0] * first.shape[1] * first.shape[2] // layout.in_lanes, h * w * c // layout.lanes,
-        in_bipolar=first.dtype.bipolar, out_bipolar=layout.bipolar, out_offset=layout.out_offset)
+        name or graph.name,
+        layout.stages,
+        _shape(*_stream_type(first.dtype)),
+        layout.in_lanes,
+        _shape(layout.width, layout.is_signed),
+        layout.lanes,
+        first.shape[0] * first.shape[1] * first.shape[2] // layout.in_lanes,
+        h * w * c // layout.lanes,
+        in_bipolar=first.dtype.bipolar,
+        out_bipolar=layout.bipolar,
+        out_offset=layout.out_offset,
+    )
     size_fifos(plan)
     return plan
 
@@ -451,16 +586,34 @@ class ResidualPlan:
     b_fifo_depth: int = 0
 
     def fifo_depths(self) -> dict:
-        return {"branch": [s.fifo_depth for s in self.branch], "shortcut": [s.fifo_depth for s in self.shortcut],
-                "add_a": self.a_fifo_depth, "add_b": self.b_fifo_depth}
+        return {
+            "branch": [s.fifo_depth for s in self.branch],
+            "shortcut": [s.fifo_depth for s in self.shortcut],
+            "add_a": self.a_fifo_depth,
+            "add_b": self.b_fifo_depth,
+        }
 
     def to_dict(self) -> dict:
         def stages(path):
-            return [{"kind": s.kind, "name": s.name, "layer": s.layer, "fifo_depth": s.fifo_depth,
-                     "params": s.params.to_dict()} for s in path]
-        return {"dup": self.dup.to_dict(), "branch": stages(self.branch), "shortcut": stages(self.shortcut),
-                "add": self.add.to_dict(), "add_a_fifo_depth": self.a_fifo_depth,
-                "add_b_fifo_depth": self.b_fifo_depth}
+            return [
+                {
+                    "kind": s.kind,
+                    "name": s.name,
+                    "layer": s.layer,
+                    "fifo_depth": s.fifo_depth,
+                    "params": s.params.to_dict(),
+                }
+                for s in path
+            ]
+
+        return {
+            "dup": self.dup.to_dict(),
+            "branch": stages(self.branch),
+            "shortcut": stages(self.shortcut),
+            "add": self.add.to_dict(),
+            "add_a_fifo_depth": self.a_fifo_depth,
+            "add_b_fifo_depth": self.b_fifo_depth,
+        }
 
 
 def residual_schedule(plan: ResidualPlan, offered: list[int]) -> tuple[list[int], list[int]]:
@@ -479,8 +632,9 @@ def residual_compose(plan: ResidualPlan, offered: list[int]):
         ends.append(produced)
         needs[which] = (needed, inner)
     a_writes, b_writes = ends
-    add_accepted, add_produced = branch.add_schedule(plan.add, [t + FIFO_LATENCY_CYCLES for t in a_writes],
-                                                     [t + FIFO_LATENCY_CYCLES for t in b_writes])
+    add_accepted, add_produced = branch.add_schedule(
+        plan.add, [t + FIFO_LATENCY_CYCLES for t in a_writes], [t + FIFO_LATENCY_CYCLES for t in b_writes]
+    )
     needs["add_a"] = _fifo_depth_needed(a_writes, add_accepted)
     needs["add_b"] = _fifo_depth_needed(b_writes, add_accepted)
     return accepted, add_produced, needs
@@ -518,10 +672,12 @@ class ResidualUnit(wiring.Component):
 
     def __init__(self, plan: ResidualPlan):
         self.plan = plan
-        super().__init__({
-            "inp": In(stream.Signature(data.ArrayLayout(plan.dup.elem_shape, plan.dup.lanes))),
-            "out": Out(stream.Signature(data.ArrayLayout(plan.add.out_shape, plan.add.lanes))),
-        })
+        super().__init__(
+            {
+                "inp": In(stream.Signature(data.ArrayLayout(plan.dup.elem_shape, plan.dup.lanes))),
+                "out": Out(stream.Signature(data.ArrayLayout(plan.add.out_shape, plan.add.lanes))),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -557,10 +713,10 @@ def _builder(cls, *args):
 
 @dataclass
 class NetworkSchedule:
-    accepted: list[int]             # input beats' handshake cycles
-    produced: list[int]             # output beats' handshake cycles (always-ready sink)
-    fifo_needed: list[int]          # per stage: the FIFO depth in front of it that never fills
-    inner_needed: list = field(default_factory=list)   # per stage: a residual block's own FIFO needs, or None
+    accepted: list[int]  # input beats' handshake cycles
+    produced: list[int]  # output beats' handshake cycles (always-ready sink)
+    fifo_needed: list[int]  # per stage: the FIFO depth in front of it that never fills
+    inner_needed: list = field(default_factory=list)  # per stage: a residual block's own FIFO needs, or None
 
 
 def _compose(stages: list[Stage], writes: list[int], *, fifo_first: bool):
@@ -610,7 +766,7 @@ def steady_interval(plan: DataflowPlan, frames: int = 4) -> int:
     """The network's initiation interval: the spacing of inferences at the output when the input never waits
     (as if every FIFO were unbounded), i.e. the bottleneck unit's rate."""
     result = network_schedule(plan, [0] * (plan.in_beats * frames))
-    first_out = result.produced[::plan.out_beats]
+    first_out = result.produced[:: plan.out_beats]
     return first_out[-1] - first_out[-2]
 
 
@@ -620,13 +776,14 @@ def size_fifos(plan: DataflowPlan, frames: int = 4) -> None:
     input makes them run ahead without bound: the timing model therefore paces the input at the network's
     rate, and then every FIFO's occupancy repeats from one inference to the next (checked here)."""
     for stage in plan.stages:
-        stage.fifo_depth = 1 << 30          # unbounded while measuring
+        stage.fifo_depth = 1 << 30  # unbounded while measuring
     interval = steady_interval(plan, frames)
     result = network_schedule(plan, paced_offers(plan, frames, interval))
     more = network_schedule(plan, paced_offers(plan, frames + 2, interval))
     if (more.fifo_needed, more.inner_needed) != (result.fifo_needed, result.inner_needed):
-        raise RuntimeError(f"FIFO occupancy of {plan.name} keeps growing with paced inputs: {result.fifo_needed} "
-                           f"-> {more.fifo_needed}")
+        raise RuntimeError(
+            f"FIFO occupancy of {plan.name} keeps growing with paced inputs: {result.fifo_needed} -> {more.fifo_needed}"
+        )
     _apply_depths(plan.stages, result.fifo_needed, result.inner_needed, fifo_first=False)
     plan.interval = interval
 
@@ -636,11 +793,13 @@ def network_cycles(plan: DataflowPlan, frames: int = 3) -> dict:
     initiation interval, and total cycles for `frames` inferences offered one per interval, sink always ready."""
     interval = steady_interval(plan)
     result = network_schedule(plan, paced_offers(plan, frames, interval))
-    return {"latency_cycles": result.produced[plan.out_beats - 1] - result.accepted[0] + 1,
-            "first_output_cycles": result.produced[0] - result.accepted[0],
-            "initiation_interval": interval,
-            "total_cycles": result.produced[-1] - result.accepted[0] + 1,
-            "frames": frames}
+    return {
+        "latency_cycles": result.produced[plan.out_beats - 1] - result.accepted[0] + 1,
+        "first_output_cycles": result.produced[0] - result.accepted[0],
+        "initiation_interval": interval,
+        "total_cycles": result.produced[-1] - result.accepted[0] + 1,
+        "frames": frames,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -653,10 +812,12 @@ class DataflowAccelerator(wiring.Component):
 
     def __init__(self, plan: DataflowPlan):
         self.plan = plan
-        super().__init__({
-            "inp": In(stream.Signature(data.ArrayLayout(plan.in_shape, plan.in_lanes))),
-            "out": Out(stream.Signature(data.ArrayLayout(plan.out_shape, plan.out_lanes))),
-        })
+        super().__init__(
+            {
+                "inp": In(stream.Signature(data.ArrayLayout(plan.in_shape, plan.in_lanes))),
+                "out": Out(stream.Signature(data.ArrayLayout(plan.out_shape, plan.out_lanes))),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -690,8 +851,9 @@ def write_verilog(plan: DataflowPlan, folder, min_bits: int | None = None) -> li
     from hardwire.flows import memfiles
 
     folder = Path(folder)
-    text, files = memfiles.externalize(to_verilog(plan), plan.top_name,
-                                       memfiles.MIN_BITS if min_bits is None else min_bits)
+    text, files = memfiles.externalize(
+        to_verilog(plan), plan.top_name, memfiles.MIN_BITS if min_bits is None else min_bits
+    )
     verilog_path = folder / f"{plan.top_name}.v"
     write_text_atomic(verilog_path, text)
     for name, content in files.items():

@@ -38,12 +38,12 @@ UNIT_VERILOG_VERSION = 1
 
 @dataclass(frozen=True)
 class Unit:
-    name: str                 # the Verilog module name (and the unit's folder)
-    kind: str                 # mvu, swg, maxpool, dwc; "fifo" for glue
-    stage: str                # the plan stage (glue: the stages whose FIFOs it stands for, comma separated)
-    count: int                # how many times it occurs in the network (FIFOs of the same width and depth)
+    name: str  # the Verilog module name (and the unit's folder)
+    kind: str  # mvu, swg, maxpool, dwc; "fifo" for glue
+    stage: str  # the plan stage (glue: the stages whose FIFOs it stands for, comma separated)
+    count: int  # how many times it occurs in the network (FIFOs of the same width and depth)
     verilog: str
-    memory_files: dict        # {file name: text}
+    memory_files: dict  # {file name: text}
 
 
 class FifoGlue(wiring.Component):
@@ -56,8 +56,14 @@ class FifoGlue(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self.width, depth=self.depth)
-        m.d.comb += [queue.w_data.eq(self.inp.payload), queue.w_en.eq(self.inp.valid), self.inp.ready.eq(queue.w_rdy),
-                     self.out.payload.eq(queue.r_data), self.out.valid.eq(queue.r_rdy), queue.r_en.eq(self.out.ready)]
+        m.d.comb += [
+            queue.w_data.eq(self.inp.payload),
+            queue.w_en.eq(self.inp.valid),
+            self.inp.ready.eq(queue.w_rdy),
+            self.out.payload.eq(queue.r_data),
+            self.out.valid.eq(queue.r_rdy),
+            queue.r_en.eq(self.out.ready),
+        ]
         return m
 
 
@@ -84,11 +90,18 @@ def unit_specs(plan) -> list[UnitSpec]:
             glue.setdefault((previous_width, stage.fifo_depth), []).append(stage.name)
         # constructing a unit checks its content but does not elaborate it: cheap
         component = stage.build()
-        component._MustUse__silence = True          # built for its port width only (no UnusedElaboratable)
+        component._MustUse__silence = True  # built for its port width only (no UnusedElaboratable)
         previous_width = Shape.cast(component.out.payload.shape()).width
     for (width, depth), stages in sorted(glue.items()):
-        specs.append(UnitSpec(f"fifo_w{width}_d{depth}", "fifo", ",".join(stages), len(stages),
-                              functools.partial(FifoGlue, width, depth)))
+        specs.append(
+            UnitSpec(
+                f"fifo_w{width}_d{depth}",
+                "fifo",
+                ",".join(stages),
+                len(stages),
+                functools.partial(FifoGlue, width, depth),
+            )
+        )
     return specs
 
 
@@ -119,8 +132,16 @@ def unit_verilog(build: functools.partial, name: str) -> tuple[str, dict]:
     cls, args = getattr(build, "func", None), getattr(build, "args", None)
     key = None
     if cls is not None and args is not None:
-        key = digest("unit-verilog", UNIT_VERILOG_VERSION, amaranth.__version__, name, cls.__qualname__,
-                     Path(sys.modules[cls.__module__].__file__), Path(__file__), [_key_part(a) for a in args])
+        key = digest(
+            "unit-verilog",
+            UNIT_VERILOG_VERSION,
+            amaranth.__version__,
+            name,
+            cls.__qualname__,
+            Path(sys.modules[cls.__module__].__file__),
+            Path(__file__),
+            [_key_part(a) for a in args],
+        )
 
     def convert(folder: Path | None):
         component = build()
@@ -170,15 +191,23 @@ def synth_unit(verilog_path: str, top: str, target: str, timeout_s: float) -> di
         if "timed out" not in error.reason:
             raise
         step = yosys_step(error.log_path)
-        raise HardwireError(f"yosys synthesis of unit {top} for {target} timed out after {timeout_s:g} s"
-                            + (f" in yosys' {step!r}" if step else "") + f" (log: {error.log_path}); "
-                            "give it longer with --synth-timeout SECONDS") from None
-    return {**{k: getattr(report, k) for k in RESOURCES}, "cached": cached,
-            "seconds": round(time.monotonic() - started, 1), "note": report.note}
+        raise HardwireError(
+            f"yosys synthesis of unit {top} for {target} timed out after {timeout_s:g} s"
+            + (f" in yosys' {step!r}" if step else "")
+            + f" (log: {error.log_path}); "
+            "give it longer with --synth-timeout SECONDS"
+        ) from None
+    return {
+        **{k: getattr(report, k) for k in RESOURCES},
+        "cached": cached,
+        "seconds": round(time.monotonic() - started, 1),
+        "note": report.note,
+    }
 
 
-def synthesize_units(plan, target: str, folder: Path, *, workers: int = 2, timeout_s: float = 1800,
-                     ray_address: str | None = None) -> dict:
+def synthesize_units(
+    plan, target: str, folder: Path, *, workers: int = 2, timeout_s: float = 1800, ray_address: str | None = None
+) -> dict:
     """Synthesize every unit and glue FIFO of `plan` for `target` (sources written under `folder`), in
     parallel; the totals are the sum over units times their count. Returns the report section."""
     from hardwire.jobs import run_jobs
@@ -187,16 +216,23 @@ def synthesize_units(plan, target: str, folder: Path, *, workers: int = 2, timeo
     units = unit_specs(plan)
     jobs = {unit.name: (make_and_synth_unit, unit, str(folder), target, timeout_s) for unit in units}
     results = run_jobs(jobs, workers, describe=lambda name: f"synthesized unit {name}", ray_address=ray_address)
-    per_unit = {unit.name: {"kind": unit.kind, "stage": unit.stage, "count": unit.count, **results[unit.name]}
-                for unit in units}
+    per_unit = {
+        unit.name: {"kind": unit.kind, "stage": unit.stage, "count": unit.count, **results[unit.name]} for unit in units
+    }
     total = {k: sum(u[k] * u["count"] for u in per_unit.values()) for k in RESOURCES}
     glue = {k: sum(u[k] * u["count"] for u in per_unit.values() if u["kind"] == "fifo") for k in RESOURCES}
-    return {"target": target, "top": plan.top_name, "mode": "per unit, out of context", **total,
-            "glue": glue, "units": per_unit,
-            "units_synthesized": sum(not u["cached"] for u in per_unit.values()),
-            "units_reused": sum(bool(u["cached"]) for u in per_unit.values()),
-            "wall_s": round(time.monotonic() - started, 1),
-            "note": "sum of the units synthesized on their own (glue: the FIFOs between them)"}
+    return {
+        "target": target,
+        "top": plan.top_name,
+        "mode": "per unit, out of context",
+        **total,
+        "glue": glue,
+        "units": per_unit,
+        "units_synthesized": sum(not u["cached"] for u in per_unit.values()),
+        "units_reused": sum(bool(u["cached"]) for u in per_unit.values()),
+        "wall_s": round(time.monotonic() - started, 1),
+        "note": "sum of the units synthesized on their own (glue: the FIFOs between them)",
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -213,14 +249,18 @@ def stitch_verilog(plan) -> str:
     widths = {}
     for stage in stages:
         component = stage.build()
-        component._MustUse__silence = True          # built for its port widths only
-        widths[stage.name] = (Shape.cast(component.inp.payload.shape()).width,
-                              Shape.cast(component.out.payload.shape()).width)
-    lines = [f"module {plan.top_name}(clk, rst, inp__payload, inp__valid, inp__ready, out__payload, out__valid, "
-             "out__ready);",
-             "  input clk; input rst;",
-             f"  input [{widths[stages[0].name][0] - 1}:0] inp__payload; input inp__valid; output inp__ready;",
-             f"  output [{widths[stages[-1].name][1] - 1}:0] out__payload; output out__valid; input out__ready;"]
+        component._MustUse__silence = True  # built for its port widths only
+        widths[stage.name] = (
+            Shape.cast(component.inp.payload.shape()).width,
+            Shape.cast(component.out.payload.shape()).width,
+        )
+    lines = [
+        f"module {plan.top_name}(clk, rst, inp__payload, inp__valid, inp__ready, out__payload, out__valid, "
+        "out__ready);",
+        "  input clk; input rst;",
+        f"  input [{widths[stages[0].name][0] - 1}:0] inp__payload; input inp__valid; output inp__ready;",
+        f"  output [{widths[stages[-1].name][1] - 1}:0] out__payload; output out__valid; input out__ready;",
+    ]
 
     def stream_wires(prefix: str, width: int) -> None:
         lines.append(f"  wire [{width - 1}:0] {prefix}_payload; wire {prefix}_valid; wire {prefix}_ready;")
@@ -233,17 +273,21 @@ def stitch_verilog(plan) -> str:
         else:
             fifo = fifo_of[stage.stage]
             stream_wires(f"s{index}_in", widths[stage.name][0])
-            lines.append(f"  {fifo} f{index} (.clk(clk), .rst(rst), .inp__payload({source[0]}), "
-                         f".inp__valid({source[1]}), .inp__ready({source[2]}), .out__payload({sink[0]}), "
-                         f".out__valid({sink[1]}), .out__ready({sink[2]}));")
+            lines.append(
+                f"  {fifo} f{index} (.clk(clk), .rst(rst), .inp__payload({source[0]}), "
+                f".inp__valid({source[1]}), .inp__ready({source[2]}), .out__payload({sink[0]}), "
+                f".out__valid({sink[1]}), .out__ready({sink[2]}));"
+            )
         if index == len(stages) - 1:
             out = ("out__payload", "out__valid", "out__ready")
         else:
             stream_wires(f"s{index}_out", widths[stage.name][1])
             out = (f"s{index}_out_payload", f"s{index}_out_valid", f"s{index}_out_ready")
-        lines.append(f"  {stage.name} u{index} (.clk(clk), .rst(rst), .inp__payload({sink[0]}), "
-                     f".inp__valid({sink[1]}), .inp__ready({sink[2]}), .out__payload({out[0]}), "
-                     f".out__valid({out[1]}), .out__ready({out[2]}));")
+        lines.append(
+            f"  {stage.name} u{index} (.clk(clk), .rst(rst), .inp__payload({sink[0]}), "
+            f".inp__valid({sink[1]}), .inp__ready({sink[2]}), .out__payload({out[0]}), "
+            f".out__valid({out[1]}), .out__ready({out[2]}));"
+        )
         source = out
     lines.append("endmodule")
     return "\n".join(lines) + "\n"
@@ -258,8 +302,16 @@ def _blackbox_stub(name: str, ports: dict) -> str:
     return f"(* blackbox *)\nmodule {name}({', '.join(ports)});\n" + "\n".join(decls) + "\nendmodule\n"
 
 
-def stitched_fmax(plan, target: str, folder: Path, *, device: str | None = None, package: str | None = None,
-                  timeout_s: float = 1800, watch_log=None):
+def stitched_fmax(
+    plan,
+    target: str,
+    folder: Path,
+    *,
+    device: str | None = None,
+    package: str | None = None,
+    timeout_s: float = 1800,
+    watch_log=None,
+):
     """Place and route the network from its units' netlists (each synthesized on its own, cached: see
     `synthesize_units`) instead of a flat synthesis of the whole network: the serial-I/O wrapper and the stitch
     module (only wiring) are synthesized with the units as black boxes, the units' mapped modules are put in
@@ -277,7 +329,7 @@ def stitched_fmax(plan, target: str, folder: Path, *, device: str | None = None,
         path = folder / spec.name / f"{spec.name}.v"
         if not path.is_file():
             raise HardwireError(f"unit {spec.name} has no Verilog in {folder}: synthesize the units first")
-        report = synth([path], spec.name, target, timeout_s=timeout_s)     # cached: returns at once
+        report = synth([path], spec.name, target, timeout_s=timeout_s)  # cached: returns at once
         netlists[spec.name] = Path(report.netlist_json)
     # each netlist also holds the cell library's (black-box) modules, which give nextpnr the cells' port
     # directions: the merged design keeps one copy of each
@@ -299,15 +351,18 @@ def stitched_fmax(plan, target: str, folder: Path, *, device: str | None = None,
     for cell, module in shell_modules.items():
         if cell != wrapper_top and cell not in modules:
             library.setdefault(cell, module)
-    merged = {"creator": "hardwire.hls.units.stitched_fmax",
-              "modules": {**library, wrapper_top: shell_modules[wrapper_top], **modules}}
+    merged = {
+        "creator": "hardwire.hls.units.stitched_fmax",
+        "modules": {**library, wrapper_top: shell_modules[wrapper_top], **modules},
+    }
     text = json.dumps(merged, sort_keys=True)
     key = digest("stitched-netlist", tool_version("yosys"), wrapper_top, text)
 
     def flatten(tmp: Path) -> None:
         (tmp / "merged.json").write_text(text)
-        (tmp / "flatten.ys").write_text(f"read_json merged.json\nhierarchy -top {wrapper_top}\nflatten\n"
-                                        "write_json netlist.json\n")
+        (tmp / "flatten.ys").write_text(
+            f"read_json merged.json\nhierarchy -top {wrapper_top}\nflatten\nwrite_json netlist.json\n"
+        )
         run_tool("yosys", ["-q", "-s", "flatten.ys"], cwd=tmp, log_path=tmp / "yosys.log", timeout_s=timeout_s)
 
     final = build_once(cache_root() / "stitched" / key, lambda d: (d / "netlist.json").is_file(), flatten)
@@ -316,8 +371,9 @@ def stitched_fmax(plan, target: str, folder: Path, *, device: str | None = None,
     # another seed places it elsewhere.
     for seed in (1, 2, 3):
         try:
-            return place_route(final / "netlist.json", target, device=device, package=package, seed=seed,
-                               timeout_s=timeout_s)
+            return place_route(
+                final / "netlist.json", target, device=device, package=package, seed=seed, timeout_s=timeout_s
+            )
         except ToolError as error:
             if seed == 3 or not re.search(r"Failed to route arc \S+ of net 'clk", error.reason):
                 raise

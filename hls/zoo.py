@@ -189,7 +189,7 @@ def train(name: str, epochs: int | None = None, seed: int | None = None):
         for _ in range(epochs):
             order = torch.randperm(len(xt), generator=generator)
             for start in range(0, len(xt), spec.batch_size):
-                batch = order[start:start + spec.batch_size]
+                batch = order[start : start + spec.batch_size]
                 if len(batch) < 2:  # BatchNorm needs two samples to train
                     continue
                 optimizer.zero_grad()
@@ -275,7 +275,7 @@ def qonnx_execute(onnx_path: Path, x: np.ndarray, batch: int = 0) -> np.ndarray:
     chunk = n if batch <= 0 else batch
     outputs = []
     for start in range(0, n, chunk):
-        part = x[start:start + chunk]
+        part = x[start : start + chunk]
         model = _batched_model(Path(onnx_path), len(part))
         in_name = model.graph.input[0].name
         out_name = model.graph.output[0].name
@@ -295,8 +295,11 @@ def zoo_key(spec: ZooSpec) -> str:
     import qonnx
     import torch
 
-    versions = {"brevitas": brevitas.__version__, "qonnx": getattr(qonnx, "__version__", "?"),
-                "torch": torch.__version__}
+    versions = {
+        "brevitas": brevitas.__version__,
+        "qonnx": getattr(qonnx, "__version__", "?"),
+        "torch": torch.__version__,
+    }
     return digest(ZOO_VERSION, asdict(spec), versions)
 
 
@@ -320,10 +323,16 @@ def build(name: str, out_dir: Path | None = None) -> ZooEntry:
                 _train_and_export(spec, final)
     data = json.loads(entry_json.read_text())
     return ZooEntry(
-        name=data["name"], onnx_path=final / f"{name}.onnx", test_accuracy=data["test_accuracy"],
-        train_seconds=data["train_seconds"], input_shape=tuple(data["input_shape"]),
-        weight_bits=data["weight_bits"], act_bits=data["act_bits"], input_bits=data["input_bits"],
-        input_scale=data["input_scale"], key=data["key"],
+        name=data["name"],
+        onnx_path=final / f"{name}.onnx",
+        test_accuracy=data["test_accuracy"],
+        train_seconds=data["train_seconds"],
+        input_shape=tuple(data["input_shape"]),
+        weight_bits=data["weight_bits"],
+        act_bits=data["act_bits"],
+        input_bits=data["input_bits"],
+        input_scale=data["input_scale"],
+        key=data["key"],
     )
 
 
@@ -354,9 +363,15 @@ def _train_and_export(spec: ZooSpec, final: Path) -> None:
         export(model, tmp / f"{name}.onnx", spec.input_shape)
         torch.save(model.state_dict(), tmp / f"{name}.pt")
         data = {
-            "name": name, "test_accuracy": accuracy, "train_seconds": round(seconds, 2),
-            "input_shape": list(spec.input_shape), "weight_bits": spec.weight_bits, "act_bits": spec.act_bits,
-            "input_bits": spec.input_bits, "input_scale": INPUT_SCALE, "key": zoo_key(spec),
+            "name": name,
+            "test_accuracy": accuracy,
+            "train_seconds": round(seconds, 2),
+            "input_shape": list(spec.input_shape),
+            "weight_bits": spec.weight_bits,
+            "act_bits": spec.act_bits,
+            "input_bits": spec.input_bits,
+            "input_scale": INPUT_SCALE,
+            "key": zoo_key(spec),
             "spec": asdict(spec),
         }
         (tmp / "entry.json").write_text(json.dumps(data, indent=2) + "\n")

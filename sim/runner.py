@@ -184,8 +184,16 @@ def simulate(
     run_dir = Path(test_dir) if test_dir is not None else Path(tempfile.mkdtemp(prefix=f"hardwire-sim-{top}-"))
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("results.xml", "results.json", "sim.log", "build.log", "config.json", "dump.fst", "dump.vcd",
-                  f"{top}.fst"):
+    for stale in (
+        "results.xml",
+        "results.json",
+        "sim.log",
+        "build.log",
+        "config.json",
+        "dump.fst",
+        "dump.vcd",
+        f"{top}.fst",
+    ):
         (run_dir / stale).unlink(missing_ok=True)
     for name, data_file in _data_files(verilog, data_files):
         if data_file.resolve() != (run_dir / name).resolve():
@@ -314,20 +322,27 @@ def _build(build_dir, sources, top, simulator, build_args, waves_format, timeout
                     log_file=log_path,
                 )
             except _CommandTimedOut as e:
-                raise ToolError(simulator, e.cmd, log_path, _tail(log_path),
-                                reason=f"timed out after {timeout_s} s") from None
+                raise ToolError(
+                    simulator, e.cmd, log_path, _tail(log_path), reason=f"timed out after {timeout_s} s"
+                ) from None
             except _CommandFailed as e:
-                raise ToolError(simulator, e.cmd, log_path, _tail(log_path),
-                                reason=f"build failed with exit code {e.returncode}") from None
+                raise ToolError(
+                    simulator, e.cmd, log_path, _tail(log_path), reason=f"build failed with exit code {e.returncode}"
+                ) from None
             shutil.copy(log_path, tmp / "build.log")
-            (tmp / "build.json").write_text(json.dumps({
-                "top": top,
-                "simulator": simulator,
-                "build_args": list(build_args),
-                "waves": waves_format,
-                "sources": [name for name, _ in sources],
-                "build_s": round(time.monotonic() - start, 3),
-            }, indent=2))
+            (tmp / "build.json").write_text(
+                json.dumps(
+                    {
+                        "top": top,
+                        "simulator": simulator,
+                        "build_args": list(build_args),
+                        "waves": waves_format,
+                        "sources": [name for name, _ in sources],
+                        "build_s": round(time.monotonic() - start, 3),
+                    },
+                    indent=2,
+                )
+            )
     return False
 
 
@@ -355,7 +370,7 @@ def _data_files(verilog, given) -> list[tuple[str, Path]]:
     found = [(Path(p).name, Path(p)) for p in given]
     if not isinstance(verilog, str):
         for path in [verilog] if isinstance(verilog, Path) else verilog:
-            if isinstance(path, tuple):      # (name, text) of a primitive's model: reads no memory file
+            if isinstance(path, tuple):  # (name, text) of a primitive's model: reads no memory file
                 continue
             found += [(f.relative_to(Path(path).parent).as_posix(), f) for f in referenced_files(Path(path))]
     return found
@@ -384,7 +399,7 @@ def _sources(verilog) -> list[tuple[str, str]]:
 
 
 def _waves_format(waves, simulator) -> str | None:
-    """"fst", "vcd" or None. True picks what works with no extra package: VCD on Verilator (its FST
+    """ "fst", "vcd" or None. True picks what works with no extra package: VCD on Verilator (its FST
     writer needs the lz4 headers), FST on Icarus (which writes only FST through cocotb's dump module)."""
     env = os.environ.get("WAVES", "").strip().lower()
     if env in ("1", "yes", "y", "on", "true", "enable") and not waves:
@@ -408,8 +423,9 @@ def _cxx_finds_header(header: str) -> bool:
     compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if compiler is None:
         return False
-    probe = subprocess.run([compiler, "-E", "-x", "c++", "-"], input=f"#include <{header}>\n",
-                           capture_output=True, text=True, timeout=60)
+    probe = subprocess.run(
+        [compiler, "-E", "-x", "c++", "-"], input=f"#include <{header}>\n", capture_output=True, text=True, timeout=60
+    )
     return probe.returncode == 0
 
 
@@ -467,8 +483,9 @@ def _make_overrides(simulator: str) -> dict[str, str]:
         return {}
     overrides = _ccache_overrides()
     try:
-        root = subprocess.run([executable, "--getenv", "VERILATOR_ROOT"], capture_output=True, text=True,
-                              timeout=60).stdout.strip()
+        root = subprocess.run(
+            [executable, "--getenv", "VERILATOR_ROOT"], capture_output=True, text=True, timeout=60
+        ).stdout.strip()
         makefile = (Path(root) / "include" / "verilated.mk").read_text()
     except (OSError, subprocess.TimeoutExpired):
         return overrides
@@ -497,8 +514,13 @@ def _ccache_overrides() -> dict[str, str]:
     if executable is None:
         return {}
     root = cache_root().resolve()
-    return {"OBJCACHE": executable, "CCACHE_DIR": str(root / "ccache"), "CCACHE_BASEDIR": str(root),
-            "CCACHE_NOHASHDIR": "1", "CCACHE_MAXSIZE": "2G"}
+    return {
+        "OBJCACHE": executable,
+        "CCACHE_DIR": str(root / "ccache"),
+        "CCACHE_BASEDIR": str(root),
+        "CCACHE_NOHASHDIR": "1",
+        "CCACHE_MAXSIZE": "2G",
+    }
 
 
 # --- cocotb's runner, with a timeout -----------------------------------------------------------------
@@ -523,7 +545,8 @@ def _runner(simulator: str, timeout_s: float, env_overrides: dict[str, str] | No
     # (cocotb_tools 2.1 `_execute_cmds`, pinned in pyproject) with one that applies our variables last,
     # kills the whole process group on timeout and says which command failed.
     runner._execute_cmds = lambda cmds, cwd, stdout=None: _execute_cmds(
-        runner, cmds, cwd, stdout, timeout_s, env_overrides or {})
+        runner, cmds, cwd, stdout, timeout_s, env_overrides or {}
+    )
     return runner
 
 

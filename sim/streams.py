@@ -173,8 +173,17 @@ class StreamSource:
     released: a transfer seen during reset would be counted though the DUT drops it.
     """
 
-    def __init__(self, dut, name: str, clock, *, valid_probability: float = 1.0, seed: int = 0,
-                 counter: ClockCounter | None = None, offers: list[int] | None = None):
+    def __init__(
+        self,
+        dut,
+        name: str,
+        clock,
+        *,
+        valid_probability: float = 1.0,
+        seed: int = 0,
+        counter: ClockCounter | None = None,
+        offers: list[int] | None = None,
+    ):
         if not 0.0 < valid_probability <= 1.0:
             raise ValueError(f"valid_probability={valid_probability} is out of range: allowed (0, 1]")
         self.name = name
@@ -223,8 +232,7 @@ class StreamSource:
             if start is None:
                 start = self.counter.cycles
             presented = False
-            if (current is None and self._queue and self._due(start)
-                    and self._random.random() < self.valid_probability):
+            if current is None and self._queue and self._due(start) and self._random.random() < self.valid_probability:
                 current = self._queue.popleft()
                 self.payload.value = current
                 presented = True
@@ -247,8 +255,16 @@ class StreamSink:
     (the stream protocol lets a sink change ready at will).
     """
 
-    def __init__(self, dut, name: str, clock, *, ready_probability: float = 1.0, seed: int = 0,
-                 counter: ClockCounter | None = None):
+    def __init__(
+        self,
+        dut,
+        name: str,
+        clock,
+        *,
+        ready_probability: float = 1.0,
+        seed: int = 0,
+        counter: ClockCounter | None = None,
+    ):
         if not 0.0 < ready_probability <= 1.0:
             raise ValueError(f"ready_probability={ready_probability} is out of range: allowed (0, 1]")
         self.name = name
@@ -273,7 +289,7 @@ class StreamSink:
             waited = True
         if waited:
             await NextTimeStep()  # leave the read-only phase the transfer was seen in
-        beats = self.received[self._taken:self._taken + count]
+        beats = self.received[self._taken : self._taken + count]
         self._taken += count
         return beats
 

@@ -38,8 +38,13 @@ CLOCK_NS = 10
 
 
 def _query(q, k, v, position=None, last=False) -> dict:
-    return {"q": np.asarray(q).tolist(), "k": np.asarray(k).tolist(), "v": np.asarray(v).tolist(),
-            "position": None if position is None else int(position), "last": bool(last)}
+    return {
+        "q": np.asarray(q).tolist(),
+        "k": np.asarray(k).tolist(),
+        "v": np.asarray(v).tolist(),
+        "position": None if position is None else int(position),
+        "last": bool(last),
+    }
 
 
 def _grouped(p: AttentionParams, cases: list[dict], rng) -> list[dict]:
@@ -95,8 +100,9 @@ def default_cases(p: AttentionParams, seed: int = 1) -> list[dict]:
     whole = [_query(q_head[i], k_head, v_head, i if p.causal else None) for i in range(min(s, 8))]
     # queries > 1: a whole head in groups of `queries` (the last one partial), positions 0..
     count = 2 * p.queries + 1
-    whole_groups = [_query(q_head[i % s], k_head, v_head, i % s if p.causal else None, last=i == count - 1)
-                    for i in range(count)]
+    whole_groups = [
+        _query(q_head[i % s], k_head, v_head, i % s if p.causal else None, last=i == count - 1) for i in range(count)
+    ]
 
     n = n_max
     equal_k = np.repeat(rand(k_lo, k_hi, (1, d)), n, axis=0)
@@ -112,24 +118,48 @@ def default_cases(p: AttentionParams, seed: int = 1) -> list[dict]:
         ("all_keys_equal", [_query(rand(q_lo, q_hi, d), equal_k, rand(v_lo, v_hi, (n, d)), position(n))], 1.0, 1.0),
         ("one_dominant_key", [_query(dominant_q, dominant_k, rand(v_lo, v_hi, (n, d)), position(n))], 1.0, 1.0),
         ("very_negative_scores", [_query(negative_q, negative_k, rand(v_lo, v_hi, (n, d)), position(n))], 1.0, 1.0),
-        ("extremes", [_query(rng.choice([q_lo, q_hi], d), rng.choice([k_lo, k_hi], (n, d)),
-                             rng.choice([v_lo, v_hi], (n, d)), position(n)),
-                      _query(np.full(d, q_lo), np.full((n, d), k_lo), np.full((n, d), v_lo), position(n)),
-                      _query(np.zeros(d), np.zeros((n, d)), np.full((n, d), v_hi), position(n))], 1.0, 1.0),
+        (
+            "extremes",
+            [
+                _query(
+                    rng.choice([q_lo, q_hi], d),
+                    rng.choice([k_lo, k_hi], (n, d)),
+                    rng.choice([v_lo, v_hi], (n, d)),
+                    position(n),
+                ),
+                _query(np.full(d, q_lo), np.full((n, d), k_lo), np.full((n, d), v_lo), position(n)),
+                _query(np.zeros(d), np.zeros((n, d)), np.full((n, d), v_hi), position(n)),
+            ],
+            1.0,
+            1.0,
+        ),
         ("length_one", [random_query(1) for _ in range(3)], 1.0, 1.0),
         # decode: one new query per step against a KV cache of run-time length (causal: the newest position)
-        ("decode", [_query(rand(q_lo, q_hi, d), rand(k_lo, k_hi, (n, d)), rand(v_lo, v_hi, (n, d)),
-                           n - 1 if p.causal else None) for n in (1, n_max, *lengths(2))], 1.0, 1.0),
+        (
+            "decode",
+            [
+                _query(
+                    rand(q_lo, q_hi, d), rand(k_lo, k_hi, (n, d)), rand(v_lo, v_hi, (n, d)), n - 1 if p.causal else None
+                )
+                for n in (1, n_max, *lengths(2))
+            ],
+            1.0,
+            1.0,
+        ),
         ("input_bubbles", [random_query(n) for n in lengths(3)], 0.5, 1.0),
         ("backpressure", [random_query(n) for n in lengths(3)], 0.6, 0.4),
     ]
-    cases = [{"name": name, "queries": queries, "valid_probability": vp, "ready_probability": rp}
-             for name, queries, vp, rp in cases]
+    cases = [
+        {"name": name, "queries": queries, "valid_probability": vp, "ready_probability": rp}
+        for name, queries, vp, rp in cases
+    ]
     if p.queries == 1:
         return cases
     grouped = _grouped(p, [case for case in cases if case["name"] != "whole_head"], rng)
-    return [{"name": "whole_head", "queries": whole_groups, "valid_probability": 1.0, "ready_probability": 1.0},
-            *grouped]
+    return [
+        {"name": "whole_head", "queries": whole_groups, "valid_probability": 1.0, "ready_probability": 1.0},
+        *grouped,
+    ]
 
 
 CONFIG = load_config()
@@ -187,47 +217,65 @@ async def attention_matches_golden(dut, case):
     y_hw = np.array([unpack_lanes(beat, p.out_width, p.head_dim, signed=True) for beat in raw], dtype=np.int64)
     y_golden = np.stack([attend_golden(p, qu["q"], qu["k"], qu["v"], qu["position"]) for qu in queries])
     mismatches = int(np.count_nonzero(y_hw != y_golden))
-    errors = np.concatenate([np.abs(y_hw[i] - reference_float(p, [qu["q"]], [qu["k"]], [qu["v"]],
-                                                              [qu["position"]] if p.causal else None)[0])
-                             for i, qu in enumerate(queries)])
+    errors = np.concatenate(
+        [
+            np.abs(
+                y_hw[i] - reference_float(p, [qu["q"]], [qu["k"]], [qu["v"]], [qu["position"]] if p.causal else None)[0]
+            )
+            for i, qu in enumerate(queries)
+        ]
+    )
 
     q_acc, kv_acc, produced = attention_schedule(p, workload, q_source.offer_cycles, kv_source.offer_cycles)
     model_cycles = produced[-1] - q_acc[0] + 1
     check_schedule = rp == 1.0
-    schedule_ok = (q_acc == q_source.transfer_cycles and kv_acc == kv_source.transfer_cycles
-                   and produced == sink.transfer_cycles)
+    schedule_ok = (
+        q_acc == q_source.transfer_cycles and kv_acc == kv_source.transfer_cycles and produced == sink.transfer_cycles
+    )
     full_rate = vp == 1.0 and rp == 1.0
     span = transfer_span_cycles([q_source, kv_source], [sink])
-    write_results({case: {
-        "shape": [len(queries), max(n for n, _ in workload_keys), p.head_dim],
-        "exact": mismatches == 0,
-        "mismatches": mismatches,
-        "outputs": int(y_golden.size),
-        "extra_beats": extra,
-        "max_error_lsb": float(errors.max()),
-        "mean_error_lsb": float(errors.mean()),
-        "check_schedule": check_schedule,
-        "schedule_ok": schedule_ok,
-        "full_rate": full_rate,
-        "cycles": span,
-        "model_cycles": model_cycles,
-        "check_cycles": full_rate,
-        # the d-wide dot-product array's busy fraction: one attended key per cycle is its peak
-        "utilization": sum(min(n, pos + p.causal_offset + 1) if p.causal else n for n, pos in workload_keys) / span,
-        "output_cycles": list(sink.transfer_cycles),
-    }})
+    write_results(
+        {
+            case: {
+                "shape": [len(queries), max(n for n, _ in workload_keys), p.head_dim],
+                "exact": mismatches == 0,
+                "mismatches": mismatches,
+                "outputs": int(y_golden.size),
+                "extra_beats": extra,
+                "max_error_lsb": float(errors.max()),
+                "mean_error_lsb": float(errors.mean()),
+                "check_schedule": check_schedule,
+                "schedule_ok": schedule_ok,
+                "full_rate": full_rate,
+                "cycles": span,
+                "model_cycles": model_cycles,
+                "check_cycles": full_rate,
+                # the d-wide dot-product array's busy fraction: one attended key per cycle is its peak
+                "utilization": sum(min(n, pos + p.causal_offset + 1) if p.causal else n for n, pos in workload_keys)
+                / span,
+                "output_cycles": list(sink.transfer_cycles),
+            }
+        }
+    )
 
     if mismatches:
         i, lane = (int(x) for x in np.argwhere(y_hw != y_golden)[0])
-        raise AssertionError(f"{mismatches}/{y_golden.size} outputs differ from the golden model; first at "
-                             f"query {i}, lane {lane}: hardware {y_hw[i, lane]}, golden {y_golden[i, lane]}")
+        raise AssertionError(
+            f"{mismatches}/{y_golden.size} outputs differ from the golden model; first at "
+            f"query {i}, lane {lane}: hardware {y_hw[i, lane]}, golden {y_golden[i, lane]}"
+        )
     assert extra == 0, f"{extra} output beats beyond the {len(queries)} expected"
     if check_schedule:
-        for what, model, seen in (("q", q_acc, q_source.transfer_cycles), ("kv", kv_acc, kv_source.transfer_cycles),
-                                  ("o", produced, sink.transfer_cycles)):
+        for what, model, seen in (
+            ("q", q_acc, q_source.transfer_cycles),
+            ("kv", kv_acc, kv_source.transfer_cycles),
+            ("o", produced, sink.transfer_cycles),
+        ):
             if model != seen:
                 i = next((i for i, (a, b) in enumerate(zip(model, seen)) if a != b), min(len(model), len(seen)))
-                raise AssertionError(f"{what} handshake {i}: measured cycle {seen[i:i + 1]}, the schedule model "
-                                     f"says {model[i:i + 1]} ({len(seen)} measured, {len(model)} modelled)")
+                raise AssertionError(
+                    f"{what} handshake {i}: measured cycle {seen[i : i + 1]}, the schedule model "
+                    f"says {model[i : i + 1]} ({len(seen)} measured, {len(model)} modelled)"
+                )
     if full_rate:
         assert span == model_cycles, f"{span} cycles in total, the cycle model says {model_cycles}"

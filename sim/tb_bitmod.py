@@ -54,20 +54,35 @@ CLOCK_NS = 10
 
 
 def weights_to_json(q: QuantizedWeights) -> dict:
-    return {"codes": q.codes.tolist(), "type_ids": q.type_ids.tolist(), "scale_m": q.scale_m.tolist(),
-            "scale_e": q.scale_e.tolist(), "base": q.base.tolist(), "group_size": q.group_size, "k": q.k,
-            "mantissa_bits": q.fmt.mantissa_bits, "exponent_bits": q.fmt.exponent_bits}
+    return {
+        "codes": q.codes.tolist(),
+        "type_ids": q.type_ids.tolist(),
+        "scale_m": q.scale_m.tolist(),
+        "scale_e": q.scale_e.tolist(),
+        "base": q.base.tolist(),
+        "group_size": q.group_size,
+        "k": q.k,
+        "mantissa_bits": q.fmt.mantissa_bits,
+        "exponent_bits": q.fmt.exponent_bits,
+    }
 
 
 def weights_from_json(d: dict) -> QuantizedWeights:
-    return QuantizedWeights(np.array(d["codes"], dtype=np.int64), np.array(d["type_ids"], dtype=np.int64),
-                            np.array(d["scale_m"], dtype=np.int64), np.array(d["scale_e"], dtype=np.int64),
-                            np.array(d["base"], dtype=np.int64), d["group_size"], d["k"],
-                            ScaleFormat(d["mantissa_bits"], d["exponent_bits"]))
+    return QuantizedWeights(
+        np.array(d["codes"], dtype=np.int64),
+        np.array(d["type_ids"], dtype=np.int64),
+        np.array(d["scale_m"], dtype=np.int64),
+        np.array(d["scale_e"], dtype=np.int64),
+        np.array(d["base"], dtype=np.int64),
+        d["group_size"],
+        d["k"],
+        ScaleFormat(d["mantissa_bits"], d["exponent_bits"]),
+    )
 
 
-def synthetic_weights(p: BitmodParams, rng, n: int, groups: int, *, type_ids=None, codes=None, scale_m=None,
-                      scale_e=None) -> QuantizedWeights:
+def synthetic_weights(
+    p: BitmodParams, rng, n: int, groups: int, *, type_ids=None, codes=None, scale_m=None, scale_e=None
+) -> QuantizedWeights:
     """Quantized weights built field by field (random where not given): every code of every type, the special
     values, any scale."""
     if type_ids is None:
@@ -81,9 +96,16 @@ def synthetic_weights(p: BitmodParams, rng, n: int, groups: int, *, type_ids=Non
     if scale_e is None:
         scale_e = rng.integers(0, p.e_max + 1, (n, groups))
     fmt = ScaleFormat(p.scale_bits, p.scale_exp_bits)
-    return QuantizedWeights(np.asarray(codes, dtype=np.int64), type_ids, np.broadcast_to(scale_m, (n, groups)).copy(),
-                            np.broadcast_to(scale_e, (n, groups)).copy(), rng.integers(-20, 0, n), p.group_size,
-                            groups * p.group_size, fmt)
+    return QuantizedWeights(
+        np.asarray(codes, dtype=np.int64),
+        type_ids,
+        np.broadcast_to(scale_m, (n, groups)).copy(),
+        np.broadcast_to(scale_e, (n, groups)).copy(),
+        rng.integers(-20, 0, n),
+        p.group_size,
+        groups * p.group_size,
+        fmt,
+    )
 
 
 def default_cases(p: BitmodParams, seed: int = 1) -> list[dict]:
@@ -93,7 +115,7 @@ def default_cases(p: BitmodParams, seed: int = 1) -> list[dict]:
     rng = np.random.default_rng([seed, p.pes, p.lanes, p.group_size])
     lo, hi = int_range(p.a_width, True)
     fmt = ScaleFormat(p.scale_bits, p.scale_exp_bits)
-    n = 2 * p.pes + 1                                   # two full row blocks and a partial one
+    n = 2 * p.pes + 1  # two full row blocks and a partial one
     groups = 2
     k = groups * p.group_size
 
@@ -105,7 +127,7 @@ def default_cases(p: BitmodParams, seed: int = 1) -> list[dict]:
     every_ids = (np.arange(len(DATATYPES))[:, None] + np.arange(groups)) % len(DATATYPES)
     every_type = synthetic_weights(p, rng, len(DATATYPES), groups, type_ids=every_ids)
     # the first weight of every group is the negative-zero code: the special value of the FP variants
-    every_type.codes[:, ::p.group_size] = 1 << (np.array([d.bits for d in DATATYPES])[every_ids] - 1)
+    every_type.codes[:, :: p.group_size] = 1 << (np.array([d.bits for d in DATATYPES])[every_ids] - 1)
     big_groups = p.k_max // p.group_size
     largest = {}
     for name in ("fp4_ea_pos", "fp4_ea_neg", "int4", "fp3_ea_neg"):
@@ -113,17 +135,32 @@ def default_cases(p: BitmodParams, seed: int = 1) -> list[dict]:
         largest[name] = t.values.index(max(t.values, key=abs))
     ext_ids = np.array([[BY_NAME[name].id] for name in largest])
     ext_codes = np.array([[code] for code in largest.values()])
-    extremes = synthetic_weights(p, rng, len(largest), big_groups, type_ids=ext_ids,
-                                 codes=np.repeat(ext_codes, big_groups * p.group_size, axis=1),
-                                 scale_m=(1 << p.scale_bits) - 1, scale_e=p.e_max)
+    extremes = synthetic_weights(
+        p,
+        rng,
+        len(largest),
+        big_groups,
+        type_ids=ext_ids,
+        codes=np.repeat(ext_codes, big_groups * p.group_size, axis=1),
+        scale_m=(1 << p.scale_bits) - 1,
+        scale_e=p.e_max,
+    )
     ones_ids = np.array([[BY_NAME["int4"].id], [BY_NAME["fp4_er_neg"].id], [BY_NAME["int3"].id]])
     ones_codes = np.repeat(np.array([[15], [15], [7]]), k, axis=1)
-    all_ones = synthetic_weights(p, rng, 3, groups, type_ids=ones_ids, codes=ones_codes,
-                                 scale_m=(1 << p.scale_bits) - 1, scale_e=p.e_max)
+    all_ones = synthetic_weights(
+        p, rng, 3, groups, type_ids=ones_ids, codes=ones_codes, scale_m=(1 << p.scale_bits) - 1, scale_e=p.e_max
+    )
     zeros = synthetic_weights(p, rng, p.pes, groups, codes=np.zeros((p.pes, k), dtype=np.int64))
     alt_codes = np.tile(np.array([0b0101, 0b1010]), (n, k // 2 + 1))[:, :k]
-    alternating = synthetic_weights(p, rng, n, groups, type_ids=BY_NAME["fp4_ea_pos"].id, codes=alt_codes,
-                                    scale_m=int("01" * p.scale_bits, 2) & ((1 << p.scale_bits) - 1))
+    alternating = synthetic_weights(
+        p,
+        rng,
+        n,
+        groups,
+        type_ids=BY_NAME["fp4_ea_pos"].id,
+        codes=alt_codes,
+        scale_m=int("01" * p.scale_bits, 2) & ((1 << p.scale_bits) - 1),
+    )
     alt_acts = np.tile(np.array([0x55 & hi, ~0x55 & hi]) * np.array([1, -1]), (2, k // 2 + 1))[:, :k]
     fp3_only = synthetic_weights(p, rng, n, groups, type_ids=BY_NAME["fp3"].id)
     random_mix = synthetic_weights(p, rng, n, groups)
@@ -140,8 +177,16 @@ def default_cases(p: BitmodParams, seed: int = 1) -> list[dict]:
         ("backpressure", random_mix, acts(2, k), 0.6, 0.4),
         ("heavy_backpressure", random_mix, acts(1, k), 1.0, 0.15),
     ]
-    return [{"name": name, "weights": weights_to_json(q), "a": np.asarray(a, dtype=np.int64).tolist(),
-             "valid_probability": vp, "ready_probability": rp} for name, q, a, vp, rp in cases]
+    return [
+        {
+            "name": name,
+            "weights": weights_to_json(q),
+            "a": np.asarray(a, dtype=np.int64).tolist(),
+            "valid_probability": vp,
+            "ready_probability": rp,
+        }
+        for name, q, a, vp, rp in cases
+    ]
 
 
 def torch_reference(q: QuantizedWeights, a: np.ndarray) -> np.ndarray:
@@ -155,8 +200,13 @@ CASES = {case["name"]: case for case in CONFIG.get("cases", [])}
 
 
 def weight_widths(p: BitmodParams) -> dict[str, int]:
-    return {"codes": CODE_BITS * p.pes * p.lanes, "type_ids": TYPE_ID_BITS * p.pes,
-            "scale_m": p.scale_bits * p.pes, "scale_e": max(1, p.scale_exp_bits) * p.pes, "last": 1}
+    return {
+        "codes": CODE_BITS * p.pes * p.lanes,
+        "type_ids": TYPE_ID_BITS * p.pes,
+        "scale_m": p.scale_bits * p.pes,
+        "scale_e": max(1, p.scale_exp_bits) * p.pes,
+        "last": 1,
+    }
 
 
 @cocotb.test()
@@ -178,17 +228,25 @@ async def bitmod_matches_golden_and_torch(dut, case):
     sink = StreamSink(dut, "results", dut.clk, ready_probability=rp, seed=seed + 1)
     widths = weight_widths(p)
     scale_e_bits = max(1, p.scale_exp_bits)
-    w_source.send_all(pack_fields({"codes": pack_lanes(b["codes"], CODE_BITS),
-                                   "type_ids": pack_lanes(b["type_ids"], TYPE_ID_BITS),
-                                   "scale_m": pack_lanes(b["scale_m"], p.scale_bits),
-                                   "scale_e": pack_lanes(b["scale_e"], scale_e_bits),
-                                   "last": b["last"]}, widths) for b in plan.weights)
+    w_source.send_all(
+        pack_fields(
+            {
+                "codes": pack_lanes(b["codes"], CODE_BITS),
+                "type_ids": pack_lanes(b["type_ids"], TYPE_ID_BITS),
+                "scale_m": pack_lanes(b["scale_m"], p.scale_bits),
+                "scale_e": pack_lanes(b["scale_e"], scale_e_bits),
+                "last": b["last"],
+            },
+            widths,
+        )
+        for b in plan.weights
+    )
     a_source.send_all(pack_lanes(lanes, p.a_width) for lanes in plan.activations)
 
     model_cycles = gemm_cycles(p, plan)
     budget_ns = int((20 * model_cycles + 2000) / min(vp, rp)) * CLOCK_NS
     raw = await with_timeout(sink.take(len(plan.results)), budget_ns, "ns")
-    for _ in range(4 * p.scale_bits + 4 * p.chunks_per_group + 16):   # nothing beyond the expected beats
+    for _ in range(4 * p.scale_bits + 4 * p.chunks_per_group + 16):  # nothing beyond the expected beats
         await RisingEdge(dut.clk)
     extra = len(sink.received) - len(plan.results)
 
@@ -208,41 +266,51 @@ async def bitmod_matches_golden_and_torch(dut, case):
     full_rate = vp == 1.0 and rp == 1.0
     span = transfer_span_cycles([w_source, a_source], [sink])
     types_used = sorted({DATATYPES[t].name for t in np.unique(q.type_ids)})
-    write_results({case: {
-        "shape": list(plan.shape),
-        "exact": mismatches == 0,
-        "mismatches": mismatches,
-        "outputs": int(y_golden.size),
-        "extra_beats": extra,
-        "golden_equals_torch": golden_equals_torch,
-        "torch_exact": torch_exact,
-        "inputs_together": inputs_together,
-        "check_schedule": check_schedule,
-        "schedule_ok": schedule_ok,
-        "full_rate": full_rate,
-        "cycles": span,
-        "model_cycles": model_cycles,
-        "check_cycles": full_rate,
-        "chunks": len(plan.chunk_terms),
-        "term_cycles": sum(plan.chunk_terms),
-        "utilization": sum(plan.chunk_terms) / span,
-        "types": types_used,
-    }})
+    write_results(
+        {
+            case: {
+                "shape": list(plan.shape),
+                "exact": mismatches == 0,
+                "mismatches": mismatches,
+                "outputs": int(y_golden.size),
+                "extra_beats": extra,
+                "golden_equals_torch": golden_equals_torch,
+                "torch_exact": torch_exact,
+                "inputs_together": inputs_together,
+                "check_schedule": check_schedule,
+                "schedule_ok": schedule_ok,
+                "full_rate": full_rate,
+                "cycles": span,
+                "model_cycles": model_cycles,
+                "check_cycles": full_rate,
+                "chunks": len(plan.chunk_terms),
+                "term_cycles": sum(plan.chunk_terms),
+                "utilization": sum(plan.chunk_terms) / span,
+                "types": types_used,
+            }
+        }
+    )
 
     if mismatches:
         i, j = (int(x) for x in np.argwhere(y_hw != y_golden)[0])
-        raise AssertionError(f"{mismatches}/{y_golden.size} outputs differ from the golden model; first at "
-                             f"Y[{i},{j}]: hardware {y_hw[i, j]}, golden {y_golden[i, j]}")
+        raise AssertionError(
+            f"{mismatches}/{y_golden.size} outputs differ from the golden model; first at "
+            f"Y[{i},{j}]: hardware {y_hw[i, j]}, golden {y_golden[i, j]}"
+        )
     if torch_exact:
         assert golden_equals_torch, "golden model * 2**base differs from torch.matmul in float64"
     assert extra == 0, f"{extra} result beats beyond the {len(plan.results)} expected"
     assert inputs_together, "the weights and activations streams were not taken in the same cycles"
     if check_schedule:
-        for what, model, seen in (("input", accepted, w_source.transfer_cycles),
-                                  ("output", produced, sink.transfer_cycles)):
+        for what, model, seen in (
+            ("input", accepted, w_source.transfer_cycles),
+            ("output", produced, sink.transfer_cycles),
+        ):
             if model != seen:
                 i = next((i for i, (x, y) in enumerate(zip(model, seen)) if x != y), min(len(model), len(seen)))
-                raise AssertionError(f"{what} handshake {i}: measured cycle {seen[i:i + 1]}, the cycle model says "
-                                     f"{model[i:i + 1]} ({len(seen)} measured, {len(model)} modelled)")
+                raise AssertionError(
+                    f"{what} handshake {i}: measured cycle {seen[i : i + 1]}, the cycle model says "
+                    f"{model[i : i + 1]} ({len(seen)} measured, {len(model)} modelled)"
+                )
     if full_rate:
         assert span == model_cycles, f"{span} cycles, gemm_cycles says {model_cycles}"

@@ -65,7 +65,7 @@ def default_cases(p: BitSerialParams, seed: int = 1) -> list[dict]:
     def rand_at(precision, shape):
         lo, hi = p.a_range(precision)
         x = rand(shape, lo, hi)
-        x.flat[rng.integers(0, x.size)] = lo      # each block reaches its precision's extremes
+        x.flat[rng.integers(0, x.size)] = lo  # each block reaches its precision's extremes
         x.flat[rng.integers(0, x.size)] = hi
         return x
 
@@ -75,38 +75,89 @@ def default_cases(p: BitSerialParams, seed: int = 1) -> list[dict]:
     w_ones = -1 if p.w_signed else w_hi
     cases = [
         ("random_tiled", rand((m, k), a_lo, a_hi), rand((k, n), w_lo, w_hi), p.a_max, 1.0, 1.0),
-        ("dynamic_precision", np.concatenate([rand_at(q, (r, k)) for q in mixed]), rand((k, n), w_lo, w_hi),
-         None, 1.0, 1.0),
-        ("every_precision", np.concatenate([rand_at(q, (r, min(p.k_max, s + 1))) for q in every]),
-         rand((min(p.k_max, s + 1), lanes), w_lo, w_hi), every, 1.0, 1.0),
+        (
+            "dynamic_precision",
+            np.concatenate([rand_at(q, (r, k)) for q in mixed]),
+            rand((k, n), w_lo, w_hi),
+            None,
+            1.0,
+            1.0,
+        ),
+        (
+            "every_precision",
+            np.concatenate([rand_at(q, (r, min(p.k_max, s + 1))) for q in every]),
+            rand((min(p.k_max, s + 1), lanes), w_lo, w_hi),
+            every,
+            1.0,
+            1.0,
+        ),
         ("precision_1", rand_at(1, (m, k_deep)), rand((k_deep, n), w_lo, w_hi), 1, 1.0, 1.0),
         ("all_ones", np.full((r, k_deep), ones), np.full((k_deep, lanes), w_ones), p.a_max, 1.0, 1.0),
         ("all_min", np.full((r, k_deep), a_lo), np.full((k_deep, lanes), w_lo), p.a_max, 1.0, 1.0),
         ("all_max", np.full((r, k_deep), a_hi), np.full((k_deep, lanes), w_hi), p.a_max, 1.0, 1.0),
         ("min_times_max", np.full((r, k_deep), a_lo), np.full((k_deep, lanes), w_hi), p.a_max, 1.0, 1.0),
         ("max_times_min", np.full((r, k_deep), a_hi), np.full((k_deep, lanes), w_lo), p.a_max, 1.0, 1.0),
-        ("mixed_extremes", rng.choice([a_lo, a_hi, 0, -1 if p.a_signed else 1], size=(m, k)),
-         rng.choice([w_lo, w_hi, 0], size=(k, n)), p.a_max, 1.0, 1.0),
-        ("alternating_bits", _alternating((m, k), p.a_max, p.a_signed, 0),
-         _alternating((k, n), p.w_width, p.w_signed, 1), p.a_max, 1.0, 1.0),
+        (
+            "mixed_extremes",
+            rng.choice([a_lo, a_hi, 0, -1 if p.a_signed else 1], size=(m, k)),
+            rng.choice([w_lo, w_hi, 0], size=(k, n)),
+            p.a_max,
+            1.0,
+            1.0,
+        ),
+        (
+            "alternating_bits",
+            _alternating((m, k), p.a_max, p.a_signed, 0),
+            _alternating((k, n), p.w_width, p.w_signed, 1),
+            p.a_max,
+            1.0,
+            1.0,
+        ),
         ("zeros", np.zeros((r, k), dtype=np.int64), rand((k, lanes), w_lo, w_hi), None, 1.0, 1.0),
         ("single_mac", rand((1, 1), a_lo, a_hi), rand((1, 1), w_lo, w_hi), p.a_max, 1.0, 1.0),
         # one-cycle dot products back to back: the result FIFO's credits must not throttle full rate
-        ("one_cycle_jobs", rand_at(1, (6 * r, min(s, p.k_max))), rand((min(s, p.k_max), 2 * lanes), w_lo, w_hi),
-         1, 1.0, 1.0),
-        ("backpressure", np.concatenate([rand_at(q, (r, k)) for q in mixed]), rand((k, n), w_lo, w_hi),
-         None, 0.6, 0.5),
-        ("one_cycle_jobs_stalled", rand_at(1, (6 * r, min(s, p.k_max))),
-         rand((min(s, p.k_max), 2 * lanes), w_lo, w_hi), 1, 0.9, 0.3),
+        (
+            "one_cycle_jobs",
+            rand_at(1, (6 * r, min(s, p.k_max))),
+            rand((min(s, p.k_max), 2 * lanes), w_lo, w_hi),
+            1,
+            1.0,
+            1.0,
+        ),
+        ("backpressure", np.concatenate([rand_at(q, (r, k)) for q in mixed]), rand((k, n), w_lo, w_hi), None, 0.6, 0.5),
+        (
+            "one_cycle_jobs_stalled",
+            rand_at(1, (6 * r, min(s, p.k_max))),
+            rand((min(s, p.k_max), 2 * lanes), w_lo, w_hi),
+            1,
+            0.9,
+            0.3,
+        ),
     ]
     if ceil_div(p.k_max, s) * p.a_max * 2 <= MAX_DEFAULT_CASE_CYCLES:
         # every extreme product k_max deep: the accumulator's width must hold them all
-        cases.append(("extremes_at_k_max", np.array([[a_lo] * p.k_max, [a_hi] * p.k_max]),
-                      np.array([[w_lo, w_hi]] * p.k_max), p.a_max, 1.0, 1.0))
-    return [{"name": name, "a": np.asarray(a, dtype=np.int64).tolist(), "w": np.asarray(w, dtype=np.int64).tolist(),
-             "precision": precision, "valid_probability": vp, "ready_probability": rp,
-             "check_cycles": vp == 1.0 and rp == 1.0}
-            for name, a, w, precision, vp, rp in cases]
+        cases.append(
+            (
+                "extremes_at_k_max",
+                np.array([[a_lo] * p.k_max, [a_hi] * p.k_max]),
+                np.array([[w_lo, w_hi]] * p.k_max),
+                p.a_max,
+                1.0,
+                1.0,
+            )
+        )
+    return [
+        {
+            "name": name,
+            "a": np.asarray(a, dtype=np.int64).tolist(),
+            "w": np.asarray(w, dtype=np.int64).tolist(),
+            "precision": precision,
+            "valid_probability": vp,
+            "ready_probability": rp,
+            "check_cycles": vp == 1.0 and rp == 1.0,
+        }
+        for name, a, w, precision, vp, rp in cases
+    ]
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -137,18 +188,17 @@ async def gemm_matches_torch(dut, case):
     await reset(dut, dut.clk, sources=("weights", "activations"), sinks=("results",))
     seed = CONFIG.get("seed", 1)
     weights = StreamSource(dut, "weights", dut.clk, valid_probability=spec["valid_probability"], seed=seed)
-    activations = StreamSource(dut, "activations", dut.clk, valid_probability=spec["valid_probability"],
-                               seed=seed + 1)
+    activations = StreamSource(dut, "activations", dut.clk, valid_probability=spec["valid_probability"], seed=seed + 1)
     results = StreamSink(dut, "results", dut.clk, ready_probability=spec["ready_probability"], seed=seed + 2)
 
     weights.send_all(pack_lanes(beat, p.w_width) for beat in plan.weights)
     fields = {"bits": p.rows * p.simd, "precision": p.precision_width, "last": 1}
-    activations.send_all(pack_fields({**beat, "bits": pack_lanes(beat["bits"], p.simd)}, fields)
-                         for beat in plan.activations)
+    activations.send_all(
+        pack_fields({**beat, "bits": pack_lanes(beat["bits"], p.simd)}, fields) for beat in plan.activations
+    )
 
     model_cycles = jobs_cycles(p, plan.jobs)
-    budget_ns = int((20 * model_cycles + 1000) * CLOCK_NS / min(spec["valid_probability"],
-                                                                  spec["ready_probability"]))
+    budget_ns = int((20 * model_cycles + 1000) * CLOCK_NS / min(spec["valid_probability"], spec["ready_probability"]))
     raw = await with_timeout(results.take(len(plan.results)), budget_ns, "ns")
     # a few more cycles: the array must not emit anything beyond the expected beats
     for _ in range(2 * p.latency_cycles + 4):
@@ -162,25 +212,31 @@ async def gemm_matches_torch(dut, case):
     mismatches = int(np.count_nonzero(y_hw != y_torch))
     cycles = transfer_span_cycles([weights, activations], [results])
     m_total, k_total, n_total = plan.shape
-    write_results({case: {
-        "shape": [m_total, k_total, n_total],
-        "precisions": sorted({prec for _, prec in plan.jobs}),
-        "exact": mismatches == 0,
-        "mismatches": mismatches,
-        "outputs": int(y_torch.size),
-        "golden_equals_torch": bool(np.array_equal(y_golden, y_torch)),
-        "extra_beats": extra,
-        "cycles": cycles,
-        "model_cycles": model_cycles,
-        "check_cycles": spec["check_cycles"],
-        "utilization": sum(chunks * prec for chunks, prec in plan.jobs) / cycles,
-    }})
+    write_results(
+        {
+            case: {
+                "shape": [m_total, k_total, n_total],
+                "precisions": sorted({prec for _, prec in plan.jobs}),
+                "exact": mismatches == 0,
+                "mismatches": mismatches,
+                "outputs": int(y_torch.size),
+                "golden_equals_torch": bool(np.array_equal(y_golden, y_torch)),
+                "extra_beats": extra,
+                "cycles": cycles,
+                "model_cycles": model_cycles,
+                "check_cycles": spec["check_cycles"],
+                "utilization": sum(chunks * prec for chunks, prec in plan.jobs) / cycles,
+            }
+        }
+    )
 
     assert np.array_equal(y_golden, y_torch), "golden model disagrees with torch.matmul"
     if mismatches:
         i, j = (int(x) for x in np.argwhere(y_hw != y_torch)[0])
-        raise AssertionError(f"{mismatches}/{y_torch.size} outputs differ from torch.matmul; first at Y[{i},{j}]: "
-                             f"hardware {y_hw[i, j]}, torch {y_torch[i, j]}")
+        raise AssertionError(
+            f"{mismatches}/{y_torch.size} outputs differ from torch.matmul; first at Y[{i},{j}]: "
+            f"hardware {y_hw[i, j]}, torch {y_torch[i, j]}"
+        )
     assert extra == 0, f"{extra} result beats beyond the {len(plan.results)} expected"
     if spec["check_cycles"]:
         assert cycles == model_cycles, f"measured {cycles} cycles, the cycle model says {model_cycles}"

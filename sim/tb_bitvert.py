@@ -35,8 +35,8 @@ def default_cases(p: BitVertParams, seed: int = 1) -> list[dict]:
     wait for each other, one PE with all the work, pruned), extreme activations, bubbles and back-pressure."""
     rng = np.random.default_rng([seed, p.group_size, p.lanes, p.pes, p.w_width])
     g = p.group_size
-    k = min(p.k_max, 3 * g + g // 2 + 1)          # several groups and a partial last one
-    n = 2 * p.pes + 1                              # several passes and a partial last one
+    k = min(p.k_max, 3 * g + g // 2 + 1)  # several groups and a partial last one
+    n = 2 * p.pes + 1  # several passes and a partial last one
     w_lo, w_hi = p.w_range
     a_lo, a_hi = p.a_range
     alt_a = int("01" * p.w_width, 2) & ((1 << p.w_width) - 1)
@@ -49,40 +49,69 @@ def default_cases(p: BitVertParams, seed: int = 1) -> list[dict]:
     def rand_x(v=2):
         return rng.integers(a_lo, a_hi + 1, (v, k))
 
-    half = np.zeros((n, k), dtype=np.int64)        # every column of every group exactly half ones (ties)
+    half = np.zeros((n, k), dtype=np.int64)  # every column of every group exactly half ones (ties)
     half[:, ::2] = -1
     small = max(1, 1 << max(0, p.w_width - 4))
-    imbalanced = np.zeros((n, k), dtype=np.int64)           # row j dense only in group j % groups: PEs wait
+    imbalanced = np.zeros((n, k), dtype=np.int64)  # row j dense only in group j % groups: PEs wait
     groups = -(-k // g)
     for row in range(n):
         start = (row % groups) * g
-        imbalanced[row, start:start + g] = rng.integers(w_lo, w_hi + 1, min(g, k - start))
+        imbalanced[row, start : start + g] = rng.integers(w_lo, w_hi + 1, min(g, k - start))
     cases = [
         ("random", rand_w(), rand_x(3), 1.0, 1.0),
         ("all_ones_weights", np.full((n, k), -1), rand_x(), 1.0, 1.0),
         ("zero_weights", np.zeros((n, k), dtype=np.int64), rand_x(), 1.0, 1.0),
-        ("alternating_bits", np.where((np.arange(k) + np.arange(n)[:, None]) % 2, to_signed(alt_a),
-                                      to_signed(alt_b)), rand_x(), 1.0, 1.0),
+        (
+            "alternating_bits",
+            np.where((np.arange(k) + np.arange(n)[:, None]) % 2, to_signed(alt_a), to_signed(alt_b)),
+            rand_x(),
+            1.0,
+            1.0,
+        ),
         ("extremes", rng.choice([w_lo, w_hi, 0, -1], (n, k)), np.array([[a_lo] * k, [a_hi] * k]), 1.0, 1.0),
         ("half_ones_columns", half, rand_x(), 1.0, 1.0),
         ("small_weights", rand_w(-small, small - 1), rand_x(), 1.0, 1.0),
-        ("mixed_rows", np.stack([rand_w()[0], np.zeros(k, int), np.full(k, w_lo), *rand_w(-2, 1)[: n - 3]]),
-         rand_x(), 1.0, 1.0),
+        (
+            "mixed_rows",
+            np.stack([rand_w()[0], np.zeros(k, int), np.full(k, w_lo), *rand_w(-2, 1)[: n - 3]]),
+            rand_x(),
+            1.0,
+            1.0,
+        ),
         ("imbalanced_pes", imbalanced, rand_x(), 1.0, 1.0),
         # PE 0 gets every dense row, the others zero rows: they run a pass ahead and wait for their results
         ("one_pe_behind", np.where((np.arange(n) % p.pes == 0)[:, None], rand_w(), 0), rand_x(3), 1.0, 1.0),
         # dense rows 1 (PE 1, pass 0) and 2 pes (PE 0, pass 2): PE 0 runs ahead through passes 0 and 1 and its
         # last issue of pass 1 waits for pass 0's result to leave before it starts its dense pass
-        ("pass_ahead_waits", np.where(np.isin(np.arange(n), [1 % p.pes, 2 * p.pes])[:, None], rand_w(), 0),
-         rand_x(2), 1.0, 1.0),
-        ("pruned", prune_column_budget(prune_rounded_average(rand_w(), g, min(2, p.w_width - 1), p.w_width), g,
-                                       min(1, g // 2), p.w_width),
-         rand_x(), 1.0, 1.0),
+        (
+            "pass_ahead_waits",
+            np.where(np.isin(np.arange(n), [1 % p.pes, 2 * p.pes])[:, None], rand_w(), 0),
+            rand_x(2),
+            1.0,
+            1.0,
+        ),
+        (
+            "pruned",
+            prune_column_budget(
+                prune_rounded_average(rand_w(), g, min(2, p.w_width - 1), p.w_width), g, min(1, g // 2), p.w_width
+            ),
+            rand_x(),
+            1.0,
+            1.0,
+        ),
         ("input_bubbles", rand_w(), rand_x(), 0.5, 1.0),
         ("backpressure", rand_w(), rand_x(), 0.7, 0.3),
     ]
-    return [{"name": name, "w": np.asarray(w, dtype=np.int64).tolist(), "x": np.asarray(x, dtype=np.int64).tolist(),
-             "valid_probability": vp, "ready_probability": rp} for name, w, x, vp, rp in cases]
+    return [
+        {
+            "name": name,
+            "w": np.asarray(w, dtype=np.int64).tolist(),
+            "x": np.asarray(x, dtype=np.int64).tolist(),
+            "valid_probability": vp,
+            "ready_probability": rp,
+        }
+        for name, w, x, vp, rp in cases
+    ]
 
 
 CONFIG = load_config()
@@ -105,8 +134,13 @@ async def bitvert_matches_golden(dut, case):
     await reset(dut, dut.clk, sources=("activations", *weight_ports), sinks=("results",))
     seed = CONFIG.get("seed", 1)
     act_source = StreamSource(dut, "activations", dut.clk, valid_probability=vp, seed=seed)
-    act_source.send_all(pack_fields({"data": pack_lanes(beat["data"], p.a_width), "last": beat["last"]},
-                                    {"data": p.a_width * p.group_size, "last": 1}) for beat in plan.activations)
+    act_source.send_all(
+        pack_fields(
+            {"data": pack_lanes(beat["data"], p.a_width), "last": beat["last"]},
+            {"data": p.a_width * p.group_size, "last": 1},
+        )
+        for beat in plan.activations
+    )
     record_widths = {"bits": p.group_size, "shift": p.shift_width, "negative": 1, "group_last": 1}
     sources = [act_source]
     for j, port in enumerate(weight_ports):
@@ -131,27 +165,33 @@ async def bitvert_matches_golden(dut, case):
     full_rate = vp == 1.0 and rp == 1.0
     start = min(s.transfer_cycles[0] for s in sources if s.transfer_cycles)
     measured = [c - start for c in sink.transfer_cycles[: len(plan.passes)]]
-    write_results({case: {
-        "shape": list(plan.shape),
-        "exact": mismatches == 0,
-        "mismatches": mismatches,
-        "golden_equals_matmul": bool(np.array_equal(y_golden, y_matmul)),
-        "outputs": int(y_golden.size),
-        "extra_beats": extra,
-        "full_rate": full_rate,
-        "check_cycles": full_rate,
-        "result_cycles": measured,
-        "model_result_cycles": schedule,
-        "cycles": measured[-1] + 1,
-        "model_cycles": schedule[-1] + 1,
-        "pass_cycles": plan.pass_cycles,
-        "utilization": sum(plan.pass_cycles) / (measured[-1] + 1),
-    }})
+    write_results(
+        {
+            case: {
+                "shape": list(plan.shape),
+                "exact": mismatches == 0,
+                "mismatches": mismatches,
+                "golden_equals_matmul": bool(np.array_equal(y_golden, y_matmul)),
+                "outputs": int(y_golden.size),
+                "extra_beats": extra,
+                "full_rate": full_rate,
+                "check_cycles": full_rate,
+                "result_cycles": measured,
+                "model_result_cycles": schedule,
+                "cycles": measured[-1] + 1,
+                "model_cycles": schedule[-1] + 1,
+                "pass_cycles": plan.pass_cycles,
+                "utilization": sum(plan.pass_cycles) / (measured[-1] + 1),
+            }
+        }
+    )
 
     if mismatches:
         v, row = (int(i) for i in np.argwhere(y_hw != y_golden)[0])
-        raise AssertionError(f"{mismatches}/{y_golden.size} outputs differ from the golden model; first at "
-                             f"vector {v}, row {row}: hardware {y_hw[v, row]}, golden {y_golden[v, row]}")
+        raise AssertionError(
+            f"{mismatches}/{y_golden.size} outputs differ from the golden model; first at "
+            f"vector {v}, row {row}: hardware {y_hw[v, row]}, golden {y_golden[v, row]}"
+        )
     assert np.array_equal(y_golden, y_matmul), "the golden model differs from x @ W.T"
     assert extra == 0, f"{extra} result beats beyond the {len(plan.passes)} expected"
     if full_rate:

@@ -37,7 +37,7 @@ class UartHost:
         self.frames: Queue = Queue()
         self.garbage: list[str] = []
         self.received_bytes = 0
-        self.raw = bytearray()                  # every received byte, for the host driver's port
+        self.raw = bytearray()  # every received byte, for the host driver's port
 
     async def send(self, data: bytes) -> None:
         for byte in data:
@@ -86,12 +86,18 @@ def faulty_frame(fault: str, sequence: int, payload: bytes) -> bytes:
     if fault == "bad_type":
         return link.encode(0x33, sequence, payload)
     if fault == "stall":
-        return good[:len(good) // 2]
+        return good[: len(good) // 2]
     raise ValueError(f"unknown fault {fault!r}")
 
 
-EXPECTED_CODE = {"flipped_bit": ErrorCode.BAD_CRC, "overlong": ErrorCode.BAD_LENGTH, "short": ErrorCode.BAD_LENGTH,
-                 "bad_sync": ErrorCode.NO_SYNC, "bad_type": ErrorCode.BAD_TYPE, "stall": ErrorCode.TIMEOUT}
+EXPECTED_CODE = {
+    "flipped_bit": ErrorCode.BAD_CRC,
+    "overlong": ErrorCode.BAD_LENGTH,
+    "short": ErrorCode.BAD_LENGTH,
+    "bad_sync": ErrorCode.NO_SYNC,
+    "bad_type": ErrorCode.BAD_TYPE,
+    "stall": ErrorCode.TIMEOUT,
+}
 
 
 class SimPort:
@@ -151,7 +157,7 @@ async def board_link_runs_every_inference_once(dut):
     stall = CONFIG["stall_timeout_cycles"]
     payloads = [bytes.fromhex(h) for h in CONFIG["payloads"]]
     faults = {int(k): v for k, v in CONFIG.get("faults", {}).items()}
-    paired = set(CONFIG.get("paired", []))           # inference i sent together with i + 1
+    paired = set(CONFIG.get("paired", []))  # inference i sent together with i + 1
     reply_cycles = CONFIG["reply_timeout_cycles"]
 
     host = await _start(dut, cpb)
@@ -162,7 +168,7 @@ async def board_link_runs_every_inference_once(dut):
 
     results: list[dict] = []
     errors: list[dict] = []
-    transaction_cycles: list[int] = []          # stop-and-wait: first bit sent to the reply's last stop bit
+    transaction_cycles: list[int] = []  # stop-and-wait: first bit sent to the reply's last stop bit
 
     def record(frame):
         if frame.type == FrameType.RESULT:
@@ -180,13 +186,13 @@ async def board_link_runs_every_inference_once(dut):
         if fault is not None:
             await host.send(faulty_frame(fault, sequence, payloads[index]))
             if fault == "stall":
-                pass                                 # the host goes quiet mid-frame; the bridge must time out
+                pass  # the host goes quiet mid-frame; the bridge must time out
             reply = record(await host.reply(reply_cycles + stall))
             assert reply.type == FrameType.ERROR, f"fault {fault} answered by {reply}"
             assert reply.error_code == EXPECTED_CODE[fault], f"fault {fault} answered with {reply.error_code!r}"
             expected_sequence = link.NO_SEQUENCE if fault == "bad_sync" else sequence
             assert reply.sequence == expected_sequence, f"fault {fault}: error names sequence {reply.sequence}"
-            await ClockCycles(dut.clk, drain + 20 * cpb)   # the bridge drains until the line is idle
+            await ClockCycles(dut.clk, drain + 20 * cpb)  # the bridge drains until the line is idle
         if index in paired and index + 1 < len(payloads):
             await host.send(link.encode(FrameType.INFER, sequence, payloads[index]))
             await host.send(link.encode(FrameType.INFER, (index + 1) % 256, payloads[index + 1]))
@@ -202,8 +208,16 @@ async def board_link_runs_every_inference_once(dut):
         transaction_cycles.append(round((get_sim_time("ns") - started_ns) / CLOCK_NS))
         index += 1
 
-    await ClockCycles(dut.clk, 4 * reply_cycles // 3)   # nothing may follow
+    await ClockCycles(dut.clk, 4 * reply_cycles // 3)  # nothing may follow
     while not host.frames.empty():
         record(host.frames.get_nowait())
-    write_results({"info": info.payload.hex(), "results": results, "errors": errors, "garbage": host.garbage,
-                   "received_bytes": host.received_bytes, "transaction_cycles": transaction_cycles})
+    write_results(
+        {
+            "info": info.payload.hex(),
+            "results": results,
+            "errors": errors,
+            "garbage": host.garbage,
+            "received_bytes": host.received_bytes,
+            "transaction_cycles": transaction_cycles,
+        }
+    )

@@ -39,18 +39,39 @@ class Adapter:
     params: type
     golden: Callable
     schedule: Callable
-    in_lanes: Callable       # p -> lanes of an input beat
-    out_lanes: Callable      # p -> lanes of an output beat
-    frame_shape: Callable    # p -> shape of one input frame for the golden model
+    in_lanes: Callable  # p -> lanes of an input beat
+    out_lanes: Callable  # p -> lanes of an output beat
+    frame_shape: Callable  # p -> shape of one input frame for the golden model
 
 
 ADAPTERS = [
-    Adapter("swg", SwgParams, swg_golden, swg_schedule, lambda p: p.simd, lambda p: p.simd,
-            lambda p: (p.in_height, p.in_width, p.channels)),
-    Adapter("maxpool", PoolParams, pool_golden, pool_schedule, lambda p: p.simd, lambda p: p.simd,
-            lambda p: (p.in_height, p.in_width, p.channels)),
-    Adapter("dwc", DwcParams, dwc_golden, dwc_schedule, lambda p: p.in_lanes, lambda p: p.out_lanes,
-            lambda p: (p.frame_elements,)),
+    Adapter(
+        "swg",
+        SwgParams,
+        swg_golden,
+        swg_schedule,
+        lambda p: p.simd,
+        lambda p: p.simd,
+        lambda p: (p.in_height, p.in_width, p.channels),
+    ),
+    Adapter(
+        "maxpool",
+        PoolParams,
+        pool_golden,
+        pool_schedule,
+        lambda p: p.simd,
+        lambda p: p.simd,
+        lambda p: (p.in_height, p.in_width, p.channels),
+    ),
+    Adapter(
+        "dwc",
+        DwcParams,
+        dwc_golden,
+        dwc_schedule,
+        lambda p: p.in_lanes,
+        lambda p: p.out_lanes,
+        lambda p: (p.frame_elements,),
+    ),
 ]
 
 
@@ -69,8 +90,10 @@ def expected_beats(p, frames: list[np.ndarray]) -> list[list[int]]:
     """The golden model's output of every frame, as beats of output lanes, frames back to back."""
     adapter = adapter_for(p)
     lanes = adapter.out_lanes(p)
-    out = [adapter.golden(p, np.asarray(f, dtype=np.int64).reshape(adapter.frame_shape(p))).reshape(-1, lanes)
-           for f in frames]
+    out = [
+        adapter.golden(p, np.asarray(f, dtype=np.int64).reshape(adapter.frame_shape(p))).reshape(-1, lanes)
+        for f in frames
+    ]
     return np.concatenate(out).tolist()
 
 
@@ -98,7 +121,9 @@ def default_cases(p, seed: int = 1) -> list[dict]:
     if p.elem_signed:
         alternating = [v - (1 << p.elem_width) if v >> (p.elem_width - 1) else v for v in alternating]
     corner_frames = [
-        np.full(size, lo), np.full(size, hi), np.zeros(size, dtype=np.int64),
+        np.full(size, lo),
+        np.full(size, hi),
+        np.zeros(size, dtype=np.int64),
         rng.choice([lo, hi, 0, -1 if p.elem_signed else 1], size=size),
         np.resize(np.array(alternating), size),
     ]
@@ -109,9 +134,16 @@ def default_cases(p, seed: int = 1) -> list[dict]:
         ("extremes", corner_frames, 0.8, 0.7, False),
         ("extremes_full_rate", corner_frames[:3], 1.0, 1.0, True),
     ]
-    return [{"name": name, "frames": [np.asarray(f, dtype=np.int64).tolist() for f in frames],
-             "valid_probability": vp, "ready_probability": rp, "check_schedule": check}
-            for name, frames, vp, rp, check in cases]
+    return [
+        {
+            "name": name,
+            "frames": [np.asarray(f, dtype=np.int64).tolist() for f in frames],
+            "valid_probability": vp,
+            "ready_probability": rp,
+            "check_schedule": check,
+        }
+        for name, frames, vp, rp, check in cases
+    ]
 
 
 # --- the test ---------------------------------------------------------------------------------------
@@ -150,18 +182,25 @@ async def frames_match_golden_and_schedule(dut, case):
     full_rate_accepted, full_rate_produced = adapter.schedule(p, [0] * len(beats_in))
     span = max(full_rate_produced[-1] if full_rate_produced else 0, full_rate_accepted[-1])
     slowest = min(spec["valid_probability"], spec["ready_probability"])
-    budget_ns = CLOCK_NS * int((4 * span + 200) / slowest ** 2)
+    budget_ns = CLOCK_NS * int((4 * span + 200) / slowest**2)
     raw = await with_timeout(sink.take(len(expected)), budget_ns, "ns")
-    for _ in range(16):   # nothing may follow the expected beats
+    for _ in range(16):  # nothing may follow the expected beats
         await RisingEdge(dut.clk)
     extra = len(sink.received) - len(expected)
 
     got = [unpack_lanes(beat, p.elem_width, out_lanes, signed=p.elem_signed) for beat in raw]
     wrong = [i for i, (g, e) in enumerate(zip(got, expected)) if g != e]
 
-    result = {"beats_in": len(beats_in), "beats_out": len(expected), "frames": len(frames),
-              "exact": not wrong, "mismatches": len(wrong), "extra_beats": extra,
-              "check_schedule": spec["check_schedule"], "in_lanes": in_lanes}
+    result = {
+        "beats_in": len(beats_in),
+        "beats_out": len(expected),
+        "frames": len(frames),
+        "exact": not wrong,
+        "mismatches": len(wrong),
+        "extra_beats": extra,
+        "check_schedule": spec["check_schedule"],
+        "in_lanes": in_lanes,
+    }
     schedule_problem = None
     if spec["check_schedule"]:
         first = source.offer_cycles[0]
@@ -169,21 +208,27 @@ async def frames_match_golden_and_schedule(dut, case):
         accepted = [t - first for t in source.transfer_cycles]
         produced = [t - first for t in sink.transfer_cycles]
         model_accepted, model_produced = adapter.schedule(p, offered)
-        result |= {"schedule_accepted_ok": accepted == model_accepted,
-                   "schedule_produced_ok": produced == model_produced,
-                   "latency_cycles": produced[0] - accepted[0],
-                   "total_cycles": produced[-1] - accepted[0] + 1}
+        result |= {
+            "schedule_accepted_ok": accepted == model_accepted,
+            "schedule_produced_ok": produced == model_produced,
+            "latency_cycles": produced[0] - accepted[0],
+            "total_cycles": produced[-1] - accepted[0] + 1,
+        }
         if accepted != model_accepted:
-            schedule_problem = "input handshakes differ from the schedule: " + _first_difference(accepted,
-                                                                                                 model_accepted)
+            schedule_problem = "input handshakes differ from the schedule: " + _first_difference(
+                accepted, model_accepted
+            )
         elif produced != model_produced:
-            schedule_problem = "output handshakes differ from the schedule: " + _first_difference(produced,
-                                                                                                  model_produced)
+            schedule_problem = "output handshakes differ from the schedule: " + _first_difference(
+                produced, model_produced
+            )
     write_results({case: result})
 
     if wrong:
         i = wrong[0]
-        raise AssertionError(f"{len(wrong)}/{len(expected)} output beats differ from {adapter.name}'s golden model;"
-                             f" first is beat {i}: hardware {got[i]}, golden {expected[i]}")
+        raise AssertionError(
+            f"{len(wrong)}/{len(expected)} output beats differ from {adapter.name}'s golden model;"
+            f" first is beat {i}: hardware {got[i]}, golden {expected[i]}"
+        )
     assert extra == 0, f"{extra} output beats beyond the {len(expected)} expected"
     assert schedule_problem is None, schedule_problem

@@ -20,11 +20,25 @@ def _signed(value: int, width: int) -> int:
 async def yosys_mapped_products_are_exact_with_the_model(dut):
     rng = random.Random(load_config().get("seed", 1))
     top = (1 << 18) - 1
-    corners = [(-2048, 1023, -256, -256, top, top), (2047, 1023, 255, -256, top, 1),
-               (-2048, 0, -256, 255, 1 << 17, top), (0, 1, 0, 0, 0, 0), (-1, 1023, -1, -1, 1, 1),
-               (2047, 1, 255, 255, 1 << 17, 1 << 17)]
-    cases = corners + [(rng.randint(-2048, 2047), rng.randint(0, 1023), rng.randint(-256, 255),
-                        rng.randint(-256, 255), rng.randint(0, top), rng.randint(0, top)) for _ in range(2000)]
+    corners = [
+        (-2048, 1023, -256, -256, top, top),
+        (2047, 1023, 255, -256, top, 1),
+        (-2048, 0, -256, 255, 1 << 17, top),
+        (0, 1, 0, 0, 0, 0),
+        (-1, 1023, -1, -1, 1, 1),
+        (2047, 1, 255, 255, 1 << 17, 1 << 17),
+    ]
+    cases = corners + [
+        (
+            rng.randint(-2048, 2047),
+            rng.randint(0, 1023),
+            rng.randint(-256, 255),
+            rng.randint(-256, 255),
+            rng.randint(0, top),
+            rng.randint(0, top),
+        )
+        for _ in range(2000)
+    ]
     bad = []
     for a, b, c, d, e, f in cases:
         dut.a.value, dut.b.value = a & 0xFFF, b

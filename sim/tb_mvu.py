@@ -70,8 +70,10 @@ def default_cases(p: MvuParams, seed: int = 1) -> list[dict]:
         ("backpressure", rand(6), 0.6, 0.4),
         ("heavy_backpressure", rand(4), 1.0, 0.15),
     ]
-    return [{"name": name, "x": np.asarray(x, dtype=np.int64).tolist(), "valid_probability": vp,
-             "ready_probability": rp} for name, x, vp, rp in cases]
+    return [
+        {"name": name, "x": np.asarray(x, dtype=np.int64).tolist(), "valid_probability": vp, "ready_probability": rp}
+        for name, x, vp, rp in cases
+    ]
 
 
 CONFIG = load_config()
@@ -104,8 +106,9 @@ async def mvu_matches_golden(dut, case):
     seed = CONFIG.get("seed", 1)
     source = StreamSource(dut, "inp", dut.clk, valid_probability=vp, seed=seed)
     sink = StreamSink(dut, "out", dut.clk, ready_probability=rp, seed=seed + 1)
-    source.send_all(pack_lanes(x[v, s * p.simd:(s + 1) * p.simd], p.in_width) for v in range(frames)
-                    for s in range(sf))
+    source.send_all(
+        pack_lanes(x[v, s * p.simd : (s + 1) * p.simd], p.in_width) for v in range(frames) for s in range(sf)
+    )
 
     summary = mvu_cycles(p, frames)
     budget_ns = int((20 * summary["total_cycles"] + 1000) / min(vp, rp)) * CLOCK_NS
@@ -127,41 +130,55 @@ async def mvu_matches_golden(dut, case):
     full_rate = vp == 1.0 and rp == 1.0
     measured_latency = sink.transfer_cycles[0] - source.transfer_cycles[0]
     span = transfer_span_cycles([source], [sink])
-    write_results({case: {
-        "shape": [frames, p.in_features, p.out_features],
-        "exact": mismatches == 0,
-        "mismatches": mismatches,
-        "outputs": int(y_golden.size),
-        "extra_beats": extra,
-        "threshold_hits": _threshold_hits(p, weights, thresholds, x),
-        "check_schedule": check_schedule,
-        "schedule_ok": schedule_ok,
-        "full_rate": full_rate,
-        "latency_cycles": measured_latency,
-        "model_latency_cycles": summary["latency_cycles"],
-        "initiation_interval": summary["initiation_interval"],
-        "cycles": span,
-        "model_cycles": summary["total_cycles"],
-        "check_cycles": full_rate,
-        "utilization": frames * nf * sf / span,
-    }})
+    write_results(
+        {
+            case: {
+                "shape": [frames, p.in_features, p.out_features],
+                "exact": mismatches == 0,
+                "mismatches": mismatches,
+                "outputs": int(y_golden.size),
+                "extra_beats": extra,
+                "threshold_hits": _threshold_hits(p, weights, thresholds, x),
+                "check_schedule": check_schedule,
+                "schedule_ok": schedule_ok,
+                "full_rate": full_rate,
+                "latency_cycles": measured_latency,
+                "model_latency_cycles": summary["latency_cycles"],
+                "initiation_interval": summary["initiation_interval"],
+                "cycles": span,
+                "model_cycles": summary["total_cycles"],
+                "check_cycles": full_rate,
+                "utilization": frames * nf * sf / span,
+            }
+        }
+    )
 
     if mismatches:
         v, n = (int(i) for i in np.argwhere(y_hw != y_golden)[0])
-        raise AssertionError(f"{mismatches}/{y_golden.size} outputs differ from the golden model; first at "
-                             f"vector {v}, channel {n}: hardware {y_hw[v, n]}, golden {y_golden[v, n]}")
+        raise AssertionError(
+            f"{mismatches}/{y_golden.size} outputs differ from the golden model; first at "
+            f"vector {v}, channel {n}: hardware {y_hw[v, n]}, golden {y_golden[v, n]}"
+        )
     assert extra == 0, f"{extra} output beats beyond the {frames * nf} expected"
     if case == "threshold_boundary" and p.thresholds_mode:
         assert _threshold_hits(p, weights, thresholds, x) > 0, "no accumulator hit a threshold exactly"
     if check_schedule:
-        for what, model, seen in (("input", accepted, source.transfer_cycles),
-                                  ("output", produced, sink.transfer_cycles)):
+        for what, model, seen in (
+            ("input", accepted, source.transfer_cycles),
+            ("output", produced, sink.transfer_cycles),
+        ):
             if model != seen:
-                i = next(i for i, (a, b) in enumerate(zip(model, seen)) if a != b) if len(model) == len(seen) \
+                i = (
+                    next(i for i, (a, b) in enumerate(zip(model, seen)) if a != b)
+                    if len(model) == len(seen)
                     else min(len(model), len(seen))
-                raise AssertionError(f"{what} handshake {i}: measured cycle {seen[i:i + 1]}, the schedule "
-                                     f"model says {model[i:i + 1]} ({len(seen)} measured, {len(model)} modelled)")
+                )
+                raise AssertionError(
+                    f"{what} handshake {i}: measured cycle {seen[i : i + 1]}, the schedule "
+                    f"model says {model[i : i + 1]} ({len(seen)} measured, {len(model)} modelled)"
+                )
     if full_rate:
-        assert measured_latency == summary["latency_cycles"], \
+        assert measured_latency == summary["latency_cycles"], (
             f"latency {measured_latency} cycles, mvu_cycles says {summary['latency_cycles']}"
+        )
         assert span == summary["total_cycles"], f"{span} cycles in total, mvu_cycles says {summary['total_cycles']}"

@@ -26,7 +26,7 @@ async def network_matches_golden(dut, case):
     assert case in CASES, "run through hardwire.hls.compile (no cases in the config)"
     spec = CASES[case]
     geometry = CONFIG["geometry"]
-    inputs = spec["inputs"]                    # per inference: list of beats, each a list of lane values
+    inputs = spec["inputs"]  # per inference: list of beats, each a list of lane values
     frames = len(inputs)
     out_beats = geometry["out_beats"]
 
@@ -34,13 +34,14 @@ async def network_matches_golden(dut, case):
     await reset(dut, dut.clk, sources=("inp",), sinks=("out",))
     seed = CONFIG.get("seed", 1)
     payloads = [pack_lanes(beat, geometry["in_width"]) for beats in inputs for beat in beats]
-    source = StreamSource(dut, "inp", dut.clk, valid_probability=spec.get("valid_probability", 1.0), seed=seed,
-                          offers=spec.get("offers"))
+    source = StreamSource(
+        dut, "inp", dut.clk, valid_probability=spec.get("valid_probability", 1.0), seed=seed, offers=spec.get("offers")
+    )
     source.send_all(payloads)
     sink = StreamSink(dut, "out", dut.clk, ready_probability=spec["ready_probability"], seed=seed + 1)
     budget_cycles = spec["budget_cycles"]
     raw = await with_timeout(sink.take(frames * out_beats), budget_cycles * CLOCK_NS, "ns")
-    for _ in range(64):                        # nothing may follow the expected beats
+    for _ in range(64):  # nothing may follow the expected beats
         await RisingEdge(dut.clk)
     extra = len(sink.received) - frames * out_beats
 

@@ -94,10 +94,12 @@ async def passthrough_delivers_every_beat_unchanged_and_in_order(dut):
     await ClockCycles(dut.clk, 8)
     assert len(sink.received) == len(sent), f"received {len(sink.received)} beats, sent {len(sent)}"
 
-    write_results({
-        "beats": len(sent),
-        "input_cycles": source.transfer_cycles,
-        "output_cycles": sink.transfer_cycles,
-        "first_beat_latency_cycles": sink.transfer_cycles[0] - source.transfer_cycles[0],
-        "span_cycles": transfer_span_cycles([source], [sink]),
-    })
+    write_results(
+        {
+            "beats": len(sent),
+            "input_cycles": source.transfer_cycles,
+            "output_cycles": sink.transfer_cycles,
+            "first_beat_latency_cycles": sink.transfer_cycles[0] - source.transfer_cycles[0],
+            "span_cycles": transfer_span_cycles([source], [sink]),
+        }
+    )

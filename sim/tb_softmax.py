@@ -24,8 +24,8 @@ CLOCK_NS = 10
 
 def float_reference(p: SoftmaxParams, x) -> np.ndarray:
     """torch.softmax in float64 of the real input values, scaled to output LSBs (not rounded)."""
-    real = torch.tensor(np.asarray(x, dtype=np.float64) / 2.0 ** p.in_frac, dtype=torch.float64)
-    return torch.softmax(real, dim=0).numpy() * 2.0 ** p.out_width
+    real = torch.tensor(np.asarray(x, dtype=np.float64) / 2.0**p.in_frac, dtype=torch.float64)
+    return torch.softmax(real, dim=0).numpy() * 2.0**p.out_width
 
 
 def default_cases(p: SoftmaxParams, seed: int = 1) -> list[dict]:
@@ -56,13 +56,20 @@ def default_cases(p: SoftmaxParams, seed: int = 1) -> list[dict]:
     ]
     if p.variant == "unified_max":
         phi, window = p.max_estimate, p.estimate_window
-        inside = [rng.integers(max(lo, phi - window - 40), phi + 1, int(rng.integers(1, n + 1))).tolist()
-                  for _ in range(4)]
+        inside = [
+            rng.integers(max(lo, phi - window - 40), phi + 1, int(rng.integers(1, n + 1))).tolist() for _ in range(4)
+        ]
         for vector in inside:
-            vector[0] = int(rng.integers(max(lo, phi - window), phi + 1))   # the max is within the window
+            vector[0] = int(rng.integers(max(lo, phi - window), phi + 1))  # the max is within the window
         over = [min(hi, phi + 1)] + rand(1)[0]
-        cases.append(("estimate_holds_and_falls_back", [*inside, over[:n], [phi - window - 1] if phi - window > lo
-                                                         else [phi]], 1.0, 1.0))
+        cases.append(
+            (
+                "estimate_holds_and_falls_back",
+                [*inside, over[:n], [phi - window - 1] if phi - window > lo else [phi]],
+                1.0,
+                1.0,
+            )
+        )
     if p.variant == "online_pipelined":
         # lengths around multiples of the lane count (lanes left unused, lanes with one more element), short
         # vectors back to back (the combinations wait for the lanes' last updates and for the previous hand-off),
@@ -72,14 +79,29 @@ def default_cases(p: SoftmaxParams, seed: int = 1) -> list[dict]:
         ramp = [min(hi, lo + 3 * i) for i in range(n)]
         cases += [
             ("lane_lengths", [rng.integers(lo, hi + 1, length).tolist() for length in lengths], 1.0, 1.0),
-            ("short_back_to_back", [rng.integers(lo, hi + 1, length).tolist()
-                                    for length in (1, 2, 1, 3, 1, 1, min(n, lanes + 1), 2)], 1.0, 1.0),
+            (
+                "short_back_to_back",
+                [rng.integers(lo, hi + 1, length).tolist() for length in (1, 2, 1, 3, 1, 1, min(n, lanes + 1), 2)],
+                1.0,
+                1.0,
+            ),
             ("ramps", [ramp, ramp[::-1], [hi] * (n - 1) + [lo]], 1.0, 1.0),
-            ("short_under_backpressure", [rng.integers(lo, hi + 1, length).tolist()
-                                          for length in (1, 2, 3, 1, min(n, lanes + 1))], 0.7, 0.5),
+            (
+                "short_under_backpressure",
+                [rng.integers(lo, hi + 1, length).tolist() for length in (1, 2, 3, 1, min(n, lanes + 1))],
+                0.7,
+                0.5,
+            ),
         ]
-    return [{"name": name, "vectors": [list(map(int, v)) for v in vectors], "valid_probability": vp,
-             "ready_probability": rp} for name, vectors, vp, rp in cases]
+    return [
+        {
+            "name": name,
+            "vectors": [list(map(int, v)) for v in vectors],
+            "valid_probability": vp,
+            "ready_probability": rp,
+        }
+        for name, vectors, vp, rp in cases
+    ]
 
 
 CONFIG = load_config()
@@ -103,8 +125,11 @@ async def softmax_matches_golden(dut, case):
     source = StreamSource(dut, "inp", dut.clk, valid_probability=vp, seed=seed)
     sink = StreamSink(dut, "out", dut.clk, ready_probability=rp, seed=seed + 1)
     # a vector of n_max elements ends without `last` on its final beat (the unit ends it by its length)
-    source.send_all(pack_fields({"data": int(x), "last": int(i == len(v) - 1 and len(v) < p.n_max)}, in_widths)
-                    for v in vectors for i, x in enumerate(v))
+    source.send_all(
+        pack_fields({"data": int(x), "last": int(i == len(v) - 1 and len(v) < p.n_max)}, in_widths)
+        for v in vectors
+        for i, x in enumerate(v)
+    )
     total = sum(len(v) for v in vectors)
     model_budget = sum(softmax_cycles(p, len(v), needs_fallback(p, v))["initiation_interval"] for v in vectors)
     budget_ns = int((4 * model_budget + 1000) / min(vp, rp)) * CLOCK_NS
@@ -126,35 +151,45 @@ async def softmax_matches_golden(dut, case):
     check_schedule = rp == 1.0
     schedule_ok = accepted == source.transfer_cycles and produced == sink.transfer_cycles
     full_rate = vp == 1.0 and rp == 1.0
-    write_results({case: {
-        "shape": [len(vectors), max(len(v) for v in vectors)],
-        "exact": mismatches == 0 and lasts == expected_lasts,
-        "mismatches": mismatches,
-        "last_ok": lasts == expected_lasts,
-        "outputs": total,
-        "extra_beats": extra,
-        "fallbacks": sum(needs_fallback(p, v) for v in vectors),
-        "max_error_lsb": float(error.max()),
-        "mean_error_lsb": float(error.mean()),
-        "check_schedule": check_schedule,
-        "schedule_ok": schedule_ok,
-        "full_rate": full_rate,
-        "cycles": transfer_span_cycles([source], [sink]),
-        "model_cycles": produced[-1] - accepted[0] + 1,
-        "check_cycles": full_rate,
-        "utilization": total / max(1, transfer_span_cycles([source], [sink])),
-    }})
+    write_results(
+        {
+            case: {
+                "shape": [len(vectors), max(len(v) for v in vectors)],
+                "exact": mismatches == 0 and lasts == expected_lasts,
+                "mismatches": mismatches,
+                "last_ok": lasts == expected_lasts,
+                "outputs": total,
+                "extra_beats": extra,
+                "fallbacks": sum(needs_fallback(p, v) for v in vectors),
+                "max_error_lsb": float(error.max()),
+                "mean_error_lsb": float(error.mean()),
+                "check_schedule": check_schedule,
+                "schedule_ok": schedule_ok,
+                "full_rate": full_rate,
+                "cycles": transfer_span_cycles([source], [sink]),
+                "model_cycles": produced[-1] - accepted[0] + 1,
+                "check_cycles": full_rate,
+                "utilization": total / max(1, transfer_span_cycles([source], [sink])),
+            }
+        }
+    )
 
     if mismatches:
         i = int(np.argwhere(got != golden)[0][0])
-        raise AssertionError(f"{mismatches}/{total} outputs differ from the golden model; first at output {i}: "
-                             f"hardware {got[i]}, golden {golden[i]}")
+        raise AssertionError(
+            f"{mismatches}/{total} outputs differ from the golden model; first at output {i}: "
+            f"hardware {got[i]}, golden {golden[i]}"
+        )
     assert lasts == expected_lasts, f"last flags {lasts} != {expected_lasts}"
     assert extra == 0, f"{extra} output beats beyond the {total} expected"
     if check_schedule:
-        for what, model, seen in (("input", accepted, source.transfer_cycles),
-                                  ("output", produced, sink.transfer_cycles)):
+        for what, model, seen in (
+            ("input", accepted, source.transfer_cycles),
+            ("output", produced, sink.transfer_cycles),
+        ):
             if model != seen:
                 i = next((i for i, (a, b) in enumerate(zip(model, seen)) if a != b), min(len(model), len(seen)))
-                raise AssertionError(f"{what} handshake {i}: measured cycle {seen[i:i + 1]}, the schedule "
-                                     f"model says {model[i:i + 1]} ({len(seen)} measured, {len(model)} modelled)")
+                raise AssertionError(
+                    f"{what} handshake {i}: measured cycle {seen[i : i + 1]}, the schedule "
+                    f"model says {model[i : i + 1]} ({len(seen)} measured, {len(model)} modelled)"
+                )

@@ -64,19 +64,37 @@ def default_cases(p: SystolicParams, seed: int = 1) -> list[dict]:
         ("all_max", np.full((r, k_deep), a_hi), np.full((k_deep, c), w_hi), 1.0, 1.0),
         ("min_times_max", np.full((r, k_deep), a_lo), np.full((k_deep, c), w_hi), 1.0, 1.0),
         ("max_times_min", np.full((r, k_deep), a_hi), np.full((k_deep, c), w_lo), 1.0, 1.0),
-        ("mixed_extremes", rng.choice([a_lo, a_hi, 0], size=(m, k)), rng.choice([w_lo, w_hi, 0], size=(k, n)),
-         1.0, 1.0),
+        (
+            "mixed_extremes",
+            rng.choice([a_lo, a_hi, 0], size=(m, k)),
+            rng.choice([w_lo, w_hi, 0], size=(k, n)),
+            1.0,
+            1.0,
+        ),
         ("zeros", np.zeros((r, k)), rand((k, c), w_lo, w_hi), 1.0, 1.0),
-        ("alternating_bits", alternating((m, k), p.a_width, p.a_signed, 0),
-         alternating((k, n), p.w_width, p.w_signed, 1), 1.0, 1.0),
+        (
+            "alternating_bits",
+            alternating((m, k), p.a_width, p.a_signed, 0),
+            alternating((k, n), p.w_width, p.w_signed, 1),
+            1.0,
+            1.0,
+        ),
         ("single_mac", rand((1, 1), a_lo, a_hi), rand((1, 1), w_lo, w_hi), 1.0, 1.0),
         ("backpressure", rand((m, k), a_lo, a_hi), rand((k, n), w_lo, w_hi), 0.6, 0.5),
         # two-row tiles over many K tiles with stalls: rows return to the accumulator as early as allowed
         ("short_tiles_stalled", rand((2, k_deep), a_lo, a_hi), rand((k_deep, n), w_lo, w_hi), 0.5, 0.5),
     ]
-    return [{"name": name, "a": np.asarray(a, dtype=np.int64).tolist(), "w": np.asarray(w, dtype=np.int64).tolist(),
-             "valid_probability": vp, "ready_probability": rp, "check_cycles": vp == 1.0 and rp == 1.0}
-            for name, a, w, vp, rp in cases]
+    return [
+        {
+            "name": name,
+            "a": np.asarray(a, dtype=np.int64).tolist(),
+            "w": np.asarray(w, dtype=np.int64).tolist(),
+            "valid_probability": vp,
+            "ready_probability": rp,
+            "check_cycles": vp == 1.0 and rp == 1.0,
+        }
+        for name, a, w, vp, rp in cases
+    ]
 
 
 def torch_reference(p: SystolicParams, a: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -120,14 +138,14 @@ async def gemm_matches_torch(dut, case):
     await _reset(dut)
     seed = CONFIG.get("seed", 1)
     weights = StreamSource(dut, "weights", dut.clk, valid_probability=spec["valid_probability"], seed=seed)
-    activations = StreamSource(dut, "activations", dut.clk, valid_probability=spec["valid_probability"],
-                               seed=seed + 1)
+    activations = StreamSource(dut, "activations", dut.clk, valid_probability=spec["valid_probability"], seed=seed + 1)
     results = StreamSink(dut, "results", dut.clk, ready_probability=spec["ready_probability"], seed=seed + 2)
 
     weights.send_all(pack_lanes(beat, p.w_width) for beat in plan.weights)
     act_fields = _activation_fields(p)
     activations.send_all(
-        pack_fields({**beat, "data": pack_lanes(beat["data"], p.a_width)}, act_fields) for beat in plan.activations)
+        pack_fields({**beat, "data": pack_lanes(beat["data"], p.a_width)}, act_fields) for beat in plan.activations
+    )
 
     expected_beats = expected_result_beats(p, plan)
     model_cycles = gemm_cycles(p, *plan.shape)
@@ -149,26 +167,32 @@ async def gemm_matches_torch(dut, case):
     mismatches = int(np.count_nonzero(y_hw != y_torch))
     cycles = transfer_span_cycles([weights, activations], [results])
     m_total, k_total, n_total = plan.shape
-    write_results({case: {
-        "shape": [m_total, k_total, n_total],
-        "exact": mismatches == 0,
-        "mismatches": mismatches,
-        "outputs": int(y_torch.size),
-        "golden_equals_torch": bool(np.array_equal(y_golden, y_torch)),
-        "last_flags_ok": lasts == expected_last_flags(p, plan),
-        "extra_beats": extra,
-        "cycles": cycles,
-        "model_cycles": model_cycles,
-        "check_cycles": spec["check_cycles"],
-        "utilization": (m_total * k_total * n_total) / (p.rows * p.cols * cycles),
-    }})
+    write_results(
+        {
+            case: {
+                "shape": [m_total, k_total, n_total],
+                "exact": mismatches == 0,
+                "mismatches": mismatches,
+                "outputs": int(y_torch.size),
+                "golden_equals_torch": bool(np.array_equal(y_golden, y_torch)),
+                "last_flags_ok": lasts == expected_last_flags(p, plan),
+                "extra_beats": extra,
+                "cycles": cycles,
+                "model_cycles": model_cycles,
+                "check_cycles": spec["check_cycles"],
+                "utilization": (m_total * k_total * n_total) / (p.rows * p.cols * cycles),
+            }
+        }
+    )
 
     assert np.array_equal(y_golden, y_torch), "golden model disagrees with torch.matmul"
     if mismatches:
         where = np.argwhere(y_hw != y_torch)[0]
         i, j = int(where[0]), int(where[1])
-        raise AssertionError(f"{mismatches}/{y_torch.size} outputs differ from torch.matmul; first at Y[{i},{j}]: "
-                             f"hardware {y_hw[i, j]}, torch {y_torch[i, j]}")
+        raise AssertionError(
+            f"{mismatches}/{y_torch.size} outputs differ from torch.matmul; first at Y[{i},{j}]: "
+            f"hardware {y_hw[i, j]}, torch {y_torch[i, j]}"
+        )
     assert extra == 0, f"{extra} result beats beyond the {expected_beats} expected"
     assert lasts == expected_last_flags(p, plan), "result `last` flags are not on the final row of each block"
     if spec["check_cycles"]:

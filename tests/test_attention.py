@@ -44,21 +44,34 @@ def _random_inputs(p: AttentionParams, rng, n: int, scale: int = 1):
     q_lo, q_hi = int_range(p.q_width, True)
     k_lo, k_hi = int_range(p.k_width, True)
     v_lo, v_hi = int_range(p.v_width, True)
-    return (rng.integers(q_lo // scale, q_hi // scale + 1, (n, p.head_dim)),
-            rng.integers(k_lo // scale, k_hi // scale + 1, (n, p.head_dim)),
-            rng.integers(v_lo, v_hi + 1, (n, p.head_dim)))
+    return (
+        rng.integers(q_lo // scale, q_hi // scale + 1, (n, p.head_dim)),
+        rng.integers(k_lo // scale, k_hi // scale + 1, (n, p.head_dim)),
+        rng.integers(v_lo, v_hi + 1, (n, p.head_dim)),
+    )
 
 
 # --- parameters -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad, name", [
-    ({"head_dim": 0}, "head_dim"), ({"tile": 17}, "tile"), ({"seq_max": 0}, "seq_max"),
-    ({"q_width": 1}, "q_width"), ({"score_width": 40}, "score_width"), ({"causal_offset": 1}, "causal_offset"),
-    ({"exp_interp": "cubic"}, "interp"), ({"recip_method": "magic"}, "method"), ({"out_frac": 40}, "out_frac"),
-    ({"seq_max": 4096, "tile": 64, "exp_frac": 20}, "o accumulator width"),
-    ({"queries": 0}, "queries"), ({"queries": 17}, "queries"), ({"queries": 2.0}, "queries"),
-])
+@pytest.mark.parametrize(
+    "bad, name",
+    [
+        ({"head_dim": 0}, "head_dim"),
+        ({"tile": 17}, "tile"),
+        ({"seq_max": 0}, "seq_max"),
+        ({"q_width": 1}, "q_width"),
+        ({"score_width": 40}, "score_width"),
+        ({"causal_offset": 1}, "causal_offset"),
+        ({"exp_interp": "cubic"}, "interp"),
+        ({"recip_method": "magic"}, "method"),
+        ({"out_frac": 40}, "out_frac"),
+        ({"seq_max": 4096, "tile": 64, "exp_frac": 20}, "o accumulator width"),
+        ({"queries": 0}, "queries"),
+        ({"queries": 17}, "queries"),
+        ({"queries": 2.0}, "queries"),
+    ],
+)
 def test_bad_parameters_are_named(bad, name):
     with pytest.raises(ParameterError, match=name):
         AttentionParams(**bad)
@@ -70,10 +83,10 @@ def test_scaling_by_one_over_sqrt_d_is_folded_into_the_exp_constant():
     for d in (1, 4, 9, 64):
         p = AttentionParams(head_dim=d, seq_max=16)
         spec = p.exp_spec
-        assert abs(spec.log2e / 2 ** spec.log2e_bits - math.log2(math.e) / math.sqrt(d)) <= 2 ** -spec.log2e_bits
+        assert abs(spec.log2e / 2**spec.log2e_bits - math.log2(math.e) / math.sqrt(d)) <= 2**-spec.log2e_bits
         diff = -np.arange(0, 1 << 12, 37)
-        exact = np.exp(diff / 2 ** p.score_frac / math.sqrt(d)) * 2 ** p.exp_frac
-        table = spec.max_relative_error(float(-diff.min()) / 2 ** p.score_frac / math.sqrt(d)) * 2 ** p.exp_frac
+        exact = np.exp(diff / 2**p.score_frac / math.sqrt(d)) * 2**p.exp_frac
+        table = spec.max_relative_error(float(-diff.min()) / 2**p.score_frac / math.sqrt(d)) * 2**p.exp_frac
         assert np.max(np.abs(exp_fixed(p, diff) - exact)) <= 2.0 + table
     assert exp_fixed(AttentionParams(), 0) == 1 << AttentionParams().exp_frac
 
@@ -90,10 +103,25 @@ def test_buffers_do_not_grow_with_the_sequence_length():
 # --- golden model ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("p", [AttentionParams(), AttentionParams(head_dim=8, tile=5, seq_max=32), CAUSAL,
-                               AttentionParams(head_dim=4, tile=2, seq_max=8, exp_interp="none", exp_lut_bits=8,
-                                               recip_method="divider", out_width=10, out_frac=8)],
-                         ids=lambda p: p.top_name)
+@pytest.mark.parametrize(
+    "p",
+    [
+        AttentionParams(),
+        AttentionParams(head_dim=8, tile=5, seq_max=32),
+        CAUSAL,
+        AttentionParams(
+            head_dim=4,
+            tile=2,
+            seq_max=8,
+            exp_interp="none",
+            exp_lut_bits=8,
+            recip_method="divider",
+            out_width=10,
+            out_frac=8,
+        ),
+    ],
+    ids=lambda p: p.top_name,
+)
 def test_golden_is_within_one_lsb_of_float64_sdpa(p):
     rng = np.random.default_rng(3)
     worst = 0.0
@@ -105,7 +133,7 @@ def test_golden_is_within_one_lsb_of_float64_sdpa(p):
         ref = reference_float(p, q, k, v, positions)
         worst = max(worst, float(np.abs(out - ref).max()))
     assert worst <= error_bound_lsb(p)
-    assert worst > 0.25          # the comparison sees the rounding at all
+    assert worst > 0.25  # the comparison sees the rounding at all
 
 
 def test_error_bound_of_the_default_configuration_is_below_one_lsb():
@@ -126,15 +154,24 @@ def _adversarial_heads(p: AttentionParams, rng) -> list[tuple]:
     q = np.zeros(d, dtype=np.int64)
     q[0] = q_hi
     # scores s_j = q_hi * c_j; in real exp units (s / 2**score_frac / sqrt(d)) one code of c is this much:
-    unit = q_hi / 2 ** p.score_frac / math.sqrt(d)
+    unit = q_hi / 2**p.score_frac / math.sqrt(d)
 
     def keys(codes):
         k = np.zeros((len(codes), d), dtype=np.int64)
         k[:, 0] = np.clip(codes, k_lo, k_hi)
         return k
 
-    patterns = [[0], [k_hi], [k_hi, k_lo], [5, 5], [0] * n, [k_hi] + [k_lo] * (n - 1), [k_hi, k_hi] + [k_lo] * (n - 2),
-                list(range(k_lo, k_lo + n)), list(range(k_hi, k_hi - n, -1))]
+    patterns = [
+        [0],
+        [k_hi],
+        [k_hi, k_lo],
+        [5, 5],
+        [0] * n,
+        [k_hi] + [k_lo] * (n - 1),
+        [k_hi, k_hi] + [k_lo] * (n - 2),
+        list(range(k_lo, k_lo + n)),
+        list(range(k_hi, k_hi - n, -1)),
+    ]
     for gap in np.linspace(1.0, (p.exp_frac + 2) * math.log(2), 6):
         patterns.append([k_hi] + [k_hi - round(gap / unit)] * (n - 1))
     for sd in (0.5, 2.0, 8.0):
@@ -148,8 +185,9 @@ def _adversarial_heads(p: AttentionParams, rng) -> list[tuple]:
     return heads
 
 
-@pytest.mark.parametrize("out_width, out_frac, seq_max", [(8, 6, 16), (8, 6, 64), (12, 9, 16), (16, 11, 64),
-                                                          (16, 13, 16), (8, 6, 256)])
+@pytest.mark.parametrize(
+    "out_width, out_frac, seq_max", [(8, 6, 16), (8, 6, 64), (12, 9, 16), (16, 11, 64), (16, 13, 16), (8, 6, 256)]
+)
 def test_default_precisions_meet_the_bound_on_adversarial_heads(out_width, out_frac, seq_max):
     """The golden model stays within the stated bound (<= 1 LSB where `test_the_derived_bound_is_one_lsb_...`
     says so) on score patterns chosen to hurt."""
@@ -239,7 +277,7 @@ def test_cycle_model_per_tile_query_and_sequence():
     # d register + exp pipeline + fixed-point register + scale-and-round (fixmath: exp 3, scale-and-round 3)
     depth = 1 + p.exp_spec.latency + 1 + p.scale_spec.latency
     assert p.exp_depth == depth == 8
-    normalize = p.recip_spec.latency + p.scale_spec.latency + 1          # newton reciprocal 7
+    normalize = p.recip_spec.latency + p.scale_spec.latency + 1  # newton reciprocal 7
     assert p.normalize_cycles == normalize == 11
     assert (p.v_read_delay, p.rescale_gap) == (5, 6)
     # by hand, 16 keys in 4 tiles of 4 (q handshake in cycle 0): tile 0 into bank 0, rows 1-4, alpha issued
@@ -358,28 +396,64 @@ def test_groups_do_not_change_the_golden_model():
 
 
 def test_generated_verilog_is_byte_identical_across_processes():
-    script = ("from hardwire.gen import registry; from hardwire.gen.attention import AttentionParams; "
-              "print(registry.to_verilog(registry.get('attention'), AttentionParams(causal=True))[1])")
-    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)]
+    script = (
+        "from hardwire.gen import registry; from hardwire.gen.attention import AttentionParams; "
+        "print(registry.to_verilog(registry.get('attention'), AttentionParams(causal=True))[1])"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout
+        for seed in (1, 2)
+    ]
     assert runs[0] == runs[1] and "module attention_d4_t4_s16" in runs[0]
 
 
 def test_cli_gen_writes_verilog_and_parameters(tmp_path):
     from hardwire.cli import main
 
-    assert main(["gen", "attention", "--head-dim", "3", "--tile", "3", "--seq-max", "10", "--causal",
-                 "--causal-offset", "1", "-o", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "gen",
+                "attention",
+                "--head-dim",
+                "3",
+                "--tile",
+                "3",
+                "--seq-max",
+                "10",
+                "--causal",
+                "--causal-offset",
+                "1",
+                "-o",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     top = AttentionParams(head_dim=3, tile=3, seq_max=10, causal=True, causal_offset=1).top_name
     assert (tmp_path / f"{top}.v").read_text().count(f"module {top}") == 1
     assert '"causal": true' in (tmp_path / f"{top}.json").read_text()
 
 
-@pytest.mark.parametrize("p", [AttentionParams(), CAUSAL, AttentionParams(head_dim=1, tile=1, seq_max=1),
-                               AttentionParams(head_dim=5, tile=6, seq_max=20, score_width=12,
-                                               recip_method="divider", exp_interp="none"),
-                               GROUPED, CAUSAL_GROUPED, AttentionParams(head_dim=1, tile=1, seq_max=1, queries=16)],
-                         ids=lambda p: p.top_name)
+@pytest.mark.parametrize(
+    "p",
+    [
+        AttentionParams(),
+        CAUSAL,
+        AttentionParams(head_dim=1, tile=1, seq_max=1),
+        AttentionParams(head_dim=5, tile=6, seq_max=20, score_width=12, recip_method="divider", exp_interp="none"),
+        GROUPED,
+        CAUSAL_GROUPED,
+        AttentionParams(head_dim=1, tile=1, seq_max=1, queries=16),
+    ],
+    ids=lambda p: p.top_name,
+)
 def test_generated_verilog_is_lint_clean(p, tmp_path):
     from hardwire.flows.lint import lint
 
@@ -391,15 +465,30 @@ def test_generated_verilog_is_lint_clean(p, tmp_path):
 # --- RTL simulation -------------------------------------------------------------------------------
 
 SIM_CONFIGS = [
-    AttentionParams(),                    # d = 4, tile = 4, seq_max = 16: lengths 1..16, partial last tiles
-    CAUSAL,                               # d = 3, tile = 3 (not a power of two), causal with offset 2, dead tiles
-    pytest.param(AttentionParams(head_dim=8, tile=8, seq_max=64, exp_interp="none", exp_lut_bits=8,
-                                 recip_method="divider", score_width=16), marks=pytest.mark.slow),
-    GROUPED,                              # groups of 2 (full, partial, closed by size or by last)
-    AttentionParams(queries=4),           # groups of 4, partial groups of 3 and 1
-    CAUSAL_GROUPED,                       # groups of 3 (not a power of two), causal with offset 2, tile 3
-    pytest.param(AttentionParams(head_dim=8, tile=8, seq_max=64, exp_interp="none", exp_lut_bits=8,
-                                 recip_method="divider", score_width=16, queries=4), marks=pytest.mark.slow),
+    AttentionParams(),  # d = 4, tile = 4, seq_max = 16: lengths 1..16, partial last tiles
+    CAUSAL,  # d = 3, tile = 3 (not a power of two), causal with offset 2, dead tiles
+    pytest.param(
+        AttentionParams(
+            head_dim=8, tile=8, seq_max=64, exp_interp="none", exp_lut_bits=8, recip_method="divider", score_width=16
+        ),
+        marks=pytest.mark.slow,
+    ),
+    GROUPED,  # groups of 2 (full, partial, closed by size or by last)
+    AttentionParams(queries=4),  # groups of 4, partial groups of 3 and 1
+    CAUSAL_GROUPED,  # groups of 3 (not a power of two), causal with offset 2, tile 3
+    pytest.param(
+        AttentionParams(
+            head_dim=8,
+            tile=8,
+            seq_max=64,
+            exp_interp="none",
+            exp_lut_bits=8,
+            recip_method="divider",
+            score_width=16,
+            queries=4,
+        ),
+        marks=pytest.mark.slow,
+    ),
 ]
 
 
@@ -414,7 +503,7 @@ def test_attention_matches_golden_bit_exactly_with_cycles_equal_to_the_model(par
     assert len(result.cases) == len(default_cases(params))
     for name, case in result.cases.items():
         assert case["exact"] and case["mismatches"] == 0 and case["extra_beats"] == 0, (name, case)
-        if not params.score_width:          # saturated scores are a different function: no float bound
+        if not params.score_width:  # saturated scores are a different function: no float bound
             assert case["max_error_lsb"] <= error_bound_lsb(params), (name, case)
         if case["check_schedule"]:
             assert case["schedule_ok"], (name, case)
@@ -434,8 +523,11 @@ def test_testbench_fails_when_hardware_and_golden_disagree(hardware):
     query = {"q": [20] * d, "k": [[30] * d] * n, "v": rng.integers(-128, 128, (n, d)).tolist(), "position": 0}
     queries = [query] if hardware.queries == 1 else [dict(query, last=False), dict(query, position=1, last=True)]
     cases = [{"name": "uniform", "queries": queries, "valid_probability": 1.0, "ready_probability": 1.0}]
-    assert not np.array_equal(attend_golden(hardware, query["q"], query["k"], query["v"], 0),
-                              attend_golden(claimed, query["q"], query["k"], query["v"], 0))
+    assert not np.array_equal(
+        attend_golden(hardware, query["q"], query["k"], query["v"], 0),
+        attend_golden(claimed, query["q"], query["k"], query["v"], 0),
+    )
     with pytest.raises(SimulationError, match="differ from the golden model"):
-        simulate(verilog, top, "hardwire.sim.tb_attention",
-                 config={"params": claimed.to_dict(), "cases": cases, "seed": 1})
+        simulate(
+            verilog, top, "hardwire.sim.tb_attention", config={"params": claimed.to_dict(), "cases": cases, "seed": 1}
+        )

@@ -52,17 +52,26 @@ from hardwire.errors import ParameterError, SimulationError
 def test_datatype_tables_are_the_documented_values_with_negative_zero_repurposed():
     fp3, fp4 = [0, 1, 2, 4], [0, 1, 2, 3, 4, 6, 8, 12]
     expected = {
-        "int3": ([0, 1, 2, 3], 0), "fp3": (fp3, 0), "fp3_er_pos": (fp3, 3), "fp3_er_neg": (fp3, -3),
-        "fp3_ea_pos": (fp3, 6), "fp3_ea_neg": (fp3, -6), "int4": (list(range(8)), 0), "fp4": (fp4, 0),
-        "fp4_er_pos": (fp4, 10), "fp4_er_neg": (fp4, -10), "fp4_ea_pos": (fp4, 16), "fp4_ea_neg": (fp4, -16),
+        "int3": ([0, 1, 2, 3], 0),
+        "fp3": (fp3, 0),
+        "fp3_er_pos": (fp3, 3),
+        "fp3_er_neg": (fp3, -3),
+        "fp3_ea_pos": (fp3, 6),
+        "fp3_ea_neg": (fp3, -6),
+        "int4": (list(range(8)), 0),
+        "fp4": (fp4, 0),
+        "fp4_er_pos": (fp4, 10),
+        "fp4_er_neg": (fp4, -10),
+        "fp4_ea_pos": (fp4, 16),
+        "fp4_ea_neg": (fp4, -16),
     }
     assert [d.name for d in DATATYPES] == list(expected)
     for d in DATATYPES:
         magnitudes, special = expected[d.name]
         half = 1 << (d.bits - 1)
-        assert list(d.values[:half]) == magnitudes                               # sign bit clear
-        assert list(d.values[half + 1:]) == [-v for v in magnitudes[1:]]         # sign bit set
-        assert d.values[half] == special                                          # the negative-zero code
+        assert list(d.values[:half]) == magnitudes  # sign bit clear
+        assert list(d.values[half + 1 :]) == [-v for v in magnitudes[1:]]  # sign bit set
+        assert d.values[half] == special  # the negative-zero code
         assert len(set(d.values)) == (2 * half if special else 2 * half - 1)
     # FP4 grid values are E2M1 values doubled
     assert [v / 2 for v in fp4] == [0, 0.5, 1, 1.5, 2, 3, 4, 6]
@@ -82,7 +91,7 @@ def test_signed_digits_are_the_nonadjacent_form_and_every_datatype_value_needs_a
     assert sum(d * (1 << s) for d, s in digits) == value
     assert all(d in (-1, 1) for d, _ in digits)
     shifts = [s for _, s in digits]
-    assert all(a - b >= 2 for a, b in itertools.pairwise(shifts))             # non-adjacent, largest first
+    assert all(a - b >= 2 for a, b in itertools.pairwise(shifts))  # non-adjacent, largest first
     # the non-adjacent form has the fewest nonzero digits: no representation with fewer terms exists
     fewer = len(digits) - 1
     if fewer >= 1:
@@ -101,7 +110,7 @@ def test_term_table_reproduces_every_code_of_every_type_and_the_term_counts():
             value = int((valid * np.where(negative == 1, -1, 1) * (1 << shift)).sum())
             assert value == d.values[code], (d.name, code)
     assert terms_of_type([d.id for d in DATATYPES]).tolist() == [2, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]
-    assert not table[12:, :, :, 0].any()                                         # unused ids: no terms
+    assert not table[12:, :, :, 0].any()  # unused ids: no terms
 
 
 # --- quantizer ------------------------------------------------------------------------------------
@@ -110,17 +119,17 @@ FMT = ScaleFormat(8, 3)
 
 
 def test_scale_rounding_is_exact_for_representable_scales_and_nearest_otherwise():
-    base = np.array([-19])                                     # largest scale: 255 * 2**(7 - 19)
-    m, e = FMT.round(np.array([150 * 2.0 ** -12, 0.0]), base)
+    base = np.array([-19])  # largest scale: 255 * 2**(7 - 19)
+    m, e = FMT.round(np.array([150 * 2.0**-12, 0.0]), base)
     assert m.tolist() == [150, 0] and e.tolist() == [7, 0]
-    assert FMT.value(m, e, base).tolist() == [150 * 2.0 ** -12, 0.0]
+    assert FMT.value(m, e, base).tolist() == [150 * 2.0**-12, 0.0]
     scales = np.exp2(np.random.default_rng(0).uniform(-30, -4.001, 2000))
     m, e = FMT.round(scales, base)
     assert (m <= 255).all() and (e >= 0).all() and (e <= 7).all()
     ulp = np.exp2(e + base)
-    assert (np.abs(FMT.value(m, e, base) - scales) <= ulp / 2).all()          # nearest at its exponent
-    normal = scales >= 128 * 2.0 ** -19
-    assert (m[normal] >= 128).all() and (e[~normal] == 0).all()               # full mantissa unless at e = 0
+    assert (np.abs(FMT.value(m, e, base) - scales) <= ulp / 2).all()  # nearest at its exponent
+    normal = scales >= 128 * 2.0**-19
+    assert (m[normal] >= 128).all() and (e[~normal] == 0).all()  # full mantissa unless at e = 0
 
 
 def test_quantize_round_trip_codes_to_values_to_the_same_codes():
@@ -130,11 +139,12 @@ def test_quantize_round_trip_codes_to_values_to_the_same_codes():
     assert q.codes.shape == (16, 384) and q.type_ids.shape == (16, 3)
     w_q = q.dequantize()
     expected = decode(q.codes, np.repeat(q.type_ids, 128, axis=1)) * np.repeat(
-        q.scale_m * np.exp2(q.scale_e + q.base[:, None]), 128, axis=1)
+        q.scale_m * np.exp2(q.scale_e + q.base[:, None]), 128, axis=1
+    )
     assert np.array_equal(w_q, expected[:, :300])
-    assert (q.codes[:, 300:] == 0).all()                                     # padding is zero
+    assert (q.codes[:, 300:] == 0).all()  # padding is zero
     again = quantize(w_q, ",".join(d.name for d in DATATYPES), 128, FMT)
-    assert np.array_equal(again.dequantize(), w_q)                            # quantized weights are fixed points
+    assert np.array_equal(again.dequantize(), w_q)  # quantized weights are fixed points
     assert relative_mse(w_q, w) < 0.02
 
 
@@ -147,13 +157,13 @@ def _group_favouring(d, scale):
 @pytest.mark.parametrize("name", [d.name for d in DATATYPES])
 def test_each_type_wins_the_groups_built_from_its_values(name):
     d = BY_NAME[name]
-    scale = 150 * 2.0 ** -12                                                  # exactly representable
+    scale = 150 * 2.0**-12  # exactly representable
     w = _group_favouring(d, scale)[None, :]
     q = quantize(w, ",".join(t.name for t in DATATYPES), 128, FMT)
-    assert np.array_equal(q.dequantize(), w)                                  # zero error
+    assert np.array_equal(q.dequantize(), w)  # zero error
     chosen = DATATYPES[int(q.type_ids[0, 0])]
     if name in ("fp3", "fp4"):
-        assert chosen.name == name                                            # ties go to the first listed type
+        assert chosen.name == name  # ties go to the first listed type
     else:
         assert chosen.name == name, (name, chosen.name)
     # and no other type of the same width reaches zero error on the groups with a special value or with 3, 5, 7
@@ -166,8 +176,17 @@ def test_each_type_wins_the_groups_built_from_its_values(name):
 @pytest.mark.parametrize("bits", [3, 4])
 def test_mixture_error_per_group_is_the_least_of_the_single_types(bits):
     rng = np.random.default_rng(bits)
-    w = np.concatenate([rng.standard_t(3, (8, 256)), rng.uniform(-1, 1, (8, 256)),
-                        np.abs(rng.standard_normal((4, 256))), -np.abs(rng.standard_normal((4, 256)))]) * 0.05
+    w = (
+        np.concatenate(
+            [
+                rng.standard_t(3, (8, 256)),
+                rng.uniform(-1, 1, (8, 256)),
+                np.abs(rng.standard_normal((4, 256))),
+                -np.abs(rng.standard_normal((4, 256))),
+            ]
+        )
+        * 0.05
+    )
     names = MIXTURES[f"bitmod{bits}+int"] + (f"fp{bits}",)
 
     def group_errors(q):
@@ -176,7 +195,7 @@ def test_mixture_error_per_group_is_the_least_of_the_single_types(bits):
     mixed = group_errors(quantize(w, ",".join(names), 128, FMT))
     singles = np.stack([group_errors(quantize(w, n, 128, FMT)) for n in names])
     assert np.array_equal(mixed, singles.min(axis=0))
-    assert (mixed < singles.max(axis=0)).mean() > 0.5                       # the choice matters on most groups
+    assert (mixed < singles.max(axis=0)).mean() > 0.5  # the choice matters on most groups
     # on the whole tensor the mixture beats both plain types of the same width
     for plain in (f"int{bits}", f"fp{bits}"):
         assert mixed.sum() < group_errors(quantize(w, plain, 128, FMT)).sum()
@@ -194,16 +213,19 @@ def test_quantizer_rejects_bad_input_with_clear_errors():
 # --- parameters -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("changes, name, allowed", [
-    ({"pes": 0}, "pes", "1..64"),
-    ({"lanes": 3}, "group_size", "a multiple of lanes=3"),
-    ({"group_size": 100}, "group_size", "a multiple of lanes=8"),
-    ({"a_width": 1}, "a_width", "2..16"),
-    ({"scale_bits": 0}, "scale_bits", "1..16"),
-    ({"scale_exp_bits": 5}, "scale_exp_bits", "0..4"),
-    ({"k_max": 100}, "k_max", "a multiple of group_size=128"),
-    ({"a_width": 16, "scale_bits": 16, "scale_exp_bits": 4, "k_max": 1 << 20}, "out_width", "<= 63"),
-])
+@pytest.mark.parametrize(
+    "changes, name, allowed",
+    [
+        ({"pes": 0}, "pes", "1..64"),
+        ({"lanes": 3}, "group_size", "a multiple of lanes=3"),
+        ({"group_size": 100}, "group_size", "a multiple of lanes=8"),
+        ({"a_width": 1}, "a_width", "2..16"),
+        ({"scale_bits": 0}, "scale_bits", "1..16"),
+        ({"scale_exp_bits": 5}, "scale_exp_bits", "0..4"),
+        ({"k_max": 100}, "k_max", "a multiple of group_size=128"),
+        ({"a_width": 16, "scale_bits": 16, "scale_exp_bits": 4, "k_max": 1 << 20}, "out_width", "<= 63"),
+    ],
+)
 def test_bad_parameter_names_itself_its_value_and_the_range(changes, name, allowed):
     with pytest.raises(ParameterError) as error:
         BitmodParams(**changes)
@@ -213,8 +235,19 @@ def test_bad_parameter_names_itself_its_value_and_the_range(changes, name, allow
 def test_params_round_trip_and_every_hardware_change_shows_in_the_name():
     p = BitmodParams(pes=2, lanes=4, group_size=16, k_max=64)
     assert BitmodParams.from_dict(p.to_dict()) == p
-    names = {BitmodParams(**c).top_name for c in ({}, {"pes": 2}, {"lanes": 4}, {"group_size": 64}, {"a_width": 4},
-                                                  {"scale_bits": 6}, {"scale_exp_bits": 2}, {"k_max": 1024})}
+    names = {
+        BitmodParams(**c).top_name
+        for c in (
+            {},
+            {"pes": 2},
+            {"lanes": 4},
+            {"group_size": 64},
+            {"a_width": 4},
+            {"scale_bits": 6},
+            {"scale_exp_bits": 2},
+            {"k_max": 1024},
+        )
+    }
     assert len(names) == 8
 
 
@@ -226,7 +259,7 @@ def _plain_reference(p, q, a):
     grid = q.grid
     k = grid.shape[1]
     a_pad = np.zeros((len(a), k), dtype=object)
-    a_pad[:, :q.k] = a
+    a_pad[:, : q.k] = a
     out = np.zeros((len(a), grid.shape[0]), dtype=object)
     for i, j in itertools.product(range(len(a)), range(grid.shape[0])):
         for g in range(k // p.group_size):
@@ -236,10 +269,15 @@ def _plain_reference(p, q, a):
     return out
 
 
-@pytest.mark.parametrize("p", [BitmodParams(pes=2, lanes=4, group_size=16, k_max=64),
-                               BitmodParams(pes=3, lanes=8, group_size=128, a_width=4, scale_exp_bits=0),
-                               BitmodParams(pes=1, lanes=2, group_size=2, k_max=8, scale_bits=1)],
-                         ids=lambda p: p.top_name)
+@pytest.mark.parametrize(
+    "p",
+    [
+        BitmodParams(pes=2, lanes=4, group_size=16, k_max=64),
+        BitmodParams(pes=3, lanes=8, group_size=128, a_width=4, scale_exp_bits=0),
+        BitmodParams(pes=1, lanes=2, group_size=2, k_max=8, scale_bits=1),
+    ],
+    ids=lambda p: p.top_name,
+)
 def test_golden_equals_plain_integers_and_torch_float64(p):
     rng = np.random.default_rng(5)
     lo, hi = -(1 << (p.a_width - 1)), (1 << (p.a_width - 1)) - 1
@@ -262,18 +300,27 @@ def test_extreme_dot_product_fills_the_output_width_and_does_not_overflow():
     codes = np.full((1, p.k_max), code)
     ids = np.full((1, groups), ea_neg.id)
     y = bitmod_golden(p, codes, ids, np.full((1, groups), 255), np.full((1, groups), 7), np.full(p.k_max, -128))
-    assert y[0] == p.k_max * 16 * 128 * 255 * 2 ** 7
-    assert y[0] < 1 << (p.out_width - 1) <= 2 * y[0]                           # the width is just enough
+    assert y[0] == p.k_max * 16 * 128 * 255 * 2**7
+    assert y[0] < 1 << (p.out_width - 1) <= 2 * y[0]  # the width is just enough
 
 
 def test_golden_rejects_out_of_range_inputs():
     p = BitmodParams(pes=1, lanes=4, group_size=8, k_max=16)
-    ok = {"codes": np.zeros((1, 8)), "type_ids": np.zeros((1, 1)), "scale_m": np.ones((1, 1)),
-          "scale_e": np.zeros((1, 1)), "a": np.zeros(8)}
+    ok = {
+        "codes": np.zeros((1, 8)),
+        "type_ids": np.zeros((1, 1)),
+        "scale_m": np.ones((1, 1)),
+        "scale_e": np.zeros((1, 1)),
+        "a": np.zeros(8),
+    }
     bitmod_golden(p, **ok)
-    for change, match in (({"a": np.full(8, 128)}, "activation values"), ({"scale_m": np.full((1, 1), 256)}, "scale_m"),
-                          ({"scale_e": np.full((1, 1), 8)}, "scale_e"), ({"codes": np.full((1, 8), 8)}, "weight code"),
-                          ({"codes": np.zeros((1, 12)), "a": np.zeros(12)}, "K")):
+    for change, match in (
+        ({"a": np.full(8, 128)}, "activation values"),
+        ({"scale_m": np.full((1, 1), 256)}, "scale_m"),
+        ({"scale_e": np.full((1, 1), 8)}, "scale_e"),
+        ({"codes": np.full((1, 8), 8)}, "weight code"),
+        ({"codes": np.zeros((1, 12)), "a": np.zeros(12)}, "K"),
+    ):
         with pytest.raises(ParameterError, match=match):
             bitmod_golden(p, **(ok | change))
 
@@ -289,7 +336,7 @@ def test_cycles_per_dot_product_are_terms_times_chunks_plus_dequantization():
 
 
 def test_schedule_stalls_on_the_dequantization_unit_when_groups_are_shorter_than_it():
-    p = BitmodParams(pes=1, lanes=8, group_size=8, k_max=64, scale_bits=8)      # one chunk per group
+    p = BitmodParams(pes=1, lanes=8, group_size=8, k_max=64, scale_bits=8)  # one chunk per group
     accepted, produced = bitmod_schedule(p, [2] * 4, [0, 0, 0, 1], [0] * 4)
     # group 0 issues in cycles 1-2 and is taken in 3 (dequantized 4-11); group 1 issues 3-4 into the free
     # hand-off; group 2's final term must wait until the unit takes group 1 in its last cycle, 11, so chunk 3
@@ -315,16 +362,28 @@ def test_gemm_plan_covers_every_row_block_and_activation_row():
 
 
 def test_generated_verilog_is_byte_identical_across_processes():
-    script = ("from hardwire.gen import registry; from hardwire.gen.bitmod import BitmodParams; "
-              "print(registry.to_verilog(registry.get('bitmod'), BitmodParams(pes=2, lanes=4, group_size=16))[1])")
-    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)]
+    script = (
+        "from hardwire.gen import registry; from hardwire.gen.bitmod import BitmodParams; "
+        "print(registry.to_verilog(registry.get('bitmod'), BitmodParams(pes=2, lanes=4, group_size=16))[1])"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout
+        for seed in (1, 2)
+    ]
     assert runs[0] == runs[1] and "module bitmod_p2_l4_g16" in runs[0]
 
 
-@pytest.mark.parametrize("params", [BitmodParams(pes=1, lanes=1, group_size=1, k_max=4, scale_bits=1,
-                                                 scale_exp_bits=0),
-                                    BitmodParams()], ids=lambda p: p.top_name)
+@pytest.mark.parametrize(
+    "params",
+    [BitmodParams(pes=1, lanes=1, group_size=1, k_max=4, scale_bits=1, scale_exp_bits=0), BitmodParams()],
+    ids=lambda p: p.top_name,
+)
 def test_generated_verilog_is_lint_clean(params, tmp_path):
     from hardwire.flows.lint import lint
 
@@ -351,11 +410,14 @@ SIM_CONFIGS = [
     # one chunk per group: the dequantization unit is the bottleneck and the hand-off stalls the lanes;
     # 4-bit activations, no scale exponent
     BitmodParams(pes=3, lanes=4, group_size=4, k_max=16, a_width=4, scale_bits=5, scale_exp_bits=0),
-    pytest.param(BitmodParams(pes=1, lanes=1, group_size=4, k_max=8, scale_bits=1, scale_exp_bits=1),
-                 marks=pytest.mark.slow),
+    pytest.param(
+        BitmodParams(pes=1, lanes=1, group_size=4, k_max=8, scale_bits=1, scale_exp_bits=1), marks=pytest.mark.slow
+    ),
     pytest.param(BitmodParams(), marks=pytest.mark.slow),
-    pytest.param(BitmodParams(pes=8, lanes=16, group_size=64, k_max=512, a_width=6, scale_bits=10,
-                              scale_exp_bits=4), marks=pytest.mark.slow),
+    pytest.param(
+        BitmodParams(pes=8, lanes=16, group_size=64, k_max=512, a_width=6, scale_bits=10, scale_exp_bits=4),
+        marks=pytest.mark.slow,
+    ),
 ]
 
 

@@ -38,11 +38,21 @@ from hardwire.params import int_range, wrap
 # --- parameters -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field, value, allowed", [
-    ("rows", 0, "1..64"), ("lanes", 65, "1..64"), ("simd", 0, "1..64"), ("w_width", 1, "2..16"),
-    ("a_max", 17, "1..16"), ("a_max", 0, "1..16"), ("msb_first", 1, "True or False"),
-    ("a_signed", "yes", "True or False"), ("k_max", 0, "1..1048576"), ("acc_width", 65, "..64"),
-])
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("rows", 0, "1..64"),
+        ("lanes", 65, "1..64"),
+        ("simd", 0, "1..64"),
+        ("w_width", 1, "2..16"),
+        ("a_max", 17, "1..16"),
+        ("a_max", 0, "1..16"),
+        ("msb_first", 1, "True or False"),
+        ("a_signed", "yes", "True or False"),
+        ("k_max", 0, "1..1048576"),
+        ("acc_width", 65, "..64"),
+    ],
+)
 def test_bad_parameter_names_itself_its_value_and_the_range(field, value, allowed):
     with pytest.raises(ParameterError) as error:
         BitSerialParams(**{field: value})
@@ -53,9 +63,22 @@ def test_bad_parameter_names_itself_its_value_and_the_range(field, value, allowe
 def test_params_round_trip_and_the_name_shows_every_hardware_change():
     p = BitSerialParams(rows=3, lanes=2, simd=5, w_width=4, a_max=7, msb_first=False, k_max=99)
     assert BitSerialParams.from_dict(p.to_dict()) == p
-    names = {BitSerialParams(**c).top_name for c in (
-        {}, {"rows": 3}, {"lanes": 3}, {"simd": 3}, {"w_width": 4}, {"w_signed": False}, {"a_max": 8},
-        {"a_signed": False}, {"msb_first": False}, {"k_max": 16}, {"acc_width": 40})}
+    names = {
+        BitSerialParams(**c).top_name
+        for c in (
+            {},
+            {"rows": 3},
+            {"lanes": 3},
+            {"simd": 3},
+            {"w_width": 4},
+            {"w_signed": False},
+            {"a_max": 8},
+            {"a_signed": False},
+            {"msb_first": False},
+            {"k_max": 16},
+            {"acc_width": 40},
+        )
+    }
     assert len(names) == 11
 
 
@@ -67,10 +90,13 @@ def _fits(width, lo, hi, is_signed=True):
     return w_lo <= lo and hi <= w_hi
 
 
-@pytest.mark.parametrize("a_max, a_signed, w_width, w_signed, k", [
-    c for c in itertools.product((1, 2, 3), (False, True), (2, 3), (False, True), (1, 2, 3))])
+@pytest.mark.parametrize(
+    "a_max, a_signed, w_width, w_signed, k",
+    [c for c in itertools.product((1, 2, 3), (False, True), (2, 3), (False, True), (1, 2, 3))],
+)
 def test_acc_width_is_the_narrowest_that_holds_every_dot_product_by_exhaustive_enumeration(
-        a_max, a_signed, w_width, w_signed, k):
+    a_max, a_signed, w_width, w_signed, k
+):
     """Every activation vector times every weight vector, enumerated: the extremes fit, not one bit less."""
     p = BitSerialParams(simd=1, a_max=a_max, a_signed=a_signed, w_width=w_width, w_signed=w_signed, k_max=k)
     a_lo, a_hi = int_range(a_max, a_signed)
@@ -93,20 +119,18 @@ def test_acc_width_holds_k_max_extreme_products_and_not_one_bit_less(a_max, w_wi
 
 @pytest.mark.parametrize("msb_first", [True, False])
 @pytest.mark.parametrize("a_signed, w_signed", list(itertools.product((False, True), repeat=2)))
-def test_every_chunk_partial_of_every_input_fits_partial_width_by_exhaustive_enumeration(
-        msb_first, a_signed, w_signed):
+def test_every_chunk_partial_of_every_input_fits_partial_width_by_exhaustive_enumeration(msb_first, a_signed, w_signed):
     """All 2-element chunks of 3-bit activations and 2-bit weights at every precision: serial_dot asserts
     each intermediate partial fits partial_width, and the result equals the integer product."""
-    p = BitSerialParams(simd=2, a_max=3, w_width=2, a_signed=a_signed, w_signed=w_signed, msb_first=msb_first,
-                        k_max=2)
+    p = BitSerialParams(simd=2, a_max=3, w_width=2, a_signed=a_signed, w_signed=w_signed, msb_first=msb_first, k_max=2)
     w_lo, w_hi = int_range(2, w_signed)
-    ws = np.array(list(itertools.product(range(w_lo, w_hi + 1), repeat=2))).T       # 2 x 16
+    ws = np.array(list(itertools.product(range(w_lo, w_hi + 1), repeat=2))).T  # 2 x 16
     for precision in range(1, 4):
         lo, hi = int_range(precision, a_signed)
         xs = np.array(list(itertools.product(range(lo, hi + 1), repeat=2)))
         assert np.array_equal(serial_dot(p, xs, ws, precision), xs @ ws)
     lo, hi = p.product_range
-    assert not _fits(p.partial_width - 1, 2 * lo, 2 * hi)     # and the extreme chunk needs every bit
+    assert not _fits(p.partial_width - 1, 2 * lo, 2 * hi)  # and the extreme chunk needs every bit
 
 
 # --- the bit-serial algorithm and the golden model -------------------------------------------------
@@ -140,10 +164,17 @@ def test_serial_dot_and_golden_equal_torch_matmul_at_every_precision(p):
     w_lo, w_hi = int_range(p.w_width, p.w_signed)
     for precision in range(1, p.a_max + 1):
         lo, hi = p.a_range(precision)
-        a = np.concatenate([rng.integers(lo, hi + 1, (6, 23)), np.full((1, 23), lo), np.full((1, 23), hi),
-                            np.zeros((1, 23), dtype=np.int64)])
-        w = np.concatenate([rng.integers(w_lo, w_hi + 1, (23, 5)), np.full((23, 1), w_lo), np.full((23, 1), w_hi)],
-                           axis=1)
+        a = np.concatenate(
+            [
+                rng.integers(lo, hi + 1, (6, 23)),
+                np.full((1, 23), lo),
+                np.full((1, 23), hi),
+                np.zeros((1, 23), dtype=np.int64),
+            ]
+        )
+        w = np.concatenate(
+            [rng.integers(w_lo, w_hi + 1, (23, 5)), np.full((23, 1), w_lo), np.full((23, 1), w_hi)], axis=1
+        )
         expected = torch.matmul(torch.tensor(a), torch.tensor(w)).numpy()
         assert np.array_equal(serial_dot(p, a, w, precision), expected)
         assert np.array_equal(bitserial_golden(p, a, w), expected)
@@ -158,7 +189,7 @@ def test_golden_rejects_out_of_range_operands_and_wraps_like_the_accumulator():
     with pytest.raises(ParameterError, match="K"):
         bitserial_golden(BitSerialParams(k_max=2), np.ones((1, 3)), np.ones((3, 1)))
     with pytest.raises(ParameterError, match="A values"):
-        serial_dot(p, np.full((1, 2), 2), np.ones((2, 1)), 2)      # 2 needs 3 signed bits
+        serial_dot(p, np.full((1, 2), 2), np.ones((2, 1)), 2)  # 2 needs 3 signed bits
     narrow = BitSerialParams(simd=1, a_max=8, w_width=8, acc_width=16)
     a, w = np.full((1, 4), -128), np.full((4, 1), -128)
     assert bitserial_golden(narrow, a, w)[0, 0] == wrap(4 * 128 * 128, 16, True)[()] == 0
@@ -204,7 +235,7 @@ def test_tiling_driver_covers_any_gemm_shape_at_fixed_and_dynamic_precision(msb_
     rng = np.random.default_rng(m * 100 + k * 10 + n)
     p = BitSerialParams(rows=2, lanes=3, simd=4, a_max=8, msb_first=msb_first)
     a = rng.integers(-128, 128, (m, k))
-    a[-1] = rng.integers(-2, 2, k)              # the last block of rows needs fewer bits
+    a[-1] = rng.integers(-2, 2, k)  # the last block of rows needs fewer bits
     w = rng.integers(-128, 128, (k, n))
     for precision in (8, None):
         plan = plan_gemm(p, a, w, precision)
@@ -212,7 +243,8 @@ def test_tiling_driver_covers_any_gemm_shape_at_fixed_and_dynamic_precision(msb_
         assert np.array_equal(y, torch.matmul(torch.tensor(a), torch.tensor(w)).numpy())
     dynamic = plan_gemm(p, a, w)
     assert [prec for _, prec in dynamic.jobs] == [
-        min_precision(a[m0:m0 + 2], True) for m0 in range(0, m, 2) for _ in range(0, n, 3)]
+        min_precision(a[m0 : m0 + 2], True) for m0 in range(0, m, 2) for _ in range(0, n, 3)
+    ]
 
 
 def test_tiling_driver_rejects_a_precision_too_small_for_the_activations():
@@ -244,11 +276,21 @@ def test_cycle_model_is_precision_times_chunks_plus_a_fixed_latency():
 
 
 def test_generated_verilog_is_byte_identical_across_processes():
-    script = ("from hardwire.gen import registry; from hardwire.gen.bitserial import BitSerialParams; "
-              "print(registry.to_verilog(registry.get('bitserial'), "
-              "BitSerialParams(rows=2, lanes=3, msb_first=False))[1])")
-    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)]
+    script = (
+        "from hardwire.gen import registry; from hardwire.gen.bitserial import BitSerialParams; "
+        "print(registry.to_verilog(registry.get('bitserial'), "
+        "BitSerialParams(rows=2, lanes=3, msb_first=False))[1])"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout
+        for seed in (1, 2)
+    ]
     assert runs[0] == runs[1] and "module bitserial_2x3_simd4_a16s_w8s_lsb" in runs[0]
 
 
@@ -269,8 +311,26 @@ def test_generated_verilog_is_lint_clean(params, tmp_path):
 
 
 def test_cli_gen_writes_verilog_and_names_a_bad_parameter(tmp_path, capsys):
-    assert main(["gen", "bitserial", "--rows", "2", "--lanes", "2", "--simd", "3", "--a-max", "8",
-                 "--no-msb-first", "-o", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "gen",
+                "bitserial",
+                "--rows",
+                "2",
+                "--lanes",
+                "2",
+                "--simd",
+                "3",
+                "--a-max",
+                "8",
+                "--no-msb-first",
+                "-o",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     top = "bitserial_2x2_simd3_a8s_w8s_lsb"
     assert f"module {top}" in (tmp_path / f"{top}.v").read_text()
     assert (tmp_path / f"{top}.json").is_file()
@@ -294,10 +354,13 @@ SIM_CONFIGS = [
     BitSerialParams(rows=1, lanes=2, simd=2, w_width=3, w_signed=False, a_max=5, msb_first=False, k_max=20),
     pytest.param(BitSerialParams(), marks=pytest.mark.slow),
     pytest.param(BitSerialParams(rows=1, lanes=1, simd=1, a_max=8, a_signed=False, k_max=50), marks=pytest.mark.slow),
-    pytest.param(BitSerialParams(rows=4, lanes=4, simd=8, a_max=16, a_signed=False, msb_first=False, k_max=64),
-                 marks=pytest.mark.slow),
-    pytest.param(BitSerialParams(rows=3, lanes=2, simd=4, w_width=16, a_max=12, k_max=200, acc_width=24),
-                 marks=pytest.mark.slow),
+    pytest.param(
+        BitSerialParams(rows=4, lanes=4, simd=8, a_max=16, a_signed=False, msb_first=False, k_max=64),
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(
+        BitSerialParams(rows=3, lanes=2, simd=4, w_width=16, a_max=12, k_max=200, acc_width=24), marks=pytest.mark.slow
+    ),
 ]
 
 
@@ -326,8 +389,15 @@ def test_tiled_gemm_on_the_array_matches_torch_at_dynamic_precision():
     a[4:8] = rng.integers(-3, 4, (4, 37))
     a[12:14] = rng.integers(-1, 1, (2, 37))
     w = rng.integers(-8, 8, (37, 10))
-    case = {"name": "gemm_19x37x10", "a": a.tolist(), "w": w.tolist(), "precision": None,
-            "valid_probability": 1.0, "ready_probability": 1.0, "check_cycles": True}
+    case = {
+        "name": "gemm_19x37x10",
+        "a": a.tolist(),
+        "w": w.tolist(),
+        "precision": None,
+        "valid_probability": 1.0,
+        "ready_probability": 1.0,
+        "check_cycles": True,
+    }
     result = verify_block("bitserial", p, cases=[case])
     assert result.ok, result.table()
     measured = result.cases["gemm_19x37x10"]

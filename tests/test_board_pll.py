@@ -38,7 +38,7 @@ def test_unreachable_and_unsupported_requests_are_errors():
     with pytest.raises(ParameterError, match=r"within 1 % \(nearest: 16.125 MHz\)"):
         pll_setting("ice40", 12.0, 5)
     with pytest.raises(ParameterError, match="nearest: 46.875 MHz"):
-        pll_setting("ecp5", 25.0, 48)          # needs a 1 MHz phase detector, below the 3.125 MHz minimum
+        pll_setting("ecp5", 25.0, 48)  # needs a 1 MHz phase detector, below the 3.125 MHz minimum
     with pytest.raises(ParameterError, match="no PLL support for xilinx"):
         pll_setting("xilinx", 100.0, 50)
 

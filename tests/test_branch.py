@@ -17,15 +17,18 @@ from hardwire.sim.verify import verify_block
 from hardwire.errors import ParameterError, SimulationError
 
 
-@pytest.mark.parametrize("cls, changes, field", [
-    (DupParams, {"lanes": 0}, "lanes"),
-    (DupParams, {"frame_elements": 6}, "frame_elements"),
-    (DupParams, {"elem_width": 33}, "elem_width"),
-    (AddParams, {"a_shift": 17}, "a_shift"),
-    (AddParams, {"thresholds": (3, 1), "out_width": 2}, "thresholds"),
-    (AddParams, {"thresholds": (1, 2, 3, 4), "out_width": 2}, "out_base"),
-    (AddParams, {"out_width": 3}, "out_width"),
-])
+@pytest.mark.parametrize(
+    "cls, changes, field",
+    [
+        (DupParams, {"lanes": 0}, "lanes"),
+        (DupParams, {"frame_elements": 6}, "frame_elements"),
+        (DupParams, {"elem_width": 33}, "elem_width"),
+        (AddParams, {"a_shift": 17}, "a_shift"),
+        (AddParams, {"thresholds": (3, 1), "out_width": 2}, "thresholds"),
+        (AddParams, {"thresholds": (1, 2, 3, 4), "out_width": 2}, "out_base"),
+        (AddParams, {"out_width": 3}, "out_width"),
+    ],
+)
 def test_bad_parameter_names_itself(cls, changes, field):
     with pytest.raises(ParameterError) as error:
         cls(**changes)
@@ -37,8 +40,19 @@ def test_golden_models_are_the_plain_arithmetic():
     x = rng.integers(-8, 8, 16)
     a_out, b_out = dup_golden(DupParams(4, 4, True, 16), x)
     assert a_out.tolist() == b_out.tolist() == x.reshape(4, 4).tolist()
-    p = AddParams(lanes=2, a_width=3, a_signed=False, b_width=4, b_signed=True, a_shift=1, b_shift=0,
-                  thresholds=(-3, 0, 4), out_width=2, out_base=0, frame_elements=8)
+    p = AddParams(
+        lanes=2,
+        a_width=3,
+        a_signed=False,
+        b_width=4,
+        b_signed=True,
+        a_shift=1,
+        b_shift=0,
+        thresholds=(-3, 0, 4),
+        out_width=2,
+        out_base=0,
+        frame_elements=8,
+    )
     a, b = rng.integers(0, 8, 8), rng.integers(-8, 8, 8)
     total = [2 * int(u) + int(v) for u, v in zip(a, b)]
     want = [sum(s >= t for t in (-3, 0, 4)) for s in total]
@@ -55,15 +69,34 @@ def test_schedules_on_hand_worked_cases():
     # beat i is taken when both are presented: a at 0, 0, 5; b at 2, 2, 2 -> 2, 3, 5
     assert add_schedule(AddParams(), [0, 0, 5], [2, 2, 2]) == ([2, 3, 5], [3, 4, 6])
     assert add_cycles(AddParams(lanes=4, frame_elements=16), frames=2) == {
-        "latency_cycles": 1, "initiation_interval": 4, "total_cycles": 9, "buffer_bits": 4 * 6}   # sum -8..22: 6 signed bits
+        "latency_cycles": 1,
+        "initiation_interval": 4,
+        "total_cycles": 9,
+        "buffer_bits": 4 * 6,
+    }  # sum -8..22: 6 signed bits
 
 
 SIM_CONFIGS = [
     ("dup", DupParams(lanes=3, elem_width=4, elem_signed=True, frame_elements=12)),
-    ("addstreams", AddParams(lanes=2, a_width=3, a_signed=False, b_width=4, b_signed=True, a_shift=1,
-                             thresholds=(-5, -1, 0, 2, 3, 3, 9), out_width=3, out_base=-4, frame_elements=8)),
-    ("addstreams", AddParams(lanes=3, a_width=2, a_signed=True, b_width=5, b_signed=False, b_shift=2,
-                             frame_elements=9)),
+    (
+        "addstreams",
+        AddParams(
+            lanes=2,
+            a_width=3,
+            a_signed=False,
+            b_width=4,
+            b_signed=True,
+            a_shift=1,
+            thresholds=(-5, -1, 0, 2, 3, 3, 9),
+            out_width=3,
+            out_base=-4,
+            frame_elements=8,
+        ),
+    ),
+    (
+        "addstreams",
+        AddParams(lanes=3, a_width=2, a_signed=True, b_width=5, b_signed=False, b_shift=2, frame_elements=9),
+    ),
 ]
 
 
@@ -87,8 +120,9 @@ def test_testbench_fails_when_hardware_and_golden_disagree():
     top, verilog, _ = registry.to_verilog(registry.get("addstreams"), built)
     cases = [c for c in default_cases(claimed) if c["name"] == "extremes"]
     with pytest.raises(SimulationError, match="differ from addstreams' golden model|golden model"):
-        simulate(verilog, top, "hardwire.sim.tb_branch", config={"params": claimed.to_dict(), "cases": cases,
-                                                                  "seed": 1})
+        simulate(
+            verilog, top, "hardwire.sim.tb_branch", config={"params": claimed.to_dict(), "cases": cases, "seed": 1}
+        )
 
 
 @pytest.mark.parametrize("name, params", SIM_CONFIGS[:2], ids=["dup", "addstreams"])

@@ -12,16 +12,20 @@ from hardwire.cli import main
 
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hardwire.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=1800)
+    return subprocess.run(
+        [sys.executable, "-m", "hardwire.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=1800
+    )
 
 
-@pytest.mark.parametrize("args, named", [
-    (["gen", "systolic", "--rows", "0"], "rows=0"),
-    (["gen", "systolic", "--a-width", "17"], "a_width=17"),
-    (["gen", "systolic", "--dataflow", "diagonal"], "dataflow='diagonal'"),
-    (["lint", "no_such_file.v", "--top", "x"], "no_such_file.v"),
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["gen", "systolic", "--rows", "0"], "rows=0"),
+        (["gen", "systolic", "--a-width", "17"], "a_width=17"),
+        (["gen", "systolic", "--dataflow", "diagonal"], "dataflow='diagonal'"),
+        (["lint", "no_such_file.v", "--top", "x"], "no_such_file.v"),
+    ],
+)
 def test_bad_input_is_one_line_naming_it_with_exit_code_2(args, named):
     result = run(*args)
     assert result.returncode == 2
@@ -67,7 +71,7 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, monkeypatch)
 
     RowStore(tmp_path / "d.jsonl.gz").append([{"key": "a:ecp5", "split": "small", "target": "ecp5", "error": None}])
     read_end, write_end = os.pipe()
-    os.close(read_end)                           # the reader is gone, as after `| head -1`
+    os.close(read_end)  # the reader is gone, as after `| head -1`
 
     class ClosedPipe:
         def write(self, text):

@@ -40,8 +40,15 @@ def _assert_verified(report, frames):
 def test_rtl_equals_qonnx_on_the_whole_digits_test_split(tmp_path, name, fps):
     entry = zoo.build(name)
     x, y = _digits(entry)
-    report = compile_model(entry.onnx_path, tmp_path / name, CompileOptions(fps=fps, synthesize=False),
-                           inputs=x, labels=y, name=name, progress=lambda _: None)
+    report = compile_model(
+        entry.onnx_path,
+        tmp_path / name,
+        CompileOptions(fps=fps, synthesize=False),
+        inputs=x,
+        labels=y,
+        name=name,
+        progress=lambda _: None,
+    )
     _assert_verified(report, len(x))
     assert report["accuracy"]["rtl"] == report["accuracy"]["qonnx"] == pytest.approx(entry.test_accuracy)
     assert report["folding"]["met"]
@@ -51,26 +58,40 @@ def test_rtl_equals_qonnx_on_the_whole_digits_test_split(tmp_path, name, fps):
     assert json.loads((tmp_path / name / "report.json").read_text())["network"] == name
 
 
-@pytest.mark.parametrize("folds", [
-    # width converters 1 -> 2, 4 -> 16, and a maximally unfolded dense layer (640 multipliers: a long build)
-    pytest.param({"Conv_0": (8, 1), "Conv_1": (1, 8), "Gemm_0": (10, 64)}, marks=pytest.mark.slow),
-    {"Conv_0": (1, 1), "Conv_1": (4, 2), "Gemm_0": (2, 16)},
-])
+@pytest.mark.parametrize(
+    "folds",
+    [
+        # width converters 1 -> 2, 4 -> 16, and a maximally unfolded dense layer (640 multipliers: a long build)
+        pytest.param({"Conv_0": (8, 1), "Conv_1": (1, 8), "Gemm_0": (10, 64)}, marks=pytest.mark.slow),
+        {"Conv_0": (1, 1), "Conv_1": (4, 2), "Gemm_0": (2, 16)},
+    ],
+)
 def test_cycle_model_is_exact_for_other_foldings(tmp_path, folds):
     entry = zoo.build("cnn4")
     x, y = _digits(entry, 24)
-    report = compile_model(entry.onnx_path, tmp_path / "cnn", CompileOptions(folds=folds, synthesize=False),
-                           inputs=x, labels=y, name="cnn4", progress=lambda _: None)
+    report = compile_model(
+        entry.onnx_path,
+        tmp_path / "cnn",
+        CompileOptions(folds=folds, synthesize=False),
+        inputs=x,
+        labels=y,
+        name="cnn4",
+        progress=lambda _: None,
+    )
     _assert_verified(report, len(x))
     assert {k: (v["pe"], v["simd"]) for k, v in report["folding"]["folds"].items()} == folds
 
 
 def test_two_bit_mlp_on_random_inputs_with_synthesis_into_a_relative_folder(tmp_path, monkeypatch):
     entry = zoo.build("mlp2")
-    monkeypatch.chdir(tmp_path)                        # the CLI and the demo pass relative output folders
-    report = compile_model(entry.onnx_path, Path("mlp2"),
-                           CompileOptions(fps=200_000, n_random=40, target="xilinx", place_route=False),
-                           name="mlp2", progress=lambda _: None)
+    monkeypatch.chdir(tmp_path)  # the CLI and the demo pass relative output folders
+    report = compile_model(
+        entry.onnx_path,
+        Path("mlp2"),
+        CompileOptions(fps=200_000, n_random=40, target="xilinx", place_route=False),
+        name="mlp2",
+        progress=lambda _: None,
+    )
     _assert_verified(report, 40)
     assert "random inputs" in report["verification_inputs"]
     synth = report["synthesis"]
@@ -94,8 +115,12 @@ def test_folding_solver_meets_a_throughput_target_with_the_fewest_lanes():
                 continue
             fold = result.folds[layer.name]
             # nothing cheaper fits: every option with fewer lanes misses the target
-            cheaper = [(pe, simd) for pe in rtl.divisors(layer.out_features) for simd in rtl.simd_choices(layer)
-                       if pe * simd < fold.pe * fold.simd]
+            cheaper = [
+                (pe, simd)
+                for pe in rtl.divisors(layer.out_features)
+                for simd in rtl.simd_choices(layer)
+                if pe * simd < fold.pe * fold.simd
+            ]
             assert all(rtl.mvu_cycles_per_inference(layer, pe, simd) > target for pe, simd in cheaper)
     unreachable = rtl.solve_folding(graph, fps=1e9)
     assert not unreachable.met and "even fully unfolded" in unreachable.note
@@ -156,16 +181,26 @@ def test_cli_compile_rejects_bad_options(tmp_path, capsys):
 def test_hls4ml_backend_through_compile(tmp_path):
     entry = zoo.build("mlp4")
     x, y = _digits(entry, 60)
-    report = compile_model(entry.onnx_path, tmp_path / "h", CompileOptions(backend="hls4ml", fps=300_000),
-                           inputs=x, labels=y, name="mlp4", progress=lambda _: None)
+    report = compile_model(
+        entry.onnx_path,
+        tmp_path / "h",
+        CompileOptions(backend="hls4ml", fps=300_000),
+        inputs=x,
+        labels=y,
+        name="mlp4",
+        progress=lambda _: None,
+    )
     assert report["csim_vs_qonnx"]["mismatches"] == 0 and report["csim_vs_qonnx"]["outputs"] == 600
     assert report["accuracy"]["hls4ml"] == report["accuracy"]["qonnx"]
     graph = _graph("mlp4")
     folding = rtl.solve_folding(graph, fps=300_000)
-    expected = [(layer.in_features // folding.folds[layer.name].simd) * (layer.out_features // folding.folds[
-        layer.name].pe) for layer in graph.layers]
-    assert [layer["requested_reuse_factor"] for layer in report["hls4ml"]["layers"]
-            if layer.get("requested_reuse_factor")] == expected
+    expected = [
+        (layer.in_features // folding.folds[layer.name].simd) * (layer.out_features // folding.folds[layer.name].pe)
+        for layer in graph.layers
+    ]
+    assert [
+        layer["requested_reuse_factor"] for layer in report["hls4ml"]["layers"] if layer.get("requested_reuse_factor")
+    ] == expected
     assert "did not synthesize" in (tmp_path / "h" / "report.md").read_text()
     assert (tmp_path / "h" / "hls4ml").is_dir()
 

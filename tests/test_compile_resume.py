@@ -26,8 +26,9 @@ def test_a_failed_synthesis_keeps_the_verdict_and_a_rerun_resumes_from_it(tmp_pa
     # 10 ms: yosys cannot even start in that time, so the synthesis step times out for sure
     options = dict(fps=200_000, n_random=6, target="generic", place_route=False)
     with pytest.raises(checkpoint.IncompleteCompile) as failed:
-        compile_model(entry.onnx_path, out, CompileOptions(**options, synth_timeout_s=0.01), name="mlp2",
-                      progress=lines.append)
+        compile_model(
+            entry.onnx_path, out, CompileOptions(**options, synth_timeout_s=0.01), name="mlp2", progress=lines.append
+        )
     message = str(failed.value)
     assert "timed out after 0.01 s" in message and "network mlp2" in message and "--synth-timeout" in message
     assert not out.exists() and not list(tmp_path.glob(".mlp2.tmp-*"))
@@ -50,8 +51,9 @@ def test_a_failed_synthesis_keeps_the_verdict_and_a_rerun_resumes_from_it(tmp_pa
     assert out.is_dir() and not side.exists()
 
     # other verification inputs are another verdict: nothing is reused, so the (patched) simulation runs
-    checkpoint.save(out, out, report, key="another key", status="synthesis had not finished",
-                    markdown=hls_compile.markdown_report)
+    checkpoint.save(
+        out, out, report, key="another key", status="synthesis had not finished", markdown=hls_compile.markdown_report
+    )
     with pytest.raises(AssertionError, match="should have been reused"):
         compile_model(entry.onnx_path, out, CompileOptions(**options, seed=5), name="mlp2", progress=lines.append)
 
@@ -103,6 +105,7 @@ def test_simulation_error_is_not_kept_as_a_verdict(tmp_path, monkeypatch):
     monkeypatch.setattr(hls_compile, "simulate_network", fails)
     out = tmp_path / "mlp2"
     with pytest.raises(SimulationError):
-        compile_model(entry.onnx_path, out, CompileOptions(fps=200_000, n_random=4), name="mlp2",
-                      progress=lambda _: None)
+        compile_model(
+            entry.onnx_path, out, CompileOptions(fps=200_000, n_random=4), name="mlp2", progress=lambda _: None
+        )
     assert not out.exists() and not checkpoint.side_folder(out).exists()

@@ -27,28 +27,31 @@ from hardwire.params import int_range
 # --- parameters -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls, changes, field, allowed", [
-    (SwgParams, {"in_height": 0}, "in_height", "1..256"),
-    (SwgParams, {"in_width": 257}, "in_width", "1..256"),
-    (SwgParams, {"kernel_size": 11, "padding": 1}, "kernel_size", "1..10"),
-    (SwgParams, {"kernel_size": 3, "padding": 3}, "padding", "0..2"),
-    (SwgParams, {"stride": 0}, "stride", "1..256"),
-    (SwgParams, {"simd": 3}, "simd", "a divisor of channels=16"),
-    (SwgParams, {"elem_width": 17}, "elem_width", "1..16"),
-    (SwgParams, {"elem_signed": 1}, "elem_signed", "True or False"),
-    (SwgParams, {"channels": 2.0}, "channels", "1..4096"),
-    (SwgParams, {"line_buffer": 1}, "line_buffer", "True or False"),
-    (PoolParams, {"kernel_size": 7}, "kernel_size", "1..6"),
-    (PoolParams, {"kernel_size": 0}, "kernel_size", "1..6"),
-    (PoolParams, {"simd": 5}, "simd", "a divisor of channels=16"),
-    (PoolParams, {"elem_width": 0}, "elem_width", "1..16"),
-    (PoolParams, {"in_height": True}, "in_height", "1..256"),
-    (DwcParams, {"in_lanes": 0}, "in_lanes", "1..256"),
-    (DwcParams, {"out_lanes": 300}, "out_lanes", "1..256"),
-    (DwcParams, {"frame_elements": 8}, "frame_elements", "a multiple of out_lanes=6"),
-    (DwcParams, {"frame_elements": 6}, "frame_elements", "a multiple of in_lanes=4"),
-    (DwcParams, {"elem_width": 33}, "elem_width", "1..32"),
-])
+@pytest.mark.parametrize(
+    "cls, changes, field, allowed",
+    [
+        (SwgParams, {"in_height": 0}, "in_height", "1..256"),
+        (SwgParams, {"in_width": 257}, "in_width", "1..256"),
+        (SwgParams, {"kernel_size": 11, "padding": 1}, "kernel_size", "1..10"),
+        (SwgParams, {"kernel_size": 3, "padding": 3}, "padding", "0..2"),
+        (SwgParams, {"stride": 0}, "stride", "1..256"),
+        (SwgParams, {"simd": 3}, "simd", "a divisor of channels=16"),
+        (SwgParams, {"elem_width": 17}, "elem_width", "1..16"),
+        (SwgParams, {"elem_signed": 1}, "elem_signed", "True or False"),
+        (SwgParams, {"channels": 2.0}, "channels", "1..4096"),
+        (SwgParams, {"line_buffer": 1}, "line_buffer", "True or False"),
+        (PoolParams, {"kernel_size": 7}, "kernel_size", "1..6"),
+        (PoolParams, {"kernel_size": 0}, "kernel_size", "1..6"),
+        (PoolParams, {"simd": 5}, "simd", "a divisor of channels=16"),
+        (PoolParams, {"elem_width": 0}, "elem_width", "1..16"),
+        (PoolParams, {"in_height": True}, "in_height", "1..256"),
+        (DwcParams, {"in_lanes": 0}, "in_lanes", "1..256"),
+        (DwcParams, {"out_lanes": 300}, "out_lanes", "1..256"),
+        (DwcParams, {"frame_elements": 8}, "frame_elements", "a multiple of out_lanes=6"),
+        (DwcParams, {"frame_elements": 6}, "frame_elements", "a multiple of in_lanes=4"),
+        (DwcParams, {"elem_width": 33}, "elem_width", "1..32"),
+    ],
+)
 def test_bad_parameter_names_itself_its_value_and_the_range(cls, changes, field, allowed):
     with pytest.raises(ParameterError) as error:
         cls(**changes)
@@ -57,7 +60,11 @@ def test_bad_parameter_names_itself_its_value_and_the_range(cls, changes, field,
 
 
 def test_params_round_trip_through_to_dict_and_name_every_hardware_parameter():
-    for p in (SwgParams(5, 7, 6, 3, 2, 2, 3, 5, False), PoolParams(5, 7, 6, 2, 3, 5, False), DwcParams(4, 6, 3, False, 24)):
+    for p in (
+        SwgParams(5, 7, 6, 3, 2, 2, 3, 5, False),
+        PoolParams(5, 7, 6, 2, 3, 5, False),
+        DwcParams(4, 6, 3, False, 24),
+    ):
         assert type(p)(**p.to_dict()) == p
     assert SwgParams(5, 7, 6, 3, 2, 2, 3, 5, False).top_name == "swg_5x7x6_k3_s2_p2_simd3_5u"
     assert SwgParams(5, 7, 6, 3, 2, 2, 3, 5, False, line_buffer=False).top_name == "swg_5x7x6_k3_s2_p2_simd3_5u_db"
@@ -70,8 +77,13 @@ def test_params_round_trip_through_to_dict_and_name_every_hardware_parameter():
 
 
 SWG_SHAPES = [  # (H, W, C, k, stride, padding)
-    (8, 8, 16, 3, 1, 1), (5, 7, 3, 3, 2, 2), (1, 1, 2, 1, 1, 0), (4, 4, 2, 4, 1, 0), (6, 5, 1, 1, 2, 0),
-    (2, 3, 4, 4, 3, 1), (7, 7, 2, 5, 2, 4),
+    (8, 8, 16, 3, 1, 1),
+    (5, 7, 3, 3, 2, 2),
+    (1, 1, 2, 1, 1, 0),
+    (4, 4, 2, 4, 1, 0),
+    (6, 5, 1, 1, 2, 0),
+    (2, 3, 4, 4, 3, 1),
+    (7, 7, 2, 5, 2, 4),
 ]
 
 
@@ -81,7 +93,7 @@ def test_swg_golden_is_torch_unfold_in_ky_kx_c_order(h, w, c, k, stride, pad):
     p = SwgParams(h, w, c, k, stride, pad, 1, 6, True)
     image = rng.integers(-32, 32, (h, w, c))
     nchw = torch.tensor(image).permute(2, 0, 1)[None].double()
-    cols = F.unfold(nchw, kernel_size=k, stride=stride, padding=pad)[0]          # [C*k*k, L], order (c, ky, kx)
+    cols = F.unfold(nchw, kernel_size=k, stride=stride, padding=pad)[0]  # [C*k*k, L], order (c, ky, kx)
     ref = cols.reshape(c, k, k, -1).permute(3, 1, 2, 0).reshape(p.out_height, p.out_width, k * k * c)
     assert np.array_equal(swg_golden(p, image), ref.long().numpy())
 
@@ -128,12 +140,12 @@ def _check_stream_rules(accepted, produced, offered):
 
 
 def test_swg_double_buffer_schedule_overlaps_one_image_with_the_next():
-    p = SwgParams(4, 4, 2, 3, 1, 1, 1, 8, True, line_buffer=False)   # 32 beats in, 16 * 9 * 2 = 288 out
+    p = SwgParams(4, 4, 2, 3, 1, 1, 1, 8, True, line_buffer=False)  # 32 beats in, 16 * 9 * 2 = 288 out
     assert (p.beats_in, p.beats_out) == (32, 288)
     accepted, produced = swg_schedule(p, [0] * 3 * 32)
     assert accepted[:32] == list(range(32))
-    assert accepted[32:64] == list(range(32, 64))              # image 2 fills the other bank meanwhile
-    assert accepted[64] == 32 + 288                            # image 3 waits for bank 0: read ends at 32+288-1
+    assert accepted[32:64] == list(range(32, 64))  # image 2 fills the other bank meanwhile
+    assert accepted[64] == 32 + 288  # image 3 waits for bank 0: read ends at 32+288-1
     assert produced[0] == 33 and produced[287] == 32 + 288 and produced[288] == 32 + 288 + 1
     cycles = swg_cycles(p, frames=2)
     assert cycles["latency_cycles"] == 33 and cycles["initiation_interval"] == 288
@@ -149,7 +161,7 @@ def test_swg_double_buffer_schedule_overlaps_one_image_with_the_next():
 
 
 def test_swg_line_buffer_schedule_starts_after_k_minus_padding_rows_and_waits_for_free_slots():
-    p = SwgParams(9, 4, 2, 3, 1, 1, 1, 8, True)          # 9 stored rows, 2k + s - p = 6 slots
+    p = SwgParams(9, 4, 2, 3, 1, 1, 1, 8, True)  # 9 stored rows, 2k + s - p = 6 slots
     assert (p.stored_rows, p.buffer_rows, p.buffer_bits) == (9, 6, 6 * 4 * 2 * 8)
     row_words, row_reads = 4 * 2, p.out_width * 9 * 2
     accepted, produced = swg_schedule(p, [0] * 2 * p.beats_in)
@@ -165,8 +177,15 @@ def test_swg_line_buffer_schedule_starts_after_k_minus_padding_rows_and_waits_fo
     assert len(produced) == 2 * p.beats_out
 
 
-SWEEP = [(h, w, k, s, pad) for h in (1, 2, 3, 5, 8) for w in (1, 4, 7) for k in (1, 2, 3, 5) for s in (1, 2, 3)
-         for pad in (0, 1, 2) if pad < k <= min(h, w) + 2 * pad]
+SWEEP = [
+    (h, w, k, s, pad)
+    for h in (1, 2, 3, 5, 8)
+    for w in (1, 4, 7)
+    for k in (1, 2, 3, 5)
+    for s in (1, 2, 3)
+    for pad in (0, 1, 2)
+    if pad < k <= min(h, w) + 2 * pad
+]
 
 
 @pytest.mark.parametrize("line_buffer", [True, False])
@@ -175,13 +194,13 @@ def test_swg_initiation_interval_is_that_of_the_slower_side_for_every_shape(line
         p = SwgParams(h, w, 2, k, s, pad, 1, 4, True, line_buffer=line_buffer)
         cycles = swg_cycles(p, frames=5)
         assert cycles["initiation_interval"] == max(p.beats_in, p.beats_out), p.top_name
-        if line_buffer:   # the first output needs the first k - padding rows (all rows, if fewer)
+        if line_buffer:  # the first output needs the first k - padding rows (all rows, if fewer)
             first_rows = min(k - pad, p.stored_rows)
             assert cycles["latency_cycles"] == first_rows * w * 2 + 1, p.top_name
 
 
 def test_pool_schedule_outputs_each_window_two_cycles_after_its_last_beat():
-    p = PoolParams(4, 5, 4, 2, 2, 8, True)                # 5th column dropped (floor)
+    p = PoolParams(4, 5, 4, 2, 2, 8, True)  # 5th column dropped (floor)
     accepted, produced = pool_schedule(p, [0] * p.beats_in)
     assert accepted == list(range(p.beats_in))
     # window (0, 0) ends at pixel (1, 1): beats 2 * (5 + 1) .. + 1
@@ -210,7 +229,7 @@ def test_dwc_schedule_closed_forms_agree_with_the_gearbox_count_model(lanes):
         _check_stream_rules(accepted, produced, offered)
         assert len(produced) == 4 * p.beats_out
     cycles = dwc_cycles(p, frames=2)
-    assert cycles["initiation_interval"] == max(p.beats_in, p.beats_out)      # the slower side sets the rate
+    assert cycles["initiation_interval"] == max(p.beats_in, p.beats_out)  # the slower side sets the rate
     if n_in % n_out == 0:
         assert cycles["latency_cycles"] == 1
     elif n_out % n_in == 0:
@@ -228,13 +247,23 @@ def test_dwc_identity_is_one_register_stage():
 
 
 def test_generated_verilog_is_byte_identical_across_processes():
-    script = ("from hardwire.gen import registry; from hardwire.gen.swg import SwgParams; "
-              "from hardwire.gen.pool import PoolParams; from hardwire.gen.dwc import DwcParams; "
-              "print(registry.to_verilog(registry.get('swg'), SwgParams(5, 7, 3, 3, 2, 2, 1, 8, False))[1]); "
-              "print(registry.to_verilog(registry.get('maxpool'), PoolParams(6, 6, 4, 2, 2, 8, True))[1]); "
-              "print(registry.to_verilog(registry.get('dwc'), DwcParams(4, 6, 4, True, 12))[1])")
-    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)]
+    script = (
+        "from hardwire.gen import registry; from hardwire.gen.swg import SwgParams; "
+        "from hardwire.gen.pool import PoolParams; from hardwire.gen.dwc import DwcParams; "
+        "print(registry.to_verilog(registry.get('swg'), SwgParams(5, 7, 3, 3, 2, 2, 1, 8, False))[1]); "
+        "print(registry.to_verilog(registry.get('maxpool'), PoolParams(6, 6, 4, 2, 2, 8, True))[1]); "
+        "print(registry.to_verilog(registry.get('dwc'), DwcParams(4, 6, 4, True, 12))[1])"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout
+        for seed in (1, 2)
+    ]
     assert runs[0] == runs[1]
     for top in ("module swg_5x7x3_k3_s2_p2_simd1_8u", "module maxpool_6x6x4_k2_simd2_8s", "module dwc_4to6_4s"):
         assert top in runs[0]
@@ -246,10 +275,10 @@ LINT_CONFIGS = [
     ("swg", SwgParams(1, 1, 2, 1, 1, 0, 2, 8, True)),
     ("swg", SwgParams(1, 1, 2, 1, 1, 0, 2, 8, True, line_buffer=False)),
     ("swg", SwgParams(5, 7, 3, 3, 2, 2, 1, 1, False)),
-    ("swg", SwgParams(6, 5, 2, 1, 2, 0, 1, 4, True)),       # a row past the last window is dropped
+    ("swg", SwgParams(6, 5, 2, 1, 2, 0, 1, 4, True)),  # a row past the last window is dropped
     ("maxpool", PoolParams(6, 6, 16, 2, 4, 8, True)),
-    ("maxpool", PoolParams(2, 2, 4, 2, 4, 1, True)),        # a one-word running-maximum memory
-    ("maxpool", PoolParams(3, 3, 2, 1, 1, 4, False)),       # k = 1: no memory
+    ("maxpool", PoolParams(2, 2, 4, 2, 4, 1, True)),  # a one-word running-maximum memory
+    ("maxpool", PoolParams(3, 3, 2, 1, 1, 4, False)),  # k = 1: no memory
     ("dwc", DwcParams(4, 6, 4, True, 12)),
     ("dwc", DwcParams(8, 2, 4, True, 8)),
     ("dwc", DwcParams(1, 5, 4, True, 5)),
@@ -270,35 +299,35 @@ def test_generated_verilog_is_lint_clean(name, params, tmp_path):
 
 # The default run: every structure and the corners, on small images (each config builds one model).
 SIM_CONFIGS = [
-    ("swg", SwgParams(9, 4, 2, 3, 2, 1, 1, 4, False)),          # line buffer: 9 rows through 7 slots, stride 2,
-                                                                # padding, simd 1, unsigned
-    ("swg", SwgParams(4, 5, 4, 3, 1, 1, 2, 8, True, line_buffer=False)),   # double buffer, padding
-    ("swg", SwgParams(1, 1, 2, 1, 1, 0, 2, 8, True)),           # 1x1 image, k = 1 = H, simd = C
-    ("swg", SwgParams(6, 3, 1, 1, 3, 0, 1, 1, False)),          # stride > k: rows released before written
-    ("maxpool", PoolParams(5, 7, 3, 2, 1, 5, False)),           # floor: a row and a column dropped, simd 1
-    ("maxpool", PoolParams(2, 2, 4, 2, 4, 1, True)),            # k = H: one window, 1-bit signed, simd = C
-    ("maxpool", PoolParams(3, 3, 2, 1, 2, 4, True)),            # k = 1: no memory
-    ("dwc", DwcParams(4, 6, 4, True, 12)),                      # gearbox, output side slower
-    ("dwc", DwcParams(6, 4, 4, False, 24)),                     # gearbox, input side stalls
-    ("dwc", DwcParams(8, 2, 3, True, 16)),                      # shift register down
-    ("dwc", DwcParams(1, 5, 8, True, 10)),                      # shift register up
-    ("dwc", DwcParams(3, 3, 4, True, 9)),                       # identity (one register stage)
+    ("swg", SwgParams(9, 4, 2, 3, 2, 1, 1, 4, False)),  # line buffer: 9 rows through 7 slots, stride 2,
+    # padding, simd 1, unsigned
+    ("swg", SwgParams(4, 5, 4, 3, 1, 1, 2, 8, True, line_buffer=False)),  # double buffer, padding
+    ("swg", SwgParams(1, 1, 2, 1, 1, 0, 2, 8, True)),  # 1x1 image, k = 1 = H, simd = C
+    ("swg", SwgParams(6, 3, 1, 1, 3, 0, 1, 1, False)),  # stride > k: rows released before written
+    ("maxpool", PoolParams(5, 7, 3, 2, 1, 5, False)),  # floor: a row and a column dropped, simd 1
+    ("maxpool", PoolParams(2, 2, 4, 2, 4, 1, True)),  # k = H: one window, 1-bit signed, simd = C
+    ("maxpool", PoolParams(3, 3, 2, 1, 2, 4, True)),  # k = 1: no memory
+    ("dwc", DwcParams(4, 6, 4, True, 12)),  # gearbox, output side slower
+    ("dwc", DwcParams(6, 4, 4, False, 24)),  # gearbox, input side stalls
+    ("dwc", DwcParams(8, 2, 3, True, 16)),  # shift register down
+    ("dwc", DwcParams(1, 5, 8, True, 10)),  # shift register up
+    ("dwc", DwcParams(3, 3, 4, True, 9)),  # identity (one register stage)
 ]
 
 SLOW_SIM_CONFIGS = [
     ("swg", SwgParams(4, 5, 4, 3, 1, 1, 2, 8, True)),
     ("swg", SwgParams(5, 7, 3, 3, 2, 2, 1, 4, False, line_buffer=False)),  # stride 2, padding 2
-    ("swg", SwgParams(4, 4, 2, 4, 1, 0, 2, 3, True)),           # k = H
-    ("swg", SwgParams(4, 4, 2, 4, 1, 0, 2, 3, True, line_buffer=False)),   # k = H, power-of-two bank
-    ("swg", SwgParams(2, 2, 2, 4, 1, 1, 1, 8, True)),           # k = H + 2p: one window, mostly padding
-    ("swg", SwgParams(6, 5, 2, 1, 2, 0, 1, 4, True)),           # k = 1, stride 2: a row dropped
-    ("swg", SwgParams(8, 4, 2, 3, 2, 0, 2, 5, True)),           # floor: the last row dropped; slots wrap
+    ("swg", SwgParams(4, 4, 2, 4, 1, 0, 2, 3, True)),  # k = H
+    ("swg", SwgParams(4, 4, 2, 4, 1, 0, 2, 3, True, line_buffer=False)),  # k = H, power-of-two bank
+    ("swg", SwgParams(2, 2, 2, 4, 1, 1, 1, 8, True)),  # k = H + 2p: one window, mostly padding
+    ("swg", SwgParams(6, 5, 2, 1, 2, 0, 1, 4, True)),  # k = 1, stride 2: a row dropped
+    ("swg", SwgParams(8, 4, 2, 3, 2, 0, 2, 5, True)),  # floor: the last row dropped; slots wrap
     ("swg", SwgParams(8, 8, 16, 3, 1, 1, 4, 8, True)),
     ("swg", SwgParams(8, 8, 16, 3, 1, 1, 4, 8, True, line_buffer=False)),
     ("swg", SwgParams(7, 6, 4, 5, 3, 4, 4, 16, True)),
-    ("swg", SwgParams(12, 3, 2, 3, 1, 1, 1, 8, True)),          # many rows through few slots
+    ("swg", SwgParams(12, 3, 2, 3, 1, 1, 1, 8, True)),  # many rows through few slots
     ("maxpool", PoolParams(4, 4, 4, 2, 2, 8, True)),
-    ("maxpool", PoolParams(4, 4, 2, 4, 2, 8, True)),            # k = H
+    ("maxpool", PoolParams(4, 4, 2, 4, 2, 8, True)),  # k = H
     ("maxpool", PoolParams(6, 6, 16, 2, 4, 8, True)),
     ("maxpool", PoolParams(9, 8, 8, 3, 2, 16, True)),
     ("dwc", DwcParams(5, 3, 16, True, 30)),

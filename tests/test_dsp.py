@@ -69,7 +69,7 @@ def test_packing_limits_follow_the_27_bit_pre_adder():
 
 @pytest.mark.parametrize("kind, module", [("ecp5", "MULT18X18D"), ("dsp48e1", "DSP48E1"), ("dsp48e2", "DSP48E2")])
 def test_each_primitive_has_a_simulation_model(kind, module):
-    (name, text), = sim_models(kind)
+    ((name, text),) = sim_models(kind)
     assert f"module {module}" in text and text.rstrip().endswith(("endmodule", "*/"))
 
 
@@ -77,8 +77,13 @@ def test_each_target_picks_a_primitive_it_has_and_the_rest_stay_inferred():
     from hardwire.flows.synth import TARGETS
 
     assert {t: dsp_for_target(t) for t in TARGETS} == {
-        "ice40": "inferred", "ecp5": "ecp5", "xilinx": "dsp48e1", "xilinx-us": "dsp48e2", "xilinx-usp": "dsp48e2",
-        "generic": "inferred"}
+        "ice40": "inferred",
+        "ecp5": "ecp5",
+        "xilinx": "dsp48e1",
+        "xilinx-us": "dsp48e2",
+        "xilinx-usp": "dsp48e2",
+        "generic": "inferred",
+    }
     assert set(map(dsp_for_target, TARGETS)) <= set(DSP_KINDS)
 
 
@@ -142,6 +147,10 @@ def test_mult18x18d_model_multiplies_yosys_own_ecp5_mapping_exactly(tmp_path):
     netlist = (tmp_path / "net.v").read_text()
     assert len(re.findall(r"^\s*MULT18X18D\b", netlist, flags=re.M)) == 3
     # yosys leaves the clock, enable and reset pins of its combinational multipliers unconnected
-    result = simulate([("net.v", netlist), *sim_models("ecp5")], "mul_check", "hardwire.sim.tb_mult_model",
-                      build_args=["-Wno-PINMISSING"])
+    result = simulate(
+        [("net.v", netlist), *sim_models("ecp5")],
+        "mul_check",
+        "hardwire.sim.tb_mult_model",
+        build_args=["-Wno-PINMISSING"],
+    )
     assert result.results["wrong"] == 0 and result.results["checked"] > 2000

@@ -13,8 +13,9 @@ from hardwire.estimate.predict import DEFAULT_WEIGHTS
 
 
 def hardwire(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "hardwire.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hardwire.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_shipped_weights_load_without_code_and_name_their_dataset():
@@ -26,16 +27,19 @@ def test_shipped_weights_load_without_code_and_name_their_dataset():
 def test_estimate_of_a_zoo_network_lists_every_unit_and_the_exact_schedule(tmp_path):
     from hardwire.hls import frontend, rtl, zoo
 
-    done = hardwire("estimate", "zoo:mlp4", "--target", "ecp5", "--fold", "Gemm_0=4,8", "--json",
-                    str(tmp_path / "e.json"))
+    done = hardwire(
+        "estimate", "zoo:mlp4", "--target", "ecp5", "--fold", "Gemm_0=4,8", "--json", str(tmp_path / "e.json")
+    )
     assert done.returncode == 0, done.stderr
     assert "ESTIMATE" in done.stdout
     data = json.loads((tmp_path / "e.json").read_text())
     graph = frontend.build_graph(frontend.load_model(zoo.build("mlp4").onnx_path), "mlp4")
     plan = rtl.plan_dataflow(graph, rtl.solve_folding(graph, folds={"Gemm_0": (4, 8)}))
     cycles = rtl.network_cycles(plan)
-    assert data["exact"] == {"latency_cycles": cycles["latency_cycles"],
-                             "initiation_interval": cycles["initiation_interval"]}
+    assert data["exact"] == {
+        "latency_cycles": cycles["latency_cycles"],
+        "initiation_interval": cycles["initiation_interval"],
+    }
     assert [unit["name"] for unit in data["per_unit"]] == [stage.name for stage in plan.stages]
     total = data["resources"]
     assert all(0 < total[label] <= CAPACITY["ecp5"][label] for label in ("lut", "ff"))
@@ -45,22 +49,37 @@ def test_estimate_of_a_zoo_network_lists_every_unit_and_the_exact_schedule(tmp_p
 
 def test_estimate_of_a_block_with_parameters_and_both_models(tmp_path):
     for model in ("gnn", "trees"):
-        done = hardwire("estimate", "systolic", "--param", "rows=4", "--param", "cols=4", "--target", "xilinx",
-                        "--model", model, "--json", str(tmp_path / f"{model}.json"))
+        done = hardwire(
+            "estimate",
+            "systolic",
+            "--param",
+            "rows=4",
+            "--param",
+            "cols=4",
+            "--target",
+            "xilinx",
+            "--model",
+            model,
+            "--json",
+            str(tmp_path / f"{model}.json"),
+        )
         assert done.returncode == 0, done.stderr
         data = json.loads((tmp_path / f"{model}.json").read_text())
         assert set(data["resources"]) == set(LABELS) and data["resources"]["lut"] > 0
         assert data["resources"]["dsp"] == int(data["resources"]["dsp"])
 
 
-@pytest.mark.parametrize("args, code, words", [
-    (("systolic", "--target", "virtex2"), 2, "target='virtex2'"),
-    (("systolic", "--param", "rows=many"), 2, "rows='many'"),
-    (("systolic", "--param", "depth=3"), 2, "NAME=VALUE"),
-    (("tpu", "--target", "ecp5"), 2, "design='tpu'"),
-    (("systolic", "--param", "rows=0"), 2, "rows=0"),
-    (("zoo:mlp4", "--fold", "dense0=4,8"), 2, "fold='dense0'"),
-])
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (("systolic", "--target", "virtex2"), 2, "target='virtex2'"),
+        (("systolic", "--param", "rows=many"), 2, "rows='many'"),
+        (("systolic", "--param", "depth=3"), 2, "NAME=VALUE"),
+        (("tpu", "--target", "ecp5"), 2, "design='tpu'"),
+        (("systolic", "--param", "rows=0"), 2, "rows=0"),
+        (("zoo:mlp4", "--fold", "dense0=4,8"), 2, "fold='dense0'"),
+    ],
+)
 def test_bad_input_is_one_line(args, code, words):
     done = hardwire("estimate", *args)
     assert done.returncode == code and words in done.stderr and done.stderr.count("\n") == 1, done.stderr

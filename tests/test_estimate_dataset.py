@@ -17,12 +17,32 @@ from hardwire.estimate.dataset import RowStore, generate
 from hardwire.estimate.features import DesignGraph, flat_features
 
 TINY = [
-    {"kind": "block", "block": "dwc", "params": {"in_lanes": 2, "out_lanes": 1, "elem_width": 3,
-                                                 "elem_signed": False, "frame_elements": 4}},
-    {"kind": "block", "block": "maxpool", "params": {"in_height": 2, "in_width": 2, "channels": 1, "kernel_size": 2,
-                                                     "simd": 1, "elem_width": 2, "elem_signed": False}},
-    {"kind": "network", "seed": 7, "a_bits": 2, "a_signed": False, "shape": [1, 1, 4],
-     "layers": [{"op": "dense", "out": 2, "pe": 1, "simd": 2, "w_bits": 2, "out_bits": 0}]},
+    {
+        "kind": "block",
+        "block": "dwc",
+        "params": {"in_lanes": 2, "out_lanes": 1, "elem_width": 3, "elem_signed": False, "frame_elements": 4},
+    },
+    {
+        "kind": "block",
+        "block": "maxpool",
+        "params": {
+            "in_height": 2,
+            "in_width": 2,
+            "channels": 1,
+            "kernel_size": 2,
+            "simd": 1,
+            "elem_width": 2,
+            "elem_signed": False,
+        },
+    },
+    {
+        "kind": "network",
+        "seed": 7,
+        "a_bits": 2,
+        "a_signed": False,
+        "shape": [1, 1, 4],
+        "layers": [{"op": "dense", "out": 2, "pe": 1, "simd": 2, "w_bits": 2, "out_bits": 0}],
+    },
 ]
 BROKEN = {"kind": "block", "block": "mvu", "params": {"in_features": 16, "simd": 3}}
 
@@ -32,7 +52,7 @@ def test_store_cuts_a_torn_gzip_member_and_a_torn_line(tmp_path):
     store.append([{"key": "a"}, {"key": "b"}])
     store.append([{"key": "c"}])
     whole = store.path.read_bytes()
-    store.path.write_bytes(whole + gzip.compress(b'{"key": "d"}\n')[:-9])   # a member killed mid-write
+    store.path.write_bytes(whole + gzip.compress(b'{"key": "d"}\n')[:-9])  # a member killed mid-write
     assert [r["key"] for r in RowStore(store.path).rows()] == ["a", "b", "c"]
     assert store.path.read_bytes() == whole
     plain = RowStore(tmp_path / "d.jsonl")
@@ -48,16 +68,23 @@ def test_merge_appends_only_missing_rows_from_runs_that_shared_a_start(tmp_path)
     base = RowStore(tmp_path / "base.jsonl.gz")
     base.append([{"key": "a", "v": 1}])
     one, two = tmp_path / "one.jsonl.gz", tmp_path / "two.jsonl.gz"
-    for path, new in ((one, [{"key": "b", "v": 2}, {"key": "c", "v": 3}]), (two, [{"key": "c", "v": 99}, {"key": "d"}])):
-        path.write_bytes(base.path.read_bytes())          # two machines started from the same shipped file
+    for path, new in (
+        (one, [{"key": "b", "v": 2}, {"key": "c", "v": 3}]),
+        (two, [{"key": "c", "v": 99}, {"key": "d"}]),
+    ):
+        path.write_bytes(base.path.read_bytes())  # two machines started from the same shipped file
         RowStore(path).append(new)
     before = base.path.read_bytes()
     assert merge(base.path, [one, two]) == 3
-    assert base.path.read_bytes().startswith(before)      # appended, never rewritten
+    assert base.path.read_bytes().startswith(before)  # appended, never rewritten
     assert [(r["key"], r.get("v")) for r in base.rows()] == [("a", 1), ("b", 2), ("c", 3), ("d", None)]
     assert merge(base.path, [one, two]) == 0
-    done = subprocess.run([sys.executable, "-m", "hardwire.cli", "dataset", "merge", str(base.path),
-                           str(tmp_path / "missing.jsonl.gz")], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "hardwire.cli", "dataset", "merge", str(base.path), str(tmp_path / "missing.jsonl.gz")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "missing.jsonl.gz" in done.stderr
 
 
@@ -103,7 +130,7 @@ def test_generation_synthesizes_for_real_records_failures_and_resumes(tool_cache
         assert row["error"] is None and row["labels"]["lut"] > 0 and row["labels"]["ff"] > 0
         graph = DesignGraph.from_dict(row["design"])
         assert flat_features(graph)["nodes"] >= 1
-    assert by_kind["network"]["design"]["exact"]["initiation_interval"] == 4        # (K/SIMD) x (N/PE) = 2 x 2
+    assert by_kind["network"]["design"]["exact"]["initiation_interval"] == 4  # (K/SIMD) x (N/PE) = 2 x 2
     again = generate(path, targets=("ecp5",), specs=TINY + [BROKEN], workers=2, fmax_share=0)
     assert again["designs"] == 0 and len(RowStore(path).rows()) == 4
 
@@ -112,8 +139,23 @@ def test_killed_run_loses_and_repeats_no_row(tool_cache, tmp_path):
     path = tmp_path / "k.jsonl.gz"
     specs = tmp_path / "specs.json"
     specs.write_text(json.dumps(TINY))
-    command = [sys.executable, "-m", "hardwire.cli", "dataset", "generate", "-o", str(path), "--specs", str(specs),
-               "--targets", "ecp5,ice40", "--workers", "1", "--fmax-share", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "hardwire.cli",
+        "dataset",
+        "generate",
+        "-o",
+        str(path),
+        "--specs",
+        str(specs),
+        "--targets",
+        "ecp5,ice40",
+        "--workers",
+        "1",
+        "--fmax-share",
+        "0",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -145,11 +187,14 @@ def test_a_tool_crash_is_not_stored_and_is_tried_again(tool_cache, tmp_path, mon
         return real_synth(sources, top, target, **kwargs)
 
     path = tmp_path / "c.jsonl.gz"
-    monkeypatch.setattr(synth_module, "synth", crashing)     # the pool's workers are forked: they see it too
+    monkeypatch.setattr(synth_module, "synth", crashing)  # the pool's workers are forked: they see it too
     first = generate(path, targets=("ecp5", "xilinx"), specs=TINY[:1] + [BROKEN], workers=1, fmax_share=0)
     assert first["crashed"] == 1
     assert sorted((r["spec"].get("block"), r["target"], r["error"] is None) for r in RowStore(path).rows()) == [
-        ("dwc", "ecp5", True), ("mvu", "ecp5", False), ("mvu", "xilinx", False)]
+        ("dwc", "ecp5", True),
+        ("mvu", "ecp5", False),
+        ("mvu", "xilinx", False),
+    ]
     monkeypatch.setattr(synth_module, "synth", real_synth)
     second = generate(path, targets=("ecp5", "xilinx"), specs=TINY[:1] + [BROKEN], workers=1, fmax_share=0)
     assert second["designs"] == 1 and second["crashed"] == 0
@@ -173,8 +218,22 @@ def test_bad_targets_sizes_and_specs_are_one_line_errors(tmp_path):
     with pytest.raises(ParameterError, match="size='huge'"):
         generate(tmp_path / "x.jsonl.gz", size="huge")
     (tmp_path / "s.json").write_text('{"not": "a list"}')
-    done = subprocess.run([sys.executable, "-m", "hardwire.cli", "dataset", "generate", "-o", str(tmp_path / "y.jsonl.gz"),
-                           "--specs", str(tmp_path / "s.json")], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hardwire.cli",
+            "dataset",
+            "generate",
+            "-o",
+            str(tmp_path / "y.jsonl.gz"),
+            "--specs",
+            str(tmp_path / "s.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "specs=" in done.stderr
 
 
@@ -188,13 +247,15 @@ def test_rows_of_an_older_generator_are_stale_and_left_out(tmp_path, monkeypatch
     from hardwire.gen import registry
 
     block, network = TINY[0], TINY[2]
-    rows = [{"key": f"{design_hash(s)}:ecp5", "design_hash": design_hash(s), "spec": s, "labels": {"lut": 1}}
-            for s in (block, network)]
+    rows = [
+        {"key": f"{design_hash(s)}:ecp5", "design_hash": design_hash(s), "spec": s, "labels": {"lut": 1}}
+        for s in (block, network)
+    ]
     RowStore(tmp_path / "d.jsonl.gz").append(rows)
     assert not any(is_stale(r) for r in rows) and len(load_rows([tmp_path / "d.jsonl.gz"])) == 2
     bumped = dataclasses.replace(registry.get("dwc"), generator_version="99")
     monkeypatch.setitem(registry._BLOCKS, "dwc", bumped)
-    assert design_hash(block) != rows[0]["design_hash"]          # the dwc block, and every network (dwc units)
+    assert design_hash(block) != rows[0]["design_hash"]  # the dwc block, and every network (dwc units)
     assert design_hash(network) != rows[1]["design_hash"]
-    assert design_hash(TINY[1]) == designs.digest("design", TINY[1])   # maxpool: untouched
+    assert design_hash(TINY[1]) == designs.digest("design", TINY[1])  # maxpool: untouched
     assert [is_stale(r) for r in rows] == [True, True] and load_rows([tmp_path / "d.jsonl.gz"]) == []

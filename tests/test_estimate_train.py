@@ -26,18 +26,50 @@ def synthetic_rows(count: int, seed: int, depth=(1, 4), split="small"):
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(count):
-        nodes = [{"pe": int(rng.choice([1, 2, 4, 8])), "simd": int(rng.choice([1, 2, 4, 8, 16])),
-                  "bits": int(rng.integers(2, 9))} for _ in range(int(rng.integers(depth[0], depth[1] + 1)))]
-        graph = DesignGraph("network", f"n{i}", [Node(f"u{j}", "mvu", {k: float(v) for k, v in n.items()})
-                                                 for j, n in enumerate(nodes)],
-                            [(j, j + 1) for j in range(len(nodes) - 1)], {"initiation_interval": 10})
+        nodes = [
+            {
+                "pe": int(rng.choice([1, 2, 4, 8])),
+                "simd": int(rng.choice([1, 2, 4, 8, 16])),
+                "bits": int(rng.integers(2, 9)),
+            }
+            for _ in range(int(rng.integers(depth[0], depth[1] + 1)))
+        ]
+        graph = DesignGraph(
+            "network",
+            f"n{i}",
+            [Node(f"u{j}", "mvu", {k: float(v) for k, v in n.items()}) for j, n in enumerate(nodes)],
+            [(j, j + 1) for j in range(len(nodes) - 1)],
+            {"initiation_interval": 10},
+        )
         h = f"{seed:04x}{i:012x}"
         h = f"{int(rng.integers(0, 2**31)):08x}{int(rng.integers(0, 2**31)):08x}"
         fmax = 300.0 / (1 + max(n["simd"] for n in nodes) / 8)
-        rows.append({"key": f"{h}:ecp5", "design_hash": h, "split": split, "stage": "synth", "target": "ecp5",
-                     "design": graph.to_dict(), "labels": _true_resources(nodes), "fmax_mhz": None, "error": None})
-        rows.append({"key": f"{h}:fmax-ecp5", "design_hash": h, "split": split, "stage": "fmax", "target": "ecp5",
-                     "design": graph.to_dict(), "labels": None, "fmax_mhz": fmax, "error": None})
+        rows.append(
+            {
+                "key": f"{h}:ecp5",
+                "design_hash": h,
+                "split": split,
+                "stage": "synth",
+                "target": "ecp5",
+                "design": graph.to_dict(),
+                "labels": _true_resources(nodes),
+                "fmax_mhz": None,
+                "error": None,
+            }
+        )
+        rows.append(
+            {
+                "key": f"{h}:fmax-ecp5",
+                "design_hash": h,
+                "split": split,
+                "stage": "fmax",
+                "target": "ecp5",
+                "design": graph.to_dict(),
+                "labels": None,
+                "fmax_mhz": fmax,
+                "error": None,
+            }
+        )
     return rows
 
 
@@ -128,9 +160,17 @@ def test_wa_hls4ml_records_train_beside_our_rows_and_get_their_own_target(tmp_pa
 
     records = json.loads((Path(__file__).parent / "data" / "wahls4ml_sample.json").read_text())
     copies = []
-    for i in range(30):                       # enough rows for a validation share; ids keep them distinct
+    for i in range(30):  # enough rows for a validation share; ids keep them distinct
         for record in records:
-            copies.append({**record, "meta_data": {**record.get("meta_data", {}), "uuid": f"{i}-{record.get('meta_data', {}).get('uuid')}"}})
+            copies.append(
+                {
+                    **record,
+                    "meta_data": {
+                        **record.get("meta_data", {}),
+                        "uuid": f"{i}-{record.get('meta_data', {}).get('uuid')}",
+                    },
+                }
+            )
     path = tmp_path / "wa.jsonl.gz"
     with gzip.open(path, "wt") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in copies)

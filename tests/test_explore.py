@@ -18,11 +18,23 @@ from hardwire.estimate.explore import explore, network_spec_source, parse_budget
 from hardwire.estimate.explore_cli import write_report
 
 # one dense layer 4 -> 2: PE in {1, 2}, SIMD in {1, 2, 4}: 6 foldings
-SIX = {"kind": "network", "seed": 1, "a_bits": 2, "a_signed": False, "shape": [1, 1, 4],
-       "layers": [{"op": "dense", "out": 2, "pe": 1, "simd": 1, "w_bits": 2, "out_bits": 0}]}
+SIX = {
+    "kind": "network",
+    "seed": 1,
+    "a_bits": 2,
+    "a_signed": False,
+    "shape": [1, 1, 4],
+    "layers": [{"op": "dense", "out": 2, "pe": 1, "simd": 1, "w_bits": 2, "out_bits": 0}],
+}
 # 2 -> 1: SIMD in {1, 2}: 2 foldings (the kill test)
-TWO = {"kind": "network", "seed": 3, "a_bits": 3, "a_signed": False, "shape": [1, 1, 2],
-       "layers": [{"op": "dense", "out": 1, "pe": 1, "simd": 1, "w_bits": 3, "out_bits": 0}]}
+TWO = {
+    "kind": "network",
+    "seed": 3,
+    "a_bits": 3,
+    "a_signed": False,
+    "shape": [1, 1, 2],
+    "layers": [{"op": "dense", "out": 1, "pe": 1, "simd": 1, "w_bits": 3, "out_bits": 0}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +42,9 @@ def searched(tool_cache, tmp_path_factory):
     """The margin-guided search, then every point of the same space synthesized (the true front)."""
     out = tmp_path_factory.mktemp("explore")
     source = network_spec_source(SIX)
-    guided = explore(source, objectives=("lut", "throughput"), out=out / "guided", workers=2,
-                     dataset=out / "feedback.jsonl.gz")
+    guided = explore(
+        source, objectives=("lut", "throughput"), out=out / "guided", workers=2, dataset=out / "feedback.jsonl.gz"
+    )
     full = explore(source, objectives=("lut", "throughput"), out=out / "full", workers=2, verify_all=True)
     return out, guided, full
 
@@ -41,8 +54,9 @@ def brute_front(points):
     front = set()
     for p in points:
         lut, fps = p["lut"], p["throughput"]
-        if not any(q["lut"] <= lut and q["throughput"] >= fps and (q["lut"] < lut or q["throughput"] > fps)
-                   for q in points):
+        if not any(
+            q["lut"] <= lut and q["throughput"] >= fps and (q["lut"] < lut or q["throughput"] > fps) for q in points
+        ):
             front.add(p["key"])
     return front
 
@@ -57,8 +71,9 @@ def test_verified_front_equals_the_true_front_of_a_fully_synthesized_space(searc
         pe, simd = p.folds["0"]
         # throughput by hand: one inference streams 2/PE neuron folds x 4/SIMD synapse folds at 100 MHz
         assert p.exact["initiation_interval"] == (2 // pe) * (4 // simd)
-        measured.append({"key": p.key, "lut": rows[p.key]["labels"]["lut"],
-                         "throughput": 100e6 / ((2 // pe) * (4 // simd))})
+        measured.append(
+            {"key": p.key, "lut": rows[p.key]["labels"]["lut"], "throughput": 100e6 / ((2 // pe) * (4 // simd))}
+        )
     true_front = brute_front(measured)
     assert {p.key for p in full.verified_front} == true_front
     assert {p.key for p in guided.verified_front} == true_front
@@ -79,8 +94,9 @@ def test_report_and_feedback_rows(searched, tmp_path):
     assert set(saved["estimate_vs_measured"]) >= {"lut", "ff"}
     # every verified row reached the user's dataset, once
     feedback = RowStore(out / "feedback.jsonl.gz").rows()
-    assert sorted(r["key"] for r in feedback) == sorted(r["key"] for r in
-                                                        RowStore(out / "guided" / "work" / "rows.jsonl.gz").rows())
+    assert sorted(r["key"] for r in feedback) == sorted(
+        r["key"] for r in RowStore(out / "guided" / "work" / "rows.jsonl.gz").rows()
+    )
     assert all(r["origin"] == "explore" and r["labels"] for r in feedback)
     # and `hardwire dataset train` reads them as training examples
     from hardwire.estimate.train import examples
@@ -92,11 +108,22 @@ def test_a_killed_search_resumes_without_redoing_finished_points(tmp_path):
     spec = tmp_path / "four.json"
     spec.write_text(json.dumps(TWO))
     out = tmp_path / "out"
-    env = {**os.environ, "HARDWIRE_CACHE": str(tmp_path / "cache")}      # a cold cache: synthesis really runs
-    command = [sys.executable, "-m", "hardwire.cli", "explore", str(spec), "--verify-all", "--workers", "1",
-               "-o", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                               start_new_session=True)
+    env = {**os.environ, "HARDWIRE_CACHE": str(tmp_path / "cache")}  # a cold cache: synthesis really runs
+    command = [
+        sys.executable,
+        "-m",
+        "hardwire.cli",
+        "explore",
+        str(spec),
+        "--verify-all",
+        "--workers",
+        "1",
+        "-o",
+        str(out),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
     rows = out / "work" / "rows.jsonl.gz"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -135,12 +162,16 @@ def test_impossible_constraints_name_the_tightest_one(tool_cache, tmp_path):
         parse_objectives("lut")
     with pytest.raises(ParameterError, match="budget='luts=5'"):
         parse_budget("luts=5")
-    assert not (tmp_path / "work").exists()             # nothing was synthesized
+    assert not (tmp_path / "work").exists()  # nothing was synthesized
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "hardwire.cli", "explore", "zoo:mlp4", "--objectives", "lut,speed",
-                           "-o", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "hardwire.cli", "explore", "zoo:mlp4", "--objectives", "lut,speed", "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "objectives='speed'" in done.stderr
 
 
@@ -149,15 +180,37 @@ def test_nsga2_search_scores_distinct_legal_foldings_reproducibly():
     from hardwire.estimate.explore import candidates, nsga2_search
     from hardwire.estimate.predict import Estimator
 
-    spec = {"kind": "network", "seed": 5, "a_bits": 2, "a_signed": False, "shape": [1, 1, 12],
-            "layers": [{"op": "dense", "out": 12, "pe": 1, "simd": 1, "w_bits": 2, "out_bits": 2},
-                       {"op": "dense", "out": 6, "pe": 1, "simd": 1, "w_bits": 2, "out_bits": 0}]}
+    spec = {
+        "kind": "network",
+        "seed": 5,
+        "a_bits": 2,
+        "a_signed": False,
+        "shape": [1, 1, 12],
+        "layers": [
+            {"op": "dense", "out": 12, "pe": 1, "simd": 1, "w_bits": 2, "out_bits": 2},
+            {"op": "dense", "out": 6, "pe": 1, "simd": 1, "w_bits": 2, "out_bits": 0},
+        ],
+    }
     source = network_spec_source(spec)
     legal = candidates(source, 10_000, 0)[0]
-    assert len(legal) == (6 * 6) * (4 * 6)             # divisors of 12 (PE, SIMD), of 6 (PE) and 12 (SIMD)
+    assert len(legal) == (6 * 6) * (4 * 6)  # divisors of 12 (PE, SIMD), of 6 (PE) and 12 (SIMD)
     estimator = Estimator.load()
-    runs = [nsga2_search(source, estimator, "ecp5", 100.0, ("lut", "throughput"), {"lut": 5000}, None, 48, 7,
-                         lambda text: None, population=16) for _ in range(2)]
+    runs = [
+        nsga2_search(
+            source,
+            estimator,
+            "ecp5",
+            100.0,
+            ("lut", "throughput"),
+            {"lut": 5000},
+            None,
+            48,
+            7,
+            lambda text: None,
+            population=16,
+        )
+        for _ in range(2)
+    ]
     folds = [p.folds for p in runs[0]]
     assert 0 < len(folds) <= 48 and all(f in legal for f in folds)
     assert len({json.dumps(f, sort_keys=True) for f in folds}) == len(folds)
@@ -171,9 +224,12 @@ def test_a_block_family_space_verified_completely_gives_the_true_front(tool_cach
     from hardwire.estimate.explore import source_for
     from hardwire.gen.systolic import SystolicParams, gemm_cycles
 
-    source = source_for("systolic", space=["rows=1,2", "dataflow=weight_stationary,output_stationary"],
-                        params=["cols=1", "a_width=2", "w_width=2", "k_max=64", "acc_depth=16"],
-                        workload="m=8,k=8,n=2")
+    source = source_for(
+        "systolic",
+        space=["rows=1,2", "dataflow=weight_stationary,output_stationary"],
+        params=["cols=1", "a_width=2", "w_width=2", "k_max=64", "acc_depth=16"],
+        workload="m=8,k=8,n=2",
+    )
     full = explore(source, objectives=("lut", "throughput"), out=tmp_path, workers=2, verify_all=True)
     assert full.enumerated and full.space_size == 4 and len(full.kept) == 4
     rows = {row["design_hash"]: row for row in RowStore(tmp_path / "work" / "rows.jsonl.gz").rows()}
@@ -182,9 +238,11 @@ def test_a_block_family_space_verified_completely_gives_the_true_front(tool_cach
         params = SystolicParams(cols=1, a_width=2, w_width=2, k_max=64, acc_depth=16, **p.folds)
         cycles = gemm_cycles(params, 8, 8, 2)
         assert p.exact == {"latency_cycles": cycles, "initiation_interval": cycles}
-        assert p.spec == {"kind": "block", "block": "systolic", "params": {**p.folds, "cols": 1, "a_width": 2,
-                                                                           "w_width": 2, "k_max": 64,
-                                                                           "acc_depth": 16}}
+        assert p.spec == {
+            "kind": "block",
+            "block": "systolic",
+            "params": {**p.folds, "cols": 1, "a_width": 2, "w_width": 2, "k_max": 64, "acc_depth": 16},
+        }
         measured.append({"key": p.key, "lut": rows[p.key]["labels"]["lut"], "throughput": 100e6 / cycles})
     assert {p.key for p in full.verified_front} == brute_front(measured)
     report = write_report(full, tmp_path, design="systolic")
@@ -204,7 +262,9 @@ def test_fmax_objective_is_measured_with_nextpnr(tool_cache, tmp_path):
     for p in result.kept:
         fmax_row = rows[f"{p.key}:fmax-ecp5"]
         assert fmax_row["error"] is None and fmax_row["fmax_mhz"] > 20
-        assert p.measured["fmax"] == fmax_row["fmax_mhz"] and p.measured["lut"] == rows[f"{p.key}:ecp5"]["labels"]["lut"]
+        assert (
+            p.measured["fmax"] == fmax_row["fmax_mhz"] and p.measured["lut"] == rows[f"{p.key}:ecp5"]["labels"]["lut"]
+        )
     assert result.verified_front
 
 

@@ -30,7 +30,7 @@ EXP_SPECS = [
     ExpSpec(in_width=6, in_frac=2, mant_frac=8, lut_bits=3),
     ExpSpec(in_width=12, in_frac=8, mant_frac=20, lut_bits=7),
     ExpSpec(in_width=17, in_frac=8, mant_frac=12, lut_bits=5, interp="none", log2e_frac=20),
-    ExpSpec(in_width=8, in_frac=0, mant_frac=12, lut_bits=4, log2e_frac=8),   # t_shift < 0: t = product << 4
+    ExpSpec(in_width=8, in_frac=0, mant_frac=12, lut_bits=4, log2e_frac=8),  # t_shift < 0: t = product << 4
     # the product in two registered stages (online_pipelined): a 31-bit constant in two DSP pieces; table-only
     ExpSpec(in_width=9, in_frac=4, mant_frac=23, lut_bits=6, log2e_frac=30, product_stages=2),
     ExpSpec(in_width=9, in_frac=4, mant_frac=16, lut_bits=8, interp="none", product_stages=2),
@@ -44,7 +44,7 @@ def test_exp_golden_is_within_its_error_bound_for_every_input(spec):
     mantissa, exponent = exp_golden(spec, d)
     assert mantissa.min() >= 1 << spec.mant_frac and mantissa.max() < 2 << spec.mant_frac
     value = mantissa * np.exp2(exponent.astype(float) - spec.mant_frac)
-    real = d / 2.0 ** spec.in_frac
+    real = d / 2.0**spec.in_frac
     error = np.abs(value / np.exp(real) - 1)
     assert error.max() <= spec.max_relative_error(float(np.abs(real).max()))
     # exact where it should be: exp(0) = 1 in linear mode (a table end point)
@@ -61,7 +61,7 @@ def test_exp_bound_is_tight_enough_to_matter():
     for spec, ok in ((fine, True), (coarse, False)):
         m, e = exp_golden(spec, d)
         err = np.abs(m * np.exp2(e - spec.mant_frac.__float__()) / np.exp(d / 16) - 1).max()
-        assert (err < 2 ** -15) == ok, err
+        assert (err < 2**-15) == ok, err
 
 
 def test_exp_golden_rejects_out_of_range_and_works_on_object_arrays():
@@ -85,7 +85,7 @@ RECIPROCAL_SPECS = [
     ReciprocalSpec(in_width=12, frac=16, method="divider"),
     ReciprocalSpec(in_width=24, frac=12, method="newton", lut_bits=6),
     ReciprocalSpec(in_width=6, frac=20, method="newton", lut_bits=10),
-    ReciprocalSpec(in_width=50, frac=23, method="newton", lut_bits=9),      # a 16-bit softmax's sum at n = 4096
+    ReciprocalSpec(in_width=50, frac=23, method="newton", lut_bits=9),  # a 16-bit softmax's sum at n = 4096
 ]
 
 
@@ -93,12 +93,12 @@ RECIPROCAL_SPECS = [
 def test_reciprocal_golden_is_within_its_error_bound(spec):
     hi = (1 << spec.in_width) - 1
     if spec.in_width <= 16:
-        s = np.arange(1, hi + 1)                         # exhaustive
+        s = np.arange(1, hi + 1)  # exhaustive
     else:
         rng = np.random.default_rng(3)
         s = np.concatenate([np.arange(1, 1 << 14), rng.integers(1, hi + 1, 200_000), [hi, 1 << (spec.in_width - 1)]])
     y, msb = reciprocal_golden(spec, s)
-    assert np.array_equal(msb, [int(v).bit_length() - 1 for v in s])   # exact (float log2 rounds near 2**50)
+    assert np.array_equal(msb, [int(v).bit_length() - 1 for v in s])  # exact (float log2 rounds near 2**50)
     error = np.abs(y * np.exp2(-(spec.frac + msb).astype(float)) * s - 1)
     assert error.max() <= spec.max_relative_error()
     assert y.max() <= 1 << spec.frac
@@ -115,8 +115,8 @@ def test_scale_round_golden_is_round_half_up_and_saturates():
     got = scale_round_golden(a, b, shift, 12)
     exact = [min(math.floor(int(x) * int(y) / 2 ** int(s) + 0.5), 4095) for x, y, s in zip(a, b, shift)]
     assert got.tolist() == exact
-    assert scale_round_golden([3], [1], [1], 8).tolist() == [2]          # 1.5 rounds up
-    assert scale_round_golden([1], [1], [1], 8).tolist() == [1]          # 0.5 rounds up
+    assert scale_round_golden([3], [1], [1], 8).tolist() == [2]  # 1.5 rounds up
+    assert scale_round_golden([1], [1], [1], 8).tolist() == [1]  # 0.5 rounds up
     assert scale_round_golden([1 << 20], [1 << 20], [2], 8).tolist() == [255]
 
 
@@ -217,10 +217,10 @@ def test_newton_reciprocal_accepts_a_start_every_cycle():
 
 SCALE_SPECS = [
     ScaleRoundSpec(a_width=17, b_width=17, shift_width=6, out_width=8),
-    ScaleRoundSpec(a_width=4, b_width=3, shift_width=3, out_width=8),     # product narrower than out_width + 1
+    ScaleRoundSpec(a_width=4, b_width=3, shift_width=3, out_width=8),  # product narrower than out_width + 1
     ScaleRoundSpec(a_width=20, b_width=17, shift_width=6, out_width=20),  # attention's lanes: wide output
     ScaleRoundSpec(a_width=23, b_width=24, shift_width=9, out_width=16),  # shifts far past the product
-    ScaleRoundSpec(a_width=26, b_width=16, shift_width=6, out_width=8, product_stages=2),   # online_pipelined
+    ScaleRoundSpec(a_width=26, b_width=16, shift_width=6, out_width=8, product_stages=2),  # online_pipelined
 ]
 
 
@@ -229,7 +229,7 @@ def test_scale_round_unit_matches_golden(spec):
     rng = np.random.default_rng(4)
     n = 500
     a_max, b_max, s_max = (1 << spec.a_width) - 1, (1 << spec.b_width) - 1, (1 << spec.shift_width) - 1
-    small = rng.integers(0, 1 << (spec.out_width + 2), n)           # products near the saturation point
+    small = rng.integers(0, 1 << (spec.out_width + 2), n)  # products near the saturation point
     a = np.concatenate([rng.integers(0, a_max + 1, n), np.minimum(small, a_max), [a_max, 0, a_max >> 1, a_max]])
     b = np.concatenate([rng.integers(0, b_max + 1, n), np.full(n, 1), [b_max, 5, b_max >> 1, 1]])
     shift = np.concatenate([rng.integers(1, s_max + 1, n), np.full(n, 1), [1, 1, min(25, s_max), s_max]])

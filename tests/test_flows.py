@@ -108,11 +108,15 @@ def _amaranth_stream_mac(path: Path) -> None:
 
     class StreamMac(wiring.Component):
         def __init__(self):
-            super().__init__({
-                "samples": In(stream.Signature(signed(8))),
-                "sums": Out(stream.Signature(signed(20))),
-                "coefficient_write": In(1), "coefficient_addr": In(4), "coefficient": In(signed(8)),
-            })
+            super().__init__(
+                {
+                    "samples": In(stream.Signature(signed(8))),
+                    "sums": Out(stream.Signature(signed(20))),
+                    "coefficient_write": In(1),
+                    "coefficient_addr": In(4),
+                    "coefficient": In(signed(8)),
+                }
+            )
 
         def elaborate(self, platform):
             m = Module()
@@ -120,8 +124,10 @@ def _amaranth_stream_mac(path: Path) -> None:
             read, write = memory.read_port(), memory.write_port()
             tap = Signal(4)
             m.d.comb += [
-                write.en.eq(self.coefficient_write), write.addr.eq(self.coefficient_addr),
-                write.data.eq(self.coefficient), read.addr.eq(tap),
+                write.en.eq(self.coefficient_write),
+                write.addr.eq(self.coefficient_addr),
+                write.data.eq(self.coefficient),
+                read.addr.eq(tap),
                 self.samples.ready.eq(~self.sums.valid | self.sums.ready),
             ]
             with m.If(self.sums.valid & self.sums.ready):
@@ -236,8 +242,10 @@ def test_place_route_puts_an_unroutable_clock_on_the_packages_clock_pad(monkeypa
     def run_tool(tool, args, **kwargs):
         calls.append(list(args))
         if len(calls) == 1:
-            reason = (f"exited with code 125: ERROR: Failed to route arc 0.0 of net '{net}$TRELLIS_IO_IN', "
-                      "from X0/Y11/JPADDIA_PIO to X0/Y0/G_CLKI_TDCC0.")
+            reason = (
+                f"exited with code 125: ERROR: Failed to route arc 0.0 of net '{net}$TRELLIS_IO_IN', "
+                "from X0/Y11/JPADDIA_PIO to X0/Y0/G_CLKI_TDCC0."
+            )
             raise ToolError(tool, args, kwargs["log_path"], "", reason)
         if "--lpf" in args:
             assert (kwargs["cwd"] / "clock.lpf").read_text() == 'LOCATE COMP "clk" SITE "G2";\n'

@@ -141,7 +141,7 @@ def test_cnn_with_padding_pooling_and_flatten_equals_qonnx_execution(cnn_model):
 def test_im2col_window_order_matches_torch_unfold():
     rng = np.random.default_rng(3)
     x = rng.integers(-8, 8, size=(2, 5, 6, 3))
-    ours = im2col(x, 3, 2, 1)                                          # (B, OH, OW, (ky, kx, c))
+    ours = im2col(x, 3, 2, 1)  # (B, OH, OW, (ky, kx, c))
     unfolded = torch.nn.functional.unfold(torch.tensor(x).permute(0, 3, 1, 2).double(), 3, padding=1, stride=2)
     b, _, oh, ow = 2, 3, ours.shape[1], ours.shape[2]
     torch_order = unfolded.reshape(b, 3, 3, 3, oh, ow).permute(0, 4, 5, 2, 3, 1).reshape(b, oh, ow, -1)
@@ -149,8 +149,9 @@ def test_im2col_window_order_matches_torch_unfold():
 
 
 def test_float_scales_are_reported_as_not_exact():
-    model = nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
-                          brevitas_nn.QuantLinear(64, 10, bias=False, weight_bit_width=4)).eval()
+    model = nn.Sequential(
+        brevitas_nn.QuantIdentity(**_act(4)), brevitas_nn.QuantLinear(64, 10, bias=False, weight_bit_width=4)
+    ).eval()
     graph = frontend.build_graph(frontend.load_model(model, torch.rand(1, 64)), "t")
     assert not graph.layers[0].exact
     assert "non-power-of-two" in frontend.describe_exactness(graph)
@@ -172,9 +173,12 @@ def test_unquantized_input_is_a_clear_error():
 
 
 def test_unsupported_op_names_the_node_and_the_supported_ops():
-    model = nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
-                          brevitas_nn.QuantLinear(64, 10, bias=False, **_w(4)), nn.Sigmoid(),
-                          brevitas_nn.QuantIdentity(**_act(4))).eval()
+    model = nn.Sequential(
+        brevitas_nn.QuantIdentity(**_act(4)),
+        brevitas_nn.QuantLinear(64, 10, bias=False, **_w(4)),
+        nn.Sigmoid(),
+        brevitas_nn.QuantIdentity(**_act(4)),
+    ).eval()
     with pytest.raises(ModelError, match=r"\(op Sigmoid\).*supported: Quant"):
         frontend.build_graph(frontend.load_model(model, torch.rand(1, 64)), "t")
 
@@ -193,8 +197,11 @@ class _Residual(nn.Module):
 
 def test_residual_add_without_a_quantizer_after_it_is_a_clear_error():
     """Residual blocks compile (tests/test_user_networks.py); a sum left unquantized is refused by name."""
-    with pytest.raises(ModelError, match=r"node '\w+' \(Add\): the residual sum reaches the output without an "
-                                         "activation quantizer"):
+    with pytest.raises(
+        ModelError,
+        match=r"node '\w+' \(Add\): the residual sum reaches the output without an "
+        "activation quantizer",
+    ):
         frontend.build_graph(frontend.load_model(_Residual().eval(), torch.rand(1, 16)), "t")
 
 

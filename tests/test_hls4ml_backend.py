@@ -246,17 +246,32 @@ def test_project_serializes_and_says_no_synthesis(projects):
 
 def test_unsupported_node_is_named_and_leaves_no_directory(tmp_path):
     nodes = [
-        helper.make_node("Quant", ["x", "s", "z", "b"], ["q"], domain="qonnx.custom_op.general", name="Quant_0",
-                         rounding_mode="ROUND", signed=0, narrow=0),
+        helper.make_node(
+            "Quant",
+            ["x", "s", "z", "b"],
+            ["q"],
+            domain="qonnx.custom_op.general",
+            name="Quant_0",
+            rounding_mode="ROUND",
+            signed=0,
+            narrow=0,
+        ),
         helper.make_node("Sin", ["q"], ["y"], name="Sin_0"),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
-        [helper.make_tensor("s", TensorProto.FLOAT, [], [0.0625]), helper.make_tensor("z", TensorProto.FLOAT, [], [0.0]),
-         helper.make_tensor("b", TensorProto.FLOAT, [], [4.0])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
-                                                    helper.make_opsetid("qonnx.custom_op.general", 1)])
+        [
+            helper.make_tensor("s", TensorProto.FLOAT, [], [0.0625]),
+            helper.make_tensor("z", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("b", TensorProto.FLOAT, [], [4.0]),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("qonnx.custom_op.general", 1)]
+    )
     path = tmp_path / "sin.onnx"
     onnx.save(model, str(path))
     with pytest.raises(ModelError, match=r"'Sin_0' \(op Sin\)"):

@@ -27,12 +27,15 @@ def test_run_jobs_captures_only_the_listed_errors():
 
 def test_run_jobs_hands_each_result_over_as_it_finishes_and_tells_the_time_left(capsys):
     seen = []
-    results = run_jobs({i: (operator.mul, i, 10) for i in range(4)}, 2,
-                       on_result=lambda key, value: seen.append((key, value)) or f"got {value}")
+    results = run_jobs(
+        {i: (operator.mul, i, 10) for i in range(4)},
+        2,
+        on_result=lambda key, value: seen.append((key, value)) or f"got {value}",
+    )
     assert sorted(seen) == sorted(results.items()) == [(i, 10 * i) for i in range(4)]
     lines = capsys.readouterr().err.splitlines()
     assert all(f"got {10 * int(line.split()[-3])}" in line for line in lines)
-    assert sum("s left)" in line for line in lines) == 3          # every line but the last
+    assert sum("s left)" in line for line in lines) == 3  # every line but the last
 
 
 def test_run_jobs_on_a_local_ray_instance_gives_the_same_results():

@@ -47,7 +47,7 @@ def test_decoder_takes_frames_split_at_every_byte_boundary():
     decoder = FrameDecoder()
     got = []
     for i in range(len(data)):
-        got += decoder.feed(data[i:i + 1])
+        got += decoder.feed(data[i : i + 1])
     assert [(f.sequence, f.payload) for f in got] == [(s, bytes([s] * s)) for s in range(6)]
 
 
@@ -65,7 +65,7 @@ def test_any_single_flipped_bit_is_caught_and_the_next_frame_still_decodes(posit
 
 
 def test_overlong_length_is_discarded_not_waited_for():
-    overlong = bytes([0xA5, 0x01, 0, 0xFF, 0x7F])            # claims 32767 payload bytes
+    overlong = bytes([0xA5, 0x01, 0, 0xFF, 0x7F])  # claims 32767 payload bytes
     following = link.encode(FrameType.INFO, 9)
     items = FrameDecoder(max_payload=64).feed(overlong + following)
     assert [i for i in items if isinstance(i, link.Frame)] == [link.Frame(FrameType.INFO, 9, b"")]
@@ -78,12 +78,15 @@ def test_error_frames_name_their_code():
     assert frame.sequence == 5
 
 
-@pytest.mark.parametrize("geometry", [
-    StreamGeometry(beats=64, lanes=1, width=4),
-    StreamGeometry(beats=10, lanes=1, width=13, signed=True),
-    StreamGeometry(beats=3, lanes=5, width=3, signed=True),
-    StreamGeometry(beats=2, lanes=8, width=8),
-])
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        StreamGeometry(beats=64, lanes=1, width=4),
+        StreamGeometry(beats=10, lanes=1, width=13, signed=True),
+        StreamGeometry(beats=3, lanes=5, width=3, signed=True),
+        StreamGeometry(beats=2, lanes=8, width=8),
+    ],
+)
 def test_pack_unpack_round_trip_with_extremes(geometry):
     rng = np.random.default_rng(geometry.width)
     lo = -(1 << (geometry.width - 1)) if geometry.signed else 0

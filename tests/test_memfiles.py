@@ -39,14 +39,22 @@ def test_externalize_moves_big_memories_to_hex_files_and_inline_restores_the_tex
     moved, files = memfiles.externalize(text, "u", min_bits=64)
     # per PE: weights (NF*SF = 64 words of simd*w_width = 6 bits) and thresholds (NF = 4 words of 3 x width);
     # the input buffer (SF = 16 words of 2 x 4 bits = 128 bits) too
-    assert sorted(files) == ["u_input_buffer.hex", "u_pe0_thresholds_66.hex", "u_pe0_weights.hex",
-                             "u_pe1_thresholds_67.hex", "u_pe1_weights.hex"]
+    assert sorted(files) == [
+        "u_input_buffer.hex",
+        "u_pe0_thresholds_66.hex",
+        "u_pe0_weights.hex",
+        "u_pe1_thresholds_67.hex",
+        "u_pe1_weights.hex",
+    ]
     assert moved.count("$readmemh") == 5 and "pe0_weights[0] =" not in moved
     # the weight file holds PE 0's rows (channels 0, 2, 4, 6), simd weights per word, element 0 at the LSB
     weights, _ = mvu.mvu_random_content(P)
     words = [int(w, 16) for w in files["u_pe0_weights.hex"].split()]
-    expected = [sum((int(v) & 7) << (3 * i) for i, v in enumerate(weights[n, s:s + 2]))
-                for n in range(0, 8, 2) for s in range(0, 32, 2)]
+    expected = [
+        sum((int(v) & 7) << (3 * i) for i, v in enumerate(weights[n, s : s + 2]))
+        for n in range(0, 8, 2)
+        for s in range(0, 32, 2)
+    ]
     assert words == expected and all(len(w) == 2 for w in files["u_pe0_weights.hex"].split())
     folder = tmp_path / "m"
     _write(folder, "u", moved, files)
@@ -73,16 +81,23 @@ def test_referenced_files_are_found_beside_the_source_or_named_when_missing(tmp_
         memfiles.referenced_files(outside)
 
 
-@pytest.mark.parametrize("target, per_block", [
-    ("ecp5", {"DP16KD": 1, "PDPW16KD": 1}),                # 16 kbit + 2 kbit parity, usable as data
-    pytest.param("xilinx", {"RAMB18E1": 1, "RAMB36E1": 2},      # in 18 kbit units: a RAMB36E1 is two
-                 marks=pytest.mark.slow),                           # (synth_xilinx takes about a minute)
-])
+@pytest.mark.parametrize(
+    "target, per_block",
+    [
+        ("ecp5", {"DP16KD": 1, "PDPW16KD": 1}),  # 16 kbit + 2 kbit parity, usable as data
+        pytest.param(
+            "xilinx",
+            {"RAMB18E1": 1, "RAMB36E1": 2},  # in 18 kbit units: a RAMB36E1 is two
+            marks=pytest.mark.slow,
+        ),  # (synth_xilinx takes about a minute)
+    ],
+)
 def test_weight_memory_from_a_file_maps_to_the_block_rams_its_bits_need(tmp_path, target, per_block):
     # SF = 1 (no input buffer memory), raw output (no thresholds): the weights, 4096 words of 9 random bits
     # (36 kbit), are the only memory, and they need exactly two 18 kbit blocks
-    p = mvu.MvuParams(in_features=9, out_features=4096, simd=9, pe=1, in_width=1, w_width=1, w_signed=False,
-                      out_width=0)
+    p = mvu.MvuParams(
+        in_features=9, out_features=4096, simd=9, pe=1, in_width=1, w_width=1, w_signed=False, out_width=0
+    )
     weights = np.random.default_rng(3).integers(0, 2, size=(4096, 9))
     text, files = memfiles.externalize(_mvu_verilog(p, "w", weights), "w")
     assert list(files) == ["w_pe0_weights.hex"]

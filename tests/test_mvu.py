@@ -36,21 +36,24 @@ from hardwire.params import int_range
 # --- parameters -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("changes, name, allowed", [
-    ({"in_features": 0}, "in_features", "1..4096"),
-    ({"out_features": 4097}, "out_features", "1..4096"),
-    ({"simd": 3}, "simd", "a divisor of in_features=16"),
-    ({"pe": 3}, "pe", "a divisor of out_features=8"),
-    ({"in_width": 0}, "in_width", "1..16"),
-    ({"w_width": 17}, "w_width", "1..16"),
-    ({"in_signed": 1}, "in_signed", "True or False"),
-    ({"out_width": 9}, "out_width", "0 (raw accumulator) or 1..8"),
-    ({"out_base": 1}, "out_base", "0 (unsigned) or -8 (signed)"),
-    ({"out_base": -9}, "out_base", "0 (unsigned) or -8 (signed)"),
-    ({"out_base": -4}, "out_base", "0 (unsigned) or -8 (signed)"),
-    ({"out_width": 0, "out_base": -8}, "out_base", "0 (out_width=0"),
-    ({"content_seed": -1}, "content_seed", "an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "changes, name, allowed",
+    [
+        ({"in_features": 0}, "in_features", "1..4096"),
+        ({"out_features": 4097}, "out_features", "1..4096"),
+        ({"simd": 3}, "simd", "a divisor of in_features=16"),
+        ({"pe": 3}, "pe", "a divisor of out_features=8"),
+        ({"in_width": 0}, "in_width", "1..16"),
+        ({"w_width": 17}, "w_width", "1..16"),
+        ({"in_signed": 1}, "in_signed", "True or False"),
+        ({"out_width": 9}, "out_width", "0 (raw accumulator) or 1..8"),
+        ({"out_base": 1}, "out_base", "0 (unsigned) or -8 (signed)"),
+        ({"out_base": -9}, "out_base", "0 (unsigned) or -8 (signed)"),
+        ({"out_base": -4}, "out_base", "0 (unsigned) or -8 (signed)"),
+        ({"out_width": 0, "out_base": -8}, "out_base", "0 (out_width=0"),
+        ({"content_seed": -1}, "content_seed", "an integer >= 0"),
+    ],
+)
 def test_bad_parameter_names_itself_its_value_and_the_range(changes, name, allowed):
     with pytest.raises(ParameterError) as error:
         MvuParams(**changes)
@@ -62,9 +65,23 @@ def test_params_round_trip_through_to_dict_and_name_every_hardware_change():
     p = MvuParams(in_features=12, out_features=6, simd=3, pe=2, in_signed=True, out_base=-8, content_seed=3)
     assert MvuParams.from_dict(p.to_dict()) == p
     assert p.to_dict()["acc_width"] == p.acc_width
-    names = {MvuParams(**c).top_name for c in (
-        {}, {"simd": 2}, {"pe": 4}, {"in_width": 3}, {"in_signed": True}, {"w_width": 3}, {"w_signed": False},
-        {"out_width": 0}, {"out_base": -8}, {"content_seed": 1}, {"in_features": 32}, {"out_features": 16})}
+    names = {
+        MvuParams(**c).top_name
+        for c in (
+            {},
+            {"simd": 2},
+            {"pe": 4},
+            {"in_width": 3},
+            {"in_signed": True},
+            {"w_width": 3},
+            {"w_signed": False},
+            {"out_width": 0},
+            {"out_base": -8},
+            {"content_seed": 1},
+            {"in_features": 32},
+            {"out_features": 16},
+        )
+    }
     assert len(names) == 12
 
 
@@ -96,13 +113,23 @@ def test_content_is_validated_with_clear_errors():
 # --- accumulator width ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("in_width, in_signed, w_width, w_signed, k", [
-    c for c in itertools.product((1, 2), (False, True), (1, 2), (False, True), (1, 2, 3))])
-def test_acc_width_is_the_narrowest_signed_width_by_exhaustive_enumeration(in_width, in_signed, w_width, w_signed,
-                                                                            k):
+@pytest.mark.parametrize(
+    "in_width, in_signed, w_width, w_signed, k",
+    [c for c in itertools.product((1, 2), (False, True), (1, 2), (False, True), (1, 2, 3))],
+)
+def test_acc_width_is_the_narrowest_signed_width_by_exhaustive_enumeration(in_width, in_signed, w_width, w_signed, k):
     """Every input vector times every weight row, enumerated: the extremes fit acc_width, not one bit less."""
-    p = MvuParams(in_features=k, out_features=1, simd=1, pe=1, in_width=in_width, in_signed=in_signed,
-                  w_width=w_width, w_signed=w_signed, out_width=0)
+    p = MvuParams(
+        in_features=k,
+        out_features=1,
+        simd=1,
+        pe=1,
+        in_width=in_width,
+        in_signed=in_signed,
+        w_width=w_width,
+        w_signed=w_signed,
+        out_width=0,
+    )
     xs = np.array(list(itertools.product(range(*_span(in_width, in_signed)), repeat=k)))
     ws = np.array(list(itertools.product(range(*_span(w_width, w_signed)), repeat=k)))
     acc = xs @ ws.T
@@ -117,11 +144,22 @@ def _span(width, is_signed):
     return lo, hi + 1
 
 
-@pytest.mark.parametrize("in_width, in_signed, w_width, w_signed, k", [
-    c for c in itertools.product((3, 8, 16), (False, True), (4, 16), (False, True), (1, 7, 4096))])
+@pytest.mark.parametrize(
+    "in_width, in_signed, w_width, w_signed, k",
+    [c for c in itertools.product((3, 8, 16), (False, True), (4, 16), (False, True), (1, 7, 4096))],
+)
 def test_acc_width_holds_the_extreme_dot_products_and_not_one_bit_less(in_width, in_signed, w_width, w_signed, k):
-    p = MvuParams(in_features=k, out_features=1, simd=1, pe=1, in_width=in_width, in_signed=in_signed,
-                  w_width=w_width, w_signed=w_signed, out_width=0)
+    p = MvuParams(
+        in_features=k,
+        out_features=1,
+        simd=1,
+        pe=1,
+        in_width=in_width,
+        in_signed=in_signed,
+        w_width=w_width,
+        w_signed=w_signed,
+        out_width=0,
+    )
     products = [x * w for x in int_range(in_width, in_signed) for w in int_range(w_width, w_signed)]
     lo, hi = k * min(products), k * max(products)
     fits = lambda width: int_range(width, True)[0] <= lo and hi <= int_range(width, True)[1]
@@ -147,8 +185,9 @@ GOLDEN_CONFIGS = [
     MvuParams(in_features=12, out_features=6, simd=3, pe=2, in_signed=True, out_base=-8),
     MvuParams(in_features=20, out_features=3, simd=5, pe=3, in_width=8, w_width=8, out_width=8),
     MvuParams(in_features=9, out_features=5, simd=1, pe=1, in_width=2, w_width=2, out_width=2, out_base=-2),
-    MvuParams(in_features=7, out_features=4, simd=7, pe=4, in_width=5, in_signed=True, w_width=3, w_signed=False,
-              out_width=0),
+    MvuParams(
+        in_features=7, out_features=4, simd=7, pe=4, in_width=5, in_signed=True, w_width=3, w_signed=False, out_width=0
+    ),
     MvuParams(in_features=3, out_features=2, simd=1, pe=2, in_width=1, w_width=1, w_signed=True, out_width=1),
 ]
 
@@ -158,9 +197,15 @@ def test_golden_matches_torch_on_random_and_corner_inputs(p):
     weights, thresholds = mvu_random_content(p)
     rng = np.random.default_rng(7)
     lo, hi = int_range(p.in_width, p.in_signed)
-    x = np.concatenate([rng.integers(lo, hi + 1, (50, p.in_features)), np.full((1, p.in_features), lo),
-                        np.full((1, p.in_features), hi), np.zeros((1, p.in_features), dtype=np.int64),
-                        mvu_threshold_probes(p)])
+    x = np.concatenate(
+        [
+            rng.integers(lo, hi + 1, (50, p.in_features)),
+            np.full((1, p.in_features), lo),
+            np.full((1, p.in_features), hi),
+            np.zeros((1, p.in_features), dtype=np.int64),
+            mvu_threshold_probes(p),
+        ]
+    )
     y = mvu_golden(p, weights, thresholds, x)
     assert y.shape == (len(x), p.out_features)
     assert np.array_equal(y, _torch_reference(p, weights, thresholds, x))
@@ -177,10 +222,10 @@ def test_random_content_is_seeded_in_range_and_spreads_over_the_output_levels():
     assert not np.array_equal(weights, other[0])
     check_content(p, weights, thresholds)
     lo, hi = p.acc_range
-    assert thresholds.min() < lo and thresholds.max() > hi + 1          # some lie outside: the clamp matters
+    assert thresholds.min() < lo and thresholds.max() > hi + 1  # some lie outside: the clamp matters
     rng = np.random.default_rng(0)
     y = mvu_golden(p, weights, thresholds, rng.integers(0, 16, (400, 32)))
-    assert len(np.unique(y)) == 2 ** p.out_width                         # random inputs reach every level
+    assert len(np.unique(y)) == 2**p.out_width  # random inputs reach every level
     # the probe vectors hit a threshold exactly for every channel
     acc = mvu_threshold_probes(p) @ weights.T
     assert all(np.isin(thresholds[n], acc[:, n]).any() for n in range(p.out_features))
@@ -237,7 +282,7 @@ def test_lut_multiplier_equals_python_product_for_every_operand_pair(a_signed, b
 
 
 def test_schedule_at_full_rate_has_initiation_interval_nf_times_sf_and_no_bubbles():
-    p = MvuParams(in_features=6, out_features=9, simd=3, pe=3)           # SF = 2, NF = 3
+    p = MvuParams(in_features=6, out_features=9, simd=3, pe=3)  # SF = 2, NF = 3
     delay = p.output_delay
     accepted, produced = mvu_schedule(p, [0] * 6)
     assert accepted == [0, 1, 6, 7, 12, 13]
@@ -247,19 +292,20 @@ def test_schedule_at_full_rate_has_initiation_interval_nf_times_sf_and_no_bubble
     assert summary["latency_cycles"] == 1 + delay
     assert summary["total_cycles"] == 17 + delay + 1
     # one output per cycle when SF = 1; one input per cycle when NF = 1
-    assert mvu_schedule(MvuParams(in_features=4, out_features=8, simd=4, pe=2), [0, 0])[1] == \
-        [t + MvuParams(in_features=4, out_features=8, simd=4, pe=2).output_delay for t in range(8)]
+    assert mvu_schedule(MvuParams(in_features=4, out_features=8, simd=4, pe=2), [0, 0])[1] == [
+        t + MvuParams(in_features=4, out_features=8, simd=4, pe=2).output_delay for t in range(8)
+    ]
     q = MvuParams(in_features=8, out_features=2, simd=2, pe=2)
     assert mvu_schedule(q, [0] * 12)[0] == list(range(12))
     assert mvu_cycles(q, 5)["initiation_interval"] == 4
 
 
 def test_schedule_follows_input_bubbles_and_waits_for_the_replayed_folds():
-    p = MvuParams(in_features=6, out_features=9, simd=3, pe=3)           # SF = 2, NF = 3
+    p = MvuParams(in_features=6, out_features=9, simd=3, pe=3)  # SF = 2, NF = 3
     delay = p.output_delay
     accepted, produced = mvu_schedule(p, [2, 10, 11, 30, 30])
-    assert accepted == [2, 10, 15, 30, 35]                               # beats 2 and 4 wait for folds 1, 2
-    assert produced == [t + delay for t in (10, 12, 14, 30, 32, 34)]     # the partial last vector: nothing yet
+    assert accepted == [2, 10, 15, 30, 35]  # beats 2 and 4 wait for folds 1, 2
+    assert produced == [t + delay for t in (10, 12, 14, 30, 32, 34)]  # the partial last vector: nothing yet
     with pytest.raises(ValueError, match="non-decreasing"):
         mvu_schedule(p, [3, 2])
 
@@ -276,11 +322,21 @@ def test_latency_is_the_pipeline_stages_and_grows_with_the_adder_tree():
 
 
 def test_generated_verilog_is_byte_identical_across_processes():
-    script = ("from hardwire.gen import registry; from hardwire.gen.mvu import MvuParams; "
-              "print(registry.to_verilog(registry.get('mvu'), "
-              "MvuParams(in_features=12, out_features=6, simd=3, pe=2))[1])")
-    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)]
+    script = (
+        "from hardwire.gen import registry; from hardwire.gen.mvu import MvuParams; "
+        "print(registry.to_verilog(registry.get('mvu'), "
+        "MvuParams(in_features=12, out_features=6, simd=3, pe=2))[1])"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout
+        for seed in (1, 2)
+    ]
     assert runs[0] == runs[1] and "module mvu_12x6_simd3_pe2" in runs[0]
 
 
@@ -291,8 +347,9 @@ LINT_CONFIGS = [
     MvuParams(in_features=10, out_features=4, simd=10, pe=2, in_width=8, w_width=8, out_width=8),
     MvuParams(in_features=9, out_features=6, simd=3, pe=3, in_signed=True, w_signed=False, out_width=0),
     MvuParams(in_features=64, out_features=64, simd=8, pe=4),
-    MvuParams(in_features=16, out_features=6, simd=4, pe=2, in_width=1, w_width=1, w_signed=False, out_width=1,
-              binary=True),
+    MvuParams(
+        in_features=16, out_features=6, simd=4, pe=2, in_width=1, w_width=1, w_signed=False, out_width=1, binary=True
+    ),
 ]
 
 
@@ -315,21 +372,27 @@ SIM_CONFIGS = [
     # simd = K (one synapse fold): one output beat per cycle; 8-bit operands, 255 thresholds per channel
     MvuParams(in_features=10, out_features=3, simd=10, pe=1, in_width=8, w_width=8, out_width=8),
     # raw accumulator, signed 5-bit inputs times unsigned 3-bit weights
-    MvuParams(in_features=9, out_features=6, simd=3, pe=3, in_width=5, in_signed=True, w_width=3, w_signed=False,
-              out_width=0),
+    MvuParams(
+        in_features=9, out_features=6, simd=3, pe=3, in_width=5, in_signed=True, w_width=3, w_signed=False, out_width=0
+    ),
     # 2-bit everything, signed output
     MvuParams(in_features=20, out_features=12, simd=4, pe=3, in_width=2, w_width=2, out_width=2, out_base=-2),
     # fully parallel (SF = NF = 1), 1-bit weights and outputs, 16-bit inputs
-    MvuParams(in_features=5, out_features=3, simd=5, pe=3, in_width=16, in_signed=True, w_width=1,
-              w_signed=True, out_width=1),
+    MvuParams(
+        in_features=5, out_features=3, simd=5, pe=3, in_width=16, in_signed=True, w_width=1, w_signed=True, out_width=1
+    ),
     # binary (XNOR-popcount): 1-bit codes of -1/+1, a 1-bit output and a raw popcount
-    MvuParams(in_features=24, out_features=6, simd=8, pe=2, in_width=1, w_width=1, w_signed=False, out_width=1,
-              binary=True),
-    MvuParams(in_features=12, out_features=4, simd=3, pe=4, in_width=1, w_width=1, w_signed=False, out_width=0,
-              binary=True),
+    MvuParams(
+        in_features=24, out_features=6, simd=8, pe=2, in_width=1, w_width=1, w_signed=False, out_width=1, binary=True
+    ),
+    MvuParams(
+        in_features=12, out_features=4, simd=3, pe=4, in_width=1, w_width=1, w_signed=False, out_width=0, binary=True
+    ),
     pytest.param(MvuParams(in_features=64, out_features=64, simd=8, pe=4), marks=pytest.mark.slow),
-    pytest.param(MvuParams(in_features=72, out_features=30, simd=24, pe=10, in_width=8, in_signed=True,
-                           w_width=8, out_width=0), marks=pytest.mark.slow),
+    pytest.param(
+        MvuParams(in_features=72, out_features=30, simd=24, pe=10, in_width=8, in_signed=True, w_width=8, out_width=0),
+        marks=pytest.mark.slow,
+    ),
 ]
 
 
@@ -377,8 +440,9 @@ def test_narrow_products_use_luts_and_wide_ones_one_dsp_each_on_ecp5(in_width, w
 
 
 def test_binary_mode_is_the_bipolar_dot_product_shifted_and_rejects_wider_operands():
-    p = MvuParams(in_features=10, out_features=3, simd=5, pe=3, in_width=1, w_width=1, w_signed=False, out_width=0,
-                  binary=True)
+    p = MvuParams(
+        in_features=10, out_features=3, simd=5, pe=3, in_width=1, w_width=1, w_signed=False, out_width=0, binary=True
+    )
     rng = np.random.default_rng(0)
     x, w = rng.integers(0, 2, size=(50, 10)), rng.integers(0, 2, size=(3, 10))
     bipolar = (2 * x - 1) @ (2 * w - 1).T

@@ -86,7 +86,8 @@ def amaranth_reference_cycles(config: dict, depth: int = 4) -> tuple[list[int], 
             ctx.set(dut.a.valid, current is not None)
             ctx.set(dut.y.ready, ready_random.random() < config["ready_probability"])
             _, _, a_valid, a_ready, y_valid, y_ready = await ctx.tick().sample(
-                dut.a.valid, dut.a.ready, dut.y.valid, dut.y.ready)
+                dut.a.valid, dut.a.ready, dut.y.valid, dut.y.ready
+            )
             if a_valid and a_ready:
                 in_cycles.append(cycle)
                 current = None
@@ -122,7 +123,10 @@ def test_pack_fields_matches_amaranth_struct_layout_bit_order():
     unpacked = unpack_fields(amaranth_bits, fields)
     assert unpacked["last"] == 1
     assert unpack_lanes(unpacked["data"], LANE_WIDTH, LANES, signed=True) == lanes
-    assert unpack_fields(pack_fields({"x": -3, "y": 2}, {"x": 4, "y": 3}), {"x": 4, "y": 3}, signed=["x"]) == {"x": -3, "y": 2}
+    assert unpack_fields(pack_fields({"x": -3, "y": 2}, {"x": 4, "y": 3}), {"x": 4, "y": 3}, signed=["x"]) == {
+        "x": -3,
+        "y": 2,
+    }
 
 
 def test_packing_rejects_values_that_do_not_fit_and_unknown_fields():
@@ -135,9 +139,12 @@ def test_packing_rejects_values_that_do_not_fit_and_unknown_fields():
 # --- running -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("valid_probability, ready_probability", [(1.0, 1.0), (0.6, 0.5)],
-                         ids=["free_flowing", "bubbles_and_backpressure"])
-def test_passthrough_delivers_every_beat_and_cycles_match_amaranth_simulator(tmp_path, valid_probability, ready_probability):
+@pytest.mark.parametrize(
+    "valid_probability, ready_probability", [(1.0, 1.0), (0.6, 0.5)], ids=["free_flowing", "bubbles_and_backpressure"]
+)
+def test_passthrough_delivers_every_beat_and_cycles_match_amaranth_simulator(
+    tmp_path, valid_probability, ready_probability
+):
     config = {"beats": 150, "seed": 7, "valid_probability": valid_probability, "ready_probability": ready_probability}
     result = simulate(passthrough_verilog(), TOP, TESTBENCH, config=config, test_dir=tmp_path)
 
@@ -159,17 +166,23 @@ def test_passthrough_delivers_every_beat_and_cycles_match_amaranth_simulator(tmp
 
 def test_corrupted_lane_makes_simulate_raise_simulation_error(tmp_path):
     with pytest.raises(SimulationError) as caught:
-        simulate(passthrough_verilog(corrupt_lane=2), TOP, TESTBENCH, config={"beats": 40, "seed": 1}, test_dir=tmp_path)
+        simulate(
+            passthrough_verilog(corrupt_lane=2), TOP, TESTBENCH, config={"beats": 40, "seed": 1}, test_dir=tmp_path
+        )
     message = str(caught.value)
     assert "1 of 1 tests failed: passthrough_delivers_every_beat_unchanged_and_in_order" in message
     assert "beat 1: sent data=[-128, -128, -128, -128]" in message  # the corner vector, first to hit it
     assert caught.value.result.failed == 1 and caught.value.result.passed == 0
 
 
-@pytest.mark.parametrize("test_module, reason", [
-    ("hardwire.sim.streams", "No tests were discovered"),
-    ("hardwire.sim.no_such_testbench", "No module named 'hardwire.sim.no_such_testbench'"),
-], ids=["module_without_tests", "missing_module"])
+@pytest.mark.parametrize(
+    "test_module, reason",
+    [
+        ("hardwire.sim.streams", "No tests were discovered"),
+        ("hardwire.sim.no_such_testbench", "No module named 'hardwire.sim.no_such_testbench'"),
+    ],
+    ids=["module_without_tests", "missing_module"],
+)
 def test_a_run_without_results_is_an_error_not_a_pass(tmp_path, test_module, reason):
     with pytest.raises(SimulationError, match=f"without writing results.xml: .*{reason}"):
         simulate(passthrough_verilog(), TOP, test_module, test_dir=tmp_path)
@@ -211,7 +224,9 @@ def test_build_is_compiled_once_even_for_concurrent_callers(tmp_path, monkeypatc
 
 
 def test_waves_true_writes_a_vcd_file(tmp_path):
-    result = simulate(passthrough_verilog(), TOP, TESTBENCH, config={"beats": 10, "seed": 0}, waves=True, test_dir=tmp_path)
+    result = simulate(
+        passthrough_verilog(), TOP, TESTBENCH, config={"beats": 10, "seed": 0}, waves=True, test_dir=tmp_path
+    )
     assert result.waves_path == tmp_path.resolve() / "dump.vcd"
     assert "a__payload" in result.waves_path.read_text()
 
@@ -221,7 +236,9 @@ def test_fst_waves_on_verilator_need_lz4_headers_or_say_how_to_get_them(tmp_path
         with pytest.raises(ToolMissingError, match="apt-get install liblz4-dev"):
             simulate(passthrough_verilog(), TOP, TESTBENCH, waves="fst", test_dir=tmp_path)
         return
-    result = simulate(passthrough_verilog(), TOP, TESTBENCH, config={"beats": 10, "seed": 0}, waves="fst", test_dir=tmp_path)
+    result = simulate(
+        passthrough_verilog(), TOP, TESTBENCH, config={"beats": 10, "seed": 0}, waves="fst", test_dir=tmp_path
+    )
     assert result.waves_path == tmp_path.resolve() / "dump.fst"
     assert result.waves_path.stat().st_size > 0
 
@@ -230,8 +247,14 @@ def test_timeout_kills_the_simulation_and_says_so(tmp_path):
     simulate(passthrough_verilog(), TOP, TESTBENCH, config={"beats": 10, "seed": 0}, test_dir=tmp_path / "warm")
     start = time.monotonic()
     with pytest.raises(ToolError, match="timed out after 0.05 s"):
-        simulate(passthrough_verilog(), TOP, TESTBENCH, config={"beats": 100000, "seed": 0},
-                 test_dir=tmp_path / "slow", timeout_s=0.05)
+        simulate(
+            passthrough_verilog(),
+            TOP,
+            TESTBENCH,
+            config={"beats": 100000, "seed": 0},
+            test_dir=tmp_path / "slow",
+            timeout_s=0.05,
+        )
     assert time.monotonic() - start < 10
 
 
@@ -242,8 +265,9 @@ def test_icarus_runs_the_same_testbench_or_says_how_to_install_it(tmp_path, simu
         with pytest.raises(ToolMissingError, match="apt-get install iverilog"):
             simulate(passthrough_verilog(), TOP, TESTBENCH, simulator=simulator, config=config, test_dir=tmp_path)
         return
-    result = simulate(passthrough_verilog(), TOP, TESTBENCH, simulator=simulator, config=config,
-                      waves=True, test_dir=tmp_path)
+    result = simulate(
+        passthrough_verilog(), TOP, TESTBENCH, simulator=simulator, config=config, waves=True, test_dir=tmp_path
+    )
     assert result.ok
     in_reference, out_reference = amaranth_reference_cycles(config)
     assert result.results["input_cycles"] == [cycle + 1 for cycle in in_reference]
@@ -261,8 +285,13 @@ def test_missing_verilator_raises_tool_missing_error_with_install_hint(tmp_path,
 
 
 def _ccache_stats(cache: Path) -> dict[str, int]:
-    out = subprocess.run([runner.ccache_executable(), "--print-stats"], capture_output=True, text=True, check=True,
-                         env={**os.environ, "CCACHE_DIR": str(cache.resolve() / "ccache")}).stdout
+    out = subprocess.run(
+        [runner.ccache_executable(), "--print-stats"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "CCACHE_DIR": str(cache.resolve() / "ccache")},
+    ).stdout
     return {key: int(value) for key, value in (line.split("\t") for line in out.splitlines() if "\t" in line)}
 
 

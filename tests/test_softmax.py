@@ -34,8 +34,8 @@ from hardwire.params import int_range
 
 
 def _torch_lsb(p: SoftmaxParams, x) -> np.ndarray:
-    real = torch.tensor(np.asarray(x, dtype=np.float64) / 2.0 ** p.in_frac, dtype=torch.float64)
-    return torch.softmax(real, dim=0).numpy() * 2.0 ** p.out_width
+    real = torch.tensor(np.asarray(x, dtype=np.float64) / 2.0**p.in_frac, dtype=torch.float64)
+    return torch.softmax(real, dim=0).numpy() * 2.0**p.out_width
 
 
 def _vectors(p: SoftmaxParams, count: int, seed: int = 0) -> list[np.ndarray]:
@@ -45,7 +45,7 @@ def _vectors(p: SoftmaxParams, count: int, seed: int = 0) -> list[np.ndarray]:
     out = []
     for i in range(count):
         n = int(rng.integers(1, p.n_max + 1))
-        low = lo if i % 3 else hi - 2 ** p.in_frac * 3
+        low = lo if i % 3 else hi - 2**p.in_frac * 3
         out.append(rng.integers(low, hi + 1, n))
     for case in default_cases(p, seed=seed):
         out.extend(np.asarray(v) for v in case["vectors"])
@@ -67,7 +67,7 @@ def test_golden_is_within_one_lsb_of_float64_softmax_at_8_bits(variant):
     p = SoftmaxParams(variant=variant, n_max=32)
     error, ref = _errors(p, _vectors(p, 300))
     assert error.max() <= 1.0
-    unsaturated = ref < 2 ** p.out_width - 1
+    unsaturated = ref < 2**p.out_width - 1
     assert error[unsaturated].max() <= 0.75, error[unsaturated].max()
     assert error.mean() < 0.25
 
@@ -78,14 +78,27 @@ def _adversarial(p: SoftmaxParams, seed: int = 0) -> list[np.ndarray]:
     the sum's LSB (where truncation costs most), Gaussians of several widths and uniform codes."""
     rng = np.random.default_rng([seed, p.n_max, p.out_width])
     lo, hi = int_range(p.in_width, True)
-    n, one = p.n_max, 2 ** p.in_frac
+    n, one = p.n_max, 2**p.in_frac
     index = np.arange(n)
-    vectors = [np.array([0]), np.array([lo]), np.array([hi]), np.array([hi, lo]), np.array([3, 3]),
-               np.array([hi, hi - 1]), np.full(n, hi), np.full(n, lo), np.zeros(n, dtype=np.int64),
-               np.array([hi] + [lo] * (n - 1)), np.array([lo] * (n - 1) + [hi]),
-               np.array([hi, hi] + [lo] * (n - 2)), np.array([lo] * (n - 2) + [hi, hi]),
-               np.clip(lo + index, lo, hi), np.clip(hi - index, lo, hi), lo + index * (hi - lo) // (n - 1),
-               np.where(index % 2 == 0, hi, lo)]
+    vectors = [
+        np.array([0]),
+        np.array([lo]),
+        np.array([hi]),
+        np.array([hi, lo]),
+        np.array([3, 3]),
+        np.array([hi, hi - 1]),
+        np.full(n, hi),
+        np.full(n, lo),
+        np.zeros(n, dtype=np.int64),
+        np.array([hi] + [lo] * (n - 1)),
+        np.array([lo] * (n - 1) + [hi]),
+        np.array([hi, hi] + [lo] * (n - 2)),
+        np.array([lo] * (n - 2) + [hi, hi]),
+        np.clip(lo + index, lo, hi),
+        np.clip(hi - index, lo, hi),
+        lo + index * (hi - lo) // (n - 1),
+        np.where(index % 2 == 0, hi, lo),
+    ]
     for gap in np.linspace(1.0, (p.sum_frac + 2) * np.log(2), 12):
         if hi - round(gap * one) >= lo:
             rest = [hi - round(gap * one)] * (n - 1)
@@ -98,9 +111,9 @@ def _adversarial(p: SoftmaxParams, seed: int = 0) -> list[np.ndarray]:
 
 def _numpy_lsb(p: SoftmaxParams, x) -> np.ndarray:
     """float64 softmax in output LSBs (NumPy: the long sweeps call it thousands of times)."""
-    real = np.asarray(x, dtype=np.float64) / 2.0 ** p.in_frac
+    real = np.asarray(x, dtype=np.float64) / 2.0**p.in_frac
     e = np.exp(real - real.max())
-    return e / e.sum() * 2.0 ** p.out_width
+    return e / e.sum() * 2.0**p.out_width
 
 
 def _worst_adversarial_error(p: SoftmaxParams) -> float:
@@ -134,8 +147,9 @@ def test_the_derived_bound_is_one_lsb_for_every_variant_width_and_length():
         for out_width in range(8, 17):
             for n_max in (2, 16, 64, 256, 1024, 4096):
                 for in_width, in_frac in ((8, 4), (16, 8)):
-                    p = SoftmaxParams(variant=variant, out_width=out_width, n_max=n_max, in_width=in_width,
-                                      in_frac=in_frac)
+                    p = SoftmaxParams(
+                        variant=variant, out_width=out_width, n_max=n_max, in_width=in_width, in_frac=in_frac
+                    )
                     if error_bound_lsb(p) > 1.0:
                         assert variant in ("online", "online_pipelined"), p
                         assert (in_frac, p.mant_frac, p.exp_lut_bits) == (8, 30, 12), p
@@ -150,8 +164,14 @@ def test_a_16_bit_output_is_accepted_with_default_precisions():
 def test_old_fixed_precisions_break_the_bound_at_16_bits_and_warn():
     """The adversarial check has teeth: the precisions that were the defaults before they derived from the
     output width (mant_frac 16, 6 table bits, no guard bits) miss 1 LSB at 16 bits, and the warning says so."""
-    old = {"mant_frac": 16, "exp_lut_bits": 6, "recip_frac": 24, "recip_lut_bits": 8, "log2e_frac": 18,
-           "sum_guard_bits": 0}
+    old = {
+        "mant_frac": 16,
+        "exp_lut_bits": 6,
+        "recip_frac": 24,
+        "recip_lut_bits": 8,
+        "log2e_frac": 18,
+        "sum_guard_bits": 0,
+    }
     with pytest.warns(PrecisionWarning, match=r"the error bound is [\d.e+]+ output LSB"):
         p = SoftmaxParams(variant="online", out_width=16, n_max=256, **old)
     assert error_bound_lsb(p) > 1.0
@@ -179,14 +199,15 @@ def test_golden_sums_sit_on_the_documented_formats():
     x = np.array([16, 0, -16, -128])
     details = softmax_golden_details(p, x)
     assert details["reference"] == 16
-    assert details["exponent"][0] == 0 and details["mantissa"][0] == 1 << p.mant_frac   # exp(0) = 1 exactly
-    s = details["sum"] / 2 ** p.sum_frac
+    assert details["exponent"][0] == 0 and details["mantissa"][0] == 1 << p.mant_frac  # exp(0) = 1 exactly
+    s = details["sum"] / 2**p.sum_frac
     assert s == pytest.approx(float(np.exp((x - 16) / 16).sum()), rel=1e-4)
     # two_pass: no max, (Macc, K) holds the sum as Macc * 2**(K - mant_frac)
     q = dataclasses.replace(p, variant="two_pass")
     two = softmax_golden_details(q, x)
-    assert two["sum"] * 2.0 ** (int(two["exponent"].max()) - q.sum_frac) == \
-        pytest.approx(float(np.exp(x / 16).sum()), rel=1e-4)
+    assert two["sum"] * 2.0 ** (int(two["exponent"].max()) - q.sum_frac) == pytest.approx(
+        float(np.exp(x / 16).sum()), rel=1e-4
+    )
 
 
 def test_two_pass_and_online_sums_never_overflow_at_the_extremes():
@@ -194,7 +215,7 @@ def test_two_pass_and_online_sums_never_overflow_at_the_extremes():
     for variant in ("two_pass", "online", "three_pass"):
         p = SoftmaxParams(variant=variant, n_max=1024)
         for x in (np.full(1024, hi), np.full(1024, lo), np.arange(1024) % 256 - 128, 127 - np.arange(1024) % 256):
-            details = softmax_golden_details(p, x)           # asserts 0 < sum < 2**sum_width inside
+            details = softmax_golden_details(p, x)  # asserts 0 < sum < 2**sum_width inside
             assert details["sum"] < 1 << p.sum_width
             assert abs(int(details["out"].sum()) - 256) <= 1024  # each output within 1 LSB of the true share
 
@@ -202,7 +223,7 @@ def test_two_pass_and_online_sums_never_overflow_at_the_extremes():
 def test_online_rescaling_is_exercised_and_changes_the_sum_only_by_truncation():
     p = SoftmaxParams(variant="online", n_max=16)
     q = dataclasses.replace(p, variant="three_pass")
-    x = np.arange(-64, 64, 8)                                    # increasing: the max grows at every element
+    x = np.arange(-64, 64, 8)  # increasing: the max grows at every element
     online, three = softmax_golden_details(p, x), softmax_golden_details(q, x)
     assert online["sum"] != three["sum"]
     assert abs(online["sum"] - three["sum"]) <= len(x) * 2
@@ -224,7 +245,7 @@ def test_unified_max_falls_back_outside_the_window_only():
 
 def test_cycle_model_counts_passes_and_pipeline_delays():
     for variant in VARIANTS:
-        if variant == "online_pipelined":          # its own test below
+        if variant == "online_pipelined":  # its own test below
             continue
         p = SoftmaxParams(variant=variant, n_max=16)
         x_delay, recip = p.exp_delay, p.recip_spec.latency
@@ -295,8 +316,9 @@ def _pipelined_vectors(p: SoftmaxParams, seed: int = 0) -> list[np.ndarray]:
     return vectors
 
 
-@pytest.mark.parametrize("lanes, n_max, out_width", [(LANE_PIPELINE_DEPTH, 64, 8), (7, 20, 8), (13, 64, 12),
-                                                     (6, 1024, 16)])
+@pytest.mark.parametrize(
+    "lanes, n_max, out_width", [(LANE_PIPELINE_DEPTH, 64, 8), (7, 20, 8), (13, 64, 12), (6, 1024, 16)]
+)
 def test_online_pipelined_golden_is_within_its_bound_of_float64_softmax(lanes, n_max, out_width):
     """The stated bound (`error_bound_lsb`: each lane's rescales plus the one combining rescale and the
     per-lane truncation) is 1 LSB with the derived precisions, and the golden model keeps it on adversarial
@@ -321,16 +343,21 @@ def test_online_pipelined_lanes_hold_each_lanes_max_and_combine_in_the_order_of_
         # each lane's sum, rescaled to the vector's max, is close to its share of sum exp(x - M)
         for j, rescaled in zip(lanes["order"], lanes["rescaled"]):
             share = float(np.exp((x[j::7] - x.max()) / 16.0).sum())
-            assert rescaled / 2 ** p.sum_frac == pytest.approx(share, rel=1e-5, abs=2.0 ** -p.mant_frac * n)
+            assert rescaled / 2**p.sum_frac == pytest.approx(share, rel=1e-5, abs=2.0**-p.mant_frac * n)
 
 
 def test_online_pipelined_sum_is_the_three_pass_sum_up_to_one_element_per_lane():
     """With at most one element per lane each lane holds exp(0) exactly; rescaled to the max it is the three-pass
     term (m << g) >> -k bit for bit, so the two sums and outputs agree exactly (same precisions)."""
     p = SoftmaxParams(variant="online_pipelined", n_max=16, lanes=9)
-    q = SoftmaxParams(variant="three_pass", n_max=16, **{name: getattr(p, name) for name in
-                                                          ("mant_frac", "exp_lut_bits", "recip_frac", "recip_lut_bits",
-                                                           "log2e_frac", "sum_guard_bits")})
+    q = SoftmaxParams(
+        variant="three_pass",
+        n_max=16,
+        **{
+            name: getattr(p, name)
+            for name in ("mant_frac", "exp_lut_bits", "recip_frac", "recip_lut_bits", "log2e_frac", "sum_guard_bits")
+        },
+    )
     rng = np.random.default_rng(3)
     for n in range(1, 10):
         for x in (rng.integers(-128, 128, n), np.full(n, -128), np.full(n, 127), np.arange(n) * 30 - 128):
@@ -381,20 +408,23 @@ def test_online_pipelined_schedule_waits_for_the_lanes_and_for_the_previous_hand
 # --- parameters ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad, named", [
-    ({"variant": "four_pass"}, "variant='four_pass'"),
-    ({"n_max": 1}, "n_max=1"),
-    ({"in_frac": 9}, "in_frac=9"),
-    ({"recip_frac": 8}, "recip_frac=8"),
-    ({"exp_lut_bits": 16}, "lut_bits=16"),
-    ({"recip_method": "srt"}, "recip_method='srt'"),
-    ({"sum_guard_bits": 17}, "sum_guard_bits=17"),
-    ({"max_estimate": 200}, "max_estimate=200"),
-    ({"variant": "unified_max", "estimate_window": 250}, "estimate_window=250"),
-    ({"variant": "online_pipelined", "lanes": LANE_PIPELINE_DEPTH - 1}, f"lanes={LANE_PIPELINE_DEPTH - 1}"),
-    ({"variant": "online_pipelined", "lanes": 65}, "lanes=65"),
-    ({"variant": "online", "lanes": 8}, "lanes=8"),
-])
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        ({"variant": "four_pass"}, "variant='four_pass'"),
+        ({"n_max": 1}, "n_max=1"),
+        ({"in_frac": 9}, "in_frac=9"),
+        ({"recip_frac": 8}, "recip_frac=8"),
+        ({"exp_lut_bits": 16}, "lut_bits=16"),
+        ({"recip_method": "srt"}, "recip_method='srt'"),
+        ({"sum_guard_bits": 17}, "sum_guard_bits=17"),
+        ({"max_estimate": 200}, "max_estimate=200"),
+        ({"variant": "unified_max", "estimate_window": 250}, "estimate_window=250"),
+        ({"variant": "online_pipelined", "lanes": LANE_PIPELINE_DEPTH - 1}, f"lanes={LANE_PIPELINE_DEPTH - 1}"),
+        ({"variant": "online_pipelined", "lanes": 65}, "lanes=65"),
+        ({"variant": "online", "lanes": 8}, "lanes=8"),
+    ],
+)
 def test_bad_parameters_are_named(bad, named):
     with pytest.raises(ParameterError, match=named.replace("(", r"\(")):
         SoftmaxParams(**bad)
@@ -412,10 +442,20 @@ def test_golden_rejects_bad_vectors():
 
 
 def test_generated_verilog_is_byte_identical_across_processes():
-    script = ("from hardwire.gen import registry; from hardwire.gen.softmax import SoftmaxParams; "
-              "print(registry.to_verilog(registry.get('softmax'), SoftmaxParams(variant='online', n_max=8))[1])")
-    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)]
+    script = (
+        "from hardwire.gen import registry; from hardwire.gen.softmax import SoftmaxParams; "
+        "print(registry.to_verilog(registry.get('softmax'), SoftmaxParams(variant='online', n_max=8))[1])"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout
+        for seed in (1, 2)
+    ]
     assert runs[0] == runs[1] and "module softmax_online_n8" in runs[0]
 
 
@@ -425,8 +465,9 @@ LINT_CONFIGS = [
     SoftmaxParams(variant="online", n_max=64, out_width=16),
     SoftmaxParams(variant="unified_max", n_max=2, in_width=6, in_frac=2, max_estimate=-3, estimate_window=8),
     SoftmaxParams(variant="online_pipelined", n_max=64),
-    SoftmaxParams(variant="online_pipelined", n_max=5, lanes=9, out_width=16, exp_interp="none",
-                  recip_method="divider"),
+    SoftmaxParams(
+        variant="online_pipelined", n_max=5, lanes=9, out_width=16, exp_interp="none", recip_method="divider"
+    ),
 ]
 
 
@@ -467,6 +508,7 @@ def test_cli_states_the_error_bound_and_warns_in_one_line(tmp_path, capsys):
 
 # --- RTL simulation --------------------------------------------------------------------------------
 
+
 def _coarse(**values) -> SoftmaxParams:
     """A configuration below its derived precision on purpose (its PrecisionWarning is expected)."""
     with pytest.warns(PrecisionWarning):
@@ -486,8 +528,10 @@ SIM_CONFIGS = [
     SoftmaxParams(variant="online_pipelined", n_max=20, lanes=7, out_width=12, recip_method="divider"),
     pytest.param(SoftmaxParams(variant="online_pipelined", n_max=64), marks=pytest.mark.slow),
     pytest.param(SoftmaxParams(variant="online", n_max=64, out_width=16), marks=pytest.mark.slow),
-    pytest.param(SoftmaxParams(variant="three_pass", n_max=33, in_width=12, in_frac=8, recip_method="divider"),
-                 marks=pytest.mark.slow),
+    pytest.param(
+        SoftmaxParams(variant="three_pass", n_max=33, in_width=12, in_frac=8, recip_method="divider"),
+        marks=pytest.mark.slow,
+    ),
 ]
 
 
@@ -511,7 +555,7 @@ def test_softmax_rtl_is_bit_exact_with_the_modelled_cycles(params):
         assert case["max_error_lsb"] <= error_bound_lsb(params), (name, case)
     if params.variant == "unified_max":
         both = result.cases["estimate_holds_and_falls_back"]
-        assert 0 < both["fallbacks"] < both["shape"][0]            # both paths ran
+        assert 0 < both["fallbacks"] < both["shape"][0]  # both paths ran
 
 
 def test_testbench_fails_when_hardware_and_golden_disagree():
@@ -524,5 +568,6 @@ def test_testbench_fails_when_hardware_and_golden_disagree():
     cases = [c for c in default_cases(claimed) if c["name"] == "random_full_rate"]
     assert any(not np.array_equal(softmax_golden(built, v), softmax_golden(claimed, v)) for v in cases[0]["vectors"])
     with pytest.raises(SimulationError, match="differ from the golden model"):
-        simulate(verilog, top, "hardwire.sim.tb_softmax",
-                 config={"params": claimed.to_dict(), "cases": cases, "seed": 1})
+        simulate(
+            verilog, top, "hardwire.sim.tb_softmax", config={"params": claimed.to_dict(), "cases": cases, "seed": 1}
+        )

@@ -43,23 +43,26 @@ ALL = ("dense", "1:2", "2:4", "1:4", "2:8", "4:8")
 # --- parameters -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("changes, name, allowed", [
-    ({"lanes": 0}, "lanes", "1..64"),
-    ({"chains": 65}, "chains", "1..64"),
-    ({"m_max": 6}, "m_max", "2 or 4 or 8 or 16"),
-    ({"w_width": 6}, "w_width", "4 or 8"),
-    ({"k_max": 0}, "k_max", "1..1048576"),
-    ({"patterns": "dense,3-4"}, "patterns", "'dense' or N:M"),
-    ({"patterns": "4:4"}, "patterns", "1 <= N < M"),
-    ({"patterns": "1:3"}, "patterns", "M one of 2, 4, 8, 16"),
-    ({"patterns": "1:16"}, "patterns", "M <= m_max=8"),
-    ({"patterns": "dense,dense"}, "patterns", "each pattern once"),
-    ({"patterns": ""}, "patterns", "a comma-separated list"),
-    ({"lanes": 6}, "patterns", "N dividing lanes=6"),
-    ({"int4_packing": True}, "int4_packing", "False unless w_width=4"),
-    ({"int4_packing": True, "w_width": 4, "chains": 3}, "chains", "an even number"),
-    ({"int4_packing": 1}, "int4_packing", "True or False"),
-])
+@pytest.mark.parametrize(
+    "changes, name, allowed",
+    [
+        ({"lanes": 0}, "lanes", "1..64"),
+        ({"chains": 65}, "chains", "1..64"),
+        ({"m_max": 6}, "m_max", "2 or 4 or 8 or 16"),
+        ({"w_width": 6}, "w_width", "4 or 8"),
+        ({"k_max": 0}, "k_max", "1..1048576"),
+        ({"patterns": "dense,3-4"}, "patterns", "'dense' or N:M"),
+        ({"patterns": "4:4"}, "patterns", "1 <= N < M"),
+        ({"patterns": "1:3"}, "patterns", "M one of 2, 4, 8, 16"),
+        ({"patterns": "1:16"}, "patterns", "M <= m_max=8"),
+        ({"patterns": "dense,dense"}, "patterns", "each pattern once"),
+        ({"patterns": ""}, "patterns", "a comma-separated list"),
+        ({"lanes": 6}, "patterns", "N dividing lanes=6"),
+        ({"int4_packing": True}, "int4_packing", "False unless w_width=4"),
+        ({"int4_packing": True, "w_width": 4, "chains": 3}, "chains", "an even number"),
+        ({"int4_packing": 1}, "int4_packing", "True or False"),
+    ],
+)
 def test_bad_parameter_names_itself_its_value_and_the_range(changes, name, allowed):
     with pytest.raises(ParameterError) as error:
         SparseParams(**changes)
@@ -70,9 +73,19 @@ def test_params_round_trip_and_every_hardware_change_shows_in_the_name():
     p = SparseParams(lanes=8, chains=4, patterns="dense,2:4", m_max=4, w_width=4, int4_packing=True, k_max=512)
     assert SparseParams.from_dict(p.to_dict()) == p
     assert (p.act_lanes, p.index_bits, p.groups, p.multipliers) == (16, 2, 2, 16)
-    names = {SparseParams(**c).top_name for c in (
-        {}, {"lanes": 8}, {"chains": 3}, {"patterns": "dense"}, {"m_max": 16}, {"w_width": 4},
-        {"w_width": 4, "int4_packing": True}, {"k_max": 100})}
+    names = {
+        SparseParams(**c).top_name
+        for c in (
+            {},
+            {"lanes": 8},
+            {"chains": 3},
+            {"patterns": "dense"},
+            {"m_max": 16},
+            {"w_width": 4},
+            {"w_width": 4, "int4_packing": True},
+            {"k_max": 100},
+        )
+    }
     assert len(names) == 8
 
 
@@ -98,9 +111,9 @@ def _brute_force_mask(w: np.ndarray, n: int, m: int, row_group: int) -> np.ndarr
     keep = np.zeros_like(padded, dtype=bool)
     for r0 in range(0, rows, row_group):
         for b in range(blocks):
-            score = padded[r0:r0 + row_group, b * m:(b + 1) * m].sum(axis=0)
+            score = padded[r0 : r0 + row_group, b * m : (b + 1) * m].sum(axis=0)
             ranked = sorted(range(m), key=lambda i: (-score[i], i))[:n]
-            keep[r0:r0 + row_group, [b * m + i for i in ranked]] = True
+            keep[r0 : r0 + row_group, [b * m + i for i in ranked]] = True
     return keep[:, :k]
 
 
@@ -109,7 +122,7 @@ def _brute_force_mask(w: np.ndarray, n: int, m: int, row_group: int) -> np.ndarr
 def test_nm_mask_matches_a_brute_force_reference_with_many_ties(pattern, row_group):
     n, m = parse_pattern(pattern)
     rng = np.random.default_rng(7)
-    w = rng.integers(-3, 4, size=(6, 45))        # few distinct magnitudes: ties everywhere
+    w = rng.integers(-3, 4, size=(6, 45))  # few distinct magnitudes: ties everywhere
     mask = nm_mask(w, pattern, row_group)
     assert np.array_equal(mask, _brute_force_mask(w, n, m, row_group) if m > 1 else np.ones_like(mask))
     # the same from a torch tensor, and prune_nm keeps the tensor type
@@ -234,7 +247,7 @@ def test_plan_and_assemble_place_every_result():
     assert len(beats.beats) == sparse_cycles(p, 20, "2:8", rows=5, vectors=3)["beats"]
     assert sum(b["last"] for b in beats.beats) == len(beats.results) == 3 * 3
     y = sparse_golden(p, c, x)
-    chunks = [list(y[v, r0:r0 + 2]) + [0] * (2 - len(y[v, r0:r0 + 2])) for v, r0 in beats.results]
+    chunks = [list(y[v, r0 : r0 + 2]) + [0] * (2 - len(y[v, r0 : r0 + 2])) for v, r0 in beats.results]
     assert np.array_equal(assemble(p, beats, chunks), y)
     with pytest.raises(ValueError, match="got 2 result beats"):
         assemble(p, beats, chunks[:2])
@@ -250,8 +263,12 @@ def test_verilog_is_deterministic_lint_clean_and_the_cli_generates_it(tmp_path):
     block = registry.get("sparse")
     first = registry.to_verilog(block, p)[1]
     assert registry.to_verilog(block, SparseParams.from_dict(p.to_dict()))[1] == first
-    assert main(["gen", "sparse", "--lanes", "4", "--chains", "2", "--w-width", "4", "--int4-packing",
-                 "-o", str(tmp_path)]) == 0
+    assert (
+        main(
+            ["gen", "sparse", "--lanes", "4", "--chains", "2", "--w-width", "4", "--int4-packing", "-o", str(tmp_path)]
+        )
+        == 0
+    )
     top = p.top_name
     text = (tmp_path / f"{top}.v").read_text()
     assert text == first
@@ -272,8 +289,10 @@ def test_synth_xilinx_infers_one_dsp48_per_stage_with_the_partial_sums_cascaded(
     wider than the 18x18 multiplier; what yosys makes of it is measured in bench/sparse.py, not asserted)."""
     from hardwire.flows.synth import cascaded_dsp_count, synth
 
-    for q, dsps in ((SparseParams(lanes=4, chains=2), 8), (SparseParams(lanes=4, chains=2, w_width=4,
-                                                                          int4_packing=True), 4)):
+    for q, dsps in (
+        (SparseParams(lanes=4, chains=2), 8),
+        (SparseParams(lanes=4, chains=2, w_width=4, int4_packing=True), 4),
+    ):
         meta = registry.generate("sparse", q, tmp_path)
         xilinx = synth([meta["verilog"]], q.top_name, "xilinx")
         assert xilinx.cells.get("DSP48E1") == dsps
@@ -288,7 +307,7 @@ def test_hard_dsp_chain_parameters_name_what_does_not_fit():
         SparseParams(dsp="dsp48e9")
     with pytest.raises(ParameterError, match="int4_packing"):
         SparseParams(w_width=4, int4_packing=True, dsp="ecp5")
-    assert SparseParams(dsp="ecp5").latency_cycles == SparseParams().latency_cycles + 1   # MULT18X18D output reg
+    assert SparseParams(dsp="ecp5").latency_cycles == SparseParams().latency_cycles + 1  # MULT18X18D output reg
     assert SparseParams(dsp="dsp48e1").latency_cycles == SparseParams().latency_cycles
 
 
@@ -315,14 +334,20 @@ def test_hard_dsp_chains_map_to_registered_primitives_and_the_dsp48e1_cascade(tm
 SIM_CONFIGS = [
     pytest.param(SparseParams(), id="int8_all_patterns"),
     pytest.param(SparseParams(w_width=4, int4_packing=True), id="int4_packed_all_patterns"),
-    pytest.param(SparseParams(lanes=3, chains=3, patterns="1:4,dense,1:2", m_max=4, w_width=4), id="int4_l3_c3",
-                 marks=pytest.mark.slow),
+    pytest.param(
+        SparseParams(lanes=3, chains=3, patterns="1:4,dense,1:2", m_max=4, w_width=4),
+        id="int4_l3_c3",
+        marks=pytest.mark.slow,
+    ),
     pytest.param(SparseParams(lanes=8, chains=2, patterns="4:8,2:4,dense", m_max=16), id="l8", marks=pytest.mark.slow),
     # hard DSP stages (gen.dsp) with the primitives' simulation models
     pytest.param(SparseParams(dsp="ecp5"), id="int8_mult18x18d"),
     pytest.param(SparseParams(w_width=4, int4_packing=True, dsp="dsp48e1"), id="int4_packed_dsp48e1"),
-    pytest.param(SparseParams(lanes=3, chains=1, patterns="dense,1:2", m_max=2, dsp="dsp48e1"), id="l3_dsp48e1",
-                 marks=pytest.mark.slow),
+    pytest.param(
+        SparseParams(lanes=3, chains=1, patterns="dense,1:2", m_max=2, dsp="dsp48e1"),
+        id="l3_dsp48e1",
+        marks=pytest.mark.slow,
+    ),
 ]
 
 

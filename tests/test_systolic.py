@@ -27,12 +27,21 @@ from hardwire.params import int_range, wrap
 # --- parameters -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field, value, allowed", [
-    ("rows", 0, "1..64"), ("cols", 65, "1..64"), ("a_width", 1, "2..16"), ("w_width", 17, "2..16"),
-    ("dataflow", "row_stationary", "weight_stationary or output_stationary"), ("pipeline", 2, "0 or 1"),
-    ("acc_width", 8, "16..64"), ("k_max", 0, "1..1048576"), ("acc_depth", 0, "1..65536"),
-    ("dsp", "dsp48e9", "inferred or ecp5 or dsp48e1 or dsp48e2"),
-])
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("rows", 0, "1..64"),
+        ("cols", 65, "1..64"),
+        ("a_width", 1, "2..16"),
+        ("w_width", 17, "2..16"),
+        ("dataflow", "row_stationary", "weight_stationary or output_stationary"),
+        ("pipeline", 2, "0 or 1"),
+        ("acc_width", 8, "16..64"),
+        ("k_max", 0, "1..1048576"),
+        ("acc_depth", 0, "1..65536"),
+        ("dsp", "dsp48e9", "inferred or ecp5 or dsp48e1 or dsp48e2"),
+    ],
+)
 def test_bad_parameter_names_itself_its_value_and_the_range(field, value, allowed):
     with pytest.raises(ParameterError) as error:
         SystolicParams(**{field: value})
@@ -40,10 +49,13 @@ def test_bad_parameter_names_itself_its_value_and_the_range(field, value, allowe
     assert repr(value) in str(error.value) and allowed in str(error.value)
 
 
-@pytest.mark.parametrize("a_width, w_width, a_signed, w_signed, k_max",
-                         list(itertools.product((2, 3, 8), (2, 5), (True, False), (True, False), (1, 3, 100))))
+@pytest.mark.parametrize(
+    "a_width, w_width, a_signed, w_signed, k_max",
+    list(itertools.product((2, 3, 8), (2, 5), (True, False), (True, False), (1, 3, 100))),
+)
 def test_derived_acc_width_is_the_narrowest_that_holds_every_k_max_deep_dot_product(
-        a_width, w_width, a_signed, w_signed, k_max):
+    a_width, w_width, a_signed, w_signed, k_max
+):
     p = SystolicParams(a_width=a_width, w_width=w_width, a_signed=a_signed, w_signed=w_signed, k_max=k_max)
     a_lo, a_hi = int_range(a_width, a_signed)
     w_lo, w_hi = int_range(w_width, w_signed)
@@ -125,18 +137,28 @@ def test_cycle_model_keeps_an_8x8_array_over_90_percent_busy_on_a_256_cube(dataf
     # and never claims more than one MAC per PE per cycle
     for shape in [(1, 1, 1), (8, 8, 8), (3, 100, 5)]:
         assert gemm_utilization(p, *shape) <= 1.0
-    assert gemm_cycles(p, 256, 256, 256) > 256 ** 3 // 64
+    assert gemm_cycles(p, 256, 256, 256) > 256**3 // 64
 
 
 # --- generation, determinism, lint, synthesis -----------------------------------------------------
 
 
 def test_generated_verilog_is_byte_identical_across_processes(tmp_path):
-    script = ("from hardwire.gen import registry; from hardwire.gen.systolic import SystolicParams; "
-              "import sys; print(registry.to_verilog(registry.get('systolic'), "
-              "SystolicParams(rows=3, cols=2, dataflow='output_stationary'))[1])")
-    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)]
+    script = (
+        "from hardwire.gen import registry; from hardwire.gen.systolic import SystolicParams; "
+        "import sys; print(registry.to_verilog(registry.get('systolic'), "
+        "SystolicParams(rows=3, cols=2, dataflow='output_stationary'))[1])"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout
+        for seed in (1, 2)
+    ]
     assert runs[0] == runs[1] and "module systolic_os_3x2" in runs[0]
 
 
@@ -192,8 +214,9 @@ def test_int8_packing_needs_column_pairs_and_at_most_the_rows_the_pre_adder_hold
 
 
 # (dsp48e2 packs two columns per PE column: 2 cycles of skew and deskew fewer on a 4-column array)
-@pytest.mark.parametrize("dsp, latency, reload", [("inferred", 0, 0), ("ecp5", 3, 1), ("dsp48e1", 2, 1),
-                                                  ("dsp48e2", 2 - 2, 1 - 2)])
+@pytest.mark.parametrize(
+    "dsp, latency, reload", [("inferred", 0, 0), ("ecp5", 3, 1), ("dsp48e1", 2, 1), ("dsp48e2", 2 - 2, 1 - 2)]
+)
 def test_cycle_model_adds_the_primitives_registers_to_the_latency(dsp, latency, reload):
     p = SystolicParams(rows=4, cols=4, dsp=dsp)
     base = SystolicParams(rows=4, cols=4)
@@ -250,6 +273,6 @@ def test_dsp48e2_packs_two_int8_macs_per_dsp_with_the_pairs_cascaded(tmp_path):
     meta = registry.generate("systolic", p, tmp_path)
     report = synth([meta["verilog"]], meta["top"], "xilinx-usp")
     macs = p.rows * p.cols
-    assert report.cells.get("DSP48E2") == report.dsp == macs // 2          # 2 INT8 MACs per DSP48E2
+    assert report.cells.get("DSP48E2") == report.dsp == macs // 2  # 2 INT8 MACs per DSP48E2
     assert cascaded_dsp_count(report.netlist_json) == (p.rows - 1) * p.cols // 2
     assert all({"A", "B", "D", "M", "P"} <= regs for regs in dsp_registers(report.netlist_json).values())

@@ -18,11 +18,11 @@ CONFIGS = [
     SystolicParams(rows=1, cols=1),
     SystolicParams(rows=1, cols=1, dataflow="output_stationary"),
     SystolicParams(rows=2, cols=3, dataflow="output_stationary", a_signed=False, pipeline=1),
-    SystolicParams(rows=3, cols=2, w_signed=False, acc_depth=4, pipeline=1),   # M chunked by acc_depth
-    SystolicParams(rows=4, cols=4, a_width=4, w_width=4),                      # INT4
+    SystolicParams(rows=3, cols=2, w_signed=False, acc_depth=4, pipeline=1),  # M chunked by acc_depth
+    SystolicParams(rows=4, cols=4, a_width=4, w_width=4),  # INT4
     SystolicParams(rows=4, cols=4, a_width=4, w_width=4, dataflow="output_stationary"),
     SystolicParams(rows=2, cols=2, a_width=16, w_width=2, a_signed=False, w_signed=False),
-    SystolicParams(rows=2, cols=2, acc_width=17),                              # narrow accumulator: wraps
+    SystolicParams(rows=2, cols=2, acc_width=17),  # narrow accumulator: wraps
     SystolicParams(rows=8, cols=8),
     SystolicParams(rows=8, cols=8, dataflow="output_stationary"),
     SystolicParams(rows=16, cols=16),
@@ -31,9 +31,11 @@ CONFIGS = [
     # hard DSP PEs (gen.dsp), simulated with the primitives' models: MULT18X18D with its four registers,
     # DSP48E1 with the column sums cascaded PCOUT -> PCIN
     SystolicParams(rows=3, cols=2, dsp="ecp5", acc_depth=4),
-    pytest.param(SystolicParams(rows=2, cols=2, a_width=16, w_width=2, a_signed=False, w_signed=False, dsp="ecp5"),
-                 marks=pytest.mark.slow),
-    SystolicParams(rows=3, cols=2, w_signed=False, acc_width=56, dsp="dsp48e1"),   # P sign-extended past 48
+    pytest.param(
+        SystolicParams(rows=2, cols=2, a_width=16, w_width=2, a_signed=False, w_signed=False, dsp="ecp5"),
+        marks=pytest.mark.slow,
+    ),
+    SystolicParams(rows=3, cols=2, w_signed=False, acc_width=56, dsp="dsp48e1"),  # P sign-extended past 48
     pytest.param(SystolicParams(rows=2, cols=3, acc_width=17, dsp="dsp48e1"), marks=pytest.mark.slow),
     # INT8 packing on DSP48E2: two columns per DSP sharing the activation, up to the 8-row limit
     SystolicParams(rows=4, cols=4, dsp="dsp48e2"),

@@ -33,13 +33,14 @@ def test_units_cover_every_stage_and_fifo_once():
     mvus = [u for u in stages if u.kind == "mvu"]
     assert all(u.memory_files and all(f.startswith(u.name) for f in u.memory_files) for u in mvus[:2])
     # deterministic
-    assert [(u.name, u.verilog, u.memory_files) for u in units.network_units(plan)] == \
-        [(u.name, u.verilog, u.memory_files) for u in found]
+    assert [(u.name, u.verilog, u.memory_files) for u in units.network_units(plan)] == [
+        (u.name, u.verilog, u.memory_files) for u in found
+    ]
 
 
 @pytest.mark.slow
 def test_a_changed_folding_resynthesizes_one_unit_and_totals_match_flat_within_the_glue(tmp_path, monkeypatch):
-    monkeypatch.setenv("HARDWIRE_CACHE", str(tmp_path / "cache"))     # an empty cache: counts are exact
+    monkeypatch.setenv("HARDWIRE_CACHE", str(tmp_path / "cache"))  # an empty cache: counts are exact
     first = _plan("mlp2")
     report = units.synthesize_units(first, "ecp5", tmp_path / "a", workers=2)
     assert report["units_reused"] == 0 and report["units_synthesized"] == len(report["units"])
@@ -60,9 +61,13 @@ def test_a_changed_folding_resynthesizes_one_unit_and_totals_match_flat_within_t
     assert abs(report["lut"] - flat.lut) <= report["glue"]["lut"]
 
     # through compile: the same totals, the units reused
-    out = compile_model(zoo.build("mlp2").onnx_path, tmp_path / "out",
-                        CompileOptions(simulate=False, place_route=False, per_unit=True), name="mlp2",
-                        progress=lambda _: None)
+    out = compile_model(
+        zoo.build("mlp2").onnx_path,
+        tmp_path / "out",
+        CompileOptions(simulate=False, place_route=False, per_unit=True),
+        name="mlp2",
+        progress=lambda _: None,
+    )
     assert out["synthesis"]["units_synthesized"] == 0
     assert {k: out["synthesis"][k] for k in units.RESOURCES} == {k: report[k] for k in units.RESOURCES}
 
@@ -76,8 +81,9 @@ def _stitched_sources(plan, folder):
     return text, memories
 
 
-@pytest.mark.parametrize("name, folds", [("mlp2", None),
-                                         pytest.param("cnn4", {"Conv_0": (1, 1), "Conv_1": (4, 2)}, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name, folds", [("mlp2", None), pytest.param("cnn4", {"Conv_0": (1, 1), "Conv_1": (4, 2)}, marks=pytest.mark.slow)]
+)
 def test_units_stitched_back_together_are_the_network_bit_for_bit_and_cycle_for_cycle(name, folds, tmp_path):
     """What place and route reads with --per-unit is the units wired by `stitch_verilog`: simulated against the
     golden model (not against the flat RTL) it must give every output bit, at the cycles of the network's model."""
@@ -93,14 +99,15 @@ def test_units_stitched_back_together_are_the_network_bit_for_bit_and_cycle_for_
     _, _, x, _ = zoo.load_digits_split()
     rng = np.random.default_rng(3)
     x = x[rng.choice(len(x), 6, replace=False)].reshape((-1, *entry.input_shape[1:]))
-    x[0] = 0                                                      # corner cases: a black and a white image
+    x[0] = 0  # corner cases: a black and a white image
     x[1] = x.max()
     codes = frontend.quantize_input(graph, x)
     golden = run_integer(graph, codes).reshape(len(codes), -1)
     text, memories = _stitched_sources(plan, tmp_path / "units")
     assert f"module {plan.top_name}(" in text and text.count(f"module {plan.top_name}(") == 1
-    sim = simulate_network(plan, graph, codes, golden, frontend.qonnx_execute(model, x), tmp_path / "sim",
-                           text, memories)
+    sim = simulate_network(
+        plan, graph, codes, golden, frontend.qonnx_execute(model, x), tmp_path / "sim", text, memories
+    )
     assert sim["bit_exact_vs_golden"] and sim["timing_matches_model"]
     assert sim["stalls_case_ok"] and sim["flood_case_ok"] and sim["rtl_vs_qonnx"]["mismatches"] == 0
 

@@ -11,8 +11,13 @@ import torch
 from torch import nn
 
 brevitas_nn = pytest.importorskip("brevitas.nn", reason="brevitas is a dependency: pip install -e .")
-from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, SignedBinaryActPerTensorConst,
-                            SignedBinaryWeightPerTensorConst, Uint8ActPerTensorFixedPoint)
+from brevitas.quant import (
+    Int8ActPerTensorFixedPoint,
+    Int8WeightPerTensorFixedPoint,
+    SignedBinaryActPerTensorConst,
+    SignedBinaryWeightPerTensorConst,
+    Uint8ActPerTensorFixedPoint,
+)
 from hardwire.hls import frontend
 from hardwire.hls.compile import CompileOptions, compile_model, same_bits
 from hardwire.hls.graph import run_integer
@@ -47,14 +52,15 @@ def _golden_equals_qonnx(path, x):
     reference = frontend.qonnx_execute(model, x)
     ours = frontend.model_output(graph, run_integer(graph, frontend.quantize_input(graph, x)))
     assert ours.shape == reference.shape
-    differ = same_bits(ours, reference) == 0          # -0.0 and +0.0 alike, every other bit compared
+    differ = same_bits(ours, reference) == 0  # -0.0 and +0.0 alike, every other bit compared
     assert not differ.any(), f"{differ.sum()} outputs differ from qonnx, max {np.abs(ours - reference).max()}"
     return graph
 
 
 def _rtl_equals_qonnx(path, tmp_path, n=24, **options):
-    report = compile_model(path, tmp_path / "out", CompileOptions(synthesize=False, n_random=n, **options),
-                           progress=lambda _: None)
+    report = compile_model(
+        path, tmp_path / "out", CompileOptions(synthesize=False, n_random=n, **options), progress=lambda _: None
+    )
     sim = report["simulation"]
     assert sim["inferences"] == n and sim["bit_exact_vs_golden"]
     assert sim["rtl_vs_qonnx"]["mismatches"] == 0
@@ -93,7 +99,7 @@ class Normalized(nn.Module):
 def _random_images(n, seed=5):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 2, size=(n, 1, 8, 8)).astype(np.float32)
-    x[0], x[1] = -5, 5                                            # saturate both ends of the input quantizer
+    x[0], x[1] = -5, 5  # saturate both ends of the input quantizer
     return x
 
 
@@ -129,8 +135,9 @@ def test_verification_inputs_reach_every_input_level_through_the_preprocessing(t
 
 
 def test_a_layer_before_the_input_quantizer_is_still_refused_by_name(tmp_path):
-    module = nn.Sequential(nn.Linear(64, 64), brevitas_nn.QuantIdentity(**_act(4)),
-                           brevitas_nn.QuantLinear(64, 10, bias=False, **_w(4)))
+    module = nn.Sequential(
+        nn.Linear(64, 64), brevitas_nn.QuantIdentity(**_act(4)), brevitas_nn.QuantLinear(64, 10, bias=False, **_w(4))
+    )
     path = _export(module, (1, 64), tmp_path, "float_first")
     with pytest.raises(ModelError, match=r"not quantized: node '\w+' \(Gemm\) reads it before any Quant node"):
         frontend.build_graph(frontend.load_model(path), "t")
@@ -145,7 +152,7 @@ def narrow_mlp(bits=2):
     return nn.Sequential(
         brevitas_nn.QuantIdentity(**_act(4)),
         brevitas_nn.QuantLinear(16, 12, bias=False, **_w(4)),
-        brevitas_nn.QuantIdentity(**_act(bits, signed=True, narrow=True)),      # levels -1, 0, 1 at 2 bits
+        brevitas_nn.QuantIdentity(**_act(bits, signed=True, narrow=True)),  # levels -1, 0, 1 at 2 bits
         brevitas_nn.QuantLinear(12, 8, bias=False, **_w(3)),
         brevitas_nn.QuantIdentity(**_act(3, signed=True, narrow=True)),
     )
@@ -186,8 +193,7 @@ def test_an_internal_parameter_check_is_reported_as_a_hardwire_bug(tmp_path, mon
     path = _export(narrow_mlp(), (1, 16), tmp_path, "narrow")
     monkeypatch.setattr(mvu, "MvuParams", broken)
     with pytest.raises(InternalError, match="hardwire bug"):
-        compile_model(path, tmp_path / "out", CompileOptions(synthesize=False, simulate=False),
-                      progress=lambda _: None)
+        compile_model(path, tmp_path / "out", CompileOptions(synthesize=False, simulate=False), progress=lambda _: None)
     assert not (tmp_path / "out").exists()
     assert main(["compile", str(path), "-o", str(tmp_path / "out"), "--no-synth", "--no-sim"]) != 0
     err = capsys.readouterr().err.strip()
@@ -213,7 +219,8 @@ class NormalizedOutput(nn.Module):
             brevitas_nn.QuantIdentity(**_act(4)),
             brevitas_nn.QuantLinear(16, 24, bias=False, **_w(4)),
             brevitas_nn.QuantReLU(**_act(4)),
-            brevitas_nn.QuantLinear(24, 10, bias=False, **_w(4)))
+            brevitas_nn.QuantLinear(24, 10, bias=False, **_w(4)),
+        )
 
     def forward(self, x):
         return ((self.body(x) - 0.37) / 1.3) * self.a + self.b
@@ -235,8 +242,7 @@ def test_float_tail_network_is_bit_exact_in_rtl(tmp_path):
 def test_float_tail_hls4ml_csim_is_bit_exact(tmp_path):
     pytest.importorskip("hls4ml")
     path = _export(NormalizedOutput(), (1, 16), tmp_path, "tail")
-    report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=64),
-                           progress=lambda _: None)
+    report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=64), progress=lambda _: None)
     check = report["csim_vs_qonnx"]
     assert check["outputs"] == 640 and check["mismatches"] == 0
     assert {"Sub", "Div", "Mul", "Add"} <= {name.split("(")[1][:-1] for name in report["hls4ml"]["host_after"]}
@@ -248,8 +254,7 @@ def test_float_tail_hls4ml_csim_is_bit_exact(tmp_path):
 def test_preprocessing_hls4ml_csim_is_bit_exact(tmp_path):
     pytest.importorskip("hls4ml")
     path = _export(Normalized(True), (1, 1, 8, 8), tmp_path, "normalized")
-    report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=64),
-                           progress=lambda _: None)
+    report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=64), progress=lambda _: None)
     assert report["csim_vs_qonnx"]["mismatches"] == 0 and report["csim_vs_qonnx"]["outputs"] == 640
     assert report["hls4ml"]["host_before"] and "pre-processing" in report["host"]["before"][0]
 
@@ -260,10 +265,12 @@ def test_preprocessing_hls4ml_csim_is_bit_exact(tmp_path):
 
 def conv_end(quantized_output=True, flatten=False):
     torch.manual_seed(6)
-    layers = [brevitas_nn.QuantIdentity(**_act(4)),
-              brevitas_nn.QuantConv2d(2, 4, 3, padding=1, bias=False, **_w(4)),
-              brevitas_nn.QuantReLU(**_act(3)),
-              brevitas_nn.QuantConv2d(4, 3, 3, padding=0, bias=False, **_w(4))]
+    layers = [
+        brevitas_nn.QuantIdentity(**_act(4)),
+        brevitas_nn.QuantConv2d(2, 4, 3, padding=1, bias=False, **_w(4)),
+        brevitas_nn.QuantReLU(**_act(3)),
+        brevitas_nn.QuantConv2d(4, 3, 3, padding=0, bias=False, **_w(4)),
+    ]
     if quantized_output:
         layers.append(brevitas_nn.QuantIdentity(**_act(4, signed=True)))
     if flatten:
@@ -304,14 +311,14 @@ def test_network_ending_in_a_convolution_is_bit_exact_in_rtl(tmp_path):
 
 
 BINARY_ACT = {"act_quant": SignedBinaryActPerTensorConst, "return_quant_tensor": True}
-BINARY_W = {"weight_quant": SignedBinaryWeightPerTensorConst, "weight_scaling_const": 1.0}   # exact: scale 2**0
+BINARY_W = {"weight_quant": SignedBinaryWeightPerTensorConst, "weight_scaling_const": 1.0}  # exact: scale 2**0
 
 
 def _bn(n, g):
     bn = nn.BatchNorm1d(n)
     bn.running_mean.copy_(torch.randn(n, generator=g) * 2)
     bn.running_var.copy_(torch.rand(n, generator=g) * 4 + 1)
-    bn.weight.data.copy_(torch.randn(n, generator=g))              # some negative: reversed channels
+    bn.weight.data.copy_(torch.randn(n, generator=g))  # some negative: reversed channels
     bn.bias.data.copy_(torch.randn(n, generator=g))
     return bn
 
@@ -327,11 +334,14 @@ class BinaryMLP(nn.Module):
         self.integer_input = integer_input
         self.inp = brevitas_nn.QuantIdentity(**(_act(4) if integer_input else BINARY_ACT))
         self.body = nn.Sequential(
-            brevitas_nn.QuantLinear(32, 24, bias=False, **BINARY_W), _bn(24, g),
+            brevitas_nn.QuantLinear(32, 24, bias=False, **BINARY_W),
+            _bn(24, g),
             brevitas_nn.QuantIdentity(**BINARY_ACT),
-            brevitas_nn.QuantLinear(24, 16, bias=False, **BINARY_W), _bn(16, g),
+            brevitas_nn.QuantLinear(24, 16, bias=False, **BINARY_W),
+            _bn(16, g),
             brevitas_nn.QuantIdentity(**BINARY_ACT),
-            brevitas_nn.QuantLinear(16, 10, bias=False, **BINARY_W))
+            brevitas_nn.QuantLinear(16, 10, bias=False, **BINARY_W),
+        )
 
     def forward(self, x):
         return self.body(self.inp(x if self.integer_input else 2 * x - 1))
@@ -377,11 +387,16 @@ def binary_cnn():
 
     return nn.Sequential(
         brevitas_nn.QuantIdentity(**_act(4)),
-        brevitas_nn.QuantConv2d(1, 4, 3, bias=False, **BINARY_W), bn2d(4), brevitas_nn.QuantIdentity(**BINARY_ACT),
+        brevitas_nn.QuantConv2d(1, 4, 3, bias=False, **BINARY_W),
+        bn2d(4),
+        brevitas_nn.QuantIdentity(**BINARY_ACT),
         nn.MaxPool2d(2),
-        brevitas_nn.QuantConv2d(4, 8, 3, bias=False, **BINARY_W), bn2d(8), brevitas_nn.QuantIdentity(**BINARY_ACT),
+        brevitas_nn.QuantConv2d(4, 8, 3, bias=False, **BINARY_W),
+        bn2d(8),
+        brevitas_nn.QuantIdentity(**BINARY_ACT),
         nn.Flatten(),
-        brevitas_nn.QuantLinear(8, 10, bias=False, **BINARY_W))
+        brevitas_nn.QuantLinear(8, 10, bias=False, **BINARY_W),
+    )
 
 
 @pytest.mark.slow
@@ -401,12 +416,12 @@ def test_binary_cnn_with_pooling_is_bit_exact_in_rtl(tmp_path):
 
 
 def test_bipolar_input_with_zero_padding_is_refused_by_name(tmp_path):
-    module = nn.Sequential(brevitas_nn.QuantIdentity(**BINARY_ACT),
-                           brevitas_nn.QuantConv2d(1, 4, 3, padding=1, bias=False, **BINARY_W))
+    module = nn.Sequential(
+        brevitas_nn.QuantIdentity(**BINARY_ACT), brevitas_nn.QuantConv2d(1, 4, 3, padding=1, bias=False, **BINARY_W)
+    )
     path = _export(module, (1, 1, 6, 6), tmp_path, "binary_pad")
     with pytest.raises(ModelError, match=r"\(Conv\): zero padding of a bipolar"):
         frontend.build_graph(frontend.load_model(path), "t")
-
 
 
 def test_hls4ml_back_end_refuses_bipolar_activations_by_name(tmp_path):
@@ -421,8 +436,7 @@ def test_hls4ml_back_end_refuses_bipolar_activations_by_name(tmp_path):
 def test_narrow_range_hls4ml_csim_is_bit_exact(tmp_path):
     pytest.importorskip("hls4ml")
     path = _export(narrow_mlp(), (1, 16), tmp_path, "narrow")
-    report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=48),
-                           progress=lambda _: None)
+    report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=48), progress=lambda _: None)
     assert report["csim_vs_qonnx"]["mismatches"] == 0 and report["csim_vs_qonnx"]["outputs"] == 48 * 8
 
 
@@ -430,8 +444,7 @@ def test_narrow_range_hls4ml_csim_is_bit_exact(tmp_path):
 def test_conv_end_hls4ml_csim_is_bit_exact(tmp_path):
     pytest.importorskip("hls4ml")
     path = _export(conv_end(True), (1, 2, 6, 6), tmp_path, "conv_end")
-    report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=24),
-                           progress=lambda _: None)
+    report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=24), progress=lambda _: None)
     assert report["csim_vs_qonnx"]["mismatches"] == 0 and report["csim_vs_qonnx"]["outputs"] == 24 * 48
 
 
@@ -459,41 +472,81 @@ def _act_scale_from_input(model):
 
 MALFORMED = {
     # name: (module, input shape, mutation of the exported model or None, text the message must contain)
-    "grouped_conv": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
-                                           brevitas_nn.QuantConv2d(2, 4, 3, groups=2, bias=False, **_w(4))),
-                     (1, 2, 6, 6), None, "group=2 with 2 input and 4 output channels"),
-    "overlapping_pool": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
-                                               brevitas_nn.QuantConv2d(1, 2, 3, bias=False, **_w(4)),
-                                               brevitas_nn.QuantReLU(**_act(4)), nn.MaxPool2d(3, stride=1),
-                                               nn.Flatten(), brevitas_nn.QuantLinear(8, 2, bias=False, **_w(4))),
-                         (1, 1, 6, 6), None, "(op MaxPool)"),
-    "average_pool": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
-                                           brevitas_nn.QuantConv2d(1, 2, 3, bias=False, **_w(4)),
-                                           brevitas_nn.QuantReLU(**_act(4)), nn.AvgPool2d(2),
-                                           nn.Flatten(), brevitas_nn.QuantLinear(8, 2, bias=False, **_w(4))),
-                     (1, 1, 6, 6), None, "(AveragePool): its average reaches node"),
-    "conv1d": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
-                                     brevitas_nn.QuantConv1d(2, 2, 3, bias=False, **_w(4))),
-               (1, 2, 8), None, "supported (1, C) or (1, C, H, W)"),
-    "zero_point": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
-                                         brevitas_nn.QuantLinear(8, 2, bias=False, **_w(4))),
-                   (1, 8), _zero_point_one, "(Quant): non-zero zero point"),
-    "nine_bits": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
-                                        brevitas_nn.QuantLinear(8, 2, bias=False, **_w(4))),
-                  (1, 8), _nine_bits, "(Quant): bit width 9 is not supported"),
-    "scale_not_constant": (lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)),
-                                                 brevitas_nn.QuantLinear(8, 4, bias=False, **_w(4)),
-                                                 brevitas_nn.QuantReLU(**_act(4)),
-                                                 brevitas_nn.QuantLinear(4, 2, bias=False, **_w(4))),
-                           (1, 8), _act_scale_from_input, "exactly one input, it has 2: 'global_in', 'global_in_1'"),
+    "grouped_conv": (
+        lambda: nn.Sequential(
+            brevitas_nn.QuantIdentity(**_act(4)), brevitas_nn.QuantConv2d(2, 4, 3, groups=2, bias=False, **_w(4))
+        ),
+        (1, 2, 6, 6),
+        None,
+        "group=2 with 2 input and 4 output channels",
+    ),
+    "overlapping_pool": (
+        lambda: nn.Sequential(
+            brevitas_nn.QuantIdentity(**_act(4)),
+            brevitas_nn.QuantConv2d(1, 2, 3, bias=False, **_w(4)),
+            brevitas_nn.QuantReLU(**_act(4)),
+            nn.MaxPool2d(3, stride=1),
+            nn.Flatten(),
+            brevitas_nn.QuantLinear(8, 2, bias=False, **_w(4)),
+        ),
+        (1, 1, 6, 6),
+        None,
+        "(op MaxPool)",
+    ),
+    "average_pool": (
+        lambda: nn.Sequential(
+            brevitas_nn.QuantIdentity(**_act(4)),
+            brevitas_nn.QuantConv2d(1, 2, 3, bias=False, **_w(4)),
+            brevitas_nn.QuantReLU(**_act(4)),
+            nn.AvgPool2d(2),
+            nn.Flatten(),
+            brevitas_nn.QuantLinear(8, 2, bias=False, **_w(4)),
+        ),
+        (1, 1, 6, 6),
+        None,
+        "(AveragePool): its average reaches node",
+    ),
+    "conv1d": (
+        lambda: nn.Sequential(
+            brevitas_nn.QuantIdentity(**_act(4)), brevitas_nn.QuantConv1d(2, 2, 3, bias=False, **_w(4))
+        ),
+        (1, 2, 8),
+        None,
+        "supported (1, C) or (1, C, H, W)",
+    ),
+    "zero_point": (
+        lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)), brevitas_nn.QuantLinear(8, 2, bias=False, **_w(4))),
+        (1, 8),
+        _zero_point_one,
+        "(Quant): non-zero zero point",
+    ),
+    "nine_bits": (
+        lambda: nn.Sequential(brevitas_nn.QuantIdentity(**_act(4)), brevitas_nn.QuantLinear(8, 2, bias=False, **_w(4))),
+        (1, 8),
+        _nine_bits,
+        "(Quant): bit width 9 is not supported",
+    ),
+    "scale_not_constant": (
+        lambda: nn.Sequential(
+            brevitas_nn.QuantIdentity(**_act(4)),
+            brevitas_nn.QuantLinear(8, 4, bias=False, **_w(4)),
+            brevitas_nn.QuantReLU(**_act(4)),
+            brevitas_nn.QuantLinear(4, 2, bias=False, **_w(4)),
+        ),
+        (1, 8),
+        _act_scale_from_input,
+        "exactly one input, it has 2: 'global_in', 'global_in_1'",
+    ),
 }
 
 
-FAST_MALFORMED = ("average_pool", "grouped_conv", "zero_point")     # the rest with -m slow
+FAST_MALFORMED = ("average_pool", "grouped_conv", "zero_point")  # the rest with -m slow
 
 
-@pytest.mark.parametrize("case", [name if name in FAST_MALFORMED else pytest.param(name, marks=pytest.mark.slow)
-                                  for name in sorted(MALFORMED)])
+@pytest.mark.parametrize(
+    "case",
+    [name if name in FAST_MALFORMED else pytest.param(name, marks=pytest.mark.slow) for name in sorted(MALFORMED)],
+)
 def test_malformed_and_unsupported_graphs_are_one_line_user_errors_naming_the_node(tmp_path, capsys, case):
     from qonnx.core.modelwrapper import ModelWrapper
 
@@ -515,8 +568,18 @@ def test_malformed_and_unsupported_graphs_are_one_line_user_errors_naming_the_no
 def test_inputs_of_the_wrong_shape_are_a_one_line_error(tmp_path, capsys):
     path = _export(narrow_mlp(), (1, 16), tmp_path, "narrow")
     np.save(tmp_path / "x.npy", np.zeros((4, 15), np.float32))
-    code = main(["compile", str(path), "-o", str(tmp_path / "out"), "--inputs", str(tmp_path / "x.npy"),
-                 "--no-sim", "--no-synth"])
+    code = main(
+        [
+            "compile",
+            str(path),
+            "-o",
+            str(tmp_path / "out"),
+            "--inputs",
+            str(tmp_path / "x.npy"),
+            "--no-sim",
+            "--no-synth",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "(N, 16)" in err and "(4, 15)" in err, err
 
@@ -531,8 +594,11 @@ def jet_tagger():
     layers = [brevitas_nn.QuantIdentity(**_act(8, signed=True))]
     sizes = [16, 64, 32, 32]
     for fan_in, fan_out in zip(sizes, sizes[1:]):
-        layers += [brevitas_nn.QuantLinear(fan_in, fan_out, bias=False, **_w(6)), _bn(fan_out, g),
-                   brevitas_nn.QuantReLU(**_act(6))]
+        layers += [
+            brevitas_nn.QuantLinear(fan_in, fan_out, bias=False, **_w(6)),
+            _bn(fan_out, g),
+            brevitas_nn.QuantReLU(**_act(6)),
+        ]
     layers.append(brevitas_nn.QuantLinear(32, 5, bias=False, **_w(6)))
     return nn.Sequential(*layers)
 
@@ -546,8 +612,9 @@ def test_jet_tagging_mlp_is_bit_exact_in_both_back_ends(tmp_path, backend):
         assert [layer["out_type"] for layer in report["layers"][1:]] == ["UINT6"] * 3 + ["acc"]
     else:
         pytest.importorskip("hls4ml")
-        report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=64),
-                               progress=lambda _: None)
+        report = compile_model(
+            path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=64), progress=lambda _: None
+        )
         assert report["csim_vs_qonnx"]["mismatches"] == 0 and report["csim_vs_qonnx"]["outputs"] == 320
 
 
@@ -624,7 +691,8 @@ def test_residual_block_is_bit_exact_and_cycle_exact_in_rtl(tmp_path, projection
     report = _rtl_equals_qonnx(path, tmp_path, n=8, **({"fps": fps} if fps else {}))
     stages = report["plan"]["stages"]
     block = next(s for s in stages if s["kind"] == "residual")["params"]
-    def units(path):     # width converters come where a path's lanes differ from the fork's
+
+    def units(path):  # width converters come where a path's lanes differ from the fork's
         return [s["kind"] for s in path if s["kind"] != "dwc"]
 
     assert units(block["branch"]) == ["swg", "mvu"]
@@ -709,8 +777,7 @@ def test_residual_block_hls4ml_csim_is_bit_exact(tmp_path):
     pytest.importorskip("hls4ml")
     torch.manual_seed(1)
     path = _export(Residual(), (1, 4, 6, 6), tmp_path, "residual")
-    report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=24),
-                           progress=lambda _: None)
+    report = compile_model(path, tmp_path / "h", CompileOptions(backend="hls4ml", n_random=24), progress=lambda _: None)
     check = report["csim_vs_qonnx"]
     assert check["outputs"] == 24 * 108 and check["mismatches"] == 0
     assert "Merge" in {layer["class_name"] for layer in report["hls4ml"]["layers"]}
@@ -723,8 +790,9 @@ class _FloatScaleResidual(Residual):
         super().__init__()
         from brevitas.quant import Uint8ActPerTensorFloat
 
-        self.relu = brevitas_nn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=4, return_quant_tensor=False,
-                                          max_val=1.3)
+        self.relu = brevitas_nn.QuantReLU(
+            act_quant=Uint8ActPerTensorFloat, bit_width=4, return_quant_tensor=False, max_val=1.3
+        )
 
 
 def test_residual_add_of_scales_that_are_not_powers_of_two_is_refused_by_name(tmp_path, capsys):

@@ -41,8 +41,12 @@ def test_sample_file_reads_five_records_and_skips_the_failed_run():
     assert len(read_records(SAMPLE)) == 5
     rows, failed = read_rows(SAMPLE)
     assert (len(rows), failed) == (4, 1)
-    assert [r["id"] for r in rows] == ["3f2b1c1e-5a1d-4f0e-9a57-0d6c2a1b7e01", "a0c91f52-77b3-4c4e-8d0f-1e2b3c4d5e6f",
-                                       "5d7e8f90-1a2b-4c3d-9e4f-5a6b7c8d9e0f", "c4d5e6f7-0818-4a29-b3c4-d5e6f7081920"]
+    assert [r["id"] for r in rows] == [
+        "3f2b1c1e-5a1d-4f0e-9a57-0d6c2a1b7e01",
+        "a0c91f52-77b3-4c4e-8d0f-1e2b3c4d5e6f",
+        "5d7e8f90-1a2b-4c3d-9e4f-5a6b7c8d9e0f",
+        "c4d5e6f7-0818-4a29-b3c4-d5e6f7081920",
+    ]
 
 
 def test_failed_run_is_an_error_when_not_skipped():
@@ -56,19 +60,42 @@ def test_dense_mlp_resource_strategy(records):
     assert [n["name"] for n in nodes(row)] == ["input_1", "q_dense", "q_dense_relu", "q_dense_1", "q_dense_1_softmax"]
     assert row["design"]["kind"] == "hls4ml" and row["design"]["edges"] == [[0, 1], [1, 2], [2, 3], [3, 4]]
     assert row["target"] == PART and row["source"] == "wa-hls4ml" and row["report"] == "resource_report"
-    assert row["labels"] == {"lut": 4120, "ff": 3876, "dsp": 168, "bram": 2}     # numeric strings in the record
+    assert row["labels"] == {"lut": 4120, "ff": 3876, "dsp": 168, "bram": 2}  # numeric strings in the record
     assert row["exact"] == {"latency_cycles": 19, "initiation_interval": 4} == row["design"]["exact"]
     assert row["clock_ns"] == {"target": 5.0, "estimated": 4.275}
     assert row["tool_versions"] == {"vivado": "2023.2", "hls4ml": "0.8.1"}
-    assert row["io_type"] == "io_parallel"                                      # no IOType: dense -> io_parallel
+    assert row["io_type"] == "io_parallel"  # no IOType: dense -> io_parallel
     assert_subset(features(row, 0), {"in_size": 16, "out_size": 16, "out_width": 16, "out_int_bits": 6})
     # 16 -> 32, 8-bit weights (fixed<8,1>), result/accum 'auto' -> the model default fixed<16,6>, flagged
-    assert_subset(features(row, 1), {
-        "units": 32, "in_features": 16, "weight_count": 512, "parameters": 544, "use_bias": 1, "quantized": 1,
-        "reuse_factor": 4, "lanes": 128, "w_width": 8, "w_int_bits": 1, "in_width": 16, "in_int_bits": 6,
-        "out_width": 16, "out_auto": 1, "acc_width": 16, "acc_int_bits": 6, "acc_auto": 1,
-        "multiplier_bits": 128 * 16 * 8, "weight_bits": 512 * 8, "strategy=resource": 1, "strategy=latency": 0,
-        "io_type=io_parallel": 1, "io_type=io_stream": 0, "hls_config_entry": 1})
+    assert_subset(
+        features(row, 1),
+        {
+            "units": 32,
+            "in_features": 16,
+            "weight_count": 512,
+            "parameters": 544,
+            "use_bias": 1,
+            "quantized": 1,
+            "reuse_factor": 4,
+            "lanes": 128,
+            "w_width": 8,
+            "w_int_bits": 1,
+            "in_width": 16,
+            "in_int_bits": 6,
+            "out_width": 16,
+            "out_auto": 1,
+            "acc_width": 16,
+            "acc_int_bits": 6,
+            "acc_auto": 1,
+            "multiplier_bits": 128 * 16 * 8,
+            "weight_bits": 512 * 8,
+            "strategy=resource": 1,
+            "strategy=latency": 0,
+            "io_type=io_parallel": 1,
+            "io_type=io_stream": 0,
+            "hls_config_entry": 1,
+        },
+    )
     assert_subset(features(row, 2), {"activation=relu": 1, "in_size": 32, "out_size": 32})
     assert "out_auto" not in features(row, 2) and "w_width" not in features(row, 2)
     assert_subset(features(row, 3), {"units": 5, "weight_count": 160, "lanes": 40, "weight_bits": 1280})
@@ -86,38 +113,89 @@ def test_hls_report_labels(records):
 def test_dense_latency_strategy_with_string_precisions_and_a_layer_without_config(records):
     row = record_to_row(records[1], index=1)
     # five layers, four LayerName entries: matched by Keras' default names; the linear activation has none
-    assert [n["name"] for n in nodes(row)] == ["input_layer", "dense", "layer2_Activation", "dense_1",
-                                               "dense_1_relu"]
+    assert [n["name"] for n in nodes(row)] == ["input_layer", "dense", "layer2_Activation", "dense_1", "dense_1_relu"]
     assert [features(row, i)["hls_config_entry"] for i in range(5)] == [1, 1, 0, 1, 1]
     assert [features(row, i)["quantized"] for i in range(5)] == [0] * 5
-    assert_subset(features(row, 1), {"in_width": 12, "in_int_bits": 3, "w_width": 10, "w_int_bits": 2,
-                                     "out_width": 18, "out_int_bits": 8, "acc_width": 24, "acc_int_bits": 10,
-                                     "lanes": 128, "multiplier_bits": 128 * 12 * 10, "strategy=latency": 1})
+    assert_subset(
+        features(row, 1),
+        {
+            "in_width": 12,
+            "in_int_bits": 3,
+            "w_width": 10,
+            "w_int_bits": 2,
+            "out_width": 18,
+            "out_int_bits": 8,
+            "acc_width": 24,
+            "acc_int_bits": 10,
+            "lanes": 128,
+            "multiplier_bits": 128 * 12 * 10,
+            "strategy=latency": 1,
+        },
+    )
     assert_subset(features(row, 2), {"activation=linear": 1, "in_width": 18, "out_width": 16, "out_int_bits": 6})
     # "Precision": "ap_fixed<12,4>" covers every variable of dense_1
-    assert_subset(features(row, 3), {"in_width": 16, "w_width": 12, "w_int_bits": 4, "out_width": 12,
-                                     "acc_width": 12, "lanes": 64, "multiplier_bits": 64 * 16 * 12})
+    assert_subset(
+        features(row, 3),
+        {
+            "in_width": 16,
+            "w_width": 12,
+            "w_int_bits": 4,
+            "out_width": 12,
+            "acc_width": 12,
+            "lanes": 64,
+            "multiplier_bits": 64 * 16 * 12,
+        },
+    )
     assert_subset(features(row, 4), {"activation=relu": 1, "out_width": 12, "out_int_bits": 4, "in_width": 12})
     assert row["labels"] == {"lut": 2210, "ff": 612, "dsp": 64, "bram": 0}
-    assert row["exact"] == {"latency_cycles": 7, "initiation_interval": 1}     # the worst case, cycles_max
+    assert row["exact"] == {"latency_cycles": 7, "initiation_interval": 1}  # the worst case, cycles_max
     assert row["io_type"] == "io_parallel" and "tool_versions" in row
 
 
 def test_small_conv2d(records):
     row = record_to_row(records[2])
-    assert [n["op"] for n in nodes(row)] == ["input", "conv2d", "activation", "pooling", "flatten", "dense",
-                                             "activation"]
-    assert row["io_type"] == "io_stream"                            # no IOType: convolutional -> io_stream
+    assert [n["op"] for n in nodes(row)] == [
+        "input",
+        "conv2d",
+        "activation",
+        "pooling",
+        "flatten",
+        "dense",
+        "activation",
+    ]
+    assert row["io_type"] == "io_stream"  # no IOType: convolutional -> io_stream
     assert_subset(features(row, 0), {"in_size": 64, "channels": 1})
     # 3x3 kernel, 1 -> 4 channels on 8x8 (valid): 6x6 outputs; reuse factor 36 is the layer's, not 8192
-    assert_subset(features(row, 1), {
-        "filters": 4, "in_channels": 1, "kernel_height": 3, "kernel_width": 3, "kernel_size": 9, "stride_height": 1,
-        "stride_width": 1, "out_positions": 36, "weight_count": 36, "multiplies": 36 * 36, "in_size": 64,
-        "out_size": 144, "reuse_factor": 36, "lanes": 1, "w_width": 8, "multiplier_bits": 16 * 8,
-        "weight_bits": 36 * 8, "padding=valid": 1, "padding=same": 0, "io_type=io_stream": 1, "parameters": 40})
+    assert_subset(
+        features(row, 1),
+        {
+            "filters": 4,
+            "in_channels": 1,
+            "kernel_height": 3,
+            "kernel_width": 3,
+            "kernel_size": 9,
+            "stride_height": 1,
+            "stride_width": 1,
+            "out_positions": 36,
+            "weight_count": 36,
+            "multiplies": 36 * 36,
+            "in_size": 64,
+            "out_size": 144,
+            "reuse_factor": 36,
+            "lanes": 1,
+            "w_width": 8,
+            "multiplier_bits": 16 * 8,
+            "weight_bits": 36 * 8,
+            "padding=valid": 1,
+            "padding=same": 0,
+            "io_type=io_stream": 1,
+            "parameters": 40,
+        },
+    )
     assert_subset(features(row, 3), {"pool=max": 1, "global": 0, "reduction": 4, "channels": 4, "out_size": 36})
-    assert_subset(features(row, 5), {"units": 10, "in_features": 36, "reuse_factor": 360, "lanes": 1,
-                                     "weight_bits": 2880})
+    assert_subset(
+        features(row, 5), {"units": 10, "in_features": 36, "reuse_factor": 360, "lanes": 1, "weight_bits": 2880}
+    )
     assert row["labels"] == {"lut": 5931, "ff": 6874, "dsp": 2, "bram": 3}
     assert row["exact"] == {"latency_cycles": 1490, "initiation_interval": 1297}
 
@@ -125,18 +203,37 @@ def test_small_conv2d(records):
 def test_conv1d_with_an_unknown_layer_class_and_a_quantized_activation(records):
     row = record_to_row(records[3])
     # ZeroPadding1D is not in our op list: kept as a node, op = its class name in lower case
-    assert [n["op"] for n in nodes(row)] == ["input", "zeropadding1d", "conv1d", "activation", "pooling", "dense",
-                                             "activation"]
+    assert [n["op"] for n in nodes(row)] == [
+        "input",
+        "zeropadding1d",
+        "conv1d",
+        "activation",
+        "pooling",
+        "dense",
+        "activation",
+    ]
     assert_subset(features(row, 1), {"in_size": 64, "out_size": 68})
-    assert_subset(features(row, 2), {"kernel_width": 3, "kernel_size": 3, "filters": 8, "in_channels": 2,
-                                     "out_positions": 32, "weight_count": 48, "multiplies": 32 * 48,
-                                     "reuse_factor": 48, "lanes": 1, "w_width": 4, "w_int_bits": 1})
+    assert_subset(
+        features(row, 2),
+        {
+            "kernel_width": 3,
+            "kernel_size": 3,
+            "filters": 8,
+            "in_channels": 2,
+            "out_positions": 32,
+            "weight_count": 48,
+            "multiplies": 32 * 48,
+            "reuse_factor": 48,
+            "lanes": 1,
+            "w_width": 4,
+            "w_int_bits": 1,
+        },
+    )
     assert "kernel_height" not in features(row, 2)
-    assert_subset(features(row, 3), {"activation=quantized_relu": 1, "quantized": 1, "out_width": 8,
-                                     "out_int_bits": 0})
+    assert_subset(features(row, 3), {"activation=quantized_relu": 1, "quantized": 1, "out_width": 8, "out_int_bits": 0})
     assert_subset(features(row, 4), {"pool=average": 1, "global": 1, "reduction": 32, "in_width": 8})
     assert_subset(features(row, 5), {"reuse_factor": 32, "lanes": 1, "weight_bits": 32 * 4})
-    assert row["io_type"] == "io_stream"                            # from hls_config.IOType
+    assert row["io_type"] == "io_stream"  # from hls_config.IOType
     assert row["labels"] == {"lut": 3870, "ff": 4122, "dsp": 0, "bram": 1}
 
 
@@ -147,8 +244,10 @@ def test_custom_layer_names_pair_by_position_when_there_is_one_entry_per_layer(r
     record["hls_config"]["LayerName"] = dict(zip(["inputs", "fc1", "relu1", "fc2", "out"], entries, strict=True))
     row = record_to_row(record)
     assert [n["name"] for n in nodes(row)] == ["inputs", "fc1", "relu1", "fc2", "out"]
-    assert_subset(features(row, 1), {"w_width": 6, "w_int_bits": 2, "out_width": 10, "acc_width": 20,
-                                     "multiplier_bits": 128 * 16 * 6})
+    assert_subset(
+        features(row, 1),
+        {"w_width": 6, "w_int_bits": 2, "out_width": 10, "acc_width": 20, "multiplier_bits": 128 * 16 * 6},
+    )
     assert_subset(features(row, 2), {"in_width": 10, "in_int_bits": 3})
     # one entry fewer and no Keras default names: nothing can be matched, every layer takes the model defaults
     del record["hls_config"]["LayerName"]["out"]
@@ -160,25 +259,33 @@ def test_custom_layer_names_pair_by_position_when_there_is_one_entry_per_layer(r
 
 def test_batchnorm_pooling_window_and_dropout():
     shape = [None, 8, 8, 3]
-    layers = [{"class_name": "InputLayer", "input_shape": shape, "output_shape": shape},
-              {"class_name": "BatchNormalization", "input_shape": shape, "output_shape": shape, "parameters": 12},
-              {"class_name": "MaxPooling2D", "input_shape": shape, "output_shape": [None, 4, 4, 3],
-               "pool_size": [2, 2]},
-              {"class_name": "Dropout", "input_shape": [None, 4, 4, 3], "output_shape": [None, 4, 4, 3],
-               "dropout_rate": 0.2},
-              {"class_name": "Flatten", "input_shape": [None, 4, 4, 3], "output_shape": [None, 48]},
-              {"class_name": "Dense", "input_shape": [None, 48], "output_shape": [None, 2], "neurons": 2}]
+    layers = [
+        {"class_name": "InputLayer", "input_shape": shape, "output_shape": shape},
+        {"class_name": "BatchNormalization", "input_shape": shape, "output_shape": shape, "parameters": 12},
+        {"class_name": "MaxPooling2D", "input_shape": shape, "output_shape": [None, 4, 4, 3], "pool_size": [2, 2]},
+        {"class_name": "Dropout", "input_shape": [None, 4, 4, 3], "output_shape": [None, 4, 4, 3], "dropout_rate": 0.2},
+        {"class_name": "Flatten", "input_shape": [None, 4, 4, 3], "output_shape": [None, 48]},
+        {"class_name": "Dense", "input_shape": [None, 48], "output_shape": [None, 2], "neurons": 2},
+    ]
     names = ["input_1", "batch_normalization", "max_pooling2d", "dropout", "flatten", "dense"]
-    record = {"model_config": layers, "target_part": "xcvu9p-flga2104-2L-e",
-              "hls_config": {"Model": {"Precision": "ap_fixed<16,6>", "ReuseFactor": 16, "Strategy": "Resource"},
-                             "LayerName": {name: {} for name in names}},
-              "resource_report": {"lut": 900, "ff": 1000, "dsp": 1, "bram": 0}}
+    record = {
+        "model_config": layers,
+        "target_part": "xcvu9p-flga2104-2L-e",
+        "hls_config": {
+            "Model": {"Precision": "ap_fixed<16,6>", "ReuseFactor": 16, "Strategy": "Resource"},
+            "LayerName": {name: {} for name in names},
+        },
+        "resource_report": {"lut": 900, "ff": 1000, "dsp": 1, "bram": 0},
+    }
     record["hls_config"]["LayerName"]["batch_normalization"] = {
-        "Precision": {"scale": "fixed<12,4>", "bias": "fixed<12,4>", "result": "fixed<16,6>"}}
+        "Precision": {"scale": "fixed<12,4>", "bias": "fixed<12,4>", "result": "fixed<16,6>"}
+    }
     row = record_to_row(record)
     assert [n["op"] for n in nodes(row)] == ["input", "batchnorm", "pooling", "dropout", "flatten", "dense"]
-    assert_subset(features(row, 1), {"channels": 3, "parameters": 12, "w_width": 12, "w_int_bits": 4,
-                                     "in_size": 192, "out_size": 192})
+    assert_subset(
+        features(row, 1),
+        {"channels": 3, "parameters": 12, "w_width": 12, "w_int_bits": 4, "in_size": 192, "out_size": 192},
+    )
     assert_subset(features(row, 2), {"pool_size": 4, "reduction": 4, "pool=max": 1, "global": 0})
     assert_subset(features(row, 5), {"weight_count": 96, "reuse_factor": 16, "lanes": 6, "w_width": 16})
     assert row["exact"] == {} and "clock_ns" not in row and row["id"] == "wa-hls4ml"
@@ -199,7 +306,7 @@ def test_rows_are_dataset_rows(records):
 def test_file_variants_read_the_same_records(tmp_path, records, name):
     path = tmp_path / name
     if ".jsonl" in name:
-        text = "".join(json.dumps(r) + "\n\n" for r in records)     # blank lines are skipped
+        text = "".join(json.dumps(r) + "\n\n" for r in records)  # blank lines are skipped
     else:
         text = json.dumps(records)
     if name.endswith(".gz"):
@@ -249,6 +356,7 @@ def _set(path: str, value):
             del node[last]
         else:
             node[int(last) if isinstance(node, list) else last] = value
+
     return mutate
 
 
@@ -264,8 +372,7 @@ MALFORMED = [
     ("hls_config/Model/ReuseFactor", 0, r"hls_config\.Model\.ReuseFactor"),
     ("hls_config/Model/Strategy", _DELETE, r"hls_config\.Model\.Strategy"),
     ("hls_config/Model/Precision", {"default": "float"}, r"hls_config\.Model\.Precision\.default"),
-    ("hls_config/LayerName/q_dense/Precision/weight", "float32",
-     r"hls_config\.LayerName\.q_dense\.Precision\.weight"),
+    ("hls_config/LayerName/q_dense/Precision/weight", "float32", r"hls_config\.LayerName\.q_dense\.Precision\.weight"),
     ("hls_config/Model", _DELETE, r"hls_config\.Model"),
     ("resource_report/lut", "n/a", r"resource_report\.lut"),
     ("resource_report/dsp", -1, r"resource_report\.dsp"),
@@ -276,8 +383,9 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize("path,value,field", MALFORMED, ids=[m[0] + ("-del" if m[1] is _DELETE else "")
-                                                              for m in MALFORMED])
+@pytest.mark.parametrize(
+    "path,value,field", MALFORMED, ids=[m[0] + ("-del" if m[1] is _DELETE else "") for m in MALFORMED]
+)
 def test_malformed_record_names_the_record_and_the_field(records, path, value, field):
     record = copy.deepcopy(records[0])
     _set(path, value)(record)
@@ -310,11 +418,21 @@ def test_record_without_id_or_index_is_still_named(records):
         record_to_row([1, 2], index=3)
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("ap_fixed<16,6>", (16, 6, True)), ("fixed<8,1,RND,SAT>", (8, 1, True)),
-    ("ufixed<8,0,RND_CONV,SAT>", (8, 0, False)),
-    ("ap_ufixed<12, 4>", (12, 4, False)), ("ap_int<8>", (8, 8, True)), ("uint<4>", (4, 4, False)),
-    ("fixed<6,-2>", (6, -2, True)), ("auto", None), ("float", None), (16, None)])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("ap_fixed<16,6>", (16, 6, True)),
+        ("fixed<8,1,RND,SAT>", (8, 1, True)),
+        ("ufixed<8,0,RND_CONV,SAT>", (8, 0, False)),
+        ("ap_ufixed<12, 4>", (12, 4, False)),
+        ("ap_int<8>", (8, 8, True)),
+        ("uint<4>", (4, 4, False)),
+        ("fixed<6,-2>", (6, -2, True)),
+        ("auto", None),
+        ("float", None),
+        (16, None),
+    ],
+)
 def test_parse_precision(text, expected):
     assert parse_precision(text) == expected
 
@@ -323,22 +441,42 @@ def _random_mlp(rng: random.Random) -> tuple[dict, list[int], int, list[tuple[in
     """A dense MLP record in wa-hls4ml's schema with random widths, reuse factors and precisions."""
     sizes = [rng.choice([4, 8, 12, 16, 32, 64]) for _ in range(rng.randint(2, 5))]
     reuse = rng.choice([1, 2, 4, 8])
-    layers = [{"class_name": "InputLayer", "input_shape": [[None, sizes[0]]], "output_shape": [[None, sizes[0]]],
-               "parameters": 0}]
+    layers = [
+        {
+            "class_name": "InputLayer",
+            "input_shape": [[None, sizes[0]]],
+            "output_shape": [[None, sizes[0]]],
+            "parameters": 0,
+        }
+    ]
     names = {"input_1": {"Precision": {"result": "fixed<16,6>"}}}
     precisions = []
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
         w_width, r_width = rng.randint(2, 16), rng.randint(4, 18)
         precisions.append((w_width, r_width))
-        layers.append({"class_name": "QDense", "input_shape": [None, n_in], "output_shape": [None, n_out],
-                       "neurons": n_out, "parameters": n_in * n_out + n_out, "use_bias": True,
-                       "reuse_factor": reuse})
-        names["q_dense" + (f"_{i}" if i else "")] = {"Precision": {"weight": f"fixed<{w_width},1>",
-                                                                    "result": f"fixed<{r_width},4>"}}
-    record = {"model_config": layers, "target_part": "xc7z020clg400-1",
-              "hls_config": {"Model": {"Precision": "ap_fixed<16,6>", "ReuseFactor": reuse, "Strategy": "Resource"},
-                             "LayerName": names},
-              "resource_report": {"lut": 1, "ff": 2, "dsp": 3, "bram": 4}}
+        layers.append(
+            {
+                "class_name": "QDense",
+                "input_shape": [None, n_in],
+                "output_shape": [None, n_out],
+                "neurons": n_out,
+                "parameters": n_in * n_out + n_out,
+                "use_bias": True,
+                "reuse_factor": reuse,
+            }
+        )
+        names["q_dense" + (f"_{i}" if i else "")] = {
+            "Precision": {"weight": f"fixed<{w_width},1>", "result": f"fixed<{r_width},4>"}
+        }
+    record = {
+        "model_config": layers,
+        "target_part": "xc7z020clg400-1",
+        "hls_config": {
+            "Model": {"Precision": "ap_fixed<16,6>", "ReuseFactor": reuse, "Strategy": "Resource"},
+            "LayerName": names,
+        },
+        "resource_report": {"lut": 1, "ff": 2, "dsp": 3, "bram": 4},
+    }
     return record, sizes, reuse, precisions
 
 
@@ -353,9 +491,20 @@ def test_random_dense_mlps_match_hls4ml_multiplier_arithmetic():
         in_width = 16
         for layer, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]), start=1):
             w_width, r_width = precisions[layer - 1]
-            lanes = math.ceil(n_in * n_out / reuse)        # hls4ml's multiplier limit for a dense layer
-            assert_subset(features(row, layer), {
-                "in_features": n_in, "units": n_out, "lanes": lanes, "w_width": w_width, "in_width": in_width,
-                "out_width": r_width, "acc_width": 16, "multiplier_bits": lanes * in_width * w_width,
-                "weight_bits": n_in * n_out * w_width, "reuse_factor": reuse})
+            lanes = math.ceil(n_in * n_out / reuse)  # hls4ml's multiplier limit for a dense layer
+            assert_subset(
+                features(row, layer),
+                {
+                    "in_features": n_in,
+                    "units": n_out,
+                    "lanes": lanes,
+                    "w_width": w_width,
+                    "in_width": in_width,
+                    "out_width": r_width,
+                    "acc_width": 16,
+                    "multiplier_bits": lanes * in_width * w_width,
+                    "weight_bits": n_in * n_out * w_width,
+                    "reuse_factor": reuse,
+                },
+            )
             in_width = r_width

@@ -8,8 +8,16 @@ from hardwire.gen.systolic import SystolicParams
 
 
 def test_wrapper_connects_every_port_and_passes_clock_and_reset():
-    top, text = serial_io_wrapper("core", [Port("clk", "input", 1), Port("rst", "input", 1),
-                                           Port("a", "input", 3), Port("b", "input", 2), Port("y", "output", 4)])
+    top, text = serial_io_wrapper(
+        "core",
+        [
+            Port("clk", "input", 1),
+            Port("rst", "input", 1),
+            Port("a", "input", 3),
+            Port("b", "input", 2),
+            Port("y", "output", 4),
+        ],
+    )
     assert top == "core_serial_io"
     assert ".a(in_hold[2:0])" in text and ".b(in_hold[4:3])" in text and ".y(out_bits[3:0])" in text
     assert ".clk(clk)" in text and ".rst(rst)" in text

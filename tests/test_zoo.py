@@ -21,8 +21,20 @@ ACCURACY_FLOOR = {"mlp4": 0.94, "mlp2": 0.92, "cnn4": 0.94}
 EXPECTED_OPS = {
     "mlp4": ["Quant"] * 4 + ["Gemm", "BatchNormalization", "Relu", "Quant"] * 2 + ["Gemm"],
     "mlp2": ["Quant"] * 4 + ["Gemm", "BatchNormalization", "Relu", "Quant"] * 2 + ["Gemm"],
-    "cnn4": ["Quant"] * 4 + ["Conv", "BatchNormalization", "Relu", "Quant", "MaxPool",
-                             "Conv", "BatchNormalization", "Relu", "Quant", "Reshape", "Gemm"],
+    "cnn4": ["Quant"] * 4
+    + [
+        "Conv",
+        "BatchNormalization",
+        "Relu",
+        "Quant",
+        "MaxPool",
+        "Conv",
+        "BatchNormalization",
+        "Relu",
+        "Quant",
+        "Reshape",
+        "Gemm",
+    ],
 }
 
 
